@@ -1,0 +1,111 @@
+"""Cross-package sessions for the vpccni monorepo.
+
+Sessions run in the virtualenv made by ``scripts/bootstrap.sh`` (``.venv``), where every package is
+installed in development mode, so a session costs no install time and all sessions test the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import nox
+
+nox.needs_version = ">=2024.10"
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "types", "unit", "netns", "integration", "e2e", "build"]
+
+ROOT = pathlib.Path(__file__).parent
+PACKAGES = sorted(p.parent for p in ROOT.glob("packages/*/pyproject.toml"))
+PY = sys.executable
+
+
+def _pytest(session: nox.Session, marker: str, *extra: str) -> None:
+    paths = [str(p / "tests") for p in PACKAGES] + [str(ROOT / "tests")]
+    session.run(PY, "-m", "pytest", "-m", marker, *paths, *extra, *session.posargs)
+
+
+def _need_root(session: nox.Session) -> None:
+    if os.geteuid() != 0:
+        session.error("this session needs root: it creates network namespaces")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over every package, plus the layering contract (import-linter)."""
+    session.run(PY, "-m", "ruff", "check", "packages", "tests", "noxfile.py", "scripts")
+    session.run("lint-imports", "--config", str(ROOT / "pyproject.toml"))
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy over every package's source."""
+    session.run(PY, "-m", "mypy", *[str(p / "src") for p in PACKAGES])
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Unit tests: no root, no network."""
+    _pytest(session, "unit")
+
+
+@nox.session
+def netns(session: nox.Session) -> None:
+    """Real netlink, iptables and nftables inside namespaces each test creates and deletes."""
+    _need_root(session)
+    _pytest(session, "netns")
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """The testbed (EC2, IMDS, Kubernetes API, datapath) with the real aws-k8s-agent process."""
+    _need_root(session)
+    _pytest(session, "integration")
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """containerd's CRI as the real CNI client of the installed plugin."""
+    _need_root(session)
+    _pytest(session, "e2e")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks on the testbed; results go to bench/results/ and docs/benchmarks.md."""
+    _need_root(session)
+    session.run(PY, "-m", "vpccni.testbed.bench", *session.posargs)
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """The simulated cluster demo (the README's first command runs this)."""
+    _need_root(session)
+    session.run(PY, "-m", "vpccni.testbed.demo", *session.posargs)
+
+
+@nox.session(default=False)
+def codegen(session: nox.Session) -> None:
+    """Regenerate the gRPC stubs from rpc.proto; ``-- --check`` fails when the committed ones are stale."""
+    session.run(PY, str(ROOT / "scripts" / "codegen.py"), *session.posargs)
+
+
+@nox.session(default=False)
+def limits(session: nox.Session) -> None:
+    """Regenerate awsutils' instance-limits table from the instance-type data moto ships."""
+    session.run(PY, str(ROOT / "scripts" / "gen_limits.py"), *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build every wheel with poetry and check no path dependency leaked into its METADATA."""
+    out = ROOT / "dist"
+    session.run(PY, str(ROOT / "scripts" / "build_wheels.py"), str(out))
+
+
+@nox.session(default=False)
+def image(session: nox.Session) -> None:
+    """Build the aws-node image as an OCI archive without a Docker engine."""
+    _need_root(session)
+    session.run("bash", str(ROOT / "deploy" / "image" / "build.sh"), *session.posargs, external=True)

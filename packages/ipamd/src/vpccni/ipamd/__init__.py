@@ -1,0 +1,1 @@
+"""vpccni.ipamd: L-IPAMD, the node IP address manager daemon (aws-k8s-agent)."""

@@ -1,0 +1,1 @@
+"""vpccni.rpc: upstream-compatible gRPC contract (rpc.proto) and generated stubs."""

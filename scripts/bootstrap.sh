@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what vpccni's tests, demo and tools need on a Debian/Ubuntu machine, as root:
+# system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins) and a
+# virtualenv at .venv with every package of the monorepo installed in development mode.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing system packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $($PY --version)" >&2
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.vpccni-installed
+want=$(cat requirements-dev.txt packages/*/pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "bootstrap: installing Python packages into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  editables=()
+  for d in packages/*/; do editables+=(-e "$d"); done
+  .venv/bin/python -m pip install -q -r requirements-dev.txt "${editables[@]}"
+  echo "$want" > "$stamp"
+fi

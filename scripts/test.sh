@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: lint, types, unit, netns, integration, e2e and the wheel build check.
+# Needs root (network namespaces, containerd). Extra arguments go to nox, e.g. `-s unit`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+exec .venv/bin/nox --no-error-on-missing-interpreters "$@"

@@ -1,0 +1,93 @@
+"""A read-only picture of the node's address pool, taken from the datastore under its lock.
+
+The pool planner works only on this picture, so its decisions are pure functions that tests can drive with
+upstream's published examples, and the datastore lock is never held while EC2 is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+PREFIX_SIZE = 16  # addresses in a /28
+
+
+@dataclass(frozen=True, kw_only=True)
+class CidrSnapshot:
+    """One secondary /32 or one delegated /28 on an ENI."""
+
+    cidr: IPv4Network
+    is_prefix: bool
+    assigned: int  # addresses bound to a pod
+    in_cooldown: int = 0  # released addresses not yet reusable (IP_COOLDOWN_PERIOD)
+
+    @property
+    def size(self) -> int:
+        return self.cidr.num_addresses
+
+    @property
+    def free(self) -> int:
+        return self.size - self.assigned
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniSnapshot:
+    eni_id: str
+    device_number: int
+    is_primary: bool = False
+    is_trunk: bool = False
+    is_efa: bool = False
+    excluded: bool = False  # in a subnet tagged kubernetes.io/role/cni=0: no new pods
+    age_s: float = 0.0  # seconds since ipamd first saw the ENI attached
+    cidrs: tuple[CidrSnapshot, ...] = ()
+
+    @property
+    def total_ips(self) -> int:
+        return sum(c.size for c in self.cidrs)
+
+    @property
+    def assigned_ips(self) -> int:
+        return sum(c.assigned for c in self.cidrs)
+
+    @property
+    def in_cooldown(self) -> int:
+        return sum(c.in_cooldown for c in self.cidrs)
+
+    @property
+    def prefixes(self) -> int:
+        return sum(1 for c in self.cidrs if c.is_prefix)
+
+    @property
+    def free_prefixes(self) -> int:
+        return sum(1 for c in self.cidrs if c.is_prefix and c.assigned == 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSnapshot:
+    """The pool of one network card. Totals exclude ENIs marked excluded, as upstream does."""
+
+    enis: tuple[EniSnapshot, ...] = ()
+
+    @property
+    def usable_enis(self) -> tuple[EniSnapshot, ...]:
+        return tuple(e for e in self.enis if not e.excluded)
+
+    @property
+    def total_ips(self) -> int:
+        return sum(e.total_ips for e in self.usable_enis)
+
+    @property
+    def assigned_ips(self) -> int:
+        return sum(e.assigned_ips for e in self.usable_enis)
+
+    @property
+    def available_ips(self) -> int:
+        return self.total_ips - self.assigned_ips
+
+    @property
+    def total_prefixes(self) -> int:
+        return sum(e.prefixes for e in self.usable_enis)
+
+    @property
+    def free_prefixes(self) -> int:
+        return sum(e.free_prefixes for e in self.usable_enis)

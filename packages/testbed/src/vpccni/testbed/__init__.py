@@ -1,1 +1,1 @@
-"""vpccni.testbed: a hermetic AWS node for tests, benchmarks and demos: EC2, IMDS, Kubernetes API, VPC datapath."""
+"""vpccni.testbed: a hermetic AWS node (EC2, IMDS, Kubernetes API, VPC datapath) for tests and demos."""

@@ -1,0 +1,1 @@
+"""Generated from packages/rpc/proto/rpc.proto by scripts/codegen.py: do not edit."""

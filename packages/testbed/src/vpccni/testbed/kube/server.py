@@ -1,0 +1,190 @@
+"""``KubeApiServer``: a small Kubernetes API server on a ThreadingHTTPServer, for the official clients."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from vpccni.testbed.kube.handler import KubeApiHandler
+from vpccni.testbed.kube.resources import NODES
+from vpccni.testbed.kube.store import Obj, ObjectStore
+
+log = logging.getLogger(__name__)
+
+OutageMode = Literal["503", "reset"]
+
+
+class KubeApiServer:
+    """Serves nodes, pods, namespaces, events (core/v1 and events.k8s.io/v1), ENIConfigs and CNINodes.
+
+    ``sock`` is an already bound socket (e.g. made inside a node's network namespace); otherwise the
+    server binds ``host:port`` (port 0 picks a free one) in ``start()``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        *,
+        store: ObjectStore | None = None,
+        bookmark_interval: float = 5.0,
+        default_watch_timeout: float = 1800.0,
+    ) -> None:
+        self.store = store if store is not None else ObjectStore()
+        self.bookmark_interval = bookmark_interval
+        self.default_watch_timeout = default_watch_timeout
+        self.stopping = False
+        self.outage_mode: OutageMode = "503"
+        self._host, self._port, self._sock = host, port, sock
+        self._available = True
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> KubeApiServer:
+        handler = type("BoundKubeApiHandler", (KubeApiHandler,), {"owner": self})
+        if self._sock is None:
+            httpd = ThreadingHTTPServer((self._host, self._port), handler)
+        else:
+            httpd = ThreadingHTTPServer(self._sock.getsockname()[:2], handler, bind_and_activate=False)
+            httpd.socket.close()
+            httpd.socket = self._sock
+            httpd.server_address = self._sock.getsockname()[:2]
+            if not self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                self._sock.listen(64)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self.stopping = False
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="kube-apiserver", daemon=True
+        )
+        self._thread.start()
+        log.info("testbed Kubernetes API server listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self.stopping = True
+        self.store.notify_watchers()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+
+    def __enter__(self) -> KubeApiServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the testbed API server is not started: call start() first")
+        host, port = self._httpd.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        return f"http://{host}:{port}"
+
+    # -- outages ----------------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    def set_available(self, available: bool, *, mode: OutageMode = "503") -> None:
+        """Simulate an API-server outage: every request answers 503 (``mode="503"``) or has its connection
+        dropped unanswered (``mode="reset"``); open watch streams are cut either way."""
+        self.outage_mode = mode
+        self._available = available
+        if not available:
+            self.store.notify_watchers()
+            if mode == "reset":
+                self._close_connections()
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._conn_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _close_connections(self) -> None:
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # -- helpers for tests and the demo -----------------------------------------------------------
+
+    def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
+        """A kubeconfig for this server (plain HTTP, no credentials). JSON is valid YAML."""
+        target = Path(path)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "testbed", "cluster": {"server": self.url}}],
+            "users": [{"name": "testbed", "user": {}}],
+            "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": "testbed"}}],
+            "current-context": "testbed",
+        }
+        target.write_text(json.dumps(config, indent=2))
+        return target
+
+    def register_node(
+        self,
+        name: str,
+        instance_type: str,
+        capacity_pods: int,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        taints: Iterable[Mapping[str, str]] = (),
+        provider_id: str | None = None,
+        unschedulable: bool = False,
+    ) -> Obj:
+        """Create a Node as kubelet would register it (well-known labels, capacity and allocatable)."""
+        node_labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": instance_type,
+            **(labels or {}),
+        }
+        resources = {"pods": str(capacity_pods), "cpu": "2", "memory": "8Gi"}
+        spec: dict[str, Any] = {"taints": [dict(t) for t in taints]}
+        if provider_id:
+            spec["providerID"] = provider_id
+        if unschedulable:
+            spec["unschedulable"] = True
+        return self.store.create(
+            NODES,
+            {
+                "metadata": {"name": name, "labels": node_labels, "annotations": dict(annotations or {})},
+                "spec": spec,
+                "status": {
+                    "capacity": resources,
+                    "allocatable": dict(resources),
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            },
+        )

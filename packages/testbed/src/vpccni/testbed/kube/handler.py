@@ -207,7 +207,10 @@ class KubeApiHandler(BaseHTTPRequestHandler):
                 self._watch(target, query)
             elif method == "GET":
                 items, rv = store.list(
-                    res, ns, label_selector=query.get("labelSelector"), field_selector=query.get("fieldSelector")
+                    res,
+                    ns,
+                    label_selector=query.get("labelSelector"),
+                    field_selector=query.get("fieldSelector"),
                 )
                 self._send_json(
                     200,
@@ -221,7 +224,9 @@ class KubeApiHandler(BaseHTTPRequestHandler):
             elif method == "POST":
                 self._send_json(201, store.create(res, self._read_body(), ns))
             else:
-                raise BadRequestError(f"{method} is not supported on a collection: name the object in the URL")
+                raise BadRequestError(
+                    f"{method} is not supported on a collection: name the object in the URL"
+                )
             return
         if method == "GET":
             self._send_json(200, store.get(res, name, ns))
@@ -231,7 +236,9 @@ class KubeApiHandler(BaseHTTPRequestHandler):
             self._send_json(200, store.update(res, body, ns))
         elif method == "PATCH":
             content_type = self.headers.get("Content-Type") or MERGE_PATCH
-            self._send_json(200, store.patch(res, name, self._read_body(), content_type=content_type, namespace=ns))
+            self._send_json(
+                200, store.patch(res, name, self._read_body(), content_type=content_type, namespace=ns)
+            )
         elif method == "DELETE":
             if length := int(self.headers.get("Content-Length") or 0):
                 self.rfile.read(length)  # DeleteOptions; not needed here

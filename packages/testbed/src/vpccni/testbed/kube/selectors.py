@@ -55,7 +55,9 @@ _EXISTS_RE = re.compile(r"^\s*(!?)\s*([^\s!=()]+)\s*$")
 
 def _split_terms(text: str) -> list[str]:
     """Split at commas that are not inside ``( ... )`` value sets."""
-    terms, depth, current = [], 0, []
+    terms: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "(":
             depth += 1
@@ -99,7 +101,9 @@ def parse_field_selector(text: str | None) -> Selector:
     for term in _split_terms(text):
         m = _EQ_RE.match(term)
         if not m:
-            raise SelectorError(f"invalid field selector term {term!r}: use <field>=<value> or <field>!=<value>")
+            raise SelectorError(
+                f"invalid field selector term {term!r}: use <field>=<value> or <field>!=<value>"
+            )
         op = Operator.NOT_EQUALS if m.group(2) == "!=" else Operator.EQUALS
         requirements.append(Requirement(key=m.group(1), operator=op, values=frozenset({m.group(3)})))
     return Selector(requirements=tuple(requirements))

@@ -4,6 +4,7 @@ resourceVersion older than the history answers 410 Expired, as a real server doe
 
 from __future__ import annotations
 
+import builtins
 import collections
 import copy
 import datetime
@@ -12,7 +13,7 @@ import string
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vpccni.testbed.kube.patches import MERGE_PATCH, STRATEGIC_MERGE_PATCH, PatchError, apply_patch
@@ -86,8 +87,8 @@ class WatchFilter:
 
     resource: ResourceType
     namespace: str | None = None
-    labels: Selector = Selector()
-    fields: Selector = Selector()
+    labels: Selector = field(default_factory=Selector)
+    fields: Selector = field(default_factory=Selector)
 
     def matches(self, obj: Mapping[str, Any] | None) -> bool:
         if obj is None:
@@ -118,7 +119,7 @@ def _now() -> str:
 
 
 def resource_named(name: ResourceType | str) -> ResourceType:
-    """Accept a ResourceType, a plural (``pods``; core group preferred) or a key (``events.k8s.io/v1/events``)."""
+    """A ResourceType, a plural (``pods``; core group preferred) or a key (``events.k8s.io/v1/events``)."""
     if isinstance(name, ResourceType):
         return name
     for resource in ALL_RESOURCES:
@@ -166,9 +167,11 @@ class ObjectStore:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> tuple[list[Obj], int]:
+    ) -> tuple[builtins.list[Obj], int]:
         """The matching objects (sorted by namespace/name) and the resourceVersion of this snapshot."""
-        wf = self.watch_filter(resource, namespace, label_selector=label_selector, field_selector=field_selector)
+        wf = self.watch_filter(
+            resource, namespace, label_selector=label_selector, field_selector=field_selector
+        )
         with self._lock:
             items = [
                 copy.deepcopy(obj)
@@ -195,16 +198,16 @@ class ObjectStore:
         except ValueError as exc:
             raise BadRequestError(str(exc)) from exc
 
-    def events_after(self, resource_version: int, *, timeout: float, wake: Callable[[], bool]) -> list[StoredEvent]:
+    def events_after(
+        self, resource_version: int, *, timeout: float, wake: Callable[[], bool]
+    ) -> builtins.list[StoredEvent]:
         """Events newer than ``resource_version``; waits up to ``timeout`` for one (or until ``wake()``).
 
         Raises ExpiredError when the history no longer reaches back to ``resource_version``."""
         with self._lock:
             self._lock.wait_for(lambda: self._rv > resource_version or wake(), timeout=timeout)
             if resource_version < self._compacted_rv:
-                raise ExpiredError(
-                    f"too old resource version: {resource_version} ({self._compacted_rv})"
-                )
+                raise ExpiredError(f"too old resource version: {resource_version} ({self._compacted_rv})")
             return [e for e in self._history if e.resource_version > resource_version]
 
     def notify_watchers(self) -> None:
@@ -214,13 +217,17 @@ class ObjectStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def create(self, resource: ResourceType | str, obj: Mapping[str, Any], namespace: str | None = None) -> Obj:
+    def create(
+        self, resource: ResourceType | str, obj: Mapping[str, Any], namespace: str | None = None
+    ) -> Obj:
         res = resource_named(resource)
         new = copy.deepcopy(dict(obj))
         meta = new.setdefault("metadata", {})
         if not meta.get("name"):
             if not meta.get("generateName"):
-                raise InvalidError(f"{res.kind} has no metadata.name: set name or generateName", kind=res.plural)
+                raise InvalidError(
+                    f"{res.kind} has no metadata.name: set name or generateName", kind=res.plural
+                )
             suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
             meta["name"] = meta["generateName"] + suffix
         ns = self._namespace_for(res, namespace or meta.get("namespace"))
@@ -239,7 +246,9 @@ class ObjectStore:
             meta.pop("resourceVersion", None)
             return self._commit(res, key, "ADDED", new, None)
 
-    def update(self, resource: ResourceType | str, obj: Mapping[str, Any], namespace: str | None = None) -> Obj:
+    def update(
+        self, resource: ResourceType | str, obj: Mapping[str, Any], namespace: str | None = None
+    ) -> Obj:
         """PUT semantics: replace the object; a ``metadata.resourceVersion`` in it must be current."""
         res = resource_named(resource)
         new = copy.deepcopy(dict(obj))
@@ -324,9 +333,9 @@ class ObjectStore:
         meta = new.setdefault("metadata", {})
         old_meta = current["metadata"]
         # Identity fields are the server's, whatever the client sent.
-        for field in ("name", "namespace", "uid", "creationTimestamp"):
-            if field in old_meta:
-                meta[field] = old_meta[field]
+        for ident in ("name", "namespace", "uid", "creationTimestamp"):
+            if ident in old_meta:
+                meta[ident] = old_meta[ident]
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         if new.get("spec") != current.get("spec"):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1

@@ -1,0 +1,214 @@
+"""The allocation checkpoint `/var/run/aws-node/ipam.json`, byte-compatible with upstream's `vpc-cni-ipam/1`.
+
+Written on every change before the change is acknowledged (temp file in the same directory, fsync,
+rename, fsync of the directory), so a crash leaves either the old or the new file, never a torn one.
+Restored at start after the ENIs are known (`restore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+
+if TYPE_CHECKING:
+    from vpccni.ipamd.datastore.store import DataStore
+
+_log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = "vpc-cni-ipam/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointEntry:
+    key: IPAMKey
+    ipv4: IPv4Address
+    allocation_timestamp_ns: int
+    metadata: PodMetadata
+
+
+class CheckpointError(Exception):
+    """The checkpoint cannot be read; the message says which file and how to recover."""
+
+
+class Checkpointer(Protocol):
+    def read(self) -> tuple[CheckpointEntry, ...] | None:
+        """The stored allocations, or None when there is no checkpoint yet (a fresh node)."""
+        ...
+
+    def write(self, entries: Sequence[CheckpointEntry]) -> None:
+        """Replace the stored allocations atomically; raises OSError when that is impossible."""
+        ...
+
+
+def encode(entries: Sequence[CheckpointEntry]) -> bytes:
+    """Upstream's JSON (Go encoding/json: compact, keys in struct order)."""
+    doc = {
+        "version": CHECKPOINT_VERSION,
+        "allocations": [
+            {
+                "networkName": e.key.network_name,
+                "containerID": e.key.container_id,
+                "ifName": e.key.ifname,
+                "ipv4": str(e.ipv4),
+                "allocationTimestamp": e.allocation_timestamp_ns,
+                "metadata": {
+                    "k8sPodNamespace": e.metadata.namespace,
+                    "k8sPodName": e.metadata.name,
+                    "interfacesCount": e.metadata.interfaces_count,
+                },
+            }
+            for e in entries
+        ],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode(data: bytes, *, source: str = "checkpoint") -> tuple[CheckpointEntry, ...]:
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{source} is not valid JSON ({exc}); move it aside to start with no recorded pods"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("version") != CHECKPOINT_VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise CheckpointError(
+            f"{source} has version {version!r}, expected {CHECKPOINT_VERSION!r}; it was written by an "
+            "incompatible release: move it aside to start with no recorded pods"
+        )
+    out: list[CheckpointEntry] = []
+    for raw in doc.get("allocations") or []:
+        entry = _decode_entry(raw)
+        if entry is None:
+            _log.warning("skipping checkpoint entry without a usable IPv4 address: %s", raw)
+        else:
+            out.append(entry)
+    return tuple(out)
+
+
+def _decode_entry(raw: Any) -> CheckpointEntry | None:
+    if not isinstance(raw, dict) or not raw.get("ipv4"):
+        return None
+    try:
+        ipv4 = IPv4Address(raw["ipv4"])
+    except ValueError:
+        return None
+    meta = raw.get("metadata") or {}
+    return CheckpointEntry(
+        key=IPAMKey(
+            network_name=str(raw.get("networkName", "")),
+            container_id=str(raw.get("containerID", "")),
+            ifname=str(raw.get("ifName", "")),
+        ),
+        ipv4=ipv4,
+        allocation_timestamp_ns=int(raw.get("allocationTimestamp") or 0),
+        metadata=PodMetadata(
+            namespace=str(meta.get("k8sPodNamespace", "")),
+            name=str(meta.get("k8sPodName", "")),
+            interfaces_count=int(meta.get("interfacesCount") or 1),
+        ),
+    )
+
+
+class FileCheckpointer:
+    """The real checkpoint file. `rename` is the commit point (a seam for crash-safety tests)."""
+
+    def __init__(self, path: Path | str, *, rename: Callable[[str, str], None] = os.replace) -> None:
+        self._path = Path(path)
+        self._rename = rename
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def read(self) -> tuple[CheckpointEntry, ...] | None:
+        try:
+            data = self._path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return decode(data, source=str(self._path))
+
+    def write(self, entries: Sequence[CheckpointEntry]) -> None:
+        directory = self._path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self._path.name + ".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(encode(entries))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            self._rename(tmp, str(self._path))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        # The rename is durable only once the directory entry is on disk.
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreReport:
+    restored: tuple[CheckpointEntry, ...]
+    veth_gone: tuple[CheckpointEntry, ...]  # pod gone while ipamd was down: rules released
+    stale: tuple[CheckpointEntry, ...]  # IP on no known ENI (or already taken)
+
+
+def restore(
+    datastore: DataStore,
+    checkpointer: Checkpointer,
+    *,
+    host_veth_exists: Callable[[str, str], bool],
+    release_rules: Callable[[IPv4Address], None],
+) -> RestoreReport:
+    """Re-mark checkpointed pods assigned; run after every ENI and CIDR has been added to `datastore`.
+
+    Entries whose pod veth is gone (`host_veth_exists(namespace, name)` false) are dropped and their leftover
+    ip rules released; entries whose IP is on no ENI are dropped as stale. The file is then rewritten.
+    """
+    entries = checkpointer.read()
+    if entries is None:
+        _log.info("no checkpoint: starting with no recorded pods")
+        return RestoreReport(restored=(), veth_gone=(), stale=())
+    present: list[CheckpointEntry] = []
+    gone: list[CheckpointEntry] = []
+    for entry in entries:
+        # Without a pod name the veth name cannot be derived; keep the entry rather than lose a live pod.
+        if entry.metadata.name and not host_veth_exists(entry.metadata.namespace, entry.metadata.name):
+            _log.info(
+                "dropping checkpointed %s of %s/%s: its host veth is gone",
+                entry.ipv4,
+                entry.metadata.namespace,
+                entry.metadata.name,
+            )
+            gone.append(entry)
+            try:
+                release_rules(entry.ipv4)
+            except Exception:
+                _log.exception("could not delete leftover ip rules of %s", entry.ipv4)
+        else:
+            present.append(entry)
+    restored, stale = datastore.restore_assignments(present)
+    for entry in stale:
+        _log.warning(
+            "dropping stale checkpoint entry %s of %s/%s: the address is on no attached ENI",
+            entry.ipv4,
+            entry.metadata.namespace,
+            entry.metadata.name,
+        )
+    datastore.persist()
+    return RestoreReport(restored=tuple(restored), veth_gone=tuple(gone), stale=tuple(stale))

@@ -1,0 +1,100 @@
+"""Values the datastore hands out: the pod key (CNI-spec triple), pod metadata, assigned addresses, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+# Key upstream gave allocations it migrated from the CRI (≤ v1.7); DEL falls back to it.
+LEGACY_NETWORK_NAME = "_migrated-from-cri"
+LEGACY_IFNAME = "unknown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IPAMKey:
+    """The CNI spec's allocation key: (network name, container id, interface name)."""
+
+    network_name: str
+    container_id: str
+    ifname: str
+
+    def legacy(self) -> IPAMKey:
+        return IPAMKey(network_name=LEGACY_NETWORK_NAME, container_id=self.container_id, ifname=LEGACY_IFNAME)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodMetadata:
+    namespace: str = ""
+    name: str = ""
+    interfaces_count: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignedAddress:
+    """A pod's address and where it lives."""
+
+    key: IPAMKey
+    metadata: PodMetadata
+    ipv4: IPv4Address
+    cidr: IPv4Network
+    eni_id: str
+    device_number: int
+    network_card: int
+    assigned_at_ns: int  # wall clock, UnixNano (the checkpoint's allocationTimestamp)
+
+
+class DatastoreError(Exception):
+    """Base of the datastore's typed errors."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolCounts:
+    """Why no address could be handed out, in numbers."""
+
+    total_ips: int  # on usable ENIs, for the active mode
+    assigned_ips: int
+    in_cooldown: int
+    excluded_ips: int  # addresses on ENIs excluded from pod IPs
+    other_mode_ips: int  # /32s in prefix mode or /28 addresses in secondary-IP mode (not used)
+    prefix_mode: bool
+    next_free_in_s: float | None  # when the next address leaves cooldown
+
+
+class NoAddressAvailable(DatastoreError):
+    def __init__(self, counts: PoolCounts) -> None:
+        self.counts = counts
+        kind = "/28 prefixes" if counts.prefix_mode else "secondary IPs"
+        detail = f"{counts.assigned_ips} of {counts.total_ips} addresses on {kind} are assigned"
+        if counts.in_cooldown:
+            detail += f", {counts.in_cooldown} in cooldown (IP_COOLDOWN_PERIOD)"
+            if counts.next_free_in_s is not None:
+                detail += f", the next is free in {counts.next_free_in_s:.1f}s"
+        if counts.excluded_ips:
+            detail += f", {counts.excluded_ips} on ENIs excluded from pod IPs"
+        super().__init__(f"no available IP address in the datastore: {detail}")
+
+
+class UnknownPod(DatastoreError):
+    def __init__(self, key: IPAMKey) -> None:
+        self.key = key
+        super().__init__(
+            f"datastore: unknown pod (network {key.network_name}, container {key.container_id}, "
+            f"interface {key.ifname})"
+        )
+
+
+class UnknownEni(DatastoreError):
+    def __init__(self, eni_id: str) -> None:
+        self.eni_id = eni_id
+        super().__init__(f"datastore: unknown ENI {eni_id}")
+
+
+class CidrInUse(DatastoreError):
+    def __init__(self, cidr: IPv4Network, assigned: int) -> None:
+        self.cidr = cidr
+        self.assigned = assigned
+        super().__init__(f"datastore: {cidr} still has {assigned} pod address(es); release them or force")
+
+
+class CheckpointWriteFailed(DatastoreError):
+    """The assignment or release was rolled back because the checkpoint could not be written."""

@@ -1,0 +1,653 @@
+"""The datastore: ENI → CIDR (/32 secondary IP or /28 prefix) → address, behind one lock.
+
+Data structure (assign and release are O(1), amortised; nothing scans all addresses):
+- `_by_key`: pod key → address record (idempotent ADD, DEL lookup).
+- per CIDR: `tracked` (address → record, only addresses ever handed out), `ready` (insertion-ordered set
+  of tracked addresses that are free and out of cooldown) and `next_offset` (the lowest never-used offset;
+  addresses at or above it are free and untracked). A CIDR can serve when `ready` is non-empty or
+  `next_offset < size`.
+- `_serving[is_prefix]`: insertion-ordered set of CIDRs on usable (not excluded) ENIs that can serve. Assign
+  takes the first; a CIDR leaves the set when it runs dry and rejoins when an address frees up.
+- `_cooldown`: FIFO of (expiry, record, release serial). The cooldown period is one constant, so the FIFO is
+  in expiry order; each operation first moves expired records back to `ready` (each record once per
+  release). A record removed or re-assigned meanwhile has a different serial or CIDR, and its FIFO entry
+  is skipped.
+- per CIDR and per ENI: `assigned` and `cooling` counters, kept in step with the above.
+
+The lock is never held across EC2 or netlink calls. It IS held across the checkpoint write, so the file always
+follows the order of acknowledged changes; a failed write rolls the change back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Any
+
+from vpccni.awsutils.clock import Clock, SystemClock
+from vpccni.ipamd.datastore.model import (
+    AssignedAddress,
+    CheckpointWriteFailed,
+    CidrInUse,
+    IPAMKey,
+    NoAddressAvailable,
+    PodMetadata,
+    PoolCounts,
+    UnknownEni,
+    UnknownPod,
+)
+from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
+from vpccni.ipamd.ports import EniRecord
+from vpccni.networkutils.tables import route_table_for_eni
+
+if TYPE_CHECKING:
+    from vpccni.ipamd.checkpoint import CheckpointEntry, Checkpointer
+
+_log = logging.getLogger(__name__)
+
+PREFIX_LEN = 28
+SECONDARY_LEN = 32
+
+
+def _epoch_ns(clock: Clock) -> int:
+    return int(clock.now().timestamp() * 1_000_000_000)
+
+
+class _Address:
+    __slots__ = ("assigned_ns", "cidr", "cooling", "ip", "key", "metadata", "serial", "unassigned_ns")
+
+    def __init__(self, ip: IPv4Address, cidr: _Cidr) -> None:
+        self.ip = ip
+        self.cidr = cidr
+        self.key: IPAMKey | None = None
+        self.metadata = PodMetadata()
+        self.assigned_ns = 0
+        self.unassigned_ns = 0
+        self.cooling = False
+        self.serial = 0  # bumped on every state change; stale cooldown entries carry an old one
+
+
+class _Cidr:
+    __slots__ = (
+        "assigned",
+        "base",
+        "cooling",
+        "eni",
+        "is_prefix",
+        "network",
+        "next_offset",
+        "ready",
+        "removed",
+        "tracked",
+    )
+
+    def __init__(self, network: IPv4Network, eni: _Eni) -> None:
+        self.network = network
+        self.eni = eni
+        self.is_prefix = network.prefixlen != SECONDARY_LEN
+        self.base = int(network.network_address)
+        self.tracked: dict[IPv4Address, _Address] = {}
+        self.ready: dict[IPv4Address, None] = {}
+        self.next_offset = 0
+        self.assigned = 0
+        self.cooling = 0
+        self.removed = False
+
+    def can_serve(self) -> bool:
+        return bool(self.ready) or self.next_offset < self.network.num_addresses
+
+
+class _Eni:
+    __slots__ = ("added_mono", "assigned", "cidrs", "cooling", "excluded", "record")
+
+    def __init__(self, record: EniRecord, added_mono: float) -> None:
+        self.record = record
+        self.added_mono = added_mono
+        self.cidrs: dict[IPv4Network, _Cidr] = {}
+        self.excluded = False
+        self.assigned = 0
+        self.cooling = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniCounts:
+    eni_id: str
+    total: int
+    assigned: int
+    in_cooldown: int
+
+
+class DataStore:
+    """One network card's addresses. Thread-safe; every public method takes the one lock for its duration."""
+
+    def __init__(
+        self,
+        *,
+        checkpointer: Checkpointer,
+        prefix_delegation: bool = False,
+        cooldown_s: float = 30.0,
+        clock: Clock | None = None,
+        network_card: int = 0,
+    ) -> None:
+        self._checkpointer = checkpointer
+        self._prefix_mode = prefix_delegation
+        self._cooldown_s = cooldown_s
+        self._clock: Clock = clock or SystemClock()
+        self._network_card = network_card
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._enis: dict[str, _Eni] = {}
+        self._cidrs: dict[IPv4Network, _Cidr] = {}
+        self._by_key: dict[IPAMKey, _Address] = {}
+        self._serving: dict[bool, dict[IPv4Network, _Cidr]] = {True: {}, False: {}}
+        self._cooldown: deque[tuple[float, _Address, int]] = deque()
+
+    @property
+    def prefix_delegation(self) -> bool:
+        return self._prefix_mode
+
+    @property
+    def network_card(self) -> int:
+        return self._network_card
+
+    # --- ENIs and CIDRs (PoolStore port) ------------------------------------------------------------------
+
+    def add_eni(self, eni: EniRecord) -> None:
+        """Idempotent: re-adding a known ENI updates its record and keeps its CIDRs."""
+        with self._lock:
+            known = self._enis.get(eni.eni_id)
+            if known is not None:
+                known.record = eni
+                return
+            self._enis[eni.eni_id] = _Eni(eni, self._clock.monotonic())
+
+    def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None:
+        with self._lock:
+            eni = self._eni(eni_id)
+            for network in cidrs:
+                want = PREFIX_LEN if is_prefix else SECONDARY_LEN
+                if network.prefixlen != want:
+                    raise ValueError(
+                        f"{network} is not a /{want} ({'prefix' if is_prefix else 'secondary IP'})"
+                    )
+                if network in self._cidrs:
+                    continue
+                cidr = _Cidr(network, eni)
+                eni.cidrs[network] = cidr
+                self._cidrs[network] = cidr
+                self._offer(cidr)
+            self._changed.notify_all()
+
+    def add_cidr(self, eni_id: str, network: IPv4Network) -> None:
+        self.add_cidrs(eni_id, [network], is_prefix=network.prefixlen != SECONDARY_LEN)
+
+    def remove_cidr(
+        self, eni_id: str, network: IPv4Network, *, force: bool = False
+    ) -> tuple[AssignedAddress, ...]:
+        """Remove one CIDR; returns the pods evicted (with `force`; else an in-use CIDR raises CidrInUse)."""
+        with self._lock:
+            eni = self._eni(eni_id)
+            cidr = eni.cidrs.get(network)
+            if cidr is None:
+                return ()
+            if cidr.assigned and not force:
+                raise CidrInUse(network, cidr.assigned)
+            evicted = self._drop_cidr(cidr)
+            if evicted:
+                self._persist_or_log()
+            return evicted
+
+    def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:
+        removed: list[IPv4Network] = []
+        with self._lock:
+            for network in cidrs:
+                try:
+                    self.remove_cidr(eni_id, network)
+                except CidrInUse:
+                    continue
+                removed.append(network)
+        return tuple(removed)
+
+    def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> int:
+        with self._lock:
+            return sum(len(self.remove_cidr(eni_id, network, force=True)) for network in cidrs)
+
+    def evict_eni(self, eni_id: str) -> tuple[AssignedAddress, ...]:
+        """Force-remove an ENI that is no longer attached; returns the pods that lost their address."""
+        with self._lock:
+            eni = self._enis.get(eni_id)
+            if eni is None:
+                return ()
+            evicted: list[AssignedAddress] = []
+            for cidr in list(eni.cidrs.values()):
+                evicted.extend(self._drop_cidr(cidr))
+            del self._enis[eni_id]
+            if evicted:
+                self._persist_or_log()
+            return tuple(evicted)
+
+    def remove_eni(self, eni_id: str, *, force: bool = False) -> bool:
+        with self._lock:
+            eni = self._enis.get(eni_id)
+            if eni is None:
+                return False
+            if eni.assigned and not force:
+                return False
+            self.evict_eni(eni_id)
+            return True
+
+    def set_excluded(self, eni_id: str, excluded: bool = True) -> None:
+        """Excluded ENIs (subnet tagged kubernetes.io/role/cni=0) keep their pods but get no new ones."""
+        with self._lock:
+            eni = self._eni(eni_id)
+            if eni.excluded == excluded:
+                return
+            eni.excluded = excluded
+            for cidr in eni.cidrs.values():
+                if excluded:
+                    self._serving[cidr.is_prefix].pop(cidr.network, None)
+                else:
+                    self._offer(cidr)
+            self._changed.notify_all()
+
+    # --- pods --------------------------------------------------------------------------------------------
+
+    def assign(self, key: IPAMKey, metadata: PodMetadata) -> AssignedAddress:
+        """The key's address; the same key always gets the same address (idempotent ADD).
+
+        Raises NoAddressAvailable (with counts) or CheckpointWriteFailed (nothing assigned).
+        """
+        with self._lock:
+            self._expire()
+            known = self._by_key.get(key)
+            if known is not None:
+                return self._view(known)
+            serving = self._serving[self._prefix_mode]
+            if not serving:
+                raise NoAddressAvailable(self._counts())
+            cidr = next(iter(serving.values()))
+            if cidr.ready:
+                ip = next(iter(cidr.ready))
+                del cidr.ready[ip]
+                addr = cidr.tracked[ip]
+            else:
+                ip = IPv4Address(cidr.base + cidr.next_offset)
+                cidr.next_offset += 1
+                addr = _Address(ip, cidr)
+                cidr.tracked[ip] = addr
+            if not cidr.can_serve():
+                del serving[cidr.network]
+            addr.key, addr.metadata, addr.assigned_ns = key, metadata, _epoch_ns(self._clock)
+            addr.serial += 1
+            self._by_key[key] = addr
+            self._count(cidr, assigned=1)
+            try:
+                self._persist()
+            except OSError as exc:
+                self._unassign(addr, cooldown=False)
+                raise CheckpointWriteFailed(
+                    f"could not record {ip} for {metadata.namespace}/{metadata.name} in the checkpoint "
+                    f"({exc}); the assignment was rolled back: check free space and permissions of the "
+                    "backing store"
+                ) from exc
+            return self._view(addr)
+
+    def release(self, key: IPAMKey) -> AssignedAddress:
+        """Unassign the key's address (falls back to the legacy CRI key); it then cools down.
+
+        Raises UnknownPod, or CheckpointWriteFailed (still assigned).
+        """
+        with self._lock:
+            self._expire()
+            addr = self._by_key.get(key) or self._by_key.get(key.legacy())
+            if addr is None:
+                raise UnknownPod(key)
+            released = self._view(addr)
+            self._unassign(addr, cooldown=True)
+            try:
+                self._persist()
+            except OSError as exc:
+                self._reassign(addr, released)
+                raise CheckpointWriteFailed(
+                    f"could not record the release of {released.ipv4} in the checkpoint ({exc}); it stays "
+                    "assigned: check free space and permissions of the backing store"
+                ) from exc
+            return released
+
+    def lookup(self, key: IPAMKey) -> AssignedAddress | None:
+        with self._lock:
+            addr = self._by_key.get(key) or self._by_key.get(key.legacy())
+            return None if addr is None else self._view(addr)
+
+    def assigned(self) -> tuple[AssignedAddress, ...]:
+        with self._lock:
+            return tuple(self._view(a) for a in self._by_key.values())
+
+    def wait_for_change(self, timeout_s: float) -> None:
+        """Block until CIDRs are added or an address frees up (or cooldown ends), at most `timeout_s`."""
+        with self._lock:
+            wait = timeout_s
+            if self._cooldown:
+                wait = min(wait, max(self._cooldown[0][0] - self._clock.monotonic(), 0.0))
+            if wait > 0:
+                self._changed.wait(wait)
+
+    # --- checkpoint ----------------------------------------------------------------------------------------
+
+    def restore_assignments(
+        self, entries: Iterable[CheckpointEntry]
+    ) -> tuple[list[CheckpointEntry], list[CheckpointEntry]]:
+        """Mark checkpointed pods assigned with their original timestamps; returns (restored, stale)."""
+        restored: list[CheckpointEntry] = []
+        stale: list[CheckpointEntry] = []
+        with self._lock:
+            for entry in entries:
+                cidr = self._cidrs.get(IPv4Network(entry.ipv4)) or self._cidrs.get(
+                    IPv4Network((entry.ipv4, PREFIX_LEN), strict=False)
+                )
+                if cidr is None or entry.key in self._by_key or self._taken(cidr, entry.ipv4):
+                    stale.append(entry)
+                    continue
+                addr = self._track(cidr, entry.ipv4)
+                addr.key, addr.metadata, addr.assigned_ns = (
+                    entry.key,
+                    entry.metadata,
+                    entry.allocation_timestamp_ns,
+                )
+                addr.serial += 1
+                self._by_key[entry.key] = addr
+                self._count(cidr, assigned=1)
+                if not cidr.can_serve():
+                    self._serving[cidr.is_prefix].pop(cidr.network, None)
+                restored.append(entry)
+        return restored, stale
+
+    def persist(self) -> None:
+        """Rewrite the checkpoint from the current state (raises OSError)."""
+        with self._lock:
+            self._persist()
+
+    # --- views -------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> PoolSnapshot:
+        with self._lock:
+            self._expire()
+            now = self._clock.monotonic()
+            return PoolSnapshot(
+                enis=tuple(
+                    EniSnapshot(
+                        eni_id=eni.record.eni_id,
+                        device_number=eni.record.device_number,
+                        is_primary=eni.record.is_primary,
+                        is_trunk=eni.record.is_trunk,
+                        is_efa=eni.record.is_efa,
+                        excluded=eni.excluded,
+                        age_s=now - eni.added_mono,
+                        cidrs=tuple(
+                            CidrSnapshot(
+                                cidr=c.network,
+                                is_prefix=c.is_prefix,
+                                assigned=c.assigned,
+                                in_cooldown=c.cooling,
+                            )
+                            for c in eni.cidrs.values()
+                        ),
+                    )
+                    for eni in self._enis.values()
+                )
+            )
+
+    def freeable_cidrs(self, eni_id: str) -> tuple[IPv4Network, ...]:
+        """CIDRs of the ENI with no pod and nothing in cooldown: safe to give back to EC2."""
+        with self._lock:
+            self._expire()
+            eni = self._eni(eni_id)
+            return tuple(c.network for c in eni.cidrs.values() if c.assigned == 0 and c.cooling == 0)
+
+    def eni_counts(self, eni_id: str) -> EniCounts:
+        with self._lock:
+            self._expire()
+            eni = self._eni(eni_id)
+            total = sum(c.network.num_addresses for c in eni.cidrs.values())
+            return EniCounts(eni_id=eni_id, total=total, assigned=eni.assigned, in_cooldown=eni.cooling)
+
+    def eni_record(self, eni_id: str) -> EniRecord | None:
+        with self._lock:
+            eni = self._enis.get(eni_id)
+            return None if eni is None else eni.record
+
+    def counts(self) -> PoolCounts:
+        with self._lock:
+            self._expire()
+            return self._counts()
+
+    def eni_infos(self) -> dict[str, Any]:
+        """Upstream's ENIInfos JSON (`/v1/enis` value for this card), unscrubbed."""
+        with self._lock:
+            self._expire()
+            enis: dict[str, Any] = {}
+            total = assigned = 0
+            for eni in self._enis.values():
+                rec = eni.record
+                cidrs: dict[str, Any] = {}
+                for c in eni.cidrs.values():
+                    if not eni.excluded:
+                        total += c.network.num_addresses
+                        assigned += c.assigned
+                    cidrs[str(c.network)] = {
+                        "Cidr": {"IP": str(c.network.network_address), "Mask": str(c.network.netmask)},
+                        "IPAddresses": {str(a.ip): _address_json(a) for a in c.tracked.values()},
+                        "IsPrefix": c.is_prefix,
+                        "AddressFamily": "4",
+                    }
+                enis[rec.eni_id] = {
+                    "ID": rec.eni_id,
+                    "IsPrimary": rec.is_primary,
+                    "IsTrunk": rec.is_trunk,
+                    "IsEFA": rec.is_efa,
+                    "DeviceNumber": rec.device_number,
+                    "AvailableIPv4Cidrs": cidrs,
+                    "IPv6Cidrs": {},
+                    "IsExcludedForPodIPs": eni.excluded,
+                    "RouteTableID": route_table_id(rec.device_number, self._network_card),
+                    "SubnetID": rec.subnet_id,
+                }
+            return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
+
+    # --- internals (lock held) ---------------------------------------------------------------------------
+
+    def _eni(self, eni_id: str) -> _Eni:
+        eni = self._enis.get(eni_id)
+        if eni is None:
+            raise UnknownEni(eni_id)
+        return eni
+
+    def _offer(self, cidr: _Cidr) -> None:
+        if not cidr.eni.excluded and not cidr.removed and cidr.can_serve():
+            self._serving[cidr.is_prefix].setdefault(cidr.network, cidr)
+
+    def _count(self, cidr: _Cidr, *, assigned: int = 0, cooling: int = 0) -> None:
+        cidr.assigned += assigned
+        cidr.eni.assigned += assigned
+        cidr.cooling += cooling
+        cidr.eni.cooling += cooling
+
+    def _taken(self, cidr: _Cidr, ip: IPv4Address) -> bool:
+        addr = cidr.tracked.get(ip)
+        return addr is not None and addr.key is not None
+
+    def _track(self, cidr: _Cidr, ip: IPv4Address) -> _Address:
+        """The record of `ip`, taking it out of the free structures (restore places specific addresses)."""
+        addr = cidr.tracked.get(ip)
+        if addr is None:
+            offset = int(ip) - cidr.base
+            # Untracked offsets below `next_offset` don't exist, so track the skipped ones as ready.
+            for skipped in range(cidr.next_offset, offset):
+                skipped_ip = IPv4Address(cidr.base + skipped)
+                cidr.tracked[skipped_ip] = _Address(skipped_ip, cidr)
+                cidr.ready[skipped_ip] = None
+            cidr.next_offset = max(cidr.next_offset, offset + 1)
+            addr = _Address(ip, cidr)
+            cidr.tracked[ip] = addr
+        cidr.ready.pop(ip, None)
+        if addr.cooling:
+            addr.cooling = False
+            self._count(cidr, cooling=-1)
+        return addr
+
+    def _unassign(self, addr: _Address, *, cooldown: bool) -> None:
+        cidr = addr.cidr
+        if addr.key is not None:
+            self._by_key.pop(addr.key, None)
+        addr.key, addr.metadata = None, PodMetadata()
+        addr.unassigned_ns = _epoch_ns(self._clock)
+        addr.serial += 1
+        self._count(cidr, assigned=-1)
+        if cooldown and self._cooldown_s > 0:
+            addr.cooling = True
+            self._count(cidr, cooling=1)
+            self._cooldown.append((self._clock.monotonic() + self._cooldown_s, addr, addr.serial))
+        else:
+            cidr.ready[addr.ip] = None
+            self._offer(cidr)
+            self._changed.notify_all()
+
+    def _reassign(self, addr: _Address, view: AssignedAddress) -> None:
+        self._track(addr.cidr, addr.ip)  # no longer free or cooling
+        addr.key, addr.metadata, addr.assigned_ns = view.key, view.metadata, view.assigned_at_ns
+        addr.serial += 1
+        self._by_key[view.key] = addr
+        self._count(addr.cidr, assigned=1)
+        if not addr.cidr.can_serve():
+            self._serving[addr.cidr.is_prefix].pop(addr.cidr.network, None)
+
+    def _expire(self) -> None:
+        now = self._clock.monotonic()
+        freed = False
+        while self._cooldown and self._cooldown[0][0] <= now:
+            _, addr, serial = self._cooldown.popleft()
+            if addr.serial != serial or not addr.cooling or addr.cidr.removed:
+                continue
+            addr.cooling = False
+            self._count(addr.cidr, cooling=-1)
+            addr.cidr.ready[addr.ip] = None
+            self._offer(addr.cidr)
+            freed = True
+        if freed:
+            self._changed.notify_all()
+
+    def _drop_cidr(self, cidr: _Cidr) -> tuple[AssignedAddress, ...]:
+        evicted = tuple(self._view(a) for a in cidr.tracked.values() if a.key is not None)
+        for addr in cidr.tracked.values():
+            if addr.key is not None:
+                self._by_key.pop(addr.key, None)
+        cidr.eni.assigned -= cidr.assigned
+        cidr.eni.cooling -= cidr.cooling
+        cidr.removed = True
+        del cidr.eni.cidrs[cidr.network]
+        del self._cidrs[cidr.network]
+        self._serving[cidr.is_prefix].pop(cidr.network, None)
+        for view in evicted:
+            _log.warning(
+                "evicted %s of %s/%s: %s was removed",
+                view.ipv4,
+                view.metadata.namespace,
+                view.metadata.name,
+                cidr.network,
+            )
+        return evicted
+
+    def _counts(self) -> PoolCounts:
+        total = assigned = cooling = excluded = other = 0
+        for eni in self._enis.values():
+            for c in eni.cidrs.values():
+                size = c.network.num_addresses
+                if eni.excluded:
+                    excluded += size
+                elif c.is_prefix != self._prefix_mode:
+                    other += size
+                else:
+                    total += size
+                    assigned += c.assigned
+                    cooling += c.cooling
+        next_free = None
+        if self._cooldown:
+            next_free = max(self._cooldown[0][0] - self._clock.monotonic(), 0.0)
+        return PoolCounts(
+            total_ips=total,
+            assigned_ips=assigned,
+            in_cooldown=cooling,
+            excluded_ips=excluded,
+            other_mode_ips=other,
+            prefix_mode=self._prefix_mode,
+            next_free_in_s=next_free,
+        )
+
+    def _view(self, addr: _Address) -> AssignedAddress:
+        assert addr.key is not None
+        rec = addr.cidr.eni.record
+        return AssignedAddress(
+            key=addr.key,
+            metadata=addr.metadata,
+            ipv4=addr.ip,
+            cidr=addr.cidr.network,
+            eni_id=rec.eni_id,
+            device_number=rec.device_number,
+            network_card=self._network_card,
+            assigned_at_ns=addr.assigned_ns,
+        )
+
+    def _persist(self) -> None:
+        from vpccni.ipamd.checkpoint import CheckpointEntry  # the checkpoint module imports our model
+
+        self._checkpointer.write(
+            [
+                CheckpointEntry(
+                    key=a.key, ipv4=a.ip, allocation_timestamp_ns=a.assigned_ns, metadata=a.metadata
+                )
+                for a in self._by_key.values()
+                if a.key is not None
+            ]
+        )
+
+    def _persist_or_log(self) -> None:
+        try:
+            self._persist()
+        except OSError:
+            _log.exception(
+                "could not rewrite the checkpoint after evicting pods; retried on the next change"
+            )
+
+
+def route_table_id(device_number: int, network_card: int = 0) -> int:
+    """Upstream's numbering, owned by networkutils: main for device 0 on card 0, device + 1 else."""
+    return route_table_for_eni(device_number, network_card)
+
+
+def _go_time(ns: int) -> str:
+    """Go's time.Time JSON (RFC 3339 with nanoseconds); zero time for "never"."""
+    if ns <= 0:
+        return "0001-01-01T00:00:00Z"
+    seconds, frac = divmod(ns, 1_000_000_000)
+    base = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
+
+
+def _address_json(addr: _Address) -> dict[str, Any]:
+    key = addr.key or IPAMKey(network_name="", container_id="", ifname="")
+    return {
+        "Address": str(addr.ip),
+        "IPAMKey": {"networkName": key.network_name, "containerID": key.container_id, "ifName": key.ifname},
+        "IPAMMetadata": {
+            "k8sPodNamespace": addr.metadata.namespace,
+            "k8sPodName": addr.metadata.name,
+            "interfacesCount": addr.metadata.interfaces_count if addr.key else 0,
+        },
+        "AssignedTime": _go_time(addr.assigned_ns if addr.key else 0),
+        "UnassignedTime": _go_time(addr.unassigned_ns),
+    }

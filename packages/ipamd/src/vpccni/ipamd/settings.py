@@ -1,0 +1,200 @@
+"""The one typed, validated, frozen settings object, parsed from the environment by `load_settings`.
+
+Names, parsers, defaults and meanings live in `settings_registry.REGISTRY`; this module only turns them into a
+`Settings` value and checks combinations. Every problem is collected so an operator fixes them all at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from vpccni.ipamd.settings_registry import REGISTRY, SettingSpec, Support
+
+_log = logging.getLogger(__name__)
+
+
+class SettingsError(ValueError):
+    """The environment holds invalid values; `errors` lists every one, each naming the variable."""
+
+    def __init__(self, errors: tuple[str, ...]) -> None:
+        self.errors = errors
+        super().__init__("invalid aws-node configuration:\n  " + "\n  ".join(errors))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # warm pool
+    warm_eni_target: int
+    warm_ip_target: int
+    minimum_ip_target: int
+    warm_prefix_target: int
+    enable_prefix_delegation: bool
+    max_eni: int
+    ip_cooldown_period_s: int
+    manage_enis_non_schedulable: bool
+    disable_network_resource_provisioning: bool
+    enable_imds_only_mode: bool
+    disable_leaked_eni_cleanup: bool
+    manage_untagged_eni: bool
+    enable_subnet_discovery: bool
+    # custom networking
+    custom_network_cfg: bool
+    eni_config_annotation_def: str
+    eni_config_label_def: str
+    # SNAT and host network
+    external_snat: bool
+    randomize_snat: str
+    exclude_snat_cidrs: tuple[IPv4Network, ...]
+    external_service_cidrs: tuple[IPv4Network, ...]
+    connmark: int
+    node_port_support: bool
+    eni_mtu: int
+    pod_mtu: int
+    veth_prefix: str
+    # logging, introspection, metrics
+    log_level: str
+    log_file: str
+    plugin_log_file: str
+    plugin_log_level: str
+    introspection_bind_address: str
+    disable_introspection: bool
+    disable_metrics: bool
+    metrics_bind_address: str
+    # AWS and Kubernetes
+    cluster_name: str
+    additional_eni_tags: tuple[tuple[str, str], ...]
+    ec2_endpoint: str
+    http_timeout_s: int
+    vpc_cni_version: str
+    cluster_endpoint: str
+    annotate_pod_ip: bool
+    node_name: str
+    pod_name: str
+    backing_store: str
+    enable_ipv4: bool
+    # conflist (read by the installer)
+    enable_bandwidth_plugin: bool
+    disable_pod_v6: bool
+    network_policy_enforcing_mode: str
+    host_cni_bin_path: str
+    host_cni_confdir_path: str
+    # vpccni's own
+    run_dir: str
+    add_wait_timeout_s: float
+    grpc_tcp_address: str
+
+    # --- derived values (upstream rules, in one place) ---
+
+    @property
+    def warm_ip_targets_defined(self) -> bool:
+        """Upstream: WARM_IP_TARGET or MINIMUM_IP_TARGET set overrides the ENI and prefix targets."""
+        return self.warm_ip_target > 0 or self.minimum_ip_target > 0
+
+    @property
+    def provisioning_enabled(self) -> bool:
+        return not (self.disable_network_resource_provisioning or self.enable_imds_only_mode)
+
+    @property
+    def leaked_eni_cleanup_enabled(self) -> bool:
+        return self.provisioning_enabled and not self.disable_leaked_eni_cleanup
+
+    @property
+    def max_eni_cap(self) -> int | None:
+        """MAX_ENI when it caps anything (≥ 1), else None."""
+        return self.max_eni if self.max_eni >= 1 else None
+
+    @property
+    def eni_tags(self) -> dict[str, str]:
+        return dict(self.additional_eni_tags)
+
+    @property
+    def ipamd_socket(self) -> Path:
+        return Path(self.run_dir) / "ipamd.sock"
+
+    @property
+    def cni_socket(self) -> Path:
+        return Path(self.run_dir) / "cni.sock"
+
+    @property
+    def del_queue_dir(self) -> Path:
+        return Path(self.run_dir) / "del-queue"
+
+    def env_view(self, names: tuple[str, ...]) -> dict[str, str]:
+        """Selected variables as upstream's introspection prints them (string values)."""
+        by_name = {spec.name: spec for spec in REGISTRY}
+        out: dict[str, str] = {}
+        for name in names:
+            spec = by_name[name]
+            out[name] = _render(getattr(self, spec.attr) if spec.attr else spec.default)
+        return out
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], tuple):  # tag pairs
+            return ",".join(f"{k}={v}" for k, v in value)
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _raw(environ: Mapping[str, str], spec: SettingSpec) -> str | None:
+    """Empty counts as unset, as Go's os.Getenv("") does upstream."""
+    raw = environ.get(spec.name)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Parse and validate; raises `SettingsError` listing every invalid variable and combination."""
+    errors: list[str] = []
+    values: dict[str, object] = {}
+    for spec in REGISTRY:
+        raw = _raw(environ, spec)
+        value = spec.default
+        if raw is not None:
+            try:
+                value = spec.parse(raw)
+            except ValueError as exc:
+                errors.append(f"{spec.name}={raw!r}: {exc}; valid: {spec.valid}")
+                continue
+        if spec.support is Support.UNSUPPORTED and value != spec.default:
+            errors.append(f"{spec.name}={raw}: {spec.feature} is not supported by this version; unset it")
+        elif spec.support is Support.NO_OP and raw is not None:
+            _log.warning("%s is deprecated and has no effect; it can be removed", spec.name)
+        if spec.attr is not None:
+            values[spec.attr] = value
+    if values.get("pod_mtu") is None:
+        values["pod_mtu"] = values.get("eni_mtu", 9001)
+    errors.extend(_combination_errors(values))
+    if errors:
+        raise SettingsError(tuple(errors))
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _combination_errors(values: Mapping[str, object]) -> list[str]:
+    errors: list[str] = []
+    if values.get("enable_ipv4") is False:
+        errors.append(
+            "ENABLE_IPv4=false: exactly one of ENABLE_IPv4 and ENABLE_IPv6 must be true and IPv6 mode is not "
+            "supported by this version; set ENABLE_IPv4=true"
+        )
+    if values.get("enable_prefix_delegation") is True and all(
+        values.get(k) == 0 for k in ("warm_prefix_target", "warm_ip_target", "minimum_ip_target")
+    ):
+        errors.append(
+            "ENABLE_PREFIX_DELEGATION=true with WARM_PREFIX_TARGET=0: setting WARM_PREFIX_TARGET = 0 is not "
+            "supported while WARM_IP_TARGET/MINIMUM_IP_TARGET is not set; set WARM_PREFIX_TARGET (e.g. 1), "
+            "WARM_IP_TARGET or MINIMUM_IP_TARGET"
+        )
+    return errors
+
+
+def settings_fields() -> frozenset[str]:
+    return frozenset(f.name for f in fields(Settings))

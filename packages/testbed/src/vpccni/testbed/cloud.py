@@ -1,0 +1,310 @@
+"""`Cloud`: the testbed's EC2 (moto + fidelity layer) and IMDS servers, with a VPC ready to launch into."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from vpccni.testbed.ec2.addresses import AddressAllocator, Placement
+from vpccni.testbed.ec2.backend import MotoBackend
+from vpccni.testbed.ec2.calllog import CallLog, CallRecord
+from vpccni.testbed.ec2.faults import FaultPlan
+from vpccni.testbed.ec2.fidelity import FidelityLayer
+from vpccni.testbed.ec2.prefixes import PrefixTable
+from vpccni.testbed.ec2.server import Ec2App, Ec2Server
+from vpccni.testbed.ec2.throttle import EC2_DEFAULT_BUCKETS, BucketSpec, Throttle
+from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached, Event, StateChanged
+from vpccni.testbed.imds.history import SnapshotHistory
+from vpccni.testbed.imds.metadata import Snapshot, build_snapshot
+from vpccni.testbed.imds.server import ImdsServer, Outage
+
+__all__ = [
+    "AddressesChanged", "CallRecord", "Cloud", "CloudConfig", "EniAttached", "EniDetached", "InstanceInfo",
+    "StateChanged", "SubnetSpec",
+]
+
+log = logging.getLogger(__name__)
+
+DUMMY_ACCESS_KEY = "AKIAVPCCNITESTBED000"  # moto accepts any credentials; these never reach AWS
+DUMMY_SECRET_KEY = "vpccni-testbed-secret"
+CNI_ROLE_TAG = "kubernetes.io/role/cni"
+AMI_ID = "ami-12c6146b"  # an image moto ships
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubnetSpec:
+    cidr: ipaddress.IPv4Network
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudConfig:
+    region: str = "us-west-2"
+    availability_zone: str | None = None  # default: <region>a
+    vpc_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    # The first subnet is the node's primary subnet; the second is tagged for subnet discovery.
+    subnets: tuple[SubnetSpec, ...] = (
+        SubnetSpec(cidr=ipaddress.IPv4Network("10.0.0.0/20")),
+        SubnetSpec(cidr=ipaddress.IPv4Network("10.0.16.0/20"), tags={CNI_ROLE_TAG: "1"}),
+    )
+    host: str = "127.0.0.1"
+    ec2_port: int = 0
+    throttle: Mapping[str, BucketSpec] = field(default_factory=lambda: dict(EC2_DEFAULT_BUCKETS))
+    address_placement: Placement = Placement.LOWEST
+    seed: int = 0
+    imds_lag: float = 0.0
+    imds_outage_mode: Outage = Outage.REFUSE  # what set_imds_outage(True) does
+
+    @property
+    def zone(self) -> str:
+        return self.availability_zone or f"{self.region}a"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> CloudConfig:
+        """Build from a JSON-style mapping (the CLI's --config file); unknown keys are an error."""
+        kwargs: dict[str, Any] = dict(raw)
+        unknown = set(kwargs) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown testbed config keys {sorted(unknown)}: see vpccni.testbed.cloud.CloudConfig")
+        if "vpc_cidr" in kwargs:
+            kwargs["vpc_cidr"] = ipaddress.IPv4Network(kwargs["vpc_cidr"])
+        if "subnets" in kwargs:
+            kwargs["subnets"] = tuple(
+                SubnetSpec(cidr=ipaddress.IPv4Network(s["cidr"]), tags=dict(s.get("tags", {})))
+                for s in kwargs["subnets"]
+            )
+        if "throttle" in kwargs:
+            kwargs["throttle"] = {
+                cat: BucketSpec(capacity=int(b["capacity"]), refill_per_s=float(b["refill_per_s"]))
+                for cat, b in (kwargs["throttle"] or {}).items()
+            }
+        if "address_placement" in kwargs:
+            kwargs["address_placement"] = Placement(kwargs["address_placement"])
+        if "imds_outage_mode" in kwargs:
+            kwargs["imds_outage_mode"] = Outage(kwargs["imds_outage_mode"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceInfo:
+    instance_id: str
+    instance_type: str
+    primary_eni_id: str
+    primary_mac: str
+    primary_ip: ipaddress.IPv4Address
+    subnet_id: str
+    subnet_cidr: ipaddress.IPv4Network
+    availability_zone: str
+
+
+class Cloud:
+    def __init__(self, config: CloudConfig | None = None) -> None:
+        self.config = config or CloudConfig()
+        self.region = self.config.region
+        # A unique moto account per Cloud keeps testbeds in one process apart.
+        self.account_id = str(random.SystemRandom().randrange(10**11, 10**12))
+        self._backend = MotoBackend(account_id=self.account_id, region=self.region)
+        self._prefixes = PrefixTable()
+        self._fidelity = FidelityLayer(
+            backend=self._backend, prefixes=self._prefixes,
+            allocator=AddressAllocator(placement=self.config.address_placement, seed=self.config.seed),
+        )
+        self._throttle = Throttle(dict(self.config.throttle))
+        self._faults = FaultPlan()
+        self._calllog = CallLog()
+        self._app = Ec2App(account_id=self.account_id, fidelity=self._fidelity, throttle=self._throttle,
+                           faults=self._faults, calllog=self._calllog, publish=self._publish)
+        self._server = Ec2Server(self._app, host=self.config.host, port=self.config.ec2_port)
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._history = SnapshotHistory()
+        self._imds: dict[str, list[ImdsServer]] = {}
+        self._imds_lag = self.config.imds_lag
+        self._imds_outage = Outage.NONE
+        self._lock = threading.Lock()
+        self._started = False
+        self.vpc_id = ""
+        self.subnet_ids: list[str] = []
+        self.security_group_id = ""
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._started:
+            return
+        self._server.start()
+        self._started = True
+        try:
+            self._create_network()
+        except Exception:
+            self.stop()
+            raise
+        log.info("testbed EC2 on %s (vpc %s, subnets %s)", self.ec2_endpoint, self.vpc_id, self.subnet_ids)
+
+    def _create_network(self) -> None:
+        ec2 = self.ec2_client()
+        self.vpc_id = ec2.create_vpc(CidrBlock=str(self.config.vpc_cidr))["Vpc"]["VpcId"]
+        for spec in self.config.subnets:
+            subnet = ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=str(spec.cidr),
+                                       AvailabilityZone=self.config.zone)["Subnet"]
+            if spec.tags:
+                ec2.create_tags(Resources=[subnet["SubnetId"]],
+                                Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()])
+            self.subnet_ids.append(subnet["SubnetId"])
+        self.security_group_id = ec2.create_security_group(
+            GroupName="vpccni-testbed-node", Description="vpccni testbed node", VpcId=self.vpc_id
+        )["GroupId"]
+
+    def stop(self) -> None:
+        """Idempotent: stops IMDS servers and EC2, and drops this testbed's moto state."""
+        with self._lock:
+            servers = [s for group in self._imds.values() for s in group]
+            self._imds.clear()
+        for server in servers:
+            server.stop()
+        if self._started:
+            self._server.stop()
+            self._started = False
+            self._backend.reset()
+
+    def __enter__(self) -> Cloud:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- clients ---------------------------------------------------------------------------------------------
+    @property
+    def ec2_endpoint(self) -> str:
+        return self._server.endpoint
+
+    def client_env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_EC2_ENDPOINT": self.ec2_endpoint,
+        }
+
+    def ec2_client(self, **kwargs: Any) -> Any:
+        return boto3.client(
+            "ec2", region_name=self.region, endpoint_url=self.ec2_endpoint,
+            aws_access_key_id=DUMMY_ACCESS_KEY, aws_secret_access_key=DUMMY_SECRET_KEY, **kwargs,
+        )
+
+    # ---- instances -------------------------------------------------------------------------------------------
+    def launch_instance(self, instance_type: str = "m5.large", subnet_id: str | None = None) -> InstanceInfo:
+        subnet_id = subnet_id or self.subnet_ids[0]
+        resp = self.ec2_client().run_instances(
+            ImageId=AMI_ID, InstanceType=instance_type, MinCount=1, MaxCount=1, SubnetId=subnet_id,
+            SecurityGroupIds=[self.security_group_id],
+        )
+        inst = resp["Instances"][0]
+        eni = next(n for n in inst["NetworkInterfaces"] if n["Attachment"]["DeviceIndex"] == 0)
+        self._record_snapshots()
+        return InstanceInfo(
+            instance_id=inst["InstanceId"], instance_type=instance_type, primary_eni_id=eni["NetworkInterfaceId"],
+            primary_mac=eni["MacAddress"], primary_ip=ipaddress.IPv4Address(inst["PrivateIpAddress"]),
+            subnet_id=subnet_id, subnet_cidr=self._backend.subnet_cidr(subnet_id),
+            availability_zone=inst["Placement"]["AvailabilityZone"],
+        )
+
+    def eni_addresses(
+        self, eni_id: str
+    ) -> tuple[ipaddress.IPv4Address, list[ipaddress.IPv4Address], list[ipaddress.IPv4Network], str]:
+        """(primary IP, secondary IPs, /28 prefixes, subnet id) of an ENI, from the live EC2 state."""
+        with self._app.state_lock:
+            view = self._backend.eni_view(eni_id)
+            return view.primary_ip, view.secondary_ips, self._prefixes.of(eni_id), view.subnet_id
+
+    # ---- IMDS ------------------------------------------------------------------------------------------------
+    def _live_snapshot(self, instance_id: str) -> Snapshot | None:
+        with self._app.state_lock:
+            try:
+                return build_snapshot(self._backend, instance_id, self._prefixes.of, self._fidelity.network_card)
+            except Exception:  # the instance is gone: IMDS has nothing to say
+                return None
+
+    def _imds_view(self, instance_id: str) -> Snapshot | None:
+        if self._imds_lag <= 0:
+            return self._live_snapshot(instance_id)
+        return self._history.as_of(instance_id, self._imds_lag)
+
+    def _record_snapshots(self) -> None:
+        with self._app.state_lock:
+            instance_ids = self._backend.instance_ids()
+        for instance_id in instance_ids:
+            snap = self._live_snapshot(instance_id)
+            if snap is not None:
+                self._history.record(instance_id, snap)
+
+    def start_imds(self, instance_id: str, host: str = "127.0.0.1", port: int = 0,
+                   sock: Any = None) -> ImdsServer:
+        server = ImdsServer(lambda: self._imds_view(instance_id), host=host, port=port, sock=sock)
+        server.start()
+        server.set_outage(self._current_outage())
+        with self._lock:
+            self._imds.setdefault(instance_id, []).append(server)
+        return server
+
+    def imds_endpoint(self, instance_id: str) -> str:
+        with self._lock:
+            servers = self._imds.get(instance_id)
+        if not servers:
+            raise LookupError(f"no IMDS server runs for {instance_id}: call start_imds({instance_id!r}) first")
+        return servers[0].endpoint
+
+    def set_imds_lag(self, seconds: float) -> None:
+        self._record_snapshots()
+        self._imds_lag = max(0.0, seconds)
+
+    def _current_outage(self) -> Outage:
+        return self._imds_outage
+
+    def set_imds_outage(self, on: bool, mode: Outage | None = None) -> None:
+        self._imds_outage = (mode or self.config.imds_outage_mode) if on else Outage.NONE
+        with self._lock:
+            servers = [s for group in self._imds.values() for s in group]
+        for server in servers:
+            server.set_outage(self._imds_outage)
+
+    # ---- EC2 behaviour knobs ---------------------------------------------------------------------------------
+    def set_latency(self, action: str, seconds: float) -> None:
+        self._faults.set_latency(action, seconds)
+
+    def inject_error(self, action: str, code: str, count: int = 1) -> None:
+        self._faults.inject_error(action, code, count)
+
+    def set_throttle(self, category: str, capacity: int, refill_per_s: float) -> None:
+        self._throttle.configure(category, BucketSpec(capacity=capacity, refill_per_s=refill_per_s))
+
+    def disable_throttle(self, category: str) -> None:
+        self._throttle.configure(category, None)
+
+    @property
+    def call_log(self) -> list[CallRecord]:
+        return self._calllog.records()
+
+    # ---- events ----------------------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        with self._lock:
+            self._subscribers.append(callback)
+
+    def _publish(self, events: list[Event]) -> None:
+        if any(isinstance(e, StateChanged) for e in events):
+            self._record_snapshots()
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for event in events:
+            for callback in subscribers:
+                try:
+                    callback(event)
+                except Exception:  # a broken subscriber must not break the EC2 API
+                    log.exception("testbed event subscriber failed on %s", event)

@@ -1,0 +1,167 @@
+"""The testbed's VPC datapath: instance namespaces, the VPC router behind their ENIs, following EC2 state live.
+
+EC2 events drive it: an attached ENI becomes a link with the ENI's MAC in the instance's namespace (`ethN` by
+device index, DOWN and unconfigured, as EC2 hands it to the OS), a detached one disappears, and every address
+change re-routes the VPC and re-writes the source/destination check before the EC2 call returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached
+
+from .node import NodeNetwork
+from .vpc import EniPort, VpcLayout, VpcRouter
+
+log = logging.getLogger(__name__)
+
+
+class CloudView(Protocol):
+    """The part of the testbed's EC2 the datapath needs."""
+
+    def subscribe(self, callback: Callable[[object], None]) -> None: ...
+
+    def eni_addresses(
+        self, eni_id: str
+    ) -> tuple[ipaddress.IPv4Address, list[ipaddress.IPv4Address], list[ipaddress.IPv4Network], str]: ...
+
+    def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network: ...
+
+    def instance_enis(self, instance_id: str) -> list[EniAttached]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatapathConfig:
+    """Names and addresses of one datapath run. Namespaces are `vtb-<run_id>-<role>`."""
+
+    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    layout: VpcLayout = field(default_factory=VpcLayout)
+
+    def netns_name(self, role: str) -> str:
+        name = f"vtb-{self.run_id}-{role}"
+        if len(name) > 64 or "/" in name:
+            raise ValueError(f"namespace name {name!r} is not usable; use a shorter run id or node name")
+        return name
+
+
+def node_ifname(*, device_index: int, network_card: int) -> str:
+    """ethN by device index on network card 0; eth(100*card + index) on other cards."""
+    return f"eth{device_index + 100 * network_card}"
+
+
+class Datapath:
+    """Owns every namespace and link of the run; `stop()` removes them all."""
+
+    def __init__(self, *, cloud: CloudView, config: DatapathConfig) -> None:
+        self.cloud = cloud
+        self.config = config
+        self.router = VpcRouter(
+            vpc_netns=config.netns_name("vpc"),
+            internet_netns=config.netns_name("inet"),
+            vpc_host_netns=config.netns_name("vpchost"),
+            layout=config.layout,
+        )
+        self._lock = threading.RLock()
+        self._nodes: dict[str, NodeNetwork] = {}  # instance id -> its namespace
+        self._running = False
+
+    @property
+    def internet_ip(self) -> ipaddress.IPv4Address:
+        return self.config.layout.internet_host.ip
+
+    @property
+    def vpc_host_ip(self) -> ipaddress.IPv4Address:
+        return self.config.layout.vpc_host.ip
+
+    def start(self) -> None:
+        with self._lock:
+            try:
+                self.router.start()
+            except BaseException:
+                self.router.stop()
+                raise
+            self._running = True
+        self.cloud.subscribe(self._on_event)
+
+    def stop(self) -> None:
+        """Delete every node namespace, then the VPC ones. Idempotent."""
+        with self._lock:
+            self._running = False
+            for node in self._nodes.values():
+                node.delete()
+            self._nodes.clear()
+            self.router.stop()
+
+    def add_node(self, *, instance_id: str, name: str) -> NodeNetwork:
+        """Create the instance's namespace, plug the ENIs attached to it now, configure eth0 as the AMI would."""
+        with self._lock:
+            if not self._running:
+                raise RuntimeError("the datapath is not started; call start() first")
+            if instance_id in self._nodes:
+                raise ValueError(f"{instance_id} already has a namespace ({self._nodes[instance_id].netns})")
+            node = NodeNetwork(netns=self.config.netns_name(name))
+            self._nodes[instance_id] = node
+            try:
+                node.create()
+                for attachment in self.cloud.instance_enis(instance_id):
+                    self._plug(attachment)
+            except BaseException:
+                self._nodes.pop(instance_id)
+                node.delete()
+                raise
+            return node
+
+    def node(self, instance_id: str) -> NodeNetwork:
+        return self._nodes[instance_id]
+
+    def _on_event(self, event: object) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            try:
+                if isinstance(event, EniAttached):
+                    self._plug(event)
+                elif isinstance(event, EniDetached):
+                    self.router.unplug(event.eni_id)
+                elif isinstance(event, AddressesChanged):
+                    self._route(event.eni_id)
+            except Exception:
+                # The EC2 call already succeeded; a datapath failure must show up in the logs, not as an
+                # API error the product would misread.
+                log.exception("datapath could not follow %s", event)
+
+    def _plug(self, event: EniAttached) -> None:
+        node = self._nodes.get(event.instance_id)
+        if node is None:
+            return  # an instance the datapath does not host
+        primary, _, _, subnet_id = self.cloud.eni_addresses(event.eni_id)
+        subnet = self.cloud.subnet_cidr(subnet_id)
+        is_primary = event.device_index == 0 and event.network_card == 0
+        port = EniPort(
+            eni_id=event.eni_id,
+            mac=event.mac,
+            node_netns=node.netns,
+            node_ifname=node_ifname(device_index=event.device_index, network_card=event.network_card),
+            primary_ip=primary,
+            subnet=subnet,
+            public=is_primary,
+        )
+        self.router.plug(port)
+        self._route(event.eni_id)
+        if is_primary:
+            gateway = self.router.ensure_gateway(subnet)
+            address = ipaddress.IPv4Interface(f"{primary}/{subnet.prefixlen}")
+            node.configure_primary(ifname=port.node_ifname, address=address, gateway=gateway)
+
+    def _route(self, eni_id: str) -> None:
+        if eni_id not in {p.eni_id for p in self.router.plugged()}:
+            return
+        _, secondaries, prefixes, _ = self.cloud.eni_addresses(eni_id)
+        self.router.route_addresses(eni_id, secondaries=list(secondaries), prefixes=list(prefixes))

@@ -1,0 +1,112 @@
+"""Real-traffic probes between testbed namespaces: ping and a TCP echo, for tests and the demo.
+
+Sockets are created inside the namespace they belong to (see `namespaces`); ping runs busybox's, which the
+bootstrap installs, through `ip netns exec`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+import threading
+from contextlib import suppress
+
+from . import namespaces as ns
+
+_PING = ("busybox", "ping")
+
+
+def ping(netns: str, dst: ipaddress.IPv4Address, *, source: ipaddress.IPv4Address | None = None) -> bool:
+    """One ICMP echo from `netns` to `dst` (1 s timeout); True when the reply came back."""
+    if shutil.which(_PING[0]) is None:
+        raise RuntimeError("busybox is needed for ping probes: apt-get install busybox-static")
+    argv = [*_PING, "-c", "1", "-W", "1"]
+    if source is not None:
+        argv += ["-I", str(source)]
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, *argv, str(dst)], capture_output=True, text=True, check=False
+    )
+    return proc.returncode == 0
+
+
+class EchoServer:
+    """A TCP echo server inside a namespace: answers every line it receives, prefixed with the peer address."""
+
+    def __init__(self, *, netns: str, ip: ipaddress.IPv4Address, port: int = 0) -> None:
+        self._netns = netns
+        self._ip = ip
+        self._port = port
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("the echo server is not started")
+        return int(self._sock.getsockname()[1])
+
+    def start(self) -> EchoServer:
+        self._sock = ns.listen_tcp(self._netns, str(self._ip), self._port)
+        self._thread = threading.Thread(target=self._serve, args=(self._sock,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            with suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> EchoServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _serve(sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, peer = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                with suppress(OSError):
+                    data = conn.recv(4096)
+                    conn.sendall(f"{peer[0]} ".encode() + data)
+
+
+def tcp_echo(
+    netns: str,
+    dst: ipaddress.IPv4Address,
+    port: int,
+    *,
+    source: ipaddress.IPv4Address | None = None,
+    timeout: float = 2.0,
+) -> str | None:
+    """Connect from `netns` (optionally from `source`) and send one message; returns the source address the
+    server saw, or None when the connection failed (dropped, refused, timed out)."""
+
+    def attempt() -> str | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            if source is not None:
+                sock.bind((str(source), 0))
+            sock.connect((str(dst), port))
+            sock.sendall(b"hello\n")
+            reply = sock.recv(4096).decode()
+        except OSError:
+            return None
+        finally:
+            sock.close()
+        seen, _, payload = reply.partition(" ")
+        return seen if payload == "hello\n" else None
+
+    return ns.in_netns(netns, attempt)

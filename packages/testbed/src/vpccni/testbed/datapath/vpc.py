@@ -1,0 +1,236 @@
+"""The VPC namespace: the router behind every ENI, plus an "internet" host and a plain VPC host behind it.
+
+As on EC2 the router: owns each subnet's gateway (.1) on a dummy link and answers ARP for it (and, by proxy ARP,
+for every other address, as the VPC's virtual router does); delivers each private IP and /28 prefix to the MAC of
+the ENI holding it (a permanent neighbour for the ENI's primary IP and routes `via` it), so nothing is ever ARPed
+on the node side; enforces the source/destination check (`srccheck`); and drops traffic for unassigned VPC
+addresses.
+
+Not thread-safe: the owner (`Datapath`) serialises calls.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from . import namespaces as ns
+from .srccheck import SourceCheck
+
+log = logging.getLogger(__name__)
+
+GATEWAY_LINK = "gw0"
+INTERNET_LINK = "inet0"
+VPC_HOST_LINK = "vpchost0"
+RTNH_F_ONLINK = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class VpcLayout:
+    """Addresses of the VPC namespace's fixed neighbours."""
+
+    vpc_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    # Documentation range (RFC 5737): never a real host, and only reachable through the VPC namespace.
+    internet_host: ipaddress.IPv4Interface = ipaddress.IPv4Interface("203.0.113.10/24")
+    vpc_host: ipaddress.IPv4Interface = ipaddress.IPv4Interface("10.0.200.10/24")
+    eni_mtu: int = 9001
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniPort:
+    """An ENI attachment as the datapath wires it: a veth pair from the VPC namespace into a node namespace."""
+
+    eni_id: str
+    mac: str
+    node_netns: str
+    node_ifname: str
+    primary_ip: ipaddress.IPv4Address
+    subnet: ipaddress.IPv4Network
+    public: bool = False  # the primary IP has a public IP association (reaches the internet host)
+
+    @property
+    def veth(self) -> str:
+        """The VPC-side link name: stable per ENI and within IFNAMSIZ."""
+        return "x" + self.eni_id.removeprefix("eni-")[-14:]
+
+
+@dataclass(kw_only=True)
+class _Plugged:
+    port: EniPort
+    index: int
+    routed: set[ipaddress.IPv4Network] = field(default_factory=set)
+
+
+class VpcRouter:
+    """Creates and runs the VPC, internet and VPC-host namespaces."""
+
+    def __init__(self, *, vpc_netns: str, internet_netns: str, vpc_host_netns: str, layout: VpcLayout) -> None:
+        self.vpc_netns = vpc_netns
+        self.internet_netns = internet_netns
+        self.vpc_host_netns = vpc_host_netns
+        self.layout = layout
+        self._ipr: IPRoute | None = None
+        self._gateways: set[ipaddress.IPv4Address] = set()
+        self._ports: dict[str, _Plugged] = {}
+        self._srccheck = SourceCheck(netns=vpc_netns, internet_link=INTERNET_LINK)
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            raise RuntimeError("the VPC router is not started; call start() first")
+        return self._ipr
+
+    def start(self) -> None:
+        for name in (self.vpc_netns, self.internet_netns, self.vpc_host_netns):
+            ns.create_netns(name)
+        ns.set_sysctls(
+            self.vpc_netns,
+            {
+                "net.ipv4.ip_forward": "1",
+                "net.ipv4.conf.all.rp_filter": "0",
+                "net.ipv4.conf.default.rp_filter": "0",
+                # Every link made from now on answers ARP for addresses routed elsewhere (delay: see plug()).
+                "net.ipv4.conf.default.proxy_arp": "1",
+            },
+        )
+        self._ipr = ns.open_iproute(self.vpc_netns)
+        ipr = self._ipr
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ipr.link("add", ifname=GATEWAY_LINK, kind="dummy")
+        ipr.link("set", index=self._index(GATEWAY_LINK), state="up")
+        # Unassigned VPC addresses are unreachable rather than sent towards the internet host.
+        ipr.route("add", dst=str(self.layout.vpc_cidr), type="unreachable")
+        self._attach_host(self.internet_netns, INTERNET_LINK, self.layout.internet_host, default_route=True)
+        self._attach_host(self.vpc_host_netns, VPC_HOST_LINK, self.layout.vpc_host, default_route=False)
+        self._sync_srccheck()
+
+    def stop(self) -> None:
+        """Delete the three namespaces (every veth into a node namespace dies with them). Idempotent."""
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        self._ports.clear()
+        self._gateways.clear()
+        ns.delete_all([self.vpc_netns, self.internet_netns, self.vpc_host_netns])
+
+    def ensure_gateway(self, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+        """Own the subnet's gateway address (network + 1), as the VPC router does; returns it."""
+        gateway = subnet.network_address + 1
+        if gateway not in self._gateways:
+            self.ipr.addr("replace", index=self._index(GATEWAY_LINK), address=str(gateway), prefixlen=32)
+            self._gateways.add(gateway)
+        return gateway
+
+    def plug(self, port: EniPort) -> None:
+        """Create the ENI's veth pair; the node end appears DOWN with the ENI's MAC and no address."""
+        if port.eni_id in self._ports:
+            return
+        self.ensure_gateway(port.subnet)
+        node_fd = ns.netns_path(port.node_netns)
+        with open(node_fd, "rb") as node:
+            self.ipr.link(
+                "add",
+                ifname=port.veth,
+                kind="veth",
+                mtu=self.layout.eni_mtu,
+                peer={
+                    "ifname": port.node_ifname,
+                    "address": port.mac,
+                    "mtu": self.layout.eni_mtu,
+                    "net_ns_fd": node.fileno(),
+                },
+            )
+        index = self._index(port.veth)
+        # Proxy ARP replies wait up to proxy_delay (0.8 s) by default; the VPC router answers at once. Only
+        # per-link in a non-initial namespace (neigh/default is not namespaced).
+        ns.set_sysctls(self.vpc_netns, {f"net.ipv4.neigh.{port.veth}.proxy_delay": "0"})
+        self.ipr.link("set", index=index, state="up")
+        # EC2 knows each ENI's MAC: deliver to it directly, never ARP into the node.
+        self.ipr.neigh("replace", dst=str(port.primary_ip), lladdr=port.mac, ifindex=index, state="permanent")
+        self.ipr.route("replace", dst=str(port.primary_ip), dst_len=32, oif=index, scope="link")
+        self._ports[port.eni_id] = _Plugged(port=port, index=index)
+        self._sync_srccheck()
+        log.info("plugged %s as %s/%s (%s)", port.eni_id, port.node_netns, port.node_ifname, port.veth)
+
+    def unplug(self, eni_id: str) -> None:
+        """Delete the ENI's veth pair (the node's ethN disappears with it) and its routes."""
+        plugged = self._ports.pop(eni_id, None)
+        if plugged is None:
+            return
+        self.ipr.link("del", index=plugged.index)
+        self._sync_srccheck()
+        log.info("unplugged %s from %s", eni_id, plugged.port.node_netns)
+
+    def route_addresses(
+        self,
+        eni_id: str,
+        *,
+        secondaries: list[ipaddress.IPv4Address],
+        prefixes: list[ipaddress.IPv4Network],
+    ) -> None:
+        """Make the VPC deliver exactly these secondary IPs and prefixes (besides the primary) to the ENI."""
+        plugged = self._ports.get(eni_id)
+        if plugged is None:
+            return
+        want = {ipaddress.IPv4Network(ip) for ip in secondaries} | set(prefixes)
+        for net in sorted(want - plugged.routed):
+            self.ipr.route(
+                "replace",
+                dst=str(net.network_address),
+                dst_len=net.prefixlen,
+                gateway=str(plugged.port.primary_ip),
+                oif=plugged.index,
+                flags=RTNH_F_ONLINK,
+            )
+        for net in sorted(plugged.routed - want):
+            self.ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=plugged.index)
+        plugged.routed = want
+        self._sync_srccheck()
+
+    def routed(self, eni_id: str) -> set[ipaddress.IPv4Network]:
+        """The secondary IPs and prefixes currently routed to the ENI."""
+        plugged = self._ports.get(eni_id)
+        return set(plugged.routed) if plugged else set()
+
+    def plugged(self) -> list[EniPort]:
+        return [p.port for p in self._ports.values()]
+
+    def dropped_by_srccheck(self, eni_id: str) -> int:
+        """Packets the source/destination check dropped on the ENI since its addresses last changed."""
+        return self._srccheck.dropped_packets(self._ports[eni_id].port.veth)
+
+    def _sync_srccheck(self) -> None:
+        ports = {
+            p.port.veth: (ipaddress.IPv4Network(p.port.primary_ip), *sorted(p.routed))
+            for p in self._ports.values()
+        }
+        public = [p.port.primary_ip for p in self._ports.values() if p.port.public]
+        self._srccheck.apply(ports=ports, public_ips=public)
+
+    def _attach_host(
+        self, netns: str, link: str, host: ipaddress.IPv4Interface, *, default_route: bool
+    ) -> None:
+        """Wire a one-interface host namespace to the router: host `eth0` <-> router `link`."""
+        router_ip = next(host.network.hosts())
+        with open(ns.netns_path(netns), "rb") as target:
+            self.ipr.link("add", ifname=link, kind="veth", peer={"ifname": "eth0", "net_ns_fd": target.fileno()})
+        index = self._index(link)
+        self.ipr.addr("add", index=index, address=str(router_ip), prefixlen=host.network.prefixlen)
+        self.ipr.link("set", index=index, state="up")
+        if default_route:
+            self.ipr.route("add", dst="default", gateway=str(host.ip))
+        with ns.open_iproute(netns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=eth0, address=str(host.ip), prefixlen=host.network.prefixlen)
+            ipr.link("set", index=eth0, state="up")
+            ipr.route("add", dst="default", gateway=str(router_ip))
+
+    def _index(self, ifname: str) -> int:
+        found = self.ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise RuntimeError(f"link {ifname} is missing from namespace {self.vpc_netns}")
+        return int(found[0])

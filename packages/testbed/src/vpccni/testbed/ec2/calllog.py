@@ -1,0 +1,33 @@
+"""A log of every EC2 call the testbed served: action, parameters, result code and timing."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallRecord:
+    action: str
+    params: dict[str, str]
+    error_code: str | None
+    started: float  # wall-clock (time.time()) when the request arrived
+    duration: float  # seconds, including injected latency
+
+
+class CallLog:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[CallRecord] = []
+
+    def append(self, record: CallRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    def records(self) -> list[CallRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()

@@ -1,0 +1,322 @@
+"""The EC2 behaviour moto lacks: instance-type ENI/IP limits, /28 prefix delegation, subnet accounting.
+
+Each hook runs under the server's state lock. It either answers itself (`Handled`) or rewrites the request
+for moto (`Forward`) and post-processes moto's answer; both carry the events to publish.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vpccni.testbed.ec2 import xmlpatch
+from vpccni.testbed.ec2.addresses import AddressAllocator, SubnetUsage
+from vpccni.testbed.ec2.backend import MotoBackend
+from vpccni.testbed.ec2.errors import Ec2Error
+from vpccni.testbed.ec2.instance_types import UnknownInstanceTypeError, limits_for
+from vpccni.testbed.ec2.prefixes import PrefixTable
+from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached, Event
+
+Params = dict[str, str]
+# The most IPv4 addresses any instance type allows per ENI; an unattached ENI is held to it.
+UNATTACHED_IPV4_LIMIT = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class Handled:
+    body: bytes
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forward:
+    params: Params
+    finish: Callable[[bytes], tuple[bytes, list[Event]]] | None = None
+
+
+Plan = Handled | Forward
+
+
+def indexed(params: Params, name: str, suffix: str = "") -> list[str]:
+    """Values of `Name.N[.suffix]` query parameters, in N order."""
+    pattern = re.compile(rf"^{re.escape(name)}\.(\d+){re.escape('.' + suffix) if suffix else ''}$")
+    found = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pattern.match(k)))
+    return [v for _, v in found]
+
+
+def _without(params: Params, *prefixes: str) -> Params:
+    return {k: v for k, v in params.items() if not any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+
+def _int(params: Params, name: str) -> int:
+    try:
+        return int(params.get(name, "0"))
+    except ValueError as exc:
+        raise Ec2Error("InvalidParameterValue", f"{name} must be an integer, got {params.get(name)!r}") from exc
+
+
+def _ip(value: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise Ec2Error("InvalidParameterValue", f"Invalid IPv4 address {value!r}") from exc
+
+
+class FidelityLayer:
+    def __init__(self, *, backend: MotoBackend, prefixes: PrefixTable, allocator: AddressAllocator) -> None:
+        self._backend = backend
+        self._prefixes = prefixes
+        self._allocator = allocator
+        self._network_cards: dict[str, int] = {}
+        self._hooks: dict[str, Callable[[Params], Plan]] = {
+            "RunInstances": self._run_instances,
+            "CreateNetworkInterface": self._create_eni,
+            "AssignPrivateIpAddresses": self._assign,
+            "UnassignPrivateIpAddresses": self._unassign,
+            "AttachNetworkInterface": self._attach,
+            "DetachNetworkInterface": self._detach,
+            "DeleteNetworkInterface": self._delete,
+            "DescribeNetworkInterfaces": self._with_prefixes,
+            "DescribeInstances": self._with_prefixes,
+            "DescribeSubnets": self._describe_subnets,
+        }
+
+    def plan(self, action: str, params: Params) -> Plan:
+        hook = self._hooks.get(action)
+        return hook(params) if hook else Forward(params=params)
+
+    # ---- state views -----------------------------------------------------------------------------------------
+    def usage(self, subnet_id: str) -> SubnetUsage:
+        prefixes = [
+            p for eni, ps in self._prefixes.all().items()
+            if eni in self._backend.raw.enis and self._backend.raw.enis[eni].subnet.id == subnet_id
+            for p in ps
+        ]
+        return SubnetUsage(
+            cidr=self._backend.subnet_cidr(subnet_id),
+            ips=frozenset(self._backend.subnet_ips(subnet_id)),
+            prefixes=frozenset(prefixes),
+        )
+
+    def network_card(self, eni_id: str) -> int:
+        return self._network_cards.get(eni_id, 0)
+
+    def _slots(self, eni_id: str) -> int:
+        """Address slots an ENI uses: primary + secondaries + one per /28 prefix (as EC2 counts them)."""
+        return len(self._backend.eni(eni_id).private_ip_addresses) + len(self._prefixes.of(eni_id))
+
+    def _ipv4_limit(self, eni: Any) -> int:
+        if eni.instance is None:
+            return UNATTACHED_IPV4_LIMIT
+        return limits_for(eni.instance.instance_type).ipv4_per_eni
+
+    def _check_prefix_support(self, eni: Any) -> None:
+        if eni.instance is not None and not limits_for(eni.instance.instance_type).supports_prefix_delegation:
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Prefix delegation is not supported for instance type {eni.instance.instance_type} "
+                f"of {eni.instance.id}: use a Nitro instance type or secondary IPs",
+            )
+
+    # ---- hooks -----------------------------------------------------------------------------------------------
+    def _run_instances(self, params: Params) -> Plan:
+        itype = params.get("InstanceType", "m1.small")
+        try:
+            limits_for(itype)
+        except UnknownInstanceTypeError as exc:
+            raise Ec2Error("InvalidParameterValue", str(exc)) from exc
+        single = params.get("MinCount", "1") == "1" and params.get("MaxCount", "1") == "1"
+        if single and "SubnetId" in params and "PrivateIpAddress" not in params:
+            # moto picks random, possibly colliding, addresses; take a free one from the subnet accounting.
+            (ip,) = self._allocator.pick_ips(self.usage(params["SubnetId"]), 1)
+            params = {**params, "PrivateIpAddress": str(ip)}
+
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            events: list[Event] = []
+            for instance_id in xmlpatch.find_texts(body, "instanceId"):
+                for index, eni in self._backend.instance_enis(instance_id).items():
+                    events.append(EniAttached(instance_id=instance_id, eni_id=eni.id, mac=eni.mac_address,
+                                              device_index=int(index), network_card=0))
+            return body, events
+
+        return Forward(params=params, finish=finish)
+
+    def _create_eni(self, params: Params) -> Plan:
+        subnet_id = params.get("SubnetId", "")
+        usage = self.usage(subnet_id)
+        explicit = [_ip(v) for v in indexed(params, "PrivateIpAddresses", "PrivateIpAddress")]
+        if "PrivateIpAddress" in params:
+            explicit.insert(0, _ip(params["PrivateIpAddress"]))
+        for ip in explicit:
+            if not usage.is_free(ip):
+                raise Ec2Error("InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {subnet_id}")
+        secondary_count = _int(params, "SecondaryPrivateIpAddressCount")
+        explicit_prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix", "Ipv4Prefix")]
+        prefix_count = _int(params, "Ipv4PrefixCount") + len(explicit_prefixes)
+        total = max(1, len(explicit)) + secondary_count + prefix_count
+        if total > UNATTACHED_IPV4_LIMIT:
+            raise Ec2Error("PrivateIpAddressLimitExceeded",
+                           f"Number of private addresses ({total}) will exceed the limit of {UNATTACHED_IPV4_LIMIT}")
+        missing = max(1, len(explicit)) - len(explicit) + secondary_count
+        ips = explicit + self._allocator.pick_ips(usage, missing, also_taken=explicit)
+        prefixes = self._take_prefixes(usage, explicit_prefixes, prefix_count - len(explicit_prefixes), ips)
+        rewritten = _without(params, "PrivateIpAddress", "PrivateIpAddresses", "SecondaryPrivateIpAddressCount",
+                             "Ipv4Prefix", "Ipv4PrefixCount")
+        for n, ip in enumerate(ips, start=1):
+            rewritten[f"PrivateIpAddresses.{n}.PrivateIpAddress"] = str(ip)
+            rewritten[f"PrivateIpAddresses.{n}.Primary"] = "true" if n == 1 else "false"
+
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            (eni_id,) = xmlpatch.find_texts(body, "networkInterfaceId")[:1]
+            self._prefixes.add(eni_id, prefixes)
+            return xmlpatch.add_prefix_sets(body, self._prefixes.of), [AddressesChanged(eni_id=eni_id)]
+
+        return Forward(params=rewritten, finish=finish)
+
+    def _take_prefixes(
+        self, usage: SubnetUsage, explicit: list[ipaddress.IPv4Network], count: int,
+        also_taken: list[ipaddress.IPv4Address],
+    ) -> list[ipaddress.IPv4Network]:
+        taken = usage.taken() | set(also_taken)
+        for prefix in explicit:
+            if prefix.prefixlen != 28 or not prefix.subnet_of(usage.cidr) or any(ip in taken for ip in prefix):
+                raise Ec2Error("InvalidParameterValue",
+                               f"Prefix {prefix} is not a free /28 of subnet {usage.cidr}")
+        extra = [ip for p in explicit for ip in p]
+        return explicit + self._allocator.pick_prefixes(usage, count, also_taken=[*also_taken, *extra])
+
+    def _assign(self, params: Params) -> Plan:
+        eni_id = params.get("NetworkInterfaceId", "")
+        eni = self._backend.eni(eni_id)
+        explicit = [_ip(v) for v in indexed(params, "PrivateIpAddress")]
+        count = _int(params, "SecondaryPrivateIpAddressCount")
+        explicit_prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix")]
+        prefix_count = _int(params, "Ipv4PrefixCount")
+        if not (explicit or count or explicit_prefixes or prefix_count):
+            raise Ec2Error("MissingParameter", "Specify private IP addresses, a count, or IPv4 prefixes")
+        if explicit_prefixes or prefix_count:
+            self._check_prefix_support(eni)
+        limit = self._ipv4_limit(eni)
+        wanted = len(explicit) + count + len(explicit_prefixes) + prefix_count
+        if self._slots(eni_id) + wanted > limit:
+            raise Ec2Error(
+                "PrivateIpAddressLimitExceeded",
+                f"Number of private addresses will exceed limit: {eni_id} uses {self._slots(eni_id)} of "
+                f"{limit} and {wanted} more were requested",
+            )
+        usage = self.usage(eni.subnet.id)
+        for ip in explicit:
+            if not usage.is_free(ip):
+                raise Ec2Error("InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {usage.cidr}")
+        ips = explicit + self._allocator.pick_ips(usage, count, also_taken=explicit)
+        prefixes = self._take_prefixes(usage, explicit_prefixes, prefix_count, ips)
+        if ips:
+            self._backend.raw.assign_private_ip_addresses(eni_id, [str(ip) for ip in ips])
+        self._prefixes.add(eni_id, prefixes)
+        body = xmlpatch.render("AssignPrivateIpAddresses", [
+            ("networkInterfaceId", eni_id),
+            ("assignedPrivateIpAddressesSet", [("privateIpAddress", str(ip)) for ip in ips]),
+            ("assignedIpv4PrefixSet", [("ipv4Prefix", str(p)) for p in prefixes]),
+        ])
+        return Handled(body=body, events=[AddressesChanged(eni_id=eni_id)])
+
+    def _unassign(self, params: Params) -> Plan:
+        eni_id = params.get("NetworkInterfaceId", "")
+        view = self._backend.eni_view(eni_id)
+        ips = [_ip(v) for v in indexed(params, "PrivateIpAddress")]
+        prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix")]
+        if not ips and not prefixes:
+            raise Ec2Error("MissingParameter", "Specify PrivateIpAddresses or Ipv4Prefixes to unassign")
+        if view.primary_ip in ips:
+            raise Ec2Error("InvalidParameterValue", f"The primary address {view.primary_ip} cannot be unassigned")
+        held = self._prefixes.of(eni_id)
+        stray = [str(ip) for ip in ips if ip not in view.secondary_ips] + [str(p) for p in prefixes if p not in held]
+        if stray:
+            raise Ec2Error("InvalidParameterValue",
+                           f"Some of the specified addresses are not assigned to interface {eni_id}: {stray}")
+        if ips:
+            self._backend.raw.unassign_private_ip_addresses(eni_id, [str(ip) for ip in ips])
+        self._prefixes.remove(eni_id, prefixes)
+        body = xmlpatch.render("UnassignPrivateIpAddresses", [("return", "true")])
+        return Handled(body=body, events=[AddressesChanged(eni_id=eni_id)])
+
+    def _attach(self, params: Params) -> Plan:
+        eni_id = params.get("NetworkInterfaceId", "")
+        instance_id = params.get("InstanceId", "")
+        eni = self._backend.eni(eni_id)
+        instance = self._backend.instance(instance_id)
+        limits = limits_for(instance.instance_type)
+        device_index = _int(params, "DeviceIndex")
+        card = _int(params, "NetworkCardIndex") if "NetworkCardIndex" in params else limits.default_network_card
+        if eni.instance is not None:
+            raise Ec2Error("InvalidNetworkInterface.InUse",
+                           f"Interface: [{eni_id}] in use by {eni.instance.id}: detach it first")
+        if card not in limits.enis_per_card:
+            raise Ec2Error("InvalidParameterValue",
+                           f"Network card index {card} does not exist on {instance.instance_type}")
+        attached = self._backend.instance_enis(instance_id)
+        if any(idx == device_index and self.network_card(e.id) == card for idx, e in attached.items()):
+            raise Ec2Error("InvalidParameterValue",
+                           f"Instance '{instance_id}' already has an interface attached at device index "
+                           f"'{device_index}': pick a free DeviceIndex")
+        on_card = sum(1 for e in attached.values() if self.network_card(e.id) == card)
+        if len(attached) >= limits.max_enis or on_card >= limits.enis_per_card[card]:
+            raise Ec2Error(
+                "AttachmentLimitExceeded",
+                f"Interface count {len(attached) + 1} exceeds the limit for {instance.instance_type} "
+                f"({limits.max_enis} ENIs, {limits.enis_per_card[card]} on card {card})",
+            )
+        if self._slots(eni_id) > limits.ipv4_per_eni:
+            raise Ec2Error("PrivateIpAddressLimitExceeded",
+                           f"{eni_id} has {self._slots(eni_id)} addresses, more than {limits.ipv4_per_eni} "
+                           f"allowed per ENI on {instance.instance_type}")
+        if self._prefixes.of(eni_id) and not limits.supports_prefix_delegation:
+            raise Ec2Error("InvalidParameterValue",
+                           f"{instance.instance_type} does not support prefix delegation; {eni_id} has prefixes")
+
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            self._network_cards[eni_id] = card
+            event = EniAttached(instance_id=instance_id, eni_id=eni_id, mac=eni.mac_address,
+                                device_index=device_index, network_card=card)
+            return body, [event]
+
+        return Forward(params=_without(params, "NetworkCardIndex"), finish=finish)
+
+    def _detach(self, params: Params) -> Plan:
+        eni = self._backend.eni_by_attachment(params.get("AttachmentId", ""))
+        if eni.device_index == 0:
+            raise Ec2Error("OperationNotPermitted",
+                           f"The network interface at device index 0 ({eni.id}) cannot be detached")
+        event = EniDetached(instance_id=eni.instance.id, eni_id=eni.id, mac=eni.mac_address)
+
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            self._network_cards.pop(eni.id, None)
+            return body, [event]
+
+        return Forward(params=params, finish=finish)
+
+    def _delete(self, params: Params) -> Plan:
+        eni_id = params.get("NetworkInterfaceId", "")
+        eni = self._backend.eni(eni_id)
+        if eni.instance is not None:
+            raise Ec2Error("InvalidNetworkInterface.InUse",
+                           f"Network interface '{eni_id}' is currently in use by {eni.instance.id}: detach it first")
+
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            self._prefixes.drop(eni_id)
+            return body, []
+
+        return Forward(params=params, finish=finish)
+
+    def _with_prefixes(self, params: Params) -> Plan:
+        return Forward(params=params, finish=lambda body: (xmlpatch.add_prefix_sets(body, self._prefixes.of), []))
+
+    def _describe_subnets(self, params: Params) -> Plan:
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            counts = {sid: self.usage(sid).available_count for sid in self._backend.subnet_ids()}
+            return xmlpatch.set_available_counts(body, counts), []
+
+        return Forward(params=params, finish=finish)

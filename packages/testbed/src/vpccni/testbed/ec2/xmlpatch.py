@@ -1,0 +1,74 @@
+"""Edits to moto's EC2 XML responses: merge delegated prefixes and the subnet free-address count."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+
+EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+
+
+def _ns(root: ET.Element) -> str:
+    return root.tag[1 : root.tag.index("}")] if root.tag.startswith("{") else ""
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}" if ns else name
+
+
+def _edit(body: bytes, fn: Callable[[ET.Element, str], None]) -> bytes:
+    root = ET.fromstring(body)
+    ns = _ns(root)
+    ET.register_namespace("", ns)
+    fn(root, ns)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def add_prefix_sets(body: bytes, prefixes_of: Callable[[str], list[ipaddress.IPv4Network]]) -> bytes:
+    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets an ipv4PrefixSet."""
+
+    def fn(root: ET.Element, ns: str) -> None:
+        for elem in root.iter():
+            eni_id = elem.find(_q(ns, "networkInterfaceId"))
+            if eni_id is None or elem.find(_q(ns, "privateIpAddressesSet")) is None or eni_id.text is None:
+                continue
+            for old in elem.findall(_q(ns, "ipv4PrefixSet")):
+                elem.remove(old)
+            prefix_set = ET.SubElement(elem, _q(ns, "ipv4PrefixSet"))
+            for prefix in prefixes_of(eni_id.text):
+                item = ET.SubElement(prefix_set, _q(ns, "item"))
+                ET.SubElement(item, _q(ns, "ipv4Prefix")).text = str(prefix)
+
+    return _edit(body, fn)
+
+
+def set_available_counts(body: bytes, counts: Mapping[str, int]) -> bytes:
+    def fn(root: ET.Element, ns: str) -> None:
+        for elem in root.iter():
+            sid = elem.find(_q(ns, "subnetId"))
+            count = elem.find(_q(ns, "availableIpAddressCount"))
+            if sid is not None and count is not None and sid.text in counts:
+                count.text = str(counts[sid.text])
+
+    return _edit(body, fn)
+
+
+def find_texts(body: bytes, name: str) -> list[str]:
+    root = ET.fromstring(body)
+    return [e.text or "" for e in root.iter(_q(_ns(root), name))]
+
+
+def render(action: str, fields: list[tuple[str, str | list[tuple[str, str]]]]) -> bytes:
+    """A minimal EC2 query-protocol response: scalar fields, or item sets of one-field items."""
+    root = ET.Element(f"{action}Response", xmlns=EC2_NS)
+    ET.SubElement(root, "requestId").text = "vpccni-testbed"
+    for name, value in fields:
+        elem = ET.SubElement(root, name)
+        if isinstance(value, str):
+            elem.text = value
+            continue
+        for item_field, item_value in value:
+            item = ET.SubElement(elem, "item")
+            ET.SubElement(item, item_field).text = item_value
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

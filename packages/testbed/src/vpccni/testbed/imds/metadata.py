@@ -1,0 +1,81 @@
+"""Build an instance's metadata tree (paths under /latest/meta-data/) from the EC2 state, as IMDS shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ipaddress
+
+from vpccni.testbed.ec2.backend import MotoBackend
+
+# path (relative to meta-data/, no leading slash) -> value
+Snapshot = dict[str, str]
+
+
+def _hostname(ip: str, region: str) -> str:
+    return f"ip-{ip.replace('.', '-')}.{region}.compute.internal"
+
+
+def build_snapshot(
+    backend: MotoBackend, instance_id: str, prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
+    network_card_of: Callable[[str], int],
+) -> Snapshot:
+    inst = backend.instance(instance_id)
+    region = backend.region
+    nics: dict[int, Any] = dict(inst.nics)
+    primary = nics[min(nics)] if nics else None
+    snap: Snapshot = {
+        "ami-id": str(inst.image_id),
+        "instance-id": inst.id,
+        "instance-type": inst.instance_type,
+        "placement/availability-zone": inst.placement,
+        "placement/region": region,
+    }
+    if primary is not None:
+        snap["local-ipv4"] = primary.private_ip_address
+        snap["mac"] = primary.mac_address
+        snap["hostname"] = snap["local-hostname"] = _hostname(primary.private_ip_address, region)
+    for index, eni in sorted(nics.items()):
+        base = f"network/interfaces/macs/{eni.mac_address}/"
+        view = backend.eni_view(eni.id)
+        fields = {
+            "device-number": str(index),
+            "interface-id": eni.id,
+            "local-hostname": _hostname(str(view.primary_ip), region),
+            "local-ipv4s": "\n".join(str(ip) for ip in [view.primary_ip, *view.secondary_ips]),
+            "mac": eni.mac_address,
+            "network-card": str(network_card_of(eni.id)),
+            "owner-id": backend.account_id,
+            "security-group-ids": "\n".join(view.security_group_ids),
+            "subnet-id": view.subnet_id,
+            "subnet-ipv4-cidr-block": str(backend.subnet_cidr(view.subnet_id)),
+            "vpc-id": view.vpc_id,
+            "vpc-ipv4-cidr-block": str(backend.vpc_cidrs(view.vpc_id)[0]),
+            "vpc-ipv4-cidr-blocks": "\n".join(str(c) for c in backend.vpc_cidrs(view.vpc_id)),
+        }
+        prefixes = prefixes_of(eni.id)
+        if prefixes:  # IMDS 404s ipv4-prefix on an ENI without prefixes
+            fields["ipv4-prefix"] = "\n".join(str(p) for p in prefixes)
+        if eni.ipv6_addresses:
+            fields["ipv6s"] = "\n".join(str(ip) for ip in eni.ipv6_addresses)
+        snap.update({base + key: value for key, value in fields.items()})
+    return snap
+
+
+def lookup(snapshot: Snapshot, path: str) -> str | None:
+    """A leaf's value, or a directory listing (children, sub-directories with a trailing '/'); None = 404."""
+    if path in snapshot:
+        return snapshot[path]
+    directory = path if path.endswith("/") or path == "" else path + "/"
+    children: list[str] = []
+    for key in snapshot:
+        if key.startswith(directory):
+            head, sep, _ = key[len(directory):].partition("/")
+            child = head + sep
+            if child not in children:
+                children.append(child)
+    if not children:
+        return None
+    # EC2 lists a MAC directory only with the trailing slash; other listings work either way.
+    return "\n".join(sorted(children))

@@ -3,7 +3,8 @@
 It holds what an EC2 instance has before any CNI runs: `lo`, the primary ENI `eth0` configured as the AMI's DHCP
 client would (primary IP with the subnet's prefix length, default route via the subnet gateway), IP forwarding on
 (as the EKS AMI sets it), and link-local service addresses (IMDS at 169.254.169.254, the testbed's API endpoints at
-169.254.170.2) on a dummy link, served through sockets created inside the namespace.
+169.254.170.2) on `lo` (not a dummy: some kernels lack that link type), served through sockets created inside the
+namespace.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from .forwarder import TcpForwarder
 
 log = logging.getLogger(__name__)
 
-SERVICES_LINK = "vtbsvc0"
 IMDS_IP = ipaddress.IPv4Address("169.254.169.254")
 SERVICES_IP = ipaddress.IPv4Address("169.254.170.2")
 
@@ -37,12 +37,10 @@ class NodeNetwork:
         ns.create_netns(self.netns)
         ns.set_sysctls(self.netns, {"net.ipv4.ip_forward": "1"})
         with ns.open_iproute(self.netns) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            ipr.link("add", ifname=SERVICES_LINK, kind="dummy")
-            index = ipr.link_lookup(ifname=SERVICES_LINK)[0]
+            index = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=index, state="up")
             for ip in (IMDS_IP, SERVICES_IP):
                 ipr.addr("add", index=index, address=str(ip), prefixlen=32)
-            ipr.link("set", index=index, state="up")
 
     def configure_primary(
         self, *, ifname: str, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address

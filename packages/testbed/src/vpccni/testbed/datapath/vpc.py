@@ -1,6 +1,6 @@
 """The VPC namespace: the router behind every ENI, plus an "internet" host and a plain VPC host behind it.
 
-As on EC2 the router: owns each subnet's gateway (.1) on a dummy link and answers ARP for it (and, by proxy ARP,
+As on EC2 the router: owns each subnet's gateway (.1) on its `lo` and answers ARP for it (and, by proxy ARP,
 for every other address, as the VPC's virtual router does); delivers each private IP and /28 prefix to the MAC of
 the ENI holding it (a permanent neighbour for the ENI's primary IP and routes `via` it), so nothing is ever ARPed
 on the node side; enforces the source/destination check (`srccheck`); and drops traffic for unassigned VPC
@@ -22,7 +22,9 @@ from .srccheck import SourceCheck
 
 log = logging.getLogger(__name__)
 
-GATEWAY_LINK = "gw0"
+# Gateways live on lo: ARP is answered for any local address (arp_ignore=0), and some kernels (the dev VM's)
+# have no dummy link type.
+GATEWAY_LINK = "lo"
 INTERNET_LINK = "inet0"
 VPC_HOST_LINK = "vpchost0"
 RTNH_F_ONLINK = 4
@@ -98,9 +100,7 @@ class VpcRouter:
         )
         self._ipr = ns.open_iproute(self.vpc_netns)
         ipr = self._ipr
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        ipr.link("add", ifname=GATEWAY_LINK, kind="dummy")
-        ipr.link("set", index=self._index(GATEWAY_LINK), state="up")
+        ipr.link("set", index=self._index("lo"), state="up")
         # Unassigned VPC addresses are unreachable rather than sent towards the internet host.
         ipr.route("add", dst=str(self.layout.vpc_cidr), type="unreachable")
         self._attach_host(self.internet_netns, INTERNET_LINK, self.layout.internet_host, default_route=True)

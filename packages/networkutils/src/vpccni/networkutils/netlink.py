@@ -1,0 +1,365 @@
+"""The netlink seam: a `Netlink` protocol for one network namespace and its pyroute2 adapter.
+
+Each method equals one `ip` command (named in its docstring). Deleting something that is not there is not an
+error: teardown must be idempotent.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .model import Address, Link, Neighbour, Route, Rule, Scope
+
+log = logging.getLogger(__name__)
+
+AF_INET = 2
+NUD_PERMANENT = 0x80
+IFF_UP = 0x1
+_GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
+
+
+class Netlink(Protocol):
+    """Netlink operations in one network namespace (the one the handle was opened in)."""
+
+    def links(self) -> list[Link]:
+        """`ip link show`."""
+        ...
+
+    def link(self, name: str) -> Link | None:
+        """`ip link show dev NAME` (None if absent)."""
+        ...
+
+    def add_veth(self, *, name: str, mac: str, mtu: int, peer_name: str, peer_netns_fd: int) -> None:
+        """`ip link add NAME address MAC mtu MTU type veth peer name PEER netns FD mtu MTU`."""
+        ...
+
+    def delete_link(self, name: str) -> bool:
+        """`ip link del NAME`; False if it was not there."""
+        ...
+
+    def set_link(self, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
+        """`ip link set NAME [mtu MTU] [up|down]`."""
+        ...
+
+    def addresses(self, ifname: str) -> list[Address]:
+        """`ip -4 addr show dev IFNAME`."""
+        ...
+
+    def add_address(self, address: Address) -> None:
+        """`ip addr replace ADDR dev IFNAME`."""
+        ...
+
+    def delete_address(self, address: Address) -> bool:
+        """`ip addr del ADDR dev IFNAME`."""
+        ...
+
+    def routes(self, table: int) -> list[Route]:
+        """`ip -4 route show table TABLE` (unicast routes)."""
+        ...
+
+    def replace_route(self, route: Route) -> None:
+        """`ip route replace ...`."""
+        ...
+
+    def delete_route(self, route: Route) -> bool:
+        """`ip route del ...`; False if it was not there."""
+        ...
+
+    def rules(self) -> list[Rule]:
+        """`ip -4 rule show`."""
+        ...
+
+    def add_rule(self, rule: Rule) -> None:
+        """`ip rule add ...` (an existing identical rule is not an error)."""
+        ...
+
+    def delete_rule(self, rule: Rule) -> bool:
+        """`ip rule del ...`; False if it was not there."""
+        ...
+
+    def neighbours(self, ifname: str) -> list[Neighbour]:
+        """`ip -4 neigh show dev IFNAME`."""
+        ...
+
+    def replace_neighbour(self, neighbour: Neighbour) -> None:
+        """`ip neigh replace IP lladdr MAC dev IFNAME nud permanent`."""
+        ...
+
+    def write_sysctl(self, key: str, value: str) -> bool:
+        """`sysctl -w KEY=VALUE` for this namespace (key like `net/ipv4/ip_forward`); False on ENOENT."""
+        ...
+
+    def read_sysctl(self, key: str) -> str | None:
+        """`sysctl KEY` for this namespace; None if it does not exist."""
+        ...
+
+    def close(self) -> None:
+        """Release the handle."""
+        ...
+
+
+def open_netlink() -> PyrouteNetlink:
+    """Open a netlink handle in the calling thread's current network namespace."""
+    return PyrouteNetlink(IPRoute())
+
+
+def _attr(msg: Any, name: str) -> Any:
+    return msg.get_attr(name)
+
+
+class PyrouteNetlink:
+    """`Netlink` over one pyroute2 `IPRoute` socket; safe to share between threads (one lock per socket).
+
+    /proc/sys is resolved in the namespace of the calling thread, so the sysctl methods must be called from a
+    thread in the namespace this handle was opened in (ipamd's main namespace in production).
+    """
+
+    def __init__(self, ipr: IPRoute, *, proc_sys: Path = Path("/proc/sys")) -> None:
+        self._ipr = ipr
+        self._proc_sys = proc_sys
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> PyrouteNetlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._ipr.close()
+
+    def _index(self, name: str) -> int:
+        found = self._ipr.link_lookup(ifname=name)
+        if not found:
+            raise LookupError(f"link {name} does not exist")
+        return int(found[0])
+
+    def _names(self) -> dict[int, str]:
+        return {int(msg["index"]): _attr(msg, "IFLA_IFNAME") for msg in self._ipr.get_links()}
+
+    def links(self) -> list[Link]:
+        with self._lock:
+            return [self._to_link(msg) for msg in self._ipr.get_links()]
+
+    @staticmethod
+    def _to_link(msg: Any) -> Link:
+        info = _attr(msg, "IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
+        return Link(
+            index=int(msg["index"]),
+            name=_attr(msg, "IFLA_IFNAME"),
+            mac=(_attr(msg, "IFLA_ADDRESS") or "").lower(),
+            mtu=int(_attr(msg, "IFLA_MTU") or 0),
+            up=bool(msg["flags"] & IFF_UP),
+            kind=kind or "",
+        )
+
+    def link(self, name: str) -> Link | None:
+        with self._lock:
+            found = self._ipr.link_lookup(ifname=name)
+            if not found:
+                return None
+            return self._to_link(self._ipr.get_links(found[0])[0])
+
+    def add_veth(self, *, name: str, mac: str, mtu: int, peer_name: str, peer_netns_fd: int) -> None:
+        with self._lock:
+            self._ipr.link(
+                "add",
+                ifname=name,
+                kind="veth",
+                address=mac,
+                mtu=mtu,
+                peer={"ifname": peer_name, "net_ns_fd": peer_netns_fd, "mtu": mtu},
+            )
+
+    def delete_link(self, name: str) -> bool:
+        with self._lock:
+            found = self._ipr.link_lookup(ifname=name)
+            if not found:
+                return False
+            return self._ignore_gone(lambda: self._ipr.link("del", index=found[0]))
+
+    def set_link(self, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
+        with self._lock:
+            index = self._index(name)
+            if mtu is not None:
+                self._ipr.link("set", index=index, mtu=mtu)
+            if up is not None:
+                self._ipr.link("set", index=index, state="up" if up else "down")
+
+    def addresses(self, ifname: str) -> list[Address]:
+        with self._lock:
+            found = self._ipr.link_lookup(ifname=ifname)
+            if not found:
+                return []
+            return [
+                Address(ifname=ifname, interface=IPv4Interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}"))
+                for m in self._ipr.get_addr(family=AF_INET, index=found[0])
+            ]
+
+    def add_address(self, address: Address) -> None:
+        with self._lock:
+            self._ipr.addr(
+                "replace",
+                index=self._index(address.ifname),
+                address=str(address.interface.ip),
+                prefixlen=address.interface.network.prefixlen,
+            )
+
+    def delete_address(self, address: Address) -> bool:
+        with self._lock:
+            found = self._ipr.link_lookup(ifname=address.ifname)
+            if not found:
+                return False
+            return self._ignore_gone(
+                lambda: self._ipr.addr(
+                    "del",
+                    index=found[0],
+                    address=str(address.interface.ip),
+                    prefixlen=address.interface.network.prefixlen,
+                )
+            )
+
+    def routes(self, table: int) -> list[Route]:
+        with self._lock:
+            names = self._names()
+            out = []
+            for msg in self._ipr.get_routes(family=AF_INET, table=table):
+                if msg["type"] != 1:  # unicast only (skip local/broadcast)
+                    continue
+                dst = _attr(msg, "RTA_DST") or "0.0.0.0"
+                gateway = _attr(msg, "RTA_GATEWAY")
+                out.append(
+                    Route(
+                        dst=IPv4Network(f"{dst}/{msg['dst_len']}"),
+                        ifname=names.get(int(_attr(msg, "RTA_OIF") or 0), ""),
+                        gateway=IPv4Address(gateway) if gateway else None,
+                        scope=Scope(msg["scope"]) if msg["scope"] in set(Scope) else Scope.UNIVERSE,
+                        table=int(_attr(msg, "RTA_TABLE") or msg["table"]),
+                    )
+                )
+            return out
+
+    def _route_args(self, route: Route) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "dst": str(route.dst),
+            "oif": self._index(route.ifname),
+            "table": route.table,
+            "scope": int(route.scope),
+        }
+        if route.gateway is not None:
+            args["gateway"] = str(route.gateway)
+        return args
+
+    def replace_route(self, route: Route) -> None:
+        with self._lock:
+            self._ipr.route("replace", **self._route_args(route))
+
+    def delete_route(self, route: Route) -> bool:
+        with self._lock:
+            if not self._ipr.link_lookup(ifname=route.ifname):
+                # The link went away and took its routes with it.
+                return False
+            args = self._route_args(route)
+            return self._ignore_gone(lambda: self._ipr.route("del", **args))
+
+    def rules(self) -> list[Rule]:
+        with self._lock:
+            out = []
+            for msg in self._ipr.get_rules(family=AF_INET):
+                src, dst = _attr(msg, "FRA_SRC"), _attr(msg, "FRA_DST")
+                out.append(
+                    Rule(
+                        priority=int(_attr(msg, "FRA_PRIORITY") or 0),
+                        table=int(_attr(msg, "FRA_TABLE") or msg["table"]),
+                        src=IPv4Network(f"{src}/{msg['src_len']}") if src else None,
+                        dst=IPv4Network(f"{dst}/{msg['dst_len']}") if dst else None,
+                        fwmark=_attr(msg, "FRA_FWMARK"),
+                        fwmask=_attr(msg, "FRA_FWMASK"),
+                    )
+                )
+            return out
+
+    @staticmethod
+    def _rule_args(rule: Rule) -> dict[str, Any]:
+        args: dict[str, Any] = {"table": rule.table, "priority": rule.priority, "family": AF_INET}
+        if rule.src is not None:
+            args.update(src=str(rule.src.network_address), src_len=rule.src.prefixlen)
+        if rule.dst is not None:
+            args.update(dst=str(rule.dst.network_address), dst_len=rule.dst.prefixlen)
+        if rule.fwmark is not None:
+            args["fwmark"] = rule.fwmark
+        if rule.fwmask is not None:
+            args["fwmask"] = rule.fwmask
+        return args
+
+    def add_rule(self, rule: Rule) -> None:
+        with self._lock:
+            try:
+                self._ipr.rule("add", **self._rule_args(rule))
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+
+    def delete_rule(self, rule: Rule) -> bool:
+        with self._lock:
+            args = self._rule_args(rule)
+            return self._ignore_gone(lambda: self._ipr.rule("del", **args))
+
+    def neighbours(self, ifname: str) -> list[Neighbour]:
+        with self._lock:
+            found = self._ipr.link_lookup(ifname=ifname)
+            if not found:
+                return []
+            return [
+                Neighbour(
+                    ifname=ifname,
+                    ip=IPv4Address(_attr(m, "NDA_DST")),
+                    mac=(_attr(m, "NDA_LLADDR") or "").lower(),
+                    permanent=bool(m["state"] & NUD_PERMANENT),
+                )
+                for m in self._ipr.get_neighbours(family=AF_INET, ifindex=found[0])
+                if _attr(m, "NDA_DST")
+            ]
+
+    def replace_neighbour(self, neighbour: Neighbour) -> None:
+        with self._lock:
+            self._ipr.neigh(
+                "replace",
+                dst=str(neighbour.ip),
+                lladdr=neighbour.mac,
+                ifindex=self._index(neighbour.ifname),
+                state=NUD_PERMANENT if neighbour.permanent else 0x02,
+            )
+
+    def write_sysctl(self, key: str, value: str) -> bool:
+        try:
+            (self._proc_sys / key).write_text(value)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def read_sysctl(self, key: str) -> str | None:
+        try:
+            return (self._proc_sys / key).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _ignore_gone(call: Any) -> bool:
+        try:
+            call()
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return False
+            raise
+        return True

@@ -1,0 +1,223 @@
+"""Pod wiring (upstream-behaviour §2.5): veth pair, pod addresses/routes/neighbour, host route and rules.
+
+ipamd calls this with the pod's network namespace as an open file descriptor: the veth is created on the host
+with its peer placed directly in the pod namespace, and the pod side is configured from a thread that entered
+that namespace (see `netns`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from .model import MAIN_TABLE, Address, Neighbour, Route, Rule, Scope, host_network
+from .names import unique_local_mac
+from .netlink import Netlink
+from .netns import NetnsNetlink
+from .tables import FROM_POD_RULE_PRIORITY, POD_INTERFACE_RULE_PRIORITY, TO_POD_RULE_PRIORITY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POD_IFNAME = "eth0"
+DEFAULT_MTU = 9001
+# Set on the host veth before it comes up, as upstream does (ENOENT, e.g. IPv6 disabled, is ignored).
+HOST_VETH_IPV6_SYSCTLS = (("accept_ra", "0"), ("accept_redirects", "1"), ("forwarding", "0"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodInterface:
+    """What one pod interface should look like.
+
+    `route_table` is the table of the ENI holding the IP (254 = main for the primary ENI); `index` is the
+    interface index for multi-NIC pods (0 for the first interface).
+    """
+
+    host_veth: str
+    ipv4: IPv4Address
+    ifname: str = DEFAULT_POD_IFNAME
+    route_table: int = MAIN_TABLE
+    mtu: int = DEFAULT_MTU
+    index: int = 0
+
+    @property
+    def gateway(self) -> IPv4Address:
+        """169.254.1.(index + 1): the pod's link-local next hop, answered by the host veth's static ARP."""
+        return IPv4Address("169.254.1.1") + self.index
+
+    @property
+    def pod_table(self) -> int:
+        """Inside the pod: main for the first interface, table `index` for the others."""
+        return MAIN_TABLE if self.index == 0 else self.index
+
+
+@dataclass(frozen=True, kw_only=True)
+class WiredPod:
+    """The result of wiring one pod interface."""
+
+    host_veth: str
+    host_mac: str
+    ifname: str
+    container_mac: str
+    ipv4: IPv4Address
+    gateway: IPv4Address
+
+
+class PodWiringError(RuntimeError):
+    """Wiring a pod failed; the message says what to check."""
+
+
+class PodWiring:
+    """Wires, unwires and verifies pods. `host` is a handle in ipamd's (the host's) namespace; thread-safe."""
+
+    def __init__(self, *, host: Netlink, namespaces: NetnsNetlink) -> None:
+        self._host = host
+        self._namespaces = namespaces
+        # Held while picking a MAC and creating the veth, so concurrent wirings cannot pick the same MAC.
+        self._link_lock = threading.Lock()
+
+    # -- wire ---------------------------------------------------------------------------------------------
+    def wire(self, netns_fd: int, spec: PodInterface) -> WiredPod:
+        """Create the veth pair and all addresses, routes, the neighbour and the rules for `spec`."""
+        with self._link_lock:
+            if self._host.link(spec.host_veth) is not None:
+                log.info("deleting leftover host veth %s before wiring %s", spec.host_veth, spec.ipv4)
+                self._host.delete_link(spec.host_veth)
+            host_mac = unique_local_mac([link.mac for link in self._host.links()])
+            try:
+                self._host.add_veth(
+                    name=spec.host_veth,
+                    mac=host_mac,
+                    mtu=spec.mtu,
+                    peer_name=spec.ifname,
+                    peer_netns_fd=netns_fd,
+                )
+            except Exception as exc:  # NetlinkError is not an OSError
+                raise PodWiringError(
+                    f"cannot create veth {spec.host_veth} with peer {spec.ifname} in the pod namespace: "
+                    f"{exc}; check that the pod namespace is alive and has no interface named {spec.ifname}"
+                ) from exc
+        try:
+            for key, value in HOST_VETH_IPV6_SYSCTLS:
+                self._host.write_sysctl(f"net/ipv6/conf/{spec.host_veth}/{key}", value)
+            self._host.set_link(spec.host_veth, up=True)
+            container_mac = self._namespaces.run(
+                netns_fd, lambda pod: _configure_pod_side(pod, spec, host_mac)
+            )
+            self._host.replace_route(_host_route(spec))
+            for rule in _host_rules(spec):
+                self._host.add_rule(rule)
+        except Exception:
+            self._host.delete_link(spec.host_veth)
+            raise
+        log.debug("wired %s: %s <-> %s", spec.ipv4, spec.host_veth, spec.ifname)
+        return WiredPod(
+            host_veth=spec.host_veth,
+            host_mac=host_mac,
+            ifname=spec.ifname,
+            container_mac=container_mac,
+            ipv4=spec.ipv4,
+            gateway=spec.gateway,
+        )
+
+    # -- unwire -------------------------------------------------------------------------------------------
+    def unwire(self, spec: PodInterface, netns_fd: int | None = None) -> None:
+        """Remove what `wire` added; idempotent, and fine when the pod namespace or the veth is already gone.
+
+        The to-pod (512) and every from-pod (1536) rule of the IP go regardless of table, as upstream does.
+        """
+        ip_net = host_network(spec.ipv4)
+        for rule in self._host.rules():
+            if (rule.priority == TO_POD_RULE_PRIORITY and rule.dst == ip_net and rule.src is None) or (
+                rule.priority == FROM_POD_RULE_PRIORITY and rule.src == ip_net
+            ):
+                self._host.delete_rule(rule)
+        self._host.delete_route(_host_route(spec))
+        if netns_fd is not None and spec.index > 0:
+            self._namespaces.run(netns_fd, lambda pod: pod.delete_rule(_pod_interface_rule(spec)))
+        self._host.delete_link(spec.host_veth)
+
+    # -- verify -------------------------------------------------------------------------------------------
+    def verify(self, netns_fd: int, spec: PodInterface) -> list[str]:
+        """Differences between what exists and what `wire` would create (empty when all is in place)."""
+        problems: list[str] = []
+        host_link = self._host.link(spec.host_veth)
+        if host_link is None:
+            problems.append(f"host veth {spec.host_veth} missing")
+        elif not host_link.up:
+            problems.append(f"host veth {spec.host_veth} is down")
+        if host_link is not None:
+            routes = self._host.routes(MAIN_TABLE)
+            if _host_route(spec) not in routes:
+                problems.append(f"route {_host_route(spec)} missing on host")
+        existing_rules = set(self._host.rules())
+        problems.extend(f"rule {rule} missing" for rule in _host_rules(spec) if rule not in existing_rules)
+        host_mac = host_link.mac if host_link is not None else None
+        problems.extend(self._namespaces.run(netns_fd, lambda pod: _verify_pod_side(pod, spec, host_mac)))
+        return problems
+
+
+def _host_route(spec: PodInterface) -> Route:
+    return Route(dst=host_network(spec.ipv4), ifname=spec.host_veth, scope=Scope.LINK, table=MAIN_TABLE)
+
+
+def _host_rules(spec: PodInterface) -> list[Rule]:
+    ip_net = host_network(spec.ipv4)
+    rules = [Rule(priority=TO_POD_RULE_PRIORITY, table=MAIN_TABLE, dst=ip_net)]
+    if spec.route_table != MAIN_TABLE:
+        rules.append(Rule(priority=FROM_POD_RULE_PRIORITY, table=spec.route_table, src=ip_net))
+    return rules
+
+
+def _pod_interface_rule(spec: PodInterface) -> Rule:
+    return Rule(priority=POD_INTERFACE_RULE_PRIORITY, table=spec.pod_table, src=host_network(spec.ipv4))
+
+
+def _pod_routes(spec: PodInterface) -> list[Route]:
+    gw_net = host_network(spec.gateway)
+    return [
+        Route(dst=gw_net, ifname=spec.ifname, scope=Scope.LINK, table=spec.pod_table),
+        Route(dst=IPv4Network("0.0.0.0/0"), ifname=spec.ifname, gateway=spec.gateway, table=spec.pod_table),
+    ]
+
+
+def _pod_address(spec: PodInterface) -> Address:
+    return Address(ifname=spec.ifname, interface=IPv4Interface(f"{spec.ipv4}/32"))
+
+
+def _configure_pod_side(pod: Netlink, spec: PodInterface, host_mac: str) -> str:
+    link = pod.link(spec.ifname)
+    if link is None:
+        raise PodWiringError(f"{spec.ifname} did not appear in the pod namespace after creating the veth")
+    pod.set_link(spec.ifname, up=True)
+    gw_route, default_route = _pod_routes(spec)
+    pod.replace_route(gw_route)
+    if spec.index > 0:
+        pod.add_rule(_pod_interface_rule(spec))
+    pod.replace_route(default_route)
+    pod.add_address(_pod_address(spec))
+    pod.replace_neighbour(Neighbour(ifname=spec.ifname, ip=spec.gateway, mac=host_mac, permanent=True))
+    return link.mac
+
+
+def _verify_pod_side(pod: Netlink, spec: PodInterface, host_mac: str | None) -> list[str]:
+    link = pod.link(spec.ifname)
+    if link is None:
+        return [f"interface {spec.ifname} missing in pod netns"]
+    problems = [] if link.up else [f"interface {spec.ifname} is down in pod netns"]
+    if _pod_address(spec) not in pod.addresses(spec.ifname):
+        problems.append(f"address {spec.ipv4}/32 missing on {spec.ifname} in pod netns")
+    routes = pod.routes(spec.pod_table)
+    problems.extend(
+        f"route {route} missing in pod netns" for route in _pod_routes(spec) if route not in routes
+    )
+    if spec.index > 0 and _pod_interface_rule(spec) not in pod.rules():
+        problems.append(f"rule {_pod_interface_rule(spec)} missing in pod netns")
+    neighbours = {n.ip: n for n in pod.neighbours(spec.ifname)}
+    neighbour = neighbours.get(spec.gateway)
+    if neighbour is None or not neighbour.permanent:
+        problems.append(f"permanent neighbour {spec.gateway} missing in pod netns")
+    elif host_mac is not None and neighbour.mac != host_mac:
+        problems.append(f"neighbour {spec.gateway} has MAC {neighbour.mac}, host veth has {host_mac}")
+    return problems

@@ -1,0 +1,139 @@
+"""Leaked-ENI sweep (upstream-behaviour.md §5.5): delete this CNI's ENIs left ``available`` in the VPC.
+
+ENIs leak when an instance dies between detach and delete (upstream #69, #608). Candidates are filtered by
+tag, status, VPC (and cluster), then by the ``aws-K8S-`` description; an ENI younger than five minutes, or
+with no ``createdAt`` tag yet (which is added now), is left alone: another node may be attaching it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from dataclasses import dataclass
+
+from vpccni.awsutils.clock import Clock, SystemClock
+from vpccni.awsutils.ec2api import EC2Api
+from vpccni.awsutils.eni import EniManager, eni_from_ec2
+from vpccni.awsutils.errors import AwsUtilsError
+from vpccni.awsutils.tags import (
+    ENI_DESCRIPTION_PREFIX,
+    TAG_CLUSTER_NAME,
+    TAG_CREATED_AT,
+    TAG_INSTANCE_ID,
+    parse_rfc3339,
+    rfc3339,
+)
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 3600.0
+SWEEP_MAX_JITTER_S = 300.0
+MIN_LEAK_AGE = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    deleted: tuple[str, ...]
+    tagged: tuple[str, ...]  # createdAt added; deleted on a later run
+    skipped_young: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+class LeakSweeper:
+    """``run_once()`` does one sweep; ``start()`` runs it hourly after a random 0-300 s delay each time."""
+
+    def __init__(
+        self,
+        ec2: EC2Api,
+        enis: EniManager,
+        *,
+        vpc_id: str,
+        cluster_name: str = "",
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        interval_s: float = SWEEP_INTERVAL_S,
+        max_jitter_s: float = SWEEP_MAX_JITTER_S,
+    ) -> None:
+        self._ec2 = ec2
+        self._enis = enis
+        self.vpc_id = vpc_id
+        self.cluster_name = cluster_name
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.interval_s = interval_s
+        self.max_jitter_s = max_jitter_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def filters(self) -> list[dict[str, object]]:
+        found: list[dict[str, object]] = [
+            {"Name": "tag-key", "Values": [TAG_INSTANCE_ID]},
+            {"Name": "status", "Values": ["available"]},
+            {"Name": "vpc-id", "Values": [self.vpc_id]},
+        ]
+        if self.cluster_name:
+            found.append({"Name": f"tag:{TAG_CLUSTER_NAME}", "Values": [self.cluster_name]})
+        return found
+
+    def run_once(self) -> SweepResult:
+        deleted: list[str] = []
+        tagged: list[str] = []
+        young: list[str] = []
+        failed: list[str] = []
+        now = self._clock.now()
+        for raw in self._ec2.describe_network_interfaces(filters=self.filters()):
+            eni = eni_from_ec2(raw)
+            if not eni.description.startswith(ENI_DESCRIPTION_PREFIX) or eni.status != "available":
+                continue
+            created = parse_rfc3339(eni.tags.get(TAG_CREATED_AT, ""))
+            try:
+                if created is None:
+                    self._enis.create_tags(eni.eni_id, {TAG_CREATED_AT: rfc3339(now)})
+                    tagged.append(eni.eni_id)
+                    continue
+                if now - created < MIN_LEAK_AGE:
+                    young.append(eni.eni_id)
+                    continue
+                log.info("deleting leaked ENI %s (created %s)", eni.eni_id, rfc3339(created))
+                self._enis.delete_eni(eni.eni_id)
+                deleted.append(eni.eni_id)
+            except AwsUtilsError as exc:
+                log.warning("leaked ENI %s: %s", eni.eni_id, exc)
+                failed.append(eni.eni_id)
+        return SweepResult(
+            deleted=tuple(deleted), tagged=tuple(tagged), skipped_young=tuple(young), failed=tuple(failed)
+        )
+
+    def next_delay(self) -> float:
+        """Seconds until the next sweep: jitter spreads nodes of one cluster over five minutes."""
+        return self._rng.uniform(0, self.max_jitter_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self._wait(self.next_delay()):
+                return
+            try:
+                result = self.run_once()
+                log.info("leak sweep: deleted %d, tagged %d", len(result.deleted), len(result.tagged))
+            except Exception:
+                log.exception("leak sweep failed; retrying in %.0fs", self.interval_s)
+            if self._wait(self.interval_s):
+                return
+
+    def _wait(self, seconds: float) -> bool:
+        return self._clock.wait(self._stop, seconds)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="vpccni-leak-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -1,0 +1,133 @@
+"""Client-side token buckets for EC2 calls (upstream has none; Cilium's operator uses 4 QPS, burst 20).
+
+EC2 throttles per account and region with token buckets, separately for mutating and non-mutating actions.
+One node that bursts (a pod storm, WARM_IP_TARGET churn) can starve every other node of the account's
+mutating budget, so each node paces itself. Defaults (per node), overridable through the environment:
+
+- mutating (Create/Attach/Detach/Delete/Modify/Assign/Unassign/CreateTags): ``VPCCNI_EC2_MUTATING_QPS=5``,
+  ``VPCCNI_EC2_MUTATING_BURST=10``. 5/s is EC2's mutating refill rate, so one node alone can never drain
+  the account bucket faster than it refills; a burst of 10 lets one ENI allocation (create, attach,
+  modify, tag, assign: about 5 calls) and one free run back to back without waiting.
+- read (Describe*): ``VPCCNI_EC2_READ_QPS=20``, ``VPCCNI_EC2_READ_BURST=40``. 20/s is EC2's non-mutating
+  refill rate; ipamd reads EC2 rarely (IMDS is the primary source), a node reaches it only in a resync storm.
+
+A QPS of 0 disables that bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from vpccni.awsutils.clock import Clock, SystemClock
+from vpccni.awsutils.observer import ApiObserver, NullObserver
+
+log = logging.getLogger(__name__)
+
+MUTATING = "mutating"
+READ = "read"
+
+ENV_MUTATING_QPS = "VPCCNI_EC2_MUTATING_QPS"
+ENV_MUTATING_BURST = "VPCCNI_EC2_MUTATING_BURST"
+ENV_READ_QPS = "VPCCNI_EC2_READ_QPS"
+ENV_READ_BURST = "VPCCNI_EC2_READ_BURST"
+
+_READ_PREFIXES = ("Describe", "Get", "List")
+
+
+def category_of(api: str) -> str:
+    """``read`` for Describe*/Get*/List* actions, ``mutating`` for everything else."""
+    return READ if api.startswith(_READ_PREFIXES) else MUTATING
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitConfig:
+    mutating_qps: float = 5.0
+    mutating_burst: int = 10
+    read_qps: float = 20.0
+    read_burst: int = 40
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RateLimitConfig:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def num(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{name}={raw!r} is not a number; unset it or give e.g. {default:g}"
+                ) from None
+            if value < 0:
+                raise ValueError(f"{name}={raw!r} must be >= 0 (0 disables the limit)")
+            return value
+
+        return cls(
+            mutating_qps=num(ENV_MUTATING_QPS, d.mutating_qps),
+            mutating_burst=max(1, int(num(ENV_MUTATING_BURST, d.mutating_burst))),
+            read_qps=num(ENV_READ_QPS, d.read_qps),
+            read_burst=max(1, int(num(ENV_READ_BURST, d.read_burst))),
+        )
+
+
+class TokenBucket:
+    """Thread-safe token bucket: ``capacity`` tokens, refilled at ``rate`` per second; rate 0 = unlimited."""
+
+    def __init__(self, *, rate: float, capacity: int, clock: Clock) -> None:
+        self._rate = rate
+        self._capacity = float(capacity)
+        self._clock = clock
+        self._tokens = float(capacity)
+        self._stamp: float | None = None
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one token (possibly going into debt) and return how long the caller must wait for it."""
+        if self._rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock.monotonic()
+            if self._stamp is not None:
+                self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            self._tokens -= 1.0
+            # Debt is shared fairly: each waiter reserves its own future token, so N threads wait N/rate.
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+
+class Ec2RateLimiter:
+    """One bucket per category; ``acquire(api)`` blocks until the call may go and reports the wait."""
+
+    def __init__(
+        self,
+        config: RateLimitConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        observer: ApiObserver | None = None,
+    ) -> None:
+        self.config = config or RateLimitConfig()
+        self._clock = clock or SystemClock()
+        self._observer: ApiObserver = observer or NullObserver()
+        self._buckets = {
+            MUTATING: TokenBucket(
+                rate=self.config.mutating_qps, capacity=self.config.mutating_burst, clock=self._clock
+            ),
+            READ: TokenBucket(rate=self.config.read_qps, capacity=self.config.read_burst, clock=self._clock),
+        }
+
+    def acquire(self, api: str) -> float:
+        """Wait for a token for ``api``; return the seconds waited."""
+        category = category_of(api)
+        wait = self._buckets[category].reserve()
+        if wait > 0:
+            log.debug("EC2 %s call %s waits %.3fs for the client-side rate limit", category, api, wait)
+            self._observer.on_throttle_wait(category, wait)
+            self._clock.sleep(wait)
+        return wait

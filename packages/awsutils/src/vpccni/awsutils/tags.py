@@ -1,0 +1,98 @@
+"""ENI tags and description (upstream-behaviour.md §5.4): names here are a compatibility contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+TAG_INSTANCE_ID = "node.k8s.amazonaws.com/instance_id"
+TAG_CREATED_AT = "node.k8s.amazonaws.com/createdAt"
+TAG_NO_MANAGE = "node.k8s.amazonaws.com/no_manage"
+TAG_CLUSTER_NAME = "cluster.k8s.amazonaws.com/name"
+TAG_ENI_OWNER = "eks:eni:owner"
+ENI_OWNER_VALUE = "amazon-vpc-cni"
+# ADDITIONAL_ENI_TAGS keys containing this are dropped: they would spoof ownership tags.
+RESERVED_TAG_SUBSTRING = "k8s.amazonaws.com"
+ENI_DESCRIPTION_PREFIX = "aws-K8S-"
+
+ENV_CLUSTER_NAME = "CLUSTER_NAME"
+ENV_ADDITIONAL_ENI_TAGS = "ADDITIONAL_ENI_TAGS"
+
+
+def eni_description(instance_id: str) -> str:
+    return f"{ENI_DESCRIPTION_PREFIX}{instance_id}"
+
+
+def rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def tags_dict(tag_list: object) -> dict[str, str]:
+    """EC2's ``[{"Key": k, "Value": v}]`` (``Tags`` or ``TagSet``) as a dict."""
+    if not isinstance(tag_list, list):
+        return {}
+    return {str(t["Key"]): str(t.get("Value", "")) for t in tag_list if isinstance(t, dict) and "Key" in t}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagSettings:
+    cluster_name: str = ""
+    additional_tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TagSettings:
+        env = os.environ if env is None else env
+        raw = env.get(ENV_ADDITIONAL_ENI_TAGS, "").strip() or "{}"
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f'{ENV_ADDITIONAL_ENI_TAGS} is not valid JSON ({exc}); give a map like \'{{"team": "a"}}\''
+            ) from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{ENV_ADDITIONAL_ENI_TAGS} must be a JSON object of string keys and values")
+        extra: dict[str, str] = {}
+        for key, value in parsed.items():
+            if RESERVED_TAG_SUBSTRING in key:
+                log.warning(
+                    "ignoring ADDITIONAL_ENI_TAGS key %r: keys containing %r are reserved",
+                    key,
+                    RESERVED_TAG_SUBSTRING,
+                )
+                continue
+            extra[str(key)] = str(value)
+        return cls(cluster_name=env.get(ENV_CLUSTER_NAME, "").strip(), additional_tags=extra)
+
+    def managed_tags(self, instance_id: str) -> dict[str, str]:
+        """Tags every managed ENI must carry (enforced on existing ENIs; no createdAt)."""
+        tags = {k: v for k, v in self.additional_tags.items() if RESERVED_TAG_SUBSTRING not in k}
+        tags[TAG_INSTANCE_ID] = instance_id
+        if self.cluster_name:
+            tags[TAG_CLUSTER_NAME] = self.cluster_name
+            tags[TAG_ENI_OWNER] = ENI_OWNER_VALUE
+        return tags
+
+    def creation_tags(self, instance_id: str, created_at: dt.datetime) -> dict[str, str]:
+        """Tags for a new ENI's TagSpecifications."""
+        tags = self.managed_tags(instance_id)
+        tags[TAG_CREATED_AT] = rfc3339(created_at)
+        return tags
+
+
+def tags_to_set(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str]:
+    """The subset of ``desired`` that is missing from or different in ``current``."""
+    return {k: v for k, v in desired.items() if current.get(k) != v}

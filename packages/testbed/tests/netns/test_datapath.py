@@ -1,4 +1,5 @@
-"""The VPC datapath against a small in-test EC2 state: links, routes, source/destination check, real traffic."""
+"""The VPC datapath against a small in-test EC2 state: links, routes, source/destination check, real traffic.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-
 from vpccni.testbed.datapath import Datapath, DatapathConfig, NodeNetwork
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
@@ -51,7 +51,9 @@ class StatefulEc2:
 
     def attach(self, eni_id: str, *, instance_id: str, device_index: int, primary: str) -> None:
         mac = f"02:00:00:00:{len(self.enis):02x}:{device_index:02x}"
-        self.enis[eni_id] = _Eni(instance_id=instance_id, mac=mac, device_index=device_index, primary=IP(primary))
+        self.enis[eni_id] = _Eni(
+            instance_id=instance_id, mac=mac, device_index=device_index, primary=IP(primary)
+        )
         self._publish(self._attached(eni_id))
 
     def detach(self, eni_id: str) -> None:
@@ -111,7 +113,9 @@ def test_primary_eni_is_eth0_configured_like_the_ami(node: NodeNetwork, ec2: Sta
     assert ping(node.netns, IP("10.0.0.1"))
 
 
-def test_node_reaches_vpc_host_and_internet_from_its_primary_ip(datapath: Datapath, node: NodeNetwork) -> None:
+def test_node_reaches_vpc_host_and_internet_from_its_primary_ip(
+    datapath: Datapath, node: NodeNetwork
+) -> None:
     assert ping(node.netns, datapath.vpc_host_ip)
     assert ping(node.netns, datapath.internet_ip)
     with EchoServer(netns=datapath.router.internet_netns, ip=datapath.internet_ip) as server:
@@ -131,7 +135,9 @@ def test_attach_makes_a_down_unaddressed_link_and_detach_removes_it(
     assert "10.0.0.20" not in _ip(datapath.router.vpc_netns, "route")
 
 
-def test_vpc_routes_follow_assigned_addresses(datapath: Datapath, node: NodeNetwork, ec2: StatefulEc2) -> None:
+def test_vpc_routes_follow_assigned_addresses(
+    datapath: Datapath, node: NodeNetwork, ec2: StatefulEc2
+) -> None:
     vpc = datapath.router.vpc_netns
     ec2.assign("eni-aaaa0001", "10.0.0.50", "10.0.0.51")
     routes = _ip(vpc, "route")
@@ -148,7 +154,9 @@ def test_source_check_drops_unassigned_sources_and_passes_assigned_ones(
     # A second address on the node, sent out of eth0 (via the default route) before EC2 knows about it.
     _ip(node.netns, "addr", "add", "10.0.0.77/32", "dev", "lo")
     with EchoServer(netns=datapath.router.vpc_host_netns, ip=datapath.vpc_host_ip) as server:
-        assert tcp_echo(node.netns, datapath.vpc_host_ip, server.port, source=IP("10.0.0.77"), timeout=1) is None
+        assert (
+            tcp_echo(node.netns, datapath.vpc_host_ip, server.port, source=IP("10.0.0.77"), timeout=1) is None
+        )
         assert datapath.router.dropped_by_srccheck("eni-aaaa0001") > 0
 
         ec2.assign("eni-aaaa0001", "10.0.0.77")
@@ -161,13 +169,17 @@ def test_only_addresses_with_a_public_ip_reach_the_internet(
     _ip(node.netns, "addr", "add", "10.0.0.78/32", "dev", "lo")
     ec2.assign("eni-aaaa0001", "10.0.0.78")
     with EchoServer(netns=datapath.router.internet_netns, ip=datapath.internet_ip) as server:
-        assert tcp_echo(node.netns, datapath.internet_ip, server.port, source=IP("10.0.0.78"), timeout=1) is None
+        assert (
+            tcp_echo(node.netns, datapath.internet_ip, server.port, source=IP("10.0.0.78"), timeout=1) is None
+        )
         assert tcp_echo(node.netns, datapath.internet_ip, server.port) == "10.0.0.10"
 
 
 def test_stop_removes_every_namespace(ec2: StatefulEc2) -> None:
     dp = Datapath(cloud=ec2, config=DatapathConfig())
-    root_links_before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.count("\n")
+    root_links_before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.count(
+        "\n"
+    )
     dp.start()
     try:
         ec2.attach("eni-bbbb0001", instance_id="i-2", device_index=0, primary="10.0.0.11")

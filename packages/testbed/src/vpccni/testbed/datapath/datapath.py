@@ -1,4 +1,5 @@
-"""The testbed's VPC datapath: instance namespaces, the VPC router behind their ENIs, following EC2 state live.
+"""The testbed's VPC datapath: instance namespaces, the VPC router behind their ENIs, following EC2 state
+live.
 
 EC2 events drive it: an attached ENI becomes a link with the ENI's MAC in the instance's namespace (`ethN` by
 device index, DOWN and unconfigured, as EC2 hands it to the OS), a detached one disappears, and every address
@@ -100,7 +101,7 @@ class Datapath:
             self.router.stop()
 
     def add_node(self, *, instance_id: str, name: str) -> NodeNetwork:
-        """Create the instance's namespace, plug the ENIs attached to it now, configure eth0 as the AMI would."""
+        """Create the instance's namespace, plug the ENIs attached to it now, set up eth0 as the AMI would."""
         with self._lock:
             if not self._running:
                 raise RuntimeError("the datapath is not started; call start() first")

@@ -1,8 +1,8 @@
 """A small threaded TCP forwarder: connections accepted on a socket inside a node namespace are relayed to a
 server listening on the root namespace's loopback (the testbed's EC2 and Kubernetes API servers).
 
-The listening socket was created inside the node namespace; the outgoing connections are made by this process's
-ordinary threads, which stay in the root namespace, so they reach 127.0.0.1 of the root.
+The listening socket was created inside the node namespace; the outgoing connections are made by this
+process's ordinary threads, which stay in the root namespace, so they reach 127.0.0.1 of the root.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ class TcpForwarder:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # listener closed by stop()
-            threading.Thread(target=self._relay, args=(client,), name=f"{self._name}-conn", daemon=True).start()
+            threading.Thread(
+                target=self._relay, args=(client,), name=f"{self._name}-conn", daemon=True
+            ).start()
 
     def _relay(self, client: socket.socket) -> None:
         try:

@@ -1,7 +1,7 @@
 """Named network namespaces the testbed creates, and ways to act inside them without leaving the caller's.
 
-Every socket made here (netlink, TCP listeners) is created on a short-lived thread that entered the namespace: a
-socket keeps the namespace it was created in, so the rest of the process stays in the root namespace and the
+Every socket made here (netlink, TCP listeners) is created on a short-lived thread that entered the namespace:
+a socket keeps the namespace it was created in, so the rest of the process stays in the root namespace and the
 machine's own interfaces, routes and firewall are never touched.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from pyroute2 import IPRoute
-
 from vpccni.networkutils.netns import run_in_netns
 
 T = TypeVar("T")

@@ -1,10 +1,10 @@
 """One instance's network namespace (its "host"), seen from the EC2 side.
 
-It holds what an EC2 instance has before any CNI runs: `lo`, the primary ENI `eth0` configured as the AMI's DHCP
-client would (primary IP with the subnet's prefix length, default route via the subnet gateway), IP forwarding on
-(as the EKS AMI sets it), and link-local service addresses (IMDS at 169.254.169.254, the testbed's API endpoints at
-169.254.170.2) on `lo` (not a dummy: some kernels lack that link type), served through sockets created inside the
-namespace.
+It holds what an EC2 instance has before any CNI runs: `lo`, the primary ENI `eth0` configured as the AMI's
+DHCP client would (primary IP with the subnet's prefix length, default route via the subnet gateway), IP
+forwarding on (as the EKS AMI sets it), and link-local service addresses (IMDS at 169.254.169.254, the
+testbed's API endpoints at 169.254.170.2) on `lo` (not a dummy: some kernels lack that link type), served
+through sockets created inside the namespace.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class NodeNetwork:
     def forward(self, *, port: int, target: tuple[str, int], ip: ipaddress.IPv4Address = SERVICES_IP) -> str:
         """Relay ip:port inside the namespace to `target` on the root namespace's loopback; returns the
         in-namespace `http://ip:port` endpoint."""
-        forwarder = TcpForwarder(listener=self.listen(ip, port), target=target, name=f"fwd-{self.netns}-{port}")
+        forwarder = TcpForwarder(
+            listener=self.listen(ip, port), target=target, name=f"fwd-{self.netns}-{port}"
+        )
         forwarder.start()
         self._forwarders.append(forwarder)
         host, bound = forwarder.address
@@ -69,9 +71,7 @@ class NodeNetwork:
     def links(self) -> dict[str, str]:
         """ifname -> MAC of every link in the namespace."""
         with ns.open_iproute(self.netns) as ipr:
-            return {
-                str(link.get("ifname")): str(link.get("address")) for link in ipr.get_links()
-            }
+            return {str(link.get("ifname")): str(link.get("address")) for link in ipr.get_links()}
 
     def delete(self) -> None:
         """Stop the forwarders and delete the namespace. Idempotent."""

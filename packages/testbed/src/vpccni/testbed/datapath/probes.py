@@ -32,7 +32,7 @@ def ping(netns: str, dst: ipaddress.IPv4Address, *, source: ipaddress.IPv4Addres
 
 
 class EchoServer:
-    """A TCP echo server inside a namespace: answers every line it receives, prefixed with the peer address."""
+    """A TCP echo server inside a namespace: answers each message with the peer address and the message."""
 
     def __init__(self, *, netns: str, ip: ipaddress.IPv4Address, port: int = 0) -> None:
         self._netns = netns

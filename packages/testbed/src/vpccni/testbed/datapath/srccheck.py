@@ -1,9 +1,9 @@
 """EC2's source/destination check and internet egress rule, as one nftables table in the VPC namespace.
 
 EC2 drops a packet leaving an ENI whose source address is not one of that ENI's private IPs or delegated
-prefixes. Here each ENI's VPC-side veth gets a chain that returns for its assigned sources and counts+drops the
-rest. Only addresses with a public IP (node primary IPs, as in a public subnet) may reach the internet, so pod
-traffic gets there only when the node SNATs it, as on EC2.
+prefixes. Here each ENI's VPC-side veth gets a chain that returns for its assigned sources and counts+drops
+the rest. Only addresses with a public IP (node primary IPs, as in a public subnet) may reach the internet, so
+pod traffic gets there only when the node SNATs it, as on EC2.
 
 The whole table is rendered from state and replaced in one `nft -f` transaction, so it is never half-applied.
 """
@@ -57,7 +57,9 @@ def render_ruleset(
     lines.append("  }")
     for port in ports:
         if not port.allowed:
-            raise ValueError(f"ENI port {port.veth} has no address; an attached ENI always has its primary IP")
+            raise ValueError(
+                f"ENI port {port.veth} has no address; an attached ENI always has its primary IP"
+            )
         allowed = ", ".join(str(net) for net in sorted(set(port.allowed)))
         lines += [
             f"  chain {_chain(port.veth)} {{",

@@ -1,10 +1,10 @@
 """The VPC namespace: the router behind every ENI, plus an "internet" host and a plain VPC host behind it.
 
 As on EC2 the router: owns each subnet's gateway (.1) on its `lo` and answers ARP for it (and, by proxy ARP,
-for every other address, as the VPC's virtual router does); delivers each private IP and /28 prefix to the MAC of
-the ENI holding it (a permanent neighbour for the ENI's primary IP and routes `via` it), so nothing is ever ARPed
-on the node side; enforces the source/destination check (`srccheck`); and drops traffic for unassigned VPC
-addresses.
+for every other address, as the VPC's virtual router does); delivers each private IP and /28 prefix to the MAC
+of the ENI holding it (a permanent neighbour for the ENI's primary IP and routes `via` it), so nothing is ever
+ARPed on the node side; enforces the source/destination check (`srccheck`); and drops traffic for unassigned
+VPC addresses.
 
 Not thread-safe: the owner (`Datapath`) serialises calls.
 """
@@ -34,16 +34,20 @@ RTNH_F_ONLINK = 4
 class VpcLayout:
     """Addresses of the VPC namespace's fixed neighbours."""
 
-    vpc_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    vpc_cidr: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network("10.0.0.0/16"))
     # Documentation range (RFC 5737): never a real host, and only reachable through the VPC namespace.
-    internet_host: ipaddress.IPv4Interface = ipaddress.IPv4Interface("203.0.113.10/24")
-    vpc_host: ipaddress.IPv4Interface = ipaddress.IPv4Interface("10.0.200.10/24")
+    internet_host: ipaddress.IPv4Interface = field(
+        default_factory=lambda: ipaddress.IPv4Interface("203.0.113.10/24")
+    )
+    vpc_host: ipaddress.IPv4Interface = field(
+        default_factory=lambda: ipaddress.IPv4Interface("10.0.200.10/24")
+    )
     eni_mtu: int = 9001
 
 
 @dataclass(frozen=True, kw_only=True)
 class EniPort:
-    """An ENI attachment as the datapath wires it: a veth pair from the VPC namespace into a node namespace."""
+    """An ENI attachment as the datapath wires it: a veth pair from the VPC namespace into a node's."""
 
     eni_id: str
     mac: str
@@ -69,7 +73,9 @@ class _Plugged:
 class VpcRouter:
     """Creates and runs the VPC, internet and VPC-host namespaces."""
 
-    def __init__(self, *, vpc_netns: str, internet_netns: str, vpc_host_netns: str, layout: VpcLayout) -> None:
+    def __init__(
+        self, *, vpc_netns: str, internet_netns: str, vpc_host_netns: str, layout: VpcLayout
+    ) -> None:
         self.vpc_netns = vpc_netns
         self.internet_netns = internet_netns
         self.vpc_host_netns = vpc_host_netns
@@ -216,7 +222,9 @@ class VpcRouter:
         """Wire a one-interface host namespace to the router: host `eth0` <-> router `link`."""
         router_ip = next(host.network.hosts())
         with open(ns.netns_path(netns), "rb") as target:
-            self.ipr.link("add", ifname=link, kind="veth", peer={"ifname": "eth0", "net_ns_fd": target.fileno()})
+            self.ipr.link(
+                "add", ifname=link, kind="veth", peer={"ifname": "eth0", "net_ns_fd": target.fileno()}
+            )
         index = self._index(link)
         self.ipr.addr("add", index=index, address=str(router_ip), prefixlen=host.network.prefixlen)
         self.ipr.link("set", index=index, state="up")

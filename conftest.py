@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["vpccni.testbed.pytest_plugin"]
+
 TIERS = ("unit", "netns", "integration", "e2e")
 
 

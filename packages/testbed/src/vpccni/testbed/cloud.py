@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 
+from vpccni.testbed import control
 from vpccni.testbed.ec2.addresses import AddressAllocator, Placement
 from vpccni.testbed.ec2.backend import MotoBackend
 from vpccni.testbed.ec2.calllog import CallLog, CallRecord
@@ -120,7 +121,8 @@ class Cloud:
         self._faults = FaultPlan()
         self._calllog = CallLog()
         self._app = Ec2App(account_id=self.account_id, fidelity=self._fidelity, throttle=self._throttle,
-                           faults=self._faults, calllog=self._calllog, publish=self._publish)
+                           faults=self._faults, calllog=self._calllog, publish=self._publish,
+                           control=lambda request: control.apply(self, request))
         self._server = Ec2Server(self._app, host=self.config.host, port=self.config.ec2_port)
         self._subscribers: list[Callable[[Event], None]] = []
         self._history = SnapshotHistory()
@@ -183,6 +185,11 @@ class Cloud:
     @property
     def ec2_endpoint(self) -> str:
         return self._server.endpoint
+
+    @property
+    def control_endpoint(self) -> str:
+        """POST JSON {"op": ..., ...} here to change the running testbed (see vpccni.testbed.control)."""
+        return self._server.endpoint + control.CONTROL_PATH
 
     def client_env(self) -> dict[str, str]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from vpccni.testbed.control import CONTROL_PATH
 from vpccni.testbed.ec2.calllog import CallLog, CallRecord
 from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.faults import FaultPlan
@@ -44,7 +46,9 @@ class Ec2App:
     def __init__(
         self, *, account_id: str, fidelity: FidelityLayer, throttle: Throttle, faults: FaultPlan,
         calllog: CallLog, publish: Callable[[list[Event]], None],
+        control: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
+        self._control = control
         self._account_id = account_id
         self._fidelity = fidelity
         self._throttle = throttle
@@ -58,6 +62,10 @@ class Ec2App:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = self._account_id
         raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        if environ.get("PATH_INFO") == CONTROL_PATH and self._control is not None:
+            status, headers, body = self._serve_control(raw)
+            start_response(status, headers)
+            return [body]
         params = dict(parse_qsl(raw.decode() or environ.get("QUERY_STRING", ""), keep_blank_values=True))
         action = params.get("Action")
         if action is None:  # not an EC2 query-protocol call: let moto answer as it would
@@ -66,6 +74,15 @@ class Ec2App:
             status, headers, body = self._serve(environ, action, params)
         start_response(status, headers)
         return [body]
+
+    def _serve_control(self, raw: bytes) -> Response:
+        assert self._control is not None
+        try:
+            status, answer = "200 OK", self._control(json.loads(raw or b"{}"))
+        except (ValueError, KeyError, TypeError) as exc:
+            status, answer = "400 Bad Request", {"error": str(exc)}
+        body = json.dumps(answer).encode()
+        return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
 
     def _serve(self, environ: dict[str, Any], action: str, params: dict[str, str]) -> Response:
         started, t0 = time.time(), time.monotonic()

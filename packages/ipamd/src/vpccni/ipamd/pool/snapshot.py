@@ -7,7 +7,7 @@ upstream's published examples, and the datastore lock is never held while EC2 is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 PREFIX_SIZE = 16  # addresses in a /28
 
@@ -40,6 +40,8 @@ class EniSnapshot:
     excluded: bool = False  # in a subnet tagged kubernetes.io/role/cni=0: no new pods
     age_s: float = 0.0  # seconds since ipamd first saw the ENI attached
     cidrs: tuple[CidrSnapshot, ...] = ()
+    primary_ip: IPv4Address | None = None  # the ENI's own address (its `from` rule goes when it is freed)
+    subnet_id: str = ""
 
     @property
     def total_ips(self) -> int:

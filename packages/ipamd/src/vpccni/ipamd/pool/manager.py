@@ -1,0 +1,393 @@
+"""The pool manager: upstream's StartNodeIPPoolManager loop, plus an immediate wake-up when pods drain the
+pool.
+
+One iteration (`update_pool`, upstream updateIPPoolIfRequired) grows the pool when it is too low, gives back
+addresses when it is too high (at most every 30 s), and frees at most one ENI. The datastore lock is only
+taken
+inside the `PoolStore` calls, never across an EC2 or netlink call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Protocol
+
+from vpccni.ipamd.pool.config import PoolConfig
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.decisions import (
+    AllocateEni,
+    AssignToEni,
+    FreeEni,
+    NoAction,
+    NoActionReason,
+    ReleaseCidrs,
+)
+from vpccni.ipamd.pool.planner import (
+    at_max_pods,
+    is_pool_too_high,
+    is_pool_too_low,
+    plan_decrease,
+    plan_free_eni,
+    plan_increase,
+)
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.ports import (
+    IP_LIMIT_EXCEEDED_CODE,
+    CloudError,
+    CloudPort,
+    EniDescription,
+    EniRecord,
+    EniRequest,
+    NodeNetworkPort,
+    PoolStore,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_GROW_STEPS = (
+    4  # growth steps per iteration: a fresh node reaches WARM_IP + MINIMUM targets in one wake-up
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolTimers:
+    """Upstream's constants (ipPoolMonitorInterval split in two halves, etc.)."""
+
+    half_interval_s: float = 2.5
+    reconcile_idle_s: float = 60.0
+    decrease_interval_s: float = 30.0
+    insufficient_cidr_backoff_s: float = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolPolicy:
+    provisioning_enabled: bool = True  # false with DISABLE_NETWORK_RESOURCE_PROVISIONING or IMDS-only mode
+    manage_enis_non_schedulable: bool = False  # AWS_MANAGE_ENIS_NON_SCHEDULABLE
+    subnet_id: str | None = None  # custom networking: the ENIConfig's subnet
+    security_group_ids: tuple[str, ...] = ()  # custom networking: the ENIConfig's groups
+
+
+class PoolReconciler(Protocol):
+    def reconcile(self) -> None: ...
+
+    def resync_eni(self, eni_id: str) -> None: ...
+
+
+def addresses_to_cidrs(eni: EniDescription) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
+    """(secondary /32s, /28 prefixes) of an ENI, sorted."""
+    return (tuple(sorted(IPv4Network(ip) for ip in eni.secondary_ips)), tuple(sorted(eni.prefixes)))
+
+
+def store_eni(store: PoolStore, eni: EniDescription, *, is_primary: bool) -> None:
+    """Put an ENI EC2 reported, with the addresses EC2 says it has, into the datastore."""
+    store.add_eni(
+        EniRecord(
+            eni_id=eni.eni_id,
+            device_number=eni.device_number,
+            primary_ip=eni.primary_ip,
+            is_primary=is_primary,
+            is_trunk=eni.is_trunk,
+            is_efa=eni.is_efa,
+            subnet_id=eni.subnet_id,
+        )
+    )
+    ips, prefixes = addresses_to_cidrs(eni)
+    if ips:
+        store.add_cidrs(eni.eni_id, ips, is_prefix=False)
+    if prefixes:
+        store.add_cidrs(eni.eni_id, prefixes, is_prefix=True)
+
+
+class PoolManager:
+    """Keeps one network card's pool at its warm targets. Drive it with `start()`, or call `update_pool()`."""
+
+    def __init__(
+        self,
+        *,
+        config: PoolConfig,
+        store: PoolStore,
+        cloud: CloudPort,
+        network: NodeNetworkPort,
+        cooldown: ReconcileCooldown,
+        clock: Callable[[], float],
+        reconciler: PoolReconciler | None = None,
+        schedulable: Callable[[], bool] = lambda: True,
+        policy: PoolPolicy = PoolPolicy(),
+        timers: PoolTimers = PoolTimers(),
+        wait: Callable[[threading.Event, float], bool] = lambda event, timeout: event.wait(timeout),
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._cloud = cloud
+        self._network = network
+        self._cooldown = cooldown
+        self._clock = clock
+        self._reconciler = reconciler
+        self._schedulable = schedulable
+        self._policy = policy
+        self._timers = timers
+        self._wait = wait
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
+        self._thread: threading.Thread | None = None
+        self._terminating = False
+        self._status = PoolStatus()
+        self._last_action = clock()
+        self._last_decrease = float("-inf")
+        self._insufficient_until = float("-inf")
+        self._insufficient_subnet: str | None = None
+
+    # --- what the allocator and the process use ---------------------------------------------------
+
+    @property
+    def status(self) -> PoolStatus:
+        return self._status
+
+    def wake(self) -> None:
+        """Run an iteration now (the allocator calls this when an assignment leaves the pool below target)."""
+        self._wake.set()
+
+    def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
+        low = is_pool_too_low(snapshot, self._config)
+        if low:
+            self.wake()
+        return low
+
+    def terminate(self) -> None:
+        """SIGTERM: from now on ipamd attaches, assigns and frees nothing."""
+        self._terminating = True
+        self._status = PoolStatus(state=GrowthState.TERMINATING)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"pool-card{self._config.network_card}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    # --- one iteration ----------------------------------------------------------------------------
+
+    def update_pool(self) -> PoolStatus:
+        """updateIPPoolIfRequired: grow, or shrink (≥30 s apart), then free at most one ENI."""
+        with self._iteration:
+            if self._terminating:
+                return self._status
+            if not self._policy.provisioning_enabled:
+                self._status = PoolStatus(state=GrowthState.PROVISIONING_DISABLED)
+                return self._status
+            snap = self._store.snapshot()
+            if is_pool_too_low(snap, self._config):
+                self._grow()
+            else:
+                at_max = at_max_pods(snap, self._config)
+                self._status = PoolStatus(state=GrowthState.AT_MAX_PODS if at_max else GrowthState.OK)
+                if is_pool_too_high(snap, self._config):
+                    self._shrink()
+            if self._may_touch_enis():
+                self._free_one_eni()
+            return self._status
+
+    def reconcile_if_idle(self) -> bool:
+        """nodeIPPoolReconcile: only after the pool has been idle for 60 s (IMDS is cheap, EC2 is not)."""
+        with self._iteration:
+            if self._terminating or self._reconciler is None:
+                return False
+            if self._clock() - self._last_action < self._timers.reconcile_idle_s:
+                return False
+            self._reconciler.reconcile()
+            self._last_action = self._clock()
+            return True
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _may_touch_enis(self) -> bool:
+        # Draining nodes keep their ENIs (upstream #1223) unless the operator opted in.
+        return self._policy.manage_enis_non_schedulable or self._schedulable()
+
+    def _grow(self) -> None:
+        if not self._may_touch_enis():
+            self._status = PoolStatus(state=GrowthState.UNSCHEDULABLE)
+            return
+        now = self._clock()
+        if now < self._insufficient_until:
+            self._status = PoolStatus(
+                state=GrowthState.SUBNET_EXHAUSTED,
+                subnet_id=self._insufficient_subnet,
+                retry_after_s=self._insufficient_until - now,
+            )
+            return
+        for _ in range(MAX_GROW_STEPS):
+            decision = plan_increase(self._store.snapshot(), self._config)
+            if isinstance(decision, NoAction):
+                self._status = _status_for(decision.reason)
+                return
+            self._status = PoolStatus(state=GrowthState.GROWING)
+            try:
+                if isinstance(decision, AssignToEni):
+                    self._assign(decision)
+                else:
+                    self._allocate_eni(decision)
+            except CloudError as err:
+                self._on_cloud_error(err)
+                return
+            self._last_action = self._clock()
+        self._status = PoolStatus(state=GrowthState.GROWING)
+
+    def _assign(self, decision: AssignToEni) -> None:
+        try:
+            self._assign_count(decision, decision.count)
+        except CloudError as err:
+            if err.code == IP_LIMIT_EXCEEDED_CODE and self._reconciler is not None:
+                # The datastore missed addresses EC2 already has: read them back instead.
+                self._reconciler.resync_eni(decision.eni_id)
+                return
+            if decision.count == 1 or err.is_insufficient_cidr or err.is_throttle:
+                raise
+            log.warning(
+                "assigning %d to %s failed (%s); retrying with 1", decision.count, decision.eni_id, err
+            )
+            self._assign_count(decision, 1)
+
+    def _assign_count(self, decision: AssignToEni, count: int) -> None:
+        if decision.prefixes:
+            prefixes = self._cloud.assign_prefixes(decision.eni_id, count)
+            self._store.add_cidrs(decision.eni_id, prefixes, is_prefix=True)
+            log.info("added %d prefixes to %s", len(prefixes), decision.eni_id)
+        else:
+            ips = self._cloud.assign_ips(decision.eni_id, count)
+            self._store.add_cidrs(decision.eni_id, [IPv4Network(ip) for ip in ips], is_prefix=False)
+            log.info("added %d secondary IPs to %s", len(ips), decision.eni_id)
+
+    def _allocate_eni(self, decision: AllocateEni) -> None:
+        request = EniRequest(
+            ips=0 if decision.prefixes else decision.size,
+            prefixes=decision.size if decision.prefixes else 0,
+            network_card=self._config.network_card,
+            subnet_id=self._policy.subnet_id,
+            security_group_ids=self._policy.security_group_ids,
+        )
+        eni = self._cloud.allocate_eni(request)
+        try:
+            self._network.setup_eni(eni)
+        except Exception:
+            # The ENI stays attached; the reconciler finds it in IMDS and retries its setup.
+            log.exception(
+                "setting up the host network for new ENI %s failed; the reconciler retries", eni.eni_id
+            )
+            return
+        store_eni(self._store, eni, is_primary=False)
+        log.info(
+            "attached ENI %s (device %d) with %d addresses", eni.eni_id, eni.device_number, len(eni.cidrs)
+        )
+
+    def _on_cloud_error(self, err: CloudError) -> None:
+        if err.is_insufficient_cidr:
+            self._insufficient_until = self._clock() + self._timers.insufficient_cidr_backoff_s
+            self._insufficient_subnet = err.subnet_id
+            self._status = PoolStatus(
+                state=GrowthState.SUBNET_EXHAUSTED,
+                subnet_id=err.subnet_id,
+                retry_after_s=self._timers.insufficient_cidr_backoff_s,
+            )
+        elif err.is_throttle:
+            self._status = PoolStatus(state=GrowthState.THROTTLED, detail=str(err))
+        else:
+            self._status = PoolStatus(state=GrowthState.CLOUD_ERROR, detail=f"{err.code}: {err}")
+        log.warning("growing the pool failed: %s (%s)", err, err.code)
+
+    def _shrink(self) -> None:
+        now = self._clock()
+        if now - self._last_decrease < self._timers.decrease_interval_s:
+            return
+        self._last_decrease = now
+        decision = plan_decrease(self._store.snapshot(), self._config)
+        if not isinstance(decision, ReleaseCidrs):
+            return
+        for release in decision.releases:
+            removed = self._store.remove_cidrs(release.eni_id, release.cidrs)
+            if not removed:
+                continue
+            # Before EC2 hears of it: IMDS will list these for a while and the reconciler must not re-add
+            # them.
+            self._cooldown.add(removed)
+            try:
+                self._cloud.unassign(
+                    release.eni_id,
+                    ips=[c.network_address for c in removed if c.prefixlen == 32],
+                    prefixes=[c for c in removed if c.prefixlen != 32],
+                )
+            except CloudError as err:
+                log.warning("giving %d CIDRs of %s back to EC2 failed: %s", len(removed), release.eni_id, err)
+                continue
+            self._last_action = self._clock()
+            log.info("gave %d unused CIDRs of %s back to EC2", len(removed), release.eni_id)
+
+    def _free_one_eni(self) -> None:
+        snap = self._store.snapshot()
+        decision = plan_free_eni(snap, self._config)
+        if not isinstance(decision, FreeEni):
+            return
+        eni = next(e for e in snap.enis if e.eni_id == decision.eni_id)
+        if not self._store.remove_eni(eni.eni_id):
+            return  # a pod took an address on it since the snapshot
+        self._cooldown.add([eni.eni_id, *(c.cidr for c in eni.cidrs)])
+        try:
+            self._cloud.free_eni(eni.eni_id)
+        except CloudError as err:
+            log.warning(
+                "freeing ENI %s failed (%s); the reconciler re-adds it if it stays attached", eni.eni_id, err
+            )
+            return
+        self._network.teardown_eni(
+            eni_id=eni.eni_id, device_number=eni.device_number, primary_ip=eni.primary_ip
+        )
+        self._last_action = self._clock()
+        log.info("freed ENI %s", eni.eni_id)
+
+    def _run(self) -> None:
+        half = self._timers.half_interval_s
+        while not self._stop.is_set():
+            self._sleep(half)
+            if self._stop.is_set():
+                break
+            self._guarded(self.update_pool)
+            if self._wake.is_set():
+                continue  # an allocation drained the pool again: grow before reconciling
+            self._sleep(half)
+            if self._stop.is_set():
+                break
+            self._guarded(self.reconcile_if_idle)
+
+    def _sleep(self, timeout_s: float) -> None:
+        self._wait(self._wake, timeout_s)
+        if not self._stop.is_set():
+            self._wake.clear()
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            log.exception("pool iteration failed; retrying on the next one")
+
+
+def _status_for(reason: NoActionReason) -> PoolStatus:
+    if reason is NoActionReason.AT_MAX_PODS:
+        return PoolStatus(state=GrowthState.AT_MAX_PODS)
+    if reason is NoActionReason.NO_ENI_SLOTS:
+        return PoolStatus(state=GrowthState.NO_ENI_SLOTS)
+    return PoolStatus(state=GrowthState.OK)

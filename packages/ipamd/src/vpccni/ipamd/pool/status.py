@@ -1,0 +1,65 @@
+"""What the pool manager tells the allocator about why the pool cannot grow, so ADD errors say what to do."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class GrowthState(enum.Enum):
+    OK = "ok"
+    GROWING = "growing"
+    AT_MAX_PODS = "at_max_pods"
+    SUBNET_EXHAUSTED = "subnet_exhausted"
+    THROTTLED = "throttled"
+    NO_ENI_SLOTS = "no_eni_slots"
+    PROVISIONING_DISABLED = "provisioning_disabled"
+    UNSCHEDULABLE = "unschedulable"
+    TERMINATING = "terminating"
+    CLOUD_ERROR = "cloud_error"
+
+
+_HINTS: dict[GrowthState, str] = {
+    GrowthState.OK: "the pool meets its warm targets",
+    GrowthState.GROWING: "ipamd is adding addresses now; the pod will get one shortly",
+    GrowthState.AT_MAX_PODS: (
+        "the node runs its maximum number of pods; schedule the pod elsewhere or raise max pods"
+    ),
+    GrowthState.SUBNET_EXHAUSTED: (
+        "subnet {subnet} has no free addresses (or no contiguous /28); add a subnet tagged"
+        " kubernetes.io/role/cni=1, use subnet CIDR reservations for prefix mode, or free addresses."
+        " ipamd retries in 120 s"
+    ),
+    GrowthState.THROTTLED: "EC2 is throttling ipamd's calls; it retries on the next pool iteration",
+    GrowthState.NO_ENI_SLOTS: (
+        "every ENI is full and the instance takes no more ENIs; use a larger instance type, raise MAX_ENI,"
+        " or enable prefix delegation"
+    ),
+    GrowthState.PROVISIONING_DISABLED: (
+        "DISABLE_NETWORK_RESOURCE_PROVISIONING is set, so ipamd never adds addresses;"
+        " assign them to the node's ENIs"
+    ),
+    GrowthState.UNSCHEDULABLE: (
+        "the node is unschedulable; set AWS_MANAGE_ENIS_NON_SCHEDULABLE=true"
+        " to let ipamd grow the pool anyway"
+    ),
+    GrowthState.TERMINATING: "ipamd is shutting down and changes nothing",
+    GrowthState.CLOUD_ERROR: "an EC2 call failed: {detail}; ipamd retries on the next pool iteration",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolStatus:
+    state: GrowthState = GrowthState.OK
+    subnet_id: str | None = None
+    detail: str = ""
+    retry_after_s: float | None = None
+
+    @property
+    def may_grow_soon(self) -> bool:
+        """Whether an ADD that found no free address should wait for the pool instead of failing now."""
+        return self.state in (GrowthState.GROWING, GrowthState.OK, GrowthState.THROTTLED)
+
+    @property
+    def message(self) -> str:
+        return _HINTS[self.state].format(subnet=self.subnet_id or "(unknown)", detail=self.detail)

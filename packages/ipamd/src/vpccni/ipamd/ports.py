@@ -1,0 +1,170 @@
+"""The ports ipamd uses to reach EC2, the instance metadata service, the node's network and its own datastore.
+
+Each port is the narrowest shape the pool manager, the reconciler and node init need. The lead wires adapters
+from
+`vpccni.awsutils`, `vpccni.networkutils` and the datastore to these protocols; tests use the stateful fakes in
+`vpccni.ipamd.pool.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Protocol
+
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
+
+# EC2 error codes the pool reacts to (upstream names, they are the API's contract).
+INSUFFICIENT_CIDR_CODES = frozenset({"InsufficientCidrBlocks", "InsufficientFreeAddressesInSubnet"})
+THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+ENI_NOT_FOUND_CODE = "InvalidNetworkInterfaceID.NotFound"
+IP_LIMIT_EXCEEDED_CODE = "PrivateIpAddressLimitExceeded"
+
+NO_MANAGE_TAG = "node.k8s.amazonaws.com/no_manage"
+INSTANCE_ID_TAG = "node.k8s.amazonaws.com/instance_id"
+
+
+class CloudError(Exception):
+    """An EC2 call failed; `code` is EC2's error code (e.g. `InsufficientCidrBlocks`), `subnet_id` when
+    known."""
+
+    def __init__(self, message: str, *, code: str, subnet_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.subnet_id = subnet_id
+
+    @property
+    def is_insufficient_cidr(self) -> bool:
+        return self.code in INSUFFICIENT_CIDR_CODES
+
+    @property
+    def is_throttle(self) -> bool:
+        return self.code in THROTTLE_CODES
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniAddresses:
+    """One ENI as a source (IMDS or EC2) reports it. `secondary_ips` excludes the ENI's primary IP."""
+
+    eni_id: str
+    mac: str
+    device_number: int
+    network_card: int = 0
+    primary_ip: IPv4Address
+    secondary_ips: frozenset[IPv4Address] = frozenset()
+    prefixes: frozenset[IPv4Network] = frozenset()
+    subnet_id: str = ""
+    subnet_cidr: IPv4Network | None = None
+
+    @property
+    def cidrs(self) -> frozenset[IPv4Network]:
+        """Every pod-usable CIDR: the secondary IPs as /32s and the delegated /28s."""
+        return frozenset(IPv4Network(ip) for ip in self.secondary_ips) | self.prefixes
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniDescription(EniAddresses):
+    """EC2's view of an ENI (DescribeNetworkInterfaces): the truth ipamd trusts over IMDS."""
+
+    interface_type: str = "interface"  # "trunk", "efa", "efa-only" are the ones ipamd treats specially
+    tags: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def tag_map(self) -> dict[str, str]:
+        return dict(self.tags)
+
+    @property
+    def is_trunk(self) -> bool:
+        return self.interface_type == "trunk"
+
+    @property
+    def is_efa(self) -> bool:
+        return self.interface_type in ("efa", "efa-only")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniRequest:
+    """What to create: exactly one of `ips` (secondary IPv4s) or `prefixes` (/28s) is above zero."""
+
+    ips: int = 0
+    prefixes: int = 0
+    network_card: int = 0
+    subnet_id: str | None = None  # None: the adapter chooses (primary subnet, subnet discovery)
+    security_group_ids: tuple[str, ...] = ()  # empty: the primary ENI's groups
+
+
+class CloudPort(Protocol):
+    """EC2 calls ipamd makes. Every method may raise `CloudError`."""
+
+    def allocate_eni(self, request: EniRequest) -> EniDescription:
+        """Create, attach (DeleteOnTermination) and wait until the ENI is visible on the node."""
+        ...
+
+    def assign_ips(self, eni_id: str, count: int) -> tuple[IPv4Address, ...]: ...
+
+    def assign_prefixes(self, eni_id: str, count: int) -> tuple[IPv4Network, ...]: ...
+
+    def unassign(
+        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
+    ) -> None: ...
+
+    def free_eni(self, eni_id: str) -> None:
+        """Detach, then delete. An ENI that is already gone counts as freed."""
+        ...
+
+    def describe_enis(self, eni_ids: Sequence[str]) -> tuple[EniDescription, ...]:
+        """EC2's truth for these ENIs; ids EC2 does not know are left out (IMDS can be stale)."""
+        ...
+
+    def tag_eni(self, eni_id: str, tags: dict[str, str]) -> None: ...
+
+
+class MetadataPort(Protocol):
+    """The instance metadata service: cheap, but can lag EC2 by seconds."""
+
+    def attached_enis(self) -> tuple[EniAddresses, ...]: ...
+
+
+class NodeNetworkPort(Protocol):
+    """Host networking for secondary ENIs (route table, rules); the primary ENI needs none."""
+
+    def setup_eni(self, eni: EniAddresses) -> None: ...
+
+    def teardown_eni(self, *, eni_id: str, device_number: int, primary_ip: IPv4Address | None) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class EniRecord:
+    """What the datastore keeps about an ENI besides its CIDRs."""
+
+    eni_id: str
+    device_number: int
+    primary_ip: IPv4Address
+    is_primary: bool = False
+    is_trunk: bool = False
+    is_efa: bool = False
+    subnet_id: str = ""
+
+
+class PoolStore(Protocol):
+    """The datastore operations the pool needs. Each takes the datastore lock for its own duration only."""
+
+    def snapshot(self) -> PoolSnapshot: ...
+
+    def add_eni(self, eni: EniRecord) -> None: ...
+
+    def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None: ...
+
+    def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:
+        """Remove CIDRs that hold no pod; returns those actually removed (an in-use CIDR is skipped)."""
+        ...
+
+    def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> int:
+        """Remove CIDRs even if pods hold addresses in them (EC2 no longer has them); returns pods
+        affected."""
+        ...
+
+    def remove_eni(self, eni_id: str, *, force: bool = False) -> bool:
+        """Remove an ENI; without `force` only if no pod holds an address on it. True when removed."""
+        ...

@@ -165,7 +165,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 errors.append(f"{spec.name}={raw!r}: {exc}; valid: {spec.valid}")
                 continue
         if spec.support is Support.UNSUPPORTED and value != spec.default:
-            errors.append(f"{spec.name}={raw}: {spec.feature} is not supported by this version; unset it")
+            errors.append(
+                f"{spec.name}={_render(value)}: {spec.feature} is not supported by this version; unset it"
+            )
         elif spec.support is Support.NO_OP and raw is not None:
             _log.warning("%s is deprecated and has no effect; it can be removed", spec.name)
         if spec.attr is not None:

@@ -1,0 +1,183 @@
+"""The checkpoint: upstream's exact JSON, atomic writes, crash safety, restore with normalisation."""
+
+from __future__ import annotations
+
+import json
+import os
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+from vpccni.ipamd.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointEntry,
+    CheckpointError,
+    FileCheckpointer,
+    decode,
+    encode,
+    restore,
+)
+from vpccni.ipamd.datastore.model import IPAMKey, NoAddressAvailable, PodMetadata
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.ports import EniRecord
+
+# A file as upstream's Go ipamd writes it (compact JSON), including a legacy entry migrated from the CRI.
+UPSTREAM_FILE = (
+    b'{"version":"vpc-cni-ipam/1","allocations":['
+    b'{"networkName":"aws-cni","containerID":"3c1f6d0a9b","ifName":"eth0","ipv4":"10.0.1.23",'
+    b'"allocationTimestamp":1712345678901234567,'
+    b'"metadata":{"k8sPodNamespace":"default","k8sPodName":"nginx-abc","interfacesCount":1}},'
+    b'{"networkName":"_migrated-from-cri","containerID":"77aa","ifName":"unknown","ipv4":"10.0.1.24",'
+    b'"allocationTimestamp":1612345678000000000,'
+    b'"metadata":{"k8sPodNamespace":"kube-system","k8sPodName":"coredns-1"}}]}'
+)
+
+
+def entry(n: int, ip: str, *, name: str | None = None) -> CheckpointEntry:
+    return CheckpointEntry(
+        key=IPAMKey(network_name="aws-cni", container_id=f"c{n}", ifname="eth0"),
+        ipv4=IPv4Address(ip),
+        allocation_timestamp_ns=1_700_000_000_000_000_000 + n,
+        metadata=PodMetadata(namespace="ns", name=name if name is not None else f"pod-{n}"),
+    )
+
+
+def test_encode_is_upstream_json() -> None:
+    data = encode([entry(1, "10.0.0.5")])
+    assert data == (
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"c1",'
+        b'"ifName":"eth0","ipv4":"10.0.0.5","allocationTimestamp":1700000000000000001,'
+        b'"metadata":{"k8sPodNamespace":"ns","k8sPodName":"pod-1","interfacesCount":1}}]}'
+    )
+    assert decode(data) == (entry(1, "10.0.0.5"),)
+
+
+def test_decode_upstream_file_and_rejects_other_versions() -> None:
+    got = decode(UPSTREAM_FILE)
+    assert got[0].allocation_timestamp_ns == 1712345678901234567
+    assert got[1].key == IPAMKey(network_name="_migrated-from-cri", container_id="77aa", ifname="unknown")
+    assert got[1].metadata.interfaces_count == 1
+    with pytest.raises(CheckpointError, match="vpc-cni-ipam/2"):
+        decode(b'{"version":"vpc-cni-ipam/2","allocations":[]}')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        decode(b"{")
+    # IPv6 entries (from an IPv6 node) are skipped, not fatal.
+    v6 = b'{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"n","ipv6":"2600::1"}]}'
+    assert decode(v6) == ()
+
+
+def test_file_roundtrip_and_missing(tmp_path: Path) -> None:
+    ck = FileCheckpointer(tmp_path / "sub" / "ipam.json")
+    assert ck.read() is None
+    ck.write([entry(1, "10.0.0.5"), entry(2, "10.0.0.6")])
+    assert json.loads((tmp_path / "sub" / "ipam.json").read_text())["version"] == CHECKPOINT_VERSION
+    assert ck.read() == (entry(1, "10.0.0.5"), entry(2, "10.0.0.6"))
+    assert os.listdir(tmp_path / "sub") == ["ipam.json"]  # no temp files left behind
+
+
+def test_crash_between_temp_write_and_rename_leaves_old_file_valid(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    FileCheckpointer(path).write([entry(1, "10.0.0.5")])
+    before = path.read_bytes()
+
+    def crash(src: str, dst: str) -> None:
+        assert Path(src).read_bytes() == encode([entry(1, "10.0.0.5"), entry(2, "10.0.0.6")])
+        raise KeyboardInterrupt("simulated crash before rename")
+
+    with pytest.raises(KeyboardInterrupt):
+        FileCheckpointer(path, rename=crash).write([entry(1, "10.0.0.5"), entry(2, "10.0.0.6")])
+    assert path.read_bytes() == before
+    assert FileCheckpointer(path).read() == (entry(1, "10.0.0.5"),)
+
+
+def test_write_failure_surfaces_as_oserror(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        FileCheckpointer(blocker / "ipam.json").write([entry(1, "10.0.0.5")])
+
+
+def _node(ck: MemoryCheckpointer | FileCheckpointer) -> DataStore:
+    ds = DataStore(checkpointer=ck, clock=FakeClock())
+    ds.add_eni(
+        EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.1.10"), is_primary=True)
+    )
+    ds.add_cidrs("eni-1", [IPv4Network(f"10.0.1.{i}/32") for i in (23, 24, 25)], is_prefix=False)
+    return ds
+
+
+def test_restore_upstream_file_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    path.write_bytes(UPSTREAM_FILE)
+    ck = FileCheckpointer(path)
+    ds = _node(ck)
+    released: list[IPv4Address] = []
+    report = restore(ds, ck, host_veth_exists=lambda ns, name: True, release_rules=released.append)
+    assert len(report.restored) == 2 and not report.stale and not report.veth_gone and not released
+    assert json.loads(path.read_bytes()) == json.loads(
+        UPSTREAM_FILE.replace(b'"coredns-1"}', b'"coredns-1","interfacesCount":1}')
+    )
+    got = ds.lookup(IPAMKey(network_name="aws-cni", container_id="3c1f6d0a9b", ifname="eth0"))
+    assert got is not None and got.ipv4 == IPv4Address("10.0.1.23")
+    assert got.assigned_at_ns == 1712345678901234567
+    # The legacy entry is released by a DEL carrying the real triple.
+    legacy = ds.release(IPAMKey(network_name="aws-cni", container_id="77aa", ifname="eth0"))
+    assert legacy.ipv4 == IPv4Address("10.0.1.24")
+    # The only address never checkpointed is the one left to hand out.
+    assert ds.assign(
+        IPAMKey(network_name="aws-cni", container_id="new", ifname="eth0"), PodMetadata()
+    ).ipv4 == IPv4Address("10.0.1.25")
+
+
+def test_restore_drops_gone_veths_and_stale_ips() -> None:
+    ck = MemoryCheckpointer(
+        encode(
+            [
+                entry(1, "10.0.1.23"),
+                entry(2, "10.0.1.24", name="gone"),
+                entry(3, "10.9.9.9"),  # on no ENI
+                entry(4, "10.0.1.25", name=""),  # no pod name: cannot check, kept
+            ]
+        )
+    )
+    ds = _node(ck)
+    released: list[IPv4Address] = []
+    seen: list[tuple[str, str]] = []
+
+    def veth_exists(ns: str, name: str) -> bool:
+        seen.append((ns, name))
+        return name != "gone"
+
+    report = restore(ds, ck, host_veth_exists=veth_exists, release_rules=released.append)
+    assert [e.ipv4 for e in report.veth_gone] == [IPv4Address("10.0.1.24")]
+    assert released == [IPv4Address("10.0.1.24")]
+    assert [e.ipv4 for e in report.stale] == [IPv4Address("10.9.9.9")]
+    assert {e.ipv4 for e in report.restored} == {IPv4Address("10.0.1.23"), IPv4Address("10.0.1.25")}
+    assert ("ns", "pod-1") in seen
+    assert {e.ipv4 for e in decode(ck.data or b"")} == {IPv4Address("10.0.1.23"), IPv4Address("10.0.1.25")}
+    # The dropped address is free again (no cooldown: the pod was gone long ago).
+    got = ds.assign(IPAMKey(network_name="aws-cni", container_id="x", ifname="eth0"), PodMetadata())
+    assert got.ipv4 == IPv4Address("10.0.1.24")
+    with pytest.raises(NoAddressAvailable):
+        ds.assign(IPAMKey(network_name="aws-cni", container_id="y", ifname="eth0"), PodMetadata())
+
+
+def test_restore_into_prefix_places_exact_addresses() -> None:
+    ck = MemoryCheckpointer(encode([entry(1, "10.0.2.5"), entry(2, "10.0.2.9")]))
+    ds = DataStore(checkpointer=ck, prefix_delegation=True, clock=FakeClock())
+    ds.add_eni(EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.1.10")))
+    ds.add_cidrs("eni-1", [IPv4Network("10.0.2.0/28")], is_prefix=True)
+    report = restore(ds, ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None)
+    assert len(report.restored) == 2
+    handed = {
+        ds.assign(IPAMKey(network_name="n", container_id=str(i), ifname="eth0"), PodMetadata()).ipv4
+        for i in range(14)
+    }
+    assert handed == set(IPv4Network("10.0.2.0/28")) - {IPv4Address("10.0.2.5"), IPv4Address("10.0.2.9")}
+
+
+def test_restore_without_file_is_a_fresh_node() -> None:
+    ck = MemoryCheckpointer()
+    report = restore(_node(ck), ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None)
+    assert report.restored == () and ck.data is None

@@ -1,0 +1,310 @@
+"""The datastore: idempotent assign, cooldown, modes, exclusion, removal, counts, snapshot, concurrency."""
+
+from __future__ import annotations
+
+import threading
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from vpccni.ipamd.checkpoint import decode
+from vpccni.ipamd.datastore.model import (
+    CheckpointWriteFailed,
+    CidrInUse,
+    IPAMKey,
+    NoAddressAvailable,
+    PodMetadata,
+    UnknownEni,
+    UnknownPod,
+)
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.ports import EniRecord
+
+
+def key(n: int | str) -> IPAMKey:
+    return IPAMKey(network_name="aws-cni", container_id=f"c{n}", ifname="eth0")
+
+
+def meta(n: int | str) -> PodMetadata:
+    return PodMetadata(namespace="default", name=f"pod-{n}")
+
+
+def eni(eni_id: str = "eni-1", device: int = 0, **kw: object) -> EniRecord:
+    return EniRecord(eni_id=eni_id, device_number=device, primary_ip=IPv4Address("10.0.0.10"), **kw)  # type: ignore[arg-type]
+
+
+def secondary(*ips: str) -> list[IPv4Network]:
+    return [IPv4Network(f"{ip}/32") for ip in ips]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ckpt() -> MemoryCheckpointer:
+    return MemoryCheckpointer()
+
+
+def make(clock: FakeClock, ckpt: MemoryCheckpointer, *, pd: bool = False, cooldown: float = 30) -> DataStore:
+    return DataStore(checkpointer=ckpt, prefix_delegation=pd, cooldown_s=cooldown, clock=clock)
+
+
+def test_assign_is_idempotent_and_checkpointed(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
+    first = ds.assign(key(1), meta(1))
+    again = ds.assign(key(1), meta(1))
+    assert first == again
+    other = ds.assign(key(2), meta(2))
+    assert {first.ipv4, other.ipv4} == {IPv4Address("10.0.0.11"), IPv4Address("10.0.0.12")}
+    entries = decode(ckpt.data or b"")
+    assert {(e.key, e.ipv4) for e in entries} == {(key(1), first.ipv4), (key(2), other.ipv4)}
+    assert first.assigned_at_ns == int(clock.now().timestamp() * 1e9)
+    assert first.eni_id == "eni-1" and first.device_number == 0
+
+
+def test_empty_pool_raises_with_counts(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    ds.assign(key(1), meta(1))
+    with pytest.raises(NoAddressAvailable) as err:
+        ds.assign(key(2), meta(2))
+    assert err.value.counts.total_ips == 1 and err.value.counts.assigned_ips == 1
+    assert "1 of 1 addresses" in str(err.value)
+
+
+def test_released_ip_cools_down_before_reuse(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt, cooldown=30)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    a = ds.assign(key(1), meta(1))
+    released = ds.release(key(1))
+    assert released.ipv4 == a.ipv4
+    with pytest.raises(NoAddressAvailable) as err:
+        ds.assign(key(2), meta(2))
+    assert err.value.counts.in_cooldown == 1
+    assert err.value.counts.next_free_in_s == pytest.approx(30)
+    assert "cooldown" in str(err.value)
+    snap = ds.snapshot()
+    assert snap.enis[0].in_cooldown == 1 and snap.assigned_ips == 0
+    assert ds.freeable_cidrs("eni-1") == ()
+    clock.advance(29.9)
+    with pytest.raises(NoAddressAvailable):
+        ds.assign(key(2), meta(2))
+    clock.advance(0.2)
+    assert ds.assign(key(2), meta(2)).ipv4 == a.ipv4
+    assert ds.snapshot().enis[0].in_cooldown == 0
+
+
+def test_release_unknown_pod_and_legacy_key(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    with pytest.raises(UnknownPod):
+        ds.release(key(9))
+    legacy = key(5).legacy()
+    ds.assign(legacy, meta(5))
+    # DEL arrives with the real triple; the datastore falls back to the migrated-from-CRI key.
+    assert ds.release(key(5)).key == legacy
+
+
+def test_prefix_mode_uses_only_prefixes_and_all_16_addresses(
+    clock: FakeClock, ckpt: MemoryCheckpointer
+) -> None:
+    ds = make(clock, ckpt, pd=True)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    ds.add_cidrs("eni-1", [IPv4Network("10.0.1.16/28")], is_prefix=True)
+    got = [ds.assign(key(i), meta(i)).ipv4 for i in range(16)]
+    assert sorted(got) == list(IPv4Network("10.0.1.16/28"))
+    with pytest.raises(NoAddressAvailable) as err:
+        ds.assign(key(99), meta(99))
+    assert err.value.counts.other_mode_ips == 1
+    snap = ds.snapshot()
+    assert snap.total_prefixes == 1 and snap.free_prefixes == 0
+
+
+def test_secondary_mode_ignores_prefixes(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt, pd=False)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", [IPv4Network("10.0.1.16/28")], is_prefix=True)
+    with pytest.raises(NoAddressAvailable):
+        ds.assign(key(1), meta(1))
+
+
+def test_add_cidrs_checks_the_kind(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    with pytest.raises(ValueError, match="not a /28"):
+        ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=True)
+    with pytest.raises(UnknownEni):
+        ds.add_cidrs("eni-x", secondary("10.0.0.11"), is_prefix=False)
+
+
+def test_excluded_eni_serves_no_new_pods_but_keeps_old(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
+    a = ds.assign(key(1), meta(1))
+    ds.set_excluded("eni-1")
+    with pytest.raises(NoAddressAvailable) as err:
+        ds.assign(key(2), meta(2))
+    assert err.value.counts.excluded_ips == 2
+    assert ds.lookup(key(1)) == a
+    assert ds.snapshot().total_ips == 0  # excluded ENIs don't count, as upstream
+    ds.set_excluded("eni-1", False)
+    assert ds.assign(key(2), meta(2)).ipv4 != a.ipv4
+
+
+def test_remove_cidr_forced_returns_evicted_pods(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
+    a = ds.assign(key(1), meta(1))
+    with pytest.raises(CidrInUse):
+        ds.remove_cidr("eni-1", IPv4Network(f"{a.ipv4}/32"))
+    other = next(c for c in secondary("10.0.0.11", "10.0.0.12") if c != IPv4Network(f"{a.ipv4}/32"))
+    assert ds.remove_cidrs("eni-1", [IPv4Network(f"{a.ipv4}/32"), other]) == (other,)
+    evicted = ds.remove_cidr("eni-1", IPv4Network(f"{a.ipv4}/32"), force=True)
+    assert [e.key for e in evicted] == [key(1)]
+    assert ds.lookup(key(1)) is None
+    assert decode(ckpt.data or b"") == ()
+    assert ds.snapshot().total_ips == 0
+
+
+def test_removed_cidr_in_cooldown_is_forgotten(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    ds.assign(key(1), meta(1))
+    ds.release(key(1))
+    assert ds.remove_cidrs("eni-1", secondary("10.0.0.11")) == tuple(secondary("10.0.0.11"))
+    clock.advance(60)
+    with pytest.raises(NoAddressAvailable):
+        ds.assign(key(2), meta(2))
+    assert ds.counts().in_cooldown == 0
+
+
+def test_remove_eni(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_eni(eni("eni-2", 1))
+    ds.add_cidrs("eni-2", secondary("10.0.2.11"), is_prefix=False)
+    ds.assign(key(1), meta(1))
+    assert ds.remove_eni("eni-2") is False
+    assert ds.force_remove_cidrs("eni-2", []) == 0
+    assert ds.remove_eni("eni-2", force=True) is True
+    assert ds.lookup(key(1)) is None
+    assert ds.remove_eni("eni-2") is False
+    assert [e.eni_id for e in ds.snapshot().enis] == ["eni-1"]
+
+
+def test_checkpoint_failure_rolls_back_assign_and_release(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    ckpt.fail_writes = True
+    with pytest.raises(CheckpointWriteFailed, match="rolled back"):
+        ds.assign(key(1), meta(1))
+    assert ds.lookup(key(1)) is None and ds.counts().assigned_ips == 0
+    ckpt.fail_writes = False
+    a = ds.assign(key(1), meta(1))  # the address went straight back to the pool (no cooldown)
+    ckpt.fail_writes = True
+    with pytest.raises(CheckpointWriteFailed, match="stays assigned"):
+        ds.release(key(1))
+    assert ds.lookup(key(1)) == a and ds.counts().in_cooldown == 0
+    ckpt.fail_writes = False
+    ds.release(key(1))
+    clock.advance(31)
+    assert ds.assign(key(2), meta(2)).ipv4 == a.ipv4
+
+
+def test_snapshot_counts_per_eni_and_cidr(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt, pd=True)
+    ds.add_eni(eni("eni-1", 0, is_primary=True))
+    clock.advance(100)
+    ds.add_eni(eni("eni-2", 2))
+    ds.add_cidrs("eni-1", [IPv4Network("10.0.1.0/28")], is_prefix=True)
+    ds.add_cidrs("eni-2", [IPv4Network("10.0.2.0/28"), IPv4Network("10.0.2.16/28")], is_prefix=True)
+    for i in range(18):
+        ds.assign(key(i), meta(i))
+    snap = ds.snapshot()
+    assert snap.total_ips == 48 and snap.assigned_ips == 18 and snap.available_ips == 30
+    by_id = {e.eni_id: e for e in snap.enis}
+    assert by_id["eni-1"].is_primary and by_id["eni-1"].age_s == pytest.approx(100)
+    assert by_id["eni-2"].age_s == 0
+    assert snap.free_prefixes == 1
+    counts = ds.eni_counts("eni-2")
+    assert counts.total == 32 and counts.assigned == sum(c.assigned for c in by_id["eni-2"].cidrs)
+    assert len(ds.freeable_cidrs("eni-2")) + len(ds.freeable_cidrs("eni-1")) == 1
+
+
+def test_eni_infos_upstream_shape(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni("eni-2", 2, subnet_id="subnet-1"))
+    ds.add_cidrs("eni-2", secondary("10.0.2.11"), is_prefix=False)
+    ds.assign(key(1), meta(1))
+    info = ds.eni_infos()
+    assert info["TotalIPs"] == 1 and info["AssignedIPs"] == 1
+    e = info["ENIs"]["eni-2"]
+    assert e["RouteTableID"] == 3 and e["DeviceNumber"] == 2 and e["SubnetID"] == "subnet-1"
+    addr = e["AvailableIPv4Cidrs"]["10.0.2.11/32"]["IPAddresses"]["10.0.2.11"]
+    assert addr["IPAMKey"] == {"networkName": "aws-cni", "containerID": "c1", "ifName": "eth0"}
+    assert addr["AssignedTime"] == "2026-01-01T00:00:00Z"
+    assert addr["UnassignedTime"] == "0001-01-01T00:00:00Z"
+
+
+def test_wait_for_change_wakes_on_new_cidr(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    woke = threading.Event()
+
+    def waiter() -> None:
+        ds.wait_for_change(30)
+        woke.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    assert woke.wait(10)
+    t.join()
+
+
+def test_concurrent_assign_and_release_keep_counts_consistent(ckpt: MemoryCheckpointer) -> None:
+    clock = FakeClock()
+    ds = DataStore(checkpointer=ckpt, prefix_delegation=True, cooldown_s=0, clock=clock)
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", [IPv4Network(f"10.0.{i}.0/28") for i in range(8)], is_prefix=True)  # 128 addresses
+    errors: list[BaseException] = []
+    held: dict[IPAMKey, IPv4Address] = {}
+    held_lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        try:
+            for round_ in range(40):
+                k = key(f"{w}-{round_}")
+                got = ds.assign(k, meta(w)).ipv4
+                with held_lock:
+                    assert got not in held.values(), "one address handed to two pods"
+                    held[k] = got
+                if round_ % 2:
+                    with held_lock:
+                        del held[k]
+                    ds.release(k)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    snap = ds.snapshot()
+    assert snap.assigned_ips == len(held) == 6 * 20
+    assert {a.ipv4 for a in ds.assigned()} == set(held.values())
+    assert {(e.key, e.ipv4) for e in decode(ckpt.data or b"")} == set(held.items())

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import threading
+import os
+from ipaddress import IPv4Address
+from typing import Any
+
+from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.netlink import open_netlink
+from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns
+from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
+
+def node(make_netns) -> Any:
+    host = make_netns("host")
+    host.sh("ip", "link", "add", "ens5", "type", "veth", "peer", "name", "ens5p")
+    host.sh("ip", "addr", "add", "10.0.0.5/32", "dev", "ens5")
+    host.sh("ip", "link", "set", "ens5", "up")
+    return host
+
+
+def wire(host: Any, pod: Any, spec: PodInterface) -> WiredPod:
+    return host.run(lambda nl: PodWiring(host=nl, namespaces=ThreadNetnsNetlink()).wire(pod.fd, spec))
+
+
+def unwire(host: Any, spec: PodInterface, pod_fd: int | None = None) -> None:
+    host.run(lambda nl: PodWiring(host=nl, namespaces=ThreadNetnsNetlink()).unwire(spec, pod_fd))
+
+
+def verify(host: Any, pod: Any, spec: PodInterface) -> list[str]:
+    return host.run(lambda nl: PodWiring(host=nl, namespaces=ThreadNetnsNetlink()).verify(pod.fd, spec))
+
+
+def rules(ns: Any) -> list[tuple[int, str, str, str]]:
+    return [(r["priority"], r["src"], r.get("dst", ""), str(r["table"])) for r in ns.ip_json("rule")]
+
+
+def spec_for(name: str, ip: str, table: int = 254) -> PodInterface:
+    return PodInterface(host_veth=host_veth_name("default", name), ipv4=IPv4Address(ip), route_table=table, mtu=9001)
+
+
+def test_wire_gives_exact_pod_and_host_state(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod")
+    spec = spec_for("nginx", "10.0.1.5", table=2)
+    wired = wire(host, pod, spec)
+
+    [eth0] = pod.ip_json("addr", "show", "dev", "eth0")
+    assert eth0["mtu"] == 9001 and "UP" in eth0["flags"]
+    assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"] if a["family"] == "inet"] == [("10.0.1.5", 32)]
+    assert eth0["address"] == wired.container_mac
+    routes = {(r["dst"], r.get("gateway"), r.get("scope")) for r in pod.ip_json("route")}
+    assert routes == {("default", "169.254.1.1", None), ("169.254.1.1", None, "link")}
+    [neigh] = pod.ip_json("neigh", "show", "dev", "eth0")
+    assert (neigh["dst"], neigh["lladdr"], neigh["state"]) == ("169.254.1.1", wired.host_mac, ["PERMANENT"])
+
+    [veth] = host.ip_json("link", "show", "dev", spec.host_veth)
+    assert veth["address"] == wired.host_mac and "UP" in veth["flags"] and veth["mtu"] == 9001
+    assert int(wired.host_mac[:2], 16) & 0x03 == 0x02
+    assert host.sh("cat", f"/proc/sys/net/ipv6/conf/{spec.host_veth}/accept_ra").strip() == "0"
+    assert host.sh("cat", f"/proc/sys/net/ipv6/conf/{spec.host_veth}/accept_redirects").strip() == "1"
+    host_routes = [(r["dst"], r["dev"], r.get("scope")) for r in host.ip_json("route")]
+    assert ("10.0.1.5", spec.host_veth, "link") in host_routes
+    assert rules(host) == [
+        (0, "all", "", "local"),
+        (512, "all", "10.0.1.5", "main"),
+        (1536, "10.0.1.5", "", "2"),
+        (32766, "all", "", "main"),
+        (32767, "all", "", "default"),
+    ]
+    assert verify(host, pod, spec) == []
+
+
+def test_ping_between_two_wired_pods(make_netns) -> None:
+    host, pod_a, pod_b = node(make_netns), make_netns("pa"), make_netns("pb")
+    wire(host, pod_a, spec_for("a", "10.0.1.5"))
+    wire(host, pod_b, spec_for("b", "10.0.1.6"))
+    host.run(lambda nl: nl.write_sysctl("net/ipv4/ip_forward", "1"))
+    out = pod_a.sh("busybox", "ping", "-c", "2", "-W", "2", "10.0.1.6")
+    assert "2 packets received" in out
+    assert "1 packets received" in pod_b.sh("busybox", "ping", "-c", "1", "-W", "2", "10.0.1.5")
+
+
+def test_teardown_leaves_nothing_and_is_idempotent(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod")
+    spec = spec_for("nginx", "10.0.1.5", table=3)
+    wire(host, pod, spec)
+    unwire(host, spec, pod.fd)
+    unwire(host, spec, pod.fd)
+    assert sorted(link["ifname"] for link in host.ip_json("link")) == ["ens5", "ens5p", "lo"]
+    assert [link["ifname"] for link in pod.ip_json("link")] == ["lo"]
+    assert all(r["dst"] != "10.0.1.5" for r in host.ip_json("route"))
+    assert rules(host) == [(0, "all", "", "local"), (32766, "all", "", "main"), (32767, "all", "", "default")]
+
+
+def test_teardown_after_pod_netns_is_gone(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod")
+    spec = spec_for("nginx", "10.0.1.5", table=2)
+    wire(host, pod, spec)
+    pod.delete()
+    unwire(host, spec)
+    unwire(host, spec)
+    assert sorted(link["ifname"] for link in host.ip_json("link")) == ["ens5", "ens5p", "lo"]
+    assert rules(host) == [(0, "all", "", "local"), (32766, "all", "", "main"), (32767, "all", "", "default")]
+
+
+def test_verify_reports_removed_route(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod")
+    spec = spec_for("nginx", "10.0.1.5", table=2)
+    wire(host, pod, spec)
+    pod.sh("ip", "route", "del", "169.254.1.1/32", "dev", "eth0")
+    host.sh("ip", "rule", "del", "from", "10.0.1.5", "lookup", "2", "prio", "1536")
+    assert verify(host, pod, spec) == [
+        "rule from 10.0.1.5 lookup 2 prio 1536 missing",
+        "route 169.254.1.1/32 dev eth0 scope link missing in pod netns",
+    ]
+
+
+def test_concurrent_wiring_through_one_shared_handle(make_netns) -> None:
+    host = node(make_netns)
+    pods = [make_netns(f"p{i}") for i in range(6)]
+    specs = [spec_for(f"pod{i}", f"10.0.3.{i + 1}", table=2) for i in range(6)]
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        # Worker threads are started from inside the host namespace, so they inherit it (as ipamd's do).
+        with open_netlink() as shared:
+            wiring = PodWiring(host=shared, namespaces=ThreadNetnsNetlink())
+
+            def one(pod: Any, spec: PodInterface) -> None:
+                try:
+                    wiring.wire(pod.fd, spec)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=one, args=pair) for pair in zip(pods, specs, strict=True)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+    run_in_netns(host.fd, body)
+    assert errors == []
+    for pod, spec in zip(pods, specs, strict=True):
+        assert verify(host, pod, spec) == []
+    macs = {link["address"] for link in host.ip_json("link") if link["ifname"].startswith("eni")}
+    assert len(macs) == 6
+
+
+def test_netns_thread_never_leaks_into_caller(make_netns) -> None:
+    pod = make_netns("pod")
+    before = os.readlink("/proc/thread-self/ns/net")
+    inside = run_in_netns(pod.fd, lambda: os.readlink("/proc/thread-self/ns/net"))
+    assert inside != before
+    assert os.readlink("/proc/thread-self/ns/net") == before

@@ -114,7 +114,11 @@ class CloudPort(Protocol):
         ...
 
     def describe_enis(self, eni_ids: Sequence[str]) -> tuple[EniDescription, ...]:
-        """EC2's truth for these ENIs; ids EC2 does not know are left out (IMDS can be stale)."""
+        """EC2's truth for these ENIs.
+
+        Ids EC2 does not know, or that are no longer attached to this instance, are left out: IMDS can be
+        stale.
+        """
         ...
 
     def tag_eni(self, eni_id: str, tags: dict[str, str]) -> None: ...

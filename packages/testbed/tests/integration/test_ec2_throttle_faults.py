@@ -1,0 +1,75 @@
+"""Throttling, latency and error injection, and the call log (boto3 against the testbed)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from vpccni.testbed.cloud import Cloud
+
+NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+def test_throttling_returns_request_limit_exceeded_then_refills(cloud: Cloud) -> None:
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    cloud.set_throttle("non-mutating", capacity=2, refill_per_s=1.0)
+    cloud.set_throttle("mutating", capacity=1000, refill_per_s=1000.0)
+    outcomes = []
+    for _ in range(3):
+        try:
+            ec2.describe_subnets()
+            outcomes.append("ok")
+        except ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert outcomes[:2] == ["ok", "ok"] and "RequestLimitExceeded" in outcomes
+    ec2.create_tags(Resources=[cloud.vpc_id], Tags=[{"Key": "k", "Value": "v"}])  # other bucket unaffected
+    time.sleep(1.05)  # one token per second: one is back
+    ec2.describe_subnets()
+    codes = [r.error_code for r in cloud.call_log if r.action == "DescribeSubnets"]
+    assert codes.count("RequestLimitExceeded") == outcomes.count("RequestLimitExceeded")
+
+
+def test_injected_latency_is_observed(cloud: Cloud) -> None:
+    ec2 = cloud.ec2_client()
+    cloud.set_latency("DescribeVpcs", 0.3)
+    t0 = time.monotonic()
+    ec2.describe_vpcs()
+    assert time.monotonic() - t0 >= 0.3
+    record = [r for r in cloud.call_log if r.action == "DescribeVpcs"][-1]
+    assert record.duration >= 0.3 and record.error_code is None
+
+
+def test_injected_error_is_returned_count_times(cloud: Cloud) -> None:
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    cloud.inject_error("CreateNetworkInterface", "InsufficientFreeAddressesInSubnet", count=1)
+    with pytest.raises(ClientError) as exc:
+        ec2.create_network_interface(SubnetId=cloud.subnet_ids[0])
+    assert exc.value.response["Error"]["Code"] == "InsufficientFreeAddressesInSubnet"
+    ec2.create_network_interface(SubnetId=cloud.subnet_ids[0])
+    log = [(r.action, r.error_code) for r in cloud.call_log if r.action == "CreateNetworkInterface"]
+    assert log == [("CreateNetworkInterface", "InsufficientFreeAddressesInSubnet"), ("CreateNetworkInterface", None)]
+    assert [r for r in cloud.call_log if r.action == "CreateNetworkInterface"][0].params["SubnetId"] == \
+        cloud.subnet_ids[0]
+
+
+def test_control_endpoint_changes_a_running_testbed(cloud: Cloud) -> None:
+    def post(body: dict[str, object]) -> dict[str, object]:
+        req = urllib.request.Request(cloud.control_endpoint, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req) as resp:
+            return dict(json.loads(resp.read()))
+
+    assert post({"op": "inject_error", "action": "DescribeVpcs", "code": "UnauthorizedOperation"}) == {"ok": True}
+    with pytest.raises(ClientError) as exc:
+        cloud.ec2_client(config=NO_RETRY).describe_vpcs()
+    assert exc.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    calls = post({"op": "call_log"})["calls"]
+    assert isinstance(calls, list) and calls[-1]["error_code"] == "UnauthorizedOperation"
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        post({"op": "nope"})
+    assert bad.value.code == 400

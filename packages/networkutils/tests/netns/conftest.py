@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-
 from vpccni.networkutils.netlink import Netlink
 from vpccni.networkutils.netns import ThreadNetnsNetlink
 
@@ -68,4 +67,3 @@ def make_netns() -> Iterator[Callable[[str], Netns]]:
             if ns.fd >= 0:
                 os.close(ns.fd)
             subprocess.run(["ip", "netns", "del", ns.name], check=False, capture_output=True)
-

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import threading
 import os
+import threading
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -9,6 +9,7 @@ from vpccni.networkutils.names import host_veth_name
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns
 from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
+
 
 def node(make_netns) -> Any:
     host = make_netns("host")
@@ -35,7 +36,9 @@ def rules(ns: Any) -> list[tuple[int, str, str, str]]:
 
 
 def spec_for(name: str, ip: str, table: int = 254) -> PodInterface:
-    return PodInterface(host_veth=host_veth_name("default", name), ipv4=IPv4Address(ip), route_table=table, mtu=9001)
+    return PodInterface(
+        host_veth=host_veth_name("default", name), ipv4=IPv4Address(ip), route_table=table, mtu=9001
+    )
 
 
 def test_wire_gives_exact_pod_and_host_state(make_netns) -> None:
@@ -45,7 +48,9 @@ def test_wire_gives_exact_pod_and_host_state(make_netns) -> None:
 
     [eth0] = pod.ip_json("addr", "show", "dev", "eth0")
     assert eth0["mtu"] == 9001 and "UP" in eth0["flags"]
-    assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"] if a["family"] == "inet"] == [("10.0.1.5", 32)]
+    assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"] if a["family"] == "inet"] == [
+        ("10.0.1.5", 32)
+    ]
     assert eth0["address"] == wired.container_mac
     routes = {(r["dst"], r.get("gateway"), r.get("scope")) for r in pod.ip_json("route")}
     assert routes == {("default", "169.254.1.1", None), ("169.254.1.1", None, "link")}

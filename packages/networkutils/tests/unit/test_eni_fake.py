@@ -3,14 +3,23 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
-
-from vpccni.networkutils.eni import EniNetwork, EniNotFoundError, LinkRetry, setup_eni_network, teardown_eni_network
+from vpccni.networkutils.eni import (
+    EniNetwork,
+    EniNotFoundError,
+    LinkRetry,
+    setup_eni_network,
+    teardown_eni_network,
+)
 from vpccni.networkutils.model import Address, Route, Rule, Scope
 from vpccni.networkutils.testing import FakeNamespace, FakeNetwork
 
 MAC = "0a:00:00:00:00:02"
 ENI = EniNetwork(
-    mac=MAC, primary_ip=IPv4Address("10.0.97.200"), subnet=IPv4Network("10.0.96.0/19"), route_table=2, mtu=9001
+    mac=MAC,
+    primary_ip=IPv4Address("10.0.97.200"),
+    subnet=IPv4Network("10.0.96.0/19"),
+    route_table=2,
+    mtu=9001,
 )
 
 

@@ -4,7 +4,6 @@ import dataclasses
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-
 from vpccni.networkutils.config import ConnmarkBackend, HostNetworkConfig
 from vpccni.networkutils.eni import LinkRetry
 from vpccni.networkutils.host import HostNetwork
@@ -78,10 +77,14 @@ def test_switching_backend_removes_the_other_ones_leftovers() -> None:
 
 
 def test_vpc_cidr_change_converges(host: Host) -> None:
-    host.network.apply(dataclasses.replace(CONFIG, vpc_cidrs=(IPv4Network("10.0.0.0/16"), IPv4Network("10.1.0.0/16"))))
+    host.network.apply(
+        dataclasses.replace(CONFIG, vpc_cidrs=(IPv4Network("10.0.0.0/16"), IPv4Network("10.1.0.0/16")))
+    )
     host.network.apply(CONFIG)
     snat = host.iptables.rules("nat", "AWS-SNAT-CHAIN-0")
-    assert [r for r in snat if "RETURN" in r] == ['-d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN']
+    assert [r for r in snat if "RETURN" in r] == [
+        '-d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN'
+    ]
     assert host.network.apply(CONFIG).changes == ()
 
 
@@ -112,7 +115,7 @@ def test_foreign_rules_are_left_alone_and_old_layouts_removed() -> None:
         "-j AWS-CONNMARK-CHAIN-0\n"
         '-A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0\n'
         '-A AWS-SNAT-CHAIN-0 ! -d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-1\n'
-        '-A AWS-SNAT-CHAIN-1 -j SNAT --to-source 10.0.0.5\n'
+        "-A AWS-SNAT-CHAIN-1 -j SNAT --to-source 10.0.0.5\n"
         "-A AWS-CONNMARK-CHAIN-0 -j AWS-CONNMARK-CHAIN-1\n"
         "COMMIT\n"
     )

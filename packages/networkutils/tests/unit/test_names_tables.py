@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from vpccni.networkutils.names import host_veth_name, random_local_mac, unique_local_mac
 from vpccni.networkutils.tables import route_table_for_eni
 

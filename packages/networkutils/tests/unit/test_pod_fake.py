@@ -3,7 +3,6 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
-
 from vpccni.networkutils.model import Address, Neighbour, Route, Rule, Scope
 from vpccni.networkutils.names import host_veth_name
 from vpccni.networkutils.pod import PodInterface, PodWiring, PodWiringError
@@ -61,7 +60,9 @@ def test_primary_eni_pod_gets_no_from_rule(world) -> None:
 
 def test_second_interface_uses_own_gateway_table_and_rule(world) -> None:
     _, _, pod_fd, pod, wiring = world
-    spec = PodInterface(host_veth=host_veth_name("default", "nginx", index=1), ipv4=POD_IP, ifname="mNicIf1", index=1)
+    spec = PodInterface(
+        host_veth=host_veth_name("default", "nginx", index=1), ipv4=POD_IP, ifname="mNicIf1", index=1
+    )
     wiring.wire(pod_fd, spec)
     assert pod.routes(1)[1].gateway == IPv4Address("169.254.1.2")
     assert Rule(priority=1, table=1, src=IPv4Network("10.0.1.5/32")) in pod.rules()
@@ -114,7 +115,7 @@ def test_verify_without_anything(world) -> None:
 
 
 def test_failed_wiring_leaves_no_veth(world) -> None:
-    network, host, pod_fd, pod, wiring = world
+    _, host, pod_fd, pod, wiring = world
     pod.add_link("eth0", mac="02:00:00:00:00:09")
     with pytest.raises(PodWiringError, match="no interface named eth0"):
         wiring.wire(pod_fd, PodInterface(host_veth=VETH, ipv4=POD_IP))
@@ -129,7 +130,10 @@ def test_concurrent_wiring_gives_unique_macs(world) -> None:
     threads = [
         threading.Thread(
             target=wiring.wire,
-            args=(fd, PodInterface(host_veth=host_veth_name("ns", f"p{i}"), ipv4=IPv4Address(f"10.0.2.{i + 1}"))),
+            args=(
+                fd,
+                PodInterface(host_veth=host_veth_name("ns", f"p{i}"), ipv4=IPv4Address(f"10.0.2.{i + 1}")),
+            ),
         )
         for i, fd in enumerate(fds)
     ]

@@ -28,7 +28,8 @@ def render(config: HostNetworkConfig, backend: ConnmarkBackend = ConnmarkBackend
 SNAT_JUMP = 'nat -A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0'
 CONNMARK_JUMPS = [
     'nat -A PREROUTING -i eni+ -m comment --comment "AWS, outbound connections" -j AWS-CONNMARK-CHAIN-0',
-    'nat -A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark --nfmask 0x80 --ctmask 0x80',
+    'nat -A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark '
+    "--nfmask 0x80 --ctmask 0x80",
 ]
 SNAT_RETURNS = [
     'nat -A AWS-SNAT-CHAIN-0 -d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN',
@@ -130,8 +131,14 @@ def test_nft_backend_leaves_connmark_to_nft() -> None:
 
 def test_custom_mark_and_prefix() -> None:
     lines = render(HostNetworkConfig(**{**BASE.__dict__, "connmark": 0x4000, "veth_prefix": "cali"}))
-    assert 'nat -A PREROUTING -i cali+ -m comment --comment "AWS, outbound connections" -j AWS-CONNMARK-CHAIN-0' in lines
-    assert 'nat -A AWS-CONNMARK-CHAIN-0 -m comment --comment "AWS, CONNMARK" -j CONNMARK --set-xmark 0x4000/0x4000' in lines
+    assert (
+        'nat -A PREROUTING -i cali+ -m comment --comment "AWS, outbound connections" -j AWS-CONNMARK-CHAIN-0'
+        in lines
+    )
+    assert (
+        'nat -A AWS-CONNMARK-CHAIN-0 -m comment --comment "AWS, CONNMARK" -j CONNMARK '
+        "--set-xmark 0x4000/0x4000" in lines
+    )
 
 
 def test_nft_table_body_golden() -> None:

@@ -1,0 +1,224 @@
+"""The allocator: what the CNI endpoint and the gRPC backend call to give pods addresses and take them back.
+
+Beyond upstream: an assignment that leaves the pool below target wakes the pool manager at once (instead of
+on its next 5 s tick), and an ADD that finds the pool empty while the pool is growing waits (bounded) for new
+addresses instead of failing. When it truly cannot serve, the error says why, from the pool manager's
+`PoolStatus` (max pods, subnet exhausted, throttled, no ENI slots, provisioning disabled...).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, NoAddressAvailable, PodMetadata, UnknownPod
+from vpccni.ipamd.datastore.store import DataStore, route_table_id
+from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+
+_log = logging.getLogger(__name__)
+
+# While waiting, re-read the pool status at least this often (it may turn from "growing" to "exhausted").
+_STATUS_POLL_S = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Allocation:
+    ipv4: IPv4Address
+    device_number: int
+    route_table: int
+    eni_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodAllocation:
+    key: IPAMKey
+    metadata: PodMetadata
+    allocation: Allocation
+
+
+class PoolSignals(Protocol):
+    """The pool manager as the allocator sees it (`vpccni.ipamd.pool.manager.PoolManager`)."""
+
+    @property
+    def status(self) -> PoolStatus: ...
+
+    def wake(self) -> None: ...
+
+    def wake_if_low(self, snapshot: PoolSnapshot) -> bool: ...
+
+
+class NoAddressError(Exception):
+    """No address for the pod. `retryable` is true when the pool may still grow (CNI code 11, try later)."""
+
+    def __init__(self, message: str, *, status: PoolStatus, retryable: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class NotReady(Exception):
+    """ipamd has not finished node init (ENIs and checkpoint not restored); retry shortly."""
+
+
+class Allocator:
+    """Thread-safe; holds no lock of its own beyond the datastore's (and the readiness flag)."""
+
+    def __init__(
+        self,
+        *,
+        datastore: DataStore,
+        pool: PoolSignals,
+        metrics: IpamdMetrics | None = None,
+        default_timeout_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ds = datastore
+        self._pool = pool
+        self._metrics = metrics
+        self._default_timeout_s = default_timeout_s
+        self._monotonic = monotonic
+        self._ready = threading.Event()
+        self._not_ready_reason = "node initialisation has not finished (ENIs and checkpoint not restored yet)"
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def mark_ready(self) -> None:
+        """Call once ENIs are in the datastore and the checkpoint is restored."""
+        self._ready.set()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._ready.is_set():
+            return False, self._not_ready_reason
+        status = self._pool.status
+        if status.state is GrowthState.TERMINATING:
+            return False, status.message
+        return True, "ready"
+
+    # --- the port ---------------------------------------------------------------------------------------
+
+    def assign(
+        self,
+        *,
+        network: str,
+        container_id: str,
+        ifname: str,
+        pod_namespace: str,
+        pod_name: str,
+        timeout_s: float | None = None,
+        interfaces_count: int = 1,
+    ) -> Allocation:
+        """The pod's address (the same one again for a repeated ADD).
+
+        Waits up to `timeout_s` while the pool grows or an address leaves cooldown; raises NoAddressError
+        (with the reason) or NotReady.
+        """
+        if not self._ready.is_set():
+            raise NotReady(self._not_ready_reason)
+        if self._metrics is not None:
+            self._metrics.add_ip_req_count.inc()
+        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+        meta = PodMetadata(namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count)
+        wait_s = self._default_timeout_s if timeout_s is None else timeout_s
+        deadline = self._monotonic() + wait_s
+        waited = False
+        while True:
+            try:
+                got = self._ds.assign(key, meta)
+            except NoAddressAvailable as exc:
+                self._pool.wake()  # don't wait for the pool's next tick
+                status = self._pool.status
+                remaining = deadline - self._monotonic()
+                cooling_soon = exc.counts.next_free_in_s is not None and exc.counts.next_free_in_s < remaining
+                if remaining > 0 and (status.may_grow_soon or cooling_soon):
+                    if not waited:
+                        _log.info(
+                            "pool empty for %s/%s: waiting up to %.1fs (%s)",
+                            pod_namespace,
+                            pod_name,
+                            remaining,
+                            status.message,
+                        )
+                        waited = True
+                    self._ds.wait_for_change(min(remaining, _STATUS_POLL_S))
+                    continue
+                if self._metrics is not None:
+                    self._metrics.no_available_ip_addresses.inc()
+                raise self._no_address(
+                    exc, status, pod_namespace, pod_name, waited_s=wait_s if waited else 0.0
+                ) from exc
+            self._after_assign()
+            return _allocation(got)
+
+    def release(
+        self,
+        *,
+        network: str,
+        container_id: str,
+        ifname: str,
+        pod_namespace: str = "",
+        pod_name: str = "",
+        reason: str = "PodDeleted",
+    ) -> Allocation | None:
+        """Give the pod's address back (it cools down); None when the pod is unknown (DEL is idempotent)."""
+        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+        if self._metrics is not None:
+            self._metrics.del_ip_req_count.labels(reason=reason).inc()
+        try:
+            released = self._ds.release(key)
+        except UnknownPod:
+            _log.info(
+                "release for unknown pod %s/%s (container %s, %s): nothing to do",
+                pod_namespace,
+                pod_name,
+                container_id,
+                ifname,
+            )
+            return None
+        self._refresh_gauges()
+        return _allocation(released)
+
+    def lookup(self, *, network: str, container_id: str, ifname: str) -> Allocation | None:
+        got = self._ds.lookup(IPAMKey(network_name=network, container_id=container_id, ifname=ifname))
+        return None if got is None else _allocation(got)
+
+    def allocations(self) -> tuple[PodAllocation, ...]:
+        return tuple(
+            PodAllocation(key=a.key, metadata=a.metadata, allocation=_allocation(a))
+            for a in self._ds.assigned()
+        )
+
+    # --- internals --------------------------------------------------------------------------------------
+
+    def _after_assign(self) -> None:
+        snapshot = self._ds.snapshot()
+        self._pool.wake_if_low(snapshot)
+        if self._metrics is not None:
+            self._metrics.update_pool(snapshot)
+
+    def _refresh_gauges(self) -> None:
+        if self._metrics is not None:
+            self._metrics.update_pool(self._ds.snapshot())
+
+    def _no_address(
+        self, exc: NoAddressAvailable, status: PoolStatus, namespace: str, name: str, *, waited_s: float
+    ) -> NoAddressError:
+        why = status.message if status.state is not GrowthState.OK else "the pool is below its target"
+        waited = f" after waiting {waited_s:.1f}s" if waited_s else ""
+        message = f"failed to assign an IP address to pod {namespace}/{name}{waited}: {exc}; {why}"
+        return NoAddressError(message, status=status, retryable=status.may_grow_soon)
+
+
+def _allocation(a: AssignedAddress) -> Allocation:
+    return Allocation(
+        ipv4=a.ipv4,
+        device_number=a.device_number,
+        route_table=route_table_id(a.device_number, a.network_card),
+        eni_id=a.eni_id,
+    )

@@ -1,0 +1,231 @@
+"""The introspection HTTP server (default `127.0.0.1:61679`, or `unix:<path>`), upstream's paths and JSON.
+
+`GET /` lists the paths; `/v1/enis` is each card's ENIInfos with containerID and ifName scrubbed (as upstream
+since v1.23.0, so nobody can forge a DelNetwork from it); `/v1/eni-configs` the node's ENIConfig name;
+`/v1/networkutils-env-settings` and `/v1/ipamd-env-settings` upstream's variable sets. `/v1/pool` is vpccni's
+own: the warm-pool status (targets, free, cooldown, last decision and why).
+
+`HttpEndpoint` is the small stdlib server introspection and metrics share (read/write timeouts, TCP or Unix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.ipamd.pool.status import PoolStatus
+from vpccni.ipamd.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+NETWORKUTILS_ENV = (
+    "AWS_VPC_K8S_CNI_CONNMARK",
+    "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+    "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+    "AWS_EXTERNAL_SERVICE_CIDRS",
+    "AWS_VPC_ENI_MTU",
+    "AWS_VPC_K8S_CNI_VETHPREFIX",
+    "AWS_VPC_CNI_NODE_PORT_SUPPORT",
+    "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
+)
+IPAMD_ENV = (
+    "WARM_IP_TARGET",
+    "WARM_ENI_TARGET",
+    "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+    "AWS_MANAGE_ENIS_NON_SCHEDULABLE",
+    "ENABLE_SUBNET_DISCOVERY",
+)
+
+Response = tuple[int, str, bytes]  # status, content type, body
+Route = Callable[[], Response]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "vpccni"
+    routes: Mapping[str, Route] = {}
+    timeout = 5.0  # read timeout per request (BaseHTTPRequestHandler applies it to the socket)
+
+    def do_GET(self) -> None:
+        route = self.routes.get(self.path.split("?", 1)[0])
+        if route is None:
+            status, ctype, body = 404, "text/plain; charset=utf-8", b"404 page not found\n"
+        else:
+            try:
+                status, ctype, body = route()
+            except Exception:
+                _log.exception("introspection handler for %s failed", self.path)
+                status, ctype, body = 500, "text/plain; charset=utf-8", b"internal error\n"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:  # Unix sockets have no peer address
+        return str(self.client_address[0]) if self.client_address else "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("%s %s", self.address_string(), format % args)
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, _ = super().get_request()
+        return conn, ("unix", 0)
+
+
+class HttpEndpoint:
+    """A GET-only HTTP server on `host:port` or `unix:/path`; `start()` binds and serves on a thread."""
+
+    def __init__(
+        self, *, bind_address: str, routes: Mapping[str, Route], timeout_s: float = 5.0, name: str = "http"
+    ) -> None:
+        self._bind = bind_address
+        self._handler = type("Handler", (_Handler,), {"routes": dict(routes), "timeout": timeout_s})
+        self._name = name
+        self._server: socketserver.BaseServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        """The bound address (`host:port` with the real port, or `unix:/path`)."""
+        if isinstance(self._server, ThreadingHTTPServer):
+            host, port = self._server.server_address[:2]
+            return f"{host!s}:{port}"
+        return self._bind
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        if self._bind.startswith("unix:"):
+            path = self._bind[len("unix:") :]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a stale socket from a previous run
+            server: socketserver.BaseServer = _UnixHTTPServer(path, self._handler)
+        else:
+            host, _, port = self._bind.rpartition(":")
+            server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), self._handler)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=self._name, daemon=True)
+        self._thread.start()
+        _log.info("%s server listening on %s", self._name, self.address)
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._bind.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._bind[len("unix:") :])
+
+
+def json_response(value: object) -> Response:
+    return 200, "application/json", json.dumps(value).encode()
+
+
+def scrub_eni_infos(infos: Mapping[str, Any]) -> dict[str, Any]:
+    """Blank containerID and ifName in every IPAMKey (upstream v1.23.0)."""
+    out = copy.deepcopy(dict(infos))
+    for eni in out.get("ENIs", {}).values():
+        for cidr in eni.get("AvailableIPv4Cidrs", {}).values():
+            for addr in cidr.get("IPAddresses", {}).values():
+                key = addr.get("IPAMKey")
+                if isinstance(key, dict):
+                    key["containerID"] = ""
+                    key["ifName"] = ""
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntrospectionSources:
+    """Where each view comes from; callables so the server always shows the current state."""
+
+    eni_infos: Callable[[], Mapping[int, Mapping[str, Any]]]  # network card → ENIInfos (unscrubbed)
+    eni_config_name: Callable[[], str]
+    networkutils_env: Callable[[], Mapping[str, str]]
+    ipamd_env: Callable[[], Mapping[str, str]]
+    pool_status: Callable[[], Mapping[str, Any]]
+
+
+def introspection_routes(sources: IntrospectionSources) -> dict[str, Route]:
+    routes: dict[str, Route] = {
+        "/v1/enis": lambda: json_response(
+            {str(card): scrub_eni_infos(info) for card, info in sources.eni_infos().items()}
+        ),
+        "/v1/eni-configs": lambda: json_response(sources.eni_config_name()),
+        "/v1/networkutils-env-settings": lambda: json_response(dict(sources.networkutils_env())),
+        "/v1/ipamd-env-settings": lambda: json_response(dict(sources.ipamd_env())),
+        "/v1/pool": lambda: json_response(dict(sources.pool_status())),
+    }
+    paths = ["/", *routes]
+    routes["/"] = lambda: json_response({"AvailableCommands": paths})
+    return routes
+
+
+def pool_view(
+    *, snapshot: PoolSnapshot, status: PoolStatus, settings: Settings, last_decision: str = ""
+) -> dict[str, Any]:
+    """`/v1/pool`: the warm targets, what the pool holds now and why it is (not) changing."""
+    return {
+        "targets": {
+            "WARM_ENI_TARGET": settings.warm_eni_target,
+            "WARM_IP_TARGET": settings.warm_ip_target,
+            "MINIMUM_IP_TARGET": settings.minimum_ip_target,
+            "WARM_PREFIX_TARGET": settings.warm_prefix_target,
+            "ENABLE_PREFIX_DELEGATION": settings.enable_prefix_delegation,
+        },
+        "enis": len(snapshot.enis),
+        "totalIPs": snapshot.total_ips,
+        "assignedIPs": snapshot.assigned_ips,
+        "availableIPs": snapshot.available_ips,
+        "inCooldown": sum(e.in_cooldown for e in snapshot.usable_enis),
+        "totalPrefixes": snapshot.total_prefixes,
+        "freePrefixes": snapshot.free_prefixes,
+        "state": status.state.value,
+        "subnetID": status.subnet_id,
+        "reason": status.message,
+        "detail": status.detail,
+        "lastDecision": last_decision,
+    }
+
+
+class IntrospectionServer:
+    """Upstream's introspection endpoint. Constructing it does no I/O; `start()` binds."""
+
+    def __init__(
+        self, *, sources: IntrospectionSources, bind_address: str = "127.0.0.1:61679", timeout_s: float = 5.0
+    ) -> None:
+        self._endpoint = HttpEndpoint(
+            bind_address=bind_address,
+            routes=introspection_routes(sources),
+            timeout_s=timeout_s,
+            name="introspection",
+        )
+
+    @property
+    def address(self) -> str:
+        return self._endpoint.address
+
+    def start(self) -> None:
+        self._endpoint.start()
+
+    def stop(self) -> None:
+        self._endpoint.stop()

@@ -1,0 +1,180 @@
+"""The allocator: assign/release/lookup, readiness, waking the pool, waiting while it grows, errors with reasons."""
+
+from __future__ import annotations
+
+import threading
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from vpccni.ipamd.allocator import Allocation, Allocator, NoAddressError, NotReady
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.ports import EniRecord
+
+
+class Pool:
+    """A pool manager stand-in: records wakes; when growing, adds a CIDR to the datastore on wake."""
+
+    def __init__(self, ds: DataStore, status: PoolStatus = PoolStatus()) -> None:
+        self.ds = ds
+        self.status = status
+        self.wakes = 0
+        self.low_checks: list[PoolSnapshot] = []
+        self.grow_with: list[IPv4Network] = []
+
+    def wake(self) -> None:
+        self.wakes += 1
+        if self.grow_with:
+            cidr = self.grow_with.pop(0)
+            threading.Timer(0.05, lambda: self.ds.add_cidrs("eni-2", [cidr], is_prefix=False)).start()
+
+    def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
+        self.low_checks.append(snapshot)
+        low = snapshot.available_ips < 1
+        if low:
+            self.wake()
+        return low
+
+
+def setup(
+    cidrs: int = 1, status: PoolStatus = PoolStatus(), cooldown: float = 30
+) -> tuple[Allocator, Pool, DataStore, FakeClock]:
+    clock = FakeClock()
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=clock, cooldown_s=cooldown)
+    ds.add_eni(
+        EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
+    )
+    ds.add_eni(EniRecord(eni_id="eni-2", device_number=2, primary_ip=IPv4Address("10.0.0.20")))
+    ds.add_cidrs("eni-2", [IPv4Network(f"10.0.0.{21 + i}/32") for i in range(cidrs)], is_prefix=False)
+    pool = Pool(ds, status)
+    alloc = Allocator(
+        datastore=ds, pool=pool, metrics=IpamdMetrics(with_process_metrics=False), default_timeout_s=0.3
+    )
+    alloc.mark_ready()
+    return alloc, pool, ds, clock
+
+
+def add(alloc: Allocator, n: int, timeout_s: float | None = None) -> Allocation:
+    return alloc.assign(
+        network="aws-cni",
+        container_id=f"c{n}",
+        ifname="eth0",
+        pod_namespace="default",
+        pod_name=f"p{n}",
+        timeout_s=timeout_s,
+    )
+
+
+def test_assign_lookup_release() -> None:
+    alloc, pool, _, _ = setup(cidrs=2)
+    a = add(alloc, 1)
+    assert a == Allocation(ipv4=IPv4Address("10.0.0.21"), device_number=2, route_table=3, eni_id="eni-2")
+    assert add(alloc, 1) == a  # idempotent
+    assert alloc.lookup(network="aws-cni", container_id="c1", ifname="eth0") == a
+    assert [p.allocation for p in alloc.allocations()] == [a]
+    assert alloc.allocations()[0].metadata.name == "p1"
+    assert alloc.release(network="aws-cni", container_id="c1", ifname="eth0") == a
+    assert alloc.release(network="aws-cni", container_id="c1", ifname="eth0") is None  # DEL is idempotent
+    assert alloc.lookup(network="aws-cni", container_id="c1", ifname="eth0") is None
+
+
+def test_assignment_that_drains_the_pool_wakes_the_manager() -> None:
+    alloc, pool, _, _ = setup(cidrs=2)
+    add(alloc, 1)
+    assert pool.wakes == 0 and pool.low_checks[-1].available_ips == 1
+    add(alloc, 2)
+    assert pool.wakes == 1
+
+
+def test_empty_pool_waits_while_growing() -> None:
+    alloc, pool, _, _ = setup(cidrs=1, status=PoolStatus(state=GrowthState.GROWING))
+    add(alloc, 1)
+    pool.grow_with = [IPv4Network("10.0.0.30/32")]
+    got = add(alloc, 2, timeout_s=10)
+    assert got.ipv4 == IPv4Address("10.0.0.30")
+
+
+def test_empty_pool_fails_fast_with_the_reason_when_it_cannot_grow() -> None:
+    status = PoolStatus(state=GrowthState.SUBNET_EXHAUSTED, subnet_id="subnet-0abc")
+    alloc, pool, _, _ = setup(cidrs=1, status=status)
+    add(alloc, 1)
+    with pytest.raises(NoAddressError) as err:
+        add(alloc, 2, timeout_s=60)  # must not wait 60 s
+    text = str(err.value)
+    assert "subnet-0abc" in text and "1 of 1 addresses" in text and "p2" in text
+    assert not err.value.retryable and err.value.status is status
+    assert pool.wakes >= 1
+
+
+@pytest.mark.parametrize(
+    "state,needle",
+    [
+        (GrowthState.AT_MAX_PODS, "maximum number of pods"),
+        (GrowthState.NO_ENI_SLOTS, "no more ENIs"),
+        (GrowthState.PROVISIONING_DISABLED, "DISABLE_NETWORK_RESOURCE_PROVISIONING"),
+    ],
+)
+def test_reasons(state: GrowthState, needle: str) -> None:
+    alloc, _, _, _ = setup(cidrs=0, status=PoolStatus(state=state))
+    with pytest.raises(NoAddressError, match=needle):
+        add(alloc, 1)
+
+
+def test_growing_pool_that_never_delivers_times_out_retryable() -> None:
+    alloc, _, _, _ = setup(
+        cidrs=0, status=PoolStatus(state=GrowthState.THROTTLED, detail="RequestLimitExceeded")
+    )
+    with pytest.raises(NoAddressError) as err:
+        add(alloc, 1, timeout_s=0.2)
+    assert err.value.retryable and "after waiting" in str(err.value) and "throttling" in str(err.value)
+
+
+def test_waits_for_an_address_leaving_cooldown() -> None:
+    status = PoolStatus(state=GrowthState.AT_MAX_PODS)
+    alloc, _, ds, clock = setup(cidrs=1, status=status, cooldown=30)
+    add(alloc, 1)
+    alloc.release(network="aws-cni", container_id="c1", ifname="eth0")
+    with pytest.raises(NoAddressError, match="cooldown"):  # 30 s away, beyond the timeout
+        add(alloc, 2, timeout_s=1)
+    clock.advance(29.95)  # now 50 ms away: worth waiting for
+    got: list[Allocation] = []
+    t = threading.Thread(target=lambda: got.append(add(alloc, 2, timeout_s=5)))
+    t.start()
+    threading.Timer(0.05, lambda: clock.advance(1)).start()
+    t.join(10)
+    assert got and got[0].ipv4 == IPv4Address("10.0.0.21")
+
+
+def test_not_ready_until_marked() -> None:
+    clock = FakeClock()
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=clock)
+    alloc = Allocator(datastore=ds, pool=Pool(ds))
+    ready, reason = alloc.readiness()
+    assert not ready and "checkpoint" in reason
+    with pytest.raises(NotReady):
+        add(alloc, 1)
+    alloc.mark_ready()
+    assert alloc.readiness() == (True, "ready")
+
+
+def test_terminating_is_not_ready() -> None:
+    alloc, pool, _, _ = setup()
+    pool.status = PoolStatus(state=GrowthState.TERMINATING)
+    assert alloc.readiness()[0] is False
+
+
+def test_metrics_follow_requests() -> None:
+    alloc, _, _, _ = setup(cidrs=1, status=PoolStatus(state=GrowthState.AT_MAX_PODS))
+    add(alloc, 1)
+    with pytest.raises(NoAddressError):
+        add(alloc, 2)
+    alloc.release(network="aws-cni", container_id="c1", ifname="eth0")
+    text = alloc._metrics.render().decode()  # type: ignore[union-attr]
+    assert "awscni_add_ip_req_count 2.0" in text
+    assert "awscni_no_available_ip_addresses 1.0" in text
+    assert 'awscni_del_ip_req_count{reason="PodDeleted"} 1.0' in text
+    assert "awscni_assigned_ip_addresses 0.0" in text and "awscni_total_ip_addresses 1.0" in text

@@ -1,4 +1,4 @@
-"""The allocator: assign/release/lookup, readiness, waking the pool, waiting while it grows, errors with reasons."""
+"""The allocator: assign/release/lookup, readiness, waking the pool, waiting while it grows, reasons."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-
 from vpccni.ipamd.allocator import Allocation, Allocator, NoAddressError, NotReady
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
@@ -19,9 +18,9 @@ from vpccni.ipamd.ports import EniRecord
 class Pool:
     """A pool manager stand-in: records wakes; when growing, adds a CIDR to the datastore on wake."""
 
-    def __init__(self, ds: DataStore, status: PoolStatus = PoolStatus()) -> None:
+    def __init__(self, ds: DataStore, status: PoolStatus | None = None) -> None:
         self.ds = ds
-        self.status = status
+        self.status = status or PoolStatus()
         self.wakes = 0
         self.low_checks: list[PoolSnapshot] = []
         self.grow_with: list[IPv4Network] = []
@@ -41,7 +40,7 @@ class Pool:
 
 
 def setup(
-    cidrs: int = 1, status: PoolStatus = PoolStatus(), cooldown: float = 30
+    cidrs: int = 1, status: PoolStatus | None = None, cooldown: float = 30
 ) -> tuple[Allocator, Pool, DataStore, FakeClock]:
     clock = FakeClock()
     ds = DataStore(checkpointer=MemoryCheckpointer(), clock=clock, cooldown_s=cooldown)
@@ -70,7 +69,7 @@ def add(alloc: Allocator, n: int, timeout_s: float | None = None) -> Allocation:
 
 
 def test_assign_lookup_release() -> None:
-    alloc, pool, _, _ = setup(cidrs=2)
+    alloc, _, _, _ = setup(cidrs=2)
     a = add(alloc, 1)
     assert a == Allocation(ipv4=IPv4Address("10.0.0.21"), device_number=2, route_table=3, eni_id="eni-2")
     assert add(alloc, 1) == a  # idempotent
@@ -135,7 +134,7 @@ def test_growing_pool_that_never_delivers_times_out_retryable() -> None:
 
 def test_waits_for_an_address_leaving_cooldown() -> None:
     status = PoolStatus(state=GrowthState.AT_MAX_PODS)
-    alloc, _, ds, clock = setup(cidrs=1, status=status, cooldown=30)
+    alloc, _, _, clock = setup(cidrs=1, status=status, cooldown=30)
     add(alloc, 1)
     alloc.release(network="aws-cni", container_id="c1", ifname="eth0")
     with pytest.raises(NoAddressError, match="cooldown"):  # 30 s away, beyond the timeout

@@ -1,0 +1,295 @@
+"""The pool manager against stateful fakes of EC2, the node network and the datastore."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from vpccni.ipamd.pool.config import PoolConfig
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers, store_eni
+from vpccni.ipamd.pool.status import GrowthState
+from vpccni.ipamd.pool.testing import FakeClock, FakeCloud, FakeImds, FakeNodeNetwork, FakePoolStore
+from vpccni.ipamd.ports import CloudError
+from vpccni.ipamd.reconcile import Reconciler
+
+T3_SMALL = {"max_enis": 3, "max_ips_per_eni": 3, "max_pods": 11}
+
+
+@dataclass
+class Node:
+    clock: FakeClock
+    cloud: FakeCloud
+    store: FakePoolStore
+    network: FakeNodeNetwork
+    cooldown: ReconcileCooldown
+    imds: FakeImds
+    reconciler: Reconciler
+    manager: PoolManager
+    primary: str
+
+    def pods(self, n: int) -> list[IPv4Address]:
+        """Start pods one at a time, with a pool iteration after each (as the allocator's wake-up does)."""
+        ips = []
+        for _ in range(n):
+            ip = self.store.assign_pod()
+            assert ip is not None, "no free address for a pod"
+            ips.append(ip)
+            self.manager.update_pool()
+        return ips
+
+    def ec2_cidrs(self) -> set[IPv4Network]:
+        return {c for i in self.cloud.eni_ids() for c in self.cloud.eni(i).cidrs}
+
+    def store_cidrs(self) -> set[IPv4Network]:
+        return {c for i in self.store.eni_ids() for c in self.store.cidrs_of(i)}
+
+
+def make_node(
+    cfg: PoolConfig | None = None,
+    *,
+    schedulable: Callable[[], bool] = lambda: True,
+    policy: PoolPolicy | None = None,
+    timers: PoolTimers | None = None,
+    ipv4_per_eni: int = 4,
+) -> Node:
+    clock = FakeClock()
+    cloud = FakeCloud(max_enis=3, ipv4_per_eni=ipv4_per_eni)
+    primary = cloud.add_existing_eni(device_number=0)
+    store = FakePoolStore(clock=clock)
+    store_eni(store, primary, is_primary=True)
+    network = FakeNodeNetwork()
+    cooldown = ReconcileCooldown(clock=clock)
+    imds = FakeImds(cloud)
+    reconciler = Reconciler(
+        store=store,
+        cloud=cloud,
+        metadata=imds,
+        network=network,
+        cooldown=cooldown,
+        primary_eni_id=primary.eni_id,
+    )
+    manager = PoolManager(
+        config=cfg or PoolConfig(**T3_SMALL),
+        store=store,
+        cloud=cloud,
+        network=network,
+        cooldown=cooldown,
+        clock=clock,
+        reconciler=reconciler,
+        schedulable=schedulable,
+        policy=policy or PoolPolicy(),
+        timers=timers or PoolTimers(),
+    )
+    return Node(clock, cloud, store, network, cooldown, imds, reconciler, manager, primary.eni_id)
+
+
+def test_a_fresh_node_fills_the_primary_eni() -> None:
+    node = make_node()
+    status = node.manager.update_pool()
+    assert status.state is GrowthState.OK
+    assert node.cloud.calls == ["assign_ips"]
+    assert len(node.store.cidrs_of(node.primary)) == 3
+    assert node.store_cidrs() == node.ec2_cidrs()
+
+
+def test_warm_and_minimum_targets_are_reached_in_one_wake_up() -> None:
+    node = make_node(PoolConfig(**T3_SMALL, warm_ip_target=2, minimum_ip_target=5))
+    node.manager.update_pool()
+    assert node.cloud.calls == ["assign_ips", "allocate_eni"]
+    assert len(node.store_cidrs()) == 5
+    new_eni = (node.store.eni_ids() - {node.primary}).pop()
+    assert node.network.set_up == {new_eni}
+    assert node.store_cidrs() == node.ec2_cidrs()
+
+
+def test_the_datastore_lock_is_never_held_across_an_ec2_call() -> None:
+    node = make_node(PoolConfig(**T3_SMALL, warm_ip_target=2, minimum_ip_target=5))
+    held: list[str] = []
+    node.cloud.on_call = lambda name: held.append(name) if node.store.lock.locked() else None
+    node.manager.update_pool()
+    node.pods(5)
+    node.manager.update_pool()
+    assert node.cloud.calls and held == []
+
+
+def test_subnet_exhaustion_pauses_growth_for_120_seconds() -> None:
+    node = make_node()
+    node.cloud.fail(
+        "assign_ips", CloudError("no room", code="InsufficientCidrBlocks", subnet_id="subnet-0abc")
+    )
+    status = node.manager.update_pool()
+    assert status.state is GrowthState.SUBNET_EXHAUSTED and status.subnet_id == "subnet-0abc"
+    assert "subnet-0abc" in status.message and not status.may_grow_soon
+    node.clock.advance(119)
+    assert node.manager.update_pool().state is GrowthState.SUBNET_EXHAUSTED
+    assert node.cloud.calls == ["assign_ips"]
+    node.clock.advance(2)
+    assert node.manager.update_pool().state is GrowthState.OK
+    assert len(node.store_cidrs()) == 3
+
+
+def test_throttling_is_reported_and_retried_next_iteration() -> None:
+    node = make_node()
+    node.cloud.fail("assign_ips", CloudError("slow down", code="RequestLimitExceeded"))
+    status = node.manager.update_pool()
+    assert status.state is GrowthState.THROTTLED and status.may_grow_soon
+    assert node.manager.update_pool().state is GrowthState.OK
+
+
+def test_a_failed_assignment_is_retried_with_one_address() -> None:
+    node = make_node()
+    node.cloud.fail("assign_ips", CloudError("boom", code="InternalError"))
+    node.manager.update_pool()
+    assert node.cloud.calls[:2] == ["assign_ips", "assign_ips"]
+    assert len(node.store_cidrs()) >= 1
+    assert node.store_cidrs() == node.ec2_cidrs()
+
+
+def test_private_ip_limit_exceeded_resyncs_the_eni_from_ec2() -> None:
+    node = make_node()
+    hidden = [node.cloud.add_ip_behind_our_back(node.primary) for _ in range(3)]
+    node.manager.update_pool()
+    assert {IPv4Network(ip) for ip in hidden} <= node.store.cidrs_of(node.primary)
+    assert "describe_enis" in node.cloud.calls
+
+
+def test_no_eni_slots_is_reported_with_what_to_do() -> None:
+    node = make_node()
+    node.manager.update_pool()
+    node.pods(9)
+    status = node.manager.update_pool()
+    assert len(node.store.eni_ids()) == 3
+    assert status.state is GrowthState.NO_ENI_SLOTS
+    assert "MAX_ENI" in status.message
+
+
+def test_at_max_pods_the_pool_stops_growing() -> None:
+    node = make_node(PoolConfig(max_enis=3, max_ips_per_eni=3, max_pods=3))
+    node.manager.update_pool()
+    node.pods(3)
+    assert node.manager.update_pool().state is GrowthState.AT_MAX_PODS
+    assert node.cloud.calls == ["assign_ips"]
+
+
+def test_addresses_go_back_at_most_every_30_seconds_and_enter_the_reconcile_cooldown() -> None:
+    node = make_node(PoolConfig(max_enis=3, max_ips_per_eni=10, warm_ip_target=1), ipv4_per_eni=11)
+    node.manager.update_pool()
+    pods = node.pods(4)
+    assert len(node.store_cidrs()) == 5
+    for pod in pods:
+        node.store.release_pod(pod)
+    node.clock.advance(31)  # past IP_COOLDOWN_PERIOD
+    node.manager.update_pool()
+    assert node.ec2_cidrs() == node.store_cidrs() and len(node.store_cidrs()) == 1
+    assert node.cloud.calls.count("unassign") == 1
+    released = {IPv4Network(p) for p in pods} - node.store_cidrs()
+    assert len(released) == 4 and all(node.cooldown.active(c) for c in released)
+    # A second shrink needs 30 s to pass even when the pool is too high again.
+    node.store.add_cidrs(
+        node.primary, [IPv4Network(node.cloud.add_ip_behind_our_back(node.primary))], is_prefix=False
+    )
+    node.manager.update_pool()
+    assert node.cloud.calls.count("unassign") == 1
+    node.clock.advance(30)
+    node.manager.update_pool()
+    assert node.cloud.calls.count("unassign") == 2
+
+
+def test_an_unused_eni_is_freed_after_its_minimum_age_one_per_iteration() -> None:
+    node = make_node()
+    node.manager.update_pool()
+    pods = node.pods(7)
+    assert len(node.store.eni_ids()) == 3
+    for pod in pods:
+        node.store.release_pod(pod)
+    node.clock.advance(30)  # cooldown over, ENIs still younger than 60 s
+    node.manager.update_pool()
+    assert "free_eni" not in node.cloud.calls
+    node.clock.advance(31)
+    node.manager.update_pool()
+    assert node.cloud.calls.count("free_eni") == 1
+    freed = node.network.torn_down[0]
+    assert node.cooldown.active(freed)
+    node.manager.update_pool()
+    assert node.cloud.calls.count("free_eni") == 2  # 6 available was still WARM_ENI_TARGET + 1 ENIs' worth
+    node.manager.update_pool()
+    assert (
+        node.cloud.calls.count("free_eni") == 2
+    )  # the primary ENI alone holds WARM_ENI_TARGET's 3 addresses
+    assert node.store.eni_ids() == node.cloud.eni_ids() == {node.primary}
+
+
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_unschedulable_node_grows_only_with_aws_manage_enis_non_schedulable(opt_in: bool) -> None:
+    node = make_node(schedulable=lambda: False, policy=PoolPolicy(manage_enis_non_schedulable=opt_in))
+    status = node.manager.update_pool()
+    if opt_in:
+        assert status.state is GrowthState.OK and node.cloud.calls == ["assign_ips"]
+    else:
+        assert status.state is GrowthState.UNSCHEDULABLE and node.cloud.calls == []
+        assert "AWS_MANAGE_ENIS_NON_SCHEDULABLE" in status.message
+
+
+def test_provisioning_disabled_changes_nothing() -> None:
+    node = make_node(policy=PoolPolicy(provisioning_enabled=False))
+    assert node.manager.update_pool().state is GrowthState.PROVISIONING_DISABLED
+    assert node.cloud.calls == []
+
+
+def test_terminating_stops_every_change() -> None:
+    node = make_node()
+    node.manager.terminate()
+    assert node.manager.update_pool().state is GrowthState.TERMINATING
+    node.clock.advance(3600)
+    assert node.manager.reconcile_if_idle() is False
+    assert node.cloud.calls == []
+
+
+def test_reconcile_runs_only_after_60_idle_seconds() -> None:
+    node = make_node()
+    node.manager.update_pool()
+    node.clock.advance(59)
+    assert node.manager.reconcile_if_idle() is False
+    node.clock.advance(2)
+    assert node.manager.reconcile_if_idle() is True
+    assert node.manager.reconcile_if_idle() is False  # the reconcile itself counts as activity
+
+
+def test_an_eni_whose_host_setup_failed_is_picked_up_by_the_reconciler() -> None:
+    node = make_node(PoolConfig(**T3_SMALL, warm_ip_target=2, minimum_ip_target=5))
+    node.network.fail_setup = 1
+    node.manager.update_pool()
+    orphan = node.cloud.eni_ids() - node.store.eni_ids()
+    assert len(orphan) == 1
+    node.clock.advance(61)
+    node.manager.reconcile_if_idle()
+    assert orphan <= node.store.eni_ids() and orphan <= node.network.set_up
+
+
+def test_wake_if_low_reports_and_signals() -> None:
+    node = make_node()
+    assert node.manager.wake_if_low(node.store.snapshot()) is True
+    node.manager.update_pool()
+    assert node.manager.wake_if_low(node.store.snapshot()) is False
+
+
+def test_the_loop_wakes_at_once_when_an_allocation_drains_the_pool() -> None:
+    # Iterations are an hour apart, so only the wake-up can explain the growth.
+    node = make_node(timers=PoolTimers(half_interval_s=3600.0))
+    grown = threading.Event()
+    node.cloud.on_call = lambda name: grown.set()
+    node.manager.start()
+    try:
+        node.manager.wake()
+        assert grown.wait(10.0)
+        deadline = time.monotonic() + 10.0
+        while len(node.store_cidrs()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(node.store_cidrs()) == 3
+    finally:
+        node.manager.stop()

@@ -1,0 +1,190 @@
+"""The reconciler against a fake EC2 and a fake IMDS that can lag behind it.
+
+The rule under test (reconcile.py): an address becomes assignable only once EC2 confirms it on the ENI, or
+ipamd's own EC2 call assigned it. IMDS alone never puts an address in the datastore (upstream #3887).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from vpccni.ipamd.pool.config import PoolConfig
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.manager import PoolManager, store_eni
+from vpccni.ipamd.pool.testing import FakeClock, FakeCloud, FakeImds, FakeNodeNetwork, FakePoolStore
+from vpccni.ipamd.ports import NO_MANAGE_TAG, CloudError, EniDescription, EniRequest
+from vpccni.ipamd.reconcile import Reconciler
+
+
+@dataclass
+class Node:
+    clock: FakeClock
+    cloud: FakeCloud
+    imds: FakeImds
+    store: FakePoolStore
+    network: FakeNodeNetwork
+    cooldown: ReconcileCooldown
+    reconciler: Reconciler
+    primary: str
+
+
+def make_node(*, primary_ips: int = 3) -> Node:
+    clock = FakeClock()
+    cloud = FakeCloud(max_enis=3, ipv4_per_eni=10)
+    primary = cloud.add_existing_eni(device_number=0, ips=primary_ips)
+    store = FakePoolStore(clock=clock)
+    store_eni(store, primary, is_primary=True)
+    network = FakeNodeNetwork()
+    cooldown = ReconcileCooldown(clock=clock)
+    imds = FakeImds(cloud)
+
+    def managed(eni: EniDescription) -> bool:
+        return eni.tag_map.get(NO_MANAGE_TAG) != "true"
+
+    reconciler = Reconciler(
+        store=store,
+        cloud=cloud,
+        metadata=imds,
+        network=network,
+        cooldown=cooldown,
+        primary_eni_id=primary.eni_id,
+        is_managed=managed,
+    )
+    return Node(clock, cloud, imds, store, network, cooldown, reconciler, primary.eni_id)
+
+
+def assignable(node: Node) -> set[IPv4Address]:
+    """Every address a pod could get: drain the store."""
+    got = set()
+    while (ip := node.store.assign_pod()) is not None:
+        got.add(ip)
+    return got
+
+
+def test_in_sync_costs_no_ec2_call() -> None:
+    node = make_node()
+    report = node.reconciler.run()
+    assert report.ec2_checks == 0 and node.cloud.calls == []
+
+
+def test_an_address_only_imds_lists_never_becomes_assignable() -> None:
+    node = make_node()
+    phantom = IPv4Address("10.0.200.9")
+    node.imds.phantom_ips[node.primary] = {phantom}
+    report = node.reconciler.run()
+    assert report.ec2_checks == 1
+    assert IPv4Network(phantom) not in node.store.cidrs_of(node.primary)
+    assert phantom not in assignable(node)
+
+
+def test_a_released_address_lingering_in_a_lagging_imds_is_never_re_added() -> None:
+    # The pool gives an address back; IMDS keeps listing it for longer than the 60 s cooldown (#3887).
+    node = make_node()
+    manager = PoolManager(
+        config=PoolConfig(max_enis=3, max_ips_per_eni=9, warm_ip_target=1),
+        store=node.store,
+        cloud=node.cloud,
+        network=node.network,
+        cooldown=node.cooldown,
+        clock=node.clock,
+        reconciler=node.reconciler,
+    )
+    node.imds.freeze()
+    manager.update_pool()  # 3 free, warm 1: two go back
+    released = node.cloud.calls.count("unassign")
+    assert released == 1 and len(node.store.cidrs_of(node.primary)) == 1
+    gone = {c for c in node.imds.attached_enis()[0].cidrs} - node.store.cidrs_of(node.primary)
+    assert len(gone) == 2
+
+    # Within the cooldown the lingering addresses are expected: not even an EC2 call.
+    assert node.reconciler.run().ec2_checks == 0
+    # After it, IMDS still lags: EC2 is asked, and EC2 does not have them.
+    node.clock.advance(61)
+    report = node.reconciler.run()
+    assert report.ec2_checks == 1 and report.added_cidrs == ()
+    assert not gone & node.store.cidrs_of(node.primary)
+    assert not {c.network_address for c in gone} & assignable(node)
+
+
+def test_an_address_assigned_outside_ipamd_is_added_once_ec2_confirms_it() -> None:
+    node = make_node()
+    extra = node.cloud.add_ip_behind_our_back(node.primary)
+    report = node.reconciler.run()
+    assert report.ec2_checks == 1 and report.added_cidrs == (IPv4Network(extra),)
+    assert extra in assignable(node)
+
+
+def test_an_address_ec2_took_away_is_force_removed_even_from_a_pod() -> None:
+    node = make_node()
+    pod = node.store.assign_pod()
+    assert pod is not None
+    node.cloud.remove_ip_behind_our_back(node.primary, pod)
+    report = node.reconciler.run()
+    assert report.removed_cidrs == (IPv4Network(pod),) and report.pods_force_removed == 1
+    assert pod in node.store.force_removed_pods
+
+
+def test_a_new_attached_eni_is_set_up_with_the_addresses_ec2_reports() -> None:
+    node = make_node()
+    eni = node.cloud.allocate_eni(EniRequest(ips=2))
+    node.imds.phantom_ips[eni.eni_id] = {IPv4Address("10.0.200.1")}
+    report = node.reconciler.run()
+    assert report.added_enis == (eni.eni_id,)
+    assert node.store.cidrs_of(eni.eni_id) == set(eni.cidrs)
+    assert eni.eni_id in node.network.set_up
+
+
+def test_an_unmanaged_eni_is_left_alone() -> None:
+    node = make_node()
+    eni = node.cloud.add_existing_eni(device_number=1, ips=2, tags={NO_MANAGE_TAG: "true"})
+    report = node.reconciler.run()
+    assert report.added_enis == () and eni.eni_id not in node.store.eni_ids()
+    assert eni.eni_id not in node.network.set_up
+
+
+def test_an_eni_ipamd_just_freed_is_not_re_added_while_imds_lags() -> None:
+    node = make_node()
+    eni = node.cloud.allocate_eni(EniRequest(ips=2))
+    node.reconciler.run()
+    node.imds.freeze()
+    node.store.remove_eni(eni.eni_id)
+    node.cooldown.add([eni.eni_id])
+    node.cloud.free_eni(eni.eni_id)
+    calls = len(node.cloud.calls)
+    assert node.reconciler.run().added_enis == ()
+    assert len(node.cloud.calls) == calls  # in cooldown: not even a DescribeNetworkInterfaces
+    node.clock.advance(61)
+    assert node.reconciler.run().added_enis == ()  # EC2 says it is gone
+
+
+def test_an_eni_missing_from_a_lagging_imds_is_kept_while_ec2_has_it() -> None:
+    node = make_node()
+    node.imds.freeze()
+    eni = node.cloud.allocate_eni(EniRequest(ips=2))  # the pool attached it; IMDS has not caught up
+    store_eni(node.store, eni, is_primary=False)
+    report = node.reconciler.run()
+    assert report.removed_enis == ()
+    assert eni.eni_id in node.store.eni_ids()
+
+
+def test_an_eni_gone_from_imds_and_ec2_is_force_removed_with_its_pods() -> None:
+    node = make_node()
+    eni = node.cloud.allocate_eni(EniRequest(ips=2))
+    node.reconciler.run()
+    node.store.set_excluded(node.primary)  # make the pod land on the secondary ENI
+    pod = node.store.assign_pod()
+    node.cloud.free_eni(eni.eni_id)
+    report = node.reconciler.run()
+    assert report.removed_enis == (eni.eni_id,) and report.pods_force_removed == 1
+    assert pod in node.store.force_removed_pods
+    assert eni.eni_id in node.network.torn_down
+
+
+def test_an_ec2_failure_changes_nothing() -> None:
+    node = make_node()
+    node.cloud.add_ip_behind_our_back(node.primary)
+    node.cloud.fail("describe_enis", CloudError("slow down", code="RequestLimitExceeded"))
+    before = node.store.snapshot()
+    assert node.reconciler.run().ec2_checks == 0
+    assert node.store.snapshot() == before

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from vpccni.awsutils import errors as e
 
 
@@ -36,11 +35,14 @@ def test_unauthorized_names_the_missing_iam_action() -> None:
 
 
 def test_subnet_exhaustion_names_the_subnet_and_the_fix() -> None:
-    err = e.error_from_response("CreateNetworkInterface", _resp("InsufficientCidrBlocks"), subnet_id="subnet-0abc")
+    err = e.error_from_response(
+        "CreateNetworkInterface", _resp("InsufficientCidrBlocks"), subnet_id="subnet-0abc"
+    )
     assert isinstance(err, e.SubnetExhaustedError) and err.subnet_id == "subnet-0abc"
     assert "subnet-0abc has no free contiguous /28" in str(err) and "cidr-reservation" in str(err)
-    err2 = e.error_from_response("CreateNetworkInterface", _resp("InsufficientFreeAddressesInSubnet"),
-                                 subnet_id="subnet-0def")
+    err2 = e.error_from_response(
+        "CreateNetworkInterface", _resp("InsufficientFreeAddressesInSubnet"), subnet_id="subnet-0def"
+    )
     assert "subnet-0def has no free IPv4 addresses" in str(err2) and "kubernetes.io/role/cni" in str(err2)
 
 

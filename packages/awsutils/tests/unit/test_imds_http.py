@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from vpccni.awsutils.backoff import Backoff
 from vpccni.awsutils.errors import ImdsError, ImdsNotFoundError, ImdsUnavailableError
 from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata
@@ -64,7 +63,7 @@ def _handler(state: Imdsv2) -> type[http.server.BaseHTTPRequestHandler]:
 def imdsv2() -> Iterator[tuple[Imdsv2, str]]:
     state = Imdsv2({"instance-id": "i-0abc", "placement/region": "us-west-2", "mac": "02:00:00:00:00:01"})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
         yield state, f"http://127.0.0.1:{server.server_address[1]}"
@@ -75,8 +74,13 @@ def imdsv2() -> Iterator[tuple[Imdsv2, str]]:
 
 
 def _client(endpoint: str, clock: FakeClock, observer: RecordingObserver | None = None) -> ImdsHttpClient:
-    config = ImdsConfig(endpoint=endpoint, token_ttl_s=600, refresh_margin_s=60, timeout_s=2,
-                        retry=Backoff(initial_s=0.01, max_s=0.05, attempts=3))
+    config = ImdsConfig(
+        endpoint=endpoint,
+        token_ttl_s=600,
+        refresh_margin_s=60,
+        timeout_s=2,
+        retry=Backoff(initial_s=0.01, max_s=0.05, attempts=3),
+    )
     return ImdsHttpClient(config, clock=clock, observer=observer)
 
 
@@ -163,28 +167,57 @@ def test_endpoint_from_environment() -> None:
 
 
 def _two_eni_imds() -> FakeImds:
-    imds = FakeImds({
-        "instance-id": "i-0abc", "instance-type": "m5.large", "placement/region": "us-west-2",
-        "placement/availability-zone": "us-west-2a", "mac": "02:00:00:00:00:01", "local-ipv4": "10.0.0.10",
-    })
-    imds.set_eni("02:00:00:00:00:01", eni_id="eni-1", device_number=2, subnet_id="subnet-1",
-                 subnet_cidr="10.0.0.0/20", vpc_id="vpc-1", vpc_cidrs=["10.0.0.0/16", "100.64.0.0/16"],
-                 ipv4s=["10.0.0.10", "10.0.0.11"], security_groups=["sg-1", "sg-2"])
-    imds.set_eni("02:00:00:00:00:02", eni_id="eni-2", device_number=1, subnet_id="subnet-2",
-                 subnet_cidr="10.0.16.0/20", vpc_id="vpc-1", ipv4s=["10.0.16.5"],
-                 ipv4_prefixes=["10.0.16.32/28"], network_card=0)
+    imds = FakeImds(
+        {
+            "instance-id": "i-0abc",
+            "instance-type": "m5.large",
+            "placement/region": "us-west-2",
+            "placement/availability-zone": "us-west-2a",
+            "mac": "02:00:00:00:00:01",
+            "local-ipv4": "10.0.0.10",
+        }
+    )
+    imds.set_eni(
+        "02:00:00:00:00:01",
+        eni_id="eni-1",
+        device_number=2,
+        subnet_id="subnet-1",
+        subnet_cidr="10.0.0.0/20",
+        vpc_id="vpc-1",
+        vpc_cidrs=["10.0.0.0/16", "100.64.0.0/16"],
+        ipv4s=["10.0.0.10", "10.0.0.11"],
+        security_groups=["sg-1", "sg-2"],
+    )
+    imds.set_eni(
+        "02:00:00:00:00:02",
+        eni_id="eni-2",
+        device_number=1,
+        subnet_id="subnet-2",
+        subnet_cidr="10.0.16.0/20",
+        vpc_id="vpc-1",
+        ipv4s=["10.0.16.5"],
+        ipv4_prefixes=["10.0.16.32/28"],
+        network_card=0,
+    )
     return imds
 
 
 def test_typed_getters_over_the_map() -> None:
     md = InstanceMetadata(_two_eni_imds())
     assert (md.instance_id(), md.instance_type(), md.region(), md.availability_zone()) == (
-        "i-0abc", "m5.large", "us-west-2", "us-west-2a")
+        "i-0abc",
+        "m5.large",
+        "us-west-2",
+        "us-west-2a",
+    )
     assert md.local_ipv4() == ipaddress.IPv4Address("10.0.0.10")
     assert md.ipv6() is None
     mac = md.primary_mac()
     assert md.macs() == ["02:00:00:00:00:01", "02:00:00:00:00:02"]
-    assert md.vpc_ipv4_cidrs(mac) == [ipaddress.IPv4Network("10.0.0.0/16"), ipaddress.IPv4Network("100.64.0.0/16")]
+    assert md.vpc_ipv4_cidrs(mac) == [
+        ipaddress.IPv4Network("10.0.0.0/16"),
+        ipaddress.IPv4Network("100.64.0.0/16"),
+    ]
     assert md.security_group_ids(mac) == ["sg-1", "sg-2"]
     assert md.ipv6s(mac) == [] and md.ipv6_prefixes(mac) == [] and md.subnet_ipv6_cidrs(mac) == []
     assert md.vpc_ipv6_cidrs(mac) == []
@@ -197,6 +230,8 @@ def test_attached_enis_primary_first_with_device_number_forced_to_zero() -> None
     assert primary.device_number == 0  # IMDS said 2: the primary MAC is always device 0
     assert primary.primary_ipv4 == ipaddress.IPv4Address("10.0.0.10")
     assert primary.secondary_ipv4s == (ipaddress.IPv4Address("10.0.0.11"),)
-    assert secondary.device_number == 1 and secondary.subnet_ipv4_cidr == ipaddress.IPv4Network("10.0.16.0/20")
+    assert secondary.device_number == 1 and secondary.subnet_ipv4_cidr == ipaddress.IPv4Network(
+        "10.0.16.0/20"
+    )
     assert secondary.ipv4_prefixes == (ipaddress.IPv4Network("10.0.16.32/28"),)
     assert not secondary.is_efa_only

@@ -3,8 +3,14 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from vpccni.awsutils.ratelimit import MUTATING, READ, Ec2RateLimiter, RateLimitConfig, TokenBucket, category_of
+from vpccni.awsutils.ratelimit import (
+    MUTATING,
+    READ,
+    Ec2RateLimiter,
+    RateLimitConfig,
+    TokenBucket,
+    category_of,
+)
 from vpccni.awsutils.testing import FakeClock, RecordingObserver
 
 
@@ -18,7 +24,9 @@ def test_burst_then_paced_and_waits_are_reported() -> None:
     clock = FakeClock()
     observer = RecordingObserver()
     limiter = Ec2RateLimiter(
-        RateLimitConfig(mutating_qps=5, mutating_burst=3, read_qps=20, read_burst=40), clock=clock, observer=observer
+        RateLimitConfig(mutating_qps=5, mutating_burst=3, read_qps=20, read_burst=40),
+        clock=clock,
+        observer=observer,
     )
     waits = [limiter.acquire("AssignPrivateIpAddresses") for _ in range(5)]
     assert waits[:3] == [0, 0, 0]
@@ -63,9 +71,17 @@ def test_zero_qps_disables_the_bucket() -> None:
 
 
 def test_config_from_env() -> None:
-    assert RateLimitConfig.from_env({}) == RateLimitConfig(mutating_qps=5, mutating_burst=10, read_qps=20, read_burst=40)
-    cfg = RateLimitConfig.from_env({"VPCCNI_EC2_MUTATING_QPS": "2.5", "VPCCNI_EC2_MUTATING_BURST": "4",
-                                    "VPCCNI_EC2_READ_QPS": "0", "VPCCNI_EC2_READ_BURST": "7"})
+    assert RateLimitConfig.from_env({}) == RateLimitConfig(
+        mutating_qps=5, mutating_burst=10, read_qps=20, read_burst=40
+    )
+    cfg = RateLimitConfig.from_env(
+        {
+            "VPCCNI_EC2_MUTATING_QPS": "2.5",
+            "VPCCNI_EC2_MUTATING_BURST": "4",
+            "VPCCNI_EC2_READ_QPS": "0",
+            "VPCCNI_EC2_READ_BURST": "7",
+        }
+    )
     assert cfg == RateLimitConfig(mutating_qps=2.5, mutating_burst=4, read_qps=0, read_burst=7)
     with pytest.raises(ValueError, match="VPCCNI_EC2_READ_QPS"):
         RateLimitConfig.from_env({"VPCCNI_EC2_READ_QPS": "fast"})

@@ -115,7 +115,8 @@ def make_boto3_client(config: Ec2ClientConfig, env: Mapping[str, str] | None = N
 
     botocfg = Config(
         region_name=config.region,
-        retries={"mode": "standard", "max_attempts": config.max_attempts},
+        # total_max_attempts counts the first try, as the Go SDK's RetryMaxAttempts does.
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
         connect_timeout=config.http_timeout_s,
         read_timeout=config.http_timeout_s,
         user_agent_extra=config.user_agent_extra(),

@@ -1,0 +1,115 @@
+"""The boto3 adapter against moto's in-process mock (no sockets): shapes, pagination, errors, observer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from vpccni.awsutils.ec2api import Boto3EC2Api, Ec2ClientConfig, Ec2InstanceTypeSource, make_boto3_client
+from vpccni.awsutils.errors import Ec2Error as InvalidSubnetError
+from vpccni.awsutils.errors import EniNotFoundError
+from vpccni.awsutils.limits import LimitsCatalog
+from vpccni.awsutils.ratelimit import Ec2RateLimiter, RateLimitConfig
+from vpccni.awsutils.testing import FakeClock, RecordingObserver
+
+REGION = "us-west-2"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_EC2", raising=False)
+    with mock_aws():
+        yield boto3.client("ec2", region_name=REGION)
+
+
+def test_config_from_env() -> None:
+    cfg = Ec2ClientConfig.from_env(
+        REGION,
+        {"HTTP_TIMEOUT": "3", "AWS_EC2_ENDPOINT": "http://127.0.0.1:5000", "VPC_CNI_VERSION": "v1.23.1"},
+    )
+    assert cfg.http_timeout_s == 10  # minimum 10 s
+    assert cfg.endpoint_url == "http://127.0.0.1:5000"
+    assert Ec2ClientConfig.from_env(REGION, {"HTTP_TIMEOUT": "30"}).http_timeout_s == 30
+    assert (
+        cfg.user_agent_extra().startswith("vpccni/")
+        and "amazon-vpc-cni-k8s/v1.23.1" in cfg.user_agent_extra()
+    )
+    with pytest.raises(ValueError, match="HTTP_TIMEOUT"):
+        Ec2ClientConfig.from_env(REGION, {"HTTP_TIMEOUT": "ten"})
+
+
+def test_boto3_client_uses_standard_retries_and_timeouts() -> None:
+    client = make_boto3_client(Ec2ClientConfig(region=REGION, vpc_cni_version="v1.23.1"))
+    config = client.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 10}
+    assert config.read_timeout == 10 and config.connect_timeout == 10
+    assert "amazon-vpc-cni-k8s/v1.23.1" in config.user_agent_extra
+
+
+def test_calls_are_observed_limited_and_errors_typed(aws: Any) -> None:
+    vpc = aws.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = aws.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/28")["Subnet"]["SubnetId"]
+    observer = RecordingObserver()
+    clock = FakeClock()
+    limiter = Ec2RateLimiter(
+        RateLimitConfig(mutating_qps=1, mutating_burst=1), clock=clock, observer=observer
+    )
+    api = Boto3EC2Api(Ec2ClientConfig(region=REGION), limiter=limiter, observer=observer, clock=clock)
+    eni = api.create_network_interface(SubnetId=subnet, Description="aws-K8S-i-1", Groups=[])
+    api.create_tags(resources=[eni["NetworkInterfaceId"]], tags={"k": "v"})
+    assert observer.throttle_waits == [("mutating", pytest.approx(1.0))]
+    listed = api.describe_network_interfaces(filters=[{"Name": "tag-key", "Values": ["k"]}])
+    assert [e["NetworkInterfaceId"] for e in listed] == [eni["NetworkInterfaceId"]]
+    with pytest.raises(EniNotFoundError):
+        api.describe_network_interfaces(eni_ids=["eni-12345678"])
+    assert observer.apis() == [
+        "CreateNetworkInterface",
+        "CreateTags",
+        "DescribeNetworkInterfaces",
+        "DescribeNetworkInterfaces",
+    ]
+    assert [c[2] for c in observer.calls] == [None, None, None, "InvalidNetworkInterfaceID.NotFound"]
+    with pytest.raises(InvalidSubnetError) as info:
+        api.create_network_interface(SubnetId="subnet-0missing")
+    assert info.value.code == "InvalidSubnetID.NotFound"
+
+
+def test_describe_pages_through_next_token(aws: Any) -> None:
+    vpc = aws.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = aws.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    for _ in range(3):
+        aws.create_network_interface(SubnetId=subnet)
+    pages = iter(
+        [
+            {"NetworkInterfaces": [{"NetworkInterfaceId": "eni-a"}], "NextToken": "t1"},
+            {"NetworkInterfaces": [{"NetworkInterfaceId": "eni-b"}]},
+        ]
+    )
+    seen: list[dict[str, Any]] = []
+
+    class Paged:
+        def describe_network_interfaces(self, **params: Any) -> dict[str, Any]:
+            seen.append(params)
+            return next(pages)
+
+    api = Boto3EC2Api(Ec2ClientConfig(region=REGION), client_factory=lambda _cfg: Paged())
+    got = api.describe_network_interfaces(filters=[{"Name": "status", "Values": ["available"]}])
+    assert [e["NetworkInterfaceId"] for e in got] == ["eni-a", "eni-b"]
+    assert seen[0]["MaxResults"] == 1000 and "NextToken" not in seen[0] and seen[1]["NextToken"] == "t1"
+
+
+def test_instance_type_fallback_through_describe_instance_types(aws: Any) -> None:
+    api = Boto3EC2Api(Ec2ClientConfig(region=REGION))
+    record = Ec2InstanceTypeSource(api).describe_instance_type("m5.large")
+    assert record is not None and record["NetworkInfo"]["MaximumNetworkInterfaces"] == 3
+    assert Ec2InstanceTypeSource(api).describe_instance_type("zz.nope") is None
+    assert LimitsCatalog(Ec2InstanceTypeSource(api)).get("m5.large").ipv4_per_eni == 10

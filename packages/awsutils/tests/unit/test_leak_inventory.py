@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import random
+import time
+
+from vpccni.awsutils.eni import EniManager
+from vpccni.awsutils.imds import InstanceMetadata
+from vpccni.awsutils.inventory import describe_attached_enis
+from vpccni.awsutils.leak import LeakSweeper
+from vpccni.awsutils.tags import TagSettings
+from vpccni.awsutils.testing import FakeClock, FakeEC2, FakeImds
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def _leaked(
+    ec2: FakeEC2,
+    subnet: str,
+    *,
+    created: str | None,
+    description: str = "aws-K8S-i-dead",
+    cluster: str | None = None,
+) -> str:
+    tags = [{"Key": "node.k8s.amazonaws.com/instance_id", "Value": "i-dead"}]
+    if created is not None:
+        tags.append({"Key": "node.k8s.amazonaws.com/createdAt", "Value": created})
+    if cluster is not None:
+        tags.append({"Key": "cluster.k8s.amazonaws.com/name", "Value": cluster})
+    return str(
+        ec2.create_network_interface(
+            SubnetId=subnet,
+            Description=description,
+            Groups=["sg-1"],
+            TagSpecifications=[{"ResourceType": "network-interface", "Tags": tags}],
+        )["NetworkInterfaceId"]
+    )
+
+
+def test_sweep_deletes_only_eligible_enis() -> None:
+    ec2 = FakeEC2()
+    subnet = ec2.add_subnet("10.0.0.0/24")
+    me = ec2.launch_instance("m5.large", subnet)
+    clock = FakeClock(start=T0)
+    mgr = EniManager(ec2, instance_id=me, tag_settings=TagSettings(cluster_name="prod"), clock=clock)
+    old = _leaked(ec2, subnet, created="2026-03-01T11:50:00Z", cluster="prod")
+    young = _leaked(ec2, subnet, created="2026-03-01T11:58:00Z", cluster="prod")
+    untagged = _leaked(ec2, subnet, created=None, cluster="prod")
+    foreign_desc = _leaked(
+        ec2, subnet, created="2026-03-01T10:00:00Z", description="someone else", cluster="prod"
+    )
+    other_cluster = _leaked(ec2, subnet, created="2026-03-01T10:00:00Z", cluster="dev")
+    in_use = mgr.allocate_eni(
+        subnet_ids=[subnet], security_groups=["sg-1"]
+    ).eni_id  # attached: never a candidate
+
+    sweeper = LeakSweeper(ec2, mgr, vpc_id=ec2.vpc_id, cluster_name="prod", clock=clock)
+    result = sweeper.run_once()
+    assert result.deleted == (old,)
+    assert result.skipped_young == (young,)
+    assert result.tagged == (untagged,)
+    assert set(ec2.enis) >= {young, untagged, foreign_desc, other_cluster, in_use}
+    assert old not in ec2.enis
+    tags = {t["Key"]: t["Value"] for t in ec2.enis[untagged]["TagSet"]}
+    assert tags["node.k8s.amazonaws.com/createdAt"] == "2026-03-01T12:00:00Z"
+    describe = next(c for c in ec2.calls if c[0] == "DescribeNetworkInterfaces" and c[1]["Filters"])
+    assert {f["Name"] for f in describe[1]["Filters"]} == {
+        "tag-key",
+        "status",
+        "vpc-id",
+        "tag:cluster.k8s.amazonaws.com/name",
+    }
+
+    clock.advance(600)  # ten minutes later the young and the freshly tagged ENIs are old enough
+    second = sweeper.run_once()
+    assert set(second.deleted) == {young, untagged}
+    assert foreign_desc in ec2.enis and other_cluster in ec2.enis
+
+
+def test_sweeper_thread_waits_jitter_then_hourly_and_stops() -> None:
+    ec2 = FakeEC2()
+    subnet = ec2.add_subnet("10.0.0.0/24")
+    me = ec2.launch_instance("m5.large", subnet)
+    clock = FakeClock(start=T0)
+    mgr = EniManager(ec2, instance_id=me, clock=clock)
+    sweeper = LeakSweeper(ec2, mgr, vpc_id=ec2.vpc_id, clock=clock, rng=random.Random(7))
+    expected_jitter = random.Random(7).uniform(0, 300)
+    sweeper.start()
+    deadline = time.monotonic() + 5
+    while ec2.api_names().count("DescribeNetworkInterfaces") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sweeper.stop()
+    assert ec2.api_names().count("DescribeNetworkInterfaces") >= 2
+    assert clock.sleeps[0] == expected_jitter and 0 <= clock.sleeps[0] <= 300
+    assert clock.sleeps[1] == 3600.0
+    count = len(ec2.calls)
+    time.sleep(0.05)
+    assert len(ec2.calls) == count  # stopped: no more sweeps
+
+
+def test_describe_attached_enis_prefers_ec2_and_drops_unknown() -> None:
+    ec2 = FakeEC2()
+    subnet = ec2.add_subnet("10.0.0.0/24")
+    me = ec2.launch_instance("m5.large", subnet)
+    mgr = EniManager(ec2, instance_id=me, clock=FakeClock())
+    second = mgr.allocate_eni(subnet_ids=[subnet], security_groups=["sg-1"], ip_count=2)
+    imds = FakeImds()
+    imds.sync_from(ec2, me)
+    # IMDS goes stale: EC2 moved on (one IP released, one assigned), and IMDS still lists a deleted ENI.
+    mgr.unassign_ipv4s(second.eni_id, [second.secondary_ipv4s[0]])
+    ec2.add_subnet("10.0.1.0/24")  # not involved; the next assignment must not reuse the released address
+    mgr.assign_ipv4s(second.eni_id, 1)
+    live = tuple(
+        ipaddress.IPv4Address(a["PrivateIpAddress"]) for a in ec2.enis[second.eni_id]["PrivateIpAddresses"]
+    )
+    stale = InstanceMetadata(imds).eni(second.mac)
+    imds.set_eni(
+        "02:ff:00:00:00:99",
+        eni_id="eni-0deleted",
+        device_number=2,
+        subnet_id=subnet,
+        subnet_cidr="10.0.0.0/24",
+        vpc_id=ec2.vpc_id,
+        ipv4s=["10.0.0.200"],
+    )
+
+    enis = describe_attached_enis(InstanceMetadata(imds), mgr)
+    assert [e.eni_id for e in enis] == [ec2_primary(ec2, me), second.eni_id]
+    assert enis[0].is_primary and enis[0].metadata.device_number == 0
+    merged = enis[1].metadata
+    assert stale.ipv4_addresses != live  # IMDS really is behind
+    assert merged.ipv4_addresses == live
+    assert merged.ipv4_addresses[0] == second.primary_ipv4
+    assert merged.subnet_ipv4_cidr == ipaddress.IPv4Network("10.0.0.0/24")  # only IMDS knows it
+    assert enis[1].tags["node.k8s.amazonaws.com/instance_id"] == me
+
+
+def ec2_primary(ec2: FakeEC2, instance_id: str) -> str:
+    return next(
+        e["NetworkInterfaceId"]
+        for e in ec2.enis.values()
+        if e.get("Attachment", {}).get("InstanceId") == instance_id and e["Attachment"]["DeviceIndex"] == 0
+    )

@@ -18,11 +18,19 @@ from . import namespaces as ns
 _PING = ("busybox", "ping")
 
 
-def ping(netns: str, dst: ipaddress.IPv4Address, *, source: ipaddress.IPv4Address | None = None) -> bool:
-    """One ICMP echo from `netns` to `dst` (1 s timeout); True when the reply came back."""
+def ping(
+    netns: str,
+    dst: ipaddress.IPv4Address,
+    *,
+    source: ipaddress.IPv4Address | None = None,
+    timeout: int = 3,
+) -> bool:
+    """One ICMP echo from `netns` to `dst`; True when the reply came back within `timeout` seconds.
+
+    Generous by default: a loaded 2-core machine can take over a second to resolve the first ARP."""
     if shutil.which(_PING[0]) is None:
         raise RuntimeError("busybox is needed for ping probes: apt-get install busybox-static")
-    argv = [*_PING, "-c", "1", "-W", "1"]
+    argv = [*_PING, "-c", "1", "-W", str(timeout)]
     if source is not None:
         argv += ["-I", str(source)]
     proc = subprocess.run(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -80,7 +82,8 @@ class VpcRouter:
         self.internet_netns = internet_netns
         self.vpc_host_netns = vpc_host_netns
         self.layout = layout
-        self._ipr: IPRoute | None = None
+        self._ipr: IPRoute | None = None  # open only during a call: pyroute2 handles are bound to one thread
+        self._depth = 0
         self._gateways: set[ipaddress.IPv4Address] = set()
         self._ports: dict[str, _Plugged] = {}
         self._srccheck = SourceCheck(netns=vpc_netns, internet_link=INTERNET_LINK)
@@ -88,8 +91,22 @@ class VpcRouter:
     @property
     def ipr(self) -> IPRoute:
         if self._ipr is None:
-            raise RuntimeError("the VPC router is not started; call start() first")
+            raise RuntimeError("no netlink handle outside a router call")
         return self._ipr
+
+    @contextmanager
+    def _netlink(self) -> Iterator[None]:
+        """Hold a netlink handle into the VPC namespace for the current call (re-entrant)."""
+        if self._depth == 0:
+            self._ipr = ns.open_iproute(self.vpc_netns)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._ipr is not None:
+                self._ipr.close()
+                self._ipr = None
 
     def start(self) -> None:
         for name in (self.vpc_netns, self.internet_netns, self.vpc_host_netns):
@@ -104,20 +121,18 @@ class VpcRouter:
                 "net.ipv4.conf.default.proxy_arp": "1",
             },
         )
-        self._ipr = ns.open_iproute(self.vpc_netns)
-        ipr = self._ipr
-        ipr.link("set", index=self._index("lo"), state="up")
-        # Unassigned VPC addresses are unreachable rather than sent towards the internet host.
-        ipr.route("add", dst=str(self.layout.vpc_cidr), type="unreachable")
-        self._attach_host(self.internet_netns, INTERNET_LINK, self.layout.internet_host, default_route=True)
-        self._attach_host(self.vpc_host_netns, VPC_HOST_LINK, self.layout.vpc_host, default_route=False)
+        with self._netlink():
+            self.ipr.link("set", index=self._index("lo"), state="up")
+            # Unassigned VPC addresses are unreachable rather than sent towards the internet host.
+            self.ipr.route("add", dst=str(self.layout.vpc_cidr), type="unreachable")
+            self._attach_host(
+                self.internet_netns, INTERNET_LINK, self.layout.internet_host, router_default=True
+            )
+            self._attach_host(self.vpc_host_netns, VPC_HOST_LINK, self.layout.vpc_host, router_default=False)
         self._sync_srccheck()
 
     def stop(self) -> None:
         """Delete the three namespaces (every veth into a node namespace dies with them). Idempotent."""
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
         self._ports.clear()
         self._gateways.clear()
         ns.delete_all([self.vpc_netns, self.internet_netns, self.vpc_host_netns])
@@ -126,7 +141,8 @@ class VpcRouter:
         """Own the subnet's gateway address (network + 1), as the VPC router does; returns it."""
         gateway = subnet.network_address + 1
         if gateway not in self._gateways:
-            self.ipr.addr("replace", index=self._index(GATEWAY_LINK), address=str(gateway), prefixlen=32)
+            with self._netlink():
+                self.ipr.addr("replace", index=self._index(GATEWAY_LINK), address=str(gateway), prefixlen=32)
             self._gateways.add(gateway)
         return gateway
 
@@ -134,6 +150,12 @@ class VpcRouter:
         """Create the ENI's veth pair; the node end appears DOWN with the ENI's MAC and no address."""
         if port.eni_id in self._ports:
             return
+        with self._netlink():
+            self._plug(port)
+        self._sync_srccheck()
+        log.info("plugged %s as %s/%s (%s)", port.eni_id, port.node_netns, port.node_ifname, port.veth)
+
+    def _plug(self, port: EniPort) -> None:
         self.ensure_gateway(port.subnet)
         node_fd = ns.netns_path(port.node_netns)
         with open(node_fd, "rb") as node:
@@ -158,15 +180,14 @@ class VpcRouter:
         self.ipr.neigh("replace", dst=str(port.primary_ip), lladdr=port.mac, ifindex=index, state="permanent")
         self.ipr.route("replace", dst=str(port.primary_ip), dst_len=32, oif=index, scope="link")
         self._ports[port.eni_id] = _Plugged(port=port, index=index)
-        self._sync_srccheck()
-        log.info("plugged %s as %s/%s (%s)", port.eni_id, port.node_netns, port.node_ifname, port.veth)
 
     def unplug(self, eni_id: str) -> None:
         """Delete the ENI's veth pair (the node's ethN disappears with it) and its routes."""
         plugged = self._ports.pop(eni_id, None)
         if plugged is None:
             return
-        self.ipr.link("del", index=plugged.index)
+        with self._netlink():
+            self.ipr.link("del", index=plugged.index)
         self._sync_srccheck()
         log.info("unplugged %s from %s", eni_id, plugged.port.node_netns)
 
@@ -182,6 +203,12 @@ class VpcRouter:
         if plugged is None:
             return
         want = {ipaddress.IPv4Network(ip) for ip in secondaries} | set(prefixes)
+        with self._netlink():
+            self._reroute(plugged, want)
+        plugged.routed = want
+        self._sync_srccheck()
+
+    def _reroute(self, plugged: _Plugged, want: set[ipaddress.IPv4Network]) -> None:
         for net in sorted(want - plugged.routed):
             self.ipr.route(
                 "replace",
@@ -193,8 +220,6 @@ class VpcRouter:
             )
         for net in sorted(plugged.routed - want):
             self.ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=plugged.index)
-        plugged.routed = want
-        self._sync_srccheck()
 
     def routed(self, eni_id: str) -> set[ipaddress.IPv4Network]:
         """The secondary IPs and prefixes currently routed to the ENI."""
@@ -217,7 +242,7 @@ class VpcRouter:
         self._srccheck.apply(ports=ports, public_ips=public)
 
     def _attach_host(
-        self, netns: str, link: str, host: ipaddress.IPv4Interface, *, default_route: bool
+        self, netns: str, link: str, host: ipaddress.IPv4Interface, *, router_default: bool
     ) -> None:
         """Wire a one-interface host namespace to the router: host `eth0` <-> router `link`."""
         router_ip = next(host.network.hosts())
@@ -228,7 +253,7 @@ class VpcRouter:
         index = self._index(link)
         self.ipr.addr("add", index=index, address=str(router_ip), prefixlen=host.network.prefixlen)
         self.ipr.link("set", index=index, state="up")
-        if default_route:
+        if router_default:
             self.ipr.route("add", dst="default", gateway=str(host.ip))
         with ns.open_iproute(netns) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")

@@ -1,0 +1,136 @@
+"""`Cluster`: the testbed's EC2 (`Cloud`) and its VPC datapath together, so nodes are namespaces a real daemon runs
+in with only the upstream environment variables.
+
+    cluster = Cluster(ClusterConfig()).start()
+    node = cluster.add_node(instance_type="m5.large")
+    subprocess.run(["ip", "netns", "exec", node.netns, ...], env=node.env())
+    cluster.stop()
+
+Inside each node namespace, as on EC2: IMDS answers at 169.254.169.254:80, and the testbed's API servers (which
+listen on the root namespace's loopback) are reachable at 169.254.170.2:<same port> through forwarders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
+from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwork
+from vpccni.testbed.datapath.cloudview import Ec2CloudView
+
+log = logging.getLogger(__name__)
+
+IMDS_PORT = 80
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    # Its layout's vpc_cidr is replaced by the cloud's, so the router and EC2 agree on the VPC.
+    datapath: DatapathConfig = field(default_factory=DatapathConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Node:
+    """One testbed instance and the namespace that is its host."""
+
+    name: str
+    instance: InstanceInfo
+    netns: str
+    netns_path: str
+    ec2_endpoint_in_ns: str
+    imds_endpoint_in_ns: str
+    network: NodeNetwork
+    client_env: Mapping[str, str]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process started inside the namespace: the upstream variables only."""
+        return {
+            **self.client_env,
+            "AWS_EC2_ENDPOINT": self.ec2_endpoint_in_ns,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds_endpoint_in_ns,
+        }
+
+
+class Cluster:
+    """Owns the cloud, the datapath and every node; `stop()` removes every namespace and link it made."""
+
+    def __init__(self, config: ClusterConfig | None = None) -> None:
+        self.config = config or ClusterConfig()
+        self.cloud = Cloud(self.config.cloud)
+        layout = dataclasses.replace(self.config.datapath.layout, vpc_cidr=self.config.cloud.vpc_cidr)
+        self.datapath = Datapath(
+            cloud=Ec2CloudView(self.cloud),
+            config=dataclasses.replace(self.config.datapath, layout=layout),
+        )
+        # The Kubernetes API server (vpccni.testbed.kube) joins here: start it in start(), stop it in stop(),
+        # and expose it in every node with `network.forward(port=..., target=...)` in add_node().
+        self.nodes: list[Node] = []
+        self._lock = threading.Lock()
+
+    @property
+    def run_id(self) -> str:
+        return self.datapath.config.run_id
+
+    @property
+    def vpc_host_ip(self) -> ipaddress.IPv4Address:
+        return self.datapath.vpc_host_ip
+
+    @property
+    def internet_ip(self) -> ipaddress.IPv4Address:
+        return self.datapath.internet_ip
+
+    def start(self) -> Cluster:
+        self.cloud.start()
+        try:
+            self.datapath.start()
+        except BaseException:
+            self.cloud.stop()
+            raise
+        return self
+
+    def add_node(self, *, instance_type: str = "m5.large", subnet_id: str | None = None) -> Node:
+        """Launch an instance and give it a namespace with eth0, IMDS and the EC2 endpoint inside."""
+        with self._lock:
+            name = f"node{len(self.nodes) + 1}"
+            instance = self.cloud.launch_instance(instance_type=instance_type, subnet_id=subnet_id)
+            network = self.datapath.add_node(instance_id=instance.instance_id, name=name)
+            self.cloud.start_imds(instance.instance_id, sock=network.listen(IMDS_IP, IMDS_PORT))
+            ec2 = urlsplit(self.cloud.ec2_endpoint)
+            if ec2.hostname is None or ec2.port is None:
+                raise RuntimeError(
+                    f"cannot forward to the EC2 endpoint {self.cloud.ec2_endpoint}: no host:port"
+                )
+            node = Node(
+                name=name,
+                instance=instance,
+                netns=network.netns,
+                netns_path=network.path,
+                ec2_endpoint_in_ns=network.forward(port=ec2.port, target=(ec2.hostname, ec2.port)),
+                imds_endpoint_in_ns=f"http://{IMDS_IP}",
+                network=network,
+                client_env=self.cloud.client_env(),
+            )
+            self.nodes.append(node)
+            log.info("node %s: %s in %s", name, instance.instance_id, network.netns)
+            return node
+
+    def stop(self) -> None:
+        """Delete every namespace (nodes, VPC, internet, VPC host), then stop EC2 and IMDS. Idempotent."""
+        try:
+            self.datapath.stop()
+        finally:
+            self.cloud.stop()
+            self.nodes.clear()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,5 +1,5 @@
-"""Cluster = the real testbed EC2 + the VPC datapath: nodes as namespaces, EC2 changes made through boto3 show up
-as links and VPC routes, real packets cross nodes through the VPC namespace."""
+"""Cluster = the real testbed EC2 + the VPC datapath: nodes as namespaces, EC2 changes made through boto3 show
+up as links and VPC routes, real packets cross nodes through the VPC namespace."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo

@@ -1,13 +1,13 @@
-"""`Cluster`: the testbed's EC2 (`Cloud`) and its VPC datapath together, so nodes are namespaces a real daemon runs
-in with only the upstream environment variables.
+"""`Cluster`: the testbed's EC2 (`Cloud`) and its VPC datapath together, so nodes are namespaces a real daemon
+runs in with only the upstream environment variables.
 
     cluster = Cluster(ClusterConfig()).start()
     node = cluster.add_node(instance_type="m5.large")
     subprocess.run(["ip", "netns", "exec", node.netns, ...], env=node.env())
     cluster.stop()
 
-Inside each node namespace, as on EC2: IMDS answers at 169.254.169.254:80, and the testbed's API servers (which
-listen on the root namespace's loopback) are reachable at 169.254.170.2:<same port> through forwarders.
+Inside each node namespace, as on EC2: IMDS answers at 169.254.169.254:80, and the testbed's API servers
+(which listen on the root namespace's loopback) are reachable at 169.254.170.2:<same port> through forwarders.
 """
 
 from __future__ import annotations

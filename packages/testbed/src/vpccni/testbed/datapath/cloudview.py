@@ -1,7 +1,9 @@
-"""`CloudView` over the testbed's `Cloud`: its events and ENI addresses, plus the two look-ups the datapath needs
-that `Cloud` does not offer itself (a subnet's CIDR, the ENIs attached to an instance), asked through its EC2 API.
+"""`CloudView` over the testbed's `Cloud`: its events and ENI addresses, plus the two look-ups the datapath
+needs that `Cloud` does not offer itself (a subnet's CIDR, the ENIs attached to an instance), asked through
+its EC2 API.
 
-Safe to call from an event callback: `Cloud` publishes after releasing its state lock, and its server is threaded.
+Safe to call from an event callback: `Cloud` publishes after releasing its state lock, and its server is
+threaded.
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""Introspection: upstream paths and JSON over loopback TCP and a Unix socket, scrubbed keys, /v1/pool."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.introspection import (
+    IPAMD_ENV,
+    NETWORKUTILS_ENV,
+    IntrospectionServer,
+    IntrospectionSources,
+    pool_view,
+)
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.ports import EniRecord
+from vpccni.ipamd.settings import load_settings
+
+
+@pytest.fixture
+def sources() -> IntrospectionSources:
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock())
+    ds.add_eni(
+        EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
+    )
+    ds.add_cidrs("eni-1", [IPv4Network("10.0.0.11/32"), IPv4Network("10.0.0.12/32")], is_prefix=False)
+    ds.assign(
+        IPAMKey(network_name="aws-cni", container_id="secret-id", ifname="eth0"),
+        PodMetadata(namespace="default", name="web"),
+    )
+    settings = load_settings({"WARM_IP_TARGET": "2", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.9.0.0/16"})
+    status = PoolStatus(state=GrowthState.SUBNET_EXHAUSTED, subnet_id="subnet-1")
+    return IntrospectionSources(
+        eni_infos=lambda: {0: ds.eni_infos()},
+        eni_config_name=lambda: "us-west-2a",
+        networkutils_env=lambda: settings.env_view(NETWORKUTILS_ENV),
+        ipamd_env=lambda: settings.env_view(IPAMD_ENV),
+        pool_status=lambda: pool_view(
+            snapshot=ds.snapshot(), status=status, settings=settings, last_decision="assign 2 IPs to eni-1"
+        ),
+    )
+
+
+@pytest.fixture
+def tcp_server(sources: IntrospectionSources) -> Iterator[IntrospectionServer]:
+    server = IntrospectionServer(sources=sources, bind_address="127.0.0.1:0")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def get(server: IntrospectionServer, path: str) -> tuple[int, Any]:
+    host, port = server.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, json.loads(body) if resp.getheader("Content-Type") == "application/json" else body
+    finally:
+        conn.close()
+
+
+def test_index_lists_upstream_paths(tcp_server: IntrospectionServer) -> None:
+    status, body = get(tcp_server, "/")
+    assert status == 200
+    assert set(body["AvailableCommands"]) >= {
+        "/v1/enis",
+        "/v1/eni-configs",
+        "/v1/networkutils-env-settings",
+        "/v1/ipamd-env-settings",
+        "/v1/pool",
+    }
+
+
+def test_enis_are_scrubbed(tcp_server: IntrospectionServer) -> None:
+    status, body = get(tcp_server, "/v1/enis")
+    assert status == 200
+    card = body["0"]
+    assert card["TotalIPs"] == 2 and card["AssignedIPs"] == 1
+    eni = card["ENIs"]["eni-1"]
+    assert eni["IsPrimary"] and eni["RouteTableID"] == 254
+    addrs = eni["AvailableIPv4Cidrs"]["10.0.0.11/32"]["IPAddresses"]
+    assert addrs["10.0.0.11"]["IPAMKey"] == {"networkName": "aws-cni", "containerID": "", "ifName": ""}
+    assert addrs["10.0.0.11"]["IPAMMetadata"]["k8sPodName"] == "web"
+    assert "secret-id" not in json.dumps(body)
+
+
+def test_env_settings_and_eniconfig(tcp_server: IntrospectionServer) -> None:
+    _, net = get(tcp_server, "/v1/networkutils-env-settings")
+    assert set(net) == set(NETWORKUTILS_ENV)
+    assert (
+        net["AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"] == "10.9.0.0/16"
+        and net["AWS_VPC_K8S_CNI_CONNMARK"] == "128"
+    )
+    _, ipamd = get(tcp_server, "/v1/ipamd-env-settings")
+    assert ipamd["WARM_IP_TARGET"] == "2" and set(ipamd) == set(IPAMD_ENV)
+    assert get(tcp_server, "/v1/eni-configs") == (200, "us-west-2a")
+
+
+def test_pool_view(tcp_server: IntrospectionServer) -> None:
+    _, pool = get(tcp_server, "/v1/pool")
+    assert pool["targets"]["WARM_IP_TARGET"] == 2
+    assert (pool["totalIPs"], pool["assignedIPs"], pool["availableIPs"]) == (2, 1, 1)
+    assert pool["state"] == "subnet_exhausted" and "subnet-1" in pool["reason"]
+    assert pool["lastDecision"] == "assign 2 IPs to eni-1"
+
+
+def test_unknown_path_is_404(tcp_server: IntrospectionServer) -> None:
+    assert get(tcp_server, "/v1/pods")[0] == 404
+
+
+def test_unix_socket(sources: IntrospectionSources, tmp_path: Path) -> None:
+    path = tmp_path / "introspect.sock"
+    path.write_text("stale")
+    server = IntrospectionServer(sources=sources, bind_address=f"unix:{path}")
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(b"GET /v1/eni-configs HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200") and json.loads(body) == "us-west-2a"
+    finally:
+        server.stop()
+    assert not path.exists()

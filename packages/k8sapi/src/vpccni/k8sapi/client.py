@@ -95,7 +95,16 @@ class KubernetesApi:
 
     @staticmethod
     def _json(resp: Any) -> Any:
-        return json.loads(resp.data)
+        data = resp.data
+        resp.release_conn()
+        return json.loads(data)
+
+    @staticmethod
+    def _discard(resp: Any) -> None:
+        """Read the unused body before the connection goes back to the pool (else the next request on
+        that connection would read it as its status line)."""
+        resp.read()
+        resp.release_conn()
 
     def server_version(self, *, timeout_s: float = 5.0) -> VersionInfo:
         with translated("GET /version"):
@@ -185,9 +194,11 @@ class KubernetesApi:
             now=self._now(),
         )
         with translated(f"create event {reason} on pod {s.pod_namespace}/{s.pod_name}"):
-            self._core.create_namespaced_event(
-                s.pod_namespace, body, _preload_content=False, _request_timeout=self._timeout
-            ).release_conn()
+            self._discard(
+                self._core.create_namespaced_event(
+                    s.pod_namespace, body, _preload_content=False, _request_timeout=self._timeout
+                )
+            )
 
     def annotate_pod(
         self, *, namespace: str, name: str, annotations: Mapping[str, str | None], resource_version: str = ""
@@ -196,14 +207,16 @@ class KubernetesApi:
         if resource_version:
             metadata["resourceVersion"] = resource_version
         with translated(f"annotate pod {namespace}/{name}"):
-            self._core.patch_namespaced_pod(
-                name,
-                namespace,
-                {"metadata": metadata},
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            ).release_conn()
+            self._discard(
+                self._core.patch_namespaced_pod(
+                    name,
+                    namespace,
+                    {"metadata": metadata},
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            )
 
     @property
     def _timeout(self) -> float:

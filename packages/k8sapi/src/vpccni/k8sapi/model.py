@@ -11,7 +11,10 @@ from types import MappingProxyType
 from vpccni.k8sapi.names import UNSCHEDULABLE_TAINT
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, str]:
+    return MappingProxyType({})
 
 
 class EventType(enum.Enum):
@@ -30,8 +33,8 @@ class Taint:
 class NodeInfo:
     name: str
     uid: str = ""
-    labels: Mapping[str, str] = field(default=_EMPTY)
-    annotations: Mapping[str, str] = field(default=_EMPTY)
+    labels: Mapping[str, str] = field(default_factory=_empty)
+    annotations: Mapping[str, str] = field(default_factory=_empty)
     taints: tuple[Taint, ...] = ()
     max_pods: int | None = None  # status.capacity.pods
     unschedulable: bool = False  # spec.unschedulable (cordon)
@@ -57,8 +60,8 @@ class PodInfo:
     name: str
     uid: str = ""
     node_name: str = ""
-    annotations: Mapping[str, str] = field(default=_EMPTY)
-    labels: Mapping[str, str] = field(default=_EMPTY)
+    annotations: Mapping[str, str] = field(default_factory=_empty)
+    labels: Mapping[str, str] = field(default_factory=_empty)
     host_network: bool = False
     phase: str = ""
     pod_ips: tuple[IPAddress, ...] = ()

@@ -116,6 +116,7 @@ class PodWatcher:
                 _request_timeout=self._request_timeout_s,
             )
             body = json.loads(resp.data)
+            resp.release_conn()
         rv = str(body.get("metadata", {}).get("resourceVersion", ""))
         self._cache.replace_all((pod_from_manifest(o) for o in body.get("items") or ()), resource_version=rv)
         self.relists += 1
@@ -145,6 +146,8 @@ class PodWatcher:
             finally:
                 with self._resp_lock:
                     self._resp = None
+                # Never pool a connection that may still carry part of a watch stream.
+                resp.close()
                 resp.release_conn()
         return rv
 

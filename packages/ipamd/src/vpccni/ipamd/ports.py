@@ -172,3 +172,21 @@ class PoolStore(Protocol):
     def remove_eni(self, eni_id: str, *, force: bool = False) -> bool:
         """Remove an ENI; without `force` only if no pod holds an address on it. True when removed."""
         ...
+
+
+class HostNetworkPort(Protocol):
+    """SetupHostNetwork: primary-ENI rules, SNAT/connmark chains, sysctls (and stale chains for cards > 0)."""
+
+    def setup_host_network(self) -> None: ...
+
+
+class AllocationRestorePort(Protocol):
+    """Re-marks the checkpoint's allocations in the datastore; returns how many were restored."""
+
+    def restore_allocations(self) -> int: ...
+
+
+class PodRulesPort(Protocol):
+    """configureIPRulesForPods: one `from <pod ip>` rule per allocated address, external service CIDRs."""
+
+    def configure_pod_rules(self) -> None: ...

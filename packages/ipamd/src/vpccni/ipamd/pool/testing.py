@@ -405,3 +405,38 @@ class FakeNodeNetwork:
     def teardown_eni(self, *, eni_id: str, device_number: int, primary_ip: IPv4Address | None) -> None:
         self.set_up.discard(eni_id)
         self.torn_down.append(eni_id)
+
+
+class FakeHostNetwork:
+    def __init__(self, *, error: Exception | None = None) -> None:
+        self.error = error
+        self.setups = 0
+
+    def setup_host_network(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self.setups += 1
+
+
+class FakeAllocationRestore:
+    """Restores `allocations` pods: assigns that many addresses in the store, as the checkpoint would."""
+
+    def __init__(self, store: FakePoolStore, *, allocations: int = 0) -> None:
+        self._store = store
+        self._allocations = allocations
+        self.restored: list[IPv4Address] = []
+
+    def restore_allocations(self) -> int:
+        for _ in range(self._allocations):
+            ip = self._store.assign_pod()
+            if ip is not None:
+                self.restored.append(ip)
+        return len(self.restored)
+
+
+class FakePodRules:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def configure_pod_rules(self) -> None:
+        self.runs += 1

@@ -1,0 +1,375 @@
+"""Node init (upstream IPAMContext.New → nodeInit): the ordered steps that make a node ready to hand out
+addresses.
+
+Steps, each logged as it starts and each failing with an error that names the step and what to do:
+  1. instance limits        4. ENIs from IMDS, confirmed by EC2     7. set up ENI networks   10. pod rules
+  2. settings validity      5. managed or unmanaged                 8. restore checkpoint    11. pre-scale
+  3. host network           6. tag managed ENIs                     9. mode-toggle cleanup
+
+Addresses enter the datastore from EC2's DescribeNetworkInterfaces, not from IMDS (see reconcile.py for why).
+Only in ENABLE_IMDS_ONLY_MODE, where ipamd may not call EC2 at all, does IMDS supply them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Protocol, TypeVar
+
+from vpccni.awsutils.limits import InstanceLimits
+from vpccni.ipamd.pool.config import PoolConfig
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.manager import store_eni
+from vpccni.ipamd.pool.status import PoolStatus
+from vpccni.ipamd.ports import (
+    INSTANCE_ID_TAG,
+    NO_MANAGE_TAG,
+    AllocationRestorePort,
+    CloudError,
+    CloudPort,
+    EniAddresses,
+    EniDescription,
+    HostNetworkPort,
+    MetadataPort,
+    NodeNetworkPort,
+    PodRulesPort,
+    PoolStore,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SETUP_ENI_ATTEMPTS = 5
+SETUP_ENI_RETRY_S = 10.0
+
+
+class NodeInitError(Exception):
+    """Node init stopped at `step`; the message says what the operator can do."""
+
+    def __init__(self, *, step: str, cause: str, hint: str) -> None:
+        super().__init__(f"node init failed at step '{step}': {cause}. {hint}")
+        self.step = step
+        self.hint = hint
+
+
+class InitSettings(Protocol):
+    """The settings node init reads (vpccni.ipamd.settings.Settings has them all)."""
+
+    @property
+    def warm_eni_target(self) -> int: ...
+    @property
+    def warm_ip_target(self) -> int: ...
+    @property
+    def minimum_ip_target(self) -> int: ...
+    @property
+    def warm_prefix_target(self) -> int: ...
+    @property
+    def enable_prefix_delegation(self) -> bool: ...
+    @property
+    def manage_untagged_eni(self) -> bool: ...
+    @property
+    def custom_network_cfg(self) -> bool: ...
+    @property
+    def provisioning_enabled(self) -> bool: ...
+    @property
+    def enable_imds_only_mode(self) -> bool: ...
+    @property
+    def max_eni_cap(self) -> int | None: ...
+    @property
+    def eni_tags(self) -> dict[str, str]: ...
+
+
+class LimitsLookup(Protocol):
+    def get(self, instance_type: str) -> InstanceLimits: ...
+
+
+class PoolGrower(Protocol):
+    def update_pool(self) -> PoolStatus: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeIdentity:
+    instance_id: str
+    instance_type: str
+    primary_mac: str
+    max_pods: int  # node capacity, else eni-max-pods.txt, else 110 (resolved by the caller)
+    reserve_trunk_slot: bool = False  # ENABLE_POD_ENI on a trunking instance
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeInitResult:
+    config: PoolConfig
+    primary_eni_id: str
+    managed_eni_ids: tuple[str, ...]
+    unmanaged_eni_ids: tuple[str, ...]
+    restored_allocations: int
+    cleaned_cidrs: tuple[IPv4Network, ...]
+    pool_status: PoolStatus | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeInitPorts:
+    limits: LimitsLookup
+    metadata: MetadataPort
+    cloud: CloudPort
+    host: HostNetworkPort
+    network: NodeNetworkPort
+    store: PoolStore
+    restore: AllocationRestorePort
+    pod_rules: PodRulesPort
+    cooldown: ReconcileCooldown
+
+
+class NodeInit:
+    """Runs the steps once, in order; `run()` returns what the pool manager and the server need."""
+
+    def __init__(
+        self,
+        *,
+        settings: InitSettings,
+        identity: NodeIdentity,
+        ports: NodeInitPorts,
+        grow_pool: Callable[[PoolConfig], PoolGrower] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._identity = identity
+        self._ports = ports
+        self._grow_pool = grow_pool
+        self._sleep = sleep
+        self._steps_done: list[str] = []
+
+    @property
+    def steps_done(self) -> tuple[str, ...]:
+        return tuple(self._steps_done)
+
+    def run(self) -> NodeInitResult:
+        p, s, ident = self._ports, self._settings, self._identity
+        limits = self._step(
+            "instance limits",
+            "allow ec2:DescribeInstanceTypes in the node role, or run a supported instance type",
+            lambda: p.limits.get(ident.instance_type),
+        )
+        prefix_mode = self._step(
+            "settings validity", "fix the settings named above", lambda: self._pd_mode(limits)
+        )
+        self._step(
+            "host network",
+            "check that iptables/nftables and ip rules can be programmed (privileged container, NET_ADMIN)",
+            p.host.setup_host_network,
+        )
+        enis = self._step(
+            "discover ENIs",
+            "check IMDS access (hop limit 2 for IMDSv2 from a pod)"
+            " and ec2:DescribeNetworkInterfaces in the node role",
+            self._discover,
+        )
+        primary = next((e for e in enis if e.mac == ident.primary_mac), None)
+        if primary is None:
+            raise NodeInitError(
+                step="discover ENIs",
+                cause=f"no attached ENI has the primary MAC {ident.primary_mac}",
+                hint="IMDS and EC2 disagree about the primary ENI; restart ipamd once IMDS has settled",
+            )
+        managed, unmanaged = self._step(
+            "managed ENIs", "check the ENIs' tags", lambda: self._split_managed(enis, primary.eni_id)
+        )
+        self._step("tag ENIs", "allow ec2:CreateTags in the node role", lambda: self._tag(managed))
+        self._step(
+            "set up ENI networks",
+            "check that the ENIs' links are up on the host (ip link) and that ip rules/routes can be added",
+            lambda: self._setup_enis(managed, primary.eni_id),
+        )
+        restored = self._step(
+            "restore checkpoint",
+            "the checkpoint under /var/run/aws-node may be corrupt;"
+            " move it away to start with an empty state",
+            p.restore.restore_allocations,
+        )
+        cleaned = self._step(
+            "mode-toggle cleanup",
+            "allow ec2:UnassignPrivateIpAddresses in the node role",
+            lambda: self._toggle_cleanup(prefix_mode),
+        )
+        self._step(
+            "pod rules", "check that ip rules can be added on the host", p.pod_rules.configure_pod_rules
+        )
+
+        cap = s.max_eni_cap
+        card_enis = limits.max_enis_on_card(0) or limits.max_enis
+        unmanaged_on_card = sum(1 for e in enis if e.eni_id in unmanaged and e.network_card == 0)
+        config = PoolConfig(
+            max_enis=(min(card_enis, cap) if cap else card_enis) - unmanaged_on_card,
+            max_ips_per_eni=(limits.ipv4_per_eni - 1) * (16 if prefix_mode else 1),
+            max_prefixes_per_eni=limits.ipv4_per_eni - 1 if prefix_mode else 0,
+            max_pods=ident.max_pods,
+            warm_eni_target=s.warm_eni_target,
+            warm_ip_target=s.warm_ip_target,
+            minimum_ip_target=s.minimum_ip_target,
+            warm_prefix_target=s.warm_prefix_target,
+            prefix_delegation=prefix_mode,
+            custom_networking=s.custom_network_cfg,
+            reserve_trunk_slot=ident.reserve_trunk_slot and not any(e.is_trunk for e in enis),
+        )
+        status = self._step("pre-scale", "see the pool status message", lambda: self._prescale(config))
+        return NodeInitResult(
+            config=config,
+            primary_eni_id=primary.eni_id,
+            managed_eni_ids=tuple(e.eni_id for e in managed),
+            unmanaged_eni_ids=tuple(sorted(unmanaged)),
+            restored_allocations=restored,
+            cleaned_cidrs=cleaned,
+            pool_status=status,
+        )
+
+    def _step(self, name: str, hint: str, fn: Callable[[], T]) -> T:
+        started = time.monotonic()
+        log.info("node init: %s", name)
+        try:
+            result = fn()
+        except NodeInitError:
+            raise
+        except Exception as err:
+            raise NodeInitError(step=name, cause=str(err) or type(err).__name__, hint=hint) from err
+        self._steps_done.append(name)
+        log.info("node init: %s done in %.2f s", name, time.monotonic() - started)
+        return result
+
+    def _pd_mode(self, limits: InstanceLimits) -> bool:
+        if not self._settings.enable_prefix_delegation:
+            return False
+        if not limits.supports_prefix_delegation:
+            log.warning(
+                "ENABLE_PREFIX_DELEGATION=true but %s is not a Nitro instance; using secondary IPs instead",
+                limits.instance_type,
+            )
+            return False
+        return True
+
+    def _discover(self) -> tuple[EniDescription, ...]:
+        attached = self._ports.metadata.attached_enis()
+        if self._settings.enable_imds_only_mode:
+            return tuple(_from_imds(e) for e in attached)
+        described = self._ports.cloud.describe_enis([e.eni_id for e in attached])
+        missing = {e.eni_id for e in attached} - {d.eni_id for d in described}
+        if missing:
+            log.info("IMDS lists ENIs EC2 does not have attached (stale IMDS), ignoring: %s", sorted(missing))
+        return tuple(sorted(described, key=lambda d: (d.network_card, d.device_number)))
+
+    def _split_managed(
+        self, enis: tuple[EniDescription, ...], primary_id: str
+    ) -> tuple[tuple[EniDescription, ...], frozenset[str]]:
+        managed, unmanaged = [], set()
+        for eni in enis:
+            if eni.eni_id == primary_id or self._is_managed(eni):
+                managed.append(eni)
+            else:
+                unmanaged.add(eni.eni_id)
+        if unmanaged:
+            log.info("ENIs ipamd leaves alone: %s", sorted(unmanaged))
+        return tuple(managed), frozenset(unmanaged)
+
+    def _is_managed(self, eni: EniDescription) -> bool:
+        """The rules of upstream's unmanaged-ENI check (the primary ENI never gets here)."""
+        tags = eni.tag_map
+        if eni.network_card != 0 or eni.interface_type == "efa-only":
+            return False  # no multi-NIC support: cards above 0 are left alone
+        if tags.get(NO_MANAGE_TAG) == "true":
+            return False
+        owner = tags.get(INSTANCE_ID_TAG)
+        if owner is not None:
+            return owner == self._identity.instance_id
+        return self._settings.manage_untagged_eni
+
+    def _wanted_tags(self) -> dict[str, str]:
+        return {**self._settings.eni_tags, INSTANCE_ID_TAG: self._identity.instance_id}
+
+    def _tag(self, managed: tuple[EniDescription, ...]) -> None:
+        if not self._settings.provisioning_enabled:
+            return
+        wanted = self._wanted_tags()
+        for eni in managed:
+            if eni.is_trunk:
+                continue  # the VPC resource controller owns the trunk's tags
+            have = eni.tag_map
+            missing = {k: v for k, v in wanted.items() if have.get(k) != v}
+            if not missing:
+                continue
+            try:
+                self._ports.cloud.tag_eni(eni.eni_id, missing)
+            except CloudError as err:
+                log.warning(
+                    "tagging %s failed (%s); continuing, the leaked-ENI sweep may miss it", eni.eni_id, err
+                )
+
+    def _setup_enis(self, managed: tuple[EniDescription, ...], primary_id: str) -> None:
+        for eni in managed:
+            is_primary = eni.eni_id == primary_id
+            if not is_primary:
+                self._setup_with_retries(eni)
+            store_eni(self._ports.store, eni, is_primary=is_primary)
+
+    def _setup_with_retries(self, eni: EniDescription) -> None:
+        for attempt in range(1, SETUP_ENI_ATTEMPTS + 1):
+            try:
+                self._ports.network.setup_eni(eni)
+                return
+            except Exception as err:
+                if attempt == SETUP_ENI_ATTEMPTS:
+                    raise RuntimeError(
+                        f"setting up ENI {eni.eni_id} ({eni.mac}) failed {attempt} times: {err}"
+                    ) from err
+                log.warning(
+                    "setting up ENI %s failed (%s); retrying in %.0f s", eni.eni_id, err, SETUP_ENI_RETRY_S
+                )
+                self._sleep(SETUP_ENI_RETRY_S)
+
+    def _toggle_cleanup(self, prefix_mode: bool) -> tuple[IPv4Network, ...]:
+        """Give back unused CIDRs of the mode not in use (after PD was switched on or off)."""
+        if not self._settings.provisioning_enabled:
+            return ()
+        p = self._ports
+        cleaned: list[IPv4Network] = []
+        for eni in p.store.snapshot().enis:
+            stray = [c.cidr for c in eni.cidrs if c.is_prefix != prefix_mode and c.assigned == 0]
+            if not stray:
+                continue
+            removed = p.store.remove_cidrs(eni.eni_id, stray)
+            if not removed:
+                continue
+            p.cooldown.add(removed)
+            p.cloud.unassign(
+                eni.eni_id,
+                ips=[c.network_address for c in removed if c.prefixlen == 32],
+                prefixes=[c for c in removed if c.prefixlen != 32],
+            )
+            cleaned.extend(removed)
+        return tuple(cleaned)
+
+    def _prescale(self, config: PoolConfig) -> PoolStatus | None:
+        if self._grow_pool is None or not self._settings.provisioning_enabled:
+            return None
+        status = self._grow_pool(config).update_pool()
+        if config.custom_networking and self._ports.store.snapshot().total_ips == 0:
+            raise RuntimeError(
+                f"custom networking is on and the pool is empty after pre-scale: {status.message}"
+            )
+        return status
+
+
+def _from_imds(eni: EniAddresses) -> EniDescription:
+    return EniDescription(
+        eni_id=eni.eni_id,
+        mac=eni.mac,
+        device_number=eni.device_number,
+        network_card=eni.network_card,
+        primary_ip=eni.primary_ip,
+        secondary_ips=eni.secondary_ips,
+        prefixes=eni.prefixes,
+        subnet_id=eni.subnet_id,
+        subnet_cidr=eni.subnet_cidr,
+    )

@@ -1,0 +1,260 @@
+"""Node init's ordered steps against the fakes, with the real static instance-limits table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from vpccni.awsutils.limits import LimitsCatalog
+from vpccni.ipamd.nodeinit import NodeIdentity, NodeInit, NodeInitError, NodeInitPorts
+from vpccni.ipamd.pool.config import PoolConfig
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.manager import PoolManager
+from vpccni.ipamd.pool.status import GrowthState
+from vpccni.ipamd.pool.testing import (
+    FakeAllocationRestore,
+    FakeClock,
+    FakeCloud,
+    FakeHostNetwork,
+    FakeImds,
+    FakeNodeNetwork,
+    FakePodRules,
+    FakePoolStore,
+)
+from vpccni.ipamd.ports import INSTANCE_ID_TAG, NO_MANAGE_TAG, CloudError
+
+INSTANCE_ID = "i-0123456789abcdef0"
+ALL_STEPS = (
+    "instance limits",
+    "settings validity",
+    "host network",
+    "discover ENIs",
+    "managed ENIs",
+    "tag ENIs",
+    "set up ENI networks",
+    "restore checkpoint",
+    "mode-toggle cleanup",
+    "pod rules",
+    "pre-scale",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    warm_eni_target: int = 1
+    warm_ip_target: int = 0
+    minimum_ip_target: int = 0
+    warm_prefix_target: int = 0
+    enable_prefix_delegation: bool = False
+    manage_untagged_eni: bool = True
+    custom_network_cfg: bool = False
+    provisioning_enabled: bool = True
+    enable_imds_only_mode: bool = False
+    max_eni_cap: int | None = None
+    eni_tags: dict[str, str] = field(default_factory=lambda: {"team": "net"})
+
+
+@dataclass
+class Node:
+    clock: FakeClock
+    cloud: FakeCloud
+    imds: FakeImds
+    store: FakePoolStore
+    network: FakeNodeNetwork
+    host: FakeHostNetwork
+    restore: FakeAllocationRestore
+    pod_rules: FakePodRules
+    cooldown: ReconcileCooldown
+    primary_mac: str
+    sleeps: list[float] = field(default_factory=list)
+
+    def init(self, settings: Settings, *, instance_type: str = "m5.large", grow: bool = True) -> NodeInit:
+        ports = NodeInitPorts(
+            limits=LimitsCatalog(),
+            metadata=self.imds,
+            cloud=self.cloud,
+            host=self.host,
+            network=self.network,
+            store=self.store,
+            restore=self.restore,
+            pod_rules=self.pod_rules,
+            cooldown=self.cooldown,
+        )
+
+        def manager(config: PoolConfig) -> PoolManager:
+            return PoolManager(
+                config=config,
+                store=self.store,
+                cloud=self.cloud,
+                network=self.network,
+                cooldown=self.cooldown,
+                clock=self.clock,
+            )
+
+        identity = NodeIdentity(
+            instance_id=INSTANCE_ID, instance_type=instance_type, primary_mac=self.primary_mac, max_pods=29
+        )
+        return NodeInit(
+            settings=settings,
+            identity=identity,
+            ports=ports,
+            grow_pool=manager if grow else None,
+            sleep=self.sleeps.append,
+        )
+
+
+def make_node(*, primary_ips: int = 0, restored: int = 0) -> Node:
+    clock = FakeClock()
+    cloud = FakeCloud(max_enis=3, ipv4_per_eni=10)
+    primary = cloud.add_existing_eni(device_number=0, ips=primary_ips)
+    store = FakePoolStore(clock=clock)
+    return Node(
+        clock=clock,
+        cloud=cloud,
+        imds=FakeImds(cloud),
+        store=store,
+        network=FakeNodeNetwork(),
+        host=FakeHostNetwork(),
+        restore=FakeAllocationRestore(store, allocations=restored),
+        pod_rules=FakePodRules(),
+        cooldown=ReconcileCooldown(clock=clock),
+        primary_mac=primary.mac,
+    )
+
+
+def test_a_fresh_node_runs_every_step_in_order_and_pre_scales() -> None:
+    node = make_node()
+    init = node.init(Settings())
+    result = init.run()
+    assert init.steps_done == ALL_STEPS
+    assert node.host.setups == 1 and node.pod_rules.runs == 1
+    assert result.config.max_enis == 3 and result.config.max_ips_per_eni == 9 and result.config.max_pods == 29
+    assert result.pool_status is not None and result.pool_status.state is GrowthState.OK
+    assert len(node.store.cidrs_of(result.primary_eni_id)) == 9
+    assert node.cloud.eni(result.primary_eni_id).tag_map[INSTANCE_ID_TAG] == INSTANCE_ID
+
+
+def test_existing_enis_are_split_tagged_set_up_and_stored_with_ec2s_addresses() -> None:
+    node = make_node(primary_ips=2, restored=1)
+    ours = node.cloud.add_existing_eni(device_number=1, ips=3, tags={INSTANCE_ID_TAG: INSTANCE_ID})
+    untagged = node.cloud.add_existing_eni(device_number=2, ips=1)
+    no_manage = node.cloud.add_existing_eni(device_number=3, ips=1, tags={NO_MANAGE_TAG: "true"})
+    node.imds.phantom_ips[ours.eni_id] = {IPv4Address("10.0.250.1")}  # IMDS lags: EC2 does not have it
+
+    result = node.init(Settings(), grow=False).run()
+
+    assert set(result.managed_eni_ids) == {result.primary_eni_id, ours.eni_id, untagged.eni_id}
+    assert result.unmanaged_eni_ids == (no_manage.eni_id,)
+    assert result.config.max_enis == 2  # m5.large: 3, minus the unmanaged one
+    assert node.network.set_up == {ours.eni_id, untagged.eni_id}
+    assert node.store.cidrs_of(ours.eni_id) == set(ours.cidrs)  # the phantom address stayed out
+    assert node.cloud.eni(untagged.eni_id).tag_map == {INSTANCE_ID_TAG: INSTANCE_ID, "team": "net"}
+    assert NO_MANAGE_TAG in node.cloud.eni(no_manage.eni_id).tag_map
+    assert INSTANCE_ID_TAG not in node.cloud.eni(no_manage.eni_id).tag_map
+    assert result.restored_allocations == 1
+
+
+@pytest.mark.parametrize(
+    ("tags", "manage_untagged", "managed"),
+    [
+        ({}, False, False),
+        ({INSTANCE_ID_TAG: "i-someoneelse"}, True, False),
+        ({INSTANCE_ID_TAG: INSTANCE_ID}, False, True),
+    ],
+    ids=["untagged-with-MANAGE_UNTAGGED_ENI=false", "another-instance's", "ours"],
+)
+def test_managed_eni_rules(tags: dict[str, str], manage_untagged: bool, managed: bool) -> None:
+    node = make_node()
+    eni = node.cloud.add_existing_eni(device_number=1, tags=tags)
+    result = node.init(Settings(manage_untagged_eni=manage_untagged), grow=False).run()
+    assert (eni.eni_id in result.managed_eni_ids) is managed
+
+
+def test_the_primary_eni_is_managed_even_when_tagged_no_manage() -> None:
+    node = make_node()
+    node.cloud.tag_eni(node.cloud.eni_ids().pop(), {NO_MANAGE_TAG: "true"})
+    result = node.init(Settings(), grow=False).run()
+    assert result.managed_eni_ids == (result.primary_eni_id,)
+
+
+def test_an_eni_only_a_stale_imds_lists_is_ignored() -> None:
+    node = make_node()
+    gone = node.cloud.add_existing_eni(device_number=1, ips=2)
+    node.imds.freeze()
+    node.cloud.free_eni(gone.eni_id)
+    result = node.init(Settings(), grow=False).run()
+    assert gone.eni_id not in result.managed_eni_ids and gone.eni_id not in node.store.eni_ids()
+
+
+def test_unknown_instance_type_says_to_allow_describe_instance_types() -> None:
+    node = make_node()
+    with pytest.raises(NodeInitError) as err:
+        node.init(Settings(), instance_type="zz9.plural").run()
+    assert err.value.step == "instance limits"
+    assert "DescribeInstanceTypes" in str(err.value)
+    assert node.host.setups == 0  # nothing after the failed step ran
+
+
+def test_prefix_delegation_falls_back_to_secondary_ips_off_nitro() -> None:
+    node = make_node()
+    result = node.init(
+        Settings(enable_prefix_delegation=True, warm_prefix_target=1), instance_type="t2.medium"
+    ).run()
+    assert result.config.prefix_delegation is False and result.config.max_ips_per_eni == 5
+
+
+def test_prefix_mode_limits_and_mode_toggle_cleanup() -> None:
+    node = make_node(
+        primary_ips=3, restored=1
+    )  # secondary IPs from before PD was switched on; one holds a pod
+    result = node.init(Settings(enable_prefix_delegation=True, warm_prefix_target=1)).run()
+    assert result.config.max_prefixes_per_eni == 9 and result.config.max_ips_per_eni == 144
+    assert len(result.cleaned_cidrs) == 2
+    assert all(node.cooldown.active(c) for c in result.cleaned_cidrs)
+    primary_cidrs = node.cloud.eni(result.primary_eni_id).cidrs
+    assert not set(result.cleaned_cidrs) & primary_cidrs
+    assert IPv4Network(node.restore.restored[0]) in primary_cidrs  # the pod's address stays
+    assert sum(1 for c in primary_cidrs if c.prefixlen == 28) == 1  # pre-scale: WARM_PREFIX_TARGET=1
+
+
+def test_eni_setup_is_retried_five_times_ten_seconds_apart() -> None:
+    node = make_node()
+    node.cloud.add_existing_eni(device_number=1, ips=1)
+    node.network.fail_setup = 4
+    node.init(Settings(), grow=False).run()
+    assert node.sleeps == [10.0] * 4
+
+    node = make_node()
+    eni = node.cloud.add_existing_eni(device_number=1, ips=1)
+    node.network.fail_setup = 5
+    with pytest.raises(NodeInitError) as err:
+        node.init(Settings(), grow=False).run()
+    assert err.value.step == "set up ENI networks" and eni.eni_id in str(err.value)
+
+
+def test_host_network_failure_names_the_step_and_the_fix() -> None:
+    node = make_node()
+    node.host.error = PermissionError("iptables: Permission denied")
+    with pytest.raises(NodeInitError) as err:
+        node.init(Settings()).run()
+    assert err.value.step == "host network" and "NET_ADMIN" in str(err.value)
+
+
+def test_custom_networking_with_an_empty_pool_fails_init() -> None:
+    node = make_node()
+    node.cloud.fail(
+        "allocate_eni",
+        CloudError("subnet full", code="InsufficientFreeAddressesInSubnet", subnet_id="subnet-9"),
+    )
+    with pytest.raises(NodeInitError) as err:
+        node.init(Settings(custom_network_cfg=True)).run()
+    assert err.value.step == "pre-scale" and "subnet-9" in str(err.value)
+
+
+def test_imds_only_mode_never_calls_ec2() -> None:
+    node = make_node(primary_ips=2)
+    result = node.init(Settings(enable_imds_only_mode=True, provisioning_enabled=False)).run()
+    assert node.cloud.calls == []
+    assert len(node.store.cidrs_of(result.primary_eni_id)) == 2
+    assert result.pool_status is None

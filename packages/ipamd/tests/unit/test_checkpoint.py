@@ -12,6 +12,7 @@ from vpccni.ipamd.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointEntry,
     CheckpointError,
+    CheckpointRestorer,
     FileCheckpointer,
     decode,
     encode,
@@ -20,7 +21,7 @@ from vpccni.ipamd.checkpoint import (
 from vpccni.ipamd.datastore.model import IPAMKey, NoAddressAvailable, PodMetadata
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
-from vpccni.ipamd.ports import EniRecord
+from vpccni.ipamd.ports import AllocationRestorePort, EniRecord
 
 # A file as upstream's Go ipamd writes it (compact JSON), including a legacy entry migrated from the CRI.
 UPSTREAM_FILE = (
@@ -181,3 +182,13 @@ def test_restore_without_file_is_a_fresh_node() -> None:
     ck = MemoryCheckpointer()
     report = restore(_node(ck), ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None)
     assert report.restored == () and ck.data is None
+
+
+def test_restorer_is_node_inits_restore_port() -> None:
+    ck = MemoryCheckpointer(encode([entry(1, "10.0.1.23"), entry(2, "10.9.9.9")]))
+    ds = _node(ck)
+    restorer = CheckpointRestorer(datastore=ds, checkpointer=ck, host_veth_exists=lambda ns, name: True,
+                                  release_rules=lambda ip: None)
+    port: AllocationRestorePort = restorer
+    assert port.restore_allocations() == 1
+    assert restorer.last_report is not None and len(restorer.last_report.stale) == 1

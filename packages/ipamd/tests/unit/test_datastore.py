@@ -18,7 +18,7 @@ from vpccni.ipamd.datastore.model import (
 )
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
-from vpccni.ipamd.ports import EniRecord
+from vpccni.ipamd.ports import EniRecord, PoolStore
 
 
 def key(n: int | str) -> IPAMKey:
@@ -252,6 +252,7 @@ def test_eni_infos_upstream_shape(clock: FakeClock, ckpt: MemoryCheckpointer) ->
     assert info["TotalIPs"] == 1 and info["AssignedIPs"] == 1
     e = info["ENIs"]["eni-2"]
     assert e["RouteTableID"] == 3 and e["DeviceNumber"] == 2 and e["SubnetID"] == "subnet-1"
+    assert e["AvailableIPv4Cidrs"]["10.0.2.11/32"]["Cidr"] == {"IP": "10.0.2.11", "Mask": "/////w=="}
     addr = e["AvailableIPv4Cidrs"]["10.0.2.11/32"]["IPAddresses"]["10.0.2.11"]
     assert addr["IPAMKey"] == {"networkName": "aws-cni", "containerID": "c1", "ifName": "eth0"}
     assert addr["AssignedTime"] == "2026-01-01T00:00:00Z"
@@ -308,3 +309,9 @@ def test_concurrent_assign_and_release_keep_counts_consistent(ckpt: MemoryCheckp
     assert snap.assigned_ips == len(held) == 6 * 20
     assert {a.ipv4 for a in ds.assigned()} == set(held.values())
     assert {(e.key, e.ipv4) for e in decode(ckpt.data or b"")} == set(held.items())
+
+
+def test_datastore_is_the_pools_store(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    store: PoolStore = make(clock, ckpt)
+    members = [n for n in vars(PoolStore) if not n.startswith("_")]
+    assert members and all(callable(getattr(store, n)) for n in members)

@@ -212,3 +212,30 @@ def restore(
         )
     datastore.persist()
     return RestoreReport(restored=tuple(restored), veth_gone=tuple(gone), stale=tuple(stale))
+
+
+class CheckpointRestorer:
+    """Node init's `AllocationRestorePort`: `restore` with this node's checkpoint and host checks."""
+
+    def __init__(
+        self,
+        *,
+        datastore: DataStore,
+        checkpointer: Checkpointer,
+        host_veth_exists: Callable[[str, str], bool],
+        release_rules: Callable[[IPv4Address], None],
+    ) -> None:
+        self._datastore = datastore
+        self._checkpointer = checkpointer
+        self._host_veth_exists = host_veth_exists
+        self._release_rules = release_rules
+        self.last_report: RestoreReport | None = None
+
+    def restore_allocations(self) -> int:
+        self.last_report = restore(
+            self._datastore,
+            self._checkpointer,
+            host_veth_exists=self._host_veth_exists,
+            release_rules=self._release_rules,
+        )
+        return len(self.last_report.restored)

@@ -20,6 +20,7 @@ follows the order of acknowledged changes; a failed write rolls the change back.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import threading
@@ -440,7 +441,7 @@ class DataStore:
                         total += c.network.num_addresses
                         assigned += c.assigned
                     cidrs[str(c.network)] = {
-                        "Cidr": {"IP": str(c.network.network_address), "Mask": str(c.network.netmask)},
+                        "Cidr": _go_ipnet(c.network),
                         "IPAddresses": {str(a.ip): _address_json(a) for a in c.tracked.values()},
                         "IsPrefix": c.is_prefix,
                         "AddressFamily": "4",
@@ -627,6 +628,11 @@ class DataStore:
 def route_table_id(device_number: int, network_card: int = 0) -> int:
     """Upstream's numbering, owned by networkutils: main for device 0 on card 0, device + 1 else."""
     return route_table_for_eni(device_number, network_card)
+
+
+def _go_ipnet(network: IPv4Network) -> dict[str, str]:
+    """Go's net.IPNet JSON: the IP as text, the mask as a byte slice (base64)."""
+    return {"IP": str(network.network_address), "Mask": base64.b64encode(network.netmask.packed).decode()}
 
 
 def _go_time(ns: int) -> str:

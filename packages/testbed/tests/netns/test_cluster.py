@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
+from vpccni.testbed.datapath import DatapathConfig, VpcLayout
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
 
@@ -77,8 +78,8 @@ def _setup_secondary_eni(node: Node, *, primary: IP) -> None:
     _ip(n, "rule", "add", "from", str(primary), "lookup", ENI_TABLE, "priority", "32765")
 
 
-def _wire_pod(node: Node, pod_netns: str, *, pod_ip: IP) -> None:
-    """A minimal version of upstream's pod wiring (§2.5) for a pod whose IP lives on eth1."""
+def _wire_pod(node: Node, pod_netns: str, *, pod_ip: IP, table: str | None = ENI_TABLE) -> None:
+    """A minimal version of upstream's pod wiring (§2.5); `table` None for a pod on the primary ENI."""
     n, host_veth = node.netns, "enitestpod0"
     _ip(n, "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", pod_netns)
     _ip(n, "link", "set", host_veth, "up")
@@ -91,7 +92,8 @@ def _wire_pod(node: Node, pod_netns: str, *, pod_ip: IP) -> None:
     _ip(pod_netns, "neigh", "add", "169.254.1.1", "lladdr", host_mac, "dev", "eth0", "nud", "permanent")
     _ip(n, "route", "add", f"{pod_ip}/32", "dev", host_veth, "scope", "link")
     _ip(n, "rule", "add", "to", f"{pod_ip}/32", "lookup", "main", "priority", "512")
-    _ip(n, "rule", "add", "from", f"{pod_ip}/32", "lookup", ENI_TABLE, "priority", "1536")
+    if table is not None:
+        _ip(n, "rule", "add", "from", f"{pod_ip}/32", "lookup", table, "priority", "1536")
 
 
 def test_pod_on_a_secondary_eni_talks_across_nodes_through_the_vpc(cluster: Cluster, pod_netns: str) -> None:
@@ -144,6 +146,53 @@ def test_detach_removes_the_link_and_unassign_removes_the_vpc_route(cluster: Clu
     ec2.detach_network_interface(AttachmentId=attachment["Attachment"]["AttachmentId"])
     assert "eth1" not in node.network.links()
     assert str(eni["PrivateIpAddress"]) not in _ip(vpc, "route")
+
+
+def test_pod_reaches_the_internet_only_through_the_node_snat(cluster: Cluster, pod_netns: str) -> None:
+    node = cluster.add_node()
+    pod_ip = _assign_one(cluster, node.instance.primary_eni_id)
+    _wire_pod(node, pod_netns, pod_ip=pod_ip, table=None)
+    with EchoServer(netns=cluster.datapath.router.internet_netns, ip=cluster.internet_ip) as server:
+        # Inside the VPC the pod's address is fine, but it has no public IP: the internet is out of reach.
+        assert tcp_echo(pod_netns, cluster.internet_ip, server.port, timeout=1) is None
+        # The node SNATs off-VPC traffic to its primary IP (as upstream's AWS-SNAT-CHAIN-0 does).
+        script = (
+            "table ip podsnat {\n chain post {\n  type nat hook postrouting priority 100;\n"
+            f'  ip saddr {pod_ip} ip daddr != {cluster.config.cloud.vpc_cidr} oifname "eth0"'
+            f" snat to {node.instance.primary_ip}\n }}\n}}\n"
+        )
+        ns.exec_in_netns(node.netns, ["nft", "-f", "-"], stdin=script)
+        assert tcp_echo(pod_netns, cluster.internet_ip, server.port) == str(node.instance.primary_ip)
+
+
+def test_prefixes_are_routed_to_their_eni_and_pass_the_source_check(cluster: Cluster) -> None:
+    node = cluster.add_node()
+    eni_id = node.instance.primary_eni_id
+    cluster.cloud.ec2_client().assign_private_ip_addresses(NetworkInterfaceId=eni_id, Ipv4PrefixCount=1)
+    _, _, prefixes, _ = cluster.cloud.eni_addresses(eni_id)
+    assert len(prefixes) == 1 and prefixes[0].prefixlen == 28
+    prefix = prefixes[0]
+    assert f"{prefix} via {node.instance.primary_ip}" in _ip(cluster.datapath.router.vpc_netns, "route")
+
+    inside = prefix.network_address + 5
+    _ip(node.netns, "addr", "add", f"{inside}/32", "dev", "lo")
+    with EchoServer(netns=cluster.datapath.router.vpc_host_netns, ip=cluster.vpc_host_ip) as server:
+        assert tcp_echo(node.netns, cluster.vpc_host_ip, server.port, source=inside) == str(inside)
+
+
+def test_remove_node_deletes_its_namespace_and_vpc_routes(cluster: Cluster) -> None:
+    node, other = cluster.add_node(), cluster.add_node()
+    cluster.remove_node(node)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert node.netns not in listed and other.netns in listed
+    assert f"{node.instance.primary_ip} " not in _ip(cluster.datapath.router.vpc_netns, "route")
+    assert ping(other.netns, cluster.vpc_host_ip)
+
+
+def test_vpc_host_network_must_not_overlap_an_ec2_subnet() -> None:
+    layout = VpcLayout(vpc_host=ipaddress.IPv4Interface("10.0.0.200/24"))
+    with pytest.raises(ValueError, match="overlaps the EC2 subnet"):
+        Cluster(ClusterConfig(datapath=DatapathConfig(layout=layout)))
 
 
 def test_imds_and_ec2_answer_inside_the_node_namespace(cluster: Cluster) -> None:

@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
@@ -65,6 +66,7 @@ class Cluster:
         self.config = config or ClusterConfig()
         self.cloud = Cloud(self.config.cloud)
         layout = dataclasses.replace(self.config.datapath.layout, vpc_cidr=self.config.cloud.vpc_cidr)
+        _check_vpc_host(layout.vpc_host.network, vpc=self.config.cloud.vpc_cidr, config=self.config.cloud)
         self.datapath = Datapath(
             cloud=Ec2CloudView(self.cloud),
             config=dataclasses.replace(self.config.datapath, layout=layout),
@@ -72,6 +74,7 @@ class Cluster:
         # The Kubernetes API server (vpccni.testbed.kube) joins here: start it in start(), stop it in stop(),
         # and expose it in every node with `network.forward(port=..., target=...)` in add_node().
         self.nodes: list[Node] = []
+        self._imds: dict[str, Any] = {}  # instance id -> its IMDS server (serving inside the node namespace)
         self._lock = threading.Lock()
 
     @property
@@ -101,7 +104,9 @@ class Cluster:
             name = f"node{len(self.nodes) + 1}"
             instance = self.cloud.launch_instance(instance_type=instance_type, subnet_id=subnet_id)
             network = self.datapath.add_node(instance_id=instance.instance_id, name=name)
-            self.cloud.start_imds(instance.instance_id, sock=network.listen(IMDS_IP, IMDS_PORT))
+            self._imds[instance.instance_id] = self.cloud.start_imds(
+                instance.instance_id, sock=network.listen(IMDS_IP, IMDS_PORT)
+            )
             ec2 = urlsplit(self.cloud.ec2_endpoint)
             if ec2.hostname is None or ec2.port is None:
                 raise RuntimeError(
@@ -121,6 +126,17 @@ class Cluster:
             log.info("node %s: %s in %s", name, instance.instance_id, network.netns)
             return node
 
+    def remove_node(self, node: Node, *, terminate: bool = True) -> None:
+        """Delete the node's namespace (its ENIs leave the VPC router); by default terminate the instance."""
+        with self._lock:
+            imds = self._imds.pop(node.instance.instance_id, None)
+            if imds is not None:
+                imds.stop()
+            self.datapath.remove_node(node.instance.instance_id)
+            if terminate:
+                self.cloud.ec2_client().terminate_instances(InstanceIds=[node.instance.instance_id])
+            self.nodes.remove(node)
+
     def stop(self) -> None:
         """Delete every namespace (nodes, VPC, internet, VPC host), then stop EC2 and IMDS. Idempotent."""
         try:
@@ -128,9 +144,24 @@ class Cluster:
         finally:
             self.cloud.stop()
             self.nodes.clear()
+            self._imds.clear()
 
     def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _check_vpc_host(
+    network: ipaddress.IPv4Network, *, vpc: ipaddress.IPv4Network, config: CloudConfig
+) -> None:
+    """The VPC host sits in its own subnet of the VPC, apart from every subnet EC2 hands addresses out of."""
+    if not network.subnet_of(vpc):
+        raise ValueError(f"the VPC host network {network} is outside the VPC {vpc}: pick one inside it")
+    for spec in config.subnets:
+        if spec.cidr.overlaps(network):
+            raise ValueError(
+                f"the VPC host network {network} overlaps the EC2 subnet {spec.cidr}: "
+                "set DatapathConfig(layout=VpcLayout(vpc_host=...)) to a free part of the VPC"
+            )

@@ -122,6 +122,17 @@ class Datapath:
     def node(self, instance_id: str) -> NodeNetwork:
         return self._nodes[instance_id]
 
+    def remove_node(self, instance_id: str) -> None:
+        """Unplug the instance's ENIs from the VPC and delete its namespace (instance terminated/gone)."""
+        with self._lock:
+            node = self._nodes.pop(instance_id, None)
+            if node is None:
+                return
+            for port in self.router.plugged():
+                if port.node_netns == node.netns:
+                    self.router.unplug(port.eni_id)
+            node.delete()
+
     def _on_event(self, event: object) -> None:
         with self._lock:
             if not self._running:

@@ -228,3 +228,26 @@ def test_golden_row(row: Row) -> None:
         assert tuple(e.assigned_ips for e in enis) == row.pods_per_eni
     if row.prefix:
         assert all(c.is_prefix for e in enis for c in e.cidrs)
+
+
+ZERO_POD_ROWS = [row for row in SECONDARY + PREFIX if row.pods == 0]
+
+
+@pytest.mark.parametrize("empty", ZERO_POD_ROWS, ids=_row_id)
+def test_scaling_down_returns_to_the_zero_pod_row(empty: Row) -> None:
+    # Not in the published tables: after the busiest row's pods leave, the pool shrinks back to the 0-pod row
+    # (decrease, then freeing whole ENIs once they are older than 60 s).
+    busiest = max((r for r in SECONDARY + PREFIX if config_for(r) == config_for(empty)), key=lambda r: r.pods)
+    node = SimulatedNode(config_for(empty))
+    node.settle()
+    pods = []
+    for _ in range(busiest.pods):
+        pods.append(node.add_pod())
+        node.settle()
+    for pod in pods:
+        node.store.release_pod(pod)
+    node.clock.advance(31.0)  # IP_COOLDOWN_PERIOD
+    node.settle()
+    snap = node.store.snapshot()
+    assert tuple(len(e.cidrs) for e in sorted(snap.enis, key=lambda e: e.device_number)) == empty.per_eni
+    assert snap.available_ips == empty.unused_ips

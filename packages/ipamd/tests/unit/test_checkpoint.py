@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from ipaddress import IPv4Address, IPv4Network
@@ -16,6 +17,7 @@ from vpccni.ipamd.checkpoint import (
     FileCheckpointer,
     decode,
     encode,
+    host_veth_checker,
     restore,
 )
 from vpccni.ipamd.datastore.model import IPAMKey, NoAddressAvailable, PodMetadata
@@ -192,3 +194,12 @@ def test_restorer_is_node_inits_restore_port() -> None:
     port: AllocationRestorePort = restorer
     assert port.restore_allocations() == 1
     assert restorer.last_report is not None and len(restorer.last_report.stale) == 1
+
+
+def test_host_veth_checker_matches_the_sha1_suffix_under_any_prefix() -> None:
+    # sha1("default.nginx-abc")[:11], as upstream names the host veth
+    digest = hashlib.sha1(b"default.nginx-abc").hexdigest()[:11]
+    exists = host_veth_checker(["lo", "eth0", f"eni{digest}", "cali0123456789a"])
+    assert exists("default", "nginx-abc")
+    assert not exists("default", "nginx-xyz")
+    assert host_veth_checker([f"abcd{digest}"])("default", "nginx-abc")  # another AWS_VPC_K8S_CNI_VETHPREFIX

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.networkutils.names import HASH_LEN, host_veth_name
 
 if TYPE_CHECKING:
     from vpccni.ipamd.datastore.store import DataStore
@@ -159,6 +160,20 @@ class FileCheckpointer:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def host_veth_checker(link_names: Iterable[str]) -> Callable[[str, str], bool]:
+    """Upstream's test for "the pod's veth still exists": some host link ends with sha1(ns.name)[:11].
+
+    Matching the suffix (not the whole name) keeps pods whose veth was made under another
+    AWS_VPC_K8S_CNI_VETHPREFIX. Takes the host's link names once, so each lookup is O(1).
+    """
+    suffixes = {name[-HASH_LEN:] for name in link_names if len(name) > HASH_LEN}
+
+    def exists(namespace: str, pod: str) -> bool:
+        return host_veth_name(namespace, pod)[-HASH_LEN:] in suffixes
+
+    return exists
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ import pytest
 from vpccni.k8sapi import (
     ApiUnavailable,
     CniNodeFeature,
+    Conflict,
     KubernetesApi,
     KubeSettings,
     NotFound,
@@ -36,11 +37,8 @@ def pod(name: str, node: str = NODE, ns: str = "default", **annotations: str) ->
 
 @pytest.fixture
 def server() -> Iterator[KubeApiServer]:
-    srv = KubeApiServer(bookmark_interval=0.2).start()
-    try:
+    with KubeApiServer(bookmark_interval=0.2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -56,6 +54,15 @@ def api(server: KubeApiServer, tmp_path: Path) -> Iterator[KubernetesApi]:
 
 def names(cache: PodCache) -> list[str]:
     return [p.name for p in cache.list()]
+
+
+def pod_ips_annotation(cache: PodCache, namespace: str, name: str) -> str | None:
+    pod = cache.get(namespace, name)
+    return None if pod is None else pod.annotations.get("vpc.amazonaws.com/pod-ips")
+
+
+def watch_requests(server: KubeApiServer) -> list[str]:
+    return [path for method, path in list(server.request_log) if "watch=true" in path.lower()]
 
 
 def wait_names(cache: PodCache, expected: list[str]) -> None:
@@ -139,8 +146,6 @@ def test_cninode_features_merge_patch_with_optimistic_lock(server: KubeApiServer
     ]
     stale = node.resource_version
     server.store.patch(CNINODES, NODE, {"metadata": {"labels": {"by": "controller"}}})
-    from vpccni.k8sapi import Conflict
-
     with pytest.raises(Conflict):
         api.patch_cninode_features([sgp], resource_version=stale)
 
@@ -157,25 +162,13 @@ def test_events_on_the_aws_node_pod_and_pod_ip_annotation(server: KubeApiServer,
     assert [(e["reason"], e["type"]) for e in events] == [("MissingENIConfig", "Warning")]
     assert events[0]["involvedObject"]["uid"] == own["metadata"]["uid"]
     api.annotate_pod(namespace="default", name="web", annotations={"vpc.amazonaws.com/pod-ips": "10.0.0.20"})
-    assert api.pods.wait_for(
-        lambda c: (
-            (c.get("default", "web") or pod_stub()).annotations.get("vpc.amazonaws.com/pod-ips")
-            == "10.0.0.20"
-        ),
-        timeout=10,
-    )
+    assert api.pods.wait_for(lambda c: pod_ips_annotation(c, "default", "web") == "10.0.0.20", timeout=10)
     api.annotate_pod(namespace="default", name="web", annotations={"vpc.amazonaws.com/pod-ips": None})
     assert (
         "vpc.amazonaws.com/pod-ips" not in server.store.get(PODS, "web", "default")["metadata"]["annotations"]
     )
     with pytest.raises(NotFound):
         api.annotate_pod(namespace="default", name="missing", annotations={"x": "y"})
-
-
-def pod_stub():  # type: ignore[no-untyped-def]
-    from vpccni.k8sapi import PodInfo
-
-    return PodInfo(namespace="", name="")
 
 
 def test_probe_waits_for_the_api_server(server: KubeApiServer, api: KubernetesApi) -> None:
@@ -209,3 +202,26 @@ def test_load_config_sources(server: KubeApiServer, tmp_path: Path) -> None:
     assert (
         load_config(env={"KUBECONFIG": str(kubeconfig)}, token_file=str(tmp_path / "none")).host == server.url
     )
+
+
+def test_watch_renews_after_server_timeout_and_tracks_bookmarks(
+    server: KubeApiServer, tmp_path: Path
+) -> None:
+    cfg = load_config(kubeconfig=server.write_kubeconfig(tmp_path / "kubeconfig"))
+    settings = KubeSettings(node_name=NODE, request_timeout_s=2.0, watch_timeout_s=1)
+    adapter = KubernetesApi(cfg, settings=settings, backoff=FAST)
+    try:
+        adapter.start()
+        assert adapter.pods.wait_for(lambda c: c.synced, timeout=10)
+        server.store.create(PODS, pod("elsewhere", node="other-node"))  # advances the RV, not our cache
+        target = str(server.store.resource_version)
+        # Bookmarks carry the RV forward although no pod of this node changed.
+        assert adapter.pods.wait_for(lambda c: c.resource_version == target, timeout=10)
+        # The 1 s watches end and are renewed from the last RV, with no relist.
+        assert adapter.pods.wait_for(lambda c: len(watch_requests(server)) >= 2, timeout=10)
+        server.store.create(PODS, pod("late"))
+        assert adapter.pods.wait_for(lambda c: names(c) == ["late"], timeout=10)
+        assert adapter.watcher.relists == 1
+        assert all("resourceVersion=" in path for path in watch_requests(server))
+    finally:
+        adapter.close()

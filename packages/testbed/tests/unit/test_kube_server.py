@@ -16,11 +16,8 @@ from vpccni.testbed.kube import CNINODES, ENICONFIGS, PODS, KubeApiServer
 
 @pytest.fixture
 def server() -> Iterator[KubeApiServer]:
-    srv = KubeApiServer(bookmark_interval=0.2).start()
-    try:
+    with KubeApiServer(bookmark_interval=0.2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -191,3 +188,18 @@ def test_served_on_a_given_socket() -> None:
         assert srv.url.endswith(f":{sock.getsockname()[1]}")
         with urllib.request.urlopen(f"{srv.url}/version") as resp:
             assert json.load(resp)["major"] == "1"
+
+
+def test_watch_from_zero_starts_with_the_current_state(server: KubeApiServer, api: client.ApiClient) -> None:
+    server.store.create(PODS, make_pod("a", "n1"))
+    server.store.create(PODS, make_pod("b", "n2"))
+    seen = [
+        (e["type"], e["raw_object"]["metadata"]["name"])
+        for e in watch.Watch().stream(
+            client.CoreV1Api(api).list_pod_for_all_namespaces,
+            field_selector="spec.nodeName=n1",
+            resource_version="0",
+            timeout_seconds=1,
+        )
+    ]
+    assert seen == [("ADDED", "a")]

@@ -36,6 +36,7 @@ from vpccni.k8sapi.podwatch import PodWatcher
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+_CNINODES = (CNINODE_GROUP, CNINODE_VERSION, CNINODE_PLURAL)
 
 
 def _utcnow() -> datetime.datetime:
@@ -118,29 +119,21 @@ class KubernetesApi:
             return node_from_manifest(self._json(resp))
 
     def get_eniconfig(self, name: str) -> EniConfig:
-        with translated(f"get ENIConfig {name}"):
-            resp = self._custom.get_cluster_custom_object(
-                ENICONFIG_GROUP,
-                ENICONFIG_VERSION,
-                ENICONFIG_PLURAL,
-                name,
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            )
-            return eniconfig_from_manifest(self._json(resp))
+        raw = self._get_cluster_object(
+            (ENICONFIG_GROUP, ENICONFIG_VERSION, ENICONFIG_PLURAL), name, "ENIConfig"
+        )
+        return eniconfig_from_manifest(raw)
 
     def get_cninode(self) -> CniNode:
-        name = self._settings.node_name
-        with translated(f"get CNINode {name}"):
+        raw = self._get_cluster_object(_CNINODES, self._settings.node_name, "CNINode")
+        return cninode_from_manifest(raw)
+
+    def _get_cluster_object(self, resource: tuple[str, str, str], name: str, kind: str) -> Any:
+        with translated(f"get {kind} {name}"):
             resp = self._custom.get_cluster_custom_object(
-                CNINODE_GROUP,
-                CNINODE_VERSION,
-                CNINODE_PLURAL,
-                name,
-                _preload_content=False,
-                _request_timeout=self._timeout,
+                *resource, name, _preload_content=False, _request_timeout=self._timeout
             )
-            return cninode_from_manifest(self._json(resp))
+            return self._json(resp)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -148,9 +141,7 @@ class KubernetesApi:
         name = self._settings.node_name
         with translated(f"create CNINode {name}"):
             resp = self._custom.create_cluster_custom_object(
-                CNINODE_GROUP,
-                CNINODE_VERSION,
-                CNINODE_PLURAL,
+                *_CNINODES,
                 cninode_manifest(name, features),
                 _preload_content=False,
                 _request_timeout=self._timeout,
@@ -166,9 +157,7 @@ class KubernetesApi:
         }
         with translated(f"patch CNINode {name} spec.features"):
             resp = self._custom.patch_cluster_custom_object(
-                CNINODE_GROUP,
-                CNINODE_VERSION,
-                CNINODE_PLURAL,
+                *_CNINODES,
                 name,
                 body,
                 _content_type=MERGE_PATCH,

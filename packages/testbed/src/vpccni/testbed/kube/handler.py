@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vpccni.testbed.kube import resources
 from vpccni.testbed.kube.patches import MERGE_PATCH
 from vpccni.testbed.kube.resources import ResourceType
-from vpccni.testbed.kube.store import BadRequestError, ExpiredError, NotFoundError, StoreError
+from vpccni.testbed.kube.store import BadRequestError, ExpiredError, NotFoundError, StoreError, WatchFilter
 
 if TYPE_CHECKING:
     from vpccni.testbed.kube.server import KubeApiServer
@@ -145,6 +145,7 @@ class KubeApiHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
+        self.owner.request_log.append((method, self.path))
         if not self.owner.available:
             if self.owner.outage_mode == "reset":
                 self._drop_connection()
@@ -275,7 +276,7 @@ class KubeApiHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _stream(self, wf: Any, requested: int, *, timeout: float, bookmarks: bool) -> None:
+    def _stream(self, wf: WatchFilter, requested: int, *, timeout: float, bookmarks: bool) -> None:
         store, owner = self.owner.store, self.owner
         if requested == 0:
             # "0"/unset: start with the current state as synthetic ADDED events, as a real server does.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ class KubeApiServer:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
+        # (method, path with query) of every request, newest last: tests check what a client asked.
+        self.request_log: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -17,8 +18,10 @@ from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
 from vpccni.ipamd.introspection import (
     IPAMD_ENV,
     NETWORKUTILS_ENV,
+    HttpEndpoint,
     IntrospectionServer,
     IntrospectionSources,
+    json_response,
     pool_view,
 )
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
@@ -26,7 +29,7 @@ from vpccni.ipamd.ports import EniRecord
 from vpccni.ipamd.settings import load_settings
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sources() -> IntrospectionSources:
     ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock())
     ds.add_eni(
@@ -50,7 +53,7 @@ def sources() -> IntrospectionSources:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tcp_server(sources: IntrospectionSources) -> Iterator[IntrospectionServer]:
     server = IntrospectionServer(sources=sources, bind_address="127.0.0.1:0")
     server.start()
@@ -139,3 +142,28 @@ def test_unix_socket(sources: IntrospectionSources, tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not path.exists()
+
+
+def test_busy_port_is_retried_in_the_background() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        endpoint = HttpEndpoint(
+            bind_address=f"127.0.0.1:{port}", routes={"/": lambda: json_response("ok")}, retry_first_s=0.02
+        )
+        endpoint.start()  # does not raise: diagnostics must not stop ipamd
+        assert not endpoint.serving
+    try:
+        for _ in range(500):
+            if endpoint.serving:
+                break
+            threading.Event().wait(0.01)
+        assert endpoint.serving
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        assert json.loads(conn.getresponse().read()) == "ok"
+        conn.close()
+    finally:
+        endpoint.stop()
+    assert not endpoint.serving

@@ -47,6 +47,10 @@ IPAMD_ENV = (
     "ENABLE_SUBNET_DISCOVERY",
 )
 
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 60.0
+_POLL_S = 0.2  # how soon stop() takes effect
+
 Response = tuple[int, str, bytes]  # status, content type, body
 Route = Callable[[], Response]
 
@@ -91,13 +95,27 @@ class HttpEndpoint:
     """A GET-only HTTP server on `host:port` or `unix:/path`; `start()` binds and serves on a thread."""
 
     def __init__(
-        self, *, bind_address: str, routes: Mapping[str, Route], timeout_s: float = 5.0, name: str = "http"
+        self,
+        *,
+        bind_address: str,
+        routes: Mapping[str, Route],
+        timeout_s: float = 5.0,
+        name: str = "http",
+        retry_first_s: float = _RETRY_FIRST_S,
     ) -> None:
         self._bind = bind_address
         self._handler = type("Handler", (_Handler,), {"routes": dict(routes), "timeout": timeout_s})
         self._name = name
         self._server: socketserver.BaseServer | None = None
         self._thread: threading.Thread | None = None
+        self._retry: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._retry_first_s = retry_first_s
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     @property
     def address(self) -> str:
@@ -108,33 +126,70 @@ class HttpEndpoint:
         return self._bind
 
     def start(self) -> None:
-        if self._server is not None:
+        """Bind and serve. If the address is taken, keep retrying in the background (1 s doubling to 60 s,
+        as upstream) rather than failing ipamd: these endpoints are diagnostics, not the data path."""
+        if self._server is not None or self._retry is not None:
             return
-        if self._bind.startswith("unix:"):
-            path = self._bind[len("unix:") :]
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # a stale socket from a previous run
-            server: socketserver.BaseServer = _UnixHTTPServer(path, self._handler)
-        else:
-            host, _, port = self._bind.rpartition(":")
-            server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), self._handler)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=self._name, daemon=True)
-        self._thread.start()
-        _log.info("%s server listening on %s", self._name, self.address)
+        self._stopping.clear()
+        try:
+            self._serve(self._bind_server())
+        except OSError as exc:
+            _log.warning(
+                "%s server cannot listen on %s (%s); retrying in the background", self._name, self._bind, exc
+            )
+            self._retry = threading.Thread(target=self._retry_bind, name=f"{self._name}-bind", daemon=True)
+            self._retry.start()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
+        self._stopping.set()
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.join(timeout=5)
+        with self._lock:
+            server, self._server = self._server, None
+            thread, self._thread = self._thread, None
         if server is None:
             return
         server.shutdown()
         server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if thread is not None:
+            thread.join(timeout=5)
         if self._bind.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._bind[len("unix:") :])
+
+    def _bind_server(self) -> socketserver.BaseServer:
+        if self._bind.startswith("unix:"):
+            path = self._bind[len("unix:") :]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a stale socket from a previous run
+            return _UnixHTTPServer(path, self._handler)
+        host, _, port = self._bind.rpartition(":")
+        return ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), self._handler)
+
+    def _serve(self, server: socketserver.BaseServer) -> None:
+        with self._lock:
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever, args=(_POLL_S,), name=self._name, daemon=True
+            )
+            self._thread.start()
+        _log.info("%s server listening on %s", self._name, self.address)
+
+    def _retry_bind(self) -> None:
+        delay = self._retry_first_s
+        while not self._stopping.wait(delay):
+            try:
+                server = self._bind_server()
+            except OSError as exc:
+                _log.debug("%s server still cannot listen on %s: %s", self._name, self._bind, exc)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            if self._stopping.is_set():
+                server.server_close()
+            else:
+                self._serve(server)
+            return
 
 
 def json_response(value: object) -> Response:

@@ -9,19 +9,9 @@ import pytest
 from vpccni.awsutils.limits import LimitsCatalog
 from vpccni.ipamd.nodeinit import NodeIdentity, NodeInit, NodeInitError, NodeInitPorts
 from vpccni.ipamd.pool.config import PoolConfig
-from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.pool.status import GrowthState
-from vpccni.ipamd.pool.testing import (
-    FakeAllocationRestore,
-    FakeClock,
-    FakeCloud,
-    FakeHostNetwork,
-    FakeImds,
-    FakeNodeNetwork,
-    FakePodRules,
-    FakePoolStore,
-)
+from vpccni.ipamd.pool.testing import FakeAllocationRestore, FakeHostNetwork, FakeNode, FakePodRules
 from vpccni.ipamd.ports import INSTANCE_ID_TAG, NO_MANAGE_TAG, CloudError
 
 INSTANCE_ID = "i-0123456789abcdef0"
@@ -55,18 +45,11 @@ class Settings:
     eni_tags: dict[str, str] = field(default_factory=lambda: {"team": "net"})
 
 
-@dataclass
-class Node:
-    clock: FakeClock
-    cloud: FakeCloud
-    imds: FakeImds
-    store: FakePoolStore
-    network: FakeNodeNetwork
+@dataclass(kw_only=True)
+class Node(FakeNode):
     host: FakeHostNetwork
     restore: FakeAllocationRestore
     pod_rules: FakePodRules
-    cooldown: ReconcileCooldown
-    primary_mac: str
     sleeps: list[float] = field(default_factory=list)
 
     def init(self, settings: Settings, *, instance_type: str = "m5.large", grow: bool = True) -> NodeInit:
@@ -93,7 +76,7 @@ class Node:
             )
 
         identity = NodeIdentity(
-            instance_id=INSTANCE_ID, instance_type=instance_type, primary_mac=self.primary_mac, max_pods=29
+            instance_id=INSTANCE_ID, instance_type=instance_type, primary_mac=self.primary.mac, max_pods=29
         )
         return NodeInit(
             settings=settings,
@@ -105,21 +88,12 @@ class Node:
 
 
 def make_node(*, primary_ips: int = 0, restored: int = 0) -> Node:
-    clock = FakeClock()
-    cloud = FakeCloud(max_enis=3, ipv4_per_eni=10)
-    primary = cloud.add_existing_eni(device_number=0, ips=primary_ips)
-    store = FakePoolStore(clock=clock)
+    fake = FakeNode.create(ipv4_per_eni=10, primary_ips=primary_ips, store_primary=False)
     return Node(
-        clock=clock,
-        cloud=cloud,
-        imds=FakeImds(cloud),
-        store=store,
-        network=FakeNodeNetwork(),
+        **vars(fake),
         host=FakeHostNetwork(),
-        restore=FakeAllocationRestore(store, allocations=restored),
+        restore=FakeAllocationRestore(fake.store, allocations=restored),
         pod_rules=FakePodRules(),
-        cooldown=ReconcileCooldown(clock=clock),
-        primary_mac=primary.mac,
     )
 
 

@@ -10,27 +10,19 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from vpccni.ipamd.pool.config import PoolConfig
-from vpccni.ipamd.pool.cooldown import ReconcileCooldown
-from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers, store_eni
+from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers
 from vpccni.ipamd.pool.status import GrowthState
-from vpccni.ipamd.pool.testing import FakeClock, FakeCloud, FakeImds, FakeNodeNetwork, FakePoolStore
+from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError
 from vpccni.ipamd.reconcile import Reconciler
 
 T3_SMALL = {"max_enis": 3, "max_ips_per_eni": 3, "max_pods": 11}
 
 
-@dataclass
-class Node:
-    clock: FakeClock
-    cloud: FakeCloud
-    store: FakePoolStore
-    network: FakeNodeNetwork
-    cooldown: ReconcileCooldown
-    imds: FakeImds
+@dataclass(kw_only=True)
+class Node(FakeNode):
     reconciler: Reconciler
     manager: PoolManager
-    primary: str
 
     def pods(self, n: int) -> list[IPv4Address]:
         """Start pods one at a time, with a pool iteration after each (as the allocator's wake-up does)."""
@@ -42,12 +34,6 @@ class Node:
             self.manager.update_pool()
         return ips
 
-    def ec2_cidrs(self) -> set[IPv4Network]:
-        return {c for i in self.cloud.eni_ids() for c in self.cloud.eni(i).cidrs}
-
-    def store_cidrs(self) -> set[IPv4Network]:
-        return {c for i in self.store.eni_ids() for c in self.store.cidrs_of(i)}
-
 
 def make_node(
     cfg: PoolConfig | None = None,
@@ -57,35 +43,21 @@ def make_node(
     timers: PoolTimers | None = None,
     ipv4_per_eni: int = 4,
 ) -> Node:
-    clock = FakeClock()
-    cloud = FakeCloud(max_enis=3, ipv4_per_eni=ipv4_per_eni)
-    primary = cloud.add_existing_eni(device_number=0)
-    store = FakePoolStore(clock=clock)
-    store_eni(store, primary, is_primary=True)
-    network = FakeNodeNetwork()
-    cooldown = ReconcileCooldown(clock=clock)
-    imds = FakeImds(cloud)
-    reconciler = Reconciler(
-        store=store,
-        cloud=cloud,
-        metadata=imds,
-        network=network,
-        cooldown=cooldown,
-        primary_eni_id=primary.eni_id,
-    )
+    fake = FakeNode.create(ipv4_per_eni=ipv4_per_eni)
+    reconciler = fake.make_reconciler()
     manager = PoolManager(
         config=cfg or PoolConfig(**T3_SMALL),
-        store=store,
-        cloud=cloud,
-        network=network,
-        cooldown=cooldown,
-        clock=clock,
+        store=fake.store,
+        cloud=fake.cloud,
+        network=fake.network,
+        cooldown=fake.cooldown,
+        clock=fake.clock,
         reconciler=reconciler,
         schedulable=schedulable,
         policy=policy or PoolPolicy(),
         timers=timers or PoolTimers(),
     )
-    return Node(clock, cloud, store, network, cooldown, imds, reconciler, manager, primary.eni_id)
+    return Node(**vars(fake), reconciler=reconciler, manager=manager)
 
 
 def test_a_fresh_node_fills_the_primary_eni() -> None:
@@ -93,7 +65,7 @@ def test_a_fresh_node_fills_the_primary_eni() -> None:
     status = node.manager.update_pool()
     assert status.state is GrowthState.OK
     assert node.cloud.calls == ["assign_ips"]
-    assert len(node.store.cidrs_of(node.primary)) == 3
+    assert len(node.store.cidrs_of(node.primary.eni_id)) == 3
     assert node.store_cidrs() == node.ec2_cidrs()
 
 
@@ -102,7 +74,7 @@ def test_warm_and_minimum_targets_are_reached_in_one_wake_up() -> None:
     node.manager.update_pool()
     assert node.cloud.calls == ["assign_ips", "allocate_eni"]
     assert len(node.store_cidrs()) == 5
-    new_eni = (node.store.eni_ids() - {node.primary}).pop()
+    new_eni = (node.store.eni_ids() - {node.primary.eni_id}).pop()
     assert node.network.set_up == {new_eni}
     assert node.store_cidrs() == node.ec2_cidrs()
 
@@ -152,9 +124,9 @@ def test_a_failed_assignment_is_retried_with_one_address() -> None:
 
 def test_private_ip_limit_exceeded_resyncs_the_eni_from_ec2() -> None:
     node = make_node()
-    hidden = [node.cloud.add_ip_behind_our_back(node.primary) for _ in range(3)]
+    hidden = [node.cloud.add_ip_behind_our_back(node.primary.eni_id) for _ in range(3)]
     node.manager.update_pool()
-    assert {IPv4Network(ip) for ip in hidden} <= node.store.cidrs_of(node.primary)
+    assert {IPv4Network(ip) for ip in hidden} <= node.store.cidrs_of(node.primary.eni_id)
     assert "describe_enis" in node.cloud.calls
 
 
@@ -190,9 +162,8 @@ def test_addresses_go_back_at_most_every_30_seconds_and_enter_the_reconcile_cool
     released = {IPv4Network(p) for p in pods} - node.store_cidrs()
     assert len(released) == 4 and all(node.cooldown.active(c) for c in released)
     # A second shrink needs 30 s to pass even when the pool is too high again.
-    node.store.add_cidrs(
-        node.primary, [IPv4Network(node.cloud.add_ip_behind_our_back(node.primary))], is_prefix=False
-    )
+    extra = node.cloud.add_ip_behind_our_back(node.primary.eni_id)
+    node.store.add_cidrs(node.primary.eni_id, [IPv4Network(extra)], is_prefix=False)
     node.manager.update_pool()
     assert node.cloud.calls.count("unassign") == 1
     node.clock.advance(30)
@@ -221,7 +192,7 @@ def test_an_unused_eni_is_freed_after_its_minimum_age_one_per_iteration() -> Non
     assert (
         node.cloud.calls.count("free_eni") == 2
     )  # the primary ENI alone holds WARM_ENI_TARGET's 3 addresses
-    assert node.store.eni_ids() == node.cloud.eni_ids() == {node.primary}
+    assert node.store.eni_ids() == node.cloud.eni_ids() == {node.primary.eni_id}
 
 
 @pytest.mark.parametrize("opt_in", [False, True])

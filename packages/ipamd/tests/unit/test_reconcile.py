@@ -10,48 +10,25 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from vpccni.ipamd.pool.config import PoolConfig
-from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import PoolManager, store_eni
-from vpccni.ipamd.pool.testing import FakeClock, FakeCloud, FakeImds, FakeNodeNetwork, FakePoolStore
+from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import NO_MANAGE_TAG, CloudError, EniDescription, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 
 
-@dataclass
-class Node:
-    clock: FakeClock
-    cloud: FakeCloud
-    imds: FakeImds
-    store: FakePoolStore
-    network: FakeNodeNetwork
-    cooldown: ReconcileCooldown
+@dataclass(kw_only=True)
+class Node(FakeNode):
     reconciler: Reconciler
-    primary: str
 
 
 def make_node(*, primary_ips: int = 3) -> Node:
-    clock = FakeClock()
-    cloud = FakeCloud(max_enis=3, ipv4_per_eni=10)
-    primary = cloud.add_existing_eni(device_number=0, ips=primary_ips)
-    store = FakePoolStore(clock=clock)
-    store_eni(store, primary, is_primary=True)
-    network = FakeNodeNetwork()
-    cooldown = ReconcileCooldown(clock=clock)
-    imds = FakeImds(cloud)
+    fake = FakeNode.create(ipv4_per_eni=10, primary_ips=primary_ips)
 
     def managed(eni: EniDescription) -> bool:
         return eni.tag_map.get(NO_MANAGE_TAG) != "true"
 
-    reconciler = Reconciler(
-        store=store,
-        cloud=cloud,
-        metadata=imds,
-        network=network,
-        cooldown=cooldown,
-        primary_eni_id=primary.eni_id,
-        is_managed=managed,
-    )
-    return Node(clock, cloud, imds, store, network, cooldown, reconciler, primary.eni_id)
+    reconciler = fake.make_reconciler(is_managed=managed)
+    return Node(**vars(fake), reconciler=reconciler)
 
 
 def assignable(node: Node) -> set[IPv4Address]:
@@ -71,10 +48,10 @@ def test_in_sync_costs_no_ec2_call() -> None:
 def test_an_address_only_imds_lists_never_becomes_assignable() -> None:
     node = make_node()
     phantom = IPv4Address("10.0.200.9")
-    node.imds.phantom_ips[node.primary] = {phantom}
+    node.imds.phantom_ips[node.primary.eni_id] = {phantom}
     report = node.reconciler.run()
     assert report.ec2_checks == 1
-    assert IPv4Network(phantom) not in node.store.cidrs_of(node.primary)
+    assert IPv4Network(phantom) not in node.store.cidrs_of(node.primary.eni_id)
     assert phantom not in assignable(node)
 
 
@@ -93,8 +70,8 @@ def test_a_released_address_lingering_in_a_lagging_imds_is_never_re_added() -> N
     node.imds.freeze()
     manager.update_pool()  # 3 free, warm 1: two go back
     released = node.cloud.calls.count("unassign")
-    assert released == 1 and len(node.store.cidrs_of(node.primary)) == 1
-    gone = {c for c in node.imds.attached_enis()[0].cidrs} - node.store.cidrs_of(node.primary)
+    assert released == 1 and len(node.store.cidrs_of(node.primary.eni_id)) == 1
+    gone = {c for c in node.imds.attached_enis()[0].cidrs} - node.store.cidrs_of(node.primary.eni_id)
     assert len(gone) == 2
 
     # Within the cooldown the lingering addresses are expected: not even an EC2 call.
@@ -103,13 +80,13 @@ def test_a_released_address_lingering_in_a_lagging_imds_is_never_re_added() -> N
     node.clock.advance(61)
     report = node.reconciler.run()
     assert report.ec2_checks == 1 and report.added_cidrs == ()
-    assert not gone & node.store.cidrs_of(node.primary)
+    assert not gone & node.store.cidrs_of(node.primary.eni_id)
     assert not {c.network_address for c in gone} & assignable(node)
 
 
 def test_an_address_assigned_outside_ipamd_is_added_once_ec2_confirms_it() -> None:
     node = make_node()
-    extra = node.cloud.add_ip_behind_our_back(node.primary)
+    extra = node.cloud.add_ip_behind_our_back(node.primary.eni_id)
     report = node.reconciler.run()
     assert report.ec2_checks == 1 and report.added_cidrs == (IPv4Network(extra),)
     assert extra in assignable(node)
@@ -119,7 +96,7 @@ def test_an_address_ec2_took_away_is_force_removed_even_from_a_pod() -> None:
     node = make_node()
     pod = node.store.assign_pod()
     assert pod is not None
-    node.cloud.remove_ip_behind_our_back(node.primary, pod)
+    node.cloud.remove_ip_behind_our_back(node.primary.eni_id, pod)
     report = node.reconciler.run()
     assert report.removed_cidrs == (IPv4Network(pod),) and report.pods_force_removed == 1
     assert pod in node.store.force_removed_pods
@@ -172,7 +149,7 @@ def test_an_eni_gone_from_imds_and_ec2_is_force_removed_with_its_pods() -> None:
     node = make_node()
     eni = node.cloud.allocate_eni(EniRequest(ips=2))
     node.reconciler.run()
-    node.store.set_excluded(node.primary)  # make the pod land on the secondary ENI
+    node.store.set_excluded(node.primary.eni_id)  # make the pod land on the secondary ENI
     pod = node.store.assign_pod()
     node.cloud.free_eni(eni.eni_id)
     report = node.reconciler.run()
@@ -183,7 +160,7 @@ def test_an_eni_gone_from_imds_and_ec2_is_force_removed_with_its_pods() -> None:
 
 def test_an_ec2_failure_changes_nothing() -> None:
     node = make_node()
-    node.cloud.add_ip_behind_our_back(node.primary)
+    node.cloud.add_ip_behind_our_back(node.primary.eni_id)
     node.cloud.fail("describe_enis", CloudError("slow down", code="RequestLimitExceeded"))
     before = node.store.snapshot()
     assert node.reconciler.run().ec2_checks == 0

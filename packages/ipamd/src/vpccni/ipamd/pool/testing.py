@@ -7,9 +7,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.manager import store_eni
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.ipamd.ports import CloudError, EniAddresses, EniDescription, EniRecord, EniRequest
+from vpccni.ipamd.reconcile import Reconciler
 
 _DEFAULT_SUBNET = IPv4Network("10.0.0.0/16")
 
@@ -366,20 +370,7 @@ class FakeImds:
 
     def _live(self) -> tuple[EniAddresses, ...]:
         with self._cloud.lock:
-            described = [e.describe() for e in self._cloud._enis.values()]
-        return tuple(
-            EniAddresses(
-                eni_id=d.eni_id,
-                mac=d.mac,
-                device_number=d.device_number,
-                network_card=d.network_card,
-                primary_ip=d.primary_ip,
-                secondary_ips=d.secondary_ips,
-                prefixes=d.prefixes,
-                subnet_id=d.subnet_id,
-            )
-            for d in described
-        )
+            return tuple(e.describe().addresses_only() for e in self._cloud._enis.values())
 
     def attached_enis(self) -> tuple[EniAddresses, ...]:
         enis = self._frozen if self._frozen is not None else self._live()
@@ -440,3 +431,53 @@ class FakePodRules:
 
     def configure_pod_rules(self) -> None:
         self.runs += 1
+
+
+@dataclass(kw_only=True)
+class FakeNode:
+    """One instance's fakes wired together: EC2, an IMDS that can lag, the datastore, host networking."""
+
+    clock: FakeClock
+    cloud: FakeCloud
+    imds: FakeImds
+    store: FakePoolStore
+    network: FakeNodeNetwork
+    cooldown: ReconcileCooldown
+    primary: EniDescription
+
+    @classmethod
+    def create(
+        cls, *, max_enis: int = 3, ipv4_per_eni: int = 4, primary_ips: int = 0, store_primary: bool = True
+    ) -> FakeNode:
+        clock = FakeClock()
+        cloud = FakeCloud(max_enis=max_enis, ipv4_per_eni=ipv4_per_eni)
+        primary = cloud.add_existing_eni(device_number=0, ips=primary_ips)
+        store = FakePoolStore(clock=clock)
+        if store_primary:
+            store_eni(store, primary, is_primary=True)
+        return cls(
+            clock=clock,
+            cloud=cloud,
+            imds=FakeImds(cloud),
+            store=store,
+            network=FakeNodeNetwork(),
+            cooldown=ReconcileCooldown(clock=clock),
+            primary=primary,
+        )
+
+    def make_reconciler(self, **options: Any) -> Reconciler:
+        return Reconciler(
+            store=self.store,
+            cloud=self.cloud,
+            metadata=self.imds,
+            network=self.network,
+            cooldown=self.cooldown,
+            primary_eni_id=self.primary.eni_id,
+            **options,
+        )
+
+    def ec2_cidrs(self) -> set[IPv4Network]:
+        return {c for i in self.cloud.eni_ids() for c in self.cloud.eni(i).cidrs}
+
+    def store_cidrs(self) -> set[IPv4Network]:
+        return {c for i in self.store.eni_ids() for c in self.store.cidrs_of(i)}

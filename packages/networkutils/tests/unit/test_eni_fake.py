@@ -7,6 +7,7 @@ from vpccni.networkutils.eni import (
     EniNetwork,
     EniNotFoundError,
     LinkRetry,
+    existing_eni_table,
     setup_eni_network,
     teardown_eni_network,
 )
@@ -77,3 +78,27 @@ def test_teardown_deletes_every_from_rule(host: FakeNamespace) -> None:
     assert teardown_eni_network(host, ENI.primary_ip) == 2
     assert teardown_eni_network(host, ENI.primary_ip) == 0
     assert all(r.src != IPv4Network("10.0.97.200/32") for r in host.rules())
+
+
+def test_existing_table_is_found_for_reuse(host: FakeNamespace) -> None:
+    assert existing_eni_table(host, ENI.primary_ip) is None
+    host.add_rule(Rule(priority=32765, table=17, src=IPv4Network("10.0.97.200/32")))
+    assert existing_eni_table(host, ENI.primary_ip) == 17
+
+
+def test_route_failures_are_retried_with_backoff(
+    host: FakeNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = host.replace_route
+    failures = iter([True, True, False, False])
+
+    def flaky(route: Route) -> None:
+        if next(failures):
+            raise OSError(101, "Network is unreachable")
+        real(route)
+
+    monkeypatch.setattr(host, "replace_route", flaky)
+    sleeps: list[float] = []
+    setup_eni_network(host, ENI, retry=LinkRetry(attempts=1, sleep=sleeps.append))
+    assert sleeps == [0.5, 1.0]
+    assert len(host.routes(2)) == 2

@@ -37,7 +37,10 @@ class ToolRunner:
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None, check: bool = True) -> str:
         full = [*self._prefix, *argv]
         log.debug("running %s", full)
-        done = self._run(full, input=stdin, capture_output=True, text=True, check=False)
+        try:
+            done = self._run(full, input=stdin, capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise CommandError(full, 127, f"{exc.filename or full[0]} not found") from exc
         if check and done.returncode != 0:
             raise CommandError(full, done.returncode, done.stderr)
         return str(done.stdout)

@@ -42,6 +42,9 @@ class LinkRetry:
 
 
 DEFAULT_LINK_RETRY = LinkRetry()
+ROUTE_RETRY_ATTEMPTS = 5
+ROUTE_RETRY_FIRST_DELAY_S = 0.5
+ROUTE_RETRY_MAX_DELAY_S = 5.0
 
 
 class EniNotFoundError(LookupError):
@@ -91,7 +94,7 @@ def setup_eni_network(netlink: Netlink, eni: EniNetwork, *, retry: LinkRetry = D
     netlink.add_address(wanted)
     for route in eni_routes(eni, link.name):
         netlink.delete_route(route)
-        netlink.replace_route(route)
+        _replace_with_backoff(netlink, route, retry.sleep)
     # The kernel's connected route would send subnet traffic out of this ENI from main; main keeps eth0 only.
     subnet_route = Route(dst=eni.subnet, ifname=link.name, scope=Scope.LINK, table=MAIN_TABLE)
     netlink.delete_route(subnet_route)
@@ -101,11 +104,42 @@ def setup_eni_network(netlink: Netlink, eni: EniNetwork, *, retry: LinkRetry = D
     return link.name
 
 
+def existing_eni_table(netlink: Netlink, primary_ip: IPv4Address) -> int | None:
+    """The table of an existing `from <ENI primary IP> prio 32765` rule, if any.
+
+    An AMI or an older CNI may have numbered a multi-card ENI's table differently; reusing it keeps the pods
+    already routed through it working.
+    """
+    src = host_network(primary_ip)
+    for rule in netlink.rules():
+        if rule.priority == ENI_RULE_PRIORITY and rule.src == src:
+            return rule.table
+    return None
+
+
+def _replace_with_backoff(netlink: Netlink, route: Route, sleep: Callable[[float], None]) -> None:
+    """Upstream retries the ENI routes 5 times, 0.5 s doubling to 5 s: a fresh link may not take them yet."""
+    delay = ROUTE_RETRY_FIRST_DELAY_S
+    for attempt in range(1, ROUTE_RETRY_ATTEMPTS + 1):
+        try:
+            netlink.replace_route(route)
+            return
+        except Exception as exc:  # pyroute2's NetlinkError is not an OSError
+            if attempt == ROUTE_RETRY_ATTEMPTS:
+                raise RuntimeError(
+                    f"cannot add route {route} after {attempt} attempts: {exc}; "
+                    f"check that {route.ifname} is up"
+                ) from exc
+            log.warning("route %s failed (%s), retrying in %.1fs", route, exc, delay)
+            sleep(delay)
+            delay = min(delay * 2, ROUTE_RETRY_MAX_DELAY_S)
+
+
 def teardown_eni_network(netlink: Netlink, primary_ip: IPv4Address) -> int:
     """Delete every rule `from <ENI primary IP>`; returns how many went. The link leaves with the detach."""
     src = host_network(primary_ip)
     removed = 0
     for rule in netlink.rules():
-        if rule.src == src and rule.dst is None and netlink.delete_rule(rule):
+        if rule.src == src and netlink.delete_rule(rule):
             removed += 1
     return removed

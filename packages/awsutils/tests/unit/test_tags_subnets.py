@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import ipaddress
+import json
 
 import pytest
 from vpccni.awsutils.models import Subnet

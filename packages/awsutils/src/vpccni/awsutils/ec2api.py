@@ -152,8 +152,9 @@ class Boto3EC2Api:
         from botocore import xform_name
         from botocore.exceptions import BotoCoreError, ClientError
 
-        self._limiter.acquire(api)
+        # Build the client before taking a token, so the token's time is the time the request is sent.
         method = getattr(self._boto(), xform_name(api))
+        self._limiter.acquire(api)
         start = self._clock.monotonic()
         error: str | None = None
         try:

@@ -87,8 +87,11 @@ class PodWatcher:
             try:
                 if not rv:
                     rv = self._relist()
-                rv = self._watch(rv)
+                rv, received = self._watch(rv)
                 failures = 0
+                if not received:
+                    # A server that ends watches at once must not turn this loop into a busy loop.
+                    self._stop.wait(self._backoff.initial_s)
             except Expired:
                 log.info("pod watch resourceVersion %s expired; relisting", rv)
                 rv = ""
@@ -123,8 +126,9 @@ class PodWatcher:
         log.debug("listed %d pods on this node at resourceVersion %s", len(body.get("items") or ()), rv)
         return rv
 
-    def _watch(self, rv: str) -> str:
-        """One watch request; returns the resourceVersion to resume from."""
+    def _watch(self, rv: str) -> tuple[str, int]:
+        """One watch request; returns the resourceVersion to resume from and how many events arrived."""
+        received = 0
         with translated("watch pods on this node"):
             resp = self._core.list_pod_for_all_namespaces(
                 field_selector=self._selector,
@@ -141,6 +145,7 @@ class PodWatcher:
             try:
                 for line in _lines(resp):
                     rv = self._apply(json.loads(line), rv)
+                    received += 1
                     if self._stop.is_set():
                         break
             finally:
@@ -149,7 +154,7 @@ class PodWatcher:
                 # Never pool a connection that may still carry part of a watch stream.
                 resp.close()
                 resp.release_conn()
-        return rv
+        return rv, received
 
     def _apply(self, event: dict[str, Any], rv: str) -> str:
         kind, obj = event.get("type"), event.get("object") or {}

@@ -156,3 +156,26 @@ def test_netns_thread_never_leaks_into_caller(make_netns) -> None:
     inside = run_in_netns(pod.fd, lambda: os.readlink("/proc/thread-self/ns/net"))
     assert inside != before
     assert os.readlink("/proc/thread-self/ns/net") == before
+
+
+def test_second_interface_in_the_same_pod(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod")
+    first = spec_for("multi", "10.0.1.5", table=2)
+    second = PodInterface(
+        host_veth=host_veth_name("default", "multi", index=1),
+        ipv4=IPv4Address("10.0.4.5"),
+        ifname="mNicIf1",
+        route_table=3,
+        index=1,
+    )
+    wire(host, pod, first)
+    wire(host, pod, second)
+    assert verify(host, pod, first) == [] and verify(host, pod, second) == []
+    table1 = {(r["dst"], r.get("gateway")) for r in pod.ip_json("route", "show", "table", "1")}
+    assert table1 == {("default", "169.254.1.2"), ("169.254.1.2", None)}
+    assert [(r["priority"], r["src"], r["table"]) for r in pod.ip_json("rule") if r["priority"] == 1] == [
+        (1, "10.0.4.5", "1")
+    ]
+    unwire(host, second, pod.fd)
+    assert all(r["priority"] != 1 for r in pod.ip_json("rule"))
+    assert verify(host, pod, first) == []

@@ -11,6 +11,7 @@ from vpccni.k8sapi import (
     ApiUnavailable,
     CniNodeFeature,
     Conflict,
+    Forbidden,
     KubernetesApi,
     KubeSettings,
     NotFound,
@@ -225,3 +226,12 @@ def test_watch_renews_after_server_timeout_and_tracks_bookmarks(
         assert all("resourceVersion=" in path for path in watch_requests(server))
     finally:
         adapter.close()
+
+
+def test_missing_rbac_is_forbidden(server: KubeApiServer, api: KubernetesApi) -> None:
+    server.store.create(PODS, pod("web"))
+    server.forbid("PATCH", "pods")
+    with pytest.raises(Forbidden, match="patch pods"):
+        api.annotate_pod(
+            namespace="default", name="web", annotations={"vpc.amazonaws.com/pod-ips": "10.0.0.20"}
+        )

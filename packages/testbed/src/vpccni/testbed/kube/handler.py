@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from vpccni.testbed.kube import resources
 from vpccni.testbed.kube.patches import MERGE_PATCH
 from vpccni.testbed.kube.resources import ResourceType
-from vpccni.testbed.kube.store import BadRequestError, ExpiredError, NotFoundError, StoreError, WatchFilter
+from vpccni.testbed.kube.store import (
+    BadRequestError,
+    ExpiredError,
+    ForbiddenError,
+    NotFoundError,
+    StoreError,
+    WatchFilter,
+)
 
 if TYPE_CHECKING:
     from vpccni.testbed.kube.server import KubeApiServer
@@ -164,6 +171,12 @@ class KubeApiHandler(BaseHTTPRequestHandler):
             target = parse_target(parts)
             if target is None:
                 raise NotFoundError(f"the server could not find the requested resource ({method} {url.path})")
+            if (method, target.resource.plural) in self.owner.forbidden:
+                raise ForbiddenError(
+                    f'{target.resource.plural} is forbidden: User "system:serviceaccount:kube-system:'
+                    f'aws-node" cannot {method.lower()} resource {target.resource.plural!r}',
+                    kind=target.resource.plural,
+                )
             self._resource(method, target, query)
         except StoreError as exc:
             self._send_error(exc)

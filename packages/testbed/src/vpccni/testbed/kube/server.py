@@ -52,6 +52,7 @@ class KubeApiServer:
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
         # (method, path with query) of every request, newest last: tests check what a client asked.
+        self.forbidden: set[tuple[str, str]] = set()
         self.request_log: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -120,6 +121,10 @@ class KubeApiServer:
             self.store.notify_watchers()
             if mode == "reset":
                 self._close_connections()
+
+    def forbid(self, method: str, plural: str) -> None:
+        """Answer 403 Forbidden to ``method`` (GET, POST, PATCH...) on ``plural``, as missing RBAC would."""
+        self.forbidden.add((method.upper(), plural))
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._conn_lock:

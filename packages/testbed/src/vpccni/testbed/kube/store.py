@@ -50,6 +50,10 @@ class AlreadyExistsError(StoreError):
     code, reason = 409, "AlreadyExists"
 
 
+class ForbiddenError(StoreError):
+    code, reason = 403, "Forbidden"
+
+
 class ConflictError(StoreError):
     code, reason = 409, "Conflict"
 

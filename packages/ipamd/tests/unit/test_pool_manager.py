@@ -24,11 +24,11 @@ class Node(FakeNode):
     reconciler: Reconciler
     manager: PoolManager
 
-    def pods(self, n: int) -> list[IPv4Address]:
+    def pods(self, n: int, *, prefix_mode: bool = False) -> list[IPv4Address]:
         """Start pods one at a time, with a pool iteration after each (as the allocator's wake-up does)."""
         ips = []
         for _ in range(n):
-            ip = self.store.assign_pod()
+            ip = self.store.assign_pod(prefix_mode=prefix_mode)
             assert ip is not None, "no free address for a pod"
             ips.append(ip)
             self.manager.update_pool()
@@ -264,3 +264,47 @@ def test_the_loop_wakes_at_once_when_an_allocation_drains_the_pool() -> None:
         assert len(node.store_cidrs()) == 3
     finally:
         node.manager.stop()
+
+
+def test_prefix_mode_grows_by_prefixes() -> None:
+    cfg = PoolConfig(
+        max_enis=3, max_ips_per_eni=144, max_prefixes_per_eni=9, prefix_delegation=True, warm_prefix_target=1
+    )
+    node = make_node(cfg, ipv4_per_eni=10)
+    node.manager.update_pool()
+    assert node.cloud.calls == ["assign_prefixes"]
+    assert [c.prefixlen for c in node.store_cidrs()] == [28]
+    node.pods(1, prefix_mode=True)
+    assert node.cloud.calls == ["assign_prefixes", "assign_prefixes"]
+    assert node.store_cidrs() == node.ec2_cidrs()
+
+
+def test_custom_networking_enis_come_from_the_eniconfig_subnet() -> None:
+    cfg = PoolConfig(**T3_SMALL, custom_networking=True)
+    node = make_node(cfg, policy=PoolPolicy(subnet_id="subnet-0pods", security_group_ids=("sg-1",)))
+    node.manager.update_pool()
+    new = node.store.eni_ids() - {node.primary.eni_id}
+    assert len(new) == 1 and node.cloud.eni(new.pop()).subnet_id == "subnet-0pods"
+    assert node.store.cidrs_of(node.primary.eni_id) == set()
+
+
+def test_concurrent_allocations_and_the_running_loop_keep_ec2_and_the_datastore_in_step() -> None:
+    cfg = PoolConfig(max_enis=3, max_ips_per_eni=9, max_pods=27, warm_ip_target=2)
+    node = make_node(cfg, ipv4_per_eni=10, timers=PoolTimers(half_interval_s=0.001))
+    node.manager.start()
+    got: list[IPv4Address] = []
+    try:
+        deadline = time.monotonic() + 20.0
+        while len(got) < 25 and time.monotonic() < deadline:
+            ip = node.store.assign_pod()
+            if ip is None:
+                node.manager.wake()
+                time.sleep(0.001)
+                continue
+            got.append(ip)
+            node.manager.wake_if_low(node.store.snapshot())
+    finally:
+        node.manager.stop()
+    assert len(got) == 25 and len(set(got)) == 25
+    assert node.store_cidrs() == node.ec2_cidrs()
+    assert set(got) <= {c.network_address for c in node.ec2_cidrs()}

@@ -1,0 +1,208 @@
+"""``aws-cni``: the CNI plugin executable, a thin shim in front of ipamd.
+
+It validates what the runtime sent, answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC
+to ipamd's CNI endpoint with the pod's network namespace as a file descriptor (see ``wire``). It runs
+once per pod operation under ``python3 -I -S``, so the hot path imports only json, os, socket and sys
+(plus modules those already load); everything else is imported where it is needed.
+
+stdout carries only the result or the error JSON; logs go to ``pluginLogFile`` (stderr when empty).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from vpccni.cniplugin import versions, wire
+from vpccni.cniplugin.environ import CniEnvironment, read_environment
+from vpccni.cniplugin.errors import CNIError, ErrorCode
+from vpccni.cniplugin.netconf import MAX_STDIN_BYTES, NetConf, decode, parse_netconf
+from vpccni.cniplugin.pluginlog import PluginLog
+from vpccni.cniplugin.version import VERSION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import BinaryIO, TextIO
+
+ABOUT = f"AWS CNI v{VERSION} (vpccni)"
+
+
+def _read_stdin(stdin: BinaryIO | None) -> bytes:
+    if stdin is None:
+        return b""
+    return stdin.read(MAX_STDIN_BYTES + 1) or b""
+
+
+def _print_json(stdout: TextIO, value: object) -> None:
+    stdout.write(json.dumps(value, separators=(",", ":")) + "\n")
+    stdout.flush()
+
+
+def _version_of(raw: object) -> str:
+    """The version to label an error with: the config's own when it is one we know, else the latest."""
+    if isinstance(raw, dict):
+        value = raw.get("cniVersion")
+        try:
+            canonical = versions.canonical(value)
+        except CNIError:
+            return versions.LATEST
+        if canonical in versions.SUPPORTED_VERSIONS:
+            return canonical
+    return versions.LATEST
+
+
+def _check_verb_allowed(command: str, conf: NetConf) -> None:
+    if command == "CHECK" and not versions.allows_check(conf.cni_version):
+        raise CNIError(
+            ErrorCode.INCOMPATIBLE_CNI_VERSION, "config version does not allow CHECK (needs >= 0.4.0)"
+        )
+    if command in ("STATUS", "GC") and not versions.allows_status_and_gc(conf.cni_version):
+        raise CNIError(
+            ErrorCode.INCOMPATIBLE_CNI_VERSION, f"config version does not allow {command} (needs >= 1.1.0)"
+        )
+
+
+def _open_netns(env: CniEnvironment) -> int | None:
+    """The pod's netns opened read-only; None for a DEL whose netns is already gone (or was not given)."""
+    if not env.netns:
+        return None
+    try:
+        fd = os.open(env.netns, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if env.command == "DEL":
+            return None
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+            f"CNI_NETNS={env.netns}: no such file: the pod's network namespace is gone (was the sandbox "
+            "removed while it was being set up?)",
+        ) from None
+    except OSError as exc:
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT_VARIABLES, f"CNI_NETNS={env.netns}: cannot open: {exc.strerror}"
+        ) from None
+    try:
+        ours = os.stat("/proc/self/ns/net")
+        theirs = os.fstat(fd)
+    except OSError:
+        return fd
+    if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
+        os.close(fd)
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+            f"CNI_NETNS={env.netns} is the network namespace aws-cni itself runs in "
+            "(the host's): refusing it",
+        )
+    return fd
+
+
+def _unreachable(
+    command: str, exc: wire.WireError, conf: NetConf, request: wire.Request, log: PluginLog
+) -> None:
+    """What each command does when ipamd cannot be asked (ARCHITECTURE §2)."""
+    if command == "DEL":
+        from vpccni.cniplugin import delqueue
+
+        try:
+            path = delqueue.enqueue(conf.del_queue_dir, request)
+        except OSError as err:
+            raise CNIError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"{exc}; and the DEL could not be queued in {conf.del_queue_dir}: {err}",
+            ) from None
+        log.info("ipamd unreachable: DEL queued for ipamd to finish at start", reason=str(exc), entry=path)
+        return
+    if command == "STATUS":
+        raise CNIError(ErrorCode.NOT_AVAILABLE, str(exc))
+    raise CNIError(ErrorCode.TRY_AGAIN_LATER, str(exc))
+
+
+def _forward(env: CniEnvironment, conf: NetConf, stdout: TextIO, log: PluginLog) -> None:
+    fd = _open_netns(env) if env.command in ("ADD", "DEL", "CHECK") else None
+    timeout = wire.STATUS_TIMEOUT_S if env.command == "STATUS" else wire.DEFAULT_TIMEOUT_S
+    request = wire.Request(
+        version=VERSION,
+        command=env.command,
+        container_id=env.container_id,
+        ifname=env.ifname,
+        netns_path=env.netns,
+        has_netns_fd=fd is not None,
+        k8s_args=env.args,
+        netconf=conf.raw,
+        cni_version=conf.cni_version,
+        timeout_s=timeout,
+    )
+    log.debug(
+        "forwarding to ipamd", command=env.command, containerID=env.container_id, ifName=env.ifname,
+        netns=env.netns, pod=f"{env.args.pod_namespace}/{env.args.pod_name}", socket=conf.cni_socket,
+    )  # fmt: skip
+    try:
+        result = wire.call(conf.cni_socket, request, fd)
+    except wire.WireError as exc:
+        _unreachable(env.command, exc, conf, request, log)
+        return
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if env.command == "ADD":
+        if not isinstance(result, dict):
+            raise CNIError(ErrorCode.INTERNAL, "ipamd answered ADD without a result object")
+        _print_json(stdout, result)
+    log.info("done", command=env.command, containerID=env.container_id)
+
+
+def run(environ: Mapping[str, str], stdin: BinaryIO | None, stdout: TextIO, stderr: TextIO) -> int:
+    """One plugin invocation; returns the exit status. Never raises and never prints a traceback."""
+    command = environ.get("CNI_COMMAND", "")
+    if not command:
+        stderr.write(f"{ABOUT}\nCNI protocol versions supported: {', '.join(versions.SUPPORTED_VERSIONS)}\n")
+        return 0
+    raw: object = None
+    log = PluginLog()
+    try:
+        if command == "VERSION":
+            raw = _read_version_request(stdin)
+            _print_json(
+                stdout,
+                {"cniVersion": _version_of(raw), "supportedVersions": list(versions.SUPPORTED_VERSIONS)},
+            )
+            return 0
+        env = read_environment(environ)
+        raw = decode(_read_stdin(stdin))
+        conf = parse_netconf(raw)
+        log = PluginLog(path=conf.plugin_log_file, level=conf.plugin_log_level)
+        _check_verb_allowed(env.command, conf)
+        _forward(env, conf, stdout, log)
+        return 0
+    except CNIError as err:
+        log.error("failed", command=command, code=err.code, error=err.msg)
+        _print_json(stdout, err.to_dict(_version_of(raw)))
+        return 1
+    except Exception as exc:  # the runtime must always get the error JSON, never a traceback
+        import traceback
+
+        log.error("internal error", command=command, traceback=traceback.format_exc())
+        internal = CNIError(ErrorCode.INTERNAL, f"internal error in aws-cni: {type(exc).__name__}: {exc}")
+        _print_json(stdout, internal.to_dict(_version_of(raw)))
+        return 1
+    finally:
+        log.close()
+
+
+def _read_version_request(stdin: BinaryIO | None) -> object:
+    """VERSION's stdin is optional and only tells which version to echo; it can never make VERSION fail."""
+    if stdin is None or (hasattr(stdin, "isatty") and stdin.isatty()):
+        return None
+    try:
+        return json.loads(_read_stdin(stdin) or b"null")
+    except (ValueError, RecursionError):
+        return None
+
+
+def main() -> None:
+    sys.exit(run(os.environ, sys.stdin.buffer if sys.stdin else None, sys.stdout, sys.stderr))
+
+
+if __name__ == "__main__":
+    main()

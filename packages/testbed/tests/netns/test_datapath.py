@@ -1,5 +1,4 @@
-"""The VPC datapath against a small in-test EC2 state: links, routes, source/destination check, real traffic.
-"""
+"""The VPC datapath against a small in-test EC2 state: links, routes, source/destination check, traffic."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from vpccni.testbed.datapath import Datapath, DatapathConfig, NodeNetwork
+from vpccni.testbed.datapath import Datapath, DatapathConfig, NodeNetwork, VpcLayout
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
 from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached
@@ -173,6 +172,23 @@ def test_only_addresses_with_a_public_ip_reach_the_internet(
             tcp_echo(node.netns, datapath.internet_ip, server.port, source=IP("10.0.0.78"), timeout=1) is None
         )
         assert tcp_echo(node.netns, datapath.internet_ip, server.port) == "10.0.0.10"
+
+
+def test_a_nat_gateway_lets_every_vpc_address_reach_the_internet(ec2: StatefulEc2) -> None:
+    dp = Datapath(cloud=ec2, config=DatapathConfig(layout=VpcLayout(nat_gateway=True)))
+    try:
+        dp.start()
+        ec2.attach("eni-cccc0001", instance_id="i-3", device_index=0, primary="10.0.0.12")
+        node = dp.add_node(instance_id="i-3", name="n3")
+        _ip(node.netns, "addr", "add", "10.0.0.79/32", "dev", "lo")
+        ec2.assign("eni-cccc0001", "10.0.0.79")
+        with EchoServer(netns=dp.router.internet_netns, ip=dp.internet_ip) as server:
+            # Translated by the NAT gateway to the VPC router's internet-side address.
+            seen = tcp_echo(node.netns, dp.internet_ip, server.port, source=IP("10.0.0.79"))
+            assert seen == str(next(dp.config.layout.internet_host.network.hosts()))
+            assert tcp_echo(node.netns, dp.internet_ip, server.port) == "10.0.0.12"
+    finally:
+        dp.stop()
 
 
 def test_stop_removes_every_namespace(ec2: StatefulEc2) -> None:

@@ -2,8 +2,8 @@
 
 EC2 drops a packet leaving an ENI whose source address is not one of that ENI's private IPs or delegated
 prefixes. Here each ENI's VPC-side veth gets a chain that returns for its assigned sources and counts+drops
-the rest. Only addresses with a public IP (node primary IPs, as in a public subnet) may reach the internet, so
-pod traffic gets there only when the node SNATs it, as on EC2.
+the rest. Unless the VPC has a NAT gateway, only addresses with a public IP (node primary IPs, as in a public
+subnet) may reach the internet, so pod traffic gets there only when the node SNATs it, as on EC2.
 
 The whole table is rendered from state and replaced in one `nft -f` transaction, so it is never half-applied.
 """
@@ -32,6 +32,7 @@ def render_ruleset(
     ports: Iterable[PortSources],
     internet_link: str,
     public_ips: Iterable[ipaddress.IPv4Address],
+    nat_gateway: bool = False,
 ) -> str:
     """The nft script that (re)creates the VPC table from scratch."""
     ports = sorted(ports, key=lambda p: p.veth)
@@ -67,13 +68,22 @@ def render_ruleset(
             "    counter drop",
             "  }",
         ]
-    lines += [
-        "  chain internet {",
-        "    type filter hook forward priority 0; policy accept;",
-        f'    oifname "{internet_link}" ip saddr != @public counter drop',
-        "  }",
-        "}",
-    ]
+    if nat_gateway:
+        # A NAT gateway translates every other private source (upstream's AWS_VPC_K8S_CNI_EXTERNALSNAT).
+        lines += [
+            "  chain natgw {",
+            "    type nat hook postrouting priority 100; policy accept;",
+            f'    oifname "{internet_link}" ip saddr != @public masquerade',
+            "  }",
+        ]
+    else:
+        lines += [
+            "  chain internet {",
+            "    type filter hook forward priority 0; policy accept;",
+            f'    oifname "{internet_link}" ip saddr != @public counter drop',
+            "  }",
+        ]
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -84,9 +94,10 @@ def _chain(veth: str) -> str:
 class SourceCheck:
     """Keeps the VPC namespace's nftables table equal to the desired per-port sources."""
 
-    def __init__(self, *, netns: str, internet_link: str) -> None:
+    def __init__(self, *, netns: str, internet_link: str, nat_gateway: bool = False) -> None:
         self._netns = netns
         self._internet_link = internet_link
+        self._nat_gateway = nat_gateway
 
     def apply(
         self,
@@ -98,6 +109,7 @@ class SourceCheck:
             ports=[PortSources(veth=veth, allowed=allowed) for veth, allowed in ports.items()],
             internet_link=self._internet_link,
             public_ips=public_ips,
+            nat_gateway=self._nat_gateway,
         )
         exec_in_netns(self._netns, ["nft", "-f", "-"], stdin=script)
 

@@ -45,6 +45,9 @@ class VpcLayout:
         default_factory=lambda: ipaddress.IPv4Interface("10.0.200.10/24")
     )
     eni_mtu: int = 9001
+    # False: only node primary IPs (public IPs) reach the internet, so pods need the node's SNAT.
+    # True: a NAT gateway translates any VPC source (for EXTERNALSNAT=true setups).
+    nat_gateway: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +89,9 @@ class VpcRouter:
         self._depth = 0
         self._gateways: set[ipaddress.IPv4Address] = set()
         self._ports: dict[str, _Plugged] = {}
-        self._srccheck = SourceCheck(netns=vpc_netns, internet_link=INTERNET_LINK)
+        self._srccheck = SourceCheck(
+            netns=vpc_netns, internet_link=INTERNET_LINK, nat_gateway=layout.nat_gateway
+        )
 
     @property
     def ipr(self) -> IPRoute:

@@ -6,10 +6,10 @@ import ipaddress
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from vpccni.awsutils.backoff import CREATE_TAGS_BACKOFF, DELETE_BACKOFF, DETACH_BACKOFF, retry
+from vpccni.awsutils.backoff import CREATE_TAGS_BACKOFF, DELETE_BACKOFF, DETACH_BACKOFF, Backoff, retry
 from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.ec2api import EC2Api
 from vpccni.awsutils.errors import (
@@ -81,6 +81,10 @@ class EniManager:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.free_wait_s = free_wait_s
+
+    def _retry(self, call: Callable[[], None], policy: Backoff, what: str) -> None:
+        """Upstream's app-level back-off; permission and not-found errors are final."""
+        retry(call, policy=policy, clock=self._clock, retry_on=_transient, what=what, rng=self._rng)
 
     # ---- allocate --------------------------------------------------------------------------------
     def allocate_eni(
@@ -223,13 +227,10 @@ class EniManager:
         attachment_id = (found[0].get("Attachment") or {}).get("AttachmentId")
         if attachment_id:
             try:
-                retry(
+                self._retry(
                     lambda: self._ec2.detach_network_interface(attachment_id=attachment_id),
-                    policy=DETACH_BACKOFF,
-                    clock=self._clock,
-                    retry_on=_transient,
-                    what=f"detach {eni_id}",
-                    rng=self._rng,
+                    DETACH_BACKOFF,
+                    f"detach {eni_id}",
                 )
             except EniNotFoundError:
                 return
@@ -239,13 +240,8 @@ class EniManager:
     def delete_eni(self, eni_id: str) -> None:
         """DeleteNetworkInterface with back-off; not-found counts as success."""
         try:
-            retry(
-                lambda: self._ec2.delete_network_interface(eni_id=eni_id),
-                policy=DELETE_BACKOFF,
-                clock=self._clock,
-                retry_on=_transient,
-                what=f"delete {eni_id}",
-                rng=self._rng,
+            self._retry(
+                lambda: self._ec2.delete_network_interface(eni_id=eni_id), DELETE_BACKOFF, f"delete {eni_id}"
             )
         except EniNotFoundError:
             pass
@@ -329,11 +325,6 @@ class EniManager:
         return missing
 
     def create_tags(self, eni_id: str, tags: Mapping[str, str]) -> None:
-        retry(
-            lambda: self._ec2.create_tags(resources=[eni_id], tags=tags),
-            policy=CREATE_TAGS_BACKOFF,
-            clock=self._clock,
-            retry_on=_transient,
-            what=f"tag {eni_id}",
-            rng=self._rng,
+        self._retry(
+            lambda: self._ec2.create_tags(resources=[eni_id], tags=tags), CREATE_TAGS_BACKOFF, f"tag {eni_id}"
         )

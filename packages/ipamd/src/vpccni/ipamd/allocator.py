@@ -17,7 +17,8 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, NoAddressAvailable, PodMetadata, UnknownPod
-from vpccni.ipamd.datastore.store import DataStore, route_table_id
+from vpccni.ipamd.datastore.records import route_table_id
+from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus

@@ -20,8 +20,6 @@ follows the order of acknowledged changes; a failed write rolls the change back.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import logging
 import threading
 from collections import deque
@@ -42,77 +40,25 @@ from vpccni.ipamd.datastore.model import (
     UnknownEni,
     UnknownPod,
 )
+from vpccni.ipamd.datastore.records import (
+    PREFIX_LEN,
+    SECONDARY_LEN,
+    AddressRecord,
+    CidrRecord,
+    EniState,
+)
+from vpccni.ipamd.datastore.views import eni_infos_json
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.ipamd.ports import EniRecord
-from vpccni.networkutils.tables import route_table_for_eni
 
 if TYPE_CHECKING:
     from vpccni.ipamd.checkpoint import CheckpointEntry, Checkpointer
 
 _log = logging.getLogger(__name__)
 
-PREFIX_LEN = 28
-SECONDARY_LEN = 32
-
 
 def _epoch_ns(clock: Clock) -> int:
     return int(clock.now().timestamp() * 1_000_000_000)
-
-
-class _Address:
-    __slots__ = ("assigned_ns", "cidr", "cooling", "ip", "key", "metadata", "serial", "unassigned_ns")
-
-    def __init__(self, ip: IPv4Address, cidr: _Cidr) -> None:
-        self.ip = ip
-        self.cidr = cidr
-        self.key: IPAMKey | None = None
-        self.metadata = PodMetadata()
-        self.assigned_ns = 0
-        self.unassigned_ns = 0
-        self.cooling = False
-        self.serial = 0  # bumped on every state change; stale cooldown entries carry an old one
-
-
-class _Cidr:
-    __slots__ = (
-        "assigned",
-        "base",
-        "cooling",
-        "eni",
-        "is_prefix",
-        "network",
-        "next_offset",
-        "ready",
-        "removed",
-        "tracked",
-    )
-
-    def __init__(self, network: IPv4Network, eni: _Eni) -> None:
-        self.network = network
-        self.eni = eni
-        self.is_prefix = network.prefixlen != SECONDARY_LEN
-        self.base = int(network.network_address)
-        self.tracked: dict[IPv4Address, _Address] = {}
-        self.ready: dict[IPv4Address, None] = {}
-        self.next_offset = 0
-        self.assigned = 0
-        self.cooling = 0
-        self.removed = False
-
-    def can_serve(self) -> bool:
-        return bool(self.ready) or self.next_offset < self.network.num_addresses
-
-
-class _Eni:
-    __slots__ = ("added_mono", "assigned", "cidrs", "cooling", "excluded", "record")
-
-    def __init__(self, record: EniRecord, added_mono: float) -> None:
-        self.record = record
-        self.added_mono = added_mono
-        self.cidrs: dict[IPv4Network, _Cidr] = {}
-        self.excluded = False
-        self.assigned = 0
-        self.cooling = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,11 +88,11 @@ class DataStore:
         self._network_card = network_card
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._enis: dict[str, _Eni] = {}
-        self._cidrs: dict[IPv4Network, _Cidr] = {}
-        self._by_key: dict[IPAMKey, _Address] = {}
-        self._serving: dict[bool, dict[IPv4Network, _Cidr]] = {True: {}, False: {}}
-        self._cooldown: deque[tuple[float, _Address, int]] = deque()
+        self._enis: dict[str, EniState] = {}
+        self._cidrs: dict[IPv4Network, CidrRecord] = {}
+        self._by_key: dict[IPAMKey, AddressRecord] = {}
+        self._serving: dict[bool, dict[IPv4Network, CidrRecord]] = {True: {}, False: {}}
+        self._cooldown: deque[tuple[float, AddressRecord, int]] = deque()
 
     @property
     def prefix_delegation(self) -> bool:
@@ -165,7 +111,7 @@ class DataStore:
             if known is not None:
                 known.record = eni
                 return
-            self._enis[eni.eni_id] = _Eni(eni, self._clock.monotonic())
+            self._enis[eni.eni_id] = EniState(eni, self._clock.monotonic())
 
     def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None:
         with self._lock:
@@ -178,7 +124,7 @@ class DataStore:
                     )
                 if network in self._cidrs:
                     continue
-                cidr = _Cidr(network, eni)
+                cidr = CidrRecord(network, eni)
                 eni.cidrs[network] = cidr
                 self._cidrs[network] = cidr
                 self._offer(cidr)
@@ -279,7 +225,7 @@ class DataStore:
             else:
                 ip = IPv4Address(cidr.base + cidr.next_offset)
                 cidr.next_offset += 1
-                addr = _Address(ip, cidr)
+                addr = AddressRecord(ip, cidr)
                 cidr.tracked[ip] = addr
             if not cidr.can_serve():
                 del serving[cidr.network]
@@ -431,58 +377,31 @@ class DataStore:
         """Upstream's ENIInfos JSON (`/v1/enis` value for this card), unscrubbed."""
         with self._lock:
             self._expire()
-            enis: dict[str, Any] = {}
-            total = assigned = 0
-            for eni in self._enis.values():
-                rec = eni.record
-                cidrs: dict[str, Any] = {}
-                for c in eni.cidrs.values():
-                    if not eni.excluded:
-                        total += c.network.num_addresses
-                        assigned += c.assigned
-                    cidrs[str(c.network)] = {
-                        "Cidr": _go_ipnet(c.network),
-                        "IPAddresses": {str(a.ip): _address_json(a) for a in c.tracked.values()},
-                        "IsPrefix": c.is_prefix,
-                        "AddressFamily": "4",
-                    }
-                enis[rec.eni_id] = {
-                    "ID": rec.eni_id,
-                    "IsPrimary": rec.is_primary,
-                    "IsTrunk": rec.is_trunk,
-                    "IsEFA": rec.is_efa,
-                    "DeviceNumber": rec.device_number,
-                    "AvailableIPv4Cidrs": cidrs,
-                    "IPv6Cidrs": {},
-                    "IsExcludedForPodIPs": eni.excluded,
-                    "RouteTableID": route_table_id(rec.device_number, self._network_card),
-                    "SubnetID": rec.subnet_id,
-                }
-            return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": enis}
+            return eni_infos_json(self._enis.values(), self._network_card)
 
     # --- internals (lock held) ---------------------------------------------------------------------------
 
-    def _eni(self, eni_id: str) -> _Eni:
+    def _eni(self, eni_id: str) -> EniState:
         eni = self._enis.get(eni_id)
         if eni is None:
             raise UnknownEni(eni_id)
         return eni
 
-    def _offer(self, cidr: _Cidr) -> None:
+    def _offer(self, cidr: CidrRecord) -> None:
         if not cidr.eni.excluded and not cidr.removed and cidr.can_serve():
             self._serving[cidr.is_prefix].setdefault(cidr.network, cidr)
 
-    def _count(self, cidr: _Cidr, *, assigned: int = 0, cooling: int = 0) -> None:
+    def _count(self, cidr: CidrRecord, *, assigned: int = 0, cooling: int = 0) -> None:
         cidr.assigned += assigned
         cidr.eni.assigned += assigned
         cidr.cooling += cooling
         cidr.eni.cooling += cooling
 
-    def _taken(self, cidr: _Cidr, ip: IPv4Address) -> bool:
+    def _taken(self, cidr: CidrRecord, ip: IPv4Address) -> bool:
         addr = cidr.tracked.get(ip)
         return addr is not None and addr.key is not None
 
-    def _track(self, cidr: _Cidr, ip: IPv4Address) -> _Address:
+    def _track(self, cidr: CidrRecord, ip: IPv4Address) -> AddressRecord:
         """The record of `ip`, taking it out of the free structures (restore places specific addresses)."""
         addr = cidr.tracked.get(ip)
         if addr is None:
@@ -490,10 +409,10 @@ class DataStore:
             # Untracked offsets below `next_offset` don't exist, so track the skipped ones as ready.
             for skipped in range(cidr.next_offset, offset):
                 skipped_ip = IPv4Address(cidr.base + skipped)
-                cidr.tracked[skipped_ip] = _Address(skipped_ip, cidr)
+                cidr.tracked[skipped_ip] = AddressRecord(skipped_ip, cidr)
                 cidr.ready[skipped_ip] = None
             cidr.next_offset = max(cidr.next_offset, offset + 1)
-            addr = _Address(ip, cidr)
+            addr = AddressRecord(ip, cidr)
             cidr.tracked[ip] = addr
         cidr.ready.pop(ip, None)
         if addr.cooling:
@@ -501,7 +420,7 @@ class DataStore:
             self._count(cidr, cooling=-1)
         return addr
 
-    def _unassign(self, addr: _Address, *, cooldown: bool) -> None:
+    def _unassign(self, addr: AddressRecord, *, cooldown: bool) -> None:
         cidr = addr.cidr
         if addr.key is not None:
             self._by_key.pop(addr.key, None)
@@ -518,7 +437,7 @@ class DataStore:
             self._offer(cidr)
             self._changed.notify_all()
 
-    def _reassign(self, addr: _Address, view: AssignedAddress) -> None:
+    def _reassign(self, addr: AddressRecord, view: AssignedAddress) -> None:
         self._track(addr.cidr, addr.ip)  # no longer free or cooling
         addr.key, addr.metadata, addr.assigned_ns = view.key, view.metadata, view.assigned_at_ns
         addr.serial += 1
@@ -542,7 +461,7 @@ class DataStore:
         if freed:
             self._changed.notify_all()
 
-    def _drop_cidr(self, cidr: _Cidr) -> tuple[AssignedAddress, ...]:
+    def _drop_cidr(self, cidr: CidrRecord) -> tuple[AssignedAddress, ...]:
         evicted = tuple(self._view(a) for a in cidr.tracked.values() if a.key is not None)
         for addr in cidr.tracked.values():
             if addr.key is not None:
@@ -589,7 +508,7 @@ class DataStore:
             next_free_in_s=next_free,
         )
 
-    def _view(self, addr: _Address) -> AssignedAddress:
+    def _view(self, addr: AddressRecord) -> AssignedAddress:
         assert addr.key is not None
         rec = addr.cidr.eni.record
         return AssignedAddress(
@@ -620,40 +539,4 @@ class DataStore:
         try:
             self._persist()
         except OSError:
-            _log.exception(
-                "could not rewrite the checkpoint after evicting pods; retried on the next change"
-            )
-
-
-def route_table_id(device_number: int, network_card: int = 0) -> int:
-    """Upstream's numbering, owned by networkutils: main for device 0 on card 0, device + 1 else."""
-    return route_table_for_eni(device_number, network_card)
-
-
-def _go_ipnet(network: IPv4Network) -> dict[str, str]:
-    """Go's net.IPNet JSON: the IP as text, the mask as a byte slice (base64)."""
-    return {"IP": str(network.network_address), "Mask": base64.b64encode(network.netmask.packed).decode()}
-
-
-def _go_time(ns: int) -> str:
-    """Go's time.Time JSON (RFC 3339 with nanoseconds); zero time for "never"."""
-    if ns <= 0:
-        return "0001-01-01T00:00:00Z"
-    seconds, frac = divmod(ns, 1_000_000_000)
-    base = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
-
-
-def _address_json(addr: _Address) -> dict[str, Any]:
-    key = addr.key or IPAMKey(network_name="", container_id="", ifname="")
-    return {
-        "Address": str(addr.ip),
-        "IPAMKey": {"networkName": key.network_name, "containerID": key.container_id, "ifName": key.ifname},
-        "IPAMMetadata": {
-            "k8sPodNamespace": addr.metadata.namespace,
-            "k8sPodName": addr.metadata.name,
-            "interfacesCount": addr.metadata.interfaces_count if addr.key else 0,
-        },
-        "AssignedTime": _go_time(addr.assigned_ns if addr.key else 0),
-        "UnassignedTime": _go_time(addr.unassigned_ns),
-    }
+            _log.exception("could not rewrite the checkpoint after evicting pods; retried on the next change")

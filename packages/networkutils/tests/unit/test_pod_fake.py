@@ -144,3 +144,18 @@ def test_concurrent_wiring_gives_unique_macs(world) -> None:
     veths = [link for link in host.links() if link.kind == "veth"]
     assert len(veths) == 16
     assert len({link.mac for link in veths}) == 16
+
+
+def test_update_host_rules_migrates_per_cidr_rules(world) -> None:
+    _, host, pod_fd, _, wiring = world
+    spec = PodInterface(host_veth=VETH, ipv4=POD_IP, route_table=2)
+    wiring.wire(pod_fd, spec)
+    old = Rule(priority=1536, table=2, src=IPv4Network("10.0.1.5/32"), dst=IPv4Network("10.0.0.0/16"))
+    host.delete_rule(Rule(priority=1536, table=2, src=IPv4Network("10.0.1.5/32")))
+    host.add_rule(old)
+    assert wiring.update_host_rules(spec) == [
+        "rule from 10.0.1.5 to 10.0.0.0/16 lookup 2 prio 1536 deleted",
+        "rule from 10.0.1.5 lookup 2 prio 1536 added",
+    ]
+    assert wiring.update_host_rules(spec) == []
+    assert wiring.verify(pod_fd, spec) == []

@@ -138,6 +138,31 @@ class PodWiring:
             self._namespaces.run(netns_fd, lambda pod: pod.delete_rule(_pod_interface_rule(spec)))
         self._host.delete_link(spec.host_veth)
 
+    # -- rules of restored pods ---------------------------------------------------------------------------
+    def update_host_rules(self, spec: PodInterface) -> list[str]:
+        """Make the host rules of an already wired pod exactly what `wire` would add; returns what changed.
+
+        ipamd runs this at start for every pod it restores: older layouts had one from-pod rule per VPC CIDR
+        (`from IP to CIDR lookup T prio 1536`), and the pod's ENI table may have been renumbered.
+        """
+        wanted = _host_rules(spec)
+        ip_net = host_network(spec.ipv4)
+        changes = []
+        for rule in self._host.rules():
+            ours = rule.priority in (TO_POD_RULE_PRIORITY, FROM_POD_RULE_PRIORITY) and ip_net in (
+                rule.src,
+                rule.dst,
+            )
+            if ours and rule not in wanted:
+                self._host.delete_rule(rule)
+                changes.append(f"rule {rule} deleted")
+        existing = set(self._host.rules())
+        for rule in wanted:
+            if rule not in existing:
+                self._host.add_rule(rule)
+                changes.append(f"rule {rule} added")
+        return changes
+
     # -- verify -------------------------------------------------------------------------------------------
     def verify(self, netns_fd: int, spec: PodInterface) -> list[str]:
         """Differences between what exists and what `wire` would create (empty when all is in place)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -181,8 +182,6 @@ def test_outage_and_recovery(server: KubeApiServer, api: client.ApiClient, mode:
 
 
 def test_served_on_a_given_socket() -> None:
-    import socket
-
     sock = socket.create_server(("127.0.0.1", 0))
     with KubeApiServer(sock=sock) as srv:
         assert srv.url.endswith(f":{sock.getsockname()[1]}")
@@ -203,3 +202,14 @@ def test_watch_from_zero_starts_with_the_current_state(server: KubeApiServer, ap
         )
     ]
     assert seen == [("ADDED", "a")]
+
+
+def test_ipv6_loopback() -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with KubeApiServer(host="::1") as srv:
+        assert srv.url.startswith("http://[::1]:")
+        with urllib.request.urlopen(f"{srv.url}/version") as resp:
+            assert json.load(resp)["major"] == "1"

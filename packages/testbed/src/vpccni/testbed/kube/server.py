@@ -60,8 +60,14 @@ class KubeApiServer:
     def start(self) -> KubeApiServer:
         handler = type("BoundKubeApiHandler", (KubeApiHandler,), {"owner": self})
         if self._sock is None:
-            httpd = ThreadingHTTPServer((self._host, self._port), handler)
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            server_cls = type("KubeHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
+            httpd = server_cls((self._host, self._port), handler)
         else:
+            if self._sock.family not in (socket.AF_INET, socket.AF_INET6):
+                raise ValueError(
+                    "KubeApiServer needs a TCP socket (AF_INET or AF_INET6): clients connect by URL"
+                )
             httpd = ThreadingHTTPServer(self._sock.getsockname()[:2], handler, bind_and_activate=False)
             httpd.socket.close()
             httpd.socket = self._sock
@@ -104,7 +110,7 @@ class KubeApiServer:
             raise RuntimeError("the testbed API server is not started: call start() first")
         host, port = self._httpd.server_address[:2]
         host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     # -- outages ----------------------------------------------------------------------------------
 

@@ -234,9 +234,10 @@ def test_reconcile_runs_only_after_60_idle_seconds() -> None:
 def test_an_eni_whose_host_setup_failed_is_picked_up_by_the_reconciler() -> None:
     node = make_node(PoolConfig(**T3_SMALL, warm_ip_target=2, minimum_ip_target=5))
     node.network.fail_setup = 1
-    node.manager.update_pool()
+    status = node.manager.update_pool()
     orphan = node.cloud.eni_ids() - node.store.eni_ids()
-    assert len(orphan) == 1
+    assert len(orphan) == 1 and node.cloud.calls.count("allocate_eni") == 1  # no second ENI stranded
+    assert status.state is GrowthState.ENI_SETUP_FAILED and orphan == {status.detail}
     node.clock.advance(61)
     node.manager.reconcile_if_idle()
     assert orphan <= node.store.eni_ids() and orphan <= node.network.set_up

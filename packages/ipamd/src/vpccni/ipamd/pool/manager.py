@@ -72,6 +72,12 @@ class PoolPolicy:
     security_group_ids: tuple[str, ...] = ()  # custom networking: the ENIConfig's groups
 
 
+class EniSetupError(Exception):
+    def __init__(self, eni_id: str) -> None:
+        super().__init__(f"host network setup of ENI {eni_id} failed")
+        self.eni_id = eni_id
+
+
 class PoolReconciler(Protocol):
     def reconcile(self) -> None: ...
 
@@ -245,6 +251,10 @@ class PoolManager:
             except CloudError as err:
                 self._on_cloud_error(err)
                 return
+            except EniSetupError as err:
+                # Attaching more ENIs would only strand more of them: wait for the reconciler.
+                self._status = PoolStatus(state=GrowthState.ENI_SETUP_FAILED, detail=err.eni_id)
+                return
             self._last_action = self._clock()
         self._status = PoolStatus(state=GrowthState.GROWING)
 
@@ -284,12 +294,12 @@ class PoolManager:
         eni = self._cloud.allocate_eni(request)
         try:
             self._network.setup_eni(eni)
-        except Exception:
+        except Exception as err:
             # The ENI stays attached; the reconciler finds it in IMDS and retries its setup.
             log.exception(
                 "setting up the host network for new ENI %s failed; the reconciler retries", eni.eni_id
             )
-            return
+            raise EniSetupError(eni.eni_id) from err
         store_eni(self._store, eni, is_primary=False)
         log.info(
             "attached ENI %s (device %d) with %d addresses", eni.eni_id, eni.device_number, len(eni.cidrs)

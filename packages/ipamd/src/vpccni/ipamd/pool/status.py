@@ -17,6 +17,7 @@ class GrowthState(enum.Enum):
     UNSCHEDULABLE = "unschedulable"
     TERMINATING = "terminating"
     CLOUD_ERROR = "cloud_error"
+    ENI_SETUP_FAILED = "eni_setup_failed"
 
 
 _HINTS: dict[GrowthState, str] = {
@@ -45,6 +46,10 @@ _HINTS: dict[GrowthState, str] = {
     ),
     GrowthState.TERMINATING: "ipamd is shutting down and changes nothing",
     GrowthState.CLOUD_ERROR: "an EC2 call failed: {detail}; ipamd retries on the next pool iteration",
+    GrowthState.ENI_SETUP_FAILED: (
+        "ENI {detail} is attached but its host networking (route table, rules) failed; the reconciler retries"
+        " it, see ipamd.log for the netlink error"
+    ),
 }
 
 

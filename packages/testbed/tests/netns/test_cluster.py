@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.datapath import DatapathConfig, VpcLayout
 from vpccni.testbed.datapath import namespaces as ns
@@ -229,6 +230,23 @@ def test_imds_and_ec2_answer_inside_the_node_namespace(cluster: Cluster) -> None
 
     assert env["AWS_EC2_ENDPOINT"].startswith("http://169.254.170.2:")
     assert node.instance.instance_id in ns.in_netns(node.netns, describe)
+
+
+def test_every_eni_imds_lists_is_a_link_with_its_mac_in_the_node(cluster: Cluster) -> None:
+    node = cluster.add_node()
+    eni = _attach_secondary_eni(cluster, node)
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": node.imds_endpoint_in_ns}  # the product's IMDS client, as is
+
+    def read_imds() -> dict[str, int]:
+        metadata = InstanceMetadata(ImdsHttpClient(ImdsConfig.from_env(env)))
+        return {mac: metadata.device_number(mac) for mac in metadata.macs()}
+
+    devices = ns.in_netns(node.netns, read_imds)
+    assert devices == {node.instance.primary_mac: 0, eni["MacAddress"]: 1}
+    links = node.network.links()
+    assert {f"eth{index}": mac for mac, index in devices.items()} == {
+        name: mac for name, mac in links.items() if name.startswith("eth")
+    }
 
 
 def test_a_process_started_in_the_node_with_only_env_reaches_ec2_and_imds(cluster: Cluster) -> None:

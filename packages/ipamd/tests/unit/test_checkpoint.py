@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointEntry,
@@ -22,7 +23,7 @@ from vpccni.ipamd.checkpoint import (
 )
 from vpccni.ipamd.datastore.model import IPAMKey, NoAddressAvailable, PodMetadata
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.ports import AllocationRestorePort, EniRecord
 
 # A file as upstream's Go ipamd writes it (compact JSON), including a legacy entry migrated from the CRI.

@@ -6,6 +6,7 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.checkpoint import decode
 from vpccni.ipamd.datastore.model import (
     CheckpointWriteFailed,
@@ -17,7 +18,7 @@ from vpccni.ipamd.datastore.model import (
     UnknownPod,
 )
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.ports import EniRecord, PoolStore
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import FakeClock, MemoryCheckpointer
+from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.introspection import (
     IPAMD_ENV,
     NETWORKUTILS_ENV,

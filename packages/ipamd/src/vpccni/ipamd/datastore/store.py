@@ -20,15 +20,16 @@ follows the order of acknowledged changes; a failed write rolls the change back.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from vpccni.awsutils.clock import Clock, SystemClock
+from vpccni.awsutils.clock import SystemClock
 from vpccni.ipamd.datastore.model import (
     AssignedAddress,
     CheckpointWriteFailed,
@@ -55,6 +56,14 @@ if TYPE_CHECKING:
     from vpccni.ipamd.checkpoint import CheckpointEntry, Checkpointer
 
 _log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    """What the datastore reads time from (awsutils' SystemClock and FakeClock satisfy it)."""
+
+    def monotonic(self) -> float: ...
+
+    def now(self) -> dt.datetime: ...
 
 
 def _epoch_ns(clock: Clock) -> int:

@@ -96,6 +96,8 @@ class PodWatcher:
                 log.info("pod watch resourceVersion %s expired; relisting", rv)
                 rv = ""
             except K8sApiError as exc:
+                if self._stop.is_set():
+                    break  # stop() cut the stream: not an outage
                 # Resume from the last event applied before the failure, not the watch's start.
                 rv = self._cache.resource_version if rv else rv
                 failures += 1

@@ -129,3 +129,17 @@ def test_serves_metrics_over_http() -> None:
     finally:
         m.stop()
     assert m.address is None
+
+
+def test_action_tracks_in_progress_and_errors() -> None:
+    m = IpamdMetrics(with_process_metrics=False)
+    with m.action("increaseDatastorePool"):
+        assert 'awscni_ipamd_action_inprogress{fn="increaseDatastorePool"} 1.0' in m.render().decode()
+    try:
+        with m.action("increaseDatastorePool"):
+            raise RuntimeError("EC2 said no")
+    except RuntimeError:
+        pass
+    text = m.render().decode()
+    assert 'awscni_ipamd_action_inprogress{fn="increaseDatastorePool"} 0.0' in text
+    assert 'awscni_ipamd_error_count{fn="increaseDatastorePool"} 1.0' in text

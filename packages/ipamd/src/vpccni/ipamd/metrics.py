@@ -11,9 +11,11 @@ each counter under the name it was declared with.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import threading
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.platform_collector import PlatformCollector
@@ -183,6 +185,20 @@ class IpamdMetrics:
     def on_throttle_wait(self, category: str, seconds: float) -> None:
         self.ec2_throttle_wait_seconds.labels(category=category).inc(max(seconds, 0.0))
         self.ec2_throttle_waits.labels(category=category).inc()
+
+    @contextlib.contextmanager
+    def action(self, fn: str) -> Iterator[None]:
+        """Count an ipamd action as in progress (`awscni_ipamd_action_inprogress{fn}`) and its failures
+        (`awscni_ipamd_error_count{fn}`), e.g. fn="increaseDatastorePool" as upstream labels them."""
+        gauge = self.ipamd_action_inprogress.labels(fn=fn)
+        gauge.inc()
+        try:
+            yield
+        except Exception:
+            self.ipamd_error_count.labels(fn=fn).inc()
+            raise
+        finally:
+            gauge.dec()
 
     # --- pool gauges ----------------------------------------------------------------------------------
 

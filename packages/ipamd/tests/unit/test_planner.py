@@ -229,6 +229,15 @@ def test_an_eni_needed_for_warm_or_minimum_targets_is_kept() -> None:
     assert plan_free_eni(snap, relaxed) == FreeEni(eni_id="eni-1")
 
 
+def test_an_excluded_enis_free_addresses_do_not_cover_a_warm_target() -> None:
+    # eni-1's 3 free addresses are the only ones pods can use: the excluded eni-2's do not count.
+    warm = PoolConfig(max_enis=4, max_ips_per_eni=3, warm_ip_target=3)
+    snap = pool(
+        eni(0, ip(1), ip(1), ip(1)), eni(1, ip(), ip(), ip()), eni(2, ip(), ip(), ip(), excluded=True)
+    )
+    assert plan_free_eni(snap, warm) == FreeEni(eni_id="eni-2")
+
+
 def test_an_eni_needed_for_warm_prefix_target_is_kept() -> None:
     cfg = PoolConfig(
         max_enis=3, max_ips_per_eni=48, max_prefixes_per_eni=3, prefix_delegation=True, warm_prefix_target=1

@@ -178,7 +178,7 @@ def _round_to_prefixes(n: int, cfg: PoolConfig) -> int:
 
 def _required_for_targets(snap: PoolSnapshot, cfg: PoolConfig, eni: EniSnapshot) -> bool:
     """isRequiredForWarmIPTarget / ForMinimumIPTarget / ForWarmPrefixTarget: the others alone fall short."""
-    others = [o for o in snap.enis if o.eni_id != eni.eni_id]
+    others = [o for o in snap.usable_enis if o.eni_id != eni.eni_id]  # an excluded ENI serves no pod
     other_cidrs = [c for o in others for c in _mode_cidrs(o, cfg)]
     if cfg.warm_ip_target and sum(c.free for c in other_cidrs) < _round_to_prefixes(cfg.warm_ip_target, cfg):
         return True

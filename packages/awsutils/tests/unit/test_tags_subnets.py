@@ -7,7 +7,7 @@ import json
 import pytest
 from vpccni.awsutils.models import Subnet
 from vpccni.awsutils.subnets import discover_subnets, excluded_subnet_ids, rank_subnets, subnet_qualifies
-from vpccni.awsutils.tags import TagSettings, parse_rfc3339, rfc3339, tags_to_set
+from vpccni.awsutils.tags import TagSettings, eni_is_managed, parse_rfc3339, rfc3339, tags_to_set
 from vpccni.awsutils.testing import FakeEC2
 
 
@@ -96,3 +96,13 @@ def test_discovery_uses_ec2_and_falls_back_to_primary() -> None:
     assert {f["Name"] for f in filters} == {"vpc-id", "availability-zone"}
     ec2.fail_next("DescribeSubnets", "UnauthorizedOperation")
     assert discover_subnets(ec2, **kw) == [primary]
+
+
+def test_eni_ownership_rule() -> None:
+    mine = {"node.k8s.amazonaws.com/instance_id": "i-1"}
+    opted_out = mine | {"node.k8s.amazonaws.com/no_manage": "True"}
+    assert eni_is_managed(opted_out, instance_id="i-1", is_primary=True)
+    assert not eni_is_managed(opted_out, instance_id="i-1", is_primary=False)
+    assert eni_is_managed(mine, instance_id="i-1", is_primary=False, manage_untagged=False)
+    assert eni_is_managed({}, instance_id="i-1", is_primary=False)
+    assert not eni_is_managed({}, instance_id="i-1", is_primary=False, manage_untagged=False)

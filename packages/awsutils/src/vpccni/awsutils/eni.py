@@ -18,7 +18,6 @@ from vpccni.awsutils.errors import (
     Ec2Error,
     EniNotFoundError,
     SubnetExhaustedError,
-    ThrottledError,
     UnauthorizedOperationError,
 )
 from vpccni.awsutils.models import AllocatedEni, Ec2Eni
@@ -301,10 +300,10 @@ class EniManager:
                 eni = eni_from_ec2(item)
                 found[eni.eni_id] = eni
             return found
-        raise ThrottledError(
-            "DescribeNetworkInterfaces kept reporting missing ENIs",
+        raise Ec2Error(
+            f"DescribeNetworkInterfaces kept reporting unknown ENIs among {wanted}; retry later",
             api="DescribeNetworkInterfaces",
-            code="Retry",
+            code="InvalidNetworkInterfaceID.NotFound",
         )
 
     def _describe_one_by_one(self, eni_ids: Sequence[str]) -> dict[str, Ec2Eni]:

@@ -96,3 +96,17 @@ class TagSettings:
 def tags_to_set(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str]:
     """The subset of ``desired`` that is missing from or different in ``current``."""
     return {k: v for k, v in desired.items() if current.get(k) != v}
+
+
+def eni_is_managed(
+    tags: Mapping[str, str], *, instance_id: str, is_primary: bool, manage_untagged: bool = True
+) -> bool:
+    """Upstream's ownership rule: the primary ENI is always managed; ``no_manage=true`` opts an ENI out; an
+    ENI tagged with this instance's id is managed; any other ENI only when ``MANAGE_UNTAGGED_ENI`` is true."""
+    if is_primary:
+        return True
+    if tags.get(TAG_NO_MANAGE, "").strip().lower() == "true":
+        return False
+    if tags.get(TAG_INSTANCE_ID) == instance_id:
+        return True
+    return manage_untagged

@@ -7,12 +7,14 @@ ipamd's own EC2 call assigned it. IMDS alone never puts an address in the datast
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 
+from vpccni.ipamd.nodeinit import is_managed_eni
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager, store_eni
 from vpccni.ipamd.pool.testing import FakeNode
-from vpccni.ipamd.ports import NO_MANAGE_TAG, CloudError, EniDescription, EniRequest
+from vpccni.ipamd.ports import NO_MANAGE_TAG, CloudError, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 
 
@@ -24,9 +26,8 @@ class Node(FakeNode):
 def make_node(*, primary_ips: int = 3) -> Node:
     fake = FakeNode.create(ipv4_per_eni=10, primary_ips=primary_ips)
 
-    def managed(eni: EniDescription) -> bool:
-        return eni.tag_map.get(NO_MANAGE_TAG) != "true"
-
+    # The same rule node init applies to the ENIs it finds at start.
+    managed = partial(is_managed_eni, instance_id="i-0test", manage_untagged=True)
     reconciler = fake.make_reconciler(is_managed=managed)
     return Node(**vars(fake), reconciler=reconciler)
 

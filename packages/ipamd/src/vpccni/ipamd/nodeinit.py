@@ -30,7 +30,6 @@ from vpccni.ipamd.ports import (
     AllocationRestorePort,
     CloudError,
     CloudPort,
-    EniAddresses,
     EniDescription,
     HostNetworkPort,
     MetadataPort,
@@ -253,7 +252,7 @@ class NodeInit:
     def _discover(self) -> tuple[EniDescription, ...]:
         attached = self._ports.metadata.attached_enis()
         if self._settings.enable_imds_only_mode:
-            return tuple(_from_imds(e) for e in attached)
+            return tuple(EniDescription.from_addresses(e) for e in attached)
         described = self._ports.cloud.describe_enis([e.eni_id for e in attached])
         missing = {e.eni_id for e in attached} - {d.eni_id for d in described}
         if missing:
@@ -274,16 +273,9 @@ class NodeInit:
         return tuple(managed), frozenset(unmanaged)
 
     def _is_managed(self, eni: EniDescription) -> bool:
-        """The rules of upstream's unmanaged-ENI check (the primary ENI never gets here)."""
-        tags = eni.tag_map
-        if eni.network_card != 0 or eni.interface_type == "efa-only":
-            return False  # no multi-NIC support: cards above 0 are left alone
-        if tags.get(NO_MANAGE_TAG) == "true":
-            return False
-        owner = tags.get(INSTANCE_ID_TAG)
-        if owner is not None:
-            return owner == self._identity.instance_id
-        return self._settings.manage_untagged_eni
+        return is_managed_eni(
+            eni, instance_id=self._identity.instance_id, manage_untagged=self._settings.manage_untagged_eni
+        )
 
     def _wanted_tags(self) -> dict[str, str]:
         return {**self._settings.eni_tags, INSTANCE_ID_TAG: self._identity.instance_id}
@@ -361,15 +353,17 @@ class NodeInit:
         return status
 
 
-def _from_imds(eni: EniAddresses) -> EniDescription:
-    return EniDescription(
-        eni_id=eni.eni_id,
-        mac=eni.mac,
-        device_number=eni.device_number,
-        network_card=eni.network_card,
-        primary_ip=eni.primary_ip,
-        secondary_ips=eni.secondary_ips,
-        prefixes=eni.prefixes,
-        subnet_id=eni.subnet_id,
-        subnet_cidr=eni.subnet_cidr,
-    )
+def is_managed_eni(eni: EniDescription, *, instance_id: str, manage_untagged: bool) -> bool:
+    """Upstream's unmanaged-ENI rules, for every ENI but the primary (which is always managed).
+
+    The reconciler takes the same rule for ENIs that appear later (`Reconciler(is_managed=...)`).
+    """
+    tags = eni.tag_map
+    if eni.network_card != 0 or eni.interface_type == "efa-only":
+        return False  # no multi-NIC support: cards above 0 are left alone
+    if tags.get(NO_MANAGE_TAG) == "true":
+        return False
+    owner = tags.get(INSTANCE_ID_TAG)
+    if owner is not None:
+        return owner == instance_id
+    return manage_untagged

@@ -244,7 +244,7 @@ class DataStore:
             self._count(cidr, assigned=1)
             try:
                 self._persist()
-            except OSError as exc:
+            except Exception as exc:  # any failure: the change must not stand unrecorded
                 self._unassign(addr, cooldown=False)
                 raise CheckpointWriteFailed(
                     f"could not record {ip} for {metadata.namespace}/{metadata.name} in the checkpoint "
@@ -267,7 +267,7 @@ class DataStore:
             self._unassign(addr, cooldown=True)
             try:
                 self._persist()
-            except OSError as exc:
+            except Exception as exc:  # any failure: the change must not stand unrecorded
                 self._reassign(addr, released)
                 raise CheckpointWriteFailed(
                     f"could not record the release of {released.ipv4} in the checkpoint ({exc}); it stays "
@@ -547,5 +547,5 @@ class DataStore:
     def _persist_or_log(self) -> None:
         try:
             self._persist()
-        except OSError:
+        except Exception:
             _log.exception("could not rewrite the checkpoint after evicting pods; retried on the next change")

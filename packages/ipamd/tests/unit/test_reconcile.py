@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 
-from vpccni.ipamd.nodeinit import is_managed_eni
+from vpccni.ipamd.nodeinit import is_managed_eni, tag_managed_eni
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager, store_eni
 from vpccni.ipamd.pool.testing import FakeNode
-from vpccni.ipamd.ports import NO_MANAGE_TAG, CloudError, EniRequest
+from vpccni.ipamd.ports import INSTANCE_ID_TAG, NO_MANAGE_TAG, CloudError, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 
 
@@ -166,3 +166,13 @@ def test_an_ec2_failure_changes_nothing() -> None:
     before = node.store.snapshot()
     assert node.reconciler.run().ec2_checks == 0
     assert node.store.snapshot() == before
+
+
+def test_a_new_eni_is_tagged_as_node_init_tags_them() -> None:
+    fake = FakeNode.create(ipv4_per_eni=10)
+    reconciler = fake.make_reconciler(
+        prepare_eni=partial(tag_managed_eni, fake.cloud, instance_id="i-0test", extra_tags={"team": "net"})
+    )
+    eni = fake.cloud.allocate_eni(EniRequest(ips=1))
+    reconciler.run()
+    assert fake.cloud.eni(eni.eni_id).tag_map == {INSTANCE_ID_TAG: "i-0test", "team": "net"}

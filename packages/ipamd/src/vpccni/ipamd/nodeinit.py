@@ -277,26 +277,16 @@ class NodeInit:
             eni, instance_id=self._identity.instance_id, manage_untagged=self._settings.manage_untagged_eni
         )
 
-    def _wanted_tags(self) -> dict[str, str]:
-        return {**self._settings.eni_tags, INSTANCE_ID_TAG: self._identity.instance_id}
-
     def _tag(self, managed: tuple[EniDescription, ...]) -> None:
         if not self._settings.provisioning_enabled:
             return
-        wanted = self._wanted_tags()
         for eni in managed:
-            if eni.is_trunk:
-                continue  # the VPC resource controller owns the trunk's tags
-            have = eni.tag_map
-            missing = {k: v for k, v in wanted.items() if have.get(k) != v}
-            if not missing:
-                continue
-            try:
-                self._ports.cloud.tag_eni(eni.eni_id, missing)
-            except CloudError as err:
-                log.warning(
-                    "tagging %s failed (%s); continuing, the leaked-ENI sweep may miss it", eni.eni_id, err
-                )
+            tag_managed_eni(
+                self._ports.cloud,
+                eni,
+                instance_id=self._identity.instance_id,
+                extra_tags=self._settings.eni_tags,
+            )
 
     def _setup_enis(self, managed: tuple[EniDescription, ...], primary_id: str) -> None:
         for eni in managed:
@@ -367,3 +357,23 @@ def is_managed_eni(eni: EniDescription, *, instance_id: str, manage_untagged: bo
     if owner is not None:
         return owner == instance_id
     return manage_untagged
+
+
+def tag_managed_eni(
+    cloud: CloudPort, eni: EniDescription, *, instance_id: str, extra_tags: dict[str, str]
+) -> None:
+    """Add the ownership tags (and ADDITIONAL_ENI_TAGS) an ENI lacks; a failure is logged, not fatal.
+
+    The reconciler does the same for ENIs that appear later (`Reconciler(prepare_eni=...)`).
+    """
+    if eni.is_trunk:
+        return  # the VPC resource controller owns the trunk's tags
+    wanted = {**extra_tags, INSTANCE_ID_TAG: instance_id}
+    have = eni.tag_map
+    missing = {k: v for k, v in wanted.items() if have.get(k) != v}
+    if not missing:
+        return
+    try:
+        cloud.tag_eni(eni.eni_id, missing)
+    except CloudError as err:
+        log.warning("tagging %s failed (%s); continuing, the leaked-ENI sweep may miss it", eni.eni_id, err)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+from typing import Any
 
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 _TRUE = frozenset({"1", "t", "true"})
@@ -254,6 +255,10 @@ def _spec(
     )
 
 
+def _bool(name: str, attr: str | None, default: bool, *, meaning: str, **kw: Any) -> SettingSpec:
+    return _spec(name, attr, parse_bool, default, valid=kw.pop("valid", "boolean"), meaning=meaning, **kw)
+
+
 # fmt: off
 REGISTRY: tuple[SettingSpec, ...] = (
     # Warm pool and ENI management
@@ -270,8 +275,7 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("WARM_PREFIX_TARGET", "warm_prefix_target", _NON_NEG, 0,
           valid="integer ≥ 0",
           meaning="keep this many free /28 prefixes (prefix delegation only)"),
-    _spec("ENABLE_PREFIX_DELEGATION", "enable_prefix_delegation", parse_bool, False,
-          valid="boolean",
+    _bool("ENABLE_PREFIX_DELEGATION", "enable_prefix_delegation", False,
           meaning="assign /28 prefixes to ENIs instead of secondary IPs (Nitro or bare metal)"),
     _spec("MAX_ENI", "max_eni", int_parser(), -1,
           valid="integer; < 1 means no cap",
@@ -279,28 +283,21 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("IP_COOLDOWN_PERIOD", "ip_cooldown_period_s", _NON_NEG, 30,
           valid="integer seconds ≥ 0",
           meaning="seconds a released IP stays unusable so endpoint updates converge"),
-    _spec("AWS_MANAGE_ENIS_NON_SCHEDULABLE", "manage_enis_non_schedulable", parse_bool, False,
-          valid="boolean",
+    _bool("AWS_MANAGE_ENIS_NON_SCHEDULABLE", "manage_enis_non_schedulable", False,
           meaning="attach and free ENIs/IPs even when the node is tainted unschedulable"),
-    _spec("DISABLE_NETWORK_RESOURCE_PROVISIONING", "disable_network_resource_provisioning", parse_bool, False,
-          valid="boolean",
+    _bool("DISABLE_NETWORK_RESOURCE_PROVISIONING", "disable_network_resource_provisioning", False,
           meaning="never call EC2 to attach ENIs or IPs; use what IMDS shows"),
-    _spec("ENABLE_IMDS_ONLY_MODE", "enable_imds_only_mode", parse_bool, False,
-          valid="boolean",
+    _bool("ENABLE_IMDS_ONLY_MODE", "enable_imds_only_mode", False,
           meaning="no EC2 API at all; implies no provisioning and no leaked-ENI cleanup"),
-    _spec("DISABLE_LEAKED_ENI_CLEANUP", "disable_leaked_eni_cleanup", parse_bool, False,
-          valid="boolean",
+    _bool("DISABLE_LEAKED_ENI_CLEANUP", "disable_leaked_eni_cleanup", False,
           meaning="turn off the hourly leaked-ENI sweep"),
-    _spec("MANAGE_UNTAGGED_ENI", "manage_untagged_eni", parse_bool, True,
-          valid="boolean",
+    _bool("MANAGE_UNTAGGED_ENI", "manage_untagged_eni", True,
           meaning="manage attached ENIs that carry no instance tag"),
-    _spec("ENABLE_SUBNET_DISCOVERY", "enable_subnet_discovery", parse_bool, True,
-          valid="boolean",
+    _bool("ENABLE_SUBNET_DISCOVERY", "enable_subnet_discovery", True,
           meaning="create secondary ENIs in the tagged subnet (kubernetes.io/role/cni) with most free "
                   "IPs"),
     # Custom networking
-    _spec("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "custom_network_cfg", parse_bool, False,
-          valid="boolean",
+    _bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "custom_network_cfg", False,
           meaning="create new ENIs in the ENIConfig's subnet and security groups (custom networking)"),
     _spec("ENI_CONFIG_ANNOTATION_DEF", "eni_config_annotation_def", parse_str, "k8s.amazonaws.com/eniConfig",
           valid="annotation key",
@@ -309,8 +306,8 @@ REGISTRY: tuple[SettingSpec, ...] = (
           valid="label key",
           meaning="node label holding the ENIConfig name (e.g. topology.kubernetes.io/zone)"),
     # SNAT and host network
-    _spec("AWS_VPC_K8S_CNI_EXTERNALSNAT", "external_snat", parse_bool, False,
-          valid="boolean", consumer="networkutils",
+    _bool("AWS_VPC_K8S_CNI_EXTERNALSNAT", "external_snat", False,
+          consumer="networkutils",
           meaning="do not SNAT off-VPC pod traffic on the node (NAT gateway/VPN does it)"),
     _spec("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "randomize_snat",
           choice_parser("prng", "hashrandom", "none"), "prng",
@@ -325,8 +322,8 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("AWS_VPC_K8S_CNI_CONNMARK", "connmark", parse_connmark, 0x80,
           valid="non-zero 32-bit mark (0x80)", consumer="networkutils",
           meaning="connmark/fwmark bit for NodePort and SNAT return traffic"),
-    _spec("AWS_VPC_CNI_NODE_PORT_SUPPORT", "node_port_support", parse_bool, True,
-          valid="boolean", consumer="networkutils",
+    _bool("AWS_VPC_CNI_NODE_PORT_SUPPORT", "node_port_support", True,
+          consumer="networkutils",
           meaning="install the CONNMARK rules and fwmark rule so NodePort replies use the primary ENI"),
     _spec("AWS_VPC_ENI_MTU", "eni_mtu", parse_mtu, 9001,
           valid="576-9001", consumer="networkutils",
@@ -337,11 +334,11 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("AWS_VPC_K8S_CNI_VETHPREFIX", "veth_prefix", parse_veth_prefix, "eni",
           valid="1-4 characters, not eth/vlan/lo", consumer="networkutils, install",
           meaning="prefix of host-side veth names"),
-    _spec("AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER", None, parse_bool, True,
-          valid="boolean", support=Support.NO_OP, consumer="—",
+    _bool("AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER", None, True,
+          support=Support.NO_OP, consumer="—",
           meaning="deprecated upstream; the init step always sets rp_filter=2 on the primary interface"),
-    _spec("ENABLE_NFTABLES", None, parse_bool, False,
-          valid="boolean", support=Support.NO_OP, consumer="—",
+    _bool("ENABLE_NFTABLES", None, False,
+          support=Support.NO_OP, consumer="—",
           meaning="deprecated upstream; the iptables backend is detected"),
     # Logging, introspection, metrics
     _spec("AWS_VPC_K8S_CNI_LOGLEVEL", "log_level", parse_log_level, "DEBUG",
@@ -368,11 +365,9 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("INTROSPECTION_BIND_ADDRESS", "introspection_bind_address", parse_bind_address, "127.0.0.1:61679",
           valid="host:port or unix:/path",
           meaning="introspection HTTP listen address"),
-    _spec("DISABLE_INTROSPECTION", "disable_introspection", parse_bool, False,
-          valid="boolean",
+    _bool("DISABLE_INTROSPECTION", "disable_introspection", False,
           meaning="turn off the introspection server"),
-    _spec("DISABLE_METRICS", "disable_metrics", parse_bool, False,
-          valid="boolean",
+    _bool("DISABLE_METRICS", "disable_metrics", False,
           meaning="turn off the Prometheus metrics server"),
     # AWS and Kubernetes
     _spec("CLUSTER_NAME", "cluster_name", parse_str, "",
@@ -393,8 +388,7 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("CLUSTER_ENDPOINT", "cluster_endpoint", parse_url, "",
           valid="http(s) URL", consumer="k8sapi",
           meaning="API server URL used instead of the in-cluster service"),
-    _spec("ANNOTATE_POD_IP", "annotate_pod_ip", parse_bool, False,
-          valid="boolean",
+    _bool("ANNOTATE_POD_IP", "annotate_pod_ip", False,
           meaning="annotate pods with vpc.amazonaws.com/pod-ips (needs patch pods)"),
     _spec("MY_NODE_NAME", "node_name", parse_str, "",
           valid="string", consumer="ipamd, k8sapi",
@@ -406,8 +400,7 @@ REGISTRY: tuple[SettingSpec, ...] = (
           valid="absolute path",
           meaning="checkpoint file of pod IP allocations"),
     # Address family, and features this version does not offer
-    _spec("ENABLE_IPv4", "enable_ipv4", parse_bool, True,
-          valid="boolean",
+    _bool("ENABLE_IPv4", "enable_ipv4", True,
           meaning="IPv4 mode (must stay true: the upstream code default false is not reproduced)"),
     _spec("ENABLE_IPv6", None, parse_bool, False,
           valid="false", support=Support.UNSUPPORTED, feature="IPv6 mode",
@@ -421,21 +414,21 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("ENABLE_V6_EGRESS", None, parse_bool, False,
           valid="false", support=Support.UNSUPPORTED, feature="IPv6 egress for IPv4 pods",
           meaning="IPv6 egress for IPv4 pods through egress-cni"),
-    _spec("ENABLE_V4_EGRESS", None, parse_bool, True,
-          valid="boolean", support=Support.NOT_APPLICABLE, consumer="install",
+    _bool("ENABLE_V4_EGRESS", None, True,
+          support=Support.NOT_APPLICABLE, consumer="install",
           meaning="IPv4 egress for IPv6 pods (IPv6 mode only)"),
     _spec("POD_SECURITY_GROUP_ENFORCING_MODE", None, choice_parser("strict", "standard"), "strict",
           valid="strict|standard", support=Support.NOT_APPLICABLE, consumer="networkutils",
           meaning="branch-ENI pod routing mode (security groups for pods only)"),
-    _spec("DISABLE_TCP_EARLY_DEMUX", None, parse_bool, False,
-          valid="boolean", support=Support.NOT_APPLICABLE, consumer="init",
+    _bool("DISABLE_TCP_EARLY_DEMUX", None, False,
+          support=Support.NOT_APPLICABLE, consumer="init",
           meaning="kubelet TCP probes to branch-ENI pods (security groups for pods only)"),
     # Conflist (read by the installer)
-    _spec("ENABLE_BANDWIDTH_PLUGIN", "enable_bandwidth_plugin", parse_bool, False,
-          valid="boolean", consumer="install",
+    _bool("ENABLE_BANDWIDTH_PLUGIN", "enable_bandwidth_plugin", False,
+          consumer="install",
           meaning="chain the bandwidth plugin in the conflist"),
-    _spec("DISABLE_POD_V6", "disable_pod_v6", parse_bool, False,
-          valid="boolean", consumer="install",
+    _bool("DISABLE_POD_V6", "disable_pod_v6", False,
+          consumer="install",
           meaning="chain the tuning plugin to disable IPv6 inside pods"),
     _spec("NETWORK_POLICY_ENFORCING_MODE", "network_policy_enforcing_mode",
           choice_parser("none", "standard", "strict"), "",

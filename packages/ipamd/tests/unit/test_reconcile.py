@@ -119,6 +119,7 @@ def test_an_unmanaged_eni_is_left_alone() -> None:
     report = node.reconciler.run()
     assert report.added_enis == () and eni.eni_id not in node.store.eni_ids()
     assert eni.eni_id not in node.network.set_up
+    assert node.reconciler.run().ec2_checks == 0  # remembered: no DescribeNetworkInterfaces every minute
 
 
 def test_an_eni_ipamd_just_freed_is_not_re_added_while_imds_lags() -> None:

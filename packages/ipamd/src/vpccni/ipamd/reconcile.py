@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
@@ -39,10 +39,10 @@ class ReconcileReport:
 
 @dataclass(kw_only=True)
 class _Tally:
-    added_enis: list[str]
-    removed_enis: list[str]
-    added: list[IPv4Network]
-    removed: list[IPv4Network]
+    added_enis: list[str] = field(default_factory=list)
+    removed_enis: list[str] = field(default_factory=list)
+    added: list[IPv4Network] = field(default_factory=list)
+    removed: list[IPv4Network] = field(default_factory=list)
     pods: int = 0
     ec2_checks: int = 0
 
@@ -72,6 +72,7 @@ class Reconciler:
         network_card: int = 0,
         is_managed: Callable[[EniDescription], bool] = lambda eni: True,
         prepare_eni: Callable[[EniDescription], None] = lambda eni: None,
+        unmanaged_eni_ids: Iterable[str] = (),
     ) -> None:
         self._store = store
         self._cloud = cloud
@@ -82,17 +83,20 @@ class Reconciler:
         self._card = network_card
         self._is_managed = is_managed
         self._prepare_eni = prepare_eni  # e.g. tag it (node init's tagging step)
+        self._unmanaged = set(unmanaged_eni_ids)  # known and left alone: no EC2 call for them each time
         self.last_report = ReconcileReport()
 
     def reconcile(self) -> None:
         self.last_report = self.run()
 
     def run(self) -> ReconcileReport:
-        tally = _Tally(added_enis=[], removed_enis=[], added=[], removed=[])
+        tally = _Tally()
         imds = {e.eni_id: e for e in self._metadata.attached_enis() if e.network_card == self._card}
         known = {e.eni_id: e for e in self._store.snapshot().enis}
 
-        new_ids = [i for i in imds if i not in known and not self._cooldown.active(i)]
+        new_ids = [
+            i for i in imds if i not in known and i not in self._unmanaged and not self._cooldown.active(i)
+        ]
         gone_ids = [i for i in known if i not in imds]
         mismatched = [i for i in known if i in imds and self._differs(known[i], imds[i].cidrs)]
         to_check = new_ids + gone_ids + mismatched
@@ -129,7 +133,7 @@ class Reconciler:
         known = {e.eni_id: e for e in self._store.snapshot().enis}
         if eni_id not in known:
             return
-        tally = _Tally(added_enis=[], removed_enis=[], added=[], removed=[])
+        tally = _Tally()
         for described in self._cloud.describe_enis([eni_id]):
             self._sync_cidrs(known[eni_id], described, tally)
 
@@ -141,6 +145,7 @@ class Reconciler:
 
     def _add_eni(self, eni: EniDescription, tally: _Tally) -> None:
         if not self._is_managed(eni):
+            self._unmanaged.add(eni.eni_id)
             log.info(
                 "ENI %s is not managed by ipamd (no_manage tag or untagged); leaving it alone", eni.eni_id
             )

@@ -96,7 +96,7 @@ def tcp_echo(
     port: int,
     *,
     source: ipaddress.IPv4Address | None = None,
-    timeout: float = 2.0,
+    timeout: float = 5.0,
 ) -> str | None:
     """Connect from `netns` (optionally from `source`) and send one message; returns the source address the
     server saw, or None when the connection failed (dropped, refused, timed out)."""

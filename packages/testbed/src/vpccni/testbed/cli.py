@@ -8,7 +8,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ def load_config(path: Path | None) -> tuple[CloudConfig, dict[str, Any]]:
 def up(args: argparse.Namespace) -> int:
     config, node = load_config(args.config)
     instance_type = args.instance_type or node.get("instance_type", "m5.large")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # Block the stop signals before any thread starts (threads inherit the mask) and wait for them
+    # synchronously: setting an Event from a Python signal handler can deadlock on the Event's own lock.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     cloud = Cloud(config)
     try:
         cloud.start()
@@ -63,8 +63,8 @@ def up(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         log.info("testbed up: %s on %s; SIGTERM or Ctrl-C to stop", inst.instance_id, cloud.ec2_endpoint)
-        stop.wait()
-        log.info("stopping the testbed")
+        received = signal.sigwait(stop_signals)
+        log.info("stopping the testbed (%s)", signal.Signals(received).name)
     finally:
         cloud.stop()
     return 0

@@ -29,7 +29,7 @@ def build_snapshot(
         "ami-id": str(inst.image_id),
         "instance-id": inst.id,
         "instance-type": inst.instance_type,
-        "placement/availability-zone": inst.placement,
+        "placement/availability-zone": str(inst.placement.zone),
         "placement/region": region,
     }
     if primary is not None:

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.allocator import Allocation, Allocator, NoAddressError, NotReady
+from vpccni.ipamd.cni.ports import PodAddressAllocator
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.metrics import IpamdMetrics
@@ -178,3 +179,10 @@ def test_metrics_follow_requests() -> None:
     assert "awscni_no_available_ip_addresses 1.0" in text
     assert 'awscni_del_ip_req_count{reason="PodDeleted"} 1.0' in text
     assert "awscni_assigned_ip_addresses 0.0" in text and "awscni_total_ip_addresses 1.0" in text
+
+
+def test_allocator_is_the_cni_endpoints_port() -> None:
+    alloc, _, _, _ = setup()
+    port: PodAddressAllocator = alloc
+    members = [n for n in vars(PodAddressAllocator) if not n.startswith("_")]
+    assert members and all(callable(getattr(port, n)) for n in members)

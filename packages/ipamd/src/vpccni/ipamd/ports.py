@@ -9,7 +9,7 @@ from
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
@@ -62,6 +62,10 @@ class EniAddresses:
         """Every pod-usable CIDR: the secondary IPs as /32s and the delegated /28s."""
         return frozenset(IPv4Network(ip) for ip in self.secondary_ips) | self.prefixes
 
+    def addresses_only(self) -> EniAddresses:
+        """Just what IMDS could report (drops EC2-only fields of a subclass)."""
+        return EniAddresses(**{f.name: getattr(self, f.name) for f in fields(EniAddresses)})
+
 
 @dataclass(frozen=True, kw_only=True)
 class EniDescription(EniAddresses):
@@ -69,6 +73,11 @@ class EniDescription(EniAddresses):
 
     interface_type: str = "interface"  # "trunk", "efa", "efa-only" are the ones ipamd treats specially
     tags: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def from_addresses(cls, eni: EniAddresses) -> EniDescription:
+        """An IMDS view taken as the description (ENABLE_IMDS_ONLY_MODE: EC2 may not be called)."""
+        return cls(**{f.name: getattr(eni, f.name) for f in fields(EniAddresses)})
 
     @property
     def tag_map(self) -> dict[str, str]:

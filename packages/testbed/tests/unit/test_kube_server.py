@@ -213,3 +213,31 @@ def test_ipv6_loopback() -> None:
         assert srv.url.startswith("http://[::1]:")
         with urllib.request.urlopen(f"{srv.url}/version") as resp:
             assert json.load(resp)["major"] == "1"
+
+
+def test_raw_watch_is_chunked_json_lines(server: KubeApiServer) -> None:
+    import http.client
+
+    rv = server.store.create(PODS, make_pod("a", "n1"))["metadata"]["resourceVersion"]
+    server.store.patch(PODS, "a", {"metadata": {"labels": {"x": "1"}}}, namespace="default")
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(
+            "GET", f"/api/v1/pods?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1"
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
+        lines = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+    finally:
+        conn.close()
+    # The change, then bookmarks (every 0.2 s here, and one as the 1 s timeout ends the stream).
+    assert lines[0]["type"] == "MODIFIED" and lines[0]["object"]["metadata"]["labels"] == {"x": "1"}
+    assert len(lines) >= 2 and {e["type"] for e in lines[1:]} == {"BOOKMARK"}
+    assert lines[-1]["object"]["metadata"]["resourceVersion"] == str(server.store.resource_version)
+
+
+def test_delete_through_the_client(server: KubeApiServer, api: client.ApiClient) -> None:
+    server.store.create(PODS, make_pod("a", "n1"))
+    client.CoreV1Api(api).delete_namespaced_pod("a", "default")
+    assert server.store.list(PODS)[0] == []

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from vpccni.awsutils.clock import SystemClock
 from vpccni.awsutils.ec2api import Boto3EC2Api, Ec2ClientConfig
 from vpccni.awsutils.eni import EniManager
 from vpccni.awsutils.errors import (
@@ -13,7 +14,7 @@ from vpccni.awsutils.errors import (
     PrivateIpAddressLimitExceededError,
     ThrottledError,
 )
-from vpccni.awsutils.inventory import describe_attached_enis
+from vpccni.awsutils.inventory import describe_attached_enis, wait_for_eni_in_imds
 from vpccni.awsutils.leak import LeakSweeper
 from vpccni.awsutils.limits import max_pods
 from vpccni.awsutils.node import AwsNode
@@ -255,3 +256,15 @@ def test_leak_sweep_deletes_only_eligible_enis(cloud: Cloud, instance: InstanceI
     assert result.deleted == (old,) and result.skipped_young == (young,) and result.tagged == (untagged,)
     remaining = _all_enis(cloud)
     assert old not in remaining and {young, untagged, foreign, instance.primary_eni_id} <= remaining
+
+
+def test_new_eni_is_awaited_in_lagging_imds(cloud: Cloud, instance: InstanceInfo, imds: ImdsServer) -> None:
+    node = _connect(cloud, imds, RecordingObserver())
+    cloud.set_imds_lag(2.0)  # IMDS shows the instance as it was two seconds ago
+    eni = node.enis.allocate_eni(
+        subnet_ids=[instance.subnet_id], security_groups=node.identity.security_groups, ip_count=3
+    )
+    assert eni.mac not in node.metadata.macs()  # not visible yet
+    found = wait_for_eni_in_imds(node.metadata, eni_id=eni.eni_id, mac=eni.mac, clock=SystemClock())
+    assert found.device_number == eni.device_index
+    assert set(found.secondary_ipv4s) == set(eni.secondary_ipv4s)

@@ -5,9 +5,11 @@ import ipaddress
 import random
 import time
 
+import pytest
 from vpccni.awsutils.eni import EniManager
+from vpccni.awsutils.errors import ImdsNotFoundError, ImdsStaleError
 from vpccni.awsutils.imds import InstanceMetadata
-from vpccni.awsutils.inventory import describe_attached_enis
+from vpccni.awsutils.inventory import describe_attached_enis, wait_for_eni_in_imds
 from vpccni.awsutils.leak import LeakSweeper
 from vpccni.awsutils.tags import TagSettings
 from vpccni.awsutils.testing import FakeClock, FakeEC2, FakeImds
@@ -142,3 +144,48 @@ def ec2_primary(ec2: FakeEC2, instance_id: str) -> str:
         for e in ec2.enis.values()
         if e.get("Attachment", {}).get("InstanceId") == instance_id and e["Attachment"]["DeviceIndex"] == 0
     )
+
+
+class LaggingImds(FakeImds):
+    """Shows the new ENI only after some reads, then its addresses after a few more."""
+
+    def __init__(self, full: FakeImds, *, hide_for: int, no_ips_for: int, mac: str) -> None:
+        super().__init__(full.data)
+        self.mac = mac
+        self.hide_for = hide_for
+        self.no_ips_for = no_ips_for
+        self.polls = 0
+
+    def get(self, path: str) -> str:
+        base = f"network/interfaces/macs/{self.mac}/"
+        if path == base + "interface-id":
+            self.polls += 1
+        if path.startswith(base) and self.polls <= self.hide_for:
+            raise ImdsNotFoundError(path)
+        if path == base + "local-ipv4s" and self.polls <= self.hide_for + self.no_ips_for:
+            return self.data[path].splitlines()[0]
+        return super().get(path)
+
+
+def test_wait_for_eni_in_imds_polls_with_backoff_until_addresses_show() -> None:
+    ec2 = FakeEC2()
+    subnet = ec2.add_subnet("10.0.0.0/24")
+    me = ec2.launch_instance("m5.large", subnet)
+    clock = FakeClock()
+    mgr = EniManager(ec2, instance_id=me, clock=clock)
+    eni = mgr.allocate_eni(subnet_ids=[subnet], security_groups=["sg-1"], ip_count=2)
+    full = FakeImds()
+    full.sync_from(ec2, me)
+    lagging = LaggingImds(full, hide_for=2, no_ips_for=2, mac=eni.mac)
+    clock.sleeps.clear()
+    found = wait_for_eni_in_imds(InstanceMetadata(lagging), eni_id=eni.eni_id, mac=eni.mac, clock=clock)
+    assert found.eni_id == eni.eni_id and set(found.secondary_ipv4s) == set(eni.secondary_ipv4s)
+    assert clock.sleeps == [0.1, 0.2, 0.4, 0.8]
+
+
+def test_wait_for_eni_in_imds_gives_up_with_a_stale_error() -> None:
+    imds = FakeImds({"mac": "02:00:00:00:00:01"})
+    with pytest.raises(ImdsStaleError, match="eni-9"):
+        wait_for_eni_in_imds(
+            InstanceMetadata(imds), eni_id="eni-9", mac="02:00:00:00:00:09", clock=FakeClock()
+        )

@@ -51,6 +51,10 @@ class ImdsUnavailableError(ImdsError):
     """IMDS did not answer (timeouts, connection refused, 5xx) after retries."""
 
 
+class ImdsStaleError(ImdsError):
+    """IMDS does not show yet what EC2 already did (IMDS lags EC2 by seconds, sometimes longer)."""
+
+
 class UnknownInstanceTypeError(AwsUtilsError):
     """Neither the static table nor DescribeInstanceTypes knows the instance type."""
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 
+from vpccni.awsutils.backoff import IMDS_ATTACH_WAIT_BACKOFF, Backoff, retry
+from vpccni.awsutils.clock import Clock
 from vpccni.awsutils.eni import EniManager
+from vpccni.awsutils.errors import ImdsNotFoundError, ImdsStaleError, ImdsUnavailableError
 from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.models import AttachedEni, Ec2Eni, EniMetadata
 
@@ -57,3 +61,43 @@ def describe_attached_enis(metadata: InstanceMetadata, enis: EniManager) -> list
             )
         )
     return out
+
+
+def wait_for_eni_in_imds(
+    metadata: InstanceMetadata,
+    *,
+    eni_id: str,
+    mac: str,
+    clock: Clock,
+    need_addresses: bool = True,
+    policy: Backoff = IMDS_ATTACH_WAIT_BACKOFF,
+    rng: random.Random | None = None,
+) -> EniMetadata:
+    """Poll IMDS until a new ENI shows up (with a secondary IPv4 or prefix when ``need_addresses``).
+
+    Upstream's ``WaitForENIAndIPsAttached``: 12 tries from 100 ms. Partial address sets are accepted; ipamd
+    picks up the rest on its next reconcile.
+    """
+
+    def probe() -> EniMetadata:
+        try:
+            found = metadata.eni(mac)
+        except ImdsNotFoundError:
+            raise ImdsStaleError(f"IMDS does not list ENI {eni_id} ({mac}) yet") from None
+        if found.eni_id != eni_id:
+            raise ImdsStaleError(f"IMDS still shows {found.eni_id} at MAC {mac}, not {eni_id}")
+        if (
+            need_addresses
+            and not found.secondary_ipv4s
+            and not found.ipv4_prefixes
+            and not found.ipv6_prefixes
+        ):
+            raise ImdsStaleError(f"IMDS lists ENI {eni_id} but none of its addresses yet")
+        return found
+
+    def transient(exc: Exception) -> bool:
+        return isinstance(exc, ImdsStaleError | ImdsUnavailableError)
+
+    return retry(
+        probe, policy=policy, clock=clock, retry_on=transient, what=f"wait for {eni_id} in IMDS", rng=rng
+    )

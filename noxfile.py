@@ -40,8 +40,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    """mypy over every package's source."""
-    session.run(PY, "-m", "mypy", *[str(p / "src") for p in PACKAGES])
+    """mypy over every package's source (one run: the vpccni namespace spans every src/ folder)."""
+    srcs = [p / "src" for p in PACKAGES]
+    modules = [f"vpccni.{d.name}" for s in srcs for d in sorted((s / "vpccni").iterdir()) if d.is_dir()]
+    args = [arg for m in modules if not m.endswith("__pycache__") for arg in ("-p", m)]
+    env = {"MYPYPATH": ":".join(str(s) for s in srcs)}
+    session.run(PY, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), *args, env=env)
 
 
 @nox.session

@@ -28,19 +28,41 @@ def test_up_prints_endpoints_and_exits_cleanly(tmp_path: Path, sig: signal.Signa
     config = tmp_path / "testbed.json"
     config.write_text(json.dumps({"region": "eu-west-1"}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vpccni.testbed.cli", "up", "--instance-type", "t3.small", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "vpccni.testbed.cli",
+            "up",
+            "--instance-type",
+            "t3.small",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
-        for key in ("ec2_endpoint", "imds_endpoint", "region", "vpc_id", "subnet_ids", "instance_id",
-                    "instance_type"):
+        for key in (
+            "ec2_endpoint",
+            "imds_endpoint",
+            "region",
+            "vpc_id",
+            "subnet_ids",
+            "instance_id",
+            "instance_type",
+        ):
             assert key in info
         assert info["region"] == "eu-west-1" and info["instance_type"] == "t3.small"
-        ec2 = boto3.client("ec2", endpoint_url=info["ec2_endpoint"], region_name=info["region"],
-                           aws_access_key_id=info["env"]["AWS_ACCESS_KEY_ID"],
-                           aws_secret_access_key=info["env"]["AWS_SECRET_ACCESS_KEY"])
+        ec2 = boto3.client(
+            "ec2",
+            endpoint_url=info["ec2_endpoint"],
+            region_name=info["region"],
+            aws_access_key_id=info["env"]["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=info["env"]["AWS_SECRET_ACCESS_KEY"],
+        )
         subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [info["vpc_id"]]}])["Subnets"]
         assert sorted(s["SubnetId"] for s in subnets) == sorted(info["subnet_ids"])
         tagged = [s for s in subnets if {"Key": "kubernetes.io/role/cni", "Value": "1"} in s.get("Tags", [])]

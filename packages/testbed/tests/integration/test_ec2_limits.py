@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-
 from vpccni.testbed.cloud import Cloud, InstanceInfo
 
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
@@ -18,18 +17,25 @@ def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 
 def new_eni(ec2: Any, cloud: Cloud, **kwargs: Any) -> str:
-    resp = ec2.create_network_interface(SubnetId=cloud.subnet_ids[0], Groups=[cloud.security_group_id], **kwargs)
+    resp = ec2.create_network_interface(
+        SubnetId=cloud.subnet_ids[0], Groups=[cloud.security_group_id], **kwargs
+    )
     return str(resp["NetworkInterface"]["NetworkInterfaceId"])
 
 
 def test_m5_large_takes_three_enis_and_refuses_the_fourth(cloud: Cloud, instance: InstanceInfo) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
     for index in (1, 2):
-        ec2.attach_network_interface(NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id,
-                                     DeviceIndex=index, NetworkCardIndex=0)
+        ec2.attach_network_interface(
+            NetworkInterfaceId=new_eni(ec2, cloud),
+            InstanceId=instance.instance_id,
+            DeviceIndex=index,
+            NetworkCardIndex=0,
+        )
     with pytest.raises(ClientError) as exc:
-        ec2.attach_network_interface(NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id,
-                                     DeviceIndex=3)
+        ec2.attach_network_interface(
+            NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id, DeviceIndex=3
+        )
     assert error_code(exc) == "AttachmentLimitExceeded"
     described = ec2.describe_instances(InstanceIds=[instance.instance_id])["Reservations"][0]["Instances"][0]
     assert sorted(n["Attachment"]["DeviceIndex"] for n in described["NetworkInterfaces"]) == [0, 1, 2]
@@ -46,7 +52,9 @@ def test_m5_large_holds_ten_ipv4_per_eni(cloud: Cloud, instance: InstanceInfo) -
     assert error_code(exc) == "PrivateIpAddressLimitExceeded"
     # the primary ENI counts its primary address too
     with pytest.raises(ClientError) as exc:
-        ec2.assign_private_ip_addresses(NetworkInterfaceId=instance.primary_eni_id, SecondaryPrivateIpAddressCount=10)
+        ec2.assign_private_ip_addresses(
+            NetworkInterfaceId=instance.primary_eni_id, SecondaryPrivateIpAddressCount=10
+        )
     assert error_code(exc) == "PrivateIpAddressLimitExceeded"
     primary, secondaries, prefixes, subnet = cloud.eni_addresses(eni)
     assert len(secondaries) == 9 and primary not in secondaries and prefixes == []
@@ -56,35 +64,46 @@ def test_m5_large_holds_ten_ipv4_per_eni(cloud: Cloud, instance: InstanceInfo) -
 def test_all_addresses_in_a_subnet_are_distinct(cloud: Cloud, instance: InstanceInfo) -> None:
     ec2 = cloud.ec2_client()
     enis = [new_eni(ec2, cloud, SecondaryPrivateIpAddressCount=8) for _ in range(3)]
-    ips = [ip for eni in [*enis, instance.primary_eni_id] for ip in
-           [cloud.eni_addresses(eni)[0], *cloud.eni_addresses(eni)[1]]]
+    ips = [
+        ip
+        for eni in [*enis, instance.primary_eni_id]
+        for ip in [cloud.eni_addresses(eni)[0], *cloud.eni_addresses(eni)[1]]
+    ]
     assert len(ips) == len(set(ips)) == 28
     assert all(ip in instance.subnet_cidr for ip in ips)
 
 
 def test_device_index_must_be_free(cloud: Cloud, instance: InstanceInfo) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
-    ec2.attach_network_interface(NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id,
-                                 DeviceIndex=1)
+    ec2.attach_network_interface(
+        NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id, DeviceIndex=1
+    )
     with pytest.raises(ClientError) as exc:
-        ec2.attach_network_interface(NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id,
-                                     DeviceIndex=1)
+        ec2.attach_network_interface(
+            NetworkInterfaceId=new_eni(ec2, cloud), InstanceId=instance.instance_id, DeviceIndex=1
+        )
     assert error_code(exc) == "InvalidParameterValue"
 
 
 def test_detach_then_delete_then_not_found(cloud: Cloud, instance: InstanceInfo) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
     eni = new_eni(ec2, cloud, SecondaryPrivateIpAddressCount=2)
-    attachment = ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=instance.instance_id,
-                                              DeviceIndex=1)["AttachmentId"]
+    attachment = ec2.attach_network_interface(
+        NetworkInterfaceId=eni, InstanceId=instance.instance_id, DeviceIndex=1
+    )["AttachmentId"]
     with pytest.raises(ClientError) as exc:
         ec2.delete_network_interface(NetworkInterfaceId=eni)
     assert error_code(exc) == "InvalidNetworkInterface.InUse"
     ec2.detach_network_interface(AttachmentId=attachment)
-    assert ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Status"] == "available"
+    assert (
+        ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["Status"]
+        == "available"
+    )
     ec2.delete_network_interface(NetworkInterfaceId=eni)
-    for call in (lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[eni]),
-                 lambda: ec2.delete_network_interface(NetworkInterfaceId=eni)):
+    for call in (
+        lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[eni]),
+        lambda: ec2.delete_network_interface(NetworkInterfaceId=eni),
+    ):
         with pytest.raises(ClientError) as exc:
             call()
         assert error_code(exc) == "InvalidNetworkInterfaceID.NotFound"
@@ -92,7 +111,9 @@ def test_detach_then_delete_then_not_found(cloud: Cloud, instance: InstanceInfo)
 
 def test_primary_eni_cannot_be_detached(cloud: Cloud, instance: InstanceInfo) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
-    eni = ec2.describe_network_interfaces(NetworkInterfaceIds=[instance.primary_eni_id])["NetworkInterfaces"][0]
+    eni = ec2.describe_network_interfaces(NetworkInterfaceIds=[instance.primary_eni_id])["NetworkInterfaces"][
+        0
+    ]
     with pytest.raises(ClientError) as exc:
         ec2.detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"])
     assert error_code(exc) == "OperationNotPermitted"
@@ -105,11 +126,15 @@ def test_events_describe_attach_detach_and_address_changes(cloud: Cloud, instanc
     cloud.subscribe(seen.append)
     ec2 = cloud.ec2_client()
     eni = new_eni(ec2, cloud)
-    attachment = ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=instance.instance_id,
-                                              DeviceIndex=1)["AttachmentId"]
+    attachment = ec2.attach_network_interface(
+        NetworkInterfaceId=eni, InstanceId=instance.instance_id, DeviceIndex=1
+    )["AttachmentId"]
     ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=1)
     ec2.detach_network_interface(AttachmentId=attachment)
     mac = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]["MacAddress"]
-    assert EniAttached(instance_id=instance.instance_id, eni_id=eni, mac=mac, device_index=1, network_card=0) in seen
+    assert (
+        EniAttached(instance_id=instance.instance_id, eni_id=eni, mac=mac, device_index=1, network_card=0)
+        in seen
+    )
     assert AddressesChanged(eni_id=eni) in seen
     assert EniDetached(instance_id=instance.instance_id, eni_id=eni, mac=mac) in seen

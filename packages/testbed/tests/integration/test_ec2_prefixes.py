@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo, SubnetSpec
 
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
@@ -17,8 +16,9 @@ NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 @pytest.fixture
 def cloud_config() -> CloudConfig:
     # A second, tiny subnet (/26 = four /28 blocks, 59 usable addresses) to exhaust and fragment.
-    return CloudConfig(subnets=(SubnetSpec(cidr=IPv4Network("10.0.0.0/20")),
-                                SubnetSpec(cidr=IPv4Network("10.0.16.0/26"))))
+    return CloudConfig(
+        subnets=(SubnetSpec(cidr=IPv4Network("10.0.0.0/20")), SubnetSpec(cidr=IPv4Network("10.0.16.0/26")))
+    )
 
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -27,27 +27,35 @@ def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 def attached_eni(ec2: Any, cloud: Cloud, instance: InstanceInfo, **kwargs: Any) -> str:
     eni = ec2.create_network_interface(SubnetId=cloud.subnet_ids[0], **kwargs)["NetworkInterface"]
-    ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance.instance_id,
-                                 DeviceIndex=1)
+    ec2.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance.instance_id, DeviceIndex=1
+    )
     return str(eni["NetworkInterfaceId"])
 
 
 def test_prefixes_are_aligned_disjoint_and_visible_in_describe(cloud: Cloud, instance: InstanceInfo) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
-    created = ec2.create_network_interface(SubnetId=cloud.subnet_ids[0], Ipv4PrefixCount=1)["NetworkInterface"]
+    created = ec2.create_network_interface(SubnetId=cloud.subnet_ids[0], Ipv4PrefixCount=1)[
+        "NetworkInterface"
+    ]
     eni = created["NetworkInterfaceId"]
     assert len(created["Ipv4Prefixes"]) == 1
     ec2.attach_network_interface(NetworkInterfaceId=eni, InstanceId=instance.instance_id, DeviceIndex=1)
     ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=2)
-    assigned = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, Ipv4PrefixCount=2)["AssignedIpv4Prefixes"]
+    assigned = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, Ipv4PrefixCount=2)[
+        "AssignedIpv4Prefixes"
+    ]
     assert len(assigned) == 2
     described = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]
     prefixes = [IPv4Network(p["Ipv4Prefix"]) for p in described["Ipv4Prefixes"]]
     assert len(prefixes) == 3 and all(p.prefixlen == 28 for p in prefixes)
-    assert all(not a.overlaps(b) for i, a in enumerate(prefixes) for b in prefixes[i + 1:])
+    assert all(not a.overlaps(b) for i, a in enumerate(prefixes) for b in prefixes[i + 1 :])
     ips = [IPv4Address(a["PrivateIpAddress"]) for a in described["PrivateIpAddresses"]]
-    all_ips = [IPv4Address(a["PrivateIpAddress"])
-               for n in ec2.describe_network_interfaces()["NetworkInterfaces"] for a in n["PrivateIpAddresses"]]
+    all_ips = [
+        IPv4Address(a["PrivateIpAddress"])
+        for n in ec2.describe_network_interfaces()["NetworkInterfaces"]
+        for a in n["PrivateIpAddresses"]
+    ]
     assert not any(ip in p for ip in all_ips for p in prefixes)
     assert cloud.eni_addresses(eni)[2] == prefixes
     # the limit counts each prefix as one slot: 1 primary + 2 IPs + 3 prefixes = 6 of 10
@@ -86,7 +94,9 @@ def test_fragmented_subnet_returns_insufficient_cidr_blocks(cloud: Cloud) -> Non
 def test_subnet_exhaustion_and_available_count(cloud: Cloud) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
     small = cloud.subnet_ids[1]
-    eni = ec2.create_network_interface(SubnetId=small, Ipv4PrefixCount=1)["NetworkInterface"]["NetworkInterfaceId"]
+    eni = ec2.create_network_interface(SubnetId=small, Ipv4PrefixCount=1)["NetworkInterface"][
+        "NetworkInterfaceId"
+    ]
     assert ec2.describe_subnets(SubnetIds=[small])["Subnets"][0]["AvailableIpAddressCount"] == 59 - 1 - 16
     ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=40)
     assert ec2.describe_subnets(SubnetIds=[small])["Subnets"][0]["AvailableIpAddressCount"] == 2

@@ -9,7 +9,6 @@ import urllib.request
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-
 from vpccni.testbed.cloud import Cloud
 
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
@@ -53,9 +52,14 @@ def test_injected_error_is_returned_count_times(cloud: Cloud) -> None:
     assert exc.value.response["Error"]["Code"] == "InsufficientFreeAddressesInSubnet"
     ec2.create_network_interface(SubnetId=cloud.subnet_ids[0])
     log = [(r.action, r.error_code) for r in cloud.call_log if r.action == "CreateNetworkInterface"]
-    assert log == [("CreateNetworkInterface", "InsufficientFreeAddressesInSubnet"), ("CreateNetworkInterface", None)]
-    assert [r for r in cloud.call_log if r.action == "CreateNetworkInterface"][0].params["SubnetId"] == \
-        cloud.subnet_ids[0]
+    assert log == [
+        ("CreateNetworkInterface", "InsufficientFreeAddressesInSubnet"),
+        ("CreateNetworkInterface", None),
+    ]
+    assert (
+        next(r for r in cloud.call_log if r.action == "CreateNetworkInterface").params["SubnetId"]
+        == cloud.subnet_ids[0]
+    )
 
 
 def test_control_endpoint_changes_a_running_testbed(cloud: Cloud) -> None:
@@ -64,7 +68,9 @@ def test_control_endpoint_changes_a_running_testbed(cloud: Cloud) -> None:
         with urllib.request.urlopen(req) as resp:
             return dict(json.loads(resp.read()))
 
-    assert post({"op": "inject_error", "action": "DescribeVpcs", "code": "UnauthorizedOperation"}) == {"ok": True}
+    assert post({"op": "inject_error", "action": "DescribeVpcs", "code": "UnauthorizedOperation"}) == {
+        "ok": True
+    }
     with pytest.raises(ClientError) as exc:
         cloud.ec2_client(config=NO_RETRY).describe_vpcs()
     assert exc.value.response["Error"]["Code"] == "UnauthorizedOperation"

@@ -8,14 +8,16 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from vpccni.testbed.cloud import Cloud, InstanceInfo
 from vpccni.testbed.imds.server import ImdsServer, Outage
 
 
 def token(endpoint: str, ttl: int = 60) -> str:
-    req = urllib.request.Request(endpoint + "/latest/api/token", method="PUT",
-                                 headers={"X-aws-ec2-metadata-token-ttl-seconds": str(ttl)})
+    req = urllib.request.Request(
+        endpoint + "/latest/api/token",
+        method="PUT",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": str(ttl)},
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return str(resp.read().decode())
 
@@ -59,8 +61,17 @@ def test_metadata_paths_follow_ec2_state(cloud: Cloud, instance: InstanceInfo, i
     assert get(ep, "network/interfaces/macs/", tok) == instance.primary_mac + "/"
     base = f"network/interfaces/macs/{instance.primary_mac}/"
     listing = get(ep, base, tok).split("\n")
-    for field in ("interface-id", "device-number", "network-card", "subnet-id", "vpc-id", "security-group-ids",
-                  "local-ipv4s", "subnet-ipv4-cidr-block", "vpc-ipv4-cidr-blocks"):
+    for field in (
+        "interface-id",
+        "device-number",
+        "network-card",
+        "subnet-id",
+        "vpc-id",
+        "security-group-ids",
+        "local-ipv4s",
+        "subnet-ipv4-cidr-block",
+        "vpc-ipv4-cidr-blocks",
+    ):
         assert field in listing
     assert get(ep, base + "interface-id", tok) == instance.primary_eni_id
     assert get(ep, base + "device-number", tok) == "0"
@@ -71,12 +82,15 @@ def test_metadata_paths_follow_ec2_state(cloud: Cloud, instance: InstanceInfo, i
     assert status_of(ep, "no-such-thing", tok) == 404
 
     ec2 = cloud.ec2_client()
-    eni = ec2.create_network_interface(SubnetId=cloud.subnet_ids[1], Groups=[cloud.security_group_id],
-                                       SecondaryPrivateIpAddressCount=2)["NetworkInterface"]
-    ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance.instance_id,
-                                 DeviceIndex=1)
-    prefixes = ec2.assign_private_ip_addresses(NetworkInterfaceId=instance.primary_eni_id,
-                                               Ipv4PrefixCount=1)["AssignedIpv4Prefixes"]
+    eni = ec2.create_network_interface(
+        SubnetId=cloud.subnet_ids[1], Groups=[cloud.security_group_id], SecondaryPrivateIpAddressCount=2
+    )["NetworkInterface"]
+    ec2.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance.instance_id, DeviceIndex=1
+    )
+    prefixes = ec2.assign_private_ip_addresses(NetworkInterfaceId=instance.primary_eni_id, Ipv4PrefixCount=1)[
+        "AssignedIpv4Prefixes"
+    ]
     macs = get(ep, "network/interfaces/macs/", tok).split("\n")
     assert sorted(macs) == sorted([instance.primary_mac + "/", eni["MacAddress"] + "/"])
     second = f"network/interfaces/macs/{eni['MacAddress']}/"
@@ -91,8 +105,9 @@ def test_propagation_lag_shows_older_state(cloud: Cloud, instance: InstanceInfo,
     tok = token(imds.endpoint)
     path = f"network/interfaces/macs/{instance.primary_mac}/local-ipv4s"
     cloud.set_imds_lag(1.0)
-    cloud.ec2_client().assign_private_ip_addresses(NetworkInterfaceId=instance.primary_eni_id,
-                                                   SecondaryPrivateIpAddressCount=2)
+    cloud.ec2_client().assign_private_ip_addresses(
+        NetworkInterfaceId=instance.primary_eni_id, SecondaryPrivateIpAddressCount=2
+    )
     assert get(imds.endpoint, path, tok) == str(instance.primary_ip)  # EC2 changed, IMDS not yet
     time.sleep(1.1)
     assert len(get(imds.endpoint, path, tok).split("\n")) == 3

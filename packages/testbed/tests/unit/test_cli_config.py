@@ -5,7 +5,6 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
-
 from vpccni.testbed.cli import load_config
 from vpccni.testbed.cloud import CNI_ROLE_TAG, CloudConfig
 from vpccni.testbed.ec2.addresses import Placement
@@ -23,11 +22,18 @@ def test_defaults_have_a_primary_and_a_discoverable_subnet() -> None:
 
 def test_config_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "testbed.json"
-    path.write_text(json.dumps({
-        "region": "eu-west-1", "instance_type": "t3.small", "address_placement": "random",
-        "subnets": [{"cidr": "10.0.0.0/24"}], "throttle": {MUTATING: {"capacity": 3, "refill_per_s": 1}},
-        "imds_outage_mode": "http503",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "region": "eu-west-1",
+                "instance_type": "t3.small",
+                "address_placement": "random",
+                "subnets": [{"cidr": "10.0.0.0/24"}],
+                "throttle": {MUTATING: {"capacity": 3, "refill_per_s": 1}},
+                "imds_outage_mode": "http503",
+            }
+        )
+    )
     cfg, node = load_config(path)
     assert cfg.region == "eu-west-1" and node == {"instance_type": "t3.small"}
     assert cfg.address_placement is Placement.RANDOM and cfg.imds_outage_mode is Outage.HTTP_503

@@ -3,7 +3,6 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-
 from vpccni.testbed.ec2.addresses import AddressAllocator, Placement, SubnetUsage, reserved_addresses
 from vpccni.testbed.ec2.errors import Ec2Error
 
@@ -11,8 +10,11 @@ SUBNET = IPv4Network("10.0.1.0/26")  # 64 addresses: four /28 blocks
 
 
 def usage(ips: list[str] = [], prefixes: list[str] = []) -> SubnetUsage:  # noqa: B006 - read-only defaults
-    return SubnetUsage(cidr=SUBNET, ips=frozenset(IPv4Address(i) for i in ips),
-                       prefixes=frozenset(IPv4Network(p) for p in prefixes))
+    return SubnetUsage(
+        cidr=SUBNET,
+        ips=frozenset(IPv4Address(i) for i in ips),
+        prefixes=frozenset(IPv4Network(p) for p in prefixes),
+    )
 
 
 def test_ec2_reserves_first_four_and_last_address() -> None:

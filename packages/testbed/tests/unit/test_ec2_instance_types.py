@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from vpccni.testbed.ec2.instance_types import UnknownInstanceTypeError, limits_for
 
 
@@ -22,5 +21,5 @@ def test_prefix_delegation_only_on_nitro_or_metal() -> None:
 
 
 def test_unknown_type_names_a_valid_one() -> None:
-    with pytest.raises(UnknownInstanceTypeError, match="m5.large"):
+    with pytest.raises(UnknownInstanceTypeError, match=r"m5\.large"):
         limits_for("m99.huge")

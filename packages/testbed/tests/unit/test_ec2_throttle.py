@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from vpccni.testbed.ec2.throttle import MUTATING, NON_MUTATING, BucketSpec, Throttle, action_category
 
 

@@ -23,7 +23,7 @@ class FakeClock:
 
 def test_leaves_and_directory_listings() -> None:
     assert lookup(SNAP, "instance-id") == "i-1"
-    assert lookup(SNAP, "").split("\n") == ["instance-id", "mac", "network/", "placement/"]
+    assert str(lookup(SNAP, "")).split("\n") == ["instance-id", "mac", "network/", "placement/"]
     assert lookup(SNAP, "network/interfaces/macs/") == "02:00:00:00:00:01/\n02:00:00:00:00:02/"
     assert lookup(SNAP, "network/interfaces/macs/02:00:00:00:00:01/local-ipv4s") == "10.0.0.4\n10.0.0.5"
     assert lookup(SNAP, "network/interfaces/macs/02:00:00:00:00:01/ipv4-prefix") is None

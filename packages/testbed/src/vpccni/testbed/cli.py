@@ -1,5 +1,5 @@
-"""`vpccni-testbed up`: start the testbed's EC2 and IMDS, launch a node, print its endpoints as one JSON object
-on stdout, and run until SIGTERM/SIGINT, then tear everything down. Progress goes to stderr."""
+"""`vpccni-testbed up`: start the testbed's EC2 and IMDS, launch a node, print its endpoints as one JSON
+object on stdout, and run until SIGTERM/SIGINT, then tear everything down. Progress goes to stderr."""
 
 from __future__ import annotations
 
@@ -73,13 +73,20 @@ def up(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpccni-testbed", description="A hermetic AWS node for vpccni.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_up = sub.add_parser("up", help="start EC2 + IMDS with one node; print endpoints as JSON; run until signalled")
-    p_up.add_argument("--instance-type", default=None, help="EC2 instance type of the node (default m5.large)")
+    p_up = sub.add_parser(
+        "up", help="start EC2 + IMDS with one node; print endpoints as JSON; run until signalled"
+    )
+    p_up.add_argument(
+        "--instance-type", default=None, help="EC2 instance type of the node (default m5.large)"
+    )
     p_up.add_argument("--config", type=Path, default=None, help="JSON file of CloudConfig fields")
     p_up.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command == "up":
         return up(args)
     return 2

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-
 from vpccni.testbed import control
 from vpccni.testbed.ec2.addresses import AddressAllocator, Placement
 from vpccni.testbed.ec2.backend import MotoBackend
@@ -27,8 +26,15 @@ from vpccni.testbed.imds.metadata import Snapshot, build_snapshot
 from vpccni.testbed.imds.server import ImdsServer, Outage
 
 __all__ = [
-    "AddressesChanged", "CallRecord", "Cloud", "CloudConfig", "EniAttached", "EniDetached", "InstanceInfo",
-    "StateChanged", "SubnetSpec",
+    "AddressesChanged",
+    "CallRecord",
+    "Cloud",
+    "CloudConfig",
+    "EniAttached",
+    "EniDetached",
+    "InstanceInfo",
+    "StateChanged",
+    "SubnetSpec",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ DUMMY_ACCESS_KEY = "AKIAVPCCNITESTBED000"  # moto accepts any credentials; these
 DUMMY_SECRET_KEY = "vpccni-testbed-secret"
 CNI_ROLE_TAG = "kubernetes.io/role/cni"
 AMI_ID = "ami-12c6146b"  # an image moto ships
+DEFAULT_VPC_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +56,7 @@ class SubnetSpec:
 class CloudConfig:
     region: str = "us-west-2"
     availability_zone: str | None = None  # default: <region>a
-    vpc_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    vpc_cidr: ipaddress.IPv4Network = DEFAULT_VPC_CIDR
     # The first subnet is the node's primary subnet; the second is tagged for subnet discovery.
     subnets: tuple[SubnetSpec, ...] = (
         SubnetSpec(cidr=ipaddress.IPv4Network("10.0.0.0/20")),
@@ -73,7 +80,9 @@ class CloudConfig:
         kwargs: dict[str, Any] = dict(raw)
         unknown = set(kwargs) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown testbed config keys {sorted(unknown)}: see vpccni.testbed.cloud.CloudConfig")
+            raise ValueError(
+                f"unknown testbed config keys {sorted(unknown)}: see vpccni.testbed.cloud.CloudConfig"
+            )
         if "vpc_cidr" in kwargs:
             kwargs["vpc_cidr"] = ipaddress.IPv4Network(kwargs["vpc_cidr"])
         if "subnets" in kwargs:
@@ -114,15 +123,22 @@ class Cloud:
         self._backend = MotoBackend(account_id=self.account_id, region=self.region)
         self._prefixes = PrefixTable()
         self._fidelity = FidelityLayer(
-            backend=self._backend, prefixes=self._prefixes,
+            backend=self._backend,
+            prefixes=self._prefixes,
             allocator=AddressAllocator(placement=self.config.address_placement, seed=self.config.seed),
         )
         self._throttle = Throttle(dict(self.config.throttle))
         self._faults = FaultPlan()
         self._calllog = CallLog()
-        self._app = Ec2App(account_id=self.account_id, fidelity=self._fidelity, throttle=self._throttle,
-                           faults=self._faults, calllog=self._calllog, publish=self._publish,
-                           control=lambda request: control.apply(self, request))
+        self._app = Ec2App(
+            account_id=self.account_id,
+            fidelity=self._fidelity,
+            throttle=self._throttle,
+            faults=self._faults,
+            calllog=self._calllog,
+            publish=self._publish,
+            control=lambda request: control.apply(self, request),
+        )
         self._server = Ec2Server(self._app, host=self.config.host, port=self.config.ec2_port)
         self._subscribers: list[Callable[[Event], None]] = []
         self._history = SnapshotHistory()
@@ -135,7 +151,7 @@ class Cloud:
         self.subnet_ids: list[str] = []
         self.security_group_id = ""
 
-    # ---- lifecycle -------------------------------------------------------------------------------------------
+    # ---- lifecycle
     def start(self) -> None:
         if self._started:
             return
@@ -152,11 +168,14 @@ class Cloud:
         ec2 = self.ec2_client()
         self.vpc_id = ec2.create_vpc(CidrBlock=str(self.config.vpc_cidr))["Vpc"]["VpcId"]
         for spec in self.config.subnets:
-            subnet = ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=str(spec.cidr),
-                                       AvailabilityZone=self.config.zone)["Subnet"]
+            subnet = ec2.create_subnet(
+                VpcId=self.vpc_id, CidrBlock=str(spec.cidr), AvailabilityZone=self.config.zone
+            )["Subnet"]
             if spec.tags:
-                ec2.create_tags(Resources=[subnet["SubnetId"]],
-                                Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()])
+                ec2.create_tags(
+                    Resources=[subnet["SubnetId"]],
+                    Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+                )
             self.subnet_ids.append(subnet["SubnetId"])
         self.security_group_id = ec2.create_security_group(
             GroupName="vpccni-testbed-node", Description="vpccni testbed node", VpcId=self.vpc_id
@@ -181,7 +200,7 @@ class Cloud:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ---- clients ---------------------------------------------------------------------------------------------
+    # ---- clients
     @property
     def ec2_endpoint(self) -> str:
         return self._server.endpoint
@@ -202,24 +221,36 @@ class Cloud:
 
     def ec2_client(self, **kwargs: Any) -> Any:
         return boto3.client(
-            "ec2", region_name=self.region, endpoint_url=self.ec2_endpoint,
-            aws_access_key_id=DUMMY_ACCESS_KEY, aws_secret_access_key=DUMMY_SECRET_KEY, **kwargs,
+            "ec2",
+            region_name=self.region,
+            endpoint_url=self.ec2_endpoint,
+            aws_access_key_id=DUMMY_ACCESS_KEY,
+            aws_secret_access_key=DUMMY_SECRET_KEY,
+            **kwargs,
         )
 
-    # ---- instances -------------------------------------------------------------------------------------------
+    # ---- instances
     def launch_instance(self, instance_type: str = "m5.large", subnet_id: str | None = None) -> InstanceInfo:
         subnet_id = subnet_id or self.subnet_ids[0]
         resp = self.ec2_client().run_instances(
-            ImageId=AMI_ID, InstanceType=instance_type, MinCount=1, MaxCount=1, SubnetId=subnet_id,
+            ImageId=AMI_ID,
+            InstanceType=instance_type,
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=subnet_id,
             SecurityGroupIds=[self.security_group_id],
         )
         inst = resp["Instances"][0]
         eni = next(n for n in inst["NetworkInterfaces"] if n["Attachment"]["DeviceIndex"] == 0)
         self._record_snapshots()
         return InstanceInfo(
-            instance_id=inst["InstanceId"], instance_type=instance_type, primary_eni_id=eni["NetworkInterfaceId"],
-            primary_mac=eni["MacAddress"], primary_ip=ipaddress.IPv4Address(inst["PrivateIpAddress"]),
-            subnet_id=subnet_id, subnet_cidr=self._backend.subnet_cidr(subnet_id),
+            instance_id=inst["InstanceId"],
+            instance_type=instance_type,
+            primary_eni_id=eni["NetworkInterfaceId"],
+            primary_mac=eni["MacAddress"],
+            primary_ip=ipaddress.IPv4Address(inst["PrivateIpAddress"]),
+            subnet_id=subnet_id,
+            subnet_cidr=self._backend.subnet_cidr(subnet_id),
             availability_zone=inst["Placement"]["AvailabilityZone"],
         )
 
@@ -231,11 +262,13 @@ class Cloud:
             view = self._backend.eni_view(eni_id)
             return view.primary_ip, view.secondary_ips, self._prefixes.of(eni_id), view.subnet_id
 
-    # ---- IMDS ------------------------------------------------------------------------------------------------
+    # ---- IMDS
     def _live_snapshot(self, instance_id: str) -> Snapshot | None:
         with self._app.state_lock:
             try:
-                return build_snapshot(self._backend, instance_id, self._prefixes.of, self._fidelity.network_card)
+                return build_snapshot(
+                    self._backend, instance_id, self._prefixes.of, self._fidelity.network_card
+                )
             except Exception:  # the instance is gone: IMDS has nothing to say
                 return None
 
@@ -252,8 +285,9 @@ class Cloud:
             if snap is not None:
                 self._history.record(instance_id, snap)
 
-    def start_imds(self, instance_id: str, host: str = "127.0.0.1", port: int = 0,
-                   sock: Any = None) -> ImdsServer:
+    def start_imds(
+        self, instance_id: str, host: str = "127.0.0.1", port: int = 0, sock: Any = None
+    ) -> ImdsServer:
         server = ImdsServer(lambda: self._imds_view(instance_id), host=host, port=port, sock=sock)
         server.start()
         server.set_outage(self._current_outage())
@@ -265,7 +299,9 @@ class Cloud:
         with self._lock:
             servers = self._imds.get(instance_id)
         if not servers:
-            raise LookupError(f"no IMDS server runs for {instance_id}: call start_imds({instance_id!r}) first")
+            raise LookupError(
+                f"no IMDS server runs for {instance_id}: call start_imds({instance_id!r}) first"
+            )
         return servers[0].endpoint
 
     def set_imds_lag(self, seconds: float) -> None:
@@ -282,7 +318,7 @@ class Cloud:
         for server in servers:
             server.set_outage(self._imds_outage)
 
-    # ---- EC2 behaviour knobs ---------------------------------------------------------------------------------
+    # ---- EC2 behaviour knobs
     def set_latency(self, action: str, seconds: float) -> None:
         self._faults.set_latency(action, seconds)
 
@@ -299,7 +335,7 @@ class Cloud:
     def call_log(self) -> list[CallRecord]:
         return self._calllog.records()
 
-    # ---- events ----------------------------------------------------------------------------------------------
+    # ---- events
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         with self._lock:
             self._subscribers.append(callback)

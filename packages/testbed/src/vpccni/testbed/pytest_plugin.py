@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
 from vpccni.testbed.imds.server import ImdsServer
 

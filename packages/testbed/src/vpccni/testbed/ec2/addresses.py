@@ -1,7 +1,8 @@
 """Subnet address accounting and allocation: secondary IPs and /28 prefixes never overlap, as in EC2.
 
-EC2 reserves the first four addresses and the last one of every subnet; a /28 prefix needs 16 free contiguous,
-aligned addresses, so a subnet whose free addresses are scattered runs out of prefixes before it runs out of IPs.
+EC2 reserves the first four addresses and the last one of every subnet; a /28 prefix needs 16 free
+contiguous, aligned addresses, so a subnet whose free addresses are scattered runs out of prefixes
+before it runs out of IPs.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ class AddressAllocator:
     ) -> list[ipaddress.IPv4Network]:
         taken = usage.taken() | set(also_taken)
         free_blocks = [
-            block for block in usage.cidr.subnets(new_prefix=PREFIX_LEN) if not any(ip in taken for ip in block)
+            block
+            for block in usage.cidr.subnets(new_prefix=PREFIX_LEN)
+            if not any(ip in taken for ip in block)
         ]
         if len(free_blocks) < count:
             raise Ec2Error(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from moto.ec2.models import ec2_backends
-
 from vpccni.testbed.ec2.errors import Ec2Error
 
 
@@ -75,9 +74,7 @@ class MotoBackend:
         for eni in list(self.raw.enis.values()):
             if eni.attachment_id == attachment_id:
                 return eni
-        raise Ec2Error(
-            "InvalidAttachmentID.NotFound", f"The attachment ID '{attachment_id}' does not exist"
-        )
+        raise Ec2Error("InvalidAttachmentID.NotFound", f"The attachment ID '{attachment_id}' does not exist")
 
     def instance(self, instance_id: str) -> Any:
         for reservation in self.raw.reservations.values():
@@ -88,7 +85,9 @@ class MotoBackend:
 
     def instance_ids(self) -> list[str]:
         return [
-            inst.id for res in list(self.raw.reservations.values()) for inst in res.instances
+            inst.id
+            for res in list(self.raw.reservations.values())
+            for inst in res.instances
             if inst.state != "terminated"
         ]
 
@@ -121,6 +120,9 @@ class MotoBackend:
         cidrs = [ipaddress.IPv4Network(vpc.cidr_block)]
         for assoc in vpc.cidr_block_association_set:
             block = ipaddress.IPv4Network(assoc["cidr_block"])
-            if assoc.get("cidr_block_state", {}).get("state", "associated") == "associated" and block not in cidrs:
+            if (
+                assoc.get("cidr_block_state", {}).get("state", "associated") == "associated"
+                and block not in cidrs
+            ):
                 cidrs.append(block)
         return cidrs

@@ -55,7 +55,9 @@ def _int(params: Params, name: str) -> int:
     try:
         return int(params.get(name, "0"))
     except ValueError as exc:
-        raise Ec2Error("InvalidParameterValue", f"{name} must be an integer, got {params.get(name)!r}") from exc
+        raise Ec2Error(
+            "InvalidParameterValue", f"{name} must be an integer, got {params.get(name)!r}"
+        ) from exc
 
 
 def _ip(value: str) -> ipaddress.IPv4Address:
@@ -88,10 +90,11 @@ class FidelityLayer:
         hook = self._hooks.get(action)
         return hook(params) if hook else Forward(params=params)
 
-    # ---- state views -----------------------------------------------------------------------------------------
+    # ---- state views
     def usage(self, subnet_id: str) -> SubnetUsage:
         prefixes = [
-            p for eni, ps in self._prefixes.all().items()
+            p
+            for eni, ps in self._prefixes.all().items()
             if eni in self._backend.raw.enis and self._backend.raw.enis[eni].subnet.id == subnet_id
             for p in ps
         ]
@@ -121,7 +124,7 @@ class FidelityLayer:
                 f"of {eni.instance.id}: use a Nitro instance type or secondary IPs",
             )
 
-    # ---- hooks -----------------------------------------------------------------------------------------------
+    # ---- hooks
     def _run_instances(self, params: Params) -> Plan:
         itype = params.get("InstanceType", "m1.small")
         try:
@@ -138,8 +141,15 @@ class FidelityLayer:
             events: list[Event] = []
             for instance_id in xmlpatch.find_texts(body, "instanceId"):
                 for index, eni in self._backend.instance_enis(instance_id).items():
-                    events.append(EniAttached(instance_id=instance_id, eni_id=eni.id, mac=eni.mac_address,
-                                              device_index=int(index), network_card=0))
+                    events.append(
+                        EniAttached(
+                            instance_id=instance_id,
+                            eni_id=eni.id,
+                            mac=eni.mac_address,
+                            device_index=int(index),
+                            network_card=0,
+                        )
+                    )
             return body, events
 
         return Forward(params=params, finish=finish)
@@ -152,19 +162,29 @@ class FidelityLayer:
             explicit.insert(0, _ip(params["PrivateIpAddress"]))
         for ip in explicit:
             if not usage.is_free(ip):
-                raise Ec2Error("InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {subnet_id}")
+                raise Ec2Error(
+                    "InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {subnet_id}"
+                )
         secondary_count = _int(params, "SecondaryPrivateIpAddressCount")
         explicit_prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix", "Ipv4Prefix")]
         prefix_count = _int(params, "Ipv4PrefixCount") + len(explicit_prefixes)
         total = max(1, len(explicit)) + secondary_count + prefix_count
         if total > UNATTACHED_IPV4_LIMIT:
-            raise Ec2Error("PrivateIpAddressLimitExceeded",
-                           f"Number of private addresses ({total}) will exceed the limit of {UNATTACHED_IPV4_LIMIT}")
+            raise Ec2Error(
+                "PrivateIpAddressLimitExceeded",
+                f"Number of private addresses ({total}) will exceed the limit of {UNATTACHED_IPV4_LIMIT}",
+            )
         missing = max(1, len(explicit)) - len(explicit) + secondary_count
         ips = explicit + self._allocator.pick_ips(usage, missing, also_taken=explicit)
         prefixes = self._take_prefixes(usage, explicit_prefixes, prefix_count - len(explicit_prefixes), ips)
-        rewritten = _without(params, "PrivateIpAddress", "PrivateIpAddresses", "SecondaryPrivateIpAddressCount",
-                             "Ipv4Prefix", "Ipv4PrefixCount")
+        rewritten = _without(
+            params,
+            "PrivateIpAddress",
+            "PrivateIpAddresses",
+            "SecondaryPrivateIpAddressCount",
+            "Ipv4Prefix",
+            "Ipv4PrefixCount",
+        )
         for n, ip in enumerate(ips, start=1):
             rewritten[f"PrivateIpAddresses.{n}.PrivateIpAddress"] = str(ip)
             rewritten[f"PrivateIpAddresses.{n}.Primary"] = "true" if n == 1 else "false"
@@ -177,14 +197,22 @@ class FidelityLayer:
         return Forward(params=rewritten, finish=finish)
 
     def _take_prefixes(
-        self, usage: SubnetUsage, explicit: list[ipaddress.IPv4Network], count: int,
+        self,
+        usage: SubnetUsage,
+        explicit: list[ipaddress.IPv4Network],
+        count: int,
         also_taken: list[ipaddress.IPv4Address],
     ) -> list[ipaddress.IPv4Network]:
         taken = usage.taken() | set(also_taken)
         for prefix in explicit:
-            if prefix.prefixlen != 28 or not prefix.subnet_of(usage.cidr) or any(ip in taken for ip in prefix):
-                raise Ec2Error("InvalidParameterValue",
-                               f"Prefix {prefix} is not a free /28 of subnet {usage.cidr}")
+            if (
+                prefix.prefixlen != 28
+                or not prefix.subnet_of(usage.cidr)
+                or any(ip in taken for ip in prefix)
+            ):
+                raise Ec2Error(
+                    "InvalidParameterValue", f"Prefix {prefix} is not a free /28 of subnet {usage.cidr}"
+                )
         extra = [ip for p in explicit for ip in p]
         return explicit + self._allocator.pick_prefixes(usage, count, also_taken=[*also_taken, *extra])
 
@@ -210,17 +238,22 @@ class FidelityLayer:
         usage = self.usage(eni.subnet.id)
         for ip in explicit:
             if not usage.is_free(ip):
-                raise Ec2Error("InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {usage.cidr}")
+                raise Ec2Error(
+                    "InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {usage.cidr}"
+                )
         ips = explicit + self._allocator.pick_ips(usage, count, also_taken=explicit)
         prefixes = self._take_prefixes(usage, explicit_prefixes, prefix_count, ips)
         if ips:
             self._backend.raw.assign_private_ip_addresses(eni_id, [str(ip) for ip in ips])
         self._prefixes.add(eni_id, prefixes)
-        body = xmlpatch.render("AssignPrivateIpAddresses", [
-            ("networkInterfaceId", eni_id),
-            ("assignedPrivateIpAddressesSet", [("privateIpAddress", str(ip)) for ip in ips]),
-            ("assignedIpv4PrefixSet", [("ipv4Prefix", str(p)) for p in prefixes]),
-        ])
+        body = xmlpatch.render(
+            "AssignPrivateIpAddresses",
+            [
+                ("networkInterfaceId", eni_id),
+                ("assignedPrivateIpAddressesSet", [("privateIpAddress", str(ip)) for ip in ips]),
+                ("assignedIpv4PrefixSet", [("ipv4Prefix", str(p)) for p in prefixes]),
+            ],
+        )
         return Handled(body=body, events=[AddressesChanged(eni_id=eni_id)])
 
     def _unassign(self, params: Params) -> Plan:
@@ -231,12 +264,18 @@ class FidelityLayer:
         if not ips and not prefixes:
             raise Ec2Error("MissingParameter", "Specify PrivateIpAddresses or Ipv4Prefixes to unassign")
         if view.primary_ip in ips:
-            raise Ec2Error("InvalidParameterValue", f"The primary address {view.primary_ip} cannot be unassigned")
+            raise Ec2Error(
+                "InvalidParameterValue", f"The primary address {view.primary_ip} cannot be unassigned"
+            )
         held = self._prefixes.of(eni_id)
-        stray = [str(ip) for ip in ips if ip not in view.secondary_ips] + [str(p) for p in prefixes if p not in held]
+        stray = [str(ip) for ip in ips if ip not in view.secondary_ips] + [
+            str(p) for p in prefixes if p not in held
+        ]
         if stray:
-            raise Ec2Error("InvalidParameterValue",
-                           f"Some of the specified addresses are not assigned to interface {eni_id}: {stray}")
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Some of the specified addresses are not assigned to interface {eni_id}: {stray}",
+            )
         if ips:
             self._backend.raw.unassign_private_ip_addresses(eni_id, [str(ip) for ip in ips])
         self._prefixes.remove(eni_id, prefixes)
@@ -250,18 +289,26 @@ class FidelityLayer:
         instance = self._backend.instance(instance_id)
         limits = limits_for(instance.instance_type)
         device_index = _int(params, "DeviceIndex")
-        card = _int(params, "NetworkCardIndex") if "NetworkCardIndex" in params else limits.default_network_card
+        card = (
+            _int(params, "NetworkCardIndex") if "NetworkCardIndex" in params else limits.default_network_card
+        )
         if eni.instance is not None:
-            raise Ec2Error("InvalidNetworkInterface.InUse",
-                           f"Interface: [{eni_id}] in use by {eni.instance.id}: detach it first")
+            raise Ec2Error(
+                "InvalidNetworkInterface.InUse",
+                f"Interface: [{eni_id}] in use by {eni.instance.id}: detach it first",
+            )
         if card not in limits.enis_per_card:
-            raise Ec2Error("InvalidParameterValue",
-                           f"Network card index {card} does not exist on {instance.instance_type}")
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Network card index {card} does not exist on {instance.instance_type}",
+            )
         attached = self._backend.instance_enis(instance_id)
         if any(idx == device_index and self.network_card(e.id) == card for idx, e in attached.items()):
-            raise Ec2Error("InvalidParameterValue",
-                           f"Instance '{instance_id}' already has an interface attached at device index "
-                           f"'{device_index}': pick a free DeviceIndex")
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"Instance '{instance_id}' already has an interface attached at device index "
+                f"'{device_index}': pick a free DeviceIndex",
+            )
         on_card = sum(1 for e in attached.values() if self.network_card(e.id) == card)
         if len(attached) >= limits.max_enis or on_card >= limits.enis_per_card[card]:
             raise Ec2Error(
@@ -270,17 +317,26 @@ class FidelityLayer:
                 f"({limits.max_enis} ENIs, {limits.enis_per_card[card]} on card {card})",
             )
         if self._slots(eni_id) > limits.ipv4_per_eni:
-            raise Ec2Error("PrivateIpAddressLimitExceeded",
-                           f"{eni_id} has {self._slots(eni_id)} addresses, more than {limits.ipv4_per_eni} "
-                           f"allowed per ENI on {instance.instance_type}")
+            raise Ec2Error(
+                "PrivateIpAddressLimitExceeded",
+                f"{eni_id} has {self._slots(eni_id)} addresses, more than {limits.ipv4_per_eni} "
+                f"allowed per ENI on {instance.instance_type}",
+            )
         if self._prefixes.of(eni_id) and not limits.supports_prefix_delegation:
-            raise Ec2Error("InvalidParameterValue",
-                           f"{instance.instance_type} does not support prefix delegation; {eni_id} has prefixes")
+            raise Ec2Error(
+                "InvalidParameterValue",
+                f"{instance.instance_type} does not support prefix delegation; {eni_id} has prefixes",
+            )
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
             self._network_cards[eni_id] = card
-            event = EniAttached(instance_id=instance_id, eni_id=eni_id, mac=eni.mac_address,
-                                device_index=device_index, network_card=card)
+            event = EniAttached(
+                instance_id=instance_id,
+                eni_id=eni_id,
+                mac=eni.mac_address,
+                device_index=device_index,
+                network_card=card,
+            )
             return body, [event]
 
         return Forward(params=_without(params, "NetworkCardIndex"), finish=finish)
@@ -288,8 +344,10 @@ class FidelityLayer:
     def _detach(self, params: Params) -> Plan:
         eni = self._backend.eni_by_attachment(params.get("AttachmentId", ""))
         if eni.device_index == 0:
-            raise Ec2Error("OperationNotPermitted",
-                           f"The network interface at device index 0 ({eni.id}) cannot be detached")
+            raise Ec2Error(
+                "OperationNotPermitted",
+                f"The network interface at device index 0 ({eni.id}) cannot be detached",
+            )
         event = EniDetached(instance_id=eni.instance.id, eni_id=eni.id, mac=eni.mac_address)
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
@@ -302,8 +360,10 @@ class FidelityLayer:
         eni_id = params.get("NetworkInterfaceId", "")
         eni = self._backend.eni(eni_id)
         if eni.instance is not None:
-            raise Ec2Error("InvalidNetworkInterface.InUse",
-                           f"Network interface '{eni_id}' is currently in use by {eni.instance.id}: detach it first")
+            raise Ec2Error(
+                "InvalidNetworkInterface.InUse",
+                f"Network interface '{eni_id}' is currently in use by {eni.instance.id}: detach it first",
+            )
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
             self._prefixes.drop(eni_id)
@@ -312,7 +372,9 @@ class FidelityLayer:
         return Forward(params=params, finish=finish)
 
     def _with_prefixes(self, params: Params) -> Plan:
-        return Forward(params=params, finish=lambda body: (xmlpatch.add_prefix_sets(body, self._prefixes.of), []))
+        return Forward(
+            params=params, finish=lambda body: (xmlpatch.add_prefix_sets(body, self._prefixes.of), [])
+        )
 
     def _describe_subnets(self, params: Params) -> Plan:
         def finish(body: bytes) -> tuple[bytes, list[Event]]:

@@ -1,4 +1,4 @@
-"""Per-instance-type network limits, read from the instance-type data moto ships (as DescribeInstanceTypes)."""
+"""Per-instance-type network limits, from the instance-type data moto ships (as DescribeInstanceTypes)."""
 
 from __future__ import annotations
 
@@ -42,10 +42,13 @@ def limits_for(instance_type: str) -> InstanceTypeLimits:
     raw = _raw_types().get(instance_type)
     if raw is None:
         raise UnknownInstanceTypeError(
-            f"instance type {instance_type!r} is not in moto's instance-type data: pick a real type such as m5.large"
+            f"instance type {instance_type!r} is not in moto's instance-type data: "
+            "pick a real type such as m5.large"
         )
     net = raw["NetworkInfo"]
-    cards = {int(c["NetworkCardIndex"]): int(c["MaximumNetworkInterfaces"]) for c in net.get("NetworkCards", [])}
+    cards = {
+        int(c["NetworkCardIndex"]): int(c["MaximumNetworkInterfaces"]) for c in net.get("NetworkCards", [])
+    }
     return InstanceTypeLimits(
         instance_type=instance_type,
         max_enis=int(net["MaximumNetworkInterfaces"]),

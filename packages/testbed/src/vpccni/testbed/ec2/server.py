@@ -13,8 +13,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import BaseWSGIServer, make_server
-
 from vpccni.testbed.control import CONTROL_PATH
 from vpccni.testbed.ec2.calllog import CallLog, CallRecord
 from vpccni.testbed.ec2.errors import Ec2Error
@@ -22,6 +20,7 @@ from vpccni.testbed.ec2.faults import FaultPlan
 from vpccni.testbed.ec2.fidelity import FidelityLayer, Forward, Handled
 from vpccni.testbed.ec2.throttle import MUTATING, Throttle, action_category
 from vpccni.testbed.events import Event, StateChanged
+from werkzeug.serving import BaseWSGIServer, make_server
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,14 @@ class Ec2App:
     """WSGI app. Every request is pinned to this testbed's moto account so testbeds never share state."""
 
     def __init__(
-        self, *, account_id: str, fidelity: FidelityLayer, throttle: Throttle, faults: FaultPlan,
-        calllog: CallLog, publish: Callable[[list[Event]], None],
+        self,
+        *,
+        account_id: str,
+        fidelity: FidelityLayer,
+        throttle: Throttle,
+        faults: FaultPlan,
+        calllog: CallLog,
+        publish: Callable[[list[Event]], None],
         control: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self._control = control
@@ -92,9 +97,15 @@ class Ec2App:
             code = None if status.startswith("200") else _error_code(body)
         except Ec2Error as err:
             body, code = err.to_xml(), err.code
-            status, headers = f"{err.status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))]
-        self._calllog.append(CallRecord(action=action, params=params, error_code=code, started=started,
-                                        duration=time.monotonic() - t0))
+            status, headers = (
+                f"{err.status} Error",
+                [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
+            )
+        self._calllog.append(
+            CallRecord(
+                action=action, params=params, error_code=code, started=started, duration=time.monotonic() - t0
+            )
+        )
         if code is None and action_category(action) == MUTATING:
             events.append(StateChanged(action=action))
         if events:
@@ -102,9 +113,9 @@ class Ec2App:
         log.debug("EC2 %s -> %s", action, code or "OK")
         return status, headers, body
 
-    def _handle(self, environ: dict[str, Any], action: str, params: dict[str, str]) -> tuple[
-        str, list[tuple[str, str]], bytes, list[Event]
-    ]:
+    def _handle(
+        self, environ: dict[str, Any], action: str, params: dict[str, str]
+    ) -> tuple[str, list[tuple[str, str]], bytes, list[Event]]:
         if not self._throttle.admit(action):
             raise Ec2Error("RequestLimitExceeded", "Request limit exceeded.")
         delay = self._faults.latency(action)
@@ -154,7 +165,7 @@ class _QuietHandler(MotoRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug("EC2 HTTP %s %s", self.requestline, code)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
 
@@ -169,8 +180,9 @@ class Ec2Server:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = make_server(self._host, self._port, self._app, threaded=True,
-                                   request_handler=_QuietHandler)
+        self._server = make_server(
+            self._host, self._port, self._app, threaded=True, request_handler=_QuietHandler
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, name="testbed-ec2", daemon=True)
         self._thread.start()
 
@@ -179,7 +191,7 @@ class Ec2Server:
         if self._server is None:
             raise RuntimeError("the EC2 server is not started: call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
         if self._server is not None:

@@ -48,7 +48,7 @@ def set_available_counts(body: bytes, counts: Mapping[str, int]) -> bytes:
         for elem in root.iter():
             sid = elem.find(_q(ns, "subnetId"))
             count = elem.find(_q(ns, "availableIpAddressCount"))
-            if sid is not None and count is not None and sid.text in counts:
+            if sid is not None and count is not None and sid.text is not None and sid.text in counts:
                 count.text = str(counts[sid.text])
 
     return _edit(body, fn)

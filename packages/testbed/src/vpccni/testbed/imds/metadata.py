@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
-
-import ipaddress
 
 from vpccni.testbed.ec2.backend import MotoBackend
 
@@ -18,7 +17,9 @@ def _hostname(ip: str, region: str) -> str:
 
 
 def build_snapshot(
-    backend: MotoBackend, instance_id: str, prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
+    backend: MotoBackend,
+    instance_id: str,
+    prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
     network_card_of: Callable[[str], int],
 ) -> Snapshot:
     inst = backend.instance(instance_id)
@@ -71,7 +72,7 @@ def lookup(snapshot: Snapshot, path: str) -> str | None:
     children: list[str] = []
     for key in snapshot:
         if key.startswith(directory):
-            head, sep, _ = key[len(directory):].partition("/")
+            head, sep, _ = key[len(directory) :].partition("/")
             child = head + sep
             if child not in children:
                 children.append(child)

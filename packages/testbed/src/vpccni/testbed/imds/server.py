@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _ImdsHttpServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("IMDS %s", format % args)
 
     def _reply(self, status: int, body: str = "", content_type: str = "text/plain") -> None:
@@ -62,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server naming
+    def do_PUT(self) -> None:
         if self.server.imds.outage is Outage.HTTP_503:
             return self._reply(503, "Service Unavailable")
         if self.path != "/latest/api/token":
@@ -81,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(token.encode())
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         imds = self.server.imds
         if imds.outage is Outage.HTTP_503:
             return self._reply(503, "Service Unavailable")
@@ -98,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = "/latest/meta-data/"
         if not (path + "/").startswith(prefix):
             return self._reply(404, "Not Found")
-        value = lookup(snapshot, path[len(prefix):])
+        value = lookup(snapshot, path[len(prefix) :])
         if value is None:
             return self._reply(404, "Not Found")
         return self._reply(200, value)
@@ -128,8 +128,13 @@ class ImdsServer:
     """Serves `snapshot()` (None = instance gone) on host:port, or on an already-bound listening socket."""
 
     def __init__(
-        self, snapshot: Callable[[], Snapshot | None], *, host: str = "127.0.0.1", port: int = 0,
-        sock: socket.socket | None = None, tokens: TokenStore | None = None,
+        self,
+        snapshot: Callable[[], Snapshot | None],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        tokens: TokenStore | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.tokens = tokens or TokenStore()
@@ -173,7 +178,7 @@ class ImdsServer:
     def set_outage(self, outage: Outage) -> None:
         with self._lock:
             previous, self.outage = self.outage, outage
-            if self._sock is not None or self._http is None and previous is not Outage.REFUSE:
+            if self._sock is not None or (self._http is None and previous is not Outage.REFUSE):
                 return
             if outage is Outage.REFUSE and previous is not Outage.REFUSE:
                 self._halt(close_socket=True)  # nothing listens: the kernel refuses connections

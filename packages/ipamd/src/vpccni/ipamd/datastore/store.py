@@ -342,6 +342,8 @@ class DataStore:
                         is_primary=eni.record.is_primary,
                         is_trunk=eni.record.is_trunk,
                         is_efa=eni.record.is_efa,
+                        primary_ip=eni.record.primary_ip,
+                        subnet_id=eni.record.subnet_id,
                         excluded=eni.excluded,
                         age_s=now - eni.added_mono,
                         cidrs=tuple(

@@ -1,0 +1,42 @@
+"""The host's per-pod policy rules read and removed through networkutils' netlink seam (for GC)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from vpccni.networkutils.model import Rule
+from vpccni.networkutils.netlink import Netlink
+from vpccni.networkutils.tables import FROM_POD_RULE_PRIORITY, TO_POD_RULE_PRIORITY
+
+
+def _pod_ip(rule: Rule) -> IPv4Address | None:
+    """The pod address a to-pod (512) or from-pod (1536) rule is about; None for any other rule."""
+    if rule.priority == TO_POD_RULE_PRIORITY and rule.src is None:
+        net = rule.dst
+    elif rule.priority == FROM_POD_RULE_PRIORITY:
+        net = rule.src
+    else:
+        return None
+    return net.network_address if net is not None and net.prefixlen == 32 else None
+
+
+class NetlinkHostPodRules:
+    """``to IP/32 lookup main prio 512`` and ``from IP/32 lookup T prio 1536``: the rules pod wiring adds."""
+
+    def __init__(self, host: Netlink) -> None:
+        self._host = host
+
+    def pod_rule_addresses(self) -> set[IPv4Address]:
+        found = set()
+        for rule in self._host.rules():
+            ip = _pod_ip(rule)
+            if ip is not None:
+                found.add(ip)
+        return found
+
+    def remove_pod_rules(self, ipv4: IPv4Address) -> int:
+        removed = 0
+        for rule in self._host.rules():
+            if _pod_ip(rule) == ipv4 and self._host.delete_rule(rule):
+                removed += 1
+        return removed

@@ -1,0 +1,85 @@
+"""The two seams the CNI endpoint needs: addresses (ipamd's allocator) and pod wiring (networkutils).
+
+``vpccni.ipamd.allocator.Allocator`` and ``vpccni.networkutils.pod.PodWiring`` implement them; the
+stateful fakes in ``vpccni.ipamd.cni.testing`` stand in for them in tests.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Protocol
+
+from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady, PodAllocation
+from vpccni.networkutils.pod import PodInterface, WiredPod
+
+if TYPE_CHECKING:
+    from vpccni.ipamd.allocator import Allocator
+    from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+    from vpccni.networkutils.pod import PodWiring
+
+__all__ = [
+    "Allocation",
+    "HostPodRules",
+    "NoAddressError",
+    "NotReady",
+    "PodAddressAllocator",
+    "PodAllocation",
+    "PodNetwork",
+]
+
+
+class PodAddressAllocator(Protocol):
+    """Pod addresses keyed by the CNI triple (network, container ID, interface name)."""
+
+    def assign(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
+        timeout_s: float | None = None,
+    ) -> Allocation:  # fmt: skip
+        """A free address for the pod; raises ``NoAddressError`` (``retryable``) or ``NotReady``."""
+        ...
+
+    def release(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str = "", pod_name: str = "",
+        reason: str = "PodDeleted",
+    ) -> Allocation | None:  # fmt: skip
+        """Give the address back (it cools down); None when nothing was allocated (DEL is idempotent)."""
+        ...
+
+    def lookup(self, *, network: str, container_id: str, ifname: str) -> Allocation | None: ...
+
+    def allocations(self) -> tuple[PodAllocation, ...]: ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether an ADD can be served now or soon, and why not."""
+        ...
+
+
+class PodNetwork(Protocol):
+    """Pod wiring through the pod's netns fd (``vpccni.networkutils.pod.PodWiring``)."""
+
+    def wire(self, netns_fd: int, spec: PodInterface) -> WiredPod: ...
+
+    def unwire(self, spec: PodInterface, netns_fd: int | None = None) -> None: ...
+
+    def verify(self, netns_fd: int, spec: PodInterface) -> list[str]: ...
+
+
+class HostPodRules(Protocol):
+    """The host's per-pod policy rules (to-pod 512, from-pod 1536), for GC of rules no pod owns."""
+
+    def pod_rule_addresses(self) -> set[IPv4Address]: ...
+
+    def remove_pod_rules(self, ipv4: IPv4Address) -> int: ...
+
+
+def _allocator_is_a_port(allocator: Allocator) -> PodAddressAllocator:
+    """Type-checked proof that ipamd's allocator fits the port (mypy fails here when they drift apart)."""
+    return allocator
+
+
+def _wiring_is_a_port(wiring: PodWiring) -> PodNetwork:
+    return wiring
+
+
+def _netlink_rules_are_a_port(rules: NetlinkHostPodRules) -> HostPodRules:
+    return rules

@@ -1,0 +1,373 @@
+"""What ipamd does for each CNI command the shim forwards: allocate, wire, verify, release, collect.
+
+Every failure becomes a ``CNIError`` with the spec's code and a message that says what to do; the shim
+prints it unchanged. Operations on one (container ID, interface) are serialised, different pods run
+concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from vpccni.cniplugin import results, versions
+from vpccni.cniplugin.errors import CNIError, ErrorCode
+from vpccni.cniplugin.netconf import NetConf, parse_netconf
+from vpccni.cniplugin.version import VERSION
+from vpccni.cniplugin.wire import Request
+from vpccni.ipamd.cni.locks import KeyedLocks
+from vpccni.ipamd.cni.ports import (
+    Allocation,
+    HostPodRules,
+    NoAddressError,
+    NotReady,
+    PodAddressAllocator,
+    PodNetwork,
+)
+from vpccni.ipamd.cni.result import build_result, read_prev_result
+from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.pod import PodInterface
+
+log = logging.getLogger(__name__)
+
+
+def is_own_netns(fd: int) -> bool:
+    """Whether ``fd`` is the network namespace of the calling thread (the host's, for ipamd)."""
+    try:
+        ours = os.stat("/proc/thread-self/ns/net")
+        theirs = os.fstat(fd)
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    # An ADD waits at most this long for an address (less when the shim's own deadline is nearer).
+    max_assign_timeout_s: float = 30.0
+    # Leave the shim this much of its deadline to receive the answer.
+    deadline_margin_s: float = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Pod:
+    network: str
+    container_id: str
+    ifname: str
+    namespace: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        who = f"{self.namespace}/{self.name}" if self.name else "(no pod name)"
+        return f"pod {who} (container {self.container_id}, {self.ifname})"
+
+
+class CniService:
+    """Handles one request at a time per attachment; ``handle`` is safe to call from many threads."""
+
+    def __init__(
+        self,
+        *,
+        allocator: PodAddressAllocator,
+        network: PodNetwork,
+        host_rules: HostPodRules | None = None,
+        settings: ServiceSettings | None = None,
+        is_host_netns: Callable[[int], bool] = is_own_netns,
+    ) -> None:
+        self._allocator = allocator
+        self._network = network
+        self._host_rules = host_rules
+        self._settings = settings or ServiceSettings()
+        self._is_host_netns = is_host_netns
+        self._locks = KeyedLocks()
+
+    # --- dispatch ---------------------------------------------------------------------------------------
+
+    def handle(self, request: Request, netns_fd: int | None) -> object:
+        """The ``ok`` value for the shim (the result for ADD, None otherwise); raises ``CNIError``."""
+        if request.version != VERSION:
+            raise CNIError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"aws-cni {request.version} cannot talk to ipamd {VERSION}: the node is between versions; "
+                "this resolves once the aws-node rollout finishes (it reinstalls /opt/cni/bin/aws-cni)",
+            )
+        conf = parse_netconf(request.netconf)
+        version = self._requested_version(request)
+        if request.command == "ADD":
+            return self.add(request, conf, version, netns_fd)
+        if request.command == "DEL":
+            self.delete(request, conf, version, netns_fd)
+        elif request.command == "CHECK":
+            self.check(request, conf, version, netns_fd)
+        elif request.command == "STATUS":
+            self.status()
+        elif request.command == "GC":
+            self.gc(conf)
+        return None
+
+    def delete_queued(self, request: Request) -> None:
+        """A DEL the shim queued while ipamd was down (no netns fd; any shim version)."""
+        conf = parse_netconf(request.netconf)
+        self.delete(request, conf, self._requested_version(request), None)
+
+    @staticmethod
+    def _requested_version(request: Request) -> str:
+        version = versions.canonical(request.cni_version or versions.LATEST)
+        if version not in versions.SUPPORTED_VERSIONS:
+            raise CNIError(ErrorCode.INCOMPATIBLE_CNI_VERSION, f"CNI version {version} is not supported")
+        return version
+
+    def _pod(self, request: Request, conf: NetConf) -> _Pod:
+        return _Pod(
+            network=conf.name,
+            container_id=request.container_id,
+            ifname=request.ifname,
+            namespace=request.k8s_args.pod_namespace,
+            name=request.k8s_args.pod_name,
+        )
+
+    def _spec(self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int) -> PodInterface:
+        prefix = conf.veth_prefix if conf is not None else "eni"
+        mtu = conf.mtu if conf is not None else 9001
+        return PodInterface(
+            host_veth=host_veth_name(pod.namespace, pod.name, prefix=prefix),
+            ipv4=ipv4,
+            ifname=pod.ifname,
+            route_table=route_table,
+            mtu=mtu,
+        )
+
+    def _need_netns(self, command: str, netns_fd: int | None) -> int:
+        if netns_fd is None:
+            raise CNIError(
+                ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+                f"{command} needs the pod's network namespace (CNI_NETNS) and none was passed",
+            )
+        if self._is_host_netns(netns_fd):
+            raise CNIError(
+                ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+                "CNI_NETNS is ipamd's own (the host's) network namespace: refusing to wire it",
+            )
+        return netns_fd
+
+    # --- ADD ----------------------------------------------------------------------------------------------
+
+    def add(self, request: Request, conf: NetConf, version: str, netns_fd: int | None) -> dict[str, Any]:
+        fd = self._need_netns("ADD", netns_fd)
+        pod = self._pod(request, conf)
+        with self._locks.hold((pod.container_id, pod.ifname)):
+            existing = self._allocator.lookup(
+                network=pod.network, container_id=pod.container_id, ifname=pod.ifname
+            )
+            if existing is not None:
+                raise CNIError(
+                    ErrorCode.INTERNAL,
+                    f"{pod.label} already has interface {pod.ifname} with {existing.ipv4} on network "
+                    f"{pod.network}: the runtime must DEL it before adding it again",
+                )
+            allocation = self._assign(pod, request.timeout_s)
+            spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table)
+            try:
+                wired = self._network.wire(fd, spec)
+            except Exception as exc:
+                log.warning("wiring %s failed, rolling back: %s", pod.label, exc)
+                self._roll_back(pod, spec, fd)
+                raise CNIError(
+                    ErrorCode.INTERNAL, f"failed to set up the network of {pod.label}: {exc}"
+                ) from None
+            result = build_result(
+                host_veth=wired.host_veth,
+                host_mac=wired.host_mac,
+                ifname=pod.ifname,
+                netns_path=request.netns_path,
+                ipv4=allocation.ipv4,
+                route_table=allocation.route_table,
+                device_number=allocation.device_number,
+                pod_namespace=pod.namespace,
+                pod_name=pod.name,
+            )
+            log.info(
+                "ADD %s: %s on %s (table %d)", pod.label, allocation.ipv4, allocation.eni_id, spec.route_table
+            )
+        return results.convert(self._after_prev_result(result, conf), version)
+
+    def _assign(self, pod: _Pod, shim_timeout_s: float) -> Allocation:
+        wait = max(
+            0.0, min(self._settings.max_assign_timeout_s, shim_timeout_s - self._settings.deadline_margin_s)
+        )
+        try:
+            return self._allocator.assign(
+                network=pod.network,
+                container_id=pod.container_id,
+                ifname=pod.ifname,
+                pod_namespace=pod.namespace,
+                pod_name=pod.name,
+                timeout_s=wait,
+            )
+        except NotReady as exc:
+            raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"ipamd is not ready yet: {exc}") from None
+        except NoAddressError as exc:
+            code = ErrorCode.TRY_AGAIN_LATER if exc.retryable else ErrorCode.INTERNAL
+            raise CNIError(code, str(exc)) from None
+
+    def _roll_back(self, pod: _Pod, spec: PodInterface, fd: int) -> None:
+        try:
+            self._network.unwire(spec, fd)
+        except Exception as exc:  # the release below must still happen
+            log.error("rollback of %s: unwiring failed: %s", pod.label, exc)
+        self._allocator.release(
+            network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
+            pod_namespace=pod.namespace, pod_name=pod.name, reason="SetupNSFailed",
+        )  # fmt: skip
+
+    @staticmethod
+    def _after_prev_result(result: dict[str, Any], conf: NetConf) -> dict[str, Any]:
+        """Chained after another plugin: its result first, ours appended (spec: output prevResult too)."""
+        if not conf.prev_result:
+            return result
+        merged = results.to_current(conf.prev_result, conf.cni_version)
+        offset = len(merged.get("interfaces") or [])
+        merged["interfaces"] = list(merged.get("interfaces") or []) + result["interfaces"]
+        for ip in result["ips"]:
+            ip["interface"] += offset
+        merged["ips"] = list(merged.get("ips") or []) + result["ips"]
+        merged.setdefault("dns", {})
+        return merged
+
+    # --- DEL ----------------------------------------------------------------------------------------------
+
+    def delete(self, request: Request, conf: NetConf, version: str, netns_fd: int | None) -> None:
+        """Tear down and release; succeeds when repeated, when nothing was added, when the netns is gone."""
+        pod = self._pod(request, conf)
+        with self._locks.hold((pod.container_id, pod.ifname)):
+            allocation = self._allocator.lookup(
+                network=pod.network, container_id=pod.container_id, ifname=pod.ifname
+            )
+            spec = None
+            if allocation is not None:
+                spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table)
+            else:
+                spec = self._spec_from_prev_result(pod, conf, version)
+            if spec is not None:
+                try:
+                    self._network.unwire(spec, netns_fd)
+                except Exception as exc:
+                    # Keep the address allocated: releasing it with rules left behind could misroute the
+                    # next pod that gets it. The runtime retries DEL.
+                    raise CNIError(
+                        ErrorCode.TRY_AGAIN_LATER, f"could not remove the network of {pod.label}: {exc}"
+                    ) from None
+            self._allocator.release(
+                network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
+                pod_namespace=pod.namespace, pod_name=pod.name,
+            )  # fmt: skip
+        log.info(
+            "DEL %s: %s", pod.label, f"released {allocation.ipv4}" if allocation else "nothing allocated"
+        )
+
+    def _spec_from_prev_result(self, pod: _Pod, conf: NetConf, version: str) -> PodInterface | None:
+        """Without an allocation (e.g. lost state) the prevResult still says which rules to remove, unless
+        its address now belongs to another pod."""
+        if not conf.prev_result:
+            return None
+        try:
+            prev = read_prev_result(results.to_current(conf.prev_result, version), pod.ifname)
+        except CNIError as exc:
+            log.warning("DEL %s: unreadable prevResult ignored: %s", pod.label, exc.msg)
+            return None
+        if prev is None or prev.vlan_id:
+            return None
+        if any(a.allocation.ipv4 == prev.ipv4 for a in self._allocator.allocations()):
+            log.info(
+                "DEL %s: %s from prevResult now belongs to another pod: leaving it alone",
+                pod.label,
+                prev.ipv4,
+            )
+            return None
+        return self._spec(pod, conf, prev.ipv4, prev.route_table)
+
+    # --- CHECK ----------------------------------------------------------------------------------------------
+
+    def check(self, request: Request, conf: NetConf, version: str, netns_fd: int | None) -> None:
+        fd = self._need_netns("CHECK", netns_fd)
+        pod = self._pod(request, conf)
+        with self._locks.hold((pod.container_id, pod.ifname)):
+            allocation = self._allocator.lookup(
+                network=pod.network, container_id=pod.container_id, ifname=pod.ifname
+            )
+            if allocation is None:
+                raise CNIError(
+                    ErrorCode.INTERNAL,
+                    f"CHECK: ipamd has no address for {pod.label} on network {pod.network}: the ADD did not "
+                    "complete or the pod was deleted; recreate the pod sandbox",
+                )
+            if conf.prev_result:
+                prev = read_prev_result(results.to_current(conf.prev_result, version), pod.ifname)
+                if prev is not None and prev.ipv4 != allocation.ipv4:
+                    raise CNIError(
+                        ErrorCode.INTERNAL,
+                        f"CHECK: prevResult says {pod.label} has {prev.ipv4} but ipamd allocated "
+                        f"{allocation.ipv4}: recreate the pod sandbox",
+                    )
+            problems = self._network.verify(
+                fd, self._spec(pod, conf, allocation.ipv4, allocation.route_table)
+            )
+        if problems:
+            raise CNIError(
+                ErrorCode.INTERNAL,
+                f"CHECK failed for {pod.label} ({allocation.ipv4}): " + "; ".join(problems),
+                "the pod's network drifted from what ADD set up; recreate the pod sandbox",
+            )
+
+    # --- STATUS and GC -----------------------------------------------------------------------------------
+
+    def status(self) -> None:
+        ready, reason = self._allocator.readiness()
+        if not ready:
+            raise CNIError(ErrorCode.NOT_AVAILABLE, f"aws-cni cannot add pods now: {reason}")
+
+    def gc(self, conf: NetConf) -> None:
+        """Release every allocation of this network, and every pod rule of no allocation, that is not one
+        of the runtime's ``cni.dev/valid-attachments``. Keeps going on errors and reports them all."""
+        if conf.valid_attachments is None:
+            raise CNIError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                "GC needs cni.dev/valid-attachments (an empty list means: collect everything)",
+            )
+        keep = set(conf.valid_attachments)
+        errors: list[str] = []
+        for entry in self._allocator.allocations():
+            key = entry.key
+            if key.network_name != conf.name or (key.container_id, key.ifname) in keep:
+                continue
+            pod = _Pod(
+                network=key.network_name, container_id=key.container_id, ifname=key.ifname,
+                namespace=entry.metadata.namespace, name=entry.metadata.name,
+            )  # fmt: skip
+            with self._locks.hold((pod.container_id, pod.ifname)):
+                spec = self._spec(pod, conf, entry.allocation.ipv4, entry.allocation.route_table)
+                try:
+                    self._network.unwire(spec, None)
+                except Exception as exc:
+                    errors.append(f"{pod.label}: {exc}")
+                    continue
+                self._allocator.release(
+                    network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
+                    pod_namespace=pod.namespace, pod_name=pod.name, reason="GarbageCollected",
+                )  # fmt: skip
+                log.info("GC released %s (%s)", pod.label, entry.allocation.ipv4)
+        if self._host_rules is not None:
+            owned = {a.allocation.ipv4 for a in self._allocator.allocations()}
+            for ipv4 in sorted(self._host_rules.pod_rule_addresses() - owned):
+                try:
+                    removed = self._host_rules.remove_pod_rules(ipv4)
+                    log.info("GC removed %d host rules of %s, which no pod owns", removed, ipv4)
+                except Exception as exc:
+                    errors.append(f"rules of {ipv4}: {exc}")
+        if errors:
+            raise CNIError(ErrorCode.INTERNAL, "GC could not collect everything: " + "; ".join(errors))

@@ -1,0 +1,168 @@
+"""Stateful fakes for the CNI endpoint's ports (product code never imports this module).
+
+``FakeAllocator`` hands out a fixed list of addresses with the allocator's real semantics (keyed by the
+CNI triple, ``NoAddressError``/``NotReady``, release of unknown pods returns None). ``FakePodNetwork``
+remembers what is wired per pod and can be told that something drifted, for CHECK.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+
+from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PodAllocation
+from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.networkutils.pod import PodInterface, WiredPod
+
+
+def secondary_ips(
+    first: str, count: int, *, device_number: int = 1, route_table: int = 2
+) -> list[Allocation]:
+    """``count`` consecutive addresses from ``first`` on one ENI."""
+    start = IPv4Address(first)
+    return [
+        Allocation(
+            ipv4=start + i,
+            device_number=device_number,
+            route_table=route_table,
+            eni_id=f"eni-{device_number:04x}",
+        )
+        for i in range(count)
+    ]
+
+
+class FakeAllocator:
+    def __init__(self, addresses: Iterable[Allocation]) -> None:
+        self._free = list(addresses)
+        self._assigned: dict[IPAMKey, tuple[PodMetadata, Allocation]] = {}
+        self._lock = threading.Lock()
+        self.ready = True
+        self.not_ready_reason = "node initialisation has not finished"
+        self.exhausted_state = GrowthState.AT_MAX_PODS
+        self.released: list[tuple[IPAMKey, str]] = []
+
+    def assign(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
+        timeout_s: float | None = None,
+    ) -> Allocation:  # fmt: skip
+        if not self.ready:
+            raise NotReady(self.not_ready_reason)
+        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+        with self._lock:
+            if key in self._assigned:
+                return self._assigned[key][1]
+            if not self._free:
+                status = PoolStatus(state=self.exhausted_state)
+                raise NoAddressError(
+                    f"failed to assign an IP address to pod {pod_namespace}/{pod_name}: no free address; "
+                    f"{status.message}",
+                    status=status,
+                    retryable=status.may_grow_soon,
+                )
+            allocation = self._free.pop(0)
+            self._assigned[key] = (PodMetadata(namespace=pod_namespace, name=pod_name), allocation)
+            return allocation
+
+    def release(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str = "", pod_name: str = "",
+        reason: str = "PodDeleted",
+    ) -> Allocation | None:  # fmt: skip
+        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+        with self._lock:
+            entry = self._assigned.pop(key, None)
+            if entry is None:
+                return None
+            self._free.append(entry[1])
+            self.released.append((key, reason))
+            return entry[1]
+
+    def lookup(self, *, network: str, container_id: str, ifname: str) -> Allocation | None:
+        with self._lock:
+            entry = self._assigned.get(
+                IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+            )
+        return None if entry is None else entry[1]
+
+    def allocations(self) -> tuple[PodAllocation, ...]:
+        with self._lock:
+            return tuple(
+                PodAllocation(key=k, metadata=m, allocation=a) for k, (m, a) in sorted(
+                    self._assigned.items(), key=lambda item: (item[0].container_id, item[0].ifname)
+                )
+            )  # fmt: skip
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.ready:
+            return False, self.not_ready_reason
+        with self._lock:
+            if not self._free:
+                return False, PoolStatus(state=self.exhausted_state).message
+        return True, "ready"
+
+    @property
+    def free(self) -> int:
+        with self._lock:
+            return len(self._free)
+
+
+class FakePodNetwork:
+    """Wired pods by host veth; ``drift(host_veth, problem)`` makes verify report a problem."""
+
+    def __init__(self) -> None:
+        self.wired: dict[str, tuple[int, PodInterface]] = {}
+        self.fail_next_wire: Exception | None = None
+        self.fail_unwire: Exception | None = None
+        self.unwired: list[PodInterface] = []
+        self._drift: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def wire(self, netns_fd: int, spec: PodInterface) -> WiredPod:
+        with self._lock:
+            if self.fail_next_wire is not None:
+                exc, self.fail_next_wire = self.fail_next_wire, None
+                raise exc
+            if any(fd == netns_fd and s.ifname == spec.ifname for fd, s in self.wired.values()):
+                raise RuntimeError(f"interface {spec.ifname} already exists in the pod namespace")
+            self.wired[spec.host_veth] = (netns_fd, spec)
+        return WiredPod(
+            host_veth=spec.host_veth, host_mac="02:00:00:00:00:01", ifname=spec.ifname,
+            container_mac="02:00:00:00:00:02", ipv4=spec.ipv4, gateway=spec.gateway,
+        )  # fmt: skip
+
+    def unwire(self, spec: PodInterface, netns_fd: int | None = None) -> None:
+        with self._lock:
+            if self.fail_unwire is not None:
+                raise self.fail_unwire
+            self.wired.pop(spec.host_veth, None)
+            self._drift.pop(spec.host_veth, None)
+            self.unwired.append(spec)
+
+    def verify(self, netns_fd: int, spec: PodInterface) -> list[str]:
+        with self._lock:
+            current = self.wired.get(spec.host_veth)
+            if current is None:
+                return [f"host veth {spec.host_veth} missing"]
+            problems = list(self._drift.get(spec.host_veth, []))
+            if current[1] != spec:
+                problems.append(f"wired as {current[1]}, expected {spec}")
+            return problems
+
+    def drift(self, host_veth: str, problem: str) -> None:
+        with self._lock:
+            self._drift.setdefault(host_veth, []).append(problem)
+
+
+class FakeHostPodRules:
+    def __init__(self, addresses: Iterable[IPv4Address] = ()) -> None:
+        self.addresses = set(addresses)
+
+    def pod_rule_addresses(self) -> set[IPv4Address]:
+        return set(self.addresses)
+
+    def remove_pod_rules(self, ipv4: IPv4Address) -> int:
+        if ipv4 in self.addresses:
+            self.addresses.discard(ipv4)
+            return 2
+        return 0

@@ -1,0 +1,270 @@
+"""The CNI endpoint's logic (vpccni.ipamd.cni.service) against the stateful fakes of its ports."""
+
+from __future__ import annotations
+
+import threading
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+from vpccni.cniplugin.environ import K8sArgs
+from vpccni.cniplugin.errors import CNIError, ErrorCode
+from vpccni.cniplugin.version import VERSION
+from vpccni.cniplugin.wire import Request
+from vpccni.ipamd.cni.locks import KeyedLocks
+from vpccni.ipamd.cni.result import dummy_interface_name
+from vpccni.ipamd.cni.service import CniService
+from vpccni.ipamd.cni.testing import FakeAllocator, FakeHostPodRules, FakePodNetwork, secondary_ips
+from vpccni.ipamd.pool.status import GrowthState
+from vpccni.networkutils.names import host_veth_name
+
+POD_FD = 1001  # fake fds: the fakes never touch them
+
+
+@pytest.fixture
+def allocator() -> FakeAllocator:
+    return FakeAllocator(secondary_ips("10.0.1.10", 3))
+
+
+@pytest.fixture
+def network() -> FakePodNetwork:
+    return FakePodNetwork()
+
+
+@pytest.fixture
+def rules() -> FakeHostPodRules:
+    return FakeHostPodRules()
+
+
+@pytest.fixture
+def service(allocator: FakeAllocator, network: FakePodNetwork, rules: FakeHostPodRules) -> CniService:
+    return CniService(allocator=allocator, network=network, host_rules=rules, is_host_netns=lambda fd: False)
+
+
+def _request(command: str, *, container: str = "c1", pod: str = "web-0", version: str = "0.4.0",
+             **conf: Any) -> Request:  # fmt: skip
+    return Request(
+        version=VERSION, command=command, container_id=container, ifname="eth0",
+        netns_path=f"/var/run/netns/{container}", has_netns_fd=command in ("ADD", "CHECK"),
+        k8s_args=K8sArgs(pod_name=pod, pod_namespace="default"),
+        netconf={"cniVersion": version, "name": "aws-cni", **conf}, cni_version=version,
+    )  # fmt: skip
+
+
+def _error(fn, *args) -> CNIError:
+    with pytest.raises(CNIError) as info:
+        fn(*args)
+    return info.value
+
+
+def test_add_answers_upstream_shape_in_0_4_0(service: CniService, network: FakePodNetwork) -> None:
+    result = service.handle(_request("ADD"), POD_FD)
+    veth = host_veth_name("default", "web-0")
+    assert result == {
+        "cniVersion": "0.4.0",
+        "interfaces": [
+            {"name": veth, "mac": "02:00:00:00:00:01"},
+            {"name": "eth0", "sandbox": "/var/run/netns/c1", "mac": "2"},
+            {"name": dummy_interface_name("default", "web-0"), "mac": "0", "sandbox": "1"},
+        ],
+        "ips": [{"version": "4", "address": "10.0.1.10/32", "interface": 1}],
+        "dns": {},
+    }
+    assert dummy_interface_name("default", "web-0") == "dummy" + veth[3:]
+    spec = network.wired[veth][1]
+    assert (spec.ipv4, spec.route_table, spec.mtu, spec.ifname) == (IPv4Address("10.0.1.10"), 2, 9001, "eth0")
+
+
+def test_add_follows_netconf_and_version(service: CniService, network: FakePodNetwork) -> None:
+    result = service.handle(_request("ADD", version="1.0.0", vethPrefix="abc", mtu="1500"), POD_FD)
+    assert isinstance(result, dict)
+    assert result["cniVersion"] == "1.0.0" and "version" not in result["ips"][0]
+    veth = host_veth_name("default", "web-0", prefix="abc")
+    assert result["interfaces"][0]["name"] == veth and network.wired[veth][1].mtu == 1500
+
+
+def test_add_twice_fails_as_the_spec_requires(service: CniService, allocator: FakeAllocator) -> None:
+    service.handle(_request("ADD"), POD_FD)
+    err = _error(service.handle, _request("ADD"), POD_FD)
+    assert err.code == ErrorCode.INTERNAL and "already has interface eth0" in err.msg and "DEL" in err.msg
+    assert allocator.free == 2
+
+
+def test_failed_wiring_rolls_back_everything(service, allocator, network) -> None:
+    network.fail_next_wire = RuntimeError("netlink said no")
+    err = _error(service.handle, _request("ADD"), POD_FD)
+    assert err.code == ErrorCode.INTERNAL and "netlink said no" in err.msg
+    assert allocator.free == 3 and allocator.allocations() == ()
+    assert allocator.released[0][1] == "SetupNSFailed"
+    assert network.wired == {} and network.unwired[0].ipv4 == IPv4Address("10.0.1.10")
+
+
+@pytest.mark.parametrize(("state", "code"), [(GrowthState.GROWING, 11), (GrowthState.AT_MAX_PODS, 999)])
+def test_no_address(allocator: FakeAllocator, network, state: GrowthState, code: int) -> None:
+    empty = FakeAllocator([])
+    empty.exhausted_state = state
+    svc = CniService(allocator=empty, network=network, is_host_netns=lambda fd: False)
+    err = _error(svc.handle, _request("ADD"), POD_FD)
+    assert err.code == code and "failed to assign an IP address to pod default/web-0" in err.msg
+    assert network.wired == {}
+
+
+def test_not_ready_is_try_again(service: CniService, allocator: FakeAllocator) -> None:
+    allocator.ready = False
+    err = _error(service.handle, _request("ADD"), POD_FD)
+    assert err.code == ErrorCode.TRY_AGAIN_LATER and "not ready" in err.msg
+
+
+def test_version_skew_is_refused(service: CniService) -> None:
+    request = _request("STATUS", version="1.1.0")
+    other = Request(version="0.0.1", command="STATUS", netconf=request.netconf, cni_version="1.1.0")
+    err = _error(service.handle, other, None)
+    assert err.code == ErrorCode.TRY_AGAIN_LATER and "0.0.1" in err.msg and VERSION in err.msg
+
+
+@pytest.mark.parametrize("fd", [None, 7])
+def test_add_needs_a_pod_netns_that_is_not_ours(allocator, network, fd) -> None:
+    svc = CniService(allocator=allocator, network=network, is_host_netns=lambda f: f == 7)
+    err = _error(svc.handle, _request("ADD"), fd)
+    assert err.code == ErrorCode.INVALID_ENVIRONMENT_VARIABLES
+    assert allocator.free == 3
+
+
+def test_invalid_netconf_is_7(service: CniService) -> None:
+    assert _error(service.handle, _request("ADD", vethPrefix="eth"), POD_FD).code == 7
+
+
+def test_del_releases_unwires_and_is_idempotent(service, allocator, network) -> None:
+    service.handle(_request("ADD"), POD_FD)
+    assert service.handle(_request("DEL"), None) is None
+    assert allocator.allocations() == () and network.wired == {}
+    assert service.handle(_request("DEL"), None) is None
+    assert service.handle(_request("DEL", container="never-added"), None) is None
+    assert [s.ipv4 for s in network.unwired] == [IPv4Address("10.0.1.10")]
+
+
+def test_del_without_state_uses_prev_result(service, network) -> None:
+    prev = {"cniVersion": "0.4.0", "interfaces": [{"name": "x"}, {"name": "eth0", "mac": "3"}],
+            "ips": [{"version": "4", "address": "10.0.9.9/32", "interface": 1}]}  # fmt: skip
+    service.handle(_request("DEL", prevResult=prev), None)
+    (spec,) = network.unwired
+    assert (spec.ipv4, spec.route_table) == (IPv4Address("10.0.9.9"), 3)
+
+
+def test_del_leaves_an_address_that_now_belongs_to_another_pod(service, network) -> None:
+    service.handle(_request("ADD", container="other", pod="other"), POD_FD)
+    prev = {
+        "interfaces": [{"name": "eth0", "mac": "2"}],
+        "ips": [{"address": "10.0.1.10/32", "interface": 0}],
+    }
+    service.handle(_request("DEL", prevResult=prev), None)
+    assert network.unwired == [] and len(network.wired) == 1
+
+
+def test_del_that_cannot_unwire_keeps_the_address(service, allocator, network) -> None:
+    service.handle(_request("ADD"), POD_FD)
+    network.fail_unwire = RuntimeError("EBUSY")
+    err = _error(service.handle, _request("DEL"), None)
+    assert err.code == ErrorCode.TRY_AGAIN_LATER and "EBUSY" in err.msg
+    assert len(allocator.allocations()) == 1
+
+
+def test_check_passes_then_reports_drift(service, network) -> None:
+    service.handle(_request("ADD"), POD_FD)
+    assert service.handle(_request("CHECK"), POD_FD) is None
+    network.drift(host_veth_name("default", "web-0"), "route 169.254.1.1/32 dev eth0 scope link missing")
+    err = _error(service.handle, _request("CHECK"), POD_FD)
+    assert err.code == ErrorCode.INTERNAL and "169.254.1.1/32" in err.msg and "10.0.1.10" in err.msg
+
+
+def test_check_without_add_and_with_a_wrong_prev_result(service) -> None:
+    assert "no address" in _error(service.handle, _request("CHECK"), POD_FD).msg
+    service.handle(_request("ADD"), POD_FD)
+    prev = {"interfaces": [{"name": "eth0", "mac": "2"}], "ips": [{"address": "10.0.7.7/32", "version": "4"}]}
+    assert "10.0.7.7" in _error(service.handle, _request("CHECK", prevResult=prev), POD_FD).msg
+
+
+def test_status(service, allocator) -> None:
+    assert service.handle(_request("STATUS", version="1.1.0"), None) is None
+    allocator.ready = False
+    err = _error(service.handle, _request("STATUS", version="1.1.0"), None)
+    assert err.code == ErrorCode.NOT_AVAILABLE and "initialisation" in err.msg
+
+
+def test_status_when_the_pool_cannot_grow(allocator, network) -> None:
+    svc = CniService(allocator=FakeAllocator([]), network=network)
+    err = _error(svc.handle, _request("STATUS", version="1.1.0"), None)
+    assert err.code == ErrorCode.NOT_AVAILABLE and "maximum number of pods" in err.msg
+
+
+def test_gc_collects_what_is_not_valid(service, allocator, network, rules) -> None:
+    for i, c in enumerate(("keep", "drop1", "drop2")):
+        service.handle(_request("ADD", container=c, pod=c), POD_FD + i)
+    rules.addresses = {IPv4Address("10.0.1.10"), IPv4Address("10.0.1.11"), IPv4Address("10.9.9.9")}
+    gc = _request(
+        "GC", version="1.1.0", **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+    )
+    assert service.handle(gc, None) is None
+    assert [a.key.container_id for a in allocator.allocations()] == ["keep"]
+    assert {s.host_veth for s in network.unwired} == {
+        host_veth_name("default", c) for c in ("drop1", "drop2")
+    }
+    kept_ip = allocator.allocations()[0].allocation.ipv4
+    assert rules.addresses == {kept_ip}
+    assert {r for _, r in allocator.released} == {"GarbageCollected"}
+
+
+def test_gc_needs_valid_attachments_and_ignores_other_networks(service, allocator) -> None:
+    service.handle(_request("ADD"), POD_FD)
+    assert _error(service.handle, _request("GC", version="1.1.0"), None).code == 7
+    other = {"name": "other-net", "cniVersion": "1.1.0", "cni.dev/valid-attachments": []}
+    service.handle(Request(version=VERSION, command="GC", netconf=other, cni_version="1.1.0"), None)
+    assert len(allocator.allocations()) == 1
+
+
+def test_add_after_another_plugin_keeps_its_result(service) -> None:
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "bridge0"}],
+        "ips": [],
+        "dns": {"nameservers": ["x"]},
+    }
+    result = service.handle(_request("ADD", version="1.0.0", prevResult=prev), POD_FD)
+    assert isinstance(result, dict)
+    assert next(i["name"] for i in result["interfaces"]) == "bridge0" and len(result["interfaces"]) == 4
+    assert result["ips"][0]["interface"] == 2 and result["dns"] == {"nameservers": ["x"]}
+
+
+def test_keyed_locks_serialise_one_key_and_not_others() -> None:
+    locks = KeyedLocks()
+    inside = threading.Event()
+    release = threading.Event()
+    other_done = threading.Event()
+    same_entered = threading.Event()
+
+    def hold_a() -> None:
+        with locks.hold(("a", "eth0")):
+            inside.set()
+            release.wait(5)
+
+    def other_key() -> None:
+        with locks.hold(("b", "eth0")):
+            other_done.set()
+
+    def same_key() -> None:
+        with locks.hold(("a", "eth0")):
+            same_entered.set()
+
+    first = threading.Thread(target=hold_a)
+    first.start()
+    assert inside.wait(5)
+    threads = [threading.Thread(target=other_key), threading.Thread(target=same_key)]
+    for t in threads:
+        t.start()
+    assert other_done.wait(5)  # a different pod is not blocked
+    assert not same_entered.is_set()  # the same pod waits ...
+    release.set()
+    assert same_entered.wait(5)  # ... until the first operation ends
+    for t in [first, *threads]:
+        t.join(5)
+    assert len(locks) == 0

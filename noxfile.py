@@ -36,6 +36,9 @@ def lint(session: nox.Session) -> None:
     """ruff over every package, plus the layering contract (import-linter)."""
     session.run(PY, "-m", "ruff", "check", "packages", "tests", "noxfile.py", "scripts")
     session.run("lint-imports", "--config", str(ROOT / "pyproject.toml"))
+    # Generated files must match their sources: gRPC stubs, the limits table, the configuration reference.
+    for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py"):
+        session.run(PY, str(ROOT / "scripts" / script), "--check")
 
 
 @nox.session

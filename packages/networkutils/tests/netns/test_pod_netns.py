@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from ipaddress import IPv4Address
 from typing import Any
@@ -33,6 +34,11 @@ def verify(host: Any, pod: Any, spec: PodInterface) -> list[str]:
 
 def rules(ns: Any) -> list[tuple[int, str, str, str]]:
     return [(r["priority"], r["src"], r.get("dst", ""), str(r["table"])) for r in ns.ip_json("rule")]
+
+
+def received(ping_output: str) -> int:
+    found = re.search(r"(\d+) packets received", ping_output)
+    return int(found.group(1)) if found else 0
 
 
 def spec_for(name: str, ip: str, table: int = 254) -> PodInterface:
@@ -79,9 +85,13 @@ def test_ping_between_two_wired_pods(make_netns) -> None:
     wire(host, pod_a, spec_for("a", "10.0.1.5"))
     wire(host, pod_b, spec_for("b", "10.0.1.6"))
     host.run(lambda nl: nl.write_sysctl("net/ipv4/ip_forward", "1"))
-    out = pod_a.sh("busybox", "ping", "-c", "2", "-W", "2", "10.0.1.6")
-    assert "2 packets received" in out
-    assert "1 packets received" in pod_b.sh("busybox", "ping", "-c", "1", "-W", "2", "10.0.1.5")
+    # Several probes, any answer counts: a loaded machine may drop the first while ARP resolves.
+    assert (
+        received(pod_a.sh("busybox", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.6", check=False)) > 0
+    )
+    assert (
+        received(pod_b.sh("busybox", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.5", check=False)) > 0
+    )
 
 
 def test_teardown_leaves_nothing_and_is_idempotent(make_netns) -> None:

@@ -1,0 +1,424 @@
+"""CNI conformance: the REAL aws-cni shim run as a runtime runs it, against the REAL CNI endpoint served
+in-process, wiring pods for real in namespaces this test creates.
+
+ipamd's side lives in a "node" namespace of its own (the endpoint's worker threads enter it), never in
+the machine's namespace. Addresses come from a stateful fake allocator. Modelled on the reference
+plugins' tests (ptp_test.go): every supported version; ADD -> CHECK -> DEL; DEL twice, without ADD and
+after the netns is gone; ADD twice; CHECK after drift; GC; STATUS; each error code. After every test the
+node namespace and the allocator must be exactly as clean as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+from vpccni.cniplugin import bundle, delqueue, versions
+from vpccni.cniplugin.errors import ErrorCode
+from vpccni.cniplugin.wire import Request
+from vpccni.ipamd.cni.delqueue_drain import drain_del_queue
+from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+from vpccni.ipamd.cni.result import dummy_interface_name
+from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
+from vpccni.ipamd.cni.service import CniService
+from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips
+from vpccni.ipamd.pool.status import GrowthState
+from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.netlink import open_netlink
+from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns, setns
+from vpccni.networkutils.pod import PodWiring
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+CHECK_VERSIONS = [v for v in versions.SUPPORTED_VERSIONS if versions.allows_check(v)]
+ROUTE_TABLE = 2
+DEFAULT_RULE_PRIORITIES = {0, 32766, 32767}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the netns tier needs root")
+
+
+def _ip(*argv: str) -> str:
+    return subprocess.run(["ip", *argv], check=True, capture_output=True, text=True).stdout
+
+
+def _ip_json(netns: str, *argv: str) -> Any:
+    return json.loads(_ip("-n", netns, "-j", *argv) or "[]")
+
+
+@dataclass
+class Pod:
+    netns: str
+    container_id: str
+    name: str
+    namespace: str = "default"
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.netns}"
+
+    @property
+    def veth(self) -> str:
+        return host_veth_name(self.namespace, self.name)
+
+
+@dataclass
+class Node:
+    """The node namespace, the endpoint serving in it, and a runtime-like way to run the real shim."""
+
+    name: str
+    tmp: pathlib.Path
+    shim: pathlib.Path
+    allocator: FakeAllocator
+    suffix: str
+    pods: list[Pod] = field(default_factory=list)
+
+    @property
+    def socket(self) -> str:
+        return str(self.tmp / "run" / "cni.sock")
+
+    @property
+    def queue(self) -> str:
+        return str(self.tmp / "del-queue")
+
+    def new_pod(self, tag: str) -> Pod:
+        pod = Pod(netns=f"vpccni-cni-{tag}-{self.suffix}", container_id=f"ctr-{tag}-{uuid.uuid4().hex[:8]}",
+                  name=f"pod-{tag}")  # fmt: skip
+        _ip("netns", "add", pod.netns)
+        self.pods.append(pod)
+        return pod
+
+    def conf(self, version: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "cniVersion": version, "name": "aws-cni", "type": "aws-cni", "mtu": "9001",
+            "cniSocket": self.socket, "delQueueDir": self.queue,
+            "pluginLogFile": str(self.tmp / "plugin.log"),
+            **extra,
+        }  # fmt: skip
+
+    def cni(self, command: str, pod: Pod | None, conf: dict[str, Any] | bytes, **env: str | None) -> CniRun:
+        environ = {"CNI_COMMAND": command, "CNI_PATH": "/opt/cni/bin"}
+        if pod is not None:
+            environ.update(
+                CNI_CONTAINERID=pod.container_id, CNI_NETNS=pod.path, CNI_IFNAME="eth0",
+                CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+                f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id}",
+            )  # fmt: skip
+        for key, value in env.items():
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
+        data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, "-I", "-S", str(self.shim)],
+            input=data,
+            env=environ,
+            capture_output=True,
+            timeout=60,
+        )
+        return CniRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    # --- what the node looks like -------------------------------------------------------------------------
+
+    def links(self) -> set[str]:
+        return {link["ifname"] for link in _ip_json(self.name, "link", "show")} - {"lo"}
+
+    def pod_rules(self) -> list[dict[str, Any]]:
+        return [
+            r for r in _ip_json(self.name, "rule", "show") if r.get("priority") not in DEFAULT_RULE_PRIORITIES
+        ]
+
+    def main_routes(self) -> list[dict[str, Any]]:
+        return _ip_json(self.name, "route", "show", "table", "main")
+
+    def assert_clean(self) -> None:
+        assert self.links() == set()
+        assert self.pod_rules() == []
+        assert self.main_routes() == []
+        assert self.allocator.allocations() == ()
+        assert delqueue.pending(self.queue) == []
+        for pod in self.pods:
+            if os.path.exists(pod.path):
+                assert {link["ifname"] for link in _ip_json(pod.netns, "link", "show")} == {"lo"}, pod.netns
+
+
+@dataclass(frozen=True)
+class CniRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def result(self) -> dict[str, Any]:
+        assert self.returncode == 0, (self.stdout, self.stderr)
+        value = json.loads(self.stdout)
+        assert isinstance(value, dict)
+        return value
+
+    def ok(self) -> None:
+        assert (self.returncode, self.stdout) == (0, ""), (self.stdout, self.stderr)
+
+    def error(self, code: int) -> dict[str, Any]:
+        assert self.returncode == 1, (self.stdout, self.stderr)
+        assert "Traceback" not in self.stdout + self.stderr
+        body = json.loads(self.stdout)
+        assert set(body) == {"cniVersion", "code", "msg", "details"}
+        assert body["code"] == code, body
+        return body
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return bundle.build(tmp_path_factory.mktemp("opt-cni-bin") / "aws-cni")
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path, shim: pathlib.Path) -> Iterator[Node]:
+    suffix = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    name = f"vpccni-cni-node-{suffix}"
+    _ip("netns", "add", name)
+    node_fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    allocator = FakeAllocator(secondary_ips("10.0.1.10", 4, device_number=1, route_table=ROUTE_TABLE))
+    state = Node(name=name, tmp=tmp_path, shim=shim, allocator=allocator, suffix=suffix)
+    host = run_in_netns(node_fd, open_netlink)
+    # ipamd runs in the host namespace; here its workers enter the test's node namespace instead.
+    executor = ThreadPoolExecutor(max_workers=4, initializer=setns, initargs=(node_fd,))
+    service = CniService(
+        allocator=allocator,
+        network=PodWiring(host=host, namespaces=ThreadNetnsNetlink()),
+        host_rules=NetlinkHostPodRules(host),
+    )
+    endpoint = CniEndpoint(
+        service=service,
+        settings=EndpointSettings(socket_path=state.socket, del_queue_dir=state.queue),
+        executor=executor,
+    )
+    try:
+        endpoint.start()
+        try:
+            yield state
+        finally:
+            endpoint.stop()
+            executor.shutdown(wait=True)
+    finally:
+        host.close()
+        os.close(node_fd)
+        for pod in state.pods:
+            subprocess.run(["ip", "netns", "del", pod.netns], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def _pod_view(pod: Pod) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    addrs = [f"{a['local']}/{a['prefixlen']}" for link in _ip_json(pod.netns, "addr", "show", "dev", "eth0")
+             for a in link.get("addr_info", []) if a.get("family") == "inet"]  # fmt: skip
+    return addrs, _ip_json(pod.netns, "route", "show"), _ip_json(pod.netns, "neigh", "show", "dev", "eth0")
+
+
+# --- results per version; ADD -> CHECK -> DEL ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", versions.SUPPORTED_VERSIONS)
+def test_add_check_del_in_every_version(node: Node, version: str) -> None:
+    pod = node.new_pod("v" + version.replace(".", ""))
+    result = node.cni("ADD", pod, node.conf(version)).result()
+    assert result["cniVersion"] == version
+    if versions.parse_version(version) < (0, 3, 0):
+        assert result == {"cniVersion": version, "ip4": {"ip": "10.0.1.10/32"}, "dns": {}}
+    else:
+        host_mac = next(link["address"] for link in _ip_json(node.name, "link", "show", "dev", pod.veth))
+        assert result["interfaces"] == [
+            {"name": pod.veth, "mac": host_mac},
+            {"name": "eth0", "sandbox": pod.path, "mac": str(ROUTE_TABLE)},
+            {"name": dummy_interface_name(pod.namespace, pod.name), "mac": "0", "sandbox": "1"},
+        ]
+        ip = {"address": "10.0.1.10/32", "interface": 1}
+        assert result["ips"] == [{**ip, "version": "4"} if versions.has_ip_version(version) else ip]
+    # The real datapath: pod side and host side as upstream wires them.
+    addrs, routes, neighbours = _pod_view(pod)
+    assert addrs == ["10.0.1.10/32"]
+    assert {(r["dst"], r.get("gateway")) for r in routes} == {
+        ("default", "169.254.1.1"),
+        ("169.254.1.1", None),
+    }
+    assert [(n["dst"], n["state"]) for n in neighbours] == [("169.254.1.1", ["PERMANENT"])]
+    assert {(r["priority"], r.get("src"), r.get("dst"), r["table"]) for r in node.pod_rules()} == {
+        (512, "all", "10.0.1.10", "main"),
+        (1536, "10.0.1.10", None, str(ROUTE_TABLE)),
+    }
+    assert [r["dst"] for r in node.main_routes()] == ["10.0.1.10"]
+    if version in CHECK_VERSIONS:
+        node.cni("CHECK", pod, node.conf(version, prevResult=result)).ok()
+    node.cni("DEL", pod, node.conf(version, prevResult=result)).ok()
+    node.assert_clean()
+    assert {link["ifname"] for link in _ip_json(pod.netns, "link", "show")} == {"lo"}
+
+
+def test_del_twice_and_del_without_add(node: Node) -> None:
+    pod = node.new_pod("twice")
+    result = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=result)).ok()
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=result)).ok()
+    stranger = node.new_pod("never")
+    node.cni("DEL", stranger, node.conf("1.0.0")).ok()
+    node.cni("DEL", stranger, node.conf("1.0.0"), CNI_NETNS=None).ok()
+    node.assert_clean()
+
+
+def test_del_after_the_netns_is_gone(node: Node) -> None:
+    pod = node.new_pod("gone")
+    result = node.cni("ADD", pod, node.conf("0.4.0")).result()
+    _ip("netns", "del", pod.netns)
+    node.cni("DEL", pod, node.conf("0.4.0", prevResult=result)).ok()
+    node.assert_clean()
+
+
+def test_add_twice_fails_and_leaves_the_first_intact(node: Node) -> None:
+    pod = node.new_pod("dup")
+    first = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    body = node.cni("ADD", pod, node.conf("1.0.0")).error(ErrorCode.INTERNAL)
+    assert "already has interface eth0" in body["msg"]
+    node.cni("CHECK", pod, node.conf("1.0.0", prevResult=first)).ok()
+    assert node.allocator.free == 3
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=first)).ok()
+    node.assert_clean()
+
+
+def test_check_detects_drift_until_the_pod_is_recreated(node: Node) -> None:
+    pod = node.new_pod("drift")
+    result = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    _ip("-n", pod.netns, "route", "del", "default")
+    body = node.cni("CHECK", pod, node.conf("1.0.0", prevResult=result)).error(ErrorCode.INTERNAL)
+    assert "default" in body["msg"] and "10.0.1.10" in body["msg"]
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=result)).ok()
+    again = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    node.cni("CHECK", pod, node.conf("1.0.0", prevResult=again)).ok()
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=again)).ok()
+    node.assert_clean()
+
+
+def test_gc_keeps_valid_attachments_and_collects_the_rest(node: Node) -> None:
+    keep, drop = node.new_pod("keep"), node.new_pod("drop")
+    kept = node.cni("ADD", keep, node.conf("1.1.0")).result()
+    node.cni("ADD", drop, node.conf("1.1.0")).result()
+    _ip("-n", node.name, "rule", "add", "to", "10.0.1.99/32", "lookup", "main", "priority", "512")
+    valid = [{"containerID": keep.container_id, "ifname": "eth0"}]
+    node.cni("GC", None, node.conf("1.1.0", **{"cni.dev/valid-attachments": valid})).ok()
+    assert [a.key.container_id for a in node.allocator.allocations()] == [keep.container_id]
+    assert node.links() == {keep.veth}
+    assert {r.get("dst") or r.get("src") for r in node.pod_rules()} == {"10.0.1.10"}
+    node.cni("CHECK", keep, node.conf("1.1.0", prevResult=kept)).ok()
+    node.cni("DEL", keep, node.conf("1.1.0", prevResult=kept)).ok()
+    node.cni("DEL", drop, node.conf("1.1.0")).ok()
+    node.assert_clean()
+
+
+def test_status_follows_the_allocator(node: Node) -> None:
+    node.cni("STATUS", None, node.conf("1.1.0")).ok()
+    node.allocator.ready = False
+    body = node.cni("STATUS", None, node.conf("1.1.0")).error(ErrorCode.NOT_AVAILABLE)
+    assert "initialisation" in body["msg"]
+    node.allocator.ready = True
+    pods = [node.new_pod(f"s{i}") for i in range(4)]
+    results = [node.cni("ADD", p, node.conf("1.1.0")).result() for p in pods]
+    body = node.cni("STATUS", None, node.conf("1.1.0")).error(ErrorCode.NOT_AVAILABLE)
+    assert "maximum number of pods" in body["msg"]
+    for p, r in zip(pods, results, strict=True):
+        node.cni("DEL", p, node.conf("1.1.0", prevResult=r)).ok()
+    node.cni("STATUS", None, node.conf("1.1.0")).ok()
+    node.assert_clean()
+
+
+# --- every error code from crafted input; none leaves state behind -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "conf", "env"),
+    [
+        (ErrorCode.INCOMPATIBLE_CNI_VERSION, {"cniVersion": "9.9.9"}, {}),
+        (ErrorCode.UNSUPPORTED_FIELD, {"runtimeConfig": {"ips": ["10.0.1.50/32"]}}, {}),
+        (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_IFNAME": None}),
+        (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_ARGS": "K8S_POD_NAME"}),
+        (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_NETNS": "/run/netns/does-not-exist"}),
+        (ErrorCode.DECODING_FAILURE, b'{"cniVersion": "1.0.0", ', {}),
+        (ErrorCode.INVALID_NETWORK_CONFIG, {"vethPrefix": "toolong"}, {}),
+        (ErrorCode.INVALID_NETWORK_CONFIG, {"name": "bad name"}, {}),
+    ],
+)
+def test_error_codes_from_bad_input(node: Node, code: int, conf: Any, env: dict[str, str | None]) -> None:
+    pod = node.new_pod("bad")
+    data = conf if isinstance(conf, bytes) else node.conf("1.0.0", **conf)
+    node.cni("ADD", pod, data, **env).error(code)
+    node.assert_clean()
+
+
+def test_try_again_later_when_the_pool_is_growing_or_ipamd_is_down(node: Node) -> None:
+    node.allocator.ready = False
+    pod = node.new_pod("later")
+    assert "not ready" in node.cni("ADD", pod, node.conf("1.0.0")).error(ErrorCode.TRY_AGAIN_LATER)["msg"]
+    node.allocator.ready = True
+    gone = node.conf("1.0.0", cniSocket=str(node.tmp / "nothing-here.sock"))
+    body = node.cni("ADD", pod, gone).error(ErrorCode.TRY_AGAIN_LATER)
+    assert "is aws-node running?" in body["msg"]
+    node.assert_clean()
+
+
+def test_del_while_ipamd_is_down_is_finished_by_the_drain(node: Node) -> None:
+    pod = node.new_pod("queued")
+    result = node.cni("ADD", pod, node.conf("0.4.0")).result()
+    down = node.conf("0.4.0", cniSocket=str(node.tmp / "down.sock"), prevResult=result)
+    node.cni("DEL", pod, down).ok()
+    assert len(delqueue.pending(node.queue)) == 1
+    assert node.links() == {pod.veth}  # nothing torn down yet: that is ipamd's job
+    with _restarted_ipamd(node) as delete_queued:
+        report = drain_del_queue(node.queue, delete_queued)
+    assert (report.done, report.failed) == (1, 0)
+    node.assert_clean()
+
+
+@contextmanager
+def _restarted_ipamd(node: Node) -> Iterator[Callable[[Request], None]]:
+    """Another service on the same node and allocator, as after an ipamd restart, for draining the queue."""
+    node_fd = os.open(f"/run/netns/{node.name}", os.O_RDONLY)
+    host = run_in_netns(node_fd, open_netlink)
+    try:
+        service = CniService(
+            allocator=node.allocator, network=PodWiring(host=host, namespaces=ThreadNetnsNetlink())
+        )
+        yield lambda request: run_in_netns(node_fd, lambda: service.delete_queued(request))
+    finally:
+        host.close()
+        os.close(node_fd)
+
+
+def test_concurrent_adds_of_different_pods(node: Node) -> None:
+    pods = [node.new_pod(f"c{i}") for i in range(3)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda p: node.cni("ADD", p, node.conf("1.0.0")).result(), pods))
+    assert sorted(IPv4Address(r["ips"][0]["address"].split("/")[0]) for r in results) == [
+        IPv4Address("10.0.1.10") + i for i in range(3)
+    ]
+    assert node.links() == {p.veth for p in pods}
+    for p, r in zip(pods, results, strict=True):
+        node.cni("DEL", p, node.conf("1.0.0", prevResult=r)).ok()
+    node.assert_clean()
+
+
+def test_exhausted_pool_that_may_grow_is_11_and_one_that_cannot_is_999(node: Node) -> None:
+    pods = [node.new_pod(f"e{i}") for i in range(5)]
+    results = [node.cni("ADD", p, node.conf("1.0.0")).result() for p in pods[:4]]
+    node.allocator.exhausted_state = GrowthState.AT_MAX_PODS
+    body = node.cni("ADD", pods[4], node.conf("1.0.0")).error(ErrorCode.INTERNAL)
+    assert "maximum number of pods" in body["msg"]
+    node.allocator.exhausted_state = GrowthState.GROWING
+    node.cni("ADD", pods[4], node.conf("1.0.0")).error(ErrorCode.TRY_AGAIN_LATER)
+    for p, r in zip(pods, results, strict=False):
+        node.cni("DEL", p, node.conf("1.0.0", prevResult=r)).ok()
+    node.assert_clean()

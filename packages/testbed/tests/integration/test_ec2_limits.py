@@ -138,3 +138,54 @@ def test_events_describe_attach_detach_and_address_changes(cloud: Cloud, instanc
     )
     assert AddressesChanged(eni_id=eni) in seen
     assert EniDetached(instance_id=instance.instance_id, eni_id=eni, mac=mac) in seen
+
+
+def test_terminate_detaches_enis_and_deletes_those_marked(cloud: Cloud, instance: InstanceInfo) -> None:
+    from vpccni.testbed.events import EniDetached
+
+    seen: list[object] = []
+    cloud.subscribe(seen.append)
+    ec2 = cloud.ec2_client()
+    kept, dropped = new_eni(ec2, cloud), new_eni(ec2, cloud)
+    ec2.attach_network_interface(NetworkInterfaceId=kept, InstanceId=instance.instance_id, DeviceIndex=1)
+    attachment = ec2.attach_network_interface(
+        NetworkInterfaceId=dropped, InstanceId=instance.instance_id, DeviceIndex=2
+    )["AttachmentId"]
+    ec2.modify_network_interface_attribute(
+        NetworkInterfaceId=dropped, Attachment={"AttachmentId": attachment, "DeleteOnTermination": True}
+    )
+    described = ec2.describe_network_interfaces(NetworkInterfaceIds=[dropped])["NetworkInterfaces"][0]
+    assert described["Attachment"]["DeleteOnTermination"] is True
+    ec2.terminate_instances(InstanceIds=[instance.instance_id])
+    remaining = {
+        n["NetworkInterfaceId"]: n["Status"] for n in ec2.describe_network_interfaces()["NetworkInterfaces"]
+    }
+    assert remaining == {kept: "available"}  # the primary ENI is DeleteOnTermination by default
+    detached = {e.eni_id for e in seen if isinstance(e, EniDetached)}
+    assert detached == {kept, dropped, instance.primary_eni_id}
+
+
+def test_network_cards_have_their_own_eni_limits(cloud: Cloud) -> None:
+    big = cloud.launch_instance(instance_type="c6in.32xlarge")  # two network cards, 8 ENIs each
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    eni = new_eni(ec2, cloud)
+    ec2.attach_network_interface(
+        NetworkInterfaceId=eni, InstanceId=big.instance_id, DeviceIndex=0, NetworkCardIndex=1
+    )
+    described = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]
+    assert described["Attachment"]["NetworkCardIndex"] == 1
+    assert described["Attachment"]["DeviceIndex"] == 0
+    reservation = ec2.describe_instances(InstanceIds=[big.instance_id])["Reservations"][0]
+    slots = {
+        (n["Attachment"]["NetworkCardIndex"], n["Attachment"]["DeviceIndex"])
+        for n in reservation["Instances"][0]["NetworkInterfaces"]
+    }
+    assert slots == {(0, 0), (1, 0)}  # the primary ENI keeps device 0 of card 0
+    with pytest.raises(ClientError) as exc:
+        ec2.attach_network_interface(
+            NetworkInterfaceId=new_eni(ec2, cloud),
+            InstanceId=big.instance_id,
+            DeviceIndex=1,
+            NetworkCardIndex=7,
+        )
+    assert error_code(exc) == "InvalidParameterValue"

@@ -267,7 +267,7 @@ class Cloud:
         with self._app.state_lock:
             try:
                 return build_snapshot(
-                    self._backend, instance_id, self._prefixes.of, self._fidelity.network_card
+                    self._backend, instance_id, self._prefixes.of, self._fidelity.attachment_slot
                 )
             except Exception:  # the instance is gone: IMDS has nothing to say
                 return None

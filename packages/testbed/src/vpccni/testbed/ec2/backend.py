@@ -9,6 +9,15 @@ from typing import Any
 from moto.ec2.models import ec2_backends
 from vpccni.testbed.ec2.errors import Ec2Error
 
+# moto keys an instance's ENIs by device index alone; EC2 allows the same device index on each network card.
+# The layer stores card * CARD_STRIDE + device index in moto and splits it back everywhere it shows.
+CARD_STRIDE = 100
+
+
+def split_index(moto_index: int) -> tuple[int, int]:
+    """(network card, device index) of moto's combined index."""
+    return divmod(int(moto_index), CARD_STRIDE)
+
 
 @dataclass(frozen=True, kw_only=True)
 class EniView:
@@ -21,6 +30,7 @@ class EniView:
     security_group_ids: list[str]
     instance_id: str | None
     device_index: int | None
+    network_card: int | None
     attachment_id: str | None
 
 
@@ -63,7 +73,8 @@ class MotoBackend:
             secondary_ips=secondaries,
             security_group_ids=[g.id for g in eni._group_set],
             instance_id=eni.instance.id if eni.instance is not None else None,
-            device_index=eni.device_index if eni.instance is not None else None,
+            device_index=split_index(eni.device_index)[1] if eni.instance is not None else None,
+            network_card=split_index(eni.device_index)[0] if eni.instance is not None else None,
             attachment_id=eni.attachment_id,
         )
 

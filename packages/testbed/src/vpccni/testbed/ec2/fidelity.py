@@ -14,7 +14,7 @@ from typing import Any
 
 from vpccni.testbed.ec2 import xmlpatch
 from vpccni.testbed.ec2.addresses import AddressAllocator, SubnetUsage
-from vpccni.testbed.ec2.backend import MotoBackend
+from vpccni.testbed.ec2.backend import CARD_STRIDE, MotoBackend, split_index
 from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.instance_types import UnknownInstanceTypeError, limits_for
 from vpccni.testbed.ec2.prefixes import PrefixTable
@@ -72,7 +72,6 @@ class FidelityLayer:
         self._backend = backend
         self._prefixes = prefixes
         self._allocator = allocator
-        self._network_cards: dict[str, int] = {}
         self._hooks: dict[str, Callable[[Params], Plan]] = {
             "RunInstances": self._run_instances,
             "CreateNetworkInterface": self._create_eni,
@@ -81,6 +80,8 @@ class FidelityLayer:
             "AttachNetworkInterface": self._attach,
             "DetachNetworkInterface": self._detach,
             "DeleteNetworkInterface": self._delete,
+            "ModifyNetworkInterfaceAttribute": self._modify,
+            "TerminateInstances": self._terminate,
             "DescribeNetworkInterfaces": self._with_prefixes,
             "DescribeInstances": self._with_prefixes,
             "DescribeSubnets": self._describe_subnets,
@@ -104,8 +105,12 @@ class FidelityLayer:
             prefixes=frozenset(prefixes),
         )
 
-    def network_card(self, eni_id: str) -> int:
-        return self._network_cards.get(eni_id, 0)
+    def attachment_slot(self, eni_id: str) -> tuple[int, int] | None:
+        """(network card, device index) of an attached ENI, None when it is not attached."""
+        eni = self._backend.raw.enis.get(eni_id)
+        if eni is None or eni.instance is None:
+            return None
+        return split_index(eni.device_index)
 
     def _slots(self, eni_id: str) -> int:
         """Address slots an ENI uses: primary + secondaries + one per /28 prefix (as EC2 counts them)."""
@@ -141,16 +146,17 @@ class FidelityLayer:
             events: list[Event] = []
             for instance_id in xmlpatch.find_texts(body, "instanceId"):
                 for index, eni in self._backend.instance_enis(instance_id).items():
+                    eni.delete_on_termination = True  # EC2's default for the primary ENI
                     events.append(
                         EniAttached(
                             instance_id=instance_id,
                             eni_id=eni.id,
                             mac=eni.mac_address,
-                            device_index=int(index),
-                            network_card=0,
+                            device_index=split_index(index)[1],
+                            network_card=split_index(index)[0],
                         )
                     )
-            return body, events
+            return xmlpatch.enrich_enis(body, self._prefixes.of, self.attachment_slot), events
 
         return Forward(params=params, finish=finish)
 
@@ -192,7 +198,8 @@ class FidelityLayer:
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
             (eni_id,) = xmlpatch.find_texts(body, "networkInterfaceId")[:1]
             self._prefixes.add(eni_id, prefixes)
-            return xmlpatch.add_prefix_sets(body, self._prefixes.of), [AddressesChanged(eni_id=eni_id)]
+            body = xmlpatch.enrich_enis(body, self._prefixes.of, self.attachment_slot)
+            return body, [AddressesChanged(eni_id=eni_id)]
 
         return Forward(params=rewritten, finish=finish)
 
@@ -292,6 +299,8 @@ class FidelityLayer:
         card = (
             _int(params, "NetworkCardIndex") if "NetworkCardIndex" in params else limits.default_network_card
         )
+        if not 0 <= device_index < CARD_STRIDE:
+            raise Ec2Error("InvalidParameterValue", f"DeviceIndex {device_index} is out of range 0..99")
         if eni.instance is not None:
             raise Ec2Error(
                 "InvalidNetworkInterface.InUse",
@@ -303,13 +312,13 @@ class FidelityLayer:
                 f"Network card index {card} does not exist on {instance.instance_type}",
             )
         attached = self._backend.instance_enis(instance_id)
-        if any(idx == device_index and self.network_card(e.id) == card for idx, e in attached.items()):
+        if card * CARD_STRIDE + device_index in attached:
             raise Ec2Error(
                 "InvalidParameterValue",
                 f"Instance '{instance_id}' already has an interface attached at device index "
                 f"'{device_index}': pick a free DeviceIndex",
             )
-        on_card = sum(1 for e in attached.values() if self.network_card(e.id) == card)
+        on_card = sum(1 for idx in attached if split_index(idx)[0] == card)
         if len(attached) >= limits.max_enis or on_card >= limits.enis_per_card[card]:
             raise Ec2Error(
                 "AttachmentLimitExceeded",
@@ -329,7 +338,6 @@ class FidelityLayer:
             )
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
-            self._network_cards[eni_id] = card
             event = EniAttached(
                 instance_id=instance_id,
                 eni_id=eni_id,
@@ -337,9 +345,13 @@ class FidelityLayer:
                 device_index=device_index,
                 network_card=card,
             )
-            return body, [event]
+            return xmlpatch.set_text(body, "networkCardIndex", str(card)), [event]
 
-        return Forward(params=_without(params, "NetworkCardIndex"), finish=finish)
+        moto_params = {
+            **_without(params, "NetworkCardIndex"),
+            "DeviceIndex": str(card * CARD_STRIDE + device_index),
+        }
+        return Forward(params=moto_params, finish=finish)
 
     def _detach(self, params: Params) -> Plan:
         eni = self._backend.eni_by_attachment(params.get("AttachmentId", ""))
@@ -351,7 +363,6 @@ class FidelityLayer:
         event = EniDetached(instance_id=eni.instance.id, eni_id=eni.id, mac=eni.mac_address)
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
-            self._network_cards.pop(eni.id, None)
             return body, [event]
 
         return Forward(params=params, finish=finish)
@@ -371,10 +382,46 @@ class FidelityLayer:
 
         return Forward(params=params, finish=finish)
 
+    def _modify(self, params: Params) -> Plan:
+        # moto ignores the attachment's DeleteOnTermination, which upstream sets right after attaching.
+        flag = params.get("Attachment.DeleteOnTermination")
+        if flag is None:
+            return Forward(params=params)
+        eni = self._backend.eni(params.get("NetworkInterfaceId", ""))
+        if eni.attachment_id != params.get("Attachment.AttachmentId"):
+            raise Ec2Error(
+                "InvalidAttachmentID.NotFound",
+                f"The attachment ID '{params.get('Attachment.AttachmentId')}' is not attached to {eni.id}",
+            )
+        eni.delete_on_termination = flag.lower() == "true"
+        return Handled(body=xmlpatch.render("ModifyNetworkInterfaceAttribute", [("return", "true")]))
+
+    def _terminate(self, params: Params) -> Plan:
+        """EC2 detaches every ENI of a terminated instance and deletes those marked DeleteOnTermination."""
+        enis = [
+            (instance_id, eni)
+            for instance_id in indexed(params, "InstanceId")
+            for eni in self._backend.instance_enis(instance_id).values()
+        ]
+
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            events: list[Event] = []
+            for instance_id, eni in enis:
+                if eni.instance is not None:
+                    eni.instance.detach_eni(eni)
+                if eni.delete_on_termination:
+                    self._backend.raw.enis.pop(eni.id, None)
+                    self._prefixes.drop(eni.id)
+                events.append(EniDetached(instance_id=instance_id, eni_id=eni.id, mac=eni.mac_address))
+            return body, events
+
+        return Forward(params=params, finish=finish)
+
     def _with_prefixes(self, params: Params) -> Plan:
-        return Forward(
-            params=params, finish=lambda body: (xmlpatch.add_prefix_sets(body, self._prefixes.of), [])
-        )
+        def finish(body: bytes) -> tuple[bytes, list[Event]]:
+            return xmlpatch.enrich_enis(body, self._prefixes.of, self.attachment_slot), []
+
+        return Forward(params=params, finish=finish)
 
     def _describe_subnets(self, params: Params) -> Plan:
         def finish(body: bytes) -> tuple[bytes, list[Event]]:

@@ -25,8 +25,13 @@ def _edit(body: bytes, fn: Callable[[ET.Element, str], None]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def add_prefix_sets(body: bytes, prefixes_of: Callable[[str], list[ipaddress.IPv4Network]]) -> bytes:
-    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets an ipv4PrefixSet."""
+def enrich_enis(
+    body: bytes,
+    prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
+    slot_of: Callable[[str], tuple[int, int] | None],
+) -> bytes:
+    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets its ipv4PrefixSet,
+    and its attachment the network card and device index it is on."""
 
     def fn(root: ET.Element, ns: str) -> None:
         for elem in root.iter():
@@ -39,6 +44,15 @@ def add_prefix_sets(body: bytes, prefixes_of: Callable[[str], list[ipaddress.IPv
             for prefix in prefixes_of(eni_id.text):
                 item = ET.SubElement(prefix_set, _q(ns, "item"))
                 ET.SubElement(item, _q(ns, "ipv4Prefix")).text = str(prefix)
+            slot = slot_of(eni_id.text)
+            attachment = elem.find(_q(ns, "attachment"))
+            if slot is None or attachment is None:
+                continue
+            for name, value in (("networkCardIndex", slot[0]), ("deviceIndex", slot[1])):
+                field = attachment.find(_q(ns, name))
+                if field is None:
+                    field = ET.SubElement(attachment, _q(ns, name))
+                field.text = str(value)
 
     return _edit(body, fn)
 
@@ -50,6 +64,16 @@ def set_available_counts(body: bytes, counts: Mapping[str, int]) -> bytes:
             count = elem.find(_q(ns, "availableIpAddressCount"))
             if sid is not None and count is not None and sid.text is not None and sid.text in counts:
                 count.text = str(counts[sid.text])
+
+    return _edit(body, fn)
+
+
+def set_text(body: bytes, name: str, value: str) -> bytes:
+    """Set every `name` element's text (e.g. the networkCardIndex of AttachNetworkInterface)."""
+
+    def fn(root: ET.Element, ns: str) -> None:
+        for elem in root.iter(_q(ns, name)):
+            elem.text = value
 
     return _edit(body, fn)
 

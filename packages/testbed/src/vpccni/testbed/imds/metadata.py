@@ -20,7 +20,7 @@ def build_snapshot(
     backend: MotoBackend,
     instance_id: str,
     prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
-    network_card_of: Callable[[str], int],
+    slot_of: Callable[[str], tuple[int, int] | None],
 ) -> Snapshot:
     inst = backend.instance(instance_id)
     region = backend.region
@@ -37,16 +37,17 @@ def build_snapshot(
         snap["local-ipv4"] = primary.private_ip_address
         snap["mac"] = primary.mac_address
         snap["hostname"] = snap["local-hostname"] = _hostname(primary.private_ip_address, region)
-    for index, eni in sorted(nics.items()):
+    for _, eni in sorted(nics.items()):
         base = f"network/interfaces/macs/{eni.mac_address}/"
         view = backend.eni_view(eni.id)
+        card, device = slot_of(eni.id) or (0, 0)
         fields = {
-            "device-number": str(index),
+            "device-number": str(device),
             "interface-id": eni.id,
             "local-hostname": _hostname(str(view.primary_ip), region),
             "local-ipv4s": "\n".join(str(ip) for ip in [view.primary_ip, *view.secondary_ips]),
             "mac": eni.mac_address,
-            "network-card": str(network_card_of(eni.id)),
+            "network-card": str(card),
             "owner-id": backend.account_id,
             "security-group-ids": "\n".join(view.security_group_ids),
             "subnet-id": view.subnet_id,

@@ -27,15 +27,13 @@ from vpccni.cniplugin import bundle, delqueue, versions
 from vpccni.cniplugin.errors import ErrorCode
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.delqueue_drain import drain_del_queue
-from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.cni.result import dummy_interface_name
-from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
-from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips
+from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips, serve_in_netns
 from vpccni.ipamd.pool.status import GrowthState
 from vpccni.networkutils.names import host_veth_name
 from vpccni.networkutils.netlink import open_netlink
-from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns, setns
+from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns
 from vpccni.networkutils.pod import PodWiring
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -188,28 +186,12 @@ def node(tmp_path: pathlib.Path, shim: pathlib.Path) -> Iterator[Node]:
     node_fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     allocator = FakeAllocator(secondary_ips("10.0.1.10", 4, device_number=1, route_table=ROUTE_TABLE))
     state = Node(name=name, tmp=tmp_path, shim=shim, allocator=allocator, suffix=suffix)
-    host = run_in_netns(node_fd, open_netlink)
-    # ipamd runs in the host namespace; here its workers enter the test's node namespace instead.
-    executor = ThreadPoolExecutor(max_workers=4, initializer=setns, initargs=(node_fd,))
-    service = CniService(
-        allocator=allocator,
-        network=PodWiring(host=host, namespaces=ThreadNetnsNetlink()),
-        host_rules=NetlinkHostPodRules(host),
-    )
-    endpoint = CniEndpoint(
-        service=service,
-        settings=EndpointSettings(socket_path=state.socket, del_queue_dir=state.queue),
-        executor=executor,
-    )
     try:
-        endpoint.start()
-        try:
+        # ipamd runs in the host namespace; here its workers enter the test's node namespace instead.
+        with serve_in_netns(netns_fd=node_fd, allocator=allocator, socket_path=state.socket,
+                            del_queue_dir=state.queue):  # fmt: skip
             yield state
-        finally:
-            endpoint.stop()
-            executor.shutdown(wait=True)
     finally:
-        host.close()
         os.close(node_fd)
         for pod in state.pods:
             subprocess.run(["ip", "netns", "del", pod.netns], capture_output=True, check=False)

@@ -160,7 +160,7 @@ class CniEndpoint:
                 log.warning("unreadable CNI request from pid %d: %s", pid, exc)
                 return
             try:
-                conn.settimeout(None if request.timeout_s is None else request.timeout_s)
+                conn.settimeout(request.timeout_s)
                 result = self._service.handle(request, fd)
             except CNIError as err:
                 log.info("%s %s/%s: error %d: %s", request.command, request.container_id, request.ifname,

@@ -2,19 +2,27 @@
 
 ``FakeAllocator`` hands out a fixed list of addresses with the allocator's real semantics (keyed by the
 CNI triple, ``NoAddressError``/``NotReady``, release of unknown pods returns None). ``FakePodNetwork``
-remembers what is wired per pod and can be told that something drifted, for CHECK.
+remembers what is wired per pod and can be told that something drifted, for CHECK. ``serve_in_netns``
+runs the real endpoint with real wiring for netns-tier and e2e tests.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from ipaddress import IPv4Address
 
+from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PodAllocation
+from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
+from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
-from vpccni.networkutils.pod import PodInterface, WiredPod
+from vpccni.networkutils.netlink import open_netlink
+from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns, setns
+from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
 
 
 def secondary_ips(
@@ -166,3 +174,34 @@ class FakeHostPodRules:
             self.addresses.discard(ipv4)
             return 2
         return 0
+
+
+@contextmanager
+def serve_in_netns(
+    *, netns_fd: int, allocator: FakeAllocator, socket_path: str, del_queue_dir: str, workers: int = 4
+) -> Iterator[CniEndpoint]:
+    """The real endpoint with real pod wiring, its "host" being the namespace ``netns_fd`` (a test's node
+    namespace, never the machine's): the worker threads enter it before they serve."""
+    from vpccni.ipamd.cni.server import CniEndpoint
+
+    host = run_in_netns(netns_fd, open_netlink)
+    executor = ThreadPoolExecutor(max_workers=workers, initializer=setns, initargs=(netns_fd,))
+    service = CniService(
+        allocator=allocator,
+        network=PodWiring(host=host, namespaces=ThreadNetnsNetlink()),
+        host_rules=NetlinkHostPodRules(host),
+    )
+    endpoint = CniEndpoint(
+        service=service,
+        settings=EndpointSettings(socket_path=socket_path, del_queue_dir=del_queue_dir),
+        executor=executor,
+    )
+    try:
+        endpoint.start()
+        try:
+            yield endpoint
+        finally:
+            endpoint.stop()
+    finally:
+        executor.shutdown(wait=True)
+        host.close()

@@ -1,0 +1,1 @@
+"""Real adapters from awsutils, networkutils and the datastore to the ports in `vpccni.ipamd.ports`."""

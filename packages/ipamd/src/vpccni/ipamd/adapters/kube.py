@@ -1,0 +1,117 @@
+"""The API server as an optional dependency (upstream since v1.19: ipamd starts without it).
+
+At start ipamd waits a bounded time for `GET /version`; if the server does not answer, it carries on and a
+background thread keeps probing, then starts the pod watch and reads the node once the server is back.
+What ipamd reads from it (max pods, the node's unschedulable taint) falls back to safe defaults meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from vpccni.k8sapi import K8sApiError, KubeApi, NodeInfo, wait_until_reachable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeTimers:
+    connect_timeout_s: float = 30.0  # upstream: try for 30 s at start, then continue without
+    poll_interval_s: float = 5.0
+    request_timeout_s: float = 5.0
+
+
+class KubeLink:
+    """Connects to the API server now or later; thread-safe reads of what ipamd needs from it."""
+
+    def __init__(self, *, api: KubeApi, timers: KubeTimers = KubeTimers()) -> None:
+        self._api = api
+        self._timers = timers
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._node: NodeInfo | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> KubeApi:
+        return self._api
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def connect(self) -> bool:
+        """Wait up to the connect timeout; True when connected. Either way a later outage is survived."""
+        if self._probe(self._timers.connect_timeout_s):
+            return True
+        log.warning(
+            "the Kubernetes API server did not answer within %.0f s; continuing without it and retrying every"
+            " %.0f s (check CLUSTER_ENDPOINT / the kubeconfig and the network path to the server)",
+            self._timers.connect_timeout_s,
+            self._timers.poll_interval_s,
+        )
+        self._thread = threading.Thread(target=self._retry, name="kube-connect", daemon=True)
+        self._thread.start()
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._timers.request_timeout_s + 1.0)
+            self._thread = None
+        if self._connected.is_set():
+            self._api.stop()
+
+    def node(self, *, refresh: bool = False) -> NodeInfo | None:
+        """This node's object (cached; `refresh` re-reads it), None while the server is unreachable."""
+        if not self._connected.is_set():
+            return None
+        with self._lock:
+            if self._node is not None and not refresh:
+                return self._node
+        try:
+            node = self._api.get_node()
+        except K8sApiError as err:
+            log.info("reading this node from the API server failed: %s", err)
+            with self._lock:
+                return self._node
+        with self._lock:
+            self._node = node
+        return node
+
+    def max_pods(self) -> int | None:
+        node = self.node()
+        return None if node is None else node.max_pods
+
+    def schedulable(self) -> bool:
+        """False only when the node carries the unschedulable taint (unknown counts as schedulable)."""
+        node = self.node(refresh=True)
+        return node is None or not node.has_unschedulable_taint
+
+    def _probe(self, give_up_after_s: float | None) -> bool:
+        version = wait_until_reachable(
+            self._api,
+            poll_interval_s=self._timers.poll_interval_s,
+            request_timeout_s=self._timers.request_timeout_s,
+            give_up_after_s=give_up_after_s,
+            stop=self._stop,
+        )
+        if version is None:
+            return False
+        try:
+            self._api.start()
+        except K8sApiError as err:
+            log.warning("starting the pod watch failed (%s); retrying", err)
+            return False
+        self._connected.set()
+        log.info("connected to the Kubernetes API server (%s)", version)
+        return True
+
+    def _retry(self) -> None:
+        while not self._stop.is_set():
+            if self._probe(None):
+                self.node(refresh=True)
+                return

@@ -1,0 +1,169 @@
+"""networkutils behind node init's and the pool's network ports (host network, secondary ENIs, pod rules).
+
+ipamd runs in the host's network namespace, so every adapter works on the calling namespace through one
+netlink handle opened at start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from vpccni.ipamd.datastore.model import AssignedAddress
+from vpccni.ipamd.datastore.records import route_table_id
+from vpccni.ipamd.ports import EniAddresses, EniDescription
+from vpccni.networkutils.config import HostNetworkConfig, SnatRandomization
+from vpccni.networkutils.eni import EniNetwork, LinkRetry, setup_eni_network, teardown_eni_network
+from vpccni.networkutils.host import HostNetwork
+from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.netlink import Netlink
+from vpccni.networkutils.pod import PodInterface, PodWiring
+from vpccni.networkutils.tables import route_table_for_eni
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSettings:
+    """The host-network part of the settings, with the node's identity from IMDS."""
+
+    node_ip: IPv4Address
+    primary_mac: str
+    exclude_snat_cidrs: tuple[IPv4Network, ...] = ()
+    external_snat: bool = False
+    randomize_snat: str = "prng"
+    node_port_support: bool = True
+    connmark: int = 0x80
+    external_service_cidrs: tuple[IPv4Network, ...] = ()
+    mtu: int = 9001
+    pod_mtu: int = 9001
+    veth_prefix: str = "eni"
+
+
+class HostNetworkSetup:
+    """`HostNetworkPort`: networkutils' declarative `HostNetwork.apply`, VPC CIDRs read at call time."""
+
+    def __init__(
+        self,
+        *,
+        host: HostNetwork,
+        settings: HostSettings,
+        vpc_cidrs: Callable[[], tuple[IPv4Network, ...]],
+    ) -> None:
+        self._host = host
+        self._settings = settings
+        self._vpc_cidrs = vpc_cidrs
+        self.applied: HostNetworkConfig | None = None
+
+    def config(self) -> HostNetworkConfig:
+        s = self._settings
+        return HostNetworkConfig(
+            node_ip=s.node_ip,
+            primary_mac=s.primary_mac,
+            vpc_cidrs=self._vpc_cidrs(),
+            exclude_snat_cidrs=s.exclude_snat_cidrs,
+            external_snat=s.external_snat,
+            randomize_snat=SnatRandomization(s.randomize_snat),
+            node_port_support=s.node_port_support,
+            connmark=s.connmark,
+            external_service_cidrs=s.external_service_cidrs,
+            mtu=s.mtu,
+            veth_prefix=s.veth_prefix,
+        )
+
+    def setup_host_network(self) -> None:
+        config = self.config()
+        result = self._host.apply(config)
+        self.applied = config
+        if result.changes:
+            log.info("host network: %d changes applied", len(result.changes))
+
+    def refresh(self) -> bool:
+        """Re-apply when the VPC CIDRs changed (upstream re-reads them every 30 s); True when re-applied."""
+        if self.applied is not None and self.applied.vpc_cidrs == self._vpc_cidrs():
+            return False
+        self.setup_host_network()
+        return True
+
+
+class EniHostNetwork:
+    """`NodeNetworkPort`: a secondary ENI's link, route table and rule (networkutils' SetupENINetwork)."""
+
+    def __init__(
+        self,
+        *,
+        netlink: Netlink,
+        mtu: int,
+        subnet_cidr: Callable[[str], IPv4Network | None],
+        link_retry: LinkRetry | None = None,
+    ) -> None:
+        self._netlink = netlink
+        self._mtu = mtu
+        self._subnet_cidr = subnet_cidr
+        self._link_retry = link_retry or LinkRetry()
+
+    def setup_eni(self, eni: EniAddresses) -> None:
+        subnet = eni.subnet_cidr or self._subnet_cidr(eni.subnet_id)
+        if subnet is None:
+            raise RuntimeError(
+                f"the CIDR of subnet {eni.subnet_id} of ENI {eni.eni_id} is unknown"
+                " (IMDS subnet-ipv4-cidr-block and ec2:DescribeSubnets both failed);"
+                " check IMDS access and the node role"
+            )
+        is_trunk = isinstance(eni, EniDescription) and eni.is_trunk
+        setup_eni_network(
+            self._netlink,
+            EniNetwork(
+                mac=eni.mac,
+                primary_ip=eni.primary_ip,
+                subnet=subnet,
+                route_table=route_table_for_eni(eni.device_number, eni.network_card),
+                mtu=self._mtu,
+                is_trunk=is_trunk,
+            ),
+            retry=self._link_retry,
+        )
+
+    def teardown_eni(self, *, eni_id: str, device_number: int, primary_ip: IPv4Address | None) -> None:
+        if primary_ip is None:
+            return
+        removed = teardown_eni_network(self._netlink, primary_ip)
+        log.info("ENI %s (device %d): %d host rules removed", eni_id, device_number, removed)
+
+
+class RestoredPodRules:
+    """`PodRulesPort`: every restored pod gets exactly the host rules wiring adds (configureIPRulesForPods).
+
+    External service CIDR rules (1535) are part of `HostNetwork.apply`.
+    """
+
+    def __init__(
+        self,
+        *,
+        wiring: PodWiring,
+        assigned: Callable[[], tuple[AssignedAddress, ...]],
+        veth_prefix: str,
+        mtu: int,
+    ) -> None:
+        self._wiring = wiring
+        self._assigned = assigned
+        self._veth_prefix = veth_prefix
+        self._mtu = mtu
+
+    def configure_pod_rules(self) -> None:
+        changed = 0
+        for pod in self._assigned():
+            if not pod.metadata.name:
+                continue  # no pod name, no veth name: the plugin's DEL still removes its rules
+            spec = PodInterface(
+                host_veth=host_veth_name(pod.metadata.namespace, pod.metadata.name, prefix=self._veth_prefix),
+                ipv4=pod.ipv4,
+                ifname=pod.key.ifname,
+                route_table=route_table_id(pod.device_number, pod.network_card),
+                mtu=self._mtu,
+            )
+            changed += len(self._wiring.update_host_rules(spec))
+        if changed:
+            log.info("pod rules: %d changes for restored pods", changed)

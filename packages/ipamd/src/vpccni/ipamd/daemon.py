@@ -1,0 +1,497 @@
+"""The `aws-k8s-agent` daemon: builds every component, runs node init, then serves; stops them in reverse.
+
+Order (upstream-behaviour §3.1): IMDS identity and EC2 client → the API server (optional, bounded wait) →
+node init (limits, host network, ENIs, tags, checkpoint restore, pre-scale) → pool manager, reconciler,
+leak sweep, introspection, metrics → the CNI endpoint (drains the DEL queue before it accepts) → the gRPC
+server. Sockets exist only after node init, so a SERVING health probe means ipamd is initialised.
+
+SIGTERM/SIGINT: from then on ipamd changes no EC2 state; the servers stop gracefully, the checkpoint is
+flushed and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+from vpccni.awsutils.clock import SystemClock
+from vpccni.awsutils.errors import AwsUtilsError
+from vpccni.awsutils.limits import max_pods as eni_max_pods
+from vpccni.awsutils.node import AwsNode
+from vpccni.cniplugin.version import VERSION
+from vpccni.ipamd.adapters.aws import Ec2CloudPort, ImdsMetadataPort, SubnetCidrs, subnet_cidr_lookup
+from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers
+from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings, RestoredPodRules
+from vpccni.ipamd.adapters.restore import HostCheckpointRestore
+from vpccni.ipamd.allocator import Allocator
+from vpccni.ipamd.checkpoint import FileCheckpointer
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
+from vpccni.ipamd.grpc.server import GrpcServer, GrpcServerSettings
+from vpccni.ipamd.introspection import (
+    IPAMD_ENV,
+    NETWORKUTILS_ENV,
+    IntrospectionServer,
+    IntrospectionSources,
+    pool_view,
+)
+from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.nodeinit import (
+    NodeIdentity,
+    NodeInit,
+    NodeInitError,
+    NodeInitPorts,
+    NodeInitResult,
+    is_managed_eni,
+    tag_managed_eni,
+)
+from vpccni.ipamd.pool.config import PoolConfig
+from vpccni.ipamd.pool.cooldown import ReconcileCooldown
+from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers
+from vpccni.ipamd.ports import EniDescription
+from vpccni.ipamd.reconcile import Reconciler
+from vpccni.ipamd.settings import Settings
+from vpccni.networkutils.host import HostNetwork
+from vpccni.networkutils.iptables import CommandIptables
+from vpccni.networkutils.netlink import Netlink, open_netlink
+from vpccni.networkutils.netns import ThreadNetnsNetlink
+from vpccni.networkutils.nft import CommandNft
+from vpccni.networkutils.pod import PodWiring
+from vpccni.rpc import rpc_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PODS = 110  # upstream's last resort when neither the node nor eni-max-pods.txt knows
+HOUSEKEEPING_INTERVAL_S = 30.0  # VPC CIDR refresh (upstream 30 s) and pool gauges
+
+
+class StartupError(Exception):
+    """ipamd cannot start; the message says what to do. Exit code 1, and the container restarts."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # awscni_ipamd_startup_duration_seconds{failure_reason}
+
+
+class Service(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonTimers:
+    pool: PoolTimers = field(default_factory=PoolTimers)
+    kube: KubeTimers = field(default_factory=KubeTimers)
+    housekeeping_s: float = HOUSEKEEPING_INTERVAL_S
+    grpc_grace_s: float = 5.0
+
+
+def timers_from(settings: Settings) -> DaemonTimers:
+    """The loop timers: upstream's constants unless the VPCCNI_* tuning variables shorten them (tests)."""
+    monitor = getattr(settings, "pool_monitor_interval_s", None)
+    decrease = getattr(settings, "pool_decrease_interval_s", None)
+    reconcile = getattr(settings, "reconcile_interval_s", None)
+    kube_wait = getattr(settings, "api_server_wait_s", None)
+    base = PoolTimers()
+    return DaemonTimers(
+        pool=PoolTimers(
+            half_interval_s=base.half_interval_s if monitor is None else monitor / 2,
+            reconcile_idle_s=base.reconcile_idle_s if reconcile is None else reconcile,
+            decrease_interval_s=base.decrease_interval_s if decrease is None else decrease,
+            insufficient_cidr_backoff_s=base.insufficient_cidr_backoff_s,
+        ),
+        kube=KubeTimers() if kube_wait is None else KubeTimers(connect_timeout_s=kube_wait),
+    )
+
+
+class Daemon:
+    """Owns and starts/stops every component. Constructing it does no I/O; `start()` does node init."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        env: Mapping[str, str],
+        timers: DaemonTimers | None = None,
+        kube_api_factory: Callable[[Settings, Mapping[str, str]], Any] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self._settings = settings
+        self._env = dict(env)
+        self._timers = timers or timers_from(settings)
+        self._kube_api_factory = kube_api_factory
+        self._started_at = time.monotonic() if started_at is None else started_at
+        self._clock = SystemClock()
+        self.metrics = IpamdMetrics(version=VERSION)
+        self._stopping = threading.Event()
+        self._services: list[Service] = []  # started ones, stopped in reverse
+        self.pool: PoolManager | None = None
+        self.datastore: DataStore | None = None
+        self.allocator: Allocator | None = None
+        self.grpc: GrpcServer | None = None
+        self.init_result: NodeInitResult | None = None
+        self._kube: KubeLink | None = None
+        self._host: HostNetworkSetup | None = None
+        self._wiring: PodWiring | None = None
+        self._netlink: Netlink | None = None
+
+    # --- process ----------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            self.start()
+        except StartupError as err:
+            log.error("%s", err)
+            self.stop()
+            return 1
+        while not self._stopping.wait(1.0):
+            pass
+        self.stop()
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: no more EC2 changes, shutting down", signal.Signals(signum).name)
+        self.terminate()
+
+    def terminate(self) -> None:
+        """Stop changing EC2 state now (upstream's terminating flag) and let `run()` shut down."""
+        if self.pool is not None:
+            self.pool.terminate()
+        self._stopping.set()
+
+    # --- start ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with_api_server = False
+        try:
+            aws = self._connect_aws()
+            kube = self._connect_kube()
+            with_api_server = kube is not None and kube.connected
+            self._init_node(aws, kube)
+            self._serve(aws)
+        except StartupError as err:
+            self._observe_startup(False, with_api_server, err.reason)
+            raise
+        self._observe_startup(True, with_api_server, "")
+        log.info("ipamd %s ready in %.2f s", VERSION, time.monotonic() - self._started_at)
+
+    def _observe_startup(self, success: bool, with_api_server: bool, reason: str) -> None:
+        self.metrics.startup_duration.labels(
+            success=str(success).lower(), with_api_server=str(with_api_server).lower(), failure_reason=reason
+        ).observe(time.monotonic() - self._started_at)
+
+    def _connect_aws(self) -> AwsNode:
+        try:
+            return AwsNode.connect(env=self._env, observer=self.metrics, clock=self._clock)
+        except AwsUtilsError as err:
+            raise StartupError(
+                f"cannot read this instance's identity from IMDS: {err}. Check that IMDS is reachable "
+                "(AWS_EC2_METADATA_SERVICE_ENDPOINT, hop limit 2 for IMDSv2 from a container)",
+                reason="imds",
+            ) from err
+
+    def _connect_kube(self) -> KubeLink | None:
+        factory = self._kube_api_factory or _default_kube_api
+        try:
+            api = factory(self._settings, self._env)
+        except (FileNotFoundError, ValueError) as err:
+            log.info("no Kubernetes API server configured (%s); running without it", err)
+            return None
+        if api is None:
+            return None
+        link = KubeLink(api=api, timers=self._timers.kube)
+        link.connect()
+        self._kube = link
+        self._services.append(link)
+        return link
+
+    def _init_node(self, aws: AwsNode, kube: KubeLink | None) -> None:
+        s, ident = self._settings, aws.identity
+        netlink = open_netlink()
+        subnets = SubnetCidrs(subnet_cidr_lookup(aws.ec2))
+        metadata = ImdsMetadataPort(aws.metadata, subnets=subnets)
+        cloud = Ec2CloudPort(
+            enis=aws.enis,
+            metadata=aws.metadata,
+            subnets=subnets,
+            candidate_subnets=lambda: aws.candidate_subnets(discovery=s.enable_subnet_discovery),
+            security_groups=lambda: ident.security_groups,
+            clock=self._clock,
+        )
+        prefix_mode = s.enable_prefix_delegation and self._supports_pd(aws)
+        checkpointer = FileCheckpointer(s.backing_store)
+        datastore = DataStore(
+            checkpointer=checkpointer, prefix_delegation=prefix_mode, cooldown_s=s.ip_cooldown_period_s
+        )
+        self.datastore = datastore
+        cooldown = ReconcileCooldown(clock=time.monotonic)
+        network = EniHostNetwork(netlink=netlink, mtu=s.eni_mtu, subnet_cidr=subnets.get)
+        self._host = HostNetworkSetup(
+            host=HostNetwork(netlink=netlink, iptables=CommandIptables(), nft=CommandNft()),
+            settings=HostSettings(
+                node_ip=ident.primary_ipv4,
+                primary_mac=ident.primary_mac,
+                exclude_snat_cidrs=s.exclude_snat_cidrs,
+                external_snat=s.external_snat,
+                randomize_snat=s.randomize_snat,
+                node_port_support=s.node_port_support,
+                connmark=s.connmark,
+                external_service_cidrs=s.external_service_cidrs,
+                mtu=s.eni_mtu,
+                pod_mtu=s.pod_mtu,
+                veth_prefix=s.veth_prefix,
+            ),
+            vpc_cidrs=lambda: tuple(aws.metadata.vpc_ipv4_cidrs(ident.primary_mac)),
+        )
+        self._wiring = PodWiring(host=netlink, namespaces=ThreadNetnsNetlink())
+        self._netlink = netlink
+
+        def prepare(eni: EniDescription) -> None:
+            if s.provisioning_enabled:
+                tag_managed_eni(cloud, eni, instance_id=ident.instance_id, extra_tags=s.eni_tags)
+
+        reconciler = Reconciler(
+            store=datastore,
+            cloud=cloud,
+            metadata=metadata,
+            network=network,
+            cooldown=cooldown,
+            primary_eni_id=ident.primary_eni_id,
+            is_managed=lambda eni: is_managed_eni(
+                eni, instance_id=ident.instance_id, manage_untagged=s.manage_untagged_eni
+            ),
+            prepare_eni=prepare,
+        )
+        schedulable = kube.schedulable if kube is not None else (lambda: True)
+
+        def make_pool(config: PoolConfig) -> PoolManager:
+            if self.pool is None:
+                self.pool = PoolManager(
+                    config=config,
+                    store=datastore,
+                    cloud=cloud,
+                    network=network,
+                    cooldown=cooldown,
+                    clock=time.monotonic,
+                    reconciler=reconciler,
+                    schedulable=schedulable,
+                    policy=PoolPolicy(
+                        provisioning_enabled=s.provisioning_enabled,
+                        manage_enis_non_schedulable=s.manage_enis_non_schedulable,
+                    ),
+                    timers=self._timers.pool,
+                )
+            return self.pool
+
+        node_init = NodeInit(
+            settings=s,
+            identity=NodeIdentity(
+                instance_id=ident.instance_id,
+                instance_type=ident.instance_type,
+                primary_mac=ident.primary_mac,
+                max_pods=self._max_pods(aws, kube, prefix_mode),
+            ),
+            ports=NodeInitPorts(
+                limits=aws.limits_catalog,
+                metadata=metadata,
+                cloud=cloud,
+                host=self._host,
+                network=network,
+                store=datastore,
+                restore=HostCheckpointRestore(
+                    datastore=datastore, checkpointer=checkpointer, netlink=netlink
+                ),
+                pod_rules=RestoredPodRules(
+                    wiring=self._wiring, assigned=datastore.assigned, veth_prefix=s.veth_prefix, mtu=s.pod_mtu
+                ),
+                cooldown=cooldown,
+            ),
+            grow_pool=make_pool,
+        )
+        started = time.monotonic()
+        try:
+            with self.metrics.action("nodeInit"):
+                result = node_init.run()
+        except NodeInitError as err:
+            self.metrics.node_init_duration.labels(success="false").observe(time.monotonic() - started)
+            raise StartupError(str(err), reason=err.step) from err
+        self.metrics.node_init_duration.labels(success="true").observe(time.monotonic() - started)
+        self.init_result = result
+        pool = make_pool(result.config)
+        self.metrics.set_limits(
+            max_enis=result.config.max_enis, max_ips=result.config.max_ips_per_eni * result.config.max_enis
+        )
+        log.info(
+            "node init done: %d managed ENIs, %d restored pods, pool %s",
+            len(result.managed_eni_ids),
+            result.restored_allocations,
+            pool.status.message,
+        )
+
+    def _supports_pd(self, aws: AwsNode) -> bool:
+        try:
+            return aws.instance_limits().supports_prefix_delegation
+        except AwsUtilsError:
+            return False  # node init's limits step fails with the actionable message
+
+    def _max_pods(self, aws: AwsNode, kube: KubeLink | None, prefix_mode: bool) -> int:
+        """Node capacity from the API server, else eni-max-pods (the same formula), else 110."""
+        from_node = kube.max_pods() if kube is not None else None
+        if from_node:
+            return from_node
+        try:
+            return eni_max_pods(aws.instance_limits(), custom_networking=self._settings.custom_network_cfg)
+        except AwsUtilsError:
+            return DEFAULT_MAX_PODS
+
+    # --- serve ------------------------------------------------------------------------------------------
+
+    def _serve(self, aws: AwsNode) -> None:
+        s, pool, datastore = self._settings, self.pool, self.datastore
+        assert pool is not None and datastore is not None
+        allocator = Allocator(
+            datastore=datastore, pool=pool, metrics=self.metrics, default_timeout_s=s.add_wait_timeout_s
+        )
+        self.allocator = allocator
+        pool.start()
+        self._services.append(pool)
+        if s.leaked_eni_cleanup_enabled:
+            sweeper = aws.leak_sweeper()
+            sweeper.start()
+            self._services.append(sweeper)
+        self._start_http(pool, datastore)
+        self._start_housekeeping(pool, datastore)
+        allocator.mark_ready()
+        self._start_cni_endpoint(allocator)
+        ident = aws.identity
+        facts = NodeFacts(
+            version=VERSION,
+            use_external_snat=s.external_snat,
+            exclude_snat_cidrs=s.exclude_snat_cidrs,
+            network_policy_mode=s.network_policy_enforcing_mode,
+            node_ipv4=ident.primary_ipv4,
+            instance_id=ident.instance_id,
+            region=ident.region,
+        )
+        backend = CniBackendServicer(allocator=allocator, facts=facts, vpc_cidrs=lambda: ident.vpc_ipv4_cidrs)
+        config_server = ConfigServerServicer(facts=facts)
+        grpc_server = GrpcServer(
+            settings=GrpcServerSettings(socket_path=s.ipamd_socket, tcp_address=s.grpc_tcp_address),
+            register=(
+                lambda server: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, server),
+                lambda server: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config_server, server),
+            ),
+        )
+        try:
+            grpc_server.start()
+        except OSError as err:
+            raise StartupError(str(err), reason="grpc") from err
+        self.grpc = grpc_server
+
+    def _start_http(self, pool: PoolManager, datastore: DataStore) -> None:
+        s = self._settings
+        if not s.disable_introspection:
+            server = IntrospectionServer(
+                sources=IntrospectionSources(
+                    eni_infos=lambda: {datastore.network_card: datastore.eni_infos()},
+                    eni_config_name=lambda: "",
+                    networkutils_env=lambda: s.env_view(NETWORKUTILS_ENV),
+                    ipamd_env=lambda: s.env_view(IPAMD_ENV),
+                    pool_status=lambda: pool_view(
+                        snapshot=datastore.snapshot(), status=pool.status, settings=s
+                    ),
+                ),
+                bind_address=s.introspection_bind_address,
+            )
+            server.start()
+            self._services.append(server)
+        if not s.disable_metrics:
+            self.metrics.update_pool(datastore.snapshot())
+            self.metrics.start(s.metrics_bind_address)
+            self._services.append(self.metrics)
+
+    def _start_housekeeping(self, pool: PoolManager, datastore: DataStore) -> None:
+        """Pool gauges and the VPC CIDR refresh (upstream re-reads the CIDRs every 30 s)."""
+        host = self._host
+
+        def loop() -> None:
+            while not self._stopping.wait(self._timers.housekeeping_s):
+                try:
+                    self.metrics.update_pool(datastore.snapshot())
+                    if host is not None and host.refresh():
+                        log.info("VPC CIDRs changed: SNAT and connmark rules re-applied")
+                except Exception:
+                    log.exception("housekeeping failed; retrying in %.0f s", self._timers.housekeeping_s)
+
+        threading.Thread(target=loop, name="housekeeping", daemon=True).start()
+
+    def _start_cni_endpoint(self, allocator: Allocator) -> None:
+        """H6's endpoint for the aws-cni shim; it drains the DEL queue before accepting connections."""
+        try:
+            from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+            from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
+            from vpccni.ipamd.cni.service import CniService
+        except ImportError as err:  # pragma: no cover - only while the endpoint is being built
+            log.warning("CNI endpoint unavailable (%s); serving gRPC only", err)
+            return
+        s = self._settings
+        assert self._wiring is not None and self._netlink is not None
+        endpoint = CniEndpoint(
+            service=CniService(
+                allocator=allocator, network=self._wiring, host_rules=NetlinkHostPodRules(self._netlink)
+            ),
+            settings=EndpointSettings(socket_path=str(s.cni_socket), del_queue_dir=str(s.del_queue_dir)),
+        )
+        try:
+            endpoint.start()
+        except (OSError, RuntimeError) as err:
+            raise StartupError(f"cannot start the CNI endpoint: {err}", reason="cni-endpoint") from err
+        self._services.append(endpoint)
+
+    # --- stop -------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Graceful: no more EC2 changes, gRPC drains, services stop in reverse, checkpoint flushed."""
+        self._stopping.set()
+        if self.pool is not None:
+            self.pool.terminate()
+        if self.grpc is not None:
+            self.grpc.stop(self._timers.grpc_grace_s)
+            self.grpc = None
+        while self._services:
+            service = self._services.pop()
+            try:
+                service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)
+        if self.datastore is not None and self.init_result is not None:
+            try:
+                self.datastore.persist()
+            except OSError as err:
+                log.error("flushing the checkpoint failed: %s", err)
+        log.info("ipamd stopped")
+
+
+def _default_kube_api(settings: Settings, env: Mapping[str, str]) -> Any:
+    """The real client when an API server is configured (CLUSTER_ENDPOINT, in-cluster, or a kubeconfig)."""
+    from vpccni.k8sapi import KubernetesApi, KubeSettings, load_config
+
+    if not settings.node_name:
+        raise ValueError("MY_NODE_NAME is not set")
+    config = load_config(env=env)
+    return KubernetesApi(
+        config,
+        settings=KubeSettings(
+            node_name=settings.node_name,
+            pod_name=settings.pod_name,
+            user_agent=f"amazon-vpc-cni-k8s/{settings.vpc_cni_version or VERSION}",
+        ),
+    )

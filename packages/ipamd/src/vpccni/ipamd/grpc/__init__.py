@@ -1,0 +1,1 @@
+"""The upstream-compatible gRPC server: CNIBackend, ConfigServerBackend and grpc.health.v1."""

@@ -1,0 +1,159 @@
+"""Upstream's `CNIBackend` and `ConfigServerBackend` services, allocation only (no pod wiring).
+
+Semantics as upstream's `rpc_handler.go`: a client of another version is refused with FAILED_PRECONDITION
+"wrong client version"; an ADD that finds no address answers `Success=false` (the reason is logged, the
+upstream plugin turns it into a CNI error); a DEL of an unknown pod succeeds with no metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import empty_pb2
+from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady
+from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+WRONG_CLIENT_VERSION = "wrong client version"
+
+
+class AddressAllocator(Protocol):
+    """What the backend needs from `vpccni.ipamd.allocator.Allocator`."""
+
+    def assign(
+        self,
+        *,
+        network: str,
+        container_id: str,
+        ifname: str,
+        pod_namespace: str,
+        pod_name: str,
+        timeout_s: float | None = None,
+        interfaces_count: int = 1,
+    ) -> Allocation: ...
+
+    def release(
+        self,
+        *,
+        network: str,
+        container_id: str,
+        ifname: str,
+        pod_namespace: str = "",
+        pod_name: str = "",
+        reason: str = "PodDeleted",
+    ) -> Allocation | None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeFacts:
+    """What the replies carry besides the pod's address (settings and IMDS, read once at start)."""
+
+    version: str
+    use_external_snat: bool
+    exclude_snat_cidrs: tuple[IPv4Network, ...] = ()
+    network_policy_mode: str = ""
+    node_ipv4: IPv4Address | None = None
+    instance_id: str = ""
+    region: str = ""
+
+
+def _metadata(allocation: Allocation) -> Any:
+    return rpc_pb2.IPAllocationMetadata(
+        IPv4Addr=str(allocation.ipv4),
+        DeviceNumber=allocation.device_number,
+        RouteTableId=allocation.route_table,
+    )
+
+
+def _check_version(client_version: str, ours: str, context: grpc.ServicerContext) -> None:
+    if client_version != ours:
+        log.warning("refusing a gRPC client of version %r (ipamd is %s)", client_version, ours)
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, WRONG_CLIENT_VERSION)
+
+
+class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
+    """`rpc.CNIBackend` for upstream clients (the Go aws-cni plugin, tools): addresses only."""
+
+    def __init__(
+        self,
+        *,
+        allocator: AddressAllocator,
+        facts: NodeFacts,
+        vpc_cidrs: Callable[[], Sequence[IPv4Network]],
+    ) -> None:
+        self._allocator = allocator
+        self._facts = facts
+        self._vpc_cidrs = vpc_cidrs
+
+    def AddNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _check_version(request.ClientVersion, self._facts.version, context)
+        pod = f"{request.K8S_POD_NAMESPACE}/{request.K8S_POD_NAME}"
+        reply = rpc_pb2.AddNetworkReply(
+            UseExternalSNAT=self._facts.use_external_snat,
+            VPCv4CIDRs=[str(c) for c in (*self._vpc_cidrs(), *self._facts.exclude_snat_cidrs)],
+            NetworkPolicyMode=self._facts.network_policy_mode,
+        )
+        try:
+            allocation = self._allocator.assign(
+                network=request.NetworkName,
+                container_id=request.ContainerID,
+                ifname=request.IfName,
+                pod_namespace=request.K8S_POD_NAMESPACE,
+                pod_name=request.K8S_POD_NAME,
+            )
+        except NotReady as err:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+        except NoAddressError as err:
+            log.warning("AddNetwork for %s: no address: %s", pod, err)
+            reply.Success = False
+            return reply
+        reply.Success = True
+        reply.IPAllocationMetadata.append(_metadata(allocation))
+        log.info("AddNetwork for %s (container %s): %s", pod, request.ContainerID, allocation.ipv4)
+        return reply
+
+    def DelNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _check_version(request.ClientVersion, self._facts.version, context)
+        released = self._allocator.release(
+            network=request.NetworkName,
+            container_id=request.ContainerID,
+            ifname=request.IfName,
+            pod_namespace=request.K8S_POD_NAMESPACE,
+            pod_name=request.K8S_POD_NAME,
+            reason=request.Reason or "PodDeleted",
+        )
+        reply = rpc_pb2.DelNetworkReply(Success=True, NetworkPolicyMode=self._facts.network_policy_mode)
+        if released is not None:
+            reply.IPAllocationMetadata.append(_metadata(released))
+            log.info(
+                "DelNetwork for %s/%s (container %s): released %s",
+                request.K8S_POD_NAMESPACE,
+                request.K8S_POD_NAME,
+                request.ContainerID,
+                released.ipv4,
+            )
+        return reply
+
+
+class ConfigServerServicer(rpc_pb2_grpc.ConfigServerBackendServicer):  # type: ignore[misc]
+    """`rpc.ConfigServerBackend`: what the network policy agent asks ipamd at its start."""
+
+    def __init__(self, *, facts: NodeFacts) -> None:
+        self._facts = facts
+
+    def GetNetworkPolicyConfigs(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Any:
+        f = self._facts
+        return rpc_pb2.NetworkPolicyAgentConfigReply(
+            NetworkPolicyMode=f.network_policy_mode,
+            MultiNICEnabled=False,
+            NodeIPv4="" if f.node_ipv4 is None else str(f.node_ipv4),
+            NodeIPv6="",
+            InstanceID=f.instance_id,
+            Region=f.region,
+        )

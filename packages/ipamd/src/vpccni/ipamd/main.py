@@ -1,0 +1,31 @@
+"""`aws-k8s-agent`: settings, logging, then the daemon (`vpccni.ipamd.daemon.Daemon`) until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from vpccni.ipamd.daemon import Daemon
+from vpccni.ipamd.logs import configure_logging
+from vpccni.ipamd.settings import SettingsError, load_settings
+
+
+def main() -> int:
+    started_at = time.monotonic()
+    try:
+        settings = load_settings(os.environ)
+    except SettingsError as err:
+        # One message listing every bad variable, so the operator fixes them all at once.
+        print(f"aws-k8s-agent: {err}", file=sys.stderr)
+        return 1
+    configure_logging(settings)
+    # The SDKs' DEBUG output (every signed request) would drown ipamd's own debug log.
+    for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.INFO)
+    return Daemon(settings=settings, env=os.environ, started_at=started_at).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

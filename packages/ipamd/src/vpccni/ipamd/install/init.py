@@ -1,0 +1,119 @@
+"""The init container (`aws-vpc-cni-init` upstream): host CNI binaries and sysctls, then exit.
+
+    python -m vpccni.ipamd.install.init [--plugins-dir /init] [--shim /app/aws-cni]
+
+1. Installs every file of the plugins directory (the reference CNI plugins: loopback, portmap, bandwidth, ...)
+   and the `aws-cni` shim into HOST_CNI_BIN_PATH, each atomically.
+2. Finds the primary interface by the IMDS `mac` and sets `net/ipv4/conf/<if>/rp_filter=2` (loose: replies
+   to pods on secondary ENIs arrive on another interface than the route back).
+3. Sets `net/ipv4/tcp_early_demux` to 0 with DISABLE_TCP_EARLY_DEMUX=true, else 1, when the kernel has it.
+IPv6 sysctls are not set: IPv6 mode and IPv6 egress are not offered by this version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpccni.awsutils.errors import ImdsError
+from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata
+from vpccni.ipamd.install.environment import registry_flag, registry_value
+from vpccni.ipamd.install.files import install_dir, install_file
+from vpccni.ipamd.install.logsetup import configure_stdout_logging
+from vpccni.ipamd.install.netdev import SYS_CLASS_NET, InterfaceNotFoundError, interface_by_mac
+from vpccni.ipamd.install.sysctl import ProcSysctl, Sysctl
+
+_log = logging.getLogger(__name__)
+
+INIT_EXECUTABLE = "aws-vpc-cni-init"
+RP_FILTER_LOOSE = "2"
+TCP_EARLY_DEMUX = "net/ipv4/tcp_early_demux"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitConfig:
+    host_cni_bin: Path
+    plugins_dir: Path = Path("/init")
+    shim: Path = Path("/app/aws-cni")
+    disable_tcp_early_demux: bool = False
+    sys_class_net: Path = SYS_CLASS_NET
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> InitConfig:
+        values: dict[str, object] = {
+            "host_cni_bin": Path(str(registry_value(environ, "HOST_CNI_BIN_PATH"))),
+            "disable_tcp_early_demux": registry_flag(environ, "DISABLE_TCP_EARLY_DEMUX"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitReport:
+    installed: tuple[Path, ...]
+    primary_interface: str
+    sysctls: tuple[tuple[str, str], ...]
+
+
+def install_binaries(config: InitConfig) -> list[Path]:
+    installed = install_dir(config.plugins_dir, config.host_cni_bin, exclude=(INIT_EXECUTABLE,))
+    installed.append(install_file(config.shim, config.host_cni_bin, name="aws-cni"))
+    return installed
+
+
+def set_sysctls(config: InitConfig, *, sysctl: Sysctl, primary_interface: str) -> list[tuple[str, str]]:
+    wanted = [(f"net/ipv4/conf/{primary_interface}/rp_filter", RP_FILTER_LOOSE)]
+    if sysctl.exists(TCP_EARLY_DEMUX):
+        wanted.append((TCP_EARLY_DEMUX, "0" if config.disable_tcp_early_demux else "1"))
+    for key, value in wanted:
+        sysctl.write(key, value)
+        _log.info("set %s=%s", key.replace("/", "."), value)
+    return wanted
+
+
+def run_init(config: InitConfig, *, sysctl: Sysctl, metadata: InstanceMetadata) -> InitReport:
+    installed = install_binaries(config)
+    primary = interface_by_mac(metadata.primary_mac(), sys_class_net=config.sys_class_net)
+    done = set_sysctls(config, sysctl=sysctl, primary_interface=primary)
+    return InitReport(installed=tuple(installed), primary_interface=primary, sysctls=tuple(done))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=INIT_EXECUTABLE, description="install CNI binaries and set sysctls")
+    p.add_argument("--plugins-dir", type=Path, help="directory of CNI plugins to install (default /init)")
+    p.add_argument("--shim", type=Path, help="the aws-cni executable to install (default /app/aws-cni)")
+    p.add_argument("--proc-sys", type=Path, default=Path("/proc/sys"), help=argparse.SUPPRESS)
+    p.add_argument("--sys-class-net", type=Path, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    configure_stdout_logging()
+    try:
+        config = InitConfig.from_env(
+            env, plugins_dir=args.plugins_dir, shim=args.shim, sys_class_net=args.sys_class_net
+        )
+        report = run_init(
+            config,
+            sysctl=ProcSysctl(args.proc_sys),
+            metadata=InstanceMetadata(ImdsHttpClient(ImdsConfig.from_env(env))),
+        )
+    except (ValueError, OSError, ImdsError, InterfaceNotFoundError) as exc:
+        _log.error("init failed: %s", exc)
+        return 1
+    _log.info(
+        "init done: %d binaries in %s, primary interface %s",
+        len(report.installed), config.host_cni_bin, report.primary_interface,
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

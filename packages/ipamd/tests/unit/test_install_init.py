@@ -1,0 +1,75 @@
+"""The init step against a fake /proc/sys, a fake sysfs and the stateful fake IMDS: never the real machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from vpccni.awsutils.imds import InstanceMetadata
+from vpccni.awsutils.testing import FakeImds
+from vpccni.ipamd.install.init import InitConfig, run_init
+from vpccni.ipamd.install.sysctl import ProcSysctl
+
+PRIMARY_MAC = "0a:00:00:00:00:01"
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A fake node: /proc/sys with the keys init touches, sysfs with two links, an image with plugins."""
+    proc = tmp_path / "proc-sys"
+    for key in ("net/ipv4/conf/ens5/rp_filter", "net/ipv4/conf/ens6/rp_filter", "net/ipv4/tcp_early_demux"):
+        (proc / key).parent.mkdir(parents=True, exist_ok=True)
+        (proc / key).write_text("1\n")
+    for name, mac in (("ens5", PRIMARY_MAC), ("ens6", "0a:00:00:00:00:02")):
+        (tmp_path / "net" / name).mkdir(parents=True)
+        (tmp_path / "net" / name / "address").write_text(mac + "\n")
+    (tmp_path / "init").mkdir()
+    for name in ("loopback", "portmap", "bandwidth", "aws-vpc-cni-init"):
+        (tmp_path / "init" / name).write_text(f"#!/bin/sh\n# {name}\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "aws-cni").write_text("#!/usr/bin/python3 -IS\n")
+    return tmp_path
+
+
+def _config(host: Path, env: dict[str, str]) -> InitConfig:
+    env = {"HOST_CNI_BIN_PATH": str(host / "host-bin"), **env}
+    return InitConfig.from_env(
+        env, plugins_dir=host / "init", shim=host / "app" / "aws-cni", sys_class_net=host / "net"
+    )
+
+
+def _metadata() -> InstanceMetadata:
+    return InstanceMetadata(FakeImds({"mac": PRIMARY_MAC}))
+
+
+def test_init_installs_plugins_and_shim_and_sets_loose_rp_filter_on_the_primary(host: Path) -> None:
+    sysctl = ProcSysctl(host / "proc-sys")
+    report = run_init(_config(host, {}), sysctl=sysctl, metadata=_metadata())
+    assert sorted(p.name for p in (host / "host-bin").iterdir()) == [
+        "aws-cni",
+        "bandwidth",
+        "loopback",
+        "portmap",
+    ]
+    assert report.primary_interface == "ens5"
+    assert sysctl.read("net/ipv4/conf/ens5/rp_filter") == "2"
+    assert sysctl.read("net/ipv4/conf/ens6/rp_filter") == "1"  # only the primary interface
+    assert sysctl.read("net/ipv4/tcp_early_demux") == "1"
+
+
+def test_disable_tcp_early_demux(host: Path) -> None:
+    sysctl = ProcSysctl(host / "proc-sys")
+    run_init(_config(host, {"DISABLE_TCP_EARLY_DEMUX": "true"}), sysctl=sysctl, metadata=_metadata())
+    assert sysctl.read("net/ipv4/tcp_early_demux") == "0"
+
+
+def test_a_kernel_without_tcp_early_demux_is_left_alone(host: Path) -> None:
+    (host / "proc-sys" / "net/ipv4/tcp_early_demux").unlink()
+    report = run_init(_config(host, {}), sysctl=ProcSysctl(host / "proc-sys"), metadata=_metadata())
+    assert [k for k, _ in report.sysctls] == ["net/ipv4/conf/ens5/rp_filter"]
+    assert not (host / "proc-sys" / "net/ipv4/tcp_early_demux").exists()
+
+
+def test_invalid_host_path_is_reported_with_the_variable(host: Path) -> None:
+    with pytest.raises(ValueError, match="HOST_CNI_BIN_PATH"):
+        InitConfig.from_env({"HOST_CNI_BIN_PATH": "relative/bin"})

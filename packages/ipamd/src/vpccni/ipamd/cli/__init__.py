@@ -1,0 +1,1 @@
+"""The operator CLI `vpccni`: ENIs and pods from introspection, max-pods, doctor, support bundle."""

@@ -1,0 +1,169 @@
+"""`vpccni enis`, `pods` and `max-pods` against a real introspection server fed by a real datastore."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from vpccni.awsutils.testing import FakeClock
+from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError, eni_rows, pod_rows
+from vpccni.ipamd.cli.main import CliDeps, run
+from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp
+from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.datastore.testing import MemoryCheckpointer
+from vpccni.ipamd.introspection import IntrospectionServer, IntrospectionSources
+from vpccni.ipamd.ports import EniRecord
+
+
+def _datastore() -> DataStore:
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock())
+    ds.add_eni(
+        EniRecord(eni_id="eni-a", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
+    )
+    ds.add_eni(
+        EniRecord(eni_id="eni-b", device_number=1, primary_ip=IPv4Address("10.0.0.20"), is_primary=False)
+    )
+    ds.add_cidrs("eni-a", [IPv4Network("10.0.0.11/32"), IPv4Network("10.0.0.12/32")], is_prefix=False)
+    ds.add_cidrs("eni-b", [IPv4Network("10.0.0.21/32")], is_prefix=False)
+    ds.assign(
+        IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth0"),
+        PodMetadata(namespace="default", name="web"),
+    )
+    return ds
+
+
+@pytest.fixture
+def server() -> Iterator[IntrospectionServer]:
+    ds = _datastore()
+    sources = IntrospectionSources(
+        eni_infos=lambda: {0: ds.eni_infos()},
+        eni_config_name=lambda: "",
+        networkutils_env=dict,
+        ipamd_env=dict,
+        pool_status=dict,
+    )
+    srv = IntrospectionServer(sources=sources, bind_address="127.0.0.1:0")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _deps(env: dict[str, str] | None = None) -> CliDeps:
+    return CliDeps(
+        introspection_at=HttpIntrospection,
+        host=FakeHost(env=env or {}),
+        http=FakeHttp(),
+        ec2_for_region=lambda region: FakeEc2(),
+    )
+
+
+def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run(list(argv), deps=_deps(env), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_enis_table_lists_each_eni_with_counts(server: IntrospectionServer) -> None:
+    code, out, _ = _run("enis", "--introspection-address", server.address)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "CARD",
+        "ENI",
+        "DEVICE",
+        "PRIMARY",
+        "TABLE",
+        "SUBNET",
+        "CIDRS",
+        "ASSIGNED",
+        "TOTAL",
+    ]
+    eni_a = next(line for line in lines if "eni-a" in line).split()
+    assert eni_a[2:5] == ["0", "yes", "254"]  # primary ENI routes through main
+    assert eni_a[-2:] == ["1", "2"]
+    eni_b = next(line for line in lines if "eni-b" in line).split()
+    assert eni_b[2:5] == ["1", "no", "2"]
+    assert eni_b[-2:] == ["0", "1"]
+
+
+def test_pods_json_names_the_pod_and_its_eni(server: IntrospectionServer) -> None:
+    code, out, _ = _run("pods", "--json", "--introspection-address", server.address)
+    assert code == 0
+    pods = json.loads(out)
+    assert [(p["namespace"], p["name"], p["eni_id"]) for p in pods] == [("default", "web", "eni-a")]
+    assert pods[0]["ip"] in ("10.0.0.11", "10.0.0.12")
+
+
+def test_address_comes_from_introspection_bind_address(server: IntrospectionServer) -> None:
+    code, out, _ = _run("enis", "--json", env={"INTROSPECTION_BIND_ADDRESS": server.address})
+    assert code == 0
+    assert {e["eni_id"] for e in json.loads(out)} == {"eni-a", "eni-b"}
+
+
+def test_unreachable_ipamd_says_what_to_check() -> None:
+    code, out, err = _run("pods", "--introspection-address", "127.0.0.1:1")
+    assert code == 1 and out == ""
+    assert "is aws-node running" in err
+
+
+def test_rows_from_prefix_mode_count_sixteen_per_prefix() -> None:
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock(), prefix_delegation=True)
+    ds.add_eni(
+        EniRecord(eni_id="eni-p", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
+    )
+    ds.add_cidrs("eni-p", [IPv4Network("10.0.1.0/28")], is_prefix=True)
+    ds.assign(
+        IPAMKey(network_name="n", container_id="c", ifname="eth0"), PodMetadata(namespace="a", name="b")
+    )
+    doc = {"0": ds.eni_infos()}
+    (row,) = eni_rows(doc)
+    assert (row.total, row.assigned, row.cidrs) == (16, 1, ("10.0.1.0/28",))
+    (pod,) = pod_rows(doc)
+    assert IPv4Address(pod.ip) in IPv4Network("10.0.1.0/28")
+
+
+def test_http_introspection_over_a_unix_socket(tmp_path) -> None:
+    ds = _datastore()
+    sources = IntrospectionSources(
+        eni_infos=lambda: {0: ds.eni_infos()},
+        eni_config_name=lambda: "",
+        networkutils_env=dict,
+        ipamd_env=dict,
+        pool_status=dict,
+    )
+    address = f"unix:{tmp_path}/introspection.sock"
+    srv = IntrospectionServer(sources=sources, bind_address=address)
+    srv.start()
+    try:
+        assert len(pod_rows(HttpIntrospection(address).get_json("/v1/enis"))) == 1
+        with pytest.raises(IntrospectionError, match="404"):
+            HttpIntrospection(address).get_json("/v1/nope")
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ((), "29"),
+        (("--custom-networking",), "20"),
+        (("--prefix-delegation",), "434"),
+        (("--prefix-delegation", "--cpu-cap"), "110"),
+    ],
+)
+def test_max_pods_matches_upstream_calculator(flags: tuple[str, ...], expected: str) -> None:
+    code, out, _ = _run("max-pods", "--instance-type", "m5.large", *flags)
+    assert (code, out.strip()) == (0, expected)
+
+
+def test_max_pods_rejects_unknown_and_non_nitro_types() -> None:
+    code, _, err = _run("max-pods", "--instance-type", "m5.nonsense")
+    assert code == 2 and "unknown instance type" in err
+    code, _, err = _run("max-pods", "--instance-type", "m4.large", "--prefix-delegation")
+    assert code == 2 and "prefix delegation" in err

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from vpccni.testbed.cloud import Cloud
+from vpccni.testbed.cloud import Cloud, CloudConfig
 
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
@@ -79,3 +79,12 @@ def test_control_endpoint_changes_a_running_testbed(cloud: Cloud) -> None:
     with pytest.raises(urllib.error.HTTPError) as bad:
         post({"op": "nope"})
     assert bad.value.code == 400
+
+
+@pytest.mark.parametrize("cloud_config", [CloudConfig(latency={"DescribeSubnets": 0.2}, throttle={})])
+def test_latency_and_throttling_set_per_run(cloud: Cloud) -> None:
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    for _ in range(3):
+        ec2.describe_subnets()
+    records = [r for r in cloud.call_log if r.action == "DescribeSubnets"]
+    assert len(records) == 3 and all(r.duration >= 0.2 and r.error_code is None for r in records)

@@ -31,6 +31,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
                 "subnets": [{"cidr": "10.0.0.0/24"}],
                 "throttle": {MUTATING: {"capacity": 3, "refill_per_s": 1}},
                 "imds_outage_mode": "http503",
+                "latency": {"AttachNetworkInterface": 0.5},
             }
         )
     )
@@ -39,6 +40,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     assert cfg.address_placement is Placement.RANDOM and cfg.imds_outage_mode is Outage.HTTP_503
     assert cfg.subnets[0].cidr == IPv4Network("10.0.0.0/24")
     assert cfg.throttle[MUTATING].capacity == 3
+    assert cfg.latency == {"AttachNetworkInterface": 0.5}
 
 
 def test_unknown_keys_are_rejected(tmp_path: Path) -> None:

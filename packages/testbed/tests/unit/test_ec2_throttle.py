@@ -2,14 +2,7 @@ from __future__ import annotations
 
 import pytest
 from vpccni.testbed.ec2.throttle import MUTATING, NON_MUTATING, BucketSpec, Throttle, action_category
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from vpccni.testbed.manualclock import ManualClock
 
 
 def test_categories_follow_ec2_naming() -> None:
@@ -19,7 +12,7 @@ def test_categories_follow_ec2_naming() -> None:
 
 
 def test_bucket_empties_then_refills_with_time() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     throttle = Throttle({MUTATING: BucketSpec(capacity=2, refill_per_s=1.0)}, clock)
     assert [throttle.admit("CreateTags") for _ in range(3)] == [True, True, False]
     clock.now += 0.5
@@ -30,7 +23,7 @@ def test_bucket_empties_then_refills_with_time() -> None:
 
 
 def test_categories_have_separate_buckets_and_unconfigured_is_unlimited() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     throttle = Throttle({MUTATING: BucketSpec(capacity=1, refill_per_s=0.0)}, clock)
     assert throttle.admit("AttachNetworkInterface") is True
     assert throttle.admit("AttachNetworkInterface") is False

@@ -3,6 +3,7 @@ from __future__ import annotations
 from vpccni.testbed.imds.history import SnapshotHistory
 from vpccni.testbed.imds.metadata import lookup
 from vpccni.testbed.imds.server import TokenStore
+from vpccni.testbed.manualclock import ManualClock
 
 SNAP = {
     "instance-id": "i-1",
@@ -11,14 +12,6 @@ SNAP = {
     "network/interfaces/macs/02:00:00:00:00:01/local-ipv4s": "10.0.0.4\n10.0.0.5",
     "network/interfaces/macs/02:00:00:00:00:02/device-number": "1",
 }
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_leaves_and_directory_listings() -> None:
@@ -30,7 +23,7 @@ def test_leaves_and_directory_listings() -> None:
 
 
 def test_history_serves_the_state_as_it_was_lag_seconds_ago() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     history = SnapshotHistory(clock)
     history.record("i-1", {"v": "1"})
     clock.now = 10.0
@@ -43,7 +36,7 @@ def test_history_serves_the_state_as_it_was_lag_seconds_ago() -> None:
 
 
 def test_tokens_expire_after_their_ttl() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     tokens = TokenStore(clock)
     token = tokens.issue(60)
     assert tokens.valid(token) and not tokens.valid("forged") and not tokens.valid(None)

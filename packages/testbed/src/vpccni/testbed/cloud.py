@@ -65,6 +65,7 @@ class CloudConfig:
     host: str = "127.0.0.1"
     ec2_port: int = 0
     throttle: Mapping[str, BucketSpec] = field(default_factory=lambda: dict(EC2_DEFAULT_BUCKETS))
+    latency: Mapping[str, float] = field(default_factory=dict)  # per EC2 action ("*" = all), seconds
     address_placement: Placement = Placement.LOWEST
     seed: int = 0
     imds_lag: float = 0.0
@@ -129,6 +130,8 @@ class Cloud:
         )
         self._throttle = Throttle(dict(self.config.throttle))
         self._faults = FaultPlan()
+        for action, seconds in self.config.latency.items():
+            self._faults.set_latency(action, seconds)
         self._calllog = CallLog()
         self._app = Ec2App(
             account_id=self.account_id,

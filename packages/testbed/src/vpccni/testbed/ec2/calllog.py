@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
+
+# Enough for any test or benchmark run; the oldest records go first so a long demo cannot exhaust memory.
+MAX_RECORDS = 200_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,7 +22,7 @@ class CallRecord:
 class CallLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: list[CallRecord] = []
+        self._records: deque[CallRecord] = deque(maxlen=MAX_RECORDS)
 
     def append(self, record: CallRecord) -> None:
         with self._lock:

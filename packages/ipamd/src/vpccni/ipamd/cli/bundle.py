@@ -170,11 +170,11 @@ def collect(
         if is_credential_file(path):
             bundle.missing[name] = "credential file: never collected"
             continue
-        text = host.read_text(path)
-        if text is None:
+        content = host.read_text(path)
+        if content is None:
             bundle.missing[name] = "missing or unreadable"
             continue
-        bundle.add_text(name, scrub_text(text[-MAX_FILE_BYTES:], env))
+        bundle.add_text(name, scrub_text(content[-MAX_FILE_BYTES:], env))
     return bundle
 
 

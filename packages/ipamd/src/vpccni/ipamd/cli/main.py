@@ -113,10 +113,10 @@ def _show(args: argparse.Namespace, *, deps: CliDeps, out: TextIO) -> int:
         if args.json:
             out.write(json.dumps([dataclasses.asdict(r) for r in enis], indent=1) + "\n")
             return 0
-        headers = ("CARD", "ENI", "DEVICE", "PRIMARY", "TABLE", "SUBNET", "CIDRS", "ASSIGNED", "TOTAL")
+        eni_headers = ("CARD", "ENI", "DEVICE", "PRIMARY", "TABLE", "SUBNET", "CIDRS", "ASSIGNED", "TOTAL")
         out.write(
             render_table(
-                headers,
+                eni_headers,
                 [
                     (
                         r.network_card,

@@ -1,0 +1,116 @@
+"""The real aws-k8s-agent on a testbed node: what it serves (gRPC health, CNIBackend, ConfigServerBackend,
+introspection, metrics) over the real socket and ports, settings errors, and a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2
+from vpccni.rpc import rpc_pb2_grpc
+from vpccni.testbed.cluster import Cluster, Node
+
+if TYPE_CHECKING:
+    from conftest import Agent
+
+AGENT = Path(sys.executable).parent / "aws-k8s-agent"
+
+
+def test_serves_health_backend_introspection_and_metrics(
+    cluster: Cluster, node: Node, make_agent: Callable[..., Agent]
+) -> None:
+    agent = make_agent()
+
+    assert agent.health() == health_pb2.HealthCheckResponse.SERVING
+    assert stat.S_IMODE(os.stat(agent.socket).st_mode) == 0o660
+
+    reply = agent.add("web-1")
+    assert reply.Success
+    (meta,) = reply.IPAllocationMetadata
+    ip = ipaddress.IPv4Address(meta.IPv4Addr)
+    assert meta.DeviceNumber == 0 and meta.RouteTableId == 254  # the primary ENI: main table
+    assert list(reply.VPCv4CIDRs) == [str(cluster.cloud.config.vpc_cidr)]
+    assert reply.UseExternalSNAT is False
+    assert f"{ip}/32" in agent.ec2_cidrs()[node.instance.primary_eni_id]
+    assert agent.add("web-1").IPAllocationMetadata[0].IPv4Addr == str(ip), "ADD is idempotent per key"
+
+    # An upstream client of another version is refused, as upstream does.
+    with pytest.raises(grpc.RpcError) as refused:
+        agent.add("web-2", version="1.7.0")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == "wrong client version"
+
+    config = rpc_pb2_grpc.ConfigServerBackendStub(agent.channel()).GetNetworkPolicyConfigs(
+        empty_pb2.Empty(), timeout=5
+    )
+    assert config.InstanceID == node.instance.instance_id
+    assert config.NodeIPv4 == str(node.instance.primary_ip)
+    assert config.Region == cluster.cloud.config.region
+
+    root = json.loads(agent.http(61679, "/"))
+    assert "/v1/enis" in root["AvailableCommands"]
+    enis = agent.enis()
+    assert enis["AssignedIPs"] == 1
+    cidr = enis["ENIs"][node.instance.primary_eni_id]["AvailableIPv4Cidrs"][f"{ip}/32"]
+    addr = cidr["IPAddresses"][str(ip)]
+    assert addr["IPAMMetadata"]["k8sPodName"] == "web-1"
+    assert addr["IPAMKey"]["containerID"] == "", "containerID is scrubbed (upstream v1.23)"
+
+    metrics = agent.metrics()
+    assert 'awscni_ipamd_startup_duration_seconds_count{failure_reason="",success="true"' in metrics
+    assert "awscni_assigned_ip_addresses 1.0" in metrics
+    assert "awscni_add_ip_req_count " in metrics
+    assert 'awscni_ec2api_req_count{fn="AssignPrivateIpAddresses"}' in metrics
+
+    released = agent.delete("web-1")
+    assert released.Success and released.IPAllocationMetadata[0].IPv4Addr == str(ip)
+    unknown = agent.delete("never-added")
+    assert unknown.Success and not unknown.IPAllocationMetadata, "DEL of an unknown pod succeeds"
+
+
+def test_sigterm_stops_gracefully_and_keeps_the_checkpoint(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    ip = agent.add_ok("db-0")
+
+    assert agent.stop(signal.SIGTERM) == 0
+    assert not agent.socket.exists(), "the gRPC socket is removed on a graceful stop"
+    saved = json.loads(agent.checkpoint.read_text())
+    assert saved["version"] == "vpc-cni-ipam/1"
+    assert [a["ipv4"] for a in saved["allocations"]] == [str(ip)]
+
+
+def test_stale_socket_is_replaced(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent(start=False)
+    agent.run_dir.mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(agent.socket))
+    stale.close()  # a socket file nobody listens on, as a crashed ipamd leaves it
+    agent.start()
+    assert agent.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_invalid_settings_exit_1_naming_every_variable(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "WARM_IP_TARGET": "lots",
+        "MAX_ENI": "x",
+        "AWS_VPC_K8S_CNI_LOG_FILE": str(tmp_path / "ipamd.log"),
+        "VPCCNI_RUN_DIR": str(tmp_path / "run"),
+    }
+    done = subprocess.run([str(AGENT)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "WARM_IP_TARGET='lots'" in done.stderr
+    assert "MAX_ENI='x'" in done.stderr
+    assert not (tmp_path / "run" / "ipamd.sock").exists()

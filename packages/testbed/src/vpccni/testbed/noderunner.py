@@ -1,0 +1,386 @@
+"""Run the real product on a testbed node: `aws-k8s-agent` inside the node namespace, the bundled `aws-cni`
+shim and `10-aws.conflist`, and pods created by running the shim exactly as a container runtime does.
+
+    shim = build_shim(tmp / "bin")
+    runner = NodeRunner(node=node, workdir=tmp / node.name, shim=shim).start()
+    pod = runner.create_pod(namespace="default", name="web-1")
+    outcome = runner.add(pod)            # CNI_COMMAND=ADD through the shim; outcome.result is the CNI result
+    runner.delete(pod)                   # DEL with prevResult, as libcni sends it
+    runner.stop()                        # SIGTERM by PID; pod namespaces this runner made are deleted
+
+Everything the runner makes lives under its `workdir` (run dir, checkpoint, logs, conflist) or is a namespace
+named `vpod-<node namespace suffix>-<n>` it deletes in `stop()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
+from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path, options_from_settings
+from vpccni.ipamd.settings import load_settings
+from vpccni.testbed.cluster import Node
+from vpccni.testbed.datapath import namespaces as ns
+
+log = logging.getLogger(__name__)
+
+INTROSPECTION = "127.0.0.1:61679"
+METRICS_PORT = 61678
+NETWORK_NAME = "aws-cni"
+
+
+class NodeRunnerError(RuntimeError):
+    """The agent did not come up (the message carries its log tail) or a runner step failed."""
+
+
+def build_shim(out_dir: Path) -> Path:
+    """`python -m vpccni.cniplugin.bundle OUT`: the single-file `aws-cni` a host installs in /opt/cni/bin."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "aws-cni"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vpccni.cniplugin.bundle", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not target.exists():
+        raise NodeRunnerError(
+            f"building the aws-cni bundle failed: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return target
+
+
+def agent_argv() -> list[str]:
+    """The installed `aws-k8s-agent` console script next to this interpreter, else the module."""
+    script = Path(sys.executable).parent / "aws-k8s-agent"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vpccni.ipamd.main"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pod:
+    namespace: str
+    name: str
+    container_id: str
+    uid: str
+    netns: str  # the pod sandbox's network namespace name
+
+    @property
+    def netns_path(self) -> str:
+        return str(ns.netns_path(self.netns))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CniOutcome:
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def document(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.stdout) if self.stdout.strip() else {}
+        except json.JSONDecodeError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    @property
+    def error(self) -> str:
+        doc = self.document
+        if self.ok:
+            return ""
+        return (
+            f"CNI error {doc.get('code')}: {doc.get('msg')} {doc.get('details', '')}".strip()
+            if doc
+            else (self.stderr.strip() or f"exit {self.returncode}")
+        )
+
+
+@dataclass(kw_only=True)
+class _PodState:
+    pod: Pod
+    result: dict[str, Any] | None = None
+
+
+class NodeRunner:
+    """One node's `aws-k8s-agent` (a child in its own session, ended by PID), shim, conflist and pods."""
+
+    def __init__(
+        self,
+        *,
+        node: Node,
+        workdir: Path,
+        shim: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.node = node
+        self.workdir = workdir
+        self.shim = shim
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pods: dict[str, _PodState] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._suffix = node.netns.rsplit("-", 2)[-2] if node.netns.count("-") >= 2 else secrets.token_hex(3)
+
+    # ---- files
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "run"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.workdir / "ipam.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "ipamd.log"
+
+    @property
+    def plugin_log(self) -> Path:
+        return self.workdir / "plugin.log"
+
+    @property
+    def confdir(self) -> Path:
+        return self.workdir / "net.d"
+
+    @property
+    def conflist(self) -> Path:
+        return conflist_path(self.confdir)
+
+    @property
+    def cni_socket(self) -> Path:
+        return self.run_dir / "cni.sock"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            **self.node.env(),
+            "VPCCNI_RUN_DIR": str(self.run_dir),
+            "AWS_VPC_K8S_CNI_BACKING_STORE": str(self.checkpoint),
+            "AWS_VPC_K8S_CNI_LOG_FILE": str(self.log_file),
+            "AWS_VPC_K8S_PLUGIN_LOG_FILE": str(self.plugin_log),
+            "HOST_CNI_CONFDIR_PATH": str(self.confdir),
+            "HOST_CNI_BIN_PATH": str(self.shim.parent),
+            **self.extra_env,
+        }
+
+    # ---- the agent
+    def start(self, *, wait: bool = True, timeout_s: float = 90.0) -> NodeRunner:
+        if self.proc is not None and self.proc.poll() is None:
+            raise NodeRunnerError(f"the agent on {self.node.name} already runs (pid {self.proc.pid})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / "stdout.log", "ab") as out:
+            # Its own session: a terminal's Ctrl-C reaches only the demo, which then stops the agent itself.
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.node.netns, *agent_argv()],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_serving(timeout_s=timeout_s)
+        return self
+
+    def wait_serving(self, *, timeout_s: float = 90.0) -> float:
+        """Wait until the CNI socket exists (ipamd opens it only after node init) and introspection answers;
+        then install the conflist, as the aws-node entrypoint does once ipamd is healthy. Returns seconds."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise NodeRunnerError(
+                    f"aws-k8s-agent on {self.node.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            if self.cni_socket.exists():
+                with contextlib.suppress(IntrospectionError):
+                    self.introspect("/v1/enis")
+                    break
+            if time.monotonic() > deadline:
+                raise NodeRunnerError(
+                    f"aws-k8s-agent on {self.node.name} did not serve within {timeout_s:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        self.install_conflist()
+        return elapsed
+
+    def install_conflist(self) -> Path:
+        settings = load_settings(self.env())
+        self.confdir.mkdir(parents=True, exist_ok=True)
+        tmp = self.conflist.with_suffix(".tmp")
+        tmp.write_bytes(conflist_bytes(options_from_settings(settings, self.env())))
+        tmp.replace(self.conflist)
+        return self.conflist
+
+    def stop(self, sig: int = signal.SIGTERM, *, timeout_s: float = 30.0) -> int | None:
+        """End the agent by PID (SIGKILL after `timeout_s`); returns its exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)  # `ip netns exec` execs the agent: this PID is the agent
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        return proc.returncode
+
+    def close(self) -> None:
+        """Stop the agent and delete every pod namespace this runner created. Idempotent."""
+        try:
+            self.stop()
+        finally:
+            with self._lock:
+                names = [state.pod.netns for state in self._pods.values()]
+                self._pods.clear()
+            ns.delete_all(names)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for path in (self.workdir / "stdout.log", self.log_file):
+            if path.exists():
+                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text
+
+    def rss_mib(self) -> float | None:
+        """The agent's resident memory (VmRSS), or None when it is not running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    # ---- what it serves, read from inside the node namespace
+    def introspect(self, path: str, *, address: str = INTROSPECTION) -> Any:
+        return ns.in_netns(self.node.netns, lambda: HttpIntrospection(address, timeout_s=5).get_json(path))
+
+    def metrics(self) -> str:
+        return ns.in_netns(
+            self.node.netns,
+            lambda: HttpIntrospection(f"127.0.0.1:{METRICS_PORT}", timeout_s=5).get_text("/metrics"),
+        )
+
+    # ---- pods, as a container runtime makes them
+    def create_pod(self, *, namespace: str, name: str) -> Pod:
+        """A pod sandbox: its own network namespace (only `lo`), a container id and a UID."""
+        with self._lock:
+            self._counter += 1
+            netns = f"vpod-{self._suffix}-{self.node.name}-{self._counter}"
+        pod = Pod(
+            namespace=namespace,
+            name=name,
+            container_id=secrets.token_hex(32),
+            uid=f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}-{secrets.token_hex(6)}",
+            netns=netns,
+        )
+        ns.create_netns(netns)
+        with self._lock:
+            self._pods[pod.container_id] = _PodState(pod=pod)
+        return pod
+
+    def remove_pod(self, pod: Pod) -> None:
+        """Delete the sandbox's namespace (after DEL, as the runtime does)."""
+        with self._lock:
+            self._pods.pop(pod.container_id, None)
+        ns.delete_netns(pod.netns)
+
+    def pods(self) -> list[Pod]:
+        with self._lock:
+            return [s.pod for s in self._pods.values()]
+
+    def result_of(self, pod: Pod) -> dict[str, Any] | None:
+        with self._lock:
+            state = self._pods.get(pod.container_id)
+            return state.result if state else None
+
+    def add(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
+        outcome = self.cni("ADD", pod, ifname=ifname)
+        if outcome.ok:
+            with self._lock:
+                state = self._pods.get(pod.container_id)
+                if state is not None:
+                    state.result = outcome.document
+        return outcome
+
+    def delete(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
+        return self.cni("DEL", pod, ifname=ifname, prev_result=self.result_of(pod))
+
+    def check(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
+        return self.cni("CHECK", pod, ifname=ifname, prev_result=self.result_of(pod))
+
+    def plugin_config(self, prev_result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The aws-cni entry of the conflist with `cniVersion` and `name` injected (and `prevResult` for
+        DEL/CHECK), which is what libcni writes to a plugin's stdin."""
+        conflist = json.loads(self.conflist.read_text())
+        plugin = dict(conflist["plugins"][0])
+        plugin["cniVersion"] = conflist["cniVersion"]
+        plugin["name"] = conflist["name"]
+        if prev_result:
+            plugin["prevResult"] = dict(prev_result)
+        return plugin
+
+    def cni(
+        self,
+        command: str,
+        pod: Pod,
+        *,
+        ifname: str = "eth0",
+        prev_result: Mapping[str, Any] | None = None,
+        timeout_s: float = 60.0,
+    ) -> CniOutcome:
+        """Execute the installed shim in the node's namespace with the CNI environment and stdin."""
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": pod.container_id,
+            "CNI_NETNS": pod.netns_path,
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": str(self.shim.parent),
+            "CNI_ARGS": (
+                f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+                f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_UID={pod.uid}"
+            ),
+        }
+        stdin = json.dumps(self.plugin_config(prev_result)).encode()
+        # The shim file is executed (its shebang is `#!/usr/bin/python3 -IS`), from the node's namespace.
+        argv = ["nsenter", f"--net={self.node.netns_path}", str(self.shim)]
+        started = time.monotonic()
+        proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=timeout_s, check=False)
+        return CniOutcome(
+            command=command,
+            returncode=proc.returncode,
+            stdout=proc.stdout.decode(errors="replace"),
+            stderr=proc.stderr.decode(errors="replace"),
+            elapsed_s=time.monotonic() - started,
+        )

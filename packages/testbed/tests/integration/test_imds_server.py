@@ -136,6 +136,12 @@ def test_serves_on_a_socket_it_is_given(cloud: Cloud, instance: InstanceInfo) ->
     try:
         assert server.endpoint == f"http://127.0.0.1:{sock.getsockname()[1]}"
         assert cloud.imds_endpoint(instance.instance_id) == server.endpoint
-        assert get(server.endpoint, "instance-id", token(server.endpoint)) == instance.instance_id
+        tok = token(server.endpoint)
+        assert get(server.endpoint, "instance-id", tok) == instance.instance_id
+        cloud.set_imds_outage(True)  # a borrowed socket cannot be unbound: connections are dropped
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            get(server.endpoint, "instance-id", tok)
+        cloud.set_imds_outage(False)
+        assert get(server.endpoint, "instance-id", tok) == instance.instance_id
     finally:
         server.stop()

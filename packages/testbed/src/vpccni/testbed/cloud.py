@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from vpccni.testbed import control
 from vpccni.testbed.ec2.addresses import AddressAllocator, Placement
 from vpccni.testbed.ec2.backend import MotoBackend
 from vpccni.testbed.ec2.calllog import CallLog, CallRecord
+from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.faults import FaultPlan
 from vpccni.testbed.ec2.fidelity import FidelityLayer
 from vpccni.testbed.ec2.prefixes import PrefixTable
@@ -272,7 +274,7 @@ class Cloud:
                 return build_snapshot(
                     self._backend, instance_id, self._prefixes.of, self._fidelity.attachment_slot
                 )
-            except Exception:  # the instance is gone: IMDS has nothing to say
+            except Ec2Error:  # the instance is gone: IMDS has nothing to say
                 return None
 
     def _imds_view(self, instance_id: str) -> Snapshot | None:
@@ -289,11 +291,13 @@ class Cloud:
                 self._history.record(instance_id, snap)
 
     def start_imds(
-        self, instance_id: str, host: str = "127.0.0.1", port: int = 0, sock: Any = None
+        self, instance_id: str, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
     ) -> ImdsServer:
+        """An IMDS server for the instance on host:port, or on `sock` (bound and listening; the server owns
+        it from now on and closes it on stop)."""
         server = ImdsServer(lambda: self._imds_view(instance_id), host=host, port=port, sock=sock)
         server.start()
-        server.set_outage(self._current_outage())
+        server.set_outage(self._imds_outage)
         with self._lock:
             self._imds.setdefault(instance_id, []).append(server)
         return server
@@ -310,9 +314,6 @@ class Cloud:
     def set_imds_lag(self, seconds: float) -> None:
         self._record_snapshots()
         self._imds_lag = max(0.0, seconds)
-
-    def _current_outage(self) -> Outage:
-        return self._imds_outage
 
     def set_imds_outage(self, on: bool, mode: Outage | None = None) -> None:
         self._imds_outage = (mode or self.config.imds_outage_mode) if on else Outage.NONE

@@ -268,3 +268,9 @@ def test_keyed_locks_serialise_one_key_and_not_others() -> None:
     for t in [first, *threads]:
         t.join(5)
     assert len(locks) == 0
+
+
+def test_a_bad_prev_result_on_add_touches_nothing(service, allocator, network) -> None:
+    err = _error(service.handle, _request("ADD", prevResult={"ips": "not a list"}), POD_FD)
+    assert err.code == ErrorCode.DECODING_FAILURE
+    assert allocator.allocations() == () and network.wired == {}

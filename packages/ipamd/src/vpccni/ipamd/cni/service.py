@@ -160,6 +160,8 @@ class CniService:
     def add(self, request: Request, conf: NetConf, version: str, netns_fd: int | None) -> dict[str, Any]:
         fd = self._need_netns("ADD", netns_fd)
         pod = self._pod(request, conf)
+        # Read a chained plugin's result before touching anything: a bad one must not leave a wired pod.
+        previous = results.to_current(conf.prev_result, conf.cni_version) if conf.prev_result else None
         with self._locks.hold((pod.container_id, pod.ifname)):
             existing = self._allocator.lookup(
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname
@@ -194,7 +196,7 @@ class CniService:
             log.info(
                 "ADD %s: %s on %s (table %d)", pod.label, allocation.ipv4, allocation.eni_id, spec.route_table
             )
-        return results.convert(self._after_prev_result(result, conf), version)
+        return results.convert(self._after_prev_result(result, previous), version)
 
     def _assign(self, pod: _Pod, shim_timeout_s: float) -> Allocation:
         wait = max(
@@ -226,11 +228,11 @@ class CniService:
         )  # fmt: skip
 
     @staticmethod
-    def _after_prev_result(result: dict[str, Any], conf: NetConf) -> dict[str, Any]:
+    def _after_prev_result(result: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
         """Chained after another plugin: its result first, ours appended (spec: output prevResult too)."""
-        if not conf.prev_result:
+        if previous is None:
             return result
-        merged = results.to_current(conf.prev_result, conf.cni_version)
+        merged = previous
         offset = len(merged.get("interfaces") or [])
         merged["interfaces"] = list(merged.get("interfaces") or []) + result["interfaces"]
         for ip in result["ips"]:

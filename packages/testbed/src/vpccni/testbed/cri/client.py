@@ -107,6 +107,17 @@ class CriClient:
         reply = self._call("Status", cri.StatusRequest())
         return {c.type: c.status for c in reply.status.conditions}
 
+    def cni_networks(self) -> dict[str, str]:
+        """The CNI networks CRI has loaded for pods, by network name -> the config source it read (verbose
+        Status; the `lo` network CRI adds itself is left out)."""
+        reply = self._call("Status", cri.StatusRequest(verbose=True))
+        loaded = json.loads(reply.info.get("cniconfig", "{}") or "{}")
+        return {
+            str(net["Config"]["Name"]): str(net["Config"].get("Source", ""))
+            for net in loaded.get("Networks") or []
+            if net.get("IFName") != "lo"
+        }
+
     def run_pod(self, spec: PodSpec) -> str:
         """RunPodSandbox (CNI ADD inside); returns the sandbox id."""
         config = cri.PodSandboxConfig(

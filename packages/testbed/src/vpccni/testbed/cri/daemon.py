@@ -201,17 +201,21 @@ class Containerd:
         tmp.replace(target)
         return target
 
-    def wait_network_ready(self, *, timeout: float = 20.0) -> None:
-        """Wait until CRI reports NetworkReady (it has loaded a CNI network config)."""
+    def wait_network_ready(self, *, network: str | None = None, timeout: float = 20.0) -> None:
+        """Wait until CRI reports NetworkReady and, when `network` is given, has loaded the network of that
+        name (CRI reloads conf_dir on change, so this is how a test knows a rewritten config is in use)."""
         deadline = time.monotonic() + timeout
         with self.client(timeout=5.0) as cri:
             while True:
-                if cri.conditions().get("NetworkReady"):
+                if cri.conditions().get("NetworkReady") and (
+                    network is None or network in cri.cni_networks()
+                ):
                     return
                 if time.monotonic() > deadline:
+                    wanted = f"network {network!r}" if network else "a network config"
                     raise ContainerdError(
-                        f"CRI did not load a network config from {self.layout.cni_conf} within "
-                        f"{timeout:.0f}s: check the file there is valid JSON with a `plugins` list "
+                        f"CRI did not load {wanted} from {self.layout.cni_conf} within {timeout:.0f}s: "
+                        "check the file there is valid JSON with a `name` and a `plugins` list "
                         f"(log: {self.layout.log_file})"
                     )
                 time.sleep(0.1)

@@ -1,0 +1,251 @@
+"""Chart, subset renderer and plain manifest: equal, valid, least privilege, upstream-shaped."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from vpccni.ipamd.settings import load_settings
+from vpccni.ipamd.settings_registry import BY_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "charts" / "aws-vpc-cni"
+MANIFEST = ROOT / "deploy" / "aws-k8s-cni.yaml"
+K8S_VERSION = "1.30.0"
+
+
+def _load_helmlite() -> Any:
+    spec = importlib.util.spec_from_file_location("helmlite", ROOT / "deploy" / "helmlite.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["helmlite"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+helmlite = _load_helmlite()
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return _docs(helmlite.render_chart(CHART, values=values))
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, kind
+    return found[0]
+
+
+def _aws_node(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = _one(docs, "DaemonSet")["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "aws-node")
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_the_manifest_is_the_chart_rendered_with_default_values() -> None:
+    assert helmlite.render_chart(CHART) == MANIFEST.read_text(), (
+        "deploy/aws-k8s-cni.yaml is stale: python deploy/helmlite.py deploy/charts/aws-vpc-cni "
+        "-o deploy/aws-k8s-cni.yaml"
+    )
+
+
+def test_every_object_validates_against_the_kubernetes_schemas() -> None:
+    docs = _docs(MANIFEST.read_text())
+    assert [d["kind"] for d in docs] == [
+        "CustomResourceDefinition", "ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding",
+        "DaemonSet",
+    ]  # fmt: skip
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_invalid_objects_are_caught_by_the_validation_used_above() -> None:
+    ds = _one(_docs(MANIFEST.read_text()), "DaemonSet")
+    ds["spec"]["template"]["spec"]["hostNetwork"] = "yes"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
+
+
+def test_cluster_role_is_upstreams_without_the_network_policy_agent_rules() -> None:
+    rules = _one(_render(), "ClusterRole")["rules"]
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    expected = (
+        {("crd.k8s.amazonaws.com", "eniconfigs", v) for v in ("get", "list", "watch")}
+        | {("", r, v) for r in ("namespaces", "pods", "nodes") for v in ("get", "list", "watch")}
+        | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch", "list")}
+        | {("vpcresources.k8s.aws", "cninodes", v) for v in ("get", "list", "watch", "patch")}
+    )
+    assert granted == expected
+    assert not any("nonResourceURLs" in rule for rule in rules)
+
+
+def test_annotate_pod_ip_adds_patch_pods_and_nothing_else() -> None:
+    before = _one(_render(), "ClusterRole")["rules"]
+    after = _one(_render({"env": {"ANNOTATE_POD_IP": "true"}}), "ClusterRole")["rules"]
+    added = [r for r in after if r not in before]
+    assert added == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+
+
+def test_default_env_is_accepted_by_the_settings_and_uses_upstream_names() -> None:
+    env = _env(_aws_node(_render()))
+    assert set(env) <= set(BY_NAME), set(env) - set(BY_NAME)
+    settings = load_settings(env)
+    assert settings.warm_eni_target == 1 and settings.warm_prefix_target == 1
+    assert settings.log_file == "/host/var/log/aws-routed-eni/ipamd.log"
+    init = _one(_render(), "DaemonSet")["spec"]["template"]["spec"]["initContainers"][0]
+    assert set(_env(init)) == {"DISABLE_TCP_EARLY_DEMUX", "ENABLE_IPv6"}
+    load_settings(_env(init))
+
+
+def test_daemonset_has_upstreams_shape() -> None:
+    ds = _one(_render(), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert ds["metadata"]["name"] == "aws-node" and ds["metadata"]["namespace"] == "kube-system"
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "10%"},
+    }
+    assert pod["hostNetwork"] is True
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["terminationGracePeriodSeconds"] == 10
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    node = _aws_node([ds])
+    assert node["securityContext"] == {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}
+    assert node["ports"] == [{"containerPort": 61678, "name": "metrics"}]
+    for probe, delay in (("livenessProbe", 60), ("readinessProbe", 1)):
+        assert node[probe]["timeoutSeconds"] == 10
+        assert node[probe]["initialDelaySeconds"] == delay
+        assert node[probe]["exec"]["command"][1] == "-addr=unix:///var/run/aws-node/ipamd.sock"
+    mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
+    volumes = {v["name"]: v["hostPath"] for v in pod["volumes"]}
+    host_paths = {path: volumes[name]["path"] for path, name in mounts.items()}
+    assert host_paths == {
+        "/host/opt/cni/bin": "/opt/cni/bin",
+        "/host/etc/cni/net.d": "/etc/cni/net.d",
+        "/host/var/log/aws-routed-eni": "/var/log/aws-routed-eni",
+        "/var/run/aws-node": "/var/run/aws-node",
+        "/run/xtables.lock": "/run/xtables.lock",
+    }
+    assert volumes["xtables-lock"]["type"] == "FileOrCreate"
+    init = pod["initContainers"][0]
+    assert init["name"] == "aws-vpc-cni-init" and init["securityContext"] == {"privileged": True}
+    assert init["command"] == ["/init/aws-vpc-cni-init"]
+
+
+@pytest.mark.parametrize(
+    ("values", "path", "expected"),
+    [
+        ({"image": {"override": "registry.example/aws-node:v9"}}, ("image",), "registry.example/aws-node:v9"),
+        ({"image": {"tag": "1.2.3"}}, ("image",), "localhost/vpccni/aws-node:1.2.3"),
+        ({"livenessProbeTimeoutSeconds": 30}, ("livenessProbe", "timeoutSeconds"), 30),
+        ({"resources": {"requests": {"cpu": "50m"}}}, ("resources", "requests", "cpu"), "50m"),
+    ],
+)
+def test_a_value_changes_its_field(values: dict[str, Any], path: tuple[str, ...], expected: object) -> None:
+    node = _aws_node(_render(values))
+    for key in path:
+        node = node[key]
+    assert node == expected
+
+
+def test_env_values_merge_into_the_defaults() -> None:
+    env = _env(_aws_node(_render({"env": {"WARM_IP_TARGET": "5", "WARM_ENI_TARGET": "0"}})))
+    assert env["WARM_IP_TARGET"] == "5" and env["WARM_ENI_TARGET"] == "0"
+    assert env["AWS_VPC_ENI_MTU"] == "9001"
+    assert load_settings(env).warm_ip_target == 5
+
+
+def test_helm_style_labels_and_irsa_annotation() -> None:
+    docs = _render(
+        {
+            "originalMatchLabels": False,
+            "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/cni"}},
+        }
+    )
+    ds = _one(docs, "DaemonSet")
+    assert ds["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "aws-node",
+        "app.kubernetes.io/instance": "aws-vpc-cni",
+    }
+    assert ds["spec"]["template"]["metadata"]["labels"]["k8s-app"] == "aws-node"
+    sa = _one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/cni"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_eniconfigs_are_created_per_zone() -> None:
+    docs = _render(
+        {
+            "eniConfig": {
+                "create": True,
+                "region": "eu-west-1",
+                "subnets": {"b": {"id": "subnet-b"}, "a": {"id": "subnet-a", "securityGroups": ["sg-1"]}},
+            }
+        }
+    )
+    enis = [d for d in docs if d["kind"] == "ENIConfig"]
+    assert [(e["metadata"]["name"], e["spec"]) for e in enis] == [
+        ("eu-west-1a", {"securityGroups": ["sg-1"], "subnet": "subnet-a"}),
+        ("eu-west-1b", {"subnet": "subnet-b"}),
+    ]
+
+
+def test_cli_set_and_check(tmp_path: Path) -> None:
+    assert helmlite.main([str(CHART), "--check", str(MANIFEST)]) == 0
+    out = tmp_path / "out.yaml"
+    assert helmlite.main([str(CHART), "--set", "env.WARM_IP_TARGET=7", "-o", str(out)]) == 0
+    assert _env(_aws_node(_docs(out.read_text())))["WARM_IP_TARGET"] == "7"
+    assert helmlite.main([str(CHART), "--check", str(out)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "expected"),
+    [
+        ("a: {{ .Values.x | quote }}", {"x": 1}, 'a: "1"'),
+        ("{{- if .Values.x }}yes{{ else }}no{{ end -}}", {"x": ""}, "no"),
+        ("l:\n  {{- range $k, $v := .Values.m }}\n  {{ $k }}: {{ $v }}\n  {{- end }}",
+         {"m": {"b": 2, "a": 1}}, "l:\n  a: 1\n  b: 2"),
+        ("{{ default \"d\" .Values.missing }}", {}, "d"),
+        ("m:{{ toYaml .Values.m | nindent 2 }}", {"m": {"k": [1, 2]}}, "m:\n  k:\n  - 1\n  - 2"),
+        ("{{ printf \"%s:%s\" .Values.a .Values.b }}", {"a": "x", "b": "y"}, "x:y"),
+    ],
+)  # fmt: skip
+def test_renderer_subset_semantics(template: str, values: dict[str, Any], expected: str) -> None:
+    nodes = helmlite.parse(template, "t")
+    root = {"Values": values}
+    assert helmlite.Renderer({}).run(nodes, root, {"$": root}) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ lookup "v1" "Pod" "" "" }}',
+        "{{ with .Values.x }}{{ end }}",
+        "{{ if .Values.x }}",
+        "{{ .Values.m }}",
+    ],
+)
+def test_renderer_rejects_what_is_outside_the_subset(template: str) -> None:
+    with pytest.raises(helmlite.TemplateError):
+        nodes = helmlite.parse(template, "t")
+        root = {"Values": {"m": {"a": 1}}}
+        helmlite.Renderer({}).run(nodes, root, {"$": root})

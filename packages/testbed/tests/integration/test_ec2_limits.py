@@ -138,6 +138,10 @@ def test_events_describe_attach_detach_and_address_changes(cloud: Cloud, instanc
     )
     assert AddressesChanged(eni_id=eni) in seen
     assert EniDetached(instance_id=instance.instance_id, eni_id=eni, mac=mac) in seen
+    cloud.unsubscribe(seen.append)
+    count = len(seen)
+    ec2.delete_network_interface(NetworkInterfaceId=eni)
+    assert len(seen) == count
 
 
 def test_terminate_detaches_enis_and_deletes_those_marked(cloud: Cloud, instance: InstanceInfo) -> None:

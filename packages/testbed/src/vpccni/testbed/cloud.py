@@ -152,6 +152,7 @@ class Cloud:
         self._imds_outage = Outage.NONE
         self._lock = threading.Lock()
         self._started = False
+        self._client: Any = None
         self.vpc_id = ""
         self.subnet_ids: list[str] = []
         self.security_group_id = ""
@@ -170,7 +171,7 @@ class Cloud:
         log.info("testbed EC2 on %s (vpc %s, subnets %s)", self.ec2_endpoint, self.vpc_id, self.subnet_ids)
 
     def _create_network(self) -> None:
-        ec2 = self.ec2_client()
+        ec2 = self._own_client()
         self.vpc_id = ec2.create_vpc(CidrBlock=str(self.config.vpc_cidr))["Vpc"]["VpcId"]
         for spec in self.config.subnets:
             subnet = ec2.create_subnet(
@@ -196,6 +197,7 @@ class Cloud:
         if self._started:
             self._server.stop()
             self._started = False
+            self._client = None
             self._backend.reset()
 
     def __enter__(self) -> Cloud:
@@ -235,9 +237,16 @@ class Cloud:
         )
 
     # ---- instances
+    def _own_client(self) -> Any:
+        # boto3 clients are thread-safe and cost ~50 ms to build: the testbed's own calls share one.
+        with self._lock:
+            if self._client is None:
+                self._client = self.ec2_client()
+            return self._client
+
     def launch_instance(self, instance_type: str = "m5.large", subnet_id: str | None = None) -> InstanceInfo:
         subnet_id = subnet_id or self.subnet_ids[0]
-        resp = self.ec2_client().run_instances(
+        resp = self._own_client().run_instances(
             ImageId=AMI_ID,
             InstanceType=instance_type,
             MinCount=1,
@@ -341,8 +350,14 @@ class Cloud:
 
     # ---- events
     def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """callback(event) after each EC2 state change, on the server thread, outside the state lock."""
         with self._lock:
             self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[Event], None]) -> None:
+        with self._lock:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
 
     def _publish(self, events: list[Event]) -> None:
         if any(isinstance(e, StateChanged) for e in events):

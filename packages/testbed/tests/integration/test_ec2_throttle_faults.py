@@ -81,10 +81,31 @@ def test_control_endpoint_changes_a_running_testbed(cloud: Cloud) -> None:
     assert bad.value.code == 400
 
 
-@pytest.mark.parametrize("cloud_config", [CloudConfig(latency={"DescribeSubnets": 0.2}, throttle={})])
-def test_latency_and_throttling_set_per_run(cloud: Cloud) -> None:
+PER_RUN = CloudConfig(
+    latency={"DescribeSubnets": 0.2}, throttle={}, errors={"DescribeVpcs": ("InternalError", 2)}
+)
+
+
+@pytest.mark.parametrize("cloud_config", [PER_RUN])
+def test_latency_errors_and_throttling_set_per_run(cloud: Cloud) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
     for _ in range(3):
         ec2.describe_subnets()
     records = [r for r in cloud.call_log if r.action == "DescribeSubnets"]
     assert len(records) == 3 and all(r.duration >= 0.2 and r.error_code is None for r in records)
+    outcomes = []
+    for _ in range(3):
+        try:
+            ec2.describe_vpcs()
+            outcomes.append("ok")
+        except ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+    assert outcomes == ["InternalError", "InternalError", "ok"]
+
+
+def test_testbeds_in_one_process_do_not_share_state(cloud: Cloud) -> None:
+    with Cloud(CloudConfig()) as other:
+        mine = {v["VpcId"] for v in cloud.ec2_client().describe_vpcs()["Vpcs"]}
+        theirs = {v["VpcId"] for v in other.ec2_client().describe_vpcs()["Vpcs"]}
+        assert cloud.vpc_id in mine and other.vpc_id in theirs
+        assert cloud.vpc_id not in theirs and other.vpc_id not in mine

@@ -32,6 +32,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
                 "throttle": {MUTATING: {"capacity": 3, "refill_per_s": 1}},
                 "imds_outage_mode": "http503",
                 "latency": {"AttachNetworkInterface": 0.5},
+                "errors": {"CreateNetworkInterface": ["InsufficientFreeAddressesInSubnet", 2]},
             }
         )
     )
@@ -41,6 +42,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     assert cfg.subnets[0].cidr == IPv4Network("10.0.0.0/24")
     assert cfg.throttle[MUTATING].capacity == 3
     assert cfg.latency == {"AttachNetworkInterface": 0.5}
+    assert cfg.errors == {"CreateNetworkInterface": ("InsufficientFreeAddressesInSubnet", 2)}
 
 
 def test_unknown_keys_are_rejected(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ class CloudConfig:
     ec2_port: int = 0
     throttle: Mapping[str, BucketSpec] = field(default_factory=lambda: dict(EC2_DEFAULT_BUCKETS))
     latency: Mapping[str, float] = field(default_factory=dict)  # per EC2 action ("*" = all), seconds
+    errors: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # action -> (EC2 error code, count)
     address_placement: Placement = Placement.LOWEST
     seed: int = 0
     imds_lag: float = 0.0
@@ -97,6 +98,10 @@ class CloudConfig:
             kwargs["throttle"] = {
                 cat: BucketSpec(capacity=int(b["capacity"]), refill_per_s=float(b["refill_per_s"]))
                 for cat, b in (kwargs["throttle"] or {}).items()
+            }
+        if "errors" in kwargs:
+            kwargs["errors"] = {
+                action: (str(code), int(count)) for action, (code, count) in kwargs["errors"].items()
             }
         if "address_placement" in kwargs:
             kwargs["address_placement"] = Placement(kwargs["address_placement"])
@@ -134,6 +139,8 @@ class Cloud:
         self._faults = FaultPlan()
         for action, seconds in self.config.latency.items():
             self._faults.set_latency(action, seconds)
+        for action, (code, count) in self.config.errors.items():
+            self._faults.inject_error(action, code, count)
         self._calllog = CallLog()
         self._app = Ec2App(
             account_id=self.account_id,

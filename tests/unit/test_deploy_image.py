@@ -1,0 +1,120 @@
+"""The image's build context (what can be checked without building it) and the iptables backend choice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes, options_from_settings
+from vpccni.ipamd.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = ROOT / "deploy" / "image"
+CONTAINERFILE = (IMAGE / "Containerfile").read_text()
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("image-context")
+    subprocess.run([sys.executable, str(IMAGE / "stage.py"), str(out), "--no-wheels"], check=True)
+    return out
+
+
+def _image_path(context: Path, path: str) -> Path:
+    """Where a path of the final image comes from in the staged context (rootfs/ and generated/app/)."""
+    for base in (context / "rootfs", context / "generated"):
+        candidate = base / path.lstrip("/")
+        if candidate.exists():
+            return candidate
+    raise AssertionError(f"{path} is not in the image")
+
+
+def test_every_copy_source_is_staged(context: Path) -> None:
+    sources = re.findall(r"^COPY\s+(\S+)\s+\S+$", CONTAINERFILE, re.MULTILINE)
+    assert sources == ["wheels/", "rootfs/", "generated/app/"]
+    for source in sources[1:]:  # wheels need the package index: covered by build.sh
+        assert (context / source).is_dir()
+    assert (context / "Containerfile").read_text() == CONTAINERFILE
+
+
+def test_the_commands_the_manifest_runs_exist_and_name_real_modules(context: Path) -> None:
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "aws-k8s-cni.yaml").read_text()))
+    pod = next(d for d in docs if d and d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    commands = [pod["initContainers"][0]["command"][0]]
+    node = pod["containers"][0]
+    commands += [node[p]["exec"]["command"][0] for p in ("livenessProbe", "readinessProbe")]
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", CONTAINERFILE, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    commands += [*entrypoint, "/app/aws-k8s-agent", "/app/vpccni"]
+    for command in commands:
+        wrapper = _image_path(context, command)
+        assert os.access(wrapper, os.X_OK), command
+        exec_line = next(line for line in wrapper.read_text().splitlines() if line.startswith("exec "))
+        argv = shlex.split(exec_line)
+        assert argv[1] == "/opt/vpccni/bin/python" and argv[2] == "-m"
+        assert importlib.util.find_spec(argv[3]) is not None, f"{command} runs a missing module {argv[3]}"
+
+
+def test_the_probe_wrapper_speaks_grpc_health_probe(context: Path, tmp_path: Path) -> None:
+    wrapper = _image_path(context, "/app/grpc-health-probe").read_text()
+    local = tmp_path / "grpc-health-probe"
+    local.write_text(wrapper.replace("/opt/vpccni/bin/python", sys.executable))
+    local.chmod(0o755)
+    sock = tmp_path / "absent.sock"
+    proc = subprocess.run([str(local), f"-addr=unix://{sock}", "-connect-timeout=100ms"], capture_output=True)
+    assert proc.returncode == 2  # grpc-health-probe's "connection failed"
+
+
+def test_shim_and_reference_files(context: Path) -> None:
+    app = context / "generated" / "app"
+    proc = subprocess.run(
+        [str(app / "aws-cni")], input=b'{"cniVersion": "1.0.0"}', capture_output=True,
+        env={"CNI_COMMAND": "VERSION", "PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "0.4.0" in json.loads(proc.stdout)["supportedVersions"]
+    # The reference conflist is what the entrypoint writes for default settings.
+    assert ConflistOptions() == options_from_settings(load_settings({}), {})
+    assert (app / "10-aws.conflist").read_bytes() == conflist_bytes(ConflistOptions())
+    assert "m5.large 29" in (app / "eni-max-pods.txt").read_text().splitlines()
+
+
+def _fake_backends(tmp_path: Path, rules: dict[str, str]) -> dict[str, str]:
+    """PATH with stand-in `*-save` commands printing the given rules (never the machine's iptables)."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for backend in ("legacy", "nft"):
+        for family in ("iptables", "ip6tables"):
+            script = bin_dir / f"{family}-{backend}-save"
+            body = rules.get(backend, "") if family == "iptables" else ""
+            script.write_text(f"#!/bin/sh\ncat <<'X'\n{body}\nX\n")
+            script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "IPTABLES_WRAPPER_DRY_RUN": "1"}
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ({"legacy": "-A POSTROUTING -j KUBE-POSTROUTING\n-A KUBE-SERVICES -j RETURN"}, "legacy"),
+        ({"nft": "-A POSTROUTING -j KUBE-POSTROUTING"}, "nft"),
+        ({}, "nft"),
+        ({"legacy": "-A A -j B\n-A C -j D", "nft": ":KUBE-IPTABLES-HINT - [0:0]"}, "nft"),
+        ({"legacy": ":KUBE-KUBELET-CANARY - [0:0]", "nft": "-A A -j B\n-A C -j D"}, "legacy"),
+    ],
+)
+def test_iptables_wrapper_follows_the_hosts_backend(
+    tmp_path: Path, rules: dict[str, str], expected: str
+) -> None:
+    wrapper = IMAGE / "rootfs" / "usr" / "sbin" / "iptables-wrapper"
+    proc = subprocess.run(
+        ["/bin/sh", str(wrapper), "-L"], env=_fake_backends(tmp_path, rules), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected

@@ -25,6 +25,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
+# How often a serving loop checks for shutdown: short, so stopping a testbed is quick.
+POLL_INTERVAL = 0.05
 Response = tuple[str, list[tuple[str, str]], bytes]
 
 
@@ -183,7 +185,12 @@ class Ec2Server:
         self._server = make_server(
             self._host, self._port, self._app, threaded=True, request_handler=_QuietHandler
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="testbed-ec2", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL},
+            name="testbed-ec2",
+            daemon=True,
+        )
         self._thread.start()
 
     @property

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TTL = 21600
+POLL_INTERVAL = 0.05  # how often the serving loop checks for shutdown
 
 
 class Outage(Enum):
@@ -162,7 +163,12 @@ class ImdsServer:
         http.imds = self
         self._host, self._port = http.server_address[:2]  # type: ignore[assignment]
         self._http = http
-        self._thread = threading.Thread(target=http.serve_forever, name="testbed-imds", daemon=True)
+        self._thread = threading.Thread(
+            target=http.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL},
+            name="testbed-imds",
+            daemon=True,
+        )
         self._thread.start()
 
     def _halt(self, *, close_socket: bool) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from vpccni.testbed.demo.app import main
+
+sys.exit(main())

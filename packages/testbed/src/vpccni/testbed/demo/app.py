@@ -1,0 +1,360 @@
+"""The demo: testbed nodes running the real `aws-k8s-agent` and `aws-cni`, pods, real traffic, teardown.
+
+Exit status: 0 when every pod got an address, every connectivity check passed and every address went back
+after DEL; 1 otherwise; 130 on Ctrl-C. Whatever happens, every namespace, process and temp dir it made is
+removed (unless `--keep`, which holds everything up until Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import ipaddress
+import json
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TextIO, TypeVar
+
+from vpccni.ipamd.cli.introspect import pod_rows
+from vpccni.testbed.cluster import Cluster
+from vpccni.testbed.demo import report
+from vpccni.testbed.demo.connectivity import ProbeResult, plan_and_run
+from vpccni.testbed.demo.placement import PlacedPod, place, result_ip
+from vpccni.testbed.demo.progress import Progress
+from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
+
+log = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
+_Value = TypeVar("_Value")
+
+ADD_ATTEMPTS = 4  # kubelet keeps retrying a failed sandbox; the demo gives up after a few
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    nodes: int = 2
+    pods: int = 40
+    instance_type: str = "m5.large"
+    keep: bool = False
+    workers: int = 8
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def parse_args(argv: Sequence[str]) -> DemoOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m vpccni.testbed.demo",
+        description="Testbed nodes running the real aws-k8s-agent and aws-cni; pods; real traffic; teardown.",
+    )
+    parser.add_argument("--nodes", type=int, default=2, help="testbed nodes (default 2)")
+    parser.add_argument("--pods", type=int, default=40, help="pods spread over the nodes (default 40)")
+    parser.add_argument("--instance-type", default="m5.large", help="EC2 instance type (default m5.large)")
+    parser.add_argument("--keep", action="store_true", help="leave everything up until Ctrl-C")
+    parser.add_argument("--workers", type=int, default=8, help="concurrent CNI calls (default 8)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an aws-node environment variable for every agent, e.g. --set WARM_IP_TARGET=5 (repeatable)",
+    )
+    args = parser.parse_args(list(argv))
+    if args.nodes < 1 or args.pods < 0 or args.workers < 1:
+        parser.error("--nodes and --workers must be at least 1, --pods at least 0")
+    settings = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--set {item!r}: use NAME=VALUE")
+        settings[name] = value
+    return DemoOptions(
+        nodes=args.nodes,
+        pods=args.pods,
+        instance_type=args.instance_type,
+        keep=args.keep,
+        workers=args.workers,
+        settings=settings,
+    )
+
+
+class _Stop(Exception):
+    """SIGTERM: unwind and clean up like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise _Stop()
+
+    # SIGINT explicitly too: a shell starting the demo in the background leaves it ignored.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """During cleanup a second Ctrl-C must not leave half the testbed behind."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass(kw_only=True)
+class Demo:
+    options: DemoOptions
+    out: TextIO
+    err: TextIO
+    workdir: Path
+    cluster: Cluster | None = None
+    runners: list[NodeRunner] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    calls_before_agents: int = 0
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # ---- steps
+    def bring_up(self) -> None:
+        o = self.options
+        self.say(
+            f"Bringing up the testbed: EC2 (moto + fidelity layer), IMDS and the VPC datapath; "
+            f"{o.nodes} x {o.instance_type}"
+        )
+        self.cluster = Cluster()
+        self.cluster.start()
+        shim = build_shim(self.workdir / "opt-cni-bin")
+        self.say(f"Built the single-file aws-cni shim: {shim}")
+        nodes = [self.cluster.add_node(instance_type=o.instance_type) for _ in range(o.nodes)]
+        # Calls before this point are the testbed launching instances, not the product.
+        self.calls_before_agents = len(self.cluster.cloud.call_log)
+        for node in nodes:
+            runner = NodeRunner(node=node, workdir=self.workdir / node.name, shim=shim, env=o.settings)
+            self.runners.append(runner)
+            runner.start(wait=False)
+        for runner in self.runners:
+            seconds = runner.wait_serving()
+            n = runner.node
+            self.say(
+                f"  {n.name}: {n.instance.instance_id} {n.instance.instance_type} {n.instance.primary_ip} "
+                f"in netns {n.netns}; aws-k8s-agent pid {runner.pid} serving after {seconds:.1f}s; "
+                f"conflist {runner.conflist}"
+            )
+
+    def create_pods(self) -> dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]:
+        o = self.options
+        self.say(
+            "\nPods are created as a container runtime creates them (containerd's CRI is not used here): a "
+            "network namespace per pod sandbox, then the installed aws-cni executed with CNI_COMMAND=ADD, "
+            "CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME=eth0, CNI_ARGS=K8S_POD_*, and the conflist's plugin "
+            "config (cniVersion and name injected) on stdin."
+        )
+        plan = [(self.runners[i % len(self.runners)], f"demo-{i + 1:03d}") for i in range(o.pods)]
+        placed: dict[str, list[tuple[Pod, ipaddress.IPv4Address]]] = {r.node.name: [] for r in self.runners}
+
+        def done(item: tuple[NodeRunner, str], value: tuple[Pod, ipaddress.IPv4Address | None, str]) -> str:
+            runner, name = item
+            pod, ip, error = value
+            if ip is None:
+                self.failures.append(f"ADD {runner.node.name}/{name}: {error}")
+                return ""
+            placed[runner.node.name].append((pod, ip))
+            return f"{runner.node.name}/{name} {ip}"
+
+        self._concurrently("ADD", plan, lambda item: self._add_one(*item), done)
+        return placed
+
+    def _concurrently(
+        self,
+        label: str,
+        items: Sequence[_Item],
+        work: Callable[[_Item], _Value],
+        done: Callable[[_Item, _Value], str],
+    ) -> None:
+        """Run `work` over `items` on the worker pool with a progress bar; `done` returns the progress note
+        ("" for a failure). An interrupt cancels what has not started yet."""
+        progress = Progress(label=label, total=len(items), stream=self.err)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.options.workers) as pool:
+            futures = {pool.submit(work, item): item for item in items}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    note = done(futures[future], future.result())
+                    progress.advance(failed=not note, note=note)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+            finally:
+                progress.close()
+
+    def _add_one(self, runner: NodeRunner, name: str) -> tuple[Pod, ipaddress.IPv4Address | None, str]:
+        pod = runner.create_pod(namespace="default", name=name)
+        error = ""
+        for attempt in range(ADD_ATTEMPTS):
+            outcome = runner.add(pod)
+            if outcome.ok:
+                return pod, result_ip(outcome.document), ""
+            error = outcome.error
+            runner.delete(pod)  # a failed ADD is followed by DEL before the runtime retries
+            time.sleep(0.5 * (attempt + 1))
+        return pod, None, error
+
+    def show_pods(self, placed: dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]) -> list[PlacedPod]:
+        rows: list[PlacedPod] = []
+        for runner in self.runners:
+            rows.extend(place(runner, placed[runner.node.name]))
+        self.say(report.heading(f"Pods ({len(rows)} of {self.options.pods} have an address)"))
+        self.out.write(report.pods_table(rows))
+        return rows
+
+    def show_connectivity(self, placed: list[PlacedPod]) -> list[ProbeResult]:
+        assert self.cluster is not None
+        self.say(report.heading("Connectivity (real packets; the far end reports the source address it saw)"))
+        results = plan_and_run(self.cluster, placed)
+        self.out.write(report.connectivity_table(results))
+        for r in results:
+            if not r.ok:
+                self.failures.append(f"connectivity {r.kind}: {r.source} -> {r.target} saw {r.seen_source}")
+        if not results:
+            self.say("(no pods to test)")
+        return results
+
+    def show_pools(self, title: str) -> dict[str, tuple[dict[str, object], dict[str, object]]]:
+        pools = {}
+        for runner in self.runners:
+            pools[runner.node.name] = (runner.introspect("/v1/pool"), runner.introspect("/v1/enis"))
+        self.say(report.heading(title))
+        self.out.write(report.pool_table(pools))
+        return pools
+
+    def show_ec2_calls(self) -> None:
+        assert self.cluster is not None
+        self.say(report.heading("EC2 calls the agents made (testbed call log, by action)"))
+        self.out.write(report.ec2_calls_table(self.cluster.cloud.call_log[self.calls_before_agents :]))
+
+    def keep_up(self) -> None:
+        self.say(report.heading("--keep: everything stays up until Ctrl-C"))
+        for runner in self.runners:
+            n = runner.node
+            self.say(f"  {n.name}: ip netns exec {n.netns} curl 127.0.0.1:61679/v1/enis")
+            self.say(
+                f"  {' ' * len(n.name)}  ip netns exec {n.netns} {Path(sys.executable).parent}/vpccni pods"
+            )
+            self.say(f"  {' ' * len(n.name)}  logs: {runner.log_file}")
+        for runner in self.runners:
+            for pod in runner.pods():
+                self.say(
+                    f"  pod {pod.name} on {runner.node.name}: ip netns exec {pod.netns} ip addr show eth0"
+                )
+                break
+        self.say("Press Ctrl-C to tear down.")
+        while True:
+            signal.pause()
+
+    def delete_pods(self) -> None:
+        work = [(runner, pod) for runner in self.runners for pod in runner.pods()]
+
+        def done(item: tuple[NodeRunner, Pod], error: str) -> str:
+            runner, pod = item
+            if error:
+                self.failures.append(f"DEL {runner.node.name}/{pod.name}: {error}")
+                return ""
+            return f"{runner.node.name}/{pod.name}"
+
+        self._concurrently("DEL", work, lambda item: self._delete_one(*item), done)
+
+    @staticmethod
+    def _delete_one(runner: NodeRunner, pod: Pod) -> str:
+        outcome = runner.delete(pod)
+        runner.remove_pod(pod)
+        return "" if outcome.ok else outcome.error
+
+    def verify_returned(self) -> None:
+        self.say(report.heading("After DEL: every address is back in the pool"))
+        for runner in self.runners:
+            left = pod_rows(runner.introspect("/v1/enis"))
+            checkpoint = json.loads(runner.checkpoint.read_text()) if runner.checkpoint.exists() else {}
+            recorded = len(checkpoint.get("allocations") or [])
+            verdict = "datastore empty" if not left and recorded == 0 else "ADDRESSES STILL ASSIGNED"
+            name = runner.node.name
+            self.say(f"  {name}: {len(left)} assigned in ipamd, {recorded} in the checkpoint: {verdict}")
+            if left or recorded:
+                self.failures.append(f"{runner.node.name}: {len(left)} addresses still assigned after DEL")
+
+    def tear_down(self) -> None:
+        for runner in self.runners:
+            with contextlib.suppress(Exception):
+                runner.close()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    # ---- the whole run
+    def run(self) -> int:
+        started = time.monotonic()
+        self.bring_up()
+        placed = self.show_pods(self.create_pods())
+        self.show_connectivity(placed)
+        self.show_pools("Warm pool per node (ipamd introspection /v1/pool and /v1/enis)")
+        self.show_ec2_calls()
+        if self.options.keep:
+            self.keep_up()
+        self.say(report.heading("Deleting the pods (CNI DEL through the shim, prevResult from ADD)"))
+        self.delete_pods()
+        self.verify_returned()
+        self.show_pools("Warm pool per node after DEL (released addresses cool down before reuse)")
+        self.say(report.heading("Result"))
+        for failure in self.failures:
+            self.say(f"  FAILED: {failure}")
+        self.say(
+            f"  {'all checks passed' if not self.failures else f'{len(self.failures)} failures'} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        return 1 if self.failures else 0
+
+
+def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="vpccni-demo-"))
+    demo = Demo(options=options, out=out, err=err, workdir=workdir)
+    try:
+        with _signals_unwind():
+            return demo.run()
+    except (KeyboardInterrupt, _Stop):
+        err.write("\ninterrupted: tearing everything down\n")
+        return 130
+    except Exception as exc:  # a failed step: say what and why, then clean up
+        log.debug("demo failed", exc_info=True)
+        err.write(f"\ndemo failed: {exc}\n")
+        return 1
+    finally:
+        with _signals_ignored():
+            try:
+                demo.tear_down()
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        out.write("Torn down: namespaces, agents and temp files removed.\n")
+        out.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_demo(options)

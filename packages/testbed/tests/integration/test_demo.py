@@ -1,0 +1,78 @@
+"""The demo end to end, small: its exit status, its report, and that it leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the demo creates network namespaces: needs root")
+
+
+def _demo(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vpccni.testbed.demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _left_behind(output: str) -> list[str]:
+    """Namespaces, agent processes and temp dirs named in the demo's output that still exist."""
+    left = []
+    run_ids = set(re.findall(r"in netns vtb-([0-9a-f]+)-node\d+", output))
+    assert run_ids, "the demo names its node namespaces"
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for run_id in run_ids:
+        left += [n.split()[0] for n in names.splitlines() if f"-{run_id}-" in n]
+    for pid in re.findall(r"aws-k8s-agent pid (\d+)", output):
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists() and b"aws-k8s-agent" in cmdline.read_bytes():
+            left.append(f"process {pid}")
+    for tmp in re.findall(r"shim: (/\S+?)/opt-cni-bin/aws-cni", output):
+        if Path(tmp).exists():
+            left.append(tmp)
+    return left
+
+
+def test_two_nodes_six_pods_all_checks_pass_and_nothing_is_left() -> None:
+    proc = _demo("--nodes", "2", "--pods", "6")
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "Pods (6 of 6 have an address)" in output
+    assert "FAIL " not in output
+    for kind in (
+        "pod -> pod, same node",
+        "pod -> pod, across nodes",
+        "pod -> VPC host",
+        "pod -> internet (SNAT)",
+    ):
+        assert f"PASS  {kind}" in output, kind
+    assert "CNI_COMMAND=ADD" in output  # it says how pods are made
+    assert output.count("datastore empty") == 2
+    assert "AssignPrivateIpAddresses" in output
+    assert _left_behind(output) == []
+
+
+def test_interrupt_while_adding_pods_cleans_up() -> None:
+    proc = _demo("--nodes", "1", "--pods", "20", "--workers", "2")
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if "Pods are created" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert "interrupted: tearing everything down" in output
+    assert _left_behind(output) == []

@@ -212,8 +212,9 @@ class NodeRunner:
         deadline = started + timeout_s
         while True:
             if self.proc is not None and self.proc.poll() is not None:
+                code = self.proc.returncode
                 raise NodeRunnerError(
-                    f"aws-k8s-agent on {self.node.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                    f"aws-k8s-agent on {self.node.name} exited with {code}:\n{self.log_tail()}"
                 )
             if self.cni_socket.exists():
                 with contextlib.suppress(IntrospectionError):
@@ -221,7 +222,8 @@ class NodeRunner:
                     break
             if time.monotonic() > deadline:
                 raise NodeRunnerError(
-                    f"aws-k8s-agent on {self.node.name} did not serve within {timeout_s:.0f} s:\n{self.log_tail()}"
+                    f"aws-k8s-agent on {self.node.name} did not serve within {timeout_s:.0f} s "
+                    f"(see {self.log_file}):\n{self.log_tail()}"
                 )
             time.sleep(0.05)
         elapsed = time.monotonic() - started

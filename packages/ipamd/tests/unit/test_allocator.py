@@ -168,6 +168,14 @@ def test_terminating_is_not_ready() -> None:
     assert alloc.readiness()[0] is False
 
 
+def test_status_is_not_ready_when_full_and_unable_to_grow() -> None:
+    alloc, _, _, _ = setup(cidrs=1, status=PoolStatus(state=GrowthState.AT_MAX_PODS))
+    assert alloc.readiness() == (True, "ready")  # one free address left
+    add(alloc, 1)
+    ready, reason = alloc.readiness()
+    assert ready is False and "cannot grow" in reason
+
+
 def test_metrics_follow_requests() -> None:
     alloc, _, _, _ = setup(cidrs=1, status=PoolStatus(state=GrowthState.AT_MAX_PODS))
     add(alloc, 1)

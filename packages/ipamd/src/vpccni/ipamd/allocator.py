@@ -100,7 +100,14 @@ class Allocator:
         status = self._pool.status
         if status.state is GrowthState.TERMINATING:
             return False, status.message
+        # CNI STATUS means "an ADD would succeed now or soon": a free address, or a pool that can still grow.
+        if not status.may_grow_soon and self._free_now() == 0:
+            return False, f"no free address and the pool cannot grow: {status.message}"
         return True, "ready"
+
+    def _free_now(self) -> int:
+        snapshot = self._ds.snapshot()
+        return sum(c.free - c.in_cooldown for e in snapshot.usable_enis for c in e.cidrs)
 
     # --- the port ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,74 @@
+"""The real aws-k8s-agent while the cloud misbehaves: a lagging IMDS never leads to an address the node does
+not own (upstream #3887), and EC2 throttling slows allocation without breaking it."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from vpccni.testbed.cluster import Cluster
+
+if TYPE_CHECKING:
+    from conftest import Agent
+
+
+@pytest.fixture
+def lagging_imds(cluster: Cluster) -> Iterator[float]:
+    lag = 3.0
+    cluster.cloud.set_imds_lag(lag)
+    try:
+        yield lag
+    finally:
+        cluster.cloud.set_imds_lag(0.0)
+
+
+@pytest.fixture
+def throttled_ec2(cluster: Cluster) -> Iterator[float]:
+    started = time.time()
+    cluster.cloud.set_throttle("mutating", capacity=2, refill_per_s=1.0)
+    try:
+        yield started
+    finally:
+        cluster.cloud.disable_throttle("mutating")
+
+
+def test_imds_lag_never_leads_to_a_bad_assignment(
+    lagging_imds: float, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    agent = make_agent(WARM_IP_TARGET="3")
+
+    def add_checked(pod: str) -> ipaddress.IPv4Address:
+        ip = agent.add_ok(pod)
+        assert agent.ec2_owns(ip), f"{pod} got {ip}, which EC2 has not assigned to this node"
+        return ip
+
+    first = {pod: add_checked(pod) for pod in (f"a{i}" for i in range(14))}
+    # Churn: released addresses go back to EC2 while the lagging IMDS still lists them; the reconciler
+    # must not take them back, and new pods must only get addresses EC2 confirms.
+    for pod in list(first)[:10]:
+        assert agent.delete(pod).Success
+    time.sleep(lagging_imds + 2)  # let decreases and reconciles run against the stale IMDS
+    second = [add_checked(f"b{i}") for i in range(10)]
+    held = set(second) | {ip for pod, ip in first.items() if pod not in list(first)[:10]}
+    assert len(held) == 14, "no address is held by two pods"
+    wait_for(lambda: agent.introspected_cidrs() == agent.ec2_cidrs(), what="ipamd and EC2 to agree")
+
+
+def test_throttling_slows_but_does_not_break_allocation(
+    cluster: Cluster, throttled_ec2: float, make_agent: Callable[..., Agent]
+) -> None:
+    agent = make_agent(WARM_IP_TARGET="1")
+    ips = [agent.add_ok(f"t{i}", timeout_s=120) for i in range(20)]
+
+    assert len(set(ips)) == len(ips)
+    assert all(agent.ec2_owns(ip) for ip in ips)
+    throttled = [
+        r
+        for r in cluster.cloud.call_log
+        if r.started >= throttled_ec2 and r.error_code == "RequestLimitExceeded"
+    ]
+    assert throttled, "the test did not throttle anything"
+    assert agent.health() == 1  # still SERVING

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from botocore.config import Config
@@ -14,24 +15,29 @@ from vpccni.testbed.cloud import Cloud, CloudConfig
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
+def outcomes_of(call: Callable[[], object], times: int) -> list[tuple[str, int]]:
+    """("ok" or the EC2 error code, HTTP status) of each of `times` calls."""
+    out = []
+    for _ in range(times):
+        try:
+            call()
+            out.append(("ok", 200))
+        except ClientError as exc:
+            out.append((exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]))
+    return out
+
+
 def test_throttling_returns_request_limit_exceeded_then_refills(cloud: Cloud) -> None:
     ec2 = cloud.ec2_client(config=NO_RETRY)
     cloud.set_throttle("non-mutating", capacity=2, refill_per_s=1.0)
     cloud.set_throttle("mutating", capacity=1000, refill_per_s=1000.0)
-    outcomes = []
-    for _ in range(3):
-        try:
-            ec2.describe_subnets()
-            outcomes.append("ok")
-        except ClientError as exc:
-            outcomes.append(exc.response["Error"]["Code"])
-            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    assert outcomes[:2] == ["ok", "ok"] and "RequestLimitExceeded" in outcomes
+    outcomes = outcomes_of(ec2.describe_subnets, 3)
+    assert outcomes[:2] == [("ok", 200), ("ok", 200)] and ("RequestLimitExceeded", 503) in outcomes
     ec2.create_tags(Resources=[cloud.vpc_id], Tags=[{"Key": "k", "Value": "v"}])  # other bucket unaffected
     time.sleep(1.05)  # one token per second: one is back
     ec2.describe_subnets()
     codes = [r.error_code for r in cloud.call_log if r.action == "DescribeSubnets"]
-    assert codes.count("RequestLimitExceeded") == outcomes.count("RequestLimitExceeded")
+    assert codes.count("RequestLimitExceeded") == outcomes.count(("RequestLimitExceeded", 503))
 
 
 def test_injected_latency_is_observed(cloud: Cloud) -> None:
@@ -93,14 +99,7 @@ def test_latency_errors_and_throttling_set_per_run(cloud: Cloud) -> None:
         ec2.describe_subnets()
     records = [r for r in cloud.call_log if r.action == "DescribeSubnets"]
     assert len(records) == 3 and all(r.duration >= 0.2 and r.error_code is None for r in records)
-    outcomes = []
-    for _ in range(3):
-        try:
-            ec2.describe_vpcs()
-            outcomes.append("ok")
-        except ClientError as exc:
-            outcomes.append(exc.response["Error"]["Code"])
-    assert outcomes == ["InternalError", "InternalError", "ok"]
+    assert outcomes_of(ec2.describe_vpcs, 3) == [("InternalError", 500), ("InternalError", 500), ("ok", 200)]
 
 
 def test_testbeds_in_one_process_do_not_share_state(cloud: Cloud) -> None:

@@ -25,9 +25,9 @@ from vpccni.awsutils.errors import AwsUtilsError
 from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
 from vpccni.cniplugin.version import VERSION
-from vpccni.ipamd.adapters.aws import Ec2CloudPort, ImdsMetadataPort, SubnetCidrs, subnet_cidr_lookup
-from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers
-from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings, RestoredPodRules
+from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers, kube_api_from_settings
+from vpccni.ipamd.adapters.network import RestoredPodRules
+from vpccni.ipamd.adapters.node import NodeAdapters
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import Allocator
 from vpccni.ipamd.checkpoint import FileCheckpointer
@@ -57,12 +57,7 @@ from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers
 from vpccni.ipamd.ports import EniDescription
 from vpccni.ipamd.reconcile import Reconciler
 from vpccni.ipamd.settings import Settings
-from vpccni.networkutils.host import HostNetwork
-from vpccni.networkutils.iptables import CommandIptables
-from vpccni.networkutils.netlink import Netlink, open_netlink
-from vpccni.networkutils.netns import ThreadNetnsNetlink
-from vpccni.networkutils.nft import CommandNft
-from vpccni.networkutils.pod import PodWiring
+from vpccni.networkutils.netlink import open_netlink
 from vpccni.rpc import rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -136,9 +131,7 @@ class Daemon:
         self.grpc: GrpcServer | None = None
         self.init_result: NodeInitResult | None = None
         self._kube: KubeLink | None = None
-        self._host: HostNetworkSetup | None = None
-        self._wiring: PodWiring | None = None
-        self._netlink: Netlink | None = None
+        self._adapters: NodeAdapters | None = None
 
     # --- process ----------------------------------------------------------------------------------------
 
@@ -199,7 +192,7 @@ class Daemon:
             ) from err
 
     def _connect_kube(self) -> KubeLink | None:
-        factory = self._kube_api_factory or _default_kube_api
+        factory = self._kube_api_factory or kube_api_from_settings
         try:
             api = factory(self._settings, self._env)
         except (FileNotFoundError, ValueError) as err:
@@ -215,17 +208,9 @@ class Daemon:
 
     def _init_node(self, aws: AwsNode, kube: KubeLink | None) -> None:
         s, ident = self._settings, aws.identity
-        netlink = open_netlink()
-        subnets = SubnetCidrs(subnet_cidr_lookup(aws.ec2))
-        metadata = ImdsMetadataPort(aws.metadata, subnets=subnets)
-        cloud = Ec2CloudPort(
-            enis=aws.enis,
-            metadata=aws.metadata,
-            subnets=subnets,
-            candidate_subnets=lambda: aws.candidate_subnets(discovery=s.enable_subnet_discovery),
-            security_groups=lambda: ident.security_groups,
-            clock=self._clock,
-        )
+        nodes = NodeAdapters.build(aws=aws, settings=s, netlink=open_netlink(), clock=self._clock)
+        self._adapters = nodes
+        cloud, network = nodes.cloud, nodes.network
         prefix_mode = s.enable_prefix_delegation and self._supports_pd(aws)
         checkpointer = FileCheckpointer(s.backing_store)
         datastore = DataStore(
@@ -233,26 +218,6 @@ class Daemon:
         )
         self.datastore = datastore
         cooldown = ReconcileCooldown(clock=time.monotonic)
-        network = EniHostNetwork(netlink=netlink, mtu=s.eni_mtu, subnet_cidr=subnets.get)
-        self._host = HostNetworkSetup(
-            host=HostNetwork(netlink=netlink, iptables=CommandIptables(), nft=CommandNft()),
-            settings=HostSettings(
-                node_ip=ident.primary_ipv4,
-                primary_mac=ident.primary_mac,
-                exclude_snat_cidrs=s.exclude_snat_cidrs,
-                external_snat=s.external_snat,
-                randomize_snat=s.randomize_snat,
-                node_port_support=s.node_port_support,
-                connmark=s.connmark,
-                external_service_cidrs=s.external_service_cidrs,
-                mtu=s.eni_mtu,
-                pod_mtu=s.pod_mtu,
-                veth_prefix=s.veth_prefix,
-            ),
-            vpc_cidrs=lambda: tuple(aws.metadata.vpc_ipv4_cidrs(ident.primary_mac)),
-        )
-        self._wiring = PodWiring(host=netlink, namespaces=ThreadNetnsNetlink())
-        self._netlink = netlink
 
         def prepare(eni: EniDescription) -> None:
             if s.provisioning_enabled:
@@ -261,7 +226,7 @@ class Daemon:
         reconciler = Reconciler(
             store=datastore,
             cloud=cloud,
-            metadata=metadata,
+            metadata=nodes.metadata,
             network=network,
             cooldown=cooldown,
             primary_eni_id=ident.primary_eni_id,
@@ -301,16 +266,16 @@ class Daemon:
             ),
             ports=NodeInitPorts(
                 limits=aws.limits_catalog,
-                metadata=metadata,
+                metadata=nodes.metadata,
                 cloud=cloud,
-                host=self._host,
+                host=nodes.host,
                 network=network,
                 store=datastore,
                 restore=HostCheckpointRestore(
-                    datastore=datastore, checkpointer=checkpointer, netlink=netlink
+                    datastore=datastore, checkpointer=checkpointer, netlink=nodes.netlink
                 ),
                 pod_rules=RestoredPodRules(
-                    wiring=self._wiring, assigned=datastore.assigned, veth_prefix=s.veth_prefix, mtu=s.pod_mtu
+                    wiring=nodes.wiring, assigned=datastore.assigned, veth_prefix=s.veth_prefix, mtu=s.pod_mtu
                 ),
                 cooldown=cooldown,
             ),
@@ -420,7 +385,7 @@ class Daemon:
 
     def _start_housekeeping(self, pool: PoolManager, datastore: DataStore) -> None:
         """Pool gauges and the VPC CIDR refresh (upstream re-reads the CIDRs every 30 s)."""
-        host = self._host
+        host = None if self._adapters is None else self._adapters.host
 
         def loop() -> None:
             while not self._stopping.wait(self._timers.housekeeping_s):
@@ -443,10 +408,11 @@ class Daemon:
             log.warning("CNI endpoint unavailable (%s); serving gRPC only", err)
             return
         s = self._settings
-        assert self._wiring is not None and self._netlink is not None
+        nodes = self._adapters
+        assert nodes is not None
         endpoint = CniEndpoint(
             service=CniService(
-                allocator=allocator, network=self._wiring, host_rules=NetlinkHostPodRules(self._netlink)
+                allocator=allocator, network=nodes.wiring, host_rules=NetlinkHostPodRules(nodes.netlink)
             ),
             settings=EndpointSettings(socket_path=str(s.cni_socket), del_queue_dir=str(s.del_queue_dir)),
         )
@@ -478,20 +444,3 @@ class Daemon:
             except OSError as err:
                 log.error("flushing the checkpoint failed: %s", err)
         log.info("ipamd stopped")
-
-
-def _default_kube_api(settings: Settings, env: Mapping[str, str]) -> Any:
-    """The real client when an API server is configured (CLUSTER_ENDPOINT, in-cluster, or a kubeconfig)."""
-    from vpccni.k8sapi import KubernetesApi, KubeSettings, load_config
-
-    if not settings.node_name:
-        raise ValueError("MY_NODE_NAME is not set")
-    config = load_config(env=env)
-    return KubernetesApi(
-        config,
-        settings=KubeSettings(
-            node_name=settings.node_name,
-            pod_name=settings.pod_name,
-            user_agent=f"amazon-vpc-cni-k8s/{settings.vpc_cni_version or VERSION}",
-        ),
-    )

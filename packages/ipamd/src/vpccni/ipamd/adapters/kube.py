@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from vpccni.k8sapi import K8sApiError, KubeApi, NodeInfo, wait_until_reachable
+from vpccni.cniplugin.version import VERSION
+from vpccni.ipamd.settings import Settings
+from vpccni.k8sapi import (
+    K8sApiError,
+    KubeApi,
+    KubernetesApi,
+    KubeSettings,
+    NodeInfo,
+    load_config,
+    wait_until_reachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +126,18 @@ class KubeLink:
             if self._probe(None):
                 self.node(refresh=True)
                 return
+
+
+def kube_api_from_settings(settings: Settings, env: Mapping[str, str]) -> KubeApi | None:
+    """The real client when an API server is configured (CLUSTER_ENDPOINT, in-cluster, or a kubeconfig)."""
+    if not settings.node_name:
+        raise ValueError("MY_NODE_NAME is not set")
+    config = load_config(env=env)
+    return KubernetesApi(
+        config,
+        settings=KubeSettings(
+            node_name=settings.node_name,
+            pod_name=settings.pod_name,
+            user_agent=f"amazon-vpc-cni-k8s/{settings.vpc_cni_version or VERSION}",
+        ),
+    )

@@ -55,6 +55,9 @@ if ! bh inspect --type image "$BASE" >/dev/null 2>&1; then
     rm -rf "$rootfs"
     debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    # debootstrap lists only bookworm main; add updates and security as the Debian images have them.
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s-security bookworm-security main\n' \
+        "$MIRROR" "$MIRROR" "${MIRROR%/debian}/debian" > "$rootfs/etc/apt/sources.list"
     ctr=$(bh from scratch)
     mnt=$(bh mount "$ctr")
     cp -a "$rootfs"/. "$mnt"/

@@ -185,6 +185,13 @@ def test_network_cards_have_their_own_eni_limits(cloud: Cloud) -> None:
         for n in reservation["Instances"][0]["NetworkInterfaces"]
     }
     assert slots == {(0, 0), (1, 0)}  # the primary ENI keeps device 0 of card 0
+    calls = len(cloud.call_log)
+    assert [(a.network_card, a.device_index, a.eni_id) for a in cloud.instance_enis(big.instance_id)] == [
+        (0, 0, big.primary_eni_id),
+        (1, 0, eni),
+    ]
+    assert cloud.subnet_cidr(big.subnet_id) == big.subnet_cidr
+    assert len(cloud.call_log) == calls  # read directly, not through the (throttled, logged) API
     with pytest.raises(ClientError) as exc:
         ec2.attach_network_interface(
             NetworkInterfaceId=new_eni(ec2, cloud),

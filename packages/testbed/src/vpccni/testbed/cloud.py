@@ -283,6 +283,29 @@ class Cloud:
             view = self._backend.eni_view(eni_id)
             return view.primary_ip, view.secondary_ips, self._prefixes.of(eni_id), view.subnet_id
 
+    def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network:
+        """A subnet's CIDR, read from the state directly (no API call: not throttled, not in the call log)."""
+        with self._app.state_lock:
+            return self._backend.subnet_cidr(subnet_id)
+
+    def instance_enis(self, instance_id: str) -> list[EniAttached]:
+        """The ENIs attached to an instance now, by (network card, device index); read directly like
+        `subnet_cidr`, so testbed plumbing never spends the product's EC2 request budget."""
+        with self._app.state_lock:
+            attached = []
+            for eni in self._backend.instance_enis(instance_id).values():
+                slot = self._fidelity.attachment_slot(eni.id) or (0, 0)
+                attached.append(
+                    EniAttached(
+                        instance_id=instance_id,
+                        eni_id=eni.id,
+                        mac=eni.mac_address,
+                        device_index=slot[1],
+                        network_card=slot[0],
+                    )
+                )
+        return sorted(attached, key=lambda a: (a.network_card, a.device_index))
+
     # ---- IMDS
     def _live_snapshot(self, instance_id: str) -> Snapshot | None:
         with self._app.state_lock:

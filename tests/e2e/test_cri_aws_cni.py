@@ -14,8 +14,10 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 import pytest
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
-from vpccni.testbed.cri import Containerd, CriClient, PodSandbox, PodSpec, PortMapping, podnet
+from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec, PortMapping, podnet
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import ping, tcp_echo
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
@@ -42,6 +44,16 @@ AGENT_ENV = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Pod:
+    """A running sandbox as the tests use it."""
+
+    id: str
+    name: str
+    ip: IP
+    netns: Path
+
+
 @dataclass
 class Host:
     """One testbed node with the product (agent + shim + conflist) and containerd as its runtime."""
@@ -51,10 +63,20 @@ class Host:
     containerd: Containerd
     cri: CriClient
 
-    def run(self, name: str, *ports: PortMapping) -> PodSandbox:
-        sandbox = self.cri.status(self.cri.run_pod(PodSpec(name=name, port_mappings=ports)))
+    def run(self, name: str, *ports: PortMapping, retry_s: float = 60.0) -> Pod:
+        """RunPodSandbox, retried while ipamd has no free address yet (kubelet retries a sandbox too)."""
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                sandbox_id = self.cri.run_pod(PodSpec(name=name, port_mappings=ports))
+                break
+            except CriError as err:
+                if "no available IP" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        sandbox = self.cri.status(sandbox_id)
         assert sandbox.ready and isinstance(sandbox.ip, IP) and sandbox.netns_path is not None, sandbox
-        return sandbox
+        return Pod(id=sandbox.id, name=sandbox.name, ip=sandbox.ip, netns=sandbox.netns_path)
 
     def gone(self, sandbox_id: str) -> None:
         self.cri.stop_pod(sandbox_id)
@@ -112,6 +134,15 @@ def _assigned(runner: NodeRunner) -> dict[IP, str]:
     return out
 
 
+def _on_primary_eni(runner: NodeRunner, ip: IP) -> bool:
+    """Whether introspection places `ip` on the node's primary ENI (eth0)."""
+    for card in runner.introspect("/v1/enis").values():
+        for eni in card["ENIs"].values():
+            if any(ip in ipaddress.IPv4Network(c) for c in eni["AvailableIPv4Cidrs"]):
+                return bool(eni["IsPrimary"])
+    raise AssertionError(f"{ip} is on no ENI ipamd knows")
+
+
 def _checkpointed(runner: NodeRunner) -> dict[str, IP]:
     """The checkpoint file (vpc-cni-ipam/1): containerID -> address."""
     doc = json.loads(runner.checkpoint.read_text())
@@ -133,8 +164,10 @@ def _ec2_addresses(cluster: Cluster, node: Node) -> set[IP]:
 def _node_state(node: Node, ip: IP) -> dict[str, list[str]]:
     """What the node namespace holds for `ip`: rules, routes (all tables), NAT rules (by the pod's IP)."""
 
+    exact = re.compile(rf"(?<![\d.]){re.escape(str(ip))}(?![\d])")
+
     def lines(*argv: str) -> list[str]:
-        return [line for line in ns.exec_in_netns(node.netns, list(argv)).splitlines() if str(ip) in line]
+        return [line for line in ns.exec_in_netns(node.netns, list(argv)).splitlines() if exact.search(line)]
 
     return {
         "rules": lines("ip", "rule", "show"),
@@ -172,13 +205,12 @@ def test_pods_get_vpc_addresses_and_reach_each_other_and_a_vpc_host(
             assert sandbox.ip in _ec2_addresses(cluster, host.node), (
                 "the pod's address is EC2's, on this node"
             )
-            assert _assigned(host.runner)[sandbox.ip] == f"default/{sandbox.name}"  # type: ignore[index]
+            assert _assigned(host.runner)[sandbox.ip] == f"default/{sandbox.name}"
             assert _checkpointed(host.runner)[sandbox.id] == sandbox.ip
-            assert [i.ip for i in podnet.addresses(sandbox.netns_path)] == [sandbox.ip]  # type: ignore[arg-type]
-        assert a.netns_path is not None
-        assert podnet.ping(a.netns_path, b.ip), "pod to pod on one node"  # type: ignore[arg-type]
-        assert podnet.ping(a.netns_path, c.ip), "pod to pod across nodes"  # type: ignore[arg-type]
-        assert podnet.ping(a.netns_path, cluster.vpc_host_ip), "pod to a VPC host"
+            assert [i.ip for i in podnet.addresses(sandbox.netns)] == [sandbox.ip]
+        assert podnet.ping(a.netns, b.ip), "pod to pod on one node"
+        assert podnet.ping(a.netns, c.ip), "pod to pod across nodes"
+        assert podnet.ping(a.netns, cluster.vpc_host_ip), "pod to a VPC host"
         assert ping(cluster.datapath.config.netns_name("vpchost"), c.ip), "a VPC host to a pod"
     finally:
         for host, sandbox in ((one, a), (one, b), (two, c)):
@@ -189,9 +221,8 @@ def test_host_port_through_the_chained_portmap_plugin(cluster: Cluster, hosts: l
     one, two = hosts
     web = one.run("web", PortMapping(container_port=CONTAINER_PORT, host_port=HOST_PORT))
     try:
-        assert web.netns_path is not None and isinstance(web.ip, IP)
         node_ip = one.node.instance.primary_ip
-        with podnet.echo_server(web.netns_path, web.ip, CONTAINER_PORT):
+        with podnet.echo_server(web.netns, web.ip, CONTAINER_PORT):
             from_node = tcp_echo(two.node.netns, node_ip, HOST_PORT)
             from_vpc_host = tcp_echo(cluster.datapath.config.netns_name("vpchost"), node_ip, HOST_PORT)
         # portmap masquerades only hairpin and localhost traffic: the pod sees who connected.
@@ -202,10 +233,33 @@ def test_host_port_through_the_chained_portmap_plugin(cluster: Cluster, hosts: l
     assert not any(str(HOST_PORT) in line for line in _nat_lines(one.node)), "the port mapping is removed"
 
 
+def test_host_port_to_pods_on_the_primary_and_a_secondary_eni(cluster: Cluster, hosts: list[Host]) -> None:
+    """Replies of a pod on a secondary ENI to a hostPort client must leave through eth0, where the connection
+    came in (upstream's connmark rules); otherwise the VPC's source/destination check drops them."""
+    one, two = hosts
+    pods: list[Pod] = []
+    try:
+        # Fill the node until pods sit on both kinds of ENI (the pool attaches a second ENI as demand grows).
+        while len({_on_primary_eni(one.runner, p.ip) for p in pods}) < 2:
+            assert len(pods) < 20, "twenty pods and still one kind of ENI"
+            pods.append(
+                one.run(f"filler-{len(pods)}", PortMapping(container_port=80, host_port=18100 + len(pods)))
+            )
+        for index, pod in enumerate(pods):
+            if index not in (0, len(pods) - 1):
+                continue  # one pod of each kind: the first and the last
+            with podnet.echo_server(pod.netns, pod.ip, 80):
+                seen = tcp_echo(two.node.netns, one.node.instance.primary_ip, 18100 + index)
+            where = "primary" if _on_primary_eni(one.runner, pod.ip) else "secondary"
+            assert seen == str(two.node.instance.primary_ip), f"hostPort to a pod on the {where} ENI"
+    finally:
+        for pod in pods:
+            one.gone(pod.id)
+
+
 def test_stop_and_remove_leave_nothing_behind(hosts: list[Host]) -> None:
     one, _ = hosts
     sandbox = one.run("short-lived", PortMapping(container_port=80, host_port=18081))
-    assert isinstance(sandbox.ip, IP)
     veth = _host_veth("default", "short-lived")
     before = _node_state(one.node, sandbox.ip)
     assert before["rules"] and before["routes"] and before["nat"], before
@@ -222,8 +276,46 @@ def test_stop_and_remove_leave_nothing_behind(hosts: list[Host]) -> None:
     assert sandbox.id not in one.cri.list_pods()
     assert _node_state(one.node, sandbox.ip) == {"rules": [], "routes": [], "nat": []}
     assert sandbox.ip not in _assigned(one.runner)
-    assert sandbox.netns_path is not None and not sandbox.netns_path.exists()
+    assert not sandbox.netns.exists()
     assert _plugin_commands(one.runner, sandbox.id) == ["ADD", "DEL", "DEL"]
+
+
+def test_pods_outlive_an_agent_restart_and_dels_made_meanwhile_are_not_lost(
+    cluster: Cluster, hosts: list[Host]
+) -> None:
+    _, two = hosts
+    kept, gone = two.run("kept"), two.run("gone-while-down")
+    two.runner.stop()
+    try:
+        with pytest.raises(CriError, match="cannot reach ipamd: is aws-node running"):
+            two.cri.run_pod(PodSpec(name="while-down"))
+        # DEL with ipamd down: the shim queues it and reports success, so the runtime can go on.
+        two.cri.stop_pod(gone.id)
+        two.cri.remove_pod(gone.id)
+        assert two.cri.list_pods() == [kept.id]
+        assert _queued_dels(two.runner), "the DELs wait in the queue"
+        assert podnet.ping(kept.netns, cluster.vpc_host_ip), "the datapath does not need the agent"
+    finally:
+        two.runner.start()
+
+    # At start ipamd restored `kept` from the checkpoint and finished the queued DELs.
+    assigned = _assigned(two.runner)
+    assert assigned.get(kept.ip) == "default/kept"
+    assert gone.ip not in assigned
+    assert set(_checkpointed(two.runner)) == {kept.id}
+    assert _node_state(two.node, gone.ip) == {"rules": [], "routes": [], "nat": []}
+    assert _queued_dels(two.runner) == []
+    assert podnet.ping(kept.netns, cluster.vpc_host_ip)
+
+    two.gone(kept.id)
+    assert kept.ip not in _assigned(two.runner)
+    assert _node_state(two.node, kept.ip) == {"rules": [], "routes": [], "nat": []}
+
+
+def _queued_dels(runner: NodeRunner) -> list[Path]:
+    """Entries of the shim's on-disk DEL queue (its directory comes from the installed conflist)."""
+    queue = Path(json.loads(runner.conflist.read_text())["plugins"][0]["delQueueDir"])
+    return sorted(queue.iterdir()) if queue.is_dir() else []
 
 
 def _nat_lines(node: Node) -> list[str]:

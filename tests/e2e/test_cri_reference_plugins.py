@@ -96,7 +96,8 @@ def test_sandboxes_get_addresses_and_reach_each_other(containerd: Containerd, cr
     assert first.netns_path is not None and second.netns_path is not None
     assert first.netns_path.is_relative_to(containerd.layout.pod_netns_dir)
     assert [a.ip for a in podnet.addresses(first.netns_path)] == [first.ip]
-    assert podnet.ping(first.netns_path, second.ip)  # type: ignore[arg-type]
+    assert isinstance(second.ip, ipaddress.IPv4Address)
+    assert podnet.ping(first.netns_path, second.ip)
     assert _reserved_ips(containerd) == {str(first.ip), str(second.ip)}
 
 

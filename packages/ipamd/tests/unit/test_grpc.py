@@ -1,0 +1,227 @@
+"""The upstream gRPC services over a real Unix socket: CNIBackend (allocation only), ConfigServerBackend,
+grpc.health.v1, version skew, socket handling and graceful stop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from vpccni.awsutils.testing import FakeClock
+from vpccni.ipamd.allocator import Allocator
+from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.datastore.testing import MemoryCheckpointer
+from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
+from vpccni.ipamd.grpc.server import HEALTH_SERVICE, GrpcServer, GrpcServerSettings
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.ports import EniRecord
+from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
+
+VERSION = "9.9.9"
+VPC = IPv4Network("10.0.0.0/16")
+FACTS = NodeFacts(
+    version=VERSION,
+    use_external_snat=False,
+    exclude_snat_cidrs=(IPv4Network("192.168.0.0/24"),),
+    network_policy_mode="standard",
+    node_ipv4=IPv4Address("10.0.0.10"),
+    instance_id="i-0123",
+    region="us-west-2",
+)
+
+
+class ExhaustedPool:
+    """The pool as the allocator sees it: nothing more will come (so an empty pool fails at once)."""
+
+    status = PoolStatus(state=GrowthState.NO_ENI_SLOTS)
+
+    def wake(self) -> None:
+        pass
+
+    def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
+        return False
+
+
+@pytest.fixture
+def datastore() -> DataStore:
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock())
+    ds.add_eni(
+        EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
+    )
+    ds.add_eni(EniRecord(eni_id="eni-2", device_number=1, primary_ip=IPv4Address("10.0.0.20")))
+    ds.add_cidrs("eni-2", [IPv4Network("10.0.0.21/32")], is_prefix=False)
+    return ds
+
+
+@pytest.fixture
+def allocator(datastore: DataStore) -> Allocator:
+    return Allocator(datastore=datastore, pool=ExhaustedPool(), default_timeout_s=0.1)
+
+
+@pytest.fixture
+def server(tmp_path: Path, allocator: Allocator) -> Iterator[GrpcServer]:
+    backend = CniBackendServicer(allocator=allocator, facts=FACTS, vpc_cidrs=lambda: (VPC,))
+    config = ConfigServerServicer(facts=FACTS)
+    srv = GrpcServer(
+        settings=GrpcServerSettings(socket_path=tmp_path / "run" / "ipamd.sock"),
+        register=(
+            lambda s: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, s),
+            lambda s: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config, s),
+        ),
+    )
+    allocator.mark_ready()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop(0.5)
+
+
+@pytest.fixture
+def channel(server: GrpcServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"unix:{server.socket_path}") as ch:
+        yield ch
+
+
+def add_request(pod: str, version: str = VERSION) -> Any:
+    return rpc_pb2.AddNetworkRequest(
+        ClientVersion=version,
+        K8S_POD_NAME=pod,
+        K8S_POD_NAMESPACE="default",
+        ContainerID=f"c-{pod}",
+        IfName="eth0",
+        NetworkName="aws-cni",
+    )
+
+
+def del_request(pod: str, version: str = VERSION) -> Any:
+    return rpc_pb2.DelNetworkRequest(
+        ClientVersion=version,
+        K8S_POD_NAME=pod,
+        K8S_POD_NAMESPACE="default",
+        ContainerID=f"c-{pod}",
+        IfName="eth0",
+        NetworkName="aws-cni",
+        Reason="PodDeleted",
+    )
+
+
+def test_socket_is_0660_and_health_serves_the_aws_node_service(
+    server: GrpcServer, channel: grpc.Channel
+) -> None:
+    assert stat.S_IMODE(os.stat(server.socket_path).st_mode) == 0o660
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in (HEALTH_SERVICE, ""):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    server.set_serving(False)
+    reply = health.Check(health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_add_and_del_network_with_upstream_fields(channel: grpc.Channel, datastore: DataStore) -> None:
+    stub = rpc_pb2_grpc.CNIBackendStub(channel)
+    reply = stub.AddNetwork(add_request("web"), timeout=5)
+    assert reply.Success
+    assert [(m.IPv4Addr, m.DeviceNumber, m.RouteTableId) for m in reply.IPAllocationMetadata] == [
+        ("10.0.0.21", 1, 2)
+    ]
+    assert list(reply.VPCv4CIDRs) == ["10.0.0.0/16", "192.168.0.0/24"]
+    assert reply.UseExternalSNAT is False
+    assert reply.NetworkPolicyMode == "standard"
+    assert [a.metadata.name for a in datastore.assigned()] == ["web"]
+
+    released = stub.DelNetwork(del_request("web"), timeout=5)
+    assert released.Success
+    assert [m.IPv4Addr for m in released.IPAllocationMetadata] == ["10.0.0.21"]
+    assert datastore.assigned() == ()
+    unknown = stub.DelNetwork(del_request("web"), timeout=5)
+    assert unknown.Success and not unknown.IPAllocationMetadata
+
+
+def test_no_address_is_success_false(channel: grpc.Channel) -> None:
+    stub = rpc_pb2_grpc.CNIBackendStub(channel)
+    assert stub.AddNetwork(add_request("first"), timeout=5).Success
+    reply = stub.AddNetwork(add_request("second"), timeout=5)
+    assert reply.Success is False
+    assert not reply.IPAllocationMetadata
+
+
+@pytest.mark.parametrize("call", ["add", "del"])
+def test_wrong_client_version_is_failed_precondition(channel: grpc.Channel, call: str) -> None:
+    stub = rpc_pb2_grpc.CNIBackendStub(channel)
+    with pytest.raises(grpc.RpcError) as refused:
+        if call == "add":
+            stub.AddNetwork(add_request("web", version="1.7.0"), timeout=5)
+        else:
+            stub.DelNetwork(del_request("web", version=""), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == "wrong client version"
+
+
+def test_not_ready_is_unavailable(tmp_path: Path, datastore: DataStore) -> None:
+    allocator = Allocator(datastore=datastore, pool=ExhaustedPool())  # never marked ready
+    backend = CniBackendServicer(allocator=allocator, facts=FACTS, vpc_cidrs=lambda: (VPC,))
+    srv = GrpcServer(
+        settings=GrpcServerSettings(socket_path=tmp_path / "s.sock"),
+        register=(lambda s: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, s),),
+    )
+    srv.start()
+    try:
+        with grpc.insecure_channel(f"unix:{srv.socket_path}") as ch, pytest.raises(grpc.RpcError) as err:
+            rpc_pb2_grpc.CNIBackendStub(ch).AddNetwork(add_request("web"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop(0.5)
+
+
+def test_network_policy_configs(channel: grpc.Channel) -> None:
+    reply = rpc_pb2_grpc.ConfigServerBackendStub(channel).GetNetworkPolicyConfigs(
+        empty_pb2.Empty(), timeout=5
+    )
+    assert (
+        reply.NetworkPolicyMode,
+        reply.MultiNICEnabled,
+        reply.NodeIPv4,
+        reply.InstanceID,
+        reply.Region,
+    ) == (
+        "standard",
+        False,
+        "10.0.0.10",
+        "i-0123",
+        "us-west-2",
+    )
+
+
+def test_stale_socket_is_replaced_and_stop_removes_it(tmp_path: Path) -> None:
+    path = tmp_path / "ipamd.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    srv = GrpcServer(settings=GrpcServerSettings(socket_path=path))
+    srv.start()
+    with grpc.insecure_channel(f"unix:{path}") as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=5
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    srv.stop(0.5)
+    assert not path.exists()
+
+
+def test_a_regular_file_at_the_socket_path_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "ipamd.sock"
+    path.write_text("not a socket")
+    with pytest.raises(OSError, match="not a socket"):
+        GrpcServer(settings=GrpcServerSettings(socket_path=path)).start()
+    assert path.read_text() == "not a socket"

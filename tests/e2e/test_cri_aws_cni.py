@@ -14,11 +14,13 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from vpccni.testbed.datapath.probes import ping, tcp_echo
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
 
 IP = ipaddress.IPv4Address
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs root")
 CONTAINER_PORT = 8080
 HOST_PORT = 18080
 # Quick pool loops so a test does not wait on upstream's 5-60 s timers.
@@ -215,6 +218,23 @@ def test_pods_get_vpc_addresses_and_reach_each_other_and_a_vpc_host(
     finally:
         for host, sandbox in ((one, a), (one, b), (two, c)):
             host.gone(sandbox.id)
+
+
+def test_concurrent_sandboxes_get_distinct_addresses(cluster: Cluster, hosts: list[Host]) -> None:
+    """kubelet starts pods in parallel: concurrent RunPodSandbox calls run concurrent shims against ipamd."""
+    one, _ = hosts
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pods = list(pool.map(lambda i: one.run(f"burst-{i}"), range(6)))
+    try:
+        assert len({p.ip for p in pods}) == len(pods)
+        assigned = _assigned(one.runner)
+        assert all(assigned[p.ip] == f"default/{p.name}" for p in pods)
+        assert all(podnet.ping(p.netns, cluster.vpc_host_ip) for p in pods)
+    finally:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(lambda p: one.gone(p.id), pods))
+    assigned = _assigned(one.runner)
+    assert not any(p.ip in assigned for p in pods)
 
 
 def test_host_port_through_the_chained_portmap_plugin(cluster: Cluster, hosts: list[Host]) -> None:

@@ -8,6 +8,7 @@ cross the testbed VPC from another node to a hostPort.
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from vpccni.testbed.datapath.probes import tcp_echo
 BRIDGE_SUBNET = ipaddress.IPv4Network("10.244.7.0/24")  # outside the testbed VPC, local to node 1
 CONTAINER_PORT = 8080
 HOST_PORT = 18080
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs root")
 
 
 @pytest.fixture(scope="module")

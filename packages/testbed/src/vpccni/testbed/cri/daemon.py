@@ -101,13 +101,13 @@ class Containerd:
         """Write the config, start containerd in the node namespace, wait for CRI, import the image."""
         if self._proc is not None:
             raise ContainerdError("containerd is already started")
-        if shutil.which("containerd") is None or shutil.which("nsenter") is None:
-            raise ContainerdError(
-                "containerd and nsenter are needed: apt-get install containerd runc util-linux"
-            )
         if not self._netns_path.exists():
             raise ContainerdError(
                 f"network namespace {self._netns_path} does not exist: create the node first"
+            )
+        if shutil.which("containerd") is None or shutil.which("nsenter") is None:
+            raise ContainerdError(
+                "containerd and nsenter are needed: apt-get install containerd runc util-linux"
             )
         base = self._base_dir or Path(tempfile.mkdtemp(prefix="vpccni-cri-"))
         self._layout = layout = ContainerdLayout(

@@ -1,0 +1,333 @@
+"""The benchmark scenarios. Each runs on its own fresh testbed node (EC2 latency injected), records numbers
+into `Run.results` and anything a reader must know into `Run.notes`; none of them asserts a target."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vpccni.testbed.bench.harness import (
+    Latency,
+    PoolSampler,
+    add_many,
+    add_with_retry,
+    bench_node,
+    delete_all,
+    median,
+    mutating_calls_since,
+    percentile,
+    wait_pool,
+)
+from vpccni.testbed.datapath import namespaces as ns
+from vpccni.testbed.noderunner import NodeRunner
+
+log = logging.getLogger(__name__)
+
+BURST_INSTANCE = "m5.4xlarge"
+RSS_INSTANCE = "m5.16xlarge"  # 250 pods need more than m5.4xlarge's 234
+WARM_IP_MODE = {"WARM_IP_TARGET": "10", "MINIMUM_IP_TARGET": "30"}
+PREFIX_MODE = {"ENABLE_PREFIX_DELEGATION": "true"}
+BURST30_ENV = {"WARM_IP_TARGET": "32"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    quick: bool
+    latency: Latency = field(default_factory=Latency)
+    shim_runs: int = 300
+    single_rounds: int = 10
+    single_per_round: int = 20  # below the 29 free addresses of a fresh m5.4xlarge: no pool growth
+    churn_pairs: int = 10_000
+    churn_workers: int = 4
+    burst_size: int = 100
+
+    @classmethod
+    def for_mode(cls, *, quick: bool, latency: Latency, churn_pairs: int | None = None) -> Plan:
+        if quick:
+            return cls(
+                quick=True, latency=latency, shim_runs=60, single_rounds=2, churn_pairs=churn_pairs or 300
+            )
+        return cls(quick=False, latency=latency, churn_pairs=churn_pairs or 10_000)
+
+
+@dataclass(kw_only=True)
+class Run:
+    plan: Plan
+    workdir: Path
+    shim: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # detail for the docs page (modes, timeline)
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def shim_startup(run: Run) -> None:
+    """`aws-cni` answering VERSION: the interpreter start plus the shim's imports (no ipamd involved)."""
+    env = {"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"}
+    times = []
+    for _ in range(run.plan.shim_runs):
+        started = time.perf_counter()
+        proc = subprocess.run([str(run.shim)], input=b"{}", env=env, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+        if proc.returncode != 0:
+            run.notes.append(f"shim VERSION failed: {proc.stdout[:200]!r}")
+            break
+    run.results["shim_startup_ms"] = _ms(median(times))
+    run.say(f"shim start-up (VERSION, median of {len(times)}): {run.results['shim_startup_ms']} ms")
+
+
+def single_pod(run: Run) -> None:
+    """Sequential ADDs then DELs through the real shim on a warm m5.4xlarge (the pool never has to grow for
+    them, so this is the per-pod path: shim start, socket, allocation, wiring, checkpoint)."""
+    adds: list[float] = []
+    dels: list[float] = []
+    waited = 0
+    with bench_node(
+        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=BURST_INSTANCE
+    ) as (
+        _,
+        runner,
+    ):
+        for round_no in range(run.plan.single_rounds):
+            wait_pool(runner)
+            pods = []
+            for i in range(run.plan.single_per_round):
+                pod = runner.create_pod(namespace="bench", name=f"single-{round_no}-{i}")
+                outcome = runner.add(pod)
+                if not outcome.ok:
+                    waited += 1
+                    runner.delete(pod)
+                    result = add_with_retry(runner, pod)
+                    if result.ip is None:
+                        run.notes.append(f"single-pod ADD failed: {result.error}")
+                        continue
+                else:
+                    adds.append(outcome.elapsed_s)
+                pods.append(pod)
+            for pod in pods:
+                outcome = runner.delete(pod)
+                if outcome.ok:
+                    dels.append(outcome.elapsed_s)
+                runner.remove_pod(pod)
+    if waited:
+        run.notes.append(
+            f"single-pod: {waited} ADDs found no free address and were retried (not in the stats)"
+        )
+    for key, values in (("add", adds), ("del", dels)):
+        run.results[f"cni_{key}_p50_ms"] = _ms(percentile(values, 50))
+        run.results[f"cni_{key}_p99_ms"] = _ms(percentile(values, 99))
+    run.extra["single_samples"] = {"add": len(adds), "del": len(dels)}
+    run.say(
+        f"single pod ({len(adds)} ADDs, {len(dels)} DELs): ADD p50 {run.results['cni_add_p50_ms']} ms "
+        f"p99 {run.results['cni_add_p99_ms']} ms; DEL p50 {run.results['cni_del_p50_ms']} ms "
+        f"p99 {run.results['cni_del_p99_ms']} ms"
+    )
+
+
+def burst30(run: Run) -> None:
+    """30 ADDs at once on a warm m5.4xlarge (58 free addresses: no pool growth needed)."""
+    with bench_node(
+        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=BURST_INSTANCE
+    ) as (
+        _,
+        runner,
+    ):
+        pool = wait_pool(runner)
+        results = add_many(runner, [f"b30-{i}" for i in range(30)], workers=30)
+        delete_all(runner)
+    ok = [r.seconds for r in results if r.ip is not None]
+    run.results["burst30_p50_ms"] = _ms(percentile(ok, 50))
+    run.extra["burst30"] = {
+        "settings": BURST30_ENV,
+        "free_before": pool.get("availableIPs"),
+        "p99_ms": _ms(percentile(ok, 99)),
+        "retried": sum(r.attempts > 1 for r in results),
+        "failed": sum(r.ip is None for r in results),
+    }
+    run.say(
+        f"30 concurrent ADDs on a warm pool: p50 {run.results['burst30_p50_ms']} ms, {run.extra['burst30']}"
+    )
+
+
+def burst(run: Run, *, mode: str, env: dict[str, str], sample: bool = False) -> dict[str, Any]:
+    """`burst_size` pods at once on a fresh m5.4xlarge right after the agent serves."""
+    n = run.plan.burst_size
+    with bench_node(
+        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=BURST_INSTANCE, env=env
+    ) as (cluster, runner):
+        sampler = PoolSampler(runner=runner).start() if sample else None
+        started_wall = time.time()
+        started = time.monotonic()
+        results = add_many(runner, [f"burst-{i}" for i in range(n)], workers=n)
+        elapsed = time.monotonic() - started
+        calls = mutating_calls_since(cluster, started_wall)
+        time.sleep(3)  # let the pool settle after the burst before counting idle addresses
+        pool = runner.introspect("/v1/pool")
+        timeline = sampler.stop() if sampler else []
+        errors = delete_all(runner)
+    failed = [r for r in results if r.ip is None]
+    out = {
+        "mode": mode,
+        "settings": env or {"WARM_ENI_TARGET": "1 (default)"},
+        "time_to_ip_s": round(max(r.seconds for r in results), 2) if results and not failed else None,
+        "all_done_s": round(elapsed, 2),
+        "pods_with_ip": n - len(failed),
+        "retried_adds": sum(r.attempts > 1 for r in results),
+        "ec2_mutating_calls": sum(calls.values()),
+        "ec2_calls_by_action": calls,
+        "idle_addresses_after": pool.get("availableIPs"),
+        "enis_after": pool.get("enis"),
+        "total_addresses_after": pool.get("totalIPs"),
+        "timeline": timeline,
+    }
+    if failed:
+        run.notes.append(f"burst {mode}: {len(failed)} pods got no address: {failed[0].error}")
+    if errors:
+        run.notes.append(f"burst {mode}: {len(errors)} DELs failed: {errors[0]}")
+    run.say(
+        f"burst {n} ({mode}): every pod has an IP after {out['time_to_ip_s']} s, "
+        f"{out['ec2_mutating_calls']} mutating EC2 calls, {out['idle_addresses_after']} idle addresses after"
+    )
+    return out
+
+
+def bursts(run: Run) -> None:
+    default = burst(run, mode="WARM_ENI_TARGET=1", env={}, sample=True)
+    run.results["burst100_time_to_ip_s"] = default["time_to_ip_s"]
+    run.results["burst100_ec2_mutating_calls"] = default["ec2_mutating_calls"]
+    modes = [default]
+    modes.append(burst(run, mode="WARM_IP_TARGET=10 + MINIMUM_IP_TARGET=30", env=dict(WARM_IP_MODE)))
+    modes.append(burst(run, mode="prefix delegation", env=dict(PREFIX_MODE)))
+    run.extra["modes"] = modes
+
+
+def _rule_lines(runner: NodeRunner) -> list[str]:
+    out = ns.exec_in_netns(runner.node.netns, ["ip", "-4", "rule", "show"])
+    return [line for line in out.splitlines() if line.split(":", 1)[0].strip() in ("512", "1536")]
+
+
+def _veths(runner: NodeRunner) -> list[str]:
+    out = ns.exec_in_netns(runner.node.netns, ["ip", "-o", "link", "show", "type", "veth"])
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def _leaked_addresses(runner: NodeRunner) -> int:
+    assigned = int(runner.introspect("/v1/enis")["0"].get("AssignedIPs", 0))
+    recorded = len(json.loads(runner.checkpoint.read_text()).get("allocations") or [])
+    return max(assigned, recorded)
+
+
+def churn(run: Run) -> None:
+    """ADD/DEL pairs back to back on `churn_workers` threads; then count what was not given back."""
+    pairs = run.plan.churn_pairs
+    with bench_node(
+        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=BURST_INSTANCE
+    ) as (
+        _,
+        runner,
+    ):
+        wait_pool(runner)
+        rss_before = runner.rss_mib()
+        rules_before, veths_before = len(_rule_lines(runner)), len(_veths(runner))
+        failures: list[str] = []
+
+        def pair(i: int) -> None:
+            pod = runner.create_pod(namespace="churn", name=f"churn-{i}")
+            try:
+                result = add_with_retry(runner, pod)
+                if result.ip is None:
+                    failures.append(result.error)
+                outcome = runner.delete(pod)
+                if not outcome.ok:
+                    failures.append(outcome.error)
+            finally:
+                runner.remove_pod(pod)
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=run.plan.churn_workers) as pool:
+            for i, _ in enumerate(pool.map(pair, range(pairs)), start=1):
+                if i % max(1, pairs // 10) == 0:
+                    run.say(f"  churn {i}/{pairs} ({i / (time.monotonic() - started):.1f} pairs/s)")
+        elapsed = time.monotonic() - started
+        leaked = _leaked_addresses(runner)
+        rules_after, veths_after = len(_rule_lines(runner)), len(_veths(runner))
+        rss_after = runner.rss_mib()
+    run.results["churn_pairs_per_s"] = round(pairs / elapsed, 2)
+    run.results["churn_leaked_addresses"] = leaked
+    run.extra["churn"] = {
+        "pairs": pairs,
+        "workers": run.plan.churn_workers,
+        "seconds": round(elapsed, 1),
+        "failures": len(failures),
+        "leaked_rules": rules_after - rules_before,
+        "leaked_veths": veths_after - veths_before,
+        "rss_before_mib": round(rss_before or 0, 1),
+        "rss_after_mib": round(rss_after or 0, 1),
+    }
+    if rss_before and rss_after:
+        run.extra["churn"]["rss_growth_pct"] = round((rss_after - rss_before) / rss_before * 100, 1)
+    if failures:
+        run.notes.append(f"churn: {len(failures)} failed CNI calls, first: {failures[0]}")
+    run.say(f"churn: {run.results['churn_pairs_per_s']} pairs/s, {run.extra['churn']}")
+
+
+def rss_and_restart(run: Run) -> None:
+    """ipamd's RSS at 0, 110 and 250 pods (m5.16xlarge), then SIGTERM and the time until a restarted agent
+    serves again with the 250-entry checkpoint (and restored every assignment)."""
+    with bench_node(
+        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=RSS_INSTANCE
+    ) as (
+        _,
+        runner,
+    ):
+        wait_pool(runner)
+        rss = {0: runner.rss_mib()}
+        have = 0
+        for target in (110, 250):
+            results = add_many(runner, [f"rss-{i}" for i in range(have, target)], workers=8)
+            failed = [r for r in results if r.ip is None]
+            if failed:
+                run.notes.append(f"rss: {len(failed)} of {target - have} ADDs failed: {failed[0].error}")
+            have = target
+            wait_pool(runner)
+            rss[target] = runner.rss_mib()
+        recorded = len(json.loads(runner.checkpoint.read_text()).get("allocations") or [])
+        code = runner.stop()
+        if code != 0:
+            run.notes.append(f"restart: the agent exited with {code} on SIGTERM")
+        started = time.monotonic()
+        runner.start(wait=False)
+        serving = runner.wait_serving(timeout_s=120)
+        restart_s = time.monotonic() - started
+        restored = int(runner.introspect("/v1/enis")["0"].get("AssignedIPs", 0))
+        errors = delete_all(runner)
+        if errors:
+            run.notes.append(f"rss: {len(errors)} DELs failed: {errors[0]}")
+    for count in (0, 110, 250):
+        value = rss.get(count)
+        run.results[f"ipamd_rss_mib_{count}"] = round(value, 1) if value is not None else None
+    base, top = rss.get(0), rss.get(250)
+    run.results["ipamd_rss_growth_pct"] = round((top - base) / base * 100, 1) if base and top else None
+    run.results["restart_to_serving_s"] = round(restart_s, 2)
+    run.extra["restart"] = {
+        "checkpoint_entries": recorded,
+        "restored_assignments": restored,
+        "serving_after_s": round(serving, 2),
+    }
+    if restored != recorded:
+        run.notes.append(f"restart: {recorded} checkpoint entries but {restored} assignments restored")
+    run.say(
+        f"RSS {rss} MiB; restart to serving with {recorded} entries: {restart_s:.2f} s, {restored} restored"
+    )

@@ -128,7 +128,7 @@ def test_daemonset_has_upstreams_shape() -> None:
     assert pod["terminationGracePeriodSeconds"] == 10
     assert pod["tolerations"] == [{"operator": "Exists"}]
     node = _aws_node([ds])
-    assert node["securityContext"] == {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}
+    assert node["securityContext"] == {"capabilities": {"add": ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]}}
     assert node["ports"] == [{"containerPort": 61678, "name": "metrics"}]
     for probe, delay in (("livenessProbe", 60), ("readinessProbe", 1)):
         assert node[probe]["timeoutSeconds"] == 10

@@ -17,9 +17,10 @@ PRIMARY_MAC = "0a:00:00:00:00:01"
 def host(tmp_path: Path) -> Path:
     """A fake node: /proc/sys with the keys init touches, sysfs with two links, an image with plugins."""
     proc = tmp_path / "proc-sys"
-    for key in ("net/ipv4/conf/ens5/rp_filter", "net/ipv4/conf/ens6/rp_filter", "net/ipv4/tcp_early_demux"):
+    keys = ("net/ipv4/conf/ens5/rp_filter", "net/ipv4/conf/ens6/rp_filter", "net/ipv4/tcp_early_demux")
+    for key, value in (*((k, "1") for k in keys), ("net/ipv4/ip_forward", "0")):
         (proc / key).parent.mkdir(parents=True, exist_ok=True)
-        (proc / key).write_text("1\n")
+        (proc / key).write_text(value + "\n")
     for name, mac in (("ens5", PRIMARY_MAC), ("ens6", "0a:00:00:00:00:02")):
         (tmp_path / "net" / name).mkdir(parents=True)
         (tmp_path / "net" / name / "address").write_text(mac + "\n")
@@ -55,6 +56,7 @@ def test_init_installs_plugins_and_shim_and_sets_loose_rp_filter_on_the_primary(
     assert sysctl.read("net/ipv4/conf/ens5/rp_filter") == "2"
     assert sysctl.read("net/ipv4/conf/ens6/rp_filter") == "1"  # only the primary interface
     assert sysctl.read("net/ipv4/tcp_early_demux") == "1"
+    assert sysctl.read("net/ipv4/ip_forward") == "1"
 
 
 def test_disable_tcp_early_demux(host: Path) -> None:
@@ -66,7 +68,7 @@ def test_disable_tcp_early_demux(host: Path) -> None:
 def test_a_kernel_without_tcp_early_demux_is_left_alone(host: Path) -> None:
     (host / "proc-sys" / "net/ipv4/tcp_early_demux").unlink()
     report = run_init(_config(host, {}), sysctl=ProcSysctl(host / "proc-sys"), metadata=_metadata())
-    assert [k for k, _ in report.sysctls] == ["net/ipv4/conf/ens5/rp_filter"]
+    assert [k for k, _ in report.sysctls] == ["net/ipv4/conf/ens5/rp_filter", "net/ipv4/ip_forward"]
     assert not (host / "proc-sys" / "net/ipv4/tcp_early_demux").exists()
 
 

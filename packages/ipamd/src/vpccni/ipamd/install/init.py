@@ -7,6 +7,8 @@
 2. Finds the primary interface by the IMDS `mac` and sets `net/ipv4/conf/<if>/rp_filter=2` (loose: replies
    to pods on secondary ENIs arrive on another interface than the route back).
 3. Sets `net/ipv4/tcp_early_demux` to 0 with DISABLE_TCP_EARLY_DEMUX=true, else 1, when the kernel has it.
+4. Sets `net/ipv4/ip_forward=1` (not upstream's init, which leaves it to the AMI): ipamd's host setup requires
+   it, and /proc/sys is read-only in the unprivileged aws-node container.
 IPv6 sysctls are not set: IPv6 mode and IPv6 egress are not offered by this version.
 """
 
@@ -33,6 +35,7 @@ _log = logging.getLogger(__name__)
 INIT_EXECUTABLE = "aws-vpc-cni-init"
 RP_FILTER_LOOSE = "2"
 TCP_EARLY_DEMUX = "net/ipv4/tcp_early_demux"
+IP_FORWARD = "net/ipv4/ip_forward"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +73,7 @@ def set_sysctls(config: InitConfig, *, sysctl: Sysctl, primary_interface: str) -
     wanted = [(f"net/ipv4/conf/{primary_interface}/rp_filter", RP_FILTER_LOOSE)]
     if sysctl.exists(TCP_EARLY_DEMUX):
         wanted.append((TCP_EARLY_DEMUX, "0" if config.disable_tcp_early_demux else "1"))
+    wanted.append((IP_FORWARD, "1"))
     for key, value in wanted:
         sysctl.write(key, value)
         _log.info("set %s=%s", key.replace("/", "."), value)

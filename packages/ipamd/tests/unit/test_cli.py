@@ -36,17 +36,19 @@ def _datastore() -> DataStore:
     return ds
 
 
-@pytest.fixture
-def server() -> Iterator[IntrospectionServer]:
-    ds = _datastore()
-    sources = IntrospectionSources(
+def _sources(ds: DataStore) -> IntrospectionSources:
+    return IntrospectionSources(
         eni_infos=lambda: {0: ds.eni_infos()},
         eni_config_name=lambda: "",
         networkutils_env=dict,
         ipamd_env=dict,
         pool_status=dict,
     )
-    srv = IntrospectionServer(sources=sources, bind_address="127.0.0.1:0")
+
+
+@pytest.fixture
+def server() -> Iterator[IntrospectionServer]:
+    srv = IntrospectionServer(sources=_sources(_datastore()), bind_address="127.0.0.1:0")
     srv.start()
     try:
         yield srv
@@ -130,13 +132,7 @@ def test_rows_from_prefix_mode_count_sixteen_per_prefix() -> None:
 
 def test_http_introspection_over_a_unix_socket(tmp_path) -> None:
     ds = _datastore()
-    sources = IntrospectionSources(
-        eni_infos=lambda: {0: ds.eni_infos()},
-        eni_config_name=lambda: "",
-        networkutils_env=dict,
-        ipamd_env=dict,
-        pool_status=dict,
-    )
+    sources = _sources(ds)
     address = f"unix:{tmp_path}/introspection.sock"
     srv = IntrospectionServer(sources=sources, bind_address=address)
     srv.start()

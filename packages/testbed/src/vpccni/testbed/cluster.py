@@ -8,6 +8,9 @@ runs in with only the upstream environment variables.
 
 Inside each node namespace, as on EC2: IMDS answers at 169.254.169.254:80, and the testbed's API servers
 (which listen on the root namespace's loopback) are reachable at 169.254.170.2:<same port> through forwarders.
+That includes the Kubernetes API server (`cluster.kube`): every node is registered there as kubelet would
+register it (capacity.pods = the instance type's max pods), and `node.env()` carries `CLUSTER_ENDPOINT` and
+`MY_NODE_NAME` as the aws-node DaemonSet does.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from vpccni.awsutils.limits import max_pods, static_limits
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
 from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwork
 from vpccni.testbed.datapath.cloudview import Ec2CloudView
+from vpccni.testbed.kube import NODES, KubeApiServer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class ClusterConfig:
     cloud: CloudConfig = field(default_factory=CloudConfig)
     # Its layout's vpc_cidr is replaced by the cloud's, so the router and EC2 agree on the VPC.
     datapath: DatapathConfig = field(default_factory=DatapathConfig)
+    kube: bool = True  # serve a Kubernetes API server and register every node in it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,14 +55,20 @@ class Node:
     imds_endpoint_in_ns: str
     network: NodeNetwork
     client_env: Mapping[str, str]
+    kube_endpoint_in_ns: str = ""  # "" when the cluster has no Kubernetes API server
+    k8s_node_name: str = ""  # the Node object's name (kubelet's hostname-override on EKS)
 
     def env(self) -> dict[str, str]:
         """Environment for a process started inside the namespace: the upstream variables only."""
-        return {
+        env = {
             **self.client_env,
             "AWS_EC2_ENDPOINT": self.ec2_endpoint_in_ns,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds_endpoint_in_ns,
         }
+        if self.kube_endpoint_in_ns:
+            env["CLUSTER_ENDPOINT"] = self.kube_endpoint_in_ns
+            env["MY_NODE_NAME"] = self.k8s_node_name
+        return env
 
 
 class Cluster:
@@ -71,8 +83,7 @@ class Cluster:
             cloud=Ec2CloudView(self.cloud),
             config=dataclasses.replace(self.config.datapath, layout=layout),
         )
-        # The Kubernetes API server (vpccni.testbed.kube) joins here: start it in start(), stop it in stop(),
-        # and expose it in every node with `network.forward(port=..., target=...)` in add_node().
+        self.kube: KubeApiServer | None = KubeApiServer() if self.config.kube else None
         self.nodes: list[Node] = []
         self._imds: dict[str, Any] = {}  # instance id -> its IMDS server (serving inside the node namespace)
         self._lock = threading.Lock()
@@ -93,7 +104,10 @@ class Cluster:
         self.cloud.start()
         try:
             self.datapath.start()
+            if self.kube is not None:
+                self.kube.start()
         except BaseException:
+            self.datapath.stop()
             self.cloud.stop()
             raise
         return self
@@ -121,10 +135,31 @@ class Cluster:
                 imds_endpoint_in_ns=f"http://{IMDS_IP}",
                 network=network,
                 client_env=self.cloud.client_env(),
+                **self._register_in_kube(instance, network),
             )
             self.nodes.append(node)
             log.info("node %s: %s in %s", name, instance.instance_id, network.netns)
             return node
+
+    def _register_in_kube(self, instance: InstanceInfo, network: NodeNetwork) -> dict[str, str]:
+        """Register the Node object as kubelet would; the API server's address inside the namespace."""
+        if self.kube is None:
+            return {}
+        api = urlsplit(self.kube.url)
+        if api.hostname is None or api.port is None:
+            raise RuntimeError(f"cannot forward to the Kubernetes API server {self.kube.url}: no host:port")
+        node_name = f"ip-{str(instance.primary_ip).replace('.', '-')}.{self.cloud.region}.compute.internal"
+        limits = static_limits(instance.instance_type)
+        self.kube.register_node(
+            node_name,
+            instance.instance_type,
+            max_pods(limits) if limits is not None else 110,
+            provider_id=f"aws:///{instance.availability_zone}/{instance.instance_id}",
+        )
+        return {
+            "kube_endpoint_in_ns": network.forward(port=api.port, target=(api.hostname, api.port)),
+            "k8s_node_name": node_name,
+        }
 
     def remove_node(self, node: Node, *, terminate: bool = True) -> None:
         """Delete the node's namespace (its ENIs leave the VPC router); by default terminate the instance."""
@@ -133,6 +168,8 @@ class Cluster:
             if imds is not None:
                 imds.stop()
             self.datapath.remove_node(node.instance.instance_id)
+            if self.kube is not None and node.k8s_node_name:
+                self.kube.store.delete(NODES, node.k8s_node_name)
             if terminate:
                 self.cloud.ec2_client().terminate_instances(InstanceIds=[node.instance.instance_id])
             self.nodes.remove(node)
@@ -140,6 +177,8 @@ class Cluster:
     def stop(self) -> None:
         """Delete every namespace (nodes, VPC, internet, VPC host), then stop EC2 and IMDS. Idempotent."""
         try:
+            if self.kube is not None:
+                self.kube.stop()
             self.datapath.stop()
         finally:
             self.cloud.stop()

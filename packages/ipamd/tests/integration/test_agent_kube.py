@@ -1,0 +1,64 @@
+"""The real aws-k8s-agent and the testbed's Kubernetes API server: ipamd does not depend on it to start or to
+serve, and it catches up when the server comes back (upstream since v1.19)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from vpccni.testbed.cluster import Cluster, Node
+from vpccni.testbed.kube import KubeApiServer
+
+if TYPE_CHECKING:
+    from conftest import Agent
+
+
+@pytest.fixture
+def kube(cluster: Cluster) -> Iterator[KubeApiServer]:
+    assert cluster.kube is not None
+    try:
+        yield cluster.kube
+    finally:
+        cluster.kube.set_available(True)
+
+
+def reached_since(kube: KubeApiServer, seen: int, node: Node) -> bool:
+    """The agent asked the API server about its node after request number `seen`."""
+    return any(node.k8s_node_name in path for _, path in list(kube.request_log)[seen:])
+
+
+def test_starts_and_serves_without_the_api_server_then_catches_up(
+    kube: KubeApiServer, node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    kube.set_available(False)
+    agent = make_agent(VPCCNI_API_SERVER_WAIT="1")
+    assert 'success="true",with_api_server="false"' in agent.metrics()
+    ip = agent.add_ok("p0")
+    assert agent.ec2_owns(ip)
+
+    seen = len(kube.request_log)
+    kube.set_available(True)
+    wait_for(lambda: reached_since(kube, seen, node), what="the agent to reach the API server again")
+    watch = f"fieldSelector=spec.nodeName%3D{node.k8s_node_name}"
+    wait_for(
+        lambda: any(watch in path for _, path in list(kube.request_log)[seen:]),
+        what="the agent's pod watch for its node",
+    )
+    assert agent.add_ok("p1") != ip
+
+
+def test_an_api_server_outage_does_not_stop_allocation(
+    kube: KubeApiServer, node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    agent = make_agent()
+    assert 'success="true",with_api_server="true"' in agent.metrics()
+    kube.set_available(False, mode="reset")
+    ips = [agent.add_ok(f"p{i}") for i in range(12)]  # more than the primary ENI holds: EC2 work too
+    assert len(set(ips)) == 12 and all(agent.ec2_owns(ip) for ip in ips)
+    assert agent.delete("p0").Success
+
+    seen = len(kube.request_log)
+    kube.set_available(True)
+    wait_for(lambda: reached_since(kube, seen, node), what="the agent to reach the API server again")
+    assert agent.health() == 1

@@ -1,5 +1,5 @@
-"""The datapath follows EC2 without calling EC2: with a Cluster running, the call log holds exactly the calls a
-client made, while links and VPC routes still track every attach, assign, unassign and detach."""
+"""The datapath follows EC2 without calling EC2: with a Cluster running, the call log holds exactly the calls
+a client made, while links and VPC routes still track every attach, assign, unassign and detach."""
 
 from __future__ import annotations
 

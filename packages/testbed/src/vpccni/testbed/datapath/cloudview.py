@@ -1,5 +1,5 @@
-"""`CloudView` over the testbed's `Cloud`: its events, and the ENI, subnet and attachment look-ups the datapath
-needs, all read from the EC2 state directly.
+"""`CloudView` over the testbed's `Cloud`: its events, and the ENI, subnet and attachment look-ups the
+datapath needs, all read from the EC2 state directly.
 
 Never through the EC2 API: the datapath follows every ENI change from an event callback, and an API call there
 would spend the product's throttle budget and show up in `cloud.call_log`, which reports the EC2 calls the

@@ -102,8 +102,11 @@ def delete_all(runner: NodeRunner, *, workers: int = 8) -> list[str]:
         return [e for e in pool.map(one, runner.pods()) if e]
 
 
-def wait_pool(runner: NodeRunner, *, timeout_s: float = 60.0, settle_s: float = 1.5) -> dict[str, Any]:
-    """Wait until the pool says it meets its targets and its size stayed put for `settle_s`."""
+def wait_pool(
+    runner: NodeRunner, *, min_free: int = 0, timeout_s: float = 90.0, settle_s: float = 6.0
+) -> dict[str, Any]:
+    """Wait until the pool has `min_free` addresses available, is not growing, and its size stayed put for
+    `settle_s` (longer than the pool manager's 5 s interval: a decision it has yet to make is not missed)."""
     deadline = time.monotonic() + timeout_s
     last: tuple[int, int] | None = None
     stable_since = time.monotonic()
@@ -113,7 +116,11 @@ def wait_pool(runner: NodeRunner, *, timeout_s: float = 60.0, settle_s: float = 
         size = (int(pool.get("totalIPs", 0)), int(pool.get("enis", 0)))
         if size != last:
             last, stable_since = size, time.monotonic()
-        elif pool.get("state") != "growing" and time.monotonic() - stable_since >= settle_s:
+        elif (
+            pool.get("state") != "growing"
+            and int(pool.get("availableIPs", 0)) >= min_free
+            and time.monotonic() - stable_since >= settle_s
+        ):
             return pool
         time.sleep(0.2)
     return pool

@@ -8,15 +8,17 @@ cross the testbed VPC from another node to a hostPort.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
-from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec, PortMapping, podnet
+from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec, PortMapping, leftovers, podnet
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import tcp_echo
 
@@ -177,8 +179,8 @@ def test_stop_cleans_up_the_machine(cluster: Cluster) -> None:
 
     runtime.stop()
 
-    assert pid is not None and not Path(f"/proc/{pid}").exists()
-    assert not Path(f"/proc/{left_running.pid}").exists()
+    assert pid is not None and not leftovers.alive(pid)
+    assert not leftovers.alive(left_running.pid)
     assert not base.exists()
     assert not any(Path("/sys/fs/cgroup").glob(f"*/{cgroup.strip('/')}"))
     mounts = Path("/proc/self/mountinfo").read_text()
@@ -186,3 +188,47 @@ def test_stop_cleans_up_the_machine(cluster: Cluster) -> None:
     assert not any(name.startswith("veth") for name in _links(node))
     shims = subprocess.run(["pgrep", "-f", f"-address {base}"], capture_output=True, text=True).stdout
     assert shims == ""
+
+
+_KILLED_RUN = """
+import json, os, sys
+from pathlib import Path
+from vpccni.testbed.cri import Containerd, PodSpec
+runtime = Containerd(netns_path=sys.argv[1]).start()
+runtime.link_reference_plugins("bridge", "host-local")
+runtime.write_conflist("10-b.conflist", json.loads(sys.argv[2].replace("@BASE@", str(runtime.layout.base))))
+runtime.wait_network_ready()
+sandbox = runtime.client().status(runtime.client().run_pod(PodSpec(name="orphan")))
+print(json.dumps({"base": str(runtime.layout.base), "pid": runtime.pid, "pod_pid": sandbox.pid,
+                  "cgroup": runtime.cgroup_parent}), flush=True)
+os._exit(0)  # as if killed: no stop(), no cleanup
+"""
+
+
+def test_the_next_harness_sweeps_what_a_killed_run_left(cluster: Cluster) -> None:
+    node = cluster.nodes[1]
+    conflist = _bridge_conflist(Path("@BASE@") / "ipam")
+    conflist["plugins"] = conflist["plugins"][:1]
+    conflist["plugins"][0]["bridge"] = "cni9"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, node.netns_path, json.dumps(conflist)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    left = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = Path(left["base"])
+    try:
+        assert base.exists() and leftovers.alive(left["pid"]), "the killed run left containerd behind"
+
+        with Containerd(netns_path=node.netns_path) as runtime:
+            assert runtime.layout.base != base
+
+        assert not leftovers.alive(left["pid"]) and not leftovers.alive(left["pod_pid"])
+        assert not base.exists()
+        assert str(base) not in Path("/proc/self/mountinfo").read_text()
+        assert not any(Path("/sys/fs/cgroup").glob(f"*/{left['cgroup'].strip('/')}"))
+    finally:
+        leftovers.clean(base, cgroup_parent=left["cgroup"])  # whatever the sweep missed

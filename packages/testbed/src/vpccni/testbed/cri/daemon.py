@@ -13,9 +13,8 @@ any container (checked on this machine). With `nsenter --net` only the network n
 netns mounts containerd makes under its state dir are visible to the test (probes enter them by path).
 
 `stop()` removes every sandbox through CRI first (so the plugin sees its DELs, as when kubelet drains a node),
-then ends containerd by its PID, and removes what it left: its shims and pod processes (found by this
-instance's socket path and cgroup parent, each ended by PID), mounts under its directory, the directory,
-its cgroups, and /run/containerd when this harness created it and it is empty.
+then ends containerd by its PID and removes what it left (see `leftovers`). `start()` first sweeps what
+harnesses of killed test runs left behind.
 """
 
 from __future__ import annotations
@@ -24,16 +23,16 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
+from . import leftovers
 from .client import CriClient, CriError
 from .config import ContainerdLayout, render_config
 from .image import SandboxImage, write_image_layout
@@ -42,9 +41,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE_PLUGIN_DIR = Path("/usr/lib/cni")
 CRI_NAMESPACE = "k8s.io"
-# containerd 1.6 puts shim sockets here whatever its config says.
-SHIM_SOCKET_DIR = Path("/run/containerd/s")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class ContainerdError(RuntimeError):
@@ -70,12 +66,10 @@ class Containerd:
         self._cni_conf_dir = cni_conf_dir
         self._image = image or SandboxImage()
         self._start_timeout = start_timeout
-        suffix = uuid.uuid4().hex[:10]
-        self.cgroup_parent = f"/vpccni-cri-{os.getpid()}-{suffix}"
+        self.cgroup_parent = f"/{leftovers.DIR_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
         self._layout: ContainerdLayout | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self._made_run_dirs: list[Path] = []
 
     @property
     def layout(self) -> ContainerdLayout:
@@ -109,18 +103,21 @@ class Containerd:
             raise ContainerdError(
                 "containerd and nsenter are needed: apt-get install containerd runc util-linux"
             )
-        base = self._base_dir or Path(tempfile.mkdtemp(prefix="vpccni-cri-"))
+        if self._base_dir is None:
+            leftovers.sweep_stale(Path(tempfile.gettempdir()))  # what killed runs left behind
+        base = self._base_dir or Path(tempfile.mkdtemp(prefix=leftovers.DIR_PREFIX))
+        base.mkdir(parents=True, exist_ok=True)
+        leftovers.Owner.me(cgroup_parent=self.cgroup_parent).write(base)
         self._layout = layout = ContainerdLayout(
             base=base, cni_bin_override=self._cni_bin_dir, cni_conf_override=self._cni_conf_dir
         )
-        for directory in layout.dirs():
-            directory.mkdir(parents=True, exist_ok=True)
-        self._made_run_dirs = [d for d in (SHIM_SOCKET_DIR.parent, SHIM_SOCKET_DIR) if not d.exists()]
-        layout.config_file.write_text(render_config(layout, sandbox_image=self._image.reference))
-        # Every pod needs the loopback plugin: CRI sets up `lo` through CNI too.
-        self.link_reference_plugins("loopback")
-        self._log = layout.log_file.open("ab")
         try:
+            for directory in layout.dirs():
+                directory.mkdir(parents=True, exist_ok=True)
+            layout.config_file.write_text(render_config(layout, sandbox_image=self._image.reference))
+            # Every pod needs the loopback plugin: CRI sets up `lo` through CNI too.
+            self.link_reference_plugins("loopback")
+            self._log = layout.log_file.open("ab")
             self._proc = subprocess.Popen(
                 ["nsenter", f"--net={self._netns_path}", "containerd", "--config", str(layout.config_file)],
                 stdin=subprocess.DEVNULL,
@@ -143,16 +140,8 @@ class Containerd:
         layout = self._layout
         if self._proc is not None and self._proc.poll() is None:
             self._remove_all_sandboxes()
-            self._end(self._proc.pid, proc=self._proc)
-        for pid in self._leftover_pids(layout):
-            log.warning("ending leftover process %d of containerd %s", pid, layout.socket)
-            self._end(pid)
-        _unmount_under(layout.base)
-        shutil.rmtree(layout.base, ignore_errors=True)
-        _remove_cgroups(self.cgroup_parent)
-        for directory in reversed(self._made_run_dirs):
-            with suppress(OSError):
-                directory.rmdir()  # only when empty: another containerd may use it meanwhile
+            leftovers.end_process(self._proc.pid, proc=self._proc)
+        leftovers.clean(layout.base, cgroup_parent=self.cgroup_parent)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -268,93 +257,3 @@ class Containerd:
                         log.warning("could not remove sandbox %s on stop: %s", sandbox_id[:12], exc)
         except CriError as exc:
             log.warning("could not list sandboxes on stop: %s", exc)
-
-    @staticmethod
-    def _end(pid: int, *, proc: subprocess.Popen[bytes] | None = None, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds."""
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if (proc.poll() is not None) if proc is not None else not _alive(pid):
-                return
-            time.sleep(0.05)
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        if proc is not None:
-            proc.wait(timeout=10)
-
-    def _leftover_pids(self, layout: ContainerdLayout) -> list[int]:
-        """Shims serving this containerd (named by its socket) and processes in this harness's cgroups."""
-        pids = set(_pids_with_args(("-address", str(layout.socket))))
-        pids |= set(_cgroup_pids(self.cgroup_parent))
-        pids.discard(os.getpid())
-        return sorted(pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes (its parent reaps it).
-    with suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def _pids_with_args(pair: tuple[str, str]) -> Iterable[int]:
-    """PIDs whose command line holds `pair` as consecutive arguments."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        wanted = [pair[0].encode(), pair[1].encode()]
-        if any(args[i : i + 2] == wanted for i in range(len(args) - 1)):
-            yield int(entry.name)
-
-
-def _cgroup_dirs(parent: str) -> list[Path]:
-    """This parent's directory in every mounted hierarchy (cgroup v1 has one per controller)."""
-    if not CGROUP_ROOT.is_dir():
-        return []
-    relative = parent.strip("/")
-    dirs = [h / relative for h in CGROUP_ROOT.iterdir() if (h / relative).is_dir()]
-    if (CGROUP_ROOT / relative).is_dir():  # cgroup v2 unified at the root
-        dirs.append(CGROUP_ROOT / relative)
-    return dirs
-
-
-def _cgroup_pids(parent: str) -> Iterable[int]:
-    for top in _cgroup_dirs(parent):
-        for procs in top.rglob("cgroup.procs"):
-            with suppress(OSError, ValueError):
-                yield from (int(line) for line in procs.read_text().split())
-
-
-def _remove_cgroups(parent: str) -> None:
-    """rmdir the parent's cgroup tree, deepest first (cgroupfs only removes empty groups, with rmdir)."""
-    for top in _cgroup_dirs(parent):
-        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            with suppress(OSError):
-                directory.rmdir()
-        with suppress(OSError):
-            top.rmdir()
-
-
-def _unmount_under(base: Path) -> None:
-    """Lazily unmount every mount point below `base` (overlay rootfs, shm, netns), deepest first."""
-    prefix = str(base.resolve()) + "/"
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")  # mountinfo escapes spaces as \040
-        if point.startswith(prefix):
-            points.append(point)
-    for point in sorted(set(points), key=lambda p: -p.count("/")):
-        proc = subprocess.run(["umount", "--lazy", point], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            log.warning("could not unmount %s: %s", point, proc.stderr.strip())

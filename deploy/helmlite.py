@@ -14,7 +14,8 @@ The subset:
   element, `$` the root), `define "name"` in `_helpers.tpl`;
 - operands: `.Values.a.b`, `.Release.Name`, `.Release.Namespace`, `.Chart.Name`, `.Chart.Version`,
   `.Chart.AppVersion`, `$`, `$var`, `$var.field`, `"strings"`, integers, `true`/`false`, `( pipeline )`;
-- functions: include, toYaml, indent, nindent, quote, default, eq, ne, not, and, or, empty, printf (%s, %d).
+- functions: include, toYaml, indent, nindent, quote, default, eq, ne, not, and, or, empty, printf (%s, %d),
+  toString.
 Output follows `helm template --include-crds`: `crds/` files verbatim first, then each non-empty template in
 Helm's install order by kind, each as `---\\n# Source: <chart>/<path>\\n<trimmed content>\\n`.
 """
@@ -241,6 +242,7 @@ class Renderer:
             "or": lambda *a: any(truthy(x) for x in a),
             "empty": lambda a: not truthy(a),
             "printf": _printf,
+            "toString": _scalar,
         }
 
     def include(self, name: str, dot: Any, scope: dict[str, Any]) -> str:

@@ -97,11 +97,13 @@ def test_cluster_role_is_upstreams_without_the_network_policy_agent_rules() -> N
     assert not any("nonResourceURLs" in rule for rule in rules)
 
 
-def test_annotate_pod_ip_adds_patch_pods_and_nothing_else() -> None:
+@pytest.mark.parametrize("flag", ["true", True])  # `--set env.ANNOTATE_POD_IP=true` gives a boolean
+def test_annotate_pod_ip_adds_patch_pods_and_nothing_else(flag: object) -> None:
     before = _one(_render(), "ClusterRole")["rules"]
-    after = _one(_render({"env": {"ANNOTATE_POD_IP": "true"}}), "ClusterRole")["rules"]
+    after = _one(_render({"env": {"ANNOTATE_POD_IP": flag}}), "ClusterRole")["rules"]
     added = [r for r in after if r not in before]
     assert added == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+    assert _env(_aws_node(_render({"env": {"ANNOTATE_POD_IP": flag}})))["ANNOTATE_POD_IP"] == "true"
 
 
 def test_default_env_is_accepted_by_the_settings_and_uses_upstream_names() -> None:

@@ -63,7 +63,8 @@ def ipamd_health_check(settings: Settings) -> HealthCheck:
     addr = f"unix://{settings.ipamd_socket}"
 
     def check() -> HealthResult:
-        return check_health(addr, service=IPAMD_HEALTH_SERVICE, connect_timeout_s=5.0, rpc_timeout_s=5.0)
+        # grpc-health-probe's default 1 s connect timeout, as upstream's waitForIPAM calls it.
+        return check_health(addr, service=IPAMD_HEALTH_SERVICE, connect_timeout_s=1.0, rpc_timeout_s=5.0)
 
     return check
 

@@ -1,4 +1,5 @@
-"""`vpccni-testbed up` as a subprocess: one JSON object on stdout, endpoints work, clean exit on SIGTERM."""
+"""`vpccni-testbed up --no-datapath` as a subprocess (no root needed): one JSON object on stdout, EC2, IMDS
+and the Kubernetes API work on loopback, clean exit on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
 import pytest
+from vpccni.awsutils.limits import max_pods, static_limits
 
 
 def port_open(url: str) -> bool:
@@ -33,6 +36,9 @@ def test_up_prints_endpoints_and_exits_cleanly(tmp_path: Path, sig: signal.Signa
             "-m",
             "vpccni.testbed.cli",
             "up",
+            "--no-datapath",
+            "--nodes",
+            "2",
             "--instance-type",
             "t3.small",
             "--config",
@@ -70,11 +76,32 @@ def test_up_prints_endpoints_and_exits_cleanly(tmp_path: Path, sig: signal.Signa
         reservations = ec2.describe_instances(InstanceIds=[info["instance_id"]])["Reservations"]
         assert reservations[0]["Instances"][0]["InstanceType"] == "t3.small"
         assert port_open(info["imds_endpoint"])
+
+        nodes = info["nodes"]
+        assert len(nodes) == 2 and nodes[0]["instance_id"] == info["instance_id"]
+        assert all(n["netns"] is None and n["env"]["AWS_EC2_METADATA_SERVICE_ENDPOINT"] for n in nodes)
+        assert info["datapath"] is False and info["vpc_host_ip"] is None
+        kube_nodes = json.loads(
+            urllib.request.urlopen(f"{info['kube_api_url']}/api/v1/nodes", timeout=5).read()
+        )
+        registered = {n["metadata"]["name"]: n for n in kube_nodes["items"]}
+        assert set(registered) == {n["k8s_node_name"] for n in nodes}
+        assert {n["env"]["MY_NODE_NAME"] for n in nodes} == set(registered)
+        limits = static_limits("t3.small")
+        assert limits is not None
+        assert {n["status"]["capacity"]["pods"] for n in registered.values()} == {str(max_pods(limits))}
+        assert (
+            json.loads(Path(info["kubeconfig"]).read_text())["clusters"][0]["cluster"]["server"]
+            == (info["kube_api_url"])
+        )
+
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr
         assert "stopping the testbed" in stderr
-        assert not port_open(info["ec2_endpoint"]) and not port_open(info["imds_endpoint"])
+        for url in (info["ec2_endpoint"], info["kube_api_url"], *(n["imds_endpoint"] for n in nodes)):
+            assert not port_open(url)
+        assert not Path(info["kubeconfig"]).parent.exists()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,19 +1,24 @@
-"""`vpccni-testbed up`: start the testbed's EC2 and IMDS, launch a node, print its endpoints as one JSON
-object on stdout, and run until SIGTERM/SIGINT, then tear everything down. Progress goes to stderr."""
+"""`vpccni-testbed up`: bring up the testbed (EC2, IMDS, the Kubernetes API server and, unless
+`--no-datapath`, the VPC datapath with N node namespaces), print it as one JSON object on stdout, run until
+SIGTERM/SIGINT, then tear everything down. Progress goes to stderr."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from vpccni.testbed.cloud import Cloud, CloudConfig
+from vpccni.testbed.cli_up import StartInterrupted, TestbedUp, UpOptions
+from vpccni.testbed.cloud import CloudConfig
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def load_config(path: Path | None) -> tuple[CloudConfig, dict[str, Any]]:
@@ -31,57 +36,84 @@ def load_config(path: Path | None) -> tuple[CloudConfig, dict[str, Any]]:
         raise SystemExit(f"invalid testbed config {path}: {exc}") from exc
 
 
+def up_options(args: argparse.Namespace, node: dict[str, Any]) -> UpOptions:
+    """Command-line flags win over the config file's node keys."""
+    return UpOptions(
+        instance_type=args.instance_type or node.get("instance_type", "m5.large"),
+        nodes=args.nodes,
+        datapath=not args.no_datapath,
+        imds_port=int(node.get("imds_port", 0)),
+    )
+
+
+def _stop_pending() -> bool:
+    return bool(signal.sigpending() & STOP_SIGNALS)
+
+
 def up(args: argparse.Namespace) -> int:
     config, node = load_config(args.config)
-    instance_type = args.instance_type or node.get("instance_type", "m5.large")
+    options = up_options(args, node)
+    if options.datapath and os.geteuid() != 0:
+        raise SystemExit(
+            "the datapath needs root (it creates network namespaces): run as root, or pass --no-datapath "
+            "for EC2, IMDS and the Kubernetes API on loopback only"
+        )
     # Block the stop signals before any thread starts (threads inherit the mask) and wait for them
     # synchronously: setting an Event from a Python signal handler can deadlock on the Event's own lock.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    cloud = Cloud(config)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    testbed = TestbedUp(cloud_config=config, options=options)
     try:
-        cloud.start()
-        inst = cloud.launch_instance(instance_type=instance_type)
-        imds = cloud.start_imds(inst.instance_id, host=config.host, port=int(node.get("imds_port", 0)))
-        info = {
-            "ec2_endpoint": cloud.ec2_endpoint,
-            "imds_endpoint": imds.endpoint,
-            "control_endpoint": cloud.control_endpoint,
-            "region": cloud.region,
-            "availability_zone": inst.availability_zone,
-            "vpc_id": cloud.vpc_id,
-            "vpc_cidr": str(config.vpc_cidr),
-            "subnet_ids": cloud.subnet_ids,
-            "security_group_id": cloud.security_group_id,
-            "instance_id": inst.instance_id,
-            "instance_type": inst.instance_type,
-            "primary_eni_id": inst.primary_eni_id,
-            "primary_mac": inst.primary_mac,
-            "primary_ip": str(inst.primary_ip),
-            "env": cloud.client_env(),
-        }
+        try:
+            info = testbed.start(interrupted=_stop_pending)
+        except StartInterrupted:
+            log.info("stop signal received while starting; everything is torn down")
+            return 0
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
-        log.info("testbed up: %s on %s; SIGTERM or Ctrl-C to stop", inst.instance_id, cloud.ec2_endpoint)
-        received = signal.sigwait(stop_signals)
+        log.info(
+            "testbed up: %d node(s), EC2 %s, Kubernetes API %s; SIGTERM or Ctrl-C to stop",
+            len(info["nodes"]),
+            info["ec2_endpoint"],
+            info["kube_api_url"],
+        )
+        received = signal.sigwait(STOP_SIGNALS)
         log.info("stopping the testbed (%s)", signal.Signals(received).name)
     finally:
-        cloud.stop()
+        testbed.stop()
+    log.info("testbed stopped")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vpccni-testbed", description="A hermetic AWS node for vpccni.")
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpccni-testbed", description="A hermetic AWS cluster for vpccni.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser(
-        "up", help="start EC2 + IMDS with one node; print endpoints as JSON; run until signalled"
+        "up",
+        help="start EC2, IMDS, the Kubernetes API and N nodes; print them as JSON; run until signalled",
     )
     p_up.add_argument(
-        "--instance-type", default=None, help="EC2 instance type of the node (default m5.large)"
+        "--instance-type", default=None, help="EC2 instance type of every node (default m5.large)"
     )
+    p_up.add_argument("--nodes", type=_positive, default=1, help="how many nodes (default 1)")
     p_up.add_argument("--config", type=Path, default=None, help="JSON file of CloudConfig fields")
+    p_up.add_argument(
+        "--no-datapath",
+        action="store_true",
+        help="no network namespaces (no root needed): EC2, IMDS and the Kubernetes API on loopback only",
+    )
     p_up.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.INFO,

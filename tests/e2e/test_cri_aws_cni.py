@@ -29,7 +29,7 @@ import pytest
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec, PortMapping, podnet
 from vpccni.testbed.datapath import namespaces as ns
-from vpccni.testbed.datapath.probes import ping, tcp_echo
+from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
 
 IP = ipaddress.IPv4Address
@@ -215,6 +215,9 @@ def test_pods_get_vpc_addresses_and_reach_each_other_and_a_vpc_host(
         assert podnet.ping(a.netns, c.ip), "pod to pod across nodes"
         assert podnet.ping(a.netns, cluster.vpc_host_ip), "pod to a VPC host"
         assert ping(cluster.datapath.config.netns_name("vpchost"), c.ip), "a VPC host to a pod"
+        with EchoServer(netns=cluster.datapath.config.netns_name("inet"), ip=cluster.internet_ip) as internet:
+            seen = podnet.tcp_echo(b.netns, cluster.internet_ip, internet.port)
+        assert seen == str(one.node.instance.primary_ip), "pod to the internet, SNAT to the node's address"
     finally:
         for host, sandbox in ((one, a), (one, b), (two, c)):
             host.gone(sandbox.id)

@@ -2,7 +2,7 @@
 
 The probes in `vpccni.testbed.datapath.probes` address namespaces by `ip netns` name; a pod's namespace has
 only a path (`PodSandbox.netns_path`), so ping goes through `nsenter --net=<path>` here, and the TCP echo
-server is the testbed's, given the path.
+server and client are the testbed's, given the path.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from vpccni.testbed.datapath import probes
 from vpccni.testbed.datapath.probes import EchoServer
 
 
@@ -39,3 +40,8 @@ def echo_server(netns_path: Path, ip: ipaddress.IPv4Address, port: int = 0) -> E
     """The testbed's TCP echo server, listening on ip:port inside the pod (call `start()` or use `with`)."""
     # `namespaces.netns_path(name)` is `/run/netns / name`, and joining an absolute path keeps that path.
     return EchoServer(netns=str(netns_path.resolve()), ip=ip, port=port)
+
+
+def tcp_echo(netns_path: Path, dst: ipaddress.IPv4Address, port: int, *, timeout: float = 5.0) -> str | None:
+    """Connect from the pod to an echo server; the source address the server saw, or None on failure."""
+    return probes.tcp_echo(str(netns_path.resolve()), dst, port, timeout=timeout)

@@ -1,5 +1,5 @@
 """Harness for the daemon's integration tests: the testbed `Cluster` and the REAL `aws-k8s-agent` process
-started inside a node namespace with `ip netns exec`, each with its own run dir, checkpoint and log file.
+started inside a node namespace by the testbed's `NodeRunner`, each with its own run dir, checkpoint and log.
 
 Every process is ended by its PID and every node removed, even when a test fails.
 """
@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,13 +19,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vpccni.cniplugin.version import VERSION
-from vpccni.networkutils.netns import run_in_netns
 from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
 from vpccni.testbed.cluster import Cluster, Node
+from vpccni.testbed.noderunner import NodeRunner, build_shim
 
 T = TypeVar("T")
 
-AGENT = Path(sys.executable).parent / "aws-k8s-agent"
 HEALTH_SERVICE = "grpc.health.v1.aws-node"
 # Short loop timers so a test sees the pool move in seconds (the upstream defaults are 5/30/60 s).
 FAST_ENV = {
@@ -62,92 +55,35 @@ def eventually(check: Callable[[], T | None], *, timeout_s: float = 60.0, what: 
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
 
 
-@dataclass(kw_only=True)
-class Agent:
-    """One aws-k8s-agent process on one node; restartable with the same run dir and checkpoint."""
+class Agent(NodeRunner):
+    """The testbed's `NodeRunner` (the real agent in the node namespace) plus the upstream gRPC client and
+    EC2's view of the node, with the short loop timers of `FAST_ENV`."""
 
-    cluster: Cluster
-    node: Node
-    workdir: Path
-    extra_env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    _channel: grpc.Channel | None = None
-
-    @property
-    def run_dir(self) -> Path:
-        return self.workdir / "run"
+    def __init__(
+        self, *, cluster: Cluster, node: Node, workdir: Path, shim: Path, env: dict[str, str]
+    ) -> None:
+        super().__init__(node=node, workdir=workdir, shim=shim, env={**FAST_ENV, **env})
+        self.cluster = cluster
+        self._channel: grpc.Channel | None = None
 
     @property
     def socket(self) -> Path:
         return self.run_dir / "ipamd.sock"
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.workdir / "ipam.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "ipamd.log"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            **self.node.env(),
-            **FAST_ENV,
-            "VPCCNI_RUN_DIR": str(self.run_dir),
-            "AWS_VPC_K8S_CNI_BACKING_STORE": str(self.checkpoint),
-            "AWS_VPC_K8S_CNI_LOG_FILE": str(self.log_file),
-            **self.extra_env,
-        }
-
-    def start(self, *, wait: bool = True) -> Agent:
-        assert self.proc is None or self.proc.poll() is not None, "agent already running"
+    def start(self, *, wait: bool = True, timeout_s: float = 90.0) -> Agent:
         self.close_channel()
-        out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.node.netns, str(AGENT)],
-            env=self.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        out.close()
+        super().start(wait=wait, timeout_s=timeout_s)
         if wait:
-            self.wait_ready()
+            eventually(
+                lambda: self.health() == health_pb2.HealthCheckResponse.SERVING,
+                timeout_s=timeout_s,
+                what=f"gRPC health SERVING on {self.socket}",
+            )
         return self
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"aws-k8s-agent exited with {self.proc.returncode}:\n{self.output()}")
-            return self.socket.exists() and self.health() == health_pb2.HealthCheckResponse.SERVING
-
-        try:
-            eventually(ready, timeout_s=timeout_s, what="aws-k8s-agent to serve")
-        except AssertionError as err:
-            raise AssertionError(f"{err}\n--- log tail ---\n{self.output()}") from None
-
-    def output(self, lines: int = 40) -> str:
-        text = ""
-        for path in (self.workdir / "stdout.log", self.log_file):
-            if path.exists():
-                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
-        return text
-
-    def send_signal(self, sig: int) -> None:
-        assert self.proc is not None
-        # `ip netns exec` execs the agent, so this PID is the agent itself.
-        os.kill(self.proc.pid, sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, *, timeout_s: float = 30.0) -> int | None:
         self.close_channel()
-        if self.proc is None or self.proc.poll() is not None:
-            return -1 if self.proc is None else self.proc.returncode
-        self.send_signal(sig)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+        return super().stop(sig, timeout_s=timeout_s)
 
     # --- clients -----------------------------------------------------------------------------------------
 
@@ -168,20 +104,10 @@ class Agent:
     def add(
         self, pod: str, *, namespace: str = "default", version: str = VERSION, timeout_s: float = 30
     ) -> Any:
-        stub = rpc_pb2_grpc.CNIBackendStub(self.channel())
-        return stub.AddNetwork(
-            rpc_pb2.AddNetworkRequest(
-                ClientVersion=version,
-                K8S_POD_NAME=pod,
-                K8S_POD_NAMESPACE=namespace,
-                K8S_POD_INFRA_CONTAINER_ID=f"c-{pod}",
-                ContainerID=f"c-{pod}",
-                IfName="eth0",
-                NetworkName="aws-cni",
-                Netns="/proc/1/ns/net",
-            ),
-            timeout=timeout_s,
+        request = rpc_pb2.AddNetworkRequest(
+            ClientVersion=version, Netns="/proc/1/ns/net", **_pod_fields(pod, namespace)
         )
+        return rpc_pb2_grpc.CNIBackendStub(self.channel()).AddNetwork(request, timeout=timeout_s)
 
     def add_ok(self, pod: str, *, timeout_s: float = 60) -> ipaddress.IPv4Address:
         """AddNetwork until it succeeds (the pool may still be growing), as kubelet retries a sandbox."""
@@ -195,43 +121,14 @@ class Agent:
         return eventually(attempt, timeout_s=timeout_s, what=f"an address for {pod}")
 
     def delete(self, pod: str, *, namespace: str = "default") -> Any:
-        stub = rpc_pb2_grpc.CNIBackendStub(self.channel())
-        return stub.DelNetwork(
-            rpc_pb2.DelNetworkRequest(
-                ClientVersion=VERSION,
-                K8S_POD_NAME=pod,
-                K8S_POD_NAMESPACE=namespace,
-                K8S_POD_INFRA_CONTAINER_ID=f"c-{pod}",
-                ContainerID=f"c-{pod}",
-                IfName="eth0",
-                NetworkName="aws-cni",
-                Reason="PodDeleted",
-            ),
-            timeout=30,
+        request = rpc_pb2.DelNetworkRequest(
+            ClientVersion=VERSION, Reason="PodDeleted", **_pod_fields(pod, namespace)
         )
-
-    def http(self, port: int, path: str) -> bytes:
-        """GET http://127.0.0.1:<port><path> from inside the node namespace."""
-        fd = os.open(self.node.netns_path, os.O_RDONLY)
-        try:
-
-            def get() -> bytes:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-                    return bytes(resp.read())
-
-            return run_in_netns(fd, get)
-        finally:
-            os.close(fd)
+        return rpc_pb2_grpc.CNIBackendStub(self.channel()).DelNetwork(request, timeout=30)
 
     def enis(self) -> dict[str, Any]:
         """Introspection /v1/enis for network card 0."""
-        return dict(json.loads(self.http(61679, "/v1/enis"))["0"])
-
-    def pool(self) -> dict[str, Any]:
-        return dict(json.loads(self.http(61679, "/v1/pool")))
-
-    def metrics(self) -> str:
-        return self.http(61678, "/metrics").decode()
+        return dict(self.introspect("/v1/enis")["0"])
 
     def introspected_cidrs(self) -> dict[str, set[str]]:
         """ENI id → its CIDRs ("10.0.0.5/32", "10.0.1.16/28") as introspection shows them."""
@@ -259,6 +156,18 @@ class Agent:
         return any(ip in ipaddress.IPv4Network(c) for cidrs in self.ec2_cidrs().values() for c in cidrs)
 
 
+def _pod_fields(pod: str, namespace: str) -> dict[str, str]:
+    """The request fields AddNetwork and DelNetwork share (the container id is derived from the pod)."""
+    return {
+        "K8S_POD_NAME": pod,
+        "K8S_POD_NAMESPACE": namespace,
+        "K8S_POD_INFRA_CONTAINER_ID": f"c-{pod}",
+        "ContainerID": f"c-{pod}",
+        "IfName": "eth0",
+        "NetworkName": "aws-cni",
+    }
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     c = Cluster()
@@ -284,8 +193,14 @@ def wait_for() -> Callable[..., Any]:
     return eventually
 
 
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled aws-cni (NodeRunner installs it with the conflist, as the aws-node init does)."""
+    return build_shim(tmp_path_factory.mktemp("bin"))
+
+
 @pytest.fixture
-def make_agent(cluster: Cluster, node: Node) -> Iterator[Callable[..., Agent]]:
+def make_agent(cluster: Cluster, node: Node, shim: Path) -> Iterator[Callable[..., Agent]]:
     """`make_agent(**env)` → a started agent on `node`; every agent is stopped and its files removed."""
     agents: list[Agent] = []
     with tempfile.TemporaryDirectory(prefix="vpccni-ipamd-it-") as tmp:
@@ -293,7 +208,7 @@ def make_agent(cluster: Cluster, node: Node) -> Iterator[Callable[..., Agent]]:
         def make(*, start: bool = True, **env: str) -> Agent:
             workdir = Path(tmp) / f"agent{len(agents)}"
             workdir.mkdir()
-            agent = Agent(cluster=cluster, node=node, workdir=workdir, extra_env=dict(env))
+            agent = Agent(cluster=cluster, node=node, workdir=workdir, shim=shim, env=dict(env))
             agents.append(agent)
             return agent.start() if start else agent
 
@@ -303,3 +218,4 @@ def make_agent(cluster: Cluster, node: Node) -> Iterator[Callable[..., Agent]]:
             for agent in agents:
                 with contextlib.suppress(Exception):
                     agent.stop(signal.SIGKILL, timeout_s=10)
+                agent.close()

@@ -61,7 +61,7 @@ def test_sigkill_mid_allocation_restores_every_assignment(
 
     worker = threading.Thread(target=allocate)
     worker.start()
-    assert dozen.wait(60), f"no dozen allocations:\n{agent.output()}"
+    assert dozen.wait(60), f"no dozen allocations:\n{agent.log_tail()}"
     agent.stop(signal.SIGKILL)
     worker.join(timeout=30)
     assert 12 <= len(acknowledged) < len(PODS), "the kill landed mid-allocation"

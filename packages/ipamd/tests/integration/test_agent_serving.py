@@ -59,7 +59,7 @@ def test_serves_health_backend_introspection_and_metrics(
     assert config.NodeIPv4 == str(node.instance.primary_ip)
     assert config.Region == cluster.cloud.config.region
 
-    root = json.loads(agent.http(61679, "/"))
+    root = agent.introspect("/")
     assert "/v1/enis" in root["AvailableCommands"]
     enis = agent.enis()
     assert enis["AssignedIPs"] == 1

@@ -137,18 +137,25 @@ class Daemon:
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self.start()
-        except StartupError as err:
-            log.error("%s", err)
+            try:
+                self.start()
+            except StartupError as err:
+                log.error("%s", err)
+                self.stop()
+                return 1
+            except Exception:
+                log.exception("ipamd failed to start")
+                self.stop()
+                return 1
+            while not self._stopping.wait(1.0):
+                pass
             self.stop()
-            return 1
-        while not self._stopping.wait(1.0):
-            pass
-        self.stop()
-        return 0
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: no more EC2 changes, shutting down", signal.Signals(signum).name)

@@ -11,43 +11,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady
+from vpccni.ipamd.cni.ports import PodAddressAllocator
 from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 WRONG_CLIENT_VERSION = "wrong client version"
-
-
-class AddressAllocator(Protocol):
-    """What the backend needs from `vpccni.ipamd.allocator.Allocator`."""
-
-    def assign(
-        self,
-        *,
-        network: str,
-        container_id: str,
-        ifname: str,
-        pod_namespace: str,
-        pod_name: str,
-        timeout_s: float | None = None,
-        interfaces_count: int = 1,
-    ) -> Allocation: ...
-
-    def release(
-        self,
-        *,
-        network: str,
-        container_id: str,
-        ifname: str,
-        pod_namespace: str = "",
-        pod_name: str = "",
-        reason: str = "PodDeleted",
-    ) -> Allocation | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +57,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
     def __init__(
         self,
         *,
-        allocator: AddressAllocator,
+        allocator: PodAddressAllocator,
         facts: NodeFacts,
         vpc_cidrs: Callable[[], Sequence[IPv4Network]],
     ) -> None:

@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 from vpccni.awsutils.limits import max_pods, static_limits
+from vpccni.testbed.cli_up import StartInterrupted, TestbedUp, UpOptions
+from vpccni.testbed.cloud import CloudConfig
 
 
 def port_open(url: str) -> bool:
@@ -106,3 +108,30 @@ def test_up_prints_endpoints_and_exits_cleanly(tmp_path: Path, sig: signal.Signa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_interrupted_start_tears_down_what_it_made() -> None:
+    asked: list[int] = []
+
+    def interrupted() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # a stop signal arrives after the first node
+
+    testbed = TestbedUp(cloud_config=CloudConfig(), options=UpOptions(nodes=3, datapath=False))
+    with pytest.raises(StartInterrupted):
+        testbed.start(interrupted=interrupted)
+    assert len(asked) == 2
+    assert testbed.workdir is not None and not testbed.workdir.exists()
+    testbed.stop()  # idempotent
+
+
+def test_start_and_stop_in_process_without_the_datapath() -> None:
+    testbed = TestbedUp(cloud_config=CloudConfig(), options=UpOptions(nodes=1, datapath=False))
+    try:
+        info = testbed.start()
+        assert port_open(info["ec2_endpoint"]) and port_open(info["kube_api_url"])
+        assert Path(info["kubeconfig"]).is_file()
+    finally:
+        testbed.stop()
+    assert not port_open(info["ec2_endpoint"]) and not port_open(info["kube_api_url"])
+    assert not port_open(info["imds_endpoint"]) and not Path(info["kubeconfig"]).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,18 @@ def test_two_nodes_six_pods_all_checks_pass_and_nothing_is_left() -> None:
     assert "CNI_COMMAND=ADD" in output  # it says how pods are made
     assert output.count("datastore empty") == 2
     assert "AssignPrivateIpAddresses" in output
+    assert _left_behind(output) == []
+
+
+@pytest.mark.skipif(shutil.which("containerd") is None, reason="containerd is not installed")
+def test_pods_through_containerd_cri() -> None:
+    proc = _demo("--nodes", "1", "--pods", "3", "--runtime", "containerd")
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "containerd's CRI plugin (RunPodSandbox)" in output
+    assert "Pods (3 of 3 have an address)" in output
+    assert "PASS  pod -> internet (SNAT)" in output
+    assert output.count("datastore empty") == 1
     assert _left_behind(output) == []
 
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,16 +29,15 @@ from vpccni.ipamd.cli.introspect import pod_rows
 from vpccni.testbed.cluster import Cluster
 from vpccni.testbed.demo import report
 from vpccni.testbed.demo.connectivity import ProbeResult, plan_and_run
-from vpccni.testbed.demo.placement import PlacedPod, place, result_ip
+from vpccni.testbed.demo.placement import PlacedPod, place
 from vpccni.testbed.demo.progress import Progress
+from vpccni.testbed.demo.runtime import ContainerdRuntime, PodRuntime, ShimRuntime
 from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
 
 log = logging.getLogger(__name__)
 
 _Item = TypeVar("_Item")
 _Value = TypeVar("_Value")
-
-ADD_ATTEMPTS = 4  # kubelet keeps retrying a failed sandbox; the demo gives up after a few
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +47,7 @@ class DemoOptions:
     instance_type: str = "m5.large"
     keep: bool = False
     workers: int = 8
+    runtime: str = "shim"
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -60,6 +61,12 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
     parser.add_argument("--instance-type", default="m5.large", help="EC2 instance type (default m5.large)")
     parser.add_argument("--keep", action="store_true", help="leave everything up until Ctrl-C")
     parser.add_argument("--workers", type=int, default=8, help="concurrent CNI calls (default 8)")
+    parser.add_argument(
+        "--runtime",
+        choices=("shim", "containerd"),
+        default="shim",
+        help="how pods are made: exec the installed aws-cni as a runtime does (default), or containerd's CRI",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -82,6 +89,7 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         instance_type=args.instance_type,
         keep=args.keep,
         workers=args.workers,
+        runtime=args.runtime,
         settings=settings,
     )
 
@@ -128,6 +136,9 @@ class Demo:
     runners: list[NodeRunner] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     calls_before_agents: int = 0
+    runtime: PodRuntime = field(default_factory=ShimRuntime)
+    pods: list[tuple[NodeRunner, Pod]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -162,25 +173,23 @@ class Demo:
 
     def create_pods(self) -> dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]:
         o = self.options
-        self.say(
-            "\nPods are created as a container runtime creates them (containerd's CRI is not used here): a "
-            "network namespace per pod sandbox, then the installed aws-cni executed with CNI_COMMAND=ADD, "
-            "CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME=eth0, CNI_ARGS=K8S_POD_*, and the conflist's plugin "
-            "config (cniVersion and name injected) on stdin."
-        )
+        self.runtime.prepare(self.runners)
+        self.say("\n" + self.runtime.description)
         plan = [(self.runners[i % len(self.runners)], f"demo-{i + 1:03d}") for i in range(o.pods)]
         placed: dict[str, list[tuple[Pod, ipaddress.IPv4Address]]] = {r.node.name: [] for r in self.runners}
 
         def done(item: tuple[NodeRunner, str], value: tuple[Pod, ipaddress.IPv4Address | None, str]) -> str:
             runner, name = item
             pod, ip, error = value
+            with self._lock:
+                self.pods.append((runner, pod))
             if ip is None:
                 self.failures.append(f"ADD {runner.node.name}/{name}: {error}")
                 return ""
             placed[runner.node.name].append((pod, ip))
             return f"{runner.node.name}/{name} {ip}"
 
-        self._concurrently("ADD", plan, lambda item: self._add_one(*item), done)
+        self._concurrently("ADD", plan, lambda item: self.runtime.run_pod(*item), done)
         return placed
 
     def _concurrently(
@@ -205,18 +214,6 @@ class Demo:
                 raise
             finally:
                 progress.close()
-
-    def _add_one(self, runner: NodeRunner, name: str) -> tuple[Pod, ipaddress.IPv4Address | None, str]:
-        pod = runner.create_pod(namespace="default", name=name)
-        error = ""
-        for attempt in range(ADD_ATTEMPTS):
-            outcome = runner.add(pod)
-            if outcome.ok:
-                return pod, result_ip(outcome.document), ""
-            error = outcome.error
-            runner.delete(pod)  # a failed ADD is followed by DEL before the runtime retries
-            time.sleep(0.5 * (attempt + 1))
-        return pod, None, error
 
     def show_pods(self, placed: dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]) -> list[PlacedPod]:
         rows: list[PlacedPod] = []
@@ -271,7 +268,8 @@ class Demo:
             signal.pause()
 
     def delete_pods(self) -> None:
-        work = [(runner, pod) for runner in self.runners for pod in runner.pods()]
+        with self._lock:
+            work, self.pods = list(self.pods), []
 
         def done(item: tuple[NodeRunner, Pod], error: str) -> str:
             runner, pod = item
@@ -280,13 +278,7 @@ class Demo:
                 return ""
             return f"{runner.node.name}/{pod.name}"
 
-        self._concurrently("DEL", work, lambda item: self._delete_one(*item), done)
-
-    @staticmethod
-    def _delete_one(runner: NodeRunner, pod: Pod) -> str:
-        outcome = runner.delete(pod)
-        runner.remove_pod(pod)
-        return "" if outcome.ok else outcome.error
+        self._concurrently("DEL", work, lambda item: self.runtime.remove_pod(*item), done)
 
     def verify_returned(self) -> None:
         self.say(report.heading("After DEL: every address is back in the pool"))
@@ -301,6 +293,8 @@ class Demo:
                 self.failures.append(f"{runner.node.name}: {len(left)} addresses still assigned after DEL")
 
     def tear_down(self) -> None:
+        with contextlib.suppress(Exception):
+            self.runtime.close()
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 runner.close()
@@ -317,7 +311,7 @@ class Demo:
         self.show_ec2_calls()
         if self.options.keep:
             self.keep_up()
-        self.say(report.heading("Deleting the pods (CNI DEL through the shim, prevResult from ADD)"))
+        self.say(report.heading(f"Deleting the pods ({self.runtime.delete_description})"))
         self.delete_pods()
         self.verify_returned()
         self.show_pools("Warm pool per node after DEL (released addresses cool down before reuse)")
@@ -333,7 +327,8 @@ class Demo:
 
 def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vpccni-demo-"))
-    demo = Demo(options=options, out=out, err=err, workdir=workdir)
+    runtime: PodRuntime = ContainerdRuntime() if options.runtime == "containerd" else ShimRuntime()
+    demo = Demo(options=options, out=out, err=err, workdir=workdir, runtime=runtime)
     try:
         with _signals_unwind():
             return demo.run()

@@ -269,7 +269,11 @@ def churn(run: Run) -> None:
                     run.say(f"  churn {i}/{pairs} ({i / (time.monotonic() - started):.1f} pairs/s)")
         elapsed = time.monotonic() - started
         leaked = _leaked_addresses(runner)
-        rules_after, veths_after = len(_rule_lines(runner)), len(_veths(runner))
+        rules_after = len(_rule_lines(runner))
+        # The kernel destroys a deleted namespace (and the veth in it) asynchronously: give it a moment.
+        settle = time.monotonic() + 5
+        while (veths_after := len(_veths(runner))) > veths_before and time.monotonic() < settle:
+            time.sleep(0.2)
         rss_after = runner.rss_mib()
     run.results["churn_pairs_per_s"] = round(pairs / elapsed, 2)
     run.results["churn_leaked_addresses"] = leaked

@@ -114,3 +114,18 @@ def test_invalid_settings_exit_1_naming_every_variable(tmp_path: Path) -> None:
     assert "WARM_IP_TARGET='lots'" in done.stderr
     assert "MAX_ENI='x'" in done.stderr
     assert not (tmp_path / "run" / "ipamd.sock").exists()
+
+
+def test_unreachable_imds_at_start_exits_1_with_what_to_check(
+    cluster: Cluster, make_agent: Callable[..., Agent]
+) -> None:
+    cluster.cloud.set_imds_outage(True)
+    try:
+        agent = make_agent(start=False)
+        agent.start(wait=False)
+        assert agent.proc is not None
+        assert agent.proc.wait(120) == 1
+    finally:
+        cluster.cloud.set_imds_outage(False)
+    assert "IMDS" in agent.log_tail()
+    assert not agent.socket.exists(), "no socket before node init"

@@ -275,6 +275,7 @@ def churn(run: Run) -> None:
         while (veths_after := len(_veths(runner))) > veths_before and time.monotonic() < settle:
             time.sleep(0.2)
         rss_after = runner.rss_mib()
+        pool_after = runner.introspect("/v1/pool")
     run.results["churn_pairs_per_s"] = round(pairs / elapsed, 2)
     run.results["churn_leaked_addresses"] = leaked
     run.extra["churn"] = {
@@ -286,6 +287,8 @@ def churn(run: Run) -> None:
         "leaked_veths": veths_after - veths_before,
         "rss_before_mib": round(rss_before or 0, 1),
         "rss_after_mib": round(rss_after or 0, 1),
+        # The 30 s IP cooldown bounds churn: every DEL parks an address that no ADD may take for 30 s.
+        "pool_after": {k: pool_after.get(k) for k in ("enis", "totalIPs", "inCooldown", "state")},
     }
     if rss_before and rss_after:
         run.extra["churn"]["rss_growth_pct"] = round((rss_after - rss_before) / rss_before * 100, 1)

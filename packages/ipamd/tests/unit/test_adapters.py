@@ -18,7 +18,10 @@ from vpccni.ipamd.adapters.aws import (
 )
 from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers
 from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings, RestoredPodRules
+from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, PodMetadata
+from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError, EniDescription, EniRequest
 from vpccni.k8sapi.model import NodeInfo, Taint
 from vpccni.k8sapi.testing import FakeKubeApi
@@ -251,3 +254,31 @@ def test_kube_link_starts_without_the_server_and_catches_up() -> None:
         assert link.connected and link.max_pods() == 17
     finally:
         link.stop()
+
+
+# --- metrics around the pool's ports ----------------------------------------------------------------------
+
+
+def test_observed_cloud_reports_pool_actions_and_their_errors() -> None:
+    node = FakeNode.create()
+    metrics = IpamdMetrics(with_process_metrics=False)
+    cloud = ObservedCloud(node.cloud, metrics)
+    (ip,) = cloud.assign_ips(node.primary.eni_id, 1)
+    node.cloud.fail("unassign", CloudError("denied", code="UnauthorizedOperation"))
+    with pytest.raises(CloudError):
+        cloud.unassign(node.primary.eni_id, ips=[ip])
+    rendered = metrics.render().decode()
+    assert 'awscni_ipamd_error_count{fn="decreaseDatastorePool"} 1.0' in rendered
+    assert 'awscni_ipamd_action_inprogress{fn="increaseDatastorePool"} 0.0' in rendered
+    assert 'awscni_ipamd_error_count{fn="increaseDatastorePool"}' not in rendered
+
+
+def test_observed_reconciler_counts_what_the_reconcile_fixed() -> None:
+    node = FakeNode.create()
+    node.cloud.add_existing_eni(device_number=1, ips=2)  # attached behind ipamd's back
+    metrics = IpamdMetrics(with_process_metrics=False)
+    ObservedReconciler(node.make_reconciler(), metrics).reconcile()
+    rendered = metrics.render().decode()
+    assert 'awscni_reconcile_count{fn="eniReconcileAdd"} 1.0' in rendered
+    assert 'awscni_reconcile_count{fn="eniIPPoolReconcileAdd"} 2.0' in rendered
+    assert "awscni_force_removed_enis 0.0" in rendered

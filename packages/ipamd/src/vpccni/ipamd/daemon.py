@@ -28,6 +28,7 @@ from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers, kube_api_from_settings
 from vpccni.ipamd.adapters.network import RestoredPodRules
 from vpccni.ipamd.adapters.node import NodeAdapters
+from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import Allocator
 from vpccni.ipamd.checkpoint import FileCheckpointer
@@ -249,11 +250,11 @@ class Daemon:
                 self.pool = PoolManager(
                     config=config,
                     store=datastore,
-                    cloud=cloud,
+                    cloud=ObservedCloud(cloud, self.metrics),
                     network=network,
                     cooldown=cooldown,
                     clock=time.monotonic,
-                    reconciler=reconciler,
+                    reconciler=ObservedReconciler(reconciler, self.metrics),
                     schedulable=schedulable,
                     policy=PoolPolicy(
                         provisioning_enabled=s.provisioning_enabled,

@@ -118,3 +118,14 @@ def test_iptables_wrapper_follows_the_hosts_backend(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == expected
+
+
+def test_build_sh_builds_the_containerfile_from_its_own_base() -> None:
+    """One source of truth: build.sh stages the context and hands the Containerfile its BASE, nothing else."""
+    script = (IMAGE / "build.sh").read_text()
+    assert re.search(r"^ARG BASE=\S+\nFROM \$\{BASE\}$", CONTAINERFILE, re.MULTILINE)
+    assert '--build-arg "BASE=$BASE"' in script
+    assert '-f "$OUT/image-context/Containerfile"' in script
+    assert "deploy/image/stage.py" in script
+    # Every step of the image is in the Containerfile: the script runs no command inside the image.
+    assert "buildah run" not in script and "bh run" not in script

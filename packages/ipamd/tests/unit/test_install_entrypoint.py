@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from vpccni.ipamd.install import entrypoint
 from vpccni.ipamd.install.health import IPAMD_HEALTH_SERVICE, HealthOutcome, check_health
 from vpccni.ipamd.install.probe import main as probe_main
 from vpccni.ipamd.install.testing import set_serving, start_health_server
@@ -135,3 +136,29 @@ def test_probe_exit_codes_follow_grpc_health_probe(node: dict[str, Path]) -> Non
     with pytest.raises(SystemExit) as exc:
         probe_main([addr, "-connect-timeout=soon"])
     assert exc.value.code == HealthOutcome.INVALID_ARGUMENTS
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout"}, "AWS_VPC_K8S_PLUGIN_LOG_FILE"),
+        ({"AWS_VPC_K8S_CNI_VETHPREFIX": "abcde"}, "AWS_VPC_K8S_CNI_VETHPREFIX"),
+        ({"AWS_VPC_K8S_CNI_VETHPREFIX": "lo"}, "AWS_VPC_K8S_CNI_VETHPREFIX"),
+        ({"POD_SECURITY_GROUP_ENFORCING_MODE": "loose"}, "POD_SECURITY_GROUP_ENFORCING_MODE"),
+        ({"IP_COOLDOWN_PERIOD": "-1"}, "IP_COOLDOWN_PERIOD"),
+        ({"AWS_VPC_ENI_MTU": "9002"}, "AWS_VPC_ENI_MTU"),
+        ({"POD_MTU": "500"}, "POD_MTU"),
+        ({"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "0"}, "WARM_PREFIX_TARGET"),
+    ],
+)
+def test_upstreams_entrypoint_checks_stop_it_before_anything_runs(
+    env: dict[str, str], variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(entrypoint, "configure_stdout_logging", lambda: None)
+    agent_marker = tmp_path / "agent-ran"
+    environ = {"HOST_CNI_BIN_PATH": str(tmp_path / "bin"), **env}
+    argv = ["--app-dir", str(tmp_path), "--agent", f"touch {agent_marker}"]
+    assert entrypoint.main(argv, environ=environ) == 1
+    assert variable in caplog.text
+    assert not agent_marker.exists() and not (tmp_path / "bin").exists()

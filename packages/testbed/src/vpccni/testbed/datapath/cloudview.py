@@ -10,29 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from vpccni.testbed.events import EniAttached
 
-
-class _Cloud(Protocol):
-    """The direct state reads of `vpccni.testbed.cloud.Cloud` (none of them is an EC2 API call)."""
-
-    def subscribe(self, callback: Callable[[Any], None]) -> None: ...
-
-    def eni_addresses(
-        self, eni_id: str
-    ) -> tuple[ipaddress.IPv4Address, list[ipaddress.IPv4Address], list[ipaddress.IPv4Network], str]: ...
-
-    def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network: ...
-
-    def instance_enis(self, instance_id: str) -> list[EniAttached]: ...
+from .datapath import CloudView
 
 
 class Ec2CloudView:
     """The datapath's view of a running `vpccni.testbed.cloud.Cloud`'s EC2 state (no API calls)."""
 
-    def __init__(self, cloud: _Cloud) -> None:
+    def __init__(self, cloud: CloudView) -> None:
+        # `Cloud` satisfies `CloudView` with direct state reads only; this view keeps it that way by
+        # exposing nothing else (no `ec2_client`) to the datapath.
         self._cloud = cloud
 
     def subscribe(self, callback: Callable[[object], None]) -> None:

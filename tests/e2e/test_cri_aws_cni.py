@@ -88,14 +88,10 @@ class Host:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = Cluster(ClusterConfig())
-    try:
-        c.start()
-        c.add_node()
-        c.add_node()
-        yield c
-    finally:
-        c.stop()
+    with Cluster(ClusterConfig()) as two_nodes:
+        two_nodes.add_node()
+        two_nodes.add_node()
+        yield two_nodes
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs ro
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = Cluster(ClusterConfig())
-    try:
-        c.start()
-        c.add_node()
-        c.add_node()
-        yield c
-    finally:
-        c.stop()
+    with Cluster(ClusterConfig()) as two_nodes:
+        two_nodes.add_node()
+        two_nodes.add_node()
+        yield two_nodes
 
 
 def _bridge_conflist(ipam_dir: Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import nox
 
 nox.needs_version = ">=2024.10"
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "types", "unit", "netns", "integration", "e2e", "build"]
+nox.options.sessions = ["lint", "types", "unit", "netns", "integration", "build", "image", "e2e"]
 
 ROOT = pathlib.Path(__file__).parent
 PACKAGES = sorted(p.parent for p in ROOT.glob("packages/*/pyproject.toml"))
@@ -34,7 +34,8 @@ def _need_root(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over every package, plus the layering contract (import-linter)."""
-    session.run(PY, "-m", "ruff", "check", "packages", "tests", "noxfile.py", "scripts")
+    paths = ("packages", "tests", "deploy", "scripts", "noxfile.py", "conftest.py")
+    session.run(PY, "-m", "ruff", "check", *paths)
     session.run("lint-imports", "--config", str(ROOT / "pyproject.toml"))
     # Generated files must match their sources: gRPC stubs, the limits table, the configuration reference.
     for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py"):
@@ -111,7 +112,7 @@ def build(session: nox.Session) -> None:
     session.run(PY, str(ROOT / "scripts" / "build_wheels.py"), str(out))
 
 
-@nox.session(default=False)
+@nox.session
 def image(session: nox.Session) -> None:
     """Build the aws-node image as an OCI archive without a Docker engine."""
     _need_root(session)

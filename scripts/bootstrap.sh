@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what vpccni's tests, demo and tools need on a Debian/Ubuntu machine, as root:
-# system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins) and a
+# system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins, buildah and
+# debootstrap for the image) and a
 # virtualenv at .venv with every package of the monorepo installed in development mode.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc)
+APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc buildah debootstrap)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -28,6 +29,17 @@ def bump(new: str) -> list[pathlib.Path]:
     text = re.sub(rf'VERSION = "{VERSION_RE}"', f'VERSION = "{new}"', version_file.read_text())
     version_file.write_text(text)
     changed.append(version_file)
+    chart = ROOT / "deploy/charts/aws-vpc-cni/Chart.yaml"
+    text = re.sub(rf"(?m)^version: {VERSION_RE}$", f"version: {new}", chart.read_text())
+    text = re.sub(rf'(?m)^appVersion: "?{VERSION_RE}"?$', f'appVersion: "{new}"', text)
+    chart.write_text(text)
+    changed.append(chart)
+    # The plain manifest is the chart rendered with default values: render it again.
+    manifest = ROOT / "deploy/aws-k8s-cni.yaml"
+    subprocess.run(
+        [sys.executable, str(ROOT / "deploy/helmlite.py"), str(chart.parent), "-o", str(manifest)], check=True
+    )
+    changed.append(manifest)
     return changed
 
 

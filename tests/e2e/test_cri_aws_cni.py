@@ -94,26 +94,35 @@ def cluster() -> Iterator[Cluster]:
         yield two_nodes
 
 
+def _start_host(stack: contextlib.ExitStack, node: Node, *, workdir: Path, shim: Path, **env: str) -> Host:
+    """The agent on `node`, then containerd reading the conflist where the agent installs it once it
+    serves. Unwinding `stack` stops containerd first, which removes every sandbox: the agent sees each DEL."""
+    runner = NodeRunner(node=node, workdir=workdir, shim=shim, env={**AGENT_ENV, **env})
+    stack.callback(runner.close)
+    runner.start()
+    containerd = stack.enter_context(Containerd(netns_path=node.netns_path, cni_conf_dir=runner.confdir))
+    containerd.install_plugin("aws-cni", shim)
+    containerd.link_reference_plugins("portmap")
+    containerd.wait_network_ready(network=NETWORK_NAME)
+    cri = stack.enter_context(containerd.client())
+    return Host(node=node, runner=runner, containerd=containerd, cri=cri)
+
+
 @pytest.fixture(scope="module")
-def hosts(cluster: Cluster) -> Iterator[list[Host]]:
-    with tempfile.TemporaryDirectory(prefix="vpccni-e2e-cri-") as tmp, contextlib.ExitStack() as stack:
-        shim = build_shim(Path(tmp) / "bin")
-        made: list[Host] = []
-        for node in cluster.nodes:
-            runner = NodeRunner(node=node, workdir=Path(tmp) / node.name, shim=shim, env=AGENT_ENV)
-            stack.callback(runner.close)
-            runner.start()
-            # containerd reads the conflist where the agent installs it once it serves; stopping containerd
-            # removes every sandbox first (before the agent stops), so the agent sees each DEL.
-            containerd = stack.enter_context(
-                Containerd(netns_path=node.netns_path, cni_conf_dir=runner.confdir)
-            )
-            containerd.install_plugin("aws-cni", shim)
-            containerd.link_reference_plugins("portmap")
-            containerd.wait_network_ready(network=NETWORK_NAME)
-            cri = stack.enter_context(containerd.client())
-            made.append(Host(node=node, runner=runner, containerd=containerd, cri=cri))
-        yield made
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vpccni-e2e-cri-") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="module")
+def shim(workdir: Path) -> Path:
+    return build_shim(workdir / "bin")
+
+
+@pytest.fixture(scope="module")
+def hosts(cluster: Cluster, workdir: Path, shim: Path) -> Iterator[list[Host]]:
+    with contextlib.ExitStack() as stack:
+        yield [_start_host(stack, node, workdir=workdir / node.name, shim=shim) for node in cluster.nodes[:2]]
 
 
 # --- the product's views of one pod ----------------------------------------------------------------------
@@ -335,6 +344,40 @@ def _queued_dels(runner: NodeRunner) -> list[Path]:
     """Entries of the shim's on-disk DEL queue (its directory comes from the installed conflist)."""
     queue = Path(json.loads(runner.conflist.read_text())["plugins"][0]["delQueueDir"])
     return sorted(queue.iterdir()) if queue.is_dir() else []
+
+
+def test_prefix_delegation_pods_take_addresses_of_a_delegated_prefix(
+    cluster: Cluster, workdir: Path, shim: Path
+) -> None:
+    """ENABLE_PREFIX_DELEGATION: the pool holds /28 prefixes EC2 delegated to the node's ENIs, pods get
+    addresses inside them, and the VPC routes those addresses to the node."""
+    node = cluster.add_node()
+    try:
+        with contextlib.ExitStack() as stack:
+            host = _start_host(
+                stack, node, workdir=workdir / "prefix-node", shim=shim,
+                ENABLE_PREFIX_DELEGATION="true", WARM_PREFIX_TARGET="1",
+            )  # fmt: skip
+            pods = [host.run(f"pd-{i}") for i in range(3)]
+            prefixes = _ec2_prefixes(cluster, node)
+            assert prefixes and all(p.prefixlen == 28 for p in prefixes)
+            for pod in pods:
+                assert any(pod.ip in prefix for prefix in prefixes), f"{pod.ip} is outside {prefixes}"
+                assert _assigned(host.runner)[pod.ip] == f"default/{pod.name}"
+                assert podnet.ping(pod.netns, cluster.vpc_host_ip)
+            assert podnet.ping(pods[0].netns, pods[1].ip)
+            for pod in pods:
+                host.gone(pod.id)
+            assert not any(pod.ip in _assigned(host.runner) for pod in pods)
+    finally:
+        cluster.remove_node(node)
+
+
+def _ec2_prefixes(cluster: Cluster, node: Node) -> list[ipaddress.IPv4Network]:
+    enis = cluster.cloud.ec2_client().describe_network_interfaces(
+        Filters=[{"Name": "attachment.instance-id", "Values": [node.instance.instance_id]}]
+    )["NetworkInterfaces"]
+    return [ipaddress.IPv4Network(p["Ipv4Prefix"]) for eni in enis for p in eni.get("Ipv4Prefixes", [])]
 
 
 def _nat_lines(node: Node) -> list[str]:

@@ -48,7 +48,11 @@ class ContainerdError(RuntimeError):
 
 
 class Containerd:
-    """One containerd in a node namespace with all its state under a private directory."""
+    """One containerd in a node namespace with all its state under a private directory.
+
+    `base_dir` (default: a new temporary directory) is deleted by `stop()`; `cni_bin_dir` and
+    `cni_conf_dir` (default: inside it) are used as given and kept (e.g. where the agent writes its conflist).
+    """
 
     def __init__(
         self,

@@ -131,3 +131,24 @@ def test_unreachable_imds_at_start_exits_1_with_what_to_check(
         cluster.cloud.set_imds_outage(False)
     assert "IMDS" in agent.log_tail()
     assert not agent.socket.exists(), "no socket before node init"
+
+
+HEALTH_PROBE = """
+import sys, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as ch:
+    req = health_pb2.HealthCheckRequest(service="grpc.health.v1.aws-node")
+    print(health_pb2_grpc.HealthStub(ch).Check(req, timeout=5).status)
+"""
+
+
+def test_optional_tcp_listener_for_old_clients(node: Node, make_agent: Callable[..., Agent]) -> None:
+    make_agent(VPCCNI_GRPC_TCP_ADDRESS="127.0.0.1:50051")
+    probe = subprocess.run(
+        ["ip", "netns", "exec", node.netns, sys.executable, "-c", HEALTH_PROBE, "127.0.0.1:50051"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(health_pb2.HealthCheckResponse.SERVING)

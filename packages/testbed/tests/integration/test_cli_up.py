@@ -28,7 +28,7 @@ def port_open(url: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_up_prints_endpoints_and_exits_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     config = tmp_path / "testbed.json"
     config.write_text(json.dumps({"region": "eu-west-1"}))
@@ -135,3 +135,14 @@ def test_start_and_stop_in_process_without_the_datapath() -> None:
         testbed.stop()
     assert not port_open(info["ec2_endpoint"]) and not port_open(info["kube_api_url"])
     assert not port_open(info["imds_endpoint"]) and not Path(info["kubeconfig"]).exists()
+
+
+def test_a_failed_start_exits_1_with_the_reason() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vpccni.testbed.cli", "up", "--no-datapath", "--instance-type", "bogus.type"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "did not come up" in done.stderr and "pick a real type such as m5.large" in done.stderr

@@ -1,6 +1,6 @@
 """`vpccni-testbed up`: bring up the testbed (EC2, IMDS, the Kubernetes API server and, unless
 `--no-datapath`, the VPC datapath with N node namespaces), print it as one JSON object on stdout, run until
-SIGTERM/SIGINT, then tear everything down. Progress goes to stderr."""
+SIGTERM/SIGINT/SIGHUP, then tear everything down. Progress goes to stderr."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from vpccni.testbed.cloud import CloudConfig
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+# SIGHUP too: a closed terminal must not leave namespaces behind.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def load_config(path: Path | None) -> tuple[CloudConfig, dict[str, Any]]:
@@ -68,6 +69,9 @@ def up(args: argparse.Namespace) -> int:
         except StartInterrupted:
             log.info("stop signal received while starting; everything is torn down")
             return 0
+        except Exception as exc:  # already torn down by start(); -v shows the traceback
+            log.error("the testbed did not come up (nothing is left behind): %s", exc, exc_info=args.verbose)
+            return 1
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         log.info(

@@ -152,7 +152,10 @@ def test_a_stop_signal_while_starting_leaves_nothing_behind(launch: Any) -> None
             run_id = found.group(1)
             break
     assert run_id is not None, "the CLI never announced its namespaces"
-    proc.send_signal(signal.SIGINT)  # the stop signals are blocked by now: it stops at the next step
-    _, stderr = proc.communicate(timeout=60)
+    # The stop signals are blocked (pending) before that line is logged and start-up asks for them before
+    # its first node: it stops there, never printing the JSON.
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
+    assert stdout == "" and "stop signal received while starting" in stderr
     assert not any(name.startswith(f"vtb-{run_id}-") for name in _namespaces())

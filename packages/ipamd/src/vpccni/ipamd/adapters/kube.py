@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from vpccni.cniplugin.version import VERSION
@@ -32,14 +33,25 @@ class KubeTimers:
     connect_timeout_s: float = 30.0  # upstream: try for 30 s at start, then continue without
     poll_interval_s: float = 5.0
     request_timeout_s: float = 5.0
+    # How stale the node object may be for the pool's schedulable check (the pool asks every 2.5 s; one GET
+    # per node per iteration would load the API server for nothing).
+    node_ttl_s: float = 30.0
 
 
 class KubeLink:
     """Connects to the API server now or later; thread-safe reads of what ipamd needs from it."""
 
-    def __init__(self, *, api: KubeApi, timers: KubeTimers = KubeTimers()) -> None:
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        timers: KubeTimers = KubeTimers(),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._api = api
         self._timers = timers
+        self._monotonic = monotonic
+        self._node_read_at = float("-inf")
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,8 +93,10 @@ class KubeLink:
         if not self._connected.is_set():
             return None
         with self._lock:
-            if self._node is not None and not refresh:
+            fresh = self._monotonic() - self._node_read_at < self._timers.node_ttl_s
+            if self._node is not None and (fresh or not refresh):
                 return self._node
+            self._node_read_at = self._monotonic()  # also after a failure: retry only after the TTL
         try:
             node = self._api.get_node()
         except K8sApiError as err:
@@ -98,7 +112,9 @@ class KubeLink:
         return None if node is None else node.max_pods
 
     def schedulable(self) -> bool:
-        """False only when the node carries the unschedulable taint (unknown counts as schedulable)."""
+        """False only when the node carries the unschedulable taint (unknown counts as schedulable).
+
+        The node object is re-read at most every `node_ttl_s`."""
         node = self.node(refresh=True)
         return node is None or not node.has_unschedulable_taint
 

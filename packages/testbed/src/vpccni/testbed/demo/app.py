@@ -250,19 +250,20 @@ class Demo:
 
     def keep_up(self) -> None:
         self.say(report.heading("--keep: everything stays up until Ctrl-C"))
+        cli = Path(sys.executable).parent / "vpccni"
         for runner in self.runners:
             n = runner.node
+            pad = " " * len(n.name)
             self.say(f"  {n.name}: ip netns exec {n.netns} curl 127.0.0.1:61679/v1/enis")
-            self.say(
-                f"  {' ' * len(n.name)}  ip netns exec {n.netns} {Path(sys.executable).parent}/vpccni pods"
-            )
-            self.say(f"  {' ' * len(n.name)}  logs: {runner.log_file}")
-        for runner in self.runners:
-            for pod in runner.pods():
+            self.say(f"  {pad}  ip netns exec {n.netns} {cli} pods   (also: enis, doctor)")
+            self.say(f"  {pad}  ipamd log: {runner.log_file}")
+        shown: set[str] = set()
+        for runner, pod in self.pods:
+            if runner.node.name not in shown and pod.netns:
+                shown.add(runner.node.name)
                 self.say(
                     f"  pod {pod.name} on {runner.node.name}: ip netns exec {pod.netns} ip addr show eth0"
                 )
-                break
         self.say("Press Ctrl-C to tear down.")
         while True:
             signal.pause()

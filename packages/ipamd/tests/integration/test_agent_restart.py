@@ -12,6 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
+from vpccni.cniplugin import delqueue, wire
+from vpccni.cniplugin.environ import K8sArgs
+from vpccni.cniplugin.version import VERSION
 from vpccni.networkutils.names import host_veth_name
 from vpccni.testbed.cluster import Node
 
@@ -19,6 +22,15 @@ if TYPE_CHECKING:
     from conftest import Agent
 
 PODS = [f"p{i}" for i in range(24)]  # an m5.large holds 27 pod addresses
+
+
+def add_host_veths(node: Node, pods: list[str]) -> None:
+    """The pods' host veths, as pod wiring would leave them (restore drops pods whose veth is gone, as
+    upstream does). The peer ends stay in the node namespace: only the host-side names matter here."""
+    for pod in pods:
+        veth = host_veth_name("default", pod)
+        add = ["ip", "-n", node.netns, "link", "add", veth, "type", "veth", "peer", "name", f"pp{veth[3:]}"]
+        subprocess.run(add, check=True)
 
 
 def assigned_by_pod(agent: Agent) -> dict[str, ipaddress.IPv4Address]:
@@ -37,12 +49,7 @@ def assigned_by_pod(agent: Agent) -> dict[str, ipaddress.IPv4Address]:
 def test_sigkill_mid_allocation_restores_every_assignment(
     node: Node, make_agent: Callable[..., Agent]
 ) -> None:
-    # The pods' host veths exist (restore drops pods whose veth is gone, as upstream does). The peer ends
-    # stay in the node namespace too: only the host-side names matter here.
-    for pod in PODS:
-        veth = host_veth_name("default", pod)
-        add = ["ip", "-n", node.netns, "link", "add", veth, "type", "veth", "peer", "name", f"pp{veth[3:]}"]
-        subprocess.run(add, check=True)
+    add_host_veths(node, PODS)
     agent = make_agent()
     acknowledged: dict[str, ipaddress.IPv4Address] = {}
     dozen = threading.Event()
@@ -80,3 +87,31 @@ def test_sigkill_mid_allocation_restores_every_assignment(
     final = assigned_by_pod(agent)
     assert final == {**restored, **new}
     assert len(set(final.values())) == len(PODS)
+
+
+def test_dels_queued_while_down_are_finished_before_serving(
+    node: Node, make_agent: Callable[..., Agent]
+) -> None:
+    pods = ["q0", "q1", "q2"]
+    add_host_veths(node, pods)
+    agent = make_agent()
+    ips = {pod: agent.add_ok(pod) for pod in pods}
+    assert agent.stop(signal.SIGTERM) == 0
+
+    # What the aws-cni shim does when ipamd is unreachable: DEL goes to the on-disk queue, success returned.
+    queue = str(agent.run_dir / "del-queue")
+    delqueue.enqueue(
+        queue,
+        wire.Request(
+            version=VERSION,
+            command="DEL",
+            container_id="c-q1",
+            ifname="eth0",
+            k8s_args=K8sArgs(pod_name="q1", pod_namespace="default", pod_infra_container_id="c-q1"),
+            netconf={"cniVersion": "0.4.0", "name": "aws-cni", "type": "aws-cni"},
+            cni_version="0.4.0",
+        ),
+    )
+    agent.start()
+    assert assigned_by_pod(agent) == {"q0": ips["q0"], "q2": ips["q2"]}
+    assert delqueue.pending(queue) == []

@@ -36,7 +36,7 @@ def lint(session: nox.Session) -> None:
     """ruff over every package, plus the layering contract (import-linter)."""
     paths = ("packages", "tests", "deploy", "scripts", "noxfile.py", "conftest.py")
     session.run(PY, "-m", "ruff", "check", *paths)
-    session.run("lint-imports", "--config", str(ROOT / "pyproject.toml"))
+    session.run(str(pathlib.Path(PY).parent / "lint-imports"), "--config", str(ROOT / "pyproject.toml"))
     # Generated files must match their sources: gRPC stubs, the limits table, the configuration reference.
     for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py"):
         session.run(PY, str(ROOT / "scripts" / script), "--check")

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# Tests and the demo start the console scripts (aws-k8s-agent, aws-cni, ...) by name.
+export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m vpccni.testbed.demo "$@"

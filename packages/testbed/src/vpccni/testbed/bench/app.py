@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = scenarios.Plan.for_mode(quick=args.quick, latency=latency, churn_pairs=args.churn_pairs)
     workdir = Path(tempfile.mkdtemp(prefix="vpccni-bench-"))
     started = time.monotonic()
+    load_before = [round(v, 2) for v in os.getloadavg()]
     try:
         bench = scenarios.Run(plan=plan, workdir=workdir, shim=build_shim(workdir / "bin"))
         for name, scenario in SCENARIOS.items():
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if results[key] is None and not any(key in note for note in bench.notes):
             reason = "not run (--only)" if args.only else "not measured (see the scenario's note)"
             bench.notes.append(f"{key}: {reason}")
-    results["machine"] = describe()
+    results["machine"] = {**describe(), "load_average_at_start": load_before}
     results["notes"] = bench.notes
     results["run"] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -39,7 +39,8 @@ miss against a target is reported as a miss.
 ## Machine
 
 {cores} cores ({cpu}), {memory} MiB memory, {os}, kernel {kernel}, Python {python}. The testbed's EC2 (moto
-behind the fidelity layer), IMDS and VPC datapath run on the same machine as the agent and the shim.
+behind the fidelity layer), IMDS and VPC datapath run on the same machine as the agent and the shim. Load
+average (1/5/15 min) at the start {load_start}, at the end {load_end}: other work skews the numbers.
 
 ## Conditions
 
@@ -109,6 +110,8 @@ def render(results: dict[str, Any], *, plot: str | None) -> str:
         os=m.get("os") or "Linux",
         kernel=m.get("kernel"),
         python=m.get("python"),
+        load_start=m.get("load_average_at_start", "n/a"),
+        load_end=m.get("load_average_1_5_15", "n/a"),
         create=lat.get("CreateNetworkInterface"),
         attach=lat.get("AttachNetworkInterface"),
         assign=lat.get("AssignPrivateIpAddresses"),

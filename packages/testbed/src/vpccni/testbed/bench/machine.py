@@ -28,4 +28,6 @@ def describe() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "os": _first_value("/etc/os-release", "PRETTY_NAME=", "="),
+        # Other work on the machine skews every number: say how busy it was.
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
     }

@@ -270,7 +270,7 @@ class Daemon:
                 instance_id=ident.instance_id,
                 instance_type=ident.instance_type,
                 primary_mac=ident.primary_mac,
-                max_pods=self._max_pods(aws, kube, prefix_mode),
+                max_pods=self._max_pods(aws, kube),
             ),
             ports=NodeInitPorts(
                 limits=aws.limits_catalog,
@@ -315,7 +315,7 @@ class Daemon:
         except AwsUtilsError:
             return False  # node init's limits step fails with the actionable message
 
-    def _max_pods(self, aws: AwsNode, kube: KubeLink | None, prefix_mode: bool) -> int:
+    def _max_pods(self, aws: AwsNode, kube: KubeLink | None) -> int:
         """Node capacity from the API server, else eni-max-pods (the same formula), else 110."""
         from_node = kube.max_pods() if kube is not None else None
         if from_node:

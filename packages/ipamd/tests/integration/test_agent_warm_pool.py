@@ -46,7 +46,11 @@ def test_warm_eni_target_default_keeps_one_whole_eni_free(
     wait_for(lambda: settled(agent, enis=2, total_ips=2 * IPS_PER_ENI), what="a second ENI")
     second = next(e for e in agent.ec2_enis() if e != node.instance.primary_eni_id)
     assert agent.enis()["ENIs"][second]["RouteTableID"] == 2, "device 1 uses route table 2"
-    assert agent.ec2_enis()[second]["Attachment"]["DeleteOnTermination"] is True
+    described = agent.ec2_enis()[second]
+    assert described["Attachment"]["DeleteOnTermination"] is True
+    assert described["Description"] == f"aws-K8S-{node.instance.instance_id}"
+    tags = {t["Key"]: t["Value"] for t in described.get("TagSet", [])}
+    assert tags["node.k8s.amazonaws.com/instance_id"] == node.instance.instance_id
 
 
 def test_warm_ip_and_minimum_ip_targets(
@@ -94,3 +98,17 @@ def test_demand_grows_then_shrinks_the_pool(
     # After the IP cooldown the unused addresses go back to EC2 and the emptied ENI is freed.
     wait_for(lambda: settled(agent, enis=1, total_ips=2), timeout_s=90, what="the pool to shrink to 2")
     assert set(agent.ec2_enis()) == {node.instance.primary_eni_id}
+
+
+def test_max_eni_caps_the_pool_and_a_full_node_answers_success_false(
+    node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    agent = make_agent(MAX_ENI="1")
+    wait_for(lambda: settled(agent, enis=1, total_ips=IPS_PER_ENI), what="the primary ENI filled")
+    ips = {agent.add_ok(f"p{i}") for i in range(IPS_PER_ENI)}
+    assert len(ips) == IPS_PER_ENI
+
+    reply = agent.add("one-too-many")
+    assert reply.Success is False and not reply.IPAllocationMetadata
+    assert set(agent.ec2_enis()) == {node.instance.primary_eni_id}, "MAX_ENI=1: no second ENI"
+    assert "no address" in agent.log_tail(200)

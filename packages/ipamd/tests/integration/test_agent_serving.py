@@ -13,12 +13,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2
+from vpccni.ipamd.cli.introspect import IntrospectionError
 from vpccni.rpc import rpc_pb2_grpc
 from vpccni.testbed.cluster import Cluster, Node
 
@@ -152,3 +153,16 @@ def test_optional_tcp_listener_for_old_clients(node: Node, make_agent: Callable[
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == str(health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_introspection_and_metrics_can_be_disabled(
+    make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    agent = make_agent(start=False, DISABLE_INTROSPECTION="true", DISABLE_METRICS="true")
+    agent.start(wait=False)
+    wait_for(lambda: agent.socket.exists() and agent.health() == 1, what="gRPC health SERVING")
+    assert agent.add_ok("p0")
+    with pytest.raises(IntrospectionError):
+        agent.introspect("/v1/enis")
+    with pytest.raises(IntrospectionError):
+        agent.metrics()

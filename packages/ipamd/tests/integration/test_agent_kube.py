@@ -3,12 +3,13 @@ serve, and it catches up when the server comes back (upstream since v1.19)."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from vpccni.testbed.cluster import Cluster, Node
-from vpccni.testbed.kube import KubeApiServer
+from vpccni.testbed.kube import ENICONFIGS, KubeApiServer
 
 if TYPE_CHECKING:
     from conftest import Agent
@@ -62,3 +63,39 @@ def test_an_api_server_outage_does_not_stop_allocation(
     kube.set_available(True)
     wait_for(lambda: reached_since(kube, seen, node), what="the agent to reach the API server again")
     assert agent.health() == 1
+
+
+@pytest.fixture
+def eniconfig(cluster: Cluster, kube: KubeApiServer) -> Iterator[str]:
+    """ENIConfig `default` for pods in the second testbed subnet (10.0.16.0/20)."""
+    subnet = cluster.cloud.subnet_ids[1]
+    spec = {"subnet": subnet, "securityGroups": [cluster.cloud.security_group_id]}
+    kube.store.create(ENICONFIGS, {"metadata": {"name": "default"}, "spec": spec})
+    try:
+        yield subnet
+    finally:
+        kube.store.delete(ENICONFIGS, "default")
+
+
+def test_custom_networking_puts_pods_in_the_eniconfig_subnet(
+    cluster: Cluster, node: Node, eniconfig: str, make_agent: Callable[..., Agent]
+) -> None:
+    agent = make_agent(AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true")
+    assert agent.introspect("/v1/eni-configs") == "default"
+
+    ips = [agent.add_ok(f"p{i}") for i in range(3)]
+    pod_subnet = ipaddress.IPv4Network("10.0.16.0/20")
+    assert all(ip in pod_subnet for ip in ips)
+    enis = agent.ec2_enis()
+    assert {e["SubnetId"] for i, e in enis.items() if i != node.instance.primary_eni_id} == {eniconfig}
+    assert not agent.introspected_cidrs()[node.instance.primary_eni_id], "the primary ENI serves no pods"
+
+
+def test_custom_networking_without_an_eniconfig_fails_with_what_to_create(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(start=False, AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true")
+    agent.start(wait=False)
+    assert agent.proc is not None
+    assert agent.proc.wait(60) == 1
+    assert "ENIConfig 'default'" in agent.log_tail() and "does not exist" in agent.log_tail()

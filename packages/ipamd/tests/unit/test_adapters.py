@@ -16,14 +16,14 @@ from vpccni.ipamd.adapters.aws import (
     SubnetCidrs,
     subnet_cidr_lookup,
 )
-from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers
+from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, KubeTimers
 from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings, RestoredPodRules
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, PodMetadata
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError, EniDescription, EniRequest
-from vpccni.k8sapi.model import NodeInfo, Taint
+from vpccni.k8sapi.model import EniConfig, NodeInfo, Taint
 from vpccni.k8sapi.testing import FakeKubeApi
 from vpccni.networkutils.host import HostNetwork
 from vpccni.networkutils.model import Rule
@@ -287,3 +287,17 @@ def test_observed_reconciler_counts_what_the_reconcile_fixed() -> None:
     assert 'awscni_reconcile_count{fn="eniReconcileAdd"} 1.0' in rendered
     assert 'awscni_reconcile_count{fn="eniIPPoolReconcileAdd"} 2.0' in rendered
     assert "awscni_force_removed_enis 0.0" in rendered
+
+
+def test_kube_link_reads_the_nodes_eniconfig() -> None:
+    api = FakeKubeApi(node_name="n1")
+    api.put_node(NodeInfo(name="n1", labels={"k8s.amazonaws.com/eniConfig": "az-a"}))
+    link = KubeLink(api=api, timers=KubeTimers(connect_timeout_s=1, poll_interval_s=0.01))
+    assert link.connect(required=True)
+    keys = {"annotation_key": "k8s.amazonaws.com/eniConfig", "label_key": "k8s.amazonaws.com/eniConfig"}
+    with pytest.raises(EniConfigError, match=r"'az-a'.*does not exist"):
+        link.eniconfig(**keys)
+    api.put_eniconfig(EniConfig(name="az-a", subnet="subnet-7", security_groups=("sg-9",)))
+    config = link.eniconfig(**keys)
+    assert (config.subnet, config.security_groups) == ("subnet-7", ("sg-9",))
+    link.stop()

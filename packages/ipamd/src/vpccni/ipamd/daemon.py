@@ -25,7 +25,7 @@ from vpccni.awsutils.errors import AwsUtilsError
 from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
 from vpccni.cniplugin.version import VERSION
-from vpccni.ipamd.adapters.kube import KubeLink, KubeTimers, kube_api_from_settings
+from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, KubeTimers, kube_api_from_settings
 from vpccni.ipamd.adapters.network import RestoredPodRules
 from vpccni.ipamd.adapters.node import NodeAdapters
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
@@ -133,6 +133,7 @@ class Daemon:
         self.init_result: NodeInitResult | None = None
         self._kube: KubeLink | None = None
         self._adapters: NodeAdapters | None = None
+        self.eniconfig_name = ""  # custom networking: the node's ENIConfig (introspection /v1/eni-configs)
 
     # --- process ----------------------------------------------------------------------------------------
 
@@ -209,7 +210,8 @@ class Daemon:
         if api is None:
             return None
         link = KubeLink(api=api, timers=self._timers.kube)
-        link.connect()
+        # Custom networking cannot start without the node's ENIConfig: wait for the server (upstream).
+        link.connect(required=self._settings.custom_network_cfg)
         self._kube = link
         self._services.append(link)
         return link
@@ -244,6 +246,7 @@ class Daemon:
             prepare_eni=prepare,
         )
         schedulable = kube.schedulable if kube is not None else (lambda: True)
+        eni_subnet, eni_groups = self._eniconfig(kube)
 
         def make_pool(config: PoolConfig) -> PoolManager:
             if self.pool is None:
@@ -259,6 +262,8 @@ class Daemon:
                     policy=PoolPolicy(
                         provisioning_enabled=s.provisioning_enabled,
                         manage_enis_non_schedulable=s.manage_enis_non_schedulable,
+                        subnet_id=eni_subnet,
+                        security_group_ids=eni_groups,
                     ),
                     timers=self._timers.pool,
                 )
@@ -308,6 +313,28 @@ class Daemon:
             result.restored_allocations,
             pool.status.message,
         )
+
+    def _eniconfig(self, kube: KubeLink | None) -> tuple[str | None, tuple[str, ...]]:
+        """Custom networking: the subnet and security groups of new ENIs, from the node's ENIConfig (read
+        once at start)."""
+        s = self._settings
+        if not s.custom_network_cfg:
+            return None, ()
+        if kube is None:
+            raise StartupError(
+                "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs the Kubernetes API server to read the node's"
+                " ENIConfig: set CLUSTER_ENDPOINT (or run in the cluster) and MY_NODE_NAME",
+                reason="eniconfig",
+            )
+        try:
+            config = kube.eniconfig(
+                annotation_key=s.eni_config_annotation_def, label_key=s.eni_config_label_def
+            )
+        except EniConfigError as err:
+            raise StartupError(str(err), reason="eniconfig") from err
+        self.eniconfig_name = config.name
+        log.info("custom networking: ENIConfig %s, subnet %s", config.name, config.subnet)
+        return config.subnet, config.security_groups
 
     def _supports_pd(self, aws: AwsNode) -> bool:
         try:
@@ -375,7 +402,7 @@ class Daemon:
             server = IntrospectionServer(
                 sources=IntrospectionSources(
                     eni_infos=lambda: {datastore.network_card: datastore.eni_infos()},
-                    eni_config_name=lambda: "",
+                    eni_config_name=lambda: self.eniconfig_name,
                     networkutils_env=lambda: s.env_view(NETWORKUTILS_ENV),
                     ipamd_env=lambda: s.env_view(IPAMD_ENV),
                     pool_status=lambda: pool_view(

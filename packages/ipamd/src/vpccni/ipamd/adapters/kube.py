@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.settings import Settings
 from vpccni.k8sapi import (
+    EniConfig,
     K8sApiError,
     KubeApi,
     KubernetesApi,
     KubeSettings,
     NodeInfo,
+    NotFound,
+    eniconfig_name_for,
     load_config,
     wait_until_reachable,
 )
@@ -36,6 +39,10 @@ class KubeTimers:
     # How stale the node object may be for the pool's schedulable check (the pool asks every 2.5 s; one GET
     # per node per iteration would load the API server for nothing).
     node_ttl_s: float = 30.0
+
+
+class EniConfigError(Exception):
+    """The node's ENIConfig cannot be used; the message says what to fix."""
 
 
 class KubeLink:
@@ -66,9 +73,10 @@ class KubeLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def connect(self) -> bool:
-        """Wait up to the connect timeout; True when connected. Either way a later outage is survived."""
-        if self._probe(self._timers.connect_timeout_s):
+    def connect(self, *, required: bool = False) -> bool:
+        """Wait up to the connect timeout (forever when `required`, as upstream does for custom networking);
+        True when connected. Either way a later outage is survived."""
+        if self._probe(None if required else self._timers.connect_timeout_s):
             return True
         log.warning(
             "the Kubernetes API server did not answer within %.0f s; continuing without it and retrying every"
@@ -106,6 +114,31 @@ class KubeLink:
         with self._lock:
             self._node = node
         return node
+
+    def eniconfig(self, *, annotation_key: str, label_key: str) -> EniConfig:
+        """Custom networking: the ENIConfig this node uses (label/annotation on the node, else `default`).
+
+        Raises `EniConfigError` with what to fix when it cannot be read.
+        """
+        node = self.node(refresh=True)
+        if node is None:
+            raise EniConfigError(
+                "custom networking needs the Kubernetes API server and it is unreachable:"
+                " check CLUSTER_ENDPOINT"
+            )
+        name = eniconfig_name_for(node, annotation_key=annotation_key, label_key=label_key)
+        try:
+            config = self._api.get_eniconfig(name)
+        except NotFound:
+            raise EniConfigError(
+                f"ENIConfig {name!r} (chosen for node {node.name}) does not exist: create it, or point"
+                f" the node's {label_key!r} label / {annotation_key!r} annotation at an existing one"
+            ) from None
+        except K8sApiError as err:
+            raise EniConfigError(f"reading ENIConfig {name!r} failed: {err}") from err
+        if not config.subnet:
+            raise EniConfigError(f"ENIConfig {name!r} has no spec.subnet: set the subnet for pod ENIs")
+        return config
 
     def max_pods(self) -> int | None:
         node = self.node()

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vpccni.testbed.cluster import Node
+from vpccni.testbed.cluster import Cluster, Node
 
 if TYPE_CHECKING:
     from conftest import Agent
@@ -112,3 +112,18 @@ def test_max_eni_caps_the_pool_and_a_full_node_answers_success_false(
     assert reply.Success is False and not reply.IPAllocationMetadata
     assert set(agent.ec2_enis()) == {node.instance.primary_eni_id}, "MAX_ENI=1: no second ENI"
     assert "no address" in agent.log_tail(200)
+
+
+def test_provisioning_disabled_uses_only_what_ec2_already_has(
+    cluster: Cluster, node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    cluster.cloud.ec2_client().assign_private_ip_addresses(
+        NetworkInterfaceId=node.instance.primary_eni_id, SecondaryPrivateIpAddressCount=3
+    )
+    agent = make_agent(DISABLE_NETWORK_RESOURCE_PROVISIONING="true")
+    wait_for(lambda: settled(agent, enis=1, total_ips=3), what="the three existing addresses")
+    ips = {agent.add_ok(f"p{i}") for i in range(3)}
+    assert len(ips) == 3
+    assert agent.add("p3").Success is False
+    assert agent.introspect("/v1/pool")["state"] == "provisioning_disabled"
+    assert len(agent.ec2_enis()) == 1 and sum(len(c) for c in agent.ec2_cidrs().values()) == 3

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from vpccni.testbed.cluster import Cluster, Node
-from vpccni.testbed.kube import ENICONFIGS, KubeApiServer
+from vpccni.testbed.kube import CNINODES, ENICONFIGS, KubeApiServer
 
 if TYPE_CHECKING:
     from conftest import Agent
@@ -78,10 +78,12 @@ def eniconfig(cluster: Cluster, kube: KubeApiServer) -> Iterator[str]:
 
 
 def test_custom_networking_puts_pods_in_the_eniconfig_subnet(
-    cluster: Cluster, node: Node, eniconfig: str, make_agent: Callable[..., Agent]
+    kube: KubeApiServer, node: Node, eniconfig: str, make_agent: Callable[..., Agent]
 ) -> None:
     agent = make_agent(AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true")
     assert agent.introspect("/v1/eni-configs") == "default"
+    cninode = kube.store.get(CNINODES, node.k8s_node_name)
+    assert {"name": "CustomNetworking", "value": "default"} in cninode["spec"]["features"]
 
     ips = [agent.add_ok(f"p{i}") for i in range(3)]
     pod_subnet = ipaddress.IPv4Network("10.0.16.0/20")

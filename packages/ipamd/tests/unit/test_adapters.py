@@ -23,7 +23,7 @@ from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, PodMetadata
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError, EniDescription, EniRequest
-from vpccni.k8sapi.model import EniConfig, NodeInfo, Taint
+from vpccni.k8sapi.model import CniNodeFeature, EniConfig, NodeInfo, Taint
 from vpccni.k8sapi.testing import FakeKubeApi
 from vpccni.networkutils.host import HostNetwork
 from vpccni.networkutils.model import Rule
@@ -300,4 +300,39 @@ def test_kube_link_reads_the_nodes_eniconfig() -> None:
     api.put_eniconfig(EniConfig(name="az-a", subnet="subnet-7", security_groups=("sg-9",)))
     config = link.eniconfig(**keys)
     assert (config.subnet, config.security_groups) == ("subnet-7", ("sg-9",))
+    link.stop()
+
+
+def test_missing_iam_permission_becomes_an_event_on_the_aws_node_pod() -> None:
+    node = FakeNode.create()
+    api = FakeKubeApi(node_name="n1")
+    api.put_node(NodeInfo(name="n1"))
+    link = KubeLink(api=api, timers=KubeTimers(connect_timeout_s=1, poll_interval_s=0.01))
+    assert link.connect()
+    cloud = ObservedCloud(
+        node.cloud,
+        IpamdMetrics(with_process_metrics=False),
+        on_denied=lambda err: link.report_missing_permission(str(err)),
+    )
+    node.cloud.fail(
+        "assign_ips", CloudError("ec2:AssignPrivateIpAddresses denied", code="UnauthorizedOperation")
+    )
+    node.cloud.fail("assign_ips", CloudError("slow down", code="RequestLimitExceeded"))
+    for _ in range(2):
+        with pytest.raises(CloudError):
+            cloud.assign_ips(node.primary.eni_id, 1)
+    assert [(e.reason, e.message) for e in api.events] == [
+        ("MissingIAMPermissions", "ec2:AssignPrivateIpAddresses denied")
+    ]
+    link.stop()
+
+
+def test_custom_networking_is_announced_on_the_cninode() -> None:
+    api = FakeKubeApi(node_name="n1")
+    api.put_node(NodeInfo(name="n1"))
+    link = KubeLink(api=api, timers=KubeTimers(connect_timeout_s=1, poll_interval_s=0.01))
+    assert link.connect()
+    link.announce_custom_networking("az-a")
+    link.announce_custom_networking("az-a")  # idempotent
+    assert api.get_cninode().features == (CniNodeFeature(name="CustomNetworking", value="az-a"),)
     link.stop()

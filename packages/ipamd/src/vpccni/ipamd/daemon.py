@@ -253,7 +253,11 @@ class Daemon:
                 self.pool = PoolManager(
                     config=config,
                     store=datastore,
-                    cloud=ObservedCloud(cloud, self.metrics),
+                    cloud=ObservedCloud(
+                        cloud,
+                        self.metrics,
+                        on_denied=lambda err: kube.report_missing_permission(str(err)) if kube else None,
+                    ),
                     network=network,
                     cooldown=cooldown,
                     clock=time.monotonic,
@@ -333,6 +337,7 @@ class Daemon:
         except EniConfigError as err:
             raise StartupError(str(err), reason="eniconfig") from err
         self.eniconfig_name = config.name
+        kube.announce_custom_networking(config.name)
         log.info("custom networking: ENIConfig %s, subnet %s", config.name, config.subnet)
         return config.subnet, config.security_groups
 

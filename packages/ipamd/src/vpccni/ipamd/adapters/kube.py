@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.settings import Settings
 from vpccni.k8sapi import (
+    CniNodeFeature,
     EniConfig,
+    EventType,
     K8sApiError,
     KubeApi,
     KubernetesApi,
@@ -24,11 +26,16 @@ from vpccni.k8sapi import (
     NodeInfo,
     NotFound,
     eniconfig_name_for,
+    ensure_cninode_features,
     load_config,
     wait_until_reachable,
 )
 
 log = logging.getLogger(__name__)
+
+# CNINode feature name: upstream's contract with the VPC resource controller.
+CUSTOM_NETWORKING = "CustomNetworking"
+MISSING_IAM_PERMISSIONS = "MissingIAMPermissions"  # Event reason (upstream)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +146,23 @@ class KubeLink:
         if not config.subnet:
             raise EniConfigError(f"ENIConfig {name!r} has no spec.subnet: set the subnet for pod ENIs")
         return config
+
+    def announce_custom_networking(self, eniconfig: str) -> None:
+        """CNINode `spec.features` gets `{CustomNetworking: <eniconfig>}`: how upstream tells the VPC resource
+        controller. A failure is logged; pods still get addresses."""
+        try:
+            ensure_cninode_features(self._api, [CniNodeFeature(name=CUSTOM_NETWORKING, value=eniconfig)])
+        except K8sApiError as err:
+            log.warning("could not record CustomNetworking=%s on this node's CNINode: %s", eniconfig, err)
+
+    def report_missing_permission(self, message: str) -> None:
+        """Upstream's `MissingIAMPermissions` Warning event on the aws-node pod (when connected)."""
+        if not self._connected.is_set():
+            return
+        try:
+            self._api.emit_event(reason=MISSING_IAM_PERMISSIONS, message=message, type=EventType.WARNING)
+        except K8sApiError as err:
+            log.info("could not emit the MissingIAMPermissions event: %s", err)
 
     def max_pods(self) -> int | None:
         node = self.node()

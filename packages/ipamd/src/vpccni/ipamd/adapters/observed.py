@@ -5,49 +5,70 @@
   `nodeIPPoolReconcile` (upstream's function names).
 - `awscni_reconcile_count{fn}`, `awscni_force_removed_enis`, `awscni_force_removed_ips` from each reconcile's
   report.
+- A missing IAM permission (EC2 `UnauthorizedOperation`) is handed to `on_denied` (the daemon raises
+  upstream's `MissingIAMPermissions` event on its pod).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Network
 
 from vpccni.ipamd.metrics import IpamdMetrics
-from vpccni.ipamd.ports import CloudPort, EniDescription, EniRequest
+from vpccni.ipamd.ports import CloudError, CloudPort, EniDescription, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 
 INCREASE = "increaseDatastorePool"
 DECREASE = "decreaseDatastorePool"
 RECONCILE = "nodeIPPoolReconcile"
+UNAUTHORIZED_CODE = "UnauthorizedOperation"
 
 
 class ObservedCloud:
     """A `CloudPort` that reports the pool's EC2 work as upstream's in-progress actions and errors."""
 
-    def __init__(self, cloud: CloudPort, metrics: IpamdMetrics) -> None:
+    def __init__(
+        self,
+        cloud: CloudPort,
+        metrics: IpamdMetrics,
+        *,
+        on_denied: Callable[[CloudError], None] = lambda err: None,
+    ) -> None:
         self._cloud = cloud
         self._metrics = metrics
+        self._on_denied = on_denied
+
+    @contextmanager
+    def _action(self, fn: str) -> Iterator[None]:
+        with self._metrics.action(fn):
+            try:
+                yield
+            except CloudError as err:
+                if err.code == UNAUTHORIZED_CODE:
+                    self._on_denied(err)
+                raise
 
     def allocate_eni(self, request: EniRequest) -> EniDescription:
-        with self._metrics.action(INCREASE):
+        with self._action(INCREASE):
             return self._cloud.allocate_eni(request)
 
     def assign_ips(self, eni_id: str, count: int) -> tuple[IPv4Address, ...]:
-        with self._metrics.action(INCREASE):
+        with self._action(INCREASE):
             return self._cloud.assign_ips(eni_id, count)
 
     def assign_prefixes(self, eni_id: str, count: int) -> tuple[IPv4Network, ...]:
-        with self._metrics.action(INCREASE):
+        with self._action(INCREASE):
             return self._cloud.assign_prefixes(eni_id, count)
 
     def unassign(
         self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
     ) -> None:
-        with self._metrics.action(DECREASE):
+        with self._action(DECREASE):
             self._cloud.unassign(eni_id, ips=ips, prefixes=prefixes)
 
     def free_eni(self, eni_id: str) -> None:
-        with self._metrics.action(DECREASE):
+        with self._action(DECREASE):
             self._cloud.free_eni(eni_id)
 
     def describe_enis(self, eni_ids: Sequence[str]) -> tuple[EniDescription, ...]:

@@ -45,7 +45,7 @@ average (1/5/15 min) at the start {load_start}, at the end {load_end}: other wor
 ## Conditions
 
 - EC2 latency injected: CreateNetworkInterface {create} s, AttachNetworkInterface {attach} s,
-  AssignPrivateIpAddresses (and AssignIpv4Prefixes) {assign} s; IMDS propagation lag {imds} s.
+  AssignPrivateIpAddresses (addresses and prefixes) {assign} s; IMDS propagation lag {imds} s.
 - Samples: shim start-up x{shim_runs}; single-pod {rounds} round(s) of {per_round} sequential ADDs then DELs;
   churn {pairs} pairs on {workers} threads; bursts of {burst} pods.
 - CNI latencies are measured around the whole runtime-side exec: `nsenter` into the node namespace, the

@@ -22,7 +22,8 @@ from vpccni.testbed.noderunner import NodeRunner, Pod
 
 @dataclass(frozen=True, kw_only=True)
 class Latency:
-    """Injected EC2 latency per action and IMDS propagation lag, in seconds."""
+    """Injected EC2 latency per action and IMDS propagation lag, in seconds. Prefixes are assigned through
+    AssignPrivateIpAddresses (Ipv4PrefixCount), so its latency covers prefix delegation too."""
 
     create_eni: float = 0.5
     attach_eni: float = 0.75
@@ -34,7 +35,6 @@ class Latency:
         cloud.set_latency("CreateNetworkInterface", self.create_eni)
         cloud.set_latency("AttachNetworkInterface", self.attach_eni)
         cloud.set_latency("AssignPrivateIpAddresses", self.assign_ips)
-        cloud.set_latency("AssignIpv4Prefixes", self.assign_ips)
         cloud.set_imds_lag(self.imds_lag)
 
 

@@ -226,8 +226,10 @@ def _rule_lines(runner: NodeRunner) -> list[str]:
 
 
 def _veths(runner: NodeRunner) -> list[str]:
+    """Host ends of pod veths (`eni` + hash; the testbed's ENI links are veths too, named ethN)."""
     out = ns.exec_in_netns(runner.node.netns, ["ip", "-o", "link", "show", "type", "veth"])
-    return [line for line in out.splitlines() if line.strip()]
+    names = [line.split(":", 2)[1].strip().split("@", 1)[0] for line in out.splitlines() if line.strip()]
+    return [n for n in names if n.startswith("eni")]
 
 
 def _leaked_addresses(runner: NodeRunner) -> int:

@@ -35,6 +35,7 @@ WARM_IP_MODE = {"WARM_IP_TARGET": "10", "MINIMUM_IP_TARGET": "30"}
 # WARM_PREFIX_TARGET=1 as upstream's manifest sets it (0 with no WARM_IP/MINIMUM_IP target is refused).
 PREFIX_MODE = {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}
 BURST30_ENV = {"WARM_IP_TARGET": "32"}
+COOLDOWN_S = 30  # IP_COOLDOWN_PERIOD's default
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,6 +297,13 @@ def churn(run: Run) -> None:
     }
     if rss_before and rss_after:
         run.extra["churn"]["rss_growth_pct"] = round((rss_after - rss_before) / rss_before * 100, 1)
+    total = int(pool_after.get("totalIPs") or 0)
+    run.notes.append(
+        f"churn: as upstream, addresses in their {COOLDOWN_S} s cooldown count as available, so the pool "
+        f"does not grow for them; {total} addresses / {COOLDOWN_S} s bound churn to about "
+        f"{total / COOLDOWN_S:.1f} pairs/s here (a larger pool through WARM_IP_TARGET/MINIMUM_IP_TARGET or a "
+        "shorter IP_COOLDOWN_PERIOD raises it)"
+    )
     if failures:
         run.notes.append(f"churn: {len(failures)} failed CNI calls, first: {failures[0]}")
     run.say(f"churn: {run.results['churn_pairs_per_s']} pairs/s, {run.extra['churn']}")

@@ -63,8 +63,8 @@ FOOTER = """
 
 Where a target is missed, the time goes to the parts named in the conditions above: the per-pod path (shim
 start-up, socket round trip, ipamd's allocation, netlink wiring and the fsync'd checkpoint) shares the two
-cores with the testbed's EC2, IMDS and datapath. Re-run with `nox -s bench` (full) or
-`nox -s bench -- --quick`.
+cores with the testbed's EC2, IMDS and datapath. For a slow restart, the agent logs how long each node-init
+step took (`node init: <step> done in N s`). Re-run with `nox -s bench` (full) or `nox -s bench -- --quick`.
 """
 
 

@@ -91,7 +91,9 @@ def test_healthy_node_passes_every_check() -> None:
     assert len(results) == len(doctor.ALL_CHECKS)
     # The IAM check used what IMDS said about the node.
     params = dict(ec2.calls)
-    assert params["AssignPrivateIpAddresses"]["NetworkInterfaceId"] == "eni-a"
+    assert params["CreateTags"]["Resources"] == ["eni-a"]
+    assert params["DescribeInstances"] == {"InstanceIds": ["i-0abc"]}
+    assert "AssignPrivateIpAddresses" not in params  # EC2 has no DryRun for it
     assert params["CreateNetworkInterface"] == {"SubnetId": "subnet-1"}
     assert http.calls[1][2] == {doctor.TOKEN_HEADER: "tok"}
 
@@ -169,11 +171,11 @@ def test_imds_unreachable_fails() -> None:
 
 def test_missing_iam_permission_names_the_action() -> None:
     host, http, ec2, intro = healthy_node()
-    ec2.outcomes["AssignPrivateIpAddresses"] = "denied"
+    ec2.outcomes["CreateTags"] = "denied"
     ctx = _context(host, http, ec2, intro)
     doctor.check_imds(ctx)
     result = doctor.check_ec2(ctx)
-    assert result.status is Status.FAIL and "AssignPrivateIpAddresses" in result.message
+    assert result.status is Status.FAIL and "CreateTags" in result.message
     assert "iam-policy.json" in result.fix
 
 

@@ -22,15 +22,23 @@ TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 CONFLIST_NAME = "10-aws.conflist"
 MAC_POLICY_FILES = ("/etc/systemd/network/99-default.link", "/usr/lib/systemd/network/99-default.link")
-# The EC2 calls ipamd makes that support DryRun; parameters are filled in from IMDS when known.
+# The EC2 calls ipamd makes that accept DryRun, with parameters from IMDS when known, and that stay harmless
+# even if an endpoint ignored DryRun.
 IAM_ACTIONS = (
     "DescribeInstances",
     "DescribeNetworkInterfaces",
     "DescribeSubnets",
     "DescribeInstanceTypes",
     "CreateNetworkInterface",
-    "AssignPrivateIpAddresses",
     "CreateTags",
+)
+# Not checked: EC2 has no DryRun for the IP calls, and attach/detach/delete need an ENI doctor will not make.
+NOT_DRY_RUNNABLE = (
+    "AssignPrivateIpAddresses",
+    "UnassignPrivateIpAddresses",
+    "AttachNetworkInterface",
+    "DetachNetworkInterface",
+    "DeleteNetworkInterface",
 )
 
 
@@ -264,8 +272,13 @@ def _dry_run_params(action: str, imds: Mapping[str, str]) -> dict[str, object] |
     eni, subnet = imds.get("interface-id"), imds.get("subnet-id")
     if action == "CreateNetworkInterface":
         return {"SubnetId": subnet} if subnet else None
-    if action == "AssignPrivateIpAddresses":
-        return {"NetworkInterfaceId": eni, "SecondaryPrivateIpAddressCount": 1} if eni else None
+    if action == "AttachNetworkInterface":
+        instance = imds.get("instance-id")
+        return (
+            {"NetworkInterfaceId": eni, "InstanceId": instance, "DeviceIndex": 1}
+            if eni and instance
+            else None
+        )
     if action == "CreateTags":
         return {"Resources": [eni], "Tags": [{"Key": "vpccni-doctor", "Value": "dry-run"}]} if eni else None
     if action == "DescribeInstances" and "instance-id" in imds:
@@ -306,7 +319,7 @@ def check_ec2(ctx: DoctorContext) -> CheckResult:
             "the node role may not call " + ", ".join(denied),
             "attach AmazonEKS_CNI_Policy (or deploy/iam-policy.json) to the node or IRSA role of aws-node",
         )
-    note = f" (not checked: {', '.join(skipped)})" if skipped else ""
+    note = f" (not checked: {', '.join([*skipped, *NOT_DRY_RUNNABLE])})"
     if errors:
         return _warn(name, "DryRun errors: " + "; ".join(errors), "see the EC2 error codes above")
     return _ok(name, f"DryRun allowed for {len(allowed)} actions{note}")

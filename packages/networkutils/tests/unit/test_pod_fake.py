@@ -159,3 +159,21 @@ def test_update_host_rules_migrates_per_cidr_rules(world) -> None:
     ]
     assert wiring.update_host_rules(spec) == []
     assert wiring.verify(pod_fd, spec) == []
+
+
+def test_fake_delete_rules_matches_by_selector_in_any_table() -> None:
+    _, host = FakeNetwork().add_namespace("host")
+    ip, other = IPv4Network("10.0.1.5/32"), IPv4Network("10.0.1.6/32")
+    for rule in (
+        Rule(priority=1536, table=3, src=ip),
+        Rule(priority=1536, table=4, src=ip, dst=IPv4Network("10.1.0.0/16")),
+        Rule(priority=1536, table=3, src=other),
+        Rule(priority=512, table=254, dst=ip),
+    ):
+        host.add_rule(rule)
+    assert host.delete_rules(priority=1536, src=ip) == 2
+    assert host.delete_rules(priority=1536, src=ip) == 0
+    assert [r for r in host.rules() if r.priority in (512, 1536)] == [
+        Rule(priority=512, table=254, dst=ip),
+        Rule(priority=1536, table=3, src=other),
+    ]

@@ -20,9 +20,15 @@ from .model import Address, Link, Neighbour, Route, Rule, Scope
 
 log = logging.getLogger(__name__)
 
+# pyroute2 logs every netlink message it sends and receives at DEBUG, formatting each one; ipamd runs at
+# upstream's default level DEBUG, where that logging took more than half of a CNI request's time. Its
+# warnings and errors still get through.
+logging.getLogger("pyroute2").setLevel(logging.INFO)
+
 AF_INET = 2
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
+IFNAMSIZ = 16
 _GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
 
 
@@ -85,6 +91,15 @@ class Netlink(Protocol):
         """`ip rule del ...`; False if it was not there."""
         ...
 
+    def delete_rules(
+        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+    ) -> int:
+        """`ip rule del prio P [from SRC] [to DST]` until none is left, in any table; returns how many went.
+
+        Like the kernel, a selector left out matches anything (no dump of every rule needed).
+        """
+        ...
+
     def neighbours(self, ifname: str) -> list[Neighbour]:
         """`ip -4 neigh show dev IFNAME`."""
         ...
@@ -137,11 +152,27 @@ class PyrouteNetlink:
         with self._lock:
             self._ipr.close()
 
+    def _find(self, name: str) -> Any | None:
+        """The kernel's RTM_GETLINK for one name (pyroute2's `link_lookup` dumps and filters every link)."""
+        if not name or len(name.encode()) > IFNAMSIZ - 1:
+            return None  # no link can have this name; the kernel would answer EINVAL
+        try:
+            found = self._ipr.link("get", ifname=name)
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return None
+            raise
+        return found[0] if found else None
+
+    def _lookup(self, name: str) -> int | None:
+        msg = self._find(name)
+        return None if msg is None else int(msg["index"])
+
     def _index(self, name: str) -> int:
-        found = self._ipr.link_lookup(ifname=name)
-        if not found:
+        found = self._lookup(name)
+        if found is None:
             raise LookupError(f"link {name} does not exist")
-        return int(found[0])
+        return found
 
     def _names(self) -> dict[int, str]:
         return {int(msg["index"]): _attr(msg, "IFLA_IFNAME") for msg in self._ipr.get_links()}
@@ -165,10 +196,8 @@ class PyrouteNetlink:
 
     def link(self, name: str) -> Link | None:
         with self._lock:
-            found = self._ipr.link_lookup(ifname=name)
-            if not found:
-                return None
-            return self._to_link(self._ipr.get_links(found[0])[0])
+            msg = self._find(name)
+            return None if msg is None else self._to_link(msg)
 
     def add_veth(self, *, name: str, mac: str, mtu: int, peer_name: str, peer_netns_fd: int) -> None:
         with self._lock:
@@ -183,10 +212,10 @@ class PyrouteNetlink:
 
     def delete_link(self, name: str) -> bool:
         with self._lock:
-            found = self._ipr.link_lookup(ifname=name)
-            if not found:
+            index = self._lookup(name)
+            if index is None:
                 return False
-            return self._ignore_gone(lambda: self._ipr.link("del", index=found[0]))
+            return self._ignore_gone(lambda: self._ipr.link("del", index=index))
 
     def set_link(self, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
         with self._lock:
@@ -198,12 +227,12 @@ class PyrouteNetlink:
 
     def addresses(self, ifname: str) -> list[Address]:
         with self._lock:
-            found = self._ipr.link_lookup(ifname=ifname)
-            if not found:
+            index = self._lookup(ifname)
+            if index is None:
                 return []
             return [
                 Address(ifname=ifname, interface=IPv4Interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}"))
-                for m in self._ipr.get_addr(family=AF_INET, index=found[0])
+                for m in self._ipr.get_addr(family=AF_INET, index=index)
             ]
 
     def add_address(self, address: Address) -> None:
@@ -217,13 +246,13 @@ class PyrouteNetlink:
 
     def delete_address(self, address: Address) -> bool:
         with self._lock:
-            found = self._ipr.link_lookup(ifname=address.ifname)
-            if not found:
+            index = self._lookup(address.ifname)
+            if index is None:
                 return False
             return self._ignore_gone(
                 lambda: self._ipr.addr(
                     "del",
-                    index=found[0],
+                    index=index,
                     address=str(address.interface.ip),
                     prefixlen=address.interface.network.prefixlen,
                 )
@@ -249,10 +278,10 @@ class PyrouteNetlink:
                 )
             return out
 
-    def _route_args(self, route: Route) -> dict[str, Any]:
+    def _route_args(self, route: Route, index: int | None = None) -> dict[str, Any]:
         args: dict[str, Any] = {
             "dst": str(route.dst),
-            "oif": self._index(route.ifname),
+            "oif": self._index(route.ifname) if index is None else index,
             "table": route.table,
             "scope": int(route.scope),
         }
@@ -266,10 +295,11 @@ class PyrouteNetlink:
 
     def delete_route(self, route: Route) -> bool:
         with self._lock:
-            if not self._ipr.link_lookup(ifname=route.ifname):
+            index = self._lookup(route.ifname)
+            if index is None:
                 # The link went away and took its routes with it.
                 return False
-            args = self._route_args(route)
+            args = self._route_args(route, index)
             return self._ignore_gone(lambda: self._ipr.route("del", **args))
 
     def rules(self) -> list[Rule]:
@@ -315,10 +345,27 @@ class PyrouteNetlink:
             args = self._rule_args(rule)
             return self._ignore_gone(lambda: self._ipr.rule("del", **args))
 
+    def delete_rules(
+        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+    ) -> int:
+        if src is None and dst is None:
+            raise ValueError("delete_rules needs a source or a destination: it would delete every rule")
+        # No table (and no FRA_TABLE) in the request: the kernel then matches rules of every table.
+        args: dict[str, Any] = {"priority": priority, "family": AF_INET}
+        if src is not None:
+            args.update(src=str(src.network_address), src_len=src.prefixlen)
+        if dst is not None:
+            args.update(dst=str(dst.network_address), dst_len=dst.prefixlen)
+        deleted = 0
+        with self._lock:
+            while self._ignore_gone(lambda: self._ipr.rule("del", **args)):
+                deleted += 1
+        return deleted
+
     def neighbours(self, ifname: str) -> list[Neighbour]:
         with self._lock:
-            found = self._ipr.link_lookup(ifname=ifname)
-            if not found:
+            index = self._lookup(ifname)
+            if index is None:
                 return []
             return [
                 Neighbour(
@@ -327,7 +374,7 @@ class PyrouteNetlink:
                     mac=(_attr(m, "NDA_LLADDR") or "").lower(),
                     permanent=bool(m["state"] & NUD_PERMANENT),
                 )
-                for m in self._ipr.get_neighbours(family=AF_INET, ifindex=found[0])
+                for m in self._ipr.get_neighbours(family=AF_INET, ifindex=index)
                 if _attr(m, "NDA_DST")
             ]
 

@@ -11,7 +11,7 @@ import dataclasses
 import errno
 import threading
 from collections.abc import Callable
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv4Network
 from typing import TypeVar
 
 from .iptables import BUILTIN_CHAINS, IptablesMode, SavedTable
@@ -234,6 +234,21 @@ class FakeNamespace:
                 return False
             self._rules.remove(rule)
             return True
+
+    def delete_rules(
+        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+    ) -> int:
+        if src is None and dst is None:
+            raise ValueError("delete_rules needs a source or a destination: it would delete every rule")
+        with self._network.lock:
+            # As the kernel: a selector left out (or table) matches anything.
+            gone = [
+                r
+                for r in self._rules
+                if r.priority == priority and (src is None or r.src == src) and (dst is None or r.dst == dst)
+            ]
+            self._rules = [r for r in self._rules if r not in gone]
+            return len(gone)
 
     # neighbours
     def neighbours(self, ifname: str) -> list[Neighbour]:

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -139,14 +140,27 @@ class Node:
         return _ip_json(self.name, "route", "show", "table", "main")
 
     def assert_clean(self) -> None:
-        assert self.links() == set()
+        """Nothing of any pod is left once the runtime deleted the pod namespaces (it does so after DEL)."""
+        # A DEL that had the pod's namespace leaves the host veth to go with it, as upstream does; until then
+        # only veths of live pod namespaces may remain, and nothing routes to them.
+        assert self.links() <= {pod.veth for pod in self.pods if os.path.exists(pod.path)}
         assert self.pod_rules() == []
         assert self.main_routes() == []
         assert self.allocator.allocations() == ()
         assert delqueue.pending(self.queue) == []
+        self.remove_pod_namespaces()
+        self.wait_no_links()
+
+    def remove_pod_namespaces(self) -> None:
         for pod in self.pods:
-            if os.path.exists(pod.path):
-                assert {link["ifname"] for link in _ip_json(pod.netns, "link", "show")} == {"lo"}, pod.netns
+            subprocess.run(["ip", "netns", "del", pod.netns], capture_output=True, check=False)
+
+    def wait_no_links(self, timeout_s: float = 10.0) -> None:
+        """The kernel destroys a deleted namespace's veths asynchronously."""
+        deadline = time.monotonic() + timeout_s
+        while self.links() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.links() == set()
 
 
 @dataclass(frozen=True)
@@ -240,7 +254,6 @@ def test_add_check_del_in_every_version(node: Node, version: str) -> None:
         node.cni("CHECK", pod, node.conf(version, prevResult=result)).ok()
     node.cni("DEL", pod, node.conf(version, prevResult=result)).ok()
     node.assert_clean()
-    assert {link["ifname"] for link in _ip_json(pod.netns, "link", "show")} == {"lo"}
 
 
 def test_del_twice_and_del_without_add(node: Node) -> None:
@@ -251,6 +264,34 @@ def test_del_twice_and_del_without_add(node: Node) -> None:
     stranger = node.new_pod("never")
     node.cni("DEL", stranger, node.conf("1.0.0")).ok()
     node.cni("DEL", stranger, node.conf("1.0.0"), CNI_NETNS=None).ok()
+    node.assert_clean()
+
+
+def test_del_leaves_the_veth_to_the_netns_and_the_same_pod_can_be_added_again(node: Node) -> None:
+    pod = node.new_pod("again")
+    first = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=first)).ok()
+    # Rules and route are gone at once; the veth goes when the runtime deletes the namespace.
+    assert (node.links(), node.pod_rules(), node.main_routes()) == ({pod.veth}, [], [])
+    # The runtime recreates the sandbox (same pod, new namespace) before the old one is gone: ADD replaces
+    # the stale host veth of the same name.
+    old_netns = pod.netns
+    pod.netns = f"{old_netns}-2"
+    _ip("netns", "add", pod.netns)
+    node.pods.append(Pod(netns=old_netns, container_id=pod.container_id, name=pod.name))
+    second = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    node.cni("CHECK", pod, node.conf("1.0.0", prevResult=second)).ok()
+    assert {link["ifname"] for link in _ip_json(old_netns, "link", "show")} == {"lo"}
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=second)).ok()
+    node.assert_clean()
+
+
+def test_del_without_the_netns_deletes_the_veth(node: Node) -> None:
+    pod = node.new_pod("nonetns")
+    result = node.cni("ADD", pod, node.conf("1.0.0")).result()
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=result), CNI_NETNS=None).ok()
+    assert (node.links(), node.pod_rules(), node.main_routes()) == (set(), [], [])
+    assert {link["ifname"] for link in _ip_json(pod.netns, "link", "show")} == {"lo"}
     node.assert_clean()
 
 

@@ -143,6 +143,21 @@ def test_del_releases_unwires_and_is_idempotent(service, allocator, network) -> 
     assert [s.ipv4 for s in network.unwired] == [IPv4Address("10.0.1.10")]
 
 
+def test_del_with_the_pod_netns_leaves_the_veth_to_it_and_without_deletes_it(
+    allocator: FakeAllocator, network: FakePodNetwork
+) -> None:
+    own_fd = 7  # stands for ipamd's own namespace
+    service = CniService(allocator=allocator, network=network, is_host_netns=lambda fd: fd == own_fd)
+    service.handle(_request("ADD", container="a", pod="a"), POD_FD)
+    service.handle(_request("ADD", container="b", pod="b"), POD_FD + 1)
+    service.handle(_request("ADD", container="c", pod="c"), POD_FD + 2)
+    service.handle(_request("DEL", container="a", pod="a"), POD_FD)
+    service.handle(_request("DEL", container="b", pod="b"), None)
+    service.handle(_request("DEL", container="c", pod="c"), own_fd)
+    assert [s.host_veth for s in network.unwired] == [host_veth_name("default", p) for p in "abc"]
+    assert network.veths_kept == [host_veth_name("default", "a")]
+
+
 def test_del_without_state_uses_prev_result(service, network) -> None:
     prev = {"cniVersion": "0.4.0", "interfaces": [{"name": "x"}, {"name": "eth0", "mac": "3"}],
             "ips": [{"version": "4", "address": "10.0.9.9/32", "interface": 1}]}  # fmt: skip

@@ -106,6 +106,29 @@ def test_teardown_leaves_nothing_and_is_idempotent(make_netns) -> None:
     assert rules(host) == [(0, "all", "", "local"), (32766, "all", "", "main"), (32767, "all", "", "default")]
 
 
+def test_teardown_keeping_the_veth_removes_every_rule_of_the_ip_in_any_table(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod")
+    spec = spec_for("nginx", "10.0.1.5", table=3)
+    wire(host, pod, spec)
+    # Older layouts: one from-pod rule per VPC CIDR, and a rule of another pod that must stay.
+    host.sh("ip", "rule", "add", "from", "10.0.1.5", "to", "10.1.0.0/16", "lookup", "4", "prio", "1536")
+    host.sh("ip", "rule", "add", "to", "10.0.1.6", "lookup", "main", "prio", "512")
+    host.run(
+        lambda nl: PodWiring(host=nl, namespaces=ThreadNetnsNetlink()).unwire(spec, pod.fd, keep_veth=True)
+    )
+    assert rules(host) == [
+        (0, "all", "", "local"), (512, "all", "10.0.1.6", "main"),
+        (32766, "all", "", "main"), (32767, "all", "", "default"),
+    ]  # fmt: skip
+    assert all(r["dst"] != "10.0.1.5" for r in host.ip_json("route"))
+    assert spec.host_veth in {link["ifname"] for link in host.ip_json("link")}
+    # Wiring the same pod again (a new sandbox) replaces the leftover veth.
+    again = make_netns("pod2")
+    wire(host, again, spec)
+    assert verify(host, again, spec) == []
+    assert [link["ifname"] for link in pod.ip_json("link")] == ["lo"]
+
+
 def test_teardown_after_pod_netns_is_gone(make_netns) -> None:
     host, pod = node(make_netns), make_netns("pod")
     spec = spec_for("nginx", "10.0.1.5", table=2)

@@ -121,22 +121,24 @@ class PodWiring:
             gateway=spec.gateway,
         )
 
-    # -- unwire -------------------------------------------------------------------------------------------
-    def unwire(self, spec: PodInterface, netns_fd: int | None = None) -> None:
+    # -- unwire ---------------------------------------------------------------------------------------------
+    def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
         """Remove what `wire` added; idempotent, and fine when the pod namespace or the veth is already gone.
 
-        The to-pod (512) and every from-pod (1536) rule of the IP go regardless of table, as upstream does.
+        The to-pod (512) and every from-pod (1536) rule of the IP go regardless of table, as upstream does:
+        deleted by selector, so a DEL does not list every rule of every pod. With `keep_veth` (a DEL that
+        has the pod's namespace, which the runtime destroys next) the veth is left to vanish with it, as
+        upstream does: deleting a veth waits for the kernel's RCU grace periods, the slowest part of a DEL.
+        Its route goes now all the same, so the address routes nowhere once released.
         """
         ip_net = host_network(spec.ipv4)
-        for rule in self._host.rules():
-            if (rule.priority == TO_POD_RULE_PRIORITY and rule.dst == ip_net and rule.src is None) or (
-                rule.priority == FROM_POD_RULE_PRIORITY and rule.src == ip_net
-            ):
-                self._host.delete_rule(rule)
+        self._host.delete_rules(priority=TO_POD_RULE_PRIORITY, dst=ip_net)
+        self._host.delete_rules(priority=FROM_POD_RULE_PRIORITY, src=ip_net)
         self._host.delete_route(_host_route(spec))
         if netns_fd is not None and spec.index > 0:
             self._namespaces.run(netns_fd, lambda pod: pod.delete_rule(_pod_interface_rule(spec)))
-        self._host.delete_link(spec.host_veth)
+        if not keep_veth:
+            self._host.delete_link(spec.host_veth)
 
     # -- rules of restored pods ---------------------------------------------------------------------------
     def update_host_rules(self, spec: PodInterface) -> list[str]:

@@ -257,7 +257,9 @@ class CniService:
                 spec = self._spec_from_prev_result(pod, conf, version)
             if spec is not None:
                 try:
-                    self._network.unwire(spec, netns_fd)
+                    # With the pod's netns at hand its veth goes with the namespace, as upstream lets it.
+                    keep = netns_fd is not None and not self._is_host_netns(netns_fd)
+                    self._network.unwire(spec, netns_fd, keep_veth=keep)
                 except Exception as exc:
                     # Keep the address allocated: releasing it with rules left behind could misroute the
                     # next pod that gets it. The runtime retries DEL.

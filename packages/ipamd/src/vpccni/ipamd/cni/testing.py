@@ -123,6 +123,7 @@ class FakePodNetwork:
         self.fail_next_wire: Exception | None = None
         self.fail_unwire: Exception | None = None
         self.unwired: list[PodInterface] = []
+        self.veths_kept: list[str] = []  # host veths a DEL left to vanish with the pod's namespace
         self._drift: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
@@ -139,10 +140,12 @@ class FakePodNetwork:
             container_mac="02:00:00:00:00:02", ipv4=spec.ipv4, gateway=spec.gateway,
         )  # fmt: skip
 
-    def unwire(self, spec: PodInterface, netns_fd: int | None = None) -> None:
+    def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
         with self._lock:
             if self.fail_unwire is not None:
                 raise self.fail_unwire
+            if keep_veth:
+                self.veths_kept.append(spec.host_veth)
             self.wired.pop(spec.host_veth, None)
             self._drift.pop(spec.host_veth, None)
             self.unwired.append(spec)

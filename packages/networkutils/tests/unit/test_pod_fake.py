@@ -177,3 +177,49 @@ def test_fake_delete_rules_matches_by_selector_in_any_table() -> None:
         Rule(priority=512, table=254, dst=ip),
         Rule(priority=1536, table=3, src=other),
     ]
+
+
+def test_update_all_host_rules_lists_the_rules_once_for_every_pod(world) -> None:
+    _, host, _, _, wiring = world
+    specs = [
+        PodInterface(host_veth=f"eni{i}", ipv4=IPv4Address("10.0.1.10") + i, route_table=2) for i in range(5)
+    ]
+    for spec in specs:
+        for rule in _host_rules_of(spec):
+            host.add_rule(rule)
+    # Pod 0's ENI was renumbered to table 3; pod 1 still has an old per-CIDR rule; pod 4 lost its rules.
+    renumbered = PodInterface(host_veth="eni0", ipv4=specs[0].ipv4, route_table=3)
+    specs[0] = renumbered
+    host.add_rule(
+        Rule(priority=1536, table=2, src=IPv4Network("10.0.1.11/32"), dst=IPv4Network("10.0.0.0/16"))
+    )
+    host.delete_rules(priority=512, dst=IPv4Network("10.0.1.14/32"))
+    host.delete_rules(priority=1536, src=IPv4Network("10.0.1.14/32"))
+    listings = 0
+    real_rules = host.rules
+
+    def counting_rules() -> list[Rule]:
+        nonlocal listings
+        listings += 1
+        return real_rules()
+
+    host.rules = counting_rules  # type: ignore[method-assign]
+    changes = wiring.update_all_host_rules(specs)
+    assert listings == 1
+    assert sorted(changes) == sorted(
+        [
+            "rule from 10.0.1.10 lookup 2 prio 1536 deleted",
+            "rule from 10.0.1.11 to 10.0.0.0/16 lookup 2 prio 1536 deleted",
+            "rule from 10.0.1.10 lookup 3 prio 1536 added",
+            "rule from all to 10.0.1.14 lookup main prio 512 added",
+            "rule from 10.0.1.14 lookup 2 prio 1536 added",
+        ]
+    )
+    assert wiring.update_all_host_rules(specs) == []
+    pod_rules = {r for r in real_rules() if r.priority in (512, 1536)}
+    assert pod_rules == {r for spec in specs for r in _host_rules_of(spec)}
+
+
+def _host_rules_of(spec: PodInterface) -> list[Rule]:
+    ip = IPv4Network(f"{spec.ipv4}/32")
+    return [Rule(priority=512, table=254, dst=ip), Rule(priority=1536, table=spec.route_table, src=ip)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -147,22 +148,32 @@ class PodWiring:
         ipamd runs this at start for every pod it restores: older layouts had one from-pod rule per VPC CIDR
         (`from IP to CIDR lookup T prio 1536`), and the pod's ENI table may have been renumbered.
         """
-        wanted = _host_rules(spec)
-        ip_net = host_network(spec.ipv4)
+        return self.update_all_host_rules([spec])
+
+    def update_all_host_rules(self, specs: Iterable[PodInterface]) -> list[str]:
+        """`update_host_rules` for many pods from one listing of the host's rules (one listing per pod made
+        ipamd's start quadratic in the number of pods)."""
+        wanted: dict[IPv4Network, list[Rule]] = {}
+        for spec in specs:
+            rules = wanted.setdefault(host_network(spec.ipv4), [])
+            rules.extend(rule for rule in _host_rules(spec) if rule not in rules)
         changes = []
-        for rule in self._host.rules():
-            ours = rule.priority in (TO_POD_RULE_PRIORITY, FROM_POD_RULE_PRIORITY) and ip_net in (
-                rule.src,
-                rule.dst,
-            )
-            if ours and rule not in wanted:
+        listed = self._host.rules()
+        existing = set(listed)
+        for rule in listed:
+            if rule.priority not in (TO_POD_RULE_PRIORITY, FROM_POD_RULE_PRIORITY):
+                continue
+            owners = [wanted[net] for net in (rule.src, rule.dst) if net is not None and net in wanted]
+            if any(rule not in rules for rules in owners):
                 self._host.delete_rule(rule)
+                existing.discard(rule)
                 changes.append(f"rule {rule} deleted")
-        existing = set(self._host.rules())
-        for rule in wanted:
-            if rule not in existing:
-                self._host.add_rule(rule)
-                changes.append(f"rule {rule} added")
+        for rules in wanted.values():
+            for rule in rules:
+                if rule not in existing:
+                    self._host.add_rule(rule)
+                    existing.add(rule)
+                    changes.append(f"rule {rule} added")
         return changes
 
     # -- verify -------------------------------------------------------------------------------------------

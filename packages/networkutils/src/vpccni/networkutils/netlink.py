@@ -17,6 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .model import Address, Link, Neighbour, Route, Rule, Scope
+from .rtnl_dump import RtnlDumper
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Netlink(Protocol):
 
 def open_netlink() -> PyrouteNetlink:
     """Open a netlink handle in the calling thread's current network namespace."""
-    return PyrouteNetlink(IPRoute())
+    return PyrouteNetlink(IPRoute(), dumper=RtnlDumper.open())
 
 
 def _attr(msg: Any, name: str) -> Any:
@@ -137,9 +138,13 @@ class PyrouteNetlink:
     thread in the namespace this handle was opened in (ipamd's main namespace in production).
     """
 
-    def __init__(self, ipr: IPRoute, *, proc_sys: Path = Path("/proc/sys")) -> None:
+    def __init__(
+        self, ipr: IPRoute, *, proc_sys: Path = Path("/proc/sys"), dumper: RtnlDumper | None = None
+    ) -> None:
         self._ipr = ipr
         self._proc_sys = proc_sys
+        # Lists links and rules much faster than pyroute2 (same namespace as `ipr`); None: pyroute2 lists.
+        self._dumper = dumper
         self._lock = threading.RLock()
 
     def __enter__(self) -> PyrouteNetlink:
@@ -151,6 +156,8 @@ class PyrouteNetlink:
     def close(self) -> None:
         with self._lock:
             self._ipr.close()
+            if self._dumper is not None:
+                self._dumper.close()
 
     def _find(self, name: str) -> Any | None:
         """The kernel's RTM_GETLINK for one name (pyroute2's `link_lookup` dumps and filters every link)."""
@@ -175,10 +182,14 @@ class PyrouteNetlink:
         return found
 
     def _names(self) -> dict[int, str]:
+        if self._dumper is not None:
+            return {link.index: link.name for link in self._dumper.links()}
         return {int(msg["index"]): _attr(msg, "IFLA_IFNAME") for msg in self._ipr.get_links()}
 
     def links(self) -> list[Link]:
         with self._lock:
+            if self._dumper is not None:
+                return self._dumper.links()
             return [self._to_link(msg) for msg in self._ipr.get_links()]
 
     @staticmethod
@@ -304,6 +315,8 @@ class PyrouteNetlink:
 
     def rules(self) -> list[Rule]:
         with self._lock:
+            if self._dumper is not None:
+                return self._dumper.rules()
             out = []
             for msg in self._ipr.get_rules(family=AF_INET):
                 src, dst = _attr(msg, "FRA_SRC"), _attr(msg, "FRA_DST")

@@ -314,6 +314,7 @@ def test_node_port_to_a_secondary_eni_pod_replies_through_eth0(topo: Topology) -
     node1 = topo.node1.netns
     with _node_port(topo, topo.pod_eth1):
         ns.exec_in_netns(node1, ["conntrack", "-F"])
+        ns.exec_in_netns(node1, ["iptables", "-t", "mangle", "-Z", "PREROUTING"])
         assert _node_port_echo(topo) == str(topo.node2.instance.primary_ip)
         marked = ns.exec_in_netns(
             node1, ["conntrack", "-L", "-p", "tcp", "-m", "0x80", "--orig-port-dst", str(NODE_PORT)]

@@ -118,7 +118,8 @@ def wait_pool(
             last, stable_since = size, time.monotonic()
         elif (
             pool.get("state") != "growing"
-            and int(pool.get("availableIPs", 0)) >= min_free
+            # Addresses in cooldown count as available (as upstream) but no ADD gets them yet.
+            and int(pool.get("availableIPs", 0)) - int(pool.get("inCooldown", 0)) >= min_free
             and time.monotonic() - stable_since >= settle_s
         ):
             return pool

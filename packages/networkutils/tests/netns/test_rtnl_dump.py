@@ -44,3 +44,17 @@ def test_fast_dumps_equal_pyroute2s(make_netns) -> None:
     assert len(rules) == 306
     assert Rule(priority=1024, table=254, fwmark=0x80, fwmask=0x80) in rules
     assert Rule(priority=512, table=300, dst=IPv4Network("10.1.0.0/16")) in rules
+
+
+def test_link_by_name_equals_pyroute2s_and_absent_names_are_none(make_netns) -> None:
+    ns = make_netns("get")
+    ns.sh("ip", "link", "add", "veth0", "mtu", "9001", "type", "veth", "peer", "name", "veth1")
+
+    def both(_: object) -> tuple[list, list]:
+        names = ("lo", "veth0", "veth1", "nope", "x" * 15, "x" * 16, "")
+        with open_netlink() as fast, PyrouteNetlink(IPRoute()) as slow:
+            return [fast.link(n) for n in names], [slow.link(n) for n in names]
+
+    fast, slow = ns.run(both)
+    assert fast == slow
+    assert [link.name if link else None for link in fast] == ["lo", "veth0", "veth1", None, None, None, None]

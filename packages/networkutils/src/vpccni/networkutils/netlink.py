@@ -159,21 +159,23 @@ class PyrouteNetlink:
             if self._dumper is not None:
                 self._dumper.close()
 
-    def _find(self, name: str) -> Any | None:
+    def _find(self, name: str) -> Link | None:
         """The kernel's RTM_GETLINK for one name (pyroute2's `link_lookup` dumps and filters every link)."""
         if not name or len(name.encode()) > IFNAMSIZ - 1:
             return None  # no link can have this name; the kernel would answer EINVAL
+        if self._dumper is not None:
+            return self._dumper.link(name)
         try:
             found = self._ipr.link("get", ifname=name)
         except NetlinkError as exc:
             if exc.code in _GONE:
                 return None
             raise
-        return found[0] if found else None
+        return self._to_link(found[0]) if found else None
 
     def _lookup(self, name: str) -> int | None:
-        msg = self._find(name)
-        return None if msg is None else int(msg["index"])
+        link = self._find(name)
+        return None if link is None else link.index
 
     def _index(self, name: str) -> int:
         found = self._lookup(name)
@@ -207,8 +209,7 @@ class PyrouteNetlink:
 
     def link(self, name: str) -> Link | None:
         with self._lock:
-            msg = self._find(name)
-            return None if msg is None else self._to_link(msg)
+            return self._find(name)
 
     def add_veth(self, *, name: str, mac: str, mtu: int, peer_name: str, peer_netns_fd: int) -> None:
         with self._lock:

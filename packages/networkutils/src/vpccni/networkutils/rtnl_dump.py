@@ -1,4 +1,4 @@
-"""rtnetlink dumps of links and IPv4 rules read straight off a raw netlink socket.
+"""rtnetlink dumps of links and IPv4 rules, and link lookups by name, straight off a raw netlink socket.
 
 pyroute2 decodes every attribute of every message into objects; a node with a few hundred pods has a few
 hundred veths and twice as many rules, and each such dump took tens of milliseconds (ipamd lists them when
@@ -59,6 +59,25 @@ def _string(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode(errors="replace")
 
 
+_SKIP_STATS = _RTATTR.pack(8, IFLA_EXT_MASK) + _U32.pack(RTEXT_FILTER_SKIP_STATS)
+
+
+def _link(data: bytes, offset: int, end: int) -> Link:
+    _, _, index, flags, _ = _IFINFOMSG.unpack_from(data, offset)
+    attrs = _attrs(data, offset + _IFINFOMSG.size, end)
+    info = attrs.get(IFLA_LINKINFO)
+    kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND) if info else None
+    mtu = attrs.get(IFLA_MTU)
+    return Link(
+        index=index,
+        name=_string(attrs.get(IFLA_IFNAME, b"")),
+        mac=":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b"")),
+        mtu=_U32.unpack(mtu)[0] if mtu else 0,
+        up=bool(flags & IFF_UP),
+        kind=_string(kind) if kind else "",
+    )
+
+
 class RtnlDumper:
     """Link and rule dumps over one raw NETLINK_ROUTE socket; the caller serialises calls."""
 
@@ -78,32 +97,27 @@ class RtnlDumper:
 
     def links(self) -> list[Link]:
         """`ip link show`, as `PyrouteNetlink` reports links."""
-        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_EXT_MASK)
-        body += _U32.pack(RTEXT_FILTER_SKIP_STATS)
-        out = []
-        for data, offset, end in self._dump(RTM_GETLINK, RTM_NEWLINK, body):
-            _, _, index, flags, _ = _IFINFOMSG.unpack_from(data, offset)
-            attrs = _attrs(data, offset + _IFINFOMSG.size, end)
-            info = attrs.get(IFLA_LINKINFO)
-            kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND) if info else None
-            mtu = attrs.get(IFLA_MTU)
-            out.append(
-                Link(
-                    index=index,
-                    name=_string(attrs.get(IFLA_IFNAME, b"")),
-                    mac=":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b"")),
-                    mtu=_U32.unpack(mtu)[0] if mtu else 0,
-                    up=bool(flags & IFF_UP),
-                    kind=_string(kind) if kind else "",
-                )
-            )
-        return out
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + _SKIP_STATS
+        return [_link(*msg) for msg in self._exchange(RTM_GETLINK, RTM_NEWLINK, body, dump=True)]
+
+    def link(self, name: str) -> Link | None:
+        """`ip link show dev NAME` with one RTM_GETLINK (the kernel looks the name up); None if absent."""
+        encoded = name.encode() + b"\0"
+        attr = _RTATTR.pack(_RTATTR.size + len(encoded), IFLA_IFNAME) + encoded
+        body = _IFINFOMSG.pack(AF_UNSPEC, 0, 0, 0, 0) + attr + b"\0" * (_align(len(attr)) - len(attr))
+        try:
+            found = [_link(*msg) for msg in self._exchange(RTM_GETLINK, RTM_NEWLINK, body + _SKIP_STATS)]
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        return found[0] if found else None
 
     def rules(self) -> list[Rule]:
         """`ip -4 rule show`, as `PyrouteNetlink` reports rules."""
         body = _FIB_RULE_HDR.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         out = []
-        for data, offset, end in self._dump(RTM_GETRULE, RTM_NEWRULE, body):
+        for data, offset, end in self._exchange(RTM_GETRULE, RTM_NEWRULE, body, dump=True):
             family, dst_len, src_len, _, table, _, _, _, _ = _FIB_RULE_HDR.unpack_from(data, offset)
             if family != AF_INET:
                 continue
@@ -123,11 +137,13 @@ class RtnlDumper:
             )
         return out
 
-    def _dump(self, request: int, reply: int, body: bytes) -> Iterator[tuple[bytes, int, int]]:
-        """(buffer, payload offset, payload end) of each `reply` message of a dump."""
+    def _exchange(
+        self, request: int, reply: int, body: bytes, *, dump: bool = False
+    ) -> Iterator[tuple[bytes, int, int]]:
+        """(buffer, payload offset, payload end) of each `reply`: every one of a dump, else the only one."""
         seq = next(self._seq)
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), request, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-        self._sock.send(header + body)
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+        self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), request, flags, seq, 0) + body)
         while True:
             data = self._sock.recv(1 << 20)
             offset = 0
@@ -147,3 +163,5 @@ class RtnlDumper:
                     return
                 if kind == reply:
                     yield data, payload, end
+                    if not dump:
+                        return

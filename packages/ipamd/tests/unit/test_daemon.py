@@ -11,13 +11,36 @@ from vpccni.awsutils.node import AwsNode
 from vpccni.ipamd.adapters.kube import kube_api_from_settings
 from vpccni.ipamd.daemon import Daemon, timers_from
 from vpccni.ipamd.pool.manager import PoolTimers
-from vpccni.ipamd.settings import load_settings
+from vpccni.ipamd.settings import SettingsError, load_settings
 
 
 def test_timers_default_to_upstream_constants() -> None:
     timers = timers_from(load_settings({}))
     assert timers.pool == PoolTimers()
     assert timers.kube.connect_timeout_s == 30.0
+
+
+def test_tuning_variables_shorten_the_timers() -> None:
+    env = {
+        "VPCCNI_POOL_MONITOR_INTERVAL": "1",
+        "VPCCNI_POOL_DECREASE_INTERVAL": "0.5",
+        "VPCCNI_RECONCILE_INTERVAL": "2",
+        "VPCCNI_MIN_ENI_AGE": "3",
+        "VPCCNI_API_SERVER_WAIT": "0",
+    }
+    timers = timers_from(load_settings(env))
+    assert (timers.pool.half_interval_s, timers.pool.decrease_interval_s) == (0.5, 0.5)
+    assert (timers.pool.reconcile_idle_s, timers.pool.min_eni_age_s) == (2.0, 3.0)
+    assert timers.kube.connect_timeout_s == 0.0
+
+
+def test_bad_tuning_values_are_settings_errors() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"VPCCNI_POOL_MONITOR_INTERVAL": "0", "VPCCNI_MIN_ENI_AGE": "-1"})
+    assert [e.split("=")[0] for e in err.value.errors] == [
+        "VPCCNI_POOL_MONITOR_INTERVAL",
+        "VPCCNI_MIN_ENI_AGE",
+    ]
 
 
 def test_imds_unreachable_at_start_exits_1_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,19 +89,14 @@ class DaemonTimers:
 
 def timers_from(settings: Settings) -> DaemonTimers:
     """The loop timers: upstream's constants unless the VPCCNI_* tuning variables shorten them (tests)."""
-    monitor = getattr(settings, "pool_monitor_interval_s", None)
-    decrease = getattr(settings, "pool_decrease_interval_s", None)
-    reconcile = getattr(settings, "reconcile_interval_s", None)
-    kube_wait = getattr(settings, "api_server_wait_s", None)
-    base = PoolTimers()
     return DaemonTimers(
         pool=PoolTimers(
-            half_interval_s=base.half_interval_s if monitor is None else monitor / 2,
-            reconcile_idle_s=base.reconcile_idle_s if reconcile is None else reconcile,
-            decrease_interval_s=base.decrease_interval_s if decrease is None else decrease,
-            insufficient_cidr_backoff_s=base.insufficient_cidr_backoff_s,
+            half_interval_s=settings.pool_monitor_interval_s / 2,
+            reconcile_idle_s=settings.reconcile_interval_s,
+            decrease_interval_s=settings.pool_decrease_interval_s,
+            min_eni_age_s=settings.min_eni_age_s,
         ),
-        kube=KubeTimers() if kube_wait is None else KubeTimers(connect_timeout_s=kube_wait),
+        kube=KubeTimers(connect_timeout_s=settings.api_server_wait_s),
     )
 
 

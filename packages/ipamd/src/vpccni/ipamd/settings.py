@@ -86,6 +86,11 @@ class Settings:
     run_dir: str
     add_wait_timeout_s: float
     grpc_tcp_address: str
+    pool_monitor_interval_s: float
+    pool_decrease_interval_s: float
+    reconcile_interval_s: float
+    min_eni_age_s: float
+    api_server_wait_s: float
 
     # --- derived values (upstream rules, in one place) ---
 

@@ -453,6 +453,24 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("VPCCNI_METRICS_BIND_ADDRESS", "metrics_bind_address", parse_host_port, ":61678",
           valid="host:port",
           meaning="Prometheus metrics listen address"),
+    # Loop timers: upstream's constants by default; tests and demos shorten them.
+    _spec("VPCCNI_POOL_MONITOR_INTERVAL", "pool_monitor_interval_s",
+          seconds_parser(minimum=0.0, exclusive=True), 5.0,
+          valid="seconds > 0",
+          meaning="pool manager period, half before the pool update and half before the reconcile"
+                  " (upstream ipPoolMonitorInterval)"),
+    _spec("VPCCNI_POOL_DECREASE_INTERVAL", "pool_decrease_interval_s", seconds_parser(minimum=0.0), 30.0,
+          valid="seconds >= 0",
+          meaning="minimum time between two releases of unused addresses (upstream decreaseIPPoolInterval)"),
+    _spec("VPCCNI_RECONCILE_INTERVAL", "reconcile_interval_s", seconds_parser(minimum=0.0), 60.0,
+          valid="seconds >= 0",
+          meaning="pool idle time before the reconcile with IMDS/EC2 (upstream nodeIPPoolReconcileInterval)"),
+    _spec("VPCCNI_MIN_ENI_AGE", "min_eni_age_s", seconds_parser(minimum=0.0), 60.0,
+          valid="seconds >= 0",
+          meaning="a new ENI is never freed before this age (upstream minENILifeTime)"),
+    _spec("VPCCNI_API_SERVER_WAIT", "api_server_wait_s", seconds_parser(minimum=0.0), 30.0,
+          valid="seconds >= 0",
+          meaning="how long ipamd waits at start for the Kubernetes API server before going on without it"),
 )
 # fmt: on
 

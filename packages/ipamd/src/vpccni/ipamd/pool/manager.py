@@ -27,6 +27,7 @@ from vpccni.ipamd.pool.decisions import (
     ReleaseCidrs,
 )
 from vpccni.ipamd.pool.planner import (
+    MIN_ENI_AGE_S,
     at_max_pods,
     is_pool_too_high,
     is_pool_too_low,
@@ -62,6 +63,7 @@ class PoolTimers:
     reconcile_idle_s: float = 60.0
     decrease_interval_s: float = 30.0
     insufficient_cidr_backoff_s: float = 120.0
+    min_eni_age_s: float = MIN_ENI_AGE_S  # minENILifeTime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,7 +351,7 @@ class PoolManager:
 
     def _free_one_eni(self) -> None:
         snap = self._store.snapshot()
-        decision = plan_free_eni(snap, self._config)
+        decision = plan_free_eni(snap, self._config, min_age_s=self._timers.min_eni_age_s)
         if not isinstance(decision, FreeEni):
             return
         eni = next(e for e in snap.enis if e.eni_id == decision.eni_id)

@@ -205,7 +205,9 @@ def deletable_eni(
     return None
 
 
-def should_remove_extra_enis(snap: PoolSnapshot, cfg: PoolConfig) -> bool:
+def should_remove_extra_enis(
+    snap: PoolSnapshot, cfg: PoolConfig, *, min_age_s: float = MIN_ENI_AGE_S
+) -> bool:
     """shouldRemoveExtraENIs: the +1 keeps the pool at or above WARM_ENI_TARGET / WARM_PREFIX_TARGET after a
     free."""
     if cfg.warm_ip_targets_defined:
@@ -213,12 +215,14 @@ def should_remove_extra_enis(snap: PoolSnapshot, cfg: PoolConfig) -> bool:
     warm = (cfg.warm_prefix_target if cfg.prefix_delegation else cfg.warm_eni_target) + 1
     if snap.available_ips >= warm * cfg.addresses_per_eni:
         return True
-    return cfg.prefix_delegation and deletable_eni(snap, cfg) is not None
+    return cfg.prefix_delegation and deletable_eni(snap, cfg, min_age_s=min_age_s) is not None
 
 
-def plan_free_eni(snap: PoolSnapshot, cfg: PoolConfig) -> FreeEni | NoAction:
-    """tryFreeENI: at most one ENI per call."""
-    if not should_remove_extra_enis(snap, cfg):
+def plan_free_eni(
+    snap: PoolSnapshot, cfg: PoolConfig, *, min_age_s: float = MIN_ENI_AGE_S
+) -> FreeEni | NoAction:
+    """tryFreeENI: at most one ENI per call; `min_age_s` is minENILifeTime (VPCCNI_MIN_ENI_AGE)."""
+    if not should_remove_extra_enis(snap, cfg, min_age_s=min_age_s):
         return NoAction(reason=NoActionReason.POOL_OK)
-    eni = deletable_eni(snap, cfg)
+    eni = deletable_eni(snap, cfg, min_age_s=min_age_s)
     return FreeEni(eni_id=eni.eni_id) if eni else NoAction(reason=NoActionReason.NO_DELETABLE_ENI)

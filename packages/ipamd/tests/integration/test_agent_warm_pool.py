@@ -52,6 +52,11 @@ def test_warm_eni_target_default_keeps_one_whole_eni_free(
     tags = {t["Key"]: t["Value"] for t in described.get("TagSet", [])}
     assert tags["node.k8s.amazonaws.com/instance_id"] == node.instance.instance_id
 
+    assert agent.delete("p0").Success
+    # Two whole ENIs free: after the IP cooldown and the ENI's minimum age the extra one is detached+deleted.
+    wait_for(lambda: settled(agent, enis=1, total_ips=IPS_PER_ENI), what="the extra ENI freed")
+    assert second not in agent.ec2_enis()
+
 
 def test_warm_ip_and_minimum_ip_targets(
     make_agent: Callable[..., Agent], wait_for: Callable[..., Any]

@@ -92,27 +92,23 @@ def channel(server: GrpcServer) -> Iterator[grpc.Channel]:
         yield ch
 
 
+def pod_fields(pod: str) -> dict[str, str]:
+    """What AddNetworkRequest and DelNetworkRequest share for one pod."""
+    return {
+        "K8S_POD_NAME": pod,
+        "K8S_POD_NAMESPACE": "default",
+        "ContainerID": f"c-{pod}",
+        "IfName": "eth0",
+        "NetworkName": "aws-cni",
+    }
+
+
 def add_request(pod: str, version: str = VERSION) -> Any:
-    return rpc_pb2.AddNetworkRequest(
-        ClientVersion=version,
-        K8S_POD_NAME=pod,
-        K8S_POD_NAMESPACE="default",
-        ContainerID=f"c-{pod}",
-        IfName="eth0",
-        NetworkName="aws-cni",
-    )
+    return rpc_pb2.AddNetworkRequest(ClientVersion=version, **pod_fields(pod))
 
 
 def del_request(pod: str, version: str = VERSION) -> Any:
-    return rpc_pb2.DelNetworkRequest(
-        ClientVersion=version,
-        K8S_POD_NAME=pod,
-        K8S_POD_NAMESPACE="default",
-        ContainerID=f"c-{pod}",
-        IfName="eth0",
-        NetworkName="aws-cni",
-        Reason="PodDeleted",
-    )
+    return rpc_pb2.DelNetworkRequest(ClientVersion=version, Reason="PodDeleted", **pod_fields(pod))
 
 
 def test_socket_is_0660_and_health_serves_the_aws_node_service(

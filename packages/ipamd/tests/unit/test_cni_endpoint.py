@@ -140,5 +140,5 @@ def test_stale_socket_is_replaced_but_other_files_are_not(parts) -> None:
     with CniEndpoint(service=service, settings=settings):
         assert wire.call(settings.socket_path, _request("STATUS"), None) is None
     pathlib.Path(settings.socket_path).write_text("not a socket")
-    with pytest.raises(RuntimeError, match="not a socket"):
+    with pytest.raises(OSError, match="not a socket"):
         CniEndpoint(service=service, settings=settings).start()

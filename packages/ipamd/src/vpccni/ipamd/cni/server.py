@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import stat
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.netconf import DEFAULT_CNI_SOCKET, DEFAULT_DEL_QUEUE_DIR
 from vpccni.ipamd.cni.delqueue_drain import drain_del_queue
 from vpccni.ipamd.cni.service import CniService
+from vpccni.ipamd.sockets import remove_stale_socket
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CniEndpoint:
     def start(self) -> None:
         s = self._settings
         os.makedirs(os.path.dirname(s.socket_path) or "/", exist_ok=True)
-        self._remove_stale_socket(s.socket_path)
+        remove_stale_socket(s.socket_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(s.socket_path)
         os.chmod(s.socket_path, s.socket_mode)
@@ -99,16 +99,6 @@ class CniEndpoint:
         self.stop()
 
     # --- internals --------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _remove_stale_socket(path: str) -> None:
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
-            raise RuntimeError(f"{path} exists and is not a socket: remove it or set another CNI socket path")
-        os.unlink(path)
 
     def _spawn(self, target: object, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from vpccni.ipamd.sockets import remove_stale_socket
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,3 @@ class GrpcServer:
             pass
 
 
-def remove_stale_socket(path: Path) -> None:
-    """A socket left by a previous run is removed; anything else at that path is an operator error."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket: remove it or set another VPCCNI_RUN_DIR")
-    os.unlink(path)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpccni.awsutils.limits import max_pods, static_limits
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.kube import KubeApiServer
+from vpccni.testbed.kube.kubelet import register_kubelet_node
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,8 @@ class UpOptions:
     imds_port: int = 0  # the first node's loopback IMDS; 0 picks a free port
 
 
-KUBELET_DEFAULT_MAX_PODS = 110  # kubelet's own default, for an instance type the limits table lacks
 
 
-def register_kubelet_node(kube: KubeApiServer, instance: InstanceInfo, region: str) -> str:
-    """Register the instance's Node as kubelet does on EKS and return its name: the private DNS name
-    (kubelet's hostname-override), capacity.pods from the max-pods calculator."""
-    name = f"ip-{str(instance.primary_ip).replace('.', '-')}.{region}.compute.internal"
-    limits = static_limits(instance.instance_type)
-    kube.register_node(
-        name,
-        instance.instance_type,
-        max_pods(limits) if limits is not None else KUBELET_DEFAULT_MAX_PODS,
-        provider_id=f"aws:///{instance.availability_zone}/{instance.instance_id}",
-    )
-    return name
 
 
 class TestbedUp:

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from vpccni.awsutils.limits import max_pods, static_limits
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
 from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwork
 from vpccni.testbed.datapath.cloudview import Ec2CloudView
 from vpccni.testbed.kube import NODES, KubeApiServer
+from vpccni.testbed.kube.kubelet import register_kubelet_node
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,7 @@ class Cluster:
         api = urlsplit(self.kube.url)
         if api.hostname is None or api.port is None:
             raise RuntimeError(f"cannot forward to the Kubernetes API server {self.kube.url}: no host:port")
-        node_name = f"ip-{str(instance.primary_ip).replace('.', '-')}.{self.cloud.region}.compute.internal"
-        limits = static_limits(instance.instance_type)
-        self.kube.register_node(
-            node_name,
-            instance.instance_type,
-            max_pods(limits) if limits is not None else 110,
-            provider_id=f"aws:///{instance.availability_zone}/{instance.instance_id}",
-        )
+        node_name = register_kubelet_node(self.kube, instance, self.cloud.region)
         return {
             "kube_endpoint_in_ns": network.forward(port=api.port, target=(api.hostname, api.port)),
             "k8s_node_name": node_name,

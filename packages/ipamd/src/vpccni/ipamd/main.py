@@ -21,8 +21,10 @@ def main() -> int:
         print(f"aws-k8s-agent: {err}", file=sys.stderr)
         return 1
     configure_logging(settings)
-    # The SDKs' DEBUG output (every signed request) would drown ipamd's own debug log.
-    for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
+    # The libraries' DEBUG output would drown ipamd's own debug log (upstream's default level is DEBUG): the
+    # SDKs log every signed request, and pyroute2 formats every netlink message, which took more than half of
+    # a CNI request's time.
+    for noisy in ("botocore", "boto3", "urllib3", "kubernetes", "pyroute2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.INFO)
     return Daemon(settings=settings, env=os.environ, started_at=started_at).run()
 

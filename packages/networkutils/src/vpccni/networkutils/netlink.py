@@ -21,11 +21,6 @@ from .rtnl_dump import RtnlDumper
 
 log = logging.getLogger(__name__)
 
-# pyroute2 logs every netlink message it sends and receives at DEBUG, formatting each one; ipamd runs at
-# upstream's default level DEBUG, where that logging took more than half of a CNI request's time. Its
-# warnings and errors still get through.
-logging.getLogger("pyroute2").setLevel(logging.INFO)
-
 AF_INET = 2
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1

@@ -2,7 +2,9 @@
 host-network pod from `out/vpccni-aws-node-<version>.oci.tar` with the DaemonSet's init container and aws-node
 container (same commands, security contexts and mounts as `deploy/aws-k8s-cni.yaml`, host paths mapped to
 temporary directories). Then the same containerd, reading the CNI bin and conf dirs the pod installed into,
-runs an ordinary pod through the installed `aws-cni` and the containerised ipamd.
+runs an ordinary pod through the installed `aws-cni` and the containerised ipamd. Then an upgrade: the
+aws-node container is stopped and a new one started while the pod runs; the pod keeps its address and an
+open connection to it, and the next pod gets another address.
 
 Build the image first (`nox -s image`); without it the test is skipped and says so.
 """
@@ -13,8 +15,10 @@ import contextlib
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +31,7 @@ from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc as cri_grpc
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec
+from vpccni.testbed.datapath import namespaces
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "deploy" / "aws-k8s-cni.yaml"
@@ -76,8 +81,11 @@ class PodRunner:
         reply = self._rt.RunPodSandbox(cri.RunPodSandboxRequest(config=self._config), timeout=120)
         self.sandbox_id = reply.pod_sandbox_id
 
-    def start(self, spec: dict[str, Any], *, env: dict[str, str], mounts: dict[str, Path]) -> str:
-        """Start the manifest's container `spec` with `env`, each container path mounted from a host path."""
+    def start(
+        self, spec: dict[str, Any], *, env: dict[str, str], mounts: dict[str, Path], attempt: int = 0
+    ) -> str:
+        """Start the manifest's container `spec` with `env`, each container path mounted from a host path;
+        `attempt` > 0 is kubelet starting the container again in the same pod (an upgrade or a restart)."""
         security = spec.get("securityContext", {})
         context = cri.LinuxContainerSecurityContext(
             privileged=bool(security.get("privileged", False)),
@@ -85,12 +93,12 @@ class PodRunner:
             namespace_options=cri.NamespaceOption(network=cri.NODE),
         )
         config = cri.ContainerConfig(
-            metadata=cri.ContainerMetadata(name=spec["name"]),
+            metadata=cri.ContainerMetadata(name=spec["name"], attempt=attempt),
             image=cri.ImageSpec(image=IMAGE),
             command=spec.get("command", []),
             envs=[cri.KeyValue(key=k, value=v) for k, v in env.items()],
             mounts=[cri.Mount(container_path=c, host_path=str(h)) for c, h in mounts.items()],
-            log_path=f"{spec['name']}.log",
+            log_path=f"{spec['name']}.log" if attempt == 0 else f"{spec['name']}.{attempt}.log",
             linux=cri.LinuxContainerConfig(security_context=context),
         )
         request = cri.CreateContainerRequest(
@@ -237,11 +245,67 @@ def test_the_image_installs_and_serves_pods_like_aws_node(node: Node) -> None:
                         raise AssertionError(f"{err}\n{diagnostics()}") from err
                     time.sleep(1)
             sandbox = pods.status(sandbox_id)
-            assert sandbox.ready and sandbox.ip is not None
+            assert sandbox.ready and sandbox.ip is not None and sandbox.netns_path is not None
             assert sandbox.ip in ipaddress.ip_network("10.0.0.0/16"), sandbox.ip
-            pods.stop_pod(sandbox_id)
-            pods.remove_pod(sandbox_id)
+
+            # An upgrade: the aws-node container goes away and a new one starts while the pod runs. The pod
+            # keeps its address (the checkpoint) and an open connection to it keeps working.
+            conn = stack.enter_context(_open_echo_connection(node, sandbox.netns_path, sandbox.ip))
+            assert _echo(conn, b"before") == b"before"
+            runner.stop(node_id, grace_s=30)
+            assert runner.wait_exit(node_id, 60) == 0, diagnostics()
+            assert _echo(conn, b"while aws-node is down") == b"while aws-node is down"
+            new_id = runner.start(node_spec, env=env, mounts=mounts, attempt=1)
+            serving = lambda: _probe_ok(containerd, new_id, probe)  # noqa: E731
+            _wait_for("the new aws-node to serve", serving, 120, diagnostics)
+            node_id = new_id
+            assert _echo(conn, b"after") == b"after"
+            checkpoint = json.loads((dirs["run"] / "ipam.json").read_text())
+            checkpointed = {a["ipv4"] for a in checkpoint["allocations"]}
+            assert checkpointed == {str(sandbox.ip)}, checkpointed
+            second_id = pods.run_pod(PodSpec(name="web2"))
+            second = pods.status(second_id)
+            assert second.ip is not None and second.ip != sandbox.ip, "an address is never given twice"
+            for pod_id in (second_id, sandbox_id):
+                pods.stop_pod(pod_id)
+                pods.remove_pod(pod_id)
 
         # SIGTERM reaches ipamd through the entrypoint, which exits with ipamd's status.
         runner.stop(node_id, grace_s=30)
         assert runner.wait_exit(node_id, 60) == 0, diagnostics()
+
+
+def _probe_ok(containerd: Containerd, container_id: str, probe: list[str]) -> bool:
+    stub = cri_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix://{containerd.socket}"))
+    try:
+        request = cri.ExecSyncRequest(container_id=container_id, cmd=probe, timeout=10)
+        reply = stub.ExecSync(request, timeout=30)
+    except grpc.RpcError:
+        return False
+    return reply.exit_code == 0
+
+
+@contextlib.contextmanager
+def _open_echo_connection(node: Node, pod_netns: Path, ip: ipaddress.IPv4Address) -> Iterator[socket.socket]:
+    """A connection from the node to an echo server in the pod that answers every message on it."""
+    listener = namespaces.listen_tcp(str(pod_netns.resolve()), str(ip), 0)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = namespaces.connect_tcp(node.netns, str(ip), listener.getsockname()[1], timeout=10)
+    try:
+        yield client
+    finally:
+        client.close()
+        listener.close()
+
+
+def _echo(conn: socket.socket, message: bytes) -> bytes:
+    conn.sendall(message)
+    return conn.recv(4096)

@@ -38,7 +38,6 @@ def addresses(netns_path: Path, ifname: str = "eth0") -> list[ipaddress.IPv4Inte
 
 def echo_server(netns_path: Path, ip: ipaddress.IPv4Address, port: int = 0) -> EchoServer:
     """The testbed's TCP echo server, listening on ip:port inside the pod (call `start()` or use `with`)."""
-    # `namespaces.netns_path(name)` is `/run/netns / name`, and joining an absolute path keeps that path.
     return EchoServer(netns=str(netns_path.resolve()), ip=ip, port=port)
 
 

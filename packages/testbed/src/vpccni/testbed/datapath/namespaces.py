@@ -27,8 +27,10 @@ NETNS_DIR = Path("/run/netns")
 
 
 def netns_path(name: str) -> Path:
-    """Where `ip netns` mounts the namespace called `name`."""
-    return NETNS_DIR / name
+    """Where `ip netns` mounts the namespace called `name`; an absolute path (a namespace mounted elsewhere,
+    e.g. a pod sandbox's under containerd's state dir) names itself, so every helper here takes either."""
+    path = Path(name)
+    return path if path.is_absolute() else NETNS_DIR / name
 
 
 def create_netns(name: str) -> Path:

@@ -48,8 +48,9 @@ average (1/5/15 min) at the start {load_start}, at the end {load_end}: other wor
   AssignPrivateIpAddresses (addresses and prefixes) {assign} s; IMDS propagation lag {imds} s.
 - Samples: shim start-up x{shim_runs}; single-pod {rounds} round(s) of {per_round} sequential ADDs then DELs;
   churn {pairs} pairs on {workers} threads; bursts of {burst} pods.
-- CNI latencies are measured around the whole runtime-side exec: `nsenter` into the node namespace, the
-  interpreter start, the shim, the round trip to ipamd (allocation, pod wiring, checkpoint), the result.
+- CNI latencies are measured around the whole runtime-side exec of the shim file from a thread inside the
+  node namespace (as a runtime on the node execs it): the interpreter start, the shim, the round trip to
+  ipamd (allocation, pod wiring, checkpoint), the result.
 - Each scenario gets a fresh cluster and node with upstream default settings unless a mode says otherwise.
 - Whole run: {seconds} s.
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from vpccni.cniplugin import versions
+from vpccni.cniplugin import jsoncodec, versions
 from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.values import FrozenValue
 
@@ -100,7 +98,7 @@ def decode(data: bytes) -> dict[str, object]:
     if len(data) > MAX_STDIN_BYTES:
         raise _config_error(f"network configuration is larger than {MAX_STDIN_BYTES} bytes")
     try:
-        value = json.loads(data)
+        value = jsoncodec.loads(data)
     except (ValueError, RecursionError) as exc:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, f"network configuration on stdin is not valid JSON: {exc}"
@@ -179,8 +177,9 @@ def _runtime_config(raw: dict[str, object]) -> tuple[dict[str, str], list[object
         if runtime.get(key):
             raise CNIError(
                 ErrorCode.UNSUPPORTED_FIELD,
-                f"unsupported field runtimeConfig.{key}={json.dumps(runtime[key])[:200]}: aws-cni gives pods "
-                "addresses and MACs of its own (VPC secondary IPs), it cannot honour a requested one",
+                f"unsupported field runtimeConfig.{key}={jsoncodec.dumps(runtime[key])[:200]}: "
+                "aws-cni gives pods addresses and MACs of its own (VPC secondary IPs), "
+                "it cannot honour a requested one",
             )
     ports = runtime.get("portMappings")
     if ports is not None and not isinstance(ports, list):

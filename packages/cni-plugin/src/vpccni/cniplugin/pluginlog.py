@@ -1,15 +1,19 @@
 """The shim's log: JSON lines to ``pluginLogFile`` (stderr when empty), never to stdout.
 
 Not the ``logging`` module: the shim runs once per pod and every import counts (see main.py), and the
-format mirrors upstream's zap JSON lines (``level``, ``ts``, ``msg`` plus fields).
+format mirrors upstream's zap JSON lines (``level``, ``ts``, ``msg`` plus fields). ``posix`` and ``time``
+are built into the interpreter and already loaded; ``os`` is imported only to create a missing folder.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import posix
 import sys
 import time
+
+from vpccni.cniplugin import jsoncodec
+
+_OPEN_FLAGS = posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC
 
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "fatal": 50, "panic": 50}
 
@@ -29,13 +33,21 @@ class PluginLog:
             return
         if self._fd is None:
             try:
-                os.makedirs(os.path.dirname(self._path) or "/", exist_ok=True)
-                self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                self._fd = self._open()
             except OSError:
                 self._path = ""
                 self._write(line)
                 return
-        os.write(self._fd, line)
+        posix.write(self._fd, line)
+
+    def _open(self) -> int:
+        try:
+            return posix.open(self._path, _OPEN_FLAGS, 0o640)
+        except FileNotFoundError:  # first use on this node: the log folder does not exist yet
+            import os
+
+            os.makedirs(os.path.dirname(self._path) or "/", exist_ok=True)
+            return posix.open(self._path, _OPEN_FLAGS, 0o640)
 
     def log(self, level: str, msg: str, **fields: object) -> None:
         if LEVELS.get(level, 10) < self._threshold:
@@ -45,7 +57,7 @@ class PluginLog:
         record: dict[str, object] = {"level": level, "ts": stamp, "caller": "aws-cni", "msg": msg}
         record.update(fields)
         try:
-            self._write(json.dumps(record, default=str).encode() + b"\n")
+            self._write(jsoncodec.dumps(record, default=str).encode() + b"\n")
         except (OSError, ValueError):
             pass
 
@@ -60,5 +72,5 @@ class PluginLog:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            posix.close(self._fd)
             self._fd = None

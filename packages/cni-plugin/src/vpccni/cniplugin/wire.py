@@ -4,14 +4,18 @@ A Unix stream socket; each message is a 4-byte big-endian length followed by tha
 JSON. The request travels with the opened ``CNI_NETNS`` as an ``SCM_RIGHTS`` file descriptor on its first
 bytes, so ipamd needs neither the path nor the host's mount namespace. The answer is ``{"ok": <result or
 null>}`` or ``{"error": {"code", "msg", "details"}}``. Messages are bounded, reads and writes time out.
+
+Only C modules here (``_socket``, and JSON through ``jsoncodec``): the shim imports this module on every
+call, and ``socket`` costs ~5 ms to import (``enum``, ``selectors``). ipamd passes its ``socket.socket``
+objects, which are ``_socket.socket`` underneath.
 """
 
 from __future__ import annotations
 
-import json
-import socket
+import _socket
+import sys
 
-from vpccni.cniplugin import environ
+from vpccni.cniplugin import environ, jsoncodec
 from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.values import FrozenValue
 
@@ -22,6 +26,8 @@ DEFAULT_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 10.0
 FORWARDED_COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
 _HEADER = 4
+# SCM_RIGHTS carries a C int array.
+_FD_BYTES = 4
 
 
 class WireError(Exception):
@@ -133,13 +139,13 @@ def _bad(problem: str) -> CNIError:
 
 
 def encode(message: object) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    body = jsoncodec.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
     if len(body) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     return len(body).to_bytes(_HEADER, "big") + body
 
 
-def _recv_exact(conn: socket.socket, size: int, first: bytes = b"") -> bytes:
+def _recv_exact(conn: _socket.socket, size: int, first: bytes = b"") -> bytes:
     chunks = [first]
     got = len(first)
     while got < size:
@@ -151,13 +157,13 @@ def _recv_exact(conn: socket.socket, size: int, first: bytes = b"") -> bytes:
     return b"".join(chunks)
 
 
-def _recv_body(conn: socket.socket, header: bytes) -> object:
+def _recv_body(conn: _socket.socket, header: bytes) -> object:
     header = _recv_exact(conn, _HEADER, header)
     size = int.from_bytes(header, "big")
     if size > MAX_MESSAGE_BYTES:
         raise WireError(f"peer announced {size} bytes, more than the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return json.loads(_recv_exact(conn, size))
+        return jsoncodec.loads(_recv_exact(conn, size))
     except (ValueError, RecursionError) as exc:
         raise WireError(f"message is not valid JSON: {exc}") from None
 
@@ -174,7 +180,7 @@ def call(
     connection and :class:`NoAnswer` when the exchange broke or timed out after connecting.
     """
     frame = encode(request.to_dict())
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT_S)
         try:
@@ -187,7 +193,7 @@ def call(
         sock.settimeout(timeout_s if timeout_s is not None else request.timeout_s)
         try:
             try:
-                sent = socket.send_fds(sock, [frame], [netns_fd]) if netns_fd is not None else 0
+                sent = _send_with_fd(sock, frame, netns_fd) if netns_fd is not None else 0
                 if sent < len(frame):
                     sock.sendall(frame[sent:])
             except BrokenPipeError:
@@ -195,7 +201,9 @@ def call(
                 pass
             answer = _recv_body(sock, b"")
         except (OSError, WireError) as exc:
-            what = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            # _socket.timeout: TimeoutError from 3.10 on, its own OSError subclass on 3.9.
+            timed_out = isinstance(exc, (TimeoutError, _socket.timeout))
+            what = "timed out" if timed_out else str(exc) or type(exc).__name__
             raise NoAnswer(f"no answer from ipamd on {socket_path}: {what}") from None
     finally:
         sock.close()
@@ -206,10 +214,30 @@ def call(
     raise NoAnswer(f"ipamd on {socket_path} sent an answer that is neither ok nor error")
 
 
+def _send_with_fd(sock: _socket.socket, frame: bytes, fd: int) -> int:
+    """``socket.send_fds(sock, [frame], [fd])`` without importing ``socket``."""
+    fd_bytes = fd.to_bytes(_FD_BYTES, sys.byteorder, signed=True)
+    return sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd_bytes)])
+
+
 # --- ipamd's side --------------------------------------------------------------------------------------
 
 
-def recv_request(conn: socket.socket) -> tuple[Request, int | None]:
+def _recv_with_fds(conn: _socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int], int]:
+    """``socket.recv_fds``: the bytes, every fd that came with them, and the message flags."""
+    data, ancillary, flags, _ = conn.recvmsg(size, _socket.CMSG_LEN(max_fds * _FD_BYTES))
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(payload) - len(payload) % _FD_BYTES
+            fds.extend(
+                int.from_bytes(payload[i : i + _FD_BYTES], sys.byteorder, signed=True)
+                for i in range(0, whole, _FD_BYTES)
+            )
+    return data, fds, flags
+
+
+def recv_request(conn: _socket.socket) -> tuple[Request, int | None]:
     """Read one request and the netns fd that came with it (the caller owns and must close the fd).
 
     Raises :class:`WireError` for a broken exchange and :class:`CNIError` for a malformed request; any
@@ -217,12 +245,12 @@ def recv_request(conn: socket.socket) -> tuple[Request, int | None]:
     """
     fd: int | None = None
     try:
-        header, fds, flags, _ = socket.recv_fds(conn, _HEADER, 1)
+        header, fds, flags = _recv_with_fds(conn, _HEADER, 1)
         if fds:
             fd = fds[0]
             for extra in fds[1:]:
                 _close(extra)
-        if flags & getattr(socket, "MSG_CTRUNC", 0):
+        if flags & getattr(_socket, "MSG_CTRUNC", 0):
             raise WireError("the peer sent more file descriptors than the one netns fd")
         if not header:
             raise WireError("the peer closed the connection without a request")
@@ -236,27 +264,27 @@ def recv_request(conn: socket.socket) -> tuple[Request, int | None]:
     return request, fd
 
 
-def send_ok(conn: socket.socket, result: object) -> None:
+def send_ok(conn: _socket.socket, result: object) -> None:
     conn.sendall(encode({"ok": result}))
 
 
-def send_error(conn: socket.socket, error: CNIError) -> None:
+def send_error(conn: _socket.socket, error: CNIError) -> None:
     conn.sendall(encode({"error": {"code": error.code, "msg": error.msg, "details": error.details}}))
 
 
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+def peer_credentials(conn: _socket.socket) -> tuple[int, int, int]:
     """``(pid, uid, gid)`` of the process at the other end (``SO_PEERCRED``), as of its connect()."""
     import struct
 
     size = struct.calcsize("3i")
-    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, size))
     return pid, uid, gid
 
 
 def _close(fd: int) -> None:
-    import os
+    import posix
 
     try:
-        os.close(fd)
+        posix.close(fd)
     except OSError:
         pass

@@ -1,7 +1,9 @@
-"""The netlink seam: a `Netlink` protocol for one network namespace and its pyroute2 adapter.
+"""The netlink seam: a `Netlink` protocol for one network namespace, `open_netlink()` and a pyroute2 adapter.
 
 Each method equals one `ip` command (named in its docstring). Deleting something that is not there is not an
-error: teardown must be idempotent.
+error: teardown must be idempotent. `open_netlink()` returns the raw-socket adapter (`rtnl_netlink`);
+`PyrouteNetlink` does the same through pyroute2 (several times slower per request) and serves as an
+independent cross-check in the netns tests.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import logging
 import threading
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .model import Address, Link, Neighbour, Route, Rule, Scope
-from .rtnl_dump import RtnlDumper
+from .rtnl import GONE
+from .sysctl import read_sysctl, write_sysctl
+
+if TYPE_CHECKING:
+    from .rtnl_netlink import RtnlNetlink
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +31,6 @@ AF_INET = 2
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
 IFNAMSIZ = 16
-_GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
 
 
 class Netlink(Protocol):
@@ -117,9 +122,11 @@ class Netlink(Protocol):
         ...
 
 
-def open_netlink() -> PyrouteNetlink:
-    """Open a netlink handle in the calling thread's current network namespace."""
-    return PyrouteNetlink(IPRoute(), dumper=RtnlDumper.open())
+def open_netlink() -> RtnlNetlink:
+    """Open a netlink handle (one raw rtnetlink socket) in the calling thread's current network namespace."""
+    from .rtnl_netlink import RtnlNetlink  # it imports the model this module re-exports
+
+    return RtnlNetlink.open()
 
 
 def _attr(msg: Any, name: str) -> Any:
@@ -133,13 +140,9 @@ class PyrouteNetlink:
     thread in the namespace this handle was opened in (ipamd's main namespace in production).
     """
 
-    def __init__(
-        self, ipr: IPRoute, *, proc_sys: Path = Path("/proc/sys"), dumper: RtnlDumper | None = None
-    ) -> None:
+    def __init__(self, ipr: IPRoute, *, proc_sys: Path = Path("/proc/sys")) -> None:
         self._ipr = ipr
         self._proc_sys = proc_sys
-        # Lists links and rules much faster than pyroute2 (same namespace as `ipr`); None: pyroute2 lists.
-        self._dumper = dumper
         self._lock = threading.RLock()
 
     def __enter__(self) -> PyrouteNetlink:
@@ -151,19 +154,15 @@ class PyrouteNetlink:
     def close(self) -> None:
         with self._lock:
             self._ipr.close()
-            if self._dumper is not None:
-                self._dumper.close()
 
     def _find(self, name: str) -> Link | None:
         """The kernel's RTM_GETLINK for one name (pyroute2's `link_lookup` dumps and filters every link)."""
         if not name or len(name.encode()) > IFNAMSIZ - 1:
             return None  # no link can have this name; the kernel would answer EINVAL
-        if self._dumper is not None:
-            return self._dumper.link(name)
         try:
             found = self._ipr.link("get", ifname=name)
         except NetlinkError as exc:
-            if exc.code in _GONE:
+            if exc.code in GONE:
                 return None
             raise
         return self._to_link(found[0]) if found else None
@@ -179,14 +178,10 @@ class PyrouteNetlink:
         return found
 
     def _names(self) -> dict[int, str]:
-        if self._dumper is not None:
-            return {link.index: link.name for link in self._dumper.links()}
         return {int(msg["index"]): _attr(msg, "IFLA_IFNAME") for msg in self._ipr.get_links()}
 
     def links(self) -> list[Link]:
         with self._lock:
-            if self._dumper is not None:
-                return self._dumper.links()
             return [self._to_link(msg) for msg in self._ipr.get_links()]
 
     @staticmethod
@@ -311,8 +306,6 @@ class PyrouteNetlink:
 
     def rules(self) -> list[Rule]:
         with self._lock:
-            if self._dumper is not None:
-                return self._dumper.rules()
             out = []
             for msg in self._ipr.get_rules(family=AF_INET):
                 src, dst = _attr(msg, "FRA_SRC"), _attr(msg, "FRA_DST")
@@ -398,24 +391,17 @@ class PyrouteNetlink:
             )
 
     def write_sysctl(self, key: str, value: str) -> bool:
-        try:
-            (self._proc_sys / key).write_text(value)
-        except FileNotFoundError:
-            return False
-        return True
+        return write_sysctl(self._proc_sys, key, value)
 
     def read_sysctl(self, key: str) -> str | None:
-        try:
-            return (self._proc_sys / key).read_text().strip()
-        except FileNotFoundError:
-            return None
+        return read_sysctl(self._proc_sys, key)
 
     @staticmethod
     def _ignore_gone(call: Any) -> bool:
         try:
             call()
         except NetlinkError as exc:
-            if exc.code in _GONE:
+            if exc.code in GONE:
                 return False
             raise
         return True

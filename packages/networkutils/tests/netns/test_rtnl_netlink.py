@@ -118,9 +118,8 @@ def test_set_link_by_name_and_missing_links(make_netns) -> None:
 def test_delete_link_reports_whether_it_was_there(make_netns) -> None:
     ns = make_netns("del")
     _veth(ns)
-    assert ns.run(lambda nl: [nl.delete_link("veth0"), nl.delete_link("veth0"), nl.delete_link("x" * 16)]) == [
-        True, False, False,
-    ]  # fmt: skip
+    deleted = ns.run(lambda nl: [nl.delete_link("veth0"), nl.delete_link("veth0"), nl.delete_link("x" * 16)])
+    assert deleted == [True, False, False]
     assert ns.ip_json("link", "show", "type", "veth") == []
 
 

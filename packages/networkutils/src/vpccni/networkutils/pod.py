@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from .model import MAIN_TABLE, Address, Neighbour, Route, Rule, Scope, host_network
-from .names import unique_local_mac
+from .names import random_local_mac
 from .netlink import Netlink
 from .netns import NetnsNetlink
 from .tables import FROM_POD_RULE_PRIORITY, POD_INTERFACE_RULE_PRIORITY, TO_POD_RULE_PRIORITY
@@ -75,7 +75,7 @@ class PodWiring:
     def __init__(self, *, host: Netlink, namespaces: NetnsNetlink) -> None:
         self._host = host
         self._namespaces = namespaces
-        # Held while picking a MAC and creating the veth, so concurrent wirings cannot pick the same MAC.
+        # Held from the leftover check to the veth's creation: two wirings of one veth name never interleave.
         self._link_lock = threading.Lock()
 
     # -- wire ---------------------------------------------------------------------------------------------
@@ -85,7 +85,10 @@ class PodWiring:
             if self._host.link(spec.host_veth) is not None:
                 log.info("deleting leftover host veth %s before wiring %s", spec.host_veth, spec.ipv4)
                 self._host.delete_link(spec.host_veth)
-            host_mac = unique_local_mac([link.mac for link in self._host.links()])
+            # Set explicitly, so udev's persistent MAC policy (it made upstream's MACs collide) never applies;
+            # 46 random bits make a clash with any of a few hundred links a 1e-11 chance, so no listing
+            # of every link per pod (5 ms at 300 links) to rule it out.
+            host_mac = random_local_mac()
             try:
                 self._host.add_veth(
                     name=spec.host_veth,

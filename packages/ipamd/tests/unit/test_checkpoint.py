@@ -190,8 +190,9 @@ def test_restore_without_file_is_a_fresh_node() -> None:
 def test_restorer_is_node_inits_restore_port() -> None:
     ck = MemoryCheckpointer(encode([entry(1, "10.0.1.23"), entry(2, "10.9.9.9")]))
     ds = _node(ck)
-    restorer = CheckpointRestorer(datastore=ds, checkpointer=ck, host_veth_exists=lambda ns, name: True,
-                                  release_rules=lambda ip: None)
+    restorer = CheckpointRestorer(
+        datastore=ds, checkpointer=ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None
+    )
     port: AllocationRestorePort = restorer
     assert port.restore_allocations() == 1
     assert restorer.last_report is not None and len(restorer.last_report.stale) == 1
@@ -204,3 +205,21 @@ def test_host_veth_checker_matches_the_sha1_suffix_under_any_prefix() -> None:
     assert exists("default", "nginx-abc")
     assert not exists("default", "nginx-xyz")
     assert host_veth_checker([f"abcd{digest}"])("default", "nginx-abc")  # another AWS_VPC_K8S_CNI_VETHPREFIX
+
+
+def test_file_writes_reuse_each_entrys_json_and_match_a_fresh_encoding(tmp_path: Path) -> None:
+    import json
+
+    ck = FileCheckpointer(tmp_path / "ipam.json")
+    kept = [entry(i, f"10.0.0.{i + 1}", name="pöd-ünicode" if i == 3 else None) for i in range(5)]
+    ck.write(kept)
+    # Some entries go, one comes, the survivors are the same objects: their JSON is reused.
+    later = [kept[0], kept[2], entry(9, "10.0.0.99"), kept[3]]
+    ck.write(later)
+    data = (tmp_path / "ipam.json").read_bytes()
+    assert data == encode(later)
+    doc = json.loads(data)
+    assert data == json.dumps(doc, separators=(",", ":")).encode()  # Go-style compact, ASCII-escaped
+    assert ck.read() == tuple(later)
+    ck.write([])
+    assert (tmp_path / "ipam.json").read_bytes() == b'{"version":"vpc-cni-ipam/1","allocations":[]}'

@@ -382,3 +382,123 @@ def test_random_operations_keep_every_invariant(seed: int) -> None:
 
 def owner(ds: DataStore, cidr: IPv4Network) -> str | None:
     return next((e.eni_id for e in ds.snapshot().enis if any(c.cidr == cidr for c in e.cidrs)), None)
+
+
+class GatedCheckpointer(MemoryCheckpointer):
+    """Writes wait at a gate (to hold a write in flight); records the pod keys of every completed write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_next = False
+        self.written: list[set[str]] = []
+
+    def write(self, entries) -> None:  # type: ignore[no-untyped-def]
+        self.entered.set()
+        assert self.gate.wait(5)
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(28, "No space left on device")
+        super().write(entries)
+        self.written.append({e.key.container_id for e in entries})
+
+
+def _in_thread(fn):  # type: ignore[no-untyped-def]
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(_outcome(fn)))
+    thread.start()
+    return thread, out
+
+
+def _until(condition) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def _outcome(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except Exception as exc:
+        return exc
+
+
+def test_an_assignment_returns_only_once_a_write_holds_it_and_one_write_serves_many(clock: FakeClock) -> None:
+    ck = GatedCheckpointer()
+    ds = make(clock, ck)  # type: ignore[arg-type]
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", [IPv4Network(f"10.0.0.{i}/32") for i in range(11, 41)], is_prefix=False)
+    ck.gate.clear()
+    first, first_out = _in_thread(lambda: ds.assign(key(0), meta(0)))
+    assert ck.entered.wait(5)  # the first write is in flight
+    # The datastore is not locked during the write: reads and other assignments go on.
+    assert ds.lookup(key(0)) is not None and ds.snapshot().assigned_ips == 1
+    others = [_in_thread(lambda n=n: ds.assign(key(n), meta(n))) for n in range(1, 30)]
+    _until(lambda: ds.counts().assigned_ips == 30)
+    assert all(not out for _, out in others) and not first_out  # nobody is answered before a write holds it
+    ck.gate.set()
+    for thread, _ in [(first, first_out), *others]:
+        thread.join(5)
+    results = [first_out[0], *(out[0] for _, out in others)]
+    assert all(not isinstance(r, Exception) for r in results)
+    assert ck.written[-1] == {f"c{n}" for n in range(30)}
+    assert len(ck.written) < 30  # the 29 that waited behind the first write shared the writes after it
+    assert {e.key.container_id for e in decode(ck.data or b"")} == {f"c{n}" for n in range(30)}
+
+
+def test_a_failed_write_rolls_back_only_its_writers_change_before_anyone_else_writes(
+    clock: FakeClock,
+) -> None:
+    ck = GatedCheckpointer()
+    ds = make(clock, ck)  # type: ignore[arg-type]
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
+    ck.gate.clear()
+    ck.fail_next = True
+    failing, failing_out = _in_thread(lambda: ds.assign(key(1), meta(1)))
+    assert ck.entered.wait(5)
+    waiting, waiting_out = _in_thread(lambda: ds.assign(key(2), meta(2)))
+    _until(lambda: ds.counts().assigned_ips == 2)
+    ck.gate.set()
+    failing.join(5)
+    waiting.join(5)
+    assert isinstance(failing_out[0], CheckpointWriteFailed) and "rolled back" in str(failing_out[0])
+    assert not isinstance(waiting_out[0], Exception)
+    assert ds.lookup(key(1)) is None and ds.lookup(key(2)) is not None
+    assert ck.written == [{"c2"}]  # the second writer's file never held the rolled-back pod
+
+
+def test_a_release_whose_write_failed_is_undone(clock: FakeClock) -> None:
+    ck = GatedCheckpointer()
+    ds = make(clock, ck, cooldown=0)  # type: ignore[arg-type]
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
+    held = ds.assign(key(1), meta(1))
+    ck.fail_next = True
+    with pytest.raises(CheckpointWriteFailed, match="stays assigned"):
+        ds.release(key(1))
+    assert ds.lookup(key(1)) == held
+    with pytest.raises(NoAddressAvailable):  # not handed to anyone else meanwhile
+        ds.assign(key(2), meta(2))
+    assert ck.written[-1] == {"c1"}
+
+
+def test_evictions_and_persist_reach_the_checkpoint(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make(clock, ckpt)
+    ds.add_eni(eni())
+    ds.add_eni(eni("eni-2", 1))
+    ds.add_cidrs("eni-2", secondary("10.0.2.11", "10.0.2.12"), is_prefix=False)
+    ds.assign(key(1), meta(1))
+    ds.assign(key(2), meta(2))
+    assert ds.force_remove_cidrs("eni-2", secondary("10.0.2.11")) == 1
+    assert [e.key.container_id for e in decode(ckpt.data or b"")] == ["c2"]
+    assert len(ds.evict_eni("eni-2")) == 1
+    assert decode(ckpt.data or b"") == ()
+    writes = ckpt.writes
+    ds.persist()  # unchanged, but rewritten on request (restore normalises the file this way)
+    assert ckpt.writes == writes + 1

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
 
 from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
 from vpccni.networkutils.tables import route_table_for_eni
+
+if TYPE_CHECKING:
+    from vpccni.ipamd.checkpoint import CheckpointEntry
 
 PREFIX_LEN = 28
 SECONDARY_LEN = 32
 
 
 class AddressRecord:
-    __slots__ = ("assigned_ns", "cidr", "cooling", "ip", "key", "metadata", "serial", "unassigned_ns")
+    __slots__ = (
+        "assigned_ns",
+        "cidr",
+        "cooling",
+        "entry",
+        "ip",
+        "key",
+        "metadata",
+        "serial",
+        "unassigned_ns",
+    )
 
     def __init__(self, ip: IPv4Address, cidr: CidrRecord) -> None:
         self.ip = ip
@@ -24,6 +38,8 @@ class AddressRecord:
         self.unassigned_ns = 0
         self.cooling = False
         self.serial = 0  # bumped on every state change; stale cooldown entries carry an old one
+        # The checkpoint's entry while assigned, made once per assignment (not once per checkpoint write).
+        self.entry: CheckpointEntry | None = None
 
 
 class CidrRecord:

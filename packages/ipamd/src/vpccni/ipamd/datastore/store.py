@@ -14,8 +14,12 @@ Data structure (assign and release are O(1), amortised; nothing scans all addres
   is skipped.
 - per CIDR and per ENI: `assigned` and `cooling` counters, kept in step with the above.
 
-The lock is never held across EC2 or netlink calls. It IS held across the checkpoint write, so the file always
-follows the order of acknowledged changes; a failed write rolls the change back.
+The lock is never held across EC2 or netlink calls, nor across the checkpoint write. A change is made under
+it and numbered; the caller then waits, outside it, for a write that covers its number before it returns (so
+a change is on disk before it is acknowledged). One writer at a time takes the list of allocations under the
+lock and writes it, so the file follows the order of changes, and one write serves every change made before
+it began (group commit: 30 concurrent ADDs need a few writes, not 30). A failed write rolls back the change of
+the caller that wrote it (before any other write can see it) and raises; the others retry with their own.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vpccni.awsutils.clock import SystemClock
+from vpccni.ipamd.checkpoint import CheckpointEntry
 from vpccni.ipamd.datastore.model import (
     AssignedAddress,
     CheckpointWriteFailed,
@@ -53,7 +58,7 @@ from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.ipamd.ports import EniRecord
 
 if TYPE_CHECKING:
-    from vpccni.ipamd.checkpoint import CheckpointEntry, Checkpointer
+    from vpccni.ipamd.checkpoint import Checkpointer
 
 _log = logging.getLogger(__name__)
 
@@ -102,6 +107,11 @@ class DataStore:
         self._by_key: dict[IPAMKey, AddressRecord] = {}
         self._serving: dict[bool, dict[IPv4Network, CidrRecord]] = {True: {}, False: {}}
         self._cooldown: deque[tuple[float, AddressRecord, int]] = deque()
+        # Group commit: changes are numbered under `_lock`; `_durable` (under `_write_lock`) is the number of
+        # the last change in the file.
+        self._version = 0
+        self._durable = 0
+        self._write_lock = threading.Lock()
 
     @property
     def prefix_delegation(self) -> bool:
@@ -147,23 +157,16 @@ class DataStore:
     ) -> tuple[AssignedAddress, ...]:
         """Remove one CIDR; returns the pods evicted (with `force`; else an in-use CIDR raises CidrInUse)."""
         with self._lock:
-            eni = self._eni(eni_id)
-            cidr = eni.cidrs.get(network)
-            if cidr is None:
-                return ()
-            if cidr.assigned and not force:
-                raise CidrInUse(network, cidr.assigned)
-            evicted = self._drop_cidr(cidr)
-            if evicted:
-                self._persist_or_log()
-            return evicted
+            evicted = self._remove_cidr(self._eni(eni_id), network, force=force)
+        return self._evicted(evicted)
 
     def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:
         removed: list[IPv4Network] = []
         with self._lock:
+            eni = self._eni(eni_id)
             for network in cidrs:
                 try:
-                    self.remove_cidr(eni_id, network)
+                    self._remove_cidr(eni, network, force=False)
                 except CidrInUse:
                     continue
                 removed.append(network)
@@ -171,21 +174,15 @@ class DataStore:
 
     def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> int:
         with self._lock:
-            return sum(len(self.remove_cidr(eni_id, network, force=True)) for network in cidrs)
+            eni = self._eni(eni_id)
+            evicted = [view for network in cidrs for view in self._remove_cidr(eni, network, force=True)]
+        return len(self._evicted(tuple(evicted)))
 
     def evict_eni(self, eni_id: str) -> tuple[AssignedAddress, ...]:
         """Force-remove an ENI that is no longer attached; returns the pods that lost their address."""
         with self._lock:
-            eni = self._enis.get(eni_id)
-            if eni is None:
-                return ()
-            evicted: list[AssignedAddress] = []
-            for cidr in list(eni.cidrs.values()):
-                evicted.extend(self._drop_cidr(cidr))
-            del self._enis[eni_id]
-            if evicted:
-                self._persist_or_log()
-            return tuple(evicted)
+            evicted = self._evict_eni(eni_id)
+        return self._evicted(evicted)
 
     def remove_eni(self, eni_id: str, *, force: bool = False) -> bool:
         with self._lock:
@@ -194,8 +191,41 @@ class DataStore:
                 return False
             if eni.assigned and not force:
                 return False
-            self.evict_eni(eni_id)
-            return True
+            evicted = self._evict_eni(eni_id)
+        self._evicted(evicted)
+        return True
+
+    def _remove_cidr(
+        self, eni: EniState, network: IPv4Network, *, force: bool
+    ) -> tuple[AssignedAddress, ...]:
+        cidr = eni.cidrs.get(network)
+        if cidr is None:
+            return ()
+        if cidr.assigned and not force:
+            raise CidrInUse(network, cidr.assigned)
+        return self._drop_cidr(cidr)
+
+    def _evict_eni(self, eni_id: str) -> tuple[AssignedAddress, ...]:
+        eni = self._enis.get(eni_id)
+        if eni is None:
+            return ()
+        evicted: list[AssignedAddress] = []
+        for cidr in list(eni.cidrs.values()):
+            evicted.extend(self._drop_cidr(cidr))
+        del self._enis[eni_id]
+        return tuple(evicted)
+
+    def _evicted(self, evicted: tuple[AssignedAddress, ...]) -> tuple[AssignedAddress, ...]:
+        """Record evictions in the checkpoint (lock released); a failure is logged, the next write catches
+        up."""
+        if evicted:
+            try:
+                self._commit(self._current_version())
+            except Exception:
+                _log.exception(
+                    "could not rewrite the checkpoint after evicting pods; retried on the next change"
+                )
+        return evicted
 
     def set_excluded(self, eni_id: str, excluded: bool = True) -> None:
         """Excluded ENIs (subnet tagged kubernetes.io/role/cni=0) keep their pods but get no new ones."""
@@ -222,36 +252,60 @@ class DataStore:
             self._expire()
             known = self._by_key.get(key)
             if known is not None:
-                return self._view(known)
-            serving = self._serving[self._prefix_mode]
-            if not serving:
-                raise NoAddressAvailable(self._counts())
-            cidr = next(iter(serving.values()))
-            if cidr.ready:
-                ip = next(iter(cidr.ready))
-                del cidr.ready[ip]
-                addr = cidr.tracked[ip]
+                view, version = self._view(known), self._version
             else:
-                ip = IPv4Address(cidr.base + cidr.next_offset)
-                cidr.next_offset += 1
-                addr = AddressRecord(ip, cidr)
-                cidr.tracked[ip] = addr
-            if not cidr.can_serve():
-                del serving[cidr.network]
-            addr.key, addr.metadata, addr.assigned_ns = key, metadata, _epoch_ns(self._clock)
-            addr.serial += 1
-            self._by_key[key] = addr
-            self._count(cidr, assigned=1)
-            try:
-                self._persist()
-            except Exception as exc:  # any failure: the change must not stand unrecorded
-                self._unassign(addr, cooldown=False)
+                addr = self._assign(key, metadata)
+                view, version, serial = self._view(addr), self._version, addr.serial
+        if known is not None:
+            try:  # the first ADD of this key may still be waiting for its write
+                self._commit(version)
+            except Exception as exc:
                 raise CheckpointWriteFailed(
-                    f"could not record {ip} for {metadata.namespace}/{metadata.name} in the checkpoint "
-                    f"({exc}); the assignment was rolled back: check free space and permissions of the "
-                    "backing store"
+                    f"could not record {view.ipv4} for {metadata.namespace}/{metadata.name} in the "
+                    f"checkpoint ({exc}): check free space and permissions of the backing store"
                 ) from exc
-            return self._view(addr)
+            return view
+
+        def roll_back() -> None:
+            if addr.key == key and addr.serial == serial:
+                self._unassign(addr, cooldown=False)
+
+        try:
+            self._commit(version, roll_back)
+        except Exception as exc:  # any failure: the change must not stand unrecorded
+            raise CheckpointWriteFailed(
+                f"could not record {view.ipv4} for {metadata.namespace}/{metadata.name} in the checkpoint "
+                f"({exc}); the assignment was rolled back: check free space and permissions of the "
+                "backing store"
+            ) from exc
+        return view
+
+    def _assign(self, key: IPAMKey, metadata: PodMetadata) -> AddressRecord:
+        """Take the next free address for `key` (lock held); raises NoAddressAvailable."""
+        serving = self._serving[self._prefix_mode]
+        if not serving:
+            raise NoAddressAvailable(self._counts())
+        cidr = next(iter(serving.values()))
+        if cidr.ready:
+            ip = next(iter(cidr.ready))
+            del cidr.ready[ip]
+            addr = cidr.tracked[ip]
+        else:
+            ip = IPv4Address(cidr.base + cidr.next_offset)
+            cidr.next_offset += 1
+            addr = AddressRecord(ip, cidr)
+            cidr.tracked[ip] = addr
+        if not cidr.can_serve():
+            del serving[cidr.network]
+        addr.key, addr.metadata, addr.assigned_ns = key, metadata, _epoch_ns(self._clock)
+        addr.entry = CheckpointEntry(
+            key=key, ipv4=ip, allocation_timestamp_ns=addr.assigned_ns, metadata=metadata
+        )
+        addr.serial += 1
+        self._by_key[key] = addr
+        self._count(cidr, assigned=1)
+        self._version += 1
+        return addr
 
     def release(self, key: IPAMKey) -> AssignedAddress:
         """Unassign the key's address (falls back to the legacy CRI key); it then cools down.
@@ -265,15 +319,21 @@ class DataStore:
                 raise UnknownPod(key)
             released = self._view(addr)
             self._unassign(addr, cooldown=True)
-            try:
-                self._persist()
-            except Exception as exc:  # any failure: the change must not stand unrecorded
+            self._version += 1
+            version, serial = self._version, addr.serial
+
+        def roll_back() -> None:
+            if addr.key is None and addr.serial == serial and not addr.cidr.removed:
                 self._reassign(addr, released)
-                raise CheckpointWriteFailed(
-                    f"could not record the release of {released.ipv4} in the checkpoint ({exc}); it stays "
-                    "assigned: check free space and permissions of the backing store"
-                ) from exc
-            return released
+
+        try:
+            self._commit(version, roll_back)
+        except Exception as exc:  # any failure: the change must not stand unrecorded
+            raise CheckpointWriteFailed(
+                f"could not record the release of {released.ipv4} in the checkpoint ({exc}); it stays "
+                "assigned: check free space and permissions of the backing store"
+            ) from exc
+        return released
 
     def lookup(self, key: IPAMKey) -> AssignedAddress | None:
         with self._lock:
@@ -315,6 +375,7 @@ class DataStore:
                     entry.metadata,
                     entry.allocation_timestamp_ns,
                 )
+                addr.entry = entry
                 addr.serial += 1
                 self._by_key[entry.key] = addr
                 self._count(cidr, assigned=1)
@@ -324,9 +385,8 @@ class DataStore:
         return restored, stale
 
     def persist(self) -> None:
-        """Rewrite the checkpoint from the current state (raises OSError)."""
-        with self._lock:
-            self._persist()
+        """Rewrite the checkpoint from the current state, changed or not (raises OSError)."""
+        self._commit(self._current_version(), force=True)
 
     # --- views -------------------------------------------------------------------------------------------
 
@@ -435,7 +495,7 @@ class DataStore:
         cidr = addr.cidr
         if addr.key is not None:
             self._by_key.pop(addr.key, None)
-        addr.key, addr.metadata = None, PodMetadata()
+        addr.key, addr.metadata, addr.entry = None, PodMetadata(), None
         addr.unassigned_ns = _epoch_ns(self._clock)
         addr.serial += 1
         self._count(cidr, assigned=-1)
@@ -451,6 +511,9 @@ class DataStore:
     def _reassign(self, addr: AddressRecord, view: AssignedAddress) -> None:
         self._track(addr.cidr, addr.ip)  # no longer free or cooling
         addr.key, addr.metadata, addr.assigned_ns = view.key, view.metadata, view.assigned_at_ns
+        addr.entry = CheckpointEntry(
+            key=view.key, ipv4=view.ipv4, allocation_timestamp_ns=view.assigned_at_ns, metadata=view.metadata
+        )
         addr.serial += 1
         self._by_key[view.key] = addr
         self._count(addr.cidr, assigned=1)
@@ -479,6 +542,8 @@ class DataStore:
                 self._by_key.pop(addr.key, None)
         cidr.eni.assigned -= cidr.assigned
         cidr.eni.cooling -= cidr.cooling
+        if evicted:
+            self._version += 1
         cidr.removed = True
         del cidr.eni.cidrs[cidr.network]
         del self._cidrs[cidr.network]
@@ -533,21 +598,29 @@ class DataStore:
             assigned_at_ns=addr.assigned_ns,
         )
 
-    def _persist(self) -> None:
-        from vpccni.ipamd.checkpoint import CheckpointEntry  # the checkpoint module imports our model
+    def _current_version(self) -> int:
+        with self._lock:
+            return self._version
 
-        self._checkpointer.write(
-            [
-                CheckpointEntry(
-                    key=a.key, ipv4=a.ip, allocation_timestamp_ns=a.assigned_ns, metadata=a.metadata
-                )
-                for a in self._by_key.values()
-                if a.key is not None
-            ]
-        )
+    def _commit(
+        self, version: int, roll_back: Callable[[], None] | None = None, *, force: bool = False
+    ) -> None:
+        """Return once change `version` is in the checkpoint, writing it unless a write since covered it.
 
-    def _persist_or_log(self) -> None:
-        try:
-            self._persist()
-        except Exception:
-            _log.exception("could not rewrite the checkpoint after evicting pods; retried on the next change")
+        Called without `_lock`. On a failed write `roll_back` (of this caller's change) runs under both
+        locks, so no later write can record a change that its caller reports as failed.
+        """
+        with self._write_lock:
+            if self._durable >= version and not force:
+                return
+            with self._lock:
+                entries = [a.entry for a in self._by_key.values() if a.entry is not None]
+                upto = self._version
+            try:
+                self._checkpointer.write(entries)
+            except BaseException:
+                if roll_back is not None:
+                    with self._lock:
+                        roll_back()
+                raise
+            self._durable = upto

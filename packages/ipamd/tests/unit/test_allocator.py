@@ -194,3 +194,20 @@ def test_allocator_is_the_cni_endpoints_port() -> None:
     port: PodAddressAllocator = alloc
     members = [n for n in vars(PodAddressAllocator) if not n.startswith("_")]
     assert members and all(callable(getattr(port, n)) for n in members)
+
+
+def test_per_eni_and_per_cidr_gauges_follow_each_assignment_and_release() -> None:
+    alloc, _, _, _ = setup(cidrs=3)
+    add(alloc, 1)
+    add(alloc, 2)
+    text = alloc._metrics.render().decode()  # type: ignore[union-attr]
+    assert 'awscni_assigned_ip_per_eni{eni="eni-2"} 2.0' in text
+    assert 'awscni_assigned_ip_per_cidr{cidr="10.0.0.21/32"} 1.0' in text
+    assert 'awscni_assigned_ip_per_cidr{cidr="10.0.0.22/32"} 1.0' in text
+    assert "10.0.0.23/32" not in text  # untouched CIDRs wait for the daemon's full refresh
+    assert "awscni_assigned_ip_addresses 2.0" in text and "awscni_total_ip_addresses 3.0" in text
+    alloc.release(network="aws-cni", container_id="c1", ifname="eth0")
+    text = alloc._metrics.render().decode()  # type: ignore[union-attr]
+    assert 'awscni_assigned_ip_per_eni{eni="eni-2"} 1.0' in text
+    assert 'awscni_assigned_ip_per_cidr{cidr="10.0.0.21/32"} 0.0' in text
+    assert "awscni_assigned_ip_addresses 1.0" in text

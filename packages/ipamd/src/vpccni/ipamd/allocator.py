@@ -161,7 +161,9 @@ class Allocator:
                 raise self._no_address(
                     exc, status, pod_namespace, pod_name, waited_s=wait_s if waited else 0.0
                 ) from exc
-            self._after_assign()
+            snapshot = self._ds.snapshot()
+            self._pool.wake_if_low(snapshot)
+            self._refresh_gauges(snapshot, got)
             return _allocation(got)
 
     def release(
@@ -189,7 +191,8 @@ class Allocator:
                 ifname,
             )
             return None
-        self._refresh_gauges()
+        if self._metrics is not None:
+            self._refresh_gauges(self._ds.snapshot(), released)
         return _allocation(released)
 
     def lookup(self, *, network: str, container_id: str, ifname: str) -> Allocation | None:
@@ -204,15 +207,9 @@ class Allocator:
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _after_assign(self) -> None:
-        snapshot = self._ds.snapshot()
-        self._pool.wake_if_low(snapshot)
+    def _refresh_gauges(self, snapshot: PoolSnapshot, changed: AssignedAddress) -> None:
         if self._metrics is not None:
-            self._metrics.update_pool(snapshot)
-
-    def _refresh_gauges(self) -> None:
-        if self._metrics is not None:
-            self._metrics.update_pool(self._ds.snapshot())
+            self._metrics.update_after_pod_change(snapshot, eni_id=changed.eni_id, cidr=changed.cidr)
 
     def _no_address(
         self, exc: NoAddressAvailable, status: PoolStatus, namespace: str, name: str, *, waited_s: float

@@ -16,6 +16,7 @@ import logging
 import platform
 import threading
 from collections.abc import Iterator
+from ipaddress import IPv4Network
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.platform_collector import PlatformCollector
@@ -222,6 +223,25 @@ class IpamdMetrics:
             for gone in self._per_eni - enis:
                 self.assigned_ip_per_eni.remove(gone)
             self._per_cidr, self._per_eni = cidrs, enis
+
+    def update_after_pod_change(self, snapshot: PoolSnapshot, *, eni_id: str, cidr: IPv4Network) -> None:
+        """After one assignment or release: the totals, and the per-ENI and per-CIDR gauges of the ENI and
+        CIDR that changed. `update_pool` sets one label per CIDR (in secondary-IP mode one per address), too
+        much for every pod; the daemon's housekeeping still runs it for CIDRs and ENIs that come and go."""
+        with self._lock:
+            self.eni_allocated.set(len(snapshot.enis))
+            self.total_ip_addresses.set(snapshot.total_ips)
+            self.assigned_ip_addresses.set(snapshot.assigned_ips)
+            self.total_ipv4_prefixes.set(snapshot.total_prefixes)
+            for eni in snapshot.enis:
+                if eni.eni_id != eni_id:
+                    continue
+                self.assigned_ip_per_eni.labels(eni=eni_id).set(eni.assigned_ips)
+                self._per_eni.add(eni_id)
+                for c in eni.cidrs:
+                    if c.cidr == cidr:
+                        self.assigned_ip_per_cidr.labels(cidr=str(cidr)).set(c.assigned)
+                        self._per_cidr.add(str(cidr))
 
     def set_limits(self, *, max_enis: int, max_ips: int) -> None:
         self.eni_max.set(max_enis)

@@ -502,3 +502,49 @@ def test_evictions_and_persist_reach_the_checkpoint(clock: FakeClock, ckpt: Memo
     writes = ckpt.writes
     ds.persist()  # unchanged, but rewritten on request (restore normalises the file this way)
     assert ckpt.writes == writes + 1
+
+
+def test_snapshots_stay_exact_while_their_views_are_reused(
+    clock: FakeClock, ckpt: MemoryCheckpointer
+) -> None:
+    """Each ENI's CIDR views are cached until a counter changes: after any mix of operations a snapshot
+    equals one built from scratch."""
+    from vpccni.ipamd.pool.snapshot import CidrSnapshot
+
+    def fresh() -> dict[str, tuple[CidrSnapshot, ...]]:
+        return {
+            eni.record.eni_id: tuple(
+                CidrSnapshot(
+                    cidr=c.network, is_prefix=c.is_prefix, assigned=c.assigned, in_cooldown=c.cooling
+                )
+                for c in eni.cidrs.values()
+            )
+            for eni in ds._enis.values()
+        }
+
+    ds = make(clock, ckpt, cooldown=5)
+    rng = random.Random(7)
+    ds.add_eni(eni())
+    ds.add_eni(eni("eni-2", 2))
+    ds.add_cidrs("eni-1", [IPv4Network(f"10.0.1.{i}/32") for i in range(1, 9)], is_prefix=False)
+    live: list[int] = []
+    for step in range(300):
+        op = rng.random()
+        if op < 0.45:
+            try:
+                ds.assign(key(step), meta(step))
+                live.append(step)
+            except NoAddressAvailable:
+                pass
+        elif op < 0.8 and live:
+            ds.release(key(live.pop(rng.randrange(len(live)))))
+        elif op < 0.88:
+            clock.advance(rng.choice((1, 6)))
+        elif op < 0.94:
+            ds.add_cidrs("eni-2", [IPv4Network(f"10.0.2.{step % 250}/32")], is_prefix=False)
+        else:
+            network = rng.choice(list(ds._enis["eni-2"].cidrs) or [IPv4Network("10.0.2.0/32")])
+            ds.force_remove_cidrs("eni-2", [network])
+            live = [n for n in live if ds.lookup(key(n)) is not None]
+        snap = ds.snapshot()
+        assert {e.eni_id: e.cidrs for e in snap.enis} == fresh(), step

@@ -11,6 +11,7 @@ from vpccni.networkutils.tables import route_table_for_eni
 
 if TYPE_CHECKING:
     from vpccni.ipamd.checkpoint import CheckpointEntry
+    from vpccni.ipamd.pool.snapshot import CidrSnapshot
 
 PREFIX_LEN = 28
 SECONDARY_LEN = 32
@@ -53,6 +54,7 @@ class CidrRecord:
         "next_offset",
         "ready",
         "removed",
+        "snap",
         "tracked",
     )
 
@@ -67,13 +69,14 @@ class CidrRecord:
         self.assigned = 0
         self.cooling = 0
         self.removed = False
+        self.snap: CidrSnapshot | None = None  # the pool snapshot's view, until the counters change
 
     def can_serve(self) -> bool:
         return bool(self.ready) or self.next_offset < self.network.num_addresses
 
 
 class EniState:
-    __slots__ = ("added_mono", "assigned", "cidrs", "cooling", "excluded", "record")
+    __slots__ = ("added_mono", "assigned", "cidr_snaps", "cidrs", "cooling", "excluded", "record")
 
     def __init__(self, record: EniRecord, added_mono: float) -> None:
         self.record = record
@@ -82,6 +85,9 @@ class EniState:
         self.excluded = False
         self.assigned = 0
         self.cooling = 0
+        # The snapshot views of `cidrs`, until one of them changes: a pod's ADD rebuilds one ENI's tuple
+        # from cached views, not a view of every CIDR of the pool (in secondary-IP mode, every address).
+        self.cidr_snaps: tuple[CidrSnapshot, ...] | None = None
 
 
 def route_table_id(device_number: int, network_card: int = 0) -> int:

@@ -71,6 +71,13 @@ class Clock(Protocol):
     def now(self) -> dt.datetime: ...
 
 
+def _cidr_snapshot(cidr: CidrRecord) -> CidrSnapshot:
+    cidr.snap = CidrSnapshot(
+        cidr=cidr.network, is_prefix=cidr.is_prefix, assigned=cidr.assigned, in_cooldown=cidr.cooling
+    )
+    return cidr.snap
+
+
 def _epoch_ns(clock: Clock) -> int:
     return int(clock.now().timestamp() * 1_000_000_000)
 
@@ -145,6 +152,7 @@ class DataStore:
                     continue
                 cidr = CidrRecord(network, eni)
                 eni.cidrs[network] = cidr
+                eni.cidr_snaps = None
                 self._cidrs[network] = cidr
                 self._offer(cidr)
             self._changed.notify_all()
@@ -406,15 +414,7 @@ class DataStore:
                         subnet_id=eni.record.subnet_id,
                         excluded=eni.excluded,
                         age_s=now - eni.added_mono,
-                        cidrs=tuple(
-                            CidrSnapshot(
-                                cidr=c.network,
-                                is_prefix=c.is_prefix,
-                                assigned=c.assigned,
-                                in_cooldown=c.cooling,
-                            )
-                            for c in eni.cidrs.values()
-                        ),
+                        cidrs=self._cidr_snapshots(eni),
                     )
                     for eni in self._enis.values()
                 )
@@ -462,7 +462,14 @@ class DataStore:
         if not cidr.eni.excluded and not cidr.removed and cidr.can_serve():
             self._serving[cidr.is_prefix].setdefault(cidr.network, cidr)
 
+    @staticmethod
+    def _cidr_snapshots(eni: EniState) -> tuple[CidrSnapshot, ...]:
+        if eni.cidr_snaps is None:
+            eni.cidr_snaps = tuple(c.snap or _cidr_snapshot(c) for c in eni.cidrs.values())
+        return eni.cidr_snaps
+
     def _count(self, cidr: CidrRecord, *, assigned: int = 0, cooling: int = 0) -> None:
+        cidr.snap = cidr.eni.cidr_snaps = None
         cidr.assigned += assigned
         cidr.eni.assigned += assigned
         cidr.cooling += cooling
@@ -546,6 +553,7 @@ class DataStore:
             self._version += 1
         cidr.removed = True
         del cidr.eni.cidrs[cidr.network]
+        cidr.eni.cidr_snaps = None
         del self._cidrs[cidr.network]
         self._serving[cidr.is_prefix].pop(cidr.network, None)
         for view in evicted:

@@ -161,6 +161,7 @@ def test_routes_replace_list_delete_and_kernel_errors(make_netns) -> None:
                 Route(dst=IPv4Network("10.9.0.0/16"), ifname="veth0", gateway=IPv4Address("10.8.0.1"))
             )
         assert unreachable.value.errno == errno.ENETUNREACH
+        assert "unreachable" in str(unreachable.value).lower()  # strerror, and the kernel's reason if any
         with pytest.raises(LookupError):
             nl.replace_route(Route(dst=IPv4Network("10.0.1.6/32"), ifname="nope"))
         table7, main = nl.routes(7), nl.routes(254)

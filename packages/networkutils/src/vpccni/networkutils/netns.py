@@ -57,7 +57,8 @@ class NetnsNetlink(Protocol):
 
 
 class ThreadNetnsNetlink:
-    """`NetnsNetlink` that opens a pyroute2 socket on a thread that entered the namespace."""
+    """`NetnsNetlink` that opens a raw rtnetlink socket (`open_netlink`) on a thread that entered the
+    namespace, and runs `fn` there (so its sysctls are the namespace's too)."""
 
     def run(self, netns_fd: int, fn: Callable[[Netlink], T]) -> T:
         def body() -> T:

@@ -11,6 +11,7 @@ Errors come back as `NetlinkError` (an `OSError` with the kernel's errno), so ca
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -26,6 +27,9 @@ NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_DUMP = 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_ACK_TLVS = 0x200  # on an NLMSG_ERROR: extended-ack attributes follow the (capped) request header
+NLMSGERR_ATTR_MSG = 1
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
@@ -167,6 +171,17 @@ def ifinfo(*, index: int = 0, flags: int = 0, change: int = 0) -> bytes:
     return IFINFOMSG.pack(AF_UNSPEC, 0, index, flags, change)
 
 
+def _error_text(code: int, data: bytearray, payload: int, end: int, flags: int) -> str:
+    """strerror, plus the kernel's extended-ack message (e.g. "Nexthop has invalid gateway") if any."""
+    text = os.strerror(code)
+    start = payload + _ERRNO.size + NLMSGHDR.size  # the request header, capped (NETLINK_CAP_ACK)
+    if flags & NLM_F_ACK_TLVS and start < end:
+        reason = parse_attrs(data, start, end).get(NLMSGERR_ATTR_MSG)
+        if reason:
+            text = f"{text} ({string(reason)})"
+    return text
+
+
 class RtnlSocket:
     """One raw NETLINK_ROUTE socket: requests answered by an ACK or an error, single gets and dumps.
 
@@ -188,6 +203,10 @@ class RtnlSocket:
         except OSError:
             sock.close()
             raise
+        # Errors without a copy of the request, and with the kernel's own reason where it gives one.
+        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+            with contextlib.suppress(OSError):  # older kernels: plain errno only
+                sock.setsockopt(SOL_NETLINK, option, 1)
         return cls(sock)
 
     def close(self) -> None:
@@ -219,7 +238,7 @@ class RtnlSocket:
             size = self._sock.recv_into(buffer)
             offset = 0
             while offset + NLMSGHDR.size <= size:
-                length, msg_kind, _, msg_seq, _ = NLMSGHDR.unpack_from(buffer, offset)
+                length, msg_kind, msg_flags, msg_seq, _ = NLMSGHDR.unpack_from(buffer, offset)
                 if length < NLMSGHDR.size:
                     raise NetlinkError(errno.EBADMSG, "truncated netlink message")
                 payload, end = offset + NLMSGHDR.size, offset + length
@@ -230,7 +249,7 @@ class RtnlSocket:
                     # Both carry an error number (0: done, or the ACK); a failed dump must not read as empty.
                     code = -_ERRNO.unpack_from(buffer, payload)[0] if end - payload >= 4 else 0
                     if code > 0:
-                        raise NetlinkError(code, f"netlink: {os.strerror(code)}")
+                        raise NetlinkError(code, _error_text(code, buffer, payload, end, msg_flags))
                     return
                 if msg_kind == reply:
                     if not dump:

@@ -15,11 +15,20 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 RunShim = Callable[..., "ShimResult"]
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """``import time: self | cumulative | [indent]name`` lines -> the names."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
 class ShimResult:
     def __init__(self, proc: subprocess.CompletedProcess[bytes]) -> None:
         self.returncode = proc.returncode
         self.stdout = proc.stdout.decode()
         self.stderr = proc.stderr.decode()
+
+    def imported(self) -> set[str]:
+        """Modules named by ``-X importtime`` on stderr (run with ``python_args=("-X", "importtime")``)."""
+        return imported_modules(self.stderr)
 
     def json(self) -> dict[str, object]:
         value = json.loads(self.stdout)
@@ -36,11 +45,29 @@ def shim_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 def run_shim(shim_path: pathlib.Path) -> RunShim:
     """Run the bundled aws-cni under the system interpreter in isolated mode, as the runtime would."""
 
-    def run(env: dict[str, str], stdin: object = None, *, raw: bytes | None = None) -> ShimResult:
+    def run(
+        env: dict[str, str],
+        stdin: object = None,
+        *,
+        raw: bytes | None = None,
+        python_args: tuple[str, ...] = (),
+    ) -> ShimResult:
         data = raw if raw is not None else (b"" if stdin is None else json.dumps(stdin).encode())
-        proc = subprocess.run(
-            [SYSTEM_PYTHON, "-I", "-S", str(shim_path)], input=data, env=env, capture_output=True, timeout=30
-        )
+        argv = [SYSTEM_PYTHON, "-I", "-S", *python_args, str(shim_path)]
+        proc = subprocess.run(argv, input=data, env=env, capture_output=True, timeout=30)
         return ShimResult(proc)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def interpreter_modules() -> tuple[set[str], set[str]]:
+    """(What ``python3 -I -S`` loads before any script, the modules built into that interpreter.)"""
+    code = "import sys; sys.stdout.write(' '.join(sys.builtin_module_names))"
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-S", "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return imported_modules(proc.stderr), set(proc.stdout.split())

@@ -1,24 +1,52 @@
-"""The single-file aws-cni for /opt/cni/bin."""
+"""The single-file aws-cni for /opt/cni/bin: its layout, the launcher's finder, the other-interpreter path."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import marshal
 import pathlib
 import subprocess
+import sys
+import traceback
 import zipfile
 
-from vpccni.cniplugin import bundle
+import pytest
+from vpccni.cniplugin import bundle, launcher
+from vpccni.cniplugin.testing import FakeEndpoint
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # the interpreter the shebang names
 
 
-def test_archive_layout(shim_path: pathlib.Path) -> None:
-    assert shim_path.read_bytes().startswith(b"#!/usr/bin/python3 -IS\n")
+def test_script_layout(shim_path: pathlib.Path) -> None:
+    data = shim_path.read_bytes()
+    assert data.startswith(b"#!/usr/bin/python3 -IS\n")
     assert shim_path.stat().st_mode & 0o777 == 0o755
-    with zipfile.ZipFile(shim_path) as zf:
-        names = set(zf.namelist())
-    assert "__main__.py" in names
-    assert "vpccni/__init__.py" not in names, "vpccni must stay a namespace package"
-    assert {"vpccni/", "vpccni/cniplugin/"} <= names
-    assert {"vpccni/cniplugin/main.py", "vpccni/cniplugin/main.pyc", "vpccni/cniplugin/wire.pyc"} <= names
-    assert not any(n.endswith(("testing.py", "bundle.py")) for n in names)
+    # A zip would make the interpreter start it through runpy (~4 ms of imports before the shim runs).
+    assert not zipfile.is_zipfile(shim_path)
+    text = data.decode("ascii")
+    compile(text, str(shim_path), "exec")  # any python3 can parse it
+    # The lines the interpreter compiles on every call stay few; the rest is data in string literals.
+    assert len(text.splitlines()) < 20
+
+
+def test_bundled_modules() -> None:
+    names = set(bundle.sources())
+    assert {"vpccni", "vpccni.cniplugin", "vpccni.cniplugin.main", "vpccni.cniplugin.wire"} <= names
+    assert {"vpccni.cniplugin.launcher", "vpccni.cniplugin.delqueue"} <= names
+    assert not {"vpccni.cniplugin.bundle", "vpccni.cniplugin.testing", "vpccni.cniplugin.results"} & names
+    packed = launcher.unpack_sources(bundle.pack_sources(bundle.sources()))
+    assert {name: (pkg, src.decode()) for name, (pkg, src) in packed.items()} == bundle.sources()
+
+
+def test_future_imports_become_compiler_flags() -> None:
+    source = 'from __future__ import annotations\n"""doc"""\ndef f(x: Undefined) -> None: ...\n'
+    code = bundle.compile_module("pkg.mod", False, source)
+    assert "__future__" not in code.co_names  # no import at run time
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # the annotation is not evaluated, as with the import
+    assert namespace["f"].__annotations__ == {"x": "Undefined", "return": "None"}  # type: ignore[attr-defined]
+    assert code.co_filename == "aws-cni/pkg/mod.py"
 
 
 def test_runs_directly_through_its_shebang(shim_path: pathlib.Path) -> None:
@@ -43,3 +71,87 @@ def test_cli_usage(tmp_path: pathlib.Path) -> None:
     assert bundle.main([]) == 2
     assert bundle.main([str(tmp_path / "out" / "aws-cni")]) == 0
     assert (tmp_path / "out" / "aws-cni").exists()
+
+
+@pytest.fixture
+def other_interpreter_shim(shim_path: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """The same file as seen by an interpreter whose bytecode magic differs from the builder's."""
+    data = shim_path.read_bytes()
+    magic = repr(importlib.util.MAGIC_NUMBER).encode()
+    assert data.count(magic) == 1
+    other = tmp_path / "aws-cni"
+    other.write_bytes(data.replace(magic, repr(b"\x00\x00\r\n").encode()))
+    other.chmod(0o755)
+    return other
+
+
+def test_another_interpreter_compiles_the_sources(other_interpreter_shim: pathlib.Path) -> None:
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-S", "-X", "importtime", str(other_interpreter_shim)],
+        env={"CNI_COMMAND": "VERSION"},
+        input=b'{"cniVersion": "0.4.0"}',
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b'{"cniVersion":"0.4.0","supportedVersions":["0.1.0",')
+    assert b"zlib" in proc.stderr  # it went through the sources, not the builder's code
+
+
+def test_another_interpreter_forwards_an_add(
+    other_interpreter_shim: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    netns = tmp_path / "netns"
+    netns.write_text("")
+    conf = {"cniVersion": "1.0.0", "name": "aws-cni", "cniSocket": str(tmp_path / "cni.sock"),
+            "pluginLogFile": str(tmp_path / "plugin.log")}  # fmt: skip
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": str(netns)}
+    result = {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.5/32"}], "dns": {}}
+    with FakeEndpoint(conf["cniSocket"], lambda request, fd: result) as endpoint:
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, "-I", "-S", str(other_interpreter_shim)],
+            env=env, input=json.dumps(conf).encode(), capture_output=True, timeout=30,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert json.loads(proc.stdout) == result
+    assert [r.request.container_id for r in endpoint.received] == ["c1"]
+
+
+# --- the launcher's finder, in this process under a name of its own --------------------------------------
+
+PKG = "h16bundled"
+MODULES = {
+    PKG: (True, ""),
+    f"{PKG}.fast": (False, "from __future__ import annotations\nVALUE = 41 + 1\n"),
+    f"{PKG}.slow": (False, "def fail() -> None:\n    raise RuntimeError('from the bundle')\n"),
+}
+
+
+@pytest.fixture
+def finder() -> launcher.BundleFinder:
+    code = {
+        name: (pkg, None if name.endswith("slow") else marshal.dumps(bundle.compile_module(name, pkg, src)))
+        for name, (pkg, src) in MODULES.items()
+    }
+    found = launcher.BundleFinder(modules=code, sources=bundle.pack_sources(MODULES))
+    sys.meta_path.insert(0, found)
+    try:
+        yield found
+    finally:
+        sys.meta_path.remove(found)
+        for name in MODULES:
+            sys.modules.pop(name, None)
+
+
+def test_finder_loads_code_and_compiles_source_only_modules(finder: launcher.BundleFinder) -> None:
+    from h16bundled import fast, slow  # type: ignore[import-not-found]
+
+    assert fast.VALUE == 42
+    assert fast.__spec__.loader is finder and fast.__spec__.origin == "aws-cni/h16bundled/fast.py"
+    with pytest.raises(RuntimeError) as info:
+        slow.fail()
+    # Tracebacks show the bundled source lines (linecache asks the loader).
+    text = "".join(traceback.format_exception(info.value))
+    assert 'File "aws-cni/h16bundled/slow.py", line 2' in text
+    assert "raise RuntimeError('from the bundle')" in text
+    assert finder.find_spec("json") is None  # anything else is left to the other finders

@@ -257,3 +257,54 @@ def test_logs_default_to_stderr_never_stdout(run_shim, node) -> None:
     res = run_shim(_env(node, "ADD"), conf)
     _assert_error(res, 11)
     assert '"level": "error"' in res.stderr
+
+
+# --- what each call loads (the start-up budget): a behavioural check of the import set ---------------
+
+# Pure-Python stdlib modules that used to dominate start-up: none may load on a hot path.
+HEAVY = {"json", "socket", "enum", "re", "os", "runpy", "importlib.util", "__future__", "typing", "logging"}
+# C modules the hot path may use although this interpreter does not build them in (lib-dynload).
+EXTENSIONS = {"_json"}
+
+
+def _assert_lean(res, interpreter_modules: tuple[set[str], set[str]]) -> None:
+    at_start, builtin = interpreter_modules
+    loaded = res.imported() - at_start
+    assert loaded, "no -X importtime output: the check would prove nothing"
+    assert "vpccni.cniplugin.main" in loaded
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
+    foreign = {m for m in loaded if not m.startswith("vpccni")} - builtin - EXTENSIONS
+    assert not foreign, f"hot path loads stdlib modules: {sorted(foreign)}"
+
+
+def test_version_loads_only_builtins_and_the_shim(run_shim, interpreter_modules) -> None:
+    res = run_shim({"CNI_COMMAND": "VERSION"}, {"cniVersion": "1.0.0"}, python_args=("-X", "importtime"))
+    assert res.returncode == 0 and json.loads(res.stdout)["cniVersion"] == "1.0.0"
+    _assert_lean(res, interpreter_modules)
+
+
+@pytest.mark.parametrize(
+    ("command", "version", "answer"),
+    [("ADD", "1.0.0", RESULT), ("DEL", "1.0.0", None), ("CHECK", "1.0.0", None),
+     ("STATUS", "1.1.0", None), ("GC", "1.1.0", None)],
+)  # fmt: skip
+def test_forwarded_commands_load_only_builtins_and_the_shim(
+    run_shim, node, interpreter_modules, command: str, version: str, answer: object
+) -> None:
+    node["log"].parent.mkdir()  # as on a node after the first call; creating it may import os
+    env = _env(node, command)
+    if command in ("STATUS", "GC"):
+        env = {k: v for k, v in env.items() if k not in ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS")}
+    with FakeEndpoint(str(node["sock"]), lambda request, fd: answer) as endpoint:
+        res = run_shim(env, _conf(node, version), python_args=("-X", "importtime"))
+    assert res.returncode == 0, res.stdout
+    assert [r.request.command for r in endpoint.received] == [command]
+    assert node["log"].read_text().count("\n") == 2, "debug logging (the default) is part of the hot path"
+    _assert_lean(res, interpreter_modules)
+
+
+def test_an_error_answer_stays_lean(run_shim, node, interpreter_modules) -> None:
+    node["log"].parent.mkdir()
+    res = run_shim(_env(node, "ADD"), _conf(node), python_args=("-X", "importtime"))  # ipamd not there
+    _assert_error(res, ErrorCode.TRY_AGAIN_LATER)
+    _assert_lean(res, interpreter_modules)

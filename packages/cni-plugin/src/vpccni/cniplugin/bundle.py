@@ -1,86 +1,130 @@
 """Build the self-contained ``aws-cni`` for ``/opt/cni/bin``: ``python -m vpccni.cniplugin.bundle OUT``.
 
-The output is a zipapp run by the host's system interpreter (``#!/usr/bin/python3 -IS``: isolated, no
-site, so nothing installed on the host can interfere). It holds this package's shim modules as source
-plus unchecked hash-based ``.pyc`` files for the building interpreter (zipimport cannot cache compiled
-code, so without them every invocation would compile the shim again; another interpreter version simply
-ignores them and compiles the source). ``vpccni`` stays a namespace package inside the archive.
+The output is one Python script for the host's system interpreter (``#!/usr/bin/python3 -IS``: isolated,
+no site, so nothing installed on the host can interfere). A few lines of its own (``STUB``), then data:
+the shim's modules and ``launcher`` as code objects compiled by the building interpreter, and their sources
+for any other interpreter (zlib). When the interpreter's bytecode magic is the builder's, the stub executes
+the launcher's code and hands it the compiled modules; otherwise it compiles the launcher and the modules
+from the sources (slower, same behaviour). Build with the Python minor version the hosts run.
 
-Minimum host interpreter: Python 3.9 (``socket.send_fds``); the archive says so in a CNI error otherwise.
+Why a script and not a zipapp: the interpreter runs a zip archive through ``runpy``, which imports
+``importlib.util``, ``contextlib``, ``collections`` and more (~4 ms) before the shim's first line. And why
+so little source: a script is compiled on every run and compiling is what costs in a fresh process, so
+the file holds code to unmarshal, not source to compile. Modules are unmarshalled only when imported.
+
+Minimum host interpreter: Python 3.9; an older one gets a CNI error saying so.
 """
 
 from __future__ import annotations
+import __future__
 
+import ast
+import binascii
+import importlib.util
+import marshal
 import os
 import pathlib
-import py_compile
-import stat
 import sys
-import tempfile
-import zipfile
+import types
+import zlib
+
+from vpccni.cniplugin import launcher
+from vpccni.cniplugin.version import VERSION
 
 SHEBANG = b"#!/usr/bin/python3 -IS\n"
-MIN_PYTHON = (3, 9)
+MIN_PYTHON = launcher.MIN_PYTHON
+PACKAGE = "vpccni.cniplugin"
+LAUNCHER = f"{PACKAGE}.launcher"
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
-# Only what the executable needs: the builder and the test doubles stay out.
-EXCLUDED = {"bundle.py", "testing.py"}
-# Fixed timestamp: the same sources give a byte-identical archive.
-ZIP_DATE = (2020, 1, 1, 0, 0, 0)
-
-_TOO_OLD = (
-    '{"cniVersion":"1.1.0","code":999,"details":"",'
-    '"msg":"aws-cni needs python3 >= %d.%d on the host, found %s"}'
-)
-MAIN = f"""import sys
-if sys.version_info < {MIN_PYTHON!r}:
-    sys.stdout.write({_TOO_OLD!r} % ({MIN_PYTHON[0]}, {MIN_PYTHON[1]}, sys.version.split()[0]) + "\\n")
-    sys.exit(1)
-from vpccni.cniplugin.main import main
-main()
+# Only what the executable needs: the builder, the test doubles and ipamd's result conversion stay out.
+EXCLUDED = {"bundle.py", "results.py", "testing.py"}
+# Modules only slow paths import (ipamd unreachable): compiled from their source when imported, which
+# keeps the code every call reads small.
+SOURCE_ONLY = {f"{PACKAGE}.delqueue"}
+# The executable's own lines; everything else in the file is data. Plain enough for any python3 to parse.
+STUB = """\
+import sys
+SOURCES = {sources!r}
+if getattr(sys.modules.get("_frozen_importlib_external"), "MAGIC_NUMBER", None) == {magic!r}:
+    import binascii, marshal
+    MODULES = marshal.loads(binascii.a2b_base64({code!r}))
+    exec(marshal.loads(MODULES.pop({launcher!r})[1]))
+    start(MODULES, SOURCES)
+else:
+    import binascii, marshal, zlib
+    LAUNCHER = marshal.loads(zlib.decompress(binascii.a2b_base64(SOURCES)))[{launcher!r}][1]
+    exec(compile(LAUNCHER, {launcher_file!r}, "exec"))
+    start(None, SOURCES)
 """
 
 
-def _add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
-    info = zipfile.ZipInfo(name, ZIP_DATE)
-    info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = (stat.S_IFREG | 0o644) << 16
-    zf.writestr(info, data)
+def sources() -> dict[str, tuple[bool, str]]:
+    """Every bundled module: ``{name: (is package, source)}``. ``vpccni`` is an empty package, standing
+    in for the namespace package it is in a development install."""
+    out = {"vpccni": (True, "")}
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        if path.name not in EXCLUDED:
+            is_package = path.stem == "__init__"
+            out[PACKAGE if is_package else f"{PACKAGE}.{path.stem}"] = (is_package, path.read_text("utf-8"))
+    return out
 
 
-def _add_dir(zf: zipfile.ZipFile, name: str) -> None:
-    # zipimport finds a namespace package only through an explicit directory entry.
-    info = zipfile.ZipInfo(name.rstrip("/") + "/", ZIP_DATE)
-    info.external_attr = (stat.S_IFDIR | 0o755) << 16
-    zf.writestr(info, b"")
+def compile_module(name: str, is_package: bool, source: str) -> types.CodeType:
+    """The module's code as the interpreter compiles it, except that ``from __future__ import ...`` becomes
+    a compiler flag: the statement would also import the ``__future__`` module (a stdlib file lookup) on
+    every call."""
+    filename = launcher.filename(name, is_package)
+    tree = ast.parse(source, filename)
+    flags = 0
+    body: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            for alias in node.names:
+                flags |= getattr(__future__, alias.name).compiler_flag
+        else:
+            body.append(node)
+    tree.body = body
+    return compile(tree, filename, "exec", flags=flags, dont_inherit=True)
 
 
-def _compiled(source: pathlib.Path, name: str) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = pathlib.Path(tmp) / "module.pyc"
-        py_compile.compile(
-            str(source), cfile=str(out), dfile=name, doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )  # fmt: skip
-        return out.read_bytes()
+def _base64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def pack_sources(modules: dict[str, tuple[bool, str]]) -> str:
+    """``{name: (is package, source)}`` as the executable embeds it (``launcher.unpack_sources`` reads it)."""
+    text = {name: (pkg, src.encode("utf-8")) for name, (pkg, src) in modules.items()}
+    return _base64(zlib.compress(marshal.dumps(text), 9))
+
+
+def script() -> bytes:
+    """The whole executable: shebang, a generated-file note, the stub with its data."""
+    modules = sources()
+    # Uncompressed: decompressing costs more than reading the larger text does.
+    code = {
+        name: (pkg, None if name in SOURCE_ONLY else marshal.dumps(compile_module(name, pkg, src)))
+        for name, (pkg, src) in modules.items()
+    }
+    head = (
+        f"# aws-cni {VERSION} (vpccni), built by `python -m vpccni.cniplugin.bundle` with Python "
+        f"{sys.version_info[0]}.{sys.version_info[1]}: generated, do not edit.\n"
+    )
+    body = STUB.format(
+        sources=pack_sources(modules),
+        magic=importlib.util.MAGIC_NUMBER,
+        code=_base64(marshal.dumps(code)),
+        launcher=LAUNCHER,
+        launcher_file=launcher.filename(LAUNCHER, False),
+    )
+    return SHEBANG + (head + body).encode("utf-8")
 
 
 def build(out: str | os.PathLike[str]) -> pathlib.Path:
-    """Write the executable archive to ``out`` (mode 0755) and return its path."""
+    """Write the executable to ``out`` (mode 0755, replaced atomically) and return its path."""
     target = pathlib.Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(SHEBANG)
-        with zipfile.ZipFile(f, "w") as zf:
-            _add(zf, "__main__.py", MAIN.encode())
-            _add_dir(zf, "vpccni")
-            _add_dir(zf, "vpccni/cniplugin")
-            for source in sorted(PACKAGE_DIR.glob("*.py")):
-                if source.name in EXCLUDED:
-                    continue
-                name = f"vpccni/cniplugin/{source.name}"
-                _add(zf, name, source.read_bytes())
-                _add(zf, name + "c", _compiled(source, name))
+    tmp.write_bytes(script())
     os.chmod(tmp, 0o755)
     os.replace(tmp, target)
     return target

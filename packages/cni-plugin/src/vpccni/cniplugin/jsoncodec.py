@@ -80,8 +80,9 @@ def loads(data: bytes | str) -> object:
             return _slow_loads(data)
         start = len(text) - len(text.lstrip(_WS))
         value, end = _scan(text, start)
-    except (StopIteration, ValueError):
-        # Not JSON (or not UTF-8): json raises the same error, with its message and position.
+    except (StopIteration, ValueError, SystemError):
+        # Not JSON (or not UTF-8): json raises the same error, with its message and position. The scanner
+        # builds its errors from json.decoder only when json is loaded, else it fails with SystemError.
         return _slow_loads(data)
     if text[end:].strip(_WS):
         return _slow_loads(data)  # "Extra data", from json

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import marshal
+import os
 import pathlib
 import subprocess
 import sys
@@ -115,6 +117,29 @@ def test_another_interpreter_forwards_an_add(
     assert proc.returncode == 0, proc.stdout
     assert json.loads(proc.stdout) == result
     assert [r.request.container_id for r in endpoint.received] == ["c1"]
+
+
+def _other_interpreters() -> list[str]:
+    """Other CPython versions on this machine (pyenv's), if any: each runs the file as a host would."""
+    return sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+
+
+@pytest.mark.parametrize(
+    "python", _other_interpreters() or [pytest.param("", marks=pytest.mark.skip("none"))]
+)
+def test_every_python3_either_runs_it_or_says_it_is_too_old(python: str, shim_path: pathlib.Path) -> None:
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[1])"], capture_output=True)
+    minor = int(version.stdout)
+    proc = subprocess.run(
+        [python, "-I", "-S", str(shim_path)],
+        env={"CNI_COMMAND": "VERSION"}, input=b'{"cniVersion": "0.4.0"}', capture_output=True, timeout=30,
+    )  # fmt: skip
+    body = json.loads(proc.stdout)
+    if minor >= launcher.MIN_PYTHON[1]:
+        assert (proc.returncode, body["cniVersion"]) == (0, "0.4.0"), proc.stderr
+    else:
+        assert (proc.returncode, body["code"]) == (1, 999)
+        assert body["msg"].startswith("aws-cni needs python3 >= 3.9 on the host, found 3.")
 
 
 # --- the launcher's finder, in this process under a name of its own --------------------------------------

@@ -3,9 +3,9 @@
 It validates what the runtime sent, answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC
 to ipamd's CNI endpoint with the pod's network namespace as a file descriptor (see ``wire``). It runs
 once per pod operation under ``python3 -I -S``, so the hot path loads nothing beyond what the interpreter
-has at start, C modules built into it (``posix``, ``_socket``, ``_json``) and this package's small
-modules: no ``os``, ``json`` or ``socket`` (together ~10 ms of a ~7 ms run). Error paths import what they
-need where they need it.
+has at start, C modules (``posix``, ``_socket``, ``_json``) and this package's small modules: no ``os``,
+``json`` or ``socket``, whose imports alone (~10 ms) took longer than a whole run now does. Error paths
+import what they need where they need it.
 
 stdout carries only the result or the error JSON; logs go to ``pluginLogFile`` (stderr when empty).
 """

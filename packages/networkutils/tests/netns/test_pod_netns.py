@@ -66,7 +66,8 @@ def test_wire_gives_exact_pod_and_host_state(make_netns) -> None:
     [veth] = host.ip_json("link", "show", "dev", spec.host_veth)
     assert veth["address"] == wired.host_mac and "UP" in veth["flags"] and veth["mtu"] == 9001
     assert int(wired.host_mac[:2], 16) & 0x03 == 0x02
-    assert host.sh("cat", f"/proc/sys/net/ipv6/conf/{spec.host_veth}/accept_ra").strip() == "0"
+    for key, want in (("accept_ra", "0"), ("accept_redirects", "1"), ("forwarding", "0")):
+        assert host.sh("cat", f"/proc/sys/net/ipv6/conf/{spec.host_veth}/{key}").strip() == want, key
     assert host.sh("cat", f"/proc/sys/net/ipv6/conf/{spec.host_veth}/accept_redirects").strip() == "1"
     host_routes = [(r["dst"], r["dev"], r.get("scope")) for r in host.ip_json("route")]
     assert ("10.0.1.5", spec.host_veth, "link") in host_routes

@@ -104,7 +104,12 @@ class PodWiring:
                 ) from exc
         try:
             for key, value in HOST_VETH_IPV6_SYSCTLS:
-                self._host.write_sysctl(f"net/ipv6/conf/{spec.host_veth}/{key}", value)
+                path = f"net/ipv6/conf/{spec.host_veth}/{key}"
+                # Written only when different: a new link usually has two of them already, and writing
+                # `forwarding` takes the kernel's rtnl lock (retrying while other netlink work holds it).
+                current = self._host.read_sysctl(path)
+                if current is not None and current != value:
+                    self._host.write_sysctl(path, value)
             self._host.set_link(spec.host_veth, up=True)
             container_mac = self._namespaces.run(
                 netns_fd, lambda pod: _configure_pod_side(pod, spec, host_mac)

@@ -14,7 +14,7 @@ import traceback
 import zipfile
 
 import pytest
-from vpccni.cniplugin import bundle, launcher
+from vpccni.cniplugin import bundle, delqueue, launcher, versions
 from vpccni.cniplugin.testing import FakeEndpoint
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the interpreter the shebang names
@@ -100,23 +100,41 @@ def test_another_interpreter_compiles_the_sources(other_interpreter_shim: pathli
     assert b"zlib" in proc.stderr  # it went through the sources, not the builder's code
 
 
-def test_another_interpreter_forwards_an_add(
-    other_interpreter_shim: pathlib.Path, tmp_path: pathlib.Path
-) -> None:
+ADD_RESULT = {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.5/32"}], "dns": {}}
+
+
+def _version_add_queued_del(
+    python: str, shim: pathlib.Path, tmp_path: pathlib.Path
+) -> list[tuple[int, object]]:
+    """(exit status, stdout JSON or None) of VERSION, ADD (ipamd answering) and DEL (ipamd gone: queued)."""
     netns = tmp_path / "netns"
     netns.write_text("")
-    conf = {"cniVersion": "1.0.0", "name": "aws-cni", "cniSocket": str(tmp_path / "cni.sock"),
-            "pluginLogFile": str(tmp_path / "plugin.log")}  # fmt: skip
-    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": str(netns)}
-    result = {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.5/32"}], "dns": {}}
-    with FakeEndpoint(conf["cniSocket"], lambda request, fd: result) as endpoint:
+    conf = {
+        "cniVersion": "1.0.0", "name": "aws-cni", "cniSocket": str(tmp_path / "cni.sock"),
+        "delQueueDir": str(tmp_path / "queue"), "pluginLogFile": str(tmp_path / "plugin.log"),
+    }  # fmt: skip
+    pod = {"CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": str(netns)}
+
+    def run(command: str) -> tuple[int, object]:
         proc = subprocess.run(
-            [SYSTEM_PYTHON, "-I", "-S", str(other_interpreter_shim)],
-            env=env, input=json.dumps(conf).encode(), capture_output=True, timeout=30,
+            [python, "-I", "-S", str(shim)], env={"CNI_COMMAND": command, **pod},
+            input=json.dumps(conf).encode(), capture_output=True, timeout=30,
         )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout
-    assert json.loads(proc.stdout) == result
-    assert [r.request.container_id for r in endpoint.received] == ["c1"]
+        assert not proc.stderr, proc.stderr
+        return proc.returncode, json.loads(proc.stdout) if proc.stdout else None
+
+    with FakeEndpoint(conf["cniSocket"], lambda request, fd: ADD_RESULT):
+        answers = [run("VERSION"), run("ADD")]
+    answers.append(run("DEL"))
+    assert len(delqueue.pending(conf["delQueueDir"])) == (1 if answers[2] == (0, None) else 0)
+    return answers
+
+
+def test_another_interpreter_forwards_and_queues(
+    other_interpreter_shim: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    version, add, queued_del = _version_add_queued_del(SYSTEM_PYTHON, other_interpreter_shim, tmp_path)
+    assert version[0] == 0 and add == (0, ADD_RESULT) and queued_del == (0, None)
 
 
 def _other_interpreters() -> list[str]:
@@ -127,19 +145,19 @@ def _other_interpreters() -> list[str]:
 @pytest.mark.parametrize(
     "python", _other_interpreters() or [pytest.param("", marks=pytest.mark.skip("none"))]
 )
-def test_every_python3_either_runs_it_or_says_it_is_too_old(python: str, shim_path: pathlib.Path) -> None:
+def test_every_python3_either_runs_it_or_says_it_is_too_old(
+    python: str, shim_path: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[1])"], capture_output=True)
-    minor = int(version.stdout)
-    proc = subprocess.run(
-        [python, "-I", "-S", str(shim_path)],
-        env={"CNI_COMMAND": "VERSION"}, input=b'{"cniVersion": "0.4.0"}', capture_output=True, timeout=30,
-    )  # fmt: skip
-    body = json.loads(proc.stdout)
-    if minor >= launcher.MIN_PYTHON[1]:
-        assert (proc.returncode, body["cniVersion"]) == (0, "0.4.0"), proc.stderr
+    answers = _version_add_queued_del(python, shim_path, tmp_path)
+    if (3, int(version.stdout)) >= launcher.MIN_PYTHON:
+        supported = {"cniVersion": "1.0.0", "supportedVersions": list(versions.SUPPORTED_VERSIONS)}
+        assert answers == [(0, supported), (0, ADD_RESULT), (0, None)]
     else:
-        assert (proc.returncode, body["code"]) == (1, 999)
-        assert body["msg"].startswith("aws-cni needs python3 >= 3.9 on the host, found 3.")
+        wanted = ".".join(map(str, launcher.MIN_PYTHON))
+        for status, body in answers:
+            assert status == 1 and isinstance(body, dict) and body["code"] == 999
+            assert str(body["msg"]).startswith(f"aws-cni needs python3 >= {wanted} on the host, found 3.")
 
 
 # --- the launcher's finder, in this process under a name of its own --------------------------------------

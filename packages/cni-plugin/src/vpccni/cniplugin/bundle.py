@@ -12,7 +12,7 @@ Why a script and not a zipapp: the interpreter runs a zip archive through ``runp
 so little source: a script is compiled on every run and compiling is what costs in a fresh process, so
 the file holds code to unmarshal, not source to compile. Modules are unmarshalled only when imported.
 
-Minimum host interpreter: Python 3.9; an older one gets a CNI error saying so.
+Minimum host interpreter: Python 3.7 (Amazon Linux 2's python3); an older one gets a CNI error saying so.
 """
 
 from __future__ import annotations

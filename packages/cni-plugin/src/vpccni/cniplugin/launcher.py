@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from types import ModuleType
 
-MIN_PYTHON = (3, 9)
+MIN_PYTHON = (3, 7)
 TOO_OLD = (
     '{"cniVersion":"1.1.0","code":999,"details":"",'
     '"msg":"aws-cni needs python3 >= %d.%d on the host, found %s"}'

@@ -201,7 +201,7 @@ def call(
                 pass
             answer = _recv_body(sock, b"")
         except (OSError, WireError) as exc:
-            # _socket.timeout: TimeoutError from 3.10 on, its own OSError subclass on 3.9.
+            # _socket.timeout: TimeoutError from 3.10 on, its own OSError subclass before.
             timed_out = isinstance(exc, (TimeoutError, _socket.timeout))
             what = "timed out" if timed_out else str(exc) or type(exc).__name__
             raise NoAnswer(f"no answer from ipamd on {socket_path}: {what}") from None

@@ -211,3 +211,14 @@ def test_per_eni_and_per_cidr_gauges_follow_each_assignment_and_release() -> Non
     assert 'awscni_assigned_ip_per_eni{eni="eni-2"} 1.0' in text
     assert 'awscni_assigned_ip_per_cidr{cidr="10.0.0.21/32"} 0.0' in text
     assert "awscni_assigned_ip_addresses 1.0" in text
+
+
+def test_a_pending_assignment_counts_and_wakes_like_an_assignment() -> None:
+    alloc, pool, _, _ = setup(cidrs=2)
+    pending = alloc.assign_pending(
+        network="aws-cni", container_id="c1", ifname="eth0", pod_namespace="default", pod_name="p1"
+    )
+    pending.wait_written(5)
+    assert pending.allocation == alloc.lookup(network="aws-cni", container_id="c1", ifname="eth0")
+    assert pool.low_checks[-1].available_ips == 1
+    assert "awscni_assigned_ip_addresses 1.0" in alloc._metrics.render().decode()  # type: ignore[union-attr]

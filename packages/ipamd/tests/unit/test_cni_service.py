@@ -289,3 +289,21 @@ def test_a_bad_prev_result_on_add_touches_nothing(service, allocator, network) -
     err = _error(service.handle, _request("ADD", prevResult={"ips": "not a list"}), POD_FD)
     assert err.code == ErrorCode.DECODING_FAILURE
     assert allocator.allocations() == () and network.wired == {}
+
+
+def test_a_failed_checkpoint_write_after_wiring_unwires_and_fails(service, allocator, network) -> None:
+    allocator.fail_next_write = OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space left"):  # the server answers it as an internal error
+        service.handle(_request("ADD"), POD_FD)
+    assert network.wired == {} and [s.ipv4 for s in network.unwired] == [IPv4Address("10.0.1.10")]
+    assert allocator.free == 3 and allocator.allocations() == ()
+    assert service.handle(_request("ADD"), POD_FD)  # the runtime's retry gets the address
+
+
+def test_failed_wiring_releases_only_after_the_assignment_was_written(service, allocator, network) -> None:
+    network.fail_next_wire = RuntimeError("veth exists")
+    allocator.fail_next_write = OSError(28, "No space left on device")
+    _error(service.handle, _request("ADD"), POD_FD)
+    # The write failed, so the address was already given back: released once, not twice.
+    assert [reason for _, reason in allocator.released] == ["WriteFailed"]
+    assert allocator.free == 3

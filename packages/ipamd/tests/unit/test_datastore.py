@@ -548,3 +548,38 @@ def test_snapshots_stay_exact_while_their_views_are_reused(
             live = [n for n in live if ds.lookup(key(n)) is not None]
         snap = ds.snapshot()
         assert {e.eni_id: e.cidrs for e in snap.enis} == fresh(), step
+
+
+def test_a_pending_assignment_is_returned_before_its_write_and_written_after(clock: FakeClock) -> None:
+    ck = GatedCheckpointer()
+    ds = make(clock, ck)  # type: ignore[arg-type]
+    ds.add_eni(eni())
+    ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
+    ck.gate.clear()
+    view, written = ds.assign_pending(key(1), meta(1))
+    assert view.ipv4 == IPv4Address("10.0.0.11") and ck.entered.wait(5) and not written.done()
+    ck.gate.set()
+    assert written.result(5) is None and ck.written == [{"c1"}]
+    ck.fail_next = True
+    _, failed = ds.assign_pending(key(2), meta(2))
+    with pytest.raises(CheckpointWriteFailed, match="rolled back"):
+        failed.result(5)
+    assert ds.lookup(key(2)) is None and ds.counts().assigned_ips == 1
+
+
+def test_background_commits_run_in_order_report_errors_and_end_when_idle() -> None:
+    from vpccni.ipamd.datastore.writer import BackgroundCommits
+
+    commits = BackgroundCommits(idle_s=0.05, name="test-writer")
+    done: list[int] = []
+
+    def boom() -> None:
+        raise OSError(5, "I/O error")
+
+    futures = [commits.submit(lambda n=n: done.append(n)) for n in range(20)]
+    failed = commits.submit(boom)
+    assert [f.result(5) for f in futures] == [None] * 20 and done == list(range(20))
+    with pytest.raises(OSError, match="I/O error"):
+        failed.result(5)
+    _until(lambda: not any(t.name == "test-writer" for t in threading.enumerate()))
+    assert commits.submit(lambda: done.append(99)).result(5) is None and done[-1] == 99  # starts again

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -35,6 +36,19 @@ class Allocation:
     device_number: int
     route_table: int
     eni_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingAllocation:
+    """An assignment whose checkpoint write may still be running."""
+
+    allocation: Allocation
+    written: Future[None]
+
+    def wait_written(self, timeout_s: float | None = None) -> None:
+        """Return once the assignment is in the checkpoint; raises CheckpointWriteFailed (the assignment
+        was rolled back) when the write failed."""
+        self.written.result(timeout_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,23 +136,53 @@ class Allocator:
         timeout_s: float | None = None,
         interfaces_count: int = 1,
     ) -> Allocation:
-        """The pod's address (the same one again for a repeated ADD).
+        """The pod's address (the same one again for a repeated ADD), in the checkpoint on return.
 
         Waits up to `timeout_s` while the pool grows or an address leaves cooldown; raises NoAddressError
         (with the reason) or NotReady.
         """
+        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+        meta = PodMetadata(namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count)
+        return _allocation(self._take(key, meta, timeout_s, lambda: self._ds.assign(key, meta)))
+
+    def assign_pending(
+        self,
+        *,
+        network: str,
+        container_id: str,
+        ifname: str,
+        pod_namespace: str,
+        pod_name: str,
+        timeout_s: float | None = None,
+        interfaces_count: int = 1,
+    ) -> PendingAllocation:
+        """`assign`, returning while the checkpoint write still runs: the CNI endpoint wires the pod
+        meanwhile and calls `wait_written()` before it answers."""
+        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
+        meta = PodMetadata(namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count)
+        written: list[Future[None]] = []
+
+        def take() -> AssignedAddress:
+            view, future = self._ds.assign_pending(key, meta)
+            written.append(future)
+            return view
+
+        got = self._take(key, meta, timeout_s, take)
+        return PendingAllocation(allocation=_allocation(got), written=written[-1])
+
+    def _take(
+        self, key: IPAMKey, meta: PodMetadata, timeout_s: float | None, take: Callable[[], AssignedAddress]
+    ) -> AssignedAddress:
         if not self._ready.is_set():
             raise NotReady(self._not_ready_reason)
         if self._metrics is not None:
             self._metrics.add_ip_req_count.inc()
-        key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
-        meta = PodMetadata(namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count)
         wait_s = self._default_timeout_s if timeout_s is None else timeout_s
         deadline = self._monotonic() + wait_s
         waited = False
         while True:
             try:
-                got = self._ds.assign(key, meta)
+                got = take()
             except NoAddressAvailable as exc:
                 self._pool.wake()  # don't wait for the pool's next tick
                 status = self._pool.status
@@ -148,8 +192,8 @@ class Allocator:
                     if not waited:
                         _log.info(
                             "pool empty for %s/%s: waiting up to %.1fs (%s)",
-                            pod_namespace,
-                            pod_name,
+                            meta.namespace,
+                            meta.name,
                             remaining,
                             status.message,
                         )
@@ -159,12 +203,12 @@ class Allocator:
                 if self._metrics is not None:
                     self._metrics.no_available_ip_addresses.inc()
                 raise self._no_address(
-                    exc, status, pod_namespace, pod_name, waited_s=wait_s if waited else 0.0
+                    exc, status, meta.namespace, meta.name, waited_s=wait_s if waited else 0.0
                 ) from exc
             snapshot = self._ds.snapshot()
             self._pool.wake_if_low(snapshot)
             self._refresh_gauges(snapshot, got)
-            return _allocation(got)
+            return got
 
     def release(
         self,

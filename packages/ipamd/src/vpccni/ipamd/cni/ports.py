@@ -9,7 +9,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol
 
-from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady, PodAllocation
+from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
 from vpccni.networkutils.pod import PodInterface, WiredPod
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ __all__ = [
     "HostPodRules",
     "NoAddressError",
     "NotReady",
+    "PendingAllocation",
     "PodAddressAllocator",
     "PodAllocation",
     "PodNetwork",
@@ -36,6 +37,14 @@ class PodAddressAllocator(Protocol):
         timeout_s: float | None = None,
     ) -> Allocation:  # fmt: skip
         """A free address for the pod; raises ``NoAddressError`` (``retryable``) or ``NotReady``."""
+        ...
+
+    def assign_pending(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
+        timeout_s: float | None = None,
+    ) -> PendingAllocation:  # fmt: skip
+        """`assign` with the checkpoint write still running: wire the pod meanwhile, then `wait_written()`
+        before answering (it raises when the write failed, the address then already given back)."""
         ...
 
     def release(

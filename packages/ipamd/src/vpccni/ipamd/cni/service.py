@@ -21,10 +21,10 @@ from vpccni.cniplugin.version import VERSION
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.locks import KeyedLocks
 from vpccni.ipamd.cni.ports import (
-    Allocation,
     HostPodRules,
     NoAddressError,
     NotReady,
+    PendingAllocation,
     PodAddressAllocator,
     PodNetwork,
 )
@@ -172,16 +172,24 @@ class CniService:
                     f"{pod.label} already has interface {pod.ifname} with {existing.ipv4} on network "
                     f"{pod.network}: the runtime must DEL it before adding it again",
                 )
-            allocation = self._assign(pod, request.timeout_s)
+            # The assignment's checkpoint write runs while the pod is wired; the answer waits for both.
+            pending = self._assign(pod, request.timeout_s)
+            allocation = pending.allocation
             spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table)
             try:
                 wired = self._network.wire(fd, spec)
             except Exception as exc:
                 log.warning("wiring %s failed, rolling back: %s", pod.label, exc)
-                self._roll_back(pod, spec, fd)
+                self._roll_back(pod, spec, fd, pending)
                 raise CNIError(
                     ErrorCode.INTERNAL, f"failed to set up the network of {pod.label}: {exc}"
                 ) from None
+            try:
+                pending.wait_written()
+            except Exception as exc:  # the allocator already took the address back
+                log.error("recording %s of %s failed, unwiring it: %s", allocation.ipv4, pod.label, exc)
+                self._unwire_quietly(pod, spec, fd)
+                raise
             result = build_result(
                 host_veth=wired.host_veth,
                 host_mac=wired.host_mac,
@@ -198,12 +206,12 @@ class CniService:
             )
         return results.convert(self._after_prev_result(result, previous), version)
 
-    def _assign(self, pod: _Pod, shim_timeout_s: float) -> Allocation:
+    def _assign(self, pod: _Pod, shim_timeout_s: float) -> PendingAllocation:
         wait = max(
             0.0, min(self._settings.max_assign_timeout_s, shim_timeout_s - self._settings.deadline_margin_s)
         )
         try:
-            return self._allocator.assign(
+            return self._allocator.assign_pending(
                 network=pod.network,
                 container_id=pod.container_id,
                 ifname=pod.ifname,
@@ -217,11 +225,18 @@ class CniService:
             code = ErrorCode.TRY_AGAIN_LATER if exc.retryable else ErrorCode.INTERNAL
             raise CNIError(code, str(exc)) from None
 
-    def _roll_back(self, pod: _Pod, spec: PodInterface, fd: int) -> None:
+    def _unwire_quietly(self, pod: _Pod, spec: PodInterface, fd: int) -> None:
         try:
             self._network.unwire(spec, fd)
-        except Exception as exc:  # the release below must still happen
+        except Exception as exc:  # what follows must still happen
             log.error("rollback of %s: unwiring failed: %s", pod.label, exc)
+
+    def _roll_back(self, pod: _Pod, spec: PodInterface, fd: int, pending: PendingAllocation) -> None:
+        self._unwire_quietly(pod, spec, fd)
+        try:
+            pending.wait_written()  # release after the assignment's own write, never before it
+        except Exception:
+            return  # the write failed: the allocator already took the address back
         self._allocator.release(
             network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
             pod_namespace=pod.namespace, pod_name=pod.name, reason="SetupNSFailed",

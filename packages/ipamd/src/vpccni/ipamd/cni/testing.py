@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
-from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PodAllocation
+from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
@@ -50,6 +50,7 @@ class FakeAllocator:
         self.not_ready_reason = "node initialisation has not finished"
         self.exhausted_state = GrowthState.AT_MAX_PODS
         self.released: list[tuple[IPAMKey, str]] = []
+        self.fail_next_write: Exception | None = None
 
     def assign(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
@@ -72,6 +73,24 @@ class FakeAllocator:
             allocation = self._free.pop(0)
             self._assigned[key] = (PodMetadata(namespace=pod_namespace, name=pod_name), allocation)
             return allocation
+
+    def assign_pending(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
+        timeout_s: float | None = None,
+    ) -> PendingAllocation:  # fmt: skip
+        """`assign`, "written" at once; `fail_next_write` makes the write fail and gives the address back."""
+        allocation = self.assign(
+            network=network, container_id=container_id, ifname=ifname, pod_namespace=pod_namespace,
+            pod_name=pod_name, timeout_s=timeout_s,
+        )  # fmt: skip
+        written: Future[None] = Future()
+        if self.fail_next_write is not None:
+            error, self.fail_next_write = self.fail_next_write, None
+            self.release(network=network, container_id=container_id, ifname=ifname, reason="WriteFailed")
+            written.set_exception(error)
+        else:
+            written.set_result(None)
+        return PendingAllocation(allocation=allocation, written=written)
 
     def release(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str = "", pod_name: str = "",

@@ -29,6 +29,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +55,7 @@ from vpccni.ipamd.datastore.records import (
     EniState,
 )
 from vpccni.ipamd.datastore.views import eni_infos_json
+from vpccni.ipamd.datastore.writer import BackgroundCommits
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.ipamd.ports import EniRecord
 
@@ -119,6 +121,7 @@ class DataStore:
         self._version = 0
         self._durable = 0
         self._write_lock = threading.Lock()
+        self._writer = BackgroundCommits()
 
     @property
     def prefix_delegation(self) -> bool:
@@ -254,8 +257,24 @@ class DataStore:
     def assign(self, key: IPAMKey, metadata: PodMetadata) -> AssignedAddress:
         """The key's address; the same key always gets the same address (idempotent ADD).
 
-        Raises NoAddressAvailable (with counts) or CheckpointWriteFailed (nothing assigned).
+        Returns once the assignment is in the checkpoint. Raises NoAddressAvailable (with counts) or
+        CheckpointWriteFailed (nothing assigned).
         """
+        view, commit = self._assign_change(key, metadata)
+        commit()
+        return view
+
+    def assign_pending(self, key: IPAMKey, metadata: PodMetadata) -> tuple[AssignedAddress, Future[None]]:
+        """`assign`, with the checkpoint write running in the background: the caller can set the pod up
+        meanwhile and must wait for the future (it raises CheckpointWriteFailed, the assignment then rolled
+        back) before it reports the address to anyone."""
+        view, commit = self._assign_change(key, metadata)
+        return view, self._writer.submit(commit)
+
+    def _assign_change(
+        self, key: IPAMKey, metadata: PodMetadata
+    ) -> tuple[AssignedAddress, Callable[[], None]]:
+        """Make the assignment in memory; returns it and the call that records it in the checkpoint."""
         with self._lock:
             self._expire()
             known = self._by_key.get(key)
@@ -264,29 +283,35 @@ class DataStore:
             else:
                 addr = self._assign(key, metadata)
                 view, version, serial = self._view(addr), self._version, addr.serial
+        who = f"{view.ipv4} for {metadata.namespace}/{metadata.name}"
+
         if known is not None:
-            try:  # the first ADD of this key may still be waiting for its write
-                self._commit(version)
-            except Exception as exc:
-                raise CheckpointWriteFailed(
-                    f"could not record {view.ipv4} for {metadata.namespace}/{metadata.name} in the "
-                    f"checkpoint ({exc}): check free space and permissions of the backing store"
-                ) from exc
-            return view
+
+            def commit_known() -> None:
+                try:  # the first ADD of this key may still be waiting for its write
+                    self._commit(version)
+                except Exception as exc:
+                    raise CheckpointWriteFailed(
+                        f"could not record {who} in the checkpoint ({exc}): check free space and "
+                        "permissions of the backing store"
+                    ) from exc
+
+            return view, commit_known
 
         def roll_back() -> None:
             if addr.key == key and addr.serial == serial:
                 self._unassign(addr, cooldown=False)
 
-        try:
-            self._commit(version, roll_back)
-        except Exception as exc:  # any failure: the change must not stand unrecorded
-            raise CheckpointWriteFailed(
-                f"could not record {view.ipv4} for {metadata.namespace}/{metadata.name} in the checkpoint "
-                f"({exc}); the assignment was rolled back: check free space and permissions of the "
-                "backing store"
-            ) from exc
-        return view
+        def commit() -> None:
+            try:
+                self._commit(version, roll_back)
+            except Exception as exc:  # any failure: the change must not stand unrecorded
+                raise CheckpointWriteFailed(
+                    f"could not record {who} in the checkpoint ({exc}); the assignment was rolled back: "
+                    "check free space and permissions of the backing store"
+                ) from exc
+
+        return view, commit
 
     def _assign(self, key: IPAMKey, metadata: PodMetadata) -> AddressRecord:
         """Take the next free address for `key` (lock held); raises NoAddressAvailable."""

@@ -38,10 +38,6 @@ class UpOptions:
     imds_port: int = 0  # the first node's loopback IMDS; 0 picks a free port
 
 
-
-
-
-
 class TestbedUp:
     """One `up` run: `start()` brings everything up and returns the JSON-ready description; `stop()` tears
     down everything it made (namespaces, servers, its temporary directory) and is idempotent."""

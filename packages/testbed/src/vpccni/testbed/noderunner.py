@@ -130,9 +130,13 @@ class NodeRunner:
         workdir: Path,
         shim: Path,
         env: Mapping[str, str] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.node = node
         self.workdir = workdir
+        # The socket and checkpoint live in /var/run/aws-node on a node, a tmpfs: a caller measuring the
+        # per-pod path puts them on one too (default: the workdir).
+        self.state_dir = state_dir if state_dir is not None else workdir
         self.shim = shim
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -144,11 +148,11 @@ class NodeRunner:
     # ---- files
     @property
     def run_dir(self) -> Path:
-        return self.workdir / "run"
+        return self.state_dir / "run"
 
     @property
     def checkpoint(self) -> Path:
-        return self.workdir / "ipam.json"
+        return self.state_dir / "ipam.json"
 
     @property
     def log_file(self) -> Path:
@@ -192,6 +196,7 @@ class NodeRunner:
         if self.proc is not None and self.proc.poll() is None:
             raise NodeRunnerError(f"the agent on {self.node.name} already runs (pid {self.proc.pid})")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.workdir / "stdout.log", "ab") as out:
             # Its own session: a terminal's Ctrl-C reaches only the demo, which then stops the agent itself.
             self.proc = subprocess.Popen(

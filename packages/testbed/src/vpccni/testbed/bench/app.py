@@ -70,6 +70,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
+def _tmpfs_dir() -> Path | None:
+    """A fresh directory on the machine's tmpfs (/dev/shm), or None when there is none."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            on_tmpfs = any(f.split()[1:3] == ["/dev/shm", "tmpfs"] for f in mounts if f.strip())
+    except OSError:
+        return None
+    return Path(tempfile.mkdtemp(prefix="vpccni-bench-state-", dir="/dev/shm")) if on_tmpfs else None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     latency = Latency(
         create_eni=args.create_eni_latency,
@@ -79,10 +89,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     plan = scenarios.Plan.for_mode(quick=args.quick, latency=latency, churn_pairs=args.churn_pairs)
     workdir = Path(tempfile.mkdtemp(prefix="vpccni-bench-"))
+    state_dir = _tmpfs_dir()
     started = time.monotonic()
     load_before = [round(v, 2) for v in os.getloadavg()]
     try:
-        bench = scenarios.Run(plan=plan, workdir=workdir, shim=build_shim(workdir / "bin"))
+        bench = scenarios.Run(
+            plan=plan, workdir=workdir, shim=build_shim(workdir / "bin"), state_dir=state_dir
+        )
+        if state_dir is None:
+            bench.notes.append("no tmpfs at /dev/shm: sockets and checkpoints were on disk, not on a tmpfs")
         for name, scenario in SCENARIOS.items():
             if args.only and name not in args.only:
                 continue
@@ -94,6 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.notes.append(f"scenario {name} failed: {exc}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
     results: dict[str, Any] = {key: bench.results.get(key) for key in RESULT_KEYS}
     for key in RESULT_KEYS:
         if results[key] is None and not any(key in note for note in bench.notes):

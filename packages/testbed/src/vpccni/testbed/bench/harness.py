@@ -174,6 +174,7 @@ def bench_node(
     instance_type: str,
     env: Mapping[str, str] | None = None,
     start: bool = True,
+    state_dir: Path | None = None,
 ) -> Iterator[tuple[Cluster, NodeRunner]]:
     """A fresh cluster with latency injected and one node running the agent; everything removed after."""
     cluster = Cluster()
@@ -182,8 +183,13 @@ def bench_node(
     try:
         latency.apply(cluster)
         node = cluster.add_node(instance_type=instance_type)
+        name = f"{node.name}-{int(time.time() * 1000)}"
         runner = NodeRunner(
-            node=node, workdir=workdir / f"{node.name}-{int(time.time() * 1000)}", shim=shim, env=env
+            node=node,
+            workdir=workdir / name,
+            shim=shim,
+            env=env,
+            state_dir=state_dir / name if state_dir else None,
         )
         if start:
             runner.start(timeout_s=120)

@@ -63,6 +63,8 @@ class Run:
     plan: Plan
     workdir: Path
     shim: Path
+    # Where each node keeps its socket and checkpoint: a tmpfs when there is one, as /var/run is on a node.
+    state_dir: Path | None = None
     results: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # detail for the docs page (modes, timeline)
@@ -97,7 +99,11 @@ def single_pod(run: Run) -> None:
     dels: list[float] = []
     waited = 0
     with bench_node(
-        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=BURST_INSTANCE
+        workdir=run.workdir,
+        state_dir=run.state_dir,
+        shim=run.shim,
+        latency=run.plan.latency,
+        instance_type=BURST_INSTANCE,
     ) as (
         _,
         runner,
@@ -143,6 +149,7 @@ def burst30(run: Run) -> None:
     WARM_ENI_TARGET=1 keeps 29 there, and the 30th ADD would measure an ENI attachment instead)."""
     with bench_node(
         workdir=run.workdir,
+        state_dir=run.state_dir,
         shim=run.shim,
         latency=run.plan.latency,
         instance_type=BURST_INSTANCE,
@@ -169,7 +176,12 @@ def burst(run: Run, *, mode: str, env: dict[str, str], sample: bool = False) -> 
     """`burst_size` pods at once on a fresh m5.4xlarge right after the agent serves."""
     n = run.plan.burst_size
     with bench_node(
-        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=BURST_INSTANCE, env=env
+        workdir=run.workdir,
+        state_dir=run.state_dir,
+        shim=run.shim,
+        latency=run.plan.latency,
+        instance_type=BURST_INSTANCE,
+        env=env,
     ) as (cluster, runner):
         sampler = PoolSampler(runner=runner).start() if sample else None
         started_wall = time.time()
@@ -250,6 +262,7 @@ def churn(run: Run) -> None:
     pairs = run.plan.churn_pairs
     with bench_node(
         workdir=run.workdir,
+        state_dir=run.state_dir,
         shim=run.shim,
         latency=run.plan.latency,
         instance_type=BURST_INSTANCE,
@@ -318,7 +331,11 @@ def rss_and_restart(run: Run) -> None:
     """ipamd's RSS at 0, 110 and 250 pods (m5.16xlarge), then SIGTERM and the time until a restarted agent
     serves again with the 250-entry checkpoint (and restored every assignment)."""
     with bench_node(
-        workdir=run.workdir, shim=run.shim, latency=run.plan.latency, instance_type=RSS_INSTANCE
+        workdir=run.workdir,
+        state_dir=run.state_dir,
+        shim=run.shim,
+        latency=run.plan.latency,
+        instance_type=RSS_INSTANCE,
     ) as (
         _,
         runner,

@@ -100,6 +100,41 @@ def test_another_interpreter_compiles_the_sources(other_interpreter_shim: pathli
     assert b"zlib" in proc.stderr  # it went through the sources, not the builder's code
 
 
+def _about(shim: pathlib.Path) -> subprocess.CompletedProcess[bytes]:
+    """The shim run with no CNI_COMMAND: it prints its version line to stderr."""
+    return subprocess.run([SYSTEM_PYTHON, "-I", "-S", str(shim)], env={}, capture_output=True, timeout=30)
+
+
+def test_another_interpreter_caches_its_compiled_modules(other_interpreter_shim: pathlib.Path) -> None:
+    cache = other_interpreter_shim.with_name(".aws-cni.code")
+    assert launcher.cache_path(str(other_interpreter_shim)) == str(cache)
+    first = _about(other_interpreter_shim)
+    assert first.returncode == 0 and b"AWS CNI v" in first.stderr
+    data = cache.read_bytes()
+    prefix = data[: data.index(b":", len(b"aws-cni:") + len(importlib.util.MAGIC_NUMBER)) + 1]
+    assert prefix.startswith(b"aws-cni:" + importlib.util.MAGIC_NUMBER)
+    code = marshal.loads(data[len(prefix) :])
+    assert set(code) == set(launcher.unpack_sources(bundle.pack_sources(bundle.sources())))
+
+    # The next call runs what the cache holds: a planted version module shows through.
+    planted = compile('VERSION = "planted"', "version.py", "exec")
+    code["vpccni.cniplugin.version"] = (False, marshal.dumps(planted))
+    cache.write_bytes(prefix + marshal.dumps(code))
+    assert b"AWS CNI vplanted" in _about(other_interpreter_shim).stderr
+
+    # A cache for another build of the file (other sources) is ignored and replaced.
+    cache.write_bytes(b"aws-cni:" + importlib.util.MAGIC_NUMBER + b"00000000:" + marshal.dumps(code))
+    assert b"AWS CNI vplanted" not in _about(other_interpreter_shim).stderr
+    assert cache.read_bytes().startswith(prefix)
+
+    # A damaged one too; and no temporary file is left beside the executable.
+    cache.write_bytes(prefix + b"\x00garbage")
+    again = _about(other_interpreter_shim)
+    assert again.returncode == 0 and b"AWS CNI v" in again.stderr
+    assert marshal.loads(cache.read_bytes()[len(prefix) :]).keys() == code.keys()
+    assert sorted(p.name for p in other_interpreter_shim.parent.iterdir()) == [".aws-cni.code", "aws-cni"]
+
+
 ADD_RESULT = {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.5/32"}], "dns": {}}
 
 

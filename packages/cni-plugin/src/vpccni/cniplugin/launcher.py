@@ -90,17 +90,70 @@ class BundleFinder:
         return None if source is None else source.decode("utf-8")
 
 
+def cache_path(script: str) -> str:
+    """Where the modules compiled by this host's interpreter are kept: beside the executable, hidden
+    (``/opt/cni/bin/.aws-cni.code``); runtimes only ever execute a plugin by its own name."""
+    head, _, tail = script.rpartition("/")
+    return (head + "/" if head else "") + "." + tail + ".code"
+
+
+def _cache_key(sources: str) -> bytes:
+    """This interpreter's bytecode magic and a checksum of the embedded sources: a cache written by another
+    interpreter or for another build of the file never matches."""
+    import zlib
+
+    magic = getattr(sys.modules.get("_frozen_importlib_external"), "MAGIC_NUMBER", b"")
+    return b"aws-cni:" + magic + b"%08x:" % zlib.crc32(sources.encode("ascii"))
+
+
+def compiled_modules(sources: str, cache: "str | None") -> "dict[str, tuple[bool, bytes | None]]":
+    """Every module compiled by this interpreter (one whose bytecode differs from the builder's), read from
+    ``cache`` when an earlier call left it there for this very file, else compiled now and saved there for
+    the next call (best effort: a read-only or full disk only costs the compile again)."""
+    import marshal
+
+    key = _cache_key(sources)
+    if cache is not None:
+        try:
+            with open(cache, "rb") as f:
+                data = f.read()
+            if data.startswith(key):
+                return marshal.loads(data[len(key) :])  # type: ignore[no-any-return]
+        except (OSError, ValueError, EOFError, TypeError):
+            pass  # absent or damaged: compile below and replace it
+    code: dict[str, tuple[bool, bytes | None]] = {}
+    for name, (is_package, source) in unpack_sources(sources).items():
+        compiled = compile(source, filename(name, is_package), "exec", dont_inherit=True)
+        code[name] = (is_package, marshal.dumps(compiled))
+    if cache is not None:
+        import posix
+
+        tmp = f"{cache}.{posix.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(key + marshal.dumps(code))
+            posix.rename(tmp, cache)  # atomic: a concurrent call reads the old file or the new one
+        except OSError:
+            try:
+                posix.unlink(tmp)
+            except OSError:
+                pass
+    return code
+
+
 def start(code: "dict[str, tuple[bool, bytes | None]] | None", sources: str) -> None:
     """The executable's entry: check the interpreter, make the modules importable, run ``aws-cni``.
 
-    ``code`` is None when the interpreter cannot use the builder's code: every module is compiled then.
+    ``code`` is None when the interpreter cannot use the builder's code: the modules compiled by this
+    interpreter come from the cache beside the executable, or are compiled (and cached) now.
     """
     if sys.version_info < MIN_PYTHON:
         found = sys.version.split()[0]
         sys.stdout.write(TOO_OLD % (MIN_PYTHON[0], MIN_PYTHON[1], found) + "\n")
         sys.exit(1)
     if code is None:
-        code = {name: (entry[0], None) for name, entry in unpack_sources(sources).items()}
+        script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c") else None
+        code = compiled_modules(sources, cache_path(script) if script else None)
     sys.meta_path.insert(0, BundleFinder(modules=code, sources=sources))
     from vpccni.cniplugin.main import main
 

@@ -7,6 +7,7 @@ upstream's published examples, and the datastore lock is never held while EC2 is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 
 PREFIX_SIZE = 16  # addresses in a /28
@@ -43,53 +44,56 @@ class EniSnapshot:
     primary_ip: IPv4Address | None = None  # the ENI's own address (its `from` rule goes when it is freed)
     subnet_id: str = ""
 
-    @property
+    @cached_property
     def total_ips(self) -> int:
         return sum(c.size for c in self.cidrs)
 
-    @property
+    @cached_property
     def assigned_ips(self) -> int:
         return sum(c.assigned for c in self.cidrs)
 
-    @property
+    @cached_property
     def in_cooldown(self) -> int:
         return sum(c.in_cooldown for c in self.cidrs)
 
-    @property
+    @cached_property
     def prefixes(self) -> int:
         return sum(1 for c in self.cidrs if c.is_prefix)
 
-    @property
+    @cached_property
     def free_prefixes(self) -> int:
         return sum(1 for c in self.cidrs if c.is_prefix and c.assigned == 0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class PoolSnapshot:
-    """The pool of one network card. Totals exclude ENIs marked excluded, as upstream does."""
+    """The pool of one network card. Totals exclude ENIs marked excluded, as upstream does.
+
+    Totals are computed once per snapshot (a snapshot never changes): the planner asks for them several
+    times on every ADD."""
 
     enis: tuple[EniSnapshot, ...] = ()
 
-    @property
+    @cached_property
     def usable_enis(self) -> tuple[EniSnapshot, ...]:
         return tuple(e for e in self.enis if not e.excluded)
 
-    @property
+    @cached_property
     def total_ips(self) -> int:
         return sum(e.total_ips for e in self.usable_enis)
 
-    @property
+    @cached_property
     def assigned_ips(self) -> int:
         return sum(e.assigned_ips for e in self.usable_enis)
 
-    @property
+    @cached_property
     def available_ips(self) -> int:
         return self.total_ips - self.assigned_ips
 
-    @property
+    @cached_property
     def total_prefixes(self) -> int:
         return sum(e.prefixes for e in self.usable_enis)
 
-    @property
+    @cached_property
     def free_prefixes(self) -> int:
         return sum(e.free_prefixes for e in self.usable_enis)

@@ -37,8 +37,9 @@ def lint(session: nox.Session) -> None:
     paths = ("packages", "tests", "deploy", "scripts", "noxfile.py", "conftest.py")
     session.run(PY, "-m", "ruff", "check", *paths)
     session.run(str(pathlib.Path(PY).parent / "lint-imports"), "--config", str(ROOT / "pyproject.toml"))
-    # Generated files must match their sources: gRPC stubs, the limits table, the configuration reference.
-    for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py"):
+    # Generated files must match their sources: gRPC stubs, the limits table, the configuration reference,
+    # the trimmed EC2 model awsutils loads.
+    for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py", "gen_ec2_model.py"):
         session.run(PY, str(ROOT / "scripts" / script), "--check")
 
 

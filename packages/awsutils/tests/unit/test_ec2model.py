@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,3 +206,15 @@ def test_responses_parse_as_with_the_full_model(moto_ec2: Any) -> None:
         api.describe_subnets(filters=[{"Name": "vpc-id", "Values": [vpc]}])
         == moto_ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
     )
+
+
+def test_building_the_client_imports_neither_boto3_nor_the_full_model() -> None:
+    """Checked in a fresh interpreter: this test process has boto3 loaded for moto."""
+    code = (
+        "import sys\n"
+        "from vpccni.awsutils.ec2api import Ec2ClientConfig, make_boto3_client\n"
+        "client = make_boto3_client(Ec2ClientConfig(region='us-west-2'))\n"
+        "print(len(client.meta.service_model.operation_names), 'boto3' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == [str(len(EC2_OPERATIONS)), "False"]

@@ -25,6 +25,7 @@ from vpccni.awsutils.errors import AwsUtilsError
 from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
 from vpccni.cniplugin.version import VERSION
+from vpccni.ipamd.adapters import malloc
 from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, KubeTimers, kube_api_from_settings
 from vpccni.ipamd.adapters.network import RestoredPodRules
 from vpccni.ipamd.adapters.node import NodeAdapters
@@ -179,6 +180,7 @@ class Daemon:
             raise
         self._observe_startup(True, with_api_server, "")
         log.info("ipamd %s ready in %.2f s", VERSION, time.monotonic() - self._started_at)
+        malloc.trim()  # node init's transient buffers (EC2 and API server replies, netlink dumps)
 
     def _observe_startup(self, success: bool, with_api_server: bool, reason: str) -> None:
         self.metrics.startup_duration.labels(
@@ -419,7 +421,8 @@ class Daemon:
             self._services.append(self.metrics)
 
     def _start_housekeeping(self, pool: PoolManager, datastore: DataStore) -> None:
-        """Pool gauges and the VPC CIDR refresh (upstream re-reads the CIDRs every 30 s)."""
+        """Pool gauges, the VPC CIDR refresh (upstream re-reads the CIDRs every 30 s), and free malloc pages
+        handed back to the kernel (what pool changes and bursts of pods left behind)."""
         host = None if self._adapters is None else self._adapters.host
 
         def loop() -> None:
@@ -428,6 +431,7 @@ class Daemon:
                     self.metrics.update_pool(datastore.snapshot())
                     if host is not None and host.refresh():
                         log.info("VPC CIDRs changed: SNAT and connmark rules re-applied")
+                    malloc.trim()
                 except Exception:
                     log.exception("housekeeping failed; retrying in %.0f s", self._timers.housekeeping_s)
 

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from vpccni.ipamd.adapters import malloc
 from vpccni.ipamd.daemon import Daemon
 from vpccni.ipamd.logs import configure_logging
 from vpccni.ipamd.settings import SettingsError, load_settings
@@ -14,6 +15,7 @@ from vpccni.ipamd.settings import SettingsError, load_settings
 
 def main() -> int:
     started_at = time.monotonic()
+    malloc.limit_arenas()  # before any thread exists: arenas are made per thread
     try:
         settings = load_settings(os.environ)
     except SettingsError as err:

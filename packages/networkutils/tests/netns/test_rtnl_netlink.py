@@ -12,7 +12,8 @@ import pytest
 from pyroute2 import IPRoute
 from vpccni.networkutils import rtnl
 from vpccni.networkutils.model import Address, Neighbour, Route, Rule, Scope
-from vpccni.networkutils.netlink import Netlink, PyrouteNetlink, open_netlink
+from vpccni.networkutils.netlink import Netlink, open_netlink
+from vpccni.networkutils.pyroute_netlink import PyrouteNetlink
 from vpccni.networkutils.rtnl import NetlinkError
 
 
@@ -172,6 +173,7 @@ def test_routes_replace_list_delete_and_kernel_errors(make_netns) -> None:
     table7, main, deleted = ns.run(run)
     assert sorted(table7, key=str) == sorted([gw, default], key=str)
     assert host in main and deleted == [True, False, False]
+
     def pyroute2_routes(_: Netlink) -> list[Route]:
         with PyrouteNetlink(IPRoute()) as slow:
             return slow.routes(7)

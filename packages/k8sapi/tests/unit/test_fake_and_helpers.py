@@ -12,6 +12,7 @@ from vpccni.k8sapi import (
     Conflict,
     EniConfig,
     EventType,
+    Forbidden,
     NodeInfo,
     NotFound,
     PodInfo,
@@ -45,6 +46,17 @@ def test_merged_features_adds_and_replaces_by_name() -> None:
     wanted = (CniNodeFeature(name="CustomNetworking", value="new"), CniNodeFeature(name="Other"))
     assert merged_features(current, wanted) == (SGP, wanted[0], wanted[1])
     assert merged_features(current, (SGP,)) == current
+
+
+def test_ensure_cninode_features_says_who_creates_cninodes_when_creating_is_forbidden() -> None:
+    api = FakeKubeApi(node_name="n1")
+
+    def forbidden(features):  # type: ignore[no-untyped-def]
+        raise Forbidden("cninodes.vpcresources.k8s.aws is forbidden: cannot create", status=403)
+
+    api.create_cninode = forbidden  # type: ignore[method-assign]
+    with pytest.raises(Forbidden, match="VPC resource controller creates a CNINode per node"):
+        ensure_cninode_features(api, [SGP])
 
 
 def test_ensure_cninode_features_creates_then_merges_and_survives_a_race() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from vpccni.k8sapi.errors import Conflict, NotFound
+from vpccni.k8sapi.errors import Conflict, Forbidden, NotFound
 from vpccni.k8sapi.model import CniNode, CniNodeFeature
 from vpccni.k8sapi.protocol import KubeApi
 
@@ -34,6 +34,13 @@ def ensure_cninode_features(api: KubeApi, wanted: Sequence[CniNodeFeature], *, a
                 return api.create_cninode(wanted)
             except Conflict:
                 continue  # someone (the resource controller) created it meanwhile: merge into theirs
+            except Forbidden as err:
+                # Upstream's RBAC (and ours) only lets aws-node patch CNINodes: the controller makes them.
+                raise Forbidden(
+                    f"this node has no CNINode yet and aws-node may not create one ({err}): the VPC "
+                    "resource controller creates a CNINode per node (on EKS it runs in the control plane); "
+                    "check that it runs, or grant aws-node `create` on cninodes.vpcresources.k8s.aws"
+                ) from err
         features = merged_features(node.features, wanted)
         if features == node.features:
             return node

@@ -8,7 +8,8 @@ from typing import Any
 
 from vpccni.testbed.bench.svgplot import Series, line_chart
 
-# key, what, target (value, "<=" or None), unit
+# key, what, target (None: reported without one), unit; a target is an upper bound, or a lower one for
+# the keys in AT_LEAST
 TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("cni_add_p50_ms", "single-pod ADD through the shim, p50", 25, "ms"),
     ("cni_add_p99_ms", "single-pod ADD, p99", None, "ms"),
@@ -18,14 +19,20 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("burst30_p50_ms", "30 concurrent ADDs on a warm pool, p50", 300, "ms"),
     ("burst100_time_to_ip_s", "100 pods at once on a fresh m5.4xlarge: every pod has an IP", 10, "s"),
     ("burst100_ec2_mutating_calls", "... EC2 mutating calls during that burst", None, ""),
-    ("churn_pairs_per_s", "ADD/DEL churn", None, "pairs/s"),
+    ("churn_pairs_per_s", "ADD/DEL churn, sustained", 40, "pairs/s"),
     ("churn_leaked_addresses", "addresses still assigned after churn", 0, ""),
     ("ipamd_rss_mib_0", "ipamd RSS, 0 pods", None, "MiB"),
     ("ipamd_rss_mib_110", "ipamd RSS, 110 pods", None, "MiB"),
-    ("ipamd_rss_mib_250", "ipamd RSS, 250 pods", None, "MiB"),
-    ("ipamd_rss_growth_pct", "RSS growth 0 → 250 pods", None, "%"),
-    ("restart_to_serving_s", "restart to serving with a 250-entry checkpoint", None, "s"),
+    ("ipamd_rss_mib_250", "ipamd RSS, 250 pods", 128, "MiB"),
+    ("ipamd_rss_growth_pct", "ipamd RSS growth over the churn", 5, "%"),
+    (
+        "restart_to_serving_s",
+        "restart to serving with a 250-entry checkpoint (no EC2 latency on its path)",
+        2,
+        "s",
+    ),
 )
+AT_LEAST = frozenset({"churn_pairs_per_s"})
 
 
 HEADER = """# Benchmarks
@@ -59,6 +66,24 @@ average (1/5/15 min) at the start {load_start}, at the end {load_end}: other wor
 | measurement | value | target | |
 |---|---|---|---|"""
 
+WHERE_TIME_GOES = """
+## Where a CNI call's time goes
+
+Profiled on this machine (2026-11-27; not re-measured by each run): of a single-pod DEL of ~9 ms, the host's
+`python3 -I -S` starting up takes 5.6-6.7 ms (its own `encodings` and `io` set-up included), the shim's code
+~1.5 ms (compiling the 150 KB single-file script ~0.35 ms, unmarshalling its precompiled modules ~1 ms; its
+hot path loads no stdlib module beyond C builtins such as `_socket` and `_json`), the fork/exec ~0.5 ms, and
+ipamd ~0.8 ms from the request arriving to the answer (release, two rule deletions over raw rtnetlink, the
+checkpoint write). An ADD adds ~1.9 ms in ipamd (address, veth pair created in the pod's namespace, address,
+routes, neighbour, rules, sysctls, with the checkpoint write overlapping the wiring). Concurrent ADDs share
+checkpoint writes (one write covers every change made before it began). An interpreter whose minor version
+differs from the image's compiles the shim once and reuses the result from `/opt/cni/bin/.aws-cni.code`.
+"""
+
+ALL_MET = """
+Every target was met in this run. Re-run with `nox -s bench` (full) or `nox -s bench -- --quick`.
+"""
+
 FOOTER = """
 ## Reading the misses
 
@@ -69,12 +94,12 @@ step took (`node init: <step> done in N s`). Re-run with `nox -s bench` (full) o
 """
 
 
-def _verdict(value: Any, target: float | None) -> str:
+def _verdict(value: Any, target: float | None, *, at_least: bool = False) -> str:
     if target is None:
         return ""
     if value is None:
         return "not measured"
-    return "met" if value <= target else "**missed**"
+    return "met" if (value >= target if at_least else value <= target) else "**missed**"
 
 
 def _fmt(value: Any) -> str:
@@ -126,11 +151,15 @@ def render(results: dict[str, Any], *, plot: str | None) -> str:
         seconds=run.get("seconds"),
     )
     lines = header.splitlines()
+    missed = False
     for key, what, target, unit in TARGETS:
         value = results.get(key)
         shown = f"{_fmt(value)} {unit}".strip()
-        goal = f"≤ {target:g} {unit}".strip() if target is not None else ""
-        lines.append(f"| {what} (`{key}`) | {shown} | {goal} | {_verdict(value, target)} |")
+        at_least = key in AT_LEAST
+        goal = f"{'≥' if at_least else '≤'} {target:g} {unit}".strip() if target is not None else ""
+        verdict = _verdict(value, target, at_least=at_least)
+        missed = missed or (verdict != "met" and target is not None)
+        lines.append(f"| {what} (`{key}`) | {shown} | {goal} | {verdict} |")
     modes = results.get("modes") or []
     if modes:
         lines += [
@@ -166,5 +195,6 @@ def render(results: dict[str, Any], *, plot: str | None) -> str:
     notes = results.get("notes") or []
     lines += ["", "## Notes", ""]
     lines += [f"- {note}" for note in notes] or ["- none"]
-    lines += FOOTER.splitlines()
+    lines += WHERE_TIME_GOES.splitlines()
+    lines += (FOOTER if missed else ALL_MET).splitlines()
     return "\n".join(lines)

@@ -315,7 +315,8 @@ def churn(run: Run) -> None:
         "pool_after": {k: pool_after.get(k) for k in ("enis", "totalIPs", "inCooldown", "state")},
     }
     if rss_before and rss_after:
-        run.extra["churn"]["rss_growth_pct"] = round((rss_after - rss_before) / rss_before * 100, 1)
+        # The memory-growth figure: ipamd's RSS after the churn against before it.
+        run.results["ipamd_rss_growth_pct"] = round((rss_after - rss_before) / rss_before * 100, 1)
     total = int(pool_after.get("totalIPs") or 0)
     run.notes.append(
         f"churn ran with IP_COOLDOWN_PERIOD={CHURN_COOLDOWN_S}: as upstream, addresses in cooldown count as "
@@ -367,7 +368,9 @@ def rss_and_restart(run: Run) -> None:
         value = rss.get(count)
         run.results[f"ipamd_rss_mib_{count}"] = round(value, 1) if value is not None else None
     base, top = rss.get(0), rss.get(250)
-    run.results["ipamd_rss_growth_pct"] = round((top - base) / base * 100, 1) if base and top else None
+    run.extra["rss_by_pods"] = {
+        "growth_0_to_250_pct": round((top - base) / base * 100, 1) if base and top else None
+    }
     run.results["restart_to_serving_s"] = round(restart_s, 2)
     run.extra["restart"] = {
         "checkpoint_entries": recorded,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class Node:
         return [r for r in rules if r.get("priority") not in DEFAULT_RULE_PRIORITIES]
 
     def assert_clean(self) -> None:
+        # DEL leaves the pod's veth to die with its namespace, which the runtime deletes next; the kernel
+        # destroys a deleted namespace asynchronously, so its veth may outlive the call by a moment.
+        deadline = time.monotonic() + 5
+        while self.links() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert self.links() == set()
         assert self.pod_rules() == []
         assert _ip_json("-n", self.name, "route", "show", "table", "main") == []

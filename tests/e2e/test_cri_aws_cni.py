@@ -296,6 +296,11 @@ def test_stop_and_remove_leave_nothing_behind(hosts: list[Host]) -> None:
     one.cri.stop_pod(sandbox.id)
     # DEL at stop: everything the pod had on the node is gone already, and the address is free.
     assert _node_state(one.node, sandbox.ip) == {"rules": [], "routes": [], "nat": []}
+    # The veth dies with the pod's namespace, which the kernel destroys asynchronously after containerd
+    # deletes it: give it a moment.
+    deadline = time.monotonic() + 5
+    while veth in one.node.network.links() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert veth not in one.node.network.links()
     assert sandbox.ip not in _assigned(one.runner)
     assert sandbox.id not in _checkpointed(one.runner)

@@ -350,7 +350,8 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("AWS_VPC_K8S_PLUGIN_LOG_FILE", "plugin_log_file",
           parse_plugin_log_file, "/var/log/aws-routed-eni/plugin.log",
           valid="stderr|absolute path", consumer="install",
-          meaning="CNI plugin log (written into the conflist); stdout is the CNI result channel"),
+          meaning="CNI plugin log (written into the conflist; rotates at 100 MB, 5 kept); stdout is the CNI "
+                  "result channel"),
     _spec("AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE", None,
           parse_plugin_log_file, "/var/log/aws-routed-eni/egress-v4-plugin.log",
           valid="stderr|absolute path", support=Support.NOT_APPLICABLE, consumer="install",

@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client
 from vpccni.k8sapi.backoff import DEFAULT_BACKOFF, ReconnectBackoff
 from vpccni.k8sapi.config import KubeSettings
+from vpccni.k8sapi.corev1 import MERGE_PATCH, CoreV1Requests
 from vpccni.k8sapi.errors import translated
 from vpccni.k8sapi.manifests import (
     cninode_from_manifest,
@@ -35,7 +36,6 @@ from vpccni.k8sapi.podwatch import PodWatcher
 
 log = logging.getLogger(__name__)
 
-MERGE_PATCH = "application/merge-patch+json"
 _CNINODES = (CNINODE_GROUP, CNINODE_VERSION, CNINODE_PLURAL)
 
 
@@ -60,7 +60,7 @@ class KubernetesApi:
             self._api_client.user_agent = settings.user_agent
         # Typed as Any: with _preload_content=False the calls return the raw urllib3 response, not the
         # models their annotations promise (raw JSON keeps unknown fields and skips model validation).
-        self._core: Any = client.CoreV1Api(self._api_client)
+        self._core = CoreV1Requests(self._api_client)
         self._custom: Any = client.CustomObjectsApi(self._api_client)
         self._version: Any = client.VersionApi(self._api_client)
         self._now = now
@@ -115,7 +115,7 @@ class KubernetesApi:
     def get_node(self) -> NodeInfo:
         name = self._settings.node_name
         with translated(f"get node {name}"):
-            resp = self._core.read_node(name, _preload_content=False, _request_timeout=self._timeout)
+            resp = self._core.read_node(name, timeout=self._timeout)
             return node_from_manifest(self._json(resp))
 
     def get_eniconfig(self, name: str) -> EniConfig:
@@ -183,11 +183,7 @@ class KubernetesApi:
             now=self._now(),
         )
         with translated(f"create event {reason} on pod {s.pod_namespace}/{s.pod_name}"):
-            self._discard(
-                self._core.create_namespaced_event(
-                    s.pod_namespace, body, _preload_content=False, _request_timeout=self._timeout
-                )
-            )
+            self._discard(self._core.create_namespaced_event(s.pod_namespace, body, timeout=self._timeout))
 
     def annotate_pod(
         self, *, namespace: str, name: str, annotations: Mapping[str, str | None], resource_version: str = ""
@@ -198,12 +194,7 @@ class KubernetesApi:
         with translated(f"annotate pod {namespace}/{name}"):
             self._discard(
                 self._core.patch_namespaced_pod(
-                    name,
-                    namespace,
-                    {"metadata": metadata},
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
+                    name, namespace, {"metadata": metadata}, timeout=self._timeout
                 )
             )
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vpccni.k8sapi.backoff import DEFAULT_BACKOFF, ReconnectBackoff
+from vpccni.k8sapi.corev1 import CoreV1Requests
 from vpccni.k8sapi.errors import ApiUnavailable, Expired, K8sApiError, translated
 from vpccni.k8sapi.manifests import pod_from_manifest
 from vpccni.k8sapi.podcache import PodCache
@@ -35,7 +36,7 @@ def _lines(resp: Any) -> Iterator[str]:
 class PodWatcher:
     def __init__(
         self,
-        core: Any,  # kubernetes.client.CoreV1Api; raw responses (_preload_content=False)
+        core: CoreV1Requests,
         cache: PodCache,
         *,
         node_name: str,
@@ -115,11 +116,7 @@ class PodWatcher:
 
     def _relist(self) -> str:
         with translated("list pods on this node"):
-            resp = self._core.list_pod_for_all_namespaces(
-                field_selector=self._selector,
-                _preload_content=False,
-                _request_timeout=self._request_timeout_s,
-            )
+            resp = self._core.list_pods(field_selector=self._selector, timeout=self._request_timeout_s)
             body = json.loads(resp.data)
             resp.release_conn()
         rv = str(body.get("metadata", {}).get("resourceVersion", ""))
@@ -132,15 +129,14 @@ class PodWatcher:
         """One watch request; returns the resourceVersion to resume from and how many events arrived."""
         received = 0
         with translated("watch pods on this node"):
-            resp = self._core.list_pod_for_all_namespaces(
+            resp = self._core.list_pods(
                 field_selector=self._selector,
                 resource_version=rv,
                 allow_watch_bookmarks=True,
                 timeout_seconds=self._watch_timeout_s,
                 watch=True,
-                _preload_content=False,
                 # The read timeout bounds how long a silently dead server can hold the watch.
-                _request_timeout=(self._request_timeout_s, self._watch_timeout_s + self._request_timeout_s),
+                timeout=(self._request_timeout_s, self._watch_timeout_s + self._request_timeout_s),
             )
             with self._resp_lock:
                 self._resp = resp

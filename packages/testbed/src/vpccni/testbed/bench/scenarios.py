@@ -8,6 +8,8 @@ import json
 import logging
 import subprocess
 import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from vpccni.testbed.bench.harness import (
     percentile,
     wait_pool,
 )
+from vpccni.testbed.cluster import Cluster
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.noderunner import NodeRunner
 
@@ -72,6 +75,19 @@ class Run:
     def say(self, text: str) -> None:
         print(text, flush=True)
 
+    def node(
+        self, *, instance_type: str, env: Mapping[str, str] | None = None
+    ) -> AbstractContextManager[tuple[Cluster, NodeRunner]]:
+        """A fresh cluster and one agent node with this run's latency, shim, workdir and state dir."""
+        return bench_node(
+            workdir=self.workdir,
+            state_dir=self.state_dir,
+            shim=self.shim,
+            latency=self.plan.latency,
+            instance_type=instance_type,
+            env=env,
+        )
+
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
@@ -98,16 +114,7 @@ def single_pod(run: Run) -> None:
     adds: list[float] = []
     dels: list[float] = []
     waited = 0
-    with bench_node(
-        workdir=run.workdir,
-        state_dir=run.state_dir,
-        shim=run.shim,
-        latency=run.plan.latency,
-        instance_type=BURST_INSTANCE,
-    ) as (
-        _,
-        runner,
-    ):
+    with run.node(instance_type=BURST_INSTANCE) as (_, runner):
         for round_no in range(run.plan.single_rounds):
             wait_pool(runner, min_free=run.plan.single_per_round)
             pods = []
@@ -147,14 +154,7 @@ def single_pod(run: Run) -> None:
 def burst30(run: Run) -> None:
     """30 ADDs at once on a warm m5.4xlarge. WARM_IP_TARGET keeps 32 addresses free beforehand (the default
     WARM_ENI_TARGET=1 keeps 29 there, and the 30th ADD would measure an ENI attachment instead)."""
-    with bench_node(
-        workdir=run.workdir,
-        state_dir=run.state_dir,
-        shim=run.shim,
-        latency=run.plan.latency,
-        instance_type=BURST_INSTANCE,
-        env=dict(BURST30_ENV),
-    ) as (_, runner):
+    with run.node(instance_type=BURST_INSTANCE, env=dict(BURST30_ENV)) as (_, runner):
         pool = wait_pool(runner, min_free=30)
         results = add_many(runner, [f"b30-{i}" for i in range(30)], workers=30)
         delete_all(runner)
@@ -175,14 +175,7 @@ def burst30(run: Run) -> None:
 def burst(run: Run, *, mode: str, env: dict[str, str], sample: bool = False) -> dict[str, Any]:
     """`burst_size` pods at once on a fresh m5.4xlarge right after the agent serves."""
     n = run.plan.burst_size
-    with bench_node(
-        workdir=run.workdir,
-        state_dir=run.state_dir,
-        shim=run.shim,
-        latency=run.plan.latency,
-        instance_type=BURST_INSTANCE,
-        env=env,
-    ) as (cluster, runner):
+    with run.node(instance_type=BURST_INSTANCE, env=env) as (cluster, runner):
         sampler = PoolSampler(runner=runner).start() if sample else None
         started_wall = time.time()
         started = time.monotonic()
@@ -260,14 +253,10 @@ def churn(run: Run) -> None:
     cooldown, not the CNI path, would be measured, and 10,000 pairs would take well over an hour; 5 s still
     bounds it at ~11 pairs/s)."""
     pairs = run.plan.churn_pairs
-    with bench_node(
-        workdir=run.workdir,
-        state_dir=run.state_dir,
-        shim=run.shim,
-        latency=run.plan.latency,
-        instance_type=BURST_INSTANCE,
-        env={"IP_COOLDOWN_PERIOD": str(CHURN_COOLDOWN_S)},
-    ) as (_, runner):
+    with run.node(instance_type=BURST_INSTANCE, env={"IP_COOLDOWN_PERIOD": str(CHURN_COOLDOWN_S)}) as (
+        _,
+        runner,
+    ):
         wait_pool(runner)
         rss_before = runner.rss_mib()
         rules_before, veths_before = len(_rule_lines(runner)), len(_veths(runner))
@@ -331,16 +320,7 @@ def churn(run: Run) -> None:
 def rss_and_restart(run: Run) -> None:
     """ipamd's RSS at 0, 110 and 250 pods (m5.16xlarge), then SIGTERM and the time until a restarted agent
     serves again with the 250-entry checkpoint (and restored every assignment)."""
-    with bench_node(
-        workdir=run.workdir,
-        state_dir=run.state_dir,
-        shim=run.shim,
-        latency=run.plan.latency,
-        instance_type=RSS_INSTANCE,
-    ) as (
-        _,
-        runner,
-    ):
+    with run.node(instance_type=RSS_INSTANCE) as (_, runner):
         wait_pool(runner)
         rss = {0: runner.rss_mib()}
         have = 0

@@ -287,14 +287,8 @@ class DataStore:
 
         if known is not None:
 
-            def commit_known() -> None:
-                try:  # the first ADD of this key may still be waiting for its write
-                    self._commit(version)
-                except Exception as exc:
-                    raise CheckpointWriteFailed(
-                        f"could not record {who} in the checkpoint ({exc}): check free space and "
-                        "permissions of the backing store"
-                    ) from exc
+            def commit_known() -> None:  # the first ADD of this key may still be waiting for its write
+                self._record(version, what=who)
 
             return view, commit_known
 
@@ -303,13 +297,7 @@ class DataStore:
                 self._unassign(addr, cooldown=False)
 
         def commit() -> None:
-            try:
-                self._commit(version, roll_back)
-            except Exception as exc:  # any failure: the change must not stand unrecorded
-                raise CheckpointWriteFailed(
-                    f"could not record {who} in the checkpoint ({exc}); the assignment was rolled back: "
-                    "check free space and permissions of the backing store"
-                ) from exc
+            self._record(version, roll_back, what=who, outcome="; the assignment was rolled back")
 
         return view, commit
 
@@ -359,13 +347,9 @@ class DataStore:
             if addr.key is None and addr.serial == serial and not addr.cidr.removed:
                 self._reassign(addr, released)
 
-        try:
-            self._commit(version, roll_back)
-        except Exception as exc:  # any failure: the change must not stand unrecorded
-            raise CheckpointWriteFailed(
-                f"could not record the release of {released.ipv4} in the checkpoint ({exc}); it stays "
-                "assigned: check free space and permissions of the backing store"
-            ) from exc
+        self._record(
+            version, roll_back, what=f"the release of {released.ipv4}", outcome="; it stays assigned"
+        )
         return released
 
     def lookup(self, key: IPAMKey) -> AssignedAddress | None:
@@ -634,6 +618,19 @@ class DataStore:
     def _current_version(self) -> int:
         with self._lock:
             return self._version
+
+    def _record(
+        self, version: int, roll_back: Callable[[], None] | None = None, *, what: str, outcome: str = ""
+    ) -> None:
+        """`_commit` for a pod's change: any failure becomes CheckpointWriteFailed saying what was not
+        recorded and what became of the change (the change must not stand unrecorded)."""
+        try:
+            self._commit(version, roll_back)
+        except Exception as exc:
+            raise CheckpointWriteFailed(
+                f"could not record {what} in the checkpoint ({exc}){outcome}: check free space and "
+                "permissions of the backing store"
+            ) from exc
 
     def _commit(
         self, version: int, roll_back: Callable[[], None] | None = None, *, force: bool = False

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from vpccni.awsutils.ec2api import Boto3EC2Api, Ec2ClientConfig, Ec2InstanceTypeSource, make_boto3_client
 from vpccni.awsutils.errors import Ec2Error as InvalidSubnetError
 from vpccni.awsutils.errors import EniNotFoundError
@@ -16,19 +13,6 @@ from vpccni.awsutils.ratelimit import Ec2RateLimiter, RateLimitConfig
 from vpccni.awsutils.testing import FakeClock, RecordingObserver
 
 REGION = "us-west-2"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_EC2", raising=False)
-    with mock_aws():
-        yield boto3.client("ec2", region_name=REGION)
 
 
 def test_config_from_env() -> None:
@@ -55,9 +39,9 @@ def test_boto3_client_uses_standard_retries_and_timeouts() -> None:
     assert "amazon-vpc-cni-k8s/v1.23.1" in config.user_agent_extra
 
 
-def test_calls_are_observed_limited_and_errors_typed(aws: Any) -> None:
-    vpc = aws.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = aws.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/28")["Subnet"]["SubnetId"]
+def test_calls_are_observed_limited_and_errors_typed(moto_ec2: Any) -> None:
+    vpc = moto_ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = moto_ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/28")["Subnet"]["SubnetId"]
     observer = RecordingObserver()
     clock = FakeClock()
     limiter = Ec2RateLimiter(
@@ -103,7 +87,7 @@ def test_describe_pages_through_next_token() -> None:
     assert seen[0]["MaxResults"] == 1000 and "NextToken" not in seen[0] and seen[1]["NextToken"] == "t1"
 
 
-def test_instance_type_fallback_through_describe_instance_types(aws: Any) -> None:
+def test_instance_type_fallback_through_describe_instance_types(moto_ec2: Any) -> None:
     api = Boto3EC2Api(Ec2ClientConfig(region=REGION))
     record = Ec2InstanceTypeSource(api).describe_instance_type("m5.large")
     assert record is not None and record["NetworkInfo"]["MaximumNetworkInterfaces"] == 3

@@ -7,7 +7,6 @@ import ast
 import inspect
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -16,7 +15,6 @@ import botocore.session
 import pytest
 from botocore.model import ServiceModel, Shape
 from botocore.serialize import create_serializer
-from moto import mock_aws
 from vpccni.awsutils import ec2api
 from vpccni.awsutils.ec2api import Boto3EC2Api, Ec2ClientConfig, make_boto3_client
 from vpccni.awsutils.ec2model import (
@@ -176,19 +174,6 @@ def test_the_client_loads_the_trimmed_data_first(monkeypatch: pytest.MonkeyPatch
         > 500
     )
     assert isinstance(loader, botocore.loaders.Loader)
-
-
-@pytest.fixture
-def moto_ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_EC2", raising=False)
-    with mock_aws():
-        yield boto3.client("ec2", region_name=REGION)
 
 
 def test_responses_parse_as_with_the_full_model(moto_ec2: Any) -> None:

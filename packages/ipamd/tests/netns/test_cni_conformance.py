@@ -32,7 +32,7 @@ from vpccni.ipamd.cni.result import dummy_interface_name
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips, serve_in_netns
 from vpccni.ipamd.pool.status import GrowthState
-from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.names import attachment_veth_name, host_veth_name
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns
 from vpccni.networkutils.pod import PodWiring
@@ -283,6 +283,44 @@ def test_del_leaves_the_veth_to_the_netns_and_the_same_pod_can_be_added_again(no
     node.cni("CHECK", pod, node.conf("1.0.0", prevResult=second)).ok()
     assert {link["ifname"] for link in _ip_json(old_netns, "link", "show")} == {"lo"}
     node.cni("DEL", pod, node.conf("1.0.0", prevResult=second)).ok()
+    node.assert_clean()
+
+
+def _pings(node: Node, address: str) -> bool:
+    """From an address of the node (ipamd's namespace) to a pod, and back through the pod's veth."""
+    _ip("-n", node.name, "link", "set", "lo", "up")
+    _ip("-n", node.name, "addr", "replace", "10.0.0.5/32", "dev", "lo")
+    done = subprocess.run(["ip", "netns", "exec", node.name, "busybox", "ping", "-c1", "-W2", address],
+                          capture_output=True, check=False)  # fmt: skip
+    return done.returncode == 0
+
+
+def test_two_live_sandboxes_of_one_pod_and_a_second_interface_keep_each_others_network(node: Node) -> None:
+    old = node.new_pod("sandbox")
+    new = node.new_pod("recreated")
+    new.name = old.name  # the same pod's next sandbox, while the first one still lives
+    first = node.cni("ADD", old, node.conf("1.0.0")).result()
+    second = node.cni("ADD", new, node.conf("1.0.0")).result()
+    eth1 = node.cni("ADD", old, node.conf("1.0.0"), CNI_IFNAME="eth1").result()
+    assert first["interfaces"][0]["name"] == old.veth
+    assert second["interfaces"][0]["name"] == attachment_veth_name(new.container_id, "eth0")
+    assert eth1["interfaces"][0]["name"] == host_veth_name(old.namespace, old.name, index=1)
+    assert len(node.links()) == 3
+    node.cni("CHECK", old, node.conf("1.0.0", prevResult=first)).ok()
+    node.cni("CHECK", new, node.conf("1.0.0", prevResult=second)).ok()
+    node.cni("CHECK", old, node.conf("1.0.0", prevResult=eth1), CNI_IFNAME="eth1").ok()
+    addresses = [r["ips"][0]["address"].split("/")[0] for r in (first, second, eth1)]
+    assert [_pings(node, a) for a in addresses] == [True, True, True], addresses
+    # The pod keeps its default route on eth0; eth1 answers through its own table (169.254.1.2).
+    assert [(r["dst"], r["dev"]) for r in _ip_json(old.netns, "route", "show")
+            if r["dst"] == "default"] == [("default", "eth0")]  # fmt: skip
+    node.cni("DEL", old, node.conf("1.0.0", prevResult=eth1), CNI_IFNAME="eth1").ok()
+    node.cni("DEL", old, node.conf("1.0.0", prevResult=first), CNI_NETNS=None).ok()
+    node.cni("CHECK", new, node.conf("1.0.0", prevResult=second)).ok()
+    assert _pings(node, addresses[1])
+    node.cni("DEL", new, node.conf("1.0.0", prevResult=second)).ok()
+    node.remove_pod_namespaces()
+    node.wait_no_links()
     node.assert_clean()
 
 

@@ -25,6 +25,7 @@ from vpccni.ipamd.datastore.model import IPAMKey, NoAddressAvailable, PodMetadat
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.ports import AllocationRestorePort, EniRecord
+from vpccni.networkutils.names import attachment_veth_name, host_veth_name
 
 # A file as upstream's Go ipamd writes it (compact JSON), including a legacy entry migrated from the CRI.
 UPSTREAM_FILE = (
@@ -38,12 +39,12 @@ UPSTREAM_FILE = (
 )
 
 
-def entry(n: int, ip: str, *, name: str | None = None) -> CheckpointEntry:
+def entry(n: int, ip: str, *, name: str | None = None, namespace: str = "ns") -> CheckpointEntry:
     return CheckpointEntry(
         key=IPAMKey(network_name="aws-cni", container_id=f"c{n}", ifname="eth0"),
         ipv4=IPv4Address(ip),
         allocation_timestamp_ns=1_700_000_000_000_000_000 + n,
-        metadata=PodMetadata(namespace="ns", name=name if name is not None else f"pod-{n}"),
+        metadata=PodMetadata(namespace=namespace, name=name if name is not None else f"pod-{n}"),
     )
 
 
@@ -117,7 +118,7 @@ def test_restore_upstream_file_unchanged(tmp_path: Path) -> None:
     ck = FileCheckpointer(path)
     ds = _node(ck)
     released: list[IPv4Address] = []
-    report = restore(ds, ck, host_veth_exists=lambda ns, name: True, release_rules=released.append)
+    report = restore(ds, ck, host_veth_exists=lambda e: True, release_rules=released.append)
     assert len(report.restored) == 2 and not report.stale and not report.veth_gone and not released
     assert json.loads(path.read_bytes()) == json.loads(
         UPSTREAM_FILE.replace(b'"coredns-1"}', b'"coredns-1","interfacesCount":1}')
@@ -149,9 +150,9 @@ def test_restore_drops_gone_veths_and_stale_ips() -> None:
     released: list[IPv4Address] = []
     seen: list[tuple[str, str]] = []
 
-    def veth_exists(ns: str, name: str) -> bool:
-        seen.append((ns, name))
-        return name != "gone"
+    def veth_exists(e: CheckpointEntry) -> bool:
+        seen.append((e.metadata.namespace, e.metadata.name))
+        return e.metadata.name != "gone"
 
     report = restore(ds, ck, host_veth_exists=veth_exists, release_rules=released.append)
     assert [e.ipv4 for e in report.veth_gone] == [IPv4Address("10.0.1.24")]
@@ -172,7 +173,7 @@ def test_restore_into_prefix_places_exact_addresses() -> None:
     ds = DataStore(checkpointer=ck, prefix_delegation=True, clock=FakeClock())
     ds.add_eni(EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.1.10")))
     ds.add_cidrs("eni-1", [IPv4Network("10.0.2.0/28")], is_prefix=True)
-    report = restore(ds, ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None)
+    report = restore(ds, ck, host_veth_exists=lambda e: True, release_rules=lambda ip: None)
     assert len(report.restored) == 2
     handed = {
         ds.assign(IPAMKey(network_name="n", container_id=str(i), ifname="eth0"), PodMetadata()).ipv4
@@ -183,7 +184,7 @@ def test_restore_into_prefix_places_exact_addresses() -> None:
 
 def test_restore_without_file_is_a_fresh_node() -> None:
     ck = MemoryCheckpointer()
-    report = restore(_node(ck), ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None)
+    report = restore(_node(ck), ck, host_veth_exists=lambda e: True, release_rules=lambda ip: None)
     assert report.restored == () and ck.data is None
 
 
@@ -191,7 +192,7 @@ def test_restorer_is_node_inits_restore_port() -> None:
     ck = MemoryCheckpointer(encode([entry(1, "10.0.1.23"), entry(2, "10.9.9.9")]))
     ds = _node(ck)
     restorer = CheckpointRestorer(
-        datastore=ds, checkpointer=ck, host_veth_exists=lambda ns, name: True, release_rules=lambda ip: None
+        datastore=ds, checkpointer=ck, host_veth_exists=lambda e: True, release_rules=lambda ip: None
     )
     port: AllocationRestorePort = restorer
     assert port.restore_allocations() == 1
@@ -202,9 +203,40 @@ def test_host_veth_checker_matches_the_sha1_suffix_under_any_prefix() -> None:
     # sha1("default.nginx-abc")[:11], as upstream names the host veth
     digest = hashlib.sha1(b"default.nginx-abc").hexdigest()[:11]
     exists = host_veth_checker(["lo", "eth0", f"eni{digest}", "cali0123456789a"])
-    assert exists("default", "nginx-abc")
-    assert not exists("default", "nginx-xyz")
-    assert host_veth_checker([f"abcd{digest}"])("default", "nginx-abc")  # another AWS_VPC_K8S_CNI_VETHPREFIX
+    assert exists(entry(1, "10.0.1.23", name="nginx-abc", namespace="default"))
+    assert not exists(entry(1, "10.0.1.23", name="nginx-xyz", namespace="default"))
+    # another AWS_VPC_K8S_CNI_VETHPREFIX
+    assert host_veth_checker([f"abcd{digest}"])(entry(1, "10.0.1.23", name="nginx-abc", namespace="default"))
+
+
+def test_a_recorded_host_veth_is_written_read_back_and_checked_by_its_own_name() -> None:
+    own = attachment_veth_name("c2", "eth0")
+    recorded = CheckpointEntry(
+        key=IPAMKey(network_name="aws-cni", container_id="c2", ifname="eth0"),
+        ipv4=IPv4Address("10.0.1.30"),
+        allocation_timestamp_ns=1,
+        metadata=PodMetadata(namespace="ns", name="web", host_veth=own),
+    )
+    plain = entry(1, "10.0.1.23")
+    data = encode([plain, recorded])
+    assert b"vpccniHostVeth" in data and data.count(b"vpccniHostVeth") == 1  # upstream's entries unchanged
+    assert decode(data) == (plain, recorded)
+    # the pod's upstream-named veth belongs to its other sandbox: this entry lives by its own name
+    exists = host_veth_checker([host_veth_name("ns", "web")])
+    assert not exists(recorded)
+    assert host_veth_checker([own])(recorded)
+    nameless = CheckpointEntry(
+        key=IPAMKey(network_name="aws-cni", container_id="c3", ifname="eth0"), ipv4=IPv4Address("10.0.1.31"),
+        allocation_timestamp_ns=1, metadata=PodMetadata(host_veth=attachment_veth_name("c3", "eth0")),
+    )  # fmt: skip
+    assert not host_veth_checker([host_veth_name("", "")])(nameless)
+    # a second interface eth1 lives by its own index
+    eth1 = CheckpointEntry(
+        key=IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth1"), ipv4=IPv4Address("10.0.1.32"),
+        allocation_timestamp_ns=1, metadata=PodMetadata(namespace="ns", name="web"),
+    )  # fmt: skip
+    assert not exists(eth1)
+    assert host_veth_checker([host_veth_name("ns", "web", index=1)])(eth1)
 
 
 def test_file_writes_reuse_each_entrys_json_and_match_a_fresh_encoding(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ class Allocation:
     device_number: int
     route_table: int
     eni_id: str
+    host_veth: str = ""  # the pod's host veth when it is not upstream's name (PodMetadata.host_veth)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +136,7 @@ class Allocator:
         pod_name: str,
         timeout_s: float | None = None,
         interfaces_count: int = 1,
+        host_veth: str = "",
     ) -> Allocation:
         """The pod's address (the same one again for a repeated ADD), in the checkpoint on return.
 
@@ -142,7 +144,9 @@ class Allocator:
         (with the reason) or NotReady.
         """
         key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
-        meta = PodMetadata(namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count)
+        meta = PodMetadata(
+            namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count, host_veth=host_veth
+        )
         return _allocation(self._take(key, meta, timeout_s, lambda: self._ds.assign(key, meta)))
 
     def assign_pending(
@@ -155,11 +159,14 @@ class Allocator:
         pod_name: str,
         timeout_s: float | None = None,
         interfaces_count: int = 1,
+        host_veth: str = "",
     ) -> PendingAllocation:
         """`assign`, returning while the checkpoint write still runs: the CNI endpoint wires the pod
         meanwhile and calls `wait_written()` before it answers."""
         key = IPAMKey(network_name=network, container_id=container_id, ifname=ifname)
-        meta = PodMetadata(namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count)
+        meta = PodMetadata(
+            namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count, host_veth=host_veth
+        )
         written: list[Future[None]] = []
 
         def take() -> AssignedAddress:
@@ -270,4 +277,5 @@ def _allocation(a: AssignedAddress) -> Allocation:
         device_number=a.device_number,
         route_table=route_table_id(a.device_number, a.network_card),
         eni_id=a.eni_id,
+        host_veth=a.metadata.host_veth,
     )

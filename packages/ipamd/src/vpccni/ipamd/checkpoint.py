@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
-from vpccni.networkutils.names import HASH_LEN, host_veth_name
+from vpccni.networkutils.names import HASH_LEN, host_veth_name, interface_index
 
 if TYPE_CHECKING:
     from vpccni.ipamd.datastore.store import DataStore
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = "vpc-cni-ipam/1"
+HOST_VETH_KEY = "vpccniHostVeth"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,14 @@ _TAIL = b"]}"
 
 def encode_entry(e: CheckpointEntry) -> bytes:
     """One allocation as upstream writes it (Go encoding/json: compact, keys in struct order)."""
+    metadata: dict[str, object] = {
+        "k8sPodNamespace": e.metadata.namespace,
+        "k8sPodName": e.metadata.name,
+        "interfacesCount": e.metadata.interfaces_count,
+    }
+    if e.metadata.host_veth:
+        # Only where the name is not upstream's: upstream's reader ignores the extra key.
+        metadata[HOST_VETH_KEY] = e.metadata.host_veth
     return json.dumps(
         {
             "networkName": e.key.network_name,
@@ -68,11 +77,7 @@ def encode_entry(e: CheckpointEntry) -> bytes:
             "ifName": e.key.ifname,
             "ipv4": str(e.ipv4),
             "allocationTimestamp": e.allocation_timestamp_ns,
-            "metadata": {
-                "k8sPodNamespace": e.metadata.namespace,
-                "k8sPodName": e.metadata.name,
-                "interfacesCount": e.metadata.interfaces_count,
-            },
+            "metadata": metadata,
         },
         separators=(",", ":"),
     ).encode()
@@ -126,6 +131,7 @@ def _decode_entry(raw: Any) -> CheckpointEntry | None:
             namespace=str(meta.get("k8sPodNamespace", "")),
             name=str(meta.get("k8sPodName", "")),
             interfaces_count=int(meta.get("interfacesCount") or 1),
+            host_veth=str(meta.get(HOST_VETH_KEY) or ""),
         ),
     )
 
@@ -182,16 +188,20 @@ class FileCheckpointer:
         return _HEAD + b",".join(parts) + _TAIL
 
 
-def host_veth_checker(link_names: Iterable[str]) -> Callable[[str, str], bool]:
-    """Upstream's test for "the pod's veth still exists": some host link ends with sha1(ns.name)[:11].
+def host_veth_checker(link_names: Iterable[str]) -> Callable[[CheckpointEntry], bool]:
+    """Upstream's test for "the pod's veth still exists": some host link ends with sha1(ns.name)[:11], or
+    with the hash of the name the entry records (`PodMetadata.host_veth`).
 
     Matching the suffix (not the whole name) keeps pods whose veth was made under another
     AWS_VPC_K8S_CNI_VETHPREFIX. Takes the host's link names once, so each lookup is O(1).
     """
     suffixes = {name[-HASH_LEN:] for name in link_names if len(name) > HASH_LEN}
 
-    def exists(namespace: str, pod: str) -> bool:
-        return host_veth_name(namespace, pod)[-HASH_LEN:] in suffixes
+    def exists(entry: CheckpointEntry) -> bool:
+        pod = entry.metadata
+        index = interface_index(entry.key.ifname)
+        name = pod.host_veth or host_veth_name(pod.namespace, pod.name, index=index)
+        return name[-HASH_LEN:] in suffixes
 
     return exists
 
@@ -207,12 +217,12 @@ def restore(
     datastore: DataStore,
     checkpointer: Checkpointer,
     *,
-    host_veth_exists: Callable[[str, str], bool],
+    host_veth_exists: Callable[[CheckpointEntry], bool],
     release_rules: Callable[[IPv4Address], None],
 ) -> RestoreReport:
     """Re-mark checkpointed pods assigned; run after every ENI and CIDR has been added to `datastore`.
 
-    Entries whose pod veth is gone (`host_veth_exists(namespace, name)` false) are dropped and their leftover
+    Entries whose pod veth is gone (`host_veth_exists(entry)` false) are dropped and their leftover
     ip rules released; entries whose IP is on no ENI are dropped as stale. The file is then rewritten.
     """
     entries = checkpointer.read()
@@ -222,8 +232,10 @@ def restore(
     present: list[CheckpointEntry] = []
     gone: list[CheckpointEntry] = []
     for entry in entries:
-        # Without a pod name the veth name cannot be derived; keep the entry rather than lose a live pod.
-        if entry.metadata.name and not host_veth_exists(entry.metadata.namespace, entry.metadata.name):
+        # Without a pod name or a recorded veth the veth name cannot be derived (an upstream-written entry):
+        # keep the entry rather than lose a live pod.
+        knowable = bool(entry.metadata.name or entry.metadata.host_veth)
+        if knowable and not host_veth_exists(entry):
             _log.info(
                 "dropping checkpointed %s of %s/%s: its host veth is gone",
                 entry.ipv4,
@@ -257,7 +269,7 @@ class CheckpointRestorer:
         *,
         datastore: DataStore,
         checkpointer: Checkpointer,
-        host_veth_exists: Callable[[str, str], bool],
+        host_veth_exists: Callable[[CheckpointEntry], bool],
         release_rules: Callable[[IPv4Address], None],
     ) -> None:
         self._datastore = datastore

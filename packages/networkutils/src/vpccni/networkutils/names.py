@@ -16,13 +16,38 @@ def host_veth_name(namespace: str, pod: str, *, index: int = 0, prefix: str = DE
 
     Calico, the network policy agent and the checkpoint all match on this name, so it must equal upstream's.
     """
+    name = pod if index == 0 else f"{pod}.{index}"
+    return _hashed_name(prefix, f"{namespace}.{name}")
+
+
+def interface_index(ifname: str) -> int:
+    """The pod interface's index: N for `eth<N>`, 0 for any other name.
+
+    Index 0 owns the pod's main table and default route; `eth1`, `eth2`... get their own gateway
+    169.254.1.(N+1), pod table N and host veth name, as upstream numbers a multi-NIC pod's interfaces.
+    So a second interface never takes the first one's default route, gateway or veth name.
+    """
+    if ifname.startswith("eth") and ifname[3:].isdigit() and ifname[3:] == str(int(ifname[3:])):
+        return int(ifname[3:])
+    return 0
+
+
+def attachment_veth_name(container_id: str, ifname: str, *, prefix: str = DEFAULT_VETH_PREFIX) -> str:
+    """`<prefix><sha1("<container id>/<ifname>")[:11]>`: a name of one attachment alone.
+
+    For an attachment whose upstream name another live attachment holds (a second interface of the pod, a
+    sandbox recreated while the old one lives) and for pods without a name. Kubernetes names cannot
+    contain "/", so it never equals an upstream name but by a 44-bit hash collision.
+    """
+    return _hashed_name(prefix, f"{container_id}/{ifname}")
+
+
+def _hashed_name(prefix: str, text: str) -> str:
     if not prefix or len(prefix) > MAX_PREFIX_LEN:
         raise ValueError(
             f"veth prefix {prefix!r} must be 1-{MAX_PREFIX_LEN} characters (AWS_VPC_K8S_CNI_VETHPREFIX)"
         )
-    name = pod if index == 0 else f"{pod}.{index}"
-    digest = hashlib.sha1(f"{namespace}.{name}".encode()).hexdigest()
-    return f"{prefix}{digest[:HASH_LEN]}"
+    return prefix + hashlib.sha1(text.encode()).hexdigest()[:HASH_LEN]
 
 
 def random_local_mac(randbytes: Callable[[int], bytes] = secrets.token_bytes) -> str:

@@ -130,6 +130,10 @@ class PodWiring:
             gateway=spec.gateway,
         )
 
+    def host_veth_exists(self, name: str) -> bool:
+        """Whether the host has a link called `name` (`ip link show <name>`)."""
+        return self._host.link(name) is not None
+
     # -- unwire ---------------------------------------------------------------------------------------------
     def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
         """Remove what `wire` added; idempotent, and fine when the pod namespace or the veth is already gone.

@@ -34,14 +34,14 @@ class PodAddressAllocator(Protocol):
 
     def assign(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, host_veth: str = "",
     ) -> Allocation:  # fmt: skip
         """A free address for the pod; raises ``NoAddressError`` (``retryable``) or ``NotReady``."""
         ...
 
     def assign_pending(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, host_veth: str = "",
     ) -> PendingAllocation:  # fmt: skip
         """`assign` with the checkpoint write still running: wire the pod meanwhile, then `wait_written()`
         before answering (it raises when the write failed, the address then already given back)."""
@@ -73,6 +73,8 @@ class PodNetwork(Protocol):
         ...
 
     def verify(self, netns_fd: int, spec: PodInterface) -> list[str]: ...
+
+    def host_veth_exists(self, name: str) -> bool: ...
 
 
 class HostPodRules(Protocol):

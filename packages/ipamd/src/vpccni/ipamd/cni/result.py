@@ -57,6 +57,7 @@ class PreviousAttachment:
     ipv4: IPv4Address
     route_table: int
     vlan_id: int = 0
+    host_veth: str = ""  # the host-side interface (no sandbox), when the result names one
 
 
 def read_prev_result(current: dict[str, Any], ifname: str) -> PreviousAttachment | None:
@@ -64,6 +65,7 @@ def read_prev_result(current: dict[str, Any], ifname: str) -> PreviousAttachment
     interfaces = [i for i in current.get("interfaces") or [] if isinstance(i, dict)]
     container = next((i for i in interfaces if i.get("name") == ifname), None)
     dummy = next((i for i in interfaces if str(i.get("name", "")).startswith(DUMMY_PREFIX)), None)
+    host = next((i for i in interfaces if not i.get("sandbox") and i is not dummy), None)
     ipv4 = None
     for ip in current.get("ips") or []:
         try:
@@ -79,4 +81,5 @@ def read_prev_result(current: dict[str, Any], ifname: str) -> PreviousAttachment
         vlan = int(dummy.get("mac", "0")) if dummy else 0
     except (TypeError, ValueError):
         return None
-    return PreviousAttachment(ipv4=ipv4, route_table=table, vlan_id=vlan)
+    host_veth = str(host.get("name") or "") if host else ""
+    return PreviousAttachment(ipv4=ipv4, route_table=table, vlan_id=vlan, host_veth=host_veth)

@@ -26,10 +26,16 @@ from vpccni.ipamd.cni.ports import (
     NotReady,
     PendingAllocation,
     PodAddressAllocator,
+    PodAllocation,
     PodNetwork,
 )
 from vpccni.ipamd.cni.result import build_result, read_prev_result
-from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.names import (
+    DEFAULT_VETH_PREFIX,
+    attachment_veth_name,
+    host_veth_name,
+    interface_index,
+)
 from vpccni.networkutils.pod import PodInterface
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,13 @@ class _Pod:
     name: str
 
     @property
+    def index(self) -> int:
+        return interface_index(self.ifname)
+
+    def upstream_veth(self, prefix: str) -> str:
+        return host_veth_name(self.namespace, self.name, index=self.index, prefix=prefix)
+
+    @property
     def label(self) -> str:
         who = f"{self.namespace}/{self.name}" if self.name else "(no pod name)"
         return f"pod {who} (container {self.container_id}, {self.ifname})"
@@ -85,6 +98,8 @@ class CniService:
         self._settings = settings or ServiceSettings()
         self._is_host_netns = is_host_netns
         self._locks = KeyedLocks()
+        # By upstream host veth name: choosing a name and creating the veth are one step per name.
+        self._veth_locks = KeyedLocks()
 
     # --- dispatch ---------------------------------------------------------------------------------------
 
@@ -131,16 +146,58 @@ class CniService:
             name=request.k8s_args.pod_name,
         )
 
-    def _spec(self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int) -> PodInterface:
-        prefix = conf.veth_prefix if conf is not None else "eni"
+    def _spec(
+        self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = ""
+    ) -> PodInterface:
         mtu = conf.mtu if conf is not None else 9001
         return PodInterface(
-            host_veth=host_veth_name(pod.namespace, pod.name, prefix=prefix),
+            host_veth=host_veth or pod.upstream_veth(_veth_prefix(conf)),
             ipv4=ipv4,
             ifname=pod.ifname,
             route_table=route_table,
             mtu=mtu,
+            index=pod.index,
         )
+
+    # --- host veth names ----------------------------------------------------------------------------------
+
+    def _own_veth_name(self, pod: _Pod, conf: NetConf) -> str:
+        """'' to use upstream's name for the pod, else a name of this attachment alone (recorded with the
+        allocation): upstream's name is taken by another live attachment of the pod, or the pod has no
+        name. Call under the upstream name's lock until the veth exists."""
+        prefix = _veth_prefix(conf)
+        own = attachment_veth_name(pod.container_id, pod.ifname, prefix=prefix)
+        if not pod.name:
+            return own
+        upstream = pod.upstream_veth(prefix)
+        if not self._network.host_veth_exists(upstream):
+            return ""
+        holder = self._veth_holder(upstream, conf, but=(pod.container_id, pod.ifname))
+        if holder is None:
+            return ""  # a leftover of an attachment that is gone: wiring replaces it
+        log.info(
+            "host veth %s belongs to container %s (%s): %s gets %s",
+            upstream, holder.key.container_id, holder.key.ifname, pod.label, own,
+        )  # fmt: skip
+        return own
+
+    def _veth_holder(self, name: str, conf: NetConf | None, *, but: tuple[str, str]) -> PodAllocation | None:
+        """The live allocation, other than the attachment ``but``, whose host veth is called ``name``."""
+        prefix = _veth_prefix(conf)
+        for entry in self._allocator.allocations():
+            if (entry.key.container_id, entry.key.ifname) == but:
+                continue
+            meta = entry.metadata
+            upstream = host_veth_name(meta.namespace, meta.name, index=interface_index(entry.key.ifname),
+                                      prefix=prefix)  # fmt: skip
+            if (entry.allocation.host_veth or upstream) == name:
+                return entry
+        return None
+
+    def _may_delete_veth(self, pod: _Pod, conf: NetConf | None, spec: PodInterface) -> bool:
+        """A veth is deleted by name only when no other live attachment goes by that name (a pod recreated
+        under upstream's name while the old sandbox's DEL was still to come)."""
+        return self._veth_holder(spec.host_veth, conf, but=(pod.container_id, pod.ifname)) is None
 
     def _need_netns(self, command: str, netns_fd: int | None) -> int:
         if netns_fd is None:
@@ -172,18 +229,20 @@ class CniService:
                     f"{pod.label} already has interface {pod.ifname} with {existing.ipv4} on network "
                     f"{pod.network}: the runtime must DEL it before adding it again",
                 )
-            # The assignment's checkpoint write runs while the pod is wired; the answer waits for both.
-            pending = self._assign(pod, request.timeout_s)
-            allocation = pending.allocation
-            spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table)
-            try:
-                wired = self._network.wire(fd, spec)
-            except Exception as exc:
-                log.warning("wiring %s failed, rolling back: %s", pod.label, exc)
-                self._roll_back(pod, spec, fd, pending)
-                raise CNIError(
-                    ErrorCode.INTERNAL, f"failed to set up the network of {pod.label}: {exc}"
-                ) from None
+            with self._veth_locks.hold(pod.upstream_veth(_veth_prefix(conf))):
+                own_veth = self._own_veth_name(pod, conf)
+                # The assignment's checkpoint write runs while the pod is wired; the answer waits for both.
+                pending = self._assign(pod, request.timeout_s, host_veth=own_veth)
+                allocation = pending.allocation
+                spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, own_veth)
+                try:
+                    wired = self._network.wire(fd, spec)
+                except Exception as exc:
+                    log.warning("wiring %s failed, rolling back: %s", pod.label, exc)
+                    self._roll_back(pod, spec, fd, pending)
+                    raise CNIError(
+                        ErrorCode.INTERNAL, f"failed to set up the network of {pod.label}: {exc}"
+                    ) from None
             try:
                 pending.wait_written()
             except Exception as exc:  # the allocator already took the address back
@@ -206,7 +265,7 @@ class CniService:
             )
         return results.convert(self._after_prev_result(result, previous), version)
 
-    def _assign(self, pod: _Pod, shim_timeout_s: float) -> PendingAllocation:
+    def _assign(self, pod: _Pod, shim_timeout_s: float, *, host_veth: str) -> PendingAllocation:
         wait = max(
             0.0, min(self._settings.max_assign_timeout_s, shim_timeout_s - self._settings.deadline_margin_s)
         )
@@ -218,6 +277,7 @@ class CniService:
                 pod_namespace=pod.namespace,
                 pod_name=pod.name,
                 timeout_s=wait,
+                host_veth=host_veth,
             )
         except NotReady as exc:
             raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"ipamd is not ready yet: {exc}") from None
@@ -267,13 +327,14 @@ class CniService:
             )
             spec = None
             if allocation is not None:
-                spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table)
+                spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, allocation.host_veth)
             else:
                 spec = self._spec_from_prev_result(pod, conf, version)
             if spec is not None:
                 try:
                     # With the pod's netns at hand its veth goes with the namespace, as upstream lets it.
                     keep = netns_fd is not None and not self._is_host_netns(netns_fd)
+                    keep = keep or not self._may_delete_veth(pod, conf, spec)
                     self._network.unwire(spec, netns_fd, keep_veth=keep)
                 except Exception as exc:
                     # Keep the address allocated: releasing it with rules left behind could misroute the
@@ -308,7 +369,7 @@ class CniService:
                 prev.ipv4,
             )
             return None
-        return self._spec(pod, conf, prev.ipv4, prev.route_table)
+        return self._spec(pod, conf, prev.ipv4, prev.route_table, prev.host_veth)
 
     # --- CHECK ----------------------------------------------------------------------------------------------
 
@@ -333,9 +394,8 @@ class CniService:
                         f"CHECK: prevResult says {pod.label} has {prev.ipv4} but ipamd allocated "
                         f"{allocation.ipv4}: recreate the pod sandbox",
                     )
-            problems = self._network.verify(
-                fd, self._spec(pod, conf, allocation.ipv4, allocation.route_table)
-            )
+            spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, allocation.host_veth)
+            problems = self._network.verify(fd, spec)
         if problems:
             raise CNIError(
                 ErrorCode.INTERNAL,
@@ -369,9 +429,10 @@ class CniService:
                 namespace=entry.metadata.namespace, name=entry.metadata.name,
             )  # fmt: skip
             with self._locks.hold((pod.container_id, pod.ifname)):
-                spec = self._spec(pod, conf, entry.allocation.ipv4, entry.allocation.route_table)
+                alloc = entry.allocation
+                spec = self._spec(pod, conf, alloc.ipv4, alloc.route_table, alloc.host_veth)
                 try:
-                    self._network.unwire(spec, None)
+                    self._network.unwire(spec, None, keep_veth=not self._may_delete_veth(pod, conf, spec))
                 except Exception as exc:
                     errors.append(f"{pod.label}: {exc}")
                     continue
@@ -390,3 +451,7 @@ class CniService:
                     errors.append(f"rules of {ipv4}: {exc}")
         if errors:
             raise CNIError(ErrorCode.INTERNAL, "GC could not collect everything: " + "; ".join(errors))
+
+
+def _veth_prefix(conf: NetConf | None) -> str:
+    return conf.veth_prefix if conf is not None else DEFAULT_VETH_PREFIX

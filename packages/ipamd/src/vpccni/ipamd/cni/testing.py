@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
@@ -54,7 +55,7 @@ class FakeAllocator:
 
     def assign(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, host_veth: str = "",
     ) -> Allocation:  # fmt: skip
         if not self.ready:
             raise NotReady(self.not_ready_reason)
@@ -70,18 +71,19 @@ class FakeAllocator:
                     status=status,
                     retryable=status.may_grow_soon,
                 )
-            allocation = self._free.pop(0)
-            self._assigned[key] = (PodMetadata(namespace=pod_namespace, name=pod_name), allocation)
+            allocation = replace(self._free.pop(0), host_veth=host_veth)
+            meta = PodMetadata(namespace=pod_namespace, name=pod_name, host_veth=host_veth)
+            self._assigned[key] = (meta, allocation)
             return allocation
 
     def assign_pending(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, host_veth: str = "",
     ) -> PendingAllocation:  # fmt: skip
         """`assign`, "written" at once; `fail_next_write` makes the write fail and gives the address back."""
         allocation = self.assign(
             network=network, container_id=container_id, ifname=ifname, pod_namespace=pod_namespace,
-            pod_name=pod_name, timeout_s=timeout_s,
+            pod_name=pod_name, timeout_s=timeout_s, host_veth=host_veth,
         )  # fmt: skip
         written: Future[None] = Future()
         if self.fail_next_write is not None:
@@ -101,7 +103,7 @@ class FakeAllocator:
             entry = self._assigned.pop(key, None)
             if entry is None:
                 return None
-            self._free.append(entry[1])
+            self._free.append(replace(entry[1], host_veth=""))
             self.released.append((key, reason))
             return entry[1]
 
@@ -168,6 +170,10 @@ class FakePodNetwork:
             self.wired.pop(spec.host_veth, None)
             self._drift.pop(spec.host_veth, None)
             self.unwired.append(spec)
+
+    def host_veth_exists(self, name: str) -> bool:
+        with self._lock:
+            return name in self.wired
 
     def verify(self, netns_fd: int, spec: PodInterface) -> list[str]:
         with self._lock:

@@ -27,6 +27,9 @@ class PodMetadata:
     namespace: str = ""
     name: str = ""
     interfaces_count: int = 1
+    # The host veth's name when it is not upstream's (`networkutils.names.attachment_veth_name`): set for
+    # pods without a name and for an attachment whose upstream name another live attachment holds.
+    host_veth: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

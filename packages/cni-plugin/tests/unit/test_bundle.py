@@ -143,7 +143,7 @@ def _version_add_queued_del(
 ) -> list[tuple[int, object]]:
     """(exit status, stdout JSON or None) of VERSION, ADD (ipamd answering) and DEL (ipamd gone: queued)."""
     netns = tmp_path / "netns"
-    netns.write_text("")
+    netns.symlink_to("/proc/self/ns/uts")  # a namespace file that is not the host network namespace
     conf = {
         "cniVersion": "1.0.0", "name": "aws-cni", "cniSocket": str(tmp_path / "cni.sock"),
         "delQueueDir": str(tmp_path / "queue"), "pluginLogFile": str(tmp_path / "plugin.log"),

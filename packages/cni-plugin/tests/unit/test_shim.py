@@ -22,9 +22,10 @@ RESULT = {
 
 @pytest.fixture
 def node(tmp_path: pathlib.Path) -> dict[str, pathlib.Path]:
-    """A pretend node: socket path, queue dir, log file and a pod 'netns' (any file works in unit tests)."""
+    """A pretend node: socket path, queue dir, log file and a pod 'netns': the shim checks only that it is a
+    namespace file that is not its own network namespace, so another kind of namespace does in unit tests."""
     netns = tmp_path / "netns-pod"
-    netns.write_text("")
+    netns.symlink_to("/proc/self/ns/uts")
     return {
         "sock": tmp_path / "cni.sock",
         "queue": tmp_path / "del-queue",
@@ -143,6 +144,26 @@ def test_hostile_nesting_is_6_not_a_crash(run_shim, node) -> None:
 def test_add_with_a_vanished_netns_is_4(run_shim, node) -> None:
     body = _assert_error(run_shim(_env(node, "ADD", CNI_NETNS=str(node["netns"]) + "-gone"), _conf(node)), 4)
     assert "network namespace is gone" in body["msg"]
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_a_fifo_or_plain_file_as_netns_is_4_without_hanging(run_shim, node, tmp_path, command) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    for path in (fifo, plain):
+        body = _assert_error(run_shim(_env(node, command, CNI_NETNS=str(path)), _conf(node)), 4)
+        assert "is not a namespace file" in body["msg"]
+
+
+def test_del_with_a_fifo_as_netns_still_releases(run_shim, node, tmp_path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with FakeEndpoint(str(node["sock"]), lambda r, fd: None) as endpoint:
+        done = run_shim(_env(node, "DEL", CNI_NETNS=str(fifo)), _conf(node))
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    assert [r.request.has_netns_fd for r in endpoint.received] == [False]
 
 
 def test_own_netns_is_refused(run_shim, node) -> None:

@@ -161,3 +161,61 @@ def test_peer_credentials_of_a_socketpair() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:
         assert wire.peer_credentials(b) == (os.getpid(), os.getuid(), os.getgid())
+
+
+def _full_backlog(path: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A listener nobody accepts on, its backlog filled by idle connections."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    idle = []
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            s.close()
+            return listener, idle
+        idle.append(s)
+
+
+def test_a_full_backlog_is_waited_out_within_the_connect_timeout(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "busy.sock")
+    listener, idle = _full_backlog(path)
+
+    def answer_later() -> None:
+        import time
+
+        time.sleep(0.3)  # the backlog frees up once ipamd accepts again
+        for _ in range(len(idle) + 1):
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            try:
+                request, _fd = wire.recv_request(conn)
+                wire.send_ok(conn, {"got": request.command})
+            except wire.WireError:
+                pass  # one of the idle connections
+            finally:
+                conn.close()
+
+    threading.Thread(target=answer_later, daemon=True).start()
+    try:
+        for s in idle:
+            s.close()  # they stay queued in the backlog until accepted
+        assert wire.call(path, wire.Request(version="0.1.0", command="STATUS"), None) == {"got": "STATUS"}
+    finally:
+        listener.close()
+
+
+def test_a_backlog_that_stays_full_is_unreachable_not_a_hang(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "stuck.sock")
+    listener, idle = _full_backlog(path)
+    try:
+        with pytest.raises(wire.Unreachable) as info:
+            wire.call(path, wire.Request(version="0.1.0", command="STATUS"), None)
+        assert "backlog" in str(info.value)
+    finally:
+        for s in idle:
+            s.close()
+        listener.close()

@@ -408,6 +408,8 @@ def test_status_follows_the_allocator(node: Node) -> None:
         (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_IFNAME": None}),
         (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_ARGS": "K8S_POD_NAME"}),
         (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_NETNS": "/run/netns/does-not-exist"}),
+        # passes the shim's check (a namespace file), refused by ipamd: not a network namespace
+        (ErrorCode.INVALID_ENVIRONMENT_VARIABLES, {}, {"CNI_NETNS": "/proc/self/ns/uts"}),
         (ErrorCode.DECODING_FAILURE, b'{"cniVersion": "1.0.0", ', {}),
         (ErrorCode.INVALID_NETWORK_CONFIG, {"vethPrefix": "toolong"}, {}),
         (ErrorCode.INVALID_NETWORK_CONFIG, {"name": "bad name"}, {}),

@@ -13,6 +13,7 @@ from vpccni.cniplugin.environ import K8sArgs
 from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.cni.delqueue_drain import drain_del_queue
+from vpccni.ipamd.cni.netns_kind import NetnsKind
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, FakePodNetwork, secondary_ips
@@ -35,7 +36,7 @@ class RecordingNetwork(FakePodNetwork):
 def parts(tmp_path: pathlib.Path):
     allocator = FakeAllocator(secondary_ips("10.0.1.10", 4))
     network = RecordingNetwork()
-    service = CniService(allocator=allocator, network=network, is_host_netns=lambda fd: False)
+    service = CniService(allocator=allocator, network=network, classify_netns=lambda fd: NetnsKind.POD)
     settings = EndpointSettings(
         socket_path=str(tmp_path / "run" / "cni.sock"), del_queue_dir=str(tmp_path / "queue"),
         allowed_uids=frozenset({os.getuid()}),

@@ -12,6 +12,7 @@ from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.version import VERSION
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.locks import KeyedLocks
+from vpccni.ipamd.cni.netns_kind import NetnsKind
 from vpccni.ipamd.cni.result import dummy_interface_name
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, FakeHostPodRules, FakePodNetwork, secondary_ips
@@ -19,6 +20,10 @@ from vpccni.ipamd.pool.status import GrowthState
 from vpccni.networkutils.names import host_veth_name
 
 POD_FD = 1001  # fake fds: the fakes never touch them
+
+
+def _host_is(host_fd: int):
+    return lambda fd: NetnsKind.HOST if fd == host_fd else NetnsKind.POD
 
 
 @pytest.fixture
@@ -38,7 +43,9 @@ def rules() -> FakeHostPodRules:
 
 @pytest.fixture
 def service(allocator: FakeAllocator, network: FakePodNetwork, rules: FakeHostPodRules) -> CniService:
-    return CniService(allocator=allocator, network=network, host_rules=rules, is_host_netns=lambda fd: False)
+    return CniService(
+        allocator=allocator, network=network, host_rules=rules, classify_netns=lambda fd: NetnsKind.POD
+    )
 
 
 def _request(command: str, *, container: str = "c1", pod: str = "web-0", version: str = "0.4.0",
@@ -103,7 +110,7 @@ def test_failed_wiring_rolls_back_everything(service, allocator, network) -> Non
 def test_no_address(allocator: FakeAllocator, network, state: GrowthState, code: int) -> None:
     empty = FakeAllocator([])
     empty.exhausted_state = state
-    svc = CniService(allocator=empty, network=network, is_host_netns=lambda fd: False)
+    svc = CniService(allocator=empty, network=network, classify_netns=lambda fd: NetnsKind.POD)
     err = _error(svc.handle, _request("ADD"), POD_FD)
     assert err.code == code and "failed to assign an IP address to pod default/web-0" in err.msg
     assert network.wired == {}
@@ -124,7 +131,7 @@ def test_version_skew_is_refused(service: CniService) -> None:
 
 @pytest.mark.parametrize("fd", [None, 7])
 def test_add_needs_a_pod_netns_that_is_not_ours(allocator, network, fd) -> None:
-    svc = CniService(allocator=allocator, network=network, is_host_netns=lambda f: f == 7)
+    svc = CniService(allocator=allocator, network=network, classify_netns=_host_is(7))
     err = _error(svc.handle, _request("ADD"), fd)
     assert err.code == ErrorCode.INVALID_ENVIRONMENT_VARIABLES
     assert allocator.free == 3
@@ -147,7 +154,7 @@ def test_del_with_the_pod_netns_leaves_the_veth_to_it_and_without_deletes_it(
     allocator: FakeAllocator, network: FakePodNetwork
 ) -> None:
     own_fd = 7  # stands for ipamd's own namespace
-    service = CniService(allocator=allocator, network=network, is_host_netns=lambda fd: fd == own_fd)
+    service = CniService(allocator=allocator, network=network, classify_netns=_host_is(own_fd))
     service.handle(_request("ADD", container="a", pod="a"), POD_FD)
     service.handle(_request("ADD", container="b", pod="b"), POD_FD + 1)
     service.handle(_request("ADD", container="c", pod="c"), POD_FD + 2)

@@ -10,6 +10,7 @@ from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.version import VERSION
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+from vpccni.ipamd.cni.netns_kind import NetnsKind
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips
 from vpccni.networkutils.model import MAIN_TABLE, Route, Rule, Scope
@@ -35,7 +36,7 @@ def world():
         allocator=allocator,
         network=PodWiring(host=host, namespaces=FakeNetnsNetlink(network)),
         host_rules=NetlinkHostPodRules(host),
-        is_host_netns=lambda fd: False,
+        classify_netns=lambda fd: NetnsKind.POD,
     )
     return network, host, allocator, service
 

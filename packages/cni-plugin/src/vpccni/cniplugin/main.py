@@ -66,11 +66,17 @@ def _check_verb_allowed(command: str, conf: NetConf) -> None:
 
 
 def _open_netns(env: CniEnvironment) -> int | None:
-    """The pod's netns opened read-only; None for a DEL whose netns is already gone (or was not given)."""
+    """The pod's netns opened read-only; None for a DEL whose netns is gone, was not given, or is not a
+    namespace (DEL must still release the address).
+
+    Opened without blocking (a FIFO as CNI_NETNS would hang ``open``) and checked to be a namespace file:
+    a regular file on the filesystem that namespace files live on (nsfs). ipamd checks it is a network
+    namespace (``ioctl(NS_GET_NSTYPE)``, which costs the shim an extension module) and not its own.
+    """
     if not env.netns:
         return None
     try:
-        fd = posix.open(env.netns, posix.O_RDONLY | posix.O_CLOEXEC)
+        fd = posix.open(env.netns, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK)
     except FileNotFoundError:
         if env.command == "DEL":
             return None
@@ -80,6 +86,8 @@ def _open_netns(env: CniEnvironment) -> int | None:
             "removed while it was being set up?)",
         ) from None
     except OSError as exc:
+        if env.command == "DEL":
+            return None
         raise CNIError(
             ErrorCode.INVALID_ENVIRONMENT_VARIABLES, f"CNI_NETNS={env.netns}: cannot open: {exc.strerror}"
         ) from None
@@ -88,14 +96,17 @@ def _open_netns(env: CniEnvironment) -> int | None:
         theirs = posix.fstat(fd)
     except OSError:
         return fd
+    problem = ""
     if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
-        posix.close(fd)
-        raise CNIError(
-            ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
-            f"CNI_NETNS={env.netns} is the network namespace aws-cni itself runs in "
-            "(the host's): refusing it",
-        )
-    return fd
+        problem = "is the network namespace aws-cni itself runs in (the host's): refusing it"
+    elif theirs.st_dev != ours.st_dev or theirs.st_mode & 0o170000 != 0o100000:  # S_IFREG on nsfs
+        problem = "is not a namespace file (expected e.g. /var/run/netns/<name> or /proc/<pid>/ns/net)"
+    if not problem:
+        return fd
+    posix.close(fd)
+    if env.command == "DEL":
+        return None
+    raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, f"CNI_NETNS={env.netns} {problem}")
 
 
 def _unreachable(

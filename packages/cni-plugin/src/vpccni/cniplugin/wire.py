@@ -26,6 +26,7 @@ DEFAULT_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 10.0
 FORWARDED_COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
 _HEADER = 4
+HEADER_BYTES = _HEADER
 # SCM_RIGHTS carries a C int array.
 _FD_BYTES = 4
 
@@ -159,11 +160,8 @@ def _recv_exact(conn: _socket.socket, size: int, first: bytes = b"") -> bytes:
 
 def _recv_body(conn: _socket.socket, header: bytes) -> object:
     header = _recv_exact(conn, _HEADER, header)
-    size = int.from_bytes(header, "big")
-    if size > MAX_MESSAGE_BYTES:
-        raise WireError(f"peer announced {size} bytes, more than the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return jsoncodec.loads(_recv_exact(conn, size))
+        return jsoncodec.loads(_recv_exact(conn, frame_size(header)))
     except (ValueError, RecursionError) as exc:
         raise WireError(f"message is not valid JSON: {exc}") from None
 
@@ -180,16 +178,8 @@ def call(
     connection and :class:`NoAnswer` when the exchange broke or timed out after connecting.
     """
     frame = encode(request.to_dict())
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = _connect(socket_path)
     try:
-        sock.settimeout(CONNECT_TIMEOUT_S)
-        try:
-            sock.connect(socket_path)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise Unreachable(
-                f"cannot reach ipamd: is aws-node running? socket {socket_path}: {reason.lower()}"
-            ) from None
         sock.settimeout(timeout_s if timeout_s is not None else request.timeout_s)
         try:
             try:
@@ -214,6 +204,37 @@ def call(
     raise NoAnswer(f"ipamd on {socket_path} sent an answer that is neither ok nor error")
 
 
+def _connect(socket_path: str) -> _socket.socket:
+    """A connected socket; a full listen backlog (ipamd busy accepting) is retried for up to
+    ``CONNECT_TIMEOUT_S``, anything else (no socket, nobody listening) fails at once."""
+    waited = 0.0
+    pause = 0.005
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(socket_path)
+            return sock
+        except BlockingIOError:  # EAGAIN: the backlog is full for now
+            sock.close()
+            if waited >= CONNECT_TIMEOUT_S:
+                raise Unreachable(
+                    f"ipamd did not accept a connection on {socket_path} within {CONNECT_TIMEOUT_S:.0f}s "
+                    "(its listen backlog stayed full): the node is overloaded"
+                ) from None
+        except OSError as exc:
+            sock.close()
+            reason = exc.strerror or type(exc).__name__
+            raise Unreachable(
+                f"cannot reach ipamd: is aws-node running? socket {socket_path}: {reason.lower()}"
+            ) from None
+        import time  # only on this rare path: the shim's start imports nothing it can avoid
+
+        time.sleep(pause)
+        waited += pause
+        pause = min(pause * 2, 0.1)
+
+
 def _send_with_fd(sock: _socket.socket, frame: bytes, fd: int) -> int:
     """``socket.send_fds(sock, [frame], [fd])`` without importing ``socket``."""
     fd_bytes = fd.to_bytes(_FD_BYTES, sys.byteorder, signed=True)
@@ -223,7 +244,7 @@ def _send_with_fd(sock: _socket.socket, frame: bytes, fd: int) -> int:
 # --- ipamd's side --------------------------------------------------------------------------------------
 
 
-def _recv_with_fds(conn: _socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int], int]:
+def recv_with_fds(conn: _socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int], int]:
     """``socket.recv_fds``: the bytes, every fd that came with them, and the message flags."""
     data, ancillary, flags, _ = conn.recvmsg(size, _socket.CMSG_LEN(max_fds * _FD_BYTES))
     fds: list[int] = []
@@ -237,6 +258,27 @@ def _recv_with_fds(conn: _socket.socket, size: int, max_fds: int) -> tuple[bytes
     return data, fds, flags
 
 
+def frame_size(header: bytes) -> int:
+    """The body size a frame's header announces; :class:`WireError` beyond the limit."""
+    size = int.from_bytes(header, "big")
+    if size > MAX_MESSAGE_BYTES:
+        raise WireError(f"peer announced {size} bytes, more than the {MAX_MESSAGE_BYTES}-byte limit")
+    return size
+
+
+def decode_request(body: bytes, fd: int | None) -> Request:
+    """A request frame's body, checked against the fd that came with it (:class:`CNIError` when
+    malformed, :class:`WireError` when not JSON). Does not close ``fd``."""
+    try:
+        data = jsoncodec.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"message is not valid JSON: {exc}") from None
+    request = Request.from_dict(data)
+    if request.has_netns_fd != (fd is not None):
+        raise _bad("netnsFd does not match the file descriptors received")
+    return request
+
+
 def recv_request(conn: _socket.socket) -> tuple[Request, int | None]:
     """Read one request and the netns fd that came with it (the caller owns and must close the fd).
 
@@ -245,21 +287,20 @@ def recv_request(conn: _socket.socket) -> tuple[Request, int | None]:
     """
     fd: int | None = None
     try:
-        header, fds, flags = _recv_with_fds(conn, _HEADER, 1)
+        header, fds, flags = recv_with_fds(conn, _HEADER, 1)
         if fds:
             fd = fds[0]
             for extra in fds[1:]:
-                _close(extra)
+                close_fd(extra)
         if flags & getattr(_socket, "MSG_CTRUNC", 0):
             raise WireError("the peer sent more file descriptors than the one netns fd")
         if not header:
             raise WireError("the peer closed the connection without a request")
-        request = Request.from_dict(_recv_body(conn, header))
-        if request.has_netns_fd != (fd is not None):
-            raise _bad("netnsFd does not match the file descriptors received")
+        header = _recv_exact(conn, _HEADER, header)
+        request = decode_request(_recv_exact(conn, frame_size(header)), fd)
     except BaseException:
         if fd is not None:
-            _close(fd)
+            close_fd(fd)
         raise
     return request, fd
 
@@ -281,7 +322,7 @@ def peer_credentials(conn: _socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def _close(fd: int) -> None:
+def close_fd(fd: int) -> None:
     import posix
 
     try:

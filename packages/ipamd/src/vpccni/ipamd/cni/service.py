@@ -8,7 +8,7 @@ concurrently.
 from __future__ import annotations
 
 import logging
-import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -20,6 +20,7 @@ from vpccni.cniplugin.netconf import NetConf, parse_netconf
 from vpccni.cniplugin.version import VERSION
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.locks import KeyedLocks
+from vpccni.ipamd.cni.netns_kind import NetnsKind, classify_netns
 from vpccni.ipamd.cni.ports import (
     HostPodRules,
     NoAddressError,
@@ -41,21 +42,11 @@ from vpccni.networkutils.pod import PodInterface
 log = logging.getLogger(__name__)
 
 
-def is_own_netns(fd: int) -> bool:
-    """Whether ``fd`` is the network namespace of the calling thread (the host's, for ipamd)."""
-    try:
-        ours = os.stat("/proc/thread-self/ns/net")
-        theirs = os.fstat(fd)
-    except OSError:
-        return False
-    return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
-
-
 @dataclass(frozen=True, kw_only=True)
 class ServiceSettings:
     # An ADD waits at most this long for an address (less when the shim's own deadline is nearer).
     max_assign_timeout_s: float = 30.0
-    # Leave the shim this much of its deadline to receive the answer.
+    # Stop waiting for the pool this long before the answer is due: time to wire the pod and answer.
     deadline_margin_s: float = 5.0
 
 
@@ -90,21 +81,26 @@ class CniService:
         network: PodNetwork,
         host_rules: HostPodRules | None = None,
         settings: ServiceSettings | None = None,
-        is_host_netns: Callable[[int], bool] = is_own_netns,
+        classify_netns: Callable[[int], NetnsKind] = classify_netns,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._allocator = allocator
         self._network = network
         self._host_rules = host_rules
         self._settings = settings or ServiceSettings()
-        self._is_host_netns = is_host_netns
+        self._classify_netns = classify_netns
+        self._monotonic = monotonic
         self._locks = KeyedLocks()
         # By upstream host veth name: choosing a name and creating the veth are one step per name.
         self._veth_locks = KeyedLocks()
 
     # --- dispatch ---------------------------------------------------------------------------------------
 
-    def handle(self, request: Request, netns_fd: int | None) -> object:
-        """The ``ok`` value for the shim (the result for ADD, None otherwise); raises ``CNIError``."""
+    def handle(self, request: Request, netns_fd: int | None, *, answer_by: float | None = None) -> object:
+        """The ``ok`` value for the shim (the result for ADD, None otherwise); raises ``CNIError``.
+
+        ``answer_by`` (monotonic) is when the shim must have its answer; an ADD waits for the pool only
+        until shortly before it (by default: the request's own timeout from now)."""
         if request.version != VERSION:
             raise CNIError(
                 ErrorCode.TRY_AGAIN_LATER,
@@ -114,7 +110,9 @@ class CniService:
         conf = parse_netconf(request.netconf)
         version = self._requested_version(request)
         if request.command == "ADD":
-            return self.add(request, conf, version, netns_fd)
+            if answer_by is None:
+                answer_by = self._monotonic() + request.timeout_s
+            return self.add(request, conf, version, netns_fd, answer_by=answer_by)
         if request.command == "DEL":
             self.delete(request, conf, version, netns_fd)
         elif request.command == "CHECK":
@@ -124,6 +122,15 @@ class CniService:
         elif request.command == "GC":
             self.gc(conf)
         return None
+
+    def abandon_add(self, request: Request, netns_fd: int | None) -> None:
+        """Undo an ADD whose answer never reached the shim: the runtime counts it as failed, and a retried
+        ADD into the same namespace must find it clean, so the veth goes too."""
+        try:
+            conf = parse_netconf(request.netconf)
+            self.delete(request, conf, self._requested_version(request), netns_fd, remove_veth=True)
+        except CNIError as err:
+            log.error("rolling back the undelivered ADD of %s failed: %s", request.container_id, err.msg)
 
     def delete_queued(self, request: Request) -> None:
         """A DEL the shim queued while ipamd was down (no netns fd; any shim version)."""
@@ -205,16 +212,25 @@ class CniService:
                 ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
                 f"{command} needs the pod's network namespace (CNI_NETNS) and none was passed",
             )
-        if self._is_host_netns(netns_fd):
+        kind = self._classify_netns(netns_fd)
+        if kind is NetnsKind.HOST:
             raise CNIError(
                 ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
                 "CNI_NETNS is ipamd's own (the host's) network namespace: refusing to wire it",
+            )
+        if kind is NetnsKind.OTHER:
+            raise CNIError(
+                ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+                "CNI_NETNS is not a network namespace (another kind of namespace or a plain file): pass the "
+                "pod's network namespace, e.g. /var/run/netns/<name> or /proc/<pid>/ns/net",
             )
         return netns_fd
 
     # --- ADD ----------------------------------------------------------------------------------------------
 
-    def add(self, request: Request, conf: NetConf, version: str, netns_fd: int | None) -> dict[str, Any]:
+    def add(
+        self, request: Request, conf: NetConf, version: str, netns_fd: int | None, *, answer_by: float
+    ) -> dict[str, Any]:
         fd = self._need_netns("ADD", netns_fd)
         pod = self._pod(request, conf)
         # Read a chained plugin's result before touching anything: a bad one must not leave a wired pod.
@@ -232,7 +248,7 @@ class CniService:
             with self._veth_locks.hold(pod.upstream_veth(_veth_prefix(conf))):
                 own_veth = self._own_veth_name(pod, conf)
                 # The assignment's checkpoint write runs while the pod is wired; the answer waits for both.
-                pending = self._assign(pod, request.timeout_s, host_veth=own_veth)
+                pending = self._assign(pod, answer_by, host_veth=own_veth)
                 allocation = pending.allocation
                 spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, own_veth)
                 try:
@@ -265,10 +281,9 @@ class CniService:
             )
         return results.convert(self._after_prev_result(result, previous), version)
 
-    def _assign(self, pod: _Pod, shim_timeout_s: float, *, host_veth: str) -> PendingAllocation:
-        wait = max(
-            0.0, min(self._settings.max_assign_timeout_s, shim_timeout_s - self._settings.deadline_margin_s)
-        )
+    def _assign(self, pod: _Pod, answer_by: float, *, host_veth: str) -> PendingAllocation:
+        left = answer_by - self._monotonic() - self._settings.deadline_margin_s
+        wait = max(0.0, min(self._settings.max_assign_timeout_s, left))
         try:
             return self._allocator.assign_pending(
                 network=pod.network,
@@ -318,8 +333,12 @@ class CniService:
 
     # --- DEL ----------------------------------------------------------------------------------------------
 
-    def delete(self, request: Request, conf: NetConf, version: str, netns_fd: int | None) -> None:
-        """Tear down and release; succeeds when repeated, when nothing was added, when the netns is gone."""
+    def delete(
+        self, request: Request, conf: NetConf, version: str, netns_fd: int | None, *,
+        remove_veth: bool = False,
+    ) -> None:  # fmt: skip
+        """Tear down and release; succeeds when repeated, when nothing was added, when the netns is gone.
+        The veth is left to go with the pod's namespace when that is at hand, unless ``remove_veth``."""
         pod = self._pod(request, conf)
         with self._locks.hold((pod.container_id, pod.ifname)):
             allocation = self._allocator.lookup(
@@ -333,9 +352,10 @@ class CniService:
             if spec is not None:
                 try:
                     # With the pod's netns at hand its veth goes with the namespace, as upstream lets it.
-                    keep = netns_fd is not None and not self._is_host_netns(netns_fd)
+                    in_pod = netns_fd is not None and self._classify_netns(netns_fd) is NetnsKind.POD
+                    keep = in_pod and not remove_veth
                     keep = keep or not self._may_delete_veth(pod, conf, spec)
-                    self._network.unwire(spec, netns_fd, keep_veth=keep)
+                    self._network.unwire(spec, netns_fd if in_pod else None, keep_veth=keep)
                 except Exception as exc:
                     # Keep the address allocated: releasing it with rules left behind could misroute the
                     # next pod that gets it. The runtime retries DEL.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -213,7 +213,6 @@ def serve_in_netns(
     from vpccni.ipamd.cni.server import CniEndpoint
 
     host = run_in_netns(netns_fd, open_netlink)
-    executor = ThreadPoolExecutor(max_workers=workers, initializer=setns, initargs=(netns_fd,))
     service = CniService(
         allocator=allocator,
         network=PodWiring(host=host, namespaces=ThreadNetnsNetlink()),
@@ -221,8 +220,8 @@ def serve_in_netns(
     )
     endpoint = CniEndpoint(
         service=service,
-        settings=EndpointSettings(socket_path=socket_path, del_queue_dir=del_queue_dir),
-        executor=executor,
+        settings=EndpointSettings(socket_path=socket_path, del_queue_dir=del_queue_dir, workers=workers),
+        worker_init=lambda: setns(netns_fd),
     )
     try:
         endpoint.start()
@@ -231,5 +230,4 @@ def serve_in_netns(
         finally:
             endpoint.stop()
     finally:
-        executor.shutdown(wait=True)
         host.close()

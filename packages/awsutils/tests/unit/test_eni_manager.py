@@ -93,6 +93,10 @@ def test_exhausted_subnet_falls_through_to_the_next(ec2: FakeEC2) -> None:
     with pytest.raises(InsufficientCidrBlocksError) as info:
         mgr.allocate_eni(subnet_ids=[tiny], security_groups=["sg-1"], prefix_count=1)
     assert info.value.subnet_id == tiny and tiny in str(info.value)
+    other = ec2.add_subnet("10.0.2.0/28")
+    with pytest.raises(InsufficientCidrBlocksError) as both:
+        mgr.allocate_eni(subnet_ids=[tiny, other], security_groups=["sg-1"], prefix_count=1)
+    assert both.value.subnet_ids == (tiny, other)  # every subnet tried is named, so each can rest
 
 
 def test_no_subnet_is_actionable(ec2: FakeEC2) -> None:

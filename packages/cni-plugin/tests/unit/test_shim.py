@@ -166,6 +166,18 @@ def test_del_with_a_fifo_as_netns_still_releases(run_shim, node, tmp_path) -> No
     assert [r.request.has_netns_fd for r in endpoint.received] == [False]
 
 
+@pytest.mark.parametrize("version", ["9.9.9", "v1.0.0", "1.0.0-rc1", "1.0.0.0"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_an_unsupported_or_invalid_cni_version_is_1_for_every_command(
+    run_shim, node, command: str, version: str
+) -> None:
+    # As the reference plugins (libcni's skel) decide: DEL too. Nothing is queued or forwarded.
+    with FakeEndpoint(str(node["sock"]), lambda r, fd: None) as endpoint:
+        _assert_error(run_shim(_env(node, command), _conf(node, version)), ErrorCode.INCOMPATIBLE_CNI_VERSION)
+    assert endpoint.received == []
+    assert delqueue.pending(str(node["queue"])) == []
+
+
 def test_own_netns_is_refused(run_shim, node) -> None:
     body = _assert_error(run_shim(_env(node, "ADD", CNI_NETNS="/proc/self/ns/net"), _conf(node)), 4)
     assert "refusing" in body["msg"]

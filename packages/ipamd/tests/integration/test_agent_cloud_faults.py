@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from vpccni.testbed.cluster import Cluster
+from vpccni.testbed.cluster import Cluster, Node
+from vpccni.testbed.noderunner import NodeRunner
 
 if TYPE_CHECKING:
     from conftest import Agent
@@ -72,3 +73,31 @@ def test_throttling_slows_but_does_not_break_allocation(
     ]
     assert throttled, "the test did not throttle anything"
     assert agent.health() == 1  # still SERVING
+
+
+def test_a_full_subnet_sends_the_pool_to_another_tagged_subnet(
+    cluster: Cluster, node: Node, make_agent: Callable[..., Agent]
+) -> None:
+    # The trial that froze a fresh node for minutes: three InsufficientFreeAddressesInSubnet for the node's
+    # subnet while a second subnet tagged kubernetes.io/role/cni=1 had room.
+    started = time.time()
+    full = node.instance.subnet_id
+    cluster.cloud.inject_error(
+        "AssignPrivateIpAddresses", "InsufficientFreeAddressesInSubnet", 3, subnet_id=full
+    )
+    agent = make_agent(WARM_IP_TARGET="5")
+    pods = [agent.create_pod(namespace="default", name=f"full-{i}") for i in range(12)]
+    through_the_shim = NodeRunner.add  # Agent.add is the upstream gRPC client's AddNetwork
+    outcomes = [through_the_shim(agent, pod) for pod in pods]
+    codes = [o.document.get("code") for o in outcomes if not o.ok]
+    assert all(code == 11 for code in codes), codes  # never the final 999 while the pool can grow
+    retried = [through_the_shim(agent, pod) for pod, o in zip(pods, outcomes, strict=True) if not o.ok]
+    assert all(o.ok for o in retried), [o.error for o in retried]
+    ips = {ipaddress.ip_interface(agent.result_of(pod)["ips"][0]["address"]).ip for pod in pods}
+    assert len(ips) == len(pods) and all(agent.ec2_owns(ip) for ip in ips)
+    created = [r for r in cluster.cloud.call_log
+               if r.started >= started and r.action == "CreateNetworkInterface" and r.error_code is None]
+    assert created and all(r.params.get("SubnetId") != full for r in created), "growth went nowhere else"
+    refusals = [r for r in cluster.cloud.call_log
+                if r.started >= started and r.error_code == "InsufficientFreeAddressesInSubnet"]
+    assert len(refusals) <= 3

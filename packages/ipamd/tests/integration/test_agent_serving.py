@@ -3,6 +3,7 @@ introspection, metrics) over the real socket and ports, settings errors, and a g
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -94,6 +95,35 @@ def test_sigterm_stops_gracefully_and_keeps_the_checkpoint(make_agent: Callable[
     assert [a["ipv4"] for a in saved["allocations"]] == [str(ip)]
 
 
+def test_sigterm_with_idle_clients_on_both_sockets_ends_within_the_grace_period(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent()
+    with contextlib.ExitStack() as stack:
+        for path in (agent.run_dir / "cni.sock", agent.socket):
+            for _ in range(50):
+                idle = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                idle.connect(str(path))
+        # Kubernetes kills at 30 s; the SIGKILL fallback of stop() is past that and would give None/-9.
+        assert agent.stop(signal.SIGTERM, timeout_s=25.0) == 0, agent.log_tail()
+
+
+def test_grpc_refuses_callers_of_another_uid(node: Node, make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    # An operator loosened the socket and its directory (the caller starts there, so the test's private
+    # temporary parents are not in its way): the uid check must still hold.
+    os.chmod(agent.socket, 0o666)
+    os.chmod(agent.run_dir, 0o755)
+    probe = subprocess.run(
+        ["ip", "netns", "exec", node.netns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-c", DEL_PROBE, agent.socket.name],
+        capture_output=True, text=True, timeout=60, cwd=agent.run_dir,
+    )  # fmt: skip
+    assert probe.returncode == 3, (probe.stdout, probe.stderr)
+    assert "UNAVAILABLE" in probe.stdout
+    assert "refused: not an allowed uid" in agent.log_tail(200)
+
+
 def test_stale_socket_is_replaced(make_agent: Callable[..., Agent]) -> None:
     agent = make_agent(start=False)
     agent.run_dir.mkdir(parents=True)
@@ -133,6 +163,21 @@ def test_unreachable_imds_at_start_exits_1_with_what_to_check(
     assert "IMDS" in agent.log_tail()
     assert not agent.socket.exists(), "no socket before node init"
 
+
+DEL_PROBE = """
+import sys, grpc
+from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
+from vpccni.cniplugin.version import VERSION
+req = rpc_pb2.DelNetworkRequest(ClientVersion=VERSION, K8S_POD_NAME="p", K8S_POD_NAMESPACE="default",
+                                ContainerID="c", IfName="eth0", NetworkName="aws-cni", Reason="PodDeleted")
+with grpc.insecure_channel("unix:" + sys.argv[1]) as ch:
+    try:
+        rpc_pb2_grpc.CNIBackendStub(ch).DelNetwork(req, timeout=5)
+    except grpc.RpcError as err:
+        print(err.code().name)
+        sys.exit(3)
+print("released")
+"""
 
 HEALTH_PROBE = """
 import sys, grpc

@@ -99,16 +99,25 @@ def test_empty_pool_waits_while_growing() -> None:
     assert got.ipv4 == IPv4Address("10.0.0.30")
 
 
-def test_empty_pool_fails_fast_with_the_reason_when_it_cannot_grow() -> None:
-    status = PoolStatus(state=GrowthState.SUBNET_EXHAUSTED, subnet_id="subnet-0abc")
+def test_empty_pool_fails_fast_with_the_reason_when_it_cannot_grow_now() -> None:
+    status = PoolStatus(state=GrowthState.SUBNET_EXHAUSTED, subnet_ids=("subnet-0abc",), retry_after_s=10.0)
     alloc, pool, _, _ = setup(cidrs=1, status=status)
     add(alloc, 1)
     with pytest.raises(NoAddressError) as err:
         add(alloc, 2, timeout_s=60)  # must not wait 60 s
     text = str(err.value)
-    assert "subnet-0abc" in text and "1 of 1 addresses" in text and "p2" in text
-    assert not err.value.retryable and err.value.status is status
+    assert "subnet-0abc" in text and "1 of 1 addresses" in text and "p2" in text and "in 10 s" in text
+    # the subnet rests for a while, the pool can grow after: try again later (CNI 11), not a hard error
+    assert err.value.retryable and err.value.status is status
     assert pool.wakes >= 1
+
+
+def test_a_pool_that_can_never_grow_is_not_retryable() -> None:
+    alloc, _, _, _ = setup(cidrs=1, status=PoolStatus(state=GrowthState.NO_ENI_SLOTS))
+    add(alloc, 1)
+    with pytest.raises(NoAddressError) as err:
+        add(alloc, 2, timeout_s=60)
+    assert not err.value.retryable
 
 
 @pytest.mark.parametrize(

@@ -255,3 +255,9 @@ def test_file_writes_reuse_each_entrys_json_and_match_a_fresh_encoding(tmp_path:
     assert ck.read() == tuple(later)
     ck.write([])
     assert (tmp_path / "ipam.json").read_bytes() == b'{"version":"vpc-cni-ipam/1","allocations":[]}'
+
+
+def test_the_file_is_readable_by_root_only_as_upstreams(tmp_path: Path) -> None:
+    ck = FileCheckpointer(tmp_path / "ipam.json")
+    ck.write([entry(1, "10.0.0.5")])
+    assert os.stat(tmp_path / "ipam.json").st_mode & 0o777 == 0o600

@@ -132,6 +132,42 @@ def test_a_failing_queued_del_is_kept(parts) -> None:
     assert left.request.container_id == "c2"
 
 
+def test_a_queued_del_that_can_never_succeed_is_set_aside(parts) -> None:
+    _, _, service, settings, _ = parts
+    bad = wire.Request(
+        version=VERSION, command="DEL", container_id="c9", ifname="eth0",
+        netconf={"cniVersion": "9.9.9", "name": "aws-cni"}, cni_version="9.9.9",
+    )  # fmt: skip
+    delqueue.enqueue(settings.del_queue_dir, bad)
+    delqueue.enqueue(settings.del_queue_dir, _request("DEL"))
+    report = drain_del_queue(settings.del_queue_dir, service.delete_queued)
+    assert (report.done, report.failed, report.rejected) == (1, 0, 1)
+    assert delqueue.pending(settings.del_queue_dir) == []
+    names = os.listdir(settings.del_queue_dir)
+    assert len(names) == 1 and names[0].endswith(delqueue.REJECTED_SUFFIX)
+
+
+def test_dels_queued_while_serving_are_drained_soon(parts) -> None:
+    allocator, _, service, settings, netns = parts
+    fast = EndpointSettings(socket_path=settings.socket_path, del_queue_dir=settings.del_queue_dir,
+                            allowed_uids=settings.allowed_uids, redrain_interval_s=0.1)  # fmt: skip
+    with CniEndpoint(service=service, settings=fast):
+        fd = os.open(netns, os.O_RDONLY)
+        try:
+            wire.call(fast.socket_path, _request("ADD", has_netns_fd=True), fd)
+        finally:
+            os.close(fd)
+        # a shim that found ipamd busy or restarting queued its DEL on disk
+        delqueue.enqueue(settings.del_queue_dir, _request("DEL"))
+        import time
+
+        deadline = time.monotonic() + 10
+        while allocator.allocations() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert allocator.allocations() == ()
+        assert delqueue.pending(settings.del_queue_dir) == []
+
+
 def test_stale_socket_is_replaced_but_other_files_are_not(parts) -> None:
     _, _, service, settings, _ = parts
     os.makedirs(os.path.dirname(settings.socket_path))

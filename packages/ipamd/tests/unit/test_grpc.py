@@ -67,17 +67,26 @@ def allocator(datastore: DataStore) -> Allocator:
     return Allocator(datastore=datastore, pool=ExhaustedPool(), default_timeout_s=0.1)
 
 
-@pytest.fixture
-def server(tmp_path: Path, allocator: Allocator) -> Iterator[GrpcServer]:
+def _server(
+    tmp_path: Path, allocator: Allocator, *, allowed: frozenset[int] | None, tcp: str = ""
+) -> GrpcServer:
     backend = CniBackendServicer(allocator=allocator, facts=FACTS, vpc_cidrs=lambda: (VPC,))
     config = ConfigServerServicer(facts=FACTS)
-    srv = GrpcServer(
-        settings=GrpcServerSettings(socket_path=tmp_path / "run" / "ipamd.sock"),
+    return GrpcServer(
+        settings=GrpcServerSettings(
+            socket_path=tmp_path / "run" / "ipamd.sock", allowed_uids=allowed, tcp_address=tcp
+        ),
         register=(
             lambda s: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, s),
             lambda s: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config, s),
         ),
     )
+
+
+@pytest.fixture
+def server(tmp_path: Path, allocator: Allocator) -> Iterator[GrpcServer]:
+    """As ipamd runs it: through the peer check, which lets this test's own uid in."""
+    srv = _server(tmp_path, allocator, allowed=frozenset({os.getuid()}))
     allocator.mark_ready()
     srv.start()
     try:
@@ -221,3 +230,66 @@ def test_a_regular_file_at_the_socket_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="not a socket"):
         GrpcServer(settings=GrpcServerSettings(socket_path=path)).start()
     assert path.read_text() == "not a socket"
+
+
+def test_a_peer_of_another_uid_never_reaches_the_services(tmp_path: Path, allocator: Allocator) -> None:
+    srv = _server(tmp_path, allocator, allowed=frozenset({os.getuid() + 4242}))
+    allocator.mark_ready()
+    srv.start()
+    try:
+        with grpc.insecure_channel(f"unix:{srv.socket_path}") as ch, pytest.raises(grpc.RpcError) as err:
+            rpc_pb2_grpc.CNIBackendStub(ch).DelNetwork(del_request("web"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        # even with the public socket opened up to everyone, the server itself stays out of reach
+        os.chmod(srv.socket_path, 0o666)
+        private = srv.socket_path.parent / ".ipamd-grpc"
+        assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    finally:
+        srv.stop(0.5)
+
+
+def test_concurrent_calls_on_many_connections_relay_intact(server: GrpcServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def calls(_: int) -> list[str]:
+        # a connection of its own each time: the relay sets up and tears down a pair per channel
+        with grpc.insecure_channel(f"unix:{server.socket_path}") as ch:
+            config = rpc_pb2_grpc.ConfigServerBackendStub(ch)
+            return [
+                config.GetNetworkPolicyConfigs(empty_pb2.Empty(), timeout=5).InstanceID for _ in range(10)
+            ]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = [a for batch in pool.map(calls, range(20)) for a in batch]
+    assert answers == ["i-0123"] * 200
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_over_tcp_probes_answer_but_address_changes_are_refused(tmp_path: Path, allocator: Allocator) -> None:
+    port = _free_tcp_port()
+    srv = _server(tmp_path, allocator, allowed=frozenset({os.getuid()}), tcp=f"127.0.0.1:{port}")
+    allocator.mark_ready()
+    srv.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=5
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            config = rpc_pb2_grpc.ConfigServerBackendStub(ch).GetNetworkPolicyConfigs(
+                empty_pb2.Empty(), timeout=5
+            )
+            assert config.NodeIPv4 == "10.0.0.10"
+            for call in ("AddNetwork", "DelNetwork"):
+                request = add_request("web") if call == "AddNetwork" else del_request("web")
+                with pytest.raises(grpc.RpcError) as err:
+                    getattr(rpc_pb2_grpc.CNIBackendStub(ch), call)(request, timeout=5)
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "Unix socket" in (err.value.details() or "")
+    finally:
+        srv.stop(0.5)

@@ -42,7 +42,7 @@ def sources() -> IntrospectionSources:
         PodMetadata(namespace="default", name="web"),
     )
     settings = load_settings({"WARM_IP_TARGET": "2", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.9.0.0/16"})
-    status = PoolStatus(state=GrowthState.SUBNET_EXHAUSTED, subnet_id="subnet-1")
+    status = PoolStatus(state=GrowthState.SUBNET_EXHAUSTED, subnet_ids=("subnet-1",), retry_after_s=10.0)
     return IntrospectionSources(
         eni_infos=lambda: {0: ds.eni_infos()},
         eni_config_name=lambda: "us-west-2a",

@@ -219,11 +219,11 @@ def test_custom_networking_with_an_empty_pool_fails_init() -> None:
     node = make_node()
     node.cloud.fail(
         "allocate_eni",
-        CloudError("subnet full", code="InsufficientFreeAddressesInSubnet", subnet_id="subnet-9"),
+        CloudError("subnet full", code="InsufficientFreeAddressesInSubnet", subnet_id=node.cloud.subnet_id),
     )
     with pytest.raises(NodeInitError) as err:
         node.init(Settings(custom_network_cfg=True)).run()
-    assert err.value.step == "pre-scale" and "subnet-9" in str(err.value)
+    assert err.value.step == "pre-scale" and node.cloud.subnet_id in str(err.value)
 
 
 def test_imds_only_mode_never_calls_ec2() -> None:

@@ -42,8 +42,9 @@ def make_node(
     policy: PoolPolicy | None = None,
     timers: PoolTimers | None = None,
     ipv4_per_eni: int = 4,
+    other_subnets: tuple[str, ...] = (),
 ) -> Node:
-    fake = FakeNode.create(ipv4_per_eni=ipv4_per_eni)
+    fake = FakeNode.create(ipv4_per_eni=ipv4_per_eni, other_subnets=other_subnets)
     reconciler = fake.make_reconciler()
     manager = PoolManager(
         config=cfg or PoolConfig(**T3_SMALL),
@@ -89,20 +90,66 @@ def test_the_datastore_lock_is_never_held_across_an_ec2_call() -> None:
     assert node.cloud.calls and held == []
 
 
-def test_subnet_exhaustion_pauses_growth_for_120_seconds() -> None:
+def test_a_full_subnet_rests_briefly_and_the_node_says_which_and_when() -> None:
     node = make_node()
-    node.cloud.fail(
-        "assign_ips", CloudError("no room", code="InsufficientCidrBlocks", subnet_id="subnet-0abc")
-    )
+    # as AssignPrivateIpAddresses answers it: no subnet id in the error, the ENI's subnet is meant
+    node.cloud.fail("assign_ips", CloudError("no room", code="InsufficientFreeAddressesInSubnet"))
     status = node.manager.update_pool()
-    assert status.state is GrowthState.SUBNET_EXHAUSTED and status.subnet_id == "subnet-0abc"
-    assert "subnet-0abc" in status.message and not status.may_grow_soon
-    node.clock.advance(119)
+    assert status.state is GrowthState.SUBNET_EXHAUSTED and status.subnet_ids == ("subnet-0fake",)
+    assert "subnet-0fake" in status.message and "in 1" in status.message  # "asks again in 10/11 s"
+    assert status.retryable and not status.may_grow_soon  # ADD fails now, with code 11, not 999
+    assert node.cloud.calls == ["assign_ips", "allocate_eni"]  # no other subnet could take a new ENI
+    node.clock.advance(5)
     assert node.manager.update_pool().state is GrowthState.SUBNET_EXHAUSTED
-    assert node.cloud.calls == ["assign_ips"]
-    node.clock.advance(2)
+    assert node.cloud.calls == ["assign_ips", "allocate_eni"], "no EC2 call while every subnet rests"
+    node.clock.advance(7)
     assert node.manager.update_pool().state is GrowthState.OK
     assert len(node.store_cidrs()) == 3
+
+
+def test_repeated_refusals_double_the_rest_up_to_two_minutes() -> None:
+    node = make_node()
+    rests = []
+    for _ in range(6):
+        node.cloud.fail("assign_ips", CloudError("no room", code="InsufficientFreeAddressesInSubnet"))
+        status = node.manager.update_pool()
+        assert status.retry_after_s is not None
+        rests.append(status.retry_after_s)
+        node.clock.advance(status.retry_after_s + 0.01)
+    for base, rest in zip([10, 20, 40, 80, 120, 120], rests, strict=True):
+        assert base <= rest <= base * 1.1  # up to 10 % of jitter, so failed nodes do not return together
+    assert node.manager.update_pool().state is GrowthState.OK
+
+
+def test_a_full_subnet_sends_growth_to_another_tagged_subnet_at_once() -> None:
+    # The trial: InsufficientFreeAddressesInSubnet three times on a fresh node with a second subnet that had
+    # room froze the pool for minutes. Now the new ENI goes to the other subnet in the same iteration.
+    node = make_node(PoolConfig(**T3_SMALL, warm_ip_target=3), other_subnets=("subnet-0room",))
+    node.cloud.fail("assign_ips", CloudError("no room", code="InsufficientFreeAddressesInSubnet"), times=3)
+    status = node.manager.update_pool()
+    assert status.state in (GrowthState.OK, GrowthState.GROWING), status.message
+    assert node.cloud.calls == ["assign_ips", "allocate_eni"]
+    new = (node.store.eni_ids() - {node.primary.eni_id}).pop()
+    assert node.cloud.eni(new).subnet_id == "subnet-0room"
+    assert len(node.store_cidrs()) == 3 and node.store_cidrs() == node.ec2_cidrs()
+    # the first subnet is asked again once its rest is over, and EC2's refusals are used up by then
+    node.clock.advance(12)
+    node.pods(3)
+    assert node.store_cidrs() == node.ec2_cidrs()
+
+
+def test_custom_networking_with_its_subnet_full_waits_without_calling_ec2() -> None:
+    cfg = PoolConfig(**T3_SMALL, custom_networking=True)
+    node = make_node(cfg, policy=PoolPolicy(subnet_id="subnet-0pods"))
+    node.cloud.fail(
+        "allocate_eni",
+        CloudError("full", code="InsufficientFreeAddressesInSubnet", subnet_id="subnet-0pods"),
+    )
+    status = node.manager.update_pool()
+    assert status.state is GrowthState.SUBNET_EXHAUSTED and status.subnet_ids == ("subnet-0pods",)
+    calls = list(node.cloud.calls)
+    node.manager.update_pool()
+    assert node.cloud.calls == calls
 
 
 def test_throttling_is_reported_and_retried_next_iteration() -> None:

@@ -131,6 +131,15 @@ def test_unsupported_features_are_rejected_as_such(name: str, feature: str) -> N
     load_settings({name: "false"})  # the default value is fine
 
 
+@pytest.mark.parametrize("value", ["0.0.0.0:50051", ":50051", "10.0.0.5:50051", "[::]:50051"])
+def test_grpc_tcp_is_loopback_only(value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"VPCCNI_GRPC_TCP_ADDRESS": value})
+    assert "loopback" in str(err.value)
+    for ok in ("127.0.0.1:50051", "localhost:50051", "[::1]:50051"):
+        assert load_settings({"VPCCNI_GRPC_TCP_ADDRESS": ok}).grpc_tcp_address == ok
+
+
 def test_ipv4_off_is_rejected() -> None:
     with pytest.raises(SettingsError, match="ENABLE_IPv4=false"):
         load_settings({"ENABLE_IPv4": "false"})

@@ -110,6 +110,7 @@ class EniManager:
             )
         created: dict[str, Any] | None = None
         last_exhausted: SubnetExhaustedError | None = None
+        exhausted: list[str] = []
         for subnet_id in subnet_ids:
             try:
                 created = self._create(
@@ -121,9 +122,14 @@ class EniManager:
                     "subnet %s cannot hold a new ENI (%s); trying the next subnet", subnet_id, exc.code
                 )
                 last_exhausted = exc
+                exhausted.append(exc.subnet_id or subnet_id)
         if created is None:
             assert last_exhausted is not None
-            raise last_exhausted
+            raise type(last_exhausted)(
+                f"no candidate subnet can hold a new ENI ({', '.join(exhausted)}): {last_exhausted}",
+                api=last_exhausted.api, code=last_exhausted.code, request_id=last_exhausted.request_id,
+                subnet_id=last_exhausted.subnet_id or exhausted[-1], subnet_ids=tuple(exhausted),
+            )  # fmt: skip
         eni = eni_from_ec2(created)
         try:
             device_index = self.free_device_index(network_card)

@@ -86,13 +86,17 @@ class UnauthorizedOperationError(Ec2Error):
 
 
 class SubnetExhaustedError(Ec2Error):
-    """InsufficientFreeAddressesInSubnet or InsufficientCidrBlocks: ipamd pauses allocation for 120 s."""
+    """InsufficientFreeAddressesInSubnet or InsufficientCidrBlocks: ipamd rests that subnet for a while.
+
+    `subnet_ids`: every subnet the call found full (a new ENI tries each candidate subnet in turn)."""
 
     def __init__(
-        self, message: str, *, api: str, code: str, request_id: str = "", subnet_id: str = ""
-    ) -> None:
+        self, message: str, *, api: str, code: str, request_id: str = "", subnet_id: str = "",
+        subnet_ids: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         super().__init__(message, api=api, code=code, request_id=request_id)
         self.subnet_id = subnet_id
+        self.subnet_ids = subnet_ids or ((subnet_id,) if subnet_id else ())
 
 
 class InsufficientFreeAddressesError(SubnetExhaustedError):

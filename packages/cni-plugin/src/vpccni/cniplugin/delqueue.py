@@ -26,6 +26,7 @@ MAX_ENTRY_BYTES = 2 << 20
 SUFFIX = ".json"
 TMP_PREFIX = ".tmp-"
 CORRUPT_SUFFIX = ".corrupt"
+REJECTED_SUFFIX = ".rejected"
 STALE_TMP_S = 60.0
 
 
@@ -92,6 +93,15 @@ class QueuedDel(FrozenValue):
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+    def reject(self) -> str:
+        """Set the entry aside (``*.rejected``) for an operator: ipamd refused it for good."""
+        target = self.path + REJECTED_SUFFIX
+        try:
+            os.rename(self.path, target)
+        except FileNotFoundError:
+            pass
+        return target
 
 
 def _load(path: str) -> QueuedDel:

@@ -268,7 +268,7 @@ class Allocator:
         why = status.message if status.state is not GrowthState.OK else "the pool is below its target"
         waited = f" after waiting {waited_s:.1f}s" if waited_s else ""
         message = f"failed to assign an IP address to pod {namespace}/{name}{waited}: {exc}; {why}"
-        return NoAddressError(message, status=status, retryable=status.may_grow_soon)
+        return NoAddressError(message, status=status, retryable=status.retryable)
 
 
 def _allocation(a: AssignedAddress) -> Allocation:

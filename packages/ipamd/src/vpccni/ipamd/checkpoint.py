@@ -168,7 +168,8 @@ class FileCheckpointer:
                 handle.flush()
                 # Content on disk before the rename: after a crash the name never points at an empty file.
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
+            # Pod names and addresses: root only, as upstream's file (Go's temp files are 0600).
+            os.chmod(tmp, 0o600)
             self._rename(tmp, str(self._path))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -386,7 +386,9 @@ class Daemon:
         backend = CniBackendServicer(allocator=allocator, facts=facts, vpc_cidrs=lambda: ident.vpc_ipv4_cidrs)
         config_server = ConfigServerServicer(facts=facts)
         grpc_server = GrpcServer(
-            settings=GrpcServerSettings(socket_path=s.ipamd_socket, tcp_address=s.grpc_tcp_address),
+            settings=GrpcServerSettings(
+                socket_path=s.ipamd_socket, tcp_address=s.grpc_tcp_address, allowed_uids=frozenset({0})
+            ),
             register=(
                 lambda server: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, server),
                 lambda server: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config_server, server),

@@ -20,6 +20,8 @@ INSUFFICIENT_CIDR_CODES = frozenset({"InsufficientCidrBlocks", "InsufficientFree
 THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 ENI_NOT_FOUND_CODE = "InvalidNetworkInterfaceID.NotFound"
 IP_LIMIT_EXCEEDED_CODE = "PrivateIpAddressLimitExceeded"
+# Not EC2's: every subnet a new ENI could go to rests after EC2 said it is full (`EniRequest.avoid_subnets`).
+NO_USABLE_SUBNET_CODE = "NoUsableSubnet"
 
 NO_MANAGE_TAG = "node.k8s.amazonaws.com/no_manage"
 INSTANCE_ID_TAG = "node.k8s.amazonaws.com/instance_id"
@@ -29,10 +31,14 @@ class CloudError(Exception):
     """An EC2 call failed; `code` is EC2's error code (e.g. `InsufficientCidrBlocks`), `subnet_id` when
     known."""
 
-    def __init__(self, message: str, *, code: str, subnet_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str, subnet_id: str | None = None, subnet_ids: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.subnet_id = subnet_id
+        # Every subnet the failed call found full (a new ENI tries each candidate in turn).
+        self.subnet_ids = subnet_ids or ((subnet_id,) if subnet_id else ())
 
     @property
     def is_insufficient_cidr(self) -> bool:
@@ -100,6 +106,7 @@ class EniRequest:
     prefixes: int = 0
     network_card: int = 0
     subnet_id: str | None = None  # None: the adapter chooses (primary subnet, subnet discovery)
+    avoid_subnets: frozenset[str] = frozenset()  # never these (resting after EC2 said they are full)
     security_group_ids: tuple[str, ...] = ()  # empty: the primary ENI's groups
 
 

@@ -175,6 +175,15 @@ def parse_host_port(raw: str) -> str:
     return value
 
 
+def parse_loopback_host_port(raw: str) -> str:
+    """`host:port` on a loopback address: a listener that must not be reachable from other machines."""
+    value = parse_host_port(raw)
+    host = value.rpartition(":")[0].strip("[]")
+    if host != "localhost" and not (host and ipaddress.ip_address(host).is_loopback):
+        raise ValueError("must be a loopback address such as 127.0.0.1:50051 (TCP has no peer check)")
+    return value
+
+
 def parse_bind_address(raw: str) -> str:
     """`host:port` or `unix:<absolute path>`."""
     value = raw.strip()
@@ -448,12 +457,14 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("VPCCNI_ADD_WAIT_TIMEOUT", "add_wait_timeout_s", seconds_parser(minimum=0.0, exclusive=True), 10.0,
           valid="seconds > 0",
           meaning="how long an ADD waits for the growing pool before failing with the reason"),
-    _spec("VPCCNI_GRPC_TCP_ADDRESS", "grpc_tcp_address", parse_host_port, "",
-          valid="host:port such as 127.0.0.1:50051",
-          meaning="also serve gRPC on TCP, for ≤v1.22 plugins and probes during migration"),
+    _spec("VPCCNI_GRPC_TCP_ADDRESS", "grpc_tcp_address", parse_loopback_host_port, "",
+          valid="loopback host:port such as 127.0.0.1:50051",
+          meaning="also serve gRPC on loopback TCP for probes of ≤v1.22 manifests (health and config only:"
+                  " CNIBackend calls are refused there)"),
     _spec("VPCCNI_METRICS_BIND_ADDRESS", "metrics_bind_address", parse_host_port, ":61678",
           valid="host:port",
-          meaning="Prometheus metrics listen address"),
+          meaning="Prometheus metrics listen address: every interface by default, as upstream, so scrapers on"
+                  " other nodes reach it; 127.0.0.1:61678 keeps the pool's figures on the node"),
     # Loop timers: upstream's constants by default; tests and demos shorten them.
     _spec("VPCCNI_POOL_MONITOR_INTERVAL", "pool_monitor_interval_s",
           seconds_parser(minimum=0.0, exclusive=True), 5.0,

@@ -365,8 +365,8 @@ class Cloud:
     def set_latency(self, action: str, seconds: float) -> None:
         self._faults.set_latency(action, seconds)
 
-    def inject_error(self, action: str, code: str, count: int = 1) -> None:
-        self._faults.inject_error(action, code, count)
+    def inject_error(self, action: str, code: str, count: int = 1, *, subnet_id: str | None = None) -> None:
+        self._faults.inject_error(action, code, count, subnet_id=subnet_id)
 
     def set_throttle(self, category: str, capacity: int, refill_per_s: float) -> None:
         self._throttle.configure(category, BucketSpec(capacity=capacity, refill_per_s=refill_per_s))

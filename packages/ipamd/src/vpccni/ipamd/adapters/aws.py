@@ -21,7 +21,7 @@ from vpccni.awsutils.errors import AwsUtilsError, Ec2Error, ImdsError, SubnetExh
 from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.inventory import wait_for_eni_in_imds
 from vpccni.awsutils.models import Ec2Eni, EniMetadata
-from vpccni.ipamd.ports import CloudError, EniAddresses, EniDescription, EniRequest
+from vpccni.ipamd.ports import NO_USABLE_SUBNET_CODE, CloudError, EniAddresses, EniDescription, EniRequest
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ def cloud_errors(what: str) -> Iterator[None]:
     try:
         yield
     except SubnetExhaustedError as err:
-        raise CloudError(f"{what}: {err}", code=err.code, subnet_id=err.subnet_id or None) from err
+        raise CloudError(
+            f"{what}: {err}", code=err.code, subnet_id=err.subnet_id or None, subnet_ids=err.subnet_ids
+        ) from err
     except Ec2Error as err:
         raise CloudError(f"{what}: {err}", code=err.code) from err
     except ImdsError as err:
@@ -135,7 +137,14 @@ class Ec2CloudPort:
 
     def allocate_eni(self, request: EniRequest) -> EniDescription:
         with cloud_errors("allocating an ENI"):
-            subnet_ids = [request.subnet_id] if request.subnet_id else list(self._candidate_subnets())
+            candidates = [request.subnet_id] if request.subnet_id else list(self._candidate_subnets())
+            subnet_ids = [s for s in candidates if s not in request.avoid_subnets]
+            if not subnet_ids:
+                resting = ", ".join(sorted(request.avoid_subnets))
+                raise CloudError(
+                    f"allocating an ENI: every candidate subnet ({resting}) was full moments ago",
+                    code=NO_USABLE_SUBNET_CODE, subnet_ids=tuple(sorted(request.avoid_subnets)),
+                )  # fmt: skip
             groups = list(request.security_group_ids or self._security_groups())
             allocated = self._enis.allocate_eni(
                 subnet_ids=subnet_ids,

@@ -69,7 +69,7 @@ class FakeAllocator:
                     f"failed to assign an IP address to pod {pod_namespace}/{pod_name}: no free address; "
                     f"{status.message}",
                     status=status,
-                    retryable=status.may_grow_soon,
+                    retryable=status.retryable,
                 )
             allocation = replace(self._free.pop(0), host_veth=host_veth)
             meta = PodMetadata(namespace=pod_namespace, name=pod_name, host_veth=host_veth)

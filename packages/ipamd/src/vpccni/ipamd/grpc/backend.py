@@ -1,7 +1,9 @@
 """Upstream's `CNIBackend` and `ConfigServerBackend` services, allocation only (no pod wiring).
 
 Semantics as upstream's `rpc_handler.go`: a client of another version is refused with FAILED_PRECONDITION
-"wrong client version"; an ADD that finds no address answers `Success=false` (the reason is logged, the
+"wrong client version" (so an upstream plugin, which sends its own release, is refused as upstream's ipamd
+refuses another release's plugin); a call over TCP is refused with PERMISSION_DENIED (only the Unix socket
+knows its caller); an ADD that finds no address answers `Success=false` (the reason is logged, the
 upstream plugin turns it into a CNI error); a DEL of an unknown pod succeeds with no metadata.
 """
 
@@ -22,6 +24,9 @@ from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
 log = logging.getLogger(__name__)
 
 WRONG_CLIENT_VERSION = "wrong client version"
+OVER_TCP = (
+    "CNIBackend calls are not served over TCP (no peer credentials there): use the Unix socket ipamd.sock"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +50,11 @@ def _metadata(allocation: Allocation) -> Any:
     )
 
 
-def _check_version(client_version: str, ours: str, context: grpc.ServicerContext) -> None:
+def _check_caller(client_version: str, ours: str, context: grpc.ServicerContext) -> None:
+    """Upstream's version check, and no address changes over TCP, where the caller cannot be known."""
+    if context.peer().startswith(("ipv4:", "ipv6:")):
+        log.warning("refusing a CNIBackend call over TCP from %s", context.peer())
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, OVER_TCP)
     if client_version != ours:
         log.warning("refusing a gRPC client of version %r (ipamd is %s)", client_version, ours)
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, WRONG_CLIENT_VERSION)
@@ -66,7 +75,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         self._vpc_cidrs = vpc_cidrs
 
     def AddNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
-        _check_version(request.ClientVersion, self._facts.version, context)
+        _check_caller(request.ClientVersion, self._facts.version, context)
         pod = f"{request.K8S_POD_NAMESPACE}/{request.K8S_POD_NAME}"
         reply = rpc_pb2.AddNetworkReply(
             UseExternalSNAT=self._facts.use_external_snat,
@@ -93,7 +102,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         return reply
 
     def DelNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
-        _check_version(request.ClientVersion, self._facts.version, context)
+        _check_caller(request.ClientVersion, self._facts.version, context)
         released = self._allocator.release(
             network=request.NetworkName,
             container_id=request.ContainerID,

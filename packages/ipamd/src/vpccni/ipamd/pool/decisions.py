@@ -30,6 +30,7 @@ class AllocateEni:
 
     size: int
     prefixes: bool = False
+    avoid_subnets: frozenset[str] = frozenset()  # resting after EC2 said they are full
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,8 +37,10 @@ from vpccni.ipamd.pool.planner import (
 )
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.pool.subnet_backoff import SubnetBackoff
 from vpccni.ipamd.ports import (
     IP_LIMIT_EXCEEDED_CODE,
+    NO_USABLE_SUBNET_CODE,
     CloudError,
     CloudPort,
     EniDescription,
@@ -62,7 +64,9 @@ class PoolTimers:
     half_interval_s: float = 2.5
     reconcile_idle_s: float = 60.0
     decrease_interval_s: float = 30.0
-    insufficient_cidr_backoff_s: float = 120.0
+    # A subnet EC2 called full rests this long, doubling up to the maximum (upstream: all growth, 120 s).
+    subnet_rest_first_s: float = 10.0
+    subnet_rest_max_s: float = 120.0
     min_eni_age_s: float = MIN_ENI_AGE_S  # minENILifeTime
 
 
@@ -148,8 +152,8 @@ class PoolManager:
         self._status = PoolStatus()
         self._last_action = clock()
         self._last_decrease = float("-inf")
-        self._insufficient_until = float("-inf")
-        self._insufficient_subnet: str | None = None
+        self._subnets = SubnetBackoff(first_s=timers.subnet_rest_first_s, max_s=timers.subnet_rest_max_s)
+        self._no_subnet_until = float("-inf")  # every subnet for a new ENI rests until then
 
     # --- what the allocator and the process use ---------------------------------------------------
 
@@ -231,26 +235,34 @@ class PoolManager:
         if not self._may_touch_enis():
             self._status = PoolStatus(state=GrowthState.UNSCHEDULABLE)
             return
-        now = self._clock()
-        if now < self._insufficient_until:
-            self._status = PoolStatus(
-                state=GrowthState.SUBNET_EXHAUSTED,
-                subnet_id=self._insufficient_subnet,
-                retry_after_s=self._insufficient_until - now,
-            )
-            return
         for _ in range(MAX_GROW_STEPS):
-            decision = plan_increase(self._store.snapshot(), self._config)
+            now = self._clock()
+            snap = self._store.snapshot()
+            decision = plan_increase(snap, self._config, resting_subnets=self._subnets.resting(now))
             if isinstance(decision, NoAction):
                 self._status = _status_for(decision.reason)
+                return
+            if isinstance(decision, AllocateEni) and now < self._no_subnet_until:
+                self._status = self._resting_status(now)
                 return
             self._status = PoolStatus(state=GrowthState.GROWING)
             try:
                 if isinstance(decision, AssignToEni):
                     self._assign(decision)
+                    self._subnets.succeeded(_subnet_of(snap, decision.eni_id))
                 else:
-                    self._allocate_eni(decision)
+                    self._subnets.succeeded(self._allocate_eni(decision).subnet_id)
             except CloudError as err:
+                if err.is_insufficient_cidr:
+                    full = err.subnet_ids or (_subnet_of(snap, getattr(decision, "eni_id", "")),)
+                    self._subnets.failed(full, now)
+                    log.warning("%s; %s rests a while, other subnets are tried", err, ", ".join(full))
+                    continue  # an ENI of another subnet, or a new ENI elsewhere, may serve at once
+                if err.code == NO_USABLE_SUBNET_CODE:
+                    self._no_subnet_until = now + (self._subnets.next_try_in(now) or 0.0)
+                    self._status = self._resting_status(now)
+                    log.warning("growing the pool waits: %s", err)
+                    return
                 self._on_cloud_error(err)
                 return
             except EniSetupError as err:
@@ -259,6 +271,13 @@ class PoolManager:
                 return
             self._last_action = self._clock()
         self._status = PoolStatus(state=GrowthState.GROWING)
+
+    def _resting_status(self, now: float) -> PoolStatus:
+        return PoolStatus(
+            state=GrowthState.SUBNET_EXHAUSTED,
+            subnet_ids=tuple(sorted(self._subnets.resting(now))),
+            retry_after_s=self._subnets.next_try_in(now),
+        )
 
     def _assign(self, decision: AssignToEni) -> None:
         try:
@@ -285,13 +304,14 @@ class PoolManager:
             self._store.add_cidrs(decision.eni_id, [IPv4Network(ip) for ip in ips], is_prefix=False)
             log.info("added %d secondary IPs to %s", len(ips), decision.eni_id)
 
-    def _allocate_eni(self, decision: AllocateEni) -> None:
+    def _allocate_eni(self, decision: AllocateEni) -> EniDescription:
         request = EniRequest(
             ips=0 if decision.prefixes else decision.size,
             prefixes=decision.size if decision.prefixes else 0,
             network_card=self._config.network_card,
             subnet_id=self._policy.subnet_id,
             security_group_ids=self._policy.security_group_ids,
+            avoid_subnets=decision.avoid_subnets,
         )
         eni = self._cloud.allocate_eni(request)
         try:
@@ -306,17 +326,10 @@ class PoolManager:
         log.info(
             "attached ENI %s (device %d) with %d addresses", eni.eni_id, eni.device_number, len(eni.cidrs)
         )
+        return eni
 
     def _on_cloud_error(self, err: CloudError) -> None:
-        if err.is_insufficient_cidr:
-            self._insufficient_until = self._clock() + self._timers.insufficient_cidr_backoff_s
-            self._insufficient_subnet = err.subnet_id
-            self._status = PoolStatus(
-                state=GrowthState.SUBNET_EXHAUSTED,
-                subnet_id=err.subnet_id,
-                retry_after_s=self._timers.insufficient_cidr_backoff_s,
-            )
-        elif err.is_throttle:
+        if err.is_throttle:
             self._status = PoolStatus(state=GrowthState.THROTTLED, detail=str(err))
         else:
             self._status = PoolStatus(state=GrowthState.CLOUD_ERROR, detail=f"{err.code}: {err}")
@@ -395,6 +408,10 @@ class PoolManager:
             step()
         except Exception:
             log.exception("pool iteration failed; retrying on the next one")
+
+
+def _subnet_of(snap: PoolSnapshot, eni_id: str) -> str:
+    return next((e.subnet_id for e in snap.enis if e.eni_id == eni_id), "")
 
 
 def _status_for(reason: NoActionReason) -> PoolStatus:

@@ -124,9 +124,12 @@ def has_room_for_eni(snap: PoolSnapshot, cfg: PoolConfig) -> bool:
     return len(snap.enis) < cfg.max_enis - (1 if cfg.reserve_trunk_slot else 0)
 
 
-def plan_increase(snap: PoolSnapshot, cfg: PoolConfig) -> AssignToEni | AllocateEni | NoAction:
+def plan_increase(
+    snap: PoolSnapshot, cfg: PoolConfig, *, resting_subnets: frozenset[str] = frozenset()
+) -> AssignToEni | AllocateEni | NoAction:
     """increaseDatastorePool: fill an existing ENI first (tryAssignCidrs), else attach a new one
-    (tryAllocateENI)."""
+    (tryAllocateENI). ENIs in `resting_subnets` (EC2 just said they are full) are passed over, and a new ENI
+    goes to another subnet."""
     if not is_pool_too_low(snap, cfg):
         return NoAction(
             reason=NoActionReason.AT_MAX_PODS if at_max_pods(snap, cfg) else NoActionReason.POOL_OK
@@ -137,10 +140,14 @@ def plan_increase(snap: PoolSnapshot, cfg: PoolConfig) -> AssignToEni | Allocate
     else:
         wanted = state.short if state.enabled else cfg.max_ips_per_eni
     for eni in allocatable_enis(snap, cfg):
+        if eni.subnet_id in resting_subnets:
+            continue
         room = cfg.cidrs_per_eni - len(eni.cidrs)
         return AssignToEni(eni_id=eni.eni_id, count=min(room, wanted), prefixes=cfg.prefix_delegation)
     if has_room_for_eni(snap, cfg):
-        return AllocateEni(size=min(wanted, cfg.cidrs_per_eni), prefixes=cfg.prefix_delegation)
+        return AllocateEni(
+            size=min(wanted, cfg.cidrs_per_eni), prefixes=cfg.prefix_delegation, avoid_subnets=resting_subnets
+        )
     return NoAction(reason=NoActionReason.NO_ENI_SLOTS)
 
 

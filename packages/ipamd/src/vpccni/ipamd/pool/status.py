@@ -27,9 +27,9 @@ _HINTS: dict[GrowthState, str] = {
         "the node runs its maximum number of pods; schedule the pod elsewhere or raise max pods"
     ),
     GrowthState.SUBNET_EXHAUSTED: (
-        "subnet {subnet} has no free addresses (or no contiguous /28); add a subnet tagged"
-        " kubernetes.io/role/cni=1, use subnet CIDR reservations for prefix mode, or free addresses."
-        " ipamd retries in 120 s"
+        "EC2 reported {subnet} without free addresses (or a contiguous /28 for a prefix) and no other"
+        " subnet can take a new ENI; add a subnet tagged kubernetes.io/role/cni=1 in this AZ, use subnet CIDR"
+        " reservations for prefix mode, or free addresses. ipamd asks again {retry}"
     ),
     GrowthState.THROTTLED: "EC2 is throttling ipamd's calls; it retries on the next pool iteration",
     GrowthState.NO_ENI_SLOTS: (
@@ -56,7 +56,7 @@ _HINTS: dict[GrowthState, str] = {
 @dataclass(frozen=True, kw_only=True)
 class PoolStatus:
     state: GrowthState = GrowthState.OK
-    subnet_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()  # SUBNET_EXHAUSTED: the subnets resting after EC2 called them full
     detail: str = ""
     retry_after_s: float | None = None
 
@@ -66,5 +66,25 @@ class PoolStatus:
         return self.state in (GrowthState.GROWING, GrowthState.OK, GrowthState.THROTTLED)
 
     @property
+    def retryable(self) -> bool:
+        """Whether the pool can still grow later (CNI code 11, try again) rather than never without a change
+        by the operator or the scheduler (999)."""
+        return self.state not in _FINAL
+
+    @property
     def message(self) -> str:
-        return _HINTS[self.state].format(subnet=self.subnet_id or "(unknown)", detail=self.detail)
+        subnets = ", ".join(self.subnet_ids) if self.subnet_ids else "the subnet"
+        subnet = f"subnet{'s' if len(self.subnet_ids) > 1 else ''} {subnets}" if self.subnet_ids else subnets
+        retry = f"in {self.retry_after_s:.0f} s" if self.retry_after_s is not None else "shortly"
+        return _HINTS[self.state].format(subnet=subnet, detail=self.detail, retry=retry)
+
+
+# The pool cannot grow until the operator changes something (or a pod leaves).
+_FINAL = frozenset(
+    {
+        GrowthState.AT_MAX_PODS,
+        GrowthState.NO_ENI_SLOTS,
+        GrowthState.PROVISIONING_DISABLED,
+        GrowthState.UNSCHEDULABLE,
+    }
+)

@@ -12,7 +12,14 @@ from typing import Any
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import store_eni
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
-from vpccni.ipamd.ports import CloudError, EniAddresses, EniDescription, EniRecord, EniRequest
+from vpccni.ipamd.ports import (
+    NO_USABLE_SUBNET_CODE,
+    CloudError,
+    EniAddresses,
+    EniDescription,
+    EniRecord,
+    EniRequest,
+)
 from vpccni.ipamd.reconcile import Reconciler
 
 _DEFAULT_SUBNET = IPv4Network("10.0.0.0/16")
@@ -226,10 +233,13 @@ class FakeCloud:
         ipv4_per_eni: int = 4,
         subnet: IPv4Network = _DEFAULT_SUBNET,
         subnet_id: str = "subnet-0fake",
+        other_subnets: tuple[str, ...] = (),
     ) -> None:
         self.max_enis = max_enis
         self.ipv4_per_eni = ipv4_per_eni
         self.subnet_id = subnet_id
+        # Where a new ENI may go, in order (the primary subnet first, as subnet discovery ranks them here).
+        self.candidate_subnets = (subnet_id, *other_subnets)
         self.calls: list[str] = []
         self.on_call: Callable[[str], None] = lambda name: None
         self._failures: dict[str, list[CloudError]] = {}
@@ -300,10 +310,16 @@ class FakeCloud:
             used = {e.device_number for e in self._enis.values()}
             if len(self._enis) >= self.max_enis:
                 raise CloudError("AttachmentLimitExceeded", code="AttachmentLimitExceeded")
+            candidates = (request.subnet_id,) if request.subnet_id else self.candidate_subnets
+            usable = [s for s in candidates if s not in request.avoid_subnets]
+            if not usable:
+                raise CloudError(
+                    "every candidate subnet rests", code=NO_USABLE_SUBNET_CODE,
+                    subnet_ids=tuple(sorted(request.avoid_subnets)),
+                )  # fmt: skip
             device = min(d for d in range(100) if d not in used)
             eni = self._new_eni(device, request.network_card, "interface")
-            if request.subnet_id:
-                eni.subnet_id = request.subnet_id
+            eni.subnet_id = usable[0]
             limit = self.ipv4_per_eni - 1
             eni.ips.update(next(self._free_ips) for _ in range(min(request.ips, limit)))
             eni.prefixes.update(next(self._free_prefixes) for _ in range(min(request.prefixes, limit)))
@@ -447,10 +463,11 @@ class FakeNode:
 
     @classmethod
     def create(
-        cls, *, max_enis: int = 3, ipv4_per_eni: int = 4, primary_ips: int = 0, store_primary: bool = True
-    ) -> FakeNode:
+        cls, *, max_enis: int = 3, ipv4_per_eni: int = 4, primary_ips: int = 0, store_primary: bool = True,
+        other_subnets: tuple[str, ...] = (),
+    ) -> FakeNode:  # fmt: skip
         clock = FakeClock()
-        cloud = FakeCloud(max_enis=max_enis, ipv4_per_eni=ipv4_per_eni)
+        cloud = FakeCloud(max_enis=max_enis, ipv4_per_eni=ipv4_per_eni, other_subnets=other_subnets)
         primary = cloud.add_existing_eni(device_number=0, ips=primary_ips)
         store = FakePoolStore(clock=clock)
         if store_primary:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 class InjectedError:
     code: str
     message: str
+    subnet_id: str | None = None  # only calls about this subnet (its ENIs, new ENIs in it) fail
 
 
 class FaultPlan:
@@ -31,9 +32,15 @@ class FaultPlan:
         with self._lock:
             return self._latency.get(action, self._latency.get("*", 0.0))
 
-    def inject_error(self, action: str, code: str, count: int = 1, message: str | None = None) -> None:
-        """The next `count` calls of `action` ('*' for any) fail with EC2 error `code`."""
-        err = InjectedError(code=code, message=message or f"injected by the vpccni testbed for {action}")
+    def inject_error(
+        self, action: str, code: str, count: int = 1, message: str | None = None, *,
+        subnet_id: str | None = None,
+    ) -> None:  # fmt: skip
+        """The next `count` calls of `action` ('*' for any) fail with EC2 error `code`; with `subnet_id`,
+        only calls about that subnet (a subnet that is full fails only there)."""
+        err = InjectedError(
+            code=code, message=message or f"injected by the vpccni testbed for {action}", subnet_id=subnet_id
+        )
         with self._lock:
             queue = self._errors.setdefault(action, deque())
             queue.extend([err] * count)
@@ -43,10 +50,13 @@ class FaultPlan:
             self._latency.clear()
             self._errors.clear()
 
-    def take_error(self, action: str) -> InjectedError | None:
+    def take_error(self, action: str, subnet_id: str | None = None) -> InjectedError | None:
+        """The next injected error for a call of `action` about `subnet_id` (None: not about a subnet)."""
         with self._lock:
             for key in (action, "*"):
-                queue = self._errors.get(key)
-                if queue:
-                    return queue.popleft()
+                queue = self._errors.get(key) or deque()
+                for index, err in enumerate(queue):
+                    if err.subnet_id is None or err.subnet_id == subnet_id:
+                        del queue[index]
+                        return err
             return None

@@ -68,6 +68,13 @@ def _ip(value: str) -> ipaddress.IPv4Address:
 
 
 class FidelityLayer:
+    def subnet_of_call(self, action: str, params: dict[str, str]) -> str | None:
+        """The subnet a call is about: a new ENI's `SubnetId`, or the subnet of the ENI it names."""
+        if action == "CreateNetworkInterface":
+            return params.get("SubnetId")
+        eni = self._backend.raw.enis.get(params.get("NetworkInterfaceId", ""))
+        return None if eni is None else str(eni.subnet.id)
+
     def __init__(self, *, backend: MotoBackend, prefixes: PrefixTable, allocator: AddressAllocator) -> None:
         self._backend = backend
         self._prefixes = prefixes

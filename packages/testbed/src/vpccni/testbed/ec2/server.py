@@ -123,7 +123,9 @@ class Ec2App:
         delay = self._faults.latency(action)
         if delay:
             time.sleep(delay)
-        injected = self._faults.take_error(action)
+        with self.state_lock:
+            subnet_id = self._fidelity.subnet_of_call(action, params)
+        injected = self._faults.take_error(action, subnet_id)
         if injected is not None:
             raise Ec2Error(injected.code, injected.message)
         with self.state_lock:

@@ -1,14 +1,25 @@
-"""The testbed's Kubernetes API server: the real REST protocol (JSON over HTTP, list/watch/get/patch)
-for nodes, pods, events, ENIConfigs and CNINodes, driven by the official ``kubernetes`` client."""
+"""The testbed's Kubernetes API server: the real REST protocol (JSON over HTTP, list/watch/get/patch) for
+the built-in catalogue of ``resources.py`` and every CRD's custom resources, with discovery, server-side
+tables and the OpenAPI v2 document, driven by the official ``kubernetes`` client and by ``kubectl``."""
 
+from vpccni.testbed.kube.registry import ResourceRegistry
 from vpccni.testbed.kube.resources import (
+    CLUSTERROLEBINDINGS,
+    CLUSTERROLES,
     CNINODES,
+    CONFIGMAPS,
+    CRDS,
+    DAEMONSETS,
+    DEPLOYMENTS,
     ENICONFIGS,
     EVENTS,
     EVENTS_V1,
     NAMESPACES,
     NODES,
     PODS,
+    ROLEBINDINGS,
+    ROLES,
+    SERVICEACCOUNTS,
     ResourceType,
 )
 from vpccni.testbed.kube.server import KubeApiServer
@@ -21,18 +32,28 @@ from vpccni.testbed.kube.store import (
 )
 
 __all__ = [
+    "CLUSTERROLEBINDINGS",
+    "CLUSTERROLES",
     "CNINODES",
+    "CONFIGMAPS",
+    "CRDS",
+    "DAEMONSETS",
+    "DEPLOYMENTS",
     "ENICONFIGS",
     "EVENTS",
     "EVENTS_V1",
     "NAMESPACES",
     "NODES",
     "PODS",
+    "ROLEBINDINGS",
+    "ROLES",
+    "SERVICEACCOUNTS",
     "ConflictError",
     "ExpiredError",
     "KubeApiServer",
     "NotFoundError",
     "ObjectStore",
+    "ResourceRegistry",
     "ResourceType",
     "StoreError",
 ]

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from vpccni.testbed.kube import resources
+from vpccni.testbed.kube import crds, discovery, openapi, openapi_pb, resources, tables
 from vpccni.testbed.kube.patches import MERGE_PATCH
+from vpccni.testbed.kube.registry import ResourceRegistry
 from vpccni.testbed.kube.resources import ResourceType
 from vpccni.testbed.kube.store import (
     BadRequestError,
@@ -55,7 +56,7 @@ def _status(code: int, reason: str, message: str, *, name: str = "", kind: str =
     return status
 
 
-def parse_target(parts: list[str]) -> Target | None:
+def parse_target(parts: list[str], registry: ResourceRegistry) -> Target | None:
     """``/api/v1/...`` or ``/apis/<group>/<version>/...`` split on ``/``, without the empty first part."""
     if len(parts) >= 2 and parts[0] == "api":
         group, version, rest = "", parts[1], parts[2:]
@@ -68,7 +69,7 @@ def parse_target(parts: list[str]) -> Target | None:
         namespace, rest = rest[1], rest[2:]
     if not rest or len(rest) > 3:
         return None
-    resource = resources.find_resource(group, version, rest[0])
+    resource = registry.find(group, version, rest[0])
     if resource is None:
         return None
     if namespace is not None and not resource.namespaced:
@@ -83,6 +84,22 @@ def parse_target(parts: list[str]) -> Target | None:
 
 def _truthy(value: str | None) -> bool:
     return value is not None and value.lower() in ("1", "true")
+
+
+def table_version(accept: str | None) -> str | None:
+    """The Table apiVersion the client asked for first in ``Accept`` (kubectl get sends
+    ``application/json;as=Table;v=v1;g=meta.k8s.io, ..., application/json``), or None for plain JSON."""
+    for media in (accept or "").split(","):
+        params = dict(p.strip().split("=", 1) for p in media.split(";")[1:] if "=" in p)
+        if (
+            params.get("as") == "Table"
+            and params.get("g") == "meta.k8s.io"
+            and params.get("v") in ("v1", "v1beta1")
+        ):
+            return f"meta.k8s.io/{params['v']}"
+        if media.split(";")[0].strip() in ("application/json", "*/*") and "as" not in params:
+            return None
+    return None
 
 
 class KubeApiHandler(BaseHTTPRequestHandler):
@@ -106,9 +123,11 @@ class KubeApiHandler(BaseHTTPRequestHandler):
             self.owner._track(self.connection, add=False)
 
     def _send_json(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self._send_bytes(code, "application/json", json.dumps(body).encode())
+
+    def _send_bytes(self, code: int, content_type: str, data: bytes) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -168,7 +187,7 @@ class KubeApiHandler(BaseHTTPRequestHandler):
         try:
             if method == "GET" and self._discovery(parts):
                 return
-            target = parse_target(parts)
+            target = parse_target(parts, self.owner.store.registry)
             if target is None:
                 raise NotFoundError(f"the server could not find the requested resource ({method} {url.path})")
             if (method, target.resource.plural) in self.owner.forbidden:
@@ -191,21 +210,19 @@ class KubeApiHandler(BaseHTTPRequestHandler):
         if parts == ["version"]:
             body = resources.VERSION_INFO
         elif parts in (["healthz"], ["readyz"], ["livez"]):
-            data = b"ok"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._send_bytes(200, "text/plain", b"ok")
+            return True
+        elif parts == ["openapi", "v2"]:
+            self._openapi()
             return True
         elif parts == ["api"]:
-            body = resources.api_versions()
+            body = discovery.api_versions()
         elif parts == ["apis"]:
-            body = resources.api_group_list()
+            body = discovery.api_group_list(self.owner.store.registry.served())
         elif len(parts) == 2 and parts[0] == "api":
-            body = resources.api_resource_list("", parts[1])
+            body = discovery.api_resource_list(self.owner.store.registry.served(), "", parts[1])
         elif len(parts) == 3 and parts[0] == "apis":
-            body = resources.api_resource_list(parts[1], parts[2])
+            body = discovery.api_resource_list(self.owner.store.registry.served(), parts[1], parts[2])
         else:
             return False
         if body is None:
@@ -226,6 +243,9 @@ class KubeApiHandler(BaseHTTPRequestHandler):
                     label_selector=query.get("labelSelector"),
                     field_selector=query.get("fieldSelector"),
                 )
+                if table := self._as_table(res, items, str(rv), query):
+                    self._send_json(200, table)
+                    return
                 self._send_json(
                     200,
                     {
@@ -243,7 +263,9 @@ class KubeApiHandler(BaseHTTPRequestHandler):
                 )
             return
         if method == "GET":
-            self._send_json(200, store.get(res, name, ns))
+            obj = store.get(res, name, ns)
+            table = self._as_table(res, [obj], obj["metadata"]["resourceVersion"], query)
+            self._send_json(200, table or obj)
         elif method == "PUT":
             body = self._read_body()
             body.setdefault("metadata", {})["name"] = name
@@ -260,7 +282,44 @@ class KubeApiHandler(BaseHTTPRequestHandler):
         else:
             raise BadRequestError(f"{method} is not supported")
 
+    def _as_table(
+        self, res: ResourceType, objects: list[dict[str, Any]], rv: str, query: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """The objects as a Table when the client asked for one (kubectl get), else None."""
+        version = table_version(self.headers.get("Accept"))
+        if version is None:
+            return None
+        return tables.table(
+            res.columns,
+            objects,
+            resource_version=rv,
+            include_object=query.get("includeObject", "PartialObjectMetadata"),
+            api_version=version,
+        )
+
+    def _openapi(self) -> None:
+        """``/openapi/v2`` as protobuf when asked so (kubectl), else as JSON."""
+        store = self.owner.store
+        served = store.registry.served()
+        crd_objects, _ = store.list(resources.CRDS)
+        schemas = {
+            r.key: crds.openapi_schema(crd, r.version)
+            for crd in crd_objects
+            for r in store.registry.defined_by(crd["metadata"]["name"])
+        }
+        doc = openapi.document(served, schemas)
+        accept = self.headers.get("Accept") or ""
+        if any(t in accept for t in openapi_pb.CONTENT_TYPES):
+            self._send_bytes(200, openapi_pb.CONTENT_TYPES[1], openapi_pb.document(doc))
+        else:
+            self._send_json(200, doc)
+
     # -- watch ------------------------------------------------------------------------------------
+
+    def _write_event(self, kind: str, obj: dict[str, Any], res: ResourceType, query: dict[str, str]) -> None:
+        """A watch event; its object a one-row Table when the watch asked for tables (kubectl get -w)."""
+        table = self._as_table(res, [obj], obj["metadata"]["resourceVersion"], query)
+        self._write_chunk({"type": kind, "object": table or obj})
 
     def _write_chunk(self, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode() + b"\n"
@@ -285,18 +344,20 @@ class KubeApiHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            self._stream(wf, int(requested), timeout=timeout, bookmarks=bookmarks)
+            self._stream(wf, int(requested), timeout=timeout, bookmarks=bookmarks, query=query)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _stream(self, wf: WatchFilter, requested: int, *, timeout: float, bookmarks: bool) -> None:
+    def _stream(
+        self, wf: WatchFilter, requested: int, *, timeout: float, bookmarks: bool, query: dict[str, str]
+    ) -> None:
         store, owner = self.owner.store, self.owner
         if requested == 0:
             # "0"/unset: start with the current state as synthetic ADDED events, as a real server does.
             items, cursor = store.list(wf.resource, wf.namespace)
             for obj in items:
                 if wf.matches(obj):
-                    self._write_chunk({"type": "ADDED", "object": obj})
+                    self._write_event("ADDED", obj, wf.resource, query)
         else:
             cursor = requested
         deadline = time.monotonic() + timeout
@@ -319,7 +380,7 @@ class KubeApiHandler(BaseHTTPRequestHandler):
             for event in events:
                 translated = wf.translate(event)
                 if translated is not None:
-                    self._write_chunk({"type": translated[0], "object": translated[1]})
+                    self._write_event(translated[0], translated[1], wf.resource, query)
                 cursor = event.resource_version
             now = time.monotonic()
             if bookmarks and (now >= next_bookmark or now >= deadline):

@@ -19,5 +19,6 @@ def register_kubelet_node(kube: KubeApiServer, instance: InstanceInfo, region: s
         instance.instance_type,
         max_pods(limits) if limits is not None else KUBELET_DEFAULT_MAX_PODS,
         provider_id=f"aws:///{instance.availability_zone}/{instance.instance_id}",
+        internal_ip=str(instance.primary_ip),
     )
     return name

@@ -1,14 +1,17 @@
-"""The resource types the testbed API server serves, and the discovery documents derived from them."""
+"""The resource types the testbed API server serves: the built-in catalogue (one line per type), and the
+``ResourceType`` that custom resource definitions turn into at run time (``crds.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from vpccni.testbed.kube import printers, tables
+from vpccni.testbed.kube.tables import Column
 
 
 @dataclass(frozen=True, kw_only=True)
 class ResourceType:
-    """One REST resource: where it lives in the URL space and what its objects are called."""
+    """One REST resource: where it lives in the URL space, what its objects are called, how it prints."""
 
     group: str  # "" for the core group
     version: str
@@ -16,6 +19,12 @@ class ResourceType:
     kind: str
     namespaced: bool
     short_names: tuple[str, ...] = ()
+    singular: str = ""  # default: kind in lower case
+    categories: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = tables.DEFAULT_COLUMNS
+    custom: bool = (
+        False  # served from a CustomResourceDefinition: no strategic merge patch, as on a real server
+    )
 
     @property
     def api_version(self) -> str:
@@ -26,91 +35,89 @@ class ResourceType:
         return f"{self.kind}List"
 
     @property
+    def singular_name(self) -> str:
+        return self.singular or self.kind.lower()
+
+    @property
     def key(self) -> str:
         """A stable identifier, e.g. ``v1/pods`` or ``vpcresources.k8s.aws/v1alpha1/cninodes``."""
         return f"{self.api_version}/{self.plural}"
 
 
-NODES = ResourceType(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
-PODS = ResourceType(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
-NAMESPACES = ResourceType(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
-EVENTS = ResourceType(group="", version="v1", plural="events", kind="Event", namespaced=True)
-EVENTS_V1 = ResourceType(group="events.k8s.io", version="v1", plural="events", kind="Event", namespaced=True)
-ENICONFIGS = ResourceType(
-    group="crd.k8s.amazonaws.com", version="v1alpha1", plural="eniconfigs", kind="ENIConfig", namespaced=False
-)
-CNINODES = ResourceType(
-    group="vpcresources.k8s.aws",
-    version="v1alpha1",
-    plural="cninodes",
-    kind="CNINode",
-    namespaced=False,
-    short_names=("cnd",),
+_CNINODE_FEATURES = tables.json_path_column(
+    name="Features",
+    json_path=".spec.features",
+    description="The features delegated to VPC resource controller",
 )
 
-ALL_RESOURCES: tuple[ResourceType, ...] = (NODES, PODS, NAMESPACES, EVENTS, EVENTS_V1, ENICONFIGS, CNINODES)
 
-_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
-
-
-def find_resource(group: str, version: str, plural: str) -> ResourceType | None:
-    for resource in ALL_RESOURCES:
-        if (resource.group, resource.version, resource.plural) == (group, version, plural):
-            return resource
-    return None
-
-
-def api_versions() -> dict[str, Any]:
-    """``GET /api``."""
-    return {
-        "kind": "APIVersions",
-        "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
-    }
-
-
-def api_group_list() -> dict[str, Any]:
-    """``GET /apis``: every non-core group with its single served version."""
-    groups: dict[str, str] = {}
-    for resource in ALL_RESOURCES:
-        if resource.group:
-            groups.setdefault(resource.group, resource.version)
-    return {
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [
-            {
-                "name": group,
-                "versions": [{"groupVersion": f"{group}/{version}", "version": version}],
-                "preferredVersion": {"groupVersion": f"{group}/{version}", "version": version},
-            }
-            for group, version in groups.items()
-        ],
-    }
+def builtin(
+    api_version: str,
+    plural: str,
+    kind: str,
+    *,
+    namespaced: bool,
+    short_names: tuple[str, ...] = (),
+    categories: tuple[str, ...] = (),
+    columns: tuple[Column, ...] = tables.DEFAULT_COLUMNS,
+    custom: bool = False,
+) -> ResourceType:
+    """One catalogue entry: ``builtin("apps/v1", "daemonsets", "DaemonSet", namespaced=True)``."""
+    group, _, version = api_version.rpartition("/")
+    return ResourceType(
+        group=group,
+        version=version,
+        plural=plural,
+        kind=kind,
+        namespaced=namespaced,
+        short_names=short_names,
+        categories=categories,
+        columns=columns,
+        custom=custom,
+    )
 
 
-def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
-    """``GET /api/v1`` or ``GET /apis/<group>/<version>``; None when the group/version is not served."""
-    members = [r for r in ALL_RESOURCES if (r.group, r.version) == (group, version)]
-    if not members:
-        return None
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": members[0].api_version,
-        "resources": [
-            {
-                "name": r.plural,
-                "singularName": r.kind.lower(),
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": _VERBS,
-                "shortNames": list(r.short_names),
-            }
-            for r in members
-        ],
-    }
+RBAC = "rbac.authorization.k8s.io/v1"
+# fmt: off
+NODES = builtin("v1", "nodes", "Node", namespaced=False, short_names=("no",), columns=printers.NODE_COLUMNS)
+PODS = builtin("v1", "pods", "Pod", namespaced=True, short_names=("po",), categories=("all",), columns=printers.POD_COLUMNS)  # noqa: E501
+NAMESPACES = builtin("v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",), columns=printers.NAMESPACE_COLUMNS)  # noqa: E501
+EVENTS = builtin("v1", "events", "Event", namespaced=True, short_names=("ev",), columns=printers.EVENT_COLUMNS)  # noqa: E501
+EVENTS_V1 = builtin("events.k8s.io/v1", "events", "Event", namespaced=True, short_names=("ev",), columns=printers.EVENT_COLUMNS)  # noqa: E501
+CONFIGMAPS = builtin("v1", "configmaps", "ConfigMap", namespaced=True, short_names=("cm",), columns=printers.CONFIGMAP_COLUMNS)  # noqa: E501
+SERVICEACCOUNTS = builtin("v1", "serviceaccounts", "ServiceAccount", namespaced=True, short_names=("sa",), columns=printers.SERVICEACCOUNT_COLUMNS)  # noqa: E501
+DAEMONSETS = builtin("apps/v1", "daemonsets", "DaemonSet", namespaced=True, short_names=("ds",), categories=("all",), columns=printers.DAEMONSET_COLUMNS)  # noqa: E501
+DEPLOYMENTS = builtin("apps/v1", "deployments", "Deployment", namespaced=True, short_names=("deploy",), categories=("all",), columns=printers.DEPLOYMENT_COLUMNS)  # noqa: E501
+CLUSTERROLES = builtin(RBAC, "clusterroles", "ClusterRole", namespaced=False, columns=printers.ROLE_COLUMNS)
+CLUSTERROLEBINDINGS = builtin(RBAC, "clusterrolebindings", "ClusterRoleBinding", namespaced=False, columns=printers.BINDING_COLUMNS)  # noqa: E501
+ROLES = builtin(RBAC, "roles", "Role", namespaced=True, columns=printers.ROLE_COLUMNS)
+ROLEBINDINGS = builtin(RBAC, "rolebindings", "RoleBinding", namespaced=True, columns=printers.BINDING_COLUMNS)
+CRDS = builtin("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False, short_names=("crd", "crds"))  # noqa: E501
+# Custom resources an EKS cluster always has (their CRDs are also created at start, see bootstrap.py): served
+# even by a bare ObjectStore, with the columns their CRDs define.
+ENICONFIGS = builtin("crd.k8s.amazonaws.com/v1alpha1", "eniconfigs", "ENIConfig", namespaced=False, custom=True, columns=(tables.NAME, tables.AGE_DATE))  # noqa: E501
+CNINODES = builtin("vpcresources.k8s.aws/v1alpha1", "cninodes", "CNINode", namespaced=False, short_names=("cnd",), custom=True, columns=(tables.NAME, _CNINODE_FEATURES))  # noqa: E501
+# fmt: on
 
+# The built-in catalogue. Serving another type is one line here (plus, optionally, its table columns).
+ALL_RESOURCES: tuple[ResourceType, ...] = (
+    NODES,
+    PODS,
+    NAMESPACES,
+    EVENTS,
+    EVENTS_V1,
+    CONFIGMAPS,
+    SERVICEACCOUNTS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    CLUSTERROLES,
+    CLUSTERROLEBINDINGS,
+    ROLES,
+    ROLEBINDINGS,
+    CRDS,
+    ENICONFIGS,
+    CNINODES,
+)
 
 VERSION_INFO: dict[str, str] = {
     "major": "1",

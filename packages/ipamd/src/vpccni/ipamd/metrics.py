@@ -15,7 +15,7 @@ import contextlib
 import logging
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Network
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
@@ -28,6 +28,8 @@ from vpccni.ipamd.introspection import HttpEndpoint, Response
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A pod ADD takes milliseconds with a warm pool and up to seconds when it waits for EC2.
+CNI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _log = logging.getLogger(__name__)
 
@@ -163,8 +165,16 @@ class IpamdMetrics:
             ["category"],
             registry=r,
         )
+        # vpccni's own: how long ipamd takes to answer a CNI request (the shim's connect to the reply).
+        self.cni_request_duration = Histogram(
+            "vpccni_cni_request_duration_seconds",
+            "Time ipamd took to answer a CNI request, by command and result",
+            ["command", "result"],
+            buckets=CNI_BUCKETS,
+            registry=r,
+        )
         self.build_info.labels(version=version, goversion=f"python{platform.python_version()}").set(1)
-        self._endpoint: HttpEndpoint | None = None
+        self._server = MetricsServer(self.render)
         self._per_cidr: set[str] = set()
         self._per_eni: set[str] = set()
         self._lock = threading.Lock()
@@ -200,6 +210,10 @@ class IpamdMetrics:
             raise
         finally:
             gauge.dec()
+
+    def observe_cni(self, command: str, seconds: float, *, ok: bool) -> None:
+        result = "success" if ok else "error"
+        self.cni_request_duration.labels(command=command, result=result).observe(seconds)
 
     # --- pool gauges ----------------------------------------------------------------------------------
 
@@ -285,11 +299,29 @@ class IpamdMetrics:
                 out.append(_sample_line(sample_name, sample))
         return "".join(out).encode()
 
-    def _route(self) -> Response:
-        return 200, CONTENT_TYPE, self.render()
-
     def start(self, bind_address: str = ":61678") -> None:
         """Serve /metrics on `host:port` (empty host: all interfaces, as upstream)."""
+        self._server.start(bind_address)
+
+    @property
+    def address(self) -> str | None:
+        return self._server.address
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class MetricsServer:
+    """Serves ``render()`` (the Prometheus text format) at ``/metrics`` from ``start()``."""
+
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        self._render = render
+        self._endpoint: HttpEndpoint | None = None
+
+    def _route(self) -> Response:
+        return 200, CONTENT_TYPE, self._render()
+
+    def start(self, bind_address: str) -> None:
         if self._endpoint is None:
             self._endpoint = HttpEndpoint(
                 bind_address=bind_address, routes={"/metrics": self._route}, name="metrics"

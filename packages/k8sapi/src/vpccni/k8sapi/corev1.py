@@ -1,4 +1,5 @@
-"""The four core/v1 requests ipamd makes, sent through the official client's ``ApiClient`` as raw JSON.
+"""The core/v1 requests ipamd (and the cluster view: ``cluster.py``) make, sent through the official client's
+``ApiClient`` as raw JSON.
 
 ``kubernetes.client.CoreV1Api`` would do the same, but creating it imports the generated module of every
 core/v1 operation and the model classes they name: about 21 MiB of resident memory for calls whose
@@ -74,6 +75,32 @@ class CoreV1Requests:
             query.append(("watch", True))
         return self._request("GET", "/api/v1/pods", {}, query=query, timeout=timeout)
 
+    def list_nodes(self, *, timeout: Timeout) -> Any:
+        """GET /api/v1/nodes."""
+        return self._request("GET", "/api/v1/nodes", {}, timeout=timeout)
+
+    def list_namespaced_pods(self, namespace: str, *, label_selector: str, timeout: Timeout) -> Any:
+        """GET /api/v1/namespaces/{namespace}/pods?labelSelector=..."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        return self._request(
+            "GET",
+            "/api/v1/namespaces/{namespace}/pods",
+            {"namespace": namespace},
+            query=query,
+            timeout=timeout,
+        )
+
+    def proxy_pod_get(self, namespace: str, name: str, port: int, path: str, *, timeout: Timeout) -> Any:
+        """GET /api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/{path}: the API server relays the GET
+        to the pod (what ``kubectl get --raw`` and upstream's cni-metrics-helper use)."""
+        return self._request(
+            "GET",
+            "/api/v1/namespaces/{namespace}/pods/{name}/proxy/" + path.lstrip("/"),
+            {"namespace": namespace, "name": f"{name}:{port}"},
+            accept="text/plain, */*",
+            timeout=timeout,
+        )
+
     def _request(
         self,
         method: str,
@@ -84,8 +111,9 @@ class CoreV1Requests:
         query: list[tuple[str, Any]] | None = None,
         body: dict[str, Any] | None = None,
         content_type: str = JSON,
+        accept: str = JSON,
     ) -> Any:
-        headers = {"Accept": JSON}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         request = self._client.param_serialize(

@@ -37,7 +37,7 @@ class Expired(K8sApiError):
     """410 Gone: the resourceVersion is older than the server's history; relist."""
 
 
-def _from_api_exception(exc: ApiException, what: str) -> K8sApiError:
+def from_api_exception(exc: ApiException, what: str) -> K8sApiError:
     status = int(exc.status or 0)
     detail = f"{what}: HTTP {status} {exc.reason or ''}".strip()
     if status == 404:
@@ -71,7 +71,7 @@ def translated(what: str) -> Iterator[None]:
     except K8sApiError:
         raise
     except ApiException as exc:
-        raise _from_api_exception(exc, what) from exc
+        raise from_api_exception(exc, what) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ApiUnavailable(
             f"{what}: cannot reach the Kubernetes API server ({type(exc).__name__}: {exc}); check "

@@ -176,3 +176,46 @@ class FakeKubeApi:
 
     def _sync_cache(self) -> None:
         self._pods.replace_all(self.server_pods.values(), resource_version=str(next(self._rv)))
+
+
+class FakeCluster:
+    """A stateful ``ClusterReader``: pods, nodes, CNINodes, and what each pod's port answers (``serve``).
+    A pod with nothing served answers as an unreachable pod does through the API server (503)."""
+
+    def __init__(self) -> None:
+        self.pods: list[PodInfo] = []
+        self.nodes: list[NodeInfo] = []
+        self.cninodes: list[CniNode] = []
+        self._served: dict[tuple[str, str, int, str], str] = {}
+        self.available = True
+
+    def serve(self, *, namespace: str, pod: str, port: int, path: str, body: str) -> None:
+        self._served[(namespace, pod, port, path.lstrip("/"))] = body
+
+    def _check(self) -> None:
+        if not self.available:
+            raise ApiUnavailable("fake API server unavailable")
+
+    def list_pods(self, *, namespace: str, label_selector: str = "") -> list[PodInfo]:
+        self._check()
+        wanted = dict(term.split("=", 1) for term in label_selector.split(",") if "=" in term)
+        return [
+            p
+            for p in self.pods
+            if p.namespace == namespace and all(p.labels.get(k) == v for k, v in wanted.items())
+        ]
+
+    def list_nodes(self) -> list[NodeInfo]:
+        self._check()
+        return list(self.nodes)
+
+    def list_cninodes(self) -> list[CniNode]:
+        self._check()
+        return list(self.cninodes)
+
+    def proxy_get(self, *, namespace: str, pod: str, port: int, path: str) -> str:
+        self._check()
+        body = self._served.get((namespace, pod, port, path.lstrip("/")))
+        if body is None:
+            raise ApiUnavailable(f"GET {path} on pod {namespace}/{pod}:{port}: 503 (no endpoint answers)")
+        return body

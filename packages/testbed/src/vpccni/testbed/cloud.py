@@ -13,6 +13,8 @@ from typing import Any
 
 import boto3
 from vpccni.testbed import control
+from vpccni.testbed.cloudwatch import ENDPOINT_ENV as CLOUDWATCH_ENDPOINT_ENV
+from vpccni.testbed.cloudwatch import CloudWatchService
 from vpccni.testbed.ec2.addresses import AddressAllocator, Placement
 from vpccni.testbed.ec2.backend import MotoBackend
 from vpccni.testbed.ec2.calllog import CallLog, CallRecord
@@ -152,6 +154,9 @@ class Cloud:
             control=lambda request: control.apply(self, request),
         )
         self._server = Ec2Server(self._app, host=self.config.host, port=self.config.ec2_port)
+        self.cloudwatch = CloudWatchService(
+            account_id=self.account_id, region=self.region, host=self.config.host
+        )
         self._subscribers: list[Callable[[Event], None]] = []
         self._history = SnapshotHistory()
         self._imds: dict[str, list[ImdsServer]] = {}
@@ -169,6 +174,7 @@ class Cloud:
         if self._started:
             return
         self._server.start()
+        self.cloudwatch.start()
         self._started = True
         try:
             self._create_network()
@@ -203,6 +209,7 @@ class Cloud:
             server.stop()
         if self._started:
             self._server.stop()
+            self.cloudwatch.stop()
             self._started = False
             self._client = None
             self._backend.reset()
@@ -231,7 +238,18 @@ class Cloud:
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_EC2_ENDPOINT": self.ec2_endpoint,
+            CLOUDWATCH_ENDPOINT_ENV: self.cloudwatch.endpoint,
         }
+
+    def cloudwatch_client(self, **kwargs: Any) -> Any:
+        return boto3.client(
+            "cloudwatch",
+            region_name=self.region,
+            endpoint_url=self.cloudwatch.endpoint,
+            aws_access_key_id=DUMMY_ACCESS_KEY,
+            aws_secret_access_key=DUMMY_SECRET_KEY,
+            **kwargs,
+        )
 
     def ec2_client(self, **kwargs: Any) -> Any:
         return boto3.client(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,10 +26,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vpccni.testbed.cloud import Cloud, CloudConfig, InstanceInfo
+from vpccni.testbed.cloudwatch import ENDPOINT_ENV as CLOUDWATCH_ENDPOINT_ENV
 from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwork
+from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.cloudview import Ec2CloudView
-from vpccni.testbed.kube import NODES, KubeApiServer
-from vpccni.testbed.kube.kubelet import register_kubelet_node
+from vpccni.testbed.kube import NODES, PODS, KubeApiServer
+from vpccni.testbed.kube.kubelet import register_aws_node_pod, register_kubelet_node
+from vpccni.testbed.kube.proxy import default_dialer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class Node:
             "AWS_EC2_ENDPOINT": self.ec2_endpoint_in_ns,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds_endpoint_in_ns,
         }
+        env.pop(CLOUDWATCH_ENDPOINT_ENV, None)  # served on the root namespace's loopback only
         if self.kube_endpoint_in_ns:
             env["CLUSTER_ENDPOINT"] = self.kube_endpoint_in_ns
             env["MY_NODE_NAME"] = self.k8s_node_name
@@ -84,6 +89,8 @@ class Cluster:
             config=dataclasses.replace(self.config.datapath, layout=layout),
         )
         self.kube: KubeApiServer | None = KubeApiServer() if self.config.kube else None
+        if self.kube is not None:
+            self.kube.pod_dialer = self._dial_pod
         self.nodes: list[Node] = []
         self._imds: dict[str, Any] = {}  # instance id -> its IMDS server (serving inside the node namespace)
         self._lock = threading.Lock()
@@ -154,6 +161,23 @@ class Cluster:
             "k8s_node_name": node_name,
         }
 
+    def register_aws_node(self, node: Node) -> str:
+        """Report the aws-node pod on ``node`` (running the agent there is the caller's: ``NodeRunner``), so
+        cluster-wide tools find it by its label; returns the pod's name."""
+        if self.kube is None:
+            raise RuntimeError("this cluster has no Kubernetes API server (ClusterConfig(kube=False))")
+        return register_aws_node_pod(
+            self.kube, node_name=node.k8s_node_name, host_ip=str(node.instance.primary_ip)
+        )
+
+    def _dial_pod(self, pod: Mapping[str, Any], ip: str, port: int) -> socket.socket:
+        """The API server's pod proxy reaches a pod from inside the namespace of the node it runs on."""
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = next((n for n in self.nodes if n.k8s_node_name == node_name), None)
+        if node is None:
+            return default_dialer(pod, ip, port)
+        return ns.in_netns(node.netns, lambda: socket.create_connection((ip, port), timeout=10))
+
     def remove_node(self, node: Node, *, terminate: bool = True) -> None:
         """Delete the node's namespace (its ENIs leave the VPC router); by default terminate the instance."""
         with self._lock:
@@ -163,6 +187,9 @@ class Cluster:
             self.datapath.remove_node(node.instance.instance_id)
             if self.kube is not None and node.k8s_node_name:
                 self.kube.store.delete(NODES, node.k8s_node_name)
+                pods, _ = self.kube.store.list(PODS, field_selector=f"spec.nodeName={node.k8s_node_name}")
+                for pod in pods:
+                    self.kube.store.delete(PODS, pod["metadata"]["name"], pod["metadata"]["namespace"])
             if terminate:
                 self.cloud.ec2_client().terminate_instances(InstanceIds=[node.instance.instance_id])
             self.nodes.remove(node)

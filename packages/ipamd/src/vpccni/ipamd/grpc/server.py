@@ -110,5 +110,3 @@ class GrpcServer:
             os.unlink(self._settings.socket_path)
         except FileNotFoundError:
             pass
-
-

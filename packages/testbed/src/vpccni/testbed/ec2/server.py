@@ -173,10 +173,14 @@ class _QuietHandler(MotoRequestHandler):
         log.debug(format, *args)
 
 
-class Ec2Server:
-    """Serves an `Ec2App` on host:port (0 picks a free port) from a background thread."""
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-    def __init__(self, app: Ec2App, *, host: str = "127.0.0.1", port: int = 0) -> None:
+
+class Ec2Server:
+    """Serves an `Ec2App` (or another of the testbed's WSGI apps) on host:port (0 picks a free port) from a
+    background thread."""
+
+    def __init__(self, app: WsgiApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._app = app
         self._host = host
         self._port = port

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from vpccni.testbed.kube import crds, discovery, openapi, openapi_pb, resources, tables
+from vpccni.testbed.kube import crds, discovery, openapi, openapi_pb, proxy, resources, tables
 from vpccni.testbed.kube.patches import MERGE_PATCH
 from vpccni.testbed.kube.registry import ResourceRegistry
 from vpccni.testbed.kube.resources import ResourceType
@@ -39,6 +39,7 @@ class Target:
     namespace: str | None
     name: str | None
     subresource: str | None
+    path: str = ""  # after a proxy subresource: the path to relay
 
 
 def _status(code: int, reason: str, message: str, *, name: str = "", kind: str = "") -> dict[str, Any]:
@@ -67,6 +68,9 @@ def parse_target(parts: list[str], registry: ResourceRegistry) -> Target | None:
     namespace = None
     if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] != "status":
         namespace, rest = rest[1], rest[2:]
+    proxied = ""
+    if len(rest) >= 3 and rest[2] == "proxy":
+        rest, proxied = rest[:3], "/" + "/".join(rest[3:])
     if not rest or len(rest) > 3:
         return None
     resource = registry.find(group, version, rest[0])
@@ -79,6 +83,7 @@ def parse_target(parts: list[str], registry: ResourceRegistry) -> Target | None:
         namespace=namespace,
         name=rest[1] if len(rest) > 1 else None,
         subresource=rest[2] if len(rest) > 2 else None,
+        path=proxied,
     )
 
 
@@ -233,6 +238,9 @@ class KubeApiHandler(BaseHTTPRequestHandler):
     def _resource(self, method: str, target: Target, query: dict[str, str]) -> None:
         store = self.owner.store
         res, ns, name = target.resource, target.namespace, target.name
+        if target.subresource == "proxy" and name is not None:
+            self._proxy(method, target, name)
+            return
         if name is None:
             if method == "GET" and _truthy(query.get("watch")):
                 self._watch(target, query)
@@ -281,6 +289,23 @@ class KubeApiHandler(BaseHTTPRequestHandler):
             self._send_json(200, store.delete(res, name, ns))
         else:
             raise BadRequestError(f"{method} is not supported")
+
+    def _proxy(self, method: str, target: Target, name: str) -> None:
+        if target.resource.key != resources.PODS.key or method != "GET":
+            raise BadRequestError(
+                f"{method} proxy is not supported on {target.resource.plural}: GET a pod's path"
+            )
+        try:
+            pod_name, port = proxy.split_name(name)
+            pod = self.owner.store.get(target.resource, pod_name, target.namespace)
+            query = urllib.parse.urlsplit(self.path).query
+            answer = proxy.proxy_get(
+                pod, port, target.path + (f"?{query}" if query else ""), dialer=self.owner.pod_dialer
+            )
+        except proxy.ProxyError as exc:
+            self._send_json(exc.code, _status(exc.code, exc.reason, exc.message))
+            return
+        self._send_bytes(answer.status, answer.content_type, answer.body)
 
     def _as_table(
         self, res: ResourceType, objects: list[dict[str, Any]], rv: str, query: dict[str, str]

@@ -1,9 +1,13 @@
-"""What kubelet does to the API server when an EC2 instance joins: register its Node."""
+"""What kubelet does to the API server when an EC2 instance joins: register its Node, and report the
+DaemonSet pods it runs."""
 
 from __future__ import annotations
 
+import hashlib
+
 from vpccni.awsutils.limits import max_pods, static_limits
 from vpccni.testbed.cloud import InstanceInfo
+from vpccni.testbed.kube.resources import PODS
 from vpccni.testbed.kube.server import KubeApiServer
 
 KUBELET_DEFAULT_MAX_PODS = 110  # kubelet's own default, for an instance type the limits table lacks
@@ -20,5 +24,38 @@ def register_kubelet_node(kube: KubeApiServer, instance: InstanceInfo, region: s
         max_pods(limits) if limits is not None else KUBELET_DEFAULT_MAX_PODS,
         provider_id=f"aws:///{instance.availability_zone}/{instance.instance_id}",
         internal_ip=str(instance.primary_ip),
+    )
+    return name
+
+
+def register_aws_node_pod(kube: KubeApiServer, *, node_name: str, host_ip: str) -> str:
+    """The aws-node DaemonSet's pod on a node, as kubelet reports it running (host network: the pod's IP is
+    the node's); upstream's cni-metrics-helper finds these by ``k8s-app=aws-node``. Returns its name."""
+    name = f"aws-node-{hashlib.sha1(node_name.encode()).hexdigest()[:5]}"
+    kube.store.create(
+        PODS,
+        {
+            "metadata": {
+                "name": name,
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "aws-node", "app.kubernetes.io/name": "aws-node"},
+                "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "aws-node", "uid": ""}
+                ],
+            },
+            "spec": {
+                "nodeName": node_name,
+                "hostNetwork": True,
+                "serviceAccountName": "aws-node",
+                "containers": [{"name": "aws-node", "ports": [{"containerPort": 61678, "name": "metrics"}]}],
+            },
+            "status": {
+                "phase": "Running",
+                "hostIP": host_ip,
+                "podIP": host_ip,
+                "podIPs": [{"ip": host_ip}],
+                "containerStatuses": [{"name": "aws-node", "ready": True, "restartCount": 0}],
+            },
+        },
     )
     return name

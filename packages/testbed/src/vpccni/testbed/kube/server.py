@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from vpccni.testbed.kube.bootstrap import bootstrap
 from vpccni.testbed.kube.handler import KubeApiHandler
+from vpccni.testbed.kube.proxy import PodDialer, default_dialer
 from vpccni.testbed.kube.resources import NODES
 from vpccni.testbed.kube.store import Obj, ObjectStore
 
@@ -74,6 +75,8 @@ class KubeApiServer:
         self._conn_lock = threading.Lock()
         # (method, path with query) of every request, newest last: tests check what a client asked.
         self.forbidden: set[tuple[str, str]] = set()
+        # How the pod proxy subresource reaches a pod (a testbed cluster dials inside the node's namespace).
+        self.pod_dialer: PodDialer = default_dialer
         self.request_log: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""cni-metrics-helper: cluster-wide VPC CNI metrics to CloudWatch and Prometheus (a Deployment)."""

@@ -30,15 +30,17 @@ def bump(new: str) -> list[pathlib.Path]:
     text = re.sub(rf'VERSION = "{VERSION_RE}"', f'VERSION = "{new}"', version_file.read_text())
     version_file.write_text(text)
     changed.append(version_file)
-    chart = ROOT / "deploy/charts/aws-vpc-cni/Chart.yaml"
-    text = re.sub(rf"(?m)^version: {VERSION_RE}$", f"version: {new}", chart.read_text())
-    text = re.sub(rf'(?m)^appVersion: "?{VERSION_RE}"?$', f'appVersion: "{new}"', text)
-    chart.write_text(text)
-    changed.append(chart)
-    # The plain manifest is the chart rendered with default values: render it again with the real helm.
-    manifest = ROOT / "deploy/aws-k8s-cni.yaml"
-    manifest.write_text(helm_template(chart.parent, release="aws-vpc-cni"))
-    changed.append(manifest)
+    # Each chart, and its plain manifest (the chart rendered with default values, by the real helm).
+    for name, manifest in (
+        ("aws-vpc-cni", "aws-k8s-cni.yaml"),
+        ("cni-metrics-helper", "cni-metrics-helper.yaml"),
+    ):
+        chart = ROOT / "deploy/charts" / name / "Chart.yaml"
+        text = re.sub(rf"(?m)^version: {VERSION_RE}$", f"version: {new}", chart.read_text())
+        text = re.sub(rf'(?m)^appVersion: "?{VERSION_RE}"?$', f'appVersion: "{new}"', text)
+        chart.write_text(text)
+        (ROOT / "deploy" / manifest).write_text(helm_template(chart.parent, release=name))
+        changed += [chart, ROOT / "deploy" / manifest]
     return changed
 
 

@@ -219,3 +219,44 @@ def test_set_on_the_command_line(tmp_path: Path) -> None:
     text = helm_template(CHART, release=RELEASE, set_values={"env.WARM_IP_TARGET": "7"})
     assert _env(_aws_node(_docs(text)))["WARM_IP_TARGET"] == "7"
     assert text != MANIFEST.read_text()
+
+
+HELPER_CHART = ROOT / "deploy" / "charts" / "cni-metrics-helper"
+HELPER_MANIFEST = ROOT / "deploy" / "cni-metrics-helper.yaml"
+
+
+def test_the_metrics_helper_manifest_is_its_chart_rendered_and_valid() -> None:
+    assert helm_template(HELPER_CHART, release="cni-metrics-helper") == HELPER_MANIFEST.read_text(), (
+        "deploy/cni-metrics-helper.yaml is stale: .venv/opt/k8s-tools/helm template cni-metrics-helper "
+        "deploy/charts/cni-metrics-helper --namespace kube-system --include-crds "
+        "> deploy/cni-metrics-helper.yaml"
+    )
+    docs = _docs(HELPER_MANIFEST.read_text())
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_metrics_helper_has_upstreams_rbac_and_env() -> None:
+    from vpccni.ipamd.metricshelper import settings
+
+    docs = _docs(HELPER_MANIFEST.read_text())
+    assert _one(docs, "ClusterRole")["rules"] == [
+        {"apiGroups": [""], "resources": ["pods", "pods/proxy"], "verbs": ["get", "watch", "list"]}
+    ]
+    deployment = _one(docs, "Deployment")
+    assert (deployment["metadata"]["name"], deployment["metadata"]["namespace"]) == (
+        "cni-metrics-helper",
+        "kube-system",
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = _env(container)
+    assert env == {
+        "AWS_CLUSTER_ID": "",
+        "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO",
+        "USE_CLOUDWATCH": "true",
+        "USE_PROMETHEUS": "false",
+    }
+    assert set(env) <= {v.name for v in settings.HELPER_SETTINGS}
+    assert settings.load(env).use_cloudwatch
+    assert container["ports"] == [{"containerPort": 61681, "name": "metrics"}]

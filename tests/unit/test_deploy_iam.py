@@ -69,3 +69,16 @@ def test_tagging_is_limited_to_network_interfaces() -> None:
             if "ec2:CreateTags" in _actions(s):
                 resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
                 assert all(r.endswith(":network-interface/*") for r in resources)
+
+
+def test_metrics_helper_policy_is_putmetricdata_in_its_namespace_and_the_tag_lookup() -> None:
+    from vpccni.ipamd.metricshelper.cloudwatch import NAMESPACE
+
+    publish, describe = _statements("iam-policy-metrics-helper.json")
+    assert _actions(publish) == {"cloudwatch:PutMetricData"}
+    assert publish["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
+    # The helper's only EC2 call: its instance's tags when AWS_CLUSTER_ID is unset.
+    assert _actions(describe) == {"ec2:DescribeInstances"}
+    assert (
+        "describe_instance(" in (ROOT / "packages/ipamd/src/vpccni/ipamd/metricshelper/main.py").read_text()
+    )

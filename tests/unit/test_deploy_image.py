@@ -53,6 +53,9 @@ def test_the_commands_the_manifest_runs_exist_and_name_real_modules(context: Pat
     commands += [node[p]["exec"]["command"][0] for p in ("livenessProbe", "readinessProbe")]
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", CONTAINERFILE, re.MULTILINE).group(1))  # type: ignore[union-attr]
     commands += [*entrypoint, "/app/aws-k8s-agent", "/app/vpccni"]
+    helper = yaml.safe_load_all((ROOT / "deploy" / "cni-metrics-helper.yaml").read_text())
+    deployment = next(d for d in helper if d and d["kind"] == "Deployment")
+    commands += deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     for command in commands:
         wrapper = _image_path(context, command)
         assert os.access(wrapper, os.X_OK), command

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 import yaml
 from vpccni.testbed.k8stools import helm_template, kubectls
-from vpccni.testbed.kube import CNINODES, CONFIGMAPS, DAEMONSETS, ENICONFIGS, PODS, KubeApiServer
+from vpccni.testbed.kube import CNINODES, CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, ENICONFIGS, PODS, KubeApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "deploy" / "aws-k8s-cni.yaml"
 CHART = ROOT / "deploy" / "charts" / "aws-vpc-cni"
+HELPER_MANIFEST = ROOT / "deploy" / "cni-metrics-helper.yaml"
+HELPER_CHART = ROOT / "deploy" / "charts" / "cni-metrics-helper"
 
 
 class Kubectl:
@@ -199,6 +201,48 @@ def test_apply_the_manifest_then_the_chart_then_delete(server: KubeApiServer, ku
     assert server.store.list(DAEMONSETS)[0] == [] and server.store.list(CONFIGMAPS, "kube-system")[0] == []
     gone = kubectl.run("get", "ds", "-n", "kube-system", "aws-node", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_the_metrics_helper_installs_from_its_manifest_and_chart(
+    server: KubeApiServer, kubectl: Kubectl
+) -> None:
+    assert (
+        "deployment.apps/cni-metrics-helper created"
+        in kubectl.run("apply", "-f", str(HELPER_MANIFEST)).stdout
+    )
+    (deploy,) = kubectl.table("deploy", "-n", "kube-system", "-o", "wide")
+    assert list(deploy) == [
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+    ]
+    assert (deploy["NAME"], deploy["READY"], deploy["SELECTOR"]) == (
+        "cni-metrics-helper",
+        "0/1",
+        "k8s-app=cni-metrics-helper",
+    )
+    (binding,) = kubectl.table("clusterrolebinding", "cni-metrics-helper", "-o", "wide")
+    assert (binding["ROLE"], binding["SERVICEACCOUNTS"]) == (
+        "ClusterRole/cni-metrics-helper",
+        "kube-system/cni-metrics-helper",
+    )
+    rendered = helm_template(
+        HELPER_CHART, release="cni-metrics-helper", set_values={"env.USE_PROMETHEUS": "true"}
+    )
+    assert (
+        "deployment.apps/cni-metrics-helper configured"
+        in kubectl.run("apply", "-f", "-", stdin=rendered).stdout
+    )
+    stored = server.store.get(DEPLOYMENTS, "cni-metrics-helper", "kube-system")
+    env = {e["name"]: e["value"] for e in stored["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["USE_PROMETHEUS"] == "true" and env["USE_CLOUDWATCH"] == "true"
+    kubectl.run("delete", "-f", str(HELPER_MANIFEST))
+    assert server.store.list(DEPLOYMENTS)[0] == []
 
 
 def test_validation_uses_the_servers_openapi_document(server: KubeApiServer, kubectl: Kubectl) -> None:

@@ -38,8 +38,9 @@ def lint(session: nox.Session) -> None:
     session.run(PY, "-m", "ruff", "check", *paths)
     session.run(str(pathlib.Path(PY).parent / "lint-imports"), "--config", str(ROOT / "pyproject.toml"))
     # Generated files must match their sources: gRPC stubs, the limits table, the configuration reference,
-    # the trimmed EC2 model awsutils loads.
-    for script in ("codegen.py", "gen_limits.py", "gen_config_docs.py", "gen_ec2_model.py"):
+    # the trimmed EC2 model awsutils loads, the Grafana dashboard.
+    generators = ("codegen.py", "gen_limits.py", "gen_config_docs.py", "gen_ec2_model.py", "gen_dashboard.py")
+    for script in generators:
         session.run(PY, str(ROOT / "scripts" / script), "--check")
     # The Helm charts, with the real helm (scripts/bootstrap.sh unpacks it into .venv/opt/k8s-tools).
     helm = pathlib.Path(sys.prefix) / "opt" / "k8s-tools" / "helm"

@@ -16,10 +16,10 @@ class ObservedCniService(CniService):
         super().__init__(**kwargs)
         self._metrics = metrics
 
-    def handle(self, request: Request, netns_fd: int | None) -> object:
+    def handle(self, request: Request, netns_fd: int | None, *, answer_by: float | None = None) -> object:
         started, ok = time.monotonic(), False
         try:
-            result = super().handle(request, netns_fd)
+            result = super().handle(request, netns_fd, answer_by=answer_by)
             ok = True
             return result
         finally:

@@ -5,6 +5,7 @@ back from the testbed's CloudWatch with boto3's get_metric_data (and from its Pr
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import signal
@@ -108,6 +109,7 @@ def node_value(agent: Agent, name: str) -> float:
 
 
 def test_cluster_metrics_reach_cloudwatch_and_prometheus(
+    tmp_path: Path,
     cluster: Cluster,
     agents: list[Agent],
     helper: tuple[subprocess.Popen[str], str],
@@ -164,3 +166,23 @@ def test_cluster_metrics_reach_cloudwatch_and_prometheus(
     # It scraped through the API server's pod proxy, as upstream does.
     assert cluster.kube is not None
     assert any("/proxy/metrics" in path for _, path in cluster.kube.request_log)
+
+    # The operator's view of the same cluster, from the API server alone.
+    kubeconfig = cluster.kube.write_kubeconfig(tmp_path / "kubeconfig")
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "vpccni"), "cluster", "--kubeconfig", str(kubeconfig), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    view = json.loads(cli.stdout)
+    rows = {r["node"]: r for r in view["nodes"]}
+    for agent in agents:
+        row = rows[agent.node.k8s_node_name]
+        assert row["ips"] == node_value(agent, "awscni_total_ip_addresses")
+        assert row["enis"] == node_value(agent, "awscni_eni_allocated") and row["aws_node"].startswith(
+            "aws-node-"
+        )
+    assert view["total"]["assigned"] == 5

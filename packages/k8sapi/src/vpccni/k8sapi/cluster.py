@@ -22,7 +22,9 @@ AWS_NODE_SELECTOR = "k8s-app=aws-node"  # upstream's DaemonSet label; the metric
 class ClusterReader(Protocol):
     """Every call raises a ``K8sApiError`` (``ApiUnavailable``, ``Forbidden``, ``NotFound``...)."""
 
-    def list_pods(self, *, namespace: str, label_selector: str = "") -> list[PodInfo]: ...
+    def list_pods(self, *, namespace: str, label_selector: str = "") -> list[PodInfo]:
+        """Pods of ``namespace`` ("": every namespace)."""
+        ...
 
     def list_nodes(self) -> list[NodeInfo]: ...
 

@@ -80,8 +80,10 @@ class CoreV1Requests:
         return self._request("GET", "/api/v1/nodes", {}, timeout=timeout)
 
     def list_namespaced_pods(self, namespace: str, *, label_selector: str, timeout: Timeout) -> Any:
-        """GET /api/v1/namespaces/{namespace}/pods?labelSelector=..."""
+        """GET /api/v1/namespaces/{namespace}/pods?labelSelector=... (namespace "": every namespace)."""
         query = [("labelSelector", label_selector)] if label_selector else []
+        if not namespace:
+            return self._request("GET", "/api/v1/pods", {}, query=query, timeout=timeout)
         return self._request(
             "GET",
             "/api/v1/namespaces/{namespace}/pods",

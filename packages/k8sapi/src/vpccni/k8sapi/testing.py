@@ -202,7 +202,7 @@ class FakeCluster:
         return [
             p
             for p in self.pods
-            if p.namespace == namespace and all(p.labels.get(k) == v for k, v in wanted.items())
+            if namespace in ("", p.namespace) and all(p.labels.get(k) == v for k, v in wanted.items())
         ]
 
     def list_nodes(self) -> list[NodeInfo]:

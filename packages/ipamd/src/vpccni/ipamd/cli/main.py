@@ -1,4 +1,4 @@
-"""`vpccni`: the operator CLI. `vpccni enis|pods|max-pods|doctor|support-bundle --help`.
+"""`vpccni`: the operator CLI. `vpccni enis|pods|max-pods|doctor|support-bundle|cluster --help`.
 
 `run` takes every dependency (introspection, host, HTTP, EC2), so the commands are tested with the fakes in
 `vpccni.ipamd.cli.testing`; `main` wires the real ones.
@@ -17,6 +17,7 @@ from typing import TextIO
 
 from vpccni.awsutils.limits import max_pods, recommended_max_pods, static_limits
 from vpccni.ipamd.cli import bundle as support
+from vpccni.ipamd.cli import cluster as cluster_view
 from vpccni.ipamd.cli import doctor
 from vpccni.ipamd.cli.host import Boto3DryRun, Ec2DryRun, HostReader, HttpClient, LocalHost, UrllibHttp
 from vpccni.ipamd.cli.introspect import (
@@ -28,6 +29,16 @@ from vpccni.ipamd.cli.introspect import (
     pod_rows,
 )
 from vpccni.ipamd.cli.tables import render_table
+from vpccni.k8sapi.cluster import ClusterReader
+from vpccni.k8sapi.errors import K8sApiError
+
+
+def kubernetes_cluster(kubeconfig: str | None) -> ClusterReader:
+    """The real cluster view: ``--kubeconfig``, else in-cluster / CLUSTER_ENDPOINT / KUBECONFIG."""
+    from vpccni.k8sapi.cluster import KubernetesCluster
+    from vpccni.k8sapi.config import load_config
+
+    return KubernetesCluster(load_config(kubeconfig=kubeconfig))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +47,7 @@ class CliDeps:
     host: HostReader
     http: HttpClient
     ec2_for_region: Callable[[str], Ec2DryRun]
+    cluster_at: Callable[[str | None], ClusterReader] = kubernetes_cluster
 
 
 def real_deps() -> CliDeps:
@@ -74,6 +86,10 @@ def _parser(default_address: str) -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check what breaks nodes, with a fix for each problem")
     with_address(p)
 
+    p = sub.add_parser("cluster", help="every node's ENIs, addresses, pods and errors, from the API server")
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, KUBECONFIG)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     p = sub.add_parser("support-bundle", help="a tar.gz of logs, state and host network, without secrets")
     with_address(p)
     p.add_argument("-o", "--output", default="", help="archive path (default vpccni-support-<time>.tar.gz)")
@@ -89,6 +105,8 @@ def run(argv: Sequence[str], *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
             return _show(args, deps=deps, out=out)
         if args.command == "max-pods":
             return _max_pods(args, out=out, err=err)
+        if args.command == "cluster":
+            return _cluster(args, deps=deps, out=out, err=err)
         if args.command == "doctor":
             ctx = doctor.DoctorContext(
                 host=deps.host,
@@ -167,6 +185,26 @@ def _max_pods(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     count = calc(limits, custom_networking=args.custom_networking, prefix_delegation=args.prefix_delegation)
     out.write(f"{count}\n")
     return 0
+
+
+def _cluster(args: argparse.Namespace, *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
+    try:
+        reader = deps.cluster_at(args.kubeconfig)
+    except (FileNotFoundError, ValueError) as exc:
+        err.write(f"vpccni: {exc}\n")
+        return 2
+    try:
+        rows = cluster_view.cluster_rows(reader)
+    except K8sApiError as exc:
+        err.write(f"vpccni: cannot read the cluster: {exc}\n")
+        return 1
+    total = cluster_view.totals(rows)
+    if args.json:
+        doc = {"nodes": [dataclasses.asdict(r) for r in rows], "total": dataclasses.asdict(total)}
+        out.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        out.write(render_table(cluster_view.HEADERS, [r.cells() for r in [*rows, total]]))
+    return 1 if any(r.aws_node.startswith(("missing", "unreachable")) for r in rows) else 0
 
 
 def _support_bundle(args: argparse.Namespace, *, deps: CliDeps, out: TextIO) -> int:

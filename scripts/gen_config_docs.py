@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vpccni.ipamd.metricshelper.settings import HELPER_SETTINGS
 from vpccni.ipamd.settings_registry import REGISTRY, SettingSpec, Support
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,18 @@ def render() -> str:
                 cells = (f"`{spec.name}`", _default(spec), spec.valid, spec.consumer, spec.meaning)
                 lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
+    lines.append("## cni-metrics-helper\n")
+    lines.append(
+        "The `cni-metrics-helper` Deployment (deploy/cni-metrics-helper.yaml) reads these, with upstream's "
+        "names\nand defaults, plus `CLUSTER_ENDPOINT`/`KUBECONFIG` as ipamd does. An invalid value stops it "
+        "with a\nmessage naming the variable.\n"
+    )
+    lines.append("| variable | default | meaning |")
+    lines.append("|---|---|---|")
+    for var in HELPER_SETTINGS:
+        default = f"`{var.default}`" if var.default else "unset"
+        lines.append(f"| `{var.name}` | {default} | {_cell(var.meaning)} |")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -49,6 +49,7 @@ class DemoOptions:
     workers: int = 8
     runtime: str = "shim"
     settings: dict[str, str] = field(default_factory=dict)
+    cluster_view: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> DemoOptions:
@@ -66,6 +67,11 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         choices=("shim", "containerd"),
         default="shim",
         help="how pods are made: exec the installed aws-cni as a runtime does (default), or containerd's CRI",
+    )
+    parser.add_argument(
+        "--cluster-view",
+        action="store_true",
+        help="also show `vpccni cluster`: every node from the API server and its aws-node's metrics",
     )
     parser.add_argument(
         "--set",
@@ -91,6 +97,7 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         workers=args.workers,
         runtime=args.runtime,
         settings=settings,
+        cluster_view=args.cluster_view,
     )
 
 
@@ -248,6 +255,32 @@ class Demo:
         self.say(report.heading("EC2 calls the agents made (testbed call log, by action)"))
         self.out.write(report.ec2_calls_table(self.cluster.cloud.call_log[self.calls_before_agents :]))
 
+    def show_cluster_view(self, *, expected_assigned: int) -> None:
+        """What `vpccni cluster --kubeconfig ...` prints: the aws-node pods are reported to the API server as
+        kubelet would, and their metrics read through its pod proxy (the cni-metrics-helper's path)."""
+        from vpccni.ipamd.cli import cluster as view
+        from vpccni.ipamd.cli.tables import render_table
+        from vpccni.k8sapi.cluster import KubernetesCluster
+        from vpccni.k8sapi.config import load_config
+
+        assert self.cluster is not None and self.cluster.kube is not None
+        for runner in self.runners:
+            self.cluster.register_aws_node(runner.node)
+        kubeconfig = self.cluster.kube.write_kubeconfig(self.workdir / "kubeconfig")
+        self.say(report.heading(f"vpccni cluster --kubeconfig {kubeconfig}"))
+        self.say("  (PODS counts pods the API server knows; the demo makes its pods without a kubelet)")
+        reader = KubernetesCluster(load_config(kubeconfig=kubeconfig))
+        try:
+            rows = view.cluster_rows(reader)
+        finally:
+            reader.close()
+        total = view.totals(rows)
+        self.out.write(render_table(view.HEADERS, [r.cells() for r in [*rows, total]]))
+        if total.assigned != expected_assigned:
+            self.failures.append(
+                f"vpccni cluster shows {total.assigned} assigned addresses, not {expected_assigned}"
+            )
+
     def keep_up(self) -> None:
         self.say(report.heading("--keep: everything stays up until Ctrl-C"))
         cli = Path(sys.executable).parent / "vpccni"
@@ -310,6 +343,8 @@ class Demo:
         self.show_connectivity(placed)
         self.show_pools("Warm pool per node (ipamd introspection /v1/pool and /v1/enis)")
         self.show_ec2_calls()
+        if self.options.cluster_view:
+            self.show_cluster_view(expected_assigned=len(placed))
         if self.options.keep:
             self.keep_up()
         self.say(report.heading(f"Deleting the pods ({self.runtime.delete_description})"))

@@ -51,6 +51,8 @@ def server() -> Iterator[KubeApiServer]:
             PODS, {"metadata": meta, "spec": {"nodeName": "n1"}, "status": {"podIP": "127.0.0.1"}}
         )
         srv.store.create(PODS, {"metadata": {"name": "pending", "namespace": "kube-system"}, "spec": {}})
+        away = {"name": "elsewhere", "namespace": "kube-system"}
+        srv.store.create(PODS, {"metadata": away, "spec": {}, "status": {"podIP": "192.0.2.7"}})
         yield srv
 
 
@@ -84,6 +86,7 @@ def test_the_cluster_reader_scrapes_through_it(server: KubeApiServer, pod_port: 
     [
         ("pods/pending:61678/proxy/metrics", 503, 'pod "pending" has no IP yet'),
         ("pods/missing:61678/proxy/metrics", 404, 'pods "missing" not found'),
+        ("pods/elsewhere:61678/proxy/metrics", 503, "dial tcp 192.0.2.7:61678: connect: no route"),
         ("pods/aws-node-x:metrics/proxy/metrics", 400, "invalid port"),
         ("pods/https:aws-node-x:1/proxy/metrics", 400, "scheme 'https' is not supported"),
     ],

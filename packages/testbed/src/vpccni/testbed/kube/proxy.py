@@ -7,7 +7,9 @@ addresses are routed there, as a real API server reaches them through the node).
 
 from __future__ import annotations
 
+import errno
 import http.client
+import ipaddress
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +50,16 @@ def split_name(name: str) -> tuple[str, int]:
 
 
 def default_dialer(pod: Mapping[str, Any], ip: str, port: int) -> socket.socket:
+    """Loopback only: test traffic never leaves the machine; a cluster with node namespaces gives a dialer
+    that reaches its pods there."""
+    try:
+        loopback = ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise OSError(
+            errno.EHOSTUNREACH, f"no route to {ip} from the testbed API server (no node runs the pod)"
+        )
     return socket.create_connection((ip, port), timeout=TIMEOUT_S)
 
 

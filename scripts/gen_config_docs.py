@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vpccni.ipamd.metricshelper.settings import HELPER_SETTINGS
+from vpccni.ipamd.metricshelper.settings import HELPER_SETTINGS, SHARED_WITH_IPAMD
 from vpccni.ipamd.settings_registry import REGISTRY, SettingSpec, Support
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +75,9 @@ def render() -> str:
     lines.append("## cni-metrics-helper\n")
     lines.append(
         "The `cni-metrics-helper` Deployment (deploy/cni-metrics-helper.yaml) reads these, with upstream's "
-        "names\nand defaults, plus `CLUSTER_ENDPOINT`/`KUBECONFIG` as ipamd does. An invalid value stops it "
-        "with a\nmessage naming the variable.\n"
+        "names\nand defaults, plus, as ipamd reads them, "
+        + ", ".join(f"`{name}`" for name in SHARED_WITH_IPAMD)
+        + ". An invalid\nvalue stops it with a message naming the variable.\n"
     )
     lines.append("| variable | default | meaning |")
     lines.append("|---|---|---|")

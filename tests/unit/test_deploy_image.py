@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes, options_from_settings
+from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ def test_shim_and_reference_files(context: Path) -> None:
     assert proc.returncode == 0, proc.stdout
     assert "0.4.0" in json.loads(proc.stdout)["supportedVersions"]
     # The reference conflist is what the entrypoint writes for default settings.
-    assert ConflistOptions() == options_from_settings(load_settings({}), {})
+    assert ConflistOptions() == WiringPlan.from_settings(load_settings({})).install.conflist
     assert (app / "10-aws.conflist").read_bytes() == conflist_bytes(ConflistOptions())
     assert "m5.large 29" in (app / "eni-max-pods.txt").read_text().splitlines()
 

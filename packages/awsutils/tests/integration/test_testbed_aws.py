@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -14,10 +13,11 @@ from vpccni.awsutils.errors import (
     PrivateIpAddressLimitExceededError,
     ThrottledError,
 )
+from vpccni.awsutils.imds import ImdsConfig
 from vpccni.awsutils.inventory import describe_attached_enis, wait_for_eni_in_imds
 from vpccni.awsutils.leak import LeakSweeper
 from vpccni.awsutils.limits import max_pods
-from vpccni.awsutils.node import AwsNode
+from vpccni.awsutils.node import AwsConfig, AwsNode
 from vpccni.awsutils.ratelimit import Ec2RateLimiter, RateLimitConfig
 from vpccni.awsutils.tags import TagSettings
 from vpccni.awsutils.testing import FakeClock, RecordingObserver
@@ -25,9 +25,15 @@ from vpccni.testbed.cloud import Cloud, InstanceInfo
 from vpccni.testbed.imds.server import ImdsServer
 
 
-def _connect(cloud: Cloud, imds: ImdsServer, observer: RecordingObserver, **extra: str) -> AwsNode:
-    env = dict(os.environ) | cloud.client_env() | {"AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint} | extra
-    node = AwsNode.connect(env=env, observer=observer)
+def _connect(
+    cloud: Cloud, imds: ImdsServer, observer: RecordingObserver, *, cluster_name: str = ""
+) -> AwsNode:
+    config = AwsConfig(
+        imds=ImdsConfig(endpoint=imds.endpoint),
+        ec2_endpoint_url=cloud.ec2_endpoint,
+        tags=TagSettings(cluster_name=cluster_name),
+    )
+    node = AwsNode.connect(config=config, observer=observer)
     node.enis.free_wait_s = 0.05  # the testbed detaches instantly; keep the suite fast
     return node
 
@@ -53,7 +59,7 @@ def _all_enis(cloud: Cloud) -> set[str]:
 
 def test_identity_limits_and_eni_lifecycle(cloud: Cloud, instance: InstanceInfo, imds: ImdsServer) -> None:
     observer = RecordingObserver()
-    node = _connect(cloud, imds, observer, CLUSTER_NAME="tb")
+    node = _connect(cloud, imds, observer, cluster_name="tb")
     ident = node.identity
     assert (ident.instance_id, ident.instance_type, ident.primary_eni_id) == (
         instance.instance_id,

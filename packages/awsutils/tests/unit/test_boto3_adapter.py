@@ -15,20 +15,13 @@ from vpccni.awsutils.testing import FakeClock, RecordingObserver
 REGION = "us-west-2"
 
 
-def test_config_from_env() -> None:
-    cfg = Ec2ClientConfig.from_env(
-        REGION,
-        {"HTTP_TIMEOUT": "3", "AWS_EC2_ENDPOINT": "http://127.0.0.1:5000", "VPC_CNI_VERSION": "v1.23.1"},
-    )
-    assert cfg.http_timeout_s == 10  # minimum 10 s
-    assert cfg.endpoint_url == "http://127.0.0.1:5000"
-    assert Ec2ClientConfig.from_env(REGION, {"HTTP_TIMEOUT": "30"}).http_timeout_s == 30
+def test_user_agent_names_the_upstream_version() -> None:
+    cfg = Ec2ClientConfig(region=REGION, endpoint_url="http://127.0.0.1:5000", vpc_cni_version="v1.23.1")
+    assert cfg.http_timeout_s == 10  # upstream's HTTP_TIMEOUT default
     assert (
         cfg.user_agent_extra().startswith("vpccni/")
         and "amazon-vpc-cni-k8s/v1.23.1" in cfg.user_agent_extra()
     )
-    with pytest.raises(ValueError, match="HTTP_TIMEOUT"):
-        Ec2ClientConfig.from_env(REGION, {"HTTP_TIMEOUT": "ten"})
 
 
 def test_boto3_client_uses_standard_retries_and_timeouts() -> None:

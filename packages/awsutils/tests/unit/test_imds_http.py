@@ -160,12 +160,6 @@ def test_connection_refused_is_unavailable() -> None:
         _client("http://127.0.0.1:9", FakeClock()).get("instance-id")
 
 
-def test_endpoint_from_environment() -> None:
-    assert ImdsConfig.from_env({}).endpoint == "http://169.254.169.254"
-    cfg = ImdsConfig.from_env({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1338/"})
-    assert cfg.endpoint == "http://127.0.0.1:1338"
-
-
 def _two_eni_imds() -> FakeImds:
     imds = FakeImds(
         {

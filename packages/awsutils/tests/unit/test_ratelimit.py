@@ -68,22 +68,3 @@ def test_concurrent_callers_queue_fairly() -> None:
 def test_zero_qps_disables_the_bucket() -> None:
     limiter = Ec2RateLimiter(RateLimitConfig(read_qps=0, read_burst=1), clock=FakeClock())
     assert all(limiter.acquire("DescribeInstances") == 0 for _ in range(100))
-
-
-def test_config_from_env() -> None:
-    assert RateLimitConfig.from_env({}) == RateLimitConfig(
-        mutating_qps=5, mutating_burst=10, read_qps=20, read_burst=40
-    )
-    cfg = RateLimitConfig.from_env(
-        {
-            "VPCCNI_EC2_MUTATING_QPS": "2.5",
-            "VPCCNI_EC2_MUTATING_BURST": "4",
-            "VPCCNI_EC2_READ_QPS": "0",
-            "VPCCNI_EC2_READ_BURST": "7",
-        }
-    )
-    assert cfg == RateLimitConfig(mutating_qps=2.5, mutating_burst=4, read_qps=0, read_burst=7)
-    with pytest.raises(ValueError, match="VPCCNI_EC2_READ_QPS"):
-        RateLimitConfig.from_env({"VPCCNI_EC2_READ_QPS": "fast"})
-    with pytest.raises(ValueError, match=">= 0"):
-        RateLimitConfig.from_env({"VPCCNI_EC2_MUTATING_QPS": "-1"})

@@ -2,38 +2,25 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 
-import pytest
 from vpccni.awsutils.models import Subnet
 from vpccni.awsutils.subnets import discover_subnets, excluded_subnet_ids, rank_subnets, subnet_qualifies
 from vpccni.awsutils.tags import TagSettings, eni_is_managed, parse_rfc3339, rfc3339, tags_to_set
 from vpccni.awsutils.testing import FakeEC2
 
 
-def test_additional_tags_drop_reserved_keys() -> None:
-    s = TagSettings.from_env(
-        {
-            "CLUSTER_NAME": "c1",
-            "ADDITIONAL_ENI_TAGS": json.dumps(
-                {"team": "a", "node.k8s.amazonaws.com/instance_id": "spoof", "x.k8s.amazonaws.com": "y"}
-            ),
-        }
+def test_managed_tags_leave_out_reserved_keys() -> None:
+    s = TagSettings(
+        cluster_name="c1",
+        additional_tags={"team": "a", "node.k8s.amazonaws.com/instance_id": "x", "x.k8s.amazonaws.com": "y"},
     )
-    assert s.additional_tags == {"team": "a"}
     assert s.managed_tags("i-1") == {
         "team": "a",
         "node.k8s.amazonaws.com/instance_id": "i-1",
         "cluster.k8s.amazonaws.com/name": "c1",
         "eks:eni:owner": "amazon-vpc-cni",
     }
-    assert TagSettings.from_env({}).managed_tags("i-1") == {"node.k8s.amazonaws.com/instance_id": "i-1"}
-
-
-@pytest.mark.parametrize("raw", ["{not json", "[1, 2]"])
-def test_bad_additional_tags_are_actionable(raw: str) -> None:
-    with pytest.raises(ValueError, match="ADDITIONAL_ENI_TAGS"):
-        TagSettings.from_env({"ADDITIONAL_ENI_TAGS": raw})
+    assert TagSettings().managed_tags("i-1") == {"node.k8s.amazonaws.com/instance_id": "i-1"}
 
 
 def test_rfc3339_round_trip_and_diff() -> None:

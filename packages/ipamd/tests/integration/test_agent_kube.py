@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from vpccni.testbed.cluster import Cluster, Node
-from vpccni.testbed.kube import CNINODES, ENICONFIGS, KubeApiServer
+from vpccni.testbed.kube import CNINODES, ENICONFIGS, PODS, KubeApiServer
 
 if TYPE_CHECKING:
     from conftest import Agent
@@ -101,3 +101,25 @@ def test_custom_networking_without_an_eniconfig_fails_with_what_to_create(
     assert agent.proc is not None
     assert agent.proc.wait(60) == 1
     assert "ENIConfig 'default'" in agent.log_tail() and "does not exist" in agent.log_tail()
+
+
+def test_annotate_pod_ip_writes_the_address_on_add_and_clears_it_on_del(
+    kube: KubeApiServer, node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    """ANNOTATE_POD_IP=true: the pod object carries `vpc.amazonaws.com/pod-ips` (upstream, for Calico)."""
+    pod = {"metadata": {"name": "annotated"}, "spec": {"nodeName": node.k8s_node_name, "containers": []}}
+    kube.store.create(PODS, pod, namespace="default")
+    try:
+        agent = make_agent(ANNOTATE_POD_IP="true")
+
+        def annotation() -> str | None:
+            obj = kube.store.get(PODS, "annotated", "default")
+            value: str | None = obj["metadata"].get("annotations", {}).get("vpc.amazonaws.com/pod-ips")
+            return value
+
+        ip = agent.add_ok("annotated")
+        wait_for(lambda: annotation() == str(ip), what="the pod-ips annotation")
+        assert agent.delete("annotated").Success
+        wait_for(lambda: annotation() == "", what="the annotation cleared on DEL")
+    finally:
+        kube.store.delete(PODS, "annotated", "default")

@@ -192,7 +192,9 @@ def test_host_network_setup_reapplies_only_when_vpc_cidrs_change(host: FakeNames
     iptables = FakeIptables()
     setup = HostNetworkSetup(
         host=HostNetwork(netlink=host, iptables=iptables, nft=FakeNft()),
-        settings=HostSettings(node_ip=IPv4Address("10.0.1.10"), primary_mac="02:00:00:00:00:01"),
+        settings=HostSettings(),
+        node_ip=IPv4Address("10.0.1.10"),
+        primary_mac="02:00:00:00:00:01",
         vpc_cidrs=lambda: tuple(cidrs),
     )
     setup.setup_host_network()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from vpccni.cniplugin.netconf import decode
-from vpccni.ipamd.install.conflist import conflist_bytes, options_from_settings, render_conflist
+from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes, render_conflist
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
 
 GOLDEN_DEFAULT = """\
@@ -39,18 +40,20 @@ GOLDEN_DEFAULT = """\
 """
 
 
+def _options(env: dict[str, str]) -> ConflistOptions:
+    return WiringPlan.from_settings(load_settings(env)).install.conflist
+
+
 def _render(env: dict[str, str]) -> dict[str, object]:
-    options = options_from_settings(load_settings(env), env)
-    return json.loads(conflist_bytes(options))
+    return json.loads(conflist_bytes(_options(env)))
 
 
 def test_default_settings_give_upstreams_conflist_byte_for_byte() -> None:
-    options = options_from_settings(load_settings({}), {})
-    assert conflist_bytes(options).decode() == GOLDEN_DEFAULT
+    assert conflist_bytes(_options({})).decode() == GOLDEN_DEFAULT
 
 
 def test_the_shim_parses_the_default_conflist_plugin_entry() -> None:
-    conf = render_conflist(options_from_settings(load_settings({}), {}))
+    conf = render_conflist(_options({}))
     entry = dict(conf["plugins"][0], cniVersion=conf["cniVersion"])  # type: ignore[index]
     assert decode(json.dumps(entry).encode())["mtu"] == "9001"
 

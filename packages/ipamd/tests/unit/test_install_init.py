@@ -9,6 +9,8 @@ from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.testing import FakeImds
 from vpccni.ipamd.install.init import InitConfig, run_init
 from vpccni.ipamd.install.sysctl import ProcSysctl
+from vpccni.ipamd.plan import WiringPlan
+from vpccni.ipamd.settings import load_settings
 
 PRIMARY_MAC = "0a:00:00:00:00:01"
 
@@ -34,8 +36,11 @@ def host(tmp_path: Path) -> Path:
 
 def _config(host: Path, env: dict[str, str]) -> InitConfig:
     env = {"HOST_CNI_BIN_PATH": str(host / "host-bin"), **env}
-    return InitConfig.from_env(
-        env, plugins_dir=host / "init", shim=host / "app" / "aws-cni", sys_class_net=host / "net"
+    return InitConfig.from_plan(
+        WiringPlan.from_settings(load_settings(env)).install,
+        plugins_dir=host / "init",
+        shim=host / "app" / "aws-cni",
+        sys_class_net=host / "net",
     )
 
 
@@ -74,4 +79,4 @@ def test_a_kernel_without_tcp_early_demux_is_left_alone(host: Path) -> None:
 
 def test_invalid_host_path_is_reported_with_the_variable(host: Path) -> None:
     with pytest.raises(ValueError, match="HOST_CNI_BIN_PATH"):
-        InitConfig.from_env({"HOST_CNI_BIN_PATH": "relative/bin"})
+        _config(host, {"HOST_CNI_BIN_PATH": "relative/bin"})

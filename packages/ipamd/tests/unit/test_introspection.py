@@ -25,6 +25,7 @@ from vpccni.ipamd.introspection import (
     json_response,
     pool_view,
 )
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.ipamd.ports import EniRecord
 from vpccni.ipamd.settings import load_settings
@@ -49,7 +50,10 @@ def sources() -> IntrospectionSources:
         networkutils_env=lambda: settings.env_view(NETWORKUTILS_ENV),
         ipamd_env=lambda: settings.env_view(IPAMD_ENV),
         pool_status=lambda: pool_view(
-            snapshot=ds.snapshot(), status=status, settings=settings, last_decision="assign 2 IPs to eni-1"
+            snapshot=ds.snapshot(),
+            status=status,
+            targets=WiringPlan.from_settings(settings).pool.init,
+            last_decision="assign 2 IPs to eni-1",
         ),
     )
 

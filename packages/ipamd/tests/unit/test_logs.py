@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vpccni.ipamd.logs import BACKUP_COUNT, MAX_BYTES, configure_logging
-from vpccni.ipamd.settings import load_settings
+from vpccni.ipamd.logs import BACKUP_COUNT, MAX_BYTES, LogOptions, configure_logging
 
 
 @pytest.fixture
@@ -26,8 +25,7 @@ def logger() -> Iterator[logging.Logger]:
 
 def test_json_lines_to_a_rotating_file(tmp_path: Path, logger: logging.Logger) -> None:
     path = tmp_path / "aws-routed-eni" / "ipamd.log"
-    settings = load_settings({"AWS_VPC_K8S_CNI_LOG_FILE": str(path), "AWS_VPC_K8S_CNI_LOGLEVEL": "info"})
-    handler = configure_logging(settings, logger=logger)
+    handler = configure_logging(LogOptions(file=str(path), level="INFO"), logger=logger)
     assert isinstance(handler, logging.handlers.RotatingFileHandler)
     assert handler.maxBytes == MAX_BYTES == 100 * 1024 * 1024 and handler.backupCount == BACKUP_COUNT == 5
     logger.debug("hidden")
@@ -44,10 +42,7 @@ def test_json_lines_to_a_rotating_file(tmp_path: Path, logger: logging.Logger) -
 
 
 def test_stdout_and_level_names(capsys: pytest.CaptureFixture[str], logger: logging.Logger) -> None:
-    configure_logging(
-        load_settings({"AWS_VPC_K8S_CNI_LOG_FILE": "stdout", "AWS_VPC_K8S_CNI_LOGLEVEL": "WARN"}),
-        logger=logger,
-    )
+    configure_logging(LogOptions(file="stdout", level="WARN"), logger=logger)
     logger.info("hidden")
     logger.warning("careful")
     out = capsys.readouterr().out.splitlines()
@@ -57,11 +52,8 @@ def test_stdout_and_level_names(capsys: pytest.CaptureFixture[str], logger: logg
 def test_reconfiguring_replaces_our_handler_only(tmp_path: Path, logger: logging.Logger) -> None:
     foreign = logging.NullHandler()
     logger.addHandler(foreign)
-    configure_logging(load_settings({"AWS_VPC_K8S_CNI_LOG_FILE": str(tmp_path / "a.log")}), logger=logger)
-    configure_logging(
-        load_settings({"AWS_VPC_K8S_CNI_LOG_FILE": "stderr", "AWS_VPC_K8S_CNI_LOGLEVEL": "FATAL"}),
-        logger=logger,
-    )
+    configure_logging(LogOptions(file=str(tmp_path / "a.log")), logger=logger)
+    configure_logging(LogOptions(file="stderr", level="FATAL"), logger=logger)
     ours = [h for h in logger.handlers if getattr(h, "_vpccni_handler", False)]
     assert foreign in logger.handlers and len(ours) == 1
     assert not isinstance(ours[0], logging.FileHandler)  # the file handler was replaced

@@ -227,3 +227,23 @@ def test_settings_defaults_are_upstreams() -> None:
     )
     assert loaded.bind_address == ":61681" and loaded.cluster_id == ""
     assert settings.load({"USE_CLOUDWATCH": "no", "USE_PROMETHEUS": "YES"}).use_prometheus
+
+
+def test_endpoints_are_read_as_ipamd_reads_them() -> None:
+    """The helper finds IMDS, EC2 and the API server through ipamd's registry entries, with their rules."""
+    s = settings.load(
+        {
+            "CLUSTER_ENDPOINT": "https://10.0.0.1:6443",
+            "KUBERNETES_SERVICE_HOST": "10.100.0.1",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1338/",
+            "AWS_EC2_ENDPOINT": "http://127.0.0.1:5000",
+        }
+    )
+    assert s.kube.cluster_endpoint == "https://10.0.0.1:6443" and s.kube.service_host == "10.100.0.1"
+    assert (s.imds_endpoint, s.ec2_endpoint, s.http_timeout_s) == (
+        "http://127.0.0.1:1338",
+        "http://127.0.0.1:5000",
+        10,
+    )
+    with pytest.raises(settings.HelperSettingsError, match="HTTP_TIMEOUT"):
+        settings.load({"HTTP_TIMEOUT": "3"})

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from vpccni.awsutils.limits import LimitsCatalog
-from vpccni.ipamd.nodeinit import NodeIdentity, NodeInit, NodeInitError, NodeInitPorts
+from vpccni.ipamd.nodeinit import InitOptions, NodeIdentity, NodeInit, NodeInitError, NodeInitPorts
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.pool.status import GrowthState
@@ -30,19 +30,8 @@ ALL_STEPS = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    warm_eni_target: int = 1
-    warm_ip_target: int = 0
-    minimum_ip_target: int = 0
-    warm_prefix_target: int = 0
-    enable_prefix_delegation: bool = False
-    manage_untagged_eni: bool = True
-    custom_network_cfg: bool = False
-    provisioning_enabled: bool = True
-    enable_imds_only_mode: bool = False
-    max_eni_cap: int | None = None
-    eni_tags: dict[str, str] = field(default_factory=lambda: {"team": "net"})
+def options(**changes: object) -> InitOptions:
+    return InitOptions(**{"eni_tags": {"team": "net"}, **changes})  # type: ignore[arg-type]
 
 
 @dataclass(kw_only=True)
@@ -52,7 +41,7 @@ class Node(FakeNode):
     pod_rules: FakePodRules
     sleeps: list[float] = field(default_factory=list)
 
-    def init(self, settings: Settings, *, instance_type: str = "m5.large", grow: bool = True) -> NodeInit:
+    def init(self, options: InitOptions, *, instance_type: str = "m5.large", grow: bool = True) -> NodeInit:
         ports = NodeInitPorts(
             limits=LimitsCatalog(),
             metadata=self.imds,
@@ -79,7 +68,7 @@ class Node(FakeNode):
             instance_id=INSTANCE_ID, instance_type=instance_type, primary_mac=self.primary.mac, max_pods=29
         )
         return NodeInit(
-            settings=settings,
+            options=options,
             identity=identity,
             ports=ports,
             grow_pool=manager if grow else None,
@@ -99,7 +88,7 @@ def make_node(*, primary_ips: int = 0, restored: int = 0) -> Node:
 
 def test_a_fresh_node_runs_every_step_in_order_and_pre_scales() -> None:
     node = make_node()
-    init = node.init(Settings())
+    init = node.init(options())
     result = init.run()
     assert init.steps_done == ALL_STEPS
     assert node.host.setups == 1 and node.pod_rules.runs == 1
@@ -116,7 +105,7 @@ def test_existing_enis_are_split_tagged_set_up_and_stored_with_ec2s_addresses() 
     no_manage = node.cloud.add_existing_eni(device_number=3, ips=1, tags={NO_MANAGE_TAG: "true"})
     node.imds.phantom_ips[ours.eni_id] = {IPv4Address("10.0.250.1")}  # IMDS lags: EC2 does not have it
 
-    result = node.init(Settings(), grow=False).run()
+    result = node.init(options(), grow=False).run()
 
     assert set(result.managed_eni_ids) == {result.primary_eni_id, ours.eni_id, untagged.eni_id}
     assert result.unmanaged_eni_ids == (no_manage.eni_id,)
@@ -141,14 +130,14 @@ def test_existing_enis_are_split_tagged_set_up_and_stored_with_ec2s_addresses() 
 def test_managed_eni_rules(tags: dict[str, str], manage_untagged: bool, managed: bool) -> None:
     node = make_node()
     eni = node.cloud.add_existing_eni(device_number=1, tags=tags)
-    result = node.init(Settings(manage_untagged_eni=manage_untagged), grow=False).run()
+    result = node.init(options(manage_untagged=manage_untagged), grow=False).run()
     assert (eni.eni_id in result.managed_eni_ids) is managed
 
 
 def test_the_primary_eni_is_managed_even_when_tagged_no_manage() -> None:
     node = make_node()
     node.cloud.tag_eni(node.cloud.eni_ids().pop(), {NO_MANAGE_TAG: "true"})
-    result = node.init(Settings(), grow=False).run()
+    result = node.init(options(), grow=False).run()
     assert result.managed_eni_ids == (result.primary_eni_id,)
 
 
@@ -157,14 +146,14 @@ def test_an_eni_only_a_stale_imds_lists_is_ignored() -> None:
     gone = node.cloud.add_existing_eni(device_number=1, ips=2)
     node.imds.freeze()
     node.cloud.free_eni(gone.eni_id)
-    result = node.init(Settings(), grow=False).run()
+    result = node.init(options(), grow=False).run()
     assert gone.eni_id not in result.managed_eni_ids and gone.eni_id not in node.store.eni_ids()
 
 
 def test_unknown_instance_type_says_to_allow_describe_instance_types() -> None:
     node = make_node()
     with pytest.raises(NodeInitError) as err:
-        node.init(Settings(), instance_type="zz9.plural").run()
+        node.init(options(), instance_type="zz9.plural").run()
     assert err.value.step == "instance limits"
     assert "DescribeInstanceTypes" in str(err.value)
     assert node.host.setups == 0  # nothing after the failed step ran
@@ -172,9 +161,7 @@ def test_unknown_instance_type_says_to_allow_describe_instance_types() -> None:
 
 def test_prefix_delegation_falls_back_to_secondary_ips_off_nitro() -> None:
     node = make_node()
-    result = node.init(
-        Settings(enable_prefix_delegation=True, warm_prefix_target=1), instance_type="t2.medium"
-    ).run()
+    result = node.init(options(prefix_delegation=True, warm_prefix_target=1), instance_type="t2.medium").run()
     assert result.config.prefix_delegation is False and result.config.max_ips_per_eni == 5
 
 
@@ -182,7 +169,7 @@ def test_prefix_mode_limits_and_mode_toggle_cleanup() -> None:
     node = make_node(
         primary_ips=3, restored=1
     )  # secondary IPs from before PD was switched on; one holds a pod
-    result = node.init(Settings(enable_prefix_delegation=True, warm_prefix_target=1)).run()
+    result = node.init(options(prefix_delegation=True, warm_prefix_target=1)).run()
     assert result.config.max_prefixes_per_eni == 9 and result.config.max_ips_per_eni == 144
     assert len(result.cleaned_cidrs) == 2
     assert all(node.cooldown.active(c) for c in result.cleaned_cidrs)
@@ -196,14 +183,14 @@ def test_eni_setup_is_retried_five_times_ten_seconds_apart() -> None:
     node = make_node()
     node.cloud.add_existing_eni(device_number=1, ips=1)
     node.network.fail_setup = 4
-    node.init(Settings(), grow=False).run()
+    node.init(options(), grow=False).run()
     assert node.sleeps == [10.0] * 4
 
     node = make_node()
     eni = node.cloud.add_existing_eni(device_number=1, ips=1)
     node.network.fail_setup = 5
     with pytest.raises(NodeInitError) as err:
-        node.init(Settings(), grow=False).run()
+        node.init(options(), grow=False).run()
     assert err.value.step == "set up ENI networks" and eni.eni_id in str(err.value)
 
 
@@ -211,7 +198,7 @@ def test_host_network_failure_names_the_step_and_the_fix() -> None:
     node = make_node()
     node.host.error = PermissionError("iptables: Permission denied")
     with pytest.raises(NodeInitError) as err:
-        node.init(Settings()).run()
+        node.init(options()).run()
     assert err.value.step == "host network" and "NET_ADMIN" in str(err.value)
 
 
@@ -222,13 +209,13 @@ def test_custom_networking_with_an_empty_pool_fails_init() -> None:
         CloudError("subnet full", code="InsufficientFreeAddressesInSubnet", subnet_id=node.cloud.subnet_id),
     )
     with pytest.raises(NodeInitError) as err:
-        node.init(Settings(custom_network_cfg=True)).run()
+        node.init(options(custom_networking=True)).run()
     assert err.value.step == "pre-scale" and node.cloud.subnet_id in str(err.value)
 
 
 def test_imds_only_mode_never_calls_ec2() -> None:
     node = make_node(primary_ips=2)
-    result = node.init(Settings(enable_imds_only_mode=True, provisioning_enabled=False)).run()
+    result = node.init(options(imds_only=True, provisioning_enabled=False)).run()
     assert node.cloud.calls == []
     assert len(node.store.cidrs_of(result.primary_eni_id)) == 2
     assert result.pool_status is None

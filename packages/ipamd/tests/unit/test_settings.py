@@ -8,7 +8,6 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
-from vpccni.ipamd.nodeinit import InitSettings
 from vpccni.ipamd.settings import Settings, SettingsError, load_settings, settings_fields
 from vpccni.ipamd.settings_registry import REGISTRY, Support
 
@@ -197,9 +196,3 @@ def test_configuration_docs_are_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_settings_satisfy_node_init() -> None:
-    s: InitSettings = load_settings({})
-    members = [n for n in vars(InitSettings) if not n.startswith("_")]
-    assert members and all(hasattr(s, n) for n in members)

@@ -12,6 +12,7 @@ from vpccni.k8sapi import (
     CniNodeFeature,
     Conflict,
     Forbidden,
+    KubeEndpoint,
     KubernetesApi,
     KubeSettings,
     NotFound,
@@ -185,24 +186,26 @@ def test_probe_waits_for_the_api_server(server: KubeApiServer, api: KubernetesAp
 
 
 def test_load_config_sources(server: KubeApiServer, tmp_path: Path) -> None:
-    assert (
-        load_config(env={"CLUSTER_ENDPOINT": server.url + "/"}, token_file=str(tmp_path / "none")).host
-        == server.url
-    )
+    nowhere = str(tmp_path / "none")
+    assert load_config(KubeEndpoint(cluster_endpoint=server.url + "/"), token_file=nowhere).host == server.url
     token, ca = tmp_path / "token", tmp_path / "ca.crt"
     token.write_text("secret-token")
     ca.write_text("not a real CA, only read as a path")
     in_cluster = load_config(
-        env={"CLUSTER_ENDPOINT": "https://10.0.0.1:6443"}, token_file=str(token), ca_file=str(ca)
+        KubeEndpoint(cluster_endpoint="https://10.0.0.1:6443"), token_file=str(token), ca_file=str(ca)
     )
     assert in_cluster.host == "https://10.0.0.1:6443"
     assert in_cluster.api_key["BearerToken"].lower() == "bearer secret-token"
-    with pytest.raises(FileNotFoundError, match="CLUSTER_ENDPOINT"):
-        load_config(env={"KUBECONFIG": str(tmp_path / "missing")}, token_file=str(tmp_path / "none"))
-    kubeconfig = server.write_kubeconfig(tmp_path / "kc")
-    assert (
-        load_config(env={"KUBECONFIG": str(kubeconfig)}, token_file=str(tmp_path / "none")).host == server.url
+    service = load_config(
+        KubeEndpoint(service_host="10.100.0.1", service_port=8443), token_file=str(token), ca_file=str(ca)
     )
+    assert service.host == "https://10.100.0.1:8443"
+    with pytest.raises(FileNotFoundError, match="CLUSTER_ENDPOINT"):
+        load_config(KubeEndpoint(kubeconfig=str(tmp_path / "missing")), token_file=nowhere)
+    with pytest.raises(FileNotFoundError, match="KUBECONFIG"):
+        load_config(KubeEndpoint(), token_file=nowhere)
+    kubeconfig = server.write_kubeconfig(tmp_path / "kc")
+    assert load_config(KubeEndpoint(kubeconfig=str(kubeconfig)), token_file=nowhere).host == server.url
 
 
 def test_watch_renews_after_server_timeout_and_tracks_bookmarks(

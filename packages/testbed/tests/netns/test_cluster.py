@@ -235,10 +235,10 @@ def test_imds_and_ec2_answer_inside_the_node_namespace(cluster: Cluster) -> None
 def test_every_eni_imds_lists_is_a_link_with_its_mac_in_the_node(cluster: Cluster) -> None:
     node = cluster.add_node()
     eni = _attach_secondary_eni(cluster, node)
-    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": node.imds_endpoint_in_ns}  # the product's IMDS client, as is
+    config = ImdsConfig(endpoint=node.imds_endpoint_in_ns)  # the product's IMDS client, as is
 
     def read_imds() -> dict[str, int]:
-        metadata = InstanceMetadata(ImdsHttpClient(ImdsConfig.from_env(env)))
+        metadata = InstanceMetadata(ImdsHttpClient(config))
         return {mac: metadata.device_number(mac) for mac in metadata.macs()}
 
     devices = ns.in_netns(node.netns, read_imds)

@@ -8,7 +8,6 @@ both speak them. The adapter applies the client-side rate limit, times and count
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,10 +21,7 @@ from vpccni.awsutils.ratelimit import Ec2RateLimiter
 
 log = logging.getLogger(__name__)
 
-ENV_EC2_ENDPOINT = "AWS_EC2_ENDPOINT"
-ENV_HTTP_TIMEOUT = "HTTP_TIMEOUT"
-ENV_VPC_CNI_VERSION = "VPC_CNI_VERSION"
-MIN_HTTP_TIMEOUT_S = 10
+DEFAULT_HTTP_TIMEOUT_S = 10
 SDK_MAX_ATTEMPTS = 10
 
 Filter = Mapping[str, Any]  # {"Name": ..., "Values": [...]}
@@ -82,25 +78,9 @@ def product_version() -> str:
 class Ec2ClientConfig:
     region: str
     endpoint_url: str | None = None
-    http_timeout_s: int = MIN_HTTP_TIMEOUT_S
+    http_timeout_s: int = DEFAULT_HTTP_TIMEOUT_S
     vpc_cni_version: str = ""
     max_attempts: int = SDK_MAX_ATTEMPTS
-
-    @classmethod
-    def from_env(cls, region: str, env: Mapping[str, str] | None = None) -> Ec2ClientConfig:
-        env = os.environ if env is None else env
-        raw = env.get(ENV_HTTP_TIMEOUT, "").strip()
-        try:
-            timeout = int(raw) if raw else MIN_HTTP_TIMEOUT_S
-        except ValueError:
-            raise ValueError(f"{ENV_HTTP_TIMEOUT}={raw!r} is not a whole number of seconds") from None
-        return cls(
-            region=region,
-            endpoint_url=env.get(ENV_EC2_ENDPOINT, "").strip() or None,
-            # Upstream never goes below 10 s: EC2 mutations routinely take seconds.
-            http_timeout_s=max(MIN_HTTP_TIMEOUT_S, timeout),
-            vpc_cni_version=env.get(ENV_VPC_CNI_VERSION, "").strip(),
-        )
 
     def user_agent_extra(self) -> str:
         extra = f"vpccni/{product_version()}"
@@ -109,7 +89,7 @@ class Ec2ClientConfig:
         return extra
 
 
-def make_boto3_client(config: Ec2ClientConfig, env: Mapping[str, str] | None = None) -> Any:
+def make_boto3_client(config: Ec2ClientConfig) -> Any:
     """An EC2 client with the standard retry mode, 10 attempts and the configured timeout, built on the
     trimmed EC2 model (``vpccni.awsutils.ec2model``: the same requests, a fraction of the memory).
 
@@ -177,7 +157,7 @@ class Boto3EC2Api:
         except BotoCoreError as exc:
             error = type(exc).__name__
             raise Ec2Error(
-                f"{api} failed: {exc}; check network access to the EC2 endpoint ({ENV_EC2_ENDPOINT})",
+                f"{api} failed: {exc}; check network access to the EC2 endpoint (AWS_EC2_ENDPOINT)",
                 api=api,
                 code=error,
             ) from exc

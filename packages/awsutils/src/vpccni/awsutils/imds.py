@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,18 +38,12 @@ class MetadataSource(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class ImdsConfig:
-    endpoint: str = DEFAULT_IMDS_ENDPOINT
+    endpoint: str = DEFAULT_IMDS_ENDPOINT  # no trailing slash
     token_ttl_s: int = 21600
     # Refresh the token this long before EC2 would expire it, so no read races the expiry.
     refresh_margin_s: float = 60.0
     timeout_s: float = 2.0
     retry: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=2.0, attempts=4))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ImdsConfig:
-        env = os.environ if env is None else env
-        endpoint = env.get(ENV_IMDS_ENDPOINT, "").strip() or DEFAULT_IMDS_ENDPOINT
-        return cls(endpoint=endpoint.rstrip("/"))
 
 
 class _HttpStatusError(Exception):

@@ -1,8 +1,8 @@
 """Wiring for one node: read the instance's identity from IMDS and build the EC2-side objects from it.
 
-``AwsNode.from_env()`` builds the clients (no I/O); ``load_identity()`` is the one call that reads IMDS. This
-is what ipamd calls at start (upstream's ``awsutils.New``), and what another project uses to get the whole
-AWS layer in three lines.
+``AwsNode.connect(config=AwsConfig(...))`` reads the identity from IMDS (the one call that does I/O) and
+builds the EC2 side from it. This is what ipamd calls at start (upstream's ``awsutils.New``, configured from
+ipamd's settings), and what another project uses to get the whole AWS layer in three lines.
 """
 
 from __future__ import annotations
@@ -10,11 +10,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vpccni.awsutils.clock import Clock, SystemClock
-from vpccni.awsutils.ec2api import Boto3EC2Api, EC2Api, Ec2ClientConfig, Ec2InstanceTypeSource
+from vpccni.awsutils.ec2api import (
+    DEFAULT_HTTP_TIMEOUT_S,
+    Boto3EC2Api,
+    EC2Api,
+    Ec2ClientConfig,
+    Ec2InstanceTypeSource,
+)
 from vpccni.awsutils.eni import EniManager
 from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata, MetadataSource
 from vpccni.awsutils.leak import LeakSweeper
@@ -25,6 +30,26 @@ from vpccni.awsutils.subnets import discover_subnets
 from vpccni.awsutils.tags import TagSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsConfig:
+    """How the AWS layer is configured (no environment is read here: ipamd derives this from its settings)."""
+
+    imds: ImdsConfig = field(default_factory=ImdsConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    ec2_endpoint_url: str | None = None  # None: the region's public endpoint
+    http_timeout_s: int = DEFAULT_HTTP_TIMEOUT_S
+    vpc_cni_version: str = ""  # added to the User-Agent
+    tags: TagSettings = field(default_factory=TagSettings)
+
+    def ec2_client(self, region: str) -> Ec2ClientConfig:
+        return Ec2ClientConfig(
+            region=region,
+            endpoint_url=self.ec2_endpoint_url,
+            http_timeout_s=self.http_timeout_s,
+            vpc_cni_version=self.vpc_cni_version,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,21 +116,19 @@ class AwsNode:
     def connect(
         cls,
         *,
-        env: Mapping[str, str] | None = None,
+        config: AwsConfig,
         observer: ApiObserver | None = None,
         metadata_source: MetadataSource | None = None,
         clock: Clock | None = None,
     ) -> AwsNode:
-        """Read the identity from IMDS (I/O) and build the EC2 client from the environment."""
+        """Read the identity from IMDS (I/O) and build the EC2 client for this node's region."""
         observer = observer or NullObserver()
         clock = clock or SystemClock()
-        source = metadata_source or ImdsHttpClient(ImdsConfig.from_env(env), observer=observer, clock=clock)
+        source = metadata_source or ImdsHttpClient(config.imds, observer=observer, clock=clock)
         metadata = InstanceMetadata(source)
         identity = read_identity(metadata)
-        limiter = Ec2RateLimiter(RateLimitConfig.from_env(env), clock=clock, observer=observer)
-        ec2 = Boto3EC2Api(
-            Ec2ClientConfig.from_env(identity.region, env), limiter=limiter, observer=observer, clock=clock
-        )
+        limiter = Ec2RateLimiter(config.rate_limit, clock=clock, observer=observer)
+        ec2 = Boto3EC2Api(config.ec2_client(identity.region), limiter=limiter, observer=observer, clock=clock)
         log.info(
             "node %s (%s) in %s, VPC %s, primary ENI %s",
             identity.instance_id,
@@ -114,9 +137,7 @@ class AwsNode:
             identity.vpc_id,
             identity.primary_eni_id,
         )
-        return cls(
-            metadata=metadata, identity=identity, ec2=ec2, tag_settings=TagSettings.from_env(env), clock=clock
-        )
+        return cls(metadata=metadata, identity=identity, ec2=ec2, tag_settings=config.tags, clock=clock)
 
     def instance_limits(self) -> InstanceLimits:
         return self.limits_catalog.get(self.identity.instance_type)

@@ -2,7 +2,7 @@
 
 EC2 throttles per account and region with token buckets, separately for mutating and non-mutating actions.
 One node that bursts (a pod storm, WARM_IP_TARGET churn) can starve every other node of the account's
-mutating budget, so each node paces itself. Defaults (per node), overridable through the environment:
+mutating budget, so each node paces itself. Defaults (per node); ipamd takes them from its settings:
 
 - mutating (Create/Attach/Detach/Delete/Modify/Assign/Unassign/CreateTags): ``VPCCNI_EC2_MUTATING_QPS=5``,
   ``VPCCNI_EC2_MUTATING_BURST=10``. 5/s is EC2's mutating refill rate, so one node alone can never drain
@@ -17,9 +17,7 @@ A QPS of 0 disables that bucket.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vpccni.awsutils.clock import Clock, SystemClock
@@ -29,11 +27,6 @@ log = logging.getLogger(__name__)
 
 MUTATING = "mutating"
 READ = "read"
-
-ENV_MUTATING_QPS = "VPCCNI_EC2_MUTATING_QPS"
-ENV_MUTATING_BURST = "VPCCNI_EC2_MUTATING_BURST"
-ENV_READ_QPS = "VPCCNI_EC2_READ_QPS"
-ENV_READ_BURST = "VPCCNI_EC2_READ_BURST"
 
 _READ_PREFIXES = ("Describe", "Get", "List")
 
@@ -49,32 +42,6 @@ class RateLimitConfig:
     mutating_burst: int = 10
     read_qps: float = 20.0
     read_burst: int = 40
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RateLimitConfig:
-        env = os.environ if env is None else env
-        d = cls()
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(
-                    f"{name}={raw!r} is not a number; unset it or give e.g. {default:g}"
-                ) from None
-            if value < 0:
-                raise ValueError(f"{name}={raw!r} must be >= 0 (0 disables the limit)")
-            return value
-
-        return cls(
-            mutating_qps=num(ENV_MUTATING_QPS, d.mutating_qps),
-            mutating_burst=max(1, int(num(ENV_MUTATING_BURST, d.mutating_burst))),
-            read_qps=num(ENV_READ_QPS, d.read_qps),
-            read_burst=max(1, int(num(ENV_READ_BURST, d.read_burst))),
-        )
 
 
 class TokenBucket:

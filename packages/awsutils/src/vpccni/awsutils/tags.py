@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-log = logging.getLogger(__name__)
 
 TAG_INSTANCE_ID = "node.k8s.amazonaws.com/instance_id"
 TAG_CREATED_AT = "node.k8s.amazonaws.com/createdAt"
@@ -20,9 +15,6 @@ ENI_OWNER_VALUE = "amazon-vpc-cni"
 # ADDITIONAL_ENI_TAGS keys containing this are dropped: they would spoof ownership tags.
 RESERVED_TAG_SUBSTRING = "k8s.amazonaws.com"
 ENI_DESCRIPTION_PREFIX = "aws-K8S-"
-
-ENV_CLUSTER_NAME = "CLUSTER_NAME"
-ENV_ADDITIONAL_ENI_TAGS = "ADDITIONAL_ENI_TAGS"
 
 
 def eni_description(instance_id: str) -> str:
@@ -52,30 +44,6 @@ def tags_dict(tag_list: object) -> dict[str, str]:
 class TagSettings:
     cluster_name: str = ""
     additional_tags: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TagSettings:
-        env = os.environ if env is None else env
-        raw = env.get(ENV_ADDITIONAL_ENI_TAGS, "").strip() or "{}"
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f'{ENV_ADDITIONAL_ENI_TAGS} is not valid JSON ({exc}); give a map like \'{{"team": "a"}}\''
-            ) from None
-        if not isinstance(parsed, dict):
-            raise ValueError(f"{ENV_ADDITIONAL_ENI_TAGS} must be a JSON object of string keys and values")
-        extra: dict[str, str] = {}
-        for key, value in parsed.items():
-            if RESERVED_TAG_SUBSTRING in key:
-                log.warning(
-                    "ignoring ADDITIONAL_ENI_TAGS key %r: keys containing %r are reserved",
-                    key,
-                    RESERVED_TAG_SUBSTRING,
-                )
-                continue
-            extra[str(key)] = str(value)
-        return cls(cluster_name=env.get(ENV_CLUSTER_NAME, "").strip(), additional_tags=extra)
 
     def managed_tags(self, instance_id: str) -> dict[str, str]:
         """Tags every managed ENI must carry (enforced on existing ENIs; no createdAt)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -70,6 +70,14 @@ class PoolSignals(Protocol):
     def wake_if_low(self, snapshot: PoolSnapshot) -> bool: ...
 
 
+class AllocationListener(Protocol):
+    """Told of every assignment (once it is in the checkpoint) and release; must return at once."""
+
+    def assigned(self, pod: PodAllocation) -> None: ...
+
+    def released(self, pod: PodAllocation) -> None: ...
+
+
 class NoAddressError(Exception):
     """No address for the pod. `retryable` is true when the pool may still grow (CNI code 11, try later)."""
 
@@ -94,10 +102,12 @@ class Allocator:
         metrics: IpamdMetrics | None = None,
         default_timeout_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        listeners: Sequence[AllocationListener] = (),
     ) -> None:
         self._ds = datastore
         self._pool = pool
         self._metrics = metrics
+        self._listeners = tuple(listeners)
         self._default_timeout_s = default_timeout_s
         self._monotonic = monotonic
         self._ready = threading.Event()
@@ -147,7 +157,9 @@ class Allocator:
         meta = PodMetadata(
             namespace=pod_namespace, name=pod_name, interfaces_count=interfaces_count, host_veth=host_veth
         )
-        return _allocation(self._take(key, meta, timeout_s, lambda: self._ds.assign(key, meta)))
+        got = self._take(key, meta, timeout_s, lambda: self._ds.assign(key, meta))
+        self._tell(got, assigned=True)
+        return _allocation(got)
 
     def assign_pending(
         self,
@@ -175,6 +187,13 @@ class Allocator:
             return view
 
         got = self._take(key, meta, timeout_s, take)
+        if self._listeners:
+
+            def written_ok(future: Future[None]) -> None:
+                if future.exception() is None:  # a failed write rolled the assignment back
+                    self._tell(got, assigned=True)
+
+            written[-1].add_done_callback(written_ok)
         return PendingAllocation(allocation=_allocation(got), written=written[-1])
 
     def _take(
@@ -244,6 +263,7 @@ class Allocator:
             return None
         if self._metrics is not None:
             self._refresh_gauges(self._ds.snapshot(), released)
+        self._tell(released, assigned=False)
         return _allocation(released)
 
     def lookup(self, *, network: str, container_id: str, ifname: str) -> Allocation | None:
@@ -257,6 +277,19 @@ class Allocator:
         )
 
     # --- internals --------------------------------------------------------------------------------------
+
+    def _tell(self, address: AssignedAddress, *, assigned: bool) -> None:
+        if not self._listeners:
+            return
+        pod = PodAllocation(key=address.key, metadata=address.metadata, allocation=_allocation(address))
+        for listener in self._listeners:
+            try:
+                if assigned:
+                    listener.assigned(pod)
+                else:
+                    listener.released(pod)
+            except Exception:
+                _log.exception("allocation listener %s failed", type(listener).__name__)
 
     def _refresh_gauges(self, snapshot: PoolSnapshot, changed: AssignedAddress) -> None:
         if self._metrics is not None:

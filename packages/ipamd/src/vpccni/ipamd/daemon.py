@@ -15,10 +15,10 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 from vpccni.awsutils.clock import SystemClock
 from vpccni.awsutils.errors import AwsUtilsError
@@ -26,12 +26,12 @@ from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.adapters import malloc
-from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, KubeTimers, kube_api_from_settings
+from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, kube_api
 from vpccni.ipamd.adapters.network import RestoredPodRules
 from vpccni.ipamd.adapters.node import NodeAdapters
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
-from vpccni.ipamd.allocator import Allocator
+from vpccni.ipamd.allocator import AllocationListener, Allocator
 from vpccni.ipamd.checkpoint import FileCheckpointer
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
@@ -53,19 +53,21 @@ from vpccni.ipamd.nodeinit import (
     is_managed_eni,
     tag_managed_eni,
 )
+from vpccni.ipamd.plan import KubePlan, WiringPlan
+from vpccni.ipamd.podips import PodIpAnnotator
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
-from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers
+from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.ports import EniDescription
 from vpccni.ipamd.reconcile import Reconciler
 from vpccni.ipamd.settings import Settings
+from vpccni.k8sapi import KubeApi
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.rpc import rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PODS = 110  # upstream's last resort when neither the node nor eni-max-pods.txt knows
-HOUSEKEEPING_INTERVAL_S = 30.0  # VPC CIDR refresh (upstream 30 s) and pool gauges
 
 
 class StartupError(Exception):
@@ -80,25 +82,8 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
-@dataclass(frozen=True, kw_only=True)
-class DaemonTimers:
-    pool: PoolTimers = field(default_factory=PoolTimers)
-    kube: KubeTimers = field(default_factory=KubeTimers)
-    housekeeping_s: float = HOUSEKEEPING_INTERVAL_S
-    grpc_grace_s: float = 5.0
-
-
-def timers_from(settings: Settings) -> DaemonTimers:
-    """The loop timers: upstream's constants unless the VPCCNI_* tuning variables shorten them (tests)."""
-    return DaemonTimers(
-        pool=PoolTimers(
-            half_interval_s=settings.pool_monitor_interval_s / 2,
-            reconcile_idle_s=settings.reconcile_interval_s,
-            decrease_interval_s=settings.pool_decrease_interval_s,
-            min_eni_age_s=settings.min_eni_age_s,
-        ),
-        kube=KubeTimers(connect_timeout_s=settings.api_server_wait_s),
-    )
+def default_kube_api(kube: KubePlan) -> KubeApi | None:
+    return kube_api(kube.endpoint, kube.client)
 
 
 class Daemon:
@@ -108,14 +93,12 @@ class Daemon:
         self,
         *,
         settings: Settings,
-        env: Mapping[str, str],
-        timers: DaemonTimers | None = None,
-        kube_api_factory: Callable[[Settings, Mapping[str, str]], Any] | None = None,
+        plan: WiringPlan | None = None,
+        kube_api_factory: Callable[[KubePlan], KubeApi | None] = default_kube_api,
         started_at: float | None = None,
     ) -> None:
-        self._settings = settings
-        self._env = dict(env)
-        self._timers = timers or timers_from(settings)
+        self._settings = settings  # only for introspection's env views; everything else reads the plan
+        self._plan = plan or WiringPlan.from_settings(settings)
         self._kube_api_factory = kube_api_factory
         self._started_at = time.monotonic() if started_at is None else started_at
         self._clock = SystemClock()
@@ -189,7 +172,7 @@ class Daemon:
 
     def _connect_aws(self) -> AwsNode:
         try:
-            return AwsNode.connect(env=self._env, observer=self.metrics, clock=self._clock)
+            return AwsNode.connect(config=self._plan.aws, observer=self.metrics, clock=self._clock)
         except AwsUtilsError as err:
             raise StartupError(
                 f"cannot read this instance's identity from IMDS: {err}. Check that IMDS is reachable "
@@ -198,37 +181,43 @@ class Daemon:
             ) from err
 
     def _connect_kube(self) -> KubeLink | None:
-        factory = self._kube_api_factory or kube_api_from_settings
+        kube = self._plan.kube
         try:
-            api = factory(self._settings, self._env)
+            api = self._kube_api_factory(kube)
         except (FileNotFoundError, ValueError) as err:
+            if kube.wait_for_server:
+                raise StartupError(
+                    f"{err}: custom networking and ANNOTATE_POD_IP need the Kubernetes API server",
+                    reason="apiserver",
+                ) from err
             log.info("no Kubernetes API server configured (%s); running without it", err)
             return None
         if api is None:
             return None
-        link = KubeLink(api=api, timers=self._timers.kube)
-        # Custom networking cannot start without the node's ENIConfig: wait for the server (upstream).
-        link.connect(required=self._settings.custom_network_cfg)
+        link = KubeLink(api=api, timers=kube.timers)
+        # Custom networking (the node's ENIConfig) and pod annotations need the server: wait (upstream).
+        link.connect(required=kube.wait_for_server)
         self._kube = link
         self._services.append(link)
         return link
 
     def _init_node(self, aws: AwsNode, kube: KubeLink | None) -> None:
-        s, ident = self._settings, aws.identity
-        nodes = NodeAdapters.build(aws=aws, settings=s, netlink=open_netlink(), clock=self._clock)
+        plan, ident = self._plan, aws.identity
+        options = plan.pool.init
+        nodes = NodeAdapters.build(aws=aws, plan=plan, netlink=open_netlink(), clock=self._clock)
         self._adapters = nodes
         cloud, network = nodes.cloud, nodes.network
-        prefix_mode = s.enable_prefix_delegation and self._supports_pd(aws)
-        checkpointer = FileCheckpointer(s.backing_store)
+        prefix_mode = options.prefix_delegation and self._supports_pd(aws)
+        checkpointer = FileCheckpointer(plan.store.backing_store)
         datastore = DataStore(
-            checkpointer=checkpointer, prefix_delegation=prefix_mode, cooldown_s=s.ip_cooldown_period_s
+            checkpointer=checkpointer, prefix_delegation=prefix_mode, cooldown_s=plan.store.ip_cooldown_s
         )
         self.datastore = datastore
         cooldown = ReconcileCooldown(clock=time.monotonic)
 
         def prepare(eni: EniDescription) -> None:
-            if s.provisioning_enabled:
-                tag_managed_eni(cloud, eni, instance_id=ident.instance_id, extra_tags=s.eni_tags)
+            if options.provisioning_enabled:
+                tag_managed_eni(cloud, eni, instance_id=ident.instance_id, extra_tags=options.eni_tags)
 
         reconciler = Reconciler(
             store=datastore,
@@ -238,7 +227,7 @@ class Daemon:
             cooldown=cooldown,
             primary_eni_id=ident.primary_eni_id,
             is_managed=lambda eni: is_managed_eni(
-                eni, instance_id=ident.instance_id, manage_untagged=s.manage_untagged_eni
+                eni, instance_id=ident.instance_id, manage_untagged=options.manage_untagged
             ),
             prepare_eni=prepare,
         )
@@ -260,18 +249,13 @@ class Daemon:
                     clock=time.monotonic,
                     reconciler=ObservedReconciler(reconciler, self.metrics),
                     schedulable=schedulable,
-                    policy=PoolPolicy(
-                        provisioning_enabled=s.provisioning_enabled,
-                        manage_enis_non_schedulable=s.manage_enis_non_schedulable,
-                        subnet_id=eni_subnet,
-                        security_group_ids=eni_groups,
-                    ),
-                    timers=self._timers.pool,
+                    policy=replace(plan.pool.policy, subnet_id=eni_subnet, security_group_ids=eni_groups),
+                    timers=plan.pool.timers,
                 )
             return self.pool
 
         node_init = NodeInit(
-            settings=s,
+            options=options,
             identity=NodeIdentity(
                 instance_id=ident.instance_id,
                 instance_type=ident.instance_type,
@@ -289,7 +273,10 @@ class Daemon:
                     datastore=datastore, checkpointer=checkpointer, netlink=nodes.netlink
                 ),
                 pod_rules=RestoredPodRules(
-                    wiring=nodes.wiring, assigned=datastore.assigned, veth_prefix=s.veth_prefix, mtu=s.pod_mtu
+                    wiring=nodes.wiring,
+                    assigned=datastore.assigned,
+                    veth_prefix=plan.host.veth_prefix,
+                    mtu=plan.host.pod_mtu,
                 ),
                 cooldown=cooldown,
             ),
@@ -318,8 +305,8 @@ class Daemon:
     def _eniconfig(self, kube: KubeLink | None) -> tuple[str | None, tuple[str, ...]]:
         """Custom networking: the subnet and security groups of new ENIs, from the node's ENIConfig (read
         once at start)."""
-        s = self._settings
-        if not s.custom_network_cfg:
+        kube_plan = self._plan.kube
+        if not kube_plan.custom_networking:
             return None, ()
         if kube is None:
             raise StartupError(
@@ -329,7 +316,7 @@ class Daemon:
             )
         try:
             config = kube.eniconfig(
-                annotation_key=s.eni_config_annotation_def, label_key=s.eni_config_label_def
+                annotation_key=kube_plan.eniconfig_annotation, label_key=kube_plan.eniconfig_label
             )
         except EniConfigError as err:
             raise StartupError(str(err), reason="eniconfig") from err
@@ -350,22 +337,26 @@ class Daemon:
         if from_node:
             return from_node
         try:
-            return eni_max_pods(aws.instance_limits(), custom_networking=self._settings.custom_network_cfg)
+            return eni_max_pods(aws.instance_limits(), custom_networking=self._plan.kube.custom_networking)
         except AwsUtilsError:
             return DEFAULT_MAX_PODS
 
     # --- serve ------------------------------------------------------------------------------------------
 
     def _serve(self, aws: AwsNode) -> None:
-        s, pool, datastore = self._settings, self.pool, self.datastore
+        plan, pool, datastore = self._plan, self.pool, self.datastore
         assert pool is not None and datastore is not None
         allocator = Allocator(
-            datastore=datastore, pool=pool, metrics=self.metrics, default_timeout_s=s.add_wait_timeout_s
+            datastore=datastore,
+            pool=pool,
+            metrics=self.metrics,
+            default_timeout_s=plan.store.add_wait_timeout_s,
+            listeners=self._allocation_listeners(),
         )
         self.allocator = allocator
         pool.start()
         self._services.append(pool)
-        if s.leaked_eni_cleanup_enabled:
+        if plan.pool.leak_sweep:
             sweeper = aws.leak_sweeper()
             sweeper.start()
             self._services.append(sweeper)
@@ -376,9 +367,9 @@ class Daemon:
         ident = aws.identity
         facts = NodeFacts(
             version=VERSION,
-            use_external_snat=s.external_snat,
-            exclude_snat_cidrs=s.exclude_snat_cidrs,
-            network_policy_mode=s.network_policy_enforcing_mode,
+            use_external_snat=plan.serve.use_external_snat,
+            exclude_snat_cidrs=plan.serve.exclude_snat_cidrs,
+            network_policy_mode=plan.serve.network_policy_mode,
             node_ipv4=ident.primary_ipv4,
             instance_id=ident.instance_id,
             region=ident.region,
@@ -387,7 +378,9 @@ class Daemon:
         config_server = ConfigServerServicer(facts=facts)
         grpc_server = GrpcServer(
             settings=GrpcServerSettings(
-                socket_path=s.ipamd_socket, tcp_address=s.grpc_tcp_address, allowed_uids=frozenset({0})
+                socket_path=plan.serve.ipamd_socket,
+                tcp_address=plan.serve.grpc_tcp_address,
+                allowed_uids=frozenset({0}),
             ),
             register=(
                 lambda server: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, server),
@@ -400,9 +393,17 @@ class Daemon:
             raise StartupError(str(err), reason="grpc") from err
         self.grpc = grpc_server
 
+    def _allocation_listeners(self) -> tuple[AllocationListener, ...]:
+        if not self._plan.kube.annotate_pod_ip or self._kube is None:
+            return ()
+        annotator = PodIpAnnotator(api=self._kube.api)
+        annotator.start()
+        self._services.append(annotator)
+        return (annotator,)
+
     def _start_http(self, pool: PoolManager, datastore: DataStore) -> None:
-        s = self._settings
-        if not s.disable_introspection:
+        s, serve = self._settings, self._plan.serve
+        if serve.introspection_address is not None:
             server = IntrospectionServer(
                 sources=IntrospectionSources(
                     eni_infos=lambda: {datastore.network_card: datastore.eni_infos()},
@@ -410,16 +411,16 @@ class Daemon:
                     networkutils_env=lambda: s.env_view(NETWORKUTILS_ENV),
                     ipamd_env=lambda: s.env_view(IPAMD_ENV),
                     pool_status=lambda: pool_view(
-                        snapshot=datastore.snapshot(), status=pool.status, settings=s
+                        snapshot=datastore.snapshot(), status=pool.status, targets=self._plan.pool.init
                     ),
                 ),
-                bind_address=s.introspection_bind_address,
+                bind_address=serve.introspection_address,
             )
             server.start()
             self._services.append(server)
-        if not s.disable_metrics:
+        if serve.metrics_address is not None:
             self.metrics.update_pool(datastore.snapshot())
-            self.metrics.start(s.metrics_bind_address)
+            self.metrics.start(serve.metrics_address)
             self._services.append(self.metrics)
 
     def _start_housekeeping(self, pool: PoolManager, datastore: DataStore) -> None:
@@ -428,14 +429,14 @@ class Daemon:
         host = None if self._adapters is None else self._adapters.host
 
         def loop() -> None:
-            while not self._stopping.wait(self._timers.housekeeping_s):
+            while not self._stopping.wait(self._plan.housekeeping_s):
                 try:
                     self.metrics.update_pool(datastore.snapshot())
                     if host is not None and host.refresh():
                         log.info("VPC CIDRs changed: SNAT and connmark rules re-applied")
                     malloc.trim()
                 except Exception:
-                    log.exception("housekeeping failed; retrying in %.0f s", self._timers.housekeeping_s)
+                    log.exception("housekeeping failed; retrying in %.0f s", self._plan.housekeeping_s)
 
         threading.Thread(target=loop, name="housekeeping", daemon=True).start()
 
@@ -448,7 +449,7 @@ class Daemon:
         except ImportError as err:  # pragma: no cover - only while the endpoint is being built
             log.warning("CNI endpoint unavailable (%s); serving gRPC only", err)
             return
-        s = self._settings
+        serve = self._plan.serve
         nodes = self._adapters
         assert nodes is not None
         endpoint = CniEndpoint(
@@ -458,7 +459,9 @@ class Daemon:
                 network=nodes.wiring,
                 host_rules=NetlinkHostPodRules(nodes.netlink),
             ),
-            settings=EndpointSettings(socket_path=str(s.cni_socket), del_queue_dir=str(s.del_queue_dir)),
+            settings=EndpointSettings(
+                socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)
+            ),
         )
         try:
             endpoint.start()
@@ -474,7 +477,7 @@ class Daemon:
         if self.pool is not None:
             self.pool.terminate()
         if self.grpc is not None:
-            self.grpc.stop(self._timers.grpc_grace_s)
+            self.grpc.stop(self._plan.grpc_grace_s)
             self.grpc = None
         while self._services:
             service = self._services.pop()

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from vpccni.ipamd.nodeinit import InitOptions
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import PoolStatus
-from vpccni.ipamd.settings import Settings
 
 _log = logging.getLogger(__name__)
 
@@ -236,16 +236,16 @@ def introspection_routes(sources: IntrospectionSources) -> dict[str, Route]:
 
 
 def pool_view(
-    *, snapshot: PoolSnapshot, status: PoolStatus, settings: Settings, last_decision: str = ""
+    *, snapshot: PoolSnapshot, status: PoolStatus, targets: InitOptions, last_decision: str = ""
 ) -> dict[str, Any]:
     """`/v1/pool`: the warm targets, what the pool holds now and why it is (not) changing."""
     return {
         "targets": {
-            "WARM_ENI_TARGET": settings.warm_eni_target,
-            "WARM_IP_TARGET": settings.warm_ip_target,
-            "MINIMUM_IP_TARGET": settings.minimum_ip_target,
-            "WARM_PREFIX_TARGET": settings.warm_prefix_target,
-            "ENABLE_PREFIX_DELEGATION": settings.enable_prefix_delegation,
+            "WARM_ENI_TARGET": targets.warm_eni_target,
+            "WARM_IP_TARGET": targets.warm_ip_target,
+            "MINIMUM_IP_TARGET": targets.minimum_ip_target,
+            "WARM_PREFIX_TARGET": targets.warm_prefix_target,
+            "ENABLE_PREFIX_DELEGATION": targets.prefix_delegation,
         },
         "enis": len(snapshot.enis),
         "totalIPs": snapshot.total_ips,

@@ -1,6 +1,6 @@
 """Logging for the ipamd process: JSON lines like upstream's zap logger, to stdout, stderr or a rotated file.
 
-Only the entry point calls `configure_logging(settings)`; every other module just uses
+Only the entry point calls `configure_logging(options)`; every other module just uses
 `logging.getLogger(__name__)`. Files rotate like upstream's lumberjack settings: 100 MB, 5 backups.
 """
 
@@ -11,9 +11,8 @@ import json
 import logging
 import logging.handlers
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-
-from vpccni.ipamd.settings import Settings
 
 MAX_BYTES = 100 * 1024 * 1024
 BACKUP_COUNT = 5
@@ -34,6 +33,12 @@ _ZAP_LEVEL = {
     logging.CRITICAL: "fatal",
 }
 _OWN = "_vpccni_handler"  # marks the handler we installed, so reconfiguring replaces it
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogOptions:
+    level: str = "DEBUG"  # AWS_VPC_K8S_CNI_LOGLEVEL (a key of LEVELS)
+    file: str = "stderr"  # AWS_VPC_K8S_CNI_LOG_FILE: stdout, stderr or a path
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,15 +71,15 @@ def make_handler(log_file: str) -> logging.Handler:
     )
 
 
-def configure_logging(settings: Settings, *, logger: logging.Logger | None = None) -> logging.Handler:
+def configure_logging(options: LogOptions, *, logger: logging.Logger | None = None) -> logging.Handler:
     """Send `logger` (the root logger by default) to AWS_VPC_K8S_CNI_LOG_FILE at AWS_VPC_K8S_CNI_LOGLEVEL."""
     target = logger if logger is not None else logging.getLogger()
     for old in [h for h in target.handlers if getattr(h, _OWN, False)]:
         target.removeHandler(old)
         old.close()
-    handler = make_handler(settings.log_file)
+    handler = make_handler(options.file)
     handler.setFormatter(JsonFormatter())
     setattr(handler, _OWN, True)
     target.addHandler(handler)
-    target.setLevel(LEVELS[settings.log_level])
+    target.setLevel(LEVELS[options.level])
     return handler

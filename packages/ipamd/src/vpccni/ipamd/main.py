@@ -10,6 +10,7 @@ import time
 from vpccni.ipamd.adapters import malloc
 from vpccni.ipamd.daemon import Daemon
 from vpccni.ipamd.logs import configure_logging
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import SettingsError, load_settings
 
 
@@ -22,13 +23,14 @@ def main() -> int:
         # One message listing every bad variable, so the operator fixes them all at once.
         print(f"aws-k8s-agent: {err}", file=sys.stderr)
         return 1
-    configure_logging(settings)
+    plan = WiringPlan.from_settings(settings)
+    configure_logging(plan.logging)
     # The libraries' DEBUG output would drown ipamd's own debug log (upstream's default level is DEBUG): the
     # SDKs log every signed request, and pyroute2 formats every netlink message, which took more than half of
     # a CNI request's time.
     for noisy in ("botocore", "boto3", "urllib3", "kubernetes", "pyroute2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.INFO)
-    return Daemon(settings=settings, env=os.environ, started_at=started_at).run()
+    return Daemon(settings=settings, plan=plan, started_at=started_at).run()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Protocol, TypeVar
 
@@ -55,31 +55,21 @@ class NodeInitError(Exception):
         self.hint = hint
 
 
-class InitSettings(Protocol):
-    """The settings node init reads (vpccni.ipamd.settings.Settings has them all)."""
+@dataclass(frozen=True, kw_only=True)
+class InitOptions:
+    """What node init takes from the settings (`vpccni.ipamd.plan` builds it)."""
 
-    @property
-    def warm_eni_target(self) -> int: ...
-    @property
-    def warm_ip_target(self) -> int: ...
-    @property
-    def minimum_ip_target(self) -> int: ...
-    @property
-    def warm_prefix_target(self) -> int: ...
-    @property
-    def enable_prefix_delegation(self) -> bool: ...
-    @property
-    def manage_untagged_eni(self) -> bool: ...
-    @property
-    def custom_network_cfg(self) -> bool: ...
-    @property
-    def provisioning_enabled(self) -> bool: ...
-    @property
-    def enable_imds_only_mode(self) -> bool: ...
-    @property
-    def max_eni_cap(self) -> int | None: ...
-    @property
-    def eni_tags(self) -> dict[str, str]: ...
+    warm_eni_target: int = 1
+    warm_ip_target: int = 0
+    minimum_ip_target: int = 0
+    warm_prefix_target: int = 0
+    prefix_delegation: bool = False  # ENABLE_PREFIX_DELEGATION (used only on Nitro instances)
+    custom_networking: bool = False
+    provisioning_enabled: bool = True
+    imds_only: bool = False  # ENABLE_IMDS_ONLY_MODE: addresses come from IMDS, EC2 is never called
+    max_eni_cap: int | None = None
+    manage_untagged: bool = True
+    eni_tags: dict[str, str] = field(default_factory=dict)
 
 
 class LimitsLookup(Protocol):
@@ -129,13 +119,13 @@ class NodeInit:
     def __init__(
         self,
         *,
-        settings: InitSettings,
+        options: InitOptions,
         identity: NodeIdentity,
         ports: NodeInitPorts,
         grow_pool: Callable[[PoolConfig], PoolGrower] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._settings = settings
+        self._options = options
         self._identity = identity
         self._ports = ports
         self._grow_pool = grow_pool
@@ -147,7 +137,7 @@ class NodeInit:
         return tuple(self._steps_done)
 
     def run(self) -> NodeInitResult:
-        p, s, ident = self._ports, self._settings, self._identity
+        p, s, ident = self._ports, self._options, self._identity
         limits = self._step(
             "instance limits",
             "allow ec2:DescribeInstanceTypes in the node role, or run a supported instance type",
@@ -211,7 +201,7 @@ class NodeInit:
             minimum_ip_target=s.minimum_ip_target,
             warm_prefix_target=s.warm_prefix_target,
             prefix_delegation=prefix_mode,
-            custom_networking=s.custom_network_cfg,
+            custom_networking=s.custom_networking,
             reserve_trunk_slot=ident.reserve_trunk_slot and not any(e.is_trunk for e in enis),
         )
         status = self._step("pre-scale", "see the pool status message", lambda: self._prescale(config))
@@ -239,7 +229,7 @@ class NodeInit:
         return result
 
     def _pd_mode(self, limits: InstanceLimits) -> bool:
-        if not self._settings.enable_prefix_delegation:
+        if not self._options.prefix_delegation:
             return False
         if not limits.supports_prefix_delegation:
             log.warning(
@@ -251,7 +241,7 @@ class NodeInit:
 
     def _discover(self) -> tuple[EniDescription, ...]:
         attached = self._ports.metadata.attached_enis()
-        if self._settings.enable_imds_only_mode:
+        if self._options.imds_only:
             return tuple(EniDescription.from_addresses(e) for e in attached)
         described = self._ports.cloud.describe_enis([e.eni_id for e in attached])
         missing = {e.eni_id for e in attached} - {d.eni_id for d in described}
@@ -274,18 +264,18 @@ class NodeInit:
 
     def _is_managed(self, eni: EniDescription) -> bool:
         return is_managed_eni(
-            eni, instance_id=self._identity.instance_id, manage_untagged=self._settings.manage_untagged_eni
+            eni, instance_id=self._identity.instance_id, manage_untagged=self._options.manage_untagged
         )
 
     def _tag(self, managed: tuple[EniDescription, ...]) -> None:
-        if not self._settings.provisioning_enabled:
+        if not self._options.provisioning_enabled:
             return
         for eni in managed:
             tag_managed_eni(
                 self._ports.cloud,
                 eni,
                 instance_id=self._identity.instance_id,
-                extra_tags=self._settings.eni_tags,
+                extra_tags=self._options.eni_tags,
             )
 
     def _setup_enis(self, managed: tuple[EniDescription, ...], primary_id: str) -> None:
@@ -312,7 +302,7 @@ class NodeInit:
 
     def _toggle_cleanup(self, prefix_mode: bool) -> tuple[IPv4Network, ...]:
         """Give back unused CIDRs of the mode not in use (after PD was switched on or off)."""
-        if not self._settings.provisioning_enabled:
+        if not self._options.provisioning_enabled:
             return ()
         p = self._ports
         cleaned: list[IPv4Network] = []
@@ -333,7 +323,7 @@ class NodeInit:
         return tuple(cleaned)
 
     def _prescale(self, config: PoolConfig) -> PoolStatus | None:
-        if self._grow_pool is None or not self._settings.provisioning_enabled:
+        if self._grow_pool is None or not self._options.provisioning_enabled:
             return None
         status = self._grow_pool(config).update_pool()
         if config.custom_networking and self._ports.store.snapshot().total_ips == 0:

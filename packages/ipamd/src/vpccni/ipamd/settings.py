@@ -64,20 +64,31 @@ class Settings:
     disable_introspection: bool
     disable_metrics: bool
     metrics_bind_address: str
+    # the client-side EC2 rate limit
+    ec2_mutating_qps: float
+    ec2_mutating_burst: int
+    ec2_read_qps: float
+    ec2_read_burst: int
     # AWS and Kubernetes
     cluster_name: str
     additional_eni_tags: tuple[tuple[str, str], ...]
     ec2_endpoint: str
     http_timeout_s: int
+    imds_endpoint: str
     vpc_cni_version: str
     cluster_endpoint: str
+    kubeconfig: str
+    kube_service_host: str
+    kube_service_port: int
     annotate_pod_ip: bool
     node_name: str
     pod_name: str
     backing_store: str
     enable_ipv4: bool
-    # conflist (read by the installer)
+    # conflist and init container (read by the installer)
     enable_bandwidth_plugin: bool
+    pod_sg_enforcing_mode: str
+    disable_tcp_early_demux: bool
     disable_pod_v6: bool
     network_policy_enforcing_mode: str
     host_cni_bin_path: str

@@ -11,12 +11,16 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
+from vpccni.awsutils.tags import RESERVED_TAG_SUBSTRING
+
+_log = logging.getLogger(__name__)
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 _TRUE = frozenset({"1", "t", "true"})
 _FALSE = frozenset({"0", "f", "false"})
@@ -74,19 +78,26 @@ def int_parser(*, minimum: int | None = None, maximum: int | None = None) -> Cal
     return parse
 
 
-def seconds_parser(*, minimum: float, exclusive: bool = False) -> Callable[[str], float]:
+def number_parser(*, minimum: float, exclusive: bool = False, unit: str) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
             value = float(raw.strip())
         except ValueError:
-            raise ValueError("expected a number of seconds") from None
+            raise ValueError(f"expected a number of {unit}") from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number of seconds")
+            raise ValueError(f"expected a finite number of {unit}")
         if value < minimum or (exclusive and value == minimum):
             raise ValueError("out of range")
         return value
 
     return parse
+
+
+def seconds_parser(*, minimum: float, exclusive: bool = False) -> Callable[[str], float]:
+    return number_parser(minimum=minimum, exclusive=exclusive, unit="seconds")
+
+
+rate_parser = number_parser(minimum=0.0, unit="calls per second")
 
 
 def choice_parser(*choices: str, lower: bool = True) -> Callable[[str], str]:
@@ -145,9 +156,6 @@ def parse_veth_prefix(raw: str) -> str:
     return value
 
 
-_RESERVED_TAG_MARK = "k8s.amazonaws.com"
-
-
 def parse_eni_tags(raw: str) -> tuple[tuple[str, str], ...]:
     """JSON object of string tags; keys containing k8s.amazonaws.com are dropped (as upstream)."""
     try:
@@ -156,7 +164,9 @@ def parse_eni_tags(raw: str) -> tuple[tuple[str, str], ...]:
         raise ValueError('expected a JSON object such as {"team": "blue"}') from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise ValueError('expected a JSON object of strings such as {"team": "blue"}')
-    return tuple(sorted((k, v) for k, v in data.items() if _RESERVED_TAG_MARK not in k))
+    for key in sorted(k for k in data if RESERVED_TAG_SUBSTRING in k):
+        _log.warning("ADDITIONAL_ENI_TAGS: dropping %r, a reserved key (contains k8s.amazonaws.com)", key)
+    return tuple(sorted((k, v) for k, v in data.items() if RESERVED_TAG_SUBSTRING not in k))
 
 
 def parse_host_port(raw: str) -> str:
@@ -392,12 +402,24 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("HTTP_TIMEOUT", "http_timeout_s", int_parser(minimum=10), 10,
           valid="integer seconds ≥ 10", consumer="awsutils",
           meaning="per-request AWS HTTP timeout"),
+    _spec("AWS_EC2_METADATA_SERVICE_ENDPOINT", "imds_endpoint", parse_url, "http://169.254.169.254",
+          valid="http(s) URL", consumer="awsutils, init",
+          meaning="where IMDS answers (the AWS SDKs' variable; for proxies and test beds)"),
     _spec("VPC_CNI_VERSION", "vpc_cni_version", parse_str, "",
           valid="string", consumer="awsutils, k8sapi",
           meaning="version string added to the EC2 and Kubernetes User-Agent"),
     _spec("CLUSTER_ENDPOINT", "cluster_endpoint", parse_url, "",
           valid="http(s) URL", consumer="k8sapi",
           meaning="API server URL used instead of the in-cluster service"),
+    _spec("KUBECONFIG", "kubeconfig", parse_str, "",
+          valid="path", consumer="k8sapi",
+          meaning="kubeconfig used when ipamd runs outside a pod and CLUSTER_ENDPOINT is unset"),
+    _spec("KUBERNETES_SERVICE_HOST", "kube_service_host", parse_str, "",
+          valid="host", consumer="k8sapi",
+          meaning="set by Kubernetes in every pod: the API server's in-cluster address"),
+    _spec("KUBERNETES_SERVICE_PORT", "kube_service_port", int_parser(minimum=1, maximum=65535), 443,
+          valid="1-65535", consumer="k8sapi",
+          meaning="set by Kubernetes in every pod: the API server's in-cluster port"),
     _bool("ANNOTATE_POD_IP", "annotate_pod_ip", False,
           meaning="annotate pods with vpc.amazonaws.com/pod-ips (needs patch pods)"),
     _spec("MY_NODE_NAME", "node_name", parse_str, "",
@@ -427,12 +449,13 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _bool("ENABLE_V4_EGRESS", None, True,
           support=Support.NOT_APPLICABLE, consumer="install",
           meaning="IPv4 egress for IPv6 pods (IPv6 mode only)"),
-    _spec("POD_SECURITY_GROUP_ENFORCING_MODE", None, choice_parser("strict", "standard"), "strict",
+    _spec("POD_SECURITY_GROUP_ENFORCING_MODE", "pod_sg_enforcing_mode", choice_parser("strict", "standard"),
+          "strict",
           valid="strict|standard", support=Support.NOT_APPLICABLE, consumer="networkutils",
           meaning="branch-ENI pod routing mode (security groups for pods only)"),
-    _bool("DISABLE_TCP_EARLY_DEMUX", None, False,
-          support=Support.NOT_APPLICABLE, consumer="init",
-          meaning="kubelet TCP probes to branch-ENI pods (security groups for pods only)"),
+    _bool("DISABLE_TCP_EARLY_DEMUX", "disable_tcp_early_demux", False,
+          consumer="init",
+          meaning="set net.ipv4.tcp_early_demux=0 (kubelet TCP probes to branch-ENI pods need it)"),
     # Conflist (read by the installer)
     _bool("ENABLE_BANDWIDTH_PLUGIN", "enable_bandwidth_plugin", False,
           consumer="install",
@@ -461,6 +484,19 @@ REGISTRY: tuple[SettingSpec, ...] = (
           valid="loopback host:port such as 127.0.0.1:50051",
           meaning="also serve gRPC on loopback TCP for probes of ≤v1.22 manifests (health and config only:"
                   " CNIBackend calls are refused there)"),
+    # Client-side EC2 rate limit per node (upstream has none; see awsutils/ratelimit.py for the defaults).
+    _spec("VPCCNI_EC2_MUTATING_QPS", "ec2_mutating_qps", rate_parser, 5.0,
+          valid="calls/s ≥ 0; 0 = no limit", consumer="awsutils",
+          meaning="refill rate of the bucket for mutating EC2 calls (Create/Attach/Assign/...)"),
+    _spec("VPCCNI_EC2_MUTATING_BURST", "ec2_mutating_burst", int_parser(minimum=1), 10,
+          valid="integer ≥ 1", consumer="awsutils",
+          meaning="mutating EC2 calls allowed back to back before the rate applies"),
+    _spec("VPCCNI_EC2_READ_QPS", "ec2_read_qps", rate_parser, 20.0,
+          valid="calls/s ≥ 0; 0 = no limit", consumer="awsutils",
+          meaning="refill rate of the bucket for Describe* EC2 calls"),
+    _spec("VPCCNI_EC2_READ_BURST", "ec2_read_burst", int_parser(minimum=1), 40,
+          valid="integer ≥ 1", consumer="awsutils",
+          meaning="Describe* EC2 calls allowed back to back before the rate applies"),
     _spec("VPCCNI_METRICS_BIND_ADDRESS", "metrics_bind_address", parse_host_port, ":61678",
           valid="host:port",
           meaning="Prometheus metrics listen address: every interface by default, as upstream, so scrapers on"

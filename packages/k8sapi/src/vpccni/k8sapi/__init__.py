@@ -6,7 +6,7 @@ ipamd depends on the ``KubeApi`` protocol; ``KubernetesApi`` is the real adapter
 from vpccni.k8sapi.backoff import ReconnectBackoff
 from vpccni.k8sapi.client import KubernetesApi
 from vpccni.k8sapi.cninode import ensure_cninode_features, merged_features
-from vpccni.k8sapi.config import KubeSettings, load_config
+from vpccni.k8sapi.config import KubeEndpoint, KubeSettings, load_config
 from vpccni.k8sapi.eniconfig import eniconfig_name_for
 from vpccni.k8sapi.errors import ApiUnavailable, Conflict, Expired, Forbidden, K8sApiError, NotFound
 from vpccni.k8sapi.model import (
@@ -34,6 +34,7 @@ __all__ = [
     "Forbidden",
     "K8sApiError",
     "KubeApi",
+    "KubeEndpoint",
     "KubeSettings",
     "KubernetesApi",
     "NodeInfo",

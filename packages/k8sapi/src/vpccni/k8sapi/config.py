@@ -1,11 +1,14 @@
-"""Where the Kubernetes API server is and how to authenticate: the one place that reads the environment."""
+"""Where the Kubernetes API server is and how to authenticate.
+
+No environment is read here: ipamd's settings carry CLUSTER_ENDPOINT, KUBECONFIG and the in-cluster
+KUBERNETES_SERVICE_HOST/PORT into a `KubeEndpoint`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,15 @@ from kubernetes.config.incluster_config import (
 
 log = logging.getLogger(__name__)
 
-CLUSTER_ENDPOINT_ENV = "CLUSTER_ENDPOINT"
-KUBECONFIG_ENV = "KUBECONFIG"
+
+@dataclass(frozen=True, kw_only=True)
+class KubeEndpoint:
+    """Where to find the API server (each field is the variable of the same upstream name)."""
+
+    cluster_endpoint: str = ""  # CLUSTER_ENDPOINT: beats the in-cluster service address
+    kubeconfig: str = ""  # KUBECONFIG: used outside a pod when there is no CLUSTER_ENDPOINT
+    service_host: str = ""  # KUBERNETES_SERVICE_HOST, set by Kubernetes in every pod
+    service_port: int = 443  # KUBERNETES_SERVICE_PORT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +47,8 @@ class KubeSettings:
 
 
 def load_config(
+    endpoint: KubeEndpoint | None = None,
     *,
-    env: Mapping[str, str] | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
     token_file: str = SERVICE_TOKEN_FILENAME,
     ca_file: str = SERVICE_CERT_FILENAME,
@@ -47,35 +57,35 @@ def load_config(
 
     1. ``kubeconfig`` given → that file;
     2. running in a pod (service-account token present) → in-cluster credentials, with the host taken from
-       ``CLUSTER_ENDPOINT`` when set (upstream: avoids waiting for kube-proxy to program the service VIP);
-    3. ``CLUSTER_ENDPOINT`` alone → that URL without credentials;
-    4. ``KUBECONFIG`` or ``~/.kube/config``.
+       ``cluster_endpoint`` when set (upstream: avoids waiting for kube-proxy to program the service VIP);
+    3. ``cluster_endpoint`` alone → that URL without credentials;
+    4. ``endpoint.kubeconfig``.
     """
-    environ = dict(os.environ if env is None else env)
-    endpoint = environ.get(CLUSTER_ENDPOINT_ENV, "")
+    where = endpoint or KubeEndpoint()
     cfg = client.Configuration()
     if kubeconfig is not None:
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg, persist_config=False)
         return cfg
     if Path(token_file).is_file():
-        if endpoint:
-            parsed = urllib.parse.urlsplit(endpoint)
-            environ.setdefault(SERVICE_HOST_ENV_NAME, parsed.hostname or "")
-            environ.setdefault(SERVICE_PORT_ENV_NAME, str(parsed.port or 443))
+        service = urllib.parse.urlsplit(where.cluster_endpoint) if where.cluster_endpoint else None
+        environ = {
+            SERVICE_HOST_ENV_NAME: (service.hostname or "") if service else where.service_host,
+            SERVICE_PORT_ENV_NAME: str((service.port or 443) if service else where.service_port),
+        }
         InClusterConfigLoader(token_filename=token_file, cert_filename=ca_file, environ=environ).load_and_set(
             cfg
         )
-        if endpoint:
-            cfg.host = endpoint.rstrip("/")
+        if where.cluster_endpoint:
+            cfg.host = where.cluster_endpoint.rstrip("/")
         return cfg
-    if endpoint:
-        cfg.host = endpoint.rstrip("/")
+    if where.cluster_endpoint:
+        cfg.host = where.cluster_endpoint.rstrip("/")
         return cfg
-    path = environ.get(KUBECONFIG_ENV) or str(Path.home() / ".kube" / "config")
-    if not Path(path).is_file():
+    if not where.kubeconfig or not Path(where.kubeconfig).is_file():
         raise FileNotFoundError(
-            f"no Kubernetes API configuration: not in a pod (no {token_file}), {CLUSTER_ENDPOINT_ENV} unset, "
-            f"and no kubeconfig at {path}; set {CLUSTER_ENDPOINT_ENV} or {KUBECONFIG_ENV}"
+            f"no Kubernetes API configuration: not in a pod (no {token_file}), CLUSTER_ENDPOINT unset, and "
+            f"no kubeconfig{' at ' + where.kubeconfig if where.kubeconfig else ''}; set CLUSTER_ENDPOINT or "
+            "KUBECONFIG"
         )
-    config.load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+    config.load_kube_config(config_file=where.kubeconfig, client_configuration=cfg, persist_config=False)
     return cfg

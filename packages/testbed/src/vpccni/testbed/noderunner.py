@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
-from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path, options_from_settings
+from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
 from vpccni.testbed.cluster import Node
 from vpccni.testbed.datapath import namespaces as ns
@@ -236,10 +237,10 @@ class NodeRunner:
         return elapsed
 
     def install_conflist(self) -> Path:
-        settings = load_settings(self.env())
+        plan = WiringPlan.from_settings(load_settings(self.env()))
         self.confdir.mkdir(parents=True, exist_ok=True)
         tmp = self.conflist.with_suffix(".tmp")
-        tmp.write_bytes(conflist_bytes(options_from_settings(settings, self.env())))
+        tmp.write_bytes(conflist_bytes(plan.install.conflist))
         tmp.replace(self.conflist)
         return self.conflist
 

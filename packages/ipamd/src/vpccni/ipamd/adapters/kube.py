@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from vpccni.cniplugin.version import VERSION
-from vpccni.ipamd.settings import Settings
 from vpccni.k8sapi import (
     CniNodeFeature,
     EniConfig,
     EventType,
     K8sApiError,
     KubeApi,
+    KubeEndpoint,
     KubernetesApi,
     KubeSettings,
     NodeInfo,
@@ -201,16 +200,9 @@ class KubeLink:
                 return
 
 
-def kube_api_from_settings(settings: Settings, env: Mapping[str, str]) -> KubeApi | None:
-    """The real client when an API server is configured (CLUSTER_ENDPOINT, in-cluster, or a kubeconfig)."""
-    if not settings.node_name:
+def kube_api(endpoint: KubeEndpoint, client: KubeSettings) -> KubeApi:
+    """The real client (CLUSTER_ENDPOINT, in-cluster, or KUBECONFIG); raises FileNotFoundError or ValueError
+    when no API server is configured."""
+    if not client.node_name:
         raise ValueError("MY_NODE_NAME is not set")
-    config = load_config(env=env)
-    return KubernetesApi(
-        config,
-        settings=KubeSettings(
-            node_name=settings.node_name,
-            pod_name=settings.pod_name,
-            user_agent=f"amazon-vpc-cni-k8s/{settings.vpc_cni_version or VERSION}",
-        ),
-    )
+    return KubernetesApi(load_config(endpoint), settings=client)

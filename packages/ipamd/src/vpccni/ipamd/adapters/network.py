@@ -27,10 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class HostSettings:
-    """The host-network part of the settings, with the node's identity from IMDS."""
+    """The host-network part of the settings (the node's identity comes from IMDS, separately)."""
 
-    node_ip: IPv4Address
-    primary_mac: str
     exclude_snat_cidrs: tuple[IPv4Network, ...] = ()
     external_snat: bool = False
     randomize_snat: str = "prng"
@@ -50,18 +48,22 @@ class HostNetworkSetup:
         *,
         host: HostNetwork,
         settings: HostSettings,
+        node_ip: IPv4Address,
+        primary_mac: str,
         vpc_cidrs: Callable[[], tuple[IPv4Network, ...]],
     ) -> None:
         self._host = host
         self._settings = settings
+        self._node_ip = node_ip
+        self._primary_mac = primary_mac
         self._vpc_cidrs = vpc_cidrs
         self.applied: HostNetworkConfig | None = None
 
     def config(self) -> HostNetworkConfig:
         s = self._settings
         return HostNetworkConfig(
-            node_ip=s.node_ip,
-            primary_mac=s.primary_mac,
+            node_ip=self._node_ip,
+            primary_mac=self._primary_mac,
             vpc_cidrs=self._vpc_cidrs(),
             exclude_snat_cidrs=s.exclude_snat_cidrs,
             external_snat=s.external_snat,

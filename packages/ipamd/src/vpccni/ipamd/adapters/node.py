@@ -1,4 +1,4 @@
-"""Every real adapter of one node, built from the settings and the AWS layer (no I/O until used)."""
+"""Every real adapter of one node, built from the wiring plan and the AWS layer (no I/O until used)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from vpccni.awsutils.clock import Clock
 from vpccni.awsutils.node import AwsNode
 from vpccni.ipamd.adapters.aws import Ec2CloudPort, ImdsMetadataPort, SubnetCidrs, subnet_cidr_lookup
-from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings
-from vpccni.ipamd.settings import Settings
+from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.networkutils.host import HostNetwork
 from vpccni.networkutils.iptables import CommandIptables
 from vpccni.networkutils.netlink import Netlink
@@ -30,8 +30,9 @@ class NodeAdapters:
     wiring: PodWiring
 
     @classmethod
-    def build(cls, *, aws: AwsNode, settings: Settings, netlink: Netlink, clock: Clock) -> NodeAdapters:
-        s, ident = settings, aws.identity
+    def build(cls, *, aws: AwsNode, plan: WiringPlan, netlink: Netlink, clock: Clock) -> NodeAdapters:
+        ident = aws.identity
+        discovery = plan.pool.subnet_discovery
         subnets = SubnetCidrs(subnet_cidr_lookup(aws.ec2))
         return cls(
             netlink=netlink,
@@ -41,26 +42,16 @@ class NodeAdapters:
                 enis=aws.enis,
                 metadata=aws.metadata,
                 subnets=subnets,
-                candidate_subnets=lambda: aws.candidate_subnets(discovery=s.enable_subnet_discovery),
+                candidate_subnets=lambda: aws.candidate_subnets(discovery=discovery),
                 security_groups=lambda: ident.security_groups,
                 clock=clock,
             ),
-            network=EniHostNetwork(netlink=netlink, mtu=s.eni_mtu, subnet_cidr=subnets.get),
+            network=EniHostNetwork(netlink=netlink, mtu=plan.host.mtu, subnet_cidr=subnets.get),
             host=HostNetworkSetup(
                 host=HostNetwork(netlink=netlink, iptables=CommandIptables(), nft=CommandNft()),
-                settings=HostSettings(
-                    node_ip=ident.primary_ipv4,
-                    primary_mac=ident.primary_mac,
-                    exclude_snat_cidrs=s.exclude_snat_cidrs,
-                    external_snat=s.external_snat,
-                    randomize_snat=s.randomize_snat,
-                    node_port_support=s.node_port_support,
-                    connmark=s.connmark,
-                    external_service_cidrs=s.external_service_cidrs,
-                    mtu=s.eni_mtu,
-                    pod_mtu=s.pod_mtu,
-                    veth_prefix=s.veth_prefix,
-                ),
+                settings=plan.host,
+                node_ip=ident.primary_ipv4,
+                primary_mac=ident.primary_mac,
                 vpc_cidrs=lambda: tuple(aws.metadata.vpc_ipv4_cidrs(ident.primary_mac)),
             ),
             wiring=PodWiring(host=netlink, namespaces=ThreadNetnsNetlink()),

@@ -13,14 +13,11 @@ cniVersion stays 0.4.0: containerd 1.6 (libcni 1.1) negotiates up to 1.0.0, the 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vpccni.cniplugin.netconf import DEFAULT_CNI_SOCKET, DEFAULT_DEL_QUEUE_DIR, POD_ANNOTATIONS_KEY
-from vpccni.ipamd.install.environment import registry_value
-from vpccni.ipamd.settings import Settings
 
 CONFLIST_NAME = "10-aws.conflist"
 CNI_VERSION = "0.4.0"
@@ -45,23 +42,6 @@ class ConflistOptions:
     disable_pod_v6: bool = False
     cni_socket: str = DEFAULT_CNI_SOCKET
     del_queue_dir: str = DEFAULT_DEL_QUEUE_DIR
-
-
-def options_from_settings(settings: Settings, environ: Mapping[str, str]) -> ConflistOptions:
-    """The conflist inputs. POD_SECURITY_GROUP_ENFORCING_MODE is no `Settings` field (no SGP here): it is
-    parsed through its registry entry (already validated by `load_settings`)."""
-    mode = str(registry_value(environ, "POD_SECURITY_GROUP_ENFORCING_MODE"))
-    return ConflistOptions(
-        veth_prefix=settings.veth_prefix,
-        pod_mtu=settings.pod_mtu,
-        pod_sg_enforcing_mode=mode,
-        plugin_log_file=settings.plugin_log_file,
-        plugin_log_level=settings.plugin_log_level,
-        enable_bandwidth_plugin=settings.enable_bandwidth_plugin,
-        disable_pod_v6=settings.disable_pod_v6,
-        cni_socket=str(settings.cni_socket),
-        del_queue_dir=str(settings.del_queue_dir),
-    )
 
 
 def render_conflist(options: ConflistOptions) -> dict[str, Any]:

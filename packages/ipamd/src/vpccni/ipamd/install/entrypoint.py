@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path, options_from_settings
+from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path
 from vpccni.ipamd.install.files import install_file, write_atomic
 from vpccni.ipamd.install.health import IPAMD_HEALTH_SERVICE, HealthResult, check_health
 from vpccni.ipamd.install.logsetup import configure_stdout_logging
-from vpccni.ipamd.settings import Settings, SettingsError, load_settings
+from vpccni.ipamd.plan import WiringPlan
+from vpccni.ipamd.settings import SettingsError, load_settings
 
 _log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def ipamd_health_check(settings: Settings) -> HealthCheck:
-    addr = f"unix://{settings.ipamd_socket}"
+def ipamd_health_check(plan: WiringPlan) -> HealthCheck:
+    addr = f"unix://{plan.serve.ipamd_socket}"
 
     def check() -> HealthResult:
         # grpc-health-probe's default 1 s connect timeout, as upstream's waitForIPAM calls it.
@@ -76,12 +77,12 @@ class Entrypoint:
         self,
         *,
         config: EntrypointConfig,
-        settings: Settings,
+        plan: WiringPlan,
         environ: Mapping[str, str],
         health_check: HealthCheck,
     ) -> None:
         self._config = config
-        self._settings = settings
+        self._plan = plan
         self._environ = dict(environ)
         self._health_check = health_check
         self._child: subprocess.Popen[bytes] | None = None
@@ -108,7 +109,7 @@ class Entrypoint:
         return False
 
     def run(self) -> int:
-        install_file(self._config.shim, Path(self._settings.host_cni_bin_path), name="aws-cni")
+        install_file(self._config.shim, self._plan.install.bin_dir, name="aws-cni")
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED_SIGNALS}
         try:
             _log.info("starting %s", shlex.join(self._config.command))
@@ -117,13 +118,13 @@ class Entrypoint:
             if self._stopping.is_set():  # a signal arrived between the handler and Popen
                 child.send_signal(signal.SIGTERM)
             if self._wait_healthy(child):
-                path = conflist_path(self._settings.host_cni_confdir_path)
-                write_atomic(path, conflist_bytes(options_from_settings(self._settings, self._environ)))
+                path = conflist_path(self._plan.install.conf_dir)
+                write_atomic(path, conflist_bytes(self._plan.install.conflist))
                 _log.info("ipamd is healthy; wrote %s", path)
             elif child.poll() is not None:
                 _log.error(
                     "aws-k8s-agent exited with status %d before it was healthy; see its log (%s)",
-                    exit_status(child.returncode), self._settings.log_file,
+                    exit_status(child.returncode), self._plan.logging.file,
                 )  # fmt: skip
             status = exit_status(child.wait())
             _log.info("aws-k8s-agent exited with status %d", status)
@@ -146,16 +147,14 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     env = os.environ if environ is None else environ
     configure_stdout_logging()
     try:
-        settings = load_settings(env)
+        plan = WiringPlan.from_settings(load_settings(env))
     except SettingsError as exc:
         _log.error("%s", exc)
         return 1
     config = EntrypointConfig(
         app_dir=args.app_dir, agent_command=tuple(shlex.split(args.agent)), poll_interval_s=args.poll_interval
     )
-    entry = Entrypoint(
-        config=config, settings=settings, environ=env, health_check=ipamd_health_check(settings)
-    )
+    entry = Entrypoint(config=config, plan=plan, environ=env, health_check=ipamd_health_check(plan))
     try:
         return entry.run()
     except OSError as exc:

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpccni.awsutils.errors import ImdsError
-from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata
-from vpccni.ipamd.install.environment import registry_flag, registry_value
+from vpccni.awsutils.imds import ImdsHttpClient, InstanceMetadata
 from vpccni.ipamd.install.files import install_dir, install_file
 from vpccni.ipamd.install.logsetup import configure_stdout_logging
 from vpccni.ipamd.install.netdev import SYS_CLASS_NET, InterfaceNotFoundError, interface_by_mac
 from vpccni.ipamd.install.sysctl import ProcSysctl, Sysctl
+from vpccni.ipamd.plan import InstallPlan, WiringPlan
+from vpccni.ipamd.settings import load_settings
 
 _log = logging.getLogger(__name__)
 
@@ -47,10 +48,10 @@ class InitConfig:
     sys_class_net: Path = SYS_CLASS_NET
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> InitConfig:
+    def from_plan(cls, plan: InstallPlan, **overrides: object) -> InitConfig:
         values: dict[str, object] = {
-            "host_cni_bin": Path(str(registry_value(environ, "HOST_CNI_BIN_PATH"))),
-            "disable_tcp_early_demux": registry_flag(environ, "DISABLE_TCP_EARLY_DEMUX"),
+            "host_cni_bin": plan.bin_dir,
+            "disable_tcp_early_demux": plan.disable_tcp_early_demux,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -101,15 +102,16 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = N
     env = os.environ if environ is None else environ
     configure_stdout_logging()
     try:
-        config = InitConfig.from_env(
-            env, plugins_dir=args.plugins_dir, shim=args.shim, sys_class_net=args.sys_class_net
+        plan = WiringPlan.from_settings(load_settings(env))
+        config = InitConfig.from_plan(
+            plan.install, plugins_dir=args.plugins_dir, shim=args.shim, sys_class_net=args.sys_class_net
         )
         report = run_init(
             config,
             sysctl=ProcSysctl(args.proc_sys),
-            metadata=InstanceMetadata(ImdsHttpClient(ImdsConfig.from_env(env))),
+            metadata=InstanceMetadata(ImdsHttpClient(plan.aws.imds)),
         )
-    except (ValueError, OSError, ImdsError, InterfaceNotFoundError) as exc:
+    except (ValueError, OSError, ImdsError, InterfaceNotFoundError) as exc:  # SettingsError is a ValueError
         _log.error("init failed: %s", exc)
         return 1
     _log.info(

@@ -77,17 +77,22 @@ def cluster_id_from_tags(tags: Mapping[str, str]) -> str:
     return next((tags[t] for t in CLUSTER_ID_TAGS if tags.get(t)), DEFAULT_CLUSTER_ID)
 
 
-def _instance_identity(env: Mapping[str, str]) -> tuple[str, Callable[[], Mapping[str, str]]]:
+def _instance_identity(
+    settings: helper_settings.HelperSettings,
+) -> tuple[str, Callable[[], Mapping[str, str]]]:
     """This instance's region (IMDS) and a reader of its EC2 tags, for when AWS_REGION or AWS_CLUSTER_ID
     are not set."""
     from vpccni.awsutils.ec2api import Boto3EC2Api, Ec2ClientConfig
     from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata
 
-    metadata = InstanceMetadata(ImdsHttpClient(ImdsConfig.from_env(env)))
-    region = env.get("AWS_REGION", "").strip() or metadata.region()
+    metadata = InstanceMetadata(ImdsHttpClient(ImdsConfig(endpoint=settings.imds_endpoint)))
+    region = settings.region or metadata.region()
 
     def tags() -> Mapping[str, str]:
-        ec2 = Boto3EC2Api(Ec2ClientConfig.from_env(region, env))
+        client = Ec2ClientConfig(
+            region=region, endpoint_url=settings.ec2_endpoint or None, http_timeout_s=settings.http_timeout_s
+        )
+        ec2 = Boto3EC2Api(client)
         instance = ec2.describe_instance(metadata.instance_id())
         return {t.get("Key", ""): t.get("Value", "") for t in instance.get("Tags") or []}
 
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vpccni.k8sapi.config import load_config
 
     try:
-        reader = KubernetesCluster(load_config(env=env))
+        reader = KubernetesCluster(load_config(settings.kube))
     except FileNotFoundError as exc:
         print(f"cni-metrics-helper: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         region, cluster_id = settings.region, settings.cluster_id
         if not region or not cluster_id:
             try:
-                region, tags = _instance_identity(env)
+                region, tags = _instance_identity(settings)
                 cluster_id = cluster_id or cluster_id_from_tags(tags())
             except Exception as exc:  # IMDS blocked, no ec2:DescribeInstances: say what to set instead
                 if not region:

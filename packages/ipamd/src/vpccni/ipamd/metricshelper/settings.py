@@ -4,9 +4,10 @@ the documentation (``docs/configuration.md``) generated from ``HELPER_SETTINGS``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from vpccni.ipamd.settings_registry import parse_host_port, parse_log_level
+from vpccni.ipamd.settings_registry import BY_NAME, parse_host_port, parse_log_level
+from vpccni.k8sapi.config import KubeEndpoint
 
 
 class HelperSettingsError(ValueError):
@@ -58,6 +59,16 @@ HELPER_SETTINGS: tuple[HelperVariable, ...] = (
     ),
 )
 DEFAULTS = {v.name: v.default for v in HELPER_SETTINGS}
+# Read as ipamd reads them (its registry's parsers and defaults): where IMDS, EC2 and the API server are.
+SHARED_WITH_IPAMD = (
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_ENDPOINT",
+    "HTTP_TIMEOUT",
+    "CLUSTER_ENDPOINT",
+    "KUBECONFIG",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +80,10 @@ class HelperSettings:
     region: str
     log_level: str
     bind_address: str
+    imds_endpoint: str = "http://169.254.169.254"
+    ec2_endpoint: str = ""
+    http_timeout_s: int = 10
+    kube: KubeEndpoint = field(default_factory=KubeEndpoint)
 
     @property
     def publish_interval_s(self) -> int:
@@ -92,6 +107,17 @@ def _parsed(env: Mapping[str, str], name: str, parse: Callable[[str], str]) -> s
         raise HelperSettingsError(f"{name}={raw!r}: {exc}") from exc
 
 
+def _shared(env: Mapping[str, str], name: str) -> object:
+    spec = BY_NAME[name]
+    raw = env.get(name, "")
+    if not raw.strip():
+        return spec.default
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise HelperSettingsError(f"{name}={raw!r}: {exc}; valid: {spec.valid}") from exc
+
+
 def load(env: Mapping[str, str]) -> HelperSettings:
     raw_interval = env.get("METRIC_UPDATE_INTERVAL", DEFAULTS["METRIC_UPDATE_INTERVAL"]).strip()
     try:
@@ -113,6 +139,15 @@ def load(env: Mapping[str, str]) -> HelperSettings:
         region=env.get("AWS_REGION", "").strip(),
         log_level=level,
         bind_address=bind,
+        imds_endpoint=str(_shared(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT")).rstrip("/"),
+        ec2_endpoint=str(_shared(env, "AWS_EC2_ENDPOINT")),
+        http_timeout_s=int(str(_shared(env, "HTTP_TIMEOUT"))),
+        kube=KubeEndpoint(
+            cluster_endpoint=str(_shared(env, "CLUSTER_ENDPOINT")),
+            kubeconfig=str(_shared(env, "KUBECONFIG")),
+            service_host=str(_shared(env, "KUBERNETES_SERVICE_HOST")),
+            service_port=int(str(_shared(env, "KUBERNETES_SERVICE_PORT"))),
+        ),
     )
     if not settings.use_cloudwatch and not settings.use_prometheus:
         raise HelperSettingsError(

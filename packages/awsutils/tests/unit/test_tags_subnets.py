@@ -3,9 +3,18 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
+import pytest
 from vpccni.awsutils.models import Subnet
 from vpccni.awsutils.subnets import discover_subnets, excluded_subnet_ids, rank_subnets, subnet_qualifies
-from vpccni.awsutils.tags import TagSettings, eni_is_managed, parse_rfc3339, rfc3339, tags_to_set
+from vpccni.awsutils.tags import (
+    TAG_INSTANCE_ID,
+    TAG_NO_MANAGE,
+    TagSettings,
+    eni_is_managed,
+    parse_rfc3339,
+    rfc3339,
+    tags_to_set,
+)
 from vpccni.awsutils.testing import FakeEC2
 
 
@@ -85,11 +94,26 @@ def test_discovery_uses_ec2_and_falls_back_to_primary() -> None:
     assert discover_subnets(ec2, **kw) == [primary]
 
 
-def test_eni_ownership_rule() -> None:
-    mine = {"node.k8s.amazonaws.com/instance_id": "i-1"}
-    opted_out = mine | {"node.k8s.amazonaws.com/no_manage": "True"}
-    assert eni_is_managed(opted_out, instance_id="i-1", is_primary=True)
-    assert not eni_is_managed(opted_out, instance_id="i-1", is_primary=False)
-    assert eni_is_managed(mine, instance_id="i-1", is_primary=False, manage_untagged=False)
-    assert eni_is_managed({}, instance_id="i-1", is_primary=False)
-    assert not eni_is_managed({}, instance_id="i-1", is_primary=False, manage_untagged=False)
+@pytest.mark.parametrize(
+    ("tags", "manage_untagged", "managed"),
+    [
+        ({TAG_NO_MANAGE: "true"}, True, False),
+        ({TAG_NO_MANAGE: "true", TAG_INSTANCE_ID: "i-1"}, True, False),
+        ({TAG_NO_MANAGE: "True"}, False, True),  # not exactly "true": managed, as upstream compares strings
+        (
+            {TAG_NO_MANAGE: "false"},
+            False,
+            True,
+        ),  # a no_manage tag decides alone, even without MANAGE_UNTAGGED_ENI
+        ({TAG_INSTANCE_ID: "i-1"}, False, True),
+        ({TAG_INSTANCE_ID: "i-other"}, True, True),  # attached here now: ours, re-tagged
+        ({TAG_INSTANCE_ID: "i-other"}, False, False),
+        ({}, True, True),
+        ({}, False, False),
+    ],
+)
+def test_eni_ownership_rule_is_upstreams(tags: dict[str, str], manage_untagged: bool, managed: bool) -> None:
+    assert (
+        eni_is_managed(tags, instance_id="i-1", is_primary=False, manage_untagged=manage_untagged) is managed
+    )
+    assert eni_is_managed(tags, instance_id="i-1", is_primary=True, manage_untagged=manage_untagged)

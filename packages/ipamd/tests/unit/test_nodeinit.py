@@ -7,12 +7,16 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from vpccni.awsutils.limits import LimitsCatalog
+from vpccni.awsutils.tags import TAG_INSTANCE_ID as INSTANCE_ID_TAG
+from vpccni.awsutils.tags import TAG_NO_MANAGE as NO_MANAGE_TAG
+from vpccni.awsutils.tags import TagSettings
 from vpccni.ipamd.nodeinit import InitOptions, NodeIdentity, NodeInit, NodeInitError, NodeInitPorts
+from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.pool.status import GrowthState
 from vpccni.ipamd.pool.testing import FakeAllocationRestore, FakeHostNetwork, FakeNode, FakePodRules
-from vpccni.ipamd.ports import INSTANCE_ID_TAG, NO_MANAGE_TAG, CloudError
+from vpccni.ipamd.ports import CloudError
 
 INSTANCE_ID = "i-0123456789abcdef0"
 ALL_STEPS = (
@@ -31,7 +35,7 @@ ALL_STEPS = (
 
 
 def options(**changes: object) -> InitOptions:
-    return InitOptions(**{"eni_tags": {"team": "net"}, **changes})  # type: ignore[arg-type]
+    return InitOptions(**changes)  # type: ignore[arg-type]
 
 
 @dataclass(kw_only=True)
@@ -41,7 +45,14 @@ class Node(FakeNode):
     pod_rules: FakePodRules
     sleeps: list[float] = field(default_factory=list)
 
-    def init(self, options: InitOptions, *, instance_type: str = "m5.large", grow: bool = True) -> NodeInit:
+    def init(
+        self,
+        options: InitOptions,
+        *,
+        instance_type: str = "m5.large",
+        grow: bool = True,
+        manage_untagged: bool = True,
+    ) -> NodeInit:
         ports = NodeInitPorts(
             limits=LimitsCatalog(),
             metadata=self.imds,
@@ -67,9 +78,15 @@ class Node(FakeNode):
         identity = NodeIdentity(
             instance_id=INSTANCE_ID, instance_type=instance_type, primary_mac=self.primary.mac, max_pods=29
         )
+        ownership = EniOwnership(
+            instance_id=INSTANCE_ID,
+            manage_untagged=manage_untagged,
+            tags=TagSettings(additional_tags={"team": "net"}),
+        )
         return NodeInit(
             options=options,
             identity=identity,
+            ownership=ownership,
             ports=ports,
             grow_pool=manager if grow else None,
             sleep=self.sleeps.append,
@@ -122,16 +139,35 @@ def test_existing_enis_are_split_tagged_set_up_and_stored_with_ec2s_addresses() 
     ("tags", "manage_untagged", "managed"),
     [
         ({}, False, False),
-        ({INSTANCE_ID_TAG: "i-someoneelse"}, True, False),
+        ({INSTANCE_ID_TAG: "i-someoneelse"}, True, True),
+        ({INSTANCE_ID_TAG: "i-someoneelse"}, False, False),
         ({INSTANCE_ID_TAG: INSTANCE_ID}, False, True),
+        ({NO_MANAGE_TAG: "true", INSTANCE_ID_TAG: INSTANCE_ID}, True, False),
     ],
-    ids=["untagged-with-MANAGE_UNTAGGED_ENI=false", "another-instance's", "ours"],
+    ids=[
+        "untagged-with-MANAGE_UNTAGGED_ENI=false",
+        "another-instance's",
+        "another-instance's-with-MANAGE_UNTAGGED_ENI=false",
+        "ours",
+        "ours-but-no_manage",
+    ],
 )
 def test_managed_eni_rules(tags: dict[str, str], manage_untagged: bool, managed: bool) -> None:
+    """Upstream's rule (awsutils.tags.eni_is_managed): an ENI attached here that another instance tagged is
+    managed like an untagged one, and then tagged as ours."""
     node = make_node()
     eni = node.cloud.add_existing_eni(device_number=1, tags=tags)
-    result = node.init(options(manage_untagged=manage_untagged), grow=False).run()
+    result = node.init(options(), manage_untagged=manage_untagged, grow=False).run()
     assert (eni.eni_id in result.managed_eni_ids) is managed
+    if managed:
+        assert node.cloud.eni(eni.eni_id).tag_map[INSTANCE_ID_TAG] == INSTANCE_ID
+
+
+def test_cards_above_0_and_efa_only_enis_are_left_alone() -> None:
+    node = make_node()
+    efa_only = node.cloud.add_existing_eni(device_number=1, interface_type="efa-only")
+    result = node.init(options(), grow=False).run()
+    assert efa_only.eni_id in result.unmanaged_eni_ids
 
 
 def test_the_primary_eni_is_managed_even_when_tagged_no_manage() -> None:

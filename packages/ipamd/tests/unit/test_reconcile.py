@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 
-from vpccni.ipamd.nodeinit import is_managed_eni, tag_managed_eni
+from vpccni.awsutils.tags import TAG_INSTANCE_ID as INSTANCE_ID_TAG
+from vpccni.awsutils.tags import TAG_NO_MANAGE as NO_MANAGE_TAG
+from vpccni.awsutils.tags import TagSettings
+from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager, store_eni
 from vpccni.ipamd.pool.testing import FakeNode
-from vpccni.ipamd.ports import INSTANCE_ID_TAG, NO_MANAGE_TAG, CloudError, EniRequest
+from vpccni.ipamd.ports import CloudError, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 
 
@@ -27,8 +30,8 @@ def make_node(*, primary_ips: int = 3) -> Node:
     fake = FakeNode.create(ipv4_per_eni=10, primary_ips=primary_ips)
 
     # The same rule node init applies to the ENIs it finds at start.
-    managed = partial(is_managed_eni, instance_id="i-0test", manage_untagged=True)
-    reconciler = fake.make_reconciler(is_managed=managed)
+    ownership = EniOwnership(instance_id="i-0test", primary_eni_id=fake.primary.eni_id)
+    reconciler = fake.make_reconciler(is_managed=ownership.manages)
     return Node(**vars(fake), reconciler=reconciler)
 
 
@@ -171,9 +174,8 @@ def test_an_ec2_failure_changes_nothing() -> None:
 
 def test_a_new_eni_is_tagged_as_node_init_tags_them() -> None:
     fake = FakeNode.create(ipv4_per_eni=10)
-    reconciler = fake.make_reconciler(
-        prepare_eni=partial(tag_managed_eni, fake.cloud, instance_id="i-0test", extra_tags={"team": "net"})
-    )
+    ownership = EniOwnership(instance_id="i-0test", tags=TagSettings(additional_tags={"team": "net"}))
+    reconciler = fake.make_reconciler(prepare_eni=partial(ownership.tag, fake.cloud))
     eni = fake.cloud.allocate_eni(EniRequest(ips=1))
     reconciler.run()
     assert fake.cloud.eni(eni.eni_id).tag_map == {INSTANCE_ID_TAG: "i-0test", "team": "net"}

@@ -69,12 +69,19 @@ def tags_to_set(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[
 def eni_is_managed(
     tags: Mapping[str, str], *, instance_id: str, is_primary: bool, manage_untagged: bool = True
 ) -> bool:
-    """Upstream's ownership rule: the primary ENI is always managed; ``no_manage=true`` opts an ENI out; an
-    ENI tagged with this instance's id is managed; any other ENI only when ``MANAGE_UNTAGGED_ENI`` is true."""
+    """Upstream's ownership rule (ipamd's setUnmanagedENIs), for an ENI attached to this instance.
+
+    - the primary ENI is always managed;
+    - a ``no_manage`` tag decides alone: exactly ``true`` opts the ENI out, any other value keeps it managed;
+    - an ENI tagged with this instance's id is managed;
+    - any other ENI (untagged, or tagged by another instance it was attached to before) is managed only when
+      ``MANAGE_UNTAGGED_ENI`` is true. Such an ENI is then re-tagged with this instance's id.
+    """
     if is_primary:
         return True
-    if tags.get(TAG_NO_MANAGE, "").strip().lower() == "true":
-        return False
+    no_manage = tags.get(TAG_NO_MANAGE)
+    if no_manage is not None:
+        return no_manage != "true"
     if tags.get(TAG_INSTANCE_ID) == instance_id:
         return True
     return manage_untagged

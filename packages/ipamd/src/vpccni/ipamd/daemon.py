@@ -50,9 +50,8 @@ from vpccni.ipamd.nodeinit import (
     NodeInitError,
     NodeInitPorts,
     NodeInitResult,
-    is_managed_eni,
-    tag_managed_eni,
 )
+from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.plan import KubePlan, WiringPlan
 from vpccni.ipamd.podips import PodIpAnnotator
 from vpccni.ipamd.pool.config import PoolConfig
@@ -215,9 +214,16 @@ class Daemon:
         self.datastore = datastore
         cooldown = ReconcileCooldown(clock=time.monotonic)
 
+        ownership = EniOwnership(
+            instance_id=ident.instance_id,
+            primary_eni_id=ident.primary_eni_id,
+            manage_untagged=plan.pool.manage_untagged_enis,
+            tags=plan.aws.tags,
+        )
+
         def prepare(eni: EniDescription) -> None:
             if options.provisioning_enabled:
-                tag_managed_eni(cloud, eni, instance_id=ident.instance_id, extra_tags=options.eni_tags)
+                ownership.tag(cloud, eni)
 
         reconciler = Reconciler(
             store=datastore,
@@ -226,9 +232,7 @@ class Daemon:
             network=network,
             cooldown=cooldown,
             primary_eni_id=ident.primary_eni_id,
-            is_managed=lambda eni: is_managed_eni(
-                eni, instance_id=ident.instance_id, manage_untagged=options.manage_untagged
-            ),
+            is_managed=ownership.manages,
             prepare_eni=prepare,
         )
         schedulable = kube.schedulable if kube is not None else (lambda: True)
@@ -256,6 +260,7 @@ class Daemon:
 
         node_init = NodeInit(
             options=options,
+            ownership=ownership,
             identity=NodeIdentity(
                 instance_id=ident.instance_id,
                 instance_type=ident.instance_type,

@@ -15,20 +15,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Protocol, TypeVar
 
 from vpccni.awsutils.limits import InstanceLimits
+from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import store_eni
 from vpccni.ipamd.pool.status import PoolStatus
 from vpccni.ipamd.ports import (
-    INSTANCE_ID_TAG,
-    NO_MANAGE_TAG,
     AllocationRestorePort,
-    CloudError,
     CloudPort,
     EniDescription,
     HostNetworkPort,
@@ -68,8 +66,6 @@ class InitOptions:
     provisioning_enabled: bool = True
     imds_only: bool = False  # ENABLE_IMDS_ONLY_MODE: addresses come from IMDS, EC2 is never called
     max_eni_cap: int | None = None
-    manage_untagged: bool = True
-    eni_tags: dict[str, str] = field(default_factory=dict)
 
 
 class LimitsLookup(Protocol):
@@ -121,12 +117,14 @@ class NodeInit:
         *,
         options: InitOptions,
         identity: NodeIdentity,
+        ownership: EniOwnership,
         ports: NodeInitPorts,
         grow_pool: Callable[[PoolConfig], PoolGrower] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._options = options
         self._identity = identity
+        self._ownership = ownership
         self._ports = ports
         self._grow_pool = grow_pool
         self._sleep = sleep
@@ -254,7 +252,7 @@ class NodeInit:
     ) -> tuple[tuple[EniDescription, ...], frozenset[str]]:
         managed, unmanaged = [], set()
         for eni in enis:
-            if eni.eni_id == primary_id or self._is_managed(eni):
+            if eni.eni_id == primary_id or self._ownership.manages(eni):
                 managed.append(eni)
             else:
                 unmanaged.add(eni.eni_id)
@@ -262,21 +260,11 @@ class NodeInit:
             log.info("ENIs ipamd leaves alone: %s", sorted(unmanaged))
         return tuple(managed), frozenset(unmanaged)
 
-    def _is_managed(self, eni: EniDescription) -> bool:
-        return is_managed_eni(
-            eni, instance_id=self._identity.instance_id, manage_untagged=self._options.manage_untagged
-        )
-
     def _tag(self, managed: tuple[EniDescription, ...]) -> None:
         if not self._options.provisioning_enabled:
             return
         for eni in managed:
-            tag_managed_eni(
-                self._ports.cloud,
-                eni,
-                instance_id=self._identity.instance_id,
-                extra_tags=self._options.eni_tags,
-            )
+            self._ownership.tag(self._ports.cloud, eni)
 
     def _setup_enis(self, managed: tuple[EniDescription, ...], primary_id: str) -> None:
         for eni in managed:
@@ -331,39 +319,3 @@ class NodeInit:
                 f"custom networking is on and the pool is empty after pre-scale: {status.message}"
             )
         return status
-
-
-def is_managed_eni(eni: EniDescription, *, instance_id: str, manage_untagged: bool) -> bool:
-    """Upstream's unmanaged-ENI rules, for every ENI but the primary (which is always managed).
-
-    The reconciler takes the same rule for ENIs that appear later (`Reconciler(is_managed=...)`).
-    """
-    tags = eni.tag_map
-    if eni.network_card != 0 or eni.interface_type == "efa-only":
-        return False  # no multi-NIC support: cards above 0 are left alone
-    if tags.get(NO_MANAGE_TAG) == "true":
-        return False
-    owner = tags.get(INSTANCE_ID_TAG)
-    if owner is not None:
-        return owner == instance_id
-    return manage_untagged
-
-
-def tag_managed_eni(
-    cloud: CloudPort, eni: EniDescription, *, instance_id: str, extra_tags: dict[str, str]
-) -> None:
-    """Add the ownership tags (and ADDITIONAL_ENI_TAGS) an ENI lacks; a failure is logged, not fatal.
-
-    The reconciler does the same for ENIs that appear later (`Reconciler(prepare_eni=...)`).
-    """
-    if eni.is_trunk:
-        return  # the VPC resource controller owns the trunk's tags
-    wanted = {**extra_tags, INSTANCE_ID_TAG: instance_id}
-    have = eni.tag_map
-    missing = {k: v for k, v in wanted.items() if have.get(k) != v}
-    if not missing:
-        return
-    try:
-        cloud.tag_eni(eni.eni_id, missing)
-    except CloudError as err:
-        log.warning("tagging %s failed (%s); continuing, the leaked-ENI sweep may miss it", eni.eni_id, err)

@@ -55,6 +55,7 @@ class PoolPlan:
     timers: PoolTimers
     subnet_discovery: bool
     leak_sweep: bool
+    manage_untagged_enis: bool  # the rest of the ownership rule: aws.tags and the node's identity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,8 +181,6 @@ def pool_plan(s: Settings) -> PoolPlan:
             provisioning_enabled=s.provisioning_enabled,
             imds_only=s.enable_imds_only_mode,
             max_eni_cap=s.max_eni_cap,
-            manage_untagged=s.manage_untagged_eni,
-            eni_tags=dict(s.additional_eni_tags),
         ),
         policy=PoolPolicy(
             provisioning_enabled=s.provisioning_enabled,
@@ -195,6 +194,7 @@ def pool_plan(s: Settings) -> PoolPlan:
         ),
         subnet_discovery=s.enable_subnet_discovery,
         leak_sweep=s.leaked_eni_cleanup_enabled,
+        manage_untagged_enis=s.manage_untagged_eni,
     )
 
 

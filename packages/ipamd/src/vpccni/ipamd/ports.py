@@ -23,9 +23,6 @@ IP_LIMIT_EXCEEDED_CODE = "PrivateIpAddressLimitExceeded"
 # Not EC2's: every subnet a new ENI could go to rests after EC2 said it is full (`EniRequest.avoid_subnets`).
 NO_USABLE_SUBNET_CODE = "NoUsableSubnet"
 
-NO_MANAGE_TAG = "node.k8s.amazonaws.com/no_manage"
-INSTANCE_ID_TAG = "node.k8s.amazonaws.com/instance_id"
-
 
 class CloudError(Exception):
     """An EC2 call failed; `code` is EC2's error code (e.g. `InsufficientCidrBlocks`), `subnet_id` when

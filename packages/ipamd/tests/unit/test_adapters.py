@@ -19,8 +19,9 @@ from vpccni.ipamd.adapters.aws import (
 from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, KubeTimers
 from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings, RestoredPodRules
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
-from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, PodMetadata
+from vpccni.ipamd.datastore.model import AssignedAddress
 from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError, EniDescription, EniRequest
 from vpccni.k8sapi.model import CniNodeFeature, EniConfig, NodeInfo, Taint

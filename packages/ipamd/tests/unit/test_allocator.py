@@ -8,9 +8,9 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.allocator import Allocation, Allocator, NoAddressError, NotReady
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.cni.ports import PodAddressAllocator
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus

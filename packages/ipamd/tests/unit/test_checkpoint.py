@@ -10,22 +10,24 @@ from pathlib import Path
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
-from vpccni.ipamd.checkpoint import (
+from vpccni.ipamd.adapters.restore import HostCheckpointRestore
+from vpccni.ipamd.checkpoint.file import FileCheckpointer
+from vpccni.ipamd.checkpoint.fileformat import (
     CHECKPOINT_VERSION,
     CheckpointEntry,
     CheckpointError,
-    CheckpointRestorer,
-    FileCheckpointer,
     decode,
     encode,
-    host_veth_checker,
-    restore,
 )
-from vpccni.ipamd.datastore.model import IPAMKey, NoAddressAvailable, PodMetadata
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
+from vpccni.ipamd.datastore.model import NoAddressAvailable
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import AllocationRestorePort, EniRecord
+from vpccni.ipamd.restore import host_veth_checker, restore
+from vpccni.networkutils.model import Rule
 from vpccni.networkutils.names import attachment_veth_name, host_veth_name
+from vpccni.networkutils.testing import FakeNetwork
 
 # A file as upstream's Go ipamd writes it (compact JSON), including a legacy entry migrated from the CRI.
 UPSTREAM_FILE = (
@@ -188,15 +190,21 @@ def test_restore_without_file_is_a_fresh_node() -> None:
     assert report.restored == () and ck.data is None
 
 
-def test_restorer_is_node_inits_restore_port() -> None:
-    ck = MemoryCheckpointer(encode([entry(1, "10.0.1.23"), entry(2, "10.9.9.9")]))
+def test_the_host_restore_checks_the_hosts_links_and_removes_a_gone_pods_rules() -> None:
+    """Node init's restore port on a (fake) host: a pod whose veth is gone loses its rules and its address."""
+    ck = MemoryCheckpointer(encode([entry(1, "10.0.1.23"), entry(2, "10.0.1.24"), entry(3, "10.9.9.9")]))
     ds = _node(ck)
-    restorer = CheckpointRestorer(
-        datastore=ds, checkpointer=ck, host_veth_exists=lambda e: True, release_rules=lambda ip: None
-    )
+    _, host = FakeNetwork().add_namespace("host")
+    host.add_link(host_veth_name("ns", "pod-1"), mac="02:00:00:00:00:11")
+    host.add_link(host_veth_name("ns", "pod-3"), mac="02:00:00:00:00:13")  # alive, its address on no ENI
+    gone = IPv4Address("10.0.1.24")
+    host.add_rule(Rule(priority=512, dst=IPv4Network(gone), table=254))
+    restorer = HostCheckpointRestore(datastore=ds, checkpointer=ck, netlink=host)
     port: AllocationRestorePort = restorer
     assert port.restore_allocations() == 1
-    assert restorer.last_report is not None and len(restorer.last_report.stale) == 1
+    report = restorer.last_report
+    assert report is not None and [e.ipv4 for e in report.veth_gone] == [gone] and len(report.stale) == 1
+    assert not [r for r in host.rules() if r.dst == IPv4Network(gone)]
 
 
 def test_host_veth_checker_matches_the_sha1_suffix_under_any_prefix() -> None:

@@ -9,13 +9,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError, eni_rows, pod_rows
 from vpccni.ipamd.cli.main import CliDeps, run
 from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp
-from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.introspection import IntrospectionServer, IntrospectionSources
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
 
 

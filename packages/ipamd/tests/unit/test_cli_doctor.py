@@ -7,15 +7,15 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
-from vpccni.ipamd.checkpoint import encode
+from vpccni.ipamd.checkpoint.fileformat import encode
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.cli import doctor
 from vpccni.ipamd.cli.doctor import DoctorConfig, DoctorContext, Status
 from vpccni.ipamd.cli.host import CommandResult, FileInfo, HttpReply
 from vpccni.ipamd.cli.main import CliDeps, run
 from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp, FakeIntrospection
-from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
 
 IMDS = "http://169.254.169.254"

@@ -8,18 +8,17 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
-from vpccni.ipamd.checkpoint import decode
+from vpccni.ipamd.checkpoint.fileformat import decode
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.datastore.model import (
     CheckpointWriteFailed,
     CidrInUse,
-    IPAMKey,
     NoAddressAvailable,
-    PodMetadata,
     UnknownEni,
     UnknownPod,
 )
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord, PoolStore
 
 

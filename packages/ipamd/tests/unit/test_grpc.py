@@ -17,8 +17,8 @@ from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.allocator import Allocator
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
 from vpccni.ipamd.grpc.server import HEALTH_SERVICE, GrpcServer, GrpcServerSettings
 from vpccni.ipamd.pool.snapshot import PoolSnapshot

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
-from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.introspection import (
     IPAMD_ENV,
     NETWORKUTILS_ENV,
@@ -26,6 +25,7 @@ from vpccni.ipamd.introspection import (
     pool_view,
 )
 from vpccni.ipamd.plan import WiringPlan
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.ipamd.ports import EniRecord
 from vpccni.ipamd.settings import load_settings

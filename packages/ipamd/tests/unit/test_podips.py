@@ -8,8 +8,8 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.allocator import Allocator
+from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.datastore.testing import MemoryCheckpointer
 from vpccni.ipamd.podips import POD_IPS_ANNOTATION, PodIpAnnotator
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import PoolStatus

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from vpccni.ipamd.datastore.model import AssignedAddress, IPAMKey, NoAddressAvailable, PodMetadata, UnknownPod
+from vpccni.ipamd.datastore.model import AssignedAddress, NoAddressAvailable, UnknownPod
 from vpccni.ipamd.datastore.records import route_table_id
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 

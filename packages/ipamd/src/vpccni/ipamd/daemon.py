@@ -32,7 +32,7 @@ from vpccni.ipamd.adapters.node import NodeAdapters
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import AllocationListener, Allocator
-from vpccni.ipamd.checkpoint import FileCheckpointer
+from vpccni.ipamd.checkpoint.file import FileCheckpointer
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
 from vpccni.ipamd.grpc.server import GrpcServer, GrpcServerSettings

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from vpccni.ipamd.checkpoint import Checkpointer, RestoreReport, host_veth_checker, restore
+from vpccni.ipamd.checkpoint.file import Checkpointer
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.restore import RestoreReport, host_veth_checker, restore
 from vpccni.networkutils.netlink import Netlink
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from vpccni.ipamd.checkpoint import CheckpointError, decode
+from vpccni.ipamd.checkpoint.fileformat import CheckpointError, decode
 from vpccni.ipamd.cli.host import Ec2DryRun, HostReader, HttpClient
 from vpccni.ipamd.cli.introspect import IntrospectionError, IntrospectionSource, assigned_ips
 

@@ -19,7 +19,7 @@ from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
-from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns, setns

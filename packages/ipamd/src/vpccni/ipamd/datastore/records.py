@@ -5,12 +5,12 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
-from vpccni.ipamd.datastore.model import IPAMKey, PodMetadata
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
 from vpccni.networkutils.tables import route_table_for_eni
 
 if TYPE_CHECKING:
-    from vpccni.ipamd.checkpoint import CheckpointEntry
+    from vpccni.ipamd.checkpoint.fileformat import CheckpointEntry
     from vpccni.ipamd.pool.snapshot import CidrSnapshot
 
 PREFIX_LEN = 28

@@ -35,14 +35,12 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vpccni.awsutils.clock import SystemClock
-from vpccni.ipamd.checkpoint import CheckpointEntry
+from vpccni.ipamd.checkpoint.fileformat import CheckpointEntry
 from vpccni.ipamd.datastore.model import (
     AssignedAddress,
     CheckpointWriteFailed,
     CidrInUse,
-    IPAMKey,
     NoAddressAvailable,
-    PodMetadata,
     PoolCounts,
     UnknownEni,
     UnknownPod,
@@ -56,11 +54,12 @@ from vpccni.ipamd.datastore.records import (
 )
 from vpccni.ipamd.datastore.views import eni_infos_json
 from vpccni.ipamd.datastore.writer import BackgroundCommits
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.ipamd.ports import EniRecord
 
 if TYPE_CHECKING:
-    from vpccni.ipamd.checkpoint import Checkpointer
+    from vpccni.ipamd.checkpoint.file import Checkpointer
 
 _log = logging.getLogger(__name__)
 

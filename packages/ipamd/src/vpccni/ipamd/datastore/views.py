@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
-from vpccni.ipamd.datastore.model import IPAMKey
 from vpccni.ipamd.datastore.records import AddressRecord, EniState, route_table_id
+from vpccni.ipamd.podkey import IPAMKey
 
 
 def eni_infos_json(enis: Iterable[EniState], network_card: int) -> dict[str, Any]:

@@ -1,13 +1,10 @@
-"""A stateful fake of the checkpoint seam. Product code never imports this module.
-
-For the clock, tests use `vpccni.awsutils.testing.FakeClock` (it satisfies the datastore's `Clock`).
-"""
+"""A stateful fake of the checkpoint seam (`Checkpointer`). Product code never imports this module."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vpccni.ipamd.checkpoint import CheckpointEntry, decode, encode
+from vpccni.ipamd.checkpoint.fileformat import CheckpointEntry, decode, encode
 
 
 class MemoryCheckpointer:

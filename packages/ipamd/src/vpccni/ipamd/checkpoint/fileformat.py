@@ -1,0 +1,115 @@
+"""The checkpoint file's format: upstream's `vpc-cni-ipam/1` JSON document, byte for byte.
+
+`{"version":"vpc-cni-ipam/1","allocations":[{networkName, containerID, ifName, ipv4, allocationTimestamp,
+metadata: {k8sPodNamespace, k8sPodName, interfacesCount}}]}`, compact, keys in upstream's struct order. vpccni
+adds one metadata key, only where the host veth name is not upstream's: upstream's reader ignores it.
+Pure: no file, no datastore (`file.py` writes it, `vpccni.ipamd.restore` reads it back into the datastore).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from vpccni.ipamd.podkey import IPAMKey, PodMetadata
+
+_log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = "vpc-cni-ipam/1"
+HOST_VETH_KEY = "vpccniHostVeth"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointEntry:
+    key: IPAMKey
+    ipv4: IPv4Address
+    allocation_timestamp_ns: int
+    metadata: PodMetadata
+
+
+class CheckpointError(Exception):
+    """The checkpoint cannot be read; the message says which file and how to recover."""
+
+
+HEAD = b'{"version":"' + CHECKPOINT_VERSION.encode() + b'","allocations":['
+TAIL = b"]}"
+
+
+def encode_entry(e: CheckpointEntry) -> bytes:
+    """One allocation as upstream writes it (Go encoding/json: compact, keys in struct order)."""
+    metadata: dict[str, object] = {
+        "k8sPodNamespace": e.metadata.namespace,
+        "k8sPodName": e.metadata.name,
+        "interfacesCount": e.metadata.interfaces_count,
+    }
+    if e.metadata.host_veth:
+        # Only where the name is not upstream's: upstream's reader ignores the extra key.
+        metadata[HOST_VETH_KEY] = e.metadata.host_veth
+    return json.dumps(
+        {
+            "networkName": e.key.network_name,
+            "containerID": e.key.container_id,
+            "ifName": e.key.ifname,
+            "ipv4": str(e.ipv4),
+            "allocationTimestamp": e.allocation_timestamp_ns,
+            "metadata": metadata,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def encode(entries: Sequence[CheckpointEntry]) -> bytes:
+    """Upstream's JSON document: `{"version":...,"allocations":[...]}`."""
+    return HEAD + b",".join(encode_entry(e) for e in entries) + TAIL
+
+
+def decode(data: bytes, *, source: str = "checkpoint") -> tuple[CheckpointEntry, ...]:
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{source} is not valid JSON ({exc}); move it aside to start with no recorded pods"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("version") != CHECKPOINT_VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise CheckpointError(
+            f"{source} has version {version!r}, expected {CHECKPOINT_VERSION!r}; it was written by an "
+            "incompatible release: move it aside to start with no recorded pods"
+        )
+    out: list[CheckpointEntry] = []
+    for raw in doc.get("allocations") or []:
+        entry = _decode_entry(raw)
+        if entry is None:
+            _log.warning("skipping checkpoint entry without a usable IPv4 address: %s", raw)
+        else:
+            out.append(entry)
+    return tuple(out)
+
+
+def _decode_entry(raw: Any) -> CheckpointEntry | None:
+    if not isinstance(raw, dict) or not raw.get("ipv4"):
+        return None
+    try:
+        ipv4 = IPv4Address(raw["ipv4"])
+    except ValueError:
+        return None
+    meta = raw.get("metadata") or {}
+    return CheckpointEntry(
+        key=IPAMKey(
+            network_name=str(raw.get("networkName", "")),
+            container_id=str(raw.get("containerID", "")),
+            ifname=str(raw.get("ifName", "")),
+        ),
+        ipv4=ipv4,
+        allocation_timestamp_ns=int(raw.get("allocationTimestamp") or 0),
+        metadata=PodMetadata(
+            namespace=str(meta.get("k8sPodNamespace", "")),
+            name=str(meta.get("k8sPodName", "")),
+            interfaces_count=int(meta.get("interfacesCount") or 1),
+            host_veth=str(meta.get(HOST_VETH_KEY) or ""),
+        ),
+    )

@@ -140,7 +140,7 @@ def test_secondary_mode_ignores_prefixes(clock: FakeClock, ckpt: MemoryCheckpoin
 def test_add_cidrs_checks_the_kind(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
     ds = make(clock, ckpt)
     ds.add_eni(eni())
-    with pytest.raises(ValueError, match="not a /28"):
+    with pytest.raises(ValueError, match="not a delegated prefix"):
         ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=True)
     with pytest.raises(UnknownEni):
         ds.add_cidrs("eni-x", secondary("10.0.0.11"), is_prefix=False)
@@ -518,7 +518,7 @@ def test_snapshots_stay_exact_while_their_views_are_reused(
                 )
                 for c in eni.cidrs.values()
             )
-            for eni in ds._enis.values()
+            for eni in ds._index.enis.values()
         }
 
     ds = make(clock, ckpt, cooldown=5)
@@ -542,7 +542,7 @@ def test_snapshots_stay_exact_while_their_views_are_reused(
         elif op < 0.94:
             ds.add_cidrs("eni-2", [IPv4Network(f"10.0.2.{step % 250}/32")], is_prefix=False)
         else:
-            network = rng.choice(list(ds._enis["eni-2"].cidrs) or [IPv4Network("10.0.2.0/32")])
+            network = rng.choice(list(ds._index.enis["eni-2"].cidrs) or [IPv4Network("10.0.2.0/32")])
             ds.force_remove_cidrs("eni-2", [network])
             live = [n for n in live if ds.lookup(key(n)) is not None]
         snap = ds.snapshot()

@@ -1,7 +1,15 @@
-"""The datastore's mutable records (used only under the datastore lock) and the route-table rule."""
+"""The datastore's mutable records (used only under the datastore lock), the kinds of CIDR, and the
+route-table rule.
+
+A CIDR's kind says what it is and which pods it serves: the datastore hands out addresses of one kind (its
+mode), and keeps the others (a mode toggle's leftovers) without serving them. Another address family is
+another kind (an IPv6 /80 prefix, say) with the address types below widened: the index and the store work
+per kind and never look at prefix lengths themselves.
+"""
 
 from __future__ import annotations
 
+import enum
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING
 
@@ -13,8 +21,35 @@ if TYPE_CHECKING:
     from vpccni.ipamd.checkpoint.fileformat import CheckpointEntry
     from vpccni.ipamd.pool.snapshot import CidrSnapshot
 
-PREFIX_LEN = 28
-SECONDARY_LEN = 32
+PodAddress = IPv4Address  # what a pod gets (one family for now)
+PodCidr = IPv4Network  # a CIDR of such addresses on an ENI
+
+
+class CidrKind(enum.Enum):
+    """(address family, prefix length) of a CIDR ipamd holds on an ENI."""
+
+    SECONDARY_V4 = (4, 32)  # one secondary IPv4 address
+    PREFIX_V4 = (4, 28)  # a delegated /28 prefix: 16 pod addresses
+
+    @property
+    def prefixlen(self) -> int:
+        return self.value[1]
+
+    @property
+    def is_prefix(self) -> bool:
+        return self is not CidrKind.SECONDARY_V4
+
+    @classmethod
+    def of(cls, network: PodCidr) -> CidrKind:
+        for kind in cls:
+            if kind.value == (network.version, network.prefixlen):
+                return kind
+        raise ValueError(f"{network} is neither a secondary IP (/32) nor a delegated prefix (/28)")
+
+    @classmethod
+    def mode(cls, *, prefix_delegation: bool) -> CidrKind:
+        """The kind pods are served from."""
+        return cls.PREFIX_V4 if prefix_delegation else cls.SECONDARY_V4
 
 
 class AddressRecord:
@@ -30,7 +65,7 @@ class AddressRecord:
         "unassigned_ns",
     )
 
-    def __init__(self, ip: IPv4Address, cidr: CidrRecord) -> None:
+    def __init__(self, ip: PodAddress, cidr: CidrRecord) -> None:
         self.ip = ip
         self.cidr = cidr
         self.key: IPAMKey | None = None
@@ -49,7 +84,7 @@ class CidrRecord:
         "base",
         "cooling",
         "eni",
-        "is_prefix",
+        "kind",
         "network",
         "next_offset",
         "ready",
@@ -58,18 +93,22 @@ class CidrRecord:
         "tracked",
     )
 
-    def __init__(self, network: IPv4Network, eni: EniState) -> None:
+    def __init__(self, network: PodCidr, kind: CidrKind, eni: EniState) -> None:
         self.network = network
+        self.kind = kind
         self.eni = eni
-        self.is_prefix = network.prefixlen != SECONDARY_LEN
-        self.base = int(network.network_address)
-        self.tracked: dict[IPv4Address, AddressRecord] = {}
-        self.ready: dict[IPv4Address, None] = {}
+        self.base = network.network_address
+        self.tracked: dict[PodAddress, AddressRecord] = {}
+        self.ready: dict[PodAddress, None] = {}
         self.next_offset = 0
         self.assigned = 0
         self.cooling = 0
         self.removed = False
         self.snap: CidrSnapshot | None = None  # the pool snapshot's view, until the counters change
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.kind.is_prefix
 
     def can_serve(self) -> bool:
         return bool(self.ready) or self.next_offset < self.network.num_addresses
@@ -81,7 +120,7 @@ class EniState:
     def __init__(self, record: EniRecord, added_mono: float) -> None:
         self.record = record
         self.added_mono = added_mono
-        self.cidrs: dict[IPv4Network, CidrRecord] = {}
+        self.cidrs: dict[PodCidr, CidrRecord] = {}
         self.excluded = False
         self.assigned = 0
         self.cooling = 0

@@ -1,4 +1,6 @@
-"""Upstream's introspection JSON (`ENIInfos`, Go encoding of net.IPNet and time.Time) from the records."""
+"""Read-only views of the records, taken under the datastore lock: the pool snapshot the planner works on,
+the counts behind "no address available", a pod's assigned address, and upstream's introspection JSON
+(`ENIInfos`, Go encoding of net.IPNet and time.Time)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,86 @@ from collections.abc import Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
-from vpccni.ipamd.datastore.records import AddressRecord, EniState, route_table_id
+from vpccni.ipamd.datastore.index import AllocationIndex
+from vpccni.ipamd.datastore.model import AssignedAddress, PoolCounts
+from vpccni.ipamd.datastore.records import AddressRecord, CidrRecord, EniState, route_table_id
 from vpccni.ipamd.podkey import IPAMKey
+from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
+
+
+def snapshot(index: AllocationIndex, *, now: float) -> PoolSnapshot:
+    """The pool as the planner sees it. Unchanged CIDRs and ENIs reuse their cached views."""
+    return PoolSnapshot(
+        enis=tuple(
+            EniSnapshot(
+                eni_id=eni.record.eni_id,
+                device_number=eni.record.device_number,
+                is_primary=eni.record.is_primary,
+                is_trunk=eni.record.is_trunk,
+                is_efa=eni.record.is_efa,
+                primary_ip=eni.record.primary_ip,
+                subnet_id=eni.record.subnet_id,
+                excluded=eni.excluded,
+                age_s=now - eni.added_mono,
+                cidrs=_cidr_snapshots(eni),
+            )
+            for eni in index.enis.values()
+        )
+    )
+
+
+def _cidr_snapshots(eni: EniState) -> tuple[CidrSnapshot, ...]:
+    if eni.cidr_snaps is None:
+        eni.cidr_snaps = tuple(c.snap or _cidr_snapshot(c) for c in eni.cidrs.values())
+    return eni.cidr_snaps
+
+
+def _cidr_snapshot(cidr: CidrRecord) -> CidrSnapshot:
+    cidr.snap = CidrSnapshot(
+        cidr=cidr.network, is_prefix=cidr.is_prefix, assigned=cidr.assigned, in_cooldown=cidr.cooling
+    )
+    return cidr.snap
+
+
+def counts(index: AllocationIndex, *, next_free_in_s: float | None) -> PoolCounts:
+    """Why no address could be handed out, in numbers (the served kind only, excluded ENIs apart)."""
+    total = assigned = cooling = excluded = other = 0
+    for eni in index.enis.values():
+        for c in eni.cidrs.values():
+            size = c.network.num_addresses
+            if eni.excluded:
+                excluded += size
+            elif c.kind is not index.serves:
+                other += size
+            else:
+                total += size
+                assigned += c.assigned
+                cooling += c.cooling
+    return PoolCounts(
+        total_ips=total,
+        assigned_ips=assigned,
+        in_cooldown=cooling,
+        excluded_ips=excluded,
+        other_mode_ips=other,
+        prefix_mode=index.serves.is_prefix,
+        next_free_in_s=next_free_in_s,
+    )
+
+
+def assigned(addr: AddressRecord, *, network_card: int) -> AssignedAddress:
+    """A pod's address and where it lives (the record must be assigned)."""
+    assert addr.key is not None
+    rec = addr.cidr.eni.record
+    return AssignedAddress(
+        key=addr.key,
+        metadata=addr.metadata,
+        ipv4=addr.ip,
+        cidr=addr.cidr.network,
+        eni_id=rec.eni_id,
+        device_number=rec.device_number,
+        network_card=network_card,
+        assigned_at_ns=addr.assigned_ns,
+    )
 
 
 def eni_infos_json(enis: Iterable[EniState], network_card: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from vpccni.ipamd.datastore.model import UnknownEni
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import store_eni
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
@@ -96,14 +97,20 @@ class FakePoolStore:
 
     def add_eni(self, eni: EniRecord) -> None:
         with self.lock:
-            if eni.eni_id in self._enis:
-                raise ValueError(f"ENI {eni.eni_id} is already in the datastore")
-            self._enis[eni.eni_id] = _StoreEni(record=eni, added_at=self._clock())
+            known = self._enis.get(eni.eni_id)
+            if known is not None:
+                known.record = eni  # as the datastore: idempotent, the CIDRs stay
+            else:
+                self._enis[eni.eni_id] = _StoreEni(record=eni, added_at=self._clock())
 
     def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None:
         with self.lock:
-            eni = self._enis[eni_id]
+            eni = self._enis.get(eni_id)
+            if eni is None:
+                raise UnknownEni(eni_id)
             for cidr in cidrs:
+                if (cidr.prefixlen != 32) != is_prefix:
+                    raise ValueError(f"{cidr} is not a {'delegated prefix' if is_prefix else 'secondary IP'}")
                 eni.cidrs.setdefault(cidr, _StoreCidr(is_prefix=is_prefix))
 
     def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:

@@ -233,16 +233,14 @@ def test_restored_pod_rules_match_what_wiring_adds(host: FakeNamespace) -> None:
 def test_kube_link_reads_the_node_when_connected() -> None:
     api = FakeKubeApi(node_name="n1")
     api.put_node(NodeInfo(name="n1", max_pods=58))
-    now = [0.0]
-    link = KubeLink(
-        api=api, timers=KubeTimers(connect_timeout_s=1, poll_interval_s=0.01), monotonic=lambda: now[0]
-    )
+    clock = FakeClock()
+    link = KubeLink(api=api, timers=KubeTimers(connect_timeout_s=1, poll_interval_s=0.01), clock=clock)
     assert link.connect() and link.connected and api.started
     assert link.max_pods() == 58
     assert link.schedulable()
     api.put_node(NodeInfo(name="n1", max_pods=58, taints=(Taint(key="node.kubernetes.io/unschedulable"),)))
     assert link.schedulable(), "the node object is cached for node_ttl_s"
-    now[0] += 31
+    clock.advance(31)
     assert not link.schedulable()
     link.stop()
 

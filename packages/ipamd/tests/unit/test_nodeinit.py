@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -43,7 +43,6 @@ class Node(FakeNode):
     host: FakeHostNetwork
     restore: FakeAllocationRestore
     pod_rules: FakePodRules
-    sleeps: list[float] = field(default_factory=list)
 
     def init(
         self,
@@ -89,7 +88,7 @@ class Node(FakeNode):
             ownership=ownership,
             ports=ports,
             grow_pool=manager if grow else None,
-            sleep=self.sleeps.append,
+            clock=self.clock,
         )
 
 
@@ -220,7 +219,7 @@ def test_eni_setup_is_retried_five_times_ten_seconds_apart() -> None:
     node.cloud.add_existing_eni(device_number=1, ips=1)
     node.network.fail_setup = 4
     node.init(options(), grow=False).run()
-    assert node.sleeps == [10.0] * 4
+    assert node.clock.sleeps == [10.0] * 4
 
     node = make_node()
     eni = node.cloud.add_existing_eni(device_number=1, ips=1)

@@ -60,7 +60,7 @@ def real(prefix_mode: bool) -> Subject:
 
 def fake(prefix_mode: bool) -> Subject:
     clock = FakeClock()
-    store = FakePoolStore(clock=clock.monotonic, ip_cooldown_s=COOLDOWN_S)
+    store = FakePoolStore(clock=clock, ip_cooldown_s=COOLDOWN_S)
     return Subject(
         store=store,
         assign=lambda: store.assign_pod(prefix_mode=prefix_mode),

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from vpccni.awsutils.testing import FakeClock
 from vpccni.testbed.ec2.throttle import MUTATING, NON_MUTATING, BucketSpec, Throttle, action_category
-from vpccni.testbed.manualclock import ManualClock
 
 
 def test_categories_follow_ec2_naming() -> None:
@@ -12,19 +12,18 @@ def test_categories_follow_ec2_naming() -> None:
 
 
 def test_bucket_empties_then_refills_with_time() -> None:
-    clock = ManualClock(100.0)
-    throttle = Throttle({MUTATING: BucketSpec(capacity=2, refill_per_s=1.0)}, clock)
+    clock = FakeClock()
+    throttle = Throttle({MUTATING: BucketSpec(capacity=2, refill_per_s=1.0)}, clock.monotonic)
     assert [throttle.admit("CreateTags") for _ in range(3)] == [True, True, False]
-    clock.now += 0.5
+    clock.advance(0.5)
     assert throttle.admit("CreateTags") is False
-    clock.now += 0.6
+    clock.advance(0.6)
     assert throttle.admit("CreateTags") is True
     assert throttle.admit("CreateTags") is False
 
 
 def test_categories_have_separate_buckets_and_unconfigured_is_unlimited() -> None:
-    clock = ManualClock(100.0)
-    throttle = Throttle({MUTATING: BucketSpec(capacity=1, refill_per_s=0.0)}, clock)
+    throttle = Throttle({MUTATING: BucketSpec(capacity=1, refill_per_s=0.0)}, FakeClock().monotonic)
     assert throttle.admit("AttachNetworkInterface") is True
     assert throttle.admit("AttachNetworkInterface") is False
     assert all(throttle.admit("DescribeInstances") for _ in range(500))

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+from vpccni.awsutils.testing import FakeClock
 from vpccni.testbed.imds.history import SnapshotHistory
 from vpccni.testbed.imds.metadata import lookup
 from vpccni.testbed.imds.server import TokenStore
-from vpccni.testbed.manualclock import ManualClock
 
 SNAP = {
     "instance-id": "i-1",
@@ -23,12 +23,12 @@ def test_leaves_and_directory_listings() -> None:
 
 
 def test_history_serves_the_state_as_it_was_lag_seconds_ago() -> None:
-    clock = ManualClock()
-    history = SnapshotHistory(clock)
+    clock = FakeClock()
+    history = SnapshotHistory(clock.monotonic)
     history.record("i-1", {"v": "1"})
-    clock.now = 10.0
+    clock.advance(10.0)
     history.record("i-1", {"v": "2"})
-    clock.now = 12.0
+    clock.advance(2.0)
     assert history.as_of("i-1", 0) == {"v": "2"}
     assert history.as_of("i-1", 5) == {"v": "1"}
     assert history.as_of("i-1", 100) == {"v": "1"}  # older than anything recorded: the oldest state
@@ -36,9 +36,9 @@ def test_history_serves_the_state_as_it_was_lag_seconds_ago() -> None:
 
 
 def test_tokens_expire_after_their_ttl() -> None:
-    clock = ManualClock()
-    tokens = TokenStore(clock)
+    clock = FakeClock()
+    tokens = TokenStore(clock.monotonic)
     token = tokens.issue(60)
     assert tokens.valid(token) and not tokens.valid("forged") and not tokens.valid(None)
-    clock.now = 61.0
+    clock.advance(61.0)
     assert not tokens.valid(token)

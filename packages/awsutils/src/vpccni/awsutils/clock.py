@@ -1,4 +1,7 @@
-"""The clock seam: rate limiting, back-off and the leak sweep wait through it, so tests never sleep."""
+"""The clock seam of vpccni. awsutils' rate limiting, back-off and leak sweep, and every timer of ipamd (the
+pool loop, cooldowns, retries, the datastore's timestamps) read time and wait through it, so tests never sleep
+and a whole daemon runs on `vpccni.awsutils.testing.FakeClock`. networkutils and k8sapi import no sibling:
+they take this clock's `sleep` or `monotonic` as a plain callable where they wait."""
 
 from __future__ import annotations
 

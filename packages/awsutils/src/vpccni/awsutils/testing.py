@@ -22,9 +22,18 @@ from vpccni.awsutils.limits import static_limits
 
 
 class FakeClock:
-    def __init__(self, *, start: dt.datetime | None = None) -> None:
+    """The `Clock` of every test: monotonic and wall time move only when told.
+
+    ``sleep`` advances the time at once and records the wait. ``wait`` does the same by default (code that
+    only has to get past its waits); with ``waits_advance=False`` it blocks until the event is set or the
+    test has advanced the time past its deadline, so background loops (a whole daemon's) step only as far
+    as the test moves the time.
+    """
+
+    def __init__(self, *, start: dt.datetime | None = None, waits_advance: bool = True) -> None:
         self._mono = 1000.0
         self._wall = start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self._waits_advance = waits_advance
         self.sleeps: list[float] = []
         self._lock = threading.Lock()
 
@@ -46,9 +55,15 @@ class FakeClock:
         self.advance(max(0.0, seconds))
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
-        self.sleep(seconds)
-        # Yield so a stopping thread gets to run; time itself moved instantly.
-        return event.wait(0.001)
+        if self._waits_advance:
+            self.sleep(seconds)
+            # Yield so a stopping thread gets to run; time itself moved instantly.
+            return event.wait(0.001)
+        deadline = self.monotonic() + max(0.0, seconds)
+        while not event.wait(0.002):
+            if self.monotonic() >= deadline:
+                return False
+        return True
 
 
 @dataclass

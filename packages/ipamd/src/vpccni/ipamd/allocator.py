@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
+from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.ipamd.datastore.model import AssignedAddress, NoAddressAvailable, UnknownPod
 from vpccni.ipamd.datastore.records import route_table_id
 from vpccni.ipamd.datastore.store import DataStore
@@ -102,7 +102,7 @@ class Allocator:
         pool: PoolSignals,
         metrics: IpamdMetrics | None = None,
         default_timeout_s: float = 10.0,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         listeners: Sequence[AllocationListener] = (),
     ) -> None:
         self._ds = datastore
@@ -110,7 +110,7 @@ class Allocator:
         self._metrics = metrics
         self._listeners = tuple(listeners)
         self._default_timeout_s = default_timeout_s
-        self._monotonic = monotonic
+        self._clock: Clock = clock or SystemClock()
         self._ready = threading.Event()
         self._not_ready_reason = "node initialisation has not finished (ENIs and checkpoint not restored yet)"
 
@@ -205,7 +205,7 @@ class Allocator:
         if self._metrics is not None:
             self._metrics.add_ip_req_count.inc()
         wait_s = self._default_timeout_s if timeout_s is None else timeout_s
-        deadline = self._monotonic() + wait_s
+        deadline = self._clock.monotonic() + wait_s
         waited = False
         while True:
             try:
@@ -213,7 +213,7 @@ class Allocator:
             except NoAddressAvailable as exc:
                 self._pool.wake()  # don't wait for the pool's next tick
                 status = self._pool.status
-                remaining = deadline - self._monotonic()
+                remaining = deadline - self._clock.monotonic()
                 cooling_soon = exc.counts.next_free_in_s is not None and exc.counts.next_free_in_s < remaining
                 if remaining > 0 and (status.may_grow_soon or cooling_soon):
                     if not waited:

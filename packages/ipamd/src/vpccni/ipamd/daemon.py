@@ -14,22 +14,21 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
 from typing import Protocol
 
-from vpccni.awsutils.clock import SystemClock
+from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.errors import AwsUtilsError
 from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.adapters import malloc
-from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, kube_api
+from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink
 from vpccni.ipamd.adapters.network import RestoredPodRules
 from vpccni.ipamd.adapters.node import NodeAdapters
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
+from vpccni.ipamd.adapters.platform import Platform
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import AllocationListener, Allocator
 from vpccni.ipamd.checkpoint.file import FileCheckpointer
@@ -52,7 +51,7 @@ from vpccni.ipamd.nodeinit import (
     NodeInitResult,
 )
 from vpccni.ipamd.ownership import EniOwnership
-from vpccni.ipamd.plan import KubePlan, WiringPlan
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.podips import PodIpAnnotator
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
@@ -60,8 +59,6 @@ from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.ports import EniDescription
 from vpccni.ipamd.reconcile import Reconciler
 from vpccni.ipamd.settings import Settings
-from vpccni.k8sapi import KubeApi
-from vpccni.networkutils.netlink import open_netlink
 from vpccni.rpc import rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -81,10 +78,6 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
-def default_kube_api(kube: KubePlan) -> KubeApi | None:
-    return kube_api(kube.endpoint, kube.client)
-
-
 class Daemon:
     """Owns and starts/stops every component. Constructing it does no I/O; `start()` does node init."""
 
@@ -93,14 +86,17 @@ class Daemon:
         *,
         settings: Settings,
         plan: WiringPlan | None = None,
-        kube_api_factory: Callable[[KubePlan], KubeApi | None] = default_kube_api,
+        platform: Platform | None = None,
+        clock: Clock | None = None,
         started_at: float | None = None,
     ) -> None:
         self._settings = settings  # only for introspection's env views; everything else reads the plan
         self._plan = plan or WiringPlan.from_settings(settings)
-        self._kube_api_factory = kube_api_factory
-        self._started_at = time.monotonic() if started_at is None else started_at
-        self._clock = SystemClock()
+        self._platform = platform or Platform()
+        # Every timer of ipamd (pool loop, cooldowns, back-off, retries) reads this clock; socket deadlines
+        # of the CNI endpoint and the API server's connection probe are real time (I/O waits on them).
+        self._clock: Clock = clock or SystemClock()
+        self._started_at = self._clock.monotonic() if started_at is None else started_at
         self.metrics = IpamdMetrics(version=VERSION)
         self._stopping = threading.Event()
         self._services: list[Service] = []  # started ones, stopped in reverse
@@ -129,7 +125,7 @@ class Daemon:
                 log.exception("ipamd failed to start")
                 self.stop()
                 return 1
-            while not self._stopping.wait(1.0):
+            while not self._clock.wait(self._stopping, 1.0):
                 pass
             self.stop()
             return 0
@@ -161,17 +157,17 @@ class Daemon:
             self._observe_startup(False, with_api_server, err.reason)
             raise
         self._observe_startup(True, with_api_server, "")
-        log.info("ipamd %s ready in %.2f s", VERSION, time.monotonic() - self._started_at)
+        log.info("ipamd %s ready in %.2f s", VERSION, self._clock.monotonic() - self._started_at)
         malloc.trim()  # node init's transient buffers (EC2 and API server replies, netlink dumps)
 
     def _observe_startup(self, success: bool, with_api_server: bool, reason: str) -> None:
         self.metrics.startup_duration.labels(
             success=str(success).lower(), with_api_server=str(with_api_server).lower(), failure_reason=reason
-        ).observe(time.monotonic() - self._started_at)
+        ).observe(self._clock.monotonic() - self._started_at)
 
     def _connect_aws(self) -> AwsNode:
         try:
-            return AwsNode.connect(config=self._plan.aws, observer=self.metrics, clock=self._clock)
+            return self._platform.connect_aws(config=self._plan.aws, observer=self.metrics, clock=self._clock)
         except AwsUtilsError as err:
             raise StartupError(
                 f"cannot read this instance's identity from IMDS: {err}. Check that IMDS is reachable "
@@ -182,7 +178,7 @@ class Daemon:
     def _connect_kube(self) -> KubeLink | None:
         kube = self._plan.kube
         try:
-            api = self._kube_api_factory(kube)
+            api = self._platform.kube_api(kube)
         except (FileNotFoundError, ValueError) as err:
             if kube.wait_for_server:
                 raise StartupError(
@@ -193,7 +189,7 @@ class Daemon:
             return None
         if api is None:
             return None
-        link = KubeLink(api=api, timers=kube.timers)
+        link = KubeLink(api=api, timers=kube.timers, clock=self._clock)
         # Custom networking (the node's ENIConfig) and pod annotations need the server: wait (upstream).
         link.connect(required=kube.wait_for_server)
         self._kube = link
@@ -203,16 +199,19 @@ class Daemon:
     def _init_node(self, aws: AwsNode, kube: KubeLink | None) -> None:
         plan, ident = self._plan, aws.identity
         options = plan.pool.init
-        nodes = NodeAdapters.build(aws=aws, plan=plan, netlink=open_netlink(), clock=self._clock)
+        nodes = NodeAdapters.build(aws=aws, plan=plan, platform=self._platform, clock=self._clock)
         self._adapters = nodes
         cloud, network = nodes.cloud, nodes.network
         prefix_mode = options.prefix_delegation and self._supports_pd(aws)
         checkpointer = FileCheckpointer(plan.store.backing_store)
         datastore = DataStore(
-            checkpointer=checkpointer, prefix_delegation=prefix_mode, cooldown_s=plan.store.ip_cooldown_s
+            checkpointer=checkpointer,
+            prefix_delegation=prefix_mode,
+            cooldown_s=plan.store.ip_cooldown_s,
+            clock=self._clock,
         )
         self.datastore = datastore
-        cooldown = ReconcileCooldown(clock=time.monotonic)
+        cooldown = ReconcileCooldown(clock=self._clock)
 
         ownership = EniOwnership(
             instance_id=ident.instance_id,
@@ -250,7 +249,7 @@ class Daemon:
                     ),
                     network=network,
                     cooldown=cooldown,
-                    clock=time.monotonic,
+                    clock=self._clock,
                     reconciler=ObservedReconciler(reconciler, self.metrics),
                     schedulable=schedulable,
                     policy=replace(plan.pool.policy, subnet_id=eni_subnet, security_group_ids=eni_groups),
@@ -286,15 +285,16 @@ class Daemon:
                 cooldown=cooldown,
             ),
             grow_pool=make_pool,
+            clock=self._clock,
         )
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             with self.metrics.action("nodeInit"):
                 result = node_init.run()
         except NodeInitError as err:
-            self.metrics.node_init_duration.labels(success="false").observe(time.monotonic() - started)
+            self.metrics.node_init_duration.labels(success="false").observe(self._clock.monotonic() - started)
             raise StartupError(str(err), reason=err.step) from err
-        self.metrics.node_init_duration.labels(success="true").observe(time.monotonic() - started)
+        self.metrics.node_init_duration.labels(success="true").observe(self._clock.monotonic() - started)
         self.init_result = result
         pool = make_pool(result.config)
         self.metrics.set_limits(
@@ -356,6 +356,7 @@ class Daemon:
             pool=pool,
             metrics=self.metrics,
             default_timeout_s=plan.store.add_wait_timeout_s,
+            clock=self._clock,
             listeners=self._allocation_listeners(),
         )
         self.allocator = allocator
@@ -434,7 +435,7 @@ class Daemon:
         host = None if self._adapters is None else self._adapters.host
 
         def loop() -> None:
-            while not self._stopping.wait(self._plan.housekeeping_s):
+            while not self._clock.wait(self._stopping, self._plan.housekeeping_s):
                 try:
                     self.metrics.update_pool(datastore.snapshot())
                     if host is not None and host.refresh():

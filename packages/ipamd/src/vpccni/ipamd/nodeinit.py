@@ -13,12 +13,12 @@ Only in ENABLE_IMDS_ONLY_MODE, where ipamd may not call EC2 at all, does IMDS su
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Protocol, TypeVar
 
+from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.limits import InstanceLimits
 from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
@@ -120,14 +120,14 @@ class NodeInit:
         ownership: EniOwnership,
         ports: NodeInitPorts,
         grow_pool: Callable[[PoolConfig], PoolGrower] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock | None = None,
     ) -> None:
         self._options = options
         self._identity = identity
         self._ownership = ownership
         self._ports = ports
         self._grow_pool = grow_pool
-        self._sleep = sleep
+        self._clock: Clock = clock or SystemClock()
         self._steps_done: list[str] = []
 
     @property
@@ -214,7 +214,7 @@ class NodeInit:
         )
 
     def _step(self, name: str, hint: str, fn: Callable[[], T]) -> T:
-        started = time.monotonic()
+        started = self._clock.monotonic()
         log.info("node init: %s", name)
         try:
             result = fn()
@@ -223,7 +223,7 @@ class NodeInit:
         except Exception as err:
             raise NodeInitError(step=name, cause=str(err) or type(err).__name__, hint=hint) from err
         self._steps_done.append(name)
-        log.info("node init: %s done in %.2f s", name, time.monotonic() - started)
+        log.info("node init: %s done in %.2f s", name, self._clock.monotonic() - started)
         return result
 
     def _pd_mode(self, limits: InstanceLimits) -> bool:
@@ -286,7 +286,7 @@ class NodeInit:
                 log.warning(
                     "setting up ENI %s failed (%s); retrying in %.0f s", eni.eni_id, err, SETUP_ENI_RETRY_S
                 )
-                self._sleep(SETUP_ENI_RETRY_S)
+                self._clock.sleep(SETUP_ENI_RETRY_S)
 
     def _toggle_cleanup(self, prefix_mode: bool) -> tuple[IPv4Network, ...]:
         """Give back unused CIDRs of the mode not in use (after PD was switched on or off)."""

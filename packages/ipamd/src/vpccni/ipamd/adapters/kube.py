@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.k8sapi import (
     CniNodeFeature,
     EniConfig,
@@ -59,11 +58,11 @@ class KubeLink:
         *,
         api: KubeApi,
         timers: KubeTimers = KubeTimers(),
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self._api = api
         self._timers = timers
-        self._monotonic = monotonic
+        self._clock: Clock = clock or SystemClock()
         self._node_read_at = float("-inf")
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -107,10 +106,10 @@ class KubeLink:
         if not self._connected.is_set():
             return None
         with self._lock:
-            fresh = self._monotonic() - self._node_read_at < self._timers.node_ttl_s
+            fresh = self._clock.monotonic() - self._node_read_at < self._timers.node_ttl_s
             if self._node is not None and (fresh or not refresh):
                 return self._node
-            self._node_read_at = self._monotonic()  # also after a failure: retry only after the TTL
+            self._node_read_at = self._clock.monotonic()  # also after a failure: retry only after the TTL
         try:
             node = self._api.get_node()
         except K8sApiError as err:

@@ -1,4 +1,4 @@
-"""Every real adapter of one node, built from the wiring plan and the AWS layer (no I/O until used)."""
+"""Every adapter of one node, built from the wiring plan, the AWS layer and the platform (its netlink)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from vpccni.awsutils.clock import Clock
 from vpccni.awsutils.node import AwsNode
 from vpccni.ipamd.adapters.aws import Ec2CloudPort, ImdsMetadataPort, SubnetCidrs, subnet_cidr_lookup
 from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup
+from vpccni.ipamd.adapters.platform import Platform
 from vpccni.ipamd.plan import WiringPlan
+from vpccni.networkutils.eni import LinkRetry
 from vpccni.networkutils.host import HostNetwork
-from vpccni.networkutils.iptables import CommandIptables
 from vpccni.networkutils.netlink import Netlink
-from vpccni.networkutils.netns import ThreadNetnsNetlink
-from vpccni.networkutils.nft import CommandNft
 from vpccni.networkutils.pod import PodWiring
 
 
@@ -30,9 +29,11 @@ class NodeAdapters:
     wiring: PodWiring
 
     @classmethod
-    def build(cls, *, aws: AwsNode, plan: WiringPlan, netlink: Netlink, clock: Clock) -> NodeAdapters:
+    def build(cls, *, aws: AwsNode, plan: WiringPlan, platform: Platform, clock: Clock) -> NodeAdapters:
         ident = aws.identity
         discovery = plan.pool.subnet_discovery
+        netlink = platform.open_netlink()
+        link_retry = LinkRetry(sleep=clock.sleep)  # waiting for a new ENI's link is on the daemon's clock
         subnets = SubnetCidrs(subnet_cidr_lookup(aws.ec2))
         return cls(
             netlink=netlink,
@@ -46,13 +47,17 @@ class NodeAdapters:
                 security_groups=lambda: ident.security_groups,
                 clock=clock,
             ),
-            network=EniHostNetwork(netlink=netlink, mtu=plan.host.mtu, subnet_cidr=subnets.get),
+            network=EniHostNetwork(
+                netlink=netlink, mtu=plan.host.mtu, subnet_cidr=subnets.get, link_retry=link_retry
+            ),
             host=HostNetworkSetup(
-                host=HostNetwork(netlink=netlink, iptables=CommandIptables(), nft=CommandNft()),
+                host=HostNetwork(
+                    netlink=netlink, iptables=platform.iptables(), nft=platform.nft(), link_retry=link_retry
+                ),
                 settings=plan.host,
                 node_ip=ident.primary_ipv4,
                 primary_mac=ident.primary_mac,
                 vpc_cidrs=lambda: tuple(aws.metadata.vpc_ipv4_cidrs(ident.primary_mac)),
             ),
-            wiring=PodWiring(host=netlink, namespaces=ThreadNetnsNetlink()),
+            wiring=PodWiring(host=netlink, namespaces=platform.namespaces()),
         )

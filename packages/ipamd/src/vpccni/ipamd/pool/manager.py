@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Protocol
 
+from vpccni.awsutils.clock import Clock
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.decisions import (
@@ -126,12 +127,11 @@ class PoolManager:
         cloud: CloudPort,
         network: NodeNetworkPort,
         cooldown: ReconcileCooldown,
-        clock: Callable[[], float],
+        clock: Clock,
         reconciler: PoolReconciler | None = None,
         schedulable: Callable[[], bool] = lambda: True,
         policy: PoolPolicy = PoolPolicy(),
         timers: PoolTimers = PoolTimers(),
-        wait: Callable[[threading.Event, float], bool] = lambda event, timeout: event.wait(timeout),
     ) -> None:
         self._config = config
         self._store = store
@@ -143,14 +143,13 @@ class PoolManager:
         self._schedulable = schedulable
         self._policy = policy
         self._timers = timers
-        self._wait = wait
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
         self._thread: threading.Thread | None = None
         self._terminating = False
         self._status = PoolStatus()
-        self._last_action = clock()
+        self._last_action = clock.monotonic()
         self._last_decrease = float("-inf")
         self._subnets = SubnetBackoff(first_s=timers.subnet_rest_first_s, max_s=timers.subnet_rest_max_s)
         self._no_subnet_until = float("-inf")  # every subnet for a new ENI rests until then
@@ -219,10 +218,10 @@ class PoolManager:
         with self._iteration:
             if self._terminating or self._reconciler is None:
                 return False
-            if self._clock() - self._last_action < self._timers.reconcile_idle_s:
+            if self._clock.monotonic() - self._last_action < self._timers.reconcile_idle_s:
                 return False
             self._reconciler.reconcile()
-            self._last_action = self._clock()
+            self._last_action = self._clock.monotonic()
             return True
 
     # --- internals --------------------------------------------------------------------------------
@@ -236,7 +235,7 @@ class PoolManager:
             self._status = PoolStatus(state=GrowthState.UNSCHEDULABLE)
             return
         for _ in range(MAX_GROW_STEPS):
-            now = self._clock()
+            now = self._clock.monotonic()
             snap = self._store.snapshot()
             decision = plan_increase(snap, self._config, resting_subnets=self._subnets.resting(now))
             if isinstance(decision, NoAction):
@@ -269,7 +268,7 @@ class PoolManager:
                 # Attaching more ENIs would only strand more of them: wait for the reconciler.
                 self._status = PoolStatus(state=GrowthState.ENI_SETUP_FAILED, detail=err.eni_id)
                 return
-            self._last_action = self._clock()
+            self._last_action = self._clock.monotonic()
         self._status = PoolStatus(state=GrowthState.GROWING)
 
     def _resting_status(self, now: float) -> PoolStatus:
@@ -336,7 +335,7 @@ class PoolManager:
         log.warning("growing the pool failed: %s (%s)", err, err.code)
 
     def _shrink(self) -> None:
-        now = self._clock()
+        now = self._clock.monotonic()
         if now - self._last_decrease < self._timers.decrease_interval_s:
             return
         self._last_decrease = now
@@ -359,7 +358,7 @@ class PoolManager:
             except CloudError as err:
                 log.warning("giving %d CIDRs of %s back to EC2 failed: %s", len(removed), release.eni_id, err)
                 continue
-            self._last_action = self._clock()
+            self._last_action = self._clock.monotonic()
             log.info("gave %d unused CIDRs of %s back to EC2", len(removed), release.eni_id)
 
     def _free_one_eni(self) -> None:
@@ -381,7 +380,7 @@ class PoolManager:
         self._network.teardown_eni(
             eni_id=eni.eni_id, device_number=eni.device_number, primary_ip=eni.primary_ip
         )
-        self._last_action = self._clock()
+        self._last_action = self._clock.monotonic()
         log.info("freed ENI %s", eni.eni_id)
 
     def _run(self) -> None:
@@ -399,7 +398,7 @@ class PoolManager:
             self._guarded(self.reconcile_if_idle)
 
     def _sleep(self, timeout_s: float) -> None:
-        self._wait(self._wake, timeout_s)
+        self._clock.wait(self._wake, timeout_s)
         if not self._stop.is_set():
             self._wake.clear()
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from vpccni.awsutils.clock import Clock
+from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.datastore.model import UnknownEni
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import store_eni
@@ -24,19 +26,6 @@ from vpccni.ipamd.ports import (
 from vpccni.ipamd.reconcile import Reconciler
 
 _DEFAULT_SUBNET = IPv4Network("10.0.0.0/16")
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass(kw_only=True)
@@ -57,7 +46,7 @@ class _StoreEni:
 class FakePoolStore:
     """An in-memory datastore with the `PoolStore` operations plus pod assign/release for driving tests."""
 
-    def __init__(self, *, clock: Callable[[], float], ip_cooldown_s: float = 30.0) -> None:
+    def __init__(self, *, clock: Clock, ip_cooldown_s: float = 30.0) -> None:
         self._clock = clock
         self._ip_cooldown_s = ip_cooldown_s
         self._enis: dict[str, _StoreEni] = {}
@@ -67,7 +56,7 @@ class FakePoolStore:
     # PoolStore
     def snapshot(self) -> PoolSnapshot:
         with self.lock:
-            now = self._clock()
+            now = self._clock.monotonic()
             enis = tuple(self._eni_snapshot(e, now) for e in self._enis.values())
         return PoolSnapshot(enis=enis)
 
@@ -101,7 +90,7 @@ class FakePoolStore:
             if known is not None:
                 known.record = eni  # as the datastore: idempotent, the CIDRs stay
             else:
-                self._enis[eni.eni_id] = _StoreEni(record=eni, added_at=self._clock())
+                self._enis[eni.eni_id] = _StoreEni(record=eni, added_at=self._clock.monotonic())
 
     def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None:
         with self.lock:
@@ -152,7 +141,7 @@ class FakePoolStore:
     def assign_pod(self, *, prefix_mode: bool = False) -> IPv4Address | None:
         """Give a pod the first free address: ENIs in device order, CIDRs in the order they were added."""
         with self.lock:
-            now = self._clock()
+            now = self._clock.monotonic()
             for eni in sorted(self._enis.values(), key=lambda e: e.record.device_number):
                 if eni.excluded:
                     continue
@@ -173,7 +162,7 @@ class FakePoolStore:
                 for cidr, entry in eni.cidrs.items():
                     if ip in cidr and ip in entry.assigned:
                         entry.assigned.discard(ip)
-                        entry.cooling_until[ip] = self._clock() + self._ip_cooldown_s
+                        entry.cooling_until[ip] = self._clock.monotonic() + self._ip_cooldown_s
                         return
         raise KeyError(f"{ip} is not assigned")
 

@@ -1,0 +1,140 @@
+"""The whole daemon on the libraries' stateful fakes and a fake clock: no machine, no cloud, no wall clock.
+
+Node init, the pool loop, the reconciler, the datastore's cooldown and the servers all run for real; only
+EC2/IMDS (awsutils' fakes), netlink/iptables/nft (networkutils'), the API server (k8sapi's) and time are fake.
+Minutes of the daemon's timers pass in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from vpccni.awsutils.imds import InstanceMetadata
+from vpccni.awsutils.node import AwsNode, read_identity
+from vpccni.awsutils.testing import FakeClock, FakeEC2, FakeImds
+from vpccni.ipamd.adapters.platform import Platform
+from vpccni.ipamd.checkpoint.file import FileCheckpointer
+from vpccni.ipamd.daemon import Daemon
+from vpccni.ipamd.plan import WiringPlan
+from vpccni.ipamd.settings import load_settings
+from vpccni.k8sapi.model import NodeInfo
+from vpccni.k8sapi.testing import FakeKubeApi
+from vpccni.networkutils.testing import FakeIptables, FakeNetnsNetlink, FakeNetwork, FakeNft
+
+T = TypeVar("T")
+
+
+class LiveImds:
+    """IMDS that always shows EC2's current state (the fake EC2 behind it)."""
+
+    def __init__(self, ec2: FakeEC2, instance_id: str) -> None:
+        self._ec2, self._instance_id, self._imds = ec2, instance_id, FakeImds()
+
+    def get(self, path: str) -> str:
+        self._imds.sync_from(self._ec2, self._instance_id)
+        return self._imds.get(path)
+
+
+def run_until(clock: FakeClock, check: Callable[[], T | None], *, what: str, step_s: float = 1.0) -> T:
+    """Move the fake time on a step at a time (letting the daemon's loops run) until `check` holds."""
+    deadline = time.monotonic() + 20.0
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        clock.advance(step_s)
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    ec2 = FakeEC2()
+    subnet = ec2.add_subnet("10.0.0.0/24")
+    instance_id = ec2.launch_instance("m5.large", subnet)
+    clock = FakeClock(waits_advance=False)  # the loops move only as far as the test moves the time
+    settings = load_settings(
+        {
+            "VPCCNI_RUN_DIR": str(tmp_path / "run"),
+            "AWS_VPC_K8S_CNI_BACKING_STORE": str(tmp_path / "ipam.json"),
+            "DISABLE_INTROSPECTION": "true",
+            "DISABLE_METRICS": "true",
+            "WARM_IP_TARGET": "2",
+            "MINIMUM_IP_TARGET": "3",
+            "MY_NODE_NAME": "n1",
+        }
+    )
+    plan = WiringPlan.from_settings(settings)
+    metadata = InstanceMetadata(LiveImds(ec2, instance_id))
+    aws = AwsNode(
+        metadata=metadata, identity=read_identity(metadata), ec2=ec2, tag_settings=plan.aws.tags, clock=clock
+    )
+    network = FakeNetwork()
+    _, host = network.add_namespace("host")
+    host.add_link("eth0", mac=aws.identity.primary_mac, up=True)
+    kube = FakeKubeApi(node_name="n1")
+    kube.put_node(NodeInfo(name="n1", max_pods=29))
+    platform = Platform(
+        connect_aws=lambda **_: aws,
+        kube_api=lambda _: kube,
+        open_netlink=lambda: host,
+        iptables=FakeIptables,
+        nft=FakeNft,
+        namespaces=lambda: FakeNetnsNetlink(network),
+    )
+    daemon = Daemon(
+        settings=settings, plan=plan, platform=platform, clock=clock, started_at=clock.monotonic()
+    )
+    try:
+        yield {"daemon": daemon, "clock": clock, "ec2": ec2, "aws": aws, "path": tmp_path / "ipam.json"}
+    finally:
+        daemon.stop()
+
+
+def test_the_daemon_runs_on_a_fake_clock(node: dict[str, Any]) -> None:
+    daemon: Daemon = node["daemon"]
+    clock: FakeClock = node["clock"]
+    ec2: FakeEC2 = node["ec2"]
+    primary = node["aws"].identity.primary_eni_id
+    started = clock.monotonic()
+    daemon.start()
+    assert daemon.allocator is not None and daemon.datastore is not None and daemon.pool is not None
+
+    # Pre-scale reached the targets on the primary ENI, through the fake EC2.
+    assert daemon.datastore.snapshot().total_ips == 3
+    got = daemon.allocator.assign(
+        network="aws-cni", container_id="c1", ifname="eth0", pod_namespace="default", pod_name="web"
+    )
+    assert got.eni_id == primary and got.device_number == 0
+
+    # An address EC2 gives the ENI behind ipamd's back is found by the reconciler, which runs only after a
+    # minute without pool activity: minutes of the pool loop pass on the fake clock in a moment.
+    added = ec2.assign_private_ip_addresses(eni_id=primary, ip_count=1)["AssignedPrivateIpAddresses"]
+    extra = IPv4Network(added[0]["PrivateIpAddress"])
+    store = daemon.datastore
+    run_until(
+        clock,
+        lambda: any(extra == c.cidr for e in store.snapshot().enis for c in e.cidrs),
+        what="the reconciler to add the address EC2 assigned",
+    )
+    assert clock.monotonic() - started >= 60.0, "the reconciler waited for its idle minute, in fake time"
+
+    # A release cools down for IP_COOLDOWN_PERIOD of the same clock.
+    daemon.allocator.release(network="aws-cni", container_id="c1", ifname="eth0")
+    assert store.snapshot().assigned_ips == 0 and sum(e.in_cooldown for e in store.snapshot().enis) == 1
+    clock.advance(30)
+    assert sum(e.in_cooldown for e in store.snapshot().enis) == 0
+
+    daemon.allocator.assign(
+        network="aws-cni", container_id="c2", ifname="eth0", pod_namespace="default", pod_name="api"
+    )
+    daemon.stop()
+    restored = FileCheckpointer(node["path"]).read()
+    assert restored is not None and [e.metadata.name for e in restored] == ["api"]
+    assert all(isinstance(e.ipv4, IPv4Address) for e in restored)

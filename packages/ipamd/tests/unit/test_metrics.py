@@ -12,7 +12,7 @@ from vpccni.awsutils.observer import ApiObserver
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 
-# upstream-behaviour §3.9: name → (type, labels)
+# docs/design/upstream-contract.md §7: name → (type, labels)
 UPSTREAM = {
     "awscni_ipamd_error_count": ("counter", {"fn"}),
     "awscni_ipamd_action_inprogress": ("gauge", {"fn"}),

@@ -1,4 +1,4 @@
-"""Golden lists of the exact iptables rules per mode (upstream-behaviour §4.2)."""
+"""Golden lists of the exact iptables rules per mode (docs/design/upstream-contract.md §4)."""
 
 from __future__ import annotations
 

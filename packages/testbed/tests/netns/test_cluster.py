@@ -67,7 +67,7 @@ def _assign_one(cluster: Cluster, eni_id: str) -> IP:
 
 
 def _setup_secondary_eni(node: Node, *, primary: IP) -> None:
-    """What ipamd's SetupENINetwork does for eth1 (upstream-behaviour §4.5), by hand."""
+    """What ipamd's SetupENINetwork does for eth1 (docs/design/upstream-contract.md §4), by hand."""
     subnet = node.instance.subnet_cidr
     gateway = str(subnet.network_address + 1)
     n = node.netns
@@ -80,7 +80,8 @@ def _setup_secondary_eni(node: Node, *, primary: IP) -> None:
 
 
 def _wire_pod(node: Node, pod_netns: str, *, pod_ip: IP, table: str | None = ENI_TABLE) -> None:
-    """A minimal version of upstream's pod wiring (§2.5); `table` None for a pod on the primary ENI."""
+    """A minimal version of upstream's pod wiring (upstream-contract.md §3); `table` None: a pod on the
+    primary ENI."""
     n, host_veth = node.netns, "enitestpod0"
     _ip(n, "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", pod_netns)
     _ip(n, "link", "set", host_veth, "up")

@@ -32,7 +32,7 @@ class Backoff:
         return max(0.0, base)
 
 
-# Upstream schedules (upstream-behaviour.md §5.6).
+# Upstream schedules (docs/design/upstream-contract.md §5).
 DETACH_BACKOFF = Backoff(initial_s=0.2, max_s=60.0, attempts=12, jitter=0.15)
 DELETE_BACKOFF = Backoff(initial_s=0.5, max_s=60.0, attempts=12, jitter=0.15)
 CREATE_TAGS_BACKOFF = Backoff(initial_s=0.5, max_s=60.0, attempts=5, jitter=0.3)

@@ -1,4 +1,4 @@
-"""ENI lifecycle and address operations on EC2 (upstream-behaviour.md sections 5.2 to 5.4)."""
+"""ENI lifecycle and address operations on EC2 (docs/design/upstream-contract.md §5)."""
 
 from __future__ import annotations
 

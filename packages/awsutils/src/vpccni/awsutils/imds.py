@@ -1,4 +1,4 @@
-"""IMDSv2 client and typed instance-metadata getters (upstream-behaviour.md §5.1).
+"""IMDSv2 client and typed instance-metadata getters (docs/design/upstream-contract.md §5).
 
 ``ImdsHttpClient`` is the real :class:`MetadataSource`: it PUTs for a session token, refreshes it before it
 expires, retries with back-off and times every read through the :class:`ApiObserver` as ``GetMetadata``.

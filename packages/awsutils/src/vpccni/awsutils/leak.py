@@ -1,4 +1,4 @@
-"""Leaked-ENI sweep (upstream-behaviour.md §5.5): delete this CNI's ENIs left ``available`` in the VPC.
+"""Leaked-ENI sweep (upstream-contract.md §5): delete this CNI's ENIs left ``available`` in the VPC.
 
 ENIs leak when an instance dies between detach and delete (upstream #69, #608). Candidates are filtered by
 tag, status, VPC (and cluster), then by the ``aws-K8S-`` description; an ENI younger than five minutes, or

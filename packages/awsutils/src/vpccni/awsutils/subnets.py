@@ -1,4 +1,4 @@
-"""Subnet discovery for new ENIs (``ENABLE_SUBNET_DISCOVERY``, upstream-behaviour.md §5.3)."""
+"""Subnet discovery for new ENIs (``ENABLE_SUBNET_DISCOVERY``, docs/design/upstream-contract.md §5)."""
 
 from __future__ import annotations
 

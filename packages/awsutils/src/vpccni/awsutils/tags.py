@@ -1,4 +1,5 @@
-"""ENI tags and description (upstream-behaviour.md §5.4): names here are a compatibility contract."""
+"""ENI tags and description: names here are a compatibility contract (docs/design/upstream-contract.md §5,
+and eni-ownership.md for the ownership rule)."""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def _open_netns(env: CniEnvironment) -> int | None:
 def _unreachable(
     command: str, exc: wire.WireError, conf: NetConf, request: wire.Request, log: PluginLog
 ) -> None:
-    """What each command does when ipamd cannot be asked (ARCHITECTURE §2)."""
+    """What each command does when ipamd cannot be asked (docs/design/architecture.md §2)."""
     if command == "DEL":
         from vpccni.cniplugin import delqueue
 

@@ -1,9 +1,9 @@
 """The `aws-k8s-agent` daemon: builds every component, runs node init, then serves; stops them in reverse.
 
-Order (upstream-behaviour §3.1): IMDS identity and EC2 client → the API server (optional, bounded wait) →
-node init (limits, host network, ENIs, tags, checkpoint restore, pre-scale) → pool manager, reconciler,
-leak sweep, introspection, metrics → the CNI endpoint (drains the DEL queue before it accepts) → the gRPC
-server. Sockets exist only after node init, so a SERVING health probe means ipamd is initialised.
+Order (docs/design/upstream-contract.md §1): IMDS identity and EC2 client → the API server (optional, bounded
+wait) → node init (limits, host network, ENIs, tags, checkpoint restore, pre-scale) → pool manager,
+reconciler, leak sweep, introspection, metrics → the CNI endpoint (drains the DEL queue before it accepts) →
+the gRPC server. Sockets exist only after node init, so a SERVING health probe means ipamd is initialised.
 
 SIGTERM/SIGINT: from then on ipamd changes no EC2 state; the servers stop gracefully, the checkpoint is
 flushed and the process exits 0.
@@ -32,6 +32,9 @@ from vpccni.ipamd.adapters.platform import Platform
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import AllocationListener, Allocator
 from vpccni.ipamd.checkpoint.file import FileCheckpointer
+from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+from vpccni.ipamd.cni.observed import ObservedCniService
+from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
 from vpccni.ipamd.grpc.server import GrpcServer, GrpcServerSettings
@@ -447,14 +450,7 @@ class Daemon:
         threading.Thread(target=loop, name="housekeeping", daemon=True).start()
 
     def _start_cni_endpoint(self, allocator: Allocator) -> None:
-        """H6's endpoint for the aws-cni shim; it drains the DEL queue before accepting connections."""
-        try:
-            from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
-            from vpccni.ipamd.cni.observed import ObservedCniService
-            from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
-        except ImportError as err:  # pragma: no cover - only while the endpoint is being built
-            log.warning("CNI endpoint unavailable (%s); serving gRPC only", err)
-            return
+        """The endpoint of the aws-cni shim; it drains the DEL queue before accepting connections."""
         serve = self._plan.serve
         nodes = self._adapters
         assert nodes is not None

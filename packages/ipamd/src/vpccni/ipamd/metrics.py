@@ -1,4 +1,4 @@
-"""Prometheus metrics with upstream's exact `awscni_*` names, types and labels (upstream-behaviour §3.9).
+"""Prometheus metrics with upstream's exact `awscni_*` names, types and labels (upstream-contract.md §7).
 
 Everything lives in this object's own `CollectorRegistry` (never the process-global one), so tests and
 several instances do not collide. `IpamdMetrics` also implements awsutils' `ApiObserver` (EC2/IMDS call

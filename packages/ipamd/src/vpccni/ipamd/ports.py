@@ -1,9 +1,8 @@
 """The ports ipamd uses to reach EC2, the instance metadata service, the node's network and its own datastore.
 
-Each port is the narrowest shape the pool manager, the reconciler and node init need. The lead wires adapters
-from
-`vpccni.awsutils`, `vpccni.networkutils` and the datastore to these protocols; tests use the stateful fakes in
-`vpccni.ipamd.pool.testing`.
+Each port is the narrowest shape the pool manager, the reconciler and node init need. The adapters over
+`vpccni.awsutils` and `vpccni.networkutils` (`vpccni.ipamd.adapters`) and the datastore implement them;
+tests use the stateful fakes in `vpccni.ipamd.pool.testing`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Making sure this node's CNINode advertises the features ipamd needs (how it signals the VPC Resource
-Controller, upstream-behaviour.md §3.2 step 17)."""
+Controller, docs/design/upstream-contract.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which ENIConfig applies to a node, in upstream's order (upstream-behaviour.md §3.13)."""
+"""Which ENIConfig applies to a node, in upstream's order (docs/design/upstream-contract.md §6)."""
 
 from __future__ import annotations
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-# ENIConfig resolution (upstream-behaviour.md §3.13).
+# ENIConfig resolution (docs/design/upstream-contract.md §6).
 EXTERNAL_ENICONFIG_LABEL = "vpc.amazonaws.com/externalEniConfig"
 DEFAULT_ENICONFIG_ANNOTATION = "k8s.amazonaws.com/eniConfig"  # ENI_CONFIG_ANNOTATION_DEF default
 DEFAULT_ENICONFIG_LABEL = "k8s.amazonaws.com/eniConfig"  # ENI_CONFIG_LABEL_DEF default
 DEFAULT_ENICONFIG_NAME = "default"
 
-# Node and pod metadata ipamd reads or writes (§3.11).
+# Node and pod metadata ipamd reads or writes (docs/design/upstream-contract.md §6).
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 POD_IPS_ANNOTATION = "vpc.amazonaws.com/pod-ips"

@@ -1,4 +1,4 @@
-"""API-server connectivity check at start-up (upstream-behaviour.md §3.1 step 2)."""
+"""API-server connectivity check at start-up (docs/design/upstream-contract.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Secondary ENI setup and teardown (upstream-behaviour §4.5)."""
+"""Secondary ENI setup and teardown (docs/design/upstream-contract.md §4)."""
 
 from __future__ import annotations
 

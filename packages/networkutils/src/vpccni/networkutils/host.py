@@ -1,4 +1,4 @@
-"""Host network setup (upstream-behaviour §4.1-4.3): primary ENI, rules 1024/1535, SNAT and connmark.
+"""Host network setup (docs/design/upstream-contract.md §4): primary ENI, rules 1024/1535, SNAT and connmark.
 
 `apply` is declarative: it reads what exists, changes only what differs (one atomic iptables-restore per
 table, one nft transaction), and reports what it changed, so it can run at start and again whenever the VPC

@@ -1,4 +1,4 @@
-"""Pod wiring (upstream-behaviour §2.5): veth pair, pod addresses/routes/neighbour, host route and rules.
+"""Pod wiring (upstream-contract.md §3): veth pair, pod addresses/routes/neighbour, host route and rules.
 
 ipamd calls this with the pod's network namespace as an open file descriptor: the veth is created on the host
 with its peer placed directly in the pod namespace, and the pod side is configured from a thread that entered

@@ -1,4 +1,4 @@
-"""The iptables rules vpccni wants (upstream-behaviour §4.2), in `iptables-save` text form.
+"""The iptables rules vpccni wants (docs/design/upstream-contract.md §4), in `iptables-save` text form.
 
 Chain names and comments are a contract: support tools and upgrade cleanup match on them.
 """

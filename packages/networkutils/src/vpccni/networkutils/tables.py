@@ -1,4 +1,4 @@
-"""Route-table numbering and ip rule priorities (upstream-behaviour §4.1, §4.4)."""
+"""Route-table numbering and ip rule priorities (docs/design/upstream-contract.md §4)."""
 
 from __future__ import annotations
 

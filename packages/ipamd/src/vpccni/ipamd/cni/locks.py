@@ -1,5 +1,5 @@
 """One lock per (container ID, interface name): operations on one pod attachment run one at a time,
-different pods run concurrently (ARCHITECTURE §5)."""
+different pods run concurrently (docs/design/architecture.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ADD result in upstream's shape (upstream-behaviour §2.4 step 8, §10 item 4), and reading it back.
+"""The ADD result in upstream's shape (docs/design/upstream-contract.md §3), and reading it back.
 
 Upstream's quirks are kept because an upstream plugin DELs our pods after a downgrade (and we DEL theirs
 after an upgrade) using only ``prevResult``:

@@ -2,7 +2,8 @@
 
     python -m vpccni.ipamd.install.entrypoint [--app-dir /app] [--agent "/app/aws-k8s-agent"]
 
-1. Validates the environment (`load_settings`: every upstream §6.2 check and ours); on failure exit 1.
+1. Validates the environment (`load_settings`: every check of upstream's entrypoint, listed in
+   docs/design/upstream-contract.md §8, and ours); on failure exit 1.
 2. Installs `aws-cni` into HOST_CNI_BIN_PATH atomically.
 3. Starts aws-k8s-agent as a child (its stdout/stderr are the container's).
 4. Waits until its gRPC health (`grpc.health.v1.aws-node` on <VPCCNI_RUN_DIR>/ipamd.sock) is SERVING,

@@ -12,9 +12,8 @@ class PoolConfig:
     """One network card's warm-pool targets and limits.
 
     `max_enis` is the number of ENIs ipamd may hold on this card: min(instance limit, MAX_ENI) minus the
-    unmanaged
-    ENIs. `max_ips_per_eni` is IPv4Limit - 1 (the ENI's own primary IP never goes to a pod); in prefix mode
-    `max_prefixes_per_eni` is IPv4Limit - 1 as well.
+    unmanaged ENIs. `max_ips_per_eni` is IPv4Limit - 1 (the ENI's own primary IP never goes to a pod); in
+    prefix mode `max_prefixes_per_eni` is IPv4Limit - 1 as well.
     """
 
     max_enis: int

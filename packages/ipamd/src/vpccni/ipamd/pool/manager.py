@@ -3,8 +3,7 @@ pool.
 
 One iteration (`update_pool`, upstream updateIPPoolIfRequired) grows the pool when it is too low, gives back
 addresses when it is too high (at most every 30 s), and frees at most one ENI. The datastore lock is only
-taken
-inside the `PoolStore` calls, never across an EC2 or netlink call.
+taken inside the `PoolStore` calls, never across an EC2 or netlink call.
 """
 
 from __future__ import annotations
@@ -53,9 +52,8 @@ from vpccni.ipamd.ports import (
 
 log = logging.getLogger(__name__)
 
-MAX_GROW_STEPS = (
-    4  # growth steps per iteration: a fresh node reaches WARM_IP + MINIMUM targets in one wake-up
-)
+# Growth steps per iteration: a fresh node reaches WARM_IP + MINIMUM targets in one wake-up.
+MAX_GROW_STEPS = 4
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,9 @@
 """Upstream's warm-pool math (ipamd.go + datastore), as pure functions over a pool snapshot.
 
-Each function mirrors one upstream function and keeps its name in the docstring, so the two can be compared
-line
-by line. Where upstream iterates a Go map (random order), the planner uses a fixed order instead: it fills
-ENIs in
-device order and takes addresses back from the newest ENI first, so whole ENIs empty out and can be freed.
+Each function mirrors one upstream function and keeps its name in the docstring, so the two can be
+compared line by line. Where upstream iterates a Go map (random order), the planner uses a fixed order
+instead: it fills ENIs in device order and takes addresses back from the newest ENI first, so whole ENIs
+empty out and can be freed.
 """
 
 from __future__ import annotations
@@ -54,8 +53,7 @@ def target_state(snap: PoolSnapshot, cfg: PoolConfig) -> TargetState:
     if not cfg.prefix_delegation:
         return TargetState(short=short, over=over, enabled=True)
     # `over` in addresses ignores that addresses come in /28s: count whole free prefixes beyond what the warm
-    # and
-    # minimum targets need instead.
+    # and minimum targets need instead.
     need_for_warm = _div_ceil(snap.assigned_ips + cfg.warm_ip_target, PREFIX_SIZE)
     need_for_min = _div_ceil(cfg.minimum_ip_target, PREFIX_SIZE)
     over_prefixes = max(min(snap.free_prefixes, snap.total_prefixes - need_for_warm), 0)
@@ -159,8 +157,7 @@ def plan_decrease(snap: PoolSnapshot, cfg: PoolConfig) -> ReleaseCidrs | NoActio
     """decreaseDatastorePool → tryUnassignCidrsFromAll: free up to `over` CIDRs that hold no pod.
 
     A CIDR with an address still in IP_COOLDOWN_PERIOD is kept: EC2 could hand that address to another node
-    while
-    endpoints still point at the pod that just left.
+    while endpoints still point at the pod that just left.
     """
     if not is_pool_too_high(snap, cfg):
         return NoAction(reason=NoActionReason.POOL_OK)

@@ -265,11 +265,24 @@ def test_a_crashing_check_is_reported_not_raised() -> None:
 
 
 def test_config_follows_ipamd_variables() -> None:
+    """Read as ipamd reads them: VPCCNI_RUN_DIR moves the sockets, not the checkpoint."""
     cfg = DoctorConfig.from_environ(
         {"VPCCNI_RUN_DIR": "/run/x", "KUBERNETES_SERVICE_HOST": "10.100.0.1", "HOST_CNI_CONFDIR_PATH": "/c"}
     )
-    assert (cfg.checkpoint, cfg.api_server, cfg.conflist_dirs) == (
-        "/run/x/ipam.json",
+    assert (cfg.run_dir, cfg.checkpoint, cfg.api_server, cfg.conflist_dirs) == (
+        "/run/x",
+        "/var/run/aws-node/ipam.json",
         "https://10.100.0.1:443",
         ("/c",),
     )
+    moved = DoctorConfig.from_environ({"AWS_VPC_K8S_CNI_BACKING_STORE": "/data/ipam.json"})
+    assert moved.checkpoint == "/data/ipam.json" and moved.settings_problems == ()
+
+
+def test_invalid_settings_are_a_failed_check_not_a_crash() -> None:
+    host, http, ec2, intro = healthy_node()
+    ctx = _context(host, http, ec2, intro)
+    ctx.config = DoctorConfig.from_environ({"WARM_IP_TARGET": "lots", "VPCCNI_RUN_DIR": "/run/x"})
+    assert ctx.config.run_dir == "/run/x"  # the valid ones still apply
+    (result,) = doctor.run_checks(ctx, checks=(doctor.check_settings,))
+    assert result.status is Status.FAIL and "WARM_IP_TARGET='lots'" in result.message

@@ -68,11 +68,15 @@ def test_every_implemented_variable_is_a_settings_field() -> None:
 
 
 def test_only_the_plan_reads_settings_fields() -> None:
-    """Modules that hold a `Settings` read nothing but introspection's env views from it (the daemon)."""
+    """Modules that hold a `Settings` read nothing but introspection's env views from it (the daemon).
+
+    The operator CLI (`cli/`) is the one other reader: it diagnoses a node by its settings, read leniently."""
     offenders = []
     for path in SRC.rglob("*.py"):
         text = path.read_text()
-        if path.name in ("plan.py", "settings.py") or "vpccni.ipamd.settings import" not in text:
+        if path.name in ("plan.py", "settings.py") or path.parent.name == "cli":
+            continue
+        if "vpccni.ipamd.settings import" not in text:
             continue
         for node in ast.walk(ast.parse(text)):
             if not isinstance(node, ast.Attribute):

@@ -169,6 +169,15 @@ def _raw(environ: Mapping[str, str], spec: SettingSpec) -> str | None:
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Parse and validate; raises `SettingsError` listing every invalid variable and combination."""
+    settings, errors = read_settings(environ)
+    if errors:
+        raise SettingsError(errors)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[str, ...]]:
+    """`load_settings` for tools that must work on a node whose settings are broken (the `vpccni` CLI): an
+    invalid value reads as its default, and every problem comes back beside the settings."""
     errors: list[str] = []
     values: dict[str, object] = {}
     for spec in REGISTRY:
@@ -179,7 +188,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 value = spec.parse(raw)
             except ValueError as exc:
                 errors.append(f"{spec.name}={raw!r}: {exc}; valid: {spec.valid}")
-                continue
+                value = spec.default
         if spec.support is Support.UNSUPPORTED and value != spec.default:
             errors.append(
                 f"{spec.name}={_render(value)}: {spec.feature} is not supported by this version; unset it"
@@ -191,9 +200,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if values.get("pod_mtu") is None:
         values["pod_mtu"] = values.get("eni_mtu", 9001)
     errors.extend(_combination_errors(values))
-    if errors:
-        raise SettingsError(tuple(errors))
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values), tuple(errors)  # type: ignore[arg-type]
 
 
 def _combination_errors(values: Mapping[str, object]) -> list[str]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from vpccni.ipamd.cli.host import HostReader, HttpClient
 from vpccni.ipamd.cli.introspect import IntrospectionError, IntrospectionSource
+from vpccni.ipamd.cli.nodepaths import DEFAULT_CONFLIST_DIRS, conflist_dirs
+from vpccni.ipamd.settings import read_settings
 
 SENSITIVE_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
 REDACTED = "<redacted>"
@@ -96,23 +98,21 @@ class BundleConfig:
     log_dirs: tuple[str, ...] = ("/var/log/aws-routed-eni", "/host/var/log/aws-routed-eni")
     extra_files: tuple[str, ...] = ()
     checkpoint: str = "/var/run/aws-node/ipam.json"
-    conflist_dirs: tuple[str, ...] = ("/etc/cni/net.d", "/host/etc/cni/net.d")
+    conflist_dirs: tuple[str, ...] = DEFAULT_CONFLIST_DIRS
     metrics_url: str = "http://127.0.0.1:61678/metrics"
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> BundleConfig:
-        run_dir = env.get("VPCCNI_RUN_DIR") or "/var/run/aws-node"
-        log_file = env.get("AWS_VPC_K8S_CNI_LOG_FILE", "")
-        extra = (log_file,) if log_file.startswith("/") else ()
-        metrics = env.get("VPCCNI_METRICS_BIND_ADDRESS") or ":61678"
-        host, _, port = metrics.rpartition(":")
+        """From ipamd's settings, read leniently (a bundle is collected most often on a broken node)."""
+        s, _ = read_settings(env)
+        in_log_dirs = any(s.log_file.startswith(d + "/") for d in cls.log_dirs)
+        host, _, port = s.metrics_bind_address.rpartition(":")
         if host in ("", "0.0.0.0", "[::]"):
             host = "127.0.0.1"
-        conf = env.get("HOST_CNI_CONFDIR_PATH")
         return cls(
-            extra_files=extra,
-            checkpoint=env.get("AWS_VPC_K8S_CNI_BACKING_STORE") or posixpath.join(run_dir, "ipam.json"),
-            conflist_dirs=(conf,) if conf else cls.conflist_dirs,
+            extra_files=(s.log_file,) if s.log_file.startswith("/") and not in_log_dirs else (),
+            checkpoint=s.backing_store,
+            conflist_dirs=conflist_dirs(s),
             metrics_url=f"http://{host}:{port}/metrics",
         )
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from vpccni.ipamd.checkpoint.fileformat import CheckpointError, decode
 from vpccni.ipamd.cli.host import Ec2DryRun, HostReader, HttpClient
 from vpccni.ipamd.cli.introspect import IntrospectionError, IntrospectionSource, assigned_ips
+from vpccni.ipamd.cli.nodepaths import DEFAULT_CONFLIST_DIRS, conflist_dirs
+from vpccni.ipamd.settings import read_settings
 
 IMDS_DEFAULT = "http://169.254.169.254"
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -58,32 +60,36 @@ class CheckResult:
 
 @dataclass(frozen=True, kw_only=True)
 class DoctorConfig:
-    """Where things live on this node; `from_environ` reads ipamd's own variables."""
+    """Where things live on this node, as ipamd's settings say (read leniently: doctor must run on a node
+    whose settings are broken, and reports them)."""
 
     run_dir: str = "/var/run/aws-node"
     checkpoint: str = "/var/run/aws-node/ipam.json"
-    conflist_dirs: tuple[str, ...] = ("/etc/cni/net.d", "/host/etc/cni/net.d")
+    conflist_dirs: tuple[str, ...] = DEFAULT_CONFLIST_DIRS
     veth_prefix: str = "eni"
     imds_endpoint: str = IMDS_DEFAULT
     api_server: str = ""
     in_container: bool = False
     region: str = ""
+    settings_problems: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> DoctorConfig:
-        run_dir = env.get("VPCCNI_RUN_DIR") or cls.run_dir
-        dirs = tuple(d for d in (env.get("HOST_CNI_CONFDIR_PATH"),) if d) or cls.conflist_dirs
-        host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
-        api = env.get("CLUSTER_ENDPOINT") or (f"https://{host}:{port}" if host else "")
+        s, problems = read_settings(env)
+        api = s.cluster_endpoint or (
+            f"https://{s.kube_service_host}:{s.kube_service_port}" if s.kube_service_host else ""
+        )
         return cls(
-            run_dir=run_dir,
-            checkpoint=env.get("AWS_VPC_K8S_CNI_BACKING_STORE") or posixpath.join(run_dir, "ipam.json"),
-            conflist_dirs=dirs,
-            veth_prefix=env.get("AWS_VPC_K8S_CNI_VETHPREFIX") or cls.veth_prefix,
-            imds_endpoint=(env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or IMDS_DEFAULT).rstrip("/"),
+            run_dir=s.run_dir,
+            checkpoint=s.backing_store,
+            conflist_dirs=conflist_dirs(s),
+            veth_prefix=s.veth_prefix,
+            imds_endpoint=s.imds_endpoint.rstrip("/"),
             api_server=api.rstrip("/"),
-            in_container=bool(host),
+            in_container=bool(s.kube_service_host),
+            # The AWS SDKs' own variables (ipamd takes the region from IMDS instead).
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "",
+            settings_problems=problems,
         )
 
 
@@ -111,6 +117,19 @@ def _warn(name: str, message: str, fix: str) -> CheckResult:
 
 def _fail(name: str, message: str, fix: str) -> CheckResult:
     return CheckResult(name=name, status=Status.FAIL, message=message, fix=fix)
+
+
+# ---- settings
+def check_settings(ctx: DoctorContext) -> CheckResult:
+    name = "settings"
+    problems = ctx.config.settings_problems
+    if problems:
+        return _fail(
+            name,
+            f"{len(problems)} invalid: " + "; ".join(problems),
+            "fix these variables in the aws-node container's environment: ipamd refuses to start with them",
+        )
+    return _ok(name, "every variable valid (docs/configuration.md)")
 
 
 # ---- host network
@@ -444,6 +463,7 @@ def check_checkpoint(ctx: DoctorContext) -> CheckResult:
 
 
 ALL_CHECKS: tuple[Check, ...] = (
+    check_settings,
     check_iptables_mode,
     check_rp_filter,
     check_ip_forward,

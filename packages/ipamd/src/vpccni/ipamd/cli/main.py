@@ -21,7 +21,6 @@ from vpccni.ipamd.cli import cluster as cluster_view
 from vpccni.ipamd.cli import doctor
 from vpccni.ipamd.cli.host import Boto3DryRun, Ec2DryRun, HostReader, HttpClient, LocalHost, UrllibHttp
 from vpccni.ipamd.cli.introspect import (
-    DEFAULT_ADDRESS,
     HttpIntrospection,
     IntrospectionError,
     IntrospectionSource,
@@ -29,6 +28,7 @@ from vpccni.ipamd.cli.introspect import (
     pod_rows,
 )
 from vpccni.ipamd.cli.tables import render_table
+from vpccni.ipamd.settings import read_settings
 from vpccni.k8sapi.cluster import ClusterReader
 from vpccni.k8sapi.errors import K8sApiError
 
@@ -52,12 +52,12 @@ class CliDeps:
 
 def real_deps() -> CliDeps:
     host = LocalHost()
-    env = host.environ()
+    endpoint = read_settings(host.environ())[0].ec2_endpoint or None
     return CliDeps(
         introspection_at=HttpIntrospection,
         host=host,
         http=UrllibHttp(),
-        ec2_for_region=lambda region: Boto3DryRun(region=region, endpoint_url=env.get("AWS_EC2_ENDPOINT")),
+        ec2_for_region=lambda region: Boto3DryRun(region=region, endpoint_url=endpoint),
     )
 
 
@@ -98,7 +98,7 @@ def _parser(default_address: str) -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str], *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
     env = deps.host.environ()
-    default_address = env.get("INTROSPECTION_BIND_ADDRESS") or DEFAULT_ADDRESS
+    default_address = read_settings(env)[0].introspection_bind_address
     args = _parser(default_address).parse_args(list(argv))
     try:
         if args.command in ("enis", "pods"):

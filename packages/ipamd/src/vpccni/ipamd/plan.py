@@ -133,14 +133,18 @@ def aws_config(s: Settings) -> AwsConfig:
     )
 
 
+def kube_endpoint(s: Settings) -> KubeEndpoint:
+    return KubeEndpoint(
+        cluster_endpoint=s.cluster_endpoint,
+        kubeconfig=s.kubeconfig,
+        service_host=s.kube_service_host,
+        service_port=s.kube_service_port,
+    )
+
+
 def kube_plan(s: Settings) -> KubePlan:
     return KubePlan(
-        endpoint=KubeEndpoint(
-            cluster_endpoint=s.cluster_endpoint,
-            kubeconfig=s.kubeconfig,
-            service_host=s.kube_service_host,
-            service_port=s.kube_service_port,
-        ),
+        endpoint=kube_endpoint(s),
         client=KubeSettings(
             node_name=s.node_name,
             pod_name=s.pod_name,

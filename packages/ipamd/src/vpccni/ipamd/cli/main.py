@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from vpccni.awsutils.limits import max_pods, recommended_max_pods, static_limits
@@ -28,17 +29,23 @@ from vpccni.ipamd.cli.introspect import (
     pod_rows,
 )
 from vpccni.ipamd.cli.tables import render_table
+from vpccni.ipamd.plan import kube_endpoint
 from vpccni.ipamd.settings import read_settings
 from vpccni.k8sapi.cluster import ClusterReader
+from vpccni.k8sapi.config import KubeEndpoint
 from vpccni.k8sapi.errors import K8sApiError
 
 
-def kubernetes_cluster(kubeconfig: str | None) -> ClusterReader:
-    """The real cluster view: ``--kubeconfig``, else in-cluster / CLUSTER_ENDPOINT / KUBECONFIG."""
+def kubernetes_cluster(kubeconfig: str | None, *, endpoint: KubeEndpoint | None = None) -> ClusterReader:
+    """The real cluster view: ``--kubeconfig``, else where ipamd finds the API server (in-cluster,
+    CLUSTER_ENDPOINT, KUBECONFIG), else ``~/.kube/config`` (an operator's machine)."""
     from vpccni.k8sapi.cluster import KubernetesCluster
     from vpccni.k8sapi.config import load_config
 
-    return KubernetesCluster(load_config(kubeconfig=kubeconfig))
+    where = endpoint or KubeEndpoint()
+    if kubeconfig is None and not where.kubeconfig:
+        where = dataclasses.replace(where, kubeconfig=str(Path.home() / ".kube" / "config"))
+    return KubernetesCluster(load_config(where, kubeconfig=kubeconfig))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,12 +59,14 @@ class CliDeps:
 
 def real_deps() -> CliDeps:
     host = LocalHost()
-    endpoint = read_settings(host.environ())[0].ec2_endpoint or None
+    settings = read_settings(host.environ())[0]
+    endpoint = settings.ec2_endpoint or None
     return CliDeps(
         introspection_at=HttpIntrospection,
         host=host,
         http=UrllibHttp(),
         ec2_for_region=lambda region: Boto3DryRun(region=region, endpoint_url=endpoint),
+        cluster_at=lambda kubeconfig: kubernetes_cluster(kubeconfig, endpoint=kube_endpoint(settings)),
     )
 
 

@@ -1,4 +1,5 @@
-"""Fixtures for the shim tests: the bundled executable, and a way to run it like a runtime does."""
+"""Fixtures for the shim tests: both forms of the executable (the single-file script for a host's python3,
+the standalone build with its own interpreter), and a way to run either like a runtime does."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from vpccni.cniplugin import bundle
+from vpccni.cniplugin import bundle, standalone
+from vpccni.cniplugin.install import RUNTIME_DIR
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -41,9 +43,32 @@ def shim_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return bundle.build(tmp_path_factory.mktemp("bin") / "aws-cni")
 
 
-@pytest.fixture
-def run_shim(shim_path: pathlib.Path) -> RunShim:
-    """Run the bundled aws-cni under the system interpreter in isolated mode, as the runtime would."""
+@pytest.fixture(scope="session")
+def standalone_build(tmp_path_factory: pytest.TempPathFactory) -> standalone.Build:
+    """The standalone aws-cni, packing the system interpreter (the image's, Debian 12's python3.11)."""
+    return standalone.build(tmp_path_factory.mktemp("standalone"), python=SYSTEM_PYTHON)
+
+
+def standalone_argv(build: standalone.Build, python_args: tuple[str, ...] = ()) -> list[str]:
+    """The executable as a runtime runs it; with interpreter options, what its trampoline execs plus them."""
+    if not python_args:
+        return [str(build.executables[0])]
+    root = build.out / RUNTIME_DIR / build.runtime
+    return [
+        str(root / "lib" / "ld.so"), "--inhibit-cache", "--library-path", str(root / "lib"),
+        str(root / "bin" / "python3"), "-I", "-S", *python_args, str(root / "aws-cni.pyc"),
+    ]  # fmt: skip
+
+
+@pytest.fixture(params=["script", "standalone"])
+def run_shim(request: pytest.FixtureRequest, shim_path: pathlib.Path) -> RunShim:
+    """Run aws-cni as the runtime would: the single-file script under the system interpreter in isolated
+    mode, or the standalone build's executable."""
+
+    def argv(python_args: tuple[str, ...]) -> list[str]:
+        if request.param == "standalone":
+            return standalone_argv(request.getfixturevalue("standalone_build"), python_args)
+        return [SYSTEM_PYTHON, "-I", "-S", *python_args, str(shim_path)]
 
     def run(
         env: dict[str, str],
@@ -53,8 +78,7 @@ def run_shim(shim_path: pathlib.Path) -> RunShim:
         python_args: tuple[str, ...] = (),
     ) -> ShimResult:
         data = raw if raw is not None else (b"" if stdin is None else json.dumps(stdin).encode())
-        argv = [SYSTEM_PYTHON, "-I", "-S", *python_args, str(shim_path)]
-        proc = subprocess.run(argv, input=data, env=env, capture_output=True, timeout=30)
+        proc = subprocess.run(argv(python_args), input=data, env=env, capture_output=True, timeout=30)
         return ShimResult(proc)
 
     return run

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from vpccni.cniplugin.testing import fake_standalone
 from vpccni.ipamd.install import entrypoint
 from vpccni.ipamd.install.health import IPAMD_HEALTH_SERVICE, HealthOutcome, check_health
 from vpccni.ipamd.install.probe import main as probe_main
@@ -31,8 +32,7 @@ def _wait_for(predicate: object, timeout: float = 30.0) -> None:
 @pytest.fixture
 def node(tmp_path: Path) -> dict[str, Path]:
     app = tmp_path / "app"
-    app.mkdir()
-    (app / "aws-cni").write_text("#!/usr/bin/python3 -IS\n")
+    fake_standalone(app)
     # Unix socket paths are limited to 108 bytes: keep the run dir short.
     run = Path(f"/tmp/vpccni-ep-{os.getpid()}-{tmp_path.name[-12:]}")
     run.mkdir()

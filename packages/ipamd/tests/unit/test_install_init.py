@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.testing import FakeImds
+from vpccni.cniplugin.testing import fake_standalone
 from vpccni.ipamd.install.init import InitConfig, run_init
 from vpccni.ipamd.install.sysctl import ProcSysctl
 from vpccni.ipamd.plan import WiringPlan
@@ -29,8 +30,7 @@ def host(tmp_path: Path) -> Path:
     (tmp_path / "init").mkdir()
     for name in ("loopback", "portmap", "bandwidth", "aws-vpc-cni-init"):
         (tmp_path / "init" / name).write_text(f"#!/bin/sh\n# {name}\n")
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "aws-cni").write_text("#!/usr/bin/python3 -IS\n")
+    fake_standalone(tmp_path / "app")
     return tmp_path
 
 
@@ -39,7 +39,7 @@ def _config(host: Path, env: dict[str, str]) -> InitConfig:
     return InitConfig.from_plan(
         WiringPlan.from_settings(load_settings(env)).install,
         plugins_dir=host / "init",
-        shim=host / "app" / "aws-cni",
+        app_dir=host / "app",
         sys_class_net=host / "net",
     )
 
@@ -52,11 +52,14 @@ def test_init_installs_plugins_and_shim_and_sets_loose_rp_filter_on_the_primary(
     sysctl = ProcSysctl(host / "proc-sys")
     report = run_init(_config(host, {}), sysctl=sysctl, metadata=_metadata())
     assert sorted(p.name for p in (host / "host-bin").iterdir()) == [
+        ".vpccni",
         "aws-cni",
         "bandwidth",
         "loopback",
         "portmap",
     ]
+    assert [p.name for p in report.installed] == ["bandwidth", "loopback", "portmap", "aws-cni"]
+    assert (host / "host-bin" / "aws-cni").read_text() == (host / "app" / "aws-cni").read_text()
     assert report.primary_interface == "ens5"
     assert sysctl.read("net/ipv4/conf/ens5/rp_filter") == "2"
     assert sysctl.read("net/ipv4/conf/ens6/rp_filter") == "1"  # only the primary interface

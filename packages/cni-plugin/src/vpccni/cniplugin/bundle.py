@@ -13,6 +13,10 @@ so little source: a script is compiled on every run and compiling is what costs 
 the file holds code to unmarshal, not source to compile. Modules are unmarshalled only when imported.
 
 Minimum host interpreter: Python 3.7 (Amazon Linux 2's python3); an older one gets a CNI error saying so.
+
+``entry_pyc`` puts the same payload in a compiled module instead, for an interpreter known to be the
+builder's (the standalone ``aws-cni``, see ``standalone``): run as ``python3 -I -S aws-cni.pyc`` it has
+nothing to compile or decode before the shim runs, which saves ~1 ms per call over the script.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ PACKAGE = "vpccni.cniplugin"
 LAUNCHER = f"{PACKAGE}.launcher"
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 # Only what the executable needs: the builder, the test doubles and ipamd's result conversion stay out.
-EXCLUDED = {"bundle.py", "results.py", "testing.py"}
+EXCLUDED = {"bundle.py", "install.py", "results.py", "standalone.py", "testing.py"}
+# The executable's entry module: ``main(skip_teardown=True)`` runs one call and ends the process.
+MAIN = f"{PACKAGE}.main"
 # Modules only slow paths import (ipamd unreachable): compiled from their source when imported, which
 # keeps the code every call reads small.
 SOURCE_ONLY = {f"{PACKAGE}.delqueue"}
@@ -55,6 +61,13 @@ else:
     LAUNCHER = marshal.loads(zlib.decompress(binascii.a2b_base64(SOURCES)))[{launcher!r}][1]
     exec(compile(LAUNCHER, {launcher_file!r}, "exec"))
     start(None, SOURCES)
+"""
+# The compiled entry's source: the modules are a bytes constant of the code object itself.
+ENTRY = """\
+import marshal
+MODULES = marshal.loads({code!r})
+exec(marshal.loads(MODULES.pop({launcher!r})[1]))
+start(MODULES, {sources!r}, {main!r})
 """
 
 
@@ -97,14 +110,31 @@ def pack_sources(modules: dict[str, tuple[bool, str]]) -> str:
     return _base64(zlib.compress(marshal.dumps(text), 9))
 
 
-def script() -> bytes:
-    """The whole executable: shebang, a generated-file note, the stub with its data."""
-    modules = sources()
-    # Uncompressed: decompressing costs more than reading the larger text does.
+def compiled(modules: dict[str, tuple[bool, str]]) -> bytes:
+    """``{name: (is package, marshalled code or None for a source-only module)}``, marshalled: what the
+    launcher's finder loads from. Uncompressed: decompressing costs more than reading the larger file does."""
     code = {
         name: (pkg, None if name in SOURCE_ONLY else marshal.dumps(compile_module(name, pkg, src)))
         for name, (pkg, src) in modules.items()
     }
+    return marshal.dumps(code)
+
+
+def entry_pyc(main: str = MAIN) -> bytes:
+    """A compiled module (``.pyc``, this interpreter's bytecode) that runs ``main``'s executable with the
+    bundled modules. Only an interpreter with this bytecode magic can run it."""
+    modules = sources()
+    source = ENTRY.format(
+        code=compiled(modules), launcher=LAUNCHER, sources=pack_sources(modules), main=main
+    )
+    code = compile(source, main.rpartition(".")[2] + ".pyc", "exec", dont_inherit=True)
+    # The header of an unchecked pyc: magic, flags (0), then 8 bytes no one reads for a script.
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
+
+
+def script() -> bytes:
+    """The whole executable: shebang, a generated-file note, the stub with its data."""
+    modules = sources()
     head = (
         f"# aws-cni {VERSION} (vpccni), built by `python -m vpccni.cniplugin.bundle` with Python "
         f"{sys.version_info[0]}.{sys.version_info[1]}: generated, do not edit.\n"
@@ -112,7 +142,7 @@ def script() -> bytes:
     body = STUB.format(
         sources=pack_sources(modules),
         magic=importlib.util.MAGIC_NUMBER,
-        code=_base64(marshal.dumps(code)),
+        code=_base64(compiled(modules)),
         launcher=LAUNCHER,
         launcher_file=launcher.filename(LAUNCHER, False),
     )

@@ -141,8 +141,11 @@ def compiled_modules(sources: str, cache: "str | None") -> "dict[str, tuple[bool
     return code
 
 
-def start(code: "dict[str, tuple[bool, bytes | None]] | None", sources: str) -> None:
-    """The executable's entry: check the interpreter, make the modules importable, run ``aws-cni``.
+def start(
+    code: "dict[str, tuple[bool, bytes | None]] | None", sources: str, main: str = "vpccni.cniplugin.main"
+) -> None:
+    """The executable's entry: check the interpreter, make the modules importable, run ``main``'s
+    ``main(skip_teardown=True)`` (``aws-cni``'s by default).
 
     ``code`` is None when the interpreter cannot use the builder's code: the modules compiled by this
     interpreter come from the cache beside the executable, or are compiled (and cached) now.
@@ -155,6 +158,4 @@ def start(code: "dict[str, tuple[bool, bytes | None]] | None", sources: str) -> 
         script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c") else None
         code = compiled_modules(sources, cache_path(script) if script else None)
     sys.meta_path.insert(0, BundleFinder(modules=code, sources=sources))
-    from vpccni.cniplugin.main import main
-
-    main(skip_teardown=True)
+    __import__(main, None, None, ["main"]).main(skip_teardown=True)

@@ -3,6 +3,9 @@
 :class:`FakeEndpoint` is a small stdlib server speaking the real wire protocol on a Unix socket: it
 records every request with the identity (device, inode) of the netns fd that came with it, and answers
 through a handler the test supplies, so shim tests exercise the real framing and ``SCM_RIGHTS``.
+
+:func:`fake_standalone` lays out a standalone build (``vpccni.cniplugin.install``'s layout) with stand-in
+files, for tests of installing it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from vpccni.cniplugin import wire
+from vpccni.cniplugin import install, wire
 from vpccni.cniplugin.errors import CNIError
 
 Handler = Callable[[wire.Request, "int | None"], object]
+
+
+class HangUp(Exception):
+    """Raised by a handler: the endpoint closes the connection without answering (ipamd died mid-call)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +89,8 @@ class FakeEndpoint:
                 wire.send_ok(conn, self._handler(request, fd))
             except CNIError as err:
                 wire.send_error(conn, err)
+            except HangUp:
+                pass
         finally:
             if fd is not None:
                 os.close(fd)
@@ -101,3 +111,19 @@ class FakeEndpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def fake_standalone(
+    directory: Path, *, runtime: str = "0.0.0-0123456789ab", executables: tuple[str, ...] = ("aws-cni",)
+) -> Path:
+    """A standalone build's layout in ``directory`` with stand-in files: ``.vpccni/<runtime>/`` holding a
+    shell script per executable (printing its build) and a library file, and a symlink per executable."""
+    root = directory / install.RUNTIME_DIR / runtime
+    (root / "lib").mkdir(parents=True, exist_ok=True)
+    (root / "lib" / "libc.so.6").write_bytes(b"\x7fELF stand-in " + runtime.encode())
+    for name in executables:
+        script = root / name
+        script.write_text(f"#!/bin/sh\necho {name} {runtime}\n")
+        script.chmod(0o755)
+    install.activate(directory, dict.fromkeys(executables, runtime))
+    return root

@@ -4,7 +4,7 @@
 
 1. Validates the environment (`load_settings`: every check of upstream's entrypoint, listed in
    docs/design/upstream-contract.md §8, and ours); on failure exit 1.
-2. Installs `aws-cni` into HOST_CNI_BIN_PATH atomically.
+2. Installs the standalone `aws-cni` into HOST_CNI_BIN_PATH atomically (`vpccni.cniplugin.install`).
 3. Starts aws-k8s-agent as a child (its stdout/stderr are the container's).
 4. Waits until its gRPC health (`grpc.health.v1.aws-node` on <VPCCNI_RUN_DIR>/ipamd.sock) is SERVING,
    without a deadline as upstream: the liveness probe restarts a daemon that never gets there.
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from vpccni.cniplugin.install import InstallError, install
 from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path
-from vpccni.ipamd.install.files import install_file, write_atomic
+from vpccni.ipamd.install.files import write_atomic
 from vpccni.ipamd.install.health import IPAMD_HEALTH_SERVICE, HealthResult, check_health
 from vpccni.ipamd.install.logsetup import configure_stdout_logging
 from vpccni.ipamd.plan import WiringPlan
@@ -46,10 +47,6 @@ class EntrypointConfig:
     app_dir: Path = Path("/app")
     agent_command: tuple[str, ...] = ()  # default: <app_dir>/aws-k8s-agent
     poll_interval_s: float = 1.0
-
-    @property
-    def shim(self) -> Path:
-        return self.app_dir / "aws-cni"
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -110,7 +107,7 @@ class Entrypoint:
         return False
 
     def run(self) -> int:
-        install_file(self._config.shim, self._plan.install.bin_dir, name="aws-cni")
+        install(self._config.app_dir, self._plan.install.bin_dir)
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED_SIGNALS}
         try:
             _log.info("starting %s", shlex.join(self._config.command))
@@ -158,7 +155,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     entry = Entrypoint(config=config, plan=plan, environ=env, health_check=ipamd_health_check(plan))
     try:
         return entry.run()
-    except OSError as exc:
+    except (OSError, InstallError) as exc:
         _log.error("install failed: %s", exc)
         return 1
 

@@ -1,9 +1,10 @@
 """The init container (`aws-vpc-cni-init` upstream): host CNI binaries and sysctls, then exit.
 
-    python -m vpccni.ipamd.install.init [--plugins-dir /init] [--shim /app/aws-cni]
+    python -m vpccni.ipamd.install.init [--plugins-dir /init] [--app-dir /app]
 
 1. Installs every file of the plugins directory (the reference CNI plugins: loopback, portmap, bandwidth, ...)
-   and the `aws-cni` shim into HOST_CNI_BIN_PATH, each atomically.
+   and the standalone `aws-cni` (with the interpreter it brings, `vpccni.cniplugin.install`) into
+   HOST_CNI_BIN_PATH, each atomically. A read-only HOST_CNI_BIN_PATH is reported as such.
 2. Finds the primary interface by the IMDS `mac` and sets `net/ipv4/conf/<if>/rp_filter=2` (loose: replies
    to pods on secondary ENIs arrive on another interface than the route back).
 3. Sets `net/ipv4/tcp_early_demux` to 0 with DISABLE_TCP_EARLY_DEMUX=true, else 1, when the kernel has it.
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from vpccni.awsutils.errors import ImdsError
 from vpccni.awsutils.imds import ImdsHttpClient, InstanceMetadata
-from vpccni.ipamd.install.files import install_dir, install_file
+from vpccni.cniplugin.install import InstallError, install
+from vpccni.ipamd.install.files import install_dir
 from vpccni.ipamd.install.logsetup import configure_stdout_logging
 from vpccni.ipamd.install.netdev import SYS_CLASS_NET, InterfaceNotFoundError, interface_by_mac
 from vpccni.ipamd.install.sysctl import ProcSysctl, Sysctl
@@ -43,7 +45,7 @@ IP_FORWARD = "net/ipv4/ip_forward"
 class InitConfig:
     host_cni_bin: Path
     plugins_dir: Path = Path("/init")
-    shim: Path = Path("/app/aws-cni")
+    app_dir: Path = Path("/app")  # holds the standalone CNI executables (aws-cni) and their .vpccni/
     disable_tcp_early_demux: bool = False
     sys_class_net: Path = SYS_CLASS_NET
 
@@ -66,7 +68,7 @@ class InitReport:
 
 def install_binaries(config: InitConfig) -> list[Path]:
     installed = install_dir(config.plugins_dir, config.host_cni_bin, exclude=(INIT_EXECUTABLE,))
-    installed.append(install_file(config.shim, config.host_cni_bin, name="aws-cni"))
+    installed += install(config.app_dir, config.host_cni_bin)
     return installed
 
 
@@ -91,7 +93,7 @@ def run_init(config: InitConfig, *, sysctl: Sysctl, metadata: InstanceMetadata) 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=INIT_EXECUTABLE, description="install CNI binaries and set sysctls")
     p.add_argument("--plugins-dir", type=Path, help="directory of CNI plugins to install (default /init)")
-    p.add_argument("--shim", type=Path, help="the aws-cni executable to install (default /app/aws-cni)")
+    p.add_argument("--app-dir", type=Path, help="holds the standalone aws-cni to install (default /app)")
     p.add_argument("--proc-sys", type=Path, default=Path("/proc/sys"), help=argparse.SUPPRESS)
     p.add_argument("--sys-class-net", type=Path, help=argparse.SUPPRESS)
     return p
@@ -104,14 +106,14 @@ def main(argv: list[str] | None = None, *, environ: Mapping[str, str] | None = N
     try:
         plan = WiringPlan.from_settings(load_settings(env))
         config = InitConfig.from_plan(
-            plan.install, plugins_dir=args.plugins_dir, shim=args.shim, sys_class_net=args.sys_class_net
+            plan.install, plugins_dir=args.plugins_dir, app_dir=args.app_dir, sys_class_net=args.sys_class_net
         )
         report = run_init(
             config,
             sysctl=ProcSysctl(args.proc_sys),
             metadata=InstanceMetadata(ImdsHttpClient(plan.aws.imds)),
         )
-    except (ValueError, OSError, ImdsError, InterfaceNotFoundError) as exc:  # SettingsError is a ValueError
+    except (ValueError, OSError, InstallError, ImdsError, InterfaceNotFoundError) as exc:
         _log.error("init failed: %s", exc)
         return 1
     _log.info(

@@ -1,15 +1,17 @@
 """Stage the image build context: everything the Containerfile COPYs, in one directory.
 
-    python deploy/image/stage.py OUT [--wheels DIST] [--no-wheels]
+    python deploy/image/stage.py OUT [--wheels DIST] [--no-wheels] [--arch amd64|arm64]
 
 OUT/rootfs/      deploy/image/rootfs as is (entrypoint wrappers, init, grpc-health-probe, iptables-wrapper)
 OUT/generated/app/
-    aws-cni            the single-file shim (vpccni.cniplugin.bundle)
     10-aws.conflist    the conflist for default settings (reference copy, as upstream ships; the entrypoint
                        renders the real one from the environment)
     eni-max-pods.txt   max pods per instance type (vpccni.ipamd.install.maxpods)
-OUT/wheels/      the vpccni wheels from DIST (`nox -s build`) and every dependency's wheel, so the image
-                 installs with `pip --no-index` and needs no package index while it builds
+OUT/generated/trampoline.c   the standalone aws-cni's C trampoline; the image compiles it and builds
+                       /app/aws-cni with its own interpreter (vpccni.cniplugin.standalone)
+OUT/wheels/      the vpccni wheels from DIST (`nox -s build`) and every dependency's wheel for the image's
+                 architecture (`--arch`, default this machine's), so the image installs with
+                 `pip --no-index` and needs no package index while it builds
 
 The build (Docker, Podman or deploy/image/build.sh with buildah) then runs with OUT as its context.
 """
@@ -17,12 +19,13 @@ The build (Docker, Podman or deploy/image/build.sh with buildah) then runs with 
 from __future__ import annotations
 
 import argparse
+import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from vpccni.cniplugin.bundle import build as build_shim
+from vpccni.cniplugin.standalone import TRAMPOLINE_SOURCE
 from vpccni.ipamd.install.conflist import CONFLIST_NAME, ConflistOptions, conflist_bytes
 from vpccni.ipamd.install.maxpods import render_eni_max_pods
 
@@ -33,13 +36,41 @@ IMAGE_DISTRIBUTIONS = ("vpccni_rpc", "vpccni_awsutils", "vpccni_networkutils", "
                        "vpccni_cni_plugin", "vpccni_ipamd")  # fmt: skip
 
 
+# The image's interpreter (Debian 12's python3) and C library (glibc 2.36): which binary wheels fit it.
+IMAGE_PYTHON = "3.11"
+IMAGE_GLIBC_MINOR = 36
+# Debian's architecture names and the machine names of wheel tags.
+MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
 def stage_app(out: Path) -> Path:
-    app = out / "generated" / "app"
-    app.mkdir(parents=True, exist_ok=True)
-    build_shim(app / "aws-cni")
+    generated = out / "generated"
+    app = generated / "app"
+    shutil.rmtree(app, ignore_errors=True)
+    app.mkdir(parents=True)
     (app / CONFLIST_NAME).write_bytes(conflist_bytes(ConflistOptions()))
     (app / "eni-max-pods.txt").write_text(render_eni_max_pods())
+    shutil.copy2(TRAMPOLINE_SOURCE, generated / TRAMPOLINE_SOURCE.name)
     return app
+
+
+def host_arch() -> str:
+    machine = platform.machine()
+    return next((arch for arch, name in MACHINES.items() if name == machine), machine)
+
+
+def platform_args(arch: str) -> list[str]:
+    """pip's options selecting binary wheels for another architecture: every manylinux tag the image's C
+    library satisfies (pip does not infer the older ones from the newest). None for this machine's own."""
+    if arch == host_arch():
+        return []
+    machine = MACHINES[arch]
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(17, IMAGE_GLIBC_MINOR + 1)]
+    tags.append(f"manylinux2014_{machine}")
+    return [
+        *(arg for tag in tags for arg in ("--platform", tag)),
+        "--python-version", IMAGE_PYTHON, "--implementation", "cp",
+    ]  # fmt: skip
 
 
 def stage_rootfs(out: Path) -> Path:
@@ -49,7 +80,7 @@ def stage_rootfs(out: Path) -> Path:
     return target
 
 
-def stage_wheels(out: Path, dist: Path) -> Path:
+def stage_wheels(out: Path, dist: Path, arch: str) -> Path:
     wheels = out / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
@@ -59,11 +90,11 @@ def stage_wheels(out: Path, dist: Path) -> Path:
         raise SystemExit(f"{dist} lacks wheels for {sorted(missing)}: run `nox -s build` first")
     for wheel in ours:
         shutil.copy2(wheel, wheels)
-    # Binary wheels for the image's interpreter (Debian 12: CPython 3.11, glibc); pip's own config (index,
-    # mirrors) applies.
+    # Binary wheels for the image's interpreter (Debian 12: CPython 3.11, glibc) and architecture; pip's own
+    # config (index, mirrors) applies.
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(wheels),
-         *[str(w) for w in ours]],
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platform_args(arch),
+         "--dest", str(wheels), *[str(w) for w in ours]],
         check=True,
     )  # fmt: skip
     return wheels
@@ -74,14 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--wheels", type=Path, default=ROOT / "dist", help="directory of vpccni wheels")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheels (tests of the other parts)")
+    p.add_argument("--arch", choices=sorted(MACHINES), default=host_arch(), help="the image's architecture")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(HERE / "Containerfile", args.out / "Containerfile")
     stage_rootfs(args.out)
     stage_app(args.out)
     if not args.no_wheels:
-        stage_wheels(args.out, args.wheels)
-    print(f"staged the build context in {args.out}")
+        stage_wheels(args.out, args.wheels, args.arch)
+    print(f"staged the {args.arch} build context in {args.out}")
     return 0
 
 

@@ -2,7 +2,8 @@
 host-network pod from `out/vpccni-aws-node-<version>.oci.tar` with the DaemonSet's init container and aws-node
 container (same commands, security contexts and mounts as `deploy/aws-k8s-cni.yaml`, host paths mapped to
 temporary directories). Then the same containerd, reading the CNI bin and conf dirs the pod installed into,
-runs an ordinary pod through the installed `aws-cni` and the containerised ipamd. Then an upgrade: the
+runs an ordinary pod through the installed `aws-cni` and the containerised ipamd (and the installed files,
+copied into a root with no Python and no C library, answer VERSION there). Then an upgrade: the
 aws-node container is stopped and a new one started while the pod runs; the pod keeps its address and an
 open connection to it, and the next pod gets another address.
 
@@ -15,6 +16,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -29,6 +31,7 @@ import pytest
 import yaml
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc as cri_grpc
+from vpccni.testbed import bareroot
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec
 from vpccni.testbed.datapath import namespaces
@@ -185,7 +188,8 @@ def test_the_image_installs_and_serves_pods_like_aws_node(node: Node) -> None:
         )  # fmt: skip
         assert runner.wait_exit(init_id, 120) == 0, runner.log(init_spec["name"])
         installed = {p.name for p in dirs["bin"].iterdir()}
-        assert {"aws-cni", "loopback", "portmap", "bandwidth", "host-local"} <= installed
+        assert {"aws-cni", ".vpccni", "loopback", "portmap", "bandwidth", "host-local"} <= installed
+        _assert_runs_without_python(dirs["bin"], host / "bare-root")
         ip_forward = subprocess.run(
             ["nsenter", f"--net={node.netns_path}", "cat", "/proc/sys/net/ipv4/ip_forward"],
             capture_output=True, text=True, check=True,
@@ -273,6 +277,21 @@ def test_the_image_installs_and_serves_pods_like_aws_node(node: Node) -> None:
         # SIGTERM reaches ipamd through the entrypoint, which exits with ipamd's status.
         runner.stop(node_id, grace_s=30)
         assert runner.wait_exit(node_id, 60) == 0, diagnostics()
+
+
+def _assert_runs_without_python(cni_bin: Path, root_dir: Path) -> None:
+    """The image's aws-cni as its init container installed it is standalone: copied into a root with no
+    python3 and no C library, it answers VERSION."""
+    assert os.readlink(cni_bin / "aws-cni").startswith(".vpccni/")
+    root = bareroot.make_root(root_dir)
+    shutil.copytree(cni_bin, root / bareroot.CNI_BIN, symlinks=True, dirs_exist_ok=True)
+    assert bareroot.host_runtime(root) == []
+    proc = subprocess.run(
+        bareroot.chroot_argv(root, ["/opt/cni/bin/aws-cni"]), env={"CNI_COMMAND": "VERSION"},
+        input=b"{}", capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0.4.0" in json.loads(proc.stdout)["supportedVersions"]
 
 
 def _probe_ok(containerd: Containerd, container_id: str, probe: list[str]) -> bool:

@@ -9,10 +9,12 @@ import re
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import yaml
+from vpccni.cniplugin.standalone import CC_FLAGS, TRAMPOLINE_SOURCE
 from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes
 from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
@@ -40,10 +42,13 @@ def _image_path(context: Path, path: str) -> Path:
 
 def test_every_copy_source_is_staged(context: Path) -> None:
     sources = re.findall(r"^COPY\s+(\S+)\s+\S+$", CONTAINERFILE, re.MULTILINE)
-    assert sources == ["wheels/", "rootfs/", "generated/app/"]
-    for source in sources[1:]:  # wheels need the package index: covered by build.sh
-        assert (context / source).is_dir()
+    assert sources == ["generated/trampoline.c", "wheels/", "rootfs/", "generated/app/"]
+    for source in sources:
+        if source != "wheels/":  # wheels need the package index: covered by build.sh
+            assert (context / source).exists(), source
     assert (context / "Containerfile").read_text() == CONTAINERFILE
+    # The only other COPY takes the trampoline from the stage that compiled it.
+    assert re.findall(r"^COPY --from=(\S+) ", CONTAINERFILE, re.MULTILINE) == ["trampoline"]
 
 
 def test_the_commands_the_manifest_runs_exist_and_name_real_modules(context: Path) -> None:
@@ -76,18 +81,41 @@ def test_the_probe_wrapper_speaks_grpc_health_probe(context: Path, tmp_path: Pat
     assert proc.returncode == 2  # grpc-health-probe's "connection failed"
 
 
-def test_shim_and_reference_files(context: Path) -> None:
+def test_the_standalone_shim_is_built_in_the_image_from_the_staged_trampoline(context: Path) -> None:
+    assert (context / "generated" / "trampoline.c").read_bytes() == TRAMPOLINE_SOURCE.read_bytes()
+    # The trampoline stage compiles it as the standalone builder would (one set of flags).
+    gcc = re.search(r"gcc (.*) -o /src/trampoline /src/trampoline.c$", CONTAINERFILE, re.MULTILINE)
+    assert gcc is not None and tuple(gcc.group(1).split()) == CC_FLAGS
+    assert "-m vpccni.cniplugin.standalone /app --python /usr/bin/python3" in CONTAINERFILE
+    # The image checks its own aws-cni runs (under emulation too, for another architecture).
+    assert "/app/aws-cni </dev/null 2>&1 | grep -q vpccni" in CONTAINERFILE
+
+
+def test_reference_files(context: Path) -> None:
     app = context / "generated" / "app"
-    proc = subprocess.run(
-        [str(app / "aws-cni")], input=b'{"cniVersion": "1.0.0"}', capture_output=True,
-        env={"CNI_COMMAND": "VERSION", "PATH": os.environ["PATH"]},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout
-    assert "0.4.0" in json.loads(proc.stdout)["supportedVersions"]
     # The reference conflist is what the entrypoint writes for default settings.
     assert ConflistOptions() == WiringPlan.from_settings(load_settings({})).install.conflist
     assert (app / "10-aws.conflist").read_bytes() == conflist_bytes(ConflistOptions())
     assert "m5.large 29" in (app / "eni-max-pods.txt").read_text().splitlines()
+
+
+def test_wheels_for_another_architecture_are_every_manylinux_the_images_glibc_runs() -> None:
+    stage = _load_stage()
+    args = stage.platform_args("arm64" if stage.host_arch() == "amd64" else "amd64")
+    machine = "aarch64" if stage.host_arch() == "amd64" else "x86_64"
+    platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
+    assert f"manylinux2014_{machine}" in platforms and f"manylinux_2_36_{machine}" in platforms
+    assert f"manylinux_2_37_{machine}" not in platforms  # Debian 12's glibc is 2.36
+    assert args[args.index("--python-version") + 1] == "3.11"
+    assert stage.platform_args(stage.host_arch()) == []  # this machine's: pip's own choice
+
+
+def _load_stage() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("vpccni_stage", IMAGE / "stage.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _fake_backends(tmp_path: Path, rules: dict[str, str]) -> dict[str, str]:
@@ -127,9 +155,17 @@ def test_iptables_wrapper_follows_the_hosts_backend(
 def test_build_sh_builds_the_containerfile_from_its_own_base() -> None:
     """One source of truth: build.sh stages the context and hands the Containerfile its BASE, nothing else."""
     script = (IMAGE / "build.sh").read_text()
-    assert re.search(r"^ARG BASE=\S+\nFROM \$\{BASE\}$", CONTAINERFILE, re.MULTILINE)
+    assert re.search(r"^ARG BASE=\S+$", CONTAINERFILE, re.MULTILINE)
+    assert re.findall(r"^FROM (\S+)", CONTAINERFILE, re.MULTILINE) == ["${BASE}", "${BASE}"]
     assert '--build-arg "BASE=$BASE"' in script
-    assert '-f "$OUT/image-context/Containerfile"' in script
+    assert '-f "$CONTEXT/Containerfile"' in script
     assert "deploy/image/stage.py" in script
     # Every step of the image is in the Containerfile: the script runs no command inside the image.
     assert "buildah run" not in script and "bh run" not in script
+
+
+def test_build_sh_refuses_an_unknown_architecture_before_doing_anything() -> None:
+    argv = ["bash", str(IMAGE / "build.sh"), "--arch", "s390x"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "build.sh: unsupported architecture s390x (amd64 or arm64)"

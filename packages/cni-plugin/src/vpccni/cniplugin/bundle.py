@@ -124,9 +124,7 @@ def entry_pyc(main: str = MAIN) -> bytes:
     """A compiled module (``.pyc``, this interpreter's bytecode) that runs ``main``'s executable with the
     bundled modules. Only an interpreter with this bytecode magic can run it."""
     modules = sources()
-    source = ENTRY.format(
-        code=compiled(modules), launcher=LAUNCHER, sources=pack_sources(modules), main=main
-    )
+    source = ENTRY.format(code=compiled(modules), launcher=LAUNCHER, sources=pack_sources(modules), main=main)
     code = compile(source, main.rpartition(".")[2] + ".pyc", "exec", dont_inherit=True)
     # The header of an unchecked pyc: magic, flags (0), then 8 bytes no one reads for a script.
     return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)

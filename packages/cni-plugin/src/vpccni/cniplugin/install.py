@@ -15,12 +15,13 @@ is deleted: the directory's mtime records when, and it is removed by a later ins
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 RUNTIME_DIR = ".vpccni"
@@ -136,12 +137,19 @@ def collect(bin_dir: Path, *, grace_s: float = RETIRE_GRACE_S, now: float | None
     return removed
 
 
-def _read_only_error(names: Iterable[str], bin_dir: Path) -> InstallError:
-    return InstallError(
-        f"cannot install {', '.join(names)} into {bin_dir}: it is on a read-only file system. The container "
-        "runtime executes CNI plugins from this directory (the host's /opt/cni/bin), so the aws-node init "
-        "container needs it mounted read-write (the manifest's hostPath volume cni-bin-dir)"
-    )
+@contextlib.contextmanager
+def reporting_read_only(bin_dir: Path) -> Iterator[None]:
+    """Turn a write refused by a read-only file system into an InstallError that says what to change."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        raise InstallError(
+            f"cannot install CNI plugins into {bin_dir}: it is on a read-only file system. The container "
+            "runtime executes CNI plugins from this directory (the host's /opt/cni/bin), so the aws-node "
+            "init container needs it mounted read-write (the manifest's hostPath volume cni-bin-dir)"
+        ) from exc
 
 
 def install(
@@ -171,15 +179,11 @@ def install(
                 f"{RUNTIME_DIR}/): the image is incomplete, rebuild it (deploy/image/build.sh)"
             )
         wanted[name] = runtime
-    try:
+    with reporting_read_only(bin_dir):
         bin_dir.mkdir(parents=True, exist_ok=True)
         for runtime in sorted(set(wanted.values())):
             copy_runtime(source_dir / RUNTIME_DIR / runtime, bin_dir, runtime)
         return activate(bin_dir, wanted, grace_s=grace_s)
-    except OSError as exc:
-        if exc.errno == errno.EROFS:
-            raise _read_only_error(executables, bin_dir) from exc
-        raise
 
 
 def activate(bin_dir: Path, wanted: Mapping[str, str], *, grace_s: float = RETIRE_GRACE_S) -> list[Path]:

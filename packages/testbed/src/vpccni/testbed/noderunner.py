@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,20 +47,27 @@ class NodeRunnerError(RuntimeError):
     """The agent did not come up (the message carries its log tail) or a runner step failed."""
 
 
+# The interpreter the image packs with aws-cni (Debian 12's), which this machine has too.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
 def build_shim(out_dir: Path) -> Path:
-    """`python -m vpccni.cniplugin.bundle OUT`: the single-file `aws-cni` a host installs in /opt/cni/bin."""
+    """The standalone `aws-cni` in `out_dir` as the image's init container installs it in /opt/cni/bin (a
+    symlink into `.vpccni/`, with the system interpreter packed as the image packs its own)."""
+    return _build(out_dir, ["vpccni.cniplugin.standalone", str(out_dir), "--python", SYSTEM_PYTHON])
+
+
+def build_script_shim(out_dir: Path) -> Path:
+    """The single-file `aws-cni` run by the host's python3 (`python -m vpccni.cniplugin.bundle OUT`)."""
+    return _build(out_dir, ["vpccni.cniplugin.bundle", str(out_dir / "aws-cni")])
+
+
+def _build(out_dir: Path, module_args: list[str]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "aws-cni"
-    proc = subprocess.run(
-        [sys.executable, "-m", "vpccni.cniplugin.bundle", str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = subprocess.run([sys.executable, "-m", *module_args], capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not target.exists():
-        raise NodeRunnerError(
-            f"building the aws-cni bundle failed: {proc.stderr.strip() or proc.stdout.strip()}"
-        )
+        raise NodeRunnerError(f"building aws-cni failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return target
 
 
@@ -132,6 +139,7 @@ class NodeRunner:
         shim: Path,
         env: Mapping[str, str] | None = None,
         state_dir: Path | None = None,
+        shim_command: Sequence[str] = (),
     ) -> None:
         self.node = node
         self.workdir = workdir
@@ -139,6 +147,8 @@ class NodeRunner:
         # per-pod path puts them on one too (default: the workdir).
         self.state_dir = state_dir if state_dir is not None else workdir
         self.shim = shim
+        # How a runtime executes the shim, when not by its path (e.g. inside another root: bareroot).
+        self.shim_command = tuple(shim_command) or (str(shim),)
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._pods: dict[str, _PodState] = {}
@@ -382,14 +392,15 @@ class NodeRunner:
         }
         stdin = json.dumps(self.plugin_config(prev_result)).encode()
 
-        # The shim file is executed directly (its shebang is `#!/usr/bin/python3 -IS`) by a thread that has
-        # entered the node's namespace, which the child inherits: a runtime on the node execs plugins the
-        # same way, with no `nsenter` in between to be counted in the timings.
+        # The shim is executed directly by a thread that has entered the node's namespace, which the child
+        # inherits: a runtime on the node execs plugins the same way, with no `nsenter` in between to be
+        # counted in the timings.
         def execute() -> tuple[subprocess.CompletedProcess[bytes], float]:
             started = time.monotonic()
             proc = subprocess.run(
-                [str(self.shim)], input=stdin, env=env, capture_output=True, timeout=timeout_s, check=False
-            )
+                list(self.shim_command), input=stdin, env=env, capture_output=True, timeout=timeout_s,
+                check=False,
+            )  # fmt: skip
             return proc, time.monotonic() - started
 
         proc, elapsed = ns.in_netns(self.node.netns, execute)

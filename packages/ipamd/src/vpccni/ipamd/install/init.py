@@ -25,7 +25,7 @@ from pathlib import Path
 
 from vpccni.awsutils.errors import ImdsError
 from vpccni.awsutils.imds import ImdsHttpClient, InstanceMetadata
-from vpccni.cniplugin.install import InstallError, install
+from vpccni.cniplugin.install import InstallError, install, reporting_read_only
 from vpccni.ipamd.install.files import install_dir
 from vpccni.ipamd.install.logsetup import configure_stdout_logging
 from vpccni.ipamd.install.netdev import SYS_CLASS_NET, InterfaceNotFoundError, interface_by_mac
@@ -67,8 +67,9 @@ class InitReport:
 
 
 def install_binaries(config: InitConfig) -> list[Path]:
-    installed = install_dir(config.plugins_dir, config.host_cni_bin, exclude=(INIT_EXECUTABLE,))
-    installed += install(config.app_dir, config.host_cni_bin)
+    with reporting_read_only(config.host_cni_bin):
+        installed = install_dir(config.plugins_dir, config.host_cni_bin, exclude=(INIT_EXECUTABLE,))
+        installed += install(config.app_dir, config.host_cni_bin)
     return installed
 
 

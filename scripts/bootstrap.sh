@@ -2,12 +2,12 @@
 # Installs what vpccni's tests, demo and tools need on a Debian/Ubuntu machine, as root:
 # system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins, gcc and the static C
 # library for the standalone aws-cni's trampoline, strace for its tests, buildah and
-# debootstrap for the image) and a
+# debootstrap for the image, qemu-user-static and binfmt-support for the arm64 image) and a
 # virtualenv at .venv with every package of the monorepo installed in development mode.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc libc6-dev strace buildah debootstrap)
+APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc libc6-dev strace buildah debootstrap qemu-user-static binfmt-support)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The arm64 image is built (and its test run) on an amd64 machine by handing arm64 programs to qemu through
+# binfmt_misc, which the package's own setup does only where systemd runs: enable that one handler.
+if [ "$(dpkg --print-architecture)" != arm64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+  update-binfmts --enable qemu-aarch64 ||
+    echo "bootstrap: qemu-aarch64 is not registered with binfmt_misc: the arm64 image cannot be built here" >&2
 fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -87,8 +87,9 @@ def test_the_standalone_shim_is_built_in_the_image_from_the_staged_trampoline(co
     gcc = re.search(r"gcc (.*) -o /src/trampoline /src/trampoline.c$", CONTAINERFILE, re.MULTILINE)
     assert gcc is not None and tuple(gcc.group(1).split()) == CC_FLAGS
     assert "-m vpccni.cniplugin.standalone /app --python /usr/bin/python3" in CONTAINERFILE
-    # The image checks its own aws-cni runs (under emulation too, for another architecture).
+    # The image checks its own aws-cni and agent run (under emulation too, for another architecture).
     assert "/app/aws-cni </dev/null 2>&1 | grep -q vpccni" in CONTAINERFILE
+    assert CONTAINERFILE.rstrip().splitlines()[-4] == " && /app/aws-k8s-agent --version"
 
 
 def test_reference_files(context: Path) -> None:

@@ -1,4 +1,7 @@
-"""`aws-k8s-agent`: settings, logging, then the daemon (`vpccni.ipamd.daemon.Daemon`) until SIGTERM."""
+"""`aws-k8s-agent`: settings, logging, then the daemon (`vpccni.ipamd.daemon.Daemon`) until SIGTERM.
+
+`aws-k8s-agent --version` prints the version and checks that everything the agent loads loads here
+(`vpccni.ipamd.selfcheck`)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ from vpccni.ipamd.settings import SettingsError, load_settings
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--version"]:
+        from vpccni.ipamd import selfcheck
+
+        return selfcheck.run()
     started_at = time.monotonic()
     malloc.limit_arenas()  # before any thread exists: arenas are made per thread
     try:

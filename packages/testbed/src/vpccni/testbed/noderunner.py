@@ -342,8 +342,8 @@ class NodeRunner:
             state = self._pods.get(pod.container_id)
             return state.result if state else None
 
-    def add(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
-        outcome = self.cni("ADD", pod, ifname=ifname)
+    def add(self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = ()) -> CniOutcome:
+        outcome = self.cni("ADD", pod, ifname=ifname, shim_command=shim_command)
         if outcome.ok:
             with self._lock:
                 state = self._pods.get(pod.container_id)
@@ -351,8 +351,9 @@ class NodeRunner:
                     state.result = outcome.document
         return outcome
 
-    def delete(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
-        return self.cni("DEL", pod, ifname=ifname, prev_result=self.result_of(pod))
+    def delete(self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = ()) -> CniOutcome:
+        prev_result = self.result_of(pod)
+        return self.cni("DEL", pod, ifname=ifname, prev_result=prev_result, shim_command=shim_command)
 
     def check(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
         return self.cni("CHECK", pod, ifname=ifname, prev_result=self.result_of(pod))
@@ -376,8 +377,11 @@ class NodeRunner:
         ifname: str = "eth0",
         prev_result: Mapping[str, Any] | None = None,
         timeout_s: float = 60.0,
+        shim_command: Sequence[str] = (),
     ) -> CniOutcome:
-        """Execute the installed shim in the node's namespace with the CNI environment and stdin."""
+        """Execute the installed shim (or `shim_command`, for this call) in the node's namespace with the CNI
+        environment and stdin."""
+        argv = list(shim_command or self.shim_command)
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
@@ -398,9 +402,8 @@ class NodeRunner:
         def execute() -> tuple[subprocess.CompletedProcess[bytes], float]:
             started = time.monotonic()
             proc = subprocess.run(
-                list(self.shim_command), input=stdin, env=env, capture_output=True, timeout=timeout_s,
-                check=False,
-            )  # fmt: skip
+                argv, input=stdin, env=env, capture_output=True, timeout=timeout_s, check=False
+            )
             return proc, time.monotonic() - started
 
         proc, elapsed = ns.in_netns(self.node.netns, execute)

@@ -22,7 +22,7 @@ from typing import Any
 from vpccni.testbed.bench import docs, scenarios
 from vpccni.testbed.bench.harness import Latency
 from vpccni.testbed.bench.machine import describe
-from vpccni.testbed.noderunner import build_shim
+from vpccni.testbed.noderunner import build_script_shim, build_shim
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ RESULT_KEYS = (
     "cni_del_p50_ms",
     "cni_del_p99_ms",
     "shim_startup_ms",
+    "shim_startup_script_ms",
+    "cni_add_p50_script_ms",
+    "cni_del_p50_script_ms",
     "burst30_p50_ms",
     "burst100_time_to_ip_s",
     "burst100_ec2_mutating_calls",
@@ -94,7 +97,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = [round(v, 2) for v in os.getloadavg()]
     try:
         bench = scenarios.Run(
-            plan=plan, workdir=workdir, shim=build_shim(workdir / "bin"), state_dir=state_dir
+            plan=plan,
+            workdir=workdir,
+            shim=build_shim(workdir / "bin"),
+            script_shim=build_script_shim(workdir / "script-bin"),
+            state_dir=state_dir,
         )
         if state_dir is None:
             bench.notes.append("no tmpfs at /dev/shm: sockets and checkpoints were on disk, not on a tmpfs")

@@ -11,11 +11,29 @@ from vpccni.testbed.bench.svgplot import Series, line_chart
 # key, what, target (None: reported without one), unit; a target is an upper bound, or a lower one for
 # the keys in AT_LEAST
 TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
-    ("cni_add_p50_ms", "single-pod ADD through the shim, p50", 25, "ms"),
+    ("cni_add_p50_ms", "single-pod ADD through the standalone shim, p50", 25, "ms"),
     ("cni_add_p99_ms", "single-pod ADD, p99", None, "ms"),
-    ("cni_del_p50_ms", "single-pod DEL through the shim, p50", 10, "ms"),
+    ("cni_del_p50_ms", "single-pod DEL through the standalone shim, p50", 10, "ms"),
     ("cni_del_p99_ms", "single-pod DEL, p99", None, "ms"),
-    ("shim_startup_ms", "shim start-up (`python3 -I -S`, VERSION), median", 15, "ms"),
+    (
+        "shim_startup_ms",
+        "shim start-up (VERSION), median: the standalone `aws-cni` (its own interpreter)",
+        10,
+        "ms",
+    ),
+    (
+        "shim_startup_script_ms",
+        "... the single-file script under the host's `python3 -I -S`, same run",
+        None,
+        "ms",
+    ),
+    (
+        "cni_add_p50_script_ms",
+        "single-pod ADD p50 through the script, same run (ADD budget: within 1 ms)",
+        None,
+        "ms",
+    ),
+    ("cni_del_p50_script_ms", "single-pod DEL p50 through the script, same run", None, "ms"),
     ("burst30_p50_ms", "30 concurrent ADDs on a warm pool, p50", 300, "ms"),
     ("burst100_time_to_ip_s", "100 pods at once on a fresh m5.4xlarge: every pod has an IP", 10, "s"),
     ("burst100_ec2_mutating_calls", "... EC2 mutating calls during that burst", None, ""),

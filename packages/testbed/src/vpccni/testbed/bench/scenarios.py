@@ -65,7 +65,9 @@ class Plan:
 class Run:
     plan: Plan
     workdir: Path
-    shim: Path
+    shim: Path  # the standalone aws-cni, as the init container installs it
+    # The single-file script for a host's python3, measured beside it in the same run for comparison.
+    script_shim: Path | None = None
     # Where each node keeps its socket and checkpoint: a tmpfs when there is one, as /var/run is on a node.
     state_dir: Path | None = None
     results: dict[str, Any] = field(default_factory=dict)
@@ -93,34 +95,50 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+def _shims(run: Run) -> dict[str, Path]:
+    """The executables measured, by result-key suffix: the standalone one (no suffix), the script."""
+    return {"": run.shim, **({"_script": run.script_shim} if run.script_shim else {})}
+
+
 def shim_startup(run: Run) -> None:
-    """`aws-cni` answering VERSION: the interpreter start plus the shim's imports (no ipamd involved)."""
+    """`aws-cni` answering VERSION: the interpreter start plus the shim's imports (no ipamd involved). The
+    forms alternate run by run, so load on the machine weighs on both alike."""
     env = {"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"}
-    times = []
+    shims = _shims(run)
+    times: dict[str, list[float]] = {suffix: [] for suffix in shims}
     for _ in range(run.plan.shim_runs):
-        started = time.perf_counter()
-        proc = subprocess.run([str(run.shim)], input=b"{}", env=env, capture_output=True, check=False)
-        times.append(time.perf_counter() - started)
-        if proc.returncode != 0:
-            run.notes.append(f"shim VERSION failed: {proc.stdout[:200]!r}")
-            break
-    run.results["shim_startup_ms"] = _ms(median(times))
-    run.say(f"shim start-up (VERSION, median of {len(times)}): {run.results['shim_startup_ms']} ms")
+        for suffix, shim in shims.items():
+            started = time.perf_counter()
+            proc = subprocess.run([str(shim)], input=b"{}", env=env, capture_output=True, check=False)
+            times[suffix].append(time.perf_counter() - started)
+            if proc.returncode != 0:
+                run.notes.append(f"shim VERSION failed ({shim}): {proc.stdout[:200]!r}")
+                return
+    for suffix, values in times.items():
+        run.results[f"shim_startup{suffix}_ms"] = _ms(median(values))
+    results = run.results
+    run.say(
+        f"shim start-up (VERSION, median of {run.plan.shim_runs}): standalone "
+        f"{results['shim_startup_ms']} ms, script {results.get('shim_startup_script_ms')} ms"
+    )
 
 
 def single_pod(run: Run) -> None:
     """Sequential ADDs then DELs through the real shim on a warm m5.4xlarge (the pool never has to grow for
-    them, so this is the per-pod path: shim start, socket, allocation, wiring, checkpoint)."""
-    adds: list[float] = []
-    dels: list[float] = []
+    them, so this is the per-pod path: shim start, socket, allocation, wiring, checkpoint). Pods alternate
+    between the standalone executable and the script (each pod's DEL by the same one)."""
+    shims = list(_shims(run).items())
+    adds: dict[str, list[float]] = {suffix: [] for suffix, _ in shims}
+    dels: dict[str, list[float]] = {suffix: [] for suffix, _ in shims}
     waited = 0
     with run.node(instance_type=BURST_INSTANCE) as (_, runner):
         for round_no in range(run.plan.single_rounds):
             wait_pool(runner, min_free=run.plan.single_per_round)
             pods = []
             for i in range(run.plan.single_per_round):
+                suffix, shim = shims[i % len(shims)]
                 pod = runner.create_pod(namespace="bench", name=f"single-{round_no}-{i}")
-                outcome = runner.add(pod)
+                outcome = runner.add(pod, shim_command=[str(shim)])
                 if not outcome.ok:
                     waited += 1
                     runner.delete(pod)
@@ -129,25 +147,33 @@ def single_pod(run: Run) -> None:
                         run.notes.append(f"single-pod ADD failed: {result.error}")
                         continue
                 else:
-                    adds.append(outcome.elapsed_s)
-                pods.append(pod)
-            for pod in pods:
-                outcome = runner.delete(pod)
+                    adds[suffix].append(outcome.elapsed_s)
+                pods.append((pod, suffix, shim))
+            for pod, suffix, shim in pods:
+                outcome = runner.delete(pod, shim_command=[str(shim)])
                 if outcome.ok:
-                    dels.append(outcome.elapsed_s)
+                    dels[suffix].append(outcome.elapsed_s)
                 runner.remove_pod(pod)
     if waited:
         run.notes.append(
             f"single-pod: {waited} ADDs found no free address and were retried (not in the stats)"
         )
-    for key, values in (("add", adds), ("del", dels)):
-        run.results[f"cni_{key}_p50_ms"] = _ms(percentile(values, 50))
-        run.results[f"cni_{key}_p99_ms"] = _ms(percentile(values, 99))
-    run.extra["single_samples"] = {"add": len(adds), "del": len(dels)}
+    for suffix, _ in shims:
+        for key, values in (("add", adds[suffix]), ("del", dels[suffix])):
+            run.results[f"cni_{key}_p50{suffix}_ms"] = _ms(percentile(values, 50))
+            if not suffix:
+                run.results[f"cni_{key}_p99_ms"] = _ms(percentile(values, 99))
+    run.extra["single_samples"] = {
+        f"{key}{suffix or '_standalone'}": len(values[suffix])
+        for key, values in (("add", adds), ("del", dels))
+        for suffix, _ in shims
+    }
+    results = run.results
     run.say(
-        f"single pod ({len(adds)} ADDs, {len(dels)} DELs): ADD p50 {run.results['cni_add_p50_ms']} ms "
-        f"p99 {run.results['cni_add_p99_ms']} ms; DEL p50 {run.results['cni_del_p50_ms']} ms "
-        f"p99 {run.results['cni_del_p99_ms']} ms"
+        f"single pod ({run.extra['single_samples']}): ADD p50 {results['cni_add_p50_ms']} ms "
+        f"p99 {results['cni_add_p99_ms']} ms; DEL p50 {results['cni_del_p50_ms']} ms "
+        f"p99 {results['cni_del_p99_ms']} ms; the script: ADD p50 "
+        f"{results.get('cni_add_p50_script_ms')} ms, DEL p50 {results.get('cni_del_p50_script_ms')} ms"
     )
 
 

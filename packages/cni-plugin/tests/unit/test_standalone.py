@@ -30,8 +30,9 @@ def _root(build: standalone.Build) -> pathlib.Path:
 
 @pytest.fixture
 def node(tmp_path: pathlib.Path) -> dict[str, pathlib.Path]:
-    """A pretend node's CNI inputs: socket, pod netns (any file), DEL queue, plugin log."""
-    (tmp_path / "netns").write_text("")
+    """A pretend node's CNI inputs: socket, pod netns (a namespace file that is not the host network
+    namespace, as test_shim.py's), DEL queue, plugin log."""
+    (tmp_path / "netns").symlink_to("/proc/self/ns/uts")
     return {
         "sock": tmp_path / "cni.sock", "netns": tmp_path / "netns",
         "queue": tmp_path / "queue", "log": tmp_path / "log" / "plugin.log",

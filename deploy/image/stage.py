@@ -1,6 +1,6 @@
 """Stage the image build context: everything the Containerfile COPYs, in one directory.
 
-    python deploy/image/stage.py OUT [--wheels DIST] [--no-wheels] [--arch amd64|arm64]
+    python deploy/image/stage.py OUT [--wheels DIST] [--no-wheels] [--arch amd64|arm64 ...]
 
 OUT/rootfs/      deploy/image/rootfs as is (entrypoint wrappers, init, grpc-health-probe, iptables-wrapper)
 OUT/generated/app/
@@ -9,9 +9,10 @@ OUT/generated/app/
     eni-max-pods.txt   max pods per instance type (vpccni.ipamd.install.maxpods)
 OUT/generated/trampoline.c   the standalone aws-cni's C trampoline; the image compiles it and builds
                        /app/aws-cni with its own interpreter (vpccni.cniplugin.standalone)
-OUT/wheels/      the vpccni wheels from DIST (`nox -s build`) and every dependency's wheel for the image's
-                 architecture (`--arch`, default this machine's), so the image installs with
-                 `pip --no-index` and needs no package index while it builds
+OUT/wheels/      the vpccni wheels from DIST (`nox -s build`) and every dependency's wheel for each
+                 architecture named (`--arch`, repeatable, default this machine's), so the image installs with
+                 `pip --no-index` and needs no package index while it builds; pip picks each platform's own
+                 wheels, so one context with both serves `docker buildx --platform linux/amd64,linux/arm64`
 
 The build (Docker, Podman or deploy/image/build.sh with buildah) then runs with OUT as its context.
 """
@@ -23,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from vpccni.cniplugin.standalone import TRAMPOLINE_SOURCE
@@ -80,7 +82,7 @@ def stage_rootfs(out: Path) -> Path:
     return target
 
 
-def stage_wheels(out: Path, dist: Path, arch: str) -> Path:
+def stage_wheels(out: Path, dist: Path, arches: Sequence[str]) -> Path:
     wheels = out / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
@@ -90,13 +92,14 @@ def stage_wheels(out: Path, dist: Path, arch: str) -> Path:
         raise SystemExit(f"{dist} lacks wheels for {sorted(missing)}: run `nox -s build` first")
     for wheel in ours:
         shutil.copy2(wheel, wheels)
-    # Binary wheels for the image's interpreter (Debian 12: CPython 3.11, glibc) and architecture; pip's own
+    # Binary wheels for the image's interpreter (Debian 12: CPython 3.11, glibc) and architectures; pip's own
     # config (index, mirrors) applies.
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platform_args(arch),
-         "--dest", str(wheels), *[str(w) for w in ours]],
-        check=True,
-    )  # fmt: skip
+    for arch in arches:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platform_args(arch),
+             "--dest", str(wheels), *[str(w) for w in ours]],
+            check=True,
+        )  # fmt: skip
     return wheels
 
 
@@ -105,15 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--wheels", type=Path, default=ROOT / "dist", help="directory of vpccni wheels")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheels (tests of the other parts)")
-    p.add_argument("--arch", choices=sorted(MACHINES), default=host_arch(), help="the image's architecture")
+    p.add_argument("--arch", choices=sorted(MACHINES), action="append", help="an image architecture (repeat)")
     args = p.parse_args(argv)
+    arches = args.arch or [host_arch()]
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(HERE / "Containerfile", args.out / "Containerfile")
     stage_rootfs(args.out)
     stage_app(args.out)
     if not args.no_wheels:
-        stage_wheels(args.out, args.wheels, args.arch)
-    print(f"staged the {args.arch} build context in {args.out}")
+        stage_wheels(args.out, args.wheels, arches)
+    print(f"staged the build context for {', '.join(arches)} in {args.out}")
     return 0
 
 

@@ -37,7 +37,9 @@ def _left_behind(output: str) -> list[str]:
         cmdline = Path(f"/proc/{pid}/cmdline")
         if cmdline.exists() and b"aws-k8s-agent" in cmdline.read_bytes():
             left.append(f"process {pid}")
-    for tmp in re.findall(r"shim: (/\S+?)/opt-cni-bin/aws-cni", output):
+    temp_dirs = re.findall(r"own interpreter\): (/\S+?)/opt-cni-bin/aws-cni", output)
+    assert temp_dirs, "the demo names its work dir"
+    for tmp in temp_dirs:
         if Path(tmp).exists():
             left.append(tmp)
     return left
@@ -59,6 +61,16 @@ def test_two_nodes_six_pods_all_checks_pass_and_nothing_is_left() -> None:
     assert "CNI_COMMAND=ADD" in output  # it says how pods are made
     assert output.count("datastore empty") == 2
     assert "AssignPrivateIpAddresses" in output
+    assert _left_behind(output) == []
+
+
+def test_pods_through_aws_cni_on_a_host_without_python() -> None:
+    proc = _demo("--nodes", "1", "--pods", "3", "--no-python-host")
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "holds a static busybox and nothing else (python3, C library, dynamic loader: none)" in output
+    assert "Pods (3 of 3 have an address)" in output
+    assert "PASS  pod -> internet (SNAT)" in output
     assert _left_behind(output) == []
 
 

@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -25,8 +26,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO, TypeVar
 
+from vpccni.cniplugin import install
 from vpccni.ipamd.cli.introspect import pod_rows
+from vpccni.testbed import bareroot
 from vpccni.testbed.cluster import Cluster
+from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.demo import report
 from vpccni.testbed.demo.connectivity import ProbeResult, plan_and_run
 from vpccni.testbed.demo.placement import PlacedPod, place
@@ -48,6 +52,7 @@ class DemoOptions:
     keep: bool = False
     workers: int = 8
     runtime: str = "shim"
+    no_python_host: bool = False
     settings: dict[str, str] = field(default_factory=dict)
     cluster_view: bool = False
 
@@ -74,6 +79,12 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         help="also show `vpccni cluster`: every node from the API server and its aws-node's metrics",
     )
     parser.add_argument(
+        "--no-python-host",
+        action="store_true",
+        help="each node executes aws-cni inside a root file system with no Python and no C library "
+        "(a static busybox only), as on Bottlerocket",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -83,6 +94,10 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
     args = parser.parse_args(list(argv))
     if args.nodes < 1 or args.pods < 0 or args.workers < 1:
         parser.error("--nodes and --workers must be at least 1, --pods at least 0")
+    if args.no_python_host and args.runtime != "shim":
+        parser.error(
+            "--no-python-host runs aws-cni chrooted, as the shim runtime execs it: not with containerd"
+        )
     settings = {}
     for item in args.set:
         name, sep, value = item.partition("=")
@@ -96,6 +111,7 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         keep=args.keep,
         workers=args.workers,
         runtime=args.runtime,
+        no_python_host=args.no_python_host,
         settings=settings,
         cluster_view=args.cluster_view,
     )
@@ -161,12 +177,23 @@ class Demo:
         self.cluster = Cluster()
         self.cluster.start()
         shim = build_shim(self.workdir / "opt-cni-bin")
-        self.say(f"Built the single-file aws-cni shim: {shim}")
+        self.say(
+            f"Built the standalone aws-cni (it brings its own interpreter): {shim} -> {os.readlink(shim)}"
+        )
+        root = self._bare_root(shim.parent) if o.no_python_host else None
         nodes = [self.cluster.add_node(instance_type=o.instance_type) for _ in range(o.nodes)]
         # Calls before this point are the testbed launching instances, not the product.
         self.calls_before_agents = len(self.cluster.cloud.call_log)
         for node in nodes:
-            runner = NodeRunner(node=node, workdir=self.workdir / node.name, shim=shim, env=o.settings)
+            workdir = self.workdir / node.name
+            command = (
+                bareroot.chroot_argv(
+                    root, ["/" + bareroot.CNI_BIN + "/aws-cni"], binds=[ns.NETNS_DIR, workdir]
+                )
+                if root is not None
+                else ()
+            )
+            runner = NodeRunner(node=node, workdir=workdir, shim=shim, env=o.settings, shim_command=command)
             self.runners.append(runner)
             runner.start(wait=False)
         for runner in self.runners:
@@ -177,6 +204,19 @@ class Demo:
                 f"in netns {n.netns}; aws-k8s-agent pid {runner.pid} serving after {seconds:.1f}s; "
                 f"conflist {runner.conflist}"
             )
+
+    def _bare_root(self, app: Path) -> Path:
+        """A root with only a static busybox, aws-cni installed into its /opt/cni/bin as the init container
+        installs it: every node's CNI calls execute it chrooted there."""
+        root = bareroot.make_root(self.workdir / "no-python-root")
+        install.install(app, root / bareroot.CNI_BIN)
+        found = bareroot.host_runtime(root)
+        self.say(
+            f"Installed aws-cni into {root}/{bareroot.CNI_BIN}: that root holds a static busybox and nothing "
+            f"else (python3, C library, dynamic loader: {', '.join(map(str, found)) or 'none'}); every CNI "
+            "call below executes its aws-cni chrooted there, as a Bottlerocket node would."
+        )
+        return root
 
     def create_pods(self) -> dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]:
         o = self.options

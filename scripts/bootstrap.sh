@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what vpccni's tests, demo and tools need on a Debian/Ubuntu machine, as root:
-# system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins, gcc and the static C
-# library for the standalone aws-cni's trampoline, strace for its tests, buildah and
+# system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins, gcc and musl for the
+# standalone aws-cni's static trampoline, strace for its tests, buildah and
 # debootstrap for the image, qemu-user-static and binfmt-support for the arm64 image) and a
 # virtualenv at .venv with every package of the monorepo installed in development mode.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc libc6-dev strace buildah debootstrap qemu-user-static binfmt-support)
+APT_PACKAGES=(iproute2 iptables nftables conntrack containerd runc containernetworking-plugins busybox-static python3-venv python3-dev gcc libc6-dev musl-tools strace buildah debootstrap qemu-user-static binfmt-support)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

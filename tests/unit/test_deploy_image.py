@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vpccni.cniplugin.standalone import CC_FLAGS, TRAMPOLINE_SOURCE
+from vpccni.cniplugin.standalone import CC, CC_FLAGS, TRAMPOLINE_SOURCE
 from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes
 from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
@@ -84,8 +84,8 @@ def test_the_probe_wrapper_speaks_grpc_health_probe(context: Path, tmp_path: Pat
 def test_the_standalone_shim_is_built_in_the_image_from_the_staged_trampoline(context: Path) -> None:
     assert (context / "generated" / "trampoline.c").read_bytes() == TRAMPOLINE_SOURCE.read_bytes()
     # The trampoline stage compiles it as the standalone builder would (one set of flags).
-    gcc = re.search(r"gcc (.*) -o /src/trampoline /src/trampoline.c$", CONTAINERFILE, re.MULTILINE)
-    assert gcc is not None and tuple(gcc.group(1).split()) == CC_FLAGS
+    gcc = re.search(r"^ && (\S+) (.*) -o /src/trampoline /src/trampoline.c$", CONTAINERFILE, re.MULTILINE)
+    assert gcc is not None and (gcc.group(1), tuple(gcc.group(2).split())) == (CC, CC_FLAGS)
     assert "-m vpccni.cniplugin.standalone /app --python /usr/bin/python3" in CONTAINERFILE
     # The image checks its own aws-cni and agent run (under emulation too, for another architecture).
     assert "/app/aws-cni </dev/null 2>&1 | grep -q vpccni" in CONTAINERFILE

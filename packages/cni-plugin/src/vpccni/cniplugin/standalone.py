@@ -43,6 +43,7 @@ from vpccni.cniplugin.version import VERSION
 # joins here). They share one directory: one interpreter for all.
 EXECUTABLES: Mapping[str, str] = {"aws-cni": bundle.MAIN}
 TRAMPOLINE_SOURCE = Path(__file__).with_name("trampoline.c")
+CC = "musl-gcc"
 CC_FLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
 # Imported at start-up (the codec registry) or by name at run time: the whole package goes in.
 WHOLE_PACKAGES = ("encodings",)
@@ -151,15 +152,16 @@ def shared_libraries(binaries: Iterable[Path]) -> tuple[Path, dict[str, Path]]:
     return loader, libraries
 
 
-def compile_trampoline(out: Path, cc: str = "cc") -> Path:
-    """``trampoline.c`` compiled static with ``cc`` (the target's compiler, or a cross compiler)."""
+def compile_trampoline(out: Path, cc: str = CC) -> Path:
+    """``trampoline.c`` compiled static with ``cc`` (musl's wrapper by default: a static musl program starts
+    in a fraction of a static glibc one's time, and this one runs on every CNI call)."""
     proc = subprocess.run(
         [cc, *CC_FLAGS, "-o", str(out), str(TRAMPOLINE_SOURCE)], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise BuildError(
-            f"{cc} could not build {TRAMPOLINE_SOURCE.name} (static, needs the C library's static archive: "
-            f"apt-get install gcc libc6-dev): {proc.stderr.strip()}"
+            f"{cc} could not build {TRAMPOLINE_SOURCE.name} (static, with musl: apt-get install gcc "
+            f"musl-tools): {proc.stderr.strip()}"
         )
     return out
 
@@ -230,7 +232,7 @@ def build(
     *,
     python: str | None = None,
     trampoline: Path | None = None,
-    cc: str = "cc",
+    cc: str = CC,
     executables: Mapping[str, str] = EXECUTABLES,
 ) -> Build:
     """Build into ``out`` (a CNI bin dir or the image's /app): a new ``.vpccni/<version>-<digest>`` unless
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="where the executables and .vpccni/ go (e.g. /app or /opt/cni/bin)")
     p.add_argument("--python", help="the interpreter to pack (default: the one running this)")
     p.add_argument("--trampoline", type=Path, help="a trampoline already compiled (default: compile it)")
-    p.add_argument("--cc", default="cc", help="the C compiler for the trampoline (default cc)")
+    p.add_argument("--cc", default=CC, help=f"the C compiler for the trampoline (default {CC})")
     args = p.parse_args(argv)
     try:
         result = build(args.out, python=args.python, trampoline=args.trampoline, cc=args.cc)

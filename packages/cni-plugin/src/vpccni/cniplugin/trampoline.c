@@ -2,7 +2,8 @@
  * The executable a container runtime runs as /opt/cni/bin/aws-cni (and every other standalone vpccni CNI
  * executable): it starts the interpreter that travels with it, so the host needs no Python and no C library.
  *
- * Built static (`cc -static -Os`, see standalone.py), it is installed as <dir>/<name> in a versioned
+ * Built static against musl (`musl-gcc -static -Os`, see standalone.py: an exec of it costs ~0.07 ms, one
+ * linked with glibc's static library ~0.35 ms), it is installed as <dir>/<name> in a versioned
  * directory that also holds the interpreter, its loader and libraries, and <name>.pyc (the shim's code); the
  * host's /opt/cni/bin/<name> is a symlink to it. It execs
  *

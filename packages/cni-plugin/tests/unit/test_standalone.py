@@ -9,7 +9,6 @@ import os
 import pathlib
 import re
 import shutil
-import struct
 import subprocess
 import threading
 
@@ -18,6 +17,7 @@ from vpccni.cniplugin import delqueue, install, standalone
 from vpccni.cniplugin.install import RUNTIME_DIR
 from vpccni.cniplugin.testing import FakeEndpoint, HangUp
 from vpccni.cniplugin.version import VERSION
+from vpccni.testbed.bareroot import program_interpreter
 
 from .conftest import SYSTEM_PYTHON
 
@@ -60,18 +60,6 @@ def _run(
     return subprocess.run([str(executable)], env=env, input=stdin, capture_output=True, timeout=30)
 
 
-PT_INTERP = 3  # the program header naming the dynamic loader a program needs
-
-
-def _program_header_types(path: pathlib.Path) -> set[int]:
-    """The p_type of every program header of a 64-bit little-endian ELF file."""
-    data = path.read_bytes()
-    assert data[:6] == b"\x7fELF\x02\x01", f"{path} is no 64-bit little-endian ELF file"
-    (phoff,) = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    return {struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)}
-
-
 def test_layout(standalone_build: standalone.Build) -> None:
     link = standalone_build.out / "aws-cni"
     assert os.readlink(link) == f"{RUNTIME_DIR}/{standalone_build.runtime}/aws-cni"  # relative: any mount
@@ -89,10 +77,8 @@ def test_layout(standalone_build: standalone.Build) -> None:
     assert "lib/python3.11/json/__init__.pyc" in files and "lib/python3.11/encodings/utf_8.pyc" in files
     assert not [f for f in files if f.endswith(".py")], "sources would be compiled and cached in place"
     # The trampoline is static: the host needs no loader to start it.
-    assert _program_header_types(root / "aws-cni") and PT_INTERP not in _program_header_types(
-        root / "aws-cni"
-    )
-    assert PT_INTERP in _program_header_types(root / "bin" / "python3")
+    assert program_interpreter(root / "aws-cni") is None
+    assert program_interpreter(root / "bin" / "python3") is not None
     assert (root / "bin" / "python3._pth").read_text() == "../lib/python3.11\n../lib/python3.11/lib-dynload\n"
 
 

@@ -13,7 +13,7 @@ import subprocess
 import threading
 
 import pytest
-from vpccni.cniplugin import delqueue, install, standalone
+from vpccni.cniplugin import bundle, delqueue, install, standalone
 from vpccni.cniplugin.install import RUNTIME_DIR
 from vpccni.cniplugin.testing import FakeEndpoint, HangUp
 from vpccni.cniplugin.version import VERSION
@@ -90,6 +90,21 @@ def test_a_second_build_of_the_same_code_is_the_same_directory(
     again = standalone.build(out, python=SYSTEM_PYTHON)
     assert again.runtime == standalone_build.runtime
     assert [p.name for p in (out / RUNTIME_DIR).iterdir()] == [standalone_build.runtime]
+
+
+def test_more_executables_share_one_build(tmp_path: pathlib.Path) -> None:
+    """How egress-cni will join: an entry in EXECUTABLES (here aws-cni's module under a second name)."""
+    executables = {"aws-cni": bundle.MAIN, "egress-cni": bundle.MAIN}
+    build = standalone.build(tmp_path / "bin", python=SYSTEM_PYTHON, executables=executables)
+    assert [p.name for p in build.executables] == ["aws-cni", "egress-cni"]
+    root = _root(build)
+    assert {"aws-cni", "aws-cni.pyc", "egress-cni", "egress-cni.pyc"} <= {p.name for p in root.iterdir()}
+    for executable in build.executables:
+        assert os.readlink(executable) == f"{RUNTIME_DIR}/{build.runtime}/{executable.name}"
+        proc = _run(executable, {"CNI_COMMAND": "VERSION"})
+        assert proc.returncode == 0 and b'"supportedVersions"' in proc.stdout
+    host = tmp_path / "host-bin"
+    assert [p.name for p in install.install(build.out, host)] == ["aws-cni", "egress-cni"]
 
 
 def test_the_shims_imports_are_found_and_type_checking_ones_left_out() -> None:

@@ -197,7 +197,7 @@ def populate(root: Path, interpreter: Interpreter, trampoline: Path, executables
         else:
             _copy(source, stdlib / relative, 0o755)
             extensions.append(source)
-    (stdlib / "lib-dynload").mkdir(parents=True, exist_ok=True)  # the interpreter's exec_prefix landmark
+    (stdlib / "lib-dynload").mkdir(parents=True, exist_ok=True)  # on sys.path (the ._pth) in any case
     loader, libraries = shared_libraries([interpreter.executable, *extensions])
     _copy(loader, root / "lib" / "ld.so", 0o755)
     for name, path in libraries.items():

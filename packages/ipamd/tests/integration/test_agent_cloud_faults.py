@@ -95,9 +95,15 @@ def test_a_full_subnet_sends_the_pool_to_another_tagged_subnet(
     assert all(o.ok for o in retried), [o.error for o in retried]
     ips = {ipaddress.ip_interface(agent.result_of(pod)["ips"][0]["address"]).ip for pod in pods}
     assert len(ips) == len(pods) and all(agent.ec2_owns(ip) for ip in ips)
-    created = [r for r in cluster.cloud.call_log
-               if r.started >= started and r.action == "CreateNetworkInterface" and r.error_code is None]
+    created = [
+        r
+        for r in cluster.cloud.call_log
+        if r.started >= started and r.action == "CreateNetworkInterface" and r.error_code is None
+    ]
     assert created and all(r.params.get("SubnetId") != full for r in created), "growth went nowhere else"
-    refusals = [r for r in cluster.cloud.call_log
-                if r.started >= started and r.error_code == "InsufficientFreeAddressesInSubnet"]
+    refusals = [
+        r
+        for r in cluster.cloud.call_log
+        if r.started >= started and r.error_code == "InsufficientFreeAddressesInSubnet"
+    ]
     assert len(refusals) <= 3

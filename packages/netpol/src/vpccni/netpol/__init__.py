@@ -1,0 +1,1 @@
+"""vpccni.netpol: Kubernetes NetworkPolicy for the VPC CNI (PolicyEndpoint controller, nftables agent)."""

@@ -1,0 +1,1 @@
+"""The node agent (`aws-network-policy-agent`): enforces this node's pods' PolicyEndpoints (nftables)."""

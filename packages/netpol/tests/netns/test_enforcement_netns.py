@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from vpccni.netpol.agent.conntrack import ConntrackTool
 from vpccni.netpol.agent.effective import LocalPod, effective_policy
 from vpccni.netpol.agent.ruleset import DROP, build_ruleset
 from vpccni.netpol.agent.tables import NftPolicyTables
@@ -184,3 +185,33 @@ def test_established_connections_survive_a_deny_and_a_table_rewrite(cluster) -> 
             assert client.recv(64) == b"and back"
             with pytest.raises(OSError):
                 _connect(pods["a"], pods["b"], 8080).close()
+
+
+def test_a_strict_admission_adds_its_drops_and_keeps_every_other_entry(cluster) -> None:
+    host, pods = cluster
+    tables = NftPolicyTables(runner=host.runner)
+    tables.add_strict_pod(pods["c"].veth)  # no table yet: one with only this pod denied
+    assert tables.strict_pods() == {pods["c"].veth}
+    assert {(s, d) for s, d, _, _ in reachable(pods)} == {("a", "b"), ("b", "a")}
+    pe = policy_endpoint(
+        "from-a", {"podSelector": {"matchLabels": {"pod": "b"}}, "podIsolation": ["Ingress"],
+                   "ingress": [{"cidr": str(pods["a"].ip)}]}
+    )  # fmt: skip
+    enforce(host, pods, [pe])
+    tables.add_strict_pod(pods["b"].veth)  # b already has a chain: it stays
+    tables.add_strict_pod(pods["a"].veth)
+    assert tables.strict_pods() == {pods["a"].veth, pods["b"].veth}
+    assert {(s, d) for s, d, _, _ in reachable(pods)} == set()  # a denied both ways; c -> b not allowed
+    enforce(host, pods, [pe])
+    assert ("a", "b", 80, "UDP") in reachable(pods)
+
+
+def test_conntrack_entries_of_an_address_are_deleted(cluster) -> None:
+    host, pods = cluster
+    enforce(host, pods, [])
+    assert ("a", "b", 80, "UDP") in reachable(pods)
+    listed = ns.exec_in_netns(host.node, ["conntrack", "-L", "-s", str(pods["a"].ip)])
+    assert str(pods["b"].ip) in listed
+    assert ConntrackTool(runner=host.runner).forget(str(pods["a"].ip)) >= 1
+    assert str(pods["b"].ip) not in ns.exec_in_netns(host.node, ["conntrack", "-L", "-s", str(pods["a"].ip)])
+    assert ConntrackTool(runner=host.runner).forget("10.9.9.9") == 0

@@ -1,5 +1,5 @@
-"""The core/v1 requests ipamd (and the cluster view: ``cluster.py``) make, sent through the official client's
-``ApiClient`` as raw JSON.
+"""The core/v1 requests ipamd (and the cluster view: ``cluster.py``) make, and a list or watch of any
+collection, sent through the official client's ``ApiClient`` as raw JSON.
 
 ``kubernetes.client.CoreV1Api`` would do the same, but creating it imports the generated module of every
 core/v1 operation and the model classes they name: about 21 MiB of resident memory for calls whose
@@ -64,7 +64,32 @@ class CoreV1Requests:
         timeout_seconds: int | None = None,
     ) -> Any:
         """GET /api/v1/pods (every namespace), optionally as a watch."""
-        query: list[tuple[str, Any]] = [("fieldSelector", field_selector)]
+        return self.list_collection(
+            "/api/v1/pods",
+            field_selector=field_selector,
+            timeout=timeout,
+            resource_version=resource_version,
+            watch=watch,
+            allow_watch_bookmarks=allow_watch_bookmarks,
+            timeout_seconds=timeout_seconds,
+        )
+
+    def list_collection(
+        self,
+        path: str,
+        *,
+        timeout: Timeout,
+        field_selector: str = "",
+        resource_version: str | None = None,
+        watch: bool = False,
+        allow_watch_bookmarks: bool = False,
+        timeout_seconds: int | None = None,
+    ) -> Any:
+        """GET any collection (``/api/v1/pods``, ``/apis/<group>/<version>/<plural>``), optionally as a watch:
+        the same request for core and custom resources, which is all a list-and-watch needs."""
+        query: list[tuple[str, Any]] = []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         if resource_version:
             query.append(("resourceVersion", resource_version))
         if allow_watch_bookmarks:
@@ -73,7 +98,7 @@ class CoreV1Requests:
             query.append(("timeoutSeconds", timeout_seconds))
         if watch:
             query.append(("watch", True))
-        return self._request("GET", "/api/v1/pods", {}, query=query, timeout=timeout)
+        return self._request("GET", path, {}, query=query, timeout=timeout)
 
     def list_nodes(self, *, timeout: Timeout) -> Any:
         """GET /api/v1/nodes."""

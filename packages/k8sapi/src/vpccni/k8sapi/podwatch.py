@@ -1,39 +1,42 @@
-"""Keeps a PodCache current with this node's pods: list, then watch from the list's resourceVersion with
-bookmarks; on 410 Gone relist; on any outage back off, reconnect and resume (or relist if the server's
-history no longer reaches back)."""
+"""Keeps a PodCache current with this node's pods: a `ListWatcher` of `/api/v1/pods` with the field selector
+`spec.nodeName=<node>`, its objects parsed into `PodInfo`."""
 
 from __future__ import annotations
 
-import json
-import logging
-import socket
-import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Sequence
 
 from vpccni.k8sapi.backoff import DEFAULT_BACKOFF, ReconnectBackoff
 from vpccni.k8sapi.corev1 import CoreV1Requests
-from vpccni.k8sapi.errors import ApiUnavailable, Expired, K8sApiError, translated
+from vpccni.k8sapi.listwatch import ListWatcher, Raw
 from vpccni.k8sapi.manifests import pod_from_manifest
 from vpccni.k8sapi.podcache import PodCache
 
-log = logging.getLogger(__name__)
+
+class _PodSink:
+    """The `WatchSink` that files raw pods into a `PodCache`."""
+
+    def __init__(self, cache: PodCache) -> None:
+        self._cache = cache
+
+    @property
+    def resource_version(self) -> str:
+        return self._cache.resource_version
+
+    def replace_all(self, objects: Sequence[Raw], *, resource_version: str) -> None:
+        self._cache.replace_all((pod_from_manifest(o) for o in objects), resource_version=resource_version)
+
+    def upsert(self, obj: Raw, *, resource_version: str) -> None:
+        self._cache.upsert(pod_from_manifest(obj), resource_version=resource_version)
+
+    def remove(self, obj: Raw, *, resource_version: str) -> None:
+        pod = pod_from_manifest(obj)
+        self._cache.remove(pod.namespace, pod.name, resource_version=resource_version)
+
+    def mark_current(self, resource_version: str) -> None:
+        self._cache.mark_current(resource_version)
 
 
-def _lines(resp: Any) -> Iterator[str]:
-    """Split a chunked watch body into JSON lines as chunks arrive."""
-    buffer = b""
-    for chunk in resp.stream(amt=None, decode_content=True):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield line.decode("utf-8", errors="replace")
-    if buffer.strip():
-        yield buffer.decode("utf-8", errors="replace")
-
-
-class PodWatcher:
+class PodWatcher(ListWatcher):
     def __init__(
         self,
         core: CoreV1Requests,
@@ -44,131 +47,13 @@ class PodWatcher:
         request_timeout_s: float = 10.0,
         backoff: ReconnectBackoff = DEFAULT_BACKOFF,
     ) -> None:
-        self._core = core
-        self._cache = cache
-        self._selector = f"spec.nodeName={node_name}"
-        self._watch_timeout_s = watch_timeout_s
-        self._request_timeout_s = request_timeout_s
-        self._backoff = backoff
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._resp: Any = None
-        self._resp_lock = threading.Lock()
-        self.relists = 0  # how many full lists were done (observability, tests)
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="k8s-pod-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        with self._resp_lock:
-            resp = self._resp
-        if resp is not None:
-            # Unblock a read waiting for the next watch event.
-            sock = getattr(getattr(resp, "connection", None), "sock", None)
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
-            self._thread = None
-
-    # -- loop -------------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        rv = ""
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                if not rv:
-                    rv = self._relist()
-                rv, received = self._watch(rv)
-                failures = 0
-                if not received:
-                    # A server that ends watches at once must not turn this loop into a busy loop.
-                    self._stop.wait(self._backoff.initial_s)
-            except Expired:
-                log.info("pod watch resourceVersion %s expired; relisting", rv)
-                rv = ""
-            except K8sApiError as exc:
-                if self._stop.is_set():
-                    break  # stop() cut the stream: not an outage
-                # Resume from the last event applied before the failure, not the watch's start.
-                rv = self._cache.resource_version if rv else rv
-                failures += 1
-                delay = self._backoff.delay(failures)
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(
-                    level, "pod watch interrupted (%s); retrying in %.1fs (keeping cached pods)", exc, delay
-                )
-                self._stop.wait(delay)
-            except Exception:
-                failures += 1
-                log.exception("pod watcher failed unexpectedly; relisting")
-                rv = ""
-                self._stop.wait(self._backoff.delay(failures))
-
-    def _relist(self) -> str:
-        with translated("list pods on this node"):
-            resp = self._core.list_pods(field_selector=self._selector, timeout=self._request_timeout_s)
-            body = json.loads(resp.data)
-            resp.release_conn()
-        rv = str(body.get("metadata", {}).get("resourceVersion", ""))
-        self._cache.replace_all((pod_from_manifest(o) for o in body.get("items") or ()), resource_version=rv)
-        self.relists += 1
-        log.debug("listed %d pods on this node at resourceVersion %s", len(body.get("items") or ()), rv)
-        return rv
-
-    def _watch(self, rv: str) -> tuple[str, int]:
-        """One watch request; returns the resourceVersion to resume from and how many events arrived."""
-        received = 0
-        with translated("watch pods on this node"):
-            resp = self._core.list_pods(
-                field_selector=self._selector,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self._watch_timeout_s,
-                watch=True,
-                # The read timeout bounds how long a silently dead server can hold the watch.
-                timeout=(self._request_timeout_s, self._watch_timeout_s + self._request_timeout_s),
-            )
-            with self._resp_lock:
-                self._resp = resp
-            try:
-                for line in _lines(resp):
-                    rv = self._apply(json.loads(line), rv)
-                    received += 1
-                    if self._stop.is_set():
-                        break
-            finally:
-                with self._resp_lock:
-                    self._resp = None
-                # Never pool a connection that may still carry part of a watch stream.
-                resp.close()
-                resp.release_conn()
-        return rv, received
-
-    def _apply(self, event: dict[str, Any], rv: str) -> str:
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            code = int(obj.get("code") or 0)
-            if code == 410:
-                raise Expired(f"watch: {obj.get('message', 'resourceVersion expired')}", status=410)
-            raise ApiUnavailable(
-                f"watch error {code}: {obj.get('reason')}: {obj.get('message')}", status=code
-            )
-        new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-        if kind == "BOOKMARK":
-            self._cache.mark_current(new_rv)
-        elif kind in ("ADDED", "MODIFIED"):
-            self._cache.upsert(pod_from_manifest(obj), resource_version=new_rv)
-        elif kind == "DELETED":
-            pod = pod_from_manifest(obj)
-            self._cache.remove(pod.namespace, pod.name, resource_version=new_rv)
-        return new_rv
+        super().__init__(
+            core,
+            _PodSink(cache),
+            path="/api/v1/pods",
+            what="pods on this node",
+            field_selector=f"spec.nodeName={node_name}",
+            watch_timeout_s=watch_timeout_s,
+            request_timeout_s=request_timeout_s,
+            backoff=backoff,
+        )

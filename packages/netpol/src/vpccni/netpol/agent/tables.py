@@ -10,7 +10,16 @@ import json
 import logging
 from typing import Any, Protocol
 
-from vpccni.netpol.agent.ruleset import FAMILY, STRICT_SET, TABLE, Ruleset, render
+from vpccni.netpol.agent.ruleset import (
+    DROP,
+    EGRESS_MAP,
+    FAMILY,
+    INGRESS_MAP,
+    STRICT_SET,
+    TABLE,
+    Ruleset,
+    render,
+)
 from vpccni.networkutils.commands import ToolRunner
 
 log = logging.getLogger(__name__)
@@ -21,6 +30,11 @@ class PolicyTables(Protocol):
 
     def apply(self, ruleset: Ruleset) -> None:
         """Replace the whole table with `ruleset`, atomically."""
+        ...
+
+    def add_strict_pod(self, veth: str) -> None:
+        """Deny `veth` both ways and mark it strict, leaving the rest of the table as it is (an admission the
+        agent takes before it can compute the whole table). An entry the veth already has stays."""
         ...
 
     def strict_pods(self) -> frozenset[str] | None:
@@ -50,6 +64,19 @@ class NftPolicyTables:
             f"table {FAMILY} {TABLE} {{\n{render(ruleset)}}}\n"
         )
         self._runner([self._nft, "-f", "-"], stdin=script)
+
+    def add_strict_pod(self, veth: str) -> None:
+        if self.strict_pods() is None:
+            self.apply(Ruleset(ingress={veth: DROP}, egress={veth: DROP}, strict_pods=frozenset({veth})))
+            return
+        self._runner([self._nft, "add", "element", FAMILY, TABLE, STRICT_SET, f'{{ "{veth}" }}'])
+        for name in (EGRESS_MAP, INGRESS_MAP):
+            # An existing entry (a policy's chain) answers "File exists": it stays, which is what we want.
+            code, _, err = self._runner.try_run(
+                [self._nft, "add", "element", FAMILY, TABLE, name, f'{{ "{veth}" : {DROP} }}']
+            )
+            if code != 0 and "File exists" not in err:
+                raise RuntimeError(f"nft add element {name} {veth} failed: {err.strip()}")
 
     def _json(self, *what: str) -> Any:
         code, out, err = self._runner.try_run([self._nft, "-j", "list", *what])

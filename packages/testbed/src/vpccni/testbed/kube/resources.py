@@ -97,6 +97,9 @@ CRDS = builtin("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomRe
 # even by a bare ObjectStore, with the columns their CRDs define.
 ENICONFIGS = builtin("crd.k8s.amazonaws.com/v1alpha1", "eniconfigs", "ENIConfig", namespaced=False, custom=True, columns=(tables.NAME, tables.AGE_DATE))  # noqa: E501
 CNINODES = builtin("vpcresources.k8s.aws/v1alpha1", "cninodes", "CNINode", namespaced=False, short_names=("cnd",), custom=True, columns=(tables.NAME, _CNINODE_FEATURES))  # noqa: E501
+# Network policy: the API's NetworkPolicy, and the PolicyEndpoint its controller writes (a CRD on a cluster).
+NETWORKPOLICIES = builtin("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", namespaced=True, short_names=("netpol",))  # noqa: E501
+POLICYENDPOINTS = builtin("networking.k8s.aws/v1alpha1", "policyendpoints", "PolicyEndpoint", namespaced=True, custom=True)  # noqa: E501
 # fmt: on
 
 # The built-in catalogue. Serving another type is one line here (plus, optionally, its table columns).
@@ -117,6 +120,8 @@ ALL_RESOURCES: tuple[ResourceType, ...] = (
     CRDS,
     ENICONFIGS,
     CNINODES,
+    NETWORKPOLICIES,
+    POLICYENDPOINTS,
 )
 
 VERSION_INFO: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""The network policy controller (`vpccni-netpol-controller`): NetworkPolicy -> PolicyEndpoint objects."""

@@ -1,0 +1,96 @@
+"""Stateful fakes of the agent's and controller's side effects, for tests (product code never imports this).
+
+- `FakePolicyTables`: the kernel table as the last `Ruleset` written, with the same incremental strict
+  admission as the real one.
+- `FakeConntrack`: remembers which addresses were forgotten.
+- `FakePolicyEndpointWriter`: an in-memory PolicyEndpoint store with resourceVersions, the API's 409 and 404,
+  and injectable outages.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from vpccni.k8sapi.errors import ApiUnavailable, Conflict, NotFound
+from vpccni.netpol.agent.ruleset import DROP, Ruleset, render
+
+
+class FakePolicyTables:
+    def __init__(self, *, ruleset: Ruleset | None = None) -> None:
+        self.ruleset = ruleset
+        self.writes = 0
+        self.fail_with: Exception | None = None
+
+    def apply(self, ruleset: Ruleset) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.ruleset = ruleset
+        self.writes += 1
+
+    def add_strict_pod(self, veth: str) -> None:
+        current = self.ruleset or Ruleset()
+        self.ruleset = Ruleset(
+            chains=current.chains,
+            chain_direction=current.chain_direction,
+            ingress={veth: DROP, **current.ingress},
+            egress={veth: DROP, **current.egress},
+            strict_pods=current.strict_pods | {veth},
+        )
+
+    def strict_pods(self) -> frozenset[str] | None:
+        return None if self.ruleset is None else self.ruleset.strict_pods
+
+    def listing(self) -> str:
+        return "" if self.ruleset is None else render(self.ruleset)
+
+    def remove(self) -> bool:
+        had, self.ruleset = self.ruleset is not None, None
+        return had
+
+
+class FakeConntrack:
+    def __init__(self) -> None:
+        self.forgotten: list[str] = []
+
+    def forget(self, address: str) -> int:
+        self.forgotten.append(address)
+        return 1
+
+
+class FakePolicyEndpointWriter:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.unavailable = False
+        self._rv = itertools.count(100)
+
+    def _check(self, verb: str, namespace: str, name: str) -> None:
+        self.calls.append((verb, namespace, name))
+        if self.unavailable:
+            raise ApiUnavailable(f"{verb} PolicyEndpoint {namespace}/{name}: the API server is unavailable")
+
+    def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        self._check("create", namespace, name)
+        if (namespace, name) in self.objects:
+            raise Conflict(f"create PolicyEndpoint {namespace}/{name}: already exists", status=409)
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(namespace=namespace, resourceVersion=str(next(self._rv)))
+        self.objects[(namespace, name)] = obj
+        return copy.deepcopy(obj)
+
+    def replace_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        self._check("replace", namespace, name)
+        obj = self.objects.get((namespace, name))
+        if obj is None:
+            raise NotFound(f"patch PolicyEndpoint {namespace}/{name}: not found", status=404)
+        obj["spec"] = copy.deepcopy(spec)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
+
+    def delete(self, namespace: str, name: str) -> None:
+        self._check("delete", namespace, name)
+        if self.objects.pop((namespace, name), None) is None:
+            raise NotFound(f"delete PolicyEndpoint {namespace}/{name}: not found", status=404)

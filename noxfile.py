@@ -94,6 +94,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def netpol(session: nox.Session) -> None:
+    """Network policy: the whole conformance suite and the speed benchmark; bench/results/netpol.json."""
+    _need_root(session)
+    session.run(PY, "-m", "vpccni.testbed.netpol", *(session.posargs or ["all"]))
+
+
+@nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """The simulated cluster demo (the README's first command runs this)."""
     _need_root(session)

@@ -77,6 +77,36 @@ def agent_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vpccni.ipamd.main"]
 
 
+def stop_child(proc: subprocess.Popen[bytes] | None, sig: int, *, timeout_s: float) -> int | None:
+    """End a child started through `ip netns exec` (which execs it: the PID is the program's) by PID,
+    SIGKILL after `timeout_s`; its exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def rss_mib_of(proc: subprocess.Popen[bytes] | None) -> float | None:
+    """A running child's resident memory (VmRSS) in MiB."""
+    if proc is None or proc.poll() is not None:
+        return None
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pod:
     namespace: str
@@ -256,18 +286,7 @@ class NodeRunner:
 
     def stop(self, sig: int = signal.SIGTERM, *, timeout_s: float = 30.0) -> int | None:
         """End the agent by PID (SIGKILL after `timeout_s`); returns its exit status."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)  # `ip netns exec` execs the agent: this PID is the agent
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return stop_child(self.proc, sig, timeout_s=timeout_s)
 
     def close(self) -> None:
         """Stop the agent and delete every pod namespace this runner created. Idempotent."""
@@ -288,16 +307,7 @@ class NodeRunner:
 
     def rss_mib(self) -> float | None:
         """The agent's resident memory (VmRSS), or None when it is not running."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
+        return rss_mib_of(self.proc)
 
     # ---- what it serves, read from inside the node namespace
     def introspect(self, path: str, *, address: str = INTROSPECTION) -> Any:

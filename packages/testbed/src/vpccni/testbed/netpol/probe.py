@@ -63,7 +63,7 @@ class PolicyServers:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._sockets: list[socket.socket] = []
+        self._sockets: dict[str, list[socket.socket]] = defaultdict(list)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -89,12 +89,22 @@ class PolicyServers:
 
         for sock, proto in _in_netns(netns, make):
             with self._lock:
-                self._sockets.append(sock)
+                self._sockets[netns].append(sock)
             self._selector.register(sock, selectors.EVENT_READ, proto)
         if not self._started:
             self._started = True
             self._thread.start()
         self._wake_w.send(b"x")
+
+    def forget(self, netns: str) -> None:
+        """Close the listeners of a pod about to go: a socket would keep its namespace, and the pod's veth,
+        alive after the namespace is deleted."""
+        with self._lock:
+            socks = self._sockets.pop(netns, [])
+        for sock in socks:
+            with suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+            sock.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -103,8 +113,9 @@ class PolicyServers:
         if self._started:
             self._thread.join(timeout=5)
         with self._lock:
-            for sock in self._sockets:
-                sock.close()
+            for socks in self._sockets.values():
+                for sock in socks:
+                    sock.close()
             self._sockets.clear()
         self._selector.close()
         self._wake_r.close()

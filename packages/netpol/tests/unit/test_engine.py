@@ -15,7 +15,7 @@ from vpccni.netpol.agent.ruleset import DROP
 from vpccni.netpol.kube import ObjectCache
 from vpccni.netpol.model import Direction
 from vpccni.netpol.settings import EnforcingMode
-from vpccni.netpol.testing import FakeConntrack, FakePolicyTables
+from vpccni.netpol.testing import FakeConntrack, FakeInterfaces, FakePolicyTables
 from vpccni.networkutils.names import host_veth_name
 
 
@@ -43,11 +43,12 @@ class Agent:
     ) -> None:
         self.tables = tables or FakePolicyTables()
         self.conntrack = FakeConntrack()
+        self.interfaces = FakeInterfaces()
         self.pods = ObjectCache(pod_from_manifest)
         self.pes = ObjectCache(policyendpoint.from_json)
         self.engine = PolicyEngine(
             tables=self.tables, pods=self.pods, policy_endpoints=self.pes, conntrack=self.conntrack,
-            settings=EngineSettings(mode=mode, enforce_timeout_s=5.0),
+            interfaces=self.interfaces, settings=EngineSettings(mode=mode, enforce_timeout_s=5.0),
         )  # fmt: skip
 
     def sync(self, pods: list[dict[str, Any]], pes: list[dict[str, Any]]) -> None:
@@ -187,3 +188,16 @@ def test_a_peer_address_a_rule_no_longer_allows_loses_its_conntrack_entries(agen
                      resource_version="2")  # fmt: skip
     agent.settle()
     assert agent.conntrack.forgotten == ["10.0.0.6"]
+
+
+def test_a_veth_ipamd_named_after_the_attachment_is_found_by_its_route(agent: Agent) -> None:
+    agent.interfaces.routes = {
+        "10.0.0.5": "eniattach00001",  # a's second sandbox: not the upstream name
+        "10.0.0.6": host_veth_name("x", "b"),
+        "10.0.0.7": host_veth_name("x", "b"),  # an address reused by b while old pod c still shows it
+    }
+    agent.sync([pod("a", "10.0.0.5"), pod("b", "10.0.0.6"), pod("c", "10.0.0.7")], [DENY_A])
+    agent.settle()
+    assert agent.tables.ruleset is not None
+    assert agent.tables.ruleset.ingress == {host_veth_name("x", "a"): DROP, "eniattach00001": DROP}
+    assert agent.verdict(Direction.INGRESS, "b") is None

@@ -50,6 +50,16 @@ class FakePolicyTables:
         return had
 
 
+class FakeInterfaces:
+    """Pod address -> host interface, as a test sets it."""
+
+    def __init__(self, routes: dict[str, str] | None = None) -> None:
+        self.routes = dict(routes or {})
+
+    def by_address(self) -> dict[str, str]:
+        return dict(self.routes)
+
+
 class FakeConntrack:
     def __init__(self) -> None:
         self.forgotten: list[str] = []

@@ -84,8 +84,14 @@ class LocalPod:
     namespace: str
     name: str
     labels: Mapping[str, str]
-    veth: str
+    veth: str  # upstream's name for the pod's host veth
     ips: tuple[str, ...] = ()
+    # Host interfaces the pod's addresses are routed to under another name (see `interfaces`).
+    other_veths: tuple[str, ...] = ()
+
+    @property
+    def veths(self) -> tuple[str, ...]:
+        return (self.veth, *self.other_veths)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from vpccni.k8sapi.model import PodInfo
 from vpccni.netpol.agent.conntrack import Conntrack
 from vpccni.netpol.agent.effective import LocalPod, PodPolicy, effective_policy
+from vpccni.netpol.agent.interfaces import PodInterfaces
 from vpccni.netpol.agent.ruleset import Ruleset, build_ruleset
 from vpccni.netpol.agent.tables import PolicyTables
 from vpccni.netpol.kube import Key, ObjectCache
@@ -70,6 +71,7 @@ class PolicyEngine:
         pods: ObjectCache[PodInfo],
         policy_endpoints: ObjectCache[PolicyEndpoint],
         conntrack: Conntrack,
+        interfaces: PodInterfaces,
         settings: EngineSettings,
         clock: Callable[[], float] = time.monotonic,
         on_apply: Callable[[ApplyStats], None] | None = None,
@@ -78,6 +80,7 @@ class PolicyEngine:
         self._pods = pods
         self._pes = policy_endpoints
         self._conntrack = conntrack
+        self._interfaces = interfaces
         self._settings = settings
         self._clock = clock
         self._on_apply = on_apply
@@ -208,21 +211,31 @@ class PolicyEngine:
         """This node's pods with their own network (the watch's, plus admitted ones it has not shown yet),
         and which of them are strict."""
         prefix = self._settings.veth_prefix
+        infos = [i for i in self._pods.values() if not i.host_network and i.phase not in _FINISHED]
+        upstream = {i.key: host_veth_name(i.namespace, i.name, prefix=prefix) for i in infos}
+        routed = self._interfaces.by_address()
+        taken = set(upstream.values())
         pods: dict[Key, LocalPod] = {}
-        for info in self._pods.values():
-            if info.host_network or info.phase in _FINISHED:
-                continue
+        for info in infos:
+            ips = tuple(str(ip) for ip in info.pod_ips)
+            # A route to the pod's address through a link that is no pod's upstream name: ipamd named the
+            # veth after the attachment. (A link that is another pod's name means the address went to that
+            # pod: it is that pod's, not this one's.)
+            other = tuple(
+                sorted({routed[ip] for ip in ips if routed.get(ip, upstream[info.key]) not in taken})
+            )
             pods[info.key] = LocalPod(
                 namespace=info.namespace,
                 name=info.name,
                 labels=dict(info.labels),
-                veth=host_veth_name(info.namespace, info.name, prefix=prefix),
-                ips=tuple(str(ip) for ip in info.pod_ips),
+                veth=upstream[info.key],
+                ips=ips,
+                other_veths=other,
             )
         with self._cond:
             if self._recovered_strict:  # the first round after a restart: strict pods the kernel remembers
                 for key, pod in pods.items():
-                    if pod.veth in self._recovered_strict and key not in self._admitted:
+                    if self._recovered_strict.intersection(pod.veths) and key not in self._admitted:
                         self._admitted[key] = _Admission(veth=pod.veth, strict=True, at=now)
                 self._recovered_strict = frozenset()
             for key, adm in list(self._admitted.items()):
@@ -244,7 +257,9 @@ class PolicyEngine:
             (p.namespace, p.name): effective_policy(p, pes, strict=(p.namespace, p.name) in strict)
             for p in pods
         }
-        ruleset = build_ruleset(policies.values(), strict_pods=sorted(policies[k].pod.veth for k in strict))
+        ruleset = build_ruleset(
+            policies.values(), strict_pods=sorted(v for k in strict for v in policies[k].pod.veths)
+        )
         written = ruleset != self._last
         if written:
             self._tables.apply(ruleset)

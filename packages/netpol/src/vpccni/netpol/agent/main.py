@@ -21,6 +21,7 @@ from vpccni.k8sapi.manifests import pod_from_manifest
 from vpccni.netpol import logs, policyendpoint
 from vpccni.netpol.agent.conntrack import ConntrackTool
 from vpccni.netpol.agent.engine import EngineSettings, PolicyEngine
+from vpccni.netpol.agent.interfaces import RouteInterfaces
 from vpccni.netpol.agent.introspect import Introspection
 from vpccni.netpol.agent.metrics import AgentMetrics
 from vpccni.netpol.agent.rpc import HEALTH_SERVICE, NpBackendServicer
@@ -81,6 +82,7 @@ def run(settings: AgentSettings) -> int:
         pods=pods,
         policy_endpoints=pes,
         conntrack=ConntrackTool(),
+        interfaces=RouteInterfaces(),
         settings=EngineSettings(
             mode=settings.mode, veth_prefix=settings.veth_prefix, enforce_timeout_s=settings.enforce_timeout_s
         ),

@@ -92,7 +92,8 @@ def build_ruleset(policies: Iterable[PodPolicy], *, strict_pods: Iterable[str] =
                     chains[name] = compiled
                     chain_direction[name] = direction
                 cache[key] = name
-            maps[direction][policy.pod.veth] = name
+            for veth in policy.pod.veths:
+                maps[direction][veth] = name
     return Ruleset(
         chains=chains,
         chain_direction=chain_direction,

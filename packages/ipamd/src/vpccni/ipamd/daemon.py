@@ -33,6 +33,7 @@ from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import AllocationListener, Allocator
 from vpccni.ipamd.checkpoint.file import FileCheckpointer
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
+from vpccni.ipamd.cni.netpolicy import policy_admission
 from vpccni.ipamd.cni.observed import ObservedCniService
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.datastore.store import DataStore
@@ -460,6 +461,7 @@ class Daemon:
                 allocator=allocator,
                 network=nodes.wiring,
                 host_rules=NetlinkHostPodRules(nodes.netlink),
+                policy=policy_admission(serve.network_policy_mode, serve.ipamd_socket.parent),
             ),
             settings=EndpointSettings(
                 socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)

@@ -21,6 +21,7 @@ from vpccni.cniplugin.version import VERSION
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.locks import KeyedLocks
 from vpccni.ipamd.cni.netns_kind import NetnsKind, classify_netns
+from vpccni.ipamd.cni.netpolicy import PolicyAdmission, admit_or_roll_back
 from vpccni.ipamd.cni.ports import (
     HostPodRules,
     NoAddressError,
@@ -83,7 +84,9 @@ class CniService:
         settings: ServiceSettings | None = None,
         classify_netns: Callable[[int], NetnsKind] = classify_netns,
         monotonic: Callable[[], float] = time.monotonic,
+        policy: PolicyAdmission | None = None,
     ) -> None:
+        self._policy = policy  # network policy's say before an ADD is answered (None: not in play)
         self._allocator = allocator
         self._network = network
         self._host_rules = host_rules
@@ -265,6 +268,10 @@ class CniService:
                 log.error("recording %s of %s failed, unwiring it: %s", allocation.ipv4, pod.label, exc)
                 self._unwire_quietly(pod, spec, fd)
                 raise
+            admit_or_roll_back(
+                self._policy, namespace=pod.namespace, name=pod.name, answer_by=answer_by - 1.0,
+                roll_back=lambda: self._roll_back(pod, spec, fd, pending),
+            )  # fmt: skip
             result = build_result(
                 host_veth=wired.host_veth,
                 host_mac=wired.host_mac,

@@ -157,6 +157,8 @@ class PolicyEngine:
                 )
             return True
         if self._pods.get(key) is None:
+            if not strict:
+                return True  # standard: open until a policy is known to select it; the watch will tell
             self._wait_for_pod(key)
         return self.wait_applied(self.changed(), self._settings.enforce_timeout_s)
 

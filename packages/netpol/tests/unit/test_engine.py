@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from vpccni.k8sapi.manifests import pod_from_manifest
 from vpccni.netpol import policyendpoint
+from vpccni.netpol.agent.conntrack import ConntrackJanitor
 from vpccni.netpol.agent.effective import Isolation
 from vpccni.netpol.agent.engine import EngineSettings, PolicyEngine
 from vpccni.netpol.agent.ruleset import DROP
@@ -162,6 +163,7 @@ def test_addresses_that_leave_the_node_lose_their_conntrack_entries(agent: Agent
     agent.pods.remove(pod("b"), resource_version="2")
     agent.pods.upsert(pod("a", "10.0.0.7"), resource_version="3")
     agent.settle()
+    assert agent.engine.drain_conntrack(5)
     assert sorted(agent.conntrack.forgotten) == ["10.0.0.5", "10.0.0.6"]
 
 
@@ -187,6 +189,7 @@ def test_a_peer_address_a_rule_no_longer_allows_loses_its_conntrack_entries(agen
     agent.pes.upsert(closed,
                      resource_version="2")  # fmt: skip
     agent.settle()
+    assert agent.engine.drain_conntrack(5)
     assert agent.conntrack.forgotten == ["10.0.0.6"]
 
 
@@ -201,3 +204,16 @@ def test_a_veth_ipamd_named_after_the_attachment_is_found_by_its_route(agent: Ag
     assert agent.tables.ruleset is not None
     assert agent.tables.ruleset.ingress == {host_veth_name("x", "a"): DROP, "eniattach00001": DROP}
     assert agent.verdict(Direction.INGRESS, "b") is None
+
+
+def test_a_mass_removal_of_peers_leaves_their_entries_to_expire_but_never_a_local_pods() -> None:
+    conntrack = FakeConntrack()
+    janitor = ConntrackJanitor(conntrack, peer_cap=3)
+    janitor.start()
+    try:
+        janitor.submit(pods=["10.0.0.1"], peers=[f"172.16.0.{i}" for i in range(10)])
+        janitor.submit(pods=[], peers=["10.0.0.9", "10.0.0.1"])
+        assert janitor.drain(5)
+        assert conntrack.forgotten == ["10.0.0.1", "10.0.0.9"]
+    finally:
+        janitor.stop()

@@ -9,9 +9,10 @@ the CNI ADD and that no policy selects is denied both ways (upstream's strict mo
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 
+from vpccni.netpol.agent.roundcache import RoundCache
 from vpccni.netpol.model import Direction, EndpointInfo, IPAddress, PolicyEndpoint, PolicyRef, Protocol
 
 
@@ -38,6 +39,8 @@ class SourcedRule:
 class DirectionPolicy:
     isolation: Isolation = Isolation.OPEN
     rules: tuple[SourcedRule, ...] = ()
+    # Which PolicyEndpoint versions made `rules` (a cheap key for caches; equal keys, equal rules).
+    key: tuple[Hashable, ...] = field(default=(), compare=False)
 
     @property
     def isolated(self) -> bool:
@@ -113,19 +116,38 @@ def selects(pe: PolicyEndpoint, pod: LocalPod) -> bool:
     return pe.pod_selector is None or pe.pod_selector.matches(pod.labels)
 
 
-def _direction(selecting: list[PolicyEndpoint], direction: Direction) -> DirectionPolicy:
+def _identity(pe: PolicyEndpoint) -> Hashable:
+    # A watched object has a resourceVersion, new with every change; one made in a test may not (its
+    # identity then is the object, which the cached value keeps alive).
+    return (pe.namespace, pe.name, pe.resource_version) if pe.resource_version else pe
+
+
+def _direction(
+    selecting: list[PolicyEndpoint], direction: Direction, cache: RoundCache[DirectionPolicy] | None
+) -> DirectionPolicy:
     isolating = [pe for pe in selecting if pe.isolates(direction)]
     if not isolating:
         return DirectionPolicy()
-    rules = tuple(
-        SourcedRule(endpoint=info, policy=pe.policy_ref, policy_endpoint=pe.name, index=i)
-        for pe in isolating
-        for i, info in enumerate(pe.rules(direction))
-    )
-    return DirectionPolicy(isolation=Isolation.POLICY, rules=rules)
+    key = (direction, *(_identity(pe) for pe in isolating))
+
+    def make() -> DirectionPolicy:
+        rules = tuple(
+            SourcedRule(endpoint=info, policy=pe.policy_ref, policy_endpoint=pe.name, index=i)
+            for pe in isolating
+            for i, info in enumerate(pe.rules(direction))
+        )
+        return DirectionPolicy(isolation=Isolation.POLICY, rules=rules, key=key)
+
+    return make() if cache is None else cache.get(key, make)
 
 
-def effective_policy(pod: LocalPod, policy_endpoints: Iterable[PolicyEndpoint], *, strict: bool) -> PodPolicy:
+def effective_policy(
+    pod: LocalPod,
+    policy_endpoints: Iterable[PolicyEndpoint],
+    *,
+    strict: bool,
+    cache: RoundCache[DirectionPolicy] | None = None,
+) -> PodPolicy:
     selecting = sorted((pe for pe in policy_endpoints if selects(pe, pod)), key=lambda pe: pe.key)
     refs = tuple(sorted({pe.policy_ref for pe in selecting}, key=str))
     if not selecting and strict:
@@ -134,6 +156,6 @@ def effective_policy(pod: LocalPod, policy_endpoints: Iterable[PolicyEndpoint], 
     return PodPolicy(
         pod=pod,
         policies=refs,
-        ingress=_direction(selecting, Direction.INGRESS),
-        egress=_direction(selecting, Direction.EGRESS),
+        ingress=_direction(selecting, Direction.INGRESS, cache),
+        egress=_direction(selecting, Direction.EGRESS, cache),
     )

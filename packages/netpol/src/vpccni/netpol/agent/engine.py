@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vpccni.k8sapi.model import PodInfo
-from vpccni.netpol.agent.conntrack import Conntrack
-from vpccni.netpol.agent.effective import LocalPod, PodPolicy, effective_policy
+from vpccni.netpol.agent.conntrack import Conntrack, ConntrackJanitor
+from vpccni.netpol.agent.effective import DirectionPolicy, LocalPod, PodPolicy, effective_policy
 from vpccni.netpol.agent.interfaces import PodInterfaces
-from vpccni.netpol.agent.ruleset import Ruleset, build_ruleset
+from vpccni.netpol.agent.roundcache import RoundCache
+from vpccni.netpol.agent.ruleset import Compiled, Ruleset, build_ruleset
 from vpccni.netpol.agent.tables import PolicyTables
 from vpccni.netpol.kube import Key, ObjectCache
 from vpccni.netpol.model import PolicyEndpoint
@@ -79,7 +80,7 @@ class PolicyEngine:
         self._tables = tables
         self._pods = pods
         self._pes = policy_endpoints
-        self._conntrack = conntrack
+        self._janitor = ConntrackJanitor(conntrack)
         self._interfaces = interfaces
         self._settings = settings
         self._clock = clock
@@ -91,8 +92,10 @@ class PolicyEngine:
         self._recovered_strict: frozenset[str] = frozenset()
         self._last: Ruleset | None = None
         self._policies: dict[Key, PodPolicy] = {}
-        self._addresses: set[str] = set()
+        self._addresses: tuple[set[str], set[str]] = (set(), set())  # local pods', single-address peers'
         self._seen: set[Key] = set()
+        self._directions: RoundCache[DirectionPolicy] = RoundCache()
+        self._compiled: RoundCache[Compiled] = RoundCache()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error = ""
@@ -105,6 +108,7 @@ class PolicyEngine:
             log.info("found %d pods admitted in strict mode in the kernel table", len(self._recovered_strict))
         self._pods.listen(self._on_change)
         self._pes.listen(self._on_change)
+        self._janitor.start()
         self._thread = threading.Thread(target=self._run, name="policy-engine", daemon=True)
         self._thread.start()
         self.changed()
@@ -116,6 +120,11 @@ class PolicyEngine:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        self._janitor.stop()
+
+    def drain_conntrack(self, timeout_s: float) -> bool:
+        """Wait until the conntrack deletions asked for so far are done."""
+        return self._janitor.drain(timeout_s)
 
     @property
     def synced(self) -> bool:
@@ -256,23 +265,29 @@ class PolicyEngine:
         pods, strict = self._local_pods(started)
         pes = self._pes.values()
         policies = {
-            (p.namespace, p.name): effective_policy(p, pes, strict=(p.namespace, p.name) in strict)
+            (p.namespace, p.name): effective_policy(
+                p, pes, strict=(p.namespace, p.name) in strict, cache=self._directions
+            )
             for p in pods
         }
         ruleset = build_ruleset(
-            policies.values(), strict_pods=sorted(v for k in strict for v in policies[k].pod.veths)
+            policies.values(),
+            strict_pods=sorted(v for k in strict for v in policies[k].pod.veths),
+            cache=self._compiled,
         )
+        self._directions.end_round()
+        self._compiled.end_round()
         written = ruleset != self._last
         if written:
             self._tables.apply(ruleset)
-        gone = self._vanished_addresses(policies.values())
+        pods_gone, peers_gone = self._vanished_addresses(policies.values())
         with self._cond:
             self._last = ruleset
             self._policies = policies
             self._applied = max(self._applied, generation)
             self._cond.notify_all()
-        for address in gone:
-            self._conntrack.forget(address)
+        if pods_gone or peers_gone:
+            self._janitor.submit(pods=pods_gone, peers=peers_gone)
         stats = ApplyStats(
             generation=generation,
             pods=len(pods),
@@ -290,19 +305,24 @@ class PolicyEngine:
             self._on_apply(stats)
         return stats
 
-    def _vanished_addresses(self, policies: Iterable[PodPolicy]) -> list[str]:
+    def _vanished_addresses(self, policies: Iterable[PodPolicy]) -> tuple[list[str], list[str]]:
         """Addresses that had a say in this node's table and no longer have: local pods' own, and single
-        addresses a rule allowed (a pod peer). Their conntrack entries go, so a flow allowed for an old pod is
+        addresses a rule allowed (pod peers). Their conntrack entries go, so a flow allowed for an old pod is
         never inherited by the next pod given its address, and a flow a tightened policy no longer allows
         does not live on (a flow still allowed re-enters conntrack with its next packet)."""
-        now: set[str] = set()
+        pods: set[str] = set()
+        peers: set[str] = set()
+        seen: set[int] = set()
         for policy in policies:
-            now.update(policy.pod.ips)
+            pods.update(policy.pod.ips)
             for direction in (policy.ingress, policy.egress):
-                now.update(
+                if id(direction) in seen:  # directions are shared between pods with the same policies
+                    continue
+                seen.add(id(direction))
+                peers.update(
                     str(r.endpoint.cidr.network_address)
                     for r in direction.rules
                     if r.endpoint.cidr.prefixlen == r.endpoint.cidr.max_prefixlen
                 )
-        before, self._addresses = self._addresses, now
-        return sorted(before - now)
+        (pods_before, peers_before), self._addresses = self._addresses, (pods, peers)
+        return sorted(pods_before - pods), sorted(peers_before - peers - pods)

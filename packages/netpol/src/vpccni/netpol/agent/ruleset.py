@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from vpccni.netpol.agent.compiler import CompiledRules, FamilySets, compile_rules
-from vpccni.netpol.agent.effective import PodPolicy
+from vpccni.netpol.agent.effective import DirectionPolicy, PodPolicy
+from vpccni.netpol.agent.roundcache import RoundCache
 from vpccni.netpol.agent.spans import address_text, port_text
 from vpccni.netpol.model import Direction
 
@@ -71,27 +72,37 @@ def _chain_name(direction: Direction, compiled: CompiledRules) -> str:
     return f"{_PREFIX[direction]}-{digest}"
 
 
-def build_ruleset(policies: Iterable[PodPolicy], *, strict_pods: Iterable[str] = ()) -> Ruleset:
-    """The table for these pods' effective policies (open directions get no map entry)."""
+Compiled = tuple[str, CompiledRules | None]  # chain name (or DROP) and its sets
+
+
+def build_ruleset(
+    policies: Iterable[PodPolicy],
+    *,
+    strict_pods: Iterable[str] = (),
+    cache: RoundCache[Compiled] | None = None,
+) -> Ruleset:
+    """The table for these pods' effective policies (open directions get no map entry). `cache` keeps the
+    compiled sets of each direction's PolicyEndpoint versions from one call to the next."""
     chains: dict[str, CompiledRules] = {}
     chain_direction: dict[str, Direction] = {}
     maps: dict[Direction, dict[str, str]] = {Direction.INGRESS: {}, Direction.EGRESS: {}}
-    cache: dict[tuple[Direction, tuple[object, ...]], str] = {}
+    cache = cache if cache is not None else RoundCache()
     for policy in policies:
         for direction in Direction:
             d = policy.direction(direction)
             if not d.isolated:
                 continue
-            endpoints = d.endpoints()
-            key = (direction, endpoints)
-            name = cache.get(key)
-            if name is None:
-                compiled = compile_rules(endpoints)
-                name = DROP if compiled.allows_nothing else _chain_name(direction, compiled)
-                if name != DROP:
-                    chains[name] = compiled
-                    chain_direction[name] = direction
-                cache[key] = name
+
+            def make(d: DirectionPolicy = d, direction: Direction = direction) -> Compiled:
+                compiled = compile_rules(d.endpoints())
+                return (
+                    (DROP, None) if compiled.allows_nothing else (_chain_name(direction, compiled), compiled)
+                )
+
+            name, compiled = cache.get(d.key or (direction, d.endpoints()), make)
+            if compiled is not None:
+                chains[name] = compiled
+                chain_direction[name] = direction
             for veth in policy.pod.veths:
                 maps[direction][veth] = name
     return Ruleset(

@@ -160,7 +160,10 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
         args.plot.write_text(docs.burst_plot(timeline))
         plot_rel = os.path.relpath(args.plot, args.docs.parent)
     args.docs.parent.mkdir(parents=True, exist_ok=True)
-    args.docs.write_text(docs.render(results, plot=plot_rel))
+    # The network policy figures (`python -m vpccni.testbed.netpol`) keep their section on the page.
+    netpol_results = args.results.parent / "netpol.json"
+    netpol = json.loads(netpol_results.read_text()) if netpol_results.exists() else None
+    args.docs.write_text(docs.render(results, plot=plot_rel, netpol=netpol))
     print(f"wrote {args.results}, {args.docs}" + (f", {args.plot}" if timeline else ""))
 
 

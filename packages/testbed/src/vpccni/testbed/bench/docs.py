@@ -145,7 +145,57 @@ def burst_plot(timeline: Sequence[Sequence[float]]) -> str:
     )
 
 
-def render(results: dict[str, Any], *, plot: str | None) -> str:
+NETPOL_TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
+    ("policy_to_enforced_p50_ms", "NetworkPolicy change to enforced on the node, p50", None, "ms"),
+    ("policy_to_enforced_p99_ms", "... p99 (through the API server and the controller)", 1000, "ms"),
+    ("connect_rate_ratio_1000_rules", "new connections/s behind 1,000 rules over none", 0.9, ""),
+    ("netpol_agent_rss_mib", "network policy agent RSS at that load", None, "MiB"),
+)
+NETPOL_AT_LEAST = frozenset({"connect_rate_ratio_1000_rules"})
+
+
+def netpol_section(netpol: dict[str, Any]) -> list[str]:
+    """Network policy: the speed figures and the conformance result (`python -m vpccni.testbed.netpol`)."""
+    lines = ["", "## Network policy", ""]
+    run = netpol.get("speed_run") or {}
+    detail = netpol.get("speed_detail") or {}
+    if run:
+        m = run.get("machine") or {}
+        quick = " --quick" if run.get("quick") else ""
+        lines += [
+            f"`nox -s netpol` (`python -m vpccni.testbed.netpol speed{quick}`) on {run.get('date', '?')}, "
+            f"{m.get('cores')} cores, load average at the end {m.get('load_average_1_5_15')}; raw numbers in "
+            f"`bench/results/netpol.json`. One {run.get('instance_type')} testbed node with "
+            f"{detail.get('pods')} pods, {detail.get('policies')} NetworkPolicies of {detail.get('rules')} "
+            "rules in all, the real ipamd, agent and controller.",
+            "",
+            "| measurement | value | target | |",
+            "|---|---|---|---|",
+        ]
+        for key, what, target, unit in NETPOL_TARGETS:
+            value = netpol.get(key)
+            at_least = key in NETPOL_AT_LEAST
+            goal = f"{'≥' if at_least else '≤'} {target:g} {unit}".strip() if target is not None else ""
+            verdict = _verdict(value, target, at_least=at_least)
+            lines.append(f"| {what} (`{key}`) | {f'{_fmt(value)} {unit}'.strip()} | {goal} | {verdict} |")
+        lines += ["", "Details: " + ", ".join(f"{k} `{_fmt(v)}`" for k, v in detail.items())]
+    if "conformance_cases" in netpol:
+        crun = netpol.get("conformance_run") or {}
+        failed = netpol.get("conformance_failed_cases") or []
+        names = ": " + ", ".join(failed) if failed else ""
+        skipped = len(netpol.get("conformance_skipped") or {})
+        protocols = ", ".join(crun.get("protocols") or [])
+        lines += [
+            "",
+            f"Conformance ({crun.get('date', '?')}): {netpol['conformance_cases']} cases "
+            f"({crun.get('e2e_cases')} from the Kubernetes e2e suite, {crun.get('update_cases')} update "
+            f"cases), {netpol.get('conformance_failed')} failed{names}; {skipped} skipped (SCTP, which this "
+            f"kernel lacks); every pod pair of x, y, z x a, b, c on ports 80 and 81 over {protocols}.",
+        ]
+    return lines
+
+
+def render(results: dict[str, Any], *, plot: str | None, netpol: dict[str, Any] | None = None) -> str:
     run = results.get("run", {})
     m = results.get("machine", {})
     lat = run.get("latency", {})
@@ -215,6 +265,8 @@ def render(results: dict[str, Any], *, plot: str | None) -> str:
         lines += ["", "## Details", ""]
         for name, value in detail.items():
             lines.append(f"- {name}: `{value}`")
+    if netpol:
+        lines += netpol_section(netpol)
     notes = results.get("notes") or []
     lines += ["", "## Notes", ""]
     lines += [f"- {note}" for note in notes] or ["- none"]

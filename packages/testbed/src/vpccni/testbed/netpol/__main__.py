@@ -1,5 +1,6 @@
-"""`python -m vpccni.testbed.netpol conformance|all` (`nox -s netpol`): the network policy conformance suite
-on the testbed, results into `bench/results/netpol.json` (each command replaces its own part)."""
+"""`python -m vpccni.testbed.netpol conformance|speed|all` (`nox -s netpol`): the network policy
+conformance suite and speed benchmark on the testbed, results into `bench/results/netpol.json` (each command
+replaces its own part) and `docs/benchmarks.md`'s network policy section."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vpccni.testbed.bench.machine import describe
-from vpccni.testbed.netpol import cases
+from vpccni.testbed.netpol import cases, speed
 from vpccni.testbed.netpol.cluster import PolicyCluster
 from vpccni.testbed.netpol.conformance import CaseResult, ConformanceRun
 
@@ -89,10 +90,12 @@ def merge_results(path: Path, part: dict[str, Any]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vpccni.testbed.netpol", description=__doc__)
-    p.add_argument("command", choices=("conformance", "all"))
+    p.add_argument("command", choices=("conformance", "speed", "all"))
     p.add_argument("--cases", default="", help="only the cases whose name matches this regular expression")
     p.add_argument("--nodes", type=int, default=2, help="conformance cluster size (default 2)")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"))
+    p.add_argument("--quick", action="store_true", help="speed: fewer samples and rounds")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs of every process)")
     return p.parse_args(list(argv))
 
@@ -114,6 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"conformance: {part['conformance_cases']} cases, {failed} failed "
                 f"({len(part['conformance_skipped'])} skipped); wrote {args.results}"
             )
+        if args.command in ("speed", "all"):
+            part = speed.run(workdir=workdir / "speed", quick=args.quick)
+            merged = merge_results(args.results, part)
+            speed.write_docs(args.docs, merged)
+            figures = ", ".join(f"{k} {part[k]}" for k in speed.RESULT_KEYS)
+            print(f"speed: {figures}; wrote {args.results}, {args.docs}")
+        elif args.command == "conformance" and args.docs.exists():
+            speed.write_docs(args.docs, json.loads(args.results.read_text()))
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}")

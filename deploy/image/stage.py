@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 # The test bed is development-only: it never goes into the image.
 IMAGE_DISTRIBUTIONS = ("vpccni_rpc", "vpccni_awsutils", "vpccni_networkutils", "vpccni_k8sapi",
-                       "vpccni_cni_plugin", "vpccni_ipamd")  # fmt: skip
+                       "vpccni_cni_plugin", "vpccni_ipamd", "vpccni_netpol")  # fmt: skip
 
 
 # The image's interpreter (Debian 12's python3) and C library (glibc 2.36): which binary wheels fit it.

@@ -62,8 +62,8 @@ def test_the_manifest_is_the_chart_rendered_with_default_values() -> None:
 def test_every_object_validates_against_the_kubernetes_schemas() -> None:
     docs = _docs(MANIFEST.read_text())
     assert [d["kind"] for d in docs] == [
-        "CustomResourceDefinition", "ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding",
-        "DaemonSet",
+        "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ConfigMap", "ClusterRole",
+        "ClusterRoleBinding", "DaemonSet",
     ]  # fmt: skip
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -76,7 +76,7 @@ def test_invalid_objects_are_caught_by_the_validation_used_above() -> None:
         kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
 
 
-def test_cluster_role_is_upstreams_without_the_network_policy_agent_rules() -> None:
+def test_cluster_role_is_upstreams() -> None:
     rules = _one(_render(), "ClusterRole")["rules"]
     granted = {
         (group, resource, verb)
@@ -90,6 +90,7 @@ def test_cluster_role_is_upstreams_without_the_network_policy_agent_rules() -> N
         | {("", r, v) for r in ("namespaces", "pods", "nodes") for v in ("get", "list", "watch")}
         | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch", "list")}
         | {("vpcresources.k8s.aws", "cninodes", v) for v in ("get", "list", "watch", "patch")}
+        | {("networking.k8s.aws", "policyendpoints", v) for v in ("get", "list", "watch")}
     )
     assert granted == expected
     assert not any("nonResourceURLs" in rule for rule in rules)
@@ -260,3 +261,74 @@ def test_the_metrics_helper_has_upstreams_rbac_and_env() -> None:
     assert set(env) <= {v.name for v in settings.HELPER_SETTINGS}
     assert settings.load(env).use_cloudwatch
     assert container["ports"] == [{"containerPort": 61681, "name": "metrics"}]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ lookup "v1" "Pod" "" "" }}',
+        "{{ with .Values.x }}{{ end }}",
+        "{{ if .Values.x }}",
+        "{{ .Values.m }}",
+    ],
+)
+def test_renderer_rejects_what_is_outside_the_subset(template: str) -> None:
+    with pytest.raises(helmlite.TemplateError):
+        nodes = helmlite.parse(template, "t")
+        root = {"Values": {"m": {"a": 1}}}
+        helmlite.Renderer({}).run(nodes, root, {"$": root})
+
+
+def _agent(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = _one(docs, "DaemonSet")["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "aws-eks-nodeagent")
+
+
+def test_network_policy_agent_container_follows_the_values(tmp_path: Path) -> None:
+    from vpccni.netpol.settings import load_agent_settings
+
+    off = _agent(_render())
+    assert off["command"] == ["/app/aws-network-policy-agent"]
+    assert "--enable-network-policy=false" in off["args"]
+    assert off["securityContext"] == {"capabilities": {"add": ["NET_ADMIN"]}}
+    assert {m["mountPath"] for m in off["volumeMounts"]} == {"/var/run/aws-node", "/var/log/aws-routed-eni"}
+    values = {"enableNetworkPolicy": True, "env": {"NETWORK_POLICY_ENFORCING_MODE": "strict"}}
+    on = _agent(_render(values, tmp_path=tmp_path))
+    env = {**_env(on), "MY_NODE_NAME": "ip-10-0-0-4"}
+    settings = load_agent_settings(on["args"], env)  # the args and env the manifest gives are valid
+    assert settings.enabled and settings.mode.value == "strict" and settings.health_address == ":8163"
+    assert on["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8163}
+    docs = _render({"nodeAgent": {"enabled": False}}, tmp_path=tmp_path)
+    containers = _one(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["aws-node"]
+    assert not any("policyendpoints" in r["resources"] for r in _one(docs, "ClusterRole")["rules"])
+
+
+def test_network_policy_controller_is_a_deployment_with_its_own_rbac(tmp_path: Path) -> None:
+    docs = _render({"networkPolicyController": {"enabled": True, "endpointChunkSize": 100}}, tmp_path=tmp_path)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    deployment = _one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/app/vpccni-netpol-controller"]
+    assert "--endpoint-chunk-size=100" in container["args"]
+    [role] = [d for d in docs if d["kind"] == "ClusterRole" and "netpol" in d["metadata"]["name"]]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}  # fmt: skip
+    assert ("networking.k8s.aws", "policyendpoints", "delete") in granted
+    assert ("networking.k8s.io", "networkpolicies", "watch") in granted
+    assert not any(v in ("create", "delete", "patch") for g, r, v in granted if r != "policyendpoints")
+
+
+def test_the_policyendpoint_crd_holds_what_the_controller_writes() -> None:
+    from vpccni.netpol.policyendpoint import GROUP, PLURAL
+
+    [crd] = [d for d in _docs(MANIFEST.read_text()) if d["metadata"]["name"] == f"{PLURAL}.{GROUP}"]
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(spec) == {
+        "policyRef", "podSelector", "podIsolation", "podSelectorEndpoints", "ingress", "egress",
+    }  # fmt: skip
+    entry = spec["ingress"]["items"]["properties"]
+    assert set(entry) == {"cidr", "except", "ports"}
+    assert set(entry["ports"]["items"]["properties"]) == {"protocol", "port", "endPort"}

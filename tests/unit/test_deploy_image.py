@@ -62,6 +62,8 @@ def test_the_commands_the_manifest_runs_exist_and_name_real_modules(context: Pat
     helper = yaml.safe_load_all((ROOT / "deploy" / "cni-metrics-helper.yaml").read_text())
     deployment = next(d for d in helper if d and d["kind"] == "Deployment")
     commands += deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    agent = next(c for c in pod["containers"] if c["name"] == "aws-eks-nodeagent")
+    commands += [agent["command"][0], "/app/vpccni-netpol-controller"]
     for command in commands:
         wrapper = _image_path(context, command)
         assert os.access(wrapper, os.X_OK), command

@@ -15,6 +15,14 @@
 {{- default (printf "%s:%s" .Values.init.image.repository (default .Chart.AppVersion .Values.init.image.tag)) .Values.init.image.override -}}
 {{- end -}}
 
+{{- define "aws-vpc-cni.nodeAgentImage" -}}
+{{- default (printf "%s:%s" .Values.nodeAgent.image.repository (default .Chart.AppVersion .Values.nodeAgent.image.tag)) .Values.nodeAgent.image.override -}}
+{{- end -}}
+
+{{- define "aws-vpc-cni.controllerImage" -}}
+{{- default (printf "%s:%s" .Values.networkPolicyController.image.repository (default .Chart.AppVersion .Values.networkPolicyController.image.tag)) .Values.networkPolicyController.image.override -}}
+{{- end -}}
+
 {{- define "aws-vpc-cni.selectorLabels" -}}
 {{- if .Values.originalMatchLabels -}}
 k8s-app: aws-node

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a simulated cluster of testbed nodes running the real aws-k8s-agent and aws-cni.
-# Needs root. Arguments go to the demo, e.g. `--nodes 3 --pods 60 --instance-type m5.xlarge --keep`.
+# Needs root. Arguments go to the demo, e.g. `--nodes 3 --pods 60 --instance-type m5.xlarge --keep`;
+# `--network-policy` shows Kubernetes NetworkPolicy instead (matrices before and after each change, strict mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

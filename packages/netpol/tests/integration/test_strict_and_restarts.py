@@ -141,7 +141,7 @@ def test_a_second_sandbox_under_an_attachment_name_is_enforced_too(strict: Polic
     pc.store.patch("pods", "twin", {"status": {"podIP": address, "podIPs": [{"ip": address}]}}, namespace="t")
 
     def table_has_it() -> bool:
-        listing = pc.agents[1].get_text("127.0.0.1:61680", "/v1/ruleset")
+        listing = pc.agents[1].get_json("127.0.0.1:61680", "/v1/ruleset")["table"]
         return f'"{veth}"' in listing
 
     assert wait_until(table_has_it)

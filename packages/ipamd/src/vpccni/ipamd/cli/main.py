@@ -1,4 +1,4 @@
-"""`vpccni`: the operator CLI. `vpccni enis|pods|max-pods|doctor|support-bundle|cluster --help`.
+"""`vpccni`: the operator CLI. `vpccni enis|pods|max-pods|doctor|support-bundle|cluster|policy --help`.
 
 `run` takes every dependency (introspection, host, HTTP, EC2), so the commands are tested with the fakes in
 `vpccni.ipamd.cli.testing`; `main` wires the real ones.
@@ -19,7 +19,7 @@ from typing import TextIO
 from vpccni.awsutils.limits import max_pods, recommended_max_pods, static_limits
 from vpccni.ipamd.cli import bundle as support
 from vpccni.ipamd.cli import cluster as cluster_view
-from vpccni.ipamd.cli import doctor
+from vpccni.ipamd.cli import doctor, policy
 from vpccni.ipamd.cli.host import Boto3DryRun, Ec2DryRun, HostReader, HttpClient, LocalHost, UrllibHttp
 from vpccni.ipamd.cli.introspect import (
     HttpIntrospection,
@@ -70,7 +70,7 @@ def real_deps() -> CliDeps:
     )
 
 
-def _parser(default_address: str) -> argparse.ArgumentParser:
+def _parser(default_address: str, policy_address: str = policy.DEFAULT_ADDRESS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpccni", description="Operate the VPC CNI on this node.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -102,14 +102,17 @@ def _parser(default_address: str) -> argparse.ArgumentParser:
     p = sub.add_parser("support-bundle", help="a tar.gz of logs, state and host network, without secrets")
     with_address(p)
     p.add_argument("-o", "--output", default="", help="archive path (default vpccni-support-<time>.tar.gz)")
+    policy.add_parser(sub, policy_address)
     return parser
 
 
 def run(argv: Sequence[str], *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
     env = deps.host.environ()
     default_address = read_settings(env)[0].introspection_bind_address
-    args = _parser(default_address).parse_args(list(argv))
+    args = _parser(default_address, policy.agent_address(env)).parse_args(list(argv))
     try:
+        if args.command == "policy":
+            return policy.run(args, deps.introspection_at(args.agent_address), out, err)
         if args.command in ("enis", "pods"):
             return _show(args, deps=deps, out=out)
         if args.command == "max-pods":

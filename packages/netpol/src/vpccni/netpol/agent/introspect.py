@@ -5,7 +5,7 @@ policy` reads:
     GET /v1/pod?namespace=N&name=P                 one pod's effective policy: allowed peers, their origin
     GET /v1/explain?namespace=N&name=P&direction=ingress&peer=IP[&protocol=TCP&port=80]
                                                    would a new connection pass, and which rule decides
-    GET /v1/ruleset                                the kernel table (`nft list table inet vpccni-netpol`)
+    GET /v1/ruleset                                {"table": `nft list table inet vpccni-netpol`}
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from vpccni.netpol.agent.effective import Decision, DirectionPolicy, Isolation, PodPolicy
 from vpccni.netpol.agent.ruleset import Ruleset
-from vpccni.netpol.httpserve import Response, Route, json_response, text_response
+from vpccni.netpol.httpserve import Response, Route, json_response
 from vpccni.netpol.model import Direction, Protocol
 from vpccni.netpol.policyendpoint import endpoint_json
 
@@ -77,7 +77,7 @@ class Introspection:
             "/v1/pods": self.pods,
             "/v1/pod": self.pod,
             "/v1/explain": self.explain,
-            "/v1/ruleset": lambda _: text_response(self._listing() or "(no table)\n"),
+            "/v1/ruleset": lambda _: json_response({"table": self._listing()}),
         }
 
     def pods(self, query: Mapping[str, str]) -> Response:

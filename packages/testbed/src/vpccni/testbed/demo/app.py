@@ -426,6 +426,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_args(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--network-policy" in args:  # its own demo: NetworkPolicy with real packets
+        from vpccni.testbed.netpol.demo import main as network_policy_demo
+
+        return network_policy_demo([a for a in args if a != "--network-policy"])
+    options = parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run_demo(options)

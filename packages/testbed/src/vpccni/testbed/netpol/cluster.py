@@ -79,11 +79,14 @@ class PolicyCluster:
         instance_type: str = "m5.large",
         mode: str = "standard",
         agent_env: Mapping[str, str] | None = None,
+        strict_nodes: Iterable[int] = (),
     ) -> None:
+        """`mode` is NETWORK_POLICY_ENFORCING_MODE for every node but `strict_nodes` (strict there)."""
         self.workdir = workdir
         self.node_count = nodes
         self.instance_type = instance_type
         self.mode = mode
+        self.strict_nodes = frozenset(strict_nodes)
         self.agent_env = {**AGENT_ENV, **(agent_env or {})}
         self.cluster = Cluster(ClusterConfig())
         self.runners: list[NodeRunner] = []
@@ -105,15 +108,15 @@ class PolicyCluster:
         try:
             shim = build_shim(self.workdir / "opt-cni-bin")
             nodes = [self.cluster.add_node(instance_type=self.instance_type) for _ in range(self.node_count)]
-            for node in nodes:
-                env = {**self.agent_env, "NETWORK_POLICY_ENFORCING_MODE": self.mode}
+            for i, node in enumerate(nodes):
+                env = {**self.agent_env, "NETWORK_POLICY_ENFORCING_MODE": self.mode_of(i)}
                 runner = NodeRunner(node=node, workdir=self.workdir / node.name, shim=shim, env=env)
                 self.runners.append(runner)
                 runner.start(wait=False)
             for runner in self.runners:
                 runner.wait_serving()
-            for runner in self.runners:
-                self.agents.append(self._agent(runner).start())
+            for i in range(len(self.runners)):
+                self.agents.append(self._agent(i).start())
             self.controller = daemons.controller(nodes[0], workdir=self.workdir / "controller").start()
             for agent in self.agents:
                 agent.wait_healthy(daemons.AGENT_HEALTH)
@@ -123,13 +126,18 @@ class PolicyCluster:
             raise
         return self
 
-    def _agent(self, runner: NodeRunner) -> daemons.NodeDaemon:
-        return daemons.agent(runner.node, workdir=runner.workdir, run_dir=runner.run_dir, mode=self.mode)
+    def mode_of(self, node: int) -> str:
+        return "strict" if node in self.strict_nodes else self.mode
+
+    def _agent(self, node: int) -> daemons.NodeDaemon:
+        runner = self.runners[node]
+        mode = self.mode_of(node)
+        return daemons.agent(runner.node, workdir=runner.workdir, run_dir=runner.run_dir, mode=mode)
 
     def restart_agent(self, node: int) -> float:
         """Stop the node's agent and start a new one; seconds until the new one is ready."""
         self.agents[node].stop()
-        self.agents[node] = self._agent(self.runners[node]).start()
+        self.agents[node] = self._agent(node).start()
         return self.agents[node].wait_healthy(daemons.AGENT_HEALTH)
 
     def stop(self) -> None:

@@ -11,10 +11,9 @@ from vpccni.ipamd.cli.introspect import HttpIntrospection
 from vpccni.ipamd.cli.main import CliDeps, run
 from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp
 from vpccni.netpol import policyendpoint
-from vpccni.netpol.agent.effective import LocalPod, effective_policy
-from vpccni.netpol.agent.introspect import Introspection
-from vpccni.netpol.agent.ruleset import build_ruleset, render
+from vpccni.netpol.agent.effective import LocalPod
 from vpccni.netpol.httpserve import HttpServer
+from vpccni.netpol.testing import introspection_of
 
 PE = policyendpoint.from_json(
     {
@@ -42,16 +41,7 @@ PODS = [
 
 @pytest.fixture
 def agent() -> Iterator[str]:
-    policies = [effective_policy(p, [PE], strict=False) for p in PODS]
-    ruleset = build_ruleset(policies)
-    view = Introspection(
-        policies=lambda: policies,
-        ruleset=lambda: ruleset,
-        policy_of=lambda ns, name: next(
-            (p for p in policies if (p.pod.namespace, p.pod.name) == (ns, name)), None
-        ),
-        listing=lambda: f"table inet vpccni-netpol {{\n{render(ruleset)}}}\n",
-    )
+    view = introspection_of(PODS, [PE])
     server = HttpServer("127.0.0.1:0", view.routes(), name="test-agent").start()
     yield f"127.0.0.1:{server.port}"
     server.stop()

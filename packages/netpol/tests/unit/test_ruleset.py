@@ -7,9 +7,9 @@ import json
 
 from vpccni.netpol import policyendpoint
 from vpccni.netpol.agent.effective import Isolation, LocalPod, effective_policy
-from vpccni.netpol.agent.introspect import Introspection
 from vpccni.netpol.agent.ruleset import build_ruleset, render
 from vpccni.netpol.model import Direction, Protocol
+from vpccni.netpol.testing import introspection_of
 
 PE = policyendpoint.from_json(
     {
@@ -68,16 +68,7 @@ def test_strict_pods_without_policy_are_isolated_both_ways_with_the_reason() -> 
 
 
 def test_introspection_explains_which_rule_decides() -> None:
-    policies = [effective_policy(p, [PE], strict=False) for p in (WEB, DB)]
-    ruleset = build_ruleset(policies)
-    view = Introspection(
-        policies=lambda: policies,
-        ruleset=lambda: ruleset,
-        policy_of=lambda ns, name: next(
-            (p for p in policies if (p.pod.namespace, p.pod.name) == (ns, name)), None
-        ),
-        listing=lambda: "table inet vpccni-netpol {}",
-    )
+    view = introspection_of([WEB, DB], [PE])
 
     def explain(**q: str) -> dict[str, object]:
         status, _, body = view.explain({"namespace": "x", "name": "web-1", **q})

@@ -5,6 +5,7 @@
 - `FakeConntrack`: remembers which addresses were forgotten.
 - `FakePolicyEndpointWriter`: an in-memory PolicyEndpoint store with resourceVersions, the API's 409 and 404,
   and injectable outages.
+- `introspection_of`: an agent's introspection over pods and PolicyEndpoints given outright.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import itertools
 from typing import Any
 
 from vpccni.k8sapi.errors import ApiUnavailable, Conflict, NotFound
-from vpccni.netpol.agent.ruleset import DROP, Ruleset, render
+from vpccni.netpol.agent.effective import LocalPod, effective_policy
+from vpccni.netpol.agent.introspect import Introspection
+from vpccni.netpol.agent.ruleset import DROP, Ruleset, build_ruleset, render
+from vpccni.netpol.model import PolicyEndpoint
 
 
 class FakePolicyTables:
@@ -104,3 +108,16 @@ class FakePolicyEndpointWriter:
         self._check("delete", namespace, name)
         if self.objects.pop((namespace, name), None) is None:
             raise NotFound(f"delete PolicyEndpoint {namespace}/{name}: not found", status=404)
+
+
+def introspection_of(pods: list[LocalPod], policy_endpoints: list[PolicyEndpoint]) -> Introspection:
+    """What an agent with these local pods and PolicyEndpoints (standard mode) shows."""
+    policies = [effective_policy(p, policy_endpoints, strict=False) for p in pods]
+    ruleset = build_ruleset(policies)
+    by_key = {(p.pod.namespace, p.pod.name): p for p in policies}
+    return Introspection(
+        policies=lambda: policies,
+        ruleset=lambda: ruleset,
+        policy_of=lambda namespace, name: by_key.get((namespace, name)),
+        listing=lambda: f"table inet vpccni-netpol {{\n{render(ruleset)}}}\n",
+    )

@@ -85,7 +85,34 @@ def render() -> str:
         default = f"`{var.default}`" if var.default else "unset"
         lines.append(f"| `{var.name}` | {default} | {_cell(var.meaning)} |")
     lines.append("")
+    lines += _netpol_sections()
     return "\n".join(lines)
+
+
+NETPOL_HEADER = """## Network policy agent and controller
+
+The `aws-eks-nodeagent` container of aws-node (`aws-network-policy-agent`) and the controller Deployment
+(`vpccni-netpol-controller`) take upstream's flags; the agent also reads these environment variables (a flag
+wins over its variable). An upstream flag for a feature this version lacks is refused when set to true.
+Install: docs/install.md; generated from `vpccni.netpol.settings`.
+"""
+
+
+def _netpol_sections() -> list[str]:
+    from vpccni.netpol.settings import AGENT_OPTIONS, CONTROLLER_OPTIONS
+
+    lines = [NETPOL_HEADER]
+    for title, options in (("agent", AGENT_OPTIONS), ("controller", CONTROLLER_OPTIONS)):
+        lines.append(f"### The {title}\n")
+        lines.append("| flag | variable | default | meaning |")
+        lines.append("|---|---|---|---|")
+        for opt in options:
+            flag = f"`--{opt.flag}`" if opt.flag else ""
+            env = f"`{opt.env}`" if opt.env else ""
+            default = f"`{opt.default}`" if opt.default else "unset"
+            lines.append("| " + " | ".join(_cell(c) for c in (flag, env, default, opt.meaning)) + " |")
+        lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

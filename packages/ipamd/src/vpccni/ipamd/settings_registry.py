@@ -465,8 +465,10 @@ REGISTRY: tuple[SettingSpec, ...] = (
           meaning="chain the tuning plugin to disable IPv6 inside pods"),
     _spec("NETWORK_POLICY_ENFORCING_MODE", "network_policy_enforcing_mode",
           choice_parser("none", "standard", "strict"), "",
-          valid="none|standard|strict", consumer="install",
-          meaning="passed to the network policy agent; unset skips it"),
+          valid="none|standard|strict", consumer="ipamd, agent",
+          meaning="before answering an ADD ipamd asks the network policy agent (npa.sock) to enforce the"
+                  " pod's policy; strict fails the ADD with code 11 when it cannot confirm, standard never"
+                  " waits for an absent agent; unset or none: no call"),
     _spec("HOST_CNI_BIN_PATH", "host_cni_bin_path", parse_abs_path, "/host/opt/cni/bin",
           valid="absolute path", consumer="install",
           meaning="where the CNI executables are installed"),

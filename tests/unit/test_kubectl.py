@@ -176,7 +176,11 @@ def test_apply_the_manifest_then_the_chart_then_delete(server: KubeApiServer, ku
         "IMAGES",
         "SELECTOR",
     ]
-    assert (ds["NAME"], ds["CONTAINERS"], ds["SELECTOR"]) == ("aws-node", "aws-node", "k8s-app=aws-node")
+    assert (ds["NAME"], ds["CONTAINERS"], ds["SELECTOR"]) == (
+        "aws-node",
+        "aws-node,aws-eks-nodeagent",
+        "k8s-app=aws-node",
+    )
 
     wanted = next(o for o in _objects(MANIFEST.read_text()) if o["kind"] == "DaemonSet")
     stored = server.store.get(DAEMONSETS, "aws-node", "kube-system")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpccni.k8sapi.config import KubeEndpoint
+
 
 class SettingsError(ValueError):
     """One or more invalid settings; the message lists every problem."""
@@ -58,6 +60,13 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("expected a port number")
+    return value
+
+
 def _bind(raw: str) -> str:
     """`host:port`, `:port` or upstream's bare `port`."""
     text = raw.strip()
@@ -94,6 +103,17 @@ LOG_FILE = "/var/log/aws-routed-eni/network-policy-agent.log"
 LEVELS = "debug, info, warning, error"
 
 # fmt: off
+KUBE_OPTIONS: tuple[Option, ...] = (  # where the API server is, as ipamd finds it (vpccni.k8sapi.config)
+    Option(attr="kubeconfig", parse=str, default="", flag="kubeconfig", env="KUBECONFIG",
+           meaning="kubeconfig file, used outside a pod when CLUSTER_ENDPOINT is unset"),
+    Option(attr="cluster_endpoint", parse=str, default="", env="CLUSTER_ENDPOINT",
+           meaning="API server URL; beats the in-cluster service address"),
+    Option(attr="service_host", parse=str, default="", env="KUBERNETES_SERVICE_HOST",
+           meaning="in-cluster API server address (set by Kubernetes)"),
+    Option(attr="service_port", parse=_port, default="443", env="KUBERNETES_SERVICE_PORT",
+           meaning="in-cluster API server port (set by Kubernetes)"),
+)
+
 AGENT_OPTIONS: tuple[Option, ...] = (
     Option(attr="enabled", parse=_bool, default="false",
            flag="enable-network-policy", env="ENABLE_NETWORK_POLICY",
@@ -129,6 +149,7 @@ AGENT_OPTIONS: tuple[Option, ...] = (
     Option(attr=None, parse=_unsupported("policy decision logs"), default="false",
            flag="enable-policy-event-logs",
            meaning="per-flow policy decision logs (not offered; `vpccni policy` explains decisions)"),
+    *KUBE_OPTIONS,
 )
 
 CONTROLLER_OPTIONS: tuple[Option, ...] = (
@@ -139,12 +160,30 @@ CONTROLLER_OPTIONS: tuple[Option, ...] = (
     Option(attr="health_address", parse=_bind, default=":8081", flag="health-probe-bind-address",
            meaning="/healthz and /readyz listen address"),
     Option(attr="log_level", parse=str.lower, default="info", flag="log-level", meaning=LEVELS),
+    *KUBE_OPTIONS,
 )
 # fmt: on
 
 
 @dataclass(frozen=True, kw_only=True)
-class AgentSettings:
+class KubeFields:
+    kubeconfig: str = ""
+    cluster_endpoint: str = ""
+    service_host: str = ""
+    service_port: int = 443
+
+    @property
+    def kube_endpoint(self) -> KubeEndpoint:
+        return KubeEndpoint(
+            cluster_endpoint=self.cluster_endpoint,
+            kubeconfig=self.kubeconfig,
+            service_host=self.service_host,
+            service_port=self.service_port,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSettings(KubeFields):
     enabled: bool = False
     mode: EnforcingMode = EnforcingMode.STANDARD
     node_name: str = ""
@@ -164,7 +203,7 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ControllerSettings:
+class ControllerSettings(KubeFields):
     chunk_size: int = 200
     batch_s: float = 0.02
     health_address: str = ":8081"

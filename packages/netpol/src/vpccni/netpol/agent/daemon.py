@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def run(settings: AgentSettings, tables: NftPolicyTables) -> int:
     """Enforce: watch, compute, write the table; until SIGTERM or SIGINT."""
-    api_client = client.ApiClient(load_config())
+    api_client = client.ApiClient(load_config(settings.kube_endpoint))
     requests = CoreV1Requests(api_client)
     pods = ObjectCache(pod_from_manifest)
     pes = ObjectCache(policyendpoint.from_json)

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     logs.configure(level=settings.log_level)
-    api_client = client.ApiClient(load_config())
+    api_client = client.ApiClient(load_config(settings.kube_endpoint))
     requests = CoreV1Requests(api_client)
     policies = ObjectCache(parse_policy)
     pods = ObjectCache(pod_from_json)

@@ -19,7 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 log = logging.getLogger(__name__)
 
 
-def remove_stale_socket(path: Path) -> None:
+def remove_stale_socket(path: str | Path) -> None:
+    """A socket left by a previous run is removed; anything else at that path is an operator error."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

@@ -251,7 +251,8 @@ def run(*, workdir: Path, quick: bool = False, out: Any = sys.stdout) -> dict[st
         stalls = 0
         seconds = 1.0 if quick else 2.0
         acceptor = Acceptor(server)
-        for _ in range(rounds):
+        for _ in range(rounds):  # each measurement once the agent is idle: the rules, not its work, are timed
+            quiesce(pc, still_s=0.5)
             rate, stalled = connect_rate(client, server, seconds=seconds)
             plain.append(rate)
             stalls += stalled
@@ -259,6 +260,7 @@ def run(*, workdir: Path, quick: bool = False, out: Any = sys.stdout) -> dict[st
             if not pc.wait_for(lambda: "conn/rules-1000" in pc.policies_in_force().get("conn/server", set()),
                                timeout_s=30):  # fmt: skip
                 raise RuntimeError("the 1,000-rule policy was not enforced within 30 s")
+            quiesce(pc, still_s=0.5)
             rate, stalled = connect_rate(client, server, seconds=seconds)
             guarded.append(rate)
             stalls += stalled

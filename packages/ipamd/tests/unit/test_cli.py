@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -163,3 +164,22 @@ def test_max_pods_rejects_unknown_and_non_nitro_types() -> None:
     assert code == 2 and "unknown instance type" in err
     code, _, err = _run("max-pods", "--instance-type", "m4.large", "--prefix-delegation")
     assert code == 2 and "prefix delegation" in err
+
+
+def test_a_multi_nic_pod_has_a_row_per_network_card() -> None:
+    key, meta = (
+        IPAMKey(network_name="n", container_id="c", ifname="eth0"),
+        PodMetadata(namespace="ml", name="t"),
+    )
+    doc = {}
+    for card, primary, pod_ip in ((0, "10.0.0.10", "10.0.0.11/32"), (1, "10.0.9.10", "10.0.9.11/32")):
+        ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock(), network_card=card)
+        ds.add_eni(EniRecord(eni_id=f"eni-{card}", device_number=0, primary_ip=IPv4Address(primary)))
+        ds.add_cidrs(f"eni-{card}", [IPv4Network(pod_ip)], is_prefix=False)
+        ds.assign(key, replace(meta, interfaces_count=2))
+        doc[str(card)] = ds.eni_infos()
+    rows = pod_rows(doc)
+    assert [(r.name, r.ip, r.network_card, r.route_table) for r in rows] == [
+        ("t", "10.0.0.11", 0, 254),
+        ("t", "10.0.9.11", 1, 10100),
+    ]

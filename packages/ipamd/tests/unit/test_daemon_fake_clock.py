@@ -21,6 +21,7 @@ from vpccni.ipamd.adapters.platform import Platform
 from vpccni.ipamd.checkpoint.file import FileCheckpointer
 from vpccni.ipamd.daemon import Daemon
 from vpccni.ipamd.plan import WiringPlan
+from vpccni.ipamd.podkey import IPAMKey
 from vpccni.ipamd.settings import load_settings
 from vpccni.k8sapi.model import NodeInfo
 from vpccni.k8sapi.testing import FakeKubeApi
@@ -53,11 +54,10 @@ def run_until(clock: FakeClock, check: Callable[[], T | None], *, what: str, ste
         time.sleep(0.01)
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def build_node(tmp_path: Path, *, instance_type: str = "m5.large", **env: str) -> dict[str, Any]:
     ec2 = FakeEC2()
     subnet = ec2.add_subnet("10.0.0.0/24")
-    instance_id = ec2.launch_instance("m5.large", subnet)
+    instance_id = ec2.launch_instance(instance_type, subnet)
     clock = FakeClock(waits_advance=False)  # the loops move only as far as the test moves the time
     settings = load_settings(
         {
@@ -68,6 +68,7 @@ def node(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "WARM_IP_TARGET": "2",
             "MINIMUM_IP_TARGET": "3",
             "MY_NODE_NAME": "n1",
+            **env,
         }
     )
     plan = WiringPlan.from_settings(settings)
@@ -78,6 +79,8 @@ def node(tmp_path: Path) -> Iterator[dict[str, Any]]:
     network = FakeNetwork()
     _, host = network.add_namespace("host")
     host.add_link("eth0", mac=aws.identity.primary_mac, up=True)
+    # As on EC2, an ENI attached to the instance appears on the host as a link with its MAC.
+    ec2.on_attach = lambda eni: host.add_link(f"eth{len(host.links())}", mac=eni["MacAddress"])
     kube = FakeKubeApi(node_name="n1")
     kube.put_node(NodeInfo(name="n1", max_pods=29))
     platform = Platform(
@@ -91,10 +94,23 @@ def node(tmp_path: Path) -> Iterator[dict[str, Any]]:
     daemon = Daemon(
         settings=settings, plan=plan, platform=platform, clock=clock, started_at=clock.monotonic()
     )
+    return {
+        "daemon": daemon,
+        "clock": clock,
+        "ec2": ec2,
+        "aws": aws,
+        "host": host,
+        "path": tmp_path / "ipam.json",
+    }
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    built = build_node(tmp_path)
     try:
-        yield {"daemon": daemon, "clock": clock, "ec2": ec2, "aws": aws, "path": tmp_path / "ipam.json"}
+        yield built
     finally:
-        daemon.stop()
+        built["daemon"].stop()
 
 
 def test_the_daemon_runs_on_a_fake_clock(node: dict[str, Any]) -> None:
@@ -138,3 +154,51 @@ def test_the_daemon_runs_on_a_fake_clock(node: dict[str, Any]) -> None:
     restored = FileCheckpointer(node["path"]).read()
     assert restored is not None and [e.metadata.name for e in restored] == ["api"]
     assert all(isinstance(e.ipv4, IPv4Address) for e in restored)
+
+
+def test_multi_nic_runs_a_pool_per_network_card(tmp_path: Path) -> None:
+    """hpc7a.12xlarge has two network cards of two ENIs each: card 0 runs as without multi-NIC, card 1 gets
+    an ENI and upstream's one warm address, and a multi-NIC pod takes an address on each card, recorded in
+    each card's checkpoint file."""
+    node = build_node(tmp_path, instance_type="hpc7a.12xlarge", ENABLE_MULTI_NIC="true")
+    daemon: Daemon = node["daemon"]
+    ec2: FakeEC2 = node["ec2"]
+    try:
+        daemon.start()
+        assert daemon.cards is not None and [c.card for c in daemon.cards] == [0, 1]
+        card0, card1 = daemon.cards[0].datastore, daemon.cards[1].datastore
+        assert card0.snapshot().total_ips == 3 and len(card0.snapshot().enis) == 1
+        (eni1,) = card1.snapshot().enis
+        assert card1.snapshot().total_ips == 1  # WARM_IP_TARGET=1, MINIMUM_IP_TARGET=1 above card 0
+        attachment = ec2.enis[eni1.eni_id]["Attachment"]
+        assert (attachment["NetworkCardIndex"], attachment["DeviceIndex"]) == (1, 0)
+        # The card's ENI has upstream's table on the host: 10000 + device + 100 * card.
+        assert any(r.table == 10100 for r in node["host"].routes(10100))
+
+        allocator = daemon.allocator
+        assert allocator is not None and allocator.cards == (0, 1)
+        taken = allocator.assign_each_card(
+            network="aws-cni", container_id="c1", ifname="eth0", pod_namespace="ml", pod_name="trainer"
+        )
+        assert [(a.network_card, a.interface, a.route_table) for a in taken] == [(0, 0, 254), (1, 1, 10100)]
+        plain = allocator.assign(
+            network="aws-cni", container_id="c2", ifname="eth0", pod_namespace="ml", pod_name="web"
+        )
+        assert plain.network_card == 0
+        on_disk = {
+            name: [
+                (e.key.container_id, e.metadata.interfaces_count)
+                for e in FileCheckpointer(tmp_path / name).read() or ()
+            ]
+            for name in ("ipam.json", "ipam-nic-1.json")
+        }
+        assert on_disk == {"ipam.json": [("c1", 2), ("c2", 1)], "ipam-nic-1.json": [("c1", 2)]}
+
+        # Card 1 refills its one warm address for the next multi-NIC pod.
+        run_until(node["clock"], lambda: card1.snapshot().available_ips >= 1, what="card 1's warm address")
+        released = allocator.release(network="aws-cni", container_id="c1", ifname="eth0")
+        assert released is not None and released.ipv4 == taken[0].ipv4
+        assert card0.lookup(IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth0")) is None
+        assert card1.snapshot().assigned_ips == 0
+    finally:
+        daemon.stop()

@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.allocator import Allocator
 from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
+from vpccni.ipamd.cni.testing import two_cards
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
 from vpccni.ipamd.grpc.server import HEALTH_SERVICE, GrpcServer, GrpcServerSettings
-from vpccni.ipamd.pool.snapshot import PoolSnapshot
-from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.pool.testing import IdlePool
 from vpccni.ipamd.ports import EniRecord
 from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
 
@@ -39,18 +40,6 @@ FACTS = NodeFacts(
 )
 
 
-class ExhaustedPool:
-    """The pool as the allocator sees it: nothing more will come (so an empty pool fails at once)."""
-
-    status = PoolStatus(state=GrowthState.NO_ENI_SLOTS)
-
-    def wake(self) -> None:
-        pass
-
-    def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
-        return False
-
-
 @pytest.fixture
 def datastore() -> DataStore:
     ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock())
@@ -64,7 +53,7 @@ def datastore() -> DataStore:
 
 @pytest.fixture
 def allocator(datastore: DataStore) -> Allocator:
-    return Allocator(datastore=datastore, pool=ExhaustedPool(), default_timeout_s=0.1)
+    return Allocator(datastore=datastore, pool=IdlePool(), default_timeout_s=0.1)
 
 
 def _server(
@@ -174,7 +163,7 @@ def test_wrong_client_version_is_failed_precondition(channel: grpc.Channel, call
 
 
 def test_not_ready_is_unavailable(tmp_path: Path, datastore: DataStore) -> None:
-    allocator = Allocator(datastore=datastore, pool=ExhaustedPool())  # never marked ready
+    allocator = Allocator(datastore=datastore, pool=IdlePool())  # never marked ready
     backend = CniBackendServicer(allocator=allocator, facts=FACTS, vpc_cidrs=lambda: (VPC,))
     srv = GrpcServer(
         settings=GrpcServerSettings(socket_path=tmp_path / "s.sock"),
@@ -293,3 +282,52 @@ def test_over_tcp_probes_answer_but_address_changes_are_refused(tmp_path: Path, 
                 assert "Unix socket" in (err.value.details() or "")
     finally:
         srv.stop(0.5)
+
+
+def test_add_network_with_multi_nic_attachment_answers_an_address_per_card(tmp_path: Path) -> None:
+    """Upstream's RequiresMultiNICAttachment: one IPAllocationMetadata per managed card, in card order, and
+    DelNetwork lists them all; without ENABLE_MULTI_NIC the pod's ADD is refused (Success=false)."""
+    cards, _, _ = two_cards()
+    cards.mark_ready()
+    backend = CniBackendServicer(
+        allocator=cards, facts=replace(FACTS, multi_nic=True), vpc_cidrs=lambda: (VPC,), multi_nic=cards
+    )
+    plain = CniBackendServicer(allocator=cards, facts=FACTS, vpc_cidrs=lambda: (VPC,))
+    config = ConfigServerServicer(facts=replace(FACTS, multi_nic=True))
+    servers = [
+        GrpcServer(
+            settings=GrpcServerSettings(socket_path=tmp_path / f"{n}.sock"),
+            register=(
+                lambda s, b=b: rpc_pb2_grpc.add_CNIBackendServicer_to_server(b, s),
+                lambda s: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config, s),
+            ),
+        )
+        for n, b in (("multi", backend), ("plain", plain))
+    ]
+    for srv in servers:
+        srv.start()
+    try:
+        with grpc.insecure_channel(f"unix:{servers[0].socket_path}") as ch:
+            stub = rpc_pb2_grpc.CNIBackendStub(ch)
+            request = rpc_pb2.AddNetworkRequest(
+                ClientVersion=VERSION, RequiresMultiNICAttachment=True, **pod_fields("trainer")
+            )
+            reply = stub.AddNetwork(request, timeout=5)
+            assert reply.Success
+            assert [(m.IPv4Addr, m.RouteTableId) for m in reply.IPAllocationMetadata] == [
+                ("10.0.1.10", 254),
+                ("10.0.2.10", 10100),
+            ]
+            released = stub.DelNetwork(del_request("trainer"), timeout=5)
+            assert [m.IPv4Addr for m in released.IPAllocationMetadata] == ["10.0.1.10", "10.0.2.10"]
+            assert cards.allocations() == ()
+            nic = rpc_pb2_grpc.ConfigServerBackendStub(ch).GetNetworkPolicyConfigs(
+                empty_pb2.Empty(), timeout=5
+            )
+            assert nic.MultiNICEnabled is True
+        with grpc.insecure_channel(f"unix:{servers[1].socket_path}") as ch:
+            refused = rpc_pb2_grpc.CNIBackendStub(ch).AddNetwork(request, timeout=5)
+            assert refused.Success is False and cards.allocations() == ()
+    finally:
+        for srv in servers:
+            srv.stop(0.5)

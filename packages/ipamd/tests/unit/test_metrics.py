@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
+from dataclasses import replace
 from ipaddress import IPv4Network
 
 from prometheus_client import REGISTRY
@@ -110,6 +111,27 @@ def test_pool_gauges_drop_labels_of_removed_cidrs_and_enis() -> None:
     text = m.render().decode()
     assert "10.0.0.16/28" not in text and 'eni="eni-1"' not in text
     assert "awscni_eni_allocated 0.0" in text
+
+
+def test_pool_gauges_sum_the_network_cards_and_keep_each_cards_labels() -> None:
+    m = exercised()  # card 0: one ENI, a /28 with 3 pods
+    card1 = EniSnapshot(
+        eni_id="eni-9",
+        device_number=0,
+        cidrs=(CidrSnapshot(cidr=IPv4Network("10.1.0.5/32"), is_prefix=False, assigned=1),),
+    )
+    m.update_pool(PoolSnapshot(enis=(card1,)), network_card=1)
+    text = m.render().decode()
+    assert "awscni_eni_allocated 2.0" in text and "awscni_total_ip_addresses 17.0" in text
+    assert "awscni_assigned_ip_addresses 4.0" in text
+    m.update_after_pod_change(
+        PoolSnapshot(enis=(replace(card1, cidrs=()),)), eni_id="eni-9", cidr=IPv4Network("10.1.0.5/32"),
+        network_card=1,
+    )  # fmt: skip
+    assert "awscni_assigned_ip_addresses 3.0" in m.render().decode()
+    m.update_pool(PoolSnapshot(), network_card=1)  # card 1's labels go, card 0's stay
+    text = m.render().decode()
+    assert 'eni="eni-9"' not in text and 'awscni_assigned_ip_per_eni{eni="eni-1"} 3.0' in text
 
 
 def test_own_registry_not_the_global_one() -> None:

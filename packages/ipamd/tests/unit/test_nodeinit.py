@@ -15,7 +15,13 @@ from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.pool.status import GrowthState
-from vpccni.ipamd.pool.testing import FakeAllocationRestore, FakeHostNetwork, FakeNode, FakePodRules
+from vpccni.ipamd.pool.testing import (
+    FakeAllocationRestore,
+    FakeHostNetwork,
+    FakeNode,
+    FakePodRules,
+    FakePoolStore,
+)
 from vpccni.ipamd.ports import CloudError
 
 INSTANCE_ID = "i-0123456789abcdef0"
@@ -51,7 +57,10 @@ class Node(FakeNode):
         instance_type: str = "m5.large",
         grow: bool = True,
         manage_untagged: bool = True,
+        card_stores: dict[int, FakePoolStore] | None = None,
     ) -> NodeInit:
+        card_stores = card_stores or {}
+        stores: dict[int, FakePoolStore] = {0: self.store, **card_stores}
         ports = NodeInitPorts(
             limits=LimitsCatalog(),
             metadata=self.imds,
@@ -62,12 +71,14 @@ class Node(FakeNode):
             restore=self.restore,
             pod_rules=self.pod_rules,
             cooldown=self.cooldown,
+            card_stores=card_stores,
+            card_restores={card: FakeAllocationRestore(store) for card, store in card_stores.items()},
         )
 
         def manager(config: PoolConfig) -> PoolManager:
             return PoolManager(
                 config=config,
-                store=self.store,
+                store=stores[config.network_card],
                 cloud=self.cloud,
                 network=self.network,
                 cooldown=self.cooldown,
@@ -81,6 +92,7 @@ class Node(FakeNode):
             instance_id=INSTANCE_ID,
             manage_untagged=manage_untagged,
             tags=TagSettings(additional_tags={"team": "net"}),
+            network_cards=frozenset(stores),
         )
         return NodeInit(
             options=options,
@@ -254,3 +266,53 @@ def test_imds_only_mode_never_calls_ec2() -> None:
     assert node.cloud.calls == []
     assert len(node.store.cidrs_of(result.primary_eni_id)) == 2
     assert result.pool_status is None
+
+
+def test_multi_nic_stores_each_cards_enis_in_its_datastore_and_grows_each_card() -> None:
+    """hpc7a.12xlarge: two network cards of two ENIs each."""
+    node = make_node()
+    card1 = FakePoolStore(clock=node.clock)
+    existing = node.cloud.add_existing_eni(device_number=0, ips=2, network_card=1)
+    init = node.init(options(multi_nic=True, warm_ip_target=2), instance_type="hpc7a.12xlarge",
+                     card_stores={1: card1})  # fmt: skip
+    result = init.run()
+    assert [c.network_card for c in (result.config, *result.card_configs)] == [0, 1]
+    (config1,) = result.card_configs
+    assert (config1.max_enis, config1.max_ips_per_eni) == (2, 49)
+    assert (config1.warm_ip_target, config1.minimum_ip_target) == (1, 1)  # upstream's for cards above 0
+    assert result.config.max_enis == 2 and result.config.warm_ip_target == 2
+    assert card1.eni_ids() == {existing.eni_id} and existing.eni_id not in node.store.eni_ids()
+    assert existing.eni_id in node.network.set_up
+    assert len(node.store.cidrs_of(result.primary_eni_id)) == 2  # card 0's own warm target
+    # Card 1 keeps upstream's one warm address: the second one went back to EC2.
+    assert len(card1.cidrs_of(existing.eni_id)) == 1 and len(node.cloud.eni(existing.eni_id).cidrs) == 1
+
+
+def test_multi_nic_creates_an_eni_on_an_empty_card() -> None:
+    node = make_node()
+    card1 = FakePoolStore(clock=node.clock)
+    node.init(options(multi_nic=True), instance_type="hpc7a.12xlarge", card_stores={1: card1}).run()
+    (eni_id,) = card1.eni_ids()
+    assert node.cloud.eni(eni_id).network_card == 1 and node.cloud.eni(eni_id).device_number == 0
+    assert len(card1.cidrs_of(eni_id)) == 1
+
+
+def test_a_card_holding_only_an_efa_only_eni_is_left_to_efa() -> None:
+    node = make_node()
+    card1 = FakePoolStore(clock=node.clock)
+    efa = node.cloud.add_existing_eni(device_number=0, interface_type="efa-only", network_card=1)
+    result = node.init(options(multi_nic=True), instance_type="hpc7a.12xlarge", card_stores={1: card1}).run()
+    assert result.card_configs == () and card1.eni_ids() == set()
+    assert efa.eni_id in result.unmanaged_eni_ids
+    assert {node.cloud.eni(i).network_card for i in node.cloud.eni_ids()} == {0, 1}  # nothing new on card 1
+
+
+def test_a_card_with_an_efa_only_eni_and_a_managed_one_is_managed_less_the_efa_only_slot() -> None:
+    node = make_node()
+    card1 = FakePoolStore(clock=node.clock)
+    efa = node.cloud.add_existing_eni(device_number=0, interface_type="efa-only", network_card=1)
+    ours = node.cloud.add_existing_eni(device_number=1, ips=1, network_card=1)
+    result = node.init(options(multi_nic=True), instance_type="hpc7a.12xlarge", card_stores={1: card1}).run()
+    (config1,) = result.card_configs
+    assert card1.eni_ids() == {ours.eni_id} and efa.eni_id in result.unmanaged_eni_ids
+    assert config1.max_enis == 1  # the EFA-only ENI holds one of the card's two slots

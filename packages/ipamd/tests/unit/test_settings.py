@@ -122,7 +122,7 @@ def test_all_errors_are_collected_and_name_the_variable() -> None:
 
 @pytest.mark.parametrize(
     "name,feature",
-    [("ENABLE_IPv6", "IPv6"), ("ENABLE_MULTI_NIC", "multi-NIC"), ("ENABLE_V6_EGRESS", "IPv6 egress")],
+    [("ENABLE_IPv6", "IPv6"), ("ENABLE_V6_EGRESS", "IPv6 egress")],
 )
 def test_unsupported_features_are_rejected_as_such(name: str, feature: str) -> None:
     with pytest.raises(SettingsError, match=f"{name}=true: {feature}.*not supported"):

@@ -13,7 +13,7 @@ import datetime as dt
 import ipaddress
 import itertools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +182,8 @@ class FakeEC2:
         self._used: dict[str, set[ipaddress.IPv4Address]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+        # Told of every ENI AttachNetworkInterface attached (a test plugs a link with its MAC into a host).
+        self.on_attach: Callable[[dict[str, Any]], None] = lambda eni: None
 
     # ---- set-up and fault injection ---------------------------------------------------------------
     def add_subnet(self, cidr: str, *, tags: Mapping[str, str] | None = None) -> str:
@@ -389,16 +391,23 @@ class FakeEC2:
             self._enter("AttachNetworkInterface", {"NetworkInterfaceId": eni_id, "DeviceIndex": device_index})
             limits = static_limits(self.instances[instance_id]["InstanceType"])
             attached = [
-                e for e in self.enis.values() if (e.get("Attachment") or {}).get("InstanceId") == instance_id
+                e["Attachment"]
+                for e in self.enis.values()
+                if (e.get("Attachment") or {}).get("InstanceId") == instance_id
             ]
-            if limits is not None and len(attached) >= limits.max_enis:
+            on_card = [a for a in attached if a.get("NetworkCardIndex", 0) == network_card]
+            if limits is not None and (
+                len(attached) >= limits.max_enis or len(on_card) >= limits.max_enis_on_card(network_card)
+            ):
                 raise self._fail("AttachNetworkInterface", "AttachmentLimitExceeded", "too many ENIs")
-            return self._attach(
+            attachment = self._attach(
                 self._eni("AttachNetworkInterface", eni_id)["NetworkInterfaceId"],
                 instance_id,
                 device_index,
                 network_card,
             )
+            self.on_attach(dict(self.enis[eni_id]))
+            return attachment
 
     def modify_network_interface_attribute(self, **params: Any) -> None:
         with self._lock:

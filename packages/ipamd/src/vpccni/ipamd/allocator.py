@@ -24,6 +24,7 @@ from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.networkutils.names import interface_index
 
 _log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Allocation:
     route_table: int
     eni_id: str
     host_veth: str = ""  # the pod's host veth when it is not upstream's name (PodMetadata.host_veth)
+    network_card: int = 0
+    interface: int = 0  # a multi-NIC pod's interface this address is for (its card's place among the pod's)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +61,11 @@ class PodAllocation:
     key: IPAMKey
     metadata: PodMetadata
     allocation: Allocation
+
+    @property
+    def interface_index(self) -> int:
+        """The pod interface holding the address: its place in a multi-NIC pod, else by name (`eth<N>`)."""
+        return self.allocation.interface or interface_index(self.key.ifname)
 
 
 class PoolSignals(Protocol):
@@ -294,7 +302,9 @@ class Allocator:
 
     def _refresh_gauges(self, snapshot: PoolSnapshot, changed: AssignedAddress) -> None:
         if self._metrics is not None:
-            self._metrics.update_after_pod_change(snapshot, eni_id=changed.eni_id, cidr=changed.cidr)
+            self._metrics.update_after_pod_change(
+                snapshot, eni_id=changed.eni_id, cidr=changed.cidr, network_card=changed.network_card
+            )
 
     def _no_address(
         self, exc: NoAddressAvailable, status: PoolStatus, namespace: str, name: str, *, waited_s: float
@@ -312,4 +322,5 @@ def _allocation(a: AssignedAddress) -> Allocation:
         route_table=route_table_id(a.device_number, a.network_card),
         eni_id=a.eni_id,
         host_veth=a.metadata.host_veth,
+        network_card=a.network_card,
     )

@@ -16,7 +16,7 @@ import signal
 import threading
 from dataclasses import replace
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.errors import AwsUtilsError
@@ -29,8 +29,10 @@ from vpccni.ipamd.adapters.network import RestoredPodRules
 from vpccni.ipamd.adapters.node import NodeAdapters
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.adapters.platform import Platform
-from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import AllocationListener, Allocator
+from vpccni.ipamd.cardallocator import CardAllocators
+from vpccni.ipamd.cards import candidate_cards, checkpoint_path
+from vpccni.ipamd.cardstack import CardStack, NodeCards
 from vpccni.ipamd.checkpoint.file import FileCheckpointer
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.cni.netpolicy import policy_admission
@@ -104,9 +106,10 @@ class Daemon:
         self.metrics = IpamdMetrics(version=VERSION)
         self._stopping = threading.Event()
         self._services: list[Service] = []  # started ones, stopped in reverse
-        self.pool: PoolManager | None = None
+        self.pool: PoolManager | None = None  # card 0's (every card's: `cards`)
         self.datastore: DataStore | None = None
-        self.allocator: Allocator | None = None
+        self.allocator: CardAllocators | None = None
+        self.cards: NodeCards | None = None
         self.grpc: GrpcServer | None = None
         self.init_result: NodeInitResult | None = None
         self._kube: KubeLink | None = None
@@ -143,9 +146,13 @@ class Daemon:
 
     def terminate(self) -> None:
         """Stop changing EC2 state now (upstream's terminating flag) and let `run()` shut down."""
-        if self.pool is not None:
-            self.pool.terminate()
+        self._terminate_pools()
         self._stopping.set()
+
+    def _terminate_pools(self) -> None:
+        for stack in self.cards or ():
+            if stack.pool is not None:
+                stack.pool.terminate()
 
     # --- start ------------------------------------------------------------------------------------------
 
@@ -207,60 +214,72 @@ class Daemon:
         self._adapters = nodes
         cloud, network = nodes.cloud, nodes.network
         prefix_mode = options.prefix_delegation and self._supports_pd(aws)
-        checkpointer = FileCheckpointer(plan.store.backing_store)
-        datastore = DataStore(
-            checkpointer=checkpointer,
-            prefix_delegation=prefix_mode,
-            cooldown_s=plan.store.ip_cooldown_s,
-            clock=self._clock,
-        )
-        self.datastore = datastore
         cooldown = ReconcileCooldown(clock=self._clock)
-
+        card_numbers = candidate_cards(self._instance_cards(aws), multi_nic=options.multi_nic)
         ownership = EniOwnership(
             instance_id=ident.instance_id,
             primary_eni_id=ident.primary_eni_id,
             manage_untagged=plan.pool.manage_untagged_enis,
             tags=plan.aws.tags,
+            network_cards=frozenset(card_numbers),
         )
 
         def prepare(eni: EniDescription) -> None:
             if options.provisioning_enabled:
                 ownership.tag(cloud, eni)
 
-        reconciler = Reconciler(
-            store=datastore,
-            cloud=cloud,
-            metadata=nodes.metadata,
-            network=network,
-            cooldown=cooldown,
-            primary_eni_id=ident.primary_eni_id,
-            is_managed=ownership.manages,
-            prepare_eni=prepare,
-        )
+        def stack(card: int) -> CardStack:
+            checkpointer = FileCheckpointer(checkpoint_path(plan.store.backing_store, card))
+            datastore = DataStore(
+                checkpointer=checkpointer,
+                prefix_delegation=prefix_mode,
+                cooldown_s=plan.store.ip_cooldown_s,
+                clock=self._clock,
+                network_card=card,
+            )
+            reconciler = Reconciler(
+                store=datastore,
+                cloud=cloud,
+                metadata=nodes.metadata,
+                network=network,
+                cooldown=cooldown,
+                primary_eni_id=ident.primary_eni_id,
+                network_card=card,
+                is_managed=ownership.manages,
+                prepare_eni=prepare,
+            )
+            return CardStack(card=card, datastore=datastore, checkpointer=checkpointer, reconciler=reconciler)
+
+        cards = NodeCards(stack(card) for card in card_numbers)
+        self.cards = cards
+        datastore = cards.first.datastore
+        self.datastore = datastore
         schedulable = kube.schedulable if kube is not None else (lambda: True)
         eni_subnet, eni_groups = self._eniconfig(kube)
+        observed_cloud = ObservedCloud(
+            cloud,
+            self.metrics,
+            on_denied=lambda err: kube.report_missing_permission(str(err)) if kube else None,
+        )
 
         def make_pool(config: PoolConfig) -> PoolManager:
-            if self.pool is None:
-                self.pool = PoolManager(
+            card = cards[config.network_card]
+            if card.pool is None:
+                card.pool = PoolManager(
                     config=config,
-                    store=datastore,
-                    cloud=ObservedCloud(
-                        cloud,
-                        self.metrics,
-                        on_denied=lambda err: kube.report_missing_permission(str(err)) if kube else None,
-                    ),
+                    store=card.datastore,
+                    cloud=observed_cloud,
                     network=network,
                     cooldown=cooldown,
                     clock=self._clock,
-                    reconciler=ObservedReconciler(reconciler, self.metrics),
+                    reconciler=ObservedReconciler(card.reconciler, self.metrics),
                     schedulable=schedulable,
                     policy=replace(plan.pool.policy, subnet_id=eni_subnet, security_group_ids=eni_groups),
                     timers=plan.pool.timers,
                 )
-            return self.pool
+            return card.pool
 
+        restores = cards.restores(nodes.netlink)
         node_init = NodeInit(
             options=options,
             ownership=ownership,
@@ -277,16 +296,16 @@ class Daemon:
                 host=nodes.host,
                 network=network,
                 store=datastore,
-                restore=HostCheckpointRestore(
-                    datastore=datastore, checkpointer=checkpointer, netlink=nodes.netlink
-                ),
+                restore=restores[0],
                 pod_rules=RestoredPodRules(
                     wiring=nodes.wiring,
-                    assigned=datastore.assigned,
+                    assigned=cards.assigned,
                     veth_prefix=plan.host.veth_prefix,
                     mtu=plan.host.pod_mtu,
                 ),
                 cooldown=cooldown,
+                card_stores={s.card: s.datastore for s in cards if s.card != 0},
+                card_restores={card: r for card, r in restores.items() if card != 0},
             ),
             grow_pool=make_pool,
             clock=self._clock,
@@ -300,15 +319,21 @@ class Daemon:
             raise StartupError(str(err), reason=err.step) from err
         self.metrics.node_init_duration.labels(success="true").observe(self._clock.monotonic() - started)
         self.init_result = result
-        pool = make_pool(result.config)
+        configs = (result.config, *result.card_configs)
+        cards.keep(c.network_card for c in configs)
+        self.pool = make_pool(result.config)
+        for config in result.card_configs:
+            make_pool(config)
         self.metrics.set_limits(
-            max_enis=result.config.max_enis, max_ips=result.config.max_ips_per_eni * result.config.max_enis
+            max_enis=sum(c.max_enis for c in configs),
+            max_ips=sum(c.max_ips_per_eni * c.max_enis for c in configs),
         )
         log.info(
-            "node init done: %d managed ENIs, %d restored pods, pool %s",
+            "node init done: %d managed ENIs on network cards %s, %d restored pods, pool %s",
             len(result.managed_eni_ids),
+            ", ".join(str(c.network_card) for c in configs),
             result.restored_allocations,
-            pool.status.message,
+            self.pool.status.message,
         )
 
     def _eniconfig(self, kube: KubeLink | None) -> tuple[str | None, tuple[str, ...]]:
@@ -334,6 +359,13 @@ class Daemon:
         log.info("custom networking: ENIConfig %s, subnet %s", config.name, config.subnet)
         return config.subnet, config.security_groups
 
+    def _instance_cards(self, aws: AwsNode) -> tuple[int, ...]:
+        """The instance type's network cards (for ENABLE_MULTI_NIC); node init reports unknown types."""
+        try:
+            return tuple(aws.instance_limits().network_cards)
+        except AwsUtilsError:
+            return ()
+
     def _supports_pd(self, aws: AwsNode) -> bool:
         try:
             return aws.instance_limits().supports_prefix_delegation
@@ -353,25 +385,31 @@ class Daemon:
     # --- serve ------------------------------------------------------------------------------------------
 
     def _serve(self, aws: AwsNode) -> None:
-        plan, pool, datastore = self._plan, self.pool, self.datastore
-        assert pool is not None and datastore is not None
-        allocator = Allocator(
-            datastore=datastore,
-            pool=pool,
-            metrics=self.metrics,
-            default_timeout_s=plan.store.add_wait_timeout_s,
-            clock=self._clock,
-            listeners=self._allocation_listeners(),
-        )
+        plan, cards = self._plan, self.cards
+        assert cards is not None
+        listeners = self._allocation_listeners()
+        for card in cards:
+            assert card.pool is not None
+            card.allocator = Allocator(
+                datastore=card.datastore,
+                pool=card.pool,
+                metrics=self.metrics,
+                default_timeout_s=plan.store.add_wait_timeout_s,
+                clock=self._clock,
+                listeners=listeners,
+            )
+        allocator = CardAllocators({c.card: c.allocator for c in cards if c.allocator}, clock=self._clock)
         self.allocator = allocator
-        pool.start()
-        self._services.append(pool)
+        for card in cards:
+            assert card.pool is not None
+            card.pool.start()
+            self._services.append(card.pool)
         if plan.pool.leak_sweep:
             sweeper = aws.leak_sweeper()
             sweeper.start()
             self._services.append(sweeper)
-        self._start_http(pool, datastore)
-        self._start_housekeeping(pool, datastore)
+        self._start_http(cards)
+        self._start_housekeeping(cards)
         allocator.mark_ready()
         self._start_cni_endpoint(allocator)
         ident = aws.identity
@@ -380,11 +418,17 @@ class Daemon:
             use_external_snat=plan.serve.use_external_snat,
             exclude_snat_cidrs=plan.serve.exclude_snat_cidrs,
             network_policy_mode=plan.serve.network_policy_mode,
+            multi_nic=plan.pool.init.multi_nic,
             node_ipv4=ident.primary_ipv4,
             instance_id=ident.instance_id,
             region=ident.region,
         )
-        backend = CniBackendServicer(allocator=allocator, facts=facts, vpc_cidrs=lambda: ident.vpc_ipv4_cidrs)
+        backend = CniBackendServicer(
+            allocator=allocator,
+            facts=facts,
+            vpc_cidrs=lambda: ident.vpc_ipv4_cidrs,
+            multi_nic=allocator if plan.pool.init.multi_nic else None,
+        )
         config_server = ConfigServerServicer(facts=facts)
         grpc_server = GrpcServer(
             settings=GrpcServerSettings(
@@ -411,29 +455,42 @@ class Daemon:
         self._services.append(annotator)
         return (annotator,)
 
-    def _start_http(self, pool: PoolManager, datastore: DataStore) -> None:
+    def _start_http(self, cards: NodeCards) -> None:
         s, serve = self._settings, self._plan.serve
         if serve.introspection_address is not None:
             server = IntrospectionServer(
                 sources=IntrospectionSources(
-                    eni_infos=lambda: {datastore.network_card: datastore.eni_infos()},
+                    eni_infos=cards.eni_infos,
                     eni_config_name=lambda: self.eniconfig_name,
                     networkutils_env=lambda: s.env_view(NETWORKUTILS_ENV),
                     ipamd_env=lambda: s.env_view(IPAMD_ENV),
-                    pool_status=lambda: pool_view(
-                        snapshot=datastore.snapshot(), status=pool.status, targets=self._plan.pool.init
-                    ),
+                    pool_status=lambda: self._pool_views(cards),
                 ),
                 bind_address=serve.introspection_address,
             )
             server.start()
             self._services.append(server)
         if serve.metrics_address is not None:
-            self.metrics.update_pool(datastore.snapshot())
+            for card in cards:
+                self.metrics.update_pool(card.datastore.snapshot(), network_card=card.card)
             self.metrics.start(serve.metrics_address)
             self._services.append(self.metrics)
 
-    def _start_housekeeping(self, pool: PoolManager, datastore: DataStore) -> None:
+    def _pool_views(self, cards: NodeCards) -> dict[str, Any]:
+        """`/v1/pool`: card 0's pool, and with multi-NIC every other card's under `networkCards`."""
+        views = {
+            card.card: pool_view(
+                snapshot=card.datastore.snapshot(), status=card.pool.status, targets=self._plan.pool.init
+            )
+            for card in cards
+            if card.pool is not None
+        }
+        first = views.pop(0)
+        if views:
+            first["networkCards"] = {str(card): view for card, view in views.items()}
+        return first
+
+    def _start_housekeeping(self, cards: NodeCards) -> None:
         """Pool gauges, the VPC CIDR refresh (upstream re-reads the CIDRs every 30 s), and free malloc pages
         handed back to the kernel (what pool changes and bursts of pods left behind)."""
         host = None if self._adapters is None else self._adapters.host
@@ -441,7 +498,8 @@ class Daemon:
         def loop() -> None:
             while not self._clock.wait(self._stopping, self._plan.housekeeping_s):
                 try:
-                    self.metrics.update_pool(datastore.snapshot())
+                    for card in cards:
+                        self.metrics.update_pool(card.datastore.snapshot(), network_card=card.card)
                     if host is not None and host.refresh():
                         log.info("VPC CIDRs changed: SNAT and connmark rules re-applied")
                     malloc.trim()
@@ -450,7 +508,7 @@ class Daemon:
 
         threading.Thread(target=loop, name="housekeeping", daemon=True).start()
 
-    def _start_cni_endpoint(self, allocator: Allocator) -> None:
+    def _start_cni_endpoint(self, allocator: CardAllocators) -> None:
         """The endpoint of the aws-cni shim; it drains the DEL queue before accepting connections."""
         serve = self._plan.serve
         nodes = self._adapters
@@ -462,6 +520,7 @@ class Daemon:
                 network=nodes.wiring,
                 host_rules=NetlinkHostPodRules(nodes.netlink),
                 policy=policy_admission(serve.network_policy_mode, serve.ipamd_socket.parent),
+                multi_nic=allocator if self._plan.pool.init.multi_nic else None,
             ),
             settings=EndpointSettings(
                 socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)
@@ -478,8 +537,7 @@ class Daemon:
     def stop(self) -> None:
         """Graceful: no more EC2 changes, gRPC drains, services stop in reverse, checkpoint flushed."""
         self._stopping.set()
-        if self.pool is not None:
-            self.pool.terminate()
+        self._terminate_pools()
         if self.grpc is not None:
             self.grpc.stop(self._plan.grpc_grace_s)
             self.grpc = None
@@ -489,9 +547,10 @@ class Daemon:
                 service.stop()
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
-        if self.datastore is not None and self.init_result is not None:
-            try:
-                self.datastore.persist()
-            except OSError as err:
-                log.error("flushing the checkpoint failed: %s", err)
+        if self.cards is not None and self.init_result is not None:
+            for card in self.cards:
+                try:
+                    card.datastore.persist()
+                except OSError as err:
+                    log.error("flushing the checkpoint of network card %d failed: %s", card.card, err)
         log.info("ipamd stopped")

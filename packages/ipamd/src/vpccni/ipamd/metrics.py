@@ -175,8 +175,10 @@ class IpamdMetrics:
         )
         self.build_info.labels(version=version, goversion=f"python{platform.python_version()}").set(1)
         self._server = MetricsServer(self.render)
-        self._per_cidr: set[str] = set()
-        self._per_eni: set[str] = set()
+        # Per network card: the labels last set, and (ENIs, total, assigned, prefixes) the node's gauges sum.
+        self._per_cidr: dict[int, set[str]] = {}
+        self._per_eni: dict[int, set[str]] = {}
+        self._card_totals: dict[int, tuple[int, int, int, int]] = {}
         self._lock = threading.Lock()
 
     # --- awsutils ApiObserver --------------------------------------------------------------------------
@@ -217,13 +219,11 @@ class IpamdMetrics:
 
     # --- pool gauges ----------------------------------------------------------------------------------
 
-    def update_pool(self, snapshot: PoolSnapshot) -> None:
-        """Refresh the pool gauges; labels of CIDRs and ENIs that are gone are removed."""
+    def update_pool(self, snapshot: PoolSnapshot, *, network_card: int = 0) -> None:
+        """Refresh one card's pool gauges (the node's totals sum the cards); labels of CIDRs and ENIs that
+        are gone are removed."""
         with self._lock:
-            self.eni_allocated.set(len(snapshot.enis))
-            self.total_ip_addresses.set(snapshot.total_ips)
-            self.assigned_ip_addresses.set(snapshot.assigned_ips)
-            self.total_ipv4_prefixes.set(snapshot.total_prefixes)
+            self._set_totals(snapshot, network_card)
             cidrs: set[str] = set()
             enis: set[str] = set()
             for eni in snapshot.enis:
@@ -232,30 +232,42 @@ class IpamdMetrics:
                 for c in eni.cidrs:
                     cidrs.add(str(c.cidr))
                     self.assigned_ip_per_cidr.labels(cidr=str(c.cidr)).set(c.assigned)
-            for gone in self._per_cidr - cidrs:
+            for gone in self._per_cidr.get(network_card, set()) - cidrs:
                 self.assigned_ip_per_cidr.remove(gone)
-            for gone in self._per_eni - enis:
+            for gone in self._per_eni.get(network_card, set()) - enis:
                 self.assigned_ip_per_eni.remove(gone)
-            self._per_cidr, self._per_eni = cidrs, enis
+            self._per_cidr[network_card], self._per_eni[network_card] = cidrs, enis
 
-    def update_after_pod_change(self, snapshot: PoolSnapshot, *, eni_id: str, cidr: IPv4Network) -> None:
+    def update_after_pod_change(
+        self, snapshot: PoolSnapshot, *, eni_id: str, cidr: IPv4Network, network_card: int = 0
+    ) -> None:
         """After one assignment or release: the totals, and the per-ENI and per-CIDR gauges of the ENI and
         CIDR that changed. `update_pool` sets one label per CIDR (in secondary-IP mode one per address), too
         much for every pod; the daemon's housekeeping still runs it for CIDRs and ENIs that come and go."""
         with self._lock:
-            self.eni_allocated.set(len(snapshot.enis))
-            self.total_ip_addresses.set(snapshot.total_ips)
-            self.assigned_ip_addresses.set(snapshot.assigned_ips)
-            self.total_ipv4_prefixes.set(snapshot.total_prefixes)
+            self._set_totals(snapshot, network_card)
             for eni in snapshot.enis:
                 if eni.eni_id != eni_id:
                     continue
                 self.assigned_ip_per_eni.labels(eni=eni_id).set(eni.assigned_ips)
-                self._per_eni.add(eni_id)
+                self._per_eni.setdefault(network_card, set()).add(eni_id)
                 for c in eni.cidrs:
                     if c.cidr == cidr:
                         self.assigned_ip_per_cidr.labels(cidr=str(cidr)).set(c.assigned)
-                        self._per_cidr.add(str(cidr))
+                        self._per_cidr.setdefault(network_card, set()).add(str(cidr))
+
+    def _set_totals(self, snapshot: PoolSnapshot, network_card: int) -> None:
+        self._card_totals[network_card] = (
+            len(snapshot.enis),
+            snapshot.total_ips,
+            snapshot.assigned_ips,
+            snapshot.total_prefixes,
+        )
+        enis, total, assigned, prefixes = (sum(t) for t in zip(*self._card_totals.values(), strict=True))
+        self.eni_allocated.set(enis)
+        self.total_ip_addresses.set(total)
+        self.assigned_ip_addresses.set(assigned)
+        self.total_ipv4_prefixes.set(prefixes)
 
     def set_limits(self, *, max_enis: int, max_ips: int) -> None:
         self.eni_max.set(max_enis)

@@ -13,13 +13,14 @@ Only in ENABLE_IMDS_ONLY_MODE, where ipamd may not call EC2 at all, does IMDS su
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Protocol, TypeVar
 
 from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.limits import InstanceLimits
+from vpccni.ipamd.cards import DEFAULT_CARD, efa_fabric_cards
 from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
@@ -66,6 +67,9 @@ class InitOptions:
     provisioning_enabled: bool = True
     imds_only: bool = False  # ENABLE_IMDS_ONLY_MODE: addresses come from IMDS, EC2 is never called
     max_eni_cap: int | None = None
+    multi_nic: bool = (
+        False  # ENABLE_MULTI_NIC: every card of the instance type (the daemon gives their stores)
+    )
 
 
 class LimitsLookup(Protocol):
@@ -94,6 +98,7 @@ class NodeInitResult:
     restored_allocations: int
     cleaned_cidrs: tuple[IPv4Network, ...]
     pool_status: PoolStatus | None
+    card_configs: tuple[PoolConfig, ...] = ()  # ENABLE_MULTI_NIC: every managed card above 0, ascending
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,10 +108,24 @@ class NodeInitPorts:
     cloud: CloudPort
     host: HostNetworkPort
     network: NodeNetworkPort
-    store: PoolStore
+    store: PoolStore  # card 0's
     restore: AllocationRestorePort
     pod_rules: PodRulesPort
     cooldown: ReconcileCooldown
+    # ENABLE_MULTI_NIC: the datastore and checkpoint restore of every card above 0 ipamd may manage.
+    card_stores: Mapping[int, PoolStore] = field(default_factory=dict)
+    card_restores: Mapping[int, AllocationRestorePort] = field(default_factory=dict)
+
+    def store_of(self, card: int) -> PoolStore:
+        if card == DEFAULT_CARD:
+            return self.store
+        store = self.card_stores.get(card)
+        if store is None:
+            raise RuntimeError(f"network card {card} has no datastore; it is not one ipamd manages")
+        return store
+
+    def restore_of(self, card: int) -> AllocationRestorePort:
+        return self.restore if card == DEFAULT_CARD else self.card_restores[card]
 
 
 class NodeInit:
@@ -135,7 +154,7 @@ class NodeInit:
         return tuple(self._steps_done)
 
     def run(self) -> NodeInitResult:
-        p, s, ident = self._ports, self._options, self._identity
+        p, ident = self._ports, self._identity
         limits = self._step(
             "instance limits",
             "allow ec2:DescribeInstanceTypes in the node role, or run a supported instance type",
@@ -165,6 +184,7 @@ class NodeInit:
         managed, unmanaged = self._step(
             "managed ENIs", "check the ENIs' tags", lambda: self._split_managed(enis, primary.eni_id)
         )
+        cards = self._managed_cards(enis, managed)
         self._step("tag ENIs", "allow ec2:CreateTags in the node role", lambda: self._tag(managed))
         self._step(
             "set up ENI networks",
@@ -175,42 +195,32 @@ class NodeInit:
             "restore checkpoint",
             "the checkpoint under /var/run/aws-node may be corrupt;"
             " move it away to start with an empty state",
-            p.restore.restore_allocations,
+            lambda: sum(p.restore_of(card).restore_allocations() for card in cards),
         )
         cleaned = self._step(
             "mode-toggle cleanup",
             "allow ec2:UnassignPrivateIpAddresses in the node role",
-            lambda: self._toggle_cleanup(prefix_mode),
+            lambda: [
+                c for card in cards for c in self._toggle_cleanup(self._ports.store_of(card), prefix_mode)
+            ],
         )
         self._step(
             "pod rules", "check that ip rules can be added on the host", p.pod_rules.configure_pod_rules
         )
 
-        cap = s.max_eni_cap
-        card_enis = limits.max_enis_on_card(0) or limits.max_enis
-        unmanaged_on_card = sum(1 for e in enis if e.eni_id in unmanaged and e.network_card == 0)
-        config = PoolConfig(
-            max_enis=(min(card_enis, cap) if cap else card_enis) - unmanaged_on_card,
-            max_ips_per_eni=(limits.ipv4_per_eni - 1) * (16 if prefix_mode else 1),
-            max_prefixes_per_eni=limits.ipv4_per_eni - 1 if prefix_mode else 0,
-            max_pods=ident.max_pods,
-            warm_eni_target=s.warm_eni_target,
-            warm_ip_target=s.warm_ip_target,
-            minimum_ip_target=s.minimum_ip_target,
-            warm_prefix_target=s.warm_prefix_target,
-            prefix_delegation=prefix_mode,
-            custom_networking=s.custom_networking,
-            reserve_trunk_slot=ident.reserve_trunk_slot and not any(e.is_trunk for e in enis),
-        )
-        status = self._step("pre-scale", "see the pool status message", lambda: self._prescale(config))
+        configs = [
+            self._pool_config(limits, card, enis, unmanaged, prefix_mode=prefix_mode) for card in cards
+        ]
+        status = self._step("pre-scale", "see the pool status message", lambda: self._prescale(configs))
         return NodeInitResult(
-            config=config,
+            config=configs[0],
             primary_eni_id=primary.eni_id,
             managed_eni_ids=tuple(e.eni_id for e in managed),
             unmanaged_eni_ids=tuple(sorted(unmanaged)),
             restored_allocations=restored,
-            cleaned_cidrs=cleaned,
+            cleaned_cidrs=tuple(cleaned),
             pool_status=status,
+            card_configs=tuple(configs[1:]),
         )
 
     def _step(self, name: str, hint: str, fn: Callable[[], T]) -> T:
@@ -260,6 +270,48 @@ class NodeInit:
             log.info("ENIs ipamd leaves alone: %s", sorted(unmanaged))
         return tuple(managed), frozenset(unmanaged)
 
+    def _managed_cards(
+        self, enis: tuple[EniDescription, ...], managed: tuple[EniDescription, ...]
+    ) -> tuple[int, ...]:
+        """Card 0, then every card with a datastore that is not the EFA fabric's (`cards.py`)."""
+        fabric = efa_fabric_cards(enis, {e.eni_id for e in managed})
+        if fabric:
+            log.info(
+                "network cards left to EFA (an EFA-only ENI and nothing ipamd manages): %s", sorted(fabric)
+            )
+        others = sorted(c for c in self._ports.card_stores if c != DEFAULT_CARD and c not in fabric)
+        return (DEFAULT_CARD, *others)
+
+    def _pool_config(
+        self,
+        limits: InstanceLimits,
+        card: int,
+        enis: tuple[EniDescription, ...],
+        unmanaged: frozenset[str],
+        *,
+        prefix_mode: bool,
+    ) -> PoolConfig:
+        """One card's limits and targets: its own ENI limit (capped by MAX_ENI) less the ENIs ipamd leaves
+        alone there; cards above 0 have no primary ENI and no trunk."""
+        s, ident, cap = self._options, self._identity, self._options.max_eni_cap
+        card_enis = limits.max_enis_on_card(card) or (limits.max_enis if card == DEFAULT_CARD else 0)
+        unmanaged_on_card = sum(1 for e in enis if e.eni_id in unmanaged and e.network_card == card)
+        first = card == DEFAULT_CARD
+        return PoolConfig(
+            max_enis=max(0, (min(card_enis, cap) if cap else card_enis) - unmanaged_on_card),
+            max_ips_per_eni=(limits.ipv4_per_eni - 1) * (16 if prefix_mode else 1),
+            max_prefixes_per_eni=limits.ipv4_per_eni - 1 if prefix_mode else 0,
+            max_pods=ident.max_pods,
+            warm_eni_target=s.warm_eni_target,
+            warm_ip_target=s.warm_ip_target,
+            minimum_ip_target=s.minimum_ip_target,
+            warm_prefix_target=s.warm_prefix_target,
+            prefix_delegation=prefix_mode,
+            custom_networking=s.custom_networking and first,
+            reserve_trunk_slot=first and ident.reserve_trunk_slot and not any(e.is_trunk for e in enis),
+            network_card=card,
+        )
+
     def _tag(self, managed: tuple[EniDescription, ...]) -> None:
         if not self._options.provisioning_enabled:
             return
@@ -271,7 +323,7 @@ class NodeInit:
             is_primary = eni.eni_id == primary_id
             if not is_primary:
                 self._setup_with_retries(eni)
-            store_eni(self._ports.store, eni, is_primary=is_primary)
+            store_eni(self._ports.store_of(eni.network_card), eni, is_primary=is_primary)
 
     def _setup_with_retries(self, eni: EniDescription) -> None:
         for attempt in range(1, SETUP_ENI_ATTEMPTS + 1):
@@ -288,17 +340,17 @@ class NodeInit:
                 )
                 self._clock.sleep(SETUP_ENI_RETRY_S)
 
-    def _toggle_cleanup(self, prefix_mode: bool) -> tuple[IPv4Network, ...]:
+    def _toggle_cleanup(self, store: PoolStore, prefix_mode: bool) -> tuple[IPv4Network, ...]:
         """Give back unused CIDRs of the mode not in use (after PD was switched on or off)."""
         if not self._options.provisioning_enabled:
             return ()
         p = self._ports
         cleaned: list[IPv4Network] = []
-        for eni in p.store.snapshot().enis:
+        for eni in store.snapshot().enis:
             stray = [c.cidr for c in eni.cidrs if c.is_prefix != prefix_mode and c.assigned == 0]
             if not stray:
                 continue
-            removed = p.store.remove_cidrs(eni.eni_id, stray)
+            removed = store.remove_cidrs(eni.eni_id, stray)
             if not removed:
                 continue
             p.cooldown.add(removed)
@@ -310,12 +362,13 @@ class NodeInit:
             cleaned.extend(removed)
         return tuple(cleaned)
 
-    def _prescale(self, config: PoolConfig) -> PoolStatus | None:
+    def _prescale(self, configs: list[PoolConfig]) -> PoolStatus | None:
+        """One pool iteration per card; card 0's status is the node's."""
         if self._grow_pool is None or not self._options.provisioning_enabled:
             return None
-        status = self._grow_pool(config).update_pool()
-        if config.custom_networking and self._ports.store.snapshot().total_ips == 0:
+        statuses = [self._grow_pool(config).update_pool() for config in configs]
+        if configs[0].custom_networking and self._ports.store.snapshot().total_ips == 0:
             raise RuntimeError(
-                f"custom networking is on and the pool is empty after pre-scale: {status.message}"
+                f"custom networking is on and the pool is empty after pre-scale: {statuses[0].message}"
             )
-        return status
+        return statuses[0]

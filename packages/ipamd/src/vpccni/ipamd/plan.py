@@ -185,6 +185,7 @@ def pool_plan(s: Settings) -> PoolPlan:
             provisioning_enabled=s.provisioning_enabled,
             imds_only=s.enable_imds_only_mode,
             max_eni_cap=s.max_eni_cap,
+            multi_nic=s.enable_multi_nic,
         ),
         policy=PoolPolicy(
             provisioning_enabled=s.provisioning_enabled,

@@ -85,6 +85,7 @@ class Settings:
     pod_name: str
     backing_store: str
     enable_ipv4: bool
+    enable_multi_nic: bool
     # conflist and init container (read by the installer)
     enable_bandwidth_plugin: bool
     pod_sg_enforcing_mode: str

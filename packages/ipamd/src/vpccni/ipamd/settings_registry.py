@@ -440,9 +440,10 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("ENABLE_POD_ENI", None, parse_bool, False,
           valid="false", support=Support.UNSUPPORTED, feature="security groups for pods",
           meaning="security groups for pods (trunk and branch ENIs)"),
-    _spec("ENABLE_MULTI_NIC", None, parse_bool, False,
-          valid="false", support=Support.UNSUPPORTED, feature="multi-NIC (network cards > 0)",
-          meaning="manage network cards > 0 (multi-homed pods)"),
+    _bool("ENABLE_MULTI_NIC", "enable_multi_nic", False,
+          meaning="manage ENIs and warm pools on every network card (but cards holding only an EFA-only ENI);"
+                  " pods annotated k8s.amazonaws.com/nicConfig: multi-nic-attachment get one interface per"
+                  " managed card"),
     _spec("ENABLE_V6_EGRESS", None, parse_bool, False,
           valid="false", support=Support.UNSUPPORTED, feature="IPv6 egress for IPv4 pods",
           meaning="IPv6 egress for IPv4 pods through egress-cni"),

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection
 DEFAULT_VETH_PREFIX = "eni"
 MAX_PREFIX_LEN = 4
 HASH_LEN = 11
+MULTI_NIC_IFNAME_PREFIX = "mNicIf"
 
 
 def host_veth_name(namespace: str, pod: str, *, index: int = 0, prefix: str = DEFAULT_VETH_PREFIX) -> str:
@@ -30,6 +31,12 @@ def interface_index(ifname: str) -> int:
     if ifname.startswith("eth") and ifname[3:].isdigit() and ifname[3:] == str(int(ifname[3:])):
         return int(ifname[3:])
     return 0
+
+
+def multi_nic_ifname(first: str, index: int) -> str:
+    """A multi-NIC pod's interface `index` inside the pod: CNI_IFNAME (`eth0`) for 0, then upstream's
+    `mNicIf1`, `mNicIf2`... (an upstream plugin's DEL after a downgrade finds them by these names)."""
+    return first if index == 0 else f"{MULTI_NIC_IFNAME_PREFIX}{index}"
 
 
 def attachment_veth_name(container_id: str, ifname: str, *, prefix: str = DEFAULT_VETH_PREFIX) -> str:

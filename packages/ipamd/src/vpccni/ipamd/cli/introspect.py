@@ -98,6 +98,7 @@ class PodRow:
     namespace: str
     name: str
     ip: str
+    network_card: int  # a multi-NIC pod has a row per card
     eni_id: str
     device_number: int
     route_table: int
@@ -159,19 +160,21 @@ def _cidr_size(cidr: Mapping[str, Any]) -> int:
     return 1 << (32 - bits)
 
 
-def _each_address(enis_doc: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str, Mapping[str, Any]]]:
+def _each_address(
+    enis_doc: Mapping[str, Any],
+) -> list[tuple[int, Mapping[str, Any], str, Mapping[str, Any]]]:
     out = []
-    for _card, infos in _cards(enis_doc):
+    for card, infos in _cards(enis_doc):
         for eni in (infos.get("ENIs") or {}).values():
             for cidr_name, cidr in (eni.get("AvailableIPv4Cidrs") or {}).items():
                 for address in (cidr.get("IPAddresses") or {}).values():
-                    out.append((eni, cidr_name, address))
+                    out.append((card, eni, cidr_name, address))
     return out
 
 
 def pod_rows(enis_doc: Mapping[str, Any]) -> list[PodRow]:
     rows = []
-    for eni, cidr_name, address in _each_address(enis_doc):
+    for card, eni, cidr_name, address in _each_address(enis_doc):
         if not _is_assigned(address):
             continue
         meta = address.get("IPAMMetadata") or {}
@@ -180,6 +183,7 @@ def pod_rows(enis_doc: Mapping[str, Any]) -> list[PodRow]:
                 namespace=str(meta.get("k8sPodNamespace", "")),
                 name=str(meta.get("k8sPodName", "")),
                 ip=str(address.get("Address", "")),
+                network_card=card,
                 eni_id=str(eni.get("ID", "")),
                 device_number=int(eni.get("DeviceNumber", 0)),
                 route_table=int(eni.get("RouteTableID", 0)),
@@ -187,7 +191,7 @@ def pod_rows(enis_doc: Mapping[str, Any]) -> list[PodRow]:
                 assigned_time=str(address.get("AssignedTime", "")),
             )
         )
-    return sorted(rows, key=lambda r: (r.namespace, r.name, r.ip))
+    return sorted(rows, key=lambda r: (r.namespace, r.name, r.network_card, r.ip))
 
 
 def assigned_ips(enis_doc: Mapping[str, Any]) -> set[str]:

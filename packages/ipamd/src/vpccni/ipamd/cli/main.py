@@ -168,9 +168,10 @@ def _show(args: argparse.Namespace, *, deps: CliDeps, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps([dataclasses.asdict(r) for r in pods], indent=1) + "\n")
         return 0
-    headers = ("NAMESPACE", "POD", "IP", "ENI", "DEVICE", "TABLE", "ASSIGNED")
+    headers = ("NAMESPACE", "POD", "IP", "CARD", "ENI", "DEVICE", "TABLE", "ASSIGNED")
     rows = [
-        (r.namespace, r.name, r.ip, r.eni_id, r.device_number, r.route_table, r.assigned_time) for r in pods
+        (r.namespace, r.name, r.ip, r.network_card, r.eni_id, r.device_number, r.route_table, r.assigned_time)
+        for r in pods
     ]
     out.write(render_table(headers, rows))
     return 0

@@ -6,6 +6,7 @@ stateful fakes in ``vpccni.ipamd.cni.testing`` stand in for them in tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,12 +15,14 @@ from vpccni.networkutils.pod import PodInterface, WiredPod
 
 if TYPE_CHECKING:
     from vpccni.ipamd.allocator import Allocator
+    from vpccni.ipamd.cardallocator import CardAllocators
     from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
     from vpccni.networkutils.pod import PodWiring
 
 __all__ = [
     "Allocation",
     "HostPodRules",
+    "MultiNicAllocator",
     "NoAddressError",
     "NotReady",
     "PendingAllocation",
@@ -63,6 +66,41 @@ class PodAddressAllocator(Protocol):
         ...
 
 
+class MultiNicAllocator(Protocol):
+    """ENABLE_MULTI_NIC: one address per managed network card (``vpccni.ipamd.cardallocator``)."""
+
+    @property
+    def cards(self) -> tuple[int, ...]:
+        """The managed cards, ascending: a multi-NIC pod gets one interface on each."""
+        ...
+
+    def assign_each_card_pending(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
+        timeout_s: float | None, host_veths: Sequence[str],
+    ) -> tuple[PendingAllocation, ...]:  # fmt: skip
+        """One address per card, in card order, all or none (``NoAddressError`` names the card); waits up
+        to ``timeout_s`` in all (None: each card's allocator's default)."""
+        ...
+
+    def assign_each_card(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
+        timeout_s: float | None = None,
+    ) -> tuple[Allocation, ...]:  # fmt: skip
+        """``assign_each_card_pending``, returning once every card's checkpoint has it (gRPC's AddNetwork)."""
+        ...
+
+    def lookup_each_card(self, *, network: str, container_id: str, ifname: str) -> tuple[Allocation, ...]:
+        """The key's addresses in card order, each with its interface number (``Allocation.interface``)."""
+        ...
+
+    def release(
+        self, *, network: str, container_id: str, ifname: str, pod_namespace: str = "", pod_name: str = "",
+        reason: str = "PodDeleted",
+    ) -> Allocation | None:  # fmt: skip
+        """Every card's address of the key; returns the first card's (None when there was none)."""
+        ...
+
+
 class PodNetwork(Protocol):
     """Pod wiring through the pod's netns fd (``vpccni.networkutils.pod.PodWiring``)."""
 
@@ -88,6 +126,10 @@ class HostPodRules(Protocol):
 def _allocator_is_a_port(allocator: Allocator) -> PodAddressAllocator:
     """Type-checked proof that ipamd's allocator fits the port (mypy fails here when they drift apart)."""
     return allocator
+
+
+def _card_allocators_are_ports(cards: CardAllocators) -> tuple[PodAddressAllocator, MultiNicAllocator]:
+    return cards, cards
 
 
 def _wiring_is_a_port(wiring: PodWiring) -> PodNetwork:

@@ -6,7 +6,10 @@ after an upgrade) using only ``prevResult``:
 - ``interfaces[1]`` is the container interface with ``mac`` = the route-table id (not a MAC);
 - ``interfaces[2]`` is a fake ``dummy<hash>`` interface with ``mac`` = VLAN id (0: not a branch ENI) and
   ``sandbox`` = the ENI device number;
-- ``ips`` holds the pod address as /32 with ``interface`` = 1 and no gateway (regular pods).
+- ``ips`` holds the pod address as /32 with ``interface`` = 1 and no gateway (regular pods);
+- a multi-NIC pod lists a host veth and container end per network card (``eth0``, ``mNicIf1``, ...), each
+  container end with its own table in ``mac`` and its own address; the dummy comes last (upstream's DEL
+  without ipamd counts the interfaces as (entries - 1) / 2).
 
 The one addition: the host veth entry carries its real ``mac`` (upstream leaves it empty). The spec asks
 for hardware addresses where they exist, and no upstream reader looks at that entry.
@@ -14,14 +17,14 @@ for hardware addresses where they exist, and no upstream reader looks at that en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.names import host_veth_name, multi_nic_ifname
 
 DUMMY_PREFIX = "dummy"
-CONTAINER_INTERFACE_INDEX = 1
 
 
 def dummy_interface_name(namespace: str, pod: str) -> str:
@@ -29,25 +32,52 @@ def dummy_interface_name(namespace: str, pod: str) -> str:
     return DUMMY_PREFIX + host_veth_name(namespace, pod)[len("eni") :]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResultInterface:
+    """One pod interface as the result lists it: its host veth, then the container end."""
+
+    host_veth: str
+    host_mac: str
+    ifname: str
+    ipv4: IPv4Address
+    route_table: int
+
+
 def build_result(
     *, host_veth: str, host_mac: str, ifname: str, netns_path: str, ipv4: IPv4Address, route_table: int,
     device_number: int, pod_namespace: str, pod_name: str, vlan_id: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """The current-version (1.1.0) result; ``vpccni.cniplugin.results.convert`` writes older shapes."""
-    return {
-        "cniVersion": "1.1.0",
-        "interfaces": [
-            {"name": host_veth, "mac": host_mac},
-            {"name": ifname, "sandbox": netns_path, "mac": str(route_table)},
-            {
-                "name": dummy_interface_name(pod_namespace, pod_name),
-                "mac": str(vlan_id),
-                "sandbox": str(device_number),
-            },
-        ],
-        "ips": [{"address": str(IPv4Interface(f"{ipv4}/32")), "interface": CONTAINER_INTERFACE_INDEX}],
-        "dns": {},
-    }
+    interface = ResultInterface(
+        host_veth=host_veth, host_mac=host_mac, ifname=ifname, ipv4=ipv4, route_table=route_table
+    )
+    return build_interfaces_result(
+        [interface], netns_path=netns_path, device_number=device_number, pod_namespace=pod_namespace,
+        pod_name=pod_name, vlan_id=vlan_id,
+    )  # fmt: skip
+
+
+def build_interfaces_result(
+    interfaces: Sequence[ResultInterface], *, netns_path: str, device_number: int, pod_namespace: str,
+    pod_name: str, vlan_id: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Upstream's shape for any number of interfaces (a multi-NIC pod: one per network card): each host
+    veth followed by its container end, each address pointing at its container end, the ``dummy`` last
+    (``device_number`` is the first interface's ENI's, as upstream's)."""
+    listed: list[dict[str, Any]] = []
+    ips: list[dict[str, Any]] = []
+    for item in interfaces:
+        listed.append({"name": item.host_veth, "mac": item.host_mac})
+        listed.append({"name": item.ifname, "sandbox": netns_path, "mac": str(item.route_table)})
+        ips.append({"address": str(IPv4Interface(f"{item.ipv4}/32")), "interface": len(listed) - 1})
+    listed.append(
+        {
+            "name": dummy_interface_name(pod_namespace, pod_name),
+            "mac": str(vlan_id),
+            "sandbox": str(device_number),
+        }
+    )
+    return {"cniVersion": "1.1.0", "interfaces": listed, "ips": ips, "dns": {}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,3 +113,31 @@ def read_prev_result(current: dict[str, Any], ifname: str) -> PreviousAttachment
         return None
     host_veth = str(host.get("name") or "") if host else ""
     return PreviousAttachment(ipv4=ipv4, route_table=table, vlan_id=vlan, host_veth=host_veth)
+
+
+def read_prev_interfaces(current: dict[str, Any], ifname: str) -> tuple[PreviousAttachment, ...]:
+    """Every pod interface a ``prevResult`` lists, in order: ``ifname``, then a multi-NIC pod's
+    ``mNicIf1``, ``mNicIf2``... each with the address pointing at it and the host veth listed before it.
+    Stops at the first interface it cannot read; empty when even the first is missing."""
+    listed = [i if isinstance(i, dict) else {} for i in current.get("interfaces") or []]
+    positions = {str(i.get("name", "")): n for n, i in enumerate(listed) if i.get("sandbox")}
+    addresses: dict[int, IPv4Address] = {}
+    for ip in current.get("ips") or []:
+        try:
+            addresses.setdefault(int(ip["interface"]), IPv4Interface(ip["address"]).ip)
+        except (KeyError, TypeError, ValueError):
+            continue
+    found: list[PreviousAttachment] = []
+    for index in range(len(listed)):
+        at = positions.get(multi_nic_ifname(ifname, index))
+        if at is None or at not in addresses:
+            break
+        try:
+            table = int(listed[at].get("mac", ""))
+        except (TypeError, ValueError):
+            break
+        host = listed[at - 1] if at > 0 and not listed[at - 1].get("sandbox") else {}
+        found.append(
+            PreviousAttachment(ipv4=addresses[at], route_table=table, host_veth=str(host.get("name") or ""))
+        )
+    return tuple(found)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -20,10 +21,12 @@ from vpccni.cniplugin.netconf import NetConf, parse_netconf
 from vpccni.cniplugin.version import VERSION
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.locks import KeyedLocks
+from vpccni.ipamd.cni.multinic import MultiNicPods
 from vpccni.ipamd.cni.netns_kind import NetnsKind, classify_netns
 from vpccni.ipamd.cni.netpolicy import PolicyAdmission, admit_or_roll_back
 from vpccni.ipamd.cni.ports import (
     HostPodRules,
+    MultiNicAllocator,
     NoAddressError,
     NotReady,
     PendingAllocation,
@@ -37,6 +40,7 @@ from vpccni.networkutils.names import (
     attachment_veth_name,
     host_veth_name,
     interface_index,
+    multi_nic_ifname,
 )
 from vpccni.networkutils.pod import PodInterface
 
@@ -63,8 +67,9 @@ class _Pod:
     def index(self) -> int:
         return interface_index(self.ifname)
 
-    def upstream_veth(self, prefix: str) -> str:
-        return host_veth_name(self.namespace, self.name, index=self.index, prefix=prefix)
+    def upstream_veth(self, prefix: str, *, index: int | None = None) -> str:
+        return host_veth_name(self.namespace, self.name, index=self.index if index is None else index,
+                              prefix=prefix)  # fmt: skip
 
     @property
     def label(self) -> str:
@@ -72,8 +77,10 @@ class _Pod:
         return f"pod {who} (container {self.container_id}, {self.ifname})"
 
 
-class CniService:
-    """Handles one request at a time per attachment; ``handle`` is safe to call from many threads."""
+class CniService(MultiNicPods):
+    """Handles one request at a time per attachment; ``handle`` is safe to call from many threads.
+
+    ``multi_nic`` (ENABLE_MULTI_NIC) serves pods asking for one interface per network card (`multinic`)."""
 
     def __init__(
         self,
@@ -85,9 +92,11 @@ class CniService:
         classify_netns: Callable[[int], NetnsKind] = classify_netns,
         monotonic: Callable[[], float] = time.monotonic,
         policy: PolicyAdmission | None = None,
+        multi_nic: MultiNicAllocator | None = None,
     ) -> None:
         self._policy = policy  # network policy's say before an ADD is answered (None: not in play)
         self._allocator = allocator
+        self._multi_nic = multi_nic
         self._network = network
         self._host_rules = host_rules
         self._settings = settings or ServiceSettings()
@@ -157,29 +166,32 @@ class CniService:
         )
 
     def _spec(
-        self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = ""
-    ) -> PodInterface:
+        self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
+        *, index: int | None = None,
+    ) -> PodInterface:  # fmt: skip
+        """``index``: a multi-NIC pod's interface (``eth0``, ``mNicIf1``...); else CNI_IFNAME's."""
         mtu = conf.mtu if conf is not None else 9001
         return PodInterface(
-            host_veth=host_veth or pod.upstream_veth(_veth_prefix(conf)),
+            host_veth=host_veth or pod.upstream_veth(_veth_prefix(conf), index=index),
             ipv4=ipv4,
-            ifname=pod.ifname,
+            ifname=pod.ifname if index is None else multi_nic_ifname(pod.ifname, index),
             route_table=route_table,
             mtu=mtu,
-            index=pod.index,
+            index=pod.index if index is None else index,
         )
 
     # --- host veth names ----------------------------------------------------------------------------------
 
-    def _own_veth_name(self, pod: _Pod, conf: NetConf) -> str:
+    def _own_veth_name(self, pod: _Pod, conf: NetConf, *, index: int | None = None) -> str:
         """'' to use upstream's name for the pod, else a name of this attachment alone (recorded with the
         allocation): upstream's name is taken by another live attachment of the pod, or the pod has no
-        name. Call under the upstream name's lock until the veth exists."""
+        name. Call under the upstream name's lock until the veth exists. ``index`` as for ``_spec``."""
         prefix = _veth_prefix(conf)
-        own = attachment_veth_name(pod.container_id, pod.ifname, prefix=prefix)
+        ifname = pod.ifname if index is None else multi_nic_ifname(pod.ifname, index)
+        own = attachment_veth_name(pod.container_id, ifname, prefix=prefix)
         if not pod.name:
             return own
-        upstream = pod.upstream_veth(prefix)
+        upstream = pod.upstream_veth(prefix, index=index)
         if not self._network.host_veth_exists(upstream):
             return ""
         holder = self._veth_holder(upstream, conf, but=(pod.container_id, pod.ifname))
@@ -198,8 +210,7 @@ class CniService:
             if (entry.key.container_id, entry.key.ifname) == but:
                 continue
             meta = entry.metadata
-            upstream = host_veth_name(meta.namespace, meta.name, index=interface_index(entry.key.ifname),
-                                      prefix=prefix)  # fmt: skip
+            upstream = host_veth_name(meta.namespace, meta.name, index=entry.interface_index, prefix=prefix)
             if (entry.allocation.host_veth or upstream) == name:
                 return entry
         return None
@@ -235,6 +246,10 @@ class CniService:
         self, request: Request, conf: NetConf, version: str, netns_fd: int | None, *, answer_by: float
     ) -> dict[str, Any]:
         fd = self._need_netns("ADD", netns_fd)
+        if conf.requires_multi_nic_attachment:
+            each_card = self._add_each_card(request, conf, version, fd, answer_by=answer_by)
+            if each_card is not None:
+                return each_card
         pod = self._pod(request, conf)
         # Read a chained plugin's result before touching anything: a bad one must not leave a wired pod.
         previous = results.to_current(conf.prev_result, conf.cni_version) if conf.prev_result else None
@@ -289,23 +304,33 @@ class CniService:
         return results.convert(self._after_prev_result(result, previous), version)
 
     def _assign(self, pod: _Pod, answer_by: float, *, host_veth: str) -> PendingAllocation:
-        left = answer_by - self._monotonic() - self._settings.deadline_margin_s
-        wait = max(0.0, min(self._settings.max_assign_timeout_s, left))
-        try:
+        with self._allocation_errors():
             return self._allocator.assign_pending(
                 network=pod.network,
                 container_id=pod.container_id,
                 ifname=pod.ifname,
                 pod_namespace=pod.namespace,
                 pod_name=pod.name,
-                timeout_s=wait,
+                timeout_s=self._assign_wait(answer_by),
                 host_veth=host_veth,
             )
+
+    @staticmethod
+    @contextmanager
+    def _allocation_errors() -> Iterator[None]:
+        """The allocator's refusals as CNI errors: not ready, and a pool that can still grow, are 11."""
+        try:
+            yield
         except NotReady as exc:
             raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"ipamd is not ready yet: {exc}") from None
         except NoAddressError as exc:
             code = ErrorCode.TRY_AGAIN_LATER if exc.retryable else ErrorCode.INTERNAL
             raise CNIError(code, str(exc)) from None
+
+    def _assign_wait(self, answer_by: float) -> float:
+        """How long an ADD may wait for the pool: until shortly before its answer is due, and capped."""
+        left = answer_by - self._monotonic() - self._settings.deadline_margin_s
+        return max(0.0, min(self._settings.max_assign_timeout_s, left))
 
     def _unwire_quietly(self, pod: _Pod, spec: PodInterface, fd: int) -> None:
         try:
@@ -348,6 +373,8 @@ class CniService:
         The veth is left to go with the pod's namespace when that is at hand, unless ``remove_veth``."""
         pod = self._pod(request, conf)
         with self._locks.hold((pod.container_id, pod.ifname)):
+            if self._delete_each_card(pod, conf, version, netns_fd, remove_veth=remove_veth):
+                return
             allocation = self._allocator.lookup(
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname
             )
@@ -404,6 +431,8 @@ class CniService:
         fd = self._need_netns("CHECK", netns_fd)
         pod = self._pod(request, conf)
         with self._locks.hold((pod.container_id, pod.ifname)):
+            if self._check_each_card(pod, conf, version, fd):
+                return
             allocation = self._allocator.lookup(
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname
             )
@@ -457,7 +486,9 @@ class CniService:
             )  # fmt: skip
             with self._locks.hold((pod.container_id, pod.ifname)):
                 alloc = entry.allocation
-                spec = self._spec(pod, conf, alloc.ipv4, alloc.route_table, alloc.host_veth)
+                # A multi-NIC pod's interfaces above 0 are entries of the same key on other cards.
+                index = alloc.interface or None
+                spec = self._spec(pod, conf, alloc.ipv4, alloc.route_table, alloc.host_veth, index=index)
                 try:
                     self._network.unwire(spec, None, keep_veth=not self._may_delete_veth(pod, conf, spec))
                 except Exception as exc:

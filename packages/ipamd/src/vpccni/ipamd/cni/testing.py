@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Address
 
+from vpccni.ipamd.cardallocator import CardAllocators
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
@@ -27,7 +28,7 @@ from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
 
 
 def secondary_ips(
-    first: str, count: int, *, device_number: int = 1, route_table: int = 2
+    first: str, count: int, *, device_number: int = 1, route_table: int = 2, network_card: int = 0
 ) -> list[Allocation]:
     """``count`` consecutive addresses from ``first`` on one ENI."""
     start = IPv4Address(first)
@@ -36,7 +37,8 @@ def secondary_ips(
             ipv4=start + i,
             device_number=device_number,
             route_table=route_table,
-            eni_id=f"eni-{device_number:04x}",
+            eni_id=f"eni-{network_card}{device_number:03x}",
+            network_card=network_card,
         )
         for i in range(count)
     ]
@@ -53,9 +55,12 @@ class FakeAllocator:
         self.released: list[tuple[IPAMKey, str]] = []
         self.fail_next_write: Exception | None = None
 
+    def mark_ready(self) -> None:
+        self.ready = True
+
     def assign(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
-        timeout_s: float | None = None, host_veth: str = "",
+        timeout_s: float | None = None, host_veth: str = "", interfaces_count: int = 1,
     ) -> Allocation:  # fmt: skip
         if not self.ready:
             raise NotReady(self.not_ready_reason)
@@ -72,18 +77,20 @@ class FakeAllocator:
                     retryable=status.retryable,
                 )
             allocation = replace(self._free.pop(0), host_veth=host_veth)
-            meta = PodMetadata(namespace=pod_namespace, name=pod_name, host_veth=host_veth)
+            meta = PodMetadata(
+                namespace=pod_namespace, name=pod_name, host_veth=host_veth, interfaces_count=interfaces_count
+            )
             self._assigned[key] = (meta, allocation)
             return allocation
 
     def assign_pending(
         self, *, network: str, container_id: str, ifname: str, pod_namespace: str, pod_name: str,
-        timeout_s: float | None = None, host_veth: str = "",
+        timeout_s: float | None = None, host_veth: str = "", interfaces_count: int = 1,
     ) -> PendingAllocation:  # fmt: skip
         """`assign`, "written" at once; `fail_next_write` makes the write fail and gives the address back."""
         allocation = self.assign(
             network=network, container_id=container_id, ifname=ifname, pod_namespace=pod_namespace,
-            pod_name=pod_name, timeout_s=timeout_s, host_veth=host_veth,
+            pod_name=pod_name, timeout_s=timeout_s, host_veth=host_veth, interfaces_count=interfaces_count,
         )  # fmt: skip
         written: Future[None] = Future()
         if self.fail_next_write is not None:
@@ -136,12 +143,23 @@ class FakeAllocator:
             return len(self._free)
 
 
+def two_cards(count: int = 3) -> tuple[CardAllocators, FakeAllocator, FakeAllocator]:
+    """A node with two network cards: card 0's addresses on its primary ENI (main table), card 1's on its
+    device 0 (table 10100), ``count`` each."""
+    first = FakeAllocator(secondary_ips("10.0.1.10", count, device_number=0, route_table=254))
+    second = FakeAllocator(
+        secondary_ips("10.0.2.10", count, device_number=0, route_table=10100, network_card=1)
+    )
+    return CardAllocators({0: first, 1: second}), first, second
+
+
 class FakePodNetwork:
     """Wired pods by host veth; ``drift(host_veth, problem)`` makes verify report a problem."""
 
     def __init__(self) -> None:
         self.wired: dict[str, tuple[int, PodInterface]] = {}
         self.fail_next_wire: Exception | None = None
+        self.fail_wire_of: dict[str, Exception] = {}  # by pod interface name, once
         self.fail_unwire: Exception | None = None
         self.unwired: list[PodInterface] = []
         self.veths_kept: list[str] = []  # host veths a DEL left to vanish with the pod's namespace
@@ -153,6 +171,8 @@ class FakePodNetwork:
             if self.fail_next_wire is not None:
                 exc, self.fail_next_wire = self.fail_next_wire, None
                 raise exc
+            if spec.ifname in self.fail_wire_of:
+                raise self.fail_wire_of.pop(spec.ifname)
             if any(fd == netns_fd and s.ifname == spec.ifname for fd, s in self.wired.values()):
                 raise RuntimeError(f"interface {spec.ifname} already exists in the pod namespace")
             self.wired[spec.host_veth] = (netns_fd, spec)

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady
-from vpccni.ipamd.cni.ports import PodAddressAllocator
+from vpccni.ipamd.cni.ports import MultiNicAllocator, PodAddressAllocator
 from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class NodeFacts:
     use_external_snat: bool
     exclude_snat_cidrs: tuple[IPv4Network, ...] = ()
     network_policy_mode: str = ""
+    multi_nic: bool = False  # ENABLE_MULTI_NIC
     node_ipv4: IPv4Address | None = None
     instance_id: str = ""
     region: str = ""
@@ -69,10 +70,12 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         allocator: PodAddressAllocator,
         facts: NodeFacts,
         vpc_cidrs: Callable[[], Sequence[IPv4Network]],
+        multi_nic: MultiNicAllocator | None = None,
     ) -> None:
         self._allocator = allocator
         self._facts = facts
         self._vpc_cidrs = vpc_cidrs
+        self._multi_nic = multi_nic
 
     def AddNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
         _check_caller(request.ClientVersion, self._facts.version, context)
@@ -82,14 +85,25 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
             VPCv4CIDRs=[str(c) for c in (*self._vpc_cidrs(), *self._facts.exclude_snat_cidrs)],
             NetworkPolicyMode=self._facts.network_policy_mode,
         )
-        try:
-            allocation = self._allocator.assign(
-                network=request.NetworkName,
-                container_id=request.ContainerID,
-                ifname=request.IfName,
-                pod_namespace=request.K8S_POD_NAMESPACE,
-                pod_name=request.K8S_POD_NAME,
+        if request.RequiresMultiNICAttachment and self._multi_nic is None:
+            # Upstream's answer too: the pod asks for what this node was not set up to give.
+            log.warning(
+                "AddNetwork for %s: one interface per network card asked, ENABLE_MULTI_NIC is off", pod
             )
+            reply.Success = False
+            return reply
+        key = {
+            "network": request.NetworkName,
+            "container_id": request.ContainerID,
+            "ifname": request.IfName,
+            "pod_namespace": request.K8S_POD_NAMESPACE,
+            "pod_name": request.K8S_POD_NAME,
+        }
+        try:
+            if request.RequiresMultiNICAttachment and self._multi_nic is not None:
+                allocations = self._multi_nic.assign_each_card(**key)
+            else:
+                allocations = (self._allocator.assign(**key),)
         except NotReady as err:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
         except NoAddressError as err:
@@ -97,12 +111,22 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
             reply.Success = False
             return reply
         reply.Success = True
-        reply.IPAllocationMetadata.append(_metadata(allocation))
-        log.info("AddNetwork for %s (container %s): %s", pod, request.ContainerID, allocation.ipv4)
+        reply.IPAllocationMetadata.extend(_metadata(a) for a in allocations)
+        log.info(
+            "AddNetwork for %s (container %s): %s",
+            pod, request.ContainerID, ", ".join(str(a.ipv4) for a in allocations),
+        )  # fmt: skip
         return reply
 
     def DelNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
         _check_caller(request.ClientVersion, self._facts.version, context)
+        each_card = (
+            self._multi_nic.lookup_each_card(
+                network=request.NetworkName, container_id=request.ContainerID, ifname=request.IfName
+            )
+            if self._multi_nic is not None
+            else ()
+        )
         released = self._allocator.release(
             network=request.NetworkName,
             container_id=request.ContainerID,
@@ -113,7 +137,10 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         )
         reply = rpc_pb2.DelNetworkReply(Success=True, NetworkPolicyMode=self._facts.network_policy_mode)
         if released is not None:
-            reply.IPAllocationMetadata.append(_metadata(released))
+            # A multi-NIC pod's DEL released every card's address: upstream's reply lists them all.
+            reply.IPAllocationMetadata.extend(
+                _metadata(a) for a in (each_card if len(each_card) > 1 else (released,))
+            )
             log.info(
                 "DelNetwork for %s/%s (container %s): released %s",
                 request.K8S_POD_NAMESPACE,
@@ -134,7 +161,7 @@ class ConfigServerServicer(rpc_pb2_grpc.ConfigServerBackendServicer):  # type: i
         f = self._facts
         return rpc_pb2.NetworkPolicyAgentConfigReply(
             NetworkPolicyMode=f.network_policy_mode,
-            MultiNICEnabled=False,
+            MultiNICEnabled=f.multi_nic,
             NodeIPv4="" if f.node_ipv4 is None else str(f.node_ipv4),
             NodeIPv6="",
             InstanceID=f.instance_id,

@@ -15,6 +15,7 @@ from vpccni.ipamd.datastore.model import UnknownEni
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import store_eni
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
+from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.ipamd.ports import (
     NO_USABLE_SUBNET_CODE,
     CloudError,
@@ -257,8 +258,9 @@ class FakeCloud:
         ips: int = 0,
         interface_type: str = "interface",
         tags: dict[str, str] | None = None,
+        network_card: int = 0,
     ) -> EniDescription:
-        eni = self._new_eni(device_number, 0, interface_type)
+        eni = self._new_eni(device_number, network_card, interface_type)
         eni.tags.update(tags or {})
         eni.ips.update(next(self._free_ips) for _ in range(ips))
         return eni.describe()
@@ -303,7 +305,7 @@ class FakeCloud:
     def allocate_eni(self, request: EniRequest) -> EniDescription:
         with self.lock:
             self._enter("allocate_eni")
-            used = {e.device_number for e in self._enis.values()}
+            used = {e.device_number for e in self._enis.values() if e.network_card == request.network_card}
             if len(self._enis) >= self.max_enis:
                 raise CloudError("AttachmentLimitExceeded", code="AttachmentLimitExceeded")
             candidates = (request.subnet_id,) if request.subnet_id else self.candidate_subnets
@@ -435,6 +437,21 @@ class FakeAllocationRestore:
             if ip is not None:
                 self.restored.append(ip)
         return len(self.restored)
+
+
+class IdlePool:
+    """The pool manager as the allocator sees it (`PoolSignals`), never growing: an ADD that finds its
+    datastore empty fails at once, with `state` as the reason."""
+
+    def __init__(self, state: GrowthState = GrowthState.NO_ENI_SLOTS) -> None:
+        self.status = PoolStatus(state=state)
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
+        return False
 
 
 class FakePodRules:

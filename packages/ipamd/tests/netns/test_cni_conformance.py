@@ -26,11 +26,13 @@ from typing import Any
 import pytest
 from vpccni.cniplugin import bundle, delqueue, versions
 from vpccni.cniplugin.errors import ErrorCode
+from vpccni.cniplugin.netconf import MULTI_NIC_ANNOTATION, MULTI_NIC_VALUE
 from vpccni.cniplugin.wire import Request
+from vpccni.ipamd.cardallocator import CardAllocators
 from vpccni.ipamd.cni.delqueue_drain import drain_del_queue
 from vpccni.ipamd.cni.result import dummy_interface_name
 from vpccni.ipamd.cni.service import CniService
-from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips, serve_in_netns
+from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips, serve_in_netns, two_cards
 from vpccni.ipamd.pool.status import GrowthState
 from vpccni.networkutils.names import attachment_veth_name, host_veth_name
 from vpccni.networkutils.netlink import open_netlink
@@ -59,6 +61,7 @@ class Pod:
     container_id: str
     name: str
     namespace: str = "default"
+    interfaces: int = 1  # a multi-NIC pod's: one per network card
 
     @property
     def path(self) -> str:
@@ -68,6 +71,10 @@ class Pod:
     def veth(self) -> str:
         return host_veth_name(self.namespace, self.name)
 
+    @property
+    def veths(self) -> set[str]:
+        return {host_veth_name(self.namespace, self.name, index=i) for i in range(self.interfaces)}
+
 
 @dataclass
 class Node:
@@ -76,7 +83,7 @@ class Node:
     name: str
     tmp: pathlib.Path
     shim: pathlib.Path
-    allocator: FakeAllocator
+    allocator: FakeAllocator | CardAllocators
     suffix: str
     pods: list[Pod] = field(default_factory=list)
 
@@ -143,7 +150,7 @@ class Node:
         """Nothing of any pod is left once the runtime deleted the pod namespaces (it does so after DEL)."""
         # A DEL that had the pod's namespace leaves the host veth to go with it, as upstream does; until then
         # only veths of live pod namespaces may remain, and nothing routes to them.
-        assert self.links() <= {pod.veth for pod in self.pods if os.path.exists(pod.path)}
+        assert self.links() <= {veth for pod in self.pods if os.path.exists(pod.path) for veth in pod.veths}
         assert self.pod_rules() == []
         assert self.main_routes() == []
         assert self.allocator.allocations() == ()
@@ -192,24 +199,42 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return bundle.build(tmp_path_factory.mktemp("opt-cni-bin") / "aws-cni")
 
 
-@pytest.fixture
-def node(tmp_path: pathlib.Path, shim: pathlib.Path) -> Iterator[Node]:
+@contextmanager
+def _node(
+    tmp_path: pathlib.Path, shim: pathlib.Path, allocator: FakeAllocator | CardAllocators
+) -> Iterator[Node]:
     suffix = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     name = f"vpccni-cni-node-{suffix}"
     _ip("netns", "add", name)
     node_fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    allocator = FakeAllocator(secondary_ips("10.0.1.10", 4, device_number=1, route_table=ROUTE_TABLE))
     state = Node(name=name, tmp=tmp_path, shim=shim, allocator=allocator, suffix=suffix)
+    multi_nic = allocator if isinstance(allocator, CardAllocators) else None
     try:
         # ipamd runs in the host namespace; here its workers enter the test's node namespace instead.
         with serve_in_netns(netns_fd=node_fd, allocator=allocator, socket_path=state.socket,
-                            del_queue_dir=state.queue):  # fmt: skip
+                            del_queue_dir=state.queue, multi_nic=multi_nic):  # fmt: skip
             yield state
     finally:
         os.close(node_fd)
         for pod in state.pods:
             subprocess.run(["ip", "netns", "del", pod.netns], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def node(tmp_path: pathlib.Path, shim: pathlib.Path) -> Iterator[Node]:
+    allocator = FakeAllocator(secondary_ips("10.0.1.10", 4, device_number=1, route_table=ROUTE_TABLE))
+    with _node(tmp_path, shim, allocator) as state:
+        yield state
+
+
+@pytest.fixture
+def two_card_node(tmp_path: pathlib.Path, shim: pathlib.Path) -> Iterator[Node]:
+    """ENABLE_MULTI_NIC on two network cards: card 0's addresses on the primary ENI (main table), card 1's
+    on its device 0 (table 10100)."""
+    cards, _, _ = two_cards()
+    with _node(tmp_path, shim, cards) as state:
+        yield state
 
 
 def _pod_view(pod: Pod) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -394,6 +419,73 @@ def test_status_follows_the_allocator(node: Node) -> None:
     for p, r in zip(pods, results, strict=True):
         node.cni("DEL", p, node.conf("1.1.0", prevResult=r)).ok()
     node.cni("STATUS", None, node.conf("1.1.0")).ok()
+    node.assert_clean()
+
+
+# --- pods with one interface per network card (ENABLE_MULTI_NIC) -----------------------------------------
+
+MULTI_NIC = {"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {MULTI_NIC_ANNOTATION: MULTI_NIC_VALUE}}}
+
+
+def test_a_multi_nic_pod_gets_an_interface_per_card_and_del_removes_them_all(two_card_node: Node) -> None:
+    node = two_card_node
+    pod = node.new_pod("mnic")
+    pod.interfaces = 2
+    plain = node.new_pod("plain")
+    result = node.cni("ADD", pod, node.conf("1.0.0", **MULTI_NIC)).result()
+    assert [(i["name"], i.get("mac")) for i in result["interfaces"] if i.get("sandbox") == pod.path] == [
+        ("eth0", "254"),
+        ("mNicIf1", "10100"),
+    ]
+    assert [(ip["address"], ip["interface"]) for ip in result["ips"]] == [
+        ("10.0.1.10/32", 1),
+        ("10.0.2.10/32", 3),
+    ]
+    # Inside the pod: eth0 owns the default route; mNicIf1 answers from table 1 through 169.254.1.2, chosen
+    # by the rule for its address (priority 1).
+    assert [(r["dst"], r["dev"]) for r in _ip_json(pod.netns, "route", "show") if r["dst"] == "default"] == [
+        ("default", "eth0")
+    ]
+    assert {
+        (r["dst"], r.get("gateway"), r["dev"]) for r in _ip_json(pod.netns, "route", "show", "table", "1")
+    } == {
+        ("default", "169.254.1.2", "mNicIf1"),
+        ("169.254.1.2", None, "mNicIf1"),
+    }
+    assert [(r["priority"], r["src"], r["table"]) for r in _ip_json(pod.netns, "rule", "show")
+            if r["priority"] == 1] == [(1, "10.0.2.10", "1")]  # fmt: skip
+    neighbours = _ip_json(pod.netns, "neigh", "show", "dev", "mNicIf1")
+    assert [(n["dst"], n["state"]) for n in neighbours] == [("169.254.1.2", ["PERMANENT"])]
+    # On the host: both veths, rule 512 for each address, rule 1536 into card 1's ENI table.
+    assert node.links() == pod.veths
+    assert {(r["priority"], r.get("src"), r.get("dst"), r["table"]) for r in node.pod_rules()} == {
+        (512, "all", "10.0.1.10", "main"),
+        (512, "all", "10.0.2.10", "main"),
+        (1536, "10.0.2.10", None, "10100"),
+    }
+    assert [_pings(node, a) for a in ("10.0.1.10", "10.0.2.10")] == [True, True]
+    node.cni("CHECK", pod, node.conf("1.0.0", prevResult=result, **MULTI_NIC)).ok()
+    # A pod without the annotation, beside it, is served by card 0 alone.
+    other = node.cni("ADD", plain, node.conf("1.0.0")).result()
+    assert [ip["address"] for ip in other["ips"]] == ["10.0.1.11/32"]
+    node.cni("DEL", plain, node.conf("1.0.0", prevResult=other)).ok()
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=result, **MULTI_NIC)).ok()
+    node.assert_clean()
+
+
+def test_a_multi_nic_add_that_fails_on_one_interface_leaves_nothing(two_card_node: Node) -> None:
+    node = two_card_node
+    pod = node.new_pod("clash")
+    # Something already holds the name the second interface needs inside the pod.
+    _ip("-n", pod.netns, "link", "add", "mNicIf1", "type", "veth", "peer", "name", "squatter")
+    body = node.cni("ADD", pod, node.conf("1.0.0", **MULTI_NIC)).error(ErrorCode.INTERNAL)
+    assert "mNicIf1" in body["msg"] and "pod-clash" in body["msg"]
+    assert {link["ifname"] for link in _ip_json(pod.netns, "link", "show")} == {"lo", "mNicIf1", "squatter"}
+    assert (node.pod_rules(), node.main_routes(), node.allocator.allocations()) == ([], [], ())
+    _ip("-n", pod.netns, "link", "del", "mNicIf1")
+    result = node.cni("ADD", pod, node.conf("1.0.0", **MULTI_NIC)).result()  # the runtime's retry
+    pod.interfaces = 2
+    node.cni("DEL", pod, node.conf("1.0.0", prevResult=result, **MULTI_NIC), CNI_NETNS=None).ok()
     node.assert_clean()
 
 

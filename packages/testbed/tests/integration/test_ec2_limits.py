@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from vpccni.testbed.cloud import Cloud, InstanceInfo
+from vpccni.testbed.imds.server import ImdsServer
 
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
@@ -200,3 +202,45 @@ def test_network_cards_have_their_own_eni_limits(cloud: Cloud) -> None:
             NetworkCardIndex=7,
         )
     assert error_code(exc) == "InvalidParameterValue"
+
+
+def test_each_network_card_holds_its_own_enis_and_imds_names_the_card(cloud: Cloud) -> None:
+    """hpc7a.12xlarge: two cards of two ENIs each. A card full of ENIs refuses the next one as EC2 does,
+    while the other card still takes its own; IMDS tells every MAC's card."""
+    node = cloud.launch_instance(instance_type="hpc7a.12xlarge")
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    on_card_1 = [new_eni(ec2, cloud) for _ in range(3)]
+    for device, eni in enumerate(on_card_1[:2]):
+        ec2.attach_network_interface(
+            NetworkInterfaceId=eni, InstanceId=node.instance_id, DeviceIndex=device, NetworkCardIndex=1
+        )
+    with pytest.raises(ClientError) as full:
+        ec2.attach_network_interface(
+            NetworkInterfaceId=on_card_1[2], InstanceId=node.instance_id, DeviceIndex=2, NetworkCardIndex=1
+        )
+    assert error_code(full) == "AttachmentLimitExceeded" and "2 on card 1" in str(full.value)
+    ec2.attach_network_interface(
+        NetworkInterfaceId=on_card_1[2], InstanceId=node.instance_id, DeviceIndex=1, NetworkCardIndex=0
+    )
+    imds = cloud.start_imds(node.instance_id)
+    try:
+        cards = {}
+        for described in ec2.describe_network_interfaces(NetworkInterfaceIds=on_card_1)["NetworkInterfaces"]:
+            mac = described["MacAddress"]
+            url = f"{imds.endpoint}/latest/meta-data/network/interfaces/macs/{mac}/network-card"
+            request = urllib.request.Request(url, headers={"X-aws-ec2-metadata-token": _imds_token(imds)})
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                cards[described["NetworkInterfaceId"]] = reply.read().decode()
+        assert cards == {on_card_1[0]: "1", on_card_1[1]: "1", on_card_1[2]: "0"}
+    finally:
+        imds.stop()
+
+
+def _imds_token(imds: ImdsServer) -> str:
+    request = urllib.request.Request(
+        f"{imds.endpoint}/latest/api/token",
+        method="PUT",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return str(reply.read().decode())

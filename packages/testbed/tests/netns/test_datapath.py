@@ -23,6 +23,7 @@ class _Eni:
     mac: str
     device_index: int
     primary: ipaddress.IPv4Address
+    network_card: int = 0
     secondaries: list[ipaddress.IPv4Address] = field(default_factory=list)
     prefixes: list[ipaddress.IPv4Network] = field(default_factory=list)
 
@@ -48,11 +49,14 @@ class StatefulEc2:
     def instance_enis(self, instance_id: str) -> list[EniAttached]:
         return [self._attached(eni_id) for eni_id, e in self.enis.items() if e.instance_id == instance_id]
 
-    def attach(self, eni_id: str, *, instance_id: str, device_index: int, primary: str) -> None:
+    def attach(
+        self, eni_id: str, *, instance_id: str, device_index: int, primary: str, network_card: int = 0
+    ) -> None:
         mac = f"02:00:00:00:{len(self.enis):02x}:{device_index:02x}"
         self.enis[eni_id] = _Eni(
-            instance_id=instance_id, mac=mac, device_index=device_index, primary=IP(primary)
-        )
+            instance_id=instance_id, mac=mac, device_index=device_index, primary=IP(primary),
+            network_card=network_card,
+        )  # fmt: skip
         self._publish(self._attached(eni_id))
 
     def detach(self, eni_id: str) -> None:
@@ -71,8 +75,9 @@ class StatefulEc2:
     def _attached(self, eni_id: str) -> EniAttached:
         e = self.enis[eni_id]
         return EniAttached(
-            instance_id=e.instance_id, eni_id=eni_id, mac=e.mac, device_index=e.device_index, network_card=0
-        )
+            instance_id=e.instance_id, eni_id=eni_id, mac=e.mac, device_index=e.device_index,
+            network_card=e.network_card,
+        )  # fmt: skip
 
     def _publish(self, event: object) -> None:
         for callback in self._subscribers:
@@ -160,6 +165,31 @@ def test_source_check_drops_unassigned_sources_and_passes_assigned_ones(
 
         ec2.assign("eni-aaaa0001", "10.0.0.77")
         assert tcp_echo(node.netns, datapath.vpc_host_ip, server.port, source=IP("10.0.0.77")) == "10.0.0.77"
+
+
+def test_an_eni_on_another_network_card_is_wired_to_the_vpc_router(
+    datapath: Datapath, node: NodeNetwork, ec2: StatefulEc2
+) -> None:
+    """Card 1's device 0 is the node's eth100; the VPC delivers its addresses through it and accepts them
+    from it only (the source check is per ENI, whichever card holds it)."""
+    ec2.attach("eni-cccc0001", instance_id="i-1", device_index=0, primary="10.0.0.30", network_card=1)
+    assert node.links()["eth100"] == ec2.enis["eni-cccc0001"].mac
+    ec2.assign("eni-cccc0001", "10.0.0.31")
+    assert "10.0.0.31 via 10.0.0.30 dev" in _ip(datapath.router.vpc_netns, "route")
+    # The node configures the card's ENI as ipamd would: its address, and a table for what it sends.
+    _ip(node.netns, "link", "set", "eth100", "up")
+    _ip(node.netns, "addr", "add", "10.0.0.30/24", "dev", "eth100", "noprefixroute")
+    _ip(node.netns, "addr", "add", "10.0.0.31/32", "dev", "lo")
+    _ip(node.netns, "route", "add", "default", "via", "10.0.0.1", "dev", "eth100", "onlink", "table", "10100")
+    _ip(node.netns, "rule", "add", "from", "10.0.0.31", "lookup", "10100", "priority", "1536")
+    with EchoServer(netns=datapath.router.vpc_host_netns, ip=datapath.vpc_host_ip) as server:
+        assert tcp_echo(node.netns, datapath.vpc_host_ip, server.port, source=IP("10.0.0.31")) == "10.0.0.31"
+        # The same source leaving through card 0's ENI is dropped there.
+        _ip(node.netns, "rule", "del", "from", "10.0.0.31", "lookup", "10100", "priority", "1536")
+        assert (
+            tcp_echo(node.netns, datapath.vpc_host_ip, server.port, source=IP("10.0.0.31"), timeout=1) is None
+        )
+        assert datapath.router.dropped_by_srccheck("eni-aaaa0001") > 0
 
 
 def test_only_addresses_with_a_public_ip_reach_the_internet(

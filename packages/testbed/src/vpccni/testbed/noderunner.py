@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpccni.cniplugin.netconf import POD_ANNOTATIONS_KEY
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
 from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path
 from vpccni.ipamd.plan import WiringPlan
@@ -114,6 +115,7 @@ class Pod:
     container_id: str
     uid: str
     netns: str  # the pod sandbox's network namespace name
+    annotations: tuple[tuple[str, str], ...] = ()  # the pod's, as the CRI hands them to the plugin
 
     @property
     def netns_path(self) -> str:
@@ -320,7 +322,7 @@ class NodeRunner:
         )
 
     # ---- pods, as a container runtime makes them
-    def create_pod(self, *, namespace: str, name: str) -> Pod:
+    def create_pod(self, *, namespace: str, name: str, annotations: Mapping[str, str] | None = None) -> Pod:
         """A pod sandbox: its own network namespace (only `lo`), a container id and a UID."""
         with self._lock:
             self._counter += 1
@@ -331,6 +333,7 @@ class NodeRunner:
             container_id=secrets.token_hex(32),
             uid=f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}-{secrets.token_hex(6)}",
             netns=netns,
+            annotations=tuple(sorted((annotations or {}).items())),
         )
         ns.create_netns(netns)
         with self._lock:
@@ -368,15 +371,24 @@ class NodeRunner:
     def check(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
         return self.cni("CHECK", pod, ifname=ifname, prev_result=self.result_of(pod))
 
-    def plugin_config(self, prev_result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def plugin_config(
+        self, prev_result: Mapping[str, Any] | None = None, *, pod: Pod | None = None
+    ) -> dict[str, Any]:
         """The aws-cni entry of the conflist with `cniVersion` and `name` injected (and `prevResult` for
-        DEL/CHECK), which is what libcni writes to a plugin's stdin."""
+        DEL/CHECK), which is what libcni writes to a plugin's stdin. The pod's annotations go in
+        `runtimeConfig` when the plugin declares the CRI's capability for them (as libcni passes them)."""
         conflist = json.loads(self.conflist.read_text())
         plugin = dict(conflist["plugins"][0])
         plugin["cniVersion"] = conflist["cniVersion"]
         plugin["name"] = conflist["name"]
         if prev_result:
             plugin["prevResult"] = dict(prev_result)
+        if (
+            pod is not None
+            and pod.annotations
+            and (plugin.get("capabilities") or {}).get(POD_ANNOTATIONS_KEY)
+        ):
+            plugin["runtimeConfig"] = {POD_ANNOTATIONS_KEY: dict(pod.annotations)}
         return plugin
 
     def cni(
@@ -404,7 +416,7 @@ class NodeRunner:
                 f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_UID={pod.uid}"
             ),
         }
-        stdin = json.dumps(self.plugin_config(prev_result)).encode()
+        stdin = json.dumps(self.plugin_config(prev_result, pod=pod)).encode()
 
         # The shim is executed directly by a thread that has entered the node's namespace, which the child
         # inherits: a runtime on the node execs plugins the same way, with no `nsenter` in between to be

@@ -17,7 +17,15 @@ from ipaddress import IPv4Address
 
 from vpccni.ipamd.cardallocator import CardAllocators
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
-from vpccni.ipamd.cni.ports import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
+from vpccni.ipamd.cni.ports import (
+    Allocation,
+    MultiNicAllocator,
+    NoAddressError,
+    NotReady,
+    PendingAllocation,
+    PodAddressAllocator,
+    PodAllocation,
+)
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
@@ -226,10 +234,12 @@ class FakeHostPodRules:
 
 @contextmanager
 def serve_in_netns(
-    *, netns_fd: int, allocator: FakeAllocator, socket_path: str, del_queue_dir: str, workers: int = 4
-) -> Iterator[CniEndpoint]:
+    *, netns_fd: int, allocator: PodAddressAllocator, socket_path: str, del_queue_dir: str, workers: int = 4,
+    multi_nic: MultiNicAllocator | None = None,
+) -> Iterator[CniEndpoint]:  # fmt: skip
     """The real endpoint with real pod wiring, its "host" being the namespace ``netns_fd`` (a test's node
-    namespace, never the machine's): the worker threads enter it before they serve."""
+    namespace, never the machine's): the worker threads enter it before they serve. ``multi_nic``: the
+    card allocator (``two_cards``) when the node serves multi-NIC pods."""
     from vpccni.ipamd.cni.server import CniEndpoint
 
     host = run_in_netns(netns_fd, open_netlink)
@@ -237,6 +247,7 @@ def serve_in_netns(
         allocator=allocator,
         network=PodWiring(host=host, namespaces=ThreadNetnsNetlink()),
         host_rules=NetlinkHostPodRules(host),
+        multi_nic=multi_nic,
     )
     endpoint = CniEndpoint(
         service=service,

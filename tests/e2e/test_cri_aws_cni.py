@@ -66,12 +66,15 @@ class Host:
     containerd: Containerd
     cri: CriClient
 
-    def run(self, name: str, *ports: PortMapping, retry_s: float = 60.0) -> Pod:
+    def run(
+        self, name: str, *ports: PortMapping, retry_s: float = 60.0, annotations: dict[str, str] | None = None
+    ) -> Pod:
         """RunPodSandbox, retried while ipamd has no free address yet (kubelet retries a sandbox too)."""
         deadline = time.monotonic() + retry_s
         while True:
             try:
-                sandbox_id = self.cri.run_pod(PodSpec(name=name, port_mappings=ports))
+                spec = PodSpec(name=name, port_mappings=ports, annotations=annotations or {})
+                sandbox_id = self.cri.run_pod(spec)
                 break
             except CriError as err:
                 if "no available IP" not in str(err) or time.monotonic() > deadline:
@@ -374,6 +377,53 @@ def test_prefix_delegation_pods_take_addresses_of_a_delegated_prefix(
             for pod in pods:
                 host.gone(pod.id)
             assert not any(pod.ip in _assigned(host.runner) for pod in pods)
+    finally:
+        cluster.remove_node(node)
+
+
+def test_a_multi_nic_sandbox_gets_an_interface_per_network_card(
+    cluster: Cluster, workdir: Path, shim: Path
+) -> None:
+    """ENABLE_MULTI_NIC on a two-card instance type: containerd hands the pod's annotations to aws-cni (the
+    conflist's `io.kubernetes.cri.pod-annotations` capability); a pod annotated
+    `k8s.amazonaws.com/nicConfig: multi-nic-attachment` gets eth0 on card 0 and mNicIf1 on card 1, each
+    reaching a VPC host from its own address; stop and remove leave nothing of either behind."""
+    node = cluster.add_node(instance_type="hpc7a.12xlarge")
+    try:
+        with contextlib.ExitStack() as stack:
+            host = _start_host(stack, node, workdir=workdir / "multi-nic", shim=shim, ENABLE_MULTI_NIC="true")
+            plain = host.run("plain")
+            pod = host.run("trainer", annotations={"k8s.amazonaws.com/nicConfig": "multi-nic-attachment"})
+            second = podnet.addresses(pod.netns, "mNicIf1")
+            assert [i.ip for i in podnet.addresses(pod.netns)] == [pod.ip] and len(second) == 1
+            enis = host.runner.introspect("/v1/enis")
+            on_card = {
+                IP(address): card
+                for card, infos in enis.items()
+                for eni in infos["ENIs"].values()
+                for cidr in eni["AvailableIPv4Cidrs"].values()
+                for address, entry in cidr["IPAddresses"].items()
+                if entry["IPAMMetadata"].get("k8sPodName") == "trainer"
+            }
+            assert on_card == {pod.ip: "0", second[0].ip: "1"}
+            assert [i.ip for i in podnet.addresses(plain.netns)] == [plain.ip] and _on_primary_eni(
+                host.runner, plain.ip
+            )
+            with EchoServer(
+                netns=cluster.datapath.config.netns_name("vpchost"), ip=cluster.vpc_host_ip
+            ) as echo:
+                seen = [
+                    tcp_echo(str(pod.netns.resolve()), cluster.vpc_host_ip, echo.port, source=ip)
+                    for ip in (pod.ip, second[0].ip)
+                ]
+            assert seen == [str(pod.ip), str(second[0].ip)]
+            for sandbox in (pod, plain):
+                host.gone(sandbox.id)
+            for ip in (pod.ip, second[0].ip):
+                assert _node_state(node, ip) == {"rules": [], "routes": [], "nat": []}
+                assert ip not in _assigned(host.runner)
+            nic_file = host.runner.checkpoint.with_name(host.runner.checkpoint.stem + "-nic-1.json")
+            assert json.loads(nic_file.read_text())["allocations"] == []
     finally:
         cluster.remove_node(node)
 

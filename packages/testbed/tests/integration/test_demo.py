@@ -101,3 +101,32 @@ def test_interrupt_while_adding_pods_cleans_up() -> None:
     assert proc.returncode == 130, output
     assert "interrupted: tearing everything down" in output
     assert _left_behind(output) == []
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        "shim",
+        pytest.param(
+            "containerd",
+            marks=pytest.mark.skipif(
+                shutil.which("containerd") is None, reason="containerd is not installed"
+            ),
+        ),
+    ],
+)
+def test_multi_nic_pod_beside_ordinary_ones(runtime: str) -> None:
+    proc = _demo("--multi-nic", "--nodes", "1", "--pods", "3", "--runtime", runtime)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "1 x hpc7a.12xlarge" in output and "Pods (3 of 3 have an address)" in output
+    rows = re.findall(r"^PASS  node1/trainer  (\S+) +(\S+) +(\d) ", output, re.M)
+    assert [(ifname, card) for ifname, _, card in rows] == [("eth0", "0"), ("mNicIf1", "1")], output
+    assert "FAIL " not in output and output.count("datastore empty") == 1
+    assert _left_behind(output) == []
+
+
+def test_multi_nic_refuses_an_instance_type_with_one_card() -> None:
+    proc = _demo("--multi-nic", "--instance-type", "m5.large")
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "m5.large has one" in output and "hpc7a.12xlarge" in output

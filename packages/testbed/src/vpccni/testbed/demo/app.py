@@ -27,15 +27,17 @@ from types import FrameType
 from typing import TextIO, TypeVar
 
 from vpccni.cniplugin import install
+from vpccni.ipamd.cards import checkpoint_path
 from vpccni.ipamd.cli.introspect import pod_rows
 from vpccni.testbed import bareroot
 from vpccni.testbed.cluster import Cluster
 from vpccni.testbed.datapath import namespaces as ns
-from vpccni.testbed.demo import report
+from vpccni.testbed.demo import multinic, report
 from vpccni.testbed.demo.connectivity import ProbeResult, plan_and_run
 from vpccni.testbed.demo.placement import PlacedPod, place
 from vpccni.testbed.demo.progress import Progress
 from vpccni.testbed.demo.runtime import ContainerdRuntime, PodRuntime, ShimRuntime
+from vpccni.testbed.ec2.instance_types import limits_for
 from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class DemoOptions:
     no_python_host: bool = False
     settings: dict[str, str] = field(default_factory=dict)
     cluster_view: bool = False
+    multi_nic: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> DemoOptions:
@@ -64,7 +67,10 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
     )
     parser.add_argument("--nodes", type=int, default=2, help="testbed nodes (default 2)")
     parser.add_argument("--pods", type=int, default=40, help="pods spread over the nodes (default 40)")
-    parser.add_argument("--instance-type", default="m5.large", help="EC2 instance type (default m5.large)")
+    parser.add_argument(
+        "--instance-type",
+        help=f"EC2 instance type (default m5.large; {multinic.INSTANCE_TYPE} with --multi-nic)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave everything up until Ctrl-C")
     parser.add_argument("--workers", type=int, default=8, help="concurrent CNI calls (default 8)")
     parser.add_argument(
@@ -85,6 +91,12 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         "(a static busybox only), as on Bottlerocket",
     )
     parser.add_argument(
+        "--multi-nic",
+        action="store_true",
+        help="ENABLE_MULTI_NIC on a two-card instance type: a pod with an interface per network card on each "
+        "node, traffic through each to a VPC host, beside the ordinary pods",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -98,7 +110,14 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         parser.error(
             "--no-python-host runs aws-cni chrooted, as the shim runtime execs it: not with containerd"
         )
-    settings = {}
+    instance_type = args.instance_type or (multinic.INSTANCE_TYPE if args.multi_nic else "m5.large")
+    try:
+        problem = multinic.instance_type_error(instance_type) if args.multi_nic else ""
+    except ValueError as exc:  # not a type the testbed knows
+        problem = str(exc)
+    if problem:
+        parser.error(problem)
+    settings = dict(multinic.SETTINGS) if args.multi_nic else {}
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -107,13 +126,14 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
     return DemoOptions(
         nodes=args.nodes,
         pods=args.pods,
-        instance_type=args.instance_type,
+        instance_type=instance_type,
         keep=args.keep,
         workers=args.workers,
         runtime=args.runtime,
         no_python_host=args.no_python_host,
         settings=settings,
         cluster_view=args.cluster_view,
+        multi_nic=args.multi_nic,
     )
 
 
@@ -282,6 +302,31 @@ class Demo:
             self.say("(no pods to test)")
         return results
 
+    def show_multi_nic(self) -> None:
+        """A multi-NIC pod on each node, beside the ordinary ones: its interfaces, real traffic from each."""
+        assert self.cluster is not None
+        self.say(
+            report.heading(
+                f"Multi-NIC: a pod annotated {multinic.MULTI_NIC_ANNOTATION}: multi-nic-attachment"
+            )
+        )
+        checks = []
+        for runner in self.runners:
+            pod, ip, error = self.runtime.run_pod(runner, multinic.POD_NAME, annotations=multinic.ANNOTATIONS)
+            with self._lock:
+                self.pods.append((runner, pod))
+            if ip is None:
+                self.failures.append(f"ADD multi-NIC {runner.node.name}/{multinic.POD_NAME}: {error}")
+                continue
+            checks.extend(multinic.check_pod(self.cluster, runner, pod))
+        self.say(
+            "  One interface per network card (eth0, then upstream's mNicIf1...), each with an address of "
+            "that card's ENIs and its own route table; each sends to the VPC host from its own address:"
+        )
+        self.out.write(multinic.table(checks))
+        cards = len(limits_for(self.options.instance_type).enis_per_card)
+        self.failures.extend(multinic.failures(checks, cards=cards))
+
     def show_pools(self, title: str) -> dict[str, tuple[dict[str, object], dict[str, object]]]:
         pools = {}
         for runner in self.runners:
@@ -357,9 +402,13 @@ class Demo:
     def verify_returned(self) -> None:
         self.say(report.heading("After DEL: every address is back in the pool"))
         for runner in self.runners:
-            left = pod_rows(runner.introspect("/v1/enis"))
-            checkpoint = json.loads(runner.checkpoint.read_text()) if runner.checkpoint.exists() else {}
-            recorded = len(checkpoint.get("allocations") or [])
+            enis = runner.introspect("/v1/enis")
+            left = pod_rows(enis)
+            recorded = 0
+            for card in enis:  # one checkpoint file per network card (ipam.json, ipam-nic-1.json...)
+                path = Path(checkpoint_path(str(runner.checkpoint), int(card)))
+                checkpoint = json.loads(path.read_text()) if path.exists() else {}
+                recorded += len(checkpoint.get("allocations") or [])
             verdict = "datastore empty" if not left and recorded == 0 else "ADDRESSES STILL ASSIGNED"
             name = runner.node.name
             self.say(f"  {name}: {len(left)} assigned in ipamd, {recorded} in the checkpoint: {verdict}")
@@ -381,6 +430,8 @@ class Demo:
         self.bring_up()
         placed = self.show_pods(self.create_pods())
         self.show_connectivity(placed)
+        if self.options.multi_nic:
+            self.show_multi_nic()
         self.show_pools("Warm pool per node (ipamd introspection /v1/pool and /v1/enis)")
         self.show_ec2_calls()
         if self.options.cluster_view:

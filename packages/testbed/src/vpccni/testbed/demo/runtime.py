@@ -9,6 +9,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Protocol
 
@@ -32,7 +33,11 @@ class PodRuntime(Protocol):
         """Set up every node (after its agent serves and its conflist is installed)."""
         ...
 
-    def run_pod(self, runner: NodeRunner, name: str) -> Added: ...
+    def run_pod(
+        self, runner: NodeRunner, name: str, *, annotations: Mapping[str, str] | None = None
+    ) -> Added:
+        """Make the pod (with its annotations, which reach aws-cni in runtimeConfig) and ADD it."""
+        ...
 
     def remove_pod(self, runner: NodeRunner, pod: Pod) -> str:
         """DEL the pod and remove its sandbox; returns the error ("" when it went well)."""
@@ -55,8 +60,10 @@ class ShimRuntime:
     def prepare(self, runners: list[NodeRunner]) -> None:
         pass
 
-    def run_pod(self, runner: NodeRunner, name: str) -> Added:
-        pod = runner.create_pod(namespace="default", name=name)
+    def run_pod(
+        self, runner: NodeRunner, name: str, *, annotations: Mapping[str, str] | None = None
+    ) -> Added:
+        pod = runner.create_pod(namespace="default", name=name, annotations=annotations)
         error = ""
         for attempt in range(ADD_ATTEMPTS):
             outcome = runner.add(pod)
@@ -115,9 +122,11 @@ class ContainerdRuntime:
             containerd.wait_network_ready()
             self._clients[runner.node.name] = containerd.client()
 
-    def run_pod(self, runner: NodeRunner, name: str) -> Added:
+    def run_pod(
+        self, runner: NodeRunner, name: str, *, annotations: Mapping[str, str] | None = None
+    ) -> Added:
         cri = self._clients[runner.node.name]
-        spec = PodSpec(name=name, namespace="default")
+        spec = PodSpec(name=name, namespace="default", annotations=dict(annotations or {}))
         error = ""
         for attempt in range(ADD_ATTEMPTS):
             try:

@@ -2,8 +2,8 @@
 reconciler (docs/design/eni-ownership.md).
 
 The tag rule is upstream's, in `vpccni.awsutils.tags.eni_is_managed` (where the tag names are declared). On
-top of it, ipamd leaves alone what this version cannot serve: ENIs on network cards it does not manage (cards
-above 0 until multi-NIC) and EFA-only ENIs (no IPv4 address to give pods).
+top of it, ipamd leaves alone what it cannot serve: ENIs on network cards it does not manage (cards above 0
+without ENABLE_MULTI_NIC) and EFA-only ENIs (no IPv4 address to give pods).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class EniOwnership:
     primary_eni_id: str = ""
     manage_untagged: bool = True  # MANAGE_UNTAGGED_ENI
     tags: TagSettings = field(default_factory=TagSettings)  # CLUSTER_NAME, ADDITIONAL_ENI_TAGS
-    network_cards: frozenset[int] = frozenset({0})  # a multi-NIC mode adds the cards it manages
+    network_cards: frozenset[int] = frozenset({0})  # ENABLE_MULTI_NIC: every card (`cards.candidate_cards`)
 
     def manages(self, eni: EniDescription) -> bool:
         if eni.network_card not in self.network_cards or eni.interface_type == EFA_ONLY:

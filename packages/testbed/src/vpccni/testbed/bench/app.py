@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vpccni.testbed.bench import docs, scenarios
+from vpccni.testbed.bench import docs, multinic, scenarios
 from vpccni.testbed.bench.harness import Latency
 from vpccni.testbed.bench.machine import describe
 from vpccni.testbed.noderunner import build_script_shim, build_shim
@@ -45,6 +45,8 @@ RESULT_KEYS = (
     "ipamd_rss_mib_250",
     "ipamd_rss_growth_pct",
     "restart_to_serving_s",
+    "multinic_add_p50_ms",
+    "multinic_del_p50_ms",
 )
 SCENARIOS: dict[str, Callable[[scenarios.Run], None]] = {
     "shim": scenarios.shim_startup,
@@ -53,6 +55,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Run], None]] = {
     "bursts": scenarios.bursts,
     "churn": scenarios.churn,
     "rss": scenarios.rss_and_restart,
+    "multinic": multinic.multi_nic,
 }
 
 

@@ -49,6 +49,13 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
         2,
         "s",
     ),
+    (
+        "multinic_add_p50_ms",
+        "multi-NIC pod ADD (an interface on each of 2 network cards) through the standalone shim, p50",
+        None,
+        "ms",
+    ),
+    ("multinic_del_p50_ms", "multi-NIC pod DEL, p50", None, "ms"),
 )
 AT_LEAST = frozenset({"churn_pairs_per_s"})
 

@@ -15,6 +15,9 @@ from vpccni.ipamd.cards import DEFAULT_CARD
 from vpccni.ipamd.checkpoint.file import FileCheckpointer
 from vpccni.ipamd.datastore.model import AssignedAddress
 from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.introspection import pool_view
+from vpccni.ipamd.metrics import IpamdMetrics
+from vpccni.ipamd.nodeinit import InitOptions
 from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.reconcile import Reconciler
 from vpccni.networkutils.netlink import Netlink
@@ -62,6 +65,23 @@ class NodeCards:
     def eni_infos(self) -> dict[int, Any]:
         """Upstream's `/v1/enis` value: ENIInfos per card."""
         return {s.card: s.datastore.eni_infos() for s in self}
+
+    def pool_views(self, *, targets: InitOptions) -> dict[str, Any]:
+        """`/v1/pool`: card 0's pool, and with multi-NIC every other card's under `networkCards`."""
+        views = {
+            s.card: pool_view(snapshot=s.datastore.snapshot(), status=s.pool.status, targets=targets)
+            for s in self
+            if s.pool is not None
+        }
+        first = views.pop(DEFAULT_CARD)
+        if views:
+            first["networkCards"] = {str(card): view for card, view in views.items()}
+        return first
+
+    def update_gauges(self, metrics: IpamdMetrics) -> None:
+        """The pool gauges, every card's (the metrics sum them)."""
+        for s in self:
+            metrics.update_pool(s.datastore.snapshot(), network_card=s.card)
 
     def restores(self, netlink: Netlink) -> dict[int, HostCheckpointRestore]:
         """Node init's checkpoint restore of each card."""

@@ -16,7 +16,7 @@ import signal
 import threading
 from dataclasses import replace
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.errors import AwsUtilsError
@@ -46,7 +46,6 @@ from vpccni.ipamd.introspection import (
     NETWORKUTILS_ENV,
     IntrospectionServer,
     IntrospectionSources,
-    pool_view,
 )
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.nodeinit import (
@@ -396,7 +395,8 @@ class Daemon:
                 metrics=self.metrics,
                 default_timeout_s=plan.store.add_wait_timeout_s,
                 clock=self._clock,
-                listeners=listeners,
+                # A pod's annotation is its first address (upstream's), card 0's.
+                listeners=listeners if card.card == 0 else (),
             )
         allocator = CardAllocators({c.card: c.allocator for c in cards if c.allocator}, clock=self._clock)
         self.allocator = allocator
@@ -464,31 +464,16 @@ class Daemon:
                     eni_config_name=lambda: self.eniconfig_name,
                     networkutils_env=lambda: s.env_view(NETWORKUTILS_ENV),
                     ipamd_env=lambda: s.env_view(IPAMD_ENV),
-                    pool_status=lambda: self._pool_views(cards),
+                    pool_status=lambda: cards.pool_views(targets=self._plan.pool.init),
                 ),
                 bind_address=serve.introspection_address,
             )
             server.start()
             self._services.append(server)
         if serve.metrics_address is not None:
-            for card in cards:
-                self.metrics.update_pool(card.datastore.snapshot(), network_card=card.card)
+            cards.update_gauges(self.metrics)
             self.metrics.start(serve.metrics_address)
             self._services.append(self.metrics)
-
-    def _pool_views(self, cards: NodeCards) -> dict[str, Any]:
-        """`/v1/pool`: card 0's pool, and with multi-NIC every other card's under `networkCards`."""
-        views = {
-            card.card: pool_view(
-                snapshot=card.datastore.snapshot(), status=card.pool.status, targets=self._plan.pool.init
-            )
-            for card in cards
-            if card.pool is not None
-        }
-        first = views.pop(0)
-        if views:
-            first["networkCards"] = {str(card): view for card, view in views.items()}
-        return first
 
     def _start_housekeeping(self, cards: NodeCards) -> None:
         """Pool gauges, the VPC CIDR refresh (upstream re-reads the CIDRs every 30 s), and free malloc pages
@@ -498,8 +483,7 @@ class Daemon:
         def loop() -> None:
             while not self._clock.wait(self._stopping, self._plan.housekeeping_s):
                 try:
-                    for card in cards:
-                        self.metrics.update_pool(card.datastore.snapshot(), network_card=card.card)
+                    cards.update_gauges(self.metrics)
                     if host is not None and host.refresh():
                         log.info("VPC CIDRs changed: SNAT and connmark rules re-applied")
                     malloc.trim()

@@ -67,9 +67,7 @@ class InitOptions:
     provisioning_enabled: bool = True
     imds_only: bool = False  # ENABLE_IMDS_ONLY_MODE: addresses come from IMDS, EC2 is never called
     max_eni_cap: int | None = None
-    multi_nic: bool = (
-        False  # ENABLE_MULTI_NIC: every card of the instance type (the daemon gives their stores)
-    )
+    multi_nic: bool = False  # ENABLE_MULTI_NIC: every card (the daemon gives node init their stores)
 
 
 class LimitsLookup(Protocol):

@@ -34,6 +34,7 @@ from vpccni.ipamd.cni.result import (
     build_interfaces_result,
     read_prev_interfaces,
 )
+from vpccni.networkutils.names import MULTI_NIC_IFNAME_PREFIX
 from vpccni.networkutils.pod import PodInterface, WiredPod
 
 if TYPE_CHECKING:
@@ -231,6 +232,8 @@ class MultiNicPods:
         known = self._lookup_each(pod)
         if len(known) > 1:
             return [self._interface_spec(pod, conf, a) for a in known]
+        if (known and self._multi_nic is not None) or not _lists_other_cards(conf):
+            return None  # the common case, decided without reading the prevResult
         listed = self._prev_interfaces(pod, conf, version)
         if len(listed) < 2 or (known and known[0].ipv4 != listed[0].ipv4):
             return None
@@ -302,6 +305,14 @@ class MultiNicPods:
                 "the pod's network drifted from what ADD set up; recreate the pod sandbox",
             )
         return True
+
+
+def _lists_other_cards(conf: NetConf) -> bool:
+    """Whether the prevResult names an interface of a card above 0 (`mNicIf<N>`): a cheap look first."""
+    listed = (conf.prev_result or {}).get("interfaces")
+    return isinstance(listed, list) and any(
+        isinstance(i, dict) and str(i.get("name", "")).startswith(MULTI_NIC_IFNAME_PREFIX) for i in listed
+    )
 
 
 def _addresses(ips: Any) -> str:

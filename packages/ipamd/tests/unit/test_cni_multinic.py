@@ -222,3 +222,30 @@ def test_names_held_by_another_live_sandbox_are_not_taken(service, cards, networ
     assert [a.allocation.host_veth for a in cards[0].allocations() if a.key.container_id == "new"] == own
     service.handle(_request("DEL", container="old"), None)
     assert set(network.wired) == set(own)
+
+
+class _RefusingAgent:
+    """A network policy agent that never confirms (strict mode must then roll the whole pod back)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def enforce(self, *, namespace: str, name: str, mode: str, timeout_s: float, wait: bool) -> bool:
+        self.asked.append(f"{namespace}/{name}")
+        return False
+
+
+def test_strict_network_policy_holds_a_multi_nic_pod_and_rolls_every_card_back(cards, network) -> None:
+    from vpccni.ipamd.cni.netpolicy import PolicyAdmission
+
+    allocator = cards[0]
+    agent = _RefusingAgent()
+    service = CniService(
+        allocator=allocator, network=network, host_rules=FakeHostPodRules(),
+        classify_netns=lambda fd: NetnsKind.POD, multi_nic=allocator,
+        policy=PolicyAdmission(mode="strict", agent=agent, where="npa.sock"),
+    )  # fmt: skip
+    err = _error(service.handle, _request("ADD"), POD_FD)
+    assert err.code == ErrorCode.TRY_AGAIN_LATER and agent.asked == ["ml/trainer"]
+    assert network.wired == {}
+    assert cards[1].allocations() == () and cards[2].allocations() == ()

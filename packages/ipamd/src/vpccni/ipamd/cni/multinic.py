@@ -27,6 +27,7 @@ from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.netconf import MULTI_NIC_ANNOTATION, MULTI_NIC_VALUE, NetConf
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.netns_kind import NetnsKind
+from vpccni.ipamd.cni.netpolicy import PolicyAdmission, admit_or_roll_back
 from vpccni.ipamd.cni.ports import Allocation, MultiNicAllocator, PendingAllocation
 from vpccni.ipamd.cni.result import (
     PreviousAttachment,
@@ -53,6 +54,7 @@ class MultiNicPods:
     if TYPE_CHECKING:
         _allocator: PodAddressAllocator
         _multi_nic: MultiNicAllocator | None
+        _policy: PolicyAdmission | None
         _network: PodNetwork
         _locks: KeyedLocks
         _veth_locks: KeyedLocks
@@ -123,6 +125,10 @@ class MultiNicPods:
                 specs = [self._interface_spec(pod, conf, p.allocation) for p in taken]
                 wired = self._wire_each(pod, specs, fd, taken)
             self._wait_each_written(pod, specs, fd, taken)
+            admit_or_roll_back(
+                self._policy, namespace=pod.namespace, name=pod.name, answer_by=answer_by - 1.0,
+                roll_back=lambda: self._undo_each(pod, specs, fd, taken),
+            )  # fmt: skip
             interfaces = [
                 ResultInterface(
                     host_veth=w.host_veth,

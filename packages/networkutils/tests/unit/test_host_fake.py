@@ -141,3 +141,18 @@ def test_teardown_leaves_nothing(host: Host) -> None:
 def test_restore_is_one_atomic_transaction_per_table(host: Host) -> None:
     host.network.apply(CONFIG)
     assert [text.splitlines()[0] for text in host.iptables.restores] == ["*nat", "*mangle"]
+
+
+def test_strict_branch_mode_moves_the_local_rule_below_the_vlan_rules_and_back(host: Host) -> None:
+    local = [Rule(priority=0, table=255)]
+    assert [r for r in host.ns.rules() if r.table == 255] == local
+    strict = dataclasses.replace(CONFIG, local_rule_after_vlan_rules=True)
+    changes = host.network.apply(strict).changes
+    assert "rule from all lookup 255 prio 20 added" in changes
+    assert [r for r in host.ns.rules() if r.table == 255] == [Rule(priority=20, table=255)]
+    assert host.network.apply(strict).changes == ()
+    host.network.apply(CONFIG)  # ENABLE_POD_ENI off again (or standard mode): the kernel's rule is back
+    assert [r for r in host.ns.rules() if r.table == 255] == local
+    host.network.apply(strict)
+    host.network.teardown()
+    assert [r for r in host.ns.rules() if r.table == 255] == local

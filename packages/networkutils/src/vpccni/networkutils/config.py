@@ -46,6 +46,10 @@ class HostNetworkConfig:
     mtu: int = 9001  # AWS_VPC_ENI_MTU
     veth_prefix: str = DEFAULT_VETH_PREFIX  # AWS_VPC_K8S_CNI_VETHPREFIX
     connmark_backend: ConnmarkBackend | None = None
+    # ENABLE_POD_ENI with POD_SECURITY_GROUP_ENFORCING_MODE=strict: the `local` table's rule moves from
+    # priority 0 to 20, below the branch pods' VLAN rules (10), so their traffic to node addresses leaves
+    # through their branch ENI too.
+    local_rule_after_vlan_rules: bool = False
 
     @property
     def connmark_rule_wanted(self) -> bool:

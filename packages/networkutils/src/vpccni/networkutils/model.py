@@ -58,7 +58,8 @@ class Route:
 
 @dataclass(frozen=True, kw_only=True)
 class Rule:
-    """An IPv4 policy routing rule: `ip rule add [from src] [to dst] [fwmark m/mask] lookup table prio p`."""
+    """An IPv4 policy routing rule:
+    `ip rule add [from src] [to dst] [fwmark m/mask] [iif name] lookup table prio p`."""
 
     priority: int
     table: int
@@ -66,11 +67,14 @@ class Rule:
     dst: IPv4Network | None = None
     fwmark: int | None = None
     fwmask: int | None = None
+    iif: str | None = None  # incoming interface (branch-ENI pods in strict mode)
 
     def __str__(self) -> str:
         parts = [f"from {_short(self.src)}" if self.src else "from all"]
         if self.dst:
             parts.append(f"to {_short(self.dst)}")
+        if self.iif:
+            parts.append(f"iif {self.iif}")
         if self.fwmark is not None:
             mask = f"/{self.fwmask:#x}" if self.fwmask is not None else ""
             parts.append(f"fwmark {self.fwmark:#x}{mask}")

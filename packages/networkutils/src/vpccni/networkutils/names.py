@@ -7,6 +7,9 @@ import secrets
 from collections.abc import Callable, Collection
 
 DEFAULT_VETH_PREFIX = "eni"
+# Branch-ENI pods in strict mode: a prefix no SNAT/connmark rule (`eni+`) or Calico matches (upstream).
+STRICT_BRANCH_VETH_PREFIX = "vlan"
+VLAN_LINK_PREFIX = "vlan.eth."
 MAX_PREFIX_LEN = 4
 HASH_LEN = 11
 MULTI_NIC_IFNAME_PREFIX = "mNicIf"
@@ -19,6 +22,19 @@ def host_veth_name(namespace: str, pod: str, *, index: int = 0, prefix: str = DE
     """
     name = pod if index == 0 else f"{pod}.{index}"
     return _hashed_name(prefix, f"{namespace}.{name}")
+
+
+def vlan_link_name(vlan_id: int) -> str:
+    """`vlan.eth.<id>`: the host's VLAN link of a branch ENI (upstream's name; tools match on it)."""
+    return f"{VLAN_LINK_PREFIX}{vlan_id}"
+
+
+def vlan_id_of_link(name: str) -> int | None:
+    """The VLAN id in a `vlan.eth.<id>` name, None for any other name."""
+    rest = name.removeprefix(VLAN_LINK_PREFIX)
+    if rest == name or not rest.isdigit() or rest != str(int(rest)):
+        return None
+    return int(rest)
 
 
 def interface_index(ifname: str) -> int:

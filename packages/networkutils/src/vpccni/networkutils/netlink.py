@@ -33,6 +33,11 @@ class Netlink(Protocol):
         """`ip link add NAME address MAC mtu MTU type veth peer name PEER netns FD mtu MTU`."""
         ...
 
+    def add_vlan(self, *, name: str, parent: str, vlan_id: int, mac: str, mtu: int | None = None) -> None:
+        """`ip link add link PARENT name NAME address MAC [mtu MTU] type vlan id VLAN_ID` (raises
+        `LookupError` when PARENT is missing)."""
+        ...
+
     def delete_link(self, name: str) -> bool:
         """`ip link del NAME`; False if it was not there."""
         ...
@@ -78,11 +83,20 @@ class Netlink(Protocol):
         ...
 
     def delete_rules(
-        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+        self,
+        *,
+        priority: int,
+        src: IPv4Network | None = None,
+        dst: IPv4Network | None = None,
+        table: int | None = None,
+        iif: str | None = None,
     ) -> int:
-        """`ip rule del prio P [from SRC] [to DST]` until none is left, in any table; returns how many went.
+        """`ip rule del prio P [from SRC] [to DST] [iif IIF] [table T]` until none is left; returns how many
+        went.
 
-        Like the kernel, a selector left out matches anything (no dump of every rule needed).
+        Like the kernel, a selector left out matches anything (no dump of every rule needed); without
+        `table`, rules of every table. At least one selector besides the priority is required
+        (`check_rule_selector`).
         """
         ...
 
@@ -105,6 +119,17 @@ class Netlink(Protocol):
     def close(self) -> None:
         """Release the handle."""
         ...
+
+
+def check_rule_selector(
+    *, src: IPv4Network | None, dst: IPv4Network | None, table: int | None, iif: str | None
+) -> None:
+    """`delete_rules` refuses a priority alone: that would delete every rule of the priority."""
+    if src is None and dst is None and not table and iif is None:
+        raise ValueError(
+            "delete_rules needs a source, a destination, a table or an incoming interface: it would "
+            "delete every rule of the priority"
+        )
 
 
 def open_netlink() -> RtnlNetlink:

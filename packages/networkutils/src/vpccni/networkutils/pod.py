@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from .model import MAIN_TABLE, Address, Neighbour, Route, Rule, Scope, host_network
+from .model import MAIN_TABLE, Address, Link, Neighbour, Route, Rule, Scope, host_network
 from .names import random_local_mac
 from .netlink import Netlink
 from .netns import NetnsNetlink
@@ -81,6 +81,20 @@ class PodWiring:
     # -- wire ---------------------------------------------------------------------------------------------
     def wire(self, netns_fd: int, spec: PodInterface) -> WiredPod:
         """Create the veth pair and all addresses, routes, the neighbour and the rules for `spec`."""
+        wired = self.wire_veth(netns_fd, spec)
+        try:
+            self._host.replace_route(host_route(spec))
+            for rule in host_rules(spec):
+                self._host.add_rule(rule)
+        except Exception:
+            self._host.delete_link(spec.host_veth)
+            raise
+        log.debug("wired %s: %s <-> %s", spec.ipv4, spec.host_veth, spec.ifname)
+        return wired
+
+    def wire_veth(self, netns_fd: int, spec: PodInterface) -> WiredPod:
+        """The veth pair, up, with the pod side configured (address, routes, neighbour); no host route or
+        rule, which the caller adds (`wire`, or the VLAN wiring of branch-ENI pods)."""
         with self._link_lock:
             if self._host.link(spec.host_veth) is not None:
                 log.info("deleting leftover host veth %s before wiring %s", spec.host_veth, spec.ipv4)
@@ -103,24 +117,14 @@ class PodWiring:
                     f"{exc}; check that the pod namespace is alive and has no interface named {spec.ifname}"
                 ) from exc
         try:
-            for key, value in HOST_VETH_IPV6_SYSCTLS:
-                path = f"net/ipv6/conf/{spec.host_veth}/{key}"
-                # Written only when different: a new link usually has two of them already, and writing
-                # `forwarding` takes the kernel's rtnl lock (retrying while other netlink work holds it).
-                current = self._host.read_sysctl(path)
-                if current is not None and current != value:
-                    self._host.write_sysctl(path, value)
+            set_link_ipv6_sysctls(self._host, spec.host_veth)
             self._host.set_link(spec.host_veth, up=True)
             container_mac = self._namespaces.run(
                 netns_fd, lambda pod: _configure_pod_side(pod, spec, host_mac)
             )
-            self._host.replace_route(_host_route(spec))
-            for rule in _host_rules(spec):
-                self._host.add_rule(rule)
         except Exception:
             self._host.delete_link(spec.host_veth)
             raise
-        log.debug("wired %s: %s <-> %s", spec.ipv4, spec.host_veth, spec.ifname)
         return WiredPod(
             host_veth=spec.host_veth,
             host_mac=host_mac,
@@ -147,7 +151,7 @@ class PodWiring:
         ip_net = host_network(spec.ipv4)
         self._host.delete_rules(priority=TO_POD_RULE_PRIORITY, dst=ip_net)
         self._host.delete_rules(priority=FROM_POD_RULE_PRIORITY, src=ip_net)
-        self._host.delete_route(_host_route(spec))
+        self._host.delete_route(host_route(spec))
         if netns_fd is not None and spec.index > 0:
             self._namespaces.run(netns_fd, lambda pod: pod.delete_rule(_pod_interface_rule(spec)))
         if not keep_veth:
@@ -168,7 +172,7 @@ class PodWiring:
         wanted: dict[IPv4Network, list[Rule]] = {}
         for spec in specs:
             rules = wanted.setdefault(host_network(spec.ipv4), [])
-            rules.extend(rule for rule in _host_rules(spec) if rule not in rules)
+            rules.extend(rule for rule in host_rules(spec) if rule not in rules)
         changes = []
         listed = self._host.rules()
         existing = set(listed)
@@ -199,20 +203,36 @@ class PodWiring:
             problems.append(f"host veth {spec.host_veth} is down")
         if host_link is not None:
             routes = self._host.routes(MAIN_TABLE)
-            if _host_route(spec) not in routes:
-                problems.append(f"route {_host_route(spec)} missing on host")
+            if host_route(spec) not in routes:
+                problems.append(f"route {host_route(spec)} missing on host")
         existing_rules = set(self._host.rules())
-        problems.extend(f"rule {rule} missing" for rule in _host_rules(spec) if rule not in existing_rules)
-        host_mac = host_link.mac if host_link is not None else None
-        problems.extend(self._namespaces.run(netns_fd, lambda pod: _verify_pod_side(pod, spec, host_mac)))
+        problems.extend(f"rule {rule} missing" for rule in host_rules(spec) if rule not in existing_rules)
+        problems.extend(self.verify_pod_side(netns_fd, spec, host_link))
         return problems
 
+    def verify_pod_side(self, netns_fd: int, spec: PodInterface, host_link: Link | None) -> list[str]:
+        """What `wire_veth` set up inside the pod, checked against the host veth `host_link`."""
+        host_mac = host_link.mac if host_link is not None else None
+        return self._namespaces.run(netns_fd, lambda pod: _verify_pod_side(pod, spec, host_mac))
 
-def _host_route(spec: PodInterface) -> Route:
+
+def set_link_ipv6_sysctls(host: Netlink, ifname: str) -> None:
+    """Upstream's IPv6 sysctls for a host-side pod link (veth, VLAN) before it comes up; a kernel without
+    IPv6 has none of them, which is fine."""
+    for key, value in HOST_VETH_IPV6_SYSCTLS:
+        path = f"net/ipv6/conf/{ifname}/{key}"
+        # Written only when different: a new link usually has two of them already, and writing
+        # `forwarding` takes the kernel's rtnl lock (retrying while other netlink work holds it).
+        current = host.read_sysctl(path)
+        if current is not None and current != value:
+            host.write_sysctl(path, value)
+
+
+def host_route(spec: PodInterface) -> Route:
     return Route(dst=host_network(spec.ipv4), ifname=spec.host_veth, scope=Scope.LINK, table=MAIN_TABLE)
 
 
-def _host_rules(spec: PodInterface) -> list[Rule]:
+def host_rules(spec: PodInterface) -> list[Rule]:
     ip_net = host_network(spec.ipv4)
     rules = [Rule(priority=TO_POD_RULE_PRIORITY, table=MAIN_TABLE, dst=ip_net)]
     if spec.route_table != MAIN_TABLE:

@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .model import Address, Link, Neighbour, Route, Rule, Scope
+from .netlink import check_rule_selector
 from .rtnl import GONE
 from .sysctl import read_sysctl, write_sysctl
 
@@ -109,6 +110,19 @@ class PyrouteNetlink:
                 mtu=mtu,
                 peer={"ifname": peer_name, "net_ns_fd": peer_netns_fd, "mtu": mtu},
             )
+
+    def add_vlan(self, *, name: str, parent: str, vlan_id: int, mac: str, mtu: int | None = None) -> None:
+        with self._lock:
+            args: dict[str, Any] = {
+                "ifname": name,
+                "kind": "vlan",
+                "link": self._index(parent),
+                "vlan_id": vlan_id,
+                "address": mac,
+            }
+            if mtu is not None:
+                args["mtu"] = mtu
+            self._ipr.link("add", **args)
 
     def delete_link(self, name: str) -> bool:
         with self._lock:
@@ -215,6 +229,7 @@ class PyrouteNetlink:
                         dst=IPv4Network(f"{dst}/{msg['dst_len']}") if dst else None,
                         fwmark=_attr(msg, "FRA_FWMARK"),
                         fwmask=_attr(msg, "FRA_FWMASK"),
+                        iif=_attr(msg, "FRA_IIFNAME"),
                     )
                 )
             return out
@@ -230,6 +245,8 @@ class PyrouteNetlink:
             args["fwmark"] = rule.fwmark
         if rule.fwmask is not None:
             args["fwmask"] = rule.fwmask
+        if rule.iif is not None:
+            args["iifname"] = rule.iif
         return args
 
     def add_rule(self, rule: Rule) -> None:
@@ -246,16 +263,25 @@ class PyrouteNetlink:
             return self._ignore_gone(lambda: self._ipr.rule("del", **args))
 
     def delete_rules(
-        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+        self,
+        *,
+        priority: int,
+        src: IPv4Network | None = None,
+        dst: IPv4Network | None = None,
+        table: int | None = None,
+        iif: str | None = None,
     ) -> int:
-        if src is None and dst is None:
-            raise ValueError("delete_rules needs a source or a destination: it would delete every rule")
+        check_rule_selector(src=src, dst=dst, table=table, iif=iif)
         # No table (and no FRA_TABLE) in the request: the kernel then matches rules of every table.
         args: dict[str, Any] = {"priority": priority, "family": AF_INET}
         if src is not None:
             args.update(src=str(src.network_address), src_len=src.prefixlen)
         if dst is not None:
             args.update(dst=str(dst.network_address), dst_len=dst.prefixlen)
+        if table:
+            args["table"] = table
+        if iif is not None:
+            args["iifname"] = iif
         deleted = 0
         with self._lock:
             while self._ignore_gone(lambda: self._ipr.rule("del", **args)):

@@ -39,9 +39,11 @@ RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 
 AF_UNSPEC, AF_INET = 0, 2
 IFF_UP = 0x1
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 1, 3, 4, 18, 28, 29
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
+IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
+IFLA_VLAN_ID = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # the per-link counters are most of a link message and never read here
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
@@ -50,7 +52,7 @@ RTPROT_BOOT = 3  # what `ip route` and upstream's Go netlink library put on rout
 RT_TABLE_UNSPEC = 0
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_PERMANENT, NUD_REACHABLE = 0x80, 0x02
-FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 1, 2, 6, 10, 15, 16
+FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 1, 2, 3, 6, 10, 15, 16
 FR_ACT_TO_TBL = 1
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -61,6 +63,7 @@ FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, tab
 NDMSG = struct.Struct("=BBHiHBB")  # family, pad, pad, ifindex, state, flags, type
 RTATTR = struct.Struct("=HH")  # length, type
 U32 = struct.Struct("=I")
+U16 = struct.Struct("=H")
 _ERRNO = struct.Struct("=i")
 
 # Every gone-ness the kernel reports, by object: links ENODEV, routes ESRCH, rules ENOENT, addresses
@@ -156,7 +159,7 @@ def decode_rule(data: bytes | bytearray, offset: int, end: int) -> Rule | None:
         return None
     attrs = parse_attrs(data, offset + FIB_RULE_HDR.size, end)
     src, dst = attrs.get(FRA_SRC), attrs.get(FRA_DST)
-    fwmark, fwmask = attrs.get(FRA_FWMARK), attrs.get(FRA_FWMASK)
+    fwmark, fwmask, iif = attrs.get(FRA_FWMARK), attrs.get(FRA_FWMASK), attrs.get(FRA_IIFNAME)
     return Rule(
         priority=u32(attrs.get(FRA_PRIORITY)),
         table=u32(attrs.get(FRA_TABLE)) or table,
@@ -164,6 +167,7 @@ def decode_rule(data: bytes | bytearray, offset: int, end: int) -> Rule | None:
         dst=IPv4Network((IPv4Address(dst), dst_len)) if dst else None,
         fwmark=u32(fwmark) if fwmark else None,
         fwmask=u32(fwmask) if fwmask else None,
+        iif=string(iif) if iif else None,
     )
 
 

@@ -10,12 +10,14 @@ raises `rtnl.NetlinkError`.
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
-from . import rtnl
+from . import rtnl, softvlan
 from .model import Address, Link, Neighbour, Route, Rule, Scope
+from .netlink import check_rule_selector
 from .rtnl import (
     AF_INET,
     GONE,
@@ -35,9 +37,24 @@ from .rtnl import (
 )
 from .sysctl import read_sysctl, write_sysctl
 
+log = logging.getLogger(__name__)
+
 IFNAMSIZ = 16
 RT_SCOPE_NOWHERE = 255  # in a delete: any scope
 _SCOPES = frozenset(int(s) for s in Scope)
+
+
+_soft_vlan_warned = False
+
+
+def _warn_soft_vlan_once() -> None:
+    global _soft_vlan_warned
+    if not _soft_vlan_warned:
+        _soft_vlan_warned = True
+        log.warning(
+            "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q): branch-ENI VLAN links are made "
+            "of a veth pair and tc BPF programs that tag and untag the frames (vpccni.networkutils.softvlan)"
+        )
 
 
 def _valid_name(name: str) -> bool:
@@ -124,6 +141,51 @@ class RtnlNetlink:
         )
         with self._lock:
             self._sock.request(rtnl.RTM_NEWLINK, body, flags=NLM_F_CREATE | NLM_F_EXCL)
+
+    def add_vlan(self, *, name: str, parent: str, vlan_id: int, mac: str, mtu: int | None = None) -> None:
+        """A kernel VLAN link, or on a kernel without 802.1Q support the same link made with tc BPF
+        (`softvlan`): real tagged frames on `parent` either way."""
+        info = attr_nest(
+            rtnl.IFLA_LINKINFO,
+            attr_str(rtnl.IFLA_INFO_KIND, "vlan"),
+            attr_nest(rtnl.IFLA_INFO_DATA, attr(rtnl.IFLA_VLAN_ID, rtnl.U16.pack(vlan_id))),
+        )
+        mtu_attr = attr_u32(rtnl.IFLA_MTU, mtu) if mtu is not None else b""
+        with self._lock:
+            parent_index = self._index(parent)
+            named = ifinfo() + attr_str(rtnl.IFLA_IFNAME, name) + attr(rtnl.IFLA_ADDRESS, rtnl.mac_bytes(mac))
+            body = named + attr_u32(rtnl.IFLA_LINK, parent_index) + mtu_attr + info
+            try:
+                self._sock.request(rtnl.RTM_NEWLINK, body, flags=NLM_F_CREATE | NLM_F_EXCL)
+                return
+            except NetlinkError as exc:
+                if not softvlan.unsupported(exc):
+                    raise
+            _warn_soft_vlan_once()
+            peer = softvlan.peer_name(name)
+            veth = attr_nest(
+                rtnl.IFLA_LINKINFO,
+                attr_str(rtnl.IFLA_INFO_KIND, "veth"),
+                attr_nest(
+                    rtnl.IFLA_INFO_DATA,
+                    attr_nest(rtnl.VETH_INFO_PEER, ifinfo() + attr_str(rtnl.IFLA_IFNAME, peer) + mtu_attr),
+                ),
+            )
+            self._sock.request(rtnl.RTM_NEWLINK, named + mtu_attr + veth, flags=NLM_F_CREATE | NLM_F_EXCL)
+            try:
+                peer_index = self._index(peer)
+                self._sock.request(
+                    rtnl.RTM_SETLINK,
+                    ifinfo(flags=rtnl.IFF_UP, change=rtnl.IFF_UP) + attr_str(rtnl.IFLA_IFNAME, peer),
+                )
+                # The hidden end carries only the link's own frames: no IPv6 of its own on the wire.
+                write_sysctl(self._proc_sys, f"net/ipv6/conf/{peer}/disable_ipv6", "1")
+                softvlan.wire_soft_vlan(
+                    self._sock, parent_index=parent_index, peer_index=peer_index, vlan_id=vlan_id
+                )
+            except BaseException:
+                self._unless_gone(rtnl.RTM_DELLINK, ifinfo() + attr_str(rtnl.IFLA_IFNAME, name))
+                raise
 
     def delete_link(self, name: str) -> bool:
         if not _valid_name(name):
@@ -265,7 +327,13 @@ class RtnlNetlink:
 
     @staticmethod
     def _selector(
-        *, priority: int, table: int, src: IPv4Network | None, dst: IPv4Network | None, action: int
+        *,
+        priority: int,
+        table: int,
+        src: IPv4Network | None,
+        dst: IPv4Network | None,
+        action: int,
+        iif: str | None = None,
     ) -> bytes:
         body = rtnl.FIB_RULE_HDR.pack(
             AF_INET,
@@ -284,11 +352,18 @@ class RtnlNetlink:
             body += attr_ip(rtnl.FRA_SRC, src.network_address)
         if dst is not None:
             body += attr_ip(rtnl.FRA_DST, dst.network_address)
+        if iif is not None:
+            body += attr_str(rtnl.FRA_IIFNAME, iif)
         return body
 
     def _rule_body(self, rule: Rule) -> bytes:
         body = self._selector(
-            priority=rule.priority, table=rule.table, src=rule.src, dst=rule.dst, action=rtnl.FR_ACT_TO_TBL
+            priority=rule.priority,
+            table=rule.table,
+            src=rule.src,
+            dst=rule.dst,
+            action=rtnl.FR_ACT_TO_TBL,
+            iif=rule.iif,
         )
         if rule.fwmark is not None:
             body += attr_u32(rtnl.FRA_FWMARK, rule.fwmark)
@@ -309,12 +384,17 @@ class RtnlNetlink:
             return self._unless_gone(rtnl.RTM_DELRULE, self._rule_body(rule))
 
     def delete_rules(
-        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+        self,
+        *,
+        priority: int,
+        src: IPv4Network | None = None,
+        dst: IPv4Network | None = None,
+        table: int | None = None,
+        iif: str | None = None,
     ) -> int:
-        if src is None and dst is None:
-            raise ValueError("delete_rules needs a source or a destination: it would delete every rule")
-        # No table and no action in the request: the kernel then matches rules of every table.
-        body = self._selector(priority=priority, table=0, src=src, dst=dst, action=0)
+        check_rule_selector(src=src, dst=dst, table=table, iif=iif)
+        # No table (unless asked) and no action in the request: the kernel then matches rules of every table.
+        body = self._selector(priority=priority, table=table or 0, src=src, dst=dst, action=0, iif=iif)
         deleted = 0
         with self._lock:
             while self._unless_gone(rtnl.RTM_DELRULE, body):

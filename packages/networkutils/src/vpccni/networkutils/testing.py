@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from .iptables import BUILTIN_CHAINS, IptablesMode, SavedTable
 from .model import MAIN_TABLE, Address, Link, Neighbour, Route, Rule, Scope
-from .netlink import Netlink
+from .netlink import Netlink, check_rule_selector
 
 T = TypeVar("T")
 
@@ -84,6 +84,7 @@ class FakeNamespace:
             Rule(priority=32767, table=253),
         ]
         self._neighbours: list[Neighbour] = []
+        self._vlans: dict[str, tuple[str, int]] = {}  # VLAN link -> (parent link, VLAN id)
         self.sysctls: dict[str, str] = {"net/ipv4/ip_forward": "0"}
         self.link_appears_after: dict[str, int] = {}  # mac -> number of links() calls before it shows
 
@@ -132,10 +133,28 @@ class FakeNamespace:
             self._peers[name] = (peer_ns, peer_name)
             peer_ns._peers[peer_name] = (self, name)
 
+    def add_vlan(self, *, name: str, parent: str, vlan_id: int, mac: str, mtu: int | None = None) -> None:
+        with self._network.lock:
+            link = self._links.get(parent)
+            if link is None:
+                raise LookupError(f"link {parent} does not exist")
+            if any(p == parent and v == vlan_id for p, v in self._vlans.values()):
+                raise OSError(errno.EEXIST, f"{parent} already has a VLAN {vlan_id} link")
+            self.add_link(name, mac=mac, mtu=mtu or link.mtu, kind="vlan")
+            self._vlans[name] = (parent, vlan_id)
+
+    def vlan_of(self, name: str) -> tuple[str, int] | None:
+        """Test helper: (parent link, VLAN id) of a VLAN link."""
+        with self._network.lock:
+            return self._vlans.get(name)
+
     def delete_link(self, name: str) -> bool:
         with self._network.lock:
             if self._links.pop(name, None) is None:
                 return False
+            self._vlans.pop(name, None)
+            for child in [c for c, (p, _) in self._vlans.items() if p == name]:
+                self.delete_link(child)  # as the kernel: a VLAN link goes with its parent
             self._addresses = [a for a in self._addresses if a.ifname != name]
             self._routes = [r for r in self._routes if r.ifname != name]
             self._neighbours = [n for n in self._neighbours if n.ifname != name]
@@ -236,16 +255,25 @@ class FakeNamespace:
             return True
 
     def delete_rules(
-        self, *, priority: int, src: IPv4Network | None = None, dst: IPv4Network | None = None
+        self,
+        *,
+        priority: int,
+        src: IPv4Network | None = None,
+        dst: IPv4Network | None = None,
+        table: int | None = None,
+        iif: str | None = None,
     ) -> int:
-        if src is None and dst is None:
-            raise ValueError("delete_rules needs a source or a destination: it would delete every rule")
+        check_rule_selector(src=src, dst=dst, table=table, iif=iif)
         with self._network.lock:
-            # As the kernel: a selector left out (or table) matches anything.
+            # As the kernel: a selector left out matches anything.
             gone = [
                 r
                 for r in self._rules
-                if r.priority == priority and (src is None or r.src == src) and (dst is None or r.dst == dst)
+                if r.priority == priority
+                and (src is None or r.src == src)
+                and (dst is None or r.dst == dst)
+                and (not table or r.table == table)
+                and (iif is None or r.iif == iif)
             ]
             self._rules = [r for r in self._rules if r not in gone]
             return len(gone)

@@ -13,9 +13,14 @@ from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError, eni_rows, pod_rows
 from vpccni.ipamd.cli.main import CliDeps, run
-from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp
+from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp, FakeIntrospection
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.introspection import IntrospectionServer, IntrospectionSources
+from vpccni.ipamd.introspection import (
+    IntrospectionServer,
+    IntrospectionSources,
+    datastore_pod_views,
+    pod_view,
+)
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
 
@@ -44,6 +49,20 @@ def _sources(ds: DataStore) -> IntrospectionSources:
         networkutils_env=dict,
         ipamd_env=dict,
         pool_status=dict,
+        pods=lambda: [
+            *datastore_pod_views(ds.assigned()),
+            pod_view(
+                namespace="db",
+                name="orders",
+                ip="10.0.16.40",
+                eni_id="eni-0b7",
+                device_number=-1,
+                route_table=107,
+                assigned_ns=1,
+                vlan_id=7,
+                mac="0a:bb:00:00:00:07",
+            ),
+        ],
     )
 
 
@@ -99,8 +118,33 @@ def test_pods_json_names_the_pod_and_its_eni(server: IntrospectionServer) -> Non
     code, out, _ = _run("pods", "--json", "--introspection-address", server.address)
     assert code == 0
     pods = json.loads(out)
-    assert [(p["namespace"], p["name"], p["eni_id"]) for p in pods] == [("default", "web", "eni-a")]
-    assert pods[0]["ip"] in ("10.0.0.11", "10.0.0.12")
+    assert [(p["namespace"], p["name"], p["eni_id"], p["vlan_id"]) for p in pods] == [
+        ("db", "orders", "eni-0b7", 7),
+        ("default", "web", "eni-a", 0),
+    ]
+    assert pods[1]["ip"] in ("10.0.0.11", "10.0.0.12")
+
+
+def test_pods_table_shows_branch_eni_pods_with_their_vlan(server: IntrospectionServer) -> None:
+    code, out, _ = _run("pods", "--introspection-address", server.address)
+    assert code == 0
+    header, branch, web = out.splitlines()
+    assert header.split() == ["NAMESPACE", "POD", "IP", "CARD", "ENI", "DEVICE", "TABLE", "VLAN", "ASSIGNED"]
+    assert branch.split()[:8] == ["db", "orders", "10.0.16.40", "0", "eni-0b7", "-1", "107", "7"]
+    assert web.split()[7] == "-"
+
+
+def test_pods_of_an_ipamd_without_v1_pods_come_from_its_enis() -> None:
+    ds = _datastore()
+    source = FakeIntrospection(docs={"/v1/enis": {"0": ds.eni_infos()}})
+    out = io.StringIO()
+    code = run(
+        ["pods", "--json"],
+        deps=replace(_deps(), introspection_at=lambda _: source),
+        out=out,
+        err=io.StringIO(),
+    )
+    assert code == 0 and [p["name"] for p in json.loads(out.getvalue())] == ["web"]
 
 
 def test_address_comes_from_introspection_bind_address(server: IntrospectionServer) -> None:

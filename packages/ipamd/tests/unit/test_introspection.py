@@ -21,7 +21,9 @@ from vpccni.ipamd.introspection import (
     HttpEndpoint,
     IntrospectionServer,
     IntrospectionSources,
+    datastore_pod_views,
     json_response,
+    pod_view,
     pool_view,
 )
 from vpccni.ipamd.plan import WiringPlan
@@ -55,6 +57,20 @@ def sources() -> IntrospectionSources:
             targets=WiringPlan.from_settings(settings).pool.init,
             last_decision="assign 2 IPs to eni-1",
         ),
+        pods=lambda: [
+            *datastore_pod_views(ds.assigned()),
+            pod_view(
+                namespace="db",
+                name="orders",
+                ip="10.0.16.40",
+                eni_id="eni-0b7",
+                device_number=-1,
+                route_table=107,
+                assigned_ns=0,
+                vlan_id=7,
+                mac="0a:bb:00:00:00:07",
+            ),
+        ],
     )
 
 
@@ -126,7 +142,21 @@ def test_pool_view(tcp_server: IntrospectionServer) -> None:
 
 
 def test_unknown_path_is_404(tcp_server: IntrospectionServer) -> None:
-    assert get(tcp_server, "/v1/pods")[0] == 404
+    assert get(tcp_server, "/v1/nothing")[0] == 404
+
+
+def test_pods_lists_every_attachment_without_container_ids(tcp_server: IntrospectionServer) -> None:
+    status, pods = get(tcp_server, "/v1/pods")
+    assert status == 200
+    assert pods == [
+        {"namespace": "default", "name": "web", "ip": "10.0.0.11", "networkCard": 0, "eniId": "eni-1",
+         "deviceNumber": 0, "routeTableId": 254, "vlanId": 0, "branchEniMac": "",
+         "assignedTime": pods[0]["assignedTime"]},
+        {"namespace": "db", "name": "orders", "ip": "10.0.16.40", "networkCard": 0, "eniId": "eni-0b7",
+         "deviceNumber": -1, "routeTableId": 107, "vlanId": 7, "branchEniMac": "0a:bb:00:00:00:07",
+         "assignedTime": "0001-01-01T00:00:00Z"},
+    ]  # fmt: skip
+    assert "secret-id" not in json.dumps(pods) and pods[0]["assignedTime"].startswith("20")
 
 
 def test_unix_socket(sources: IntrospectionSources, tmp_path: Path) -> None:

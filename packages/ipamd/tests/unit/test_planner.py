@@ -125,6 +125,16 @@ def test_a_slot_is_kept_for_the_trunk_eni() -> None:
     assert isinstance(plan_increase(snap, IP_MODE), AllocateEni)
 
 
+def test_the_trunk_takes_its_reserved_slot_itself_once_attached() -> None:
+    cfg = PoolConfig(max_enis=4, max_ips_per_eni=3, reserve_trunk_slot=True)
+    full = (eni(0, ip(1), ip(1), ip(1)), eni(1, ip(1), ip(1), ip(1)))
+    assert isinstance(plan_increase(pool(*full), cfg), AllocateEni)  # 2 of 4, one kept for the trunk
+    with_trunk = pool(*full, eni(2, is_trunk=True))
+    assert isinstance(plan_increase(with_trunk, cfg), AllocateEni)  # the trunk's slot is not kept twice
+    third = eni(2, ip(1), ip(1), ip(1))
+    assert plan_increase(pool(*full, third), cfg) == NoAction(reason=NoActionReason.NO_ENI_SLOTS)
+
+
 def test_new_eni_size_is_the_shortfall_capped_at_the_eni_limit() -> None:
     cfg = PoolConfig(max_enis=3, max_ips_per_eni=3, warm_ip_target=10)
     assert plan_increase(pool(eni(0, ip(1), ip(1), ip(1))), cfg) == AllocateEni(size=3)

@@ -92,7 +92,7 @@ def test_all_errors_are_collected_and_name_the_variable() -> None:
                 "ADDITIONAL_ENI_TAGS": "[1]",
                 "HTTP_TIMEOUT": "5",
                 "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.0.0.0/8,bogus,fd00::/8",
-                "ENABLE_POD_ENI": "TRUE",
+                "ENABLE_POD_ENI": "yes",
                 "AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout",
                 "INTROSPECTION_BIND_ADDRESS": "nowhere",
                 "VPCCNI_ADD_WAIT_TIMEOUT": "0",
@@ -117,7 +117,7 @@ def test_all_errors_are_collected_and_name_the_variable() -> None:
     ]
     text = str(err.value)
     assert "valid: 576-9001" in text and "bogus, fd00::/8" in text and "prng|hashrandom|none" in text
-    assert "ENABLE_POD_ENI=true: security groups for pods is not supported by this version; unset it" in text
+    assert "ENABLE_POD_ENI='yes': expected a boolean (true/false, 1/0, t/f); valid: boolean" in text
 
 
 @pytest.mark.parametrize(
@@ -149,6 +149,18 @@ def test_prefix_delegation_needs_a_target() -> None:
         load_settings({"ENABLE_PREFIX_DELEGATION": "true"})
     for target in ("WARM_PREFIX_TARGET", "WARM_IP_TARGET", "MINIMUM_IP_TARGET"):
         assert load_settings({"ENABLE_PREFIX_DELEGATION": "true", target: "1"}).enable_prefix_delegation
+
+
+def test_security_groups_for_pods_settings() -> None:
+    on = load_settings({"ENABLE_POD_ENI": "TRUE", "VPCCNI_POD_ENI_WAIT": "2.5"})
+    assert on.enable_pod_eni and on.pod_eni_wait_s == 2.5 and on.pod_sg_enforcing_mode == "strict"
+    assert (
+        load_settings({"POD_SECURITY_GROUP_ENFORCING_MODE": "Standard"}).pod_sg_enforcing_mode == "standard"
+    )
+    with pytest.raises(SettingsError, match=r"POD_SECURITY_GROUP_ENFORCING_MODE='loose'.*strict, standard"):
+        load_settings({"POD_SECURITY_GROUP_ENFORCING_MODE": "loose"})
+    with pytest.raises(SettingsError, match="VPCCNI_POD_ENI_WAIT"):
+        load_settings({"VPCCNI_POD_ENI_WAIT": "-1"})
 
 
 def test_deprecated_no_ops_are_accepted() -> None:

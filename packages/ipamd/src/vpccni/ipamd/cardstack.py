@@ -12,7 +12,7 @@ from typing import Any
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
 from vpccni.ipamd.allocator import Allocator
 from vpccni.ipamd.cards import DEFAULT_CARD
-from vpccni.ipamd.checkpoint.file import FileCheckpointer
+from vpccni.ipamd.checkpoint.file import Checkpointer
 from vpccni.ipamd.datastore.model import AssignedAddress
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.introspection import pool_view
@@ -27,7 +27,7 @@ from vpccni.networkutils.netlink import Netlink
 class CardStack:
     card: int
     datastore: DataStore
-    checkpointer: FileCheckpointer
+    checkpointer: Checkpointer
     reconciler: Reconciler
     pool: PoolManager | None = None  # made for node init's pre-scale
     allocator: Allocator | None = None  # made when ipamd starts serving

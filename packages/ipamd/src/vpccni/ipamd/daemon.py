@@ -22,6 +22,7 @@ from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.errors import AwsUtilsError
 from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
+from vpccni.awsutils.trunking import trunking_compatible
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.adapters import malloc
 from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink
@@ -31,9 +32,10 @@ from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
 from vpccni.ipamd.adapters.platform import Platform
 from vpccni.ipamd.allocator import AllocationListener, Allocator
 from vpccni.ipamd.cardallocator import CardAllocators
-from vpccni.ipamd.cards import candidate_cards, checkpoint_path
+from vpccni.ipamd.cards import DEFAULT_CARD, candidate_cards, checkpoint_path
 from vpccni.ipamd.cardstack import CardStack, NodeCards
-from vpccni.ipamd.checkpoint.file import FileCheckpointer
+from vpccni.ipamd.checkpoint.file import Checkpointer, FileCheckpointer
+from vpccni.ipamd.checkpoint.shared import SharedCheckpoint
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.cni.netpolicy import policy_admission
 from vpccni.ipamd.cni.observed import ObservedCniService
@@ -46,6 +48,7 @@ from vpccni.ipamd.introspection import (
     NETWORKUTILS_ENV,
     IntrospectionServer,
     IntrospectionSources,
+    datastore_pod_views,
 )
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.nodeinit import (
@@ -61,9 +64,12 @@ from vpccni.ipamd.podips import PodIpAnnotator
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import PoolManager
-from vpccni.ipamd.ports import EniDescription
+from vpccni.ipamd.ports import EniDescription, NodeNetworkPort
 from vpccni.ipamd.reconcile import Reconciler
 from vpccni.ipamd.settings import Settings
+from vpccni.ipamd.sgp.cni import BranchCni
+from vpccni.ipamd.sgp.node import SgpNode
+from vpccni.ipamd.sgp.trunk import TrunkTracker
 from vpccni.rpc import rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -113,6 +119,9 @@ class Daemon:
         self.init_result: NodeInitResult | None = None
         self._kube: KubeLink | None = None
         self._adapters: NodeAdapters | None = None
+        self._trunk: TrunkTracker | None = None  # ENABLE_POD_ENI: the ENI port that spots the trunk
+        self._branch_checkpoint: Checkpointer | None = None
+        self.sgp: SgpNode | None = None
         self.eniconfig_name = ""  # custom networking: the node's ENIConfig (introspection /v1/eni-configs)
 
     # --- process ----------------------------------------------------------------------------------------
@@ -192,7 +201,8 @@ class Daemon:
         except (FileNotFoundError, ValueError) as err:
             if kube.wait_for_server:
                 raise StartupError(
-                    f"{err}: custom networking and ANNOTATE_POD_IP need the Kubernetes API server",
+                    f"{err}: custom networking, ANNOTATE_POD_IP and ENABLE_POD_ENI need the Kubernetes API"
+                    " server",
                     reason="apiserver",
                 ) from err
             log.info("no Kubernetes API server configured (%s); running without it", err)
@@ -211,8 +221,16 @@ class Daemon:
         options = plan.pool.init
         nodes = NodeAdapters.build(aws=aws, plan=plan, platform=self._platform, clock=self._clock)
         self._adapters = nodes
-        cloud, network = nodes.cloud, nodes.network
+        cloud = nodes.cloud
+        network: NodeNetworkPort = nodes.network
+        if plan.sgp.enabled:
+            network = self._trunk = TrunkTracker(
+                nodes.network, netlink=nodes.netlink, on_change=self.metrics.trunk_eni_attached.set
+            )
         prefix_mode = options.prefix_delegation and self._supports_pd(aws)
+        # Card 0's file holds the branch-ENI pods too, which the datastore never sees.
+        shared = SharedCheckpoint(FileCheckpointer(plan.store.backing_store))
+        self._branch_checkpoint = shared.branches
         cooldown = ReconcileCooldown(clock=self._clock)
         card_numbers = candidate_cards(self._instance_cards(aws), multi_nic=options.multi_nic)
         ownership = EniOwnership(
@@ -228,7 +246,11 @@ class Daemon:
                 ownership.tag(cloud, eni)
 
         def stack(card: int) -> CardStack:
-            checkpointer = FileCheckpointer(checkpoint_path(plan.store.backing_store, card))
+            checkpointer: Checkpointer = (
+                shared.datastore
+                if card == DEFAULT_CARD
+                else FileCheckpointer(checkpoint_path(plan.store.backing_store, card))
+            )
             datastore = DataStore(
                 checkpointer=checkpointer,
                 prefix_delegation=prefix_mode,
@@ -275,6 +297,8 @@ class Daemon:
                     schedulable=schedulable,
                     policy=replace(plan.pool.policy, subnet_id=eni_subnet, security_group_ids=eni_groups),
                     timers=plan.pool.timers,
+                    # Upstream reconciles every iteration while security groups for pods waits for a trunk.
+                    reconcile_eagerly=self._waiting_for_trunk,
                 )
             return card.pool
 
@@ -287,6 +311,7 @@ class Daemon:
                 instance_type=ident.instance_type,
                 primary_mac=ident.primary_mac,
                 max_pods=self._max_pods(aws, kube),
+                reserve_trunk_slot=plan.sgp.enabled and trunking_compatible(ident.instance_type),
             ),
             ports=NodeInitPorts(
                 limits=aws.limits_catalog,
@@ -334,6 +359,9 @@ class Daemon:
             result.restored_allocations,
             self.pool.status.message,
         )
+
+    def _waiting_for_trunk(self) -> bool:
+        return self._trunk is not None and self._trunk.trunk is None
 
     def _eniconfig(self, kube: KubeLink | None) -> tuple[str | None, tuple[str, ...]]:
         """Custom networking: the subnet and security groups of new ENIs, from the node's ENIConfig (read
@@ -408,10 +436,11 @@ class Daemon:
             sweeper = aws.leak_sweeper()
             sweeper.start()
             self._services.append(sweeper)
+        branches = self._start_sgp(cards)
         self._start_http(cards)
         self._start_housekeeping(cards)
         allocator.mark_ready()
-        self._start_cni_endpoint(allocator)
+        self._start_cni_endpoint(allocator, branches)
         ident = aws.identity
         facts = NodeFacts(
             version=VERSION,
@@ -447,6 +476,31 @@ class Daemon:
             raise StartupError(str(err), reason="grpc") from err
         self.grpc = grpc_server
 
+    def _start_sgp(self, cards: NodeCards) -> BranchCni | None:
+        """ENABLE_POD_ENI: branch-ENI pods restored (or cleaned up), and the trunk asked for (on card 0)."""
+        kube, nodes, result = self._kube, self._adapters, self.init_result
+        if self._trunk is None or self._branch_checkpoint is None or nodes is None or result is None:
+            return None
+        self.sgp = SgpNode.build(
+            config=self._plan.sgp,
+            tracker=self._trunk,
+            checkpointer=self._branch_checkpoint,
+            netlink=nodes.netlink,
+            pods=nodes.wiring,
+            api=lambda: kube.api if kube is not None and kube.connected else None,
+            on_error=lambda fn: self.metrics.pod_eni_error_count.labels(fn=fn).inc(),
+            on_count=self.metrics.branch_eni_pods.set,
+        )
+        self.sgp.restore()
+        eni_count = lambda: len(cards.first.datastore.snapshot().enis)  # noqa: E731
+        interval = 2 * self._plan.pool.timers.half_interval_s
+        self._services.append(
+            self.sgp.ask_for_trunk(
+                eni_count=eni_count, max_enis=result.config.max_enis, clock=self._clock, interval_s=interval
+            )
+        )
+        return self.sgp.cni
+
     def _allocation_listeners(self) -> tuple[AllocationListener, ...]:
         if not self._plan.kube.annotate_pod_ip or self._kube is None:
             return ()
@@ -465,6 +519,10 @@ class Daemon:
                     networkutils_env=lambda: s.env_view(NETWORKUTILS_ENV),
                     ipamd_env=lambda: s.env_view(IPAMD_ENV),
                     pool_status=lambda: cards.pool_views(targets=self._plan.pool.init),
+                    pods=lambda: (
+                        datastore_pod_views(cards.assigned())
+                        + ([a.view() for a in self.sgp.attachments.all()] if self.sgp is not None else [])
+                    ),
                 ),
                 bind_address=serve.introspection_address,
             )
@@ -492,7 +550,7 @@ class Daemon:
 
         threading.Thread(target=loop, name="housekeeping", daemon=True).start()
 
-    def _start_cni_endpoint(self, allocator: CardAllocators) -> None:
+    def _start_cni_endpoint(self, allocator: CardAllocators, branches: BranchCni | None) -> None:
         """The endpoint of the aws-cni shim; it drains the DEL queue before accepting connections."""
         serve = self._plan.serve
         nodes = self._adapters
@@ -505,6 +563,7 @@ class Daemon:
                 host_rules=NetlinkHostPodRules(nodes.netlink),
                 policy=policy_admission(serve.network_policy_mode, serve.ipamd_socket.parent),
                 multi_nic=allocator if self._plan.pool.init.multi_nic else None,
+                branches=branches,
             ),
             settings=EndpointSettings(
                 socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)

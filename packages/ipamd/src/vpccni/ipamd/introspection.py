@@ -3,7 +3,8 @@
 `GET /` lists the paths; `/v1/enis` is each card's ENIInfos with containerID and ifName scrubbed (as upstream
 since v1.23.0, so nobody can forge a DelNetwork from it); `/v1/eni-configs` the node's ENIConfig name;
 `/v1/networkutils-env-settings` and `/v1/ipamd-env-settings` upstream's variable sets. `/v1/pool` is vpccni's
-own: the warm-pool status (targets, free, cooldown, last decision and why).
+own: the warm-pool status (targets, free, cooldown, last decision and why). `/v1/pods` (upstream's path until
+v1.9) lists every pod attachment: the datastore's and the branch-ENI pods' (ENI, VLAN), without container ids.
 
 `HttpEndpoint` is the small stdlib server introspection and metrics share (read/write timeouts, TCP or Unix).
 """
@@ -18,11 +19,14 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from vpccni.ipamd.datastore.model import AssignedAddress
+from vpccni.ipamd.datastore.records import route_table_id
+from vpccni.ipamd.datastore.views import go_time
 from vpccni.ipamd.nodeinit import InitOptions
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import PoolStatus
@@ -218,6 +222,7 @@ class IntrospectionSources:
     networkutils_env: Callable[[], Mapping[str, str]]
     ipamd_env: Callable[[], Mapping[str, str]]
     pool_status: Callable[[], Mapping[str, Any]]
+    pods: Callable[[], list[dict[str, Any]]]  # every pod attachment (`pod_view` rows)
 
 
 def introspection_routes(sources: IntrospectionSources) -> dict[str, Route]:
@@ -229,10 +234,56 @@ def introspection_routes(sources: IntrospectionSources) -> dict[str, Route]:
         "/v1/networkutils-env-settings": lambda: json_response(dict(sources.networkutils_env())),
         "/v1/ipamd-env-settings": lambda: json_response(dict(sources.ipamd_env())),
         "/v1/pool": lambda: json_response(dict(sources.pool_status())),
+        "/v1/pods": lambda: json_response(sources.pods()),
     }
     paths = ["/", *routes]
     routes["/"] = lambda: json_response({"AvailableCommands": paths})
     return routes
+
+
+def pod_view(
+    *,
+    namespace: str,
+    name: str,
+    ip: str,
+    eni_id: str,
+    device_number: int,
+    route_table: int,
+    assigned_ns: int,
+    network_card: int = 0,
+    vlan_id: int = 0,
+    mac: str = "",
+) -> dict[str, Any]:
+    """One `/v1/pods` row (a multi-NIC pod has one per card); `vlanId` 0 for a pod on the node's ENIs, else
+    its branch ENI's VLAN."""
+    return {
+        "namespace": namespace,
+        "name": name,
+        "ip": ip,
+        "networkCard": network_card,
+        "eniId": eni_id,
+        "deviceNumber": device_number,
+        "routeTableId": route_table,
+        "vlanId": vlan_id,
+        "branchEniMac": mac,
+        "assignedTime": go_time(assigned_ns),
+    }
+
+
+def datastore_pod_views(assigned: Iterable[AssignedAddress]) -> list[dict[str, Any]]:
+    return [
+        pod_view(
+            namespace=a.metadata.namespace,
+            name=a.metadata.name,
+            ip=str(a.ipv4),
+            eni_id=a.eni_id,
+            device_number=a.device_number,
+            route_table=route_table_id(a.device_number, a.network_card),
+            assigned_ns=a.assigned_at_ns,
+            network_card=a.network_card,
+        )
+        for a in assigned
+    ]
 
 
 def pool_view(

@@ -173,6 +173,15 @@ class IpamdMetrics:
             buckets=CNI_BUCKETS,
             registry=r,
         )
+        # vpccni's own: security groups for pods (upstream counts only errors, awscni_pod_eni_error_count).
+        self.branch_eni_pods = Gauge(
+            "vpccni_branch_eni_pods", "Pods wired through a branch ENI (security groups for pods)", registry=r
+        )
+        self.trunk_eni_attached = Gauge(
+            "vpccni_trunk_eni_attached",
+            "1 when the node's trunk ENI is set up (security groups for pods)",
+            registry=r,
+        )
         self.build_info.labels(version=version, goversion=f"python{platform.python_version()}").set(1)
         self._server = MetricsServer(self.render)
         # Per network card: the labels last set, and (ENIs, total, assigned, prefixes) the node's gauges sum.

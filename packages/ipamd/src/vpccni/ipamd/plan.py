@@ -29,7 +29,9 @@ from vpccni.ipamd.logs import LogOptions
 from vpccni.ipamd.nodeinit import InitOptions
 from vpccni.ipamd.pool.manager import PoolPolicy, PoolTimers
 from vpccni.ipamd.settings import Settings
+from vpccni.ipamd.sgp.config import SgpConfig
 from vpccni.k8sapi import KubeEndpoint, KubeSettings
+from vpccni.networkutils.vlan import EnforcingMode
 
 HOUSEKEEPING_INTERVAL_S = 30.0  # VPC CIDR refresh (upstream 30 s) and pool gauges
 GRPC_GRACE_S = 5.0
@@ -96,6 +98,7 @@ class WiringPlan:
     serve: ServePlan
     logging: LogOptions
     install: InstallPlan
+    sgp: SgpConfig
     housekeeping_s: float = HOUSEKEEPING_INTERVAL_S
     grpc_grace_s: float = GRPC_GRACE_S
 
@@ -114,6 +117,7 @@ class WiringPlan:
             serve=serve_plan(settings),
             logging=LogOptions(level=settings.log_level, file=settings.log_file),
             install=install_plan(settings),
+            sgp=sgp_config(settings),
         )
 
 
@@ -151,7 +155,8 @@ def kube_plan(s: Settings) -> KubePlan:
             user_agent=f"amazon-vpc-cni-k8s/{s.vpc_cni_version or VERSION}",
         ),
         timers=KubeTimers(connect_timeout_s=s.api_server_wait_s),
-        wait_for_server=s.custom_network_cfg or s.annotate_pod_ip,
+        # Security groups for pods too: branch-ENI pods cannot be told apart without it (upstream blocks).
+        wait_for_server=s.custom_network_cfg or s.annotate_pod_ip or s.enable_pod_eni,
         annotate_pod_ip=s.annotate_pod_ip,
         custom_networking=s.custom_network_cfg,
         eniconfig_annotation=s.eni_config_annotation_def,
@@ -170,6 +175,15 @@ def host_settings(s: Settings) -> HostSettings:
         mtu=s.eni_mtu,
         pod_mtu=s.pod_mtu,
         veth_prefix=s.veth_prefix,
+        local_rule_after_vlan_rules=sgp_config(s).strict,
+    )
+
+
+def sgp_config(s: Settings) -> SgpConfig:
+    return SgpConfig(
+        enabled=s.enable_pod_eni,
+        enforcing_mode=EnforcingMode(s.pod_sg_enforcing_mode),
+        annotation_wait_s=s.pod_eni_wait_s,
     )
 
 

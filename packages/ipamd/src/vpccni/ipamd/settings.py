@@ -41,6 +41,9 @@ class Settings:
     disable_leaked_eni_cleanup: bool
     manage_untagged_eni: bool
     enable_subnet_discovery: bool
+    # security groups for pods
+    enable_pod_eni: bool
+    pod_eni_wait_s: float
     # custom networking
     custom_network_cfg: bool
     eni_config_annotation_def: str

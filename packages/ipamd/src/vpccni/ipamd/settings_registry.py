@@ -437,9 +437,10 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("ENABLE_IPv6", None, parse_bool, False,
           valid="false", support=Support.UNSUPPORTED, feature="IPv6 mode",
           meaning="IPv6 mode"),
-    _spec("ENABLE_POD_ENI", None, parse_bool, False,
-          valid="false", support=Support.UNSUPPORTED, feature="security groups for pods",
-          meaning="security groups for pods (trunk and branch ENIs)"),
+    _bool("ENABLE_POD_ENI", "enable_pod_eni", False,
+          consumer="ipamd, networkutils",
+          meaning="security groups for pods: ask the VPC resource controller for a trunk ENI (CNINode"
+                  " SecurityGroupsForPods) and wire pods it gives a branch ENI through a VLAN"),
     _bool("ENABLE_MULTI_NIC", "enable_multi_nic", False,
           meaning="manage ENIs and warm pools on every network card (but cards holding only an EFA-only ENI);"
                   " pods annotated k8s.amazonaws.com/nicConfig: multi-nic-attachment get one interface per"
@@ -452,8 +453,9 @@ REGISTRY: tuple[SettingSpec, ...] = (
           meaning="IPv4 egress for IPv6 pods (IPv6 mode only)"),
     _spec("POD_SECURITY_GROUP_ENFORCING_MODE", "pod_sg_enforcing_mode", choice_parser("strict", "standard"),
           "strict",
-          valid="strict|standard", support=Support.NOT_APPLICABLE, consumer="networkutils",
-          meaning="branch-ENI pod routing mode (security groups for pods only)"),
+          valid="strict|standard", consumer="networkutils, install",
+          meaning="branch-ENI pods: strict sends all their traffic through the branch ENI, standard keeps"
+                  " traffic between pods of a node on the node (the conflist's podSGEnforcingMode)"),
     _bool("DISABLE_TCP_EARLY_DEMUX", "disable_tcp_early_demux", False,
           consumer="init",
           meaning="set net.ipv4.tcp_early_demux=0 (kubelet TCP probes to branch-ENI pods need it)"),
@@ -483,6 +485,10 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _spec("VPCCNI_ADD_WAIT_TIMEOUT", "add_wait_timeout_s", seconds_parser(minimum=0.0, exclusive=True), 10.0,
           valid="seconds > 0",
           meaning="how long an ADD waits for the growing pool before failing with the reason"),
+    _spec("VPCCNI_POD_ENI_WAIT", "pod_eni_wait_s", seconds_parser(minimum=0.0), 10.0,
+          valid="seconds >= 0",
+          meaning="ENABLE_POD_ENI: how long an ADD waits for the pod to be listed and for the VPC resource"
+                  " controller's vpc.amazonaws.com/pod-eni annotation (upstream fails at once)"),
     _spec("VPCCNI_GRPC_TCP_ADDRESS", "grpc_tcp_address", parse_loopback_host_port, "",
           valid="loopback host:port such as 127.0.0.1:50051",
           meaning="also serve gRPC on loopback TCP for probes of ≤v1.22 manifests (health and config only:"

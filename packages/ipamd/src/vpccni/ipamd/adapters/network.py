@@ -38,6 +38,7 @@ class HostSettings:
     mtu: int = 9001
     pod_mtu: int = 9001
     veth_prefix: str = "eni"
+    local_rule_after_vlan_rules: bool = False  # ENABLE_POD_ENI in strict mode
 
 
 class HostNetworkSetup:
@@ -73,6 +74,7 @@ class HostNetworkSetup:
             external_service_cidrs=s.external_service_cidrs,
             mtu=s.mtu,
             veth_prefix=s.veth_prefix,
+            local_rule_after_vlan_rules=s.local_rule_after_vlan_rules,
         )
 
     def setup_host_network(self) -> None:

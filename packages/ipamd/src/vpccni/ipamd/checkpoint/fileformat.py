@@ -2,7 +2,9 @@
 
 `{"version":"vpc-cni-ipam/1","allocations":[{networkName, containerID, ifName, ipv4, allocationTimestamp,
 metadata: {k8sPodNamespace, k8sPodName, interfacesCount}}]}`, compact, keys in upstream's struct order. vpccni
-adds one metadata key, only where the host veth name is not upstream's: upstream's reader ignores it.
+adds two metadata keys, which upstream's reader ignores: the host veth name where it is not upstream's, and
+the branch ENI of a security-groups-for-pods pod (upstream does not record those pods; its restore drops the
+entry as an address on no ENI, and its DEL of such a pod works from the CNI result alone).
 Pure: no file, no datastore (`file.py` writes it, `vpccni.ipamd.restore` reads it back into the datastore).
 """
 
@@ -12,7 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
@@ -21,6 +23,17 @@ _log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = "vpc-cni-ipam/1"
 HOST_VETH_KEY = "vpccniHostVeth"
+BRANCH_ENI_KEY = "vpccniBranchEni"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BranchEniRecord:
+    """The branch ENI a pod was wired with (the `vpc.amazonaws.com/pod-eni` annotation's fields)."""
+
+    eni_id: str
+    mac: str
+    vlan_id: int
+    subnet: IPv4Network
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +42,7 @@ class CheckpointEntry:
     ipv4: IPv4Address
     allocation_timestamp_ns: int
     metadata: PodMetadata
+    branch: BranchEniRecord | None = None  # a security-groups-for-pods pod: its address is the branch ENI's
 
 
 class CheckpointError(Exception):
@@ -49,6 +63,13 @@ def encode_entry(e: CheckpointEntry) -> bytes:
     if e.metadata.host_veth:
         # Only where the name is not upstream's: upstream's reader ignores the extra key.
         metadata[HOST_VETH_KEY] = e.metadata.host_veth
+    if e.branch is not None:
+        metadata[BRANCH_ENI_KEY] = {
+            "eniId": e.branch.eni_id,
+            "ifAddress": e.branch.mac,
+            "vlanId": e.branch.vlan_id,
+            "subnetCidr": str(e.branch.subnet),
+        }
     return json.dumps(
         {
             "networkName": e.key.network_name,
@@ -112,4 +133,20 @@ def _decode_entry(raw: Any) -> CheckpointEntry | None:
             interfaces_count=int(meta.get("interfacesCount") or 1),
             host_veth=str(meta.get(HOST_VETH_KEY) or ""),
         ),
+        branch=_decode_branch(meta.get(BRANCH_ENI_KEY)),
     )
+
+
+def _decode_branch(raw: Any) -> BranchEniRecord | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return BranchEniRecord(
+            eni_id=str(raw["eniId"]),
+            mac=str(raw["ifAddress"]),
+            vlan_id=int(raw["vlanId"]),
+            subnet=IPv4Network(raw["subnetCidr"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        _log.warning("ignoring an unreadable branch ENI record in the checkpoint: %s", raw)
+        return None

@@ -72,6 +72,9 @@ class DoctorConfig:
     in_container: bool = False
     region: str = ""
     settings_problems: tuple[str, ...] = ()
+    pod_eni: bool = False  # ENABLE_POD_ENI: the security-groups-for-pods checks (`doctor_sgp`) apply
+    pod_sg_strict: bool = True  # POD_SECURITY_GROUP_ENFORCING_MODE=strict
+    disable_tcp_early_demux: bool = False
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> DoctorConfig:
@@ -90,6 +93,9 @@ class DoctorConfig:
             # The AWS SDKs' own variables (ipamd takes the region from IMDS instead).
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "",
             settings_problems=problems,
+            pod_eni=s.enable_pod_eni,
+            pod_sg_strict=s.pod_sg_enforcing_mode == "strict",
+            disable_tcp_early_demux=s.disable_tcp_early_demux,
         )
 
 
@@ -446,7 +452,8 @@ def check_checkpoint(ctx: DoctorContext) -> CheckResult:
         entries = decode(text.encode(), source=path)
     except CheckpointError as exc:
         return _fail(name, str(exc), f"move {path} aside and restart aws-node")
-    recorded = {str(e.ipv4) for e in entries}
+    # Branch-ENI pods share the file but not the datastore (`doctor_sgp` checks them against /v1/pods).
+    recorded = {str(e.ipv4) for e in entries if e.branch is None}
     try:
         live = assigned_ips(ctx.introspection.get_json("/v1/enis"))
     except IntrospectionError as exc:

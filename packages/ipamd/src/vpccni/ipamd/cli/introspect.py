@@ -21,6 +21,10 @@ class IntrospectionError(RuntimeError):
     """ipamd's introspection endpoint could not be read; the message says what to check."""
 
 
+class IntrospectionNotFound(IntrospectionError):
+    """ipamd does not serve the path (an older or upstream ipamd)."""
+
+
 class IntrospectionSource(Protocol):
     def get_json(self, path: str) -> Any:
         """The decoded JSON body of GET `path`; raises IntrospectionError."""
@@ -66,9 +70,8 @@ class HttpIntrospection:
         finally:
             conn.close()
         if resp.status != 200:
-            raise IntrospectionError(
-                f"ipamd at {self.address} answered {resp.status} for {path}: {body[:200]}"
-            )
+            kind = IntrospectionNotFound if resp.status == 404 else IntrospectionError
+            raise kind(f"ipamd at {self.address} answered {resp.status} for {path}: {body[:200]}")
         return body
 
     def get_json(self, path: str) -> Any:
@@ -104,6 +107,7 @@ class PodRow:
     route_table: int
     cidr: str
     assigned_time: str
+    vlan_id: int = 0  # a branch-ENI pod's VLAN (security groups for pods)
 
 
 def _cards(enis_doc: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
@@ -191,6 +195,27 @@ def pod_rows(enis_doc: Mapping[str, Any]) -> list[PodRow]:
                 assigned_time=str(address.get("AssignedTime", "")),
             )
         )
+    return sorted(rows, key=lambda r: (r.namespace, r.name, r.network_card, r.ip))
+
+
+def pod_rows_from_pods(pods_doc: Any) -> list[PodRow]:
+    """Rows from `/v1/pods`, which lists branch-ENI pods too."""
+    rows = [
+        PodRow(
+            namespace=str(p.get("namespace", "")),
+            name=str(p.get("name", "")),
+            ip=str(p.get("ip", "")),
+            network_card=int(p.get("networkCard", 0)),
+            eni_id=str(p.get("eniId", "")),
+            device_number=int(p.get("deviceNumber", 0)),
+            route_table=int(p.get("routeTableId", 0)),
+            cidr=f"{p.get('ip', '')}/32",
+            assigned_time=str(p.get("assignedTime", "")),
+            vlan_id=int(p.get("vlanId", 0)),
+        )
+        for p in pods_doc or []
+        if isinstance(p, dict)
+    ]
     return sorted(rows, key=lambda r: (r.namespace, r.name, r.network_card, r.ip))
 
 

@@ -19,14 +19,16 @@ from typing import TextIO
 from vpccni.awsutils.limits import max_pods, recommended_max_pods, static_limits
 from vpccni.ipamd.cli import bundle as support
 from vpccni.ipamd.cli import cluster as cluster_view
-from vpccni.ipamd.cli import doctor, policy
+from vpccni.ipamd.cli import doctor, doctor_sgp, policy
 from vpccni.ipamd.cli.host import Boto3DryRun, Ec2DryRun, HostReader, HttpClient, LocalHost, UrllibHttp
 from vpccni.ipamd.cli.introspect import (
     HttpIntrospection,
     IntrospectionError,
+    IntrospectionNotFound,
     IntrospectionSource,
     eni_rows,
     pod_rows,
+    pod_rows_from_pods,
 )
 from vpccni.ipamd.cli.tables import render_table
 from vpccni.ipamd.plan import kube_endpoint
@@ -127,7 +129,7 @@ def run(argv: Sequence[str], *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
                 introspection=deps.introspection_at(args.introspection_address),
                 config=doctor.DoctorConfig.from_environ(env),
             )
-            results = doctor.run_checks(ctx)
+            results = doctor.run_checks(ctx, doctor.ALL_CHECKS + doctor_sgp.SGP_CHECKS)
             out.write(doctor.render(results))
             return 1 if any(r.status is doctor.Status.FAIL for r in results) else 0
         return _support_bundle(args, deps=deps, out=out)
@@ -137,7 +139,10 @@ def run(argv: Sequence[str], *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
 
 
 def _show(args: argparse.Namespace, *, deps: CliDeps, out: TextIO) -> int:
-    doc = deps.introspection_at(args.introspection_address).get_json("/v1/enis")
+    source = deps.introspection_at(args.introspection_address)
+    if args.command == "pods":
+        return _show_pods(args, source, out=out)
+    doc = source.get_json("/v1/enis")
     if args.command == "enis":
         enis = eni_rows(doc)
         if args.json:
@@ -164,13 +169,30 @@ def _show(args: argparse.Namespace, *, deps: CliDeps, out: TextIO) -> int:
             )
         )
         return 0
-    pods = pod_rows(doc)
+    return 0
+
+
+def _show_pods(args: argparse.Namespace, source: IntrospectionSource, *, out: TextIO) -> int:
+    try:
+        pods = pod_rows_from_pods(source.get_json("/v1/pods"))
+    except IntrospectionNotFound:  # an ipamd without /v1/pods (upstream's): its ENIs list the pods
+        pods = pod_rows(source.get_json("/v1/enis"))
     if args.json:
         out.write(json.dumps([dataclasses.asdict(r) for r in pods], indent=1) + "\n")
         return 0
-    headers = ("NAMESPACE", "POD", "IP", "CARD", "ENI", "DEVICE", "TABLE", "ASSIGNED")
+    headers = ("NAMESPACE", "POD", "IP", "CARD", "ENI", "DEVICE", "TABLE", "VLAN", "ASSIGNED")
     rows = [
-        (r.namespace, r.name, r.ip, r.network_card, r.eni_id, r.device_number, r.route_table, r.assigned_time)
+        (
+            r.namespace,
+            r.name,
+            r.ip,
+            r.network_card,
+            r.eni_id,
+            r.device_number,
+            r.route_table,
+            r.vlan_id or "-",
+            r.assigned_time,
+        )
         for r in pods
     ]
     out.write(render_table(headers, rows))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpccni.ipamd.cli.host import CommandResult, FileInfo, HttpReply
-from vpccni.ipamd.cli.introspect import IntrospectionError
+from vpccni.ipamd.cli.introspect import IntrospectionError, IntrospectionNotFound
 
 
 @dataclass(kw_only=True)
@@ -83,6 +83,8 @@ class FakeIntrospection:
     unreachable: bool = False
 
     def get_json(self, path: str) -> Any:
-        if self.unreachable or path not in self.docs:
+        if self.unreachable:
             raise IntrospectionError(f"cannot read {path}: connection refused")
+        if path not in self.docs:
+            raise IntrospectionNotFound(f"ipamd answered 404 for {path}")
         return self.docs[path]

@@ -28,7 +28,7 @@ from vpccni.cniplugin.netconf import MULTI_NIC_ANNOTATION, MULTI_NIC_VALUE, NetC
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.netns_kind import NetnsKind
 from vpccni.ipamd.cni.netpolicy import PolicyAdmission, admit_or_roll_back
-from vpccni.ipamd.cni.ports import Allocation, MultiNicAllocator, PendingAllocation
+from vpccni.ipamd.cni.ports import Allocation, MultiNicAllocator, PendingAllocation, PodRef
 from vpccni.ipamd.cni.result import (
     PreviousAttachment,
     ResultInterface,
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
     from vpccni.ipamd.cni.locks import KeyedLocks
     from vpccni.ipamd.cni.ports import PodAddressAllocator, PodNetwork
-    from vpccni.ipamd.cni.service import _Pod
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +59,23 @@ class MultiNicPods:
         _veth_locks: KeyedLocks
         _classify_netns: Callable[[int], NetnsKind]
 
-        def _pod(self, request: Request, conf: NetConf) -> _Pod: ...
+        def _pod(self, request: Request, conf: NetConf) -> PodRef: ...
 
         def _spec(
-            self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
+            self, pod: PodRef, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
             *, index: int | None = None,
         ) -> PodInterface: ...  # fmt: skip
 
-        def _own_veth_name(self, pod: _Pod, conf: NetConf, *, index: int | None = None) -> str: ...
+        def _own_veth_name(self, pod: PodRef, conf: NetConf, *, index: int | None = None) -> str: ...
 
-        def _may_delete_veth(self, pod: _Pod, conf: NetConf | None, spec: PodInterface) -> bool: ...
+        def _may_delete_veth(self, pod: PodRef, conf: NetConf | None, spec: PodInterface) -> bool: ...
 
         def _assign_wait(self, answer_by: float) -> float: ...
 
         @staticmethod
         def _allocation_errors() -> AbstractContextManager[None]: ...
 
-        def _unwire_quietly(self, pod: _Pod, spec: PodInterface, fd: int) -> None: ...
+        def _unwire_quietly(self, pod: PodRef, spec: PodInterface, fd: int) -> None: ...
 
         @staticmethod
         def _after_prev_result(result: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]: ...
@@ -149,7 +148,7 @@ class MultiNicPods:
             log.info("ADD %s: %s", pod.label, _describe(specs, [p.allocation for p in taken]))
         return results.convert(self._after_prev_result(result, previous), version)
 
-    def _interface_spec(self, pod: _Pod, conf: NetConf | None, allocation: Allocation) -> PodInterface:
+    def _interface_spec(self, pod: PodRef, conf: NetConf | None, allocation: Allocation) -> PodInterface:
         return self._spec(
             pod,
             conf,
@@ -160,7 +159,7 @@ class MultiNicPods:
         )
 
     def _wire_each(
-        self, pod: _Pod, specs: Sequence[PodInterface], fd: int, taken: Sequence[PendingAllocation]
+        self, pod: PodRef, specs: Sequence[PodInterface], fd: int, taken: Sequence[PendingAllocation]
     ) -> list[WiredPod]:
         wired: list[WiredPod] = []
         for spec in specs:
@@ -178,7 +177,7 @@ class MultiNicPods:
         return wired
 
     def _wait_each_written(
-        self, pod: _Pod, specs: Sequence[PodInterface], fd: int, taken: Sequence[PendingAllocation]
+        self, pod: PodRef, specs: Sequence[PodInterface], fd: int, taken: Sequence[PendingAllocation]
     ) -> None:
         for pending in taken:
             try:
@@ -191,7 +190,7 @@ class MultiNicPods:
                 raise
 
     def _undo_each(
-        self, pod: _Pod, specs: Sequence[PodInterface], fd: int, taken: Sequence[PendingAllocation]
+        self, pod: PodRef, specs: Sequence[PodInterface], fd: int, taken: Sequence[PendingAllocation]
     ) -> None:
         for spec in specs:
             self._unwire_quietly(pod, spec, fd)
@@ -205,7 +204,7 @@ class MultiNicPods:
     # --- DEL ----------------------------------------------------------------------------------------------
 
     def _delete_each_card(
-        self, pod: _Pod, conf: NetConf, version: str, netns_fd: int | None, *, remove_veth: bool
+        self, pod: PodRef, conf: NetConf, version: str, netns_fd: int | None, *, remove_veth: bool
     ) -> bool:
         """DEL of a pod with an interface per card, under its attachment's lock; False for any other pod.
         Rules, routes and (without the pod's netns, or with ``remove_veth``) veths of every interface go,
@@ -230,7 +229,7 @@ class MultiNicPods:
         )
         return True
 
-    def _each_card_specs(self, pod: _Pod, conf: NetConf, version: str) -> list[PodInterface] | None:
+    def _each_card_specs(self, pod: PodRef, conf: NetConf, version: str) -> list[PodInterface] | None:
         """Every interface of a multi-NIC attachment; None for an attachment with one interface.
 
         From ipamd's allocations; interfaces they lack (ENABLE_MULTI_NIC turned off since, lost state) come
@@ -258,14 +257,14 @@ class MultiNicPods:
             specs.append(self._spec(pod, conf, prev.ipv4, prev.route_table, prev.host_veth, index=index))
         return specs
 
-    def _lookup_each(self, pod: _Pod) -> tuple[Allocation, ...]:
+    def _lookup_each(self, pod: PodRef) -> tuple[Allocation, ...]:
         key = {"network": pod.network, "container_id": pod.container_id, "ifname": pod.ifname}
         if self._multi_nic is not None:
             return self._multi_nic.lookup_each_card(**key)
         one = self._allocator.lookup(**key)
         return () if one is None else (one,)
 
-    def _prev_interfaces(self, pod: _Pod, conf: NetConf, version: str) -> tuple[PreviousAttachment, ...]:
+    def _prev_interfaces(self, pod: PodRef, conf: NetConf, version: str) -> tuple[PreviousAttachment, ...]:
         if not conf.prev_result:
             return ()
         try:
@@ -274,7 +273,7 @@ class MultiNicPods:
             log.warning("%s: unreadable prevResult ignored: %s", pod.label, exc.msg)
             return ()
 
-    def _release_each(self, pod: _Pod, *, reason: str = "PodDeleted") -> None:
+    def _release_each(self, pod: PodRef, *, reason: str = "PodDeleted") -> None:
         """Every card's address of the pod (the card allocator's release covers them all)."""
         releaser = self._multi_nic or self._allocator
         releaser.release(
@@ -284,7 +283,7 @@ class MultiNicPods:
 
     # --- CHECK --------------------------------------------------------------------------------------------
 
-    def _check_each_card(self, pod: _Pod, conf: NetConf, version: str, fd: int) -> bool:
+    def _check_each_card(self, pod: PodRef, conf: NetConf, version: str, fd: int) -> bool:
         """CHECK of a pod with an interface per card (under its lock); False for any other pod."""
         known = self._multi_nic.lookup_each_card(
             network=pod.network, container_id=pod.container_id, ifname=pod.ifname

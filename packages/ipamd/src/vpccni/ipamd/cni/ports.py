@@ -7,10 +7,14 @@ stateful fakes in ``vpccni.ipamd.cni.testing`` stand in for them in tests.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from vpccni.cniplugin.netconf import NetConf
 from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
+from vpccni.ipamd.podkey import IPAMKey
+from vpccni.networkutils.names import host_veth_name, interface_index
 from vpccni.networkutils.pod import PodInterface, WiredPod
 
 if TYPE_CHECKING:
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Allocation",
+    "BranchPods",
     "HostPodRules",
     "MultiNicAllocator",
     "NoAddressError",
@@ -29,7 +34,38 @@ __all__ = [
     "PodAddressAllocator",
     "PodAllocation",
     "PodNetwork",
+    "PodRef",
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodRef:
+    """One attachment a CNI request is about: the CNI triple and the pod's name."""
+
+    network: str
+    container_id: str
+    ifname: str
+    namespace: str
+    name: str
+
+    @property
+    def index(self) -> int:
+        return interface_index(self.ifname)
+
+    @property
+    def key(self) -> IPAMKey:
+        return IPAMKey(network_name=self.network, container_id=self.container_id, ifname=self.ifname)
+
+    def upstream_veth(self, prefix: str, *, index: int | None = None) -> str:
+        """Upstream's host veth name; ``index``: a multi-NIC pod's interface instead of CNI_IFNAME's."""
+        return host_veth_name(
+            self.namespace, self.name, index=self.index if index is None else index, prefix=prefix
+        )
+
+    @property
+    def label(self) -> str:
+        who = f"{self.namespace}/{self.name}" if self.name else "(no pod name)"
+        return f"pod {who} (container {self.container_id}, {self.ifname})"
 
 
 class PodAddressAllocator(Protocol):
@@ -113,6 +149,36 @@ class PodNetwork(Protocol):
     def verify(self, netns_fd: int, spec: PodInterface) -> list[str]: ...
 
     def host_veth_exists(self, name: str) -> bool: ...
+
+
+class BranchPods(Protocol):
+    """Branch-ENI pods (security groups for pods, `vpccni.ipamd.sgp.cni.BranchCni`): asked first, they
+    answer for the pods they own and return None/False for the others, which the datastore serves."""
+
+    def add(
+        self, pod: PodRef, conf: NetConf, netns_fd: int, netns_path: str, *, wait_s: float
+    ) -> dict[str, Any] | None:
+        """Wire a branch-ENI pod and return its result (current version); None for an ordinary pod.
+        Raises CNIError."""
+        ...
+
+    def delete(
+        self, pod: PodRef, conf: NetConf, version: str, netns_fd: int | None, *, keep_veth: bool
+    ) -> bool:
+        """Tear down a branch-ENI pod known to ipamd or to its prevResult; False when it is not one."""
+        ...
+
+    def check(self, pod: PodRef, conf: NetConf, netns_fd: int) -> list[str] | None:
+        """What drifted from a branch-ENI pod's wiring; None when the attachment is not a branch pod's."""
+        ...
+
+    def collect(self, network: str, keep: set[tuple[str, str]]) -> list[str]:
+        """GC: tear down the network's branch-ENI pods not in `keep`; the errors."""
+        ...
+
+    def addresses(self) -> set[IPv4Address]:
+        """The addresses of the live branch-ENI pods (their rules are not leftovers)."""
+        ...
 
 
 class HostPodRules(Protocol):

@@ -11,18 +11,26 @@ after an upgrade) using only ``prevResult``:
   container end with its own table in ``mac`` and its own address; the dummy comes last (upstream's DEL
   without ipamd counts the interfaces as (entries - 1) / 2).
 
+A branch-ENI pod's result is upstream's too: the VLAN id in the dummy interface's ``mac`` (no ``sandbox``),
+route table and device number -1, and the branch subnet's gateway in ``ips``.
+
 The one addition: the host veth entry carries its real ``mac`` (upstream leaves it empty). The spec asks
 for hardware addresses where they exist, and no upstream reader looks at that entry.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+from vpccni.cniplugin import results
+from vpccni.cniplugin.errors import CNIError
 from vpccni.networkutils.names import host_veth_name, multi_nic_ifname
+
+log = logging.getLogger(__name__)
 
 DUMMY_PREFIX = "dummy"
 
@@ -46,6 +54,7 @@ class ResultInterface:
 def build_result(
     *, host_veth: str, host_mac: str, ifname: str, netns_path: str, ipv4: IPv4Address, route_table: int,
     device_number: int, pod_namespace: str, pod_name: str, vlan_id: int = 0,
+    gateway: IPv4Address | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The current-version (1.1.0) result; ``vpccni.cniplugin.results.convert`` writes older shapes."""
     interface = ResultInterface(
@@ -53,30 +62,31 @@ def build_result(
     )
     return build_interfaces_result(
         [interface], netns_path=netns_path, device_number=device_number, pod_namespace=pod_namespace,
-        pod_name=pod_name, vlan_id=vlan_id,
+        pod_name=pod_name, vlan_id=vlan_id, gateway=gateway,
     )  # fmt: skip
 
 
 def build_interfaces_result(
     interfaces: Sequence[ResultInterface], *, netns_path: str, device_number: int, pod_namespace: str,
-    pod_name: str, vlan_id: int = 0,
+    pod_name: str, vlan_id: int = 0, gateway: IPv4Address | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Upstream's shape for any number of interfaces (a multi-NIC pod: one per network card): each host
     veth followed by its container end, each address pointing at its container end, the ``dummy`` last
-    (``device_number`` is the first interface's ENI's, as upstream's)."""
+    (``device_number`` is the first interface's ENI's, as upstream's; a branch-ENI pod's dummy has no
+    ``sandbox`` and its address the branch subnet's ``gateway``)."""
     listed: list[dict[str, Any]] = []
     ips: list[dict[str, Any]] = []
     for item in interfaces:
         listed.append({"name": item.host_veth, "mac": item.host_mac})
         listed.append({"name": item.ifname, "sandbox": netns_path, "mac": str(item.route_table)})
-        ips.append({"address": str(IPv4Interface(f"{item.ipv4}/32")), "interface": len(listed) - 1})
-    listed.append(
-        {
-            "name": dummy_interface_name(pod_namespace, pod_name),
-            "mac": str(vlan_id),
-            "sandbox": str(device_number),
-        }
-    )
+        ip: dict[str, Any] = {"address": str(IPv4Interface(f"{item.ipv4}/32")), "interface": len(listed) - 1}
+        if gateway is not None:
+            ip["gateway"] = str(gateway)
+        ips.append(ip)
+    dummy = {"name": dummy_interface_name(pod_namespace, pod_name), "mac": str(vlan_id)}
+    if not vlan_id:
+        dummy["sandbox"] = str(device_number)
+    listed.append(dummy)
     return {"cniVersion": "1.1.0", "interfaces": listed, "ips": ips, "dns": {}}
 
 
@@ -141,3 +151,17 @@ def read_prev_interfaces(current: dict[str, Any], ifname: str) -> tuple[Previous
             PreviousAttachment(ipv4=addresses[at], route_table=table, host_veth=str(host.get("name") or ""))
         )
     return tuple(found)
+
+
+def prev_result_for_del(
+    prev_result: dict[str, Any] | None, version: str, ifname: str, label: str
+) -> PreviousAttachment | None:
+    """What a DEL's `prevResult` says about the attachment; None when there is none or it is unreadable (a DEL
+    must go on regardless: it is logged)."""
+    if not prev_result:
+        return None
+    try:
+        return read_prev_result(results.to_current(prev_result, version), ifname)
+    except CNIError as exc:
+        log.warning("DEL %s: unreadable prevResult ignored: %s", label, exc.msg)
+        return None

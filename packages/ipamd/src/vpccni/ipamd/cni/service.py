@@ -25,6 +25,7 @@ from vpccni.ipamd.cni.multinic import MultiNicPods
 from vpccni.ipamd.cni.netns_kind import NetnsKind, classify_netns
 from vpccni.ipamd.cni.netpolicy import PolicyAdmission, admit_or_roll_back
 from vpccni.ipamd.cni.ports import (
+    BranchPods,
     HostPodRules,
     MultiNicAllocator,
     NoAddressError,
@@ -33,13 +34,13 @@ from vpccni.ipamd.cni.ports import (
     PodAddressAllocator,
     PodAllocation,
     PodNetwork,
+    PodRef,
 )
-from vpccni.ipamd.cni.result import build_result, read_prev_result
+from vpccni.ipamd.cni.result import build_result, prev_result_for_del, read_prev_result
 from vpccni.networkutils.names import (
     DEFAULT_VETH_PREFIX,
     attachment_veth_name,
     host_veth_name,
-    interface_index,
     multi_nic_ifname,
 )
 from vpccni.networkutils.pod import PodInterface
@@ -55,32 +56,11 @@ class ServiceSettings:
     deadline_margin_s: float = 5.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Pod:
-    network: str
-    container_id: str
-    ifname: str
-    namespace: str
-    name: str
-
-    @property
-    def index(self) -> int:
-        return interface_index(self.ifname)
-
-    def upstream_veth(self, prefix: str, *, index: int | None = None) -> str:
-        return host_veth_name(self.namespace, self.name, index=self.index if index is None else index,
-                              prefix=prefix)  # fmt: skip
-
-    @property
-    def label(self) -> str:
-        who = f"{self.namespace}/{self.name}" if self.name else "(no pod name)"
-        return f"pod {who} (container {self.container_id}, {self.ifname})"
-
-
 class CniService(MultiNicPods):
     """Handles one request at a time per attachment; ``handle`` is safe to call from many threads.
 
-    ``multi_nic`` (ENABLE_MULTI_NIC) serves pods asking for one interface per network card (`multinic`)."""
+    ``multi_nic`` (ENABLE_MULTI_NIC) serves pods asking for one interface per network card (`multinic`);
+    ``branches`` (ENABLE_POD_ENI) are asked first and answer for branch-ENI pods (`vpccni.ipamd.sgp`)."""
 
     def __init__(
         self,
@@ -88,6 +68,7 @@ class CniService(MultiNicPods):
         allocator: PodAddressAllocator,
         network: PodNetwork,
         host_rules: HostPodRules | None = None,
+        branches: BranchPods | None = None,
         settings: ServiceSettings | None = None,
         classify_netns: Callable[[int], NetnsKind] = classify_netns,
         monotonic: Callable[[], float] = time.monotonic,
@@ -99,6 +80,7 @@ class CniService(MultiNicPods):
         self._multi_nic = multi_nic
         self._network = network
         self._host_rules = host_rules
+        self._branches = branches  # ENABLE_POD_ENI: asked first, they answer for branch-ENI pods
         self._settings = settings or ServiceSettings()
         self._classify_netns = classify_netns
         self._monotonic = monotonic
@@ -156,8 +138,8 @@ class CniService(MultiNicPods):
             raise CNIError(ErrorCode.INCOMPATIBLE_CNI_VERSION, f"CNI version {version} is not supported")
         return version
 
-    def _pod(self, request: Request, conf: NetConf) -> _Pod:
-        return _Pod(
+    def _pod(self, request: Request, conf: NetConf) -> PodRef:
+        return PodRef(
             network=conf.name,
             container_id=request.container_id,
             ifname=request.ifname,
@@ -166,7 +148,7 @@ class CniService(MultiNicPods):
         )
 
     def _spec(
-        self, pod: _Pod, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
+        self, pod: PodRef, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
         *, index: int | None = None,
     ) -> PodInterface:  # fmt: skip
         """``index``: a multi-NIC pod's interface (``eth0``, ``mNicIf1``...); else CNI_IFNAME's."""
@@ -182,7 +164,7 @@ class CniService(MultiNicPods):
 
     # --- host veth names ----------------------------------------------------------------------------------
 
-    def _own_veth_name(self, pod: _Pod, conf: NetConf, *, index: int | None = None) -> str:
+    def _own_veth_name(self, pod: PodRef, conf: NetConf, *, index: int | None = None) -> str:
         """'' to use upstream's name for the pod, else a name of this attachment alone (recorded with the
         allocation): upstream's name is taken by another live attachment of the pod, or the pod has no
         name. Call under the upstream name's lock until the veth exists. ``index`` as for ``_spec``."""
@@ -215,7 +197,7 @@ class CniService(MultiNicPods):
                 return entry
         return None
 
-    def _may_delete_veth(self, pod: _Pod, conf: NetConf | None, spec: PodInterface) -> bool:
+    def _may_delete_veth(self, pod: PodRef, conf: NetConf | None, spec: PodInterface) -> bool:
         """A veth is deleted by name only when no other live attachment goes by that name (a pod recreated
         under upstream's name while the old sandbox's DEL was still to come)."""
         return self._veth_holder(spec.host_veth, conf, but=(pod.container_id, pod.ifname)) is None
@@ -254,6 +236,11 @@ class CniService(MultiNicPods):
         # Read a chained plugin's result before touching anything: a bad one must not leave a wired pod.
         previous = results.to_current(conf.prev_result, conf.cni_version) if conf.prev_result else None
         with self._locks.hold((pod.container_id, pod.ifname)):
+            if self._branches is not None:
+                wait = self._assign_wait(answer_by)
+                branch = self._branches.add(pod, conf, fd, request.netns_path, wait_s=wait)
+                if branch is not None:
+                    return results.convert(self._after_prev_result(branch, previous), version)
             existing = self._allocator.lookup(
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname
             )
@@ -303,7 +290,7 @@ class CniService(MultiNicPods):
             )
         return results.convert(self._after_prev_result(result, previous), version)
 
-    def _assign(self, pod: _Pod, answer_by: float, *, host_veth: str) -> PendingAllocation:
+    def _assign(self, pod: PodRef, answer_by: float, *, host_veth: str) -> PendingAllocation:
         with self._allocation_errors():
             return self._allocator.assign_pending(
                 network=pod.network,
@@ -328,17 +315,18 @@ class CniService(MultiNicPods):
             raise CNIError(code, str(exc)) from None
 
     def _assign_wait(self, answer_by: float) -> float:
-        """How long an ADD may wait for the pool: until shortly before its answer is due, and capped."""
+        """How long an ADD may wait (for the pool, for a branch ENI): until shortly before its answer is due,
+        and capped."""
         left = answer_by - self._monotonic() - self._settings.deadline_margin_s
         return max(0.0, min(self._settings.max_assign_timeout_s, left))
 
-    def _unwire_quietly(self, pod: _Pod, spec: PodInterface, fd: int) -> None:
+    def _unwire_quietly(self, pod: PodRef, spec: PodInterface, fd: int) -> None:
         try:
             self._network.unwire(spec, fd)
         except Exception as exc:  # what follows must still happen
             log.error("rollback of %s: unwiring failed: %s", pod.label, exc)
 
-    def _roll_back(self, pod: _Pod, spec: PodInterface, fd: int, pending: PendingAllocation) -> None:
+    def _roll_back(self, pod: PodRef, spec: PodInterface, fd: int, pending: PendingAllocation) -> None:
         self._unwire_quietly(pod, spec, fd)
         try:
             pending.wait_written()  # release after the assignment's own write, never before it
@@ -373,6 +361,14 @@ class CniService(MultiNicPods):
         The veth is left to go with the pod's namespace when that is at hand, unless ``remove_veth``."""
         pod = self._pod(request, conf)
         with self._locks.hold((pod.container_id, pod.ifname)):
+            # With the pod's netns at hand its veth goes with the namespace, as upstream lets it.
+            in_pod = netns_fd is not None and self._classify_netns(netns_fd) is NetnsKind.POD
+            pod_fd = netns_fd if in_pod else None
+            keep_veth = in_pod and not remove_veth
+            if self._branches is not None and self._branches.delete(
+                pod, conf, version, pod_fd, keep_veth=keep_veth
+            ):
+                return
             if self._delete_each_card(pod, conf, version, netns_fd, remove_veth=remove_veth):
                 return
             allocation = self._allocator.lookup(
@@ -385,11 +381,8 @@ class CniService(MultiNicPods):
                 spec = self._spec_from_prev_result(pod, conf, version)
             if spec is not None:
                 try:
-                    # With the pod's netns at hand its veth goes with the namespace, as upstream lets it.
-                    in_pod = netns_fd is not None and self._classify_netns(netns_fd) is NetnsKind.POD
-                    keep = in_pod and not remove_veth
-                    keep = keep or not self._may_delete_veth(pod, conf, spec)
-                    self._network.unwire(spec, netns_fd if in_pod else None, keep_veth=keep)
+                    keep = keep_veth or not self._may_delete_veth(pod, conf, spec)
+                    self._network.unwire(spec, pod_fd, keep_veth=keep)
                 except Exception as exc:
                     # Keep the address allocated: releasing it with rules left behind could misroute the
                     # next pod that gets it. The runtime retries DEL.
@@ -404,19 +397,15 @@ class CniService(MultiNicPods):
             "DEL %s: %s", pod.label, f"released {allocation.ipv4}" if allocation else "nothing allocated"
         )
 
-    def _spec_from_prev_result(self, pod: _Pod, conf: NetConf, version: str) -> PodInterface | None:
+    def _spec_from_prev_result(self, pod: PodRef, conf: NetConf, version: str) -> PodInterface | None:
         """Without an allocation (e.g. lost state) the prevResult still says which rules to remove, unless
         its address now belongs to another pod."""
-        if not conf.prev_result:
-            return None
-        try:
-            prev = read_prev_result(results.to_current(conf.prev_result, version), pod.ifname)
-        except CNIError as exc:
-            log.warning("DEL %s: unreadable prevResult ignored: %s", pod.label, exc.msg)
-            return None
+        prev = prev_result_for_del(conf.prev_result, version, pod.ifname, pod.label)
         if prev is None or prev.vlan_id:
             return None
-        if any(a.allocation.ipv4 == prev.ipv4 for a in self._allocator.allocations()):
+        if any(a.allocation.ipv4 == prev.ipv4 for a in self._allocator.allocations()) or (
+            self._branches is not None and prev.ipv4 in self._branches.addresses()
+        ):
             log.info(
                 "DEL %s: %s from prevResult now belongs to another pod: leaving it alone",
                 pod.label,
@@ -431,7 +420,14 @@ class CniService(MultiNicPods):
         fd = self._need_netns("CHECK", netns_fd)
         pod = self._pod(request, conf)
         with self._locks.hold((pod.container_id, pod.ifname)):
-            if self._check_each_card(pod, conf, version, fd):
+            drift = self._branches.check(pod, conf, fd) if self._branches is not None else None
+            if drift:
+                raise CNIError(
+                    ErrorCode.INTERNAL,
+                    f"CHECK failed for {pod.label} (branch ENI): " + "; ".join(drift),
+                    "the pod's network drifted from what ADD set up; recreate the pod sandbox",
+                )
+            if drift is not None or self._check_each_card(pod, conf, version, fd):
                 return
             allocation = self._allocator.lookup(
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname
@@ -475,12 +471,12 @@ class CniService(MultiNicPods):
                 "GC needs cni.dev/valid-attachments (an empty list means: collect everything)",
             )
         keep = set(conf.valid_attachments)
-        errors: list[str] = []
+        errors = self._branches.collect(conf.name, keep) if self._branches is not None else []
         for entry in self._allocator.allocations():
             key = entry.key
             if key.network_name != conf.name or (key.container_id, key.ifname) in keep:
                 continue
-            pod = _Pod(
+            pod = PodRef(
                 network=key.network_name, container_id=key.container_id, ifname=key.ifname,
                 namespace=entry.metadata.namespace, name=entry.metadata.name,
             )  # fmt: skip
@@ -501,6 +497,7 @@ class CniService(MultiNicPods):
                 log.info("GC released %s (%s)", pod.label, entry.allocation.ipv4)
         if self._host_rules is not None:
             owned = {a.allocation.ipv4 for a in self._allocator.allocations()}
+            owned |= self._branches.addresses() if self._branches is not None else set()
             for ipv4 in sorted(self._host_rules.pod_rule_addresses() - owned):
                 try:
                     removed = self._host_rules.remove_pod_rules(ipv4)

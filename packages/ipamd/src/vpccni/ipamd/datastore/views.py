@@ -129,7 +129,7 @@ def _go_ipnet(network: IPv4Network) -> dict[str, str]:
     return {"IP": str(network.network_address), "Mask": base64.b64encode(network.netmask.packed).decode()}
 
 
-def _go_time(ns: int) -> str:
+def go_time(ns: int) -> str:
     """Go's time.Time JSON (RFC 3339 with nanoseconds); zero time for "never"."""
     if ns <= 0:
         return "0001-01-01T00:00:00Z"
@@ -148,6 +148,6 @@ def _address_json(addr: AddressRecord) -> dict[str, Any]:
             "k8sPodName": addr.metadata.name,
             "interfacesCount": addr.metadata.interfaces_count if addr.key else 0,
         },
-        "AssignedTime": _go_time(addr.assigned_ns if addr.key else 0),
-        "UnassignedTime": _go_time(addr.unassigned_ns),
+        "AssignedTime": go_time(addr.assigned_ns if addr.key else 0),
+        "UnassignedTime": go_time(addr.unassigned_ns),
     }

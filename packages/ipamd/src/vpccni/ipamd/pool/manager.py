@@ -130,6 +130,7 @@ class PoolManager:
         schedulable: Callable[[], bool] = lambda: True,
         policy: PoolPolicy = PoolPolicy(),
         timers: PoolTimers = PoolTimers(),
+        reconcile_eagerly: Callable[[], bool] = lambda: False,
     ) -> None:
         self._config = config
         self._store = store
@@ -141,6 +142,9 @@ class PoolManager:
         self._schedulable = schedulable
         self._policy = policy
         self._timers = timers
+        # True while something must show up soon (upstream: a trunk for security groups for pods): the
+        # reconcile then runs every iteration instead of after 60 s of pool idleness.
+        self._reconcile_eagerly = reconcile_eagerly
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
@@ -216,7 +220,8 @@ class PoolManager:
         with self._iteration:
             if self._terminating or self._reconciler is None:
                 return False
-            if self._clock.monotonic() - self._last_action < self._timers.reconcile_idle_s:
+            idle = self._clock.monotonic() - self._last_action >= self._timers.reconcile_idle_s
+            if not idle and not self._reconcile_eagerly():
                 return False
             self._reconciler.reconcile()
             self._last_action = self._clock.monotonic()

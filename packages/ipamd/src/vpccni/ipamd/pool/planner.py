@@ -118,8 +118,10 @@ def allocatable_enis(snap: PoolSnapshot, cfg: PoolConfig) -> tuple[EniSnapshot, 
 
 
 def has_room_for_eni(snap: PoolSnapshot, cfg: PoolConfig) -> bool:
-    """hasRoomForEni: `max_enis` already excludes unmanaged ENIs; one slot stays free for a future trunk."""
-    return len(snap.enis) < cfg.max_enis - (1 if cfg.reserve_trunk_slot else 0)
+    """hasRoomForEni: `max_enis` already excludes unmanaged ENIs; one slot stays free for a future trunk
+    until the trunk is there (it then takes the slot itself)."""
+    reserve = cfg.reserve_trunk_slot and not any(e.is_trunk for e in snap.enis)
+    return len(snap.enis) < cfg.max_enis - (1 if reserve else 0)
 
 
 def plan_increase(

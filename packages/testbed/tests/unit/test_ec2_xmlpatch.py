@@ -3,7 +3,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 from vpccni.testbed.ec2 import xmlpatch
-from vpccni.testbed.ec2.fidelity import indexed
+from vpccni.testbed.ec2.query import indexed
 
 NS = xmlpatch.EC2_NS
 DESCRIBE = f"""<?xml version="1.0" encoding="UTF-8"?>

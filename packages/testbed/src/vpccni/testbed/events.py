@@ -33,4 +33,20 @@ class StateChanged:
     action: str
 
 
-Event = EniAttached | EniDetached | AddressesChanged | StateChanged
+@dataclass(frozen=True, kw_only=True)
+class BranchAssociated:
+    """A branch ENI was associated with a trunk under a VLAN (security groups for pods)."""
+
+    branch_eni_id: str
+    trunk_eni_id: str
+    vlan_id: int
+    mac: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BranchDisassociated:
+    branch_eni_id: str
+    trunk_eni_id: str
+
+
+Event = EniAttached | EniDetached | AddressesChanged | StateChanged | BranchAssociated | BranchDisassociated

@@ -7,7 +7,6 @@ for moto (`Forward`) and post-processes moto's answer; both carry the events to 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,8 @@ from vpccni.testbed.ec2.backend import CARD_STRIDE, MotoBackend, split_index
 from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.instance_types import UnknownInstanceTypeError, limits_for
 from vpccni.testbed.ec2.prefixes import PrefixTable
+from vpccni.testbed.ec2.query import indexed, integer
+from vpccni.testbed.ec2.trunking import Trunking
 from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached, Event
 
 Params = dict[str, str]
@@ -40,24 +41,12 @@ class Forward:
 Plan = Handled | Forward
 
 
-def indexed(params: Params, name: str, suffix: str = "") -> list[str]:
-    """Values of `Name.N[.suffix]` query parameters, in N order."""
-    pattern = re.compile(rf"^{re.escape(name)}\.(\d+){re.escape('.' + suffix) if suffix else ''}$")
-    found = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pattern.match(k)))
-    return [v for _, v in found]
+def _handled(reply: tuple[bytes, list[Event]]) -> Handled:
+    return Handled(body=reply[0], events=reply[1])
 
 
 def _without(params: Params, *prefixes: str) -> Params:
     return {k: v for k, v in params.items() if not any(k == p or k.startswith(p + ".") for p in prefixes)}
-
-
-def _int(params: Params, name: str) -> int:
-    try:
-        return int(params.get(name, "0"))
-    except ValueError as exc:
-        raise Ec2Error(
-            "InvalidParameterValue", f"{name} must be an integer, got {params.get(name)!r}"
-        ) from exc
 
 
 def _ip(value: str) -> ipaddress.IPv4Address:
@@ -79,7 +68,11 @@ class FidelityLayer:
         self._backend = backend
         self._prefixes = prefixes
         self._allocator = allocator
+        self.trunking = Trunking(backend=backend)
         self._hooks: dict[str, Callable[[Params], Plan]] = {
+            "AssociateTrunkInterface": lambda p: _handled(self.trunking.associate(p)),
+            "DisassociateTrunkInterface": lambda p: _handled(self.trunking.disassociate(p)),
+            "DescribeTrunkInterfaceAssociations": lambda p: _handled(self.trunking.describe(p)),
             "RunInstances": self._run_instances,
             "CreateNetworkInterface": self._create_eni,
             "AssignPrivateIpAddresses": self._assign,
@@ -163,11 +156,12 @@ class FidelityLayer:
                             network_card=split_index(index)[0],
                         )
                     )
-            return xmlpatch.enrich_enis(body, self._prefixes.of, self.attachment_slot), events
+            return self._enrich(body), events
 
         return Forward(params=params, finish=finish)
 
     def _create_eni(self, params: Params) -> Plan:
+        params, interface_type = self.trunking.create_type(params)
         subnet_id = params.get("SubnetId", "")
         usage = self.usage(subnet_id)
         explicit = [_ip(v) for v in indexed(params, "PrivateIpAddresses", "PrivateIpAddress")]
@@ -178,9 +172,9 @@ class FidelityLayer:
                 raise Ec2Error(
                     "InvalidIPAddress.InUse", f"Address {ip} is in use or not in subnet {subnet_id}"
                 )
-        secondary_count = _int(params, "SecondaryPrivateIpAddressCount")
+        secondary_count = integer(params, "SecondaryPrivateIpAddressCount")
         explicit_prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix", "Ipv4Prefix")]
-        prefix_count = _int(params, "Ipv4PrefixCount") + len(explicit_prefixes)
+        prefix_count = integer(params, "Ipv4PrefixCount") + len(explicit_prefixes)
         total = max(1, len(explicit)) + secondary_count + prefix_count
         if total > UNATTACHED_IPV4_LIMIT:
             raise Ec2Error(
@@ -205,7 +199,8 @@ class FidelityLayer:
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
             (eni_id,) = xmlpatch.find_texts(body, "networkInterfaceId")[:1]
             self._prefixes.add(eni_id, prefixes)
-            body = xmlpatch.enrich_enis(body, self._prefixes.of, self.attachment_slot)
+            self.trunking.set_type(eni_id, interface_type)
+            body = self._enrich(body)
             return body, [AddressesChanged(eni_id=eni_id)]
 
         return Forward(params=rewritten, finish=finish)
@@ -234,9 +229,9 @@ class FidelityLayer:
         eni_id = params.get("NetworkInterfaceId", "")
         eni = self._backend.eni(eni_id)
         explicit = [_ip(v) for v in indexed(params, "PrivateIpAddress")]
-        count = _int(params, "SecondaryPrivateIpAddressCount")
+        count = integer(params, "SecondaryPrivateIpAddressCount")
         explicit_prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix")]
-        prefix_count = _int(params, "Ipv4PrefixCount")
+        prefix_count = integer(params, "Ipv4PrefixCount")
         if not (explicit or count or explicit_prefixes or prefix_count):
             raise Ec2Error("MissingParameter", "Specify private IP addresses, a count, or IPv4 prefixes")
         if explicit_prefixes or prefix_count:
@@ -302,9 +297,11 @@ class FidelityLayer:
         eni = self._backend.eni(eni_id)
         instance = self._backend.instance(instance_id)
         limits = limits_for(instance.instance_type)
-        device_index = _int(params, "DeviceIndex")
+        device_index = integer(params, "DeviceIndex")
         card = (
-            _int(params, "NetworkCardIndex") if "NetworkCardIndex" in params else limits.default_network_card
+            integer(params, "NetworkCardIndex")
+            if "NetworkCardIndex" in params
+            else limits.default_network_card
         )
         if not 0 <= device_index < CARD_STRIDE:
             raise Ec2Error("InvalidParameterValue", f"DeviceIndex {device_index} is out of range 0..99")
@@ -313,6 +310,7 @@ class FidelityLayer:
                 "InvalidNetworkInterface.InUse",
                 f"Interface: [{eni_id}] in use by {eni.instance.id}: detach it first",
             )
+        self.trunking.check_attach(eni_id, instance.instance_type)
         if card not in limits.enis_per_card:
             raise Ec2Error(
                 "InvalidParameterValue",
@@ -367,6 +365,7 @@ class FidelityLayer:
                 "OperationNotPermitted",
                 f"The network interface at device index 0 ({eni.id}) cannot be detached",
             )
+        self.trunking.check_detach_or_delete(eni.id)
         event = EniDetached(instance_id=eni.instance.id, eni_id=eni.id, mac=eni.mac_address)
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
@@ -383,9 +382,11 @@ class FidelityLayer:
                 f"Network interface '{eni_id}' is currently in use by {eni.instance.id}: detach it first",
             )
 
+        self.trunking.check_detach_or_delete(eni_id)
+
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
             self._prefixes.drop(eni_id)
-            return body, []
+            return body, self.trunking.forget(eni_id)  # a deleted branch leaves its trunk
 
         return Forward(params=params, finish=finish)
 
@@ -419,14 +420,20 @@ class FidelityLayer:
                 if eni.delete_on_termination:
                     self._backend.raw.enis.pop(eni.id, None)
                     self._prefixes.drop(eni.id)
+                    events.extend(self.trunking.forget(eni.id))
                 events.append(EniDetached(instance_id=instance_id, eni_id=eni.id, mac=eni.mac_address))
             return body, events
 
         return Forward(params=params, finish=finish)
 
+    def _enrich(self, body: bytes) -> bytes:
+        return xmlpatch.enrich_enis(
+            body, self._prefixes.of, self.attachment_slot, self.trunking.interface_type
+        )
+
     def _with_prefixes(self, params: Params) -> Plan:
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
-            return xmlpatch.enrich_enis(body, self._prefixes.of, self.attachment_slot), []
+            return self._enrich(body), []
 
         return Forward(params=params, finish=finish)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
@@ -29,9 +29,10 @@ def enrich_enis(
     body: bytes,
     prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
     slot_of: Callable[[str], tuple[int, int] | None],
+    type_of: Callable[[str], str] = lambda _: "interface",
 ) -> bytes:
-    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets its ipv4PrefixSet,
-    and its attachment the network card and device index it is on."""
+    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets its ipv4PrefixSet
+    and interfaceType, and its attachment the network card and device index it is on."""
 
     def fn(root: ET.Element, ns: str) -> None:
         for elem in root.iter():
@@ -44,6 +45,10 @@ def enrich_enis(
             for prefix in prefixes_of(eni_id.text):
                 item = ET.SubElement(prefix_set, _q(ns, "item"))
                 ET.SubElement(item, _q(ns, "ipv4Prefix")).text = str(prefix)
+            kind = elem.find(_q(ns, "interfaceType"))
+            if kind is None:
+                kind = ET.SubElement(elem, _q(ns, "interfaceType"))
+            kind.text = type_of(eni_id.text)
             slot = slot_of(eni_id.text)
             attachment = elem.find(_q(ns, "attachment"))
             if slot is None or attachment is None:
@@ -83,16 +88,29 @@ def find_texts(body: bytes, name: str) -> list[str]:
     return [e.text or "" for e in root.iter(_q(_ns(root), name))]
 
 
-def render(action: str, fields: list[tuple[str, str | list[tuple[str, str]]]]) -> bytes:
-    """A minimal EC2 query-protocol response: scalar fields, or item sets of one-field items."""
+Value = str | Mapping[str, "Value"] | Sequence[tuple[str, str]] | Sequence[Mapping[str, "Value"]]
+
+
+def render(action: str, fields: list[tuple[str, Value]]) -> bytes:
+    """A minimal EC2 query-protocol response: scalar fields, structures (mappings), and item sets (of
+    one-field items given as pairs, or of structures)."""
     root = ET.Element(f"{action}Response", xmlns=EC2_NS)
     ET.SubElement(root, "requestId").text = "vpccni-testbed"
     for name, value in fields:
-        elem = ET.SubElement(root, name)
-        if isinstance(value, str):
-            elem.text = value
-            continue
-        for item_field, item_value in value:
-            item = ET.SubElement(elem, "item")
-            ET.SubElement(item, item_field).text = item_value
+        _fill(ET.SubElement(root, name), value)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _fill(elem: ET.Element, value: Value) -> None:
+    if isinstance(value, str):
+        elem.text = value
+    elif isinstance(value, Mapping):
+        for name, child in value.items():
+            _fill(ET.SubElement(elem, name), child)
+    else:
+        for entry in value:
+            item = ET.SubElement(elem, "item")
+            if isinstance(entry, tuple):
+                ET.SubElement(item, entry[0]).text = entry[1]
+            else:
+                _fill(item, entry)

@@ -11,7 +11,8 @@ import pytest
 from vpccni.testbed.datapath import Datapath, DatapathConfig, NodeNetwork, VpcLayout
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
-from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached
+from vpccni.testbed.ec2.security import SecurityState
+from vpccni.testbed.events import AddressesChanged, BranchAssociated, EniAttached, EniDetached
 
 IP = ipaddress.IPv4Address
 SUBNET = ipaddress.IPv4Network("10.0.0.0/24")
@@ -48,6 +49,12 @@ class StatefulEc2:
 
     def instance_enis(self, instance_id: str) -> list[EniAttached]:
         return [self._attached(eni_id) for eni_id, e in self.enis.items() if e.instance_id == instance_id]
+
+    def trunk_associations(self, trunk_eni_id: str) -> list[BranchAssociated]:
+        return []  # no trunks here (tests/netns/test_sgp_datapath.py has them, with the real testbed EC2)
+
+    def security_state(self) -> SecurityState:
+        return SecurityState()  # no ENI listed: nothing filtered
 
     def attach(
         self, eni_id: str, *, instance_id: str, device_index: int, primary: str, network_card: int = 0

@@ -22,9 +22,17 @@ from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.faults import FaultPlan
 from vpccni.testbed.ec2.fidelity import FidelityLayer
 from vpccni.testbed.ec2.prefixes import PrefixTable
+from vpccni.testbed.ec2.security import SecurityState, read_security_state
 from vpccni.testbed.ec2.server import Ec2App, Ec2Server
 from vpccni.testbed.ec2.throttle import EC2_DEFAULT_BUCKETS, BucketSpec, Throttle
-from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached, Event, StateChanged
+from vpccni.testbed.events import (
+    AddressesChanged,
+    BranchAssociated,
+    EniAttached,
+    EniDetached,
+    Event,
+    StateChanged,
+)
 from vpccni.testbed.imds.history import SnapshotHistory
 from vpccni.testbed.imds.metadata import Snapshot, build_snapshot
 from vpccni.testbed.imds.server import ImdsServer, Outage
@@ -199,6 +207,16 @@ class Cloud:
         self.security_group_id = ec2.create_security_group(
             GroupName="vpccni-testbed-node", Description="vpccni testbed node", VpcId=self.vpc_id
         )["GroupId"]
+        # As EKS's cluster security group, its members take any traffic from each other, plus (as node groups
+        # often do) from the whole VPC; as every new group it sends anything anywhere. The VPC datapath
+        # enforces it on real packets.
+        ec2.authorize_security_group_ingress(
+            GroupId=self.security_group_id,
+            IpPermissions=[
+                {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": self.security_group_id}]},
+                {"IpProtocol": "-1", "IpRanges": [{"CidrIp": str(self.config.vpc_cidr)}]},
+            ],
+        )
 
     def stop(self) -> None:
         """Idempotent: stops IMDS servers and EC2, and drops this testbed's moto state."""
@@ -323,6 +341,24 @@ class Cloud:
                     )
                 )
         return sorted(attached, key=lambda a: (a.network_card, a.device_index))
+
+    def trunk_associations(self, trunk_eni_id: str) -> list[BranchAssociated]:
+        """The branch ENIs associated with a trunk now, read directly like `instance_enis`."""
+        with self._app.state_lock:
+            return [
+                BranchAssociated(
+                    branch_eni_id=a.branch_eni_id,
+                    trunk_eni_id=a.trunk_eni_id,
+                    vlan_id=a.vlan_id,
+                    mac=self._backend.eni(a.branch_eni_id).mac_address,
+                )
+                for a in self._fidelity.trunking.of_trunk(trunk_eni_id)
+            ]
+
+    def security_state(self) -> SecurityState:
+        """Security groups with their rules and member ENIs, read directly (the VPC datapath enforces it)."""
+        with self._app.state_lock:
+            return read_security_state(self._backend, self._prefixes.of)
 
     # ---- IMDS
     def _live_snapshot(self, instance_id: str) -> Snapshot | None:

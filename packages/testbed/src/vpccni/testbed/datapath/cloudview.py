@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from vpccni.testbed.events import EniAttached
+from vpccni.testbed.ec2.security import SecurityState
+from vpccni.testbed.events import BranchAssociated, EniAttached
 
 from .datapath import CloudView
 
@@ -39,3 +40,11 @@ class Ec2CloudView:
     def instance_enis(self, instance_id: str) -> list[EniAttached]:
         """The ENIs attached to the instance now, by (network card, device index)."""
         return self._cloud.instance_enis(instance_id)
+
+    def trunk_associations(self, trunk_eni_id: str) -> list[BranchAssociated]:
+        """The branch ENIs associated with the trunk now."""
+        return self._cloud.trunk_associations(trunk_eni_id)
+
+    def security_state(self) -> SecurityState:
+        """Security groups, their rules, and which ENIs (with which addresses) have them, now."""
+        return self._cloud.security_state()

@@ -3,7 +3,9 @@ live.
 
 EC2 events drive it: an attached ENI becomes a link with the ENI's MAC in the instance's namespace (`ethN` by
 device index, DOWN and unconfigured, as EC2 hands it to the OS), a detached one disappears, and every address
-change re-routes the VPC and re-writes the source/destination check before the EC2 call returns.
+change re-routes the VPC and re-writes the source/destination check before the EC2 call returns. A branch ENI
+associated with a trunk becomes a VLAN sub-port of the trunk's port, and every EC2 change re-applies the
+security groups (`secgroups`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached
+from vpccni.testbed.ec2.security import SecurityState
+from vpccni.testbed.events import (
+    AddressesChanged,
+    BranchAssociated,
+    BranchDisassociated,
+    EniAttached,
+    EniDetached,
+    StateChanged,
+)
 
 from .node import NodeNetwork
-from .vpc import EniPort, VpcLayout, VpcRouter
+from .vpc import BranchPort, EniPort, VpcLayout, VpcRouter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,10 @@ class CloudView(Protocol):
     def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network: ...
 
     def instance_enis(self, instance_id: str) -> list[EniAttached]: ...
+
+    def trunk_associations(self, trunk_eni_id: str) -> list[BranchAssociated]: ...
+
+    def security_state(self) -> SecurityState: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +127,7 @@ class Datapath:
                 node.create()
                 for attachment in self.cloud.instance_enis(instance_id):
                     self._plug(attachment)
+                self._secure()
             except BaseException:
                 self._nodes.pop(instance_id)
                 node.delete()
@@ -132,6 +147,7 @@ class Datapath:
                 if port.node_netns == node.netns:
                     self.router.unplug(port.eni_id)
             node.delete()
+            self._secure()
 
     def _on_event(self, event: object) -> None:
         with self._lock:
@@ -144,6 +160,12 @@ class Datapath:
                     self.router.unplug(event.eni_id)
                 elif isinstance(event, AddressesChanged):
                     self._route(event.eni_id)
+                elif isinstance(event, BranchAssociated):
+                    self._plug_branch(event)
+                elif isinstance(event, BranchDisassociated):
+                    self.router.unplug(event.branch_eni_id)
+                elif isinstance(event, StateChanged):
+                    self._secure()  # last event of every EC2 change: groups, rules, members, ports
             except Exception:
                 # The EC2 call already succeeded; a datapath failure must show up in the logs, not as an
                 # API error the product would misread.
@@ -171,6 +193,23 @@ class Datapath:
             gateway = self.router.ensure_gateway(subnet)
             address = ipaddress.IPv4Interface(f"{primary}/{subnet.prefixlen}")
             node.configure_primary(ifname=port.node_ifname, address=address, gateway=gateway)
+        for association in self.cloud.trunk_associations(event.eni_id):
+            self._plug_branch(association)
+
+    def _plug_branch(self, event: BranchAssociated) -> None:
+        primary, _, _, subnet_id = self.cloud.eni_addresses(event.branch_eni_id)
+        port = BranchPort(
+            eni_id=event.branch_eni_id,
+            trunk_eni_id=event.trunk_eni_id,
+            vlan_id=event.vlan_id,
+            mac=event.mac,
+            primary_ip=primary,
+            subnet=self.cloud.subnet_cidr(subnet_id),
+        )
+        self.router.plug_branch(port)
+
+    def _secure(self) -> None:
+        self.router.apply_security(self.cloud.security_state())
 
     def _route(self, eni_id: str) -> None:
         if eni_id not in {p.eni_id for p in self.router.plugged()}:

@@ -115,9 +115,14 @@ class SourceCheck:
 
     def dropped_packets(self, veth: str) -> int:
         """Packets the source check dropped on `veth` since its chain was last rewritten."""
-        out = exec_in_netns(self._netns, ["nft", "list", "chain", "ip", TABLE, _chain(veth)])
-        for line in out.splitlines():
-            words = line.split()
-            if "counter" in words and "packets" in words:
-                return int(words[words.index("packets") + 1])
-        return 0
+        return counted_packets(self._netns, TABLE, _chain(veth))
+
+
+def counted_packets(netns: str, table: str, chain: str) -> int:
+    """The packets of the (first) counter in an nft chain."""
+    out = exec_in_netns(netns, ["nft", "list", "chain", "ip", table, chain])
+    for line in out.splitlines():
+        words = line.split()
+        if "counter" in words and "packets" in words:
+            return int(words[words.index("packets") + 1])
+    return 0

@@ -11,6 +11,7 @@ Not thread-safe: the owner (`Datapath`) serialises calls.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 from collections.abc import Iterator
@@ -18,8 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
+from vpccni.networkutils.netlink import open_netlink
+from vpccni.testbed.ec2.security import SecurityState
 
 from . import namespaces as ns
+from .secgroups import SecurityGroups
 from .srccheck import SourceCheck
 
 log = logging.getLogger(__name__)
@@ -68,11 +72,40 @@ class EniPort:
         return "x" + self.eni_id.removeprefix("eni-")[-14:]
 
 
+@dataclass(frozen=True, kw_only=True)
+class BranchPort:
+    """A branch ENI as the datapath wires it: a VLAN sub-port of its trunk's port (security groups for pods),
+    so the VPC sends and takes its frames on the trunk tagged with its VLAN id."""
+
+    eni_id: str
+    trunk_eni_id: str
+    vlan_id: int
+    mac: str
+    primary_ip: ipaddress.IPv4Address
+    subnet: ipaddress.IPv4Network
+
+    @property
+    def link(self) -> str:
+        return "b" + self.eni_id.removeprefix("eni-")[-14:]
+
+    @property
+    def router_mac(self) -> str:
+        """The VPC router's MAC on this VLAN (locally administered, stable per branch ENI)."""
+        digest = hashlib.sha1(self.eni_id.encode()).digest()
+        return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 @dataclass(kw_only=True)
 class _Plugged:
     port: EniPort
     index: int
     routed: set[ipaddress.IPv4Network] = field(default_factory=set)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Branch:
+    port: BranchPort
+    index: int
 
 
 class VpcRouter:
@@ -89,6 +122,8 @@ class VpcRouter:
         self._depth = 0
         self._gateways: set[ipaddress.IPv4Address] = set()
         self._ports: dict[str, _Plugged] = {}
+        self._branches: dict[str, _Branch] = {}
+        self._security = SecurityGroups(netns=vpc_netns)
         self._srccheck = SourceCheck(
             netns=vpc_netns, internet_link=INTERNET_LINK, nat_gateway=layout.nat_gateway
         )
@@ -139,7 +174,9 @@ class VpcRouter:
     def stop(self) -> None:
         """Delete the three namespaces (every veth into a node namespace dies with them). Idempotent."""
         self._ports.clear()
+        self._branches.clear()
         self._gateways.clear()
+        self._security.reset()
         ns.delete_all([self.vpc_netns, self.internet_netns, self.vpc_host_netns])
 
     def ensure_gateway(self, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
@@ -186,15 +223,66 @@ class VpcRouter:
         self.ipr.route("replace", dst=str(port.primary_ip), dst_len=32, oif=index, scope="link")
         self._ports[port.eni_id] = _Plugged(port=port, index=index)
 
+    def plug_branch(self, port: BranchPort) -> bool:
+        """Create the branch ENI's VLAN sub-port on its trunk's port; False when this datapath does not host
+        the trunk."""
+        trunk = self._ports.get(port.trunk_eni_id)
+        if trunk is None:
+            return False
+        if port.eni_id in self._branches:
+            return True
+        with self._netlink():
+            self.ensure_gateway(port.subnet)
+            # A kernel VLAN link, or on kernels without 802.1Q the product's tc BPF equivalent: real tags on
+            # the trunk either way (the node's end is made by the product the same way).
+            mtu = self.layout.eni_mtu
+            ns.in_netns(self.vpc_netns, lambda: _add_vlan(port, parent=trunk.port.veth, mtu=mtu))
+            index = self._index(port.link)
+            ns.set_sysctls(self.vpc_netns, {f"net.ipv4.neigh.{port.link}.proxy_delay": "0"})
+            self.ipr.link("set", index=index, state="up")
+            self.ipr.neigh(
+                "replace", dst=str(port.primary_ip), lladdr=port.mac, ifindex=index, state="permanent"
+            )
+            self.ipr.route("replace", dst=str(port.primary_ip), dst_len=32, oif=index, scope="link")
+        self._branches[port.eni_id] = _Branch(port=port, index=index)
+        self._sync_srccheck()
+        log.info("plugged branch %s on %s VLAN %d", port.eni_id, port.trunk_eni_id, port.vlan_id)
+        return True
+
     def unplug(self, eni_id: str) -> None:
-        """Delete the ENI's veth pair (the node's ethN disappears with it) and its routes."""
-        plugged = self._ports.pop(eni_id, None)
+        """Delete the ENI's veth pair (the node's ethN disappears with it) and its routes; a trunk's branch
+        sub-ports go first; a branch ENI loses its sub-port."""
+        branch = self._branches.pop(eni_id, None)
+        if branch is not None:
+            with self._netlink():
+                self.ipr.link("del", index=branch.index)
+            self._sync_srccheck()
+            log.info("unplugged branch %s", eni_id)
+            return
+        plugged = self._ports.get(eni_id)
         if plugged is None:
             return
+        for other in [b.port.eni_id for b in self._branches.values() if b.port.trunk_eni_id == eni_id]:
+            self.unplug(other)
+        del self._ports[eni_id]
         with self._netlink():
             self.ipr.link("del", index=plugged.index)
         self._sync_srccheck()
         log.info("unplugged %s from %s", eni_id, plugged.port.node_netns)
+
+    def branches(self) -> list[BranchPort]:
+        return [b.port for b in self._branches.values()]
+
+    def apply_security(self, state: SecurityState) -> None:
+        """Filter every port's packets by its ENI's security groups now."""
+        ports = {p.port.veth: eni_id for eni_id, p in self._ports.items()}
+        ports.update({b.port.link: eni_id for eni_id, b in self._branches.items()})
+        self._security.apply(ports=ports, state=state)
+
+    def dropped_by_security(self, eni_id: str, direction: str) -> int:
+        """Packets the ENI's security groups dropped leaving (`out`) or reaching (`in`) it."""
+        link = self._branches[eni_id].port.link if eni_id in self._branches else self._ports[eni_id].port.veth
+        return self._security.dropped_packets(link, direction)
 
     def route_addresses(
         self,
@@ -243,6 +331,8 @@ class VpcRouter:
             p.port.veth: (ipaddress.IPv4Network(p.port.primary_ip), *sorted(p.routed))
             for p in self._ports.values()
         }
+        for branch in self._branches.values():
+            ports[branch.port.link] = (ipaddress.IPv4Network(branch.port.primary_ip),)
         public = [p.port.primary_ip for p in self._ports.values() if p.port.public]
         self._srccheck.apply(ports=ports, public_ips=public)
 
@@ -272,3 +362,8 @@ class VpcRouter:
         if not found:
             raise RuntimeError(f"link {ifname} is missing from namespace {self.vpc_netns}")
         return int(found[0])
+
+
+def _add_vlan(port: BranchPort, *, parent: str, mtu: int) -> None:
+    with open_netlink() as netlink:
+        netlink.add_vlan(name=port.link, parent=parent, vlan_id=port.vlan_id, mac=port.router_mac, mtu=mtu)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from vpccni.testbed.kube import CNINODES, CRDS, ENICONFIGS, KubeApiServer, ObjectStore
-from vpccni.testbed.kube.bootstrap import CNINODE_CRD, ENICONFIG_CRD
+from vpccni.testbed.kube import CNINODES, CRDS, ENICONFIGS, SECURITYGROUPPOLICIES, KubeApiServer, ObjectStore
+from vpccni.testbed.kube.bootstrap import CNINODE_CRD, ENICONFIG_CRD, SECURITYGROUPPOLICY_CRD
 from vpccni.testbed.kube.crds import resource_types
 from vpccni.testbed.kube.store import InvalidError
 
@@ -125,7 +125,11 @@ def test_an_invalid_crd_is_rejected_with_the_field(change: Callable[[dict], None
 
 
 def test_the_bootstrap_crds_define_what_the_builtin_custom_types_are() -> None:
-    for crd, builtin in ((CNINODE_CRD, CNINODES), (ENICONFIG_CRD, ENICONFIGS)):
+    for crd, builtin in (
+        (CNINODE_CRD, CNINODES),
+        (ENICONFIG_CRD, ENICONFIGS),
+        (SECURITYGROUPPOLICY_CRD, SECURITYGROUPPOLICIES),
+    ):
         (served,) = resource_types(crd)
         assert (served.key, served.namespaced, served.short_names, served.custom) == (
             builtin.key,
@@ -140,4 +144,8 @@ def test_the_server_starts_with_what_an_eks_cluster_has(server: KubeApiServer) -
     names = {n["metadata"]["name"] for n in server.store.list("namespaces")[0]}
     assert names == {"default", "kube-system", "kube-public", "kube-node-lease"}
     crds = {c["metadata"]["name"] for c in server.store.list(CRDS)[0]}
-    assert crds == {"cninodes.vpcresources.k8s.aws", "eniconfigs.crd.k8s.amazonaws.com"}
+    assert crds == {
+        "cninodes.vpcresources.k8s.aws",
+        "eniconfigs.crd.k8s.amazonaws.com",
+        "securitygrouppolicies.vpcresources.k8s.aws",
+    }

@@ -31,8 +31,9 @@ from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwo
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.cloudview import Ec2CloudView
 from vpccni.testbed.kube import NODES, PODS, KubeApiServer
-from vpccni.testbed.kube.kubelet import register_aws_node_pod, register_kubelet_node
+from vpccni.testbed.kube.kubelet import register_aws_node_pod, register_kubelet_node, schedule_pod
 from vpccni.testbed.kube.proxy import default_dialer
+from vpccni.testbed.vpcrc import ControllerConfig, PodEniWebhook, VpcResourceController
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class ClusterConfig:
     # Its layout's vpc_cidr is replaced by the cloud's, so the router and EC2 agree on the VPC.
     datapath: DatapathConfig = field(default_factory=DatapathConfig)
     kube: bool = True  # serve a Kubernetes API server and register every node in it
+    # Run the VPC resource controller stand-in (security groups for pods: trunk and branch ENIs, the pod
+    # webhook) against the API server and EC2; needs `kube`.
+    vpc_resource_controller: ControllerConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,9 +92,12 @@ class Cluster:
             cloud=Ec2CloudView(self.cloud),
             config=dataclasses.replace(self.config.datapath, layout=layout),
         )
+        if self.config.vpc_resource_controller is not None and not self.config.kube:
+            raise ValueError("the VPC resource controller needs the API server: ClusterConfig(kube=True)")
         self.kube: KubeApiServer | None = KubeApiServer() if self.config.kube else None
         if self.kube is not None:
             self.kube.pod_dialer = self._dial_pod
+        self.vpcrc: VpcResourceController | None = None  # started with the cluster when configured
         self.nodes: list[Node] = []
         self._imds: dict[str, Any] = {}  # instance id -> its IMDS server (serving inside the node namespace)
         self._lock = threading.Lock()
@@ -113,11 +120,22 @@ class Cluster:
             self.datapath.start()
             if self.kube is not None:
                 self.kube.start()
+                self._start_vpcrc(self.kube)
         except BaseException:
+            if self.kube is not None:
+                self.kube.stop()
             self.datapath.stop()
             self.cloud.stop()
             raise
         return self
+
+    def _start_vpcrc(self, kube: KubeApiServer) -> None:
+        if self.config.vpc_resource_controller is None:
+            return
+        kube.admission.append(PodEniWebhook(kube.store))
+        self.vpcrc = VpcResourceController(
+            kube_url=kube.url, ec2=self.cloud.ec2_client(), config=self.config.vpc_resource_controller
+        ).start()
 
     def add_node(self, *, instance_type: str = "m5.large", subnet_id: str | None = None) -> Node:
         """Launch an instance and give it a namespace with eth0, IMDS and the EC2 endpoint inside."""
@@ -161,6 +179,33 @@ class Cluster:
             "k8s_node_name": node_name,
         }
 
+    def create_pod(
+        self,
+        node: Node,
+        *,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        service_account: str = "default",
+    ) -> dict[str, Any]:
+        """The Pod object of a pod scheduled to ``node`` (through admission: the VPC resource controller's
+        webhook applies), before kubelet asks the CNI for its network; returns the stored object."""
+        if self.kube is None:
+            raise RuntimeError("this cluster has no Kubernetes API server (ClusterConfig(kube=False))")
+        return schedule_pod(
+            self.kube,
+            node_name=node.k8s_node_name,
+            namespace=namespace,
+            name=name,
+            labels=labels,
+            service_account=service_account,
+        )
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Remove a Pod object (kubelet's last step once the CNI's DEL is done)."""
+        if self.kube is not None:
+            self.kube.store.delete(PODS, name, namespace)
+
     def register_aws_node(self, node: Node) -> str:
         """Report the aws-node pod on ``node`` (running the agent there is the caller's: ``NodeRunner``), so
         cluster-wide tools find it by its label; returns the pod's name."""
@@ -197,6 +242,9 @@ class Cluster:
     def stop(self) -> None:
         """Delete every namespace (nodes, VPC, internet, VPC host), then stop EC2 and IMDS. Idempotent."""
         try:
+            if self.vpcrc is not None:
+                self.vpcrc.stop()
+                self.vpcrc = None
             if self.kube is not None:
                 self.kube.stop()
             self.datapath.stop()

@@ -322,8 +322,11 @@ class NodeRunner:
         )
 
     # ---- pods, as a container runtime makes them
-    def create_pod(self, *, namespace: str, name: str, annotations: Mapping[str, str] | None = None) -> Pod:
-        """A pod sandbox: its own network namespace (only `lo`), a container id and a UID."""
+    def create_pod(
+        self, *, namespace: str, name: str, annotations: Mapping[str, str] | None = None, uid: str = ""
+    ) -> Pod:
+        """A pod sandbox: its own network namespace (only `lo`), a container id and a UID (the Pod object's,
+        when there is one)."""
         with self._lock:
             self._counter += 1
             netns = f"vpod-{self._suffix}-{self.node.name}-{self._counter}"
@@ -331,7 +334,8 @@ class NodeRunner:
             namespace=namespace,
             name=name,
             container_id=secrets.token_hex(32),
-            uid=f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}-{secrets.token_hex(6)}",
+            uid=uid
+            or f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}-{secrets.token_hex(6)}",
             netns=netns,
             annotations=tuple(sorted((annotations or {}).items())),
         )

@@ -19,6 +19,7 @@ from vpccni.testbed.kube.resources import (
     PODS,
     ROLEBINDINGS,
     ROLES,
+    SECURITYGROUPPOLICIES,
     SERVICEACCOUNTS,
     ResourceType,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "PODS",
     "ROLEBINDINGS",
     "ROLES",
+    "SECURITYGROUPPOLICIES",
     "SERVICEACCOUNTS",
     "ConflictError",
     "ExpiredError",

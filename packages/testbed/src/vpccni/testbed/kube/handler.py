@@ -264,7 +264,7 @@ class KubeApiHandler(BaseHTTPRequestHandler):
                     },
                 )
             elif method == "POST":
-                self._send_json(201, store.create(res, self._read_body(), ns))
+                self._send_json(201, store.create(res, self.owner.admit(res, self._read_body(), ns), ns))
             else:
                 raise BadRequestError(
                     f"{method} is not supported on a collection: name the object in the URL"

@@ -1,9 +1,11 @@
 """What kubelet does to the API server when an EC2 instance joins: register its Node, and report the
-DaemonSet pods it runs."""
+DaemonSet pods it runs; and the pods the scheduler binds to it."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from vpccni.awsutils.limits import max_pods, static_limits
 from vpccni.testbed.cloud import InstanceInfo
@@ -59,3 +61,26 @@ def register_aws_node_pod(kube: KubeApiServer, *, node_name: str, host_ip: str) 
         },
     )
     return name
+
+
+def schedule_pod(
+    kube: KubeApiServer,
+    *,
+    node_name: str,
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str] | None = None,
+    service_account: str = "default",
+) -> dict[str, Any]:
+    """A pod as the API server stores it once created (through admission, as a POST: webhooks apply) and
+    bound to ``node_name`` by the scheduler; kubelet has not started it yet. Returns the stored object."""
+    manifest: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": {
+            "nodeName": node_name,
+            "serviceAccountName": service_account,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}],
+        },
+        "status": {"phase": "Pending"},
+    }
+    return kube.store.create(PODS, kube.admit(PODS, manifest, namespace), namespace)

@@ -50,6 +50,13 @@ _CNINODE_FEATURES = tables.json_path_column(
     description="The features delegated to VPC resource controller",
 )
 
+_SGP_GROUPS = tables.json_path_column(
+    name="Security-Group-Ids",
+    json_path=".spec.securityGroups.groupIds",
+    description="The security group IDs to apply to the elastic network interface of pods that match this "
+    "policy",
+)
+
 
 def builtin(
     api_version: str,
@@ -100,6 +107,7 @@ CNINODES = builtin("vpcresources.k8s.aws/v1alpha1", "cninodes", "CNINode", names
 # Network policy: the API's NetworkPolicy, and the PolicyEndpoint its controller writes (a CRD on a cluster).
 NETWORKPOLICIES = builtin("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", namespaced=True, short_names=("netpol",))  # noqa: E501
 POLICYENDPOINTS = builtin("networking.k8s.aws/v1alpha1", "policyendpoints", "PolicyEndpoint", namespaced=True, custom=True)  # noqa: E501
+SECURITYGROUPPOLICIES = builtin("vpcresources.k8s.aws/v1beta1", "securitygrouppolicies", "SecurityGroupPolicy", namespaced=True, short_names=("sgp",), custom=True, columns=(tables.NAME, _SGP_GROUPS))  # noqa: E501
 # fmt: on
 
 # The built-in catalogue. Serving another type is one line here (plus, optionally, its table columns).
@@ -122,6 +130,7 @@ ALL_RESOURCES: tuple[ResourceType, ...] = (
     CNINODES,
     NETWORKPOLICIES,
     POLICYENDPOINTS,
+    SECURITYGROUPPOLICIES,
 )
 
 VERSION_INFO: dict[str, str] = {

@@ -10,7 +10,7 @@ import platform
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -19,12 +19,14 @@ from typing import Any, Literal
 from vpccni.testbed.kube.bootstrap import bootstrap
 from vpccni.testbed.kube.handler import KubeApiHandler
 from vpccni.testbed.kube.proxy import PodDialer, default_dialer
-from vpccni.testbed.kube.resources import NODES
+from vpccni.testbed.kube.resources import NODES, ResourceType
 from vpccni.testbed.kube.store import Obj, ObjectStore
 
 log = logging.getLogger(__name__)
 
 OutageMode = Literal["503", "reset"]
+# (resource, object as POSTed, namespace from the URL): may change the object in place.
+Admission = Callable[[ResourceType, dict[str, Any], str | None], None]
 
 # What kubelet on an EKS node reports; the kernel is this machine's (the testbed's nodes share it).
 NODE_INFO = {
@@ -78,6 +80,14 @@ class KubeApiServer:
         # How the pod proxy subresource reaches a pod (a testbed cluster dials inside the node's namespace).
         self.pod_dialer: PodDialer = default_dialer
         self.request_log: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
+        # Mutating admission (what a webhook does): each hook may change an object POSTed to a collection
+        # before it is stored, e.g. the VPC resource controller's pod webhook (`vpcrc`).
+        self.admission: list[Admission] = []
+
+    def admit(self, resource: ResourceType, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        for hook in list(self.admission):
+            hook(resource, obj, namespace)
+        return obj
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ register it (capacity.pods = the instance type's max pods), and `node.env()` car
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -30,7 +31,7 @@ from vpccni.testbed.cloudwatch import ENDPOINT_ENV as CLOUDWATCH_ENDPOINT_ENV
 from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwork
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.cloudview import Ec2CloudView
-from vpccni.testbed.kube import NODES, PODS, KubeApiServer
+from vpccni.testbed.kube import CNINODES, NODES, PODS, KubeApiServer, NotFoundError
 from vpccni.testbed.kube.kubelet import register_aws_node_pod, register_kubelet_node, schedule_pod
 from vpccni.testbed.kube.proxy import default_dialer
 from vpccni.testbed.vpcrc import ControllerConfig, PodEniWebhook, VpcResourceController
@@ -232,6 +233,8 @@ class Cluster:
             self.datapath.remove_node(node.instance.instance_id)
             if self.kube is not None and node.k8s_node_name:
                 self.kube.store.delete(NODES, node.k8s_node_name)
+                with contextlib.suppress(NotFoundError):  # garbage-collected with its Node on EKS
+                    self.kube.store.delete(CNINODES, node.k8s_node_name)
                 pods, _ = self.kube.store.list(PODS, field_selector=f"spec.nodeName={node.k8s_node_name}")
                 for pod in pods:
                     self.kube.store.delete(PODS, pod["metadata"]["name"], pod["metadata"]["namespace"])

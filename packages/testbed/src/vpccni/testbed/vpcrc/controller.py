@@ -220,13 +220,18 @@ class VpcResourceController:
             self._forget_node(name)
             return
         features = {f.get("name") for f in (cninode.get("spec") or {}).get("features") or []}
-        if CNINODE_FEATURE_SGP not in features or name in self._trunks:
+        if CNINODE_FEATURE_SGP not in features:
             return
         node = self._core.read_node(name, _preload_content=False)
         provider_id = str(_json(node).get("spec", {}).get("providerID", ""))
         instance_id = provider_id.rsplit("/", 1)[-1]
         if not instance_id.startswith("i-"):
             raise TrunkError(f"node {name} has no EC2 providerID ({provider_id!r})")
+        known = self._trunks.get(name)
+        if known is not None and known.instance_id == instance_id:
+            return
+        if known is not None:  # the name now belongs to another instance (an address reused)
+            self._forget_node(name)
         trunk = self._ec2.trunk_for(name, instance_id)
         self._core.patch_node(name, {"metadata": {"labels": {HAS_TRUNK_LABEL: "true"}}})
         capacity = {POD_ENI_RESOURCE: str(trunk.limit)}

@@ -99,9 +99,7 @@ def _ip(result: dict[str, Any]) -> Any:
 
 def _vlan_links(node: Node) -> set[str]:
     """The node's `vlan.eth.<id>` links."""
-    out = ns.exec_in_netns(node.netns, ["ip", "-o", "link"])
-    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
-    return {name for name in names if name.startswith("vlan.eth.")}
+    return {name for name in node.network.links() if name.startswith("vlan.eth.")}
 
 
 def test_branch_pods_get_their_eni_on_a_vlan_and_their_groups_decide_traffic(

@@ -188,6 +188,7 @@ def test_vlan_links_and_iif_rules_read_back_the_same_through_pyroute2(make_netns
 
     def both(_: object) -> tuple[Any, Any]:
         with open_netlink() as fast, PyrouteNetlink(IPRoute()) as slow:
+            fast.set_link("eth1", mtu=9001)  # as an ENI's link
             fast.add_vlan(name="vlan.eth.9", parent="eth1", vlan_id=9, mac="0a:00:00:00:00:09")
             fast.add_rule(Rule(priority=10, table=109, iif="vlan.eth.9"))
             slow.add_rule(Rule(priority=10, table=108, iif="eth1"))
@@ -204,6 +205,8 @@ def test_vlan_links_and_iif_rules_read_back_the_same_through_pyroute2(make_netns
 
     (links, rules), (want_links, want_rules) = host.run(both)
     assert links == want_links and rules == want_rules
+    by_name = {link.name: link for link in links}
+    assert by_name["vlan.eth.9"].mtu == by_name["eth1"].mtu == 9001  # a VLAN link takes its parent's MTU
     assert Rule(priority=10, table=109, iif="vlan.eth.9") in rules
     assert Rule(priority=10, table=108, iif="eth1") in rules
 

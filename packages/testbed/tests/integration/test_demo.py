@@ -64,6 +64,21 @@ def test_two_nodes_six_pods_all_checks_pass_and_nothing_is_left() -> None:
     assert _left_behind(output) == []
 
 
+def test_security_groups_for_pods_allow_and_block_in_both_modes_and_nothing_is_left() -> None:
+    proc = _demo("--security-groups-for-pods")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "FAIL " not in output and "all checks passed" in output
+    for mode in ("strict", "standard"):
+        assert f"POD_SECURITY_GROUP_ENFORCING_MODE={mode}" in output
+        assert f"PASS  ADD db-{mode} on node1" in output
+    assert re.search(r"db-strict\s+node1\s+\S+\s+eni-\w+\s+1\s+101\s+branch ENI", output), output
+    # allowed and blocked, once per mode
+    assert output.count("PASS  client (") == 2 and output.count("PASS  other (") == 2
+    assert output.count("after their cool-down") == 2
+    assert _left_behind(output) == []
+
+
 def test_pods_through_aws_cni_on_a_host_without_python() -> None:
     proc = _demo("--nodes", "1", "--pods", "3", "--no-python-host")
     output, _ = proc.communicate(timeout=240)

@@ -152,7 +152,10 @@ class RtnlNetlink:
         )
         mtu_attr = attr_u32(rtnl.IFLA_MTU, mtu) if mtu is not None else b""
         with self._lock:
-            parent_index = self._index(parent)
+            parent_link = self._get_link(parent)
+            if parent_link is None:
+                raise LookupError(f"link {parent} does not exist")
+            parent_index = parent_link.index
             named = ifinfo() + attr_str(rtnl.IFLA_IFNAME, name) + attr(rtnl.IFLA_ADDRESS, rtnl.mac_bytes(mac))
             body = named + attr_u32(rtnl.IFLA_LINK, parent_index) + mtu_attr + info
             try:
@@ -162,6 +165,8 @@ class RtnlNetlink:
                 if not softvlan.unsupported(exc):
                     raise
             _warn_soft_vlan_once()
+            # A kernel VLAN link takes its parent's MTU unless told otherwise; a veth would take 1500.
+            mtu_attr = attr_u32(rtnl.IFLA_MTU, mtu if mtu is not None else parent_link.mtu)
             peer = softvlan.peer_name(name)
             veth = attr_nest(
                 rtnl.IFLA_LINKINFO,

@@ -37,6 +37,7 @@ from vpccni.testbed.demo.connectivity import ProbeResult, plan_and_run
 from vpccni.testbed.demo.placement import PlacedPod, place
 from vpccni.testbed.demo.progress import Progress
 from vpccni.testbed.demo.runtime import ContainerdRuntime, PodRuntime, ShimRuntime
+from vpccni.testbed.demo.sgp import SgpDemo
 from vpccni.testbed.ec2.instance_types import limits_for
 from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
 
@@ -58,6 +59,7 @@ class DemoOptions:
     settings: dict[str, str] = field(default_factory=dict)
     cluster_view: bool = False
     multi_nic: bool = False
+    security_groups_for_pods: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> DemoOptions:
@@ -85,6 +87,12 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         help="also show `vpccni cluster`: every node from the API server and its aws-node's metrics",
     )
     parser.add_argument(
+        "--security-groups-for-pods",
+        action="store_true",
+        help="security groups for pods instead (demo/sgp.py): a SecurityGroupPolicy, branch ENIs on VLANs, "
+        "connections the groups allow and block, in strict and standard mode",
+    )
+    parser.add_argument(
         "--no-python-host",
         action="store_true",
         help="each node executes aws-cni inside a root file system with no Python and no C library "
@@ -110,6 +118,12 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         parser.error(
             "--no-python-host runs aws-cni chrooted, as the shim runtime execs it: not with containerd"
         )
+    if args.security_groups_for_pods and (
+        args.keep or args.runtime != "shim" or args.no_python_host or args.cluster_view or args.multi_nic
+    ):
+        parser.error(
+            "--security-groups-for-pods runs its own two-node scenario: it takes --instance-type and --set"
+        )
     instance_type = args.instance_type or (multinic.INSTANCE_TYPE if args.multi_nic else "m5.large")
     try:
         problem = multinic.instance_type_error(instance_type) if args.multi_nic else ""
@@ -134,6 +148,7 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         settings=settings,
         cluster_view=args.cluster_view,
         multi_nic=args.multi_nic,
+        security_groups_for_pods=args.security_groups_for_pods,
     )
 
 
@@ -442,20 +457,18 @@ class Demo:
         self.delete_pods()
         self.verify_returned()
         self.show_pools("Warm pool per node after DEL (released addresses cool down before reuse)")
-        self.say(report.heading("Result"))
-        for failure in self.failures:
-            self.say(f"  FAILED: {failure}")
-        self.say(
-            f"  {'all checks passed' if not self.failures else f'{len(self.failures)} failures'} "
-            f"in {time.monotonic() - started:.1f}s"
-        )
+        self.say(report.result(self.failures, time.monotonic() - started))
         return 1 if self.failures else 0
 
 
 def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vpccni-demo-"))
     runtime: PodRuntime = ContainerdRuntime() if options.runtime == "containerd" else ShimRuntime()
-    demo = Demo(options=options, out=out, err=err, workdir=workdir, runtime=runtime)
+    demo: Demo | SgpDemo = Demo(options=options, out=out, err=err, workdir=workdir, runtime=runtime)
+    if options.security_groups_for_pods:
+        demo = SgpDemo(
+            out=out, workdir=workdir, instance_type=options.instance_type, settings=options.settings
+        )
     try:
         with _signals_unwind():
             return demo.run()

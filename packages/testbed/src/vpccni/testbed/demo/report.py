@@ -19,6 +19,13 @@ def heading(title: str) -> str:
     return f"\n== {title}\n"
 
 
+def result(failures: Iterable[str], seconds: float) -> str:
+    """The closing section: each failure, then the verdict."""
+    failed = [f"  FAILED: {failure}\n" for failure in failures]
+    verdict = "all checks passed" if not failed else f"{len(failed)} failures"
+    return heading("Result") + "\n" + "".join(failed) + f"  {verdict} in {seconds:.1f}s"
+
+
 def pods_table(placed: Iterable[PlacedPod]) -> str:
     rows = [
         (p.pod.name, p.runner.node.name, p.ip, p.eni_id, f"eth{p.device_number}", _table_name(p.route_table))

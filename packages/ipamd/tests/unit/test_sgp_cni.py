@@ -4,6 +4,7 @@ stateful fakes (netlink, pod list, checkpoint), beside the datastore's ordinary 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,17 @@ class Node:
         self.pods.upsert(PodInfo(namespace="db", name=name, annotations=annotations, requests_pod_eni=eni))
 
 
-def build(file: MemoryCheckpointer | None = None, *, same_host_as: Node | None = None) -> Node:
+def sleep(clock: list[float], seconds: float, then: Callable[[], None]) -> None:
+    clock[0] += seconds
+    then()
+
+
+def build(
+    file: MemoryCheckpointer | None = None,
+    *,
+    same_host_as: Node | None = None,
+    on_sleep: Callable[[], None] = lambda: None,
+) -> Node:
     """A node; `same_host_as` another one: ipamd restarted on that host (same links, its own state)."""
     if same_host_as is not None:
         net, host = same_host_as.net, same_host_as.host
@@ -78,6 +89,7 @@ def build(file: MemoryCheckpointer | None = None, *, same_host_as: Node | None =
     shared = SharedCheckpoint(file)
     attachments = BranchAttachments(checkpointer=shared.branches)
     trunk: list[str | None] = [TRUNK]
+    clock = [0.0]  # BranchCni's: advanced by its sleeps only
     wiring = BranchPodWiring(host=host, pods=PodWiring(host=host, namespaces=FakeNetnsNetlink(net)))
     branches = BranchCni(
         lookup=BranchPodLookup(pods=lambda: pods),
@@ -85,6 +97,8 @@ def build(file: MemoryCheckpointer | None = None, *, same_host_as: Node | None =
         wiring=wiring,
         trunk_link=lambda: trunk[0],
         max_wait_s=0.05,
+        monotonic=lambda: clock[0],
+        sleep=lambda s: sleep(clock, s, on_sleep),
     )
     allocator = FakeAllocator(secondary_ips("10.0.1.10", 3))
     service = CniService(
@@ -168,6 +182,16 @@ def test_no_trunk_or_no_annotation_yet_is_try_again_later_and_wires_nothing() ->
     err = error(node.service.handle, request("ADD", container="c2", pod="late"), node.pod_netns("late"))
     assert err.code == ErrorCode.TRY_AGAIN_LATER and "no vpc.amazonaws.com/pod-eni annotation" in err.msg
     assert node.host.link("vlan.eth.7") is None and host_rules(node) == [] and node.file.data is None
+
+
+def test_an_add_waits_within_its_budget_for_the_trunk_ipamd_is_setting_up() -> None:
+    nodes: list[Node] = []
+    node = build(on_sleep=lambda: nodes[0].trunk.__setitem__(0, TRUNK))
+    nodes.append(node)
+    node.trunk[0] = None
+    node.put("orders")
+    result = node.service.handle(request("ADD"), node.pod_netns("orders"))
+    assert result["ips"][0]["address"] == "10.0.16.40/32" and node.host.link("vlan.eth.7") is not None
 
 
 def test_a_second_add_of_the_attachment_is_refused() -> None:

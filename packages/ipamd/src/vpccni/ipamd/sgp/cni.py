@@ -11,6 +11,7 @@ controller has meanwhile given another live pod on this node is left alone.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # Upstream's AddNetwork answers a branch-ENI pod with device number -1, which the plugin also records as
 # the route table (its result's container interface).
 BRANCH_DEVICE_NUMBER = -1
+TRUNK_POLL_S = 0.05
 
 
 def host_veth_prefix(conf: NetConf) -> str:
@@ -56,6 +58,8 @@ class BranchCni:
         trunk_link: Callable[[], str | None],
         max_wait_s: float = 10.0,
         on_error: Callable[[str], None] = lambda fn: None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._lookup = lookup
         self._max_wait_s = max_wait_s  # VPCCNI_POD_ENI_WAIT
@@ -63,13 +67,17 @@ class BranchCni:
         self._wiring = wiring
         self._trunk_link = trunk_link
         self._on_error = on_error  # awscni_pod_eni_error_count{fn}
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     # --- ADD -------------------------------------------------------------------------------------------
     def add(
         self, pod: PodRef, conf: NetConf, netns_fd: int, netns_path: str, *, wait_s: float
     ) -> dict[str, Any] | None:
+        wait_s = min(wait_s, self._max_wait_s)
+        deadline = self._monotonic() + wait_s
         try:
-            branch = self._lookup.branch_eni(pod.namespace, pod.name, wait_s=min(wait_s, self._max_wait_s))
+            branch = self._lookup.branch_eni(pod.namespace, pod.name, wait_s=wait_s)
         except BranchLookupError as exc:
             self._on_error("AddNetwork")
             raise CNIError(
@@ -84,7 +92,7 @@ class BranchCni:
                 f"{pod.label} already has interface {pod.ifname} with {existing.branch.ipv4} (branch ENI "
                 f"{existing.branch.eni_id}): the runtime must DEL it before adding it again",
             )
-        trunk = self._trunk_link()
+        trunk = self._wait_for_trunk(deadline)
         if trunk is None:
             self._on_error("AddNetwork")
             raise CNIError(
@@ -125,6 +133,13 @@ class BranchCni:
             vlan_id=branch.vlan_id,
             gateway=branch.gateway,
         )
+
+    def _wait_for_trunk(self, deadline: float) -> str | None:
+        """The trunk's link, waiting what is left of the ADD's budget: the controller associates a branch
+        with an attached trunk before it annotates the pod, but ipamd may set the trunk up a moment later."""
+        while (trunk := self._trunk_link()) is None and self._monotonic() < deadline:
+            self._sleep(TRUNK_POLL_S)
+        return trunk
 
     # --- DEL -------------------------------------------------------------------------------------------
     def delete(

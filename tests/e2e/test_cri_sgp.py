@@ -114,7 +114,7 @@ def hosts(cluster: Cluster) -> Iterator[list[Host]]:
         assert cluster.vpcrc is not None
         for host in hosts:  # the controller attaches a trunk once ipamd asks for one; ipamd then finds it
             _eventually(lambda h=host: cluster.vpcrc and cluster.vpcrc.trunk_of(h.node.k8s_node_name))
-            _eventually(lambda h=host: "vpccni_trunk_eni_attached 1.0" in h.runner.metrics().splitlines())
+            _eventually(lambda h=host: h.runner.metric("vpccni_trunk_eni_attached") == 1)
         yield hosts
 
 

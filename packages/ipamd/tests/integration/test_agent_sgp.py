@@ -69,16 +69,9 @@ def groups(cluster: Cluster) -> Groups:
     return Groups(db=db, client=client)
 
 
-def _metric(agent: Agent, name: str) -> float | None:
-    for line in agent.metrics().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def _sgp_agent(make_agent: Callable[..., Agent], wait_for: Callable[..., Any], **env: str) -> Agent:
     agent = make_agent(**{**SGP_ENV, **env})
-    wait_for(lambda: _metric(agent, "vpccni_trunk_eni_attached") == 1, what="ipamd to find its trunk ENI")
+    wait_for(lambda: agent.metric("vpccni_trunk_eni_attached") == 1, what="ipamd to find its trunk ENI")
     return agent
 
 
@@ -141,7 +134,7 @@ def test_branch_pods_get_their_eni_on_a_vlan_and_their_groups_decide_traffic(
     pods = {p["name"]: p for p in agent.introspect("/v1/pods")}
     assert pods["db-1"]["vlanId"] == annotation["vlanId"] and pods["web-1"]["vlanId"] == 0
     assert pods["db-1"]["eniId"] == annotation["eniId"]
-    assert _metric(agent, "vpccni_branch_eni_pods") == 2
+    assert agent.metric("vpccni_branch_eni_pods") == 2
 
     for pod in (db, client, plain):
         assert agent.cni("DEL", pod, prev_result=agent.result_of(pod)).ok

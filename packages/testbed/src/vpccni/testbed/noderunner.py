@@ -321,6 +321,13 @@ class NodeRunner:
             lambda: HttpIntrospection(f"127.0.0.1:{METRICS_PORT}", timeout_s=5).get_text("/metrics"),
         )
 
+    def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric, None when the agent does not export it."""
+        for line in self.metrics().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
     # ---- pods, as a container runtime makes them
     def create_pod(
         self, *, namespace: str, name: str, annotations: Mapping[str, str] | None = None, uid: str = ""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vpccni.testbed.bench import docs, multinic, scenarios
+from vpccni.testbed.bench import docs, multinic, scenarios, sgp
 from vpccni.testbed.bench.harness import Latency
 from vpccni.testbed.bench.machine import describe
 from vpccni.testbed.noderunner import build_script_shim, build_shim
@@ -47,6 +47,8 @@ RESULT_KEYS = (
     "restart_to_serving_s",
     "multinic_add_p50_ms",
     "multinic_del_p50_ms",
+    "sgp_add_p50_ms",
+    "sgp_pod_ready_p50_s",
 )
 SCENARIOS: dict[str, Callable[[scenarios.Run], None]] = {
     "shim": scenarios.shim_startup,
@@ -56,6 +58,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Run], None]] = {
     "churn": scenarios.churn,
     "rss": scenarios.rss_and_restart,
     "multinic": multinic.multi_nic,
+    "sgp": sgp.sgp_pods,
 }
 
 
@@ -70,6 +73,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--attach-eni-latency", type=float, default=0.75, help="seconds (default 0.75)")
     p.add_argument("--assign-ips-latency", type=float, default=0.5, help="seconds (default 0.5)")
     p.add_argument("--imds-lag", type=float, default=1.0, help="IMDS propagation lag, seconds (default 1)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: keep the other figures of the existing results file (the notes name their run)",
+    )
     p.add_argument("--results", type=Path, default=Path("bench/results/latest.json"))
     p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"))
     p.add_argument("--plot", type=Path, default=Path("docs/img/burst100-pool.svg"))
@@ -153,7 +161,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def merged(results: dict[str, Any], previous: dict[str, Any], scenarios_run: Sequence[str]) -> dict[str, Any]:
+    """`results` of a partial run laid over a previous run's: the previous figures stay where this run has
+    none, and the notes say which figures came from which run and under what load."""
+    fresh = {key for key in RESULT_KEYS if results.get(key) is not None}
+    out = {key: results[key] if key in fresh else previous.get(key) for key in RESULT_KEYS}
+    out.update({key: value for key, value in previous.items() if key not in out})
+    machine, run = results["machine"], results["run"]
+    stamp = (
+        f"{', '.join(sorted(fresh)) or 'nothing'} measured on {run['date']} by `--only "
+        f"{' --only '.join(scenarios_run)}` (load {machine.get('load_average_at_start')} at its start, "
+        f"{machine.get('load_average_1_5_15')} at its end); the other figures are from the run of "
+        f"{previous.get('run', {}).get('date', '?')}"
+    )
+    kept = [n for n in previous.get("notes") or [] if not any(key in n for key in fresh)]
+    out["notes"] = [*kept, *[n for n in results["notes"] if "not run (--only)" not in n], stamp]
+    out["detail"] = {**(previous.get("detail") or {}), **(results.get("detail") or {})}
+    out["merged_runs"] = [*(previous.get("merged_runs") or []), {"scenarios": list(scenarios_run), **run}]
+    out["_timeline"] = results.get("_timeline", [])
+    return out
+
+
 def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.merge and args.only and args.results.exists():
+        results = merged(results, json.loads(args.results.read_text()), args.only)
     timeline = results.pop("_timeline", [])
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")

@@ -56,6 +56,18 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
         "ms",
     ),
     ("multinic_del_p50_ms", "multi-NIC pod DEL, p50", None, "ms"),
+    (
+        "sgp_add_p50_ms",
+        "security groups for pods: ADD of a branch pod whose annotation is there, p50",
+        None,
+        "ms",
+    ),
+    (
+        "sgp_pod_ready_p50_s",
+        "... a branch pod from its creation (controller: branch ENI, VLAN, annotation) to ADD done, p50",
+        None,
+        "s",
+    ),
 )
 AT_LEAST = frozenset({"churn_pairs_per_s"})
 

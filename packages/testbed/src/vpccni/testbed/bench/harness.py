@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vpccni.testbed.cluster import Cluster
+from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.demo.report import is_mutating
 from vpccni.testbed.noderunner import NodeRunner, Pod
 
@@ -175,9 +175,10 @@ def bench_node(
     env: Mapping[str, str] | None = None,
     start: bool = True,
     state_dir: Path | None = None,
+    cluster_config: ClusterConfig | None = None,
 ) -> Iterator[tuple[Cluster, NodeRunner]]:
     """A fresh cluster with latency injected and one node running the agent; everything removed after."""
-    cluster = Cluster()
+    cluster = Cluster(cluster_config)
     cluster.start()
     runner: NodeRunner | None = None
     try:

@@ -26,7 +26,7 @@ from vpccni.testbed.bench.harness import (
     percentile,
     wait_pool,
 )
-from vpccni.testbed.cluster import Cluster
+from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.noderunner import NodeRunner
 
@@ -78,7 +78,11 @@ class Run:
         print(text, flush=True)
 
     def node(
-        self, *, instance_type: str, env: Mapping[str, str] | None = None
+        self,
+        *,
+        instance_type: str,
+        env: Mapping[str, str] | None = None,
+        cluster_config: ClusterConfig | None = None,
     ) -> AbstractContextManager[tuple[Cluster, NodeRunner]]:
         """A fresh cluster and one agent node with this run's latency, shim, workdir and state dir."""
         return bench_node(
@@ -88,6 +92,7 @@ class Run:
             latency=self.plan.latency,
             instance_type=instance_type,
             env=env,
+            cluster_config=cluster_config,
         )
 
 

@@ -265,14 +265,7 @@ class SgpDemo:
 
 
 def _has_trunk(runner: NodeRunner) -> bool:
-    return _metric(runner, "vpccni_trunk_eni_attached") == 1
-
-
-def _metric(runner: NodeRunner, name: str) -> float | None:
-    for line in runner.metrics().splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    return runner.metric("vpccni_trunk_eni_attached") == 1
 
 
 def _vlan_links(node: Node) -> list[str]:

@@ -104,6 +104,13 @@ def netpol(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def fleet(session: nox.Session) -> None:
+    """Hundreds of simulated nodes under one account's EC2 limits, vpccni's pacing beside a model of
+    upstream's; results go to bench/results/fleet.json and docs/benchmarks.md ("At scale")."""
+    session.run(PY, "-m", "vpccni.testbed.fleet", *session.posargs)
+
+
+@nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """The simulated cluster demo (the README's first command runs this)."""
     _need_root(session)

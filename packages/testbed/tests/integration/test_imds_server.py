@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 from vpccni.testbed.cloud import Cloud, InstanceInfo
+from vpccni.testbed.imds.gateway import ImdsGateway
 from vpccni.testbed.imds.server import ImdsServer, Outage
 
 
@@ -145,3 +146,35 @@ def test_serves_on_a_socket_it_is_given(cloud: Cloud, instance: InstanceInfo) ->
         assert get(server.endpoint, "instance-id", tok) == instance.instance_id
     finally:
         server.stop()
+
+
+def test_a_gateway_serves_many_instances_each_under_its_id(cloud: Cloud, instance: InstanceInfo) -> None:
+    other = cloud.launch_instance("m5.large")
+    gateway = ImdsGateway()
+    gateway.start()
+    try:
+        first = cloud.serve_imds(gateway, instance.instance_id)
+        second = cloud.serve_imds(gateway, other.instance_id)
+        assert get(first, "instance-id", token(first)) == instance.instance_id
+        assert get(second, "instance-id", token(second)) == other.instance_id
+        assert get(second, "local-ipv4", token(second)) == str(other.primary_ip)
+        assert status_of(first, "instance-id", None) == 401  # IMDSv2 behind the prefix too
+        unknown = first.rsplit("/", 1)[0] + "/i-0unknown"
+        assert status_of(unknown, "instance-id", "x") == 404
+    finally:
+        gateway.stop()
+
+
+def test_lagging_imds_of_one_instance_is_not_rebuilt_for_calls_about_another(
+    cloud: Cloud, instance: InstanceInfo
+) -> None:
+    other = cloud.launch_instance("m5.large")
+    cloud.set_imds_lag(30.0)  # what IMDS shows now is a snapshot taken when EC2 changed
+    history = cloud._history
+    before = len(history._snaps[instance.instance_id])
+    cloud.ec2_client().assign_private_ip_addresses(
+        NetworkInterfaceId=other.primary_eni_id, SecondaryPrivateIpAddressCount=1
+    )
+    assert len(history._snaps[instance.instance_id]) == before
+    assert len(history._snaps[other.instance_id]) >= 2
+    cloud.set_imds_lag(0)

@@ -7,7 +7,7 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from vpccni.testbed.ec2.fidelity import FidelityLayer
 from vpccni.testbed.ec2.prefixes import PrefixTable
 from vpccni.testbed.ec2.security import SecurityState, read_security_state
 from vpccni.testbed.ec2.server import Ec2App, Ec2Server
-from vpccni.testbed.ec2.throttle import EC2_DEFAULT_BUCKETS, BucketSpec, Throttle
+from vpccni.testbed.ec2.throttle import EC2_DEFAULT_BUCKETS, AccountThrottle, BucketSpec, Throttle
 from vpccni.testbed.events import (
     AddressesChanged,
     BranchAssociated,
@@ -33,6 +33,7 @@ from vpccni.testbed.events import (
     Event,
     StateChanged,
 )
+from vpccni.testbed.imds.gateway import ImdsGateway
 from vpccni.testbed.imds.history import SnapshotHistory
 from vpccni.testbed.imds.metadata import Snapshot, build_snapshot
 from vpccni.testbed.imds.server import ImdsServer, Outage
@@ -50,6 +51,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Successful calls that change nothing IMDS shows, so no instance's metadata is snapshotted for them (with
+# hundreds of instances, snapshotting every instance on every call was the testbed's main cost).
+_NO_METADATA_CHANGE = frozenset(
+    {"CreateTags", "DeleteTags", "CreateNetworkInterface", "DeleteNetworkInterface"}
+)
 
 DUMMY_ACCESS_KEY = "AKIAVPCCNITESTBED000"  # moto accepts any credentials; these never reach AWS
 DUMMY_SECRET_KEY = "vpccni-testbed-secret"
@@ -77,6 +84,8 @@ class CloudConfig:
     host: str = "127.0.0.1"
     ec2_port: int = 0
     throttle: Mapping[str, BucketSpec] = field(default_factory=lambda: dict(EC2_DEFAULT_BUCKETS))
+    # EC2's published per-action buckets (`AccountThrottle`) instead of `throttle`'s shared category buckets.
+    account_limits: bool = False
     latency: Mapping[str, float] = field(default_factory=dict)  # per EC2 action ("*" = all), seconds
     errors: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # action -> (EC2 error code, count)
     address_placement: Placement = Placement.LOWEST
@@ -145,7 +154,9 @@ class Cloud:
             prefixes=self._prefixes,
             allocator=AddressAllocator(placement=self.config.address_placement, seed=self.config.seed),
         )
-        self._throttle = Throttle(dict(self.config.throttle))
+        self._throttle = (
+            AccountThrottle() if self.config.account_limits else Throttle(dict(self.config.throttle))
+        )
         self._faults = FaultPlan()
         for action, seconds in self.config.latency.items():
             self._faults.set_latency(action, seconds)
@@ -375,9 +386,11 @@ class Cloud:
             return self._live_snapshot(instance_id)
         return self._history.as_of(instance_id, self._imds_lag)
 
-    def _record_snapshots(self) -> None:
-        with self._app.state_lock:
-            instance_ids = self._backend.instance_ids()
+    def _record_snapshots(self, instance_ids: Iterable[str] | None = None) -> None:
+        """Snapshot the metadata of these instances (all when None) for IMDS's lagging view."""
+        if instance_ids is None:
+            with self._app.state_lock:
+                instance_ids = self._backend.instance_ids()
         for instance_id in instance_ids:
             snap = self._live_snapshot(instance_id)
             if snap is not None:
@@ -394,6 +407,11 @@ class Cloud:
         with self._lock:
             self._imds.setdefault(instance_id, []).append(server)
         return server
+
+    def serve_imds(self, gateway: ImdsGateway, instance_id: str) -> str:
+        """Serve the instance's IMDS through a gateway shared by many instances (the fleet simulation: no
+        network namespace per node); returns the endpoint to give the node's agent. Outages do not apply."""
+        return gateway.add(instance_id, lambda: self._imds_view(instance_id))
 
     def imds_endpoint(self, instance_id: str) -> str:
         with self._lock:
@@ -423,6 +441,7 @@ class Cloud:
         self._faults.inject_error(action, code, count, subnet_id=subnet_id)
 
     def set_throttle(self, category: str, capacity: int, refill_per_s: float) -> None:
+        """With `account_limits`, this only switches the category back on: EC2's sizes are fixed."""
         self._throttle.configure(category, BucketSpec(capacity=capacity, refill_per_s=refill_per_s))
 
     def disable_throttle(self, category: str) -> None:
@@ -431,6 +450,30 @@ class Cloud:
     @property
     def call_log(self) -> list[CallRecord]:
         return self._calllog.records()
+
+    def _changed_instances(self, events: list[Event]) -> set[str] | None:
+        """The instances whose metadata one call's events may have changed (None: any instance's)."""
+        calls = [e for e in events if isinstance(e, StateChanged)]
+        if not calls or all(c.action in _NO_METADATA_CHANGE for c in calls):
+            return set()
+        specific = [e for e in events if not isinstance(e, StateChanged)]
+        if not specific and not all(c.eni_id for c in calls):
+            return None  # e.g. a VPC or subnet change: snapshot everything, as before
+        changed: set[str] = set()
+        with self._app.state_lock:
+            for event in events:
+                if isinstance(event, EniAttached | EniDetached):
+                    changed.add(event.instance_id)
+                elif event.eni_id and (instance := self._eni_instance(event.eni_id)):
+                    changed.add(instance)
+        return changed
+
+    def _eni_instance(self, eni_id: str) -> str:
+        try:
+            instance = self._backend.eni(eni_id).instance
+        except Ec2Error:
+            return ""  # deleted meanwhile: no instance shows it
+        return str(instance.id) if instance is not None else ""
 
     # ---- events
     def subscribe(self, callback: Callable[[Event], None]) -> None:
@@ -444,8 +487,9 @@ class Cloud:
                 self._subscribers.remove(callback)
 
     def _publish(self, events: list[Event]) -> None:
-        if any(isinstance(e, StateChanged) for e in events):
-            self._record_snapshots()
+        changed = self._changed_instances(events)
+        if changed is None or changed:
+            self._record_snapshots(changed)
         with self._lock:
             subscribers = list(self._subscribers)
         for event in events:

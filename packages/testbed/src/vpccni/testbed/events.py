@@ -31,6 +31,7 @@ class StateChanged:
     """Any successful mutating EC2 call (IMDS snapshots are taken on it)."""
 
     action: str
+    eni_id: str = ""  # the call's NetworkInterfaceId, if it has one
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -67,6 +67,7 @@ class PoolTimers:
     subnet_rest_first_s: float = 10.0
     subnet_rest_max_s: float = 120.0
     min_eni_age_s: float = MIN_ENI_AGE_S  # minENILifeTime
+    grow_steps: int = MAX_GROW_STEPS  # growth actions per iteration (upstream: 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,7 +238,7 @@ class PoolManager:
         if not self._may_touch_enis():
             self._status = PoolStatus(state=GrowthState.UNSCHEDULABLE)
             return
-        for _ in range(MAX_GROW_STEPS):
+        for _ in range(self._timers.grow_steps):
             now = self._clock.monotonic()
             snap = self._store.snapshot()
             decision = plan_increase(snap, self._config, resting_subnets=self._subnets.resting(now))

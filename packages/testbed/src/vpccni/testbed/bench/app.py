@@ -26,6 +26,9 @@ from vpccni.testbed.noderunner import build_script_shim, build_shim
 
 log = logging.getLogger(__name__)
 
+# `nox -s fleet` writes these; the page keeps their "At scale" section when the bench rewrites it.
+FLEET_RESULTS = Path("bench/results/fleet.json")
+FLEET_PLOT = Path("docs/img/fleet-pods.svg")
 RESULT_KEYS = (
     "cni_add_p50_ms",
     "cni_add_p99_ms",
@@ -194,10 +197,15 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
         args.plot.write_text(docs.burst_plot(timeline))
         plot_rel = os.path.relpath(args.plot, args.docs.parent)
     args.docs.parent.mkdir(parents=True, exist_ok=True)
-    # The network policy figures (`python -m vpccni.testbed.netpol`) keep their section on the page.
+    # The network policy figures (`python -m vpccni.testbed.netpol`) and the fleet's (`nox -s fleet`) keep
+    # their sections on the page.
     netpol_results = args.results.parent / "netpol.json"
     netpol = json.loads(netpol_results.read_text()) if netpol_results.exists() else None
-    args.docs.write_text(docs.render(results, plot=plot_rel, netpol=netpol))
+    fleet = json.loads(FLEET_RESULTS.read_text()) if FLEET_RESULTS.exists() else None
+    fleet_plot = os.path.relpath(FLEET_PLOT, args.docs.parent) if fleet and FLEET_PLOT.exists() else None
+    args.docs.write_text(
+        docs.render(results, plot=plot_rel, netpol=netpol, fleet=fleet, fleet_plot=fleet_plot)
+    )
     print(f"wrote {args.results}, {args.docs}" + (f", {args.plot}" if timeline else ""))
 
 

@@ -214,7 +214,16 @@ def netpol_section(netpol: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(results: dict[str, Any], *, plot: str | None, netpol: dict[str, Any] | None = None) -> str:
+def render(
+    results: dict[str, Any],
+    *,
+    plot: str | None,
+    netpol: dict[str, Any] | None = None,
+    fleet: dict[str, Any] | None = None,
+    fleet_plot: str | None = None,
+) -> str:
+    """The page; `netpol` (bench/results/netpol.json) and `fleet` (bench/results/fleet.json, `nox -s fleet`)
+    add their sections."""
     run = results.get("run", {})
     m = results.get("machine", {})
     lat = run.get("latency", {})
@@ -279,6 +288,10 @@ def render(results: dict[str, Any], *, plot: str | None, netpol: dict[str, Any] 
             "",
             f"![pool and assigned addresses over time]({plot})",
         ]
+    if fleet:
+        from vpccni.testbed.fleet.docs import section
+
+        lines += section(fleet, plot_path=fleet_plot)
     detail = results.get("detail") or {}
     if detail:
         lines += ["", "## Details", ""]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vpccni.testbed.cloud import Cloud
 from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.demo.report import is_mutating
 from vpccni.testbed.noderunner import NodeRunner, Pod
@@ -31,7 +32,9 @@ class Latency:
     imds_lag: float = 1.0
 
     def apply(self, cluster: Cluster) -> None:
-        cloud = cluster.cloud
+        self.apply_to(cluster.cloud)
+
+    def apply_to(self, cloud: Cloud) -> None:
         cloud.set_latency("CreateNetworkInterface", self.create_eni)
         cloud.set_latency("AttachNetworkInterface", self.attach_eni)
         cloud.set_latency("AssignPrivateIpAddresses", self.assign_ips)

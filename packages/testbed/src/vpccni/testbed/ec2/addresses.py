@@ -8,6 +8,7 @@ before it runs out of IPs.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -62,6 +63,16 @@ class AddressAllocator:
         self, usage: SubnetUsage, count: int, *, also_taken: Iterable[ipaddress.IPv4Address] = ()
     ) -> list[ipaddress.IPv4Address]:
         taken = usage.taken() | set(also_taken)
+        if self._placement is Placement.LOWEST:
+            # Walk up from the bottom, on integers, and stop once enough are found (a fleet's /17 has 32k).
+            used = {int(ip) for ip in taken}
+            first = int(usage.cidr.network_address)
+            lowest = itertools.islice(
+                (i for i in range(first, first + usage.cidr.num_addresses) if i not in used), count
+            )
+            found = [ipaddress.IPv4Address(i) for i in lowest]
+            if len(found) == count:
+                return found
         free = [ip for ip in usage.cidr if ip not in taken]
         if len(free) < count:
             raise Ec2Error(
@@ -69,19 +80,22 @@ class AddressAllocator:
                 f"The specified subnet {usage.cidr} has only {len(free)} free addresses, {count} requested: "
                 "use a larger subnet or free addresses",
             )
-        if self._placement is Placement.RANDOM:
-            return sorted(self._rng.sample(free, count))
-        return free[:count]
+        return sorted(self._rng.sample(free, count))
 
     def pick_prefixes(
         self, usage: SubnetUsage, count: int, *, also_taken: Iterable[ipaddress.IPv4Address] = ()
     ) -> list[ipaddress.IPv4Network]:
         taken = usage.taken() | set(also_taken)
-        free_blocks = [
-            block
-            for block in usage.cidr.subnets(new_prefix=PREFIX_LEN)
-            if not any(ip in taken for ip in block)
-        ]
+        shift = 32 - PREFIX_LEN
+        used_blocks = {int(ip) >> shift for ip in taken}
+        blocks = (
+            b
+            for b in usage.cidr.subnets(new_prefix=PREFIX_LEN)
+            if int(b.network_address) >> shift not in used_blocks
+        )
+        free_blocks = list(itertools.islice(blocks, count))
+        if len(free_blocks) < count:
+            free_blocks += list(blocks)  # only for the error's count
         if len(free_blocks) < count:
             raise Ec2Error(
                 "InsufficientCidrBlocks",

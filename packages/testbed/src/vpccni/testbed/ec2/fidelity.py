@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpccni.testbed.ec2 import xmlpatch
-from vpccni.testbed.ec2.addresses import AddressAllocator, SubnetUsage
+from vpccni.testbed.ec2.addresses import PREFIX_LEN, AddressAllocator, SubnetUsage, reserved_addresses
 from vpccni.testbed.ec2.backend import CARD_STRIDE, MotoBackend, split_index
 from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.instance_types import UnknownInstanceTypeError, limits_for
@@ -104,6 +104,20 @@ class FidelityLayer:
             ips=frozenset(self._backend.subnet_ips(subnet_id)),
             prefixes=frozenset(prefixes),
         )
+
+    def _available_counts(self) -> dict[str, int]:
+        """`SubnetUsage.available_count` of every subnet in one pass over the ENIs (the allocator never lets
+        an ENI's addresses, its prefixes and the reserved addresses overlap, so counting them is enough)."""
+        held: dict[str, int] = {}
+        prefixes = self._prefixes.all()
+        for eni_id, eni in list(self._backend.raw.enis.items()):
+            count = len(eni.private_ip_addresses) + (1 << (32 - PREFIX_LEN)) * len(prefixes.get(eni_id, ()))
+            held[eni.subnet.id] = held.get(eni.subnet.id, 0) + count
+        out = {}
+        for subnet_id in self._backend.subnet_ids():
+            cidr = self._backend.subnet_cidr(subnet_id)
+            out[subnet_id] = cidr.num_addresses - len(reserved_addresses(cidr)) - held.get(subnet_id, 0)
+        return out
 
     def attachment_slot(self, eni_id: str) -> tuple[int, int] | None:
         """(network card, device index) of an attached ENI, None when it is not attached."""
@@ -439,7 +453,6 @@ class FidelityLayer:
 
     def _describe_subnets(self, params: Params) -> Plan:
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
-            counts = {sid: self.usage(sid).available_count for sid in self._backend.subnet_ids()}
-            return xmlpatch.set_available_counts(body, counts), []
+            return xmlpatch.set_available_counts(body, self._available_counts()), []
 
         return Forward(params=params, finish=finish)

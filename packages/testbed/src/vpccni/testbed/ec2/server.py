@@ -109,7 +109,7 @@ class Ec2App:
             )
         )
         if code is None and action_category(action) == MUTATING:
-            events.append(StateChanged(action=action))
+            events.append(StateChanged(action=action, eni_id=params.get("NetworkInterfaceId", "")))
         if events:
             self._publish(events)
         log.debug("EC2 %s -> %s", action, code or "OK")
@@ -118,7 +118,7 @@ class Ec2App:
     def _handle(
         self, environ: dict[str, Any], action: str, params: dict[str, str]
     ) -> tuple[str, list[tuple[str, str]], bytes, list[Event]]:
-        if not self._throttle.admit(action):
+        if not self._throttle.admit(action, params):
             raise Ec2Error("RequestLimitExceeded", "Request limit exceeded.")
         delay = self._faults.latency(action)
         if delay:

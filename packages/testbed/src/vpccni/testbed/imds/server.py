@@ -63,8 +63,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _imds(self) -> ImdsServer | None:
+        """The instance this request is for (a gateway for many instances routes by path)."""
+        return self.server.imds
+
     def do_PUT(self) -> None:
-        if self.server.imds.outage is Outage.HTTP_503:
+        imds = self._imds()
+        if imds is None:
+            return self._reply(404, "Not Found")
+        if imds.outage is Outage.HTTP_503:
             return self._reply(503, "Service Unavailable")
         if self.path != "/latest/api/token":
             return self._reply(404, "Not Found")
@@ -74,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(400, "Bad Request: missing or invalid " + TTL_HEADER)
         if not 1 <= ttl <= MAX_TTL:
             return self._reply(400, f"Bad Request: {TTL_HEADER} must be 1..{MAX_TTL}")
-        token = self.server.imds.tokens.issue(ttl)
+        token = imds.tokens.issue(ttl)
         self.send_response(200)
         self.send_header(TTL_HEADER, str(ttl))
         self.send_header("Content-Type", "text/plain")
@@ -83,7 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(token.encode())
 
     def do_GET(self) -> None:
-        imds = self.server.imds
+        imds = self._imds()
+        if imds is None:
+            return self._reply(404, "Not Found")
         if imds.outage is Outage.HTTP_503:
             return self._reply(503, "Service Unavailable")
         if not imds.tokens.valid(self.headers.get(TOKEN_HEADER)):

@@ -1,0 +1,3 @@
+from vpccni.testbed.fleet.app import main
+
+raise SystemExit(main())

@@ -190,3 +190,51 @@ def test_create_tags_retries_transient_errors(ec2: FakeEC2) -> None:
     ec2.fail_next("CreateTags", "RequestLimitExceeded", 2)
     mgr.create_tags(eni.eni_id, {"a": "b"})
     assert _tags(ec2, eni.eni_id)["a"] == "b"
+
+
+def test_enis_allocated_at_once_get_distinct_device_indexes(ec2: FakeEC2) -> None:
+    mgr, _, clock = _node(ec2)
+    # DescribeInstances lists only the primary (index 0) until an attach lands: two allocations in flight
+    # must not both pick index 1.
+    first, second = mgr.free_device_index(0), mgr.free_device_index(0)
+    assert (first, second) == (1, 2)
+    mgr._release_device_index(0, first)  # that attach failed: its index is free again
+    assert mgr.free_device_index(0) == 1
+    clock.advance(61)  # holds lapse once DescribeInstances has had time to list the attachments
+    assert mgr.free_device_index(0) == 1
+
+
+def test_a_retried_attach_that_finds_the_eni_attached_here_is_done(ec2: FakeEC2) -> None:
+    class LostAnswer(FakeEC2):
+        """EC2 attached the ENI but the answer was lost; the SDK's retry finds it in use."""
+
+        def attach_network_interface(
+            self, *, eni_id: str, instance_id: str, device_index: int, network_card: int
+        ) -> str:
+            super().attach_network_interface(
+                eni_id=eni_id, instance_id=instance_id, device_index=device_index, network_card=network_card
+            )
+            raise self._fail("AttachNetworkInterface", "InvalidNetworkInterface.InUse", f"{eni_id} in use")
+
+    lost = LostAnswer()
+    mgr, subnet, _ = _node(lost)
+    eni = mgr.allocate_eni(subnet_ids=[subnet], security_groups=["sg-1"], ip_count=2)
+    raw = lost.enis[eni.eni_id]
+    assert raw["Attachment"]["InstanceId"] == mgr.instance_id and raw["Attachment"]["DeleteOnTermination"]
+    assert eni.attachment_id == raw["Attachment"]["AttachmentId"]
+    assert "DeleteNetworkInterface" not in lost.api_names()
+
+
+def test_describe_asks_ec2_for_this_node_s_enis_with_a_filter(ec2: FakeEC2) -> None:
+    mgr, subnet, _ = _node(ec2)
+    mine = mgr.allocate_eni(subnet_ids=[subnet], security_groups=["sg-1"], ip_count=1)
+    other = EniManager(ec2, instance_id=ec2.launch_instance("m5.large", subnet), clock=FakeClock())
+    theirs = other.allocate_eni(subnet_ids=[subnet], security_groups=["sg-1"], ip_count=1)
+    found = mgr.describe_enis([mine.eni_id, theirs.eni_id, "eni-0gone"])
+    assert list(found) == [mine.eni_id]  # attached elsewhere, or unknown: left out
+    params = [p for api, p in ec2.calls if api == "DescribeNetworkInterfaces"][-1]
+    # Filtered (EC2's larger request bucket), never an id list (the smaller, unfiltered one).
+    assert params["NetworkInterfaceIds"] == [] and {f["Name"] for f in params["Filters"]} == {
+        "attachment.instance-id",
+        "network-interface-id",
+    }

@@ -80,22 +80,24 @@ def test_sweep_deletes_only_eligible_enis() -> None:
     assert foreign_desc in ec2.enis and other_cluster in ec2.enis
 
 
-def test_sweeper_thread_waits_jitter_then_hourly_and_stops() -> None:
+def test_sweeper_thread_spreads_the_first_sweep_over_an_interval_then_sweeps_about_hourly() -> None:
     ec2 = FakeEC2()
     subnet = ec2.add_subnet("10.0.0.0/24")
     me = ec2.launch_instance("m5.large", subnet)
     clock = FakeClock(start=T0)
     mgr = EniManager(ec2, instance_id=me, clock=clock)
     sweeper = LeakSweeper(ec2, mgr, vpc_id=ec2.vpc_id, clock=clock, rng=random.Random(7))
-    expected_jitter = random.Random(7).uniform(0, 300)
+    expected = random.Random(7)
+    expected_first, expected_next = expected.uniform(0, 3600), 3600 + expected.uniform(-300, 300)
     sweeper.start()
     deadline = time.monotonic() + 5
     while ec2.api_names().count("DescribeNetworkInterfaces") < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     sweeper.stop()
     assert ec2.api_names().count("DescribeNetworkInterfaces") >= 2
-    assert clock.sleeps[0] == expected_jitter and 0 <= clock.sleeps[0] <= 300
-    assert clock.sleeps[1] == 3600.0
+    # Nodes that start together sweep anywhere within the first hour (upstream: within 5 minutes).
+    assert clock.sleeps[0] == expected_first and 0 <= clock.sleeps[0] <= 3600
+    assert clock.sleeps[1] == expected_next and 3300 <= clock.sleeps[1] <= 3900
     count = len(ec2.calls)
     time.sleep(0.05)
     assert len(ec2.calls) == count  # stopped: no more sweeps
@@ -189,3 +191,14 @@ def test_wait_for_eni_in_imds_gives_up_with_a_stale_error() -> None:
         wait_for_eni_in_imds(
             InstanceMetadata(imds), eni_id="eni-9", mac="02:00:00:00:00:09", clock=FakeClock()
         )
+
+
+def test_first_sweeps_of_nodes_started_together_spread_over_the_interval() -> None:
+    ec2 = FakeEC2()
+    mgr = EniManager(ec2, instance_id="i-1", clock=FakeClock())
+    firsts = [
+        LeakSweeper(ec2, mgr, vpc_id="vpc-1", rng=random.Random(seed)).first_delay() for seed in range(200)
+    ]
+    assert max(firsts) <= 3600 and sum(1 for f in firsts if f > 1800) > 50  # not bunched at the start
+    upstream = LeakSweeper(ec2, mgr, vpc_id="vpc-1", first_delay_max_s=300, rng=random.Random(1))
+    assert upstream.first_delay() <= 300

@@ -171,7 +171,8 @@ class Boto3EC2Api:
         return list(out.get("InstanceTypes", []))
 
     def describe_instance(self, instance_id: str) -> dict[str, Any]:
-        out = self._call("DescribeInstances", InstanceIds=[instance_id])
+        # A filter, not InstanceIds: EC2 meters unfiltered DescribeInstances against a bucket half the size.
+        out = self._call("DescribeInstances", Filters=[{"Name": "instance-id", "Values": [instance_id]}])
         for reservation in out.get("Reservations", []):
             for instance in reservation.get("Instances", []):
                 return dict(instance)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 MAX_DEVICE_INDEX = 100  # EC2 device indexes 0..99 per network card
 DEFAULT_FREE_WAIT_S = 2.0  # detach takes 2-3 s before EC2 allows the delete
-_ENI_ID_RE = re.compile(r"eni-[0-9a-zA-Z]+")
+# A device index just attached stays reserved this long: DescribeInstances is eventually consistent and may
+# not list the new attachment at once, and another ENI of this node may be attaching meanwhile.
+DEVICE_INDEX_HOLD_S = 60.0
+IN_USE_CODE = "InvalidNetworkInterface.InUse"
 
 
 def _transient(exc: Exception) -> bool:
@@ -80,6 +83,8 @@ class EniManager:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.free_wait_s = free_wait_s
+        self._indexes_lock = threading.Lock()
+        self._held: dict[tuple[int, int], float] = {}  # (card, device index) -> held until (monotonic)
 
     def _retry(self, call: Callable[[], None], policy: Backoff, what: str) -> None:
         """Upstream's app-level back-off; permission and not-found errors are final."""
@@ -131,20 +136,17 @@ class EniManager:
                 subnet_id=last_exhausted.subnet_id or exhausted[-1], subnet_ids=tuple(exhausted),
             )  # fmt: skip
         eni = eni_from_ec2(created)
+        device_index = -1
         try:
             device_index = self.free_device_index(network_card)
-            attachment_id = self._ec2.attach_network_interface(
-                eni_id=eni.eni_id,
-                instance_id=self.instance_id,
-                device_index=device_index,
-                network_card=network_card,
-            )
+            attachment_id = self._attach(eni.eni_id, device_index, network_card)
             self._ec2.modify_network_interface_attribute(
                 NetworkInterfaceId=eni.eni_id,
                 Attachment={"AttachmentId": attachment_id, "DeleteOnTermination": True},
             )
         except Exception:
             log.warning("attaching new ENI %s failed; deleting it so it does not leak", eni.eni_id)
+            self._release_device_index(network_card, device_index)
             self._cleanup_failed(eni.eni_id)
             raise
         log.info(
@@ -194,6 +196,34 @@ class EniManager:
             params["ConnectionTrackingSpecification"] = dict(connection_tracking)
         return self._ec2.create_network_interface(**params)
 
+    def _attach(self, eni_id: str, device_index: int, network_card: int) -> str:
+        """AttachNetworkInterface; the attachment id.
+
+        When the answer to an attach EC2 carried out was lost (a timeout, then the SDK's retry), the retry
+        finds the ENI in use: in use by this instance at this index is the attach asked for, not a failure.
+        """
+        try:
+            return self._ec2.attach_network_interface(
+                eni_id=eni_id,
+                instance_id=self.instance_id,
+                device_index=device_index,
+                network_card=network_card,
+            )
+        except Ec2Error as exc:
+            if exc.code != IN_USE_CODE:
+                raise
+            found = self._ec2.describe_network_interfaces(
+                filters=[{"Name": "network-interface-id", "Values": [eni_id]}]
+            )
+            attachment = (found[0].get("Attachment") or {}) if found else {}
+            if (
+                attachment.get("InstanceId") != self.instance_id
+                or attachment.get("DeviceIndex") != device_index
+            ):
+                raise
+            log.info("ENI %s is attached at device %d already (a retried attach)", eni_id, device_index)
+            return str(attachment["AttachmentId"])
+
     def _cleanup_failed(self, eni_id: str) -> None:
         try:
             self.free_eni(eni_id)
@@ -203,31 +233,41 @@ class EniManager:
             )
 
     def free_device_index(self, network_card: int = 0) -> int:
-        """The lowest device index not used on ``network_card`` (from DescribeInstances)."""
+        """The lowest device index on ``network_card`` that DescribeInstances does not list and no other
+        allocation of this node holds; it is held for this one (released by `_release_device_index`, or
+        after `DEVICE_INDEX_HOLD_S`), so ENIs attached at once get distinct indexes."""
         instance = self._ec2.describe_instance(self.instance_id)
         used = set()
         for iface in instance.get("NetworkInterfaces", []):
             att = iface.get("Attachment") or {}
             if int(att.get("NetworkCardIndex", 0) or 0) == network_card and "DeviceIndex" in att:
                 used.add(int(att["DeviceIndex"]))
-        for index in range(MAX_DEVICE_INDEX):
-            if index not in used:
-                return index
+        now = self._clock.monotonic()
+        with self._indexes_lock:
+            self._held = {key: until for key, until in self._held.items() if until > now}
+            used |= {index for card, index in self._held if card == network_card}
+            for index in range(MAX_DEVICE_INDEX):
+                if index not in used:
+                    self._held[(network_card, index)] = now + DEVICE_INDEX_HOLD_S
+                    return index
         raise AttachmentLimitExceededError(
             f"no free device index on network card {network_card} of {self.instance_id}",
             api="AttachNetworkInterface",
             code="AttachmentLimitExceeded",
         )
 
+    def _release_device_index(self, network_card: int, device_index: int) -> None:
+        with self._indexes_lock:
+            self._held.pop((network_card, device_index), None)
+
     # ---- free ------------------------------------------------------------------------------------
     def free_eni(self, eni_id: str) -> None:
         """Detach (back-off), wait ``free_wait_s``, delete (back-off). A missing ENI counts as freed."""
-        try:
-            found = self._ec2.describe_network_interfaces(eni_ids=[eni_id])
-        except EniNotFoundError:
-            log.info("ENI %s is already gone", eni_id)
-            return
+        found = self._ec2.describe_network_interfaces(
+            filters=[{"Name": "network-interface-id", "Values": [eni_id]}]
+        )
         if not found:
+            log.info("ENI %s is already gone", eni_id)
             return
         attachment_id = (found[0].get("Attachment") or {}).get("AttachmentId")
         if attachment_id:
@@ -287,40 +327,22 @@ class EniManager:
 
     # ---- describe and tag ------------------------------------------------------------------------
     def describe_enis(self, eni_ids: Sequence[str]) -> dict[str, Ec2Eni]:
-        """EC2's view of the ENIs; ids EC2 reports as NotFound (stale IMDS) are dropped, not raised."""
-        wanted = list(dict.fromkeys(eni_ids))
-        found: dict[str, Ec2Eni] = {}
-        for _ in range(12):
-            if not wanted:
-                return found
-            try:
-                raw = self._ec2.describe_network_interfaces(eni_ids=wanted)
-            except EniNotFoundError as exc:
-                missing = set(_ENI_ID_RE.findall(str(exc))) & set(wanted)
-                if not missing:
-                    return found | self._describe_one_by_one(wanted)
-                log.warning("EC2 does not know ENIs %s (stale IMDS?); ignoring them", sorted(missing))
-                wanted = [e for e in wanted if e not in missing]
-                continue
-            for item in raw:
-                eni = eni_from_ec2(item)
-                found[eni.eni_id] = eni
-            return found
-        raise Ec2Error(
-            f"DescribeNetworkInterfaces kept reporting unknown ENIs among {wanted}; retry later",
-            api="DescribeNetworkInterfaces",
-            code="InvalidNetworkInterfaceID.NotFound",
-        )
+        """EC2's view of those of these ENIs that are attached to this instance (ids EC2 does not know, or
+        that are attached elsewhere, are left out: IMDS was stale).
 
-    def _describe_one_by_one(self, eni_ids: Sequence[str]) -> dict[str, Ec2Eni]:
-        found: dict[str, Ec2Eni] = {}
-        for eni_id in eni_ids:
-            try:
-                for item in self._ec2.describe_network_interfaces(eni_ids=[eni_id]):
-                    found[eni_id] = eni_from_ec2(item)
-            except EniNotFoundError:
-                log.warning("EC2 does not know ENI %s (stale IMDS?); ignoring it", eni_id)
-        return found
+        One query filtered to this instance: filtered queries draw on EC2's larger request bucket (an
+        id-list query without a filter draws on the small one), and the answer is this node's alone."""
+        wanted = list(dict.fromkeys(eni_ids))
+        if not wanted:
+            return {}
+        raw = self._ec2.describe_network_interfaces(
+            filters=[
+                {"Name": "attachment.instance-id", "Values": [self.instance_id]},
+                {"Name": "network-interface-id", "Values": wanted},
+            ]
+        )
+        found = (eni_from_ec2(item) for item in raw)
+        return {eni.eni_id: eni for eni in found}
 
     def ensure_tags(self, eni_id: str, current: Mapping[str, str]) -> dict[str, str]:
         """CreateTags for managed tags missing from or different in ``current``; returns what was set."""

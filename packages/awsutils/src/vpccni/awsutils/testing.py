@@ -522,5 +522,13 @@ def _matches(eni: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
         return any(v in tags for v in values)
     if name.startswith("tag:"):
         return tags.get(name[4:]) in values
-    field_of = {"status": "Status", "vpc-id": "VpcId", "subnet-id": "SubnetId", "description": "Description"}
+    if name == "attachment.instance-id":
+        return str((eni.get("Attachment") or {}).get("InstanceId", "")) in values
+    field_of = {
+        "status": "Status",
+        "vpc-id": "VpcId",
+        "subnet-id": "SubnetId",
+        "description": "Description",
+        "network-interface-id": "NetworkInterfaceId",
+    }
     return str(eni.get(field_of.get(name, name), "")) in values

@@ -10,7 +10,6 @@ from vpccni.awsutils.eni import EniManager
 from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.testing import FakeClock, FakeEC2, FakeImds
 from vpccni.ipamd.adapters.aws import (
-    IMDS_ERROR_CODE,
     Ec2CloudPort,
     ImdsMetadataPort,
     SubnetCidrs,
@@ -58,11 +57,9 @@ class Node:
         self.subnets = SubnetCidrs(subnet_cidr_lookup(self.ec2))
         self.cloud = Ec2CloudPort(
             enis=EniManager(self.ec2, instance_id=self.instance_id, clock=self.clock),
-            metadata=self.metadata,
             subnets=self.subnets,
             candidate_subnets=lambda: [self.subnet_id],
             security_groups=lambda: ["sg-1"],
-            clock=self.clock,
         )
         self.metadata_port = ImdsMetadataPort(self.metadata, subnets=self.subnets)
 
@@ -72,7 +69,7 @@ def node() -> Node:
     return Node()
 
 
-def test_allocate_eni_returns_ec2_addresses_once_imds_lists_it(node: Node) -> None:
+def test_allocate_eni_returns_ec2_s_addresses_once_attached(node: Node) -> None:
     eni = node.cloud.allocate_eni(EniRequest(ips=3))
     assert eni.device_number == 1
     assert len(eni.secondary_ips) == 3 and eni.primary_ip not in eni.secondary_ips
@@ -82,12 +79,16 @@ def test_allocate_eni_returns_ec2_addresses_once_imds_lists_it(node: Node) -> No
     assert {e.eni_id for e in node.metadata_port.attached_enis()} == {eni.eni_id, *_primary(node)}
 
 
-def test_allocate_eni_fails_with_imds_code_when_imds_never_shows_it(node: Node) -> None:
+def test_allocate_eni_does_not_wait_for_a_lagging_imds(node: Node) -> None:
     node.metadata.primary_mac()
     node.imds.frozen = True  # IMDS keeps answering with the state before the ENI existed
-    with pytest.raises(CloudError) as err:
-        node.cloud.allocate_eni(EniRequest(ips=2))
-    assert err.value.code == IMDS_ERROR_CODE
+    eni = node.cloud.allocate_eni(EniRequest(ips=2))
+    # EC2's answer is what counts: its addresses, and the subnet's CIDR for the host setup
+    assert eni.secondary_ips == {
+        IPv4Address(a["PrivateIpAddress"]) for a in node.ec2.enis[eni.eni_id]["PrivateIpAddresses"][1:]
+    }
+    assert eni.subnet_cidr == IPv4Network("10.0.1.0/24")
+    assert eni.eni_id not in {e.eni_id for e in node.metadata_port.attached_enis()}  # IMDS still lags
 
 
 def test_describe_enis_is_ec2_truth_for_this_instance_only(node: Node) -> None:

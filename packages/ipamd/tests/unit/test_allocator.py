@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -26,6 +29,17 @@ class Pool:
         self.wakes = 0
         self.low_checks: list[PoolSnapshot] = []
         self.grow_with: list[IPv4Network] = []
+        self.waiting_now = 0
+        self.most_waiting = 0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self.waiting_now += 1
+        self.most_waiting = max(self.most_waiting, self.waiting_now)
+        try:
+            yield
+        finally:
+            self.waiting_now -= 1
 
     def wake(self) -> None:
         self.wakes += 1
@@ -97,6 +111,26 @@ def test_empty_pool_waits_while_growing() -> None:
     pool.grow_with = [IPv4Network("10.0.0.30/32")]
     got = add(alloc, 2, timeout_s=10)
     assert got.ipv4 == IPv4Address("10.0.0.30")
+    # while it waited the pool counted it, so it grew for it, not only for its warm target
+    assert pool.most_waiting == 1 and pool.waiting_now == 0
+
+
+def test_adds_waiting_together_are_all_counted_as_demand() -> None:
+    alloc, pool, _, _ = setup(cidrs=1, status=PoolStatus(state=GrowthState.GROWING))
+    add(alloc, 1)
+    waiters = [threading.Thread(target=lambda n=n: add(alloc, n, timeout_s=5)) for n in range(2, 5)]
+    for t in waiters:
+        t.start()
+    deadline = time.monotonic() + 5
+    while pool.waiting_now < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.waiting_now == 3
+    pool.grow_with = [IPv4Network(f"10.0.0.{30 + n}/32") for n in range(3)]
+    for _ in range(3):
+        pool.wake()
+    for t in waiters:
+        t.join(10)
+    assert pool.waiting_now == 0
 
 
 def test_empty_pool_fails_fast_with_the_reason_when_it_cannot_grow_now() -> None:
@@ -145,7 +179,7 @@ def test_growing_pool_that_never_delivers_times_out_retryable() -> None:
 
 def test_waits_for_an_address_leaving_cooldown() -> None:
     status = PoolStatus(state=GrowthState.AT_MAX_PODS)
-    alloc, _, _, clock = setup(cidrs=1, status=status, cooldown=30)
+    alloc, pool, _, clock = setup(cidrs=1, status=status, cooldown=30)
     add(alloc, 1)
     alloc.release(network="aws-cni", container_id="c1", ifname="eth0")
     with pytest.raises(NoAddressError, match="cooldown"):  # 30 s away, beyond the timeout
@@ -157,6 +191,7 @@ def test_waits_for_an_address_leaving_cooldown() -> None:
     threading.Timer(0.05, lambda: clock.advance(1)).start()
     t.join(10)
     assert got and got[0].ipv4 == IPv4Address("10.0.0.21")
+    assert pool.most_waiting == 0  # waiting for cooldown is not a reason to grow the pool (as upstream)
 
 
 def test_not_ready_until_marked() -> None:

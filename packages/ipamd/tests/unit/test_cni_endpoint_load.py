@@ -260,3 +260,23 @@ def test_stop_is_bounded_with_idle_clients_waiting_requests_and_a_stuck_one(worl
     assert not os.path.exists(settings.socket_path)
     network.gate.set()
     stuck.join(10)
+
+
+def test_adds_queued_for_a_busy_worker_are_reported_as_demand(world) -> None:
+    _, network, service, tmp_path, netns = world
+    queued: list[int] = []
+    settings = _settings(tmp_path, workers=1)
+    with CniEndpoint(service=service, settings=settings, on_add_queued=queued.append) as endpoint:
+        first, _ = _in_thread(_add, endpoint.socket_path, netns, "busy")
+        assert network.entered.wait(10)
+        waiting = [_in_thread(_add, endpoint.socket_path, netns, f"q{n}")[0] for n in range(3)]
+        deadline = time.monotonic() + 10
+        while endpoint.queued < 3:
+            assert time.monotonic() < deadline, "the ADDs never reached the queue"
+            time.sleep(0.02)
+        # the worker holds one ADD, three wait for it: the pool hears of all four (it grows for them)
+        assert sum(queued) == 3 and queued.count(1) == 4
+        network.gate.set()
+        for thread in (first, *waiting):
+            thread.join(10)
+    assert sum(queued) == 0 and queued.count(-1) == 4

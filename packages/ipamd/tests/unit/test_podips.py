@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
@@ -28,6 +29,9 @@ class Pool:
 
     def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
         return False
+
+    def waiting(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -12,8 +13,9 @@ import pytest
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers
 from vpccni.ipamd.pool.status import GrowthState
-from vpccni.ipamd.pool.testing import FakeNode
-from vpccni.ipamd.ports import CloudError
+from vpccni.ipamd.pool.testing import FakeCloud, FakeNode
+from vpccni.ipamd.pool.throttle_backoff import ThrottleBackoff
+from vpccni.ipamd.ports import CloudError, EniDescription, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 
 T3_SMALL = {"max_enis": 3, "max_ips_per_eni": 3, "max_pods": 11}
@@ -73,7 +75,8 @@ def test_a_fresh_node_fills_the_primary_eni() -> None:
 def test_warm_and_minimum_targets_are_reached_in_one_wake_up() -> None:
     node = make_node(PoolConfig(**T3_SMALL, warm_ip_target=2, minimum_ip_target=5))
     node.manager.update_pool()
-    assert node.cloud.calls == ["assign_ips", "allocate_eni"]
+    # One plan: the new ENI starts attaching while the primary's addresses are assigned.
+    assert sorted(node.cloud.calls) == ["allocate_eni", "assign_ips"]
     assert len(node.store_cidrs()) == 5
     new_eni = (node.store.eni_ids() - {node.primary.eni_id}).pop()
     assert node.network.set_up == {new_eni}
@@ -152,12 +155,40 @@ def test_custom_networking_with_its_subnet_full_waits_without_calling_ec2() -> N
     assert node.cloud.calls == calls
 
 
-def test_throttling_is_reported_and_retried_next_iteration() -> None:
+def test_throttling_backs_off_with_jitter_and_serves_waiting_pods_before_warm_targets() -> None:
     node = make_node()
-    node.cloud.fail("assign_ips", CloudError("slow down", code="RequestLimitExceeded"))
+    node.manager.update_pool()
+    for _ in range(2):
+        node.store.assign_pod()  # 1 address left: below WARM_ENI_TARGET's 3
+    node.cloud.fail("allocate_eni", CloudError("slow down", code="RequestLimitExceeded"))
     status = node.manager.update_pool()
     assert status.state is GrowthState.THROTTLED and status.may_grow_soon
-    assert node.manager.update_pool().state is GrowthState.OK
+    assert status.retry_after_s is not None and 0 <= status.retry_after_s <= 1.0  # full jitter up to 1 s
+    calls = list(node.cloud.calls)
+    assert node.manager.update_pool().state is GrowthState.THROTTLED  # woken again at once: no retry
+    node.clock.advance(1.0)
+    status = node.manager.update_pool()
+    assert status.state is GrowthState.THROTTLED and "warm targets wait" in status.message
+    assert node.cloud.calls == calls
+    node.store.assign_pod()
+    with node.manager.waiting():  # a pod waits for an address: it is served now
+        node.manager.update_pool()
+    assert node.cloud.calls == [*calls, "allocate_eni"] and len(node.store_cidrs()) == 6
+    node.clock.advance(30)
+    node.store.assign_pod()
+    assert node.manager.update_pool().state is GrowthState.OK  # the warm target again after the quiet
+    assert len(node.store_cidrs()) == 9
+
+
+def test_throttles_in_a_row_double_the_back_off_and_success_forgets_them() -> None:
+    draws = iter([1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.25, 1.0])
+    backoff = ThrottleBackoff(first_s=1.0, max_s=30.0, jitter=lambda: next(draws))
+    waits = [backoff.throttled(100.0) for _ in range(7)]
+    assert waits == [1.0, 2.0, 2.0, 8.0, 16.0, 30.0, 7.5]  # full jitter of 1, 2, 4, ... up to 30 s
+    assert backoff.resting_for(100.0) == 30.0 and backoff.recent(129.0, 30.0)
+    backoff.succeeded()
+    assert backoff.throttled(200.0) == 1.0  # a success forgets the streak
+    assert not backoff.recent(231.0, 30.0)
 
 
 def test_a_failed_assignment_is_retried_with_one_address() -> None:
@@ -356,3 +387,73 @@ def test_concurrent_allocations_and_the_running_loop_keep_ec2_and_the_datastore_
     assert len(got) == 25 and len(set(got)) == 25
     assert node.store_cidrs() == node.ec2_cidrs()
     assert set(got) <= {c.network_address for c in node.ec2_cidrs()}
+
+
+class GatedCloud:
+    """The fake EC2 behind a gate: allocations wait for `opened`, and the most in flight at once is kept."""
+
+    def __init__(self, cloud: FakeCloud) -> None:
+        self._cloud = cloud
+        self.opened = threading.Event()
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def allocate_eni(self, request: EniRequest) -> EniDescription:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            assert self.opened.wait(10), "the test never opened the gate"
+            return self._cloud.allocate_eni(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cloud, name)
+
+
+def test_adds_waiting_for_addresses_start_every_eni_they_need_at_once() -> None:
+    fake = FakeNode.create(max_enis=6, ipv4_per_eni=4)
+    gated = GatedCloud(fake.cloud)
+    manager = PoolManager(
+        config=PoolConfig(max_enis=6, max_ips_per_eni=3, max_pods=30),
+        store=fake.store, cloud=gated, network=fake.network, cooldown=fake.cooldown, clock=fake.clock,
+        reconciler=fake.make_reconciler(),
+    )  # fmt: skip
+    manager.update_pool()
+    for _ in range(3):
+        assert fake.store.assign_pod() is not None  # the primary's 3 addresses are taken
+    with contextlib.ExitStack() as waiting:
+        for _ in range(7):
+            waiting.enter_context(manager.waiting())
+        assert manager.update_pool(wait=False).state is GrowthState.GROWING
+        deadline = time.monotonic() + 5
+        while gated.in_flight < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # 7 waiting pods and WARM_ENI_TARGET's 3 free addresses: 4 ENIs of 3, all attaching at once
+        assert gated.in_flight == 4
+        manager.update_pool(wait=False)  # woken again meanwhile: nothing is started twice
+        time.sleep(0.05)
+        assert gated.in_flight == 4 and fake.cloud.calls.count("allocate_eni") == 0
+        gated.opened.set()
+        manager.update_pool()  # waits for what is in flight
+    assert gated.most_in_flight == 4 and fake.cloud.calls.count("allocate_eni") == 4
+    assert len(fake.store.eni_ids()) == 5 and fake.network.set_up == fake.store.eni_ids() - {
+        fake.primary.eni_id
+    }
+    assert fake.store_cidrs() == fake.ec2_cidrs()
+
+
+def test_queued_adds_are_demand_too() -> None:
+    node = make_node()
+    node.manager.update_pool()
+    for _ in range(3):
+        node.store.assign_pod()
+    node.manager.queued_adds(3)  # the CNI endpoint holds 3 ADDs for its busy workers
+    node.manager.update_pool()
+    assert node.cloud.calls.count("allocate_eni") == 2  # 3 pods and WARM_ENI_TARGET's 3 addresses
+    node.manager.queued_adds(-3)
+    node.manager.update_pool()
+    assert node.cloud.calls.count("allocate_eni") == 2

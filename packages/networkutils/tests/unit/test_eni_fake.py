@@ -63,7 +63,14 @@ def test_waits_for_link_to_appear(host: FakeNamespace) -> None:
     host.link_appears_after[MAC] = 2
     sleeps: list[float] = []
     setup_eni_network(host, ENI, retry=LinkRetry(attempts=5, interval_s=3.0, sleep=sleeps.append))
-    assert sleeps == [3.0, 3.0]
+    assert sleeps == [0.05, 0.1]  # looks again soon: the link is used as soon as it is there
+
+
+def test_link_polling_keeps_upstream_s_total_wait() -> None:
+    delays = LinkRetry(attempts=5, interval_s=3.0).delays()
+    assert delays[:4] == [0.05, 0.1, 0.2, 0.4] and max(delays) == 3.0 and sum(delays) == 12.0
+    assert LinkRetry(attempts=1).delays() == []  # one look, no wait
+    assert LinkRetry(attempts=3, interval_s=0.2, first_interval_s=0).delays() == [0.2, 0.2]
 
 
 def test_missing_link_error_says_what_to_check(host: FakeNamespace) -> None:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -77,6 +78,10 @@ class PoolSignals(Protocol):
     def wake(self) -> None: ...
 
     def wake_if_low(self, snapshot: PoolSnapshot) -> bool: ...
+
+    def waiting(self) -> AbstractContextManager[None]:
+        """Held while an ADD waits for the pool to grow: the pool grows for the ADDs waiting."""
+        ...
 
 
 class AllocationListener(Protocol):
@@ -215,35 +220,40 @@ class Allocator:
         wait_s = self._default_timeout_s if timeout_s is None else timeout_s
         deadline = self._clock.monotonic() + wait_s
         waited = False
-        while True:
-            try:
-                got = take()
-            except NoAddressAvailable as exc:
-                self._pool.wake()  # don't wait for the pool's next tick
-                status = self._pool.status
-                remaining = deadline - self._clock.monotonic()
-                cooling_soon = exc.counts.next_free_in_s is not None and exc.counts.next_free_in_s < remaining
-                if remaining > 0 and (status.may_grow_soon or cooling_soon):
-                    if not waited:
-                        _log.info(
-                            "pool empty for %s/%s: waiting up to %.1fs (%s)",
-                            meta.namespace,
-                            meta.name,
-                            remaining,
-                            status.message,
-                        )
-                        waited = True
-                    self._ds.wait_for_change(min(remaining, _STATUS_POLL_S))
-                    continue
-                if self._metrics is not None:
-                    self._metrics.no_available_ip_addresses.inc()
-                raise self._no_address(
-                    exc, status, meta.namespace, meta.name, waited_s=wait_s if waited else 0.0
-                ) from exc
-            snapshot = self._ds.snapshot()
-            self._pool.wake_if_low(snapshot)
-            self._refresh_gauges(snapshot, got)
-            return got
+        with ExitStack() as demand:
+            while True:
+                try:
+                    got = take()
+                except NoAddressAvailable as exc:
+                    self._pool.wake()  # don't wait for the pool's next tick
+                    status = self._pool.status
+                    remaining = deadline - self._clock.monotonic()
+                    cooling_soon = (
+                        exc.counts.next_free_in_s is not None and exc.counts.next_free_in_s < remaining
+                    )
+                    if remaining > 0 and (status.may_grow_soon or cooling_soon):
+                        if not waited:
+                            _log.info(
+                                "pool empty for %s/%s: waiting up to %.1fs (%s)",
+                                meta.namespace,
+                                meta.name,
+                                remaining,
+                                status.message,
+                            )
+                            waited = True
+                            if not cooling_soon:  # an address leaving cooldown serves it: no growth for it
+                                demand.enter_context(self._pool.waiting())
+                        self._ds.wait_for_change(min(remaining, _STATUS_POLL_S))
+                        continue
+                    if self._metrics is not None:
+                        self._metrics.no_available_ip_addresses.inc()
+                    raise self._no_address(
+                        exc, status, meta.namespace, meta.name, waited_s=wait_s if waited else 0.0
+                    ) from exc
+                snapshot = self._ds.snapshot()
+                self._pool.wake_if_low(snapshot)
+                self._refresh_gauges(snapshot, got)
+                return got
 
     def release(
         self,

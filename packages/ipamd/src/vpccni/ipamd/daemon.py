@@ -568,6 +568,7 @@ class Daemon:
             settings=EndpointSettings(
                 socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)
             ),
+            on_add_queued=self.pool.queued_adds if self.pool is not None else lambda delta: None,
         )
         try:
             endpoint.start()

@@ -34,11 +34,24 @@ class EniNetwork:
 
 @dataclass(frozen=True, kw_only=True)
 class LinkRetry:
-    """How long to wait for an attached ENI to show up as a link (upstream: 5 tries, 3 s apart)."""
+    """How long to wait for an attached ENI to show up as a link: as long as upstream's 5 tries 3 s apart,
+    but looking again after `first_interval_s`, doubling up to `interval_s` (a link that shows up 0.1 s after
+    the attach is used then, not 3 s later; ipamd serves a new ENI's addresses once its link is set up)."""
 
     attempts: int = 5
     interval_s: float = 3.0
+    first_interval_s: float = 0.05
     sleep: Callable[[float], None] = time.sleep
+
+    def delays(self) -> list[float]:
+        """The waits between looks: they add up to (attempts - 1) x interval_s."""
+        budget = max(0, self.attempts - 1) * self.interval_s
+        out: list[float] = []
+        delay = min(self.first_interval_s, self.interval_s) if self.first_interval_s > 0 else self.interval_s
+        while sum(out) < budget:
+            out.append(min(delay, budget - sum(out)))
+            delay = min(delay * 2, self.interval_s)
+        return out
 
 
 DEFAULT_LINK_RETRY = LinkRetry()
@@ -54,14 +67,15 @@ class EniNotFoundError(LookupError):
 def find_link_by_mac(netlink: Netlink, mac: str, retry: LinkRetry = DEFAULT_LINK_RETRY) -> Link:
     """The link whose MAC is `mac`, waiting for a freshly attached ENI to appear."""
     wanted = mac.lower()
-    for attempt in range(1, retry.attempts + 1):
+    delays = retry.delays()
+    for delay in [*delays, None]:
         for link in netlink.links():
             if link.mac == wanted:
                 return link
-        if attempt < retry.attempts:
-            retry.sleep(retry.interval_s)
+        if delay is not None:
+            retry.sleep(delay)
     raise EniNotFoundError(
-        f"no network interface with MAC {mac} after {retry.attempts} attempts; check that the ENI is "
+        f"no network interface with MAC {mac} after {sum(delays):.0f} s; check that the ENI is "
         "attached and that the OS has brought up its device"
     )
 

@@ -1,9 +1,10 @@
 """awsutils behind ipamd's `CloudPort` and `MetadataPort`.
 
 Every awsutils error leaves as a `CloudError` carrying EC2's code, so the pool manager branches on codes
-(subnet exhausted, throttled, address limit) and never on awsutils' types. A new ENI is returned only once
-IMDS lists it with its addresses (upstream's WaitForENIAndIPsAttached): the host network setup and the
-reconciler both read IMDS right after.
+(subnet exhausted, throttled, address limit) and never on awsutils' types. A new ENI is returned as soon as
+EC2 has attached it, with the addresses EC2's answer gave it: upstream then polls IMDS until the ENI shows
+(WaitForENIAndIPsAttached, a second or more of IMDS lag per ENI), but nothing after needs IMDS: the host
+setup waits for the ENI's link by MAC, and the reconciler asks EC2 when IMDS lags behind the datastore.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Network
 
-from vpccni.awsutils.clock import Clock
 from vpccni.awsutils.ec2api import EC2Api
 from vpccni.awsutils.eni import EniManager
 from vpccni.awsutils.errors import AwsUtilsError, Ec2Error, ImdsError, SubnetExhaustedError
 from vpccni.awsutils.imds import InstanceMetadata
-from vpccni.awsutils.inventory import wait_for_eni_in_imds
 from vpccni.awsutils.models import Ec2Eni, EniMetadata
 from vpccni.ipamd.ports import NO_USABLE_SUBNET_CODE, CloudError, EniAddresses, EniDescription, EniRequest
 
@@ -118,18 +117,14 @@ class Ec2CloudPort:
         self,
         *,
         enis: EniManager,
-        metadata: InstanceMetadata,
         subnets: SubnetCidrs,
         candidate_subnets: Callable[[], Sequence[str]],
         security_groups: Callable[[], Sequence[str]],
-        clock: Clock,
     ) -> None:
         self._enis = enis
-        self._metadata = metadata
         self._subnets = subnets
         self._candidate_subnets = candidate_subnets
         self._security_groups = security_groups
-        self._clock = clock
 
     @property
     def instance_id(self) -> str:
@@ -155,17 +150,7 @@ class Ec2CloudPort:
             )
             if allocated.primary_ipv4 is None:
                 raise CloudError(f"new ENI {allocated.eni_id} has no primary IPv4", code=AWS_ERROR_CODE)
-            # The node only sees the ENI once IMDS lists it; the host setup and the reconciler read IMDS.
-            seen = wait_for_eni_in_imds(
-                self._metadata,
-                eni_id=allocated.eni_id,
-                mac=allocated.mac,
-                clock=self._clock,
-                need_addresses=bool(request.ips or request.prefixes),
-            )
-        if seen.subnet_ipv4_cidr is not None:
-            self._subnets.remember(allocated.subnet_id, seen.subnet_ipv4_cidr)
-        # Addresses from EC2's answer, not IMDS: IMDS may still list only some of them.
+        # Addresses from EC2's answer: only what EC2 assigned is ever handed out.
         return EniDescription(
             eni_id=allocated.eni_id,
             mac=allocated.mac,
@@ -175,7 +160,7 @@ class Ec2CloudPort:
             secondary_ips=frozenset(allocated.secondary_ipv4s),
             prefixes=frozenset(allocated.ipv4_prefixes),
             subnet_id=allocated.subnet_id,
-            subnet_cidr=seen.subnet_ipv4_cidr or self._subnet_cidr(allocated.subnet_id),
+            subnet_cidr=self._subnet_cidr(allocated.subnet_id),
         )
 
     def assign_ips(self, eni_id: str, count: int) -> tuple[IPv4Address, ...]:

@@ -41,11 +41,9 @@ class NodeAdapters:
             metadata=ImdsMetadataPort(aws.metadata, subnets=subnets),
             cloud=Ec2CloudPort(
                 enis=aws.enis,
-                metadata=aws.metadata,
                 subnets=subnets,
                 candidate_subnets=lambda: aws.candidate_subnets(discovery=discovery),
                 security_groups=lambda: ident.security_groups,
-                clock=clock,
             ),
             network=EniHostNetwork(
                 netlink=netlink, mtu=plan.host.mtu, subnet_cidr=subnets.get, link_retry=link_retry

@@ -98,8 +98,12 @@ class CniEndpoint:
         settings: EndpointSettings | None = None,
         worker_init: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_add_queued: Callable[[int], None] = lambda delta: None,
     ) -> None:
         self._service = service
+        # +1 when an ADD is queued for a worker, -1 when a worker takes it: the pool grows for queued ADDs
+        # too (with every worker waiting for addresses, the queue holds most of a burst's demand).
+        self._on_add_queued = on_add_queued
         self._settings = settings or EndpointSettings()
         self._worker_init = worker_init  # e.g. tests: enter the test's node namespace first
         self._monotonic = monotonic
@@ -154,6 +158,8 @@ class CniEndpoint:
             except queue.Empty:
                 break
             if job is not None:
+                if job.request.command == "ADD":
+                    self._on_add_queued(-1)
                 self._drop(job, "ipamd is stopping")
         for _ in self._workers:
             try:
@@ -265,6 +271,8 @@ class CniEndpoint:
         )  # fmt: skip
         try:
             self._jobs.put_nowait(job)
+            if request.command == "ADD":
+                self._on_add_queued(1)
         except queue.Full:
             busy = f"ipamd is overloaded ({self._settings.max_queued} CNI requests waiting): try again later"
             log.warning("%s %s refused: %s", request.command, request.container_id, busy)
@@ -297,6 +305,8 @@ class CniEndpoint:
             job = self._jobs.get()
             if job is None:
                 return
+            if job.request.command == "ADD":
+                self._on_add_queued(-1)
             try:
                 self._run(job)
             except Exception:  # a worker never dies of one request

@@ -1,16 +1,19 @@
 """The pool manager: upstream's StartNodeIPPoolManager loop, plus an immediate wake-up when pods drain the
 pool.
 
-One iteration (`update_pool`, upstream updateIPPoolIfRequired) grows the pool when it is too low, gives back
-addresses when it is too high (at most every 30 s), and frees at most one ENI. The datastore lock is only
-taken inside the `PoolStore` calls, never across an EC2 or netlink call.
+One iteration (`update_pool`, upstream updateIPPoolIfRequired) grows the pool when it is too low or ADDs wait
+for an address, gives back addresses when it is too high (at most every 30 s), and frees at most one ENI.
+Growth is planned for the waiting ADDs and the growth already under way (`growth.py`); new ENIs attach on
+worker threads, several at once (`runner.py`). The datastore lock is only taken inside the `PoolStore`
+calls, never across an EC2 or netlink call.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Protocol
@@ -22,10 +25,10 @@ from vpccni.ipamd.pool.decisions import (
     AllocateEni,
     AssignToEni,
     FreeEni,
-    NoAction,
     NoActionReason,
     ReleaseCidrs,
 )
+from vpccni.ipamd.pool.growth import DEFAULT_PACING, Growth, PoolPacing, plan_growth, pods_first
 from vpccni.ipamd.pool.planner import (
     MIN_ENI_AGE_S,
     at_max_pods,
@@ -33,11 +36,12 @@ from vpccni.ipamd.pool.planner import (
     is_pool_too_low,
     plan_decrease,
     plan_free_eni,
-    plan_increase,
 )
+from vpccni.ipamd.pool.runner import GrowthRunner
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.ipamd.pool.subnet_backoff import SubnetBackoff
+from vpccni.ipamd.pool.throttle_backoff import ThrottleBackoff
 from vpccni.ipamd.ports import (
     IP_LIMIT_EXCEEDED_CODE,
     NO_USABLE_SUBNET_CODE,
@@ -52,8 +56,10 @@ from vpccni.ipamd.ports import (
 
 log = logging.getLogger(__name__)
 
-# Growth steps per iteration: a fresh node reaches WARM_IP + MINIMUM targets in one wake-up.
-MAX_GROW_STEPS = 4
+ASSIGN_WORKERS = 2  # threads for assignments to existing ENIs, beside those for new ENIs
+WARM_TARGETS_WAIT = (
+    "EC2 throttled this account moments ago: pods waiting for addresses go first, warm targets wait"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +73,6 @@ class PoolTimers:
     subnet_rest_first_s: float = 10.0
     subnet_rest_max_s: float = 120.0
     min_eni_age_s: float = MIN_ENI_AGE_S  # minENILifeTime
-    grow_steps: int = MAX_GROW_STEPS  # growth actions per iteration (upstream: 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +137,7 @@ class PoolManager:
         policy: PoolPolicy = PoolPolicy(),
         timers: PoolTimers = PoolTimers(),
         reconcile_eagerly: Callable[[], bool] = lambda: False,
+        pacing: PoolPacing = DEFAULT_PACING,
     ) -> None:
         self._config = config
         self._store = store
@@ -146,6 +152,7 @@ class PoolManager:
         # True while something must show up soon (upstream: a trunk for security groups for pods): the
         # reconcile then runs every iteration instead of after 60 s of pool idleness.
         self._reconcile_eagerly = reconcile_eagerly
+        self._pacing = pacing
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
@@ -156,6 +163,16 @@ class PoolManager:
         self._last_decrease = float("-inf")
         self._subnets = SubnetBackoff(first_s=timers.subnet_rest_first_s, max_s=timers.subnet_rest_max_s)
         self._no_subnet_until = float("-inf")  # every subnet for a new ENI rests until then
+        self._no_eni_until = float("-inf")  # a new ENI's host setup failed: the reconciler first
+        self._throttle = ThrottleBackoff(
+            first_s=pacing.throttle_backoff_first_s, max_s=pacing.throttle_backoff_max_s
+        )
+        self._state = threading.Lock()  # status and back-off, written by growth on worker threads
+        self._waiting = 0  # ADDs waiting in the allocator for the pool to grow
+        self._queued = 0  # ADDs the CNI endpoint has queued for a worker
+        self._runner = GrowthRunner(
+            execute=self._execute, on_done=self.wake, workers=pacing.concurrent_enis + ASSIGN_WORKERS
+        )
 
     # --- what the allocator and the process use ---------------------------------------------------
 
@@ -166,6 +183,25 @@ class PoolManager:
     def wake(self) -> None:
         """Run an iteration now (the allocator calls this when an assignment leaves the pool below target)."""
         self._wake.set()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """The allocator holds this while an ADD waits for the pool to grow: the pool grows for it."""
+        with self._state:
+            self._waiting += 1
+        self.wake()
+        try:
+            yield
+        finally:
+            with self._state:
+                self._waiting -= 1
+
+    def queued_adds(self, delta: int) -> None:
+        """The CNI endpoint queued (+1) or handed a worker (-1) an ADD: queued ADDs are demand too."""
+        with self._state:
+            self._queued = max(0, self._queued + delta)
+        if delta > 0:
+            self.wake()
 
     def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
         low = is_pool_too_low(snapshot, self._config)
@@ -193,11 +229,15 @@ class PoolManager:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        self._runner.close()
 
     # --- one iteration ----------------------------------------------------------------------------
 
-    def update_pool(self) -> PoolStatus:
-        """updateIPPoolIfRequired: grow, or shrink (≥30 s apart), then free at most one ENI."""
+    def update_pool(self, *, wait: bool = True) -> PoolStatus:
+        """updateIPPoolIfRequired: grow, or shrink (≥30 s apart), then free at most one ENI.
+
+        With `wait` (node init's pre-scale, tests) growth started here has landed on return; the loop does
+        not wait, so ADDs that start waiting meanwhile get more ENIs started at once."""
         with self._iteration:
             if self._terminating:
                 return self._status
@@ -205,14 +245,14 @@ class PoolManager:
                 self._status = PoolStatus(state=GrowthState.PROVISIONING_DISABLED)
                 return self._status
             snap = self._store.snapshot()
-            if is_pool_too_low(snap, self._config):
-                self._grow()
+            if self._runner.busy or self._adds_waiting() or is_pool_too_low(snap, self._config):
+                self._grow(wait=wait)
             else:
                 at_max = at_max_pods(snap, self._config)
                 self._status = PoolStatus(state=GrowthState.AT_MAX_PODS if at_max else GrowthState.OK)
                 if is_pool_too_high(snap, self._config):
                     self._shrink()
-            if self._may_touch_enis():
+            if self._may_touch_enis() and not self._runner.busy:
                 self._free_one_eni()
             return self._status
 
@@ -234,46 +274,109 @@ class PoolManager:
         # Draining nodes keep their ENIs (upstream #1223) unless the operator opted in.
         return self._policy.manage_enis_non_schedulable or self._schedulable()
 
-    def _grow(self) -> None:
+    def _adds_waiting(self) -> int:
+        """ADDs that need an address the pool does not have yet: waiting in the allocator or queued for a
+        worker (the queued ones may still find a free address: the projection takes free ones first)."""
+        with self._state:
+            return self._waiting + self._queued if self._pacing.demand_aware else 0
+
+    def _grow(self, *, wait: bool) -> None:
         if not self._may_touch_enis():
             self._status = PoolStatus(state=GrowthState.UNSCHEDULABLE)
             return
-        for _ in range(self._timers.grow_steps):
-            now = self._clock.monotonic()
-            snap = self._store.snapshot()
-            decision = plan_increase(snap, self._config, resting_subnets=self._subnets.resting(now))
-            if isinstance(decision, NoAction):
-                self._status = _status_for(decision.reason)
-                return
-            if isinstance(decision, AllocateEni) and now < self._no_subnet_until:
-                self._status = self._resting_status(now)
-                return
-            self._status = PoolStatus(state=GrowthState.GROWING)
-            try:
-                if isinstance(decision, AssignToEni):
-                    self._assign(decision)
-                    self._subnets.succeeded(_subnet_of(snap, decision.eni_id))
-                else:
-                    self._subnets.succeeded(self._allocate_eni(decision).subnet_id)
-            except CloudError as err:
-                if err.is_insufficient_cidr:
-                    full = err.subnet_ids or (_subnet_of(snap, getattr(decision, "eni_id", "")),)
-                    self._subnets.failed(full, now)
-                    log.warning("%s; %s rests a while, other subnets are tried", err, ", ".join(full))
-                    continue  # an ENI of another subnet, or a new ENI elsewhere, may serve at once
-                if err.code == NO_USABLE_SUBNET_CODE:
-                    self._no_subnet_until = now + (self._subnets.next_try_in(now) or 0.0)
+        for _ in range(self._pacing.grow_steps):
+            growth = self._plan_growth()
+            if growth:
+                self._runner.run(growth)
+            elif not self._runner.busy:
+                return  # nothing to start, nothing under way
+            if not wait:
+                return  # the loop: each action that lands wakes it, and it plans again
+            self._runner.wait()
+
+    def _plan_growth(self) -> tuple[Growth, ...]:
+        """The growth to start now; none (with the status saying why) when growth must wait."""
+        now = self._clock.monotonic()
+        resting_for = self._throttle.resting_for(now)
+        if resting_for > 0:
+            self._status = PoolStatus(
+                state=GrowthState.THROTTLED, detail="RequestLimitExceeded", retry_after_s=resting_for
+            )
+            return ()
+        config, waiting = self._config, self._adds_waiting()
+        yielding = self._throttle.recent(now, self._pacing.warm_yield_s)
+        if yielding:
+            config = pods_first(config)
+        growth, stop = plan_growth(
+            self._store.snapshot(),
+            config,
+            inflight=self._runner.inflight(),
+            waiting=waiting,
+            resting_subnets=self._subnets.resting(now),
+            new_enis=self._pacing.concurrent_enis - self._runner.enis_in_flight(),
+        )
+        if not growth:
+            if yielding and not self._runner.busy and is_pool_too_low(self._store.snapshot(), self._config):
+                self._status = PoolStatus(state=GrowthState.THROTTLED, detail=WARM_TARGETS_WAIT)
+            elif stop is not None and not self._runner.busy:
+                self._status = _status_for(stop.reason)
+            return ()
+        held = now < max(self._no_subnet_until, self._no_eni_until)
+        if held and any(isinstance(g, AllocateEni) for g in growth):
+            growth = tuple(g for g in growth if not isinstance(g, AllocateEni))
+            if not growth:  # new ENIs are what the pool needs, and they must wait
+                if now < self._no_subnet_until:
                     self._status = self._resting_status(now)
-                    log.warning("growing the pool waits: %s", err)
-                    return
-                self._on_cloud_error(err)
-                return
-            except EniSetupError as err:
-                # Attaching more ENIs would only strand more of them: wait for the reconciler.
-                self._status = PoolStatus(state=GrowthState.ENI_SETUP_FAILED, detail=err.eni_id)
-                return
-            self._last_action = self._clock.monotonic()
+                return ()
         self._status = PoolStatus(state=GrowthState.GROWING)
+        log.info(
+            "growing the pool: %s (%d ADDs waiting, %d actions in flight)",
+            ", ".join(_describe(g) for g in growth),
+            waiting,
+            len(self._runner.inflight()),
+        )
+        return growth
+
+    def _execute(self, growth: Growth) -> None:
+        """One growth action; its failure is recorded (status, subnet rest, throttle back-off), not raised."""
+        now = self._clock.monotonic()
+        try:
+            if isinstance(growth, AssignToEni):
+                self._assign(growth)
+                self._subnets.succeeded(_subnet_of(self._store.snapshot(), growth.eni_id))
+            else:
+                self._subnets.succeeded(self._allocate_eni(growth).subnet_id)
+        except CloudError as err:
+            self._on_growth_error(err, growth, now)
+            return
+        except EniSetupError as err:
+            # Attaching more ENIs would only strand more of them: wait for the reconciler.
+            with self._state:
+                self._no_eni_until = now + self._timers.half_interval_s * 2
+                self._status = PoolStatus(state=GrowthState.ENI_SETUP_FAILED, detail=err.eni_id)
+            return
+        self._throttle.succeeded()
+        self._last_action = self._clock.monotonic()
+
+    def _on_growth_error(self, err: CloudError, growth: Growth, now: float) -> None:
+        with self._state:
+            if err.is_insufficient_cidr:
+                snap = self._store.snapshot()
+                full = err.subnet_ids or (_subnet_of(snap, getattr(growth, "eni_id", "")),)
+                self._subnets.failed(full, now)
+                log.warning("%s; %s rests a while, other subnets are tried", err, ", ".join(full))
+                return  # an ENI of another subnet, or a new ENI elsewhere, may serve at once
+            if err.code == NO_USABLE_SUBNET_CODE:
+                self._no_subnet_until = now + (self._subnets.next_try_in(now) or 0.0)
+                self._status = self._resting_status(now)
+                log.warning("growing the pool waits: %s", err)
+                return
+            if err.is_throttle:
+                rest = self._throttle.throttled(now)
+                self._status = PoolStatus(state=GrowthState.THROTTLED, detail=err.code, retry_after_s=rest)
+                log.warning("%s; growth rests %.1f s, then serves waiting pods first", err, rest)
+                return
+            self._on_cloud_error(err)
 
     def _resting_status(self, now: float) -> PoolStatus:
         return PoolStatus(
@@ -332,10 +435,7 @@ class PoolManager:
         return eni
 
     def _on_cloud_error(self, err: CloudError) -> None:
-        if err.is_throttle:
-            self._status = PoolStatus(state=GrowthState.THROTTLED, detail=str(err))
-        else:
-            self._status = PoolStatus(state=GrowthState.CLOUD_ERROR, detail=f"{err.code}: {err}")
+        self._status = PoolStatus(state=GrowthState.CLOUD_ERROR, detail=f"{err.code}: {err}")
         log.warning("growing the pool failed: %s (%s)", err, err.code)
 
     def _shrink(self) -> None:
@@ -393,7 +493,7 @@ class PoolManager:
             self._sleep(half)
             if self._stop.is_set():
                 break
-            self._guarded(self.update_pool)
+            self._guarded(lambda: self.update_pool(wait=False))
             if self._wake.is_set():
                 continue  # an allocation drained the pool again: grow before reconciling
             self._sleep(half)
@@ -411,6 +511,13 @@ class PoolManager:
             step()
         except Exception:
             log.exception("pool iteration failed; retrying on the next one")
+
+
+def _describe(growth: Growth) -> str:
+    unit = "prefixes" if growth.prefixes else "IPs"
+    if isinstance(growth, AssignToEni):
+        return f"{growth.count} {unit} to {growth.eni_id}"
+    return f"a new ENI with {growth.size} {unit}"
 
 
 def _subnet_of(snap: PoolSnapshot, eni_id: str) -> str:

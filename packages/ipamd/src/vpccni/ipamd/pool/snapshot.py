@@ -73,6 +73,9 @@ class PoolSnapshot:
     times on every ADD."""
 
     enis: tuple[EniSnapshot, ...] = ()
+    # ADDs waiting for an address, counted as assigned: set only in a growth projection (pool/growth.py),
+    # never by the datastore.
+    waiting: int = 0
 
     @cached_property
     def usable_enis(self) -> tuple[EniSnapshot, ...]:
@@ -84,7 +87,7 @@ class PoolSnapshot:
 
     @cached_property
     def assigned_ips(self) -> int:
-        return sum(e.assigned_ips for e in self.usable_enis)
+        return sum(e.assigned_ips for e in self.usable_enis) + self.waiting
 
     @cached_property
     def available_ips(self) -> int:

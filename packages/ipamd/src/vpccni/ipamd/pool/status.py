@@ -31,7 +31,11 @@ _HINTS: dict[GrowthState, str] = {
         " subnet can take a new ENI; add a subnet tagged kubernetes.io/role/cni=1 in this AZ, use subnet CIDR"
         " reservations for prefix mode, or free addresses. ipamd asks again {retry}"
     ),
-    GrowthState.THROTTLED: "EC2 is throttling ipamd's calls; it retries on the next pool iteration",
+    GrowthState.THROTTLED: (
+        "EC2 is throttling this account's calls ({detail}); ipamd asks again {retry}, pods waiting for an"
+        " address first. If it lasts: raise the account's EC2 request limits, use prefix delegation, or avoid"
+        " WARM_IP_TARGET on large clusters"
+    ),
     GrowthState.NO_ENI_SLOTS: (
         "every ENI is full and the instance takes no more ENIs; use a larger instance type, raise MAX_ENI,"
         " or enable prefix delegation"

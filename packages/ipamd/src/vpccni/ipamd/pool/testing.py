@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -452,6 +453,9 @@ class IdlePool:
 
     def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
         return False
+
+    def waiting(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class FakePodRules:

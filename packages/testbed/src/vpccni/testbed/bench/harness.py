@@ -10,7 +10,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,28 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def ec2_phases(cluster: Cluster, since: float, until: float) -> dict[str, float]:
+    """When the burst's ENI work happened, in seconds from `since` (wall clock) up to `until`: the first
+    CreateNetworkInterface started, the last ended, the first AttachNetworkInterface started, the last
+    attach (and its DeleteOnTermination modify) ended."""
+    calls = [r for r in cluster.cloud.call_log if since <= r.started <= until and r.error_code is None]
+
+    def edge(action: str, pick: Callable[[Sequence[float]], float], end: bool) -> float | None:
+        times = [r.started + (r.duration if end else 0.0) - since for r in calls if r.action == action]
+        return round(pick(times), 3) if times else None
+
+    found = {
+        "first_create_start": edge("CreateNetworkInterface", min, False),
+        "last_create_end": edge("CreateNetworkInterface", max, True),
+        "first_attach_start": edge("AttachNetworkInterface", min, False),
+        "last_attach_end": edge("AttachNetworkInterface", max, True),
+        "last_modify_end": edge("ModifyNetworkInterfaceAttribute", max, True),
+        "first_assign_start": edge("AssignPrivateIpAddresses", min, False),
+        "last_assign_end": edge("AssignPrivateIpAddresses", max, True),
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def mutating_calls_since(cluster: Cluster, since: float) -> dict[str, int]:
     counts: dict[str, int] = {}
     for record in cluster.cloud.call_log:
@@ -69,6 +91,7 @@ class AddResult:
     seconds: float  # from the first attempt to success (or to giving up)
     attempts: int
     error: str = ""
+    started: float = 0.0  # monotonic: the first attempt
 
 
 def add_with_retry(runner: NodeRunner, pod: Pod, *, attempts: int = 6, backoff_s: float = 0.5) -> AddResult:
@@ -80,11 +103,15 @@ def add_with_retry(runner: NodeRunner, pod: Pod, *, attempts: int = 6, backoff_s
         if outcome.ok:
             address = outcome.document["ips"][0]["address"]
             ip = ipaddress.IPv4Interface(address).ip
-            return AddResult(pod=pod, ip=ip, seconds=time.monotonic() - started, attempts=attempt)
+            return AddResult(
+                pod=pod, ip=ip, seconds=time.monotonic() - started, attempts=attempt, started=started
+            )
         error = outcome.error
         runner.delete(pod)
         time.sleep(backoff_s * attempt)
-    return AddResult(pod=pod, ip=None, seconds=time.monotonic() - started, attempts=attempts, error=error)
+    return AddResult(
+        pod=pod, ip=None, seconds=time.monotonic() - started, attempts=attempts, error=error, started=started
+    )
 
 
 def add_many(runner: NodeRunner, names: Sequence[str], *, workers: int) -> list[AddResult]:

@@ -21,6 +21,7 @@ from vpccni.testbed.bench.harness import (
     add_with_retry,
     bench_node,
     delete_all,
+    ec2_phases,
     median,
     mutating_calls_since,
     percentile,
@@ -213,6 +214,13 @@ def burst(run: Run, *, mode: str, env: dict[str, str], sample: bool = False) -> 
         results = add_many(runner, [f"burst-{i}" for i in range(n)], workers=n)
         elapsed = time.monotonic() - started
         calls = mutating_calls_since(cluster, started_wall)
+        last_ip = max((r.started + r.seconds for r in results if r.ip is not None), default=started)
+        phases = {
+            # the runtime's 100 shim executions take a while to arrive (2 cores): the last ADD's start
+            "last_add_started": round(max((r.started for r in results), default=started) - started, 3),
+            **ec2_phases(cluster, started_wall, started_wall + (last_ip - started)),
+            "last_pod_ip": round(last_ip - started, 3),
+        }
         time.sleep(3)  # let the pool settle after the burst before counting idle addresses
         pool = runner.introspect("/v1/pool")
         timeline = sampler.stop() if sampler else []
@@ -230,6 +238,7 @@ def burst(run: Run, *, mode: str, env: dict[str, str], sample: bool = False) -> 
         "idle_addresses_after": pool.get("availableIPs"),
         "enis_after": pool.get("enis"),
         "total_addresses_after": pool.get("totalIPs"),
+        "phases_s": phases,
         "timeline": timeline,
     }
     if failed:

@@ -12,15 +12,25 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from vpccni.awsutils.clock import SystemClock
+from vpccni.awsutils.imds import InstanceMetadata
+from vpccni.awsutils.inventory import wait_for_eni_in_imds
 from vpccni.awsutils.leak import LeakSweeper
 from vpccni.awsutils.limits import max_pods as eni_max_pods
 from vpccni.awsutils.node import AwsNode
-from vpccni.ipamd.adapters.aws import Ec2CloudPort, ImdsMetadataPort, SubnetCidrs, subnet_cidr_lookup
+from vpccni.ipamd.adapters.aws import (
+    Ec2CloudPort,
+    ImdsMetadataPort,
+    SubnetCidrs,
+    cloud_errors,
+    subnet_cidr_lookup,
+)
 from vpccni.ipamd.allocator import Allocation, Allocator
 from vpccni.ipamd.checkpoint import FileCheckpointer
 from vpccni.ipamd.daemon import timers_from
@@ -31,7 +41,7 @@ from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import PoolStatus
-from vpccni.ipamd.ports import EniAddresses, EniDescription
+from vpccni.ipamd.ports import CloudPort, EniAddresses, EniDescription, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
 from vpccni.ipamd.settings import load_settings
 from vpccni.testbed.fleet.pacing import PacingModel
@@ -74,6 +84,26 @@ class _PoolWithoutWakeups:
     def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
         return False
 
+    def waiting(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class _ImdsWaitingCloud:
+    """Upstream's allocation: after the attach, poll IMDS until it lists the ENI with an address."""
+
+    def __init__(self, cloud: Ec2CloudPort, metadata: InstanceMetadata) -> None:
+        self._cloud = cloud
+        self._metadata = metadata
+
+    def allocate_eni(self, request: EniRequest) -> EniDescription:
+        eni = self._cloud.allocate_eni(request)
+        with cloud_errors("waiting for the new ENI in IMDS"):
+            wait_for_eni_in_imds(self._metadata, eni_id=eni.eni_id, mac=eni.mac, clock=SystemClock())
+        return eni
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cloud, name)
+
 
 @dataclass(frozen=True, kw_only=True)
 class NodeSpec:
@@ -107,13 +137,14 @@ class FleetAgent:
         self.node.state_dir.mkdir(parents=True, exist_ok=True)
         subnets = SubnetCidrs(subnet_cidr_lookup(aws.ec2))
         metadata = ImdsMetadataPort(aws.metadata, subnets=subnets)
-        cloud = Ec2CloudPort(
+        ec2_port = Ec2CloudPort(
             enis=aws.enis,
-            metadata=aws.metadata,
             subnets=subnets,
             candidate_subnets=lambda: aws.candidate_subnets(discovery=s.enable_subnet_discovery),
             security_groups=lambda: ident.security_groups,
-            clock=clock,
+        )
+        cloud: CloudPort = (
+            _ImdsWaitingCloud(ec2_port, aws.metadata) if self._pacing.imds_wait_after_attach else ec2_port
         )
         host = NoDatapath()
         limits = aws.instance_limits()
@@ -140,11 +171,6 @@ class FleetAgent:
             ),
             prepare_eni=prepare,
         )
-        timers = timers_from(s).pool
-        if self._pacing.grow_steps is not None:
-            from dataclasses import replace
-
-            timers = replace(timers, grow_steps=self._pacing.grow_steps)
 
         def make_pool(config: PoolConfig) -> PoolManager:
             if self._pool is None:
@@ -157,7 +183,8 @@ class FleetAgent:
                     clock=time.monotonic,
                     reconciler=reconciler,
                     policy=PoolPolicy(provisioning_enabled=s.provisioning_enabled),
-                    timers=timers,
+                    timers=timers_from(s).pool,
+                    pacing=self._pacing.pool,
                 )
             return self._pool
 
@@ -188,6 +215,8 @@ class FleetAgent:
         pool.start()
         if s.leaked_eni_cleanup_enabled:
             self._sweeper = aws.leak_sweeper()
+            if self._pacing.leak_first_delay_max_s is not None:
+                self._sweeper.first_delay_max_s = self._pacing.leak_first_delay_max_s
             self._sweeper.start()
         self.allocator.mark_ready()
 

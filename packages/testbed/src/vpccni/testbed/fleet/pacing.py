@@ -4,12 +4,18 @@ Both run the product's own pool manager, planner, reconciler, allocator, datasto
 upstream model changes only what upstream does differently in pacing (upstream-behaviour.md §3.4, §3.7,
 §5.3, §5.6), each item by the knob the product has for it:
 
-- one growth action per pool iteration, every 5 s (`increaseDatastorePool`): one ENI at a time, no
-  wake-up when pods drain the pool;
+- one growth action per pool iteration, every 5 s (`increaseDatastorePool`): one ENI at a time, sized for
+  the warm targets alone, no wake-up when pods drain the pool, and a throttled call retried at the next
+  iteration;
+- after attaching an ENI, IMDS polled until it lists the ENI and an address (`WaitForENIAndIPsAttached`);
 - an ADD that finds no free address fails at once ("failed to assign an IP address to container"), and
   kubelet retries the sandbox 10-15 s later (the kubelet model is the same for both pacings);
 - no client-side rate limiter; the SDK's standard retries (10 attempts, exponential back-off with full
-  jitter, capped at 20 s), which retry throttled calls without knowing of any other node.
+  jitter, capped at 20 s), which retry throttled calls without knowing of any other node;
+- the leaked-ENI sweep 0-300 s after start.
+
+The model keeps vpccni's request shapes (filtered DescribeNetworkInterfaces and DescribeInstances, which
+EC2 meters against larger buckets than upstream's id lists): that can only flatter upstream.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from vpccni.ipamd.pool.growth import DEFAULT_PACING, UPSTREAM_PACING, PoolPacing
 
 
 class Pacing(enum.Enum):
@@ -31,7 +39,9 @@ class PacingModel:
     env: Mapping[str, str] = field(default_factory=dict)  # settings on top of the fleet's
     add_wait_s: float | None = None  # None: the product's VPCCNI_ADD_WAIT_TIMEOUT; 0: fail at once
     pool_wakeups: bool = True  # the allocator wakes the pool manager when an ADD drains it
-    grow_steps: int | None = None  # growth actions per pool iteration (None: the product's)
+    pool: PoolPacing = DEFAULT_PACING
+    imds_wait_after_attach: bool = False
+    leak_first_delay_max_s: float | None = None  # None: the product's
 
 
 MODELS: dict[Pacing, PacingModel] = {
@@ -42,6 +52,8 @@ MODELS: dict[Pacing, PacingModel] = {
         env={"VPCCNI_EC2_MUTATING_QPS": "0", "VPCCNI_EC2_READ_QPS": "0"},
         add_wait_s=0.0,
         pool_wakeups=False,
-        grow_steps=1,
+        pool=UPSTREAM_PACING,
+        imds_wait_after_attach=True,
+        leak_first_delay_max_s=300.0,
     ),
 }

@@ -165,12 +165,14 @@ class Daemon:
     # --- start ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Node init, the pool's background work, then every server (the `aws-k8s-agent` process)."""
         with_api_server = False
         try:
             aws = self._connect_aws()
             kube = self._connect_kube()
             with_api_server = kube is not None and kube.connected
             self._init_node(aws, kube)
+            self._start_pool_work(aws)
             self._serve(aws)
         except StartupError as err:
             self._observe_startup(False, with_api_server, err.reason)
@@ -178,6 +180,13 @@ class Daemon:
         self._observe_startup(True, with_api_server, "")
         log.info("ipamd %s ready in %.2f s", VERSION, self._clock.monotonic() - self._started_at)
         malloc.trim()  # node init's transient buffers (EC2 and API server replies, netlink dumps)
+
+    def start_headless(self) -> None:
+        """Node init and the pool's background work (pool loop, reconciler, leak sweep), the allocator ready,
+        and no server: a caller assigns through `allocator`. The fleet simulation runs hundreds of these."""
+        aws = self._connect_aws()
+        self._init_node(aws, self._connect_kube())
+        self._start_pool_work(aws)
 
     def _observe_startup(self, success: bool, with_api_server: bool, reason: str) -> None:
         self.metrics.startup_duration.labels(
@@ -299,6 +308,7 @@ class Daemon:
                     timers=plan.pool.timers,
                     # Upstream reconciles every iteration while security groups for pods waits for a trunk.
                     reconcile_eagerly=self._waiting_for_trunk,
+                    pacing=plan.pool.pacing,
                 )
             return card.pool
 
@@ -411,7 +421,7 @@ class Daemon:
 
     # --- serve ------------------------------------------------------------------------------------------
 
-    def _serve(self, aws: AwsNode) -> None:
+    def _start_pool_work(self, aws: AwsNode) -> None:
         plan, cards = self._plan, self.cards
         assert cards is not None
         listeners = self._allocation_listeners()
@@ -436,10 +446,14 @@ class Daemon:
             sweeper = aws.leak_sweeper()
             sweeper.start()
             self._services.append(sweeper)
+        allocator.mark_ready()
+
+    def _serve(self, aws: AwsNode) -> None:
+        plan, cards, allocator = self._plan, self.cards, self.allocator
+        assert cards is not None and allocator is not None
         branches = self._start_sgp(cards)
         self._start_http(cards)
         self._start_housekeeping(cards)
-        allocator.mark_ready()
         self._start_cni_endpoint(allocator, branches)
         ident = aws.identity
         facts = NodeFacts(

@@ -27,6 +27,7 @@ from vpccni.ipamd.adapters.network import HostSettings
 from vpccni.ipamd.install.conflist import ConflistOptions
 from vpccni.ipamd.logs import LogOptions
 from vpccni.ipamd.nodeinit import InitOptions
+from vpccni.ipamd.pool.growth import DEFAULT_PACING, PoolPacing
 from vpccni.ipamd.pool.manager import PoolPolicy, PoolTimers
 from vpccni.ipamd.settings import Settings
 from vpccni.ipamd.sgp.config import SgpConfig
@@ -58,6 +59,7 @@ class PoolPlan:
     subnet_discovery: bool
     leak_sweep: bool
     manage_untagged_enis: bool  # the rest of the ownership rule: aws.tags and the node's identity
+    pacing: PoolPacing = DEFAULT_PACING  # no setting decides it; the fleet simulation models upstream's
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,6 +37,7 @@ class PoolPacing:
     """How fast and how hard a node grows its pool (upstream's pacing: `UPSTREAM_PACING`)."""
 
     grow_steps: int = 4  # plan-and-grow rounds per synchronous iteration (node init's pre-scale, tests)
+    wakeups: bool = True  # pods draining the pool and growth landing wake the loop (upstream: 5 s tick only)
     concurrent_enis: int = 4  # ENI allocations in flight at once
     demand_aware: bool = True  # grow for waiting ADDs, not only for the warm targets
     # After EC2 throttles a growth call, the next growth waits a full-jitter back-off (first, doubling to
@@ -49,6 +50,7 @@ class PoolPacing:
 DEFAULT_PACING = PoolPacing()
 UPSTREAM_PACING = PoolPacing(
     grow_steps=1,
+    wakeups=False,
     concurrent_enis=1,
     demand_aware=False,
     throttle_backoff_first_s=0.0,

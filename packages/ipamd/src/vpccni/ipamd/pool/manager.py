@@ -182,7 +182,8 @@ class PoolManager:
 
     def wake(self) -> None:
         """Run an iteration now (the allocator calls this when an assignment leaves the pool below target)."""
-        self._wake.set()
+        if self._pacing.wakeups:
+            self._wake.set()
 
     @contextmanager
     def waiting(self) -> Iterator[None]:

@@ -1,108 +1,67 @@
-"""One simulated node: the product's node init, pool manager, reconciler, leak sweep, allocator and datastore
-with its real IMDS and EC2 clients, and no datapath.
+"""One simulated node: the product's own daemon (`Daemon.start_headless`: node init, pool loop, reconciler,
+leak sweep, allocator, datastore and checkpoint) with its real IMDS and EC2 clients, and no datapath.
 
-What is left out is what does not touch EC2: the host network (iptables, rules), ENI links and routes, pod
-wiring, the CNI and gRPC servers, metrics. Those ports are no-ops here (`NoDatapath`); everything that
-decides or makes an EC2 call is the product's code, configured from the same settings as `aws-k8s-agent`.
+The host side runs on networkutils' stateful fakes (netlink, iptables, nft, pod namespaces), so the daemon's
+host-network and ENI setup code runs unchanged and costs a process nothing; when EC2 attaches an ENI its
+link appears in the fake host at once, as a hot-plugged device does. No server is started: the kubelet
+model calls the allocator as the CNI endpoint would, and the CNI wiring itself makes no EC2 call.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from ipaddress import IPv4Address
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vpccni.awsutils.clock import SystemClock
-from vpccni.awsutils.imds import InstanceMetadata
+from vpccni.awsutils.clock import Clock, SystemClock
+from vpccni.awsutils.eni import EniManager
 from vpccni.awsutils.inventory import wait_for_eni_in_imds
 from vpccni.awsutils.leak import LeakSweeper
-from vpccni.awsutils.limits import max_pods as eni_max_pods
-from vpccni.awsutils.node import AwsNode
-from vpccni.ipamd.adapters.aws import (
-    Ec2CloudPort,
-    ImdsMetadataPort,
-    SubnetCidrs,
-    cloud_errors,
-    subnet_cidr_lookup,
-)
-from vpccni.ipamd.allocator import Allocation, Allocator
-from vpccni.ipamd.checkpoint import FileCheckpointer
-from vpccni.ipamd.daemon import timers_from
-from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.nodeinit import NodeIdentity, NodeInit, NodeInitPorts, is_managed_eni, tag_managed_eni
-from vpccni.ipamd.pool.config import PoolConfig
-from vpccni.ipamd.pool.cooldown import ReconcileCooldown
-from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy
-from vpccni.ipamd.pool.snapshot import PoolSnapshot
-from vpccni.ipamd.pool.status import PoolStatus
-from vpccni.ipamd.ports import CloudPort, EniAddresses, EniDescription, EniRequest
-from vpccni.ipamd.reconcile import Reconciler
+from vpccni.awsutils.models import AllocatedEni
+from vpccni.awsutils.node import AwsConfig, AwsNode
+from vpccni.awsutils.observer import ApiObserver
+from vpccni.ipamd.adapters.platform import Platform, connect_aws
+from vpccni.ipamd.allocator import Allocation
+from vpccni.ipamd.daemon import Daemon
+from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
+from vpccni.networkutils.testing import FakeIptables, FakeNamespace, FakeNetnsNetlink, FakeNetwork, FakeNft
 from vpccni.testbed.fleet.pacing import PacingModel
 
 log = logging.getLogger(__name__)
 
 
-class NoDatapath:
-    """The host-side ports of a node without a datapath: nothing to program, nothing restored."""
+class _FleetEnis(EniManager):
+    """EC2's ENI calls as the product makes them; a new ENI's link then shows in the node's fake host (the
+    upstream model first polls IMDS for it, as upstream's WaitForENIAndIPsAttached does)."""
 
-    def setup_host_network(self) -> None:
-        pass
+    host: FakeNamespace
+    metadata: Any = None  # InstanceMetadata: set for the upstream model only
 
-    def setup_eni(self, eni: EniAddresses) -> None:
-        pass
-
-    def teardown_eni(self, *, eni_id: str, device_number: int, primary_ip: IPv4Address | None) -> None:
-        pass
-
-    def restore_allocations(self) -> int:
-        return 0  # a fresh node: no checkpoint
-
-    def configure_pod_rules(self) -> None:
-        pass
-
-
-class _PoolWithoutWakeups:
-    """The pool as the allocator sees it when pods must not wake it (upstream's 5 s tick only)."""
-
-    def __init__(self, pool: PoolManager) -> None:
-        self._pool = pool
-
-    @property
-    def status(self) -> PoolStatus:
-        return self._pool.status
-
-    def wake(self) -> None:
-        pass
-
-    def wake_if_low(self, snapshot: PoolSnapshot) -> bool:
-        return False
-
-    def waiting(self) -> AbstractContextManager[None]:
-        return nullcontext()
-
-
-class _ImdsWaitingCloud:
-    """Upstream's allocation: after the attach, poll IMDS until it lists the ENI with an address."""
-
-    def __init__(self, cloud: Ec2CloudPort, metadata: InstanceMetadata) -> None:
-        self._cloud = cloud
-        self._metadata = metadata
-
-    def allocate_eni(self, request: EniRequest) -> EniDescription:
-        eni = self._cloud.allocate_eni(request)
-        with cloud_errors("waiting for the new ENI in IMDS"):
-            wait_for_eni_in_imds(self._metadata, eni_id=eni.eni_id, mac=eni.mac, clock=SystemClock())
+    def allocate_eni(
+        self,
+        *,
+        subnet_ids: Sequence[str],
+        security_groups: Sequence[str],
+        ip_count: int = 0,
+        prefix_count: int = 0,
+        network_card: int = 0,
+        connection_tracking: Mapping[str, Any] | None = None,
+    ) -> AllocatedEni:
+        eni = super().allocate_eni(
+            subnet_ids=subnet_ids,
+            security_groups=security_groups,
+            ip_count=ip_count,
+            prefix_count=prefix_count,
+            network_card=network_card,
+            connection_tracking=connection_tracking,
+        )
+        if self.metadata is not None:
+            wait_for_eni_in_imds(self.metadata, eni_id=eni.eni_id, mac=eni.mac, clock=SystemClock())
+        self.host.add_link(f"eth{eni.device_index}", mac=eni.mac, up=True)
         return eni
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cloud, name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,113 +76,63 @@ class FleetAgent:
 
     def __init__(self, *, node: NodeSpec, env: Mapping[str, str], pacing: PacingModel) -> None:
         self.node = node
-        self._env = {
-            **env,
-            **pacing.env,
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": node.imds_endpoint,
-            "AWS_VPC_K8S_CNI_BACKING_STORE": str(node.state_dir / "ipam.json"),
-        }
         self._pacing = pacing
-        self._pool: PoolManager | None = None
-        self._sweeper: LeakSweeper | None = None
-        self.allocator: Allocator | None = None
-        self._lock = threading.Lock()
+        settings = load_settings(
+            {
+                **env,
+                **pacing.env,
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT": node.imds_endpoint,
+                "AWS_VPC_K8S_CNI_BACKING_STORE": str(node.state_dir / "ipam.json"),
+                "VPCCNI_RUN_DIR": str(node.state_dir / "run"),
+                "DISABLE_INTROSPECTION": "true",
+                "DISABLE_METRICS": "true",
+            }
+        )
+        plan = WiringPlan.from_settings(settings)
+        plan = replace(plan, pool=replace(plan.pool, pacing=pacing.pool))
+        self._network = FakeNetwork()
+        _, self._host = self._network.add_namespace("host")
+        platform = Platform(
+            connect_aws=self._connect_aws,
+            kube_api=lambda _: None,
+            open_netlink=lambda: self._host,
+            iptables=FakeIptables,
+            nft=FakeNft,
+            namespaces=lambda: FakeNetnsNetlink(self._network),
+        )
+        self._daemon = Daemon(settings=settings, plan=plan, platform=platform, clock=SystemClock())
+
+    def _connect_aws(self, *, config: AwsConfig, observer: ApiObserver, clock: Clock) -> AwsNode:
+        aws = connect_aws(config=config, observer=observer, clock=clock)
+        enis = _FleetEnis(
+            aws.ec2, instance_id=aws.identity.instance_id, tag_settings=aws.tag_settings, clock=clock
+        )
+        enis.host = self._host
+        if self._pacing.imds_wait_after_attach:
+            enis.metadata = aws.metadata
+        aws.enis = enis
+        self._host.add_link("eth0", mac=aws.identity.primary_mac, up=True)
+        first_delay = self._pacing.leak_first_delay_max_s
+        if first_delay is not None:
+            make_sweeper = aws.leak_sweeper
+
+            def sweeper() -> LeakSweeper:
+                swept = make_sweeper()
+                swept.first_delay_max_s = first_delay
+                return swept
+
+            aws.leak_sweeper = sweeper  # type: ignore[method-assign]
+        return aws
 
     def start(self) -> None:
-        s = load_settings(self._env)
-        clock = SystemClock()
-        aws = AwsNode.connect(env=self._env, clock=clock)
-        ident = aws.identity
         self.node.state_dir.mkdir(parents=True, exist_ok=True)
-        subnets = SubnetCidrs(subnet_cidr_lookup(aws.ec2))
-        metadata = ImdsMetadataPort(aws.metadata, subnets=subnets)
-        ec2_port = Ec2CloudPort(
-            enis=aws.enis,
-            subnets=subnets,
-            candidate_subnets=lambda: aws.candidate_subnets(discovery=s.enable_subnet_discovery),
-            security_groups=lambda: ident.security_groups,
-        )
-        cloud: CloudPort = (
-            _ImdsWaitingCloud(ec2_port, aws.metadata) if self._pacing.imds_wait_after_attach else ec2_port
-        )
-        host = NoDatapath()
-        limits = aws.instance_limits()
-        prefix_mode = s.enable_prefix_delegation and limits.supports_prefix_delegation
-        datastore = DataStore(
-            checkpointer=FileCheckpointer(s.backing_store),
-            prefix_delegation=prefix_mode,
-            cooldown_s=s.ip_cooldown_period_s,
-        )
-        cooldown = ReconcileCooldown(clock=time.monotonic)
-
-        def prepare(eni: EniDescription) -> None:
-            tag_managed_eni(cloud, eni, instance_id=ident.instance_id, extra_tags=s.eni_tags)
-
-        reconciler = Reconciler(
-            store=datastore,
-            cloud=cloud,
-            metadata=metadata,
-            network=host,
-            cooldown=cooldown,
-            primary_eni_id=ident.primary_eni_id,
-            is_managed=lambda eni: is_managed_eni(
-                eni, instance_id=ident.instance_id, manage_untagged=s.manage_untagged_eni
-            ),
-            prepare_eni=prepare,
-        )
-
-        def make_pool(config: PoolConfig) -> PoolManager:
-            if self._pool is None:
-                self._pool = PoolManager(
-                    config=config,
-                    store=datastore,
-                    cloud=cloud,
-                    network=host,
-                    cooldown=cooldown,
-                    clock=time.monotonic,
-                    reconciler=reconciler,
-                    policy=PoolPolicy(provisioning_enabled=s.provisioning_enabled),
-                    timers=timers_from(s).pool,
-                    pacing=self._pacing.pool,
-                )
-            return self._pool
-
-        result = NodeInit(
-            settings=s,
-            identity=NodeIdentity(
-                instance_id=ident.instance_id,
-                instance_type=ident.instance_type,
-                primary_mac=ident.primary_mac,
-                max_pods=eni_max_pods(limits, custom_networking=s.custom_network_cfg),
-            ),
-            ports=NodeInitPorts(
-                limits=aws.limits_catalog,
-                metadata=metadata,
-                cloud=cloud,
-                host=host,
-                network=host,
-                store=datastore,
-                restore=host,
-                pod_rules=host,
-                cooldown=cooldown,
-            ),
-            grow_pool=make_pool,
-        ).run()
-        pool = make_pool(result.config)
-        signals = pool if self._pacing.pool_wakeups else _PoolWithoutWakeups(pool)
-        self.allocator = Allocator(datastore=datastore, pool=signals, default_timeout_s=s.add_wait_timeout_s)
-        pool.start()
-        if s.leaked_eni_cleanup_enabled:
-            self._sweeper = aws.leak_sweeper()
-            if self._pacing.leak_first_delay_max_s is not None:
-                self._sweeper.first_delay_max_s = self._pacing.leak_first_delay_max_s
-            self._sweeper.start()
-        self.allocator.mark_ready()
+        self._daemon.start_headless()
 
     def assign(self, pod: str, *, timeout_s: float | None) -> Allocation:
-        """The allocation part of a pod's CNI ADD (wiring needs no EC2 call)."""
-        assert self.allocator is not None, "start() first"
-        return self.allocator.assign(
+        """The allocation part of a pod's CNI ADD, as the CNI endpoint calls it."""
+        allocator = self._daemon.allocator
+        assert allocator is not None, "start() first"
+        return allocator.assign(
             network="aws-cni",
             container_id=f"{pod}-sandbox",
             ifname="eth0",
@@ -234,8 +143,4 @@ class FleetAgent:
 
     def stop(self) -> None:
         """Stop the loops without giving anything back to EC2 (the fleet is torn down with the testbed)."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.stop(timeout_s=2.0)
-        if self._sweeper is not None:
-            self._sweeper.stop(timeout=2.0)
+        self._daemon.stop()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 from vpccni.awsutils.ec2api import Boto3EC2Api, Ec2ClientConfig, Ec2InstanceTypeSource, make_boto3_client
+from vpccni.awsutils.errors import Ec2Error, EniNotFoundError, UnauthorizedOperationError
 from vpccni.awsutils.errors import Ec2Error as InvalidSubnetError
-from vpccni.awsutils.errors import EniNotFoundError
 from vpccni.awsutils.limits import LimitsCatalog
 from vpccni.awsutils.ratelimit import Ec2RateLimiter, RateLimitConfig
 from vpccni.awsutils.testing import FakeClock, RecordingObserver
@@ -24,10 +25,10 @@ def test_user_agent_names_the_upstream_version() -> None:
     )
 
 
-def test_boto3_client_uses_standard_retries_and_timeouts() -> None:
+def test_boto3_client_leaves_retries_to_the_adapter_and_sets_timeouts() -> None:
     client = make_boto3_client(Ec2ClientConfig(region=REGION, vpc_cni_version="v1.23.1"))
     config = client.meta.config
-    assert config.retries == {"mode": "standard", "total_max_attempts": 10}
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert config.read_timeout == 10 and config.connect_timeout == 10
     assert "amazon-vpc-cni-k8s/v1.23.1" in config.user_agent_extra
 
@@ -86,3 +87,62 @@ def test_instance_type_fallback_through_describe_instance_types(moto_ec2: Any) -
     assert record is not None and record["NetworkInfo"]["MaximumNetworkInterfaces"] == 3
     assert Ec2InstanceTypeSource(api).describe_instance_type("zz.nope") is None
     assert LimitsCatalog(Ec2InstanceTypeSource(api)).get("m5.large").ipv4_per_eni == 10
+
+
+class _Flaky:
+    """A botocore client stand-in: CreateTags answers these error codes, in order, then succeeds."""
+
+    def __init__(self, codes: list[str]) -> None:
+        self.codes = codes
+        self.calls = 0
+
+    def create_tags(self, **params: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.codes:
+            code = self.codes.pop(0)
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "CreateTags")
+        return {}
+
+
+def _api(client: _Flaky, clock: FakeClock, observer: RecordingObserver, attempts: int = 10) -> Boto3EC2Api:
+    return Boto3EC2Api(
+        Ec2ClientConfig(region=REGION, max_attempts=attempts),
+        client_factory=lambda _: client,
+        limiter=Ec2RateLimiter(RateLimitConfig(mutating_qps=5, mutating_burst=10), clock=clock),
+        observer=observer,
+        clock=clock,
+        rng=random.Random(3),
+    )
+
+
+def test_throttled_attempts_are_retried_with_full_jitter_and_slow_the_action_down() -> None:
+    clock, observer = FakeClock(), RecordingObserver()
+    client = _Flaky(["RequestLimitExceeded"] * 3)
+    api = _api(client, clock, observer)
+    api.create_tags(resources=["eni-1"], tags={"a": "b"})
+    assert client.calls == 4
+    assert [c[2] for c in observer.calls] == ["RequestLimitExceeded"] * 3 + [None]
+    backoffs = [s for s in clock.sleeps if s not in observer_waits(observer)]
+    caps = [0.5 * 2**n for n in (1, 2, 3)]
+    assert len(backoffs) >= 3 and all(0 <= b <= cap for b, cap in zip(backoffs, caps, strict=False))
+    # three throttles halved the node's CreateTags rate three times; the success gave a tenth back
+    assert api._limiter.rate("CreateTags") == pytest.approx(5 / 8 + 0.5)
+    assert api._limiter.rate("CreateNetworkInterface") == 5  # other actions keep their rate
+
+
+def observer_waits(observer: RecordingObserver) -> list[float]:
+    return [w for _, w in observer.throttle_waits]
+
+
+def test_errors_a_retry_cannot_fix_are_not_retried_and_attempts_are_bounded() -> None:
+    clock, observer = FakeClock(), RecordingObserver()
+    client = _Flaky(["UnauthorizedOperation", "RequestLimitExceeded"])
+    with pytest.raises(UnauthorizedOperationError):
+        _api(client, clock, observer).create_tags(resources=["eni-1"], tags={"a": "b"})
+    assert client.calls == 1
+    client = _Flaky(["InternalError"] * 5)
+    with pytest.raises(Ec2Error):
+        _api(client, clock, observer, attempts=3).create_tags(resources=["eni-1"], tags={"a": "b"})
+    assert client.calls == 3

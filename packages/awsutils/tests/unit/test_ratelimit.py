@@ -68,3 +68,29 @@ def test_concurrent_callers_queue_fairly() -> None:
 def test_zero_qps_disables_the_bucket() -> None:
     limiter = Ec2RateLimiter(RateLimitConfig(read_qps=0, read_burst=1), clock=FakeClock())
     assert all(limiter.acquire("DescribeInstances") == 0 for _ in range(100))
+
+
+def test_each_throttle_halves_the_node_s_rate_for_that_action_and_successes_win_it_back() -> None:
+    clock = FakeClock()
+    limiter = Ec2RateLimiter(RateLimitConfig(mutating_qps=5, mutating_burst=10), clock=clock)
+    assert limiter.last_throttle == float("-inf")
+    for expected in (2.5, 1.25, 0.625, 0.3125, 0.25, 0.25):  # never below a twentieth: 0.25/s
+        limiter.throttled("AttachNetworkInterface")
+        assert limiter.rate("AttachNetworkInterface") == pytest.approx(expected)
+    assert limiter.last_throttle == clock.monotonic()
+    assert limiter.rate("CreateNetworkInterface") == 5  # EC2 meters each action apart: so does the node
+    # right after a throttle there is no burst left: the next call waits for the slowed rate
+    assert limiter.acquire("AttachNetworkInterface") == pytest.approx(4.0)
+    for _ in range(3):
+        limiter.succeeded("AttachNetworkInterface")
+    assert limiter.rate("AttachNetworkInterface") == pytest.approx(1.75)  # + a tenth of 5/s each
+    for _ in range(20):
+        limiter.succeeded("AttachNetworkInterface")
+    assert limiter.rate("AttachNetworkInterface") == 5
+
+
+def test_a_disabled_bucket_does_not_adapt() -> None:
+    limiter = Ec2RateLimiter(RateLimitConfig(mutating_qps=0), clock=FakeClock())
+    limiter.throttled("AttachNetworkInterface")
+    assert limiter.rate("AttachNetworkInterface") == 0
+    assert all(limiter.acquire("AttachNetworkInterface") == 0 for _ in range(50))

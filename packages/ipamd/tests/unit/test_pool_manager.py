@@ -457,3 +457,37 @@ def test_queued_adds_are_demand_too() -> None:
     node.manager.queued_adds(-3)
     node.manager.update_pool()
     assert node.cloud.calls.count("allocate_eni") == 2
+
+
+def test_a_throttle_the_ec2_client_retried_still_sends_the_pool_pods_first_one_eni_at_a_time() -> None:
+    fake = FakeNode.create(max_enis=6, ipv4_per_eni=4)
+    throttled_at = [float("-inf")]
+    gated = GatedCloud(fake.cloud)
+    manager = PoolManager(
+        config=PoolConfig(max_enis=6, max_ips_per_eni=3, max_pods=30),
+        store=fake.store, cloud=gated, network=fake.network, cooldown=fake.cooldown, clock=fake.clock,
+        account_throttled_at=lambda: throttled_at[0],
+    )  # fmt: skip
+    manager.update_pool()
+    for _ in range(3):
+        fake.store.assign_pod()
+    throttled_at[0] = fake.clock.monotonic()  # the EC2 client met RequestLimitExceeded (and retried)
+    with contextlib.ExitStack() as waiting:
+        for _ in range(7):
+            waiting.enter_context(manager.waiting())
+        manager.update_pool(wait=False)
+        deadline = time.monotonic() + 5
+        while gated.in_flight < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert gated.in_flight == 1  # 7 pods need 3 ENIs, but while EC2 is short of tokens: one at a time
+        gated.opened.set()
+        manager.update_pool()
+        for _ in range(7):
+            fake.store.assign_pod()  # the waiting pods take their addresses
+    # the pods got their ENIs; the warm target's fourth waits for a quiet account
+    assert fake.cloud.calls.count("allocate_eni") == 3 and gated.most_in_flight == 1
+    assert manager.update_pool().state is GrowthState.THROTTLED
+    fake.clock.advance(31)
+    manager.update_pool()
+    assert fake.cloud.calls.count("allocate_eni") == 4

@@ -8,6 +8,7 @@ both speak them. The adapter applies the client-side rate limit, times and count
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -15,14 +16,23 @@ from typing import Any, Protocol
 
 from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.ec2model import EC2_API_VERSION, trimmed_session
-from vpccni.awsutils.errors import Ec2Error, error_from_response
+from vpccni.awsutils.errors import THROTTLE_CODES, Ec2Error, error_from_response
 from vpccni.awsutils.observer import ApiObserver, NullObserver
 from vpccni.awsutils.ratelimit import Ec2RateLimiter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HTTP_TIMEOUT_S = 10
-SDK_MAX_ATTEMPTS = 10
+SDK_MAX_ATTEMPTS = 10  # attempts per call, as upstream's SDK (RetryMaxAttempts)
+RETRY_BASE_S = 0.5  # full-jitter back-off before attempt n+1: up to RETRY_BASE_S * 2**n, at most RETRY_MAX_S
+RETRY_MAX_S = 20.0
+# Worth another attempt, as the SDK's standard mode judges: throttling, EC2's own transient failures, and
+# the endpoint not answering (botocore's connection and timeout errors, by class name).
+TRANSIENT_CODES = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout",
+     "RequestTimeoutException", "PriorRequestNotComplete", "EndpointConnectionError", "ConnectionClosedError",
+     "ConnectTimeoutError", "ReadTimeoutError", "ConnectionError"}
+)  # fmt: skip
 
 Filter = Mapping[str, Any]  # {"Name": ..., "Values": [...]}
 
@@ -89,8 +99,9 @@ class Ec2ClientConfig:
         return extra
 
 
-def make_boto3_client(config: Ec2ClientConfig) -> Any:
-    """An EC2 client with the standard retry mode, 10 attempts and the configured timeout, built on the
+def make_boto3_client(config: Ec2ClientConfig, *, sdk_attempts: int = 1) -> Any:
+    """An EC2 client with the configured timeout and no retries of its own (``Boto3EC2Api`` retries, through
+    its rate limiter; `sdk_attempts` > 1 is upstream's way, modelled by the fleet simulation), built on the
     trimmed EC2 model (``vpccni.awsutils.ec2model``: the same requests, a fraction of the memory).
 
     botocore's client directly: boto3's session adds only resource and S3 helpers, and importing it costs
@@ -99,8 +110,8 @@ def make_boto3_client(config: Ec2ClientConfig) -> Any:
 
     botocfg = Config(
         region_name=config.region,
-        # total_max_attempts counts the first try, as the Go SDK's RetryMaxAttempts does.
-        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+        # One attempt: the SDK's retries would bypass the rate limiter and never tell it EC2 throttled.
+        retries={"mode": "standard", "total_max_attempts": sdk_attempts},
         connect_timeout=config.http_timeout_s,
         read_timeout=config.http_timeout_s,
         user_agent_extra=config.user_agent_extra(),
@@ -125,6 +136,7 @@ class Boto3EC2Api:
         limiter: Ec2RateLimiter | None = None,
         observer: ApiObserver | None = None,
         clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._factory = client_factory
@@ -132,6 +144,7 @@ class Boto3EC2Api:
         self._observer: ApiObserver = observer or NullObserver()
         self._clock = clock or SystemClock()
         self._limiter = limiter or Ec2RateLimiter(observer=self._observer, clock=self._clock)
+        self._rng = rng or random.Random()
 
     def _boto(self) -> Any:
         if self._client is None:
@@ -139,6 +152,29 @@ class Boto3EC2Api:
         return self._client
 
     def _call(self, api: str, *, subnet_id: str = "", **params: Any) -> dict[str, Any]:
+        """The call, retried as the SDK's standard mode retries (throttling and transient errors, up to
+        `max_attempts`, full-jitter back-off doubling to 20 s), but every attempt through the rate limiter,
+        which hears of each throttle: the node slows that action down for its next calls too."""
+        attempts = max(1, self.config.max_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self._attempt(api, subnet_id, params)
+            except Ec2Error as err:
+                if err.code in THROTTLE_CODES:
+                    self._limiter.throttled(api)
+                if attempt == attempts or not _retryable(err):
+                    raise
+                delay = self._rng.uniform(0, min(RETRY_MAX_S, RETRY_BASE_S * 2**attempt))
+                log.debug(
+                    "EC2 %s: %s; attempt %d of %d in %.2fs", api, err.code, attempt + 1, attempts, delay
+                )
+                self._clock.sleep(delay)
+                continue
+            self._limiter.succeeded(api)
+            return result
+        raise AssertionError("unreachable: at least one attempt")
+
+    def _attempt(self, api: str, subnet_id: str, params: dict[str, Any]) -> dict[str, Any]:
         from botocore import xform_name
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -261,6 +297,10 @@ class Boto3EC2Api:
 
     def unassign_ipv6_addresses(self, *, eni_id: str, prefixes: Sequence[str]) -> None:
         self._call("UnassignIpv6Addresses", NetworkInterfaceId=eni_id, Ipv6Prefixes=list(prefixes))
+
+
+def _retryable(err: Ec2Error) -> bool:
+    return err.code in THROTTLE_CODES or err.code in TRANSIENT_CODES
 
 
 class Ec2InstanceTypeSource:

@@ -100,10 +100,12 @@ class AwsNode:
         tag_settings: TagSettings,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        limiter: Ec2RateLimiter | None = None,
     ) -> None:
         self.metadata = metadata
         self.identity = identity
         self.ec2 = ec2
+        self.limiter = limiter  # the EC2 client's, when it has one
         self.tag_settings = tag_settings
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -137,7 +139,18 @@ class AwsNode:
             identity.vpc_id,
             identity.primary_eni_id,
         )
-        return cls(metadata=metadata, identity=identity, ec2=ec2, tag_settings=config.tags, clock=clock)
+        return cls(
+            metadata=metadata,
+            identity=identity,
+            ec2=ec2,
+            tag_settings=config.tags,
+            clock=clock,
+            limiter=limiter,
+        )
+
+    def last_throttle(self) -> float:
+        """When EC2 last throttled this node's calls (monotonic; -inf: never, or no limiter to hear it)."""
+        return self.limiter.last_throttle if self.limiter is not None else float("-inf")
 
     def instance_limits(self) -> InstanceLimits:
         return self.limits_catalog.get(self.identity.instance_type)

@@ -309,6 +309,7 @@ class Daemon:
                     # Upstream reconciles every iteration while security groups for pods waits for a trunk.
                     reconcile_eagerly=self._waiting_for_trunk,
                     pacing=plan.pool.pacing,
+                    account_throttled_at=aws.last_throttle,
                 )
             return card.pool
 

@@ -496,13 +496,16 @@ REGISTRY: tuple[SettingSpec, ...] = (
     # Client-side EC2 rate limit per node (upstream has none; see awsutils/ratelimit.py for the defaults).
     _spec("VPCCNI_EC2_MUTATING_QPS", "ec2_mutating_qps", rate_parser, 5.0,
           valid="calls/s ≥ 0; 0 = no limit", consumer="awsutils",
-          meaning="refill rate of the bucket for mutating EC2 calls (Create/Attach/Assign/...)"),
+          meaning="refill rate of the node's bucket for mutating EC2 calls (Create/Attach/Assign/...); each"
+                  " action's rate is also halved on every RequestLimitExceeded (down to a twentieth) and won"
+                  " back a tenth per success, so nodes sharing an account settle on its rate"),
     _spec("VPCCNI_EC2_MUTATING_BURST", "ec2_mutating_burst", int_parser(minimum=1), 10,
           valid="integer ≥ 1", consumer="awsutils",
           meaning="mutating EC2 calls allowed back to back before the rate applies"),
     _spec("VPCCNI_EC2_READ_QPS", "ec2_read_qps", rate_parser, 20.0,
           valid="calls/s ≥ 0; 0 = no limit", consumer="awsutils",
-          meaning="refill rate of the bucket for Describe* EC2 calls"),
+          meaning="refill rate of the node's bucket for Describe* EC2 calls (adapts to throttling as the"
+                  " mutating one does)"),
     _spec("VPCCNI_EC2_READ_BURST", "ec2_read_burst", int_parser(minimum=1), 40,
           valid="integer ≥ 1", consumer="awsutils",
           meaning="Describe* EC2 calls allowed back to back before the rate applies"),

@@ -40,10 +40,11 @@ class PoolPacing:
     wakeups: bool = True  # pods draining the pool and growth landing wake the loop (upstream: 5 s tick only)
     concurrent_enis: int = 4  # ENI allocations in flight at once
     demand_aware: bool = True  # grow for waiting ADDs, not only for the warm targets
-    # After EC2 throttles a growth call, the next growth waits a full-jitter back-off (first, doubling to
-    # max), and warm targets yield to waiting pods for `warm_yield_s`.
+    # After EC2 throttles a growth call (every retry of it), the next growth waits a full-jitter back-off
+    # (first, doubling to max), and for `warm_yield_s` warm targets yield to waiting pods and new ENIs go
+    # one at a time.
     throttle_backoff_first_s: float = 1.0
-    throttle_backoff_max_s: float = 30.0
+    throttle_backoff_max_s: float = 10.0
     warm_yield_s: float = 30.0
 
 

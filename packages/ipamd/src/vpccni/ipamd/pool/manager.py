@@ -138,6 +138,7 @@ class PoolManager:
         timers: PoolTimers = PoolTimers(),
         reconcile_eagerly: Callable[[], bool] = lambda: False,
         pacing: PoolPacing = DEFAULT_PACING,
+        account_throttled_at: Callable[[], float] = lambda: float("-inf"),
     ) -> None:
         self._config = config
         self._store = store
@@ -153,6 +154,9 @@ class PoolManager:
         # reconcile then runs every iteration instead of after 60 s of pool idleness.
         self._reconcile_eagerly = reconcile_eagerly
         self._pacing = pacing
+        # When EC2 last throttled any of this node's calls (the EC2 client retries them: the pool hears of
+        # it only here, before any growth action fails).
+        self._account_throttled_at = account_throttled_at
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
@@ -305,16 +309,18 @@ class PoolManager:
             )
             return ()
         config, waiting = self._config, self._adds_waiting()
-        yielding = self._throttle.recent(now, self._pacing.warm_yield_s)
-        if yielding:
-            config = pods_first(config)
+        concurrent = self._pacing.concurrent_enis
+        window = self._pacing.warm_yield_s
+        yielding = self._throttle.recent(now, window) or now - self._account_throttled_at() < window
+        if yielding:  # EC2 is short of tokens: pods first, and one new ENI at a time
+            config, concurrent = pods_first(config), 1
         growth, stop = plan_growth(
             self._store.snapshot(),
             config,
             inflight=self._runner.inflight(),
             waiting=waiting,
             resting_subnets=self._subnets.resting(now),
-            new_enis=self._pacing.concurrent_enis - self._runner.enis_in_flight(),
+            new_enis=concurrent - self._runner.enis_in_flight(),
         )
         if not growth:
             if yielding and not self._runner.busy and is_pool_too_low(self._store.snapshot(), self._config):

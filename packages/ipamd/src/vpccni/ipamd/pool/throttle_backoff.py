@@ -4,8 +4,8 @@ EC2 meters requests per account, so a throttled node is one of many asking at on
 wake-up (pods waiting for addresses wake the pool every half second) would keep the account saturated, and
 nodes that were throttled together would come back together. Instead the next growth waits a full-jitter
 back-off: a random time up to `first_s`, doubling with each further throttle up to `max_s`, forgotten
-after a growth call succeeds. For `recent_s` after a throttle, growth serves waiting pods only (warm targets
-wait), so the account's calls go first to nodes whose pods are waiting.
+after a growth call succeeds. For a while after a throttle, growth serves waiting pods only (warm targets
+wait) and starts one new ENI at a time, so the account's calls go first to nodes whose pods are waiting.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 @dataclass
 class ThrottleBackoff:
     first_s: float = 1.0
-    max_s: float = 30.0
+    max_s: float = 10.0
     jitter: Callable[[], float] = field(default_factory=lambda: random.Random().random)
     _period_s: float = 0.0
     _until: float = float("-inf")

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from vpccni.awsutils.clock import Clock, SystemClock
+from vpccni.awsutils.ec2api import SDK_MAX_ATTEMPTS, Boto3EC2Api, Ec2ClientConfig, make_boto3_client
 from vpccni.awsutils.eni import EniManager
 from vpccni.awsutils.inventory import wait_for_eni_in_imds
 from vpccni.awsutils.leak import LeakSweeper
 from vpccni.awsutils.models import AllocatedEni
 from vpccni.awsutils.node import AwsConfig, AwsNode
 from vpccni.awsutils.observer import ApiObserver
+from vpccni.awsutils.ratelimit import Ec2RateLimiter
 from vpccni.ipamd.adapters.platform import Platform, connect_aws
 from vpccni.ipamd.allocator import Allocation
 from vpccni.ipamd.daemon import Daemon
@@ -64,6 +66,18 @@ class _FleetEnis(EniManager):
         return eni
 
 
+def sdk_retrying_ec2(config: AwsConfig, region: str, *, observer: ApiObserver, clock: Clock) -> Boto3EC2Api:
+    """The EC2 client as upstream's: the SDK's standard retries (10 attempts), which the node's own code
+    never sees, and no client-side limit (the config's rates are 0 for the upstream model)."""
+    client = replace(config.ec2_client(region), max_attempts=1)  # the adapter's own loop: one attempt
+
+    def factory(cfg: Ec2ClientConfig) -> Any:
+        return make_boto3_client(cfg, sdk_attempts=SDK_MAX_ATTEMPTS)
+
+    limiter = Ec2RateLimiter(config.rate_limit, clock=clock, observer=observer)
+    return Boto3EC2Api(client, client_factory=factory, limiter=limiter, observer=observer, clock=clock)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeSpec:
     instance_id: str
@@ -104,6 +118,14 @@ class FleetAgent:
 
     def _connect_aws(self, *, config: AwsConfig, observer: ApiObserver, clock: Clock) -> AwsNode:
         aws = connect_aws(config=config, observer=observer, clock=clock)
+        if self._pacing.sdk_retries:
+            aws = AwsNode(
+                metadata=aws.metadata,
+                identity=aws.identity,
+                ec2=sdk_retrying_ec2(config, aws.identity.region, observer=observer, clock=clock),
+                tag_settings=aws.tag_settings,
+                clock=clock,
+            )
         enis = _FleetEnis(
             aws.ec2, instance_id=aws.identity.instance_id, tag_settings=aws.tag_settings, clock=clock
         )

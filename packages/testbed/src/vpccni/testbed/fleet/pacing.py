@@ -41,6 +41,7 @@ class PacingModel:
     pool_wakeups: bool = True  # the allocator wakes the pool manager when an ADD drains it
     pool: PoolPacing = DEFAULT_PACING
     imds_wait_after_attach: bool = False
+    sdk_retries: bool = False  # the SDK retries throttled calls itself; the node never hears of them
     leak_first_delay_max_s: float | None = None  # None: the product's
 
 
@@ -54,6 +55,7 @@ MODELS: dict[Pacing, PacingModel] = {
         pool_wakeups=False,
         pool=UPSTREAM_PACING,
         imds_wait_after_attach=True,
+        sdk_retries=True,
         leak_first_delay_max_s=300.0,
     ),
 }

@@ -25,10 +25,12 @@ from vpccni.ipamd.pool.decisions import (
     AllocateEni,
     AssignToEni,
     FreeEni,
+    NoAction,
     NoActionReason,
     ReleaseCidrs,
 )
 from vpccni.ipamd.pool.growth import DEFAULT_PACING, Growth, PoolPacing, plan_growth, pods_first
+from vpccni.ipamd.pool.growth_gate import GrowthGate
 from vpccni.ipamd.pool.planner import (
     MIN_ENI_AGE_S,
     at_max_pods,
@@ -40,11 +42,8 @@ from vpccni.ipamd.pool.planner import (
 from vpccni.ipamd.pool.runner import GrowthRunner
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
-from vpccni.ipamd.pool.subnet_backoff import SubnetBackoff
-from vpccni.ipamd.pool.throttle_backoff import ThrottleBackoff
 from vpccni.ipamd.ports import (
     IP_LIMIT_EXCEEDED_CODE,
-    NO_USABLE_SUBNET_CODE,
     CloudError,
     CloudPort,
     EniDescription,
@@ -57,9 +56,6 @@ from vpccni.ipamd.ports import (
 log = logging.getLogger(__name__)
 
 ASSIGN_WORKERS = 2  # threads for assignments to existing ENIs, beside those for new ENIs
-WARM_TARGETS_WAIT = (
-    "EC2 throttled this account moments ago: pods waiting for addresses go first, warm targets wait"
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,9 +150,6 @@ class PoolManager:
         # reconcile then runs every iteration instead of after 60 s of pool idleness.
         self._reconcile_eagerly = reconcile_eagerly
         self._pacing = pacing
-        # When EC2 last throttled any of this node's calls (the EC2 client retries them: the pool hears of
-        # it only here, before any growth action fails).
-        self._account_throttled_at = account_throttled_at
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
@@ -165,13 +158,16 @@ class PoolManager:
         self._status = PoolStatus()
         self._last_action = clock.monotonic()
         self._last_decrease = float("-inf")
-        self._subnets = SubnetBackoff(first_s=timers.subnet_rest_first_s, max_s=timers.subnet_rest_max_s)
-        self._no_subnet_until = float("-inf")  # every subnet for a new ENI rests until then
-        self._no_eni_until = float("-inf")  # a new ENI's host setup failed: the reconciler first
-        self._throttle = ThrottleBackoff(
-            first_s=pacing.throttle_backoff_first_s, max_s=pacing.throttle_backoff_max_s
+        # account_throttled_at: when EC2 last throttled any of this node's calls (its client retries them:
+        # the pool hears of it only there, before any growth action fails).
+        self._gate = GrowthGate(
+            pacing=pacing,
+            subnet_rest_first_s=timers.subnet_rest_first_s,
+            subnet_rest_max_s=timers.subnet_rest_max_s,
+            eni_hold_s=timers.half_interval_s * 2,
+            account_throttled_at=account_throttled_at,
         )
-        self._state = threading.Lock()  # status and back-off, written by growth on worker threads
+        self._state = threading.Lock()  # the demand counts
         self._waiting = 0  # ADDs waiting in the allocator for the pool to grow
         self._queued = 0  # ADDs the CNI endpoint has queued for a worker
         self._runner = GrowthRunner(
@@ -302,38 +298,34 @@ class PoolManager:
     def _plan_growth(self) -> tuple[Growth, ...]:
         """The growth to start now; none (with the status saying why) when growth must wait."""
         now = self._clock.monotonic()
-        resting_for = self._throttle.resting_for(now)
-        if resting_for > 0:
-            self._status = PoolStatus(
-                state=GrowthState.THROTTLED, detail="RequestLimitExceeded", retry_after_s=resting_for
-            )
+        rest = self._gate.throttle_rest(now)
+        if rest is not None:
+            self._status = rest
             return ()
-        config, waiting = self._config, self._adds_waiting()
-        concurrent = self._pacing.concurrent_enis
-        window = self._pacing.warm_yield_s
-        yielding = self._throttle.recent(now, window) or now - self._account_throttled_at() < window
-        if yielding:  # EC2 is short of tokens: pods first, and one new ENI at a time
-            config, concurrent = pods_first(config), 1
-        growth, stop = plan_growth(
-            self._store.snapshot(),
-            config,
-            inflight=self._runner.inflight(),
-            waiting=waiting,
-            resting_subnets=self._subnets.resting(now),
-            new_enis=concurrent - self._runner.enis_in_flight(),
-        )
+        waiting, yielding = self._adds_waiting(), self._gate.yielding(now)
+        growth: tuple[Growth, ...] = ()
+        stop: NoAction | None = None
+        if waiting:
+            # The ENIs the waiting pods need start together (one at a time while EC2 is short of tokens).
+            growth, stop = self._plan(
+                pods_first(self._config), now, waiting, 1 if yielding else self._pacing.concurrent_enis
+            )
+        if not growth and not yielding:
+            # Warm targets: after the pods, one new ENI at a time (a fleet that scales out together asks
+            # EC2 for its pods' ENIs first).
+            growth, stop = self._plan(self._config, now, waiting, min(1, self._pacing.concurrent_enis))
         if not growth:
             if yielding and not self._runner.busy and is_pool_too_low(self._store.snapshot(), self._config):
-                self._status = PoolStatus(state=GrowthState.THROTTLED, detail=WARM_TARGETS_WAIT)
+                self._status = self._gate.warm_targets_wait()
             elif stop is not None and not self._runner.busy:
                 self._status = _status_for(stop.reason)
             return ()
-        held = now < max(self._no_subnet_until, self._no_eni_until)
-        if held and any(isinstance(g, AllocateEni) for g in growth):
+        held = self._gate.new_enis_held(now)
+        if held is not None and any(isinstance(g, AllocateEni) for g in growth):
             growth = tuple(g for g in growth if not isinstance(g, AllocateEni))
             if not growth:  # new ENIs are what the pool needs, and they must wait
-                if now < self._no_subnet_until:
-                    self._status = self._resting_status(now)
+                if held.state is not GrowthState.GROWING:
+                    self._status = held
                 return ()
         self._status = PoolStatus(state=GrowthState.GROWING)
         log.info(
@@ -344,53 +336,38 @@ class PoolManager:
         )
         return growth
 
+    def _plan(
+        self, config: PoolConfig, now: float, waiting: int, concurrent: int
+    ) -> tuple[tuple[Growth, ...], NoAction | None]:
+        return plan_growth(
+            self._store.snapshot(),
+            config,
+            inflight=self._runner.inflight(),
+            waiting=waiting,
+            resting_subnets=self._gate.resting_subnets(now),
+            new_enis=concurrent - self._runner.enis_in_flight(),
+        )
+
     def _execute(self, growth: Growth) -> None:
         """One growth action; its failure is recorded (status, subnet rest, throttle back-off), not raised."""
         now = self._clock.monotonic()
         try:
             if isinstance(growth, AssignToEni):
                 self._assign(growth)
-                self._subnets.succeeded(_subnet_of(self._store.snapshot(), growth.eni_id))
+                self._gate.succeeded(_subnet_of(self._store.snapshot(), growth.eni_id))
             else:
-                self._subnets.succeeded(self._allocate_eni(growth).subnet_id)
+                self._gate.succeeded(self._allocate_eni(growth).subnet_id)
         except CloudError as err:
-            self._on_growth_error(err, growth, now)
+            eni_id = growth.eni_id if isinstance(growth, AssignToEni) else ""
+            full = err.subnet_ids or (_subnet_of(self._store.snapshot(), eni_id),)
+            status = self._gate.failed(err, full, now)
+            if status is not None:
+                self._status = status
             return
         except EniSetupError as err:
-            # Attaching more ENIs would only strand more of them: wait for the reconciler.
-            with self._state:
-                self._no_eni_until = now + self._timers.half_interval_s * 2
-                self._status = PoolStatus(state=GrowthState.ENI_SETUP_FAILED, detail=err.eni_id)
+            self._status = self._gate.eni_setup_failed(err.eni_id, now)
             return
-        self._throttle.succeeded()
         self._last_action = self._clock.monotonic()
-
-    def _on_growth_error(self, err: CloudError, growth: Growth, now: float) -> None:
-        with self._state:
-            if err.is_insufficient_cidr:
-                snap = self._store.snapshot()
-                full = err.subnet_ids or (_subnet_of(snap, getattr(growth, "eni_id", "")),)
-                self._subnets.failed(full, now)
-                log.warning("%s; %s rests a while, other subnets are tried", err, ", ".join(full))
-                return  # an ENI of another subnet, or a new ENI elsewhere, may serve at once
-            if err.code == NO_USABLE_SUBNET_CODE:
-                self._no_subnet_until = now + (self._subnets.next_try_in(now) or 0.0)
-                self._status = self._resting_status(now)
-                log.warning("growing the pool waits: %s", err)
-                return
-            if err.is_throttle:
-                rest = self._throttle.throttled(now)
-                self._status = PoolStatus(state=GrowthState.THROTTLED, detail=err.code, retry_after_s=rest)
-                log.warning("%s; growth rests %.1f s, then serves waiting pods first", err, rest)
-                return
-            self._on_cloud_error(err)
-
-    def _resting_status(self, now: float) -> PoolStatus:
-        return PoolStatus(
-            state=GrowthState.SUBNET_EXHAUSTED,
-            subnet_ids=tuple(sorted(self._subnets.resting(now))),
-            retry_after_s=self._subnets.next_try_in(now),
-        )
 
     def _assign(self, decision: AssignToEni) -> None:
         try:
@@ -440,10 +417,6 @@ class PoolManager:
             "attached ENI %s (device %d) with %d addresses", eni.eni_id, eni.device_number, len(eni.cidrs)
         )
         return eni
-
-    def _on_cloud_error(self, err: CloudError) -> None:
-        self._status = PoolStatus(state=GrowthState.CLOUD_ERROR, detail=f"{err.code}: {err}")
-        log.warning("growing the pool failed: %s (%s)", err, err.code)
 
     def _shrink(self) -> None:
         now = self._clock.monotonic()

@@ -76,6 +76,12 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
     parser.add_argument("--keep", action="store_true", help="leave everything up until Ctrl-C")
     parser.add_argument("--workers", type=int, default=8, help="concurrent CNI calls (default 8)")
     parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="every pod's ADD at once, as a scale-up does: the agents start every ENI the waiting pods need "
+        "together (try --nodes 1 --pods 100 --instance-type m5.4xlarge --burst)",
+    )
+    parser.add_argument(
         "--runtime",
         choices=("shim", "containerd"),
         default="shim",
@@ -142,7 +148,7 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         pods=args.pods,
         instance_type=instance_type,
         keep=args.keep,
-        workers=args.workers,
+        workers=max(args.workers, args.pods) if args.burst else args.workers,
         runtime=args.runtime,
         no_python_host=args.no_python_host,
         settings=settings,

@@ -21,7 +21,7 @@ from typing import Any
 from vpccni.testbed.bench import docs as bench_docs
 from vpccni.testbed.bench.machine import describe
 from vpccni.testbed.fleet import docs
-from vpccni.testbed.fleet.figures import calls_per_node_by_bucket, figures
+from vpccni.testbed.fleet.figures import calls_per_node_by_bucket, figures, last_address_wall
 from vpccni.testbed.fleet.pacing import MODELS, Pacing
 from vpccni.testbed.fleet.projection import project
 from vpccni.testbed.fleet.run import FleetPlan, RunData, run_fleet
@@ -149,25 +149,31 @@ def projection(runs: dict[Pacing, RunData], plan: FleetPlan) -> dict[str, Any]:
     by_pacing = {}
     for pacing, data in runs.items():
         calls = calls_per_node_by_bucket(data)
+        # What the account served before the last pod had its address (warm targets after that wait).
+        for_pods = calls_per_node_by_bucket(data, until_wall=last_address_wall(data))
         ready = [r["ready"] - r["started"] for r in data.ready]
         node_s = min(ready, default=0.0)
-        big = project(calls, nodes=PROJECTED_NODES, join_s=plan.join_s, node_s=node_s)
-        here = project(calls, nodes=plan.nodes, join_s=plan.join_s, node_s=node_s)
+        big = project(for_pods, nodes=PROJECTED_NODES, join_s=plan.join_s, node_s=node_s)
+        here = project(for_pods, nodes=plan.nodes, join_s=plan.join_s, node_s=node_s)
+        whole = project(calls, nodes=PROJECTED_NODES, join_s=plan.join_s, node_s=node_s)
         by_pacing[pacing.value] = {
             "bound_s": big.time_to_all_ips_s,
             "binding_bucket": big.binding_bucket,
             "per_bucket_s": dict(list(big.per_bucket_s.items())[:5]),
             "at_measured_size_s": here.time_to_all_ips_s,
+            "whole_scale_out_s": whole.time_to_all_ips_s,
             "calls_per_node_by_bucket": {k: round(v, 2) for k, v in sorted(calls.items())},
+            "calls_per_node_before_last_address": {k: round(v, 2) for k, v in sorted(for_pods.items())},
         }
     return {
         "nodes": PROJECTED_NODES,
         "method": (
             "Each bucket of capacity C refilled at r per second serves n calls no sooner than (n - C) / r "
             f"seconds after the first; {PROJECTED_NODES} nodes joining over {plan.join_s:g} s, each needing "
-            "the calls measured per node here (throttled attempts left out: they take no token), need at "
-            "least the largest of these over the buckets (and no less than the join window). The model is "
-            "checked against the measured run at its own size."
+            "the calls measured per node here before the last pod had its address (throttled attempts left "
+            "out: they take no token), need at least the largest of these over the buckets (and no less than "
+            "the join window). The model is checked against the measured run at its own size; the whole "
+            "scale-out (warm targets too) is projected from every call."
         ),
         "by_pacing": by_pacing,
     }

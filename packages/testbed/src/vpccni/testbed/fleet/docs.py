@@ -120,6 +120,12 @@ def section(fleet: dict[str, Any], *, plot_path: str | None) -> list[str]:
             + " | ".join(_fmt(rows[n]["at_measured_size_s"], "s") for n in names)
             + " |"
         )
+        if all("whole_scale_out_s" in rows[n] for n in names):
+            lines.append(
+                "| the whole scale-out, warm targets too | "
+                + " | ".join(_fmt(rows[n]["whole_scale_out_s"], "s") for n in names)
+                + " |"
+            )
     memory = fleet.get("memory") or {}
     if memory:
         lines += [

@@ -82,11 +82,19 @@ def successful_calls_per_node(data: RunData) -> dict[str, float]:
     return {a: n / nodes for a, n in counts.items()}
 
 
-def calls_per_node_by_bucket(data: RunData) -> dict[str, float]:
+def last_address_wall(data: RunData) -> float | None:
+    """When the last pod got its address, on the wall clock the call log uses."""
+    done = [p["done"] for p in data.pods if p["ok"]]
+    return data.t0_wall + (max(done) - data.t0) if done else None
+
+
+def calls_per_node_by_bucket(data: RunData, *, until_wall: float | None = None) -> dict[str, float]:
     """Successful calls per node by the account bucket EC2 meters them in (an action's unfiltered form
-    apart)."""
+    apart), made before `until_wall` when given."""
     counts: Counter[str] = Counter(
-        account_bucket(c.action, c.params)[0] for c in data.calls if c.error_code != THROTTLED
+        account_bucket(c.action, c.params)[0]
+        for c in data.calls
+        if c.error_code != THROTTLED and (until_wall is None or c.started <= until_wall)
     )
     nodes = max(len(data.ready), 1)
     return {k: n / nodes for k, n in counts.items()}

@@ -103,7 +103,8 @@ def projected(snap: PoolSnapshot, *, inflight: Iterable[InFlight], waiting: int)
 
 
 def pods_first(cfg: PoolConfig) -> PoolConfig:
-    """The targets while EC2 throttles this account: grow for waiting pods only, warm targets wait."""
+    """The targets for the waiting pods alone (warm targets at zero): their growth goes first, the warm
+    targets' after it, one new ENI at a time, and not while EC2 throttles the account."""
     return replace(cfg, warm_eni_target=0, warm_ip_target=0, minimum_ip_target=0, warm_prefix_target=0)
 
 

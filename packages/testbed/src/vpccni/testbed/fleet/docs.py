@@ -16,8 +16,9 @@ them. Once a node is ready, {pods} pods are created on it; a failed ADD is retri
 sandbox (10-15 s later). One EC2 serves them all with EC2's published per-action request buckets for one
 account (mutating 50 / 5 per s; CreateNetworkInterface, AssignPrivateIpAddresses and
 ModifyNetworkInterfaceAttribute 100 / 5; CreateTags 100 / 10; Describe* 100 / 20, and 50 / 10 for
-DescribeInstances and DescribeNetworkInterfaces without a filter or pagination) and the bench's latencies.
-The machine: {cores} cores, {memory} MiB, load average {load} at the start.
+DescribeInstances and DescribeNetworkInterfaces without a filter or pagination) and the bench's latencies;
+the agents' EC2 read timeout is 60 s (the simulated EC2, one Python process, can answer slower than EC2
+does). The machine: {cores} cores, {memory} MiB, load average {load} at the start.
 """
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("fleet_nodes", "nodes", ""),

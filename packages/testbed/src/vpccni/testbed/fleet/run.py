@@ -38,6 +38,11 @@ FLEET_SUBNETS = (
     SubnetSpec(cidr=ipaddress.IPv4Network("10.0.128.0/17"), tags={CNI_ROLE_TAG: "1"}),
 )
 START_MARGIN_S = 3.0  # between handing out the jobs and the first join
+# The agents' EC2 read timeout (upstream's HTTP_TIMEOUT, default 10 s). One Python process plays EC2 for the
+# whole fleet on a shared 2-core machine and can answer slower than EC2 ever does; a call it answered late
+# must not become a client retry of a call it is still working on (with hundreds of clients that snowballs
+# into minutes-long answers: a collapse of the simulator, not of EC2). Both pacings get the same.
+SIMULATOR_HTTP_TIMEOUT_S = "60"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +185,11 @@ def run_fleet(plan: FleetPlan, pacing: Pacing, *, env: dict[str, str] | None = N
                 "deadline": t0 + plan.join_s + plan.pod_timeout_s,
                 "state_dir": str(state / f"worker-{w}"),
                 "seed": plan.seed * 1000 + w,
-                "env": {"AWS_EC2_ENDPOINT": client_env["AWS_EC2_ENDPOINT"], **(env or {})},
+                "env": {
+                    "AWS_EC2_ENDPOINT": client_env["AWS_EC2_ENDPOINT"],
+                    "HTTP_TIMEOUT": SIMULATOR_HTTP_TIMEOUT_S,
+                    **(env or {}),
+                },
                 "process_env": {k: v for k, v in client_env.items() if k.startswith("AWS_")},
             }
             workers.append(_WorkerProcess(job, sink))

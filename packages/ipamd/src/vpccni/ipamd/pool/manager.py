@@ -11,6 +11,7 @@ calls, never across an EC2 or netlink call.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +65,9 @@ class PoolTimers:
 
     half_interval_s: float = 2.5
     reconcile_idle_s: float = 60.0
+    # Each idle wait is up to this much longer, drawn anew: nodes that joined together do not keep
+    # reconciling together (their EC2 reads, when IMDS disagrees, spread out).
+    reconcile_jitter: float = 0.1
     decrease_interval_s: float = 30.0
     # A subnet EC2 called full rests this long, doubling up to the maximum (upstream: all growth, 120 s).
     subnet_rest_first_s: float = 10.0
@@ -135,6 +139,7 @@ class PoolManager:
         reconcile_eagerly: Callable[[], bool] = lambda: False,
         pacing: PoolPacing = DEFAULT_PACING,
         account_throttled_at: Callable[[], float] = lambda: float("-inf"),
+        rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -150,6 +155,8 @@ class PoolManager:
         # reconcile then runs every iteration instead of after 60 s of pool idleness.
         self._reconcile_eagerly = reconcile_eagerly
         self._pacing = pacing
+        self._rng = rng or random.Random()
+        self._reconcile_idle_s = self._next_reconcile_idle()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
@@ -262,12 +269,17 @@ class PoolManager:
         with self._iteration:
             if self._terminating or self._reconciler is None:
                 return False
-            idle = self._clock.monotonic() - self._last_action >= self._timers.reconcile_idle_s
+            idle = self._clock.monotonic() - self._last_action >= self._reconcile_idle_s
             if not idle and not self._reconcile_eagerly():
                 return False
             self._reconciler.reconcile()
             self._last_action = self._clock.monotonic()
+            self._reconcile_idle_s = self._next_reconcile_idle()
             return True
+
+    def _next_reconcile_idle(self) -> float:
+        t = self._timers
+        return t.reconcile_idle_s * (1 + t.reconcile_jitter * self._rng.random())
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -42,7 +42,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--pacing", choices=[*(x.value for x in Pacing), "both"], default="both", help="default: both"
     )
-    p.add_argument("--quick", action="store_true", help="50 nodes joining over 20 s")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="runs of each pacing, interleaved; medians are reported (default 3)",
+    )
+    p.add_argument("--quick", action="store_true", help="50 nodes joining over 20 s, one run of each")
     p.add_argument("--results", type=Path, default=Path("bench/results/fleet.json"))
     p.add_argument("--bench-results", type=Path, default=Path("bench/results/latest.json"))
     p.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"))
@@ -95,20 +101,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load = [round(v, 2) for v in os.getloadavg()]
     available = _available_mib()
     started = time.monotonic()
+    rounds = 1 if args.quick else max(1, args.runs)
+    all_runs: dict[Pacing, list[tuple[RunData, dict[str, Any]]]] = {p: [] for p in pacings}
+    for round_no in range(1, rounds + 1):
+        for pacing in pacings:  # interleaved: the machine's load falls on both pacings alike
+            print(
+                f"-- fleet: {plan.nodes} nodes, {MODELS[pacing].label}, run {round_no}/{rounds}", flush=True
+            )
+            load_now = [round(v, 2) for v in os.getloadavg()]
+            data = run_fleet(plan, pacing)
+            figs = {**figures(data), "load_average_at_start": load_now}
+            all_runs[pacing].append((data, figs))
+            print(
+                f"   all {figs['fleet_pods']} pods have addresses after {figs['fleet_time_to_all_ips_s']} s, "
+                f"{figs['fleet_failed_pods']} failed, {figs['fleet_throttled_calls']} throttled calls, "
+                f"ADD wait p99 {figs['fleet_add_wait_p99_s']} s",
+                flush=True,
+            )
     runs: dict[Pacing, RunData] = {}
     shown: dict[str, dict[str, Any]] = {}
-    for pacing in pacings:
-        print(f"-- fleet: {plan.nodes} nodes, {MODELS[pacing].label}", flush=True)
-        data = run_fleet(plan, pacing)
+    for pacing, done in all_runs.items():
+        data, figs = median_run(done)
         runs[pacing] = data
-        figs = figures(data)
-        shown[pacing.value] = {"label": MODELS[pacing].label, **figs}
-        print(
-            f"   all {figs['fleet_pods']} pods have addresses after {figs['fleet_time_to_all_ips_s']} s, "
-            f"{figs['fleet_failed_pods']} failed, {figs['fleet_throttled_calls']} throttled calls, "
-            f"ADD wait p99 {figs['fleet_add_wait_p99_s']} s",
-            flush=True,
-        )
+        shown[pacing.value] = {
+            "label": MODELS[pacing].label,
+            **figs,
+            **medians([f for _, f in done]),
+            "runs": [
+                {k: f[k] for k in (*HEADLINE, "ec2_server_time_s", "load_average_at_start")} for _, f in done
+            ],
+        }
     out: dict[str, Any] = {}
     product = shown.get(Pacing.VPCCNI.value)
     if product:
@@ -122,11 +144,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if vpccni.get(key) and upstream.get(key) is not None
         }
     out["projection"] = projection(runs, plan)
-    out["memory"] = memory(list(runs.values()), available)
+    out["memory"] = memory([data for done in all_runs.values() for data, _ in done], available)
     out["run"] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": round(time.monotonic() - started, 1),
         "plan": {
+            "runs": rounds,
             "nodes": plan.nodes,
             "pods_per_node": plan.pods_per_node,
             "join_s": plan.join_s,
@@ -142,6 +165,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {**describe(), "load_average_at_start": load},
     }
     out["notes"] = notes(shown)
+    return out
+
+
+HEADLINE = (
+    "fleet_time_to_all_ips_s",
+    "fleet_failed_pods",
+    "fleet_throttled_calls",
+    "fleet_add_wait_p99_s",
+    "fleet_add_wait_p50_s",
+    "failed_add_attempts",
+)
+
+
+def _time_key(figs: dict[str, Any]) -> float:
+    value = figs["fleet_time_to_all_ips_s"]
+    return float("inf") if value is None else float(value)
+
+
+def median_run(done: list[tuple[RunData, dict[str, Any]]]) -> tuple[RunData, dict[str, Any]]:
+    """The run whose time to every pod's address is the median (its timeline and calls are shown)."""
+    ordered = sorted(done, key=lambda run: _time_key(run[1]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def medians(figs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each headline figure's median over the runs (a run where some pod never got its address has no
+    time to every address: it counts as the slowest)."""
+    out: dict[str, Any] = {}
+    for key in HEADLINE:
+        values = sorted((f[key] for f in figs), key=lambda v: float("inf") if v is None else v)
+        out[key] = values[(len(values) - 1) // 2]
     return out
 
 
@@ -182,13 +236,14 @@ def projection(runs: dict[Pacing, RunData], plan: FleetPlan) -> dict[str, Any]:
 def notes(shown: dict[str, dict[str, Any]]) -> list[str]:
     out = []
     for figs in shown.values():
-        server = figs["ec2_server_time_s"]
-        if server["max"] and server["max"] > 5:
-            out.append(
-                f"{figs['label']}: the testbed's EC2 took up to {server['max']:g} s to answer a call (p99 "
-                f"{server['p99']:g} s, injected latency included): the machine, not EC2's limits, slowed "
-                "some calls"
-            )
+        for n, run in enumerate(figs["runs"], start=1):
+            server = run["ec2_server_time_s"]
+            if server["max"] and server["max"] > 5:
+                out.append(
+                    f"{figs['label']}, run {n}: the testbed's EC2 took up to {server['max']:g} s to answer a "
+                    f"call (p99 {server['p99']:g} s, injected latency included; load average "
+                    f"{run['load_average_at_start']} at its start): the machine, not EC2's limits, slowed it"
+                )
         if figs["other_ec2_errors"]:
             out.append(f"{figs['label']}: other EC2 errors: {figs['other_ec2_errors']}")
     return out

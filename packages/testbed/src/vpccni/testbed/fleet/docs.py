@@ -40,6 +40,28 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{shown} {unit}".strip()
 
 
+def _runs(fleet: dict[str, Any]) -> list[str]:
+    pacings = fleet["pacings"]
+    if all(len(p.get("runs", ())) <= 1 for p in pacings.values()):
+        return []
+    lines = [
+        "",
+        "Each run (the table above gives the medians; the plot and the calls per node are the median run's):",
+        "",
+        "| pacing | run | all addresses | throttled calls | ADD wait p99 / p50 | failed ADDs | load |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in pacings.values():
+        for n, run in enumerate(p["runs"], start=1):
+            lines.append(
+                f"| {p['label']} | {n} | {_fmt(run['fleet_time_to_all_ips_s'], 's')} | "
+                f"{run['fleet_throttled_calls']} | {_fmt(run['fleet_add_wait_p99_s'])} / "
+                f"{_fmt(run['fleet_add_wait_p50_s'], 's')} | {run['failed_add_attempts']} | "
+                f"{run['load_average_at_start']} |"
+            )
+    return lines
+
+
 def plot(fleet: dict[str, Any]) -> str:
     plan = fleet["run"]["plan"]
     return line_chart(
@@ -57,6 +79,7 @@ def section(fleet: dict[str, Any], *, plot_path: str | None) -> list[str]:
     run, pacings = fleet["run"], fleet["pacings"]
     plan, machine = run["plan"], run["machine"]
     names = list(pacings)
+    runs = plan.get("runs", 1)
     lines = [
         "",
         "## At scale: a fleet under one account's EC2 limits",
@@ -72,6 +95,8 @@ def section(fleet: dict[str, Any], *, plot_path: str | None) -> list[str]:
             memory=machine["memory_mib"],
             load=machine["load_average_at_start"],
         ).strip(),
+        "",
+        f"Medians of {runs} runs of each pacing, interleaved." if runs > 1 else "One run of each pacing.",
         "",
         "| | " + " | ".join(pacings[n]["label"] for n in names) + " |",
         "|---|" + "---|" * len(names),
@@ -127,6 +152,7 @@ def section(fleet: dict[str, Any], *, plot_path: str | None) -> list[str]:
                 + " | ".join(_fmt(rows[n]["whole_scale_out_s"], "s") for n in names)
                 + " |"
             )
+    lines += _runs(fleet)
     memory = fleet.get("memory") or {}
     if memory:
         lines += [

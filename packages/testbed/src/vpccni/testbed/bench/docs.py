@@ -151,7 +151,7 @@ def _fmt(value: Any) -> str:
 PHASES = (
     (
         "last_add_started",
-        "the last of the 100 ADDs reached ipamd (the runtime starting 100 shims on 2 cores)",
+        "the runtime started the last of the 100 ADDs (100 shim processes on 2 cores)",
     ),
     ("first_assign_start", "first AssignPrivateIpAddresses sent"),
     ("last_assign_end", "last AssignPrivateIpAddresses answered"),

@@ -28,6 +28,7 @@ from vpccni.testbed.ec2.throttle import EC2_DEFAULT_BUCKETS, AccountThrottle, Bu
 from vpccni.testbed.events import (
     AddressesChanged,
     BranchAssociated,
+    BranchDisassociated,
     EniAttached,
     EniDetached,
     Event,
@@ -464,6 +465,9 @@ class Cloud:
             for event in events:
                 if isinstance(event, EniAttached | EniDetached):
                     changed.add(event.instance_id)
+                elif isinstance(event, BranchAssociated | BranchDisassociated):
+                    if instance := self._eni_instance(event.trunk_eni_id):
+                        changed.add(instance)  # the trunk's node
                 elif event.eni_id and (instance := self._eni_instance(event.eni_id)):
                     changed.add(instance)
         return changed

@@ -26,9 +26,6 @@ from vpccni.testbed.noderunner import build_script_shim, build_shim
 
 log = logging.getLogger(__name__)
 
-# `nox -s fleet` writes these; the page keeps their "At scale" section when the bench rewrites it.
-FLEET_RESULTS = Path("bench/results/fleet.json")
-FLEET_PLOT = Path("docs/img/fleet-pods.svg")
 RESULT_KEYS = (
     "cni_add_p50_ms",
     "cni_add_p99_ms",
@@ -191,21 +188,12 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> None:
     timeline = results.pop("_timeline", [])
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
-    plot_rel = None
     if timeline:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         args.plot.write_text(docs.burst_plot(timeline))
-        plot_rel = os.path.relpath(args.plot, args.docs.parent)
-    args.docs.parent.mkdir(parents=True, exist_ok=True)
-    # The network policy figures (`python -m vpccni.testbed.netpol`) and the fleet's (`nox -s fleet`) keep
-    # their sections on the page.
-    netpol_results = args.results.parent / "netpol.json"
-    netpol = json.loads(netpol_results.read_text()) if netpol_results.exists() else None
-    fleet = json.loads(FLEET_RESULTS.read_text()) if FLEET_RESULTS.exists() else None
-    fleet_plot = os.path.relpath(FLEET_PLOT, args.docs.parent) if fleet and FLEET_PLOT.exists() else None
-    args.docs.write_text(
-        docs.render(results, plot=plot_rel, netpol=netpol, fleet=fleet, fleet_plot=fleet_plot)
-    )
+    # The page also shows network policy's (`python -m vpccni.testbed.netpol`) and the fleet's (`nox -s
+    # fleet`) figures, from their results files.
+    docs.write_page(args.docs, results_dir=args.results.parent, plot=args.plot)
     print(f"wrote {args.results}, {args.docs}" + (f", {args.plot}" if timeline else ""))
 
 

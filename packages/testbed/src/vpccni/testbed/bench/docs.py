@@ -3,7 +3,10 @@ how it was measured, and the notes."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vpccni.testbed.bench.svgplot import Series, line_chart
@@ -350,3 +353,28 @@ def render(
     lines += WHERE_TIME_GOES.splitlines()
     lines += (FOOTER if missed else ALL_MET).splitlines()
     return "\n".join(lines)
+
+
+def write_page(path: Path, *, results_dir: Path, plot: Path | None = None) -> None:
+    """Re-render the page at `path` from every results file in `results_dir` (latest.json, netpol.json,
+    fleet.json): each benchmark writes its own file, then the page, so no run drops another's section."""
+
+    def load(name: str) -> dict[str, Any] | None:
+        f = results_dir / name
+        return json.loads(f.read_text()) if f.exists() else None
+
+    def rel(image: Path) -> str | None:
+        return os.path.relpath(image, path.parent) if image.exists() else None
+
+    img = path.parent / "img"
+    fleet = load("fleet.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        render(
+            load("latest.json") or {},
+            plot=rel(plot or img / "burst100-pool.svg"),
+            netpol=load("netpol.json"),
+            fleet=fleet,
+            fleet_plot=rel(img / "fleet-pods.svg") if fleet else None,
+        )
+    )

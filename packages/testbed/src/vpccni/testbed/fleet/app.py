@@ -256,10 +256,7 @@ def write_outputs(fleet: dict[str, Any], args: argparse.Namespace) -> None:
     args.plot.write_text(docs.plot(fleet))
     wrote = [str(args.results), str(args.plot)]
     if args.bench_results.exists():
-        results = json.loads(args.bench_results.read_text())
-        burst = os.path.relpath(BURST_PLOT, args.docs.parent) if BURST_PLOT.exists() else None
-        fleet_plot = os.path.relpath(args.plot, args.docs.parent)
-        args.docs.write_text(bench_docs.render(results, plot=burst, fleet=fleet, fleet_plot=fleet_plot))
+        bench_docs.write_page(args.docs, results_dir=args.results.parent)
         wrote.append(str(args.docs))
     print("wrote " + ", ".join(wrote))
 

@@ -119,12 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command in ("speed", "all"):
             part = speed.run(workdir=workdir / "speed", quick=args.quick)
-            merged = merge_results(args.results, part)
-            speed.write_docs(args.docs, merged)
+            merge_results(args.results, part)
+            speed.write_docs(args.docs, args.results)
             figures = ", ".join(f"{k} {part[k]}" for k in speed.RESULT_KEYS)
             print(f"speed: {figures}; wrote {args.results}, {args.docs}")
         elif args.command == "conformance" and args.docs.exists():
-            speed.write_docs(args.docs, json.loads(args.results.read_text()))
+            speed.write_docs(args.docs, args.results)
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}")

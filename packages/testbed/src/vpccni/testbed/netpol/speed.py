@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import logging
 import signal
 import statistics
@@ -316,9 +315,6 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
-def write_docs(path: Path, netpol: dict[str, Any]) -> None:
-    """Re-render `docs/benchmarks.md` from the last full bench results and these network policy figures."""
-    latest = path.parent.parent / "bench" / "results" / "latest.json"
-    results = json.loads(latest.read_text()) if latest.exists() else {}
-    plot = "img/burst100-pool.svg" if (path.parent / "img" / "burst100-pool.svg").exists() else None
-    path.write_text(bench_docs.render(results, plot=plot, netpol=netpol))
+def write_docs(path: Path, results: Path) -> None:
+    """Re-render `docs/benchmarks.md` with these network policy figures (`results`, already written)."""
+    bench_docs.write_page(path, results_dir=results.parent)

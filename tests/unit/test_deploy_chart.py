@@ -263,7 +263,6 @@ def test_the_metrics_helper_has_upstreams_rbac_and_env() -> None:
     assert container["ports"] == [{"containerPort": 61681, "name": "metrics"}]
 
 
-
 def _agent(docs: list[dict[str, Any]]) -> dict[str, Any]:
     pod = _one(docs, "DaemonSet")["spec"]["template"]["spec"]
     return next(c for c in pod["containers"] if c["name"] == "aws-eks-nodeagent")
@@ -295,10 +294,23 @@ def test_network_policy_controller_is_a_deployment_with_its_own_rbac(tmp_path: P
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     deployment = _one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2  # a standby: the replicas elect a leader on a Lease
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["/app/vpccni-netpol-controller"]
     assert "--endpoint-chunk-size=100" in container["args"]
+    assert "--enable-leader-election=true" in container["args"]
+    [pod_ns] = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert pod_ns["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    [lease_role] = [d for d in docs if d["kind"] == "Role" and "leader-election" in d["metadata"]["name"]]
+    lease_rules = {(r.get("resourceNames", ["*"])[0], v) for r in lease_role["rules"] for v in r["verbs"]}
+    assert lease_rules == {
+        ("*", "create"),
+        ("amazon-network-policy-controller-k8s", "get"),
+        ("amazon-network-policy-controller-k8s", "update"),
+        ("amazon-network-policy-controller-k8s", "patch"),
+    }
+    [binding] = [d for d in docs if d["kind"] == "RoleBinding" and "leader-election" in d["metadata"]["name"]]
+    assert binding["roleRef"]["name"] == lease_role["metadata"]["name"]
     [role] = [d for d in docs if d["kind"] == "ClusterRole" and "netpol" in d["metadata"]["name"]]
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}  # fmt: skip

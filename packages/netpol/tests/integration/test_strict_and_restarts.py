@@ -3,6 +3,7 @@ ipamd, agent, controller, API server; real packets)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -12,10 +13,13 @@ import pytest
 from vpccni.ipamd.cli.introspect import pod_rows
 from vpccni.networkutils.names import attachment_veth_name, host_veth_name
 from vpccni.testbed.datapath import namespaces as ns
+from vpccni.testbed.netpol import daemons
 from vpccni.testbed.netpol.cluster import ClusterPod, PolicyCluster
 from vpccni.testbed.netpol.probe import Outcome, Proto
 
 TCP80 = {"ports": (80,), "protos": (Proto.TCP,)}
+STANDBY_HEALTH = "127.0.0.1:8091"  # a second controller replica on the same node
+LEASE = "amazon-network-policy-controller-k8s"
 
 
 def connects(pc: PolicyCluster, src: ClusterPod, dst: ClusterPod) -> bool:
@@ -168,3 +172,45 @@ def test_controller_restart_catches_up_with_what_changed_while_it_was_down(stric
     assert endpoints_of_s_open()  # nobody cleans up while the controller is down (no garbage collector here)
     pc.controller.start()
     assert wait_until(lambda: not endpoints_of_s_open())
+
+
+def test_a_standby_controller_takes_over_when_the_leader_is_killed(
+    strict: PolicyCluster, tmp_path: Path
+) -> None:
+    pc = strict
+    assert pc.controller is not None
+
+    def lease() -> dict[str, object]:
+        spec: dict[str, object] = pc.store.get("leases", LEASE, "kube-system")["spec"]
+        return spec
+
+    def endpoints_of(name: str) -> bool:
+        ref = {"name": name, "namespace": "t"}
+        return any(pe["spec"]["policyRef"] == ref for pe in pc.policy_endpoints())
+
+    leader = lease()["holderIdentity"]
+    after: dict[str, object] = {}
+    node = pc.runners[0].node
+    standby = daemons.controller(node, workdir=tmp_path / "standby", health=STANDBY_HEALTH).start()
+    try:
+        standby.wait_healthy(STANDBY_HEALTH)  # ready (caches synced) while standing by
+        pc.apply_policy({**open_all("t"), "metadata": {"name": "while-led", "namespace": "t"}})
+        assert wait_until(lambda: endpoints_of("while-led"))
+        assert lease()["holderIdentity"] == leader  # the leader wrote; the standby still waits
+        assert "waiting for the Lease" in standby.tail(200) and "holds the lease" not in standby.tail(200)
+
+        pc.controller.stop(signal.SIGKILL)  # no release: the standby must wait out the lease
+        killed = time.monotonic()
+        pc.apply_policy({**open_all("t"), "metadata": {"name": "after-kill", "namespace": "t"}})
+        assert wait_until(lambda: endpoints_of("after-kill"), timeout_s=45)
+        took = time.monotonic() - killed
+        assert took >= 10, f"the standby wrote {took:.1f} s after the kill, before the lease could expire"
+        after = lease()
+        assert after["holderIdentity"] not in (leader, "") and int(str(after["leaseTransitions"])) >= 1
+    finally:
+        standby.stop()  # SIGTERM: releases the lease, so the restarted replica takes it at once
+        pc.controller.start()
+        pc.controller.wait_healthy(daemons.CONTROLLER_HEALTH)
+        for name in ("while-led", "after-kill"):
+            pc.delete_policy("t", name)
+    assert wait_until(lambda: lease()["holderIdentity"] not in ("", after["holderIdentity"]), timeout_s=15)

@@ -24,7 +24,8 @@ def test_every_option_fills_a_field_and_every_field_has_an_option() -> None:
         f.name for f in dataclasses.fields(ControllerSettings)
     }
     assert load_agent_settings([], {}) == AgentSettings()
-    assert load_controller_settings([], {}) == ControllerSettings()
+    pod = {"POD_NAMESPACE": "kube-system"}
+    assert load_controller_settings([], pod) == ControllerSettings(leader_election_namespace="kube-system")
 
 
 def test_the_upstream_manifest_args_and_env() -> None:
@@ -74,10 +75,29 @@ def test_enabling_needs_the_node_name_and_a_valid_veth_prefix() -> None:
 
 
 def test_controller_durations_and_chunks() -> None:
-    s = load_controller_settings(["--endpoint-chunk-size=50", "--pod-update-batch-period-duration=1s"], {})
+    pod = {"POD_NAMESPACE": "kube-system"}
+    s = load_controller_settings(["--endpoint-chunk-size=50", "--pod-update-batch-period-duration=1s"], pod)
     assert (s.chunk_size, s.batch_s) == (50, 1.0)
-    assert load_controller_settings(["--pod-update-batch-period-duration=250ms"], {}).batch_s == 0.25
+    assert load_controller_settings(["--pod-update-batch-period-duration=250ms"], pod).batch_s == 0.25
     with pytest.raises(SettingsError, match="endpoint-chunk-size"):
         load_controller_settings(["--endpoint-chunk-size=0"], {})
     with pytest.raises(SystemExit):
         load_controller_settings(["--enable-configmap-check=true"], {})  # not offered: argparse refuses it
+
+
+def test_leader_election_takes_the_pods_namespace(tmp_path: Path) -> None:
+    none = tmp_path / "none"
+    settings = load_controller_settings([], {"POD_NAMESPACE": "kube-system"}, namespace_file=none)
+    assert settings.leader_election and settings.leader_election_namespace == "kube-system"
+    assert settings.leader_election_id == "amazon-network-policy-controller-k8s"
+    sa = tmp_path / "namespace"
+    sa.write_text("netpol\n")
+    assert load_controller_settings([], {}, namespace_file=sa).leader_election_namespace == "netpol"
+
+
+def test_leader_election_outside_a_pod_asks_for_a_namespace(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--leader-election-namespace"):
+        load_controller_settings([], {}, namespace_file=tmp_path / "none")
+    none = tmp_path / "none"
+    single = load_controller_settings(["--enable-leader-election=false"], {}, namespace_file=none)
+    assert not single.leader_election

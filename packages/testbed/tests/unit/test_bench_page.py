@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from vpccni.testbed.bench.docs import write_page
 
 pytestmark = pytest.mark.unit

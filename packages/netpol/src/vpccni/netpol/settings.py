@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,13 @@ CONTROLLER_OPTIONS: tuple[Option, ...] = (
     Option(attr="health_address", parse=_bind, default=":8081", flag="health-probe-bind-address",
            meaning="/healthz and /readyz listen address"),
     Option(attr="log_level", parse=str.lower, default="info", flag="log-level", meaning=LEVELS),
+    Option(attr="leader_election", parse=_bool, default="true", flag="enable-leader-election",
+           meaning="only the replica holding the Lease writes PolicyEndpoints; the others stand by"),
+    Option(attr="leader_election_id", parse=str, default="amazon-network-policy-controller-k8s",
+           flag="leader-election-id", meaning="name of the coordination.k8s.io Lease"),
+    Option(attr="leader_election_namespace", parse=str, default="", flag="leader-election-namespace",
+           env="POD_NAMESPACE",
+           meaning="namespace of the Lease; default: the pod's own (the service account's namespace file)"),
     *KUBE_OPTIONS,
 )
 # fmt: on
@@ -208,6 +215,9 @@ class ControllerSettings(KubeFields):
     batch_s: float = 0.02
     health_address: str = ":8081"
     log_level: str = "info"
+    leader_election: bool = True
+    leader_election_id: str = "amazon-network-policy-controller-k8s"
+    leader_election_namespace: str = ""
 
 
 def _load(
@@ -253,5 +263,23 @@ def load_agent_settings(argv: Sequence[str], env: Mapping[str, str]) -> AgentSet
     return settings
 
 
-def load_controller_settings(argv: Sequence[str], env: Mapping[str, str]) -> ControllerSettings:
-    return ControllerSettings(**_load(CONTROLLER_OPTIONS, argv, env, "vpccni-netpol-controller"))
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def load_controller_settings(
+    argv: Sequence[str], env: Mapping[str, str], *, namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE
+) -> ControllerSettings:
+    settings = ControllerSettings(**_load(CONTROLLER_OPTIONS, argv, env, "vpccni-netpol-controller"))
+    if not settings.leader_election or settings.leader_election_namespace:
+        return settings
+    try:
+        namespace = namespace_file.read_text().strip()
+    except OSError:
+        namespace = ""
+    if not namespace:
+        raise SettingsError(
+            "vpccni-netpol-controller: leader election needs the Lease's namespace and this process is not "
+            "in a pod: set --leader-election-namespace (or POD_NAMESPACE), or --enable-leader-election=false "
+            "for a single replica"
+        )
+    return replace(settings, leader_election_namespace=namespace)

@@ -5,12 +5,15 @@
 - `FakeConntrack`: remembers which addresses were forgotten.
 - `FakePolicyEndpointWriter`: an in-memory PolicyEndpoint store with resourceVersions, the API's 409 and 404,
   and injectable outages.
+- `FakeLeaseStore`: one Lease with resourceVersions, the API's 409, and injectable outages, shared by the
+  electors of several simulated replicas.
 - `introspection_of`: an agent's introspection over pods and PolicyEndpoints given outright.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from typing import Any
 
@@ -18,6 +21,7 @@ from vpccni.k8sapi.errors import ApiUnavailable, Conflict, NotFound
 from vpccni.netpol.agent.effective import LocalPod, effective_policy
 from vpccni.netpol.agent.introspect import Introspection
 from vpccni.netpol.agent.ruleset import DROP, Ruleset, build_ruleset, render
+from vpccni.netpol.controller.leader import LeaseRecord
 from vpccni.netpol.model import PolicyEndpoint
 
 
@@ -121,3 +125,32 @@ def introspection_of(pods: list[LocalPod], policy_endpoints: list[PolicyEndpoint
         policy_of=lambda namespace, name: by_key.get((namespace, name)),
         listing=lambda: f"table inet vpccni-netpol {{\n{render(ruleset)}}}\n",
     )
+
+
+class FakeLeaseStore:
+    def __init__(self) -> None:
+        self.record: LeaseRecord | None = None
+        self.outage = False
+        self._versions = itertools.count(1)
+
+    def get(self) -> LeaseRecord | None:
+        self._check()
+        return self.record
+
+    def create(self, record: LeaseRecord) -> bool:
+        self._check()
+        if self.record is not None:
+            return False
+        self.record = dataclasses.replace(record, resource_version=str(next(self._versions)))
+        return True
+
+    def update(self, record: LeaseRecord) -> bool:
+        self._check()
+        if self.record is None or record.resource_version != self.record.resource_version:
+            return False
+        self.record = dataclasses.replace(record, resource_version=str(next(self._versions)))
+        return True
+
+    def _check(self) -> None:
+        if self.outage:
+            raise ApiUnavailable("read Lease: cannot reach the Kubernetes API server (simulated)")

@@ -1,13 +1,16 @@
 """`vpccni-netpol-controller`: watches NetworkPolicies, pods and namespaces cluster-wide and keeps the
-PolicyEndpoint objects the node agents enforce. Run as one replica (a Deployment)."""
+PolicyEndpoint objects the node agents enforce. A Deployment of one or more replicas: with leader election
+(the default, as upstream's) only the Lease holder writes, the others wait with warm caches."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
 
 from kubernetes import client
@@ -15,6 +18,7 @@ from vpccni.k8sapi.config import load_config
 from vpccni.k8sapi.corev1 import CoreV1Requests
 from vpccni.netpol import logs, networkpolicy
 from vpccni.netpol.controller.cluster import namespace_from_json, pod_from_json
+from vpccni.netpol.controller.leader import KubeLeaseStore, LeaderElector
 from vpccni.netpol.controller.reconciler import PolicyEndpointReconciler, parse_policy
 from vpccni.netpol.httpserve import HttpServer, text_response
 from vpccni.netpol.kube import PE_PATH, KubePolicyEndpointWriter, ObjectCache, start_watch
@@ -61,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"/healthz": lambda _: text_response("ok\n"), "/readyz": ready},
         name="controller-health",
     ).start()
-    reconciler.start()
     watchers = [
         start_watch(requests, policies, path=networkpolicy.PATH, what="networkpolicies"),
         start_watch(requests, pods, path="/api/v1/pods", what="pods"),
@@ -72,13 +75,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("network policy controller started (chunk size %d)", settings.chunk_size)
-    stop.wait()
+    still_leading = True
+    if settings.leader_election:
+        store = KubeLeaseStore(
+            api_client, namespace=settings.leader_election_namespace, name=settings.leader_election_id
+        )
+        identity = f"{socket.gethostname()}_{uuid.uuid4()}"
+        log.info(
+            "waiting for the Lease %s/%s as %s",
+            settings.leader_election_namespace, settings.leader_election_id, identity,
+        )  # fmt: skip
+        still_leading = LeaderElector(store=store, identity=identity).run(stop, reconciler.start)
+    else:
+        reconciler.start()
+        stop.wait()
     log.info("stopping")
     for watcher in watchers:
         watcher.stop()
     reconciler.stop()
     health.stop()
     api_client.close()
+    if not still_leading:
+        return 1  # as upstream's: exit, and let the Deployment restart us as a standby
     return 0
 
 

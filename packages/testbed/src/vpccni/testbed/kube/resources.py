@@ -99,6 +99,7 @@ CLUSTERROLES = builtin(RBAC, "clusterroles", "ClusterRole", namespaced=False, co
 CLUSTERROLEBINDINGS = builtin(RBAC, "clusterrolebindings", "ClusterRoleBinding", namespaced=False, columns=printers.BINDING_COLUMNS)  # noqa: E501
 ROLES = builtin(RBAC, "roles", "Role", namespaced=True, columns=printers.ROLE_COLUMNS)
 ROLEBINDINGS = builtin(RBAC, "rolebindings", "RoleBinding", namespaced=True, columns=printers.BINDING_COLUMNS)
+LEASES = builtin("coordination.k8s.io/v1", "leases", "Lease", namespaced=True)
 CRDS = builtin("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False, short_names=("crd", "crds"))  # noqa: E501
 # Custom resources an EKS cluster always has (their CRDs are also created at start, see bootstrap.py): served
 # even by a bare ObjectStore, with the columns their CRDs define.
@@ -125,6 +126,7 @@ ALL_RESOURCES: tuple[ResourceType, ...] = (
     CLUSTERROLEBINDINGS,
     ROLES,
     ROLEBINDINGS,
+    LEASES,
     CRDS,
     ENICONFIGS,
     CNINODES,

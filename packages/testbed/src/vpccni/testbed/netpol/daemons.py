@@ -117,13 +117,15 @@ def agent(
     )
 
 
-def controller(node: Node, *, workdir: Path) -> NodeDaemon:
+def controller(node: Node, *, workdir: Path, health: str = CONTROLLER_HEALTH) -> NodeDaemon:
+    """A replica of the controller; a second one (another `health` address) is a leader-election standby."""
     return NodeDaemon(
         node=node,
         name="vpccni-netpol-controller",
         argv=[
             *console_script("vpccni-netpol-controller", "vpccni.netpol.controller.main"),
-            f"--health-probe-bind-address={CONTROLLER_HEALTH}",
+            f"--health-probe-bind-address={health}",
+            "--leader-election-namespace=kube-system",
         ],
         env=node.env(),
         log=workdir / "controller.log",

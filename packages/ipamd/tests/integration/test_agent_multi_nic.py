@@ -95,3 +95,55 @@ def test_a_pod_with_an_interface_per_card_reaches_the_vpc_through_each(
         assert str(first) not in rules and str(second) not in rules, rules
     finally:
         cluster.remove_node(node)
+
+
+def test_prefix_delegation_serves_each_card_from_its_own_prefixes(
+    cluster: Cluster, agent_on: Callable[..., Agent], wait_for: Callable[..., object]
+) -> None:
+    node = cluster.add_node(instance_type=INSTANCE_TYPE)
+    try:
+        agent = agent_on(
+            node, ENABLE_MULTI_NIC="true", ENABLE_PREFIX_DELEGATION="true", WARM_PREFIX_TARGET="1"
+        )
+        card1 = wait_for(
+            lambda: [
+                e
+                for e in agent.ec2_enis().values()
+                if e["Attachment"]["NetworkCardIndex"] == 1 and e.get("Ipv4Prefixes")
+            ],
+            what="an ENI with a /28 prefix on network card 1",
+        )
+        card1_eni = card1[0]["NetworkInterfaceId"]
+        prefixes = [ipaddress.IPv4Network(p["Ipv4Prefix"]) for p in card1[0]["Ipv4Prefixes"]]
+        assert prefixes and all(p.prefixlen == 28 for p in prefixes)
+
+        trainer = agent.create_pod(namespace="ml", name="trainer-pd", annotations=MULTI_NIC)
+        added = NodeRunner.add(agent, trainer)
+        assert added.ok, added.error
+        first, second = _addresses(added.document)
+        assert any(second in p for p in prefixes), (second, prefixes)  # card 1's address from card 1's prefix
+        primary_enis = [e for e in agent.ec2_enis().values() if e["Attachment"]["NetworkCardIndex"] == 0]
+        card0_prefixes = [
+            ipaddress.IPv4Network(p["Ipv4Prefix"]) for e in primary_enis for p in e.get("Ipv4Prefixes", [])
+        ]
+        assert any(first in p for p in card0_prefixes), (first, card0_prefixes)
+
+        vpc_host, host_ip = cluster.datapath.router.vpc_host_netns, cluster.vpc_host_ip
+        with EchoServer(netns=vpc_host, ip=host_ip) as server:
+            seen = [
+                tcp_echo(trainer.netns, host_ip, server.port, source=first),
+                tcp_echo(trainer.netns, host_ip, server.port, source=second),
+            ]
+        assert seen == [str(first), str(second)]
+
+        agent.stop()
+        agent.start()
+        assert agent.check(trainer).ok
+        assert NodeRunner.delete(agent, trainer).ok
+        nic_file = agent.checkpoint.with_name(agent.checkpoint.stem + "-nic-1.json")
+        assert json.loads(nic_file.read_text())["allocations"] == []
+        assert card1_eni in agent.ec2_enis()  # the card's prefix stays warm on its ENI
+        rules = exec_in_netns(node.netns, ["ip", "rule", "show"])
+        assert str(first) not in rules and str(second) not in rules, rules
+    finally:
+        cluster.remove_node(node)

@@ -17,6 +17,7 @@ from vpccni.ipamd.checkpoint.fileformat import decode
 from vpccni.ipamd.checkpoint.shared import SharedCheckpoint
 from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.cni.netns_kind import NetnsKind
+from vpccni.ipamd.cni.netpolicy import PolicyAdmission
 from vpccni.ipamd.cni.result import dummy_interface_name
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, FakePodNetwork, secondary_ips
@@ -75,6 +76,7 @@ def build(
     *,
     same_host_as: Node | None = None,
     on_sleep: Callable[[], None] = lambda: None,
+    policy: PolicyAdmission | None = None,
 ) -> Node:
     """A node; `same_host_as` another one: ipamd restarted on that host (same links, its own state)."""
     if same_host_as is not None:
@@ -103,7 +105,7 @@ def build(
     allocator = FakeAllocator(secondary_ips("10.0.1.10", 3))
     service = CniService(
         allocator=allocator, network=FakePodNetwork(), branches=branches,
-        classify_netns=lambda fd: NetnsKind.POD,
+        classify_netns=lambda fd: NetnsKind.POD, policy=policy,
     )  # fmt: skip
     return Node(net, host, pods, file, allocator, service, branches, attachments, wiring, trunk)
 
@@ -301,3 +303,35 @@ def test_restart_keeps_live_branch_pods_and_cleans_up_the_rest() -> None:
     assert node.host.link("vlan.eth.4") is None and node.host.link("vlan.eth.9") is None
     assert all(r.table != 104 for r in node.host.rules())
     assert [e.metadata.name for e in decode(node.file.data or b"")] == ["live"]
+
+
+class PolicyAgent:
+    """The network policy agent's EnforceNpToPod, answering `confirm`."""
+
+    def __init__(self, *, confirm: bool) -> None:
+        self.confirm = confirm
+        self.asked: list[tuple[str, str, str]] = []
+
+    def enforce(self, *, namespace: str, name: str, mode: str, timeout_s: float, wait: bool) -> bool:
+        self.asked.append((namespace, name, mode))
+        return self.confirm
+
+
+def test_a_branch_pod_is_admitted_by_the_network_policy_agent_like_any_pod() -> None:
+    agent = PolicyAgent(confirm=True)
+    node = build(policy=PolicyAdmission(mode="strict", agent=agent, where="unix:npa.sock"))
+    node.put("orders")
+    result = node.service.handle(request("ADD"), node.pod_netns("orders"))
+    assert result["ips"][0]["address"] == "10.0.16.40/32"
+    assert agent.asked == [("db", "orders", "strict")]
+
+
+def test_a_branch_pod_strict_network_policy_refuses_is_rolled_back() -> None:
+    agent = PolicyAgent(confirm=False)
+    node = build(policy=PolicyAdmission(mode="strict", agent=agent, where="unix:npa.sock", timeout_s=0.1))
+    node.put("orders")
+    err = error(node.service.handle, request("ADD"), node.pod_netns("orders"))
+    assert err.code == ErrorCode.TRY_AGAIN_LATER and "db/orders" in err.msg
+    assert node.host.link("vlan.eth.7") is None and host_rules(node) == []
+    assert node.attachments.all() == ()
+    assert node.host.link(host_veth_name("db", "orders", prefix="vlan")) is None

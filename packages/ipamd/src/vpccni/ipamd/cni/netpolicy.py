@@ -137,7 +137,7 @@ def admit_or_roll_back(
     namespace: str,
     name: str,
     answer_by: float,
-    roll_back: Callable[[], None],
+    roll_back: Callable[[], object],
 ) -> None:
     """The ADD path's hook: nothing without network policy; otherwise the admission, undoing the pod's
     wiring and address when it refuses."""

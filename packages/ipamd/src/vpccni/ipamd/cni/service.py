@@ -240,6 +240,12 @@ class CniService(MultiNicPods):
                 wait = self._assign_wait(answer_by)
                 branch = self._branches.add(pod, conf, fd, request.netns_path, wait_s=wait)
                 if branch is not None:
+                    # Branch pods are asked about too, as upstream's plugin does after either wiring.
+                    branches = self._branches
+                    admit_or_roll_back(
+                        self._policy, namespace=pod.namespace, name=pod.name, answer_by=answer_by - 1.0,
+                        roll_back=lambda: branches.delete(pod, conf, conf.cni_version, fd, keep_veth=False),
+                    )  # fmt: skip
                     return results.convert(self._after_prev_result(branch, previous), version)
             existing = self._allocator.lookup(
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname

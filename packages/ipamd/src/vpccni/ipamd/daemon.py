@@ -472,6 +472,7 @@ class Daemon:
             facts=facts,
             vpc_cidrs=lambda: ident.vpc_ipv4_cidrs,
             multi_nic=allocator if plan.pool.init.multi_nic else None,
+            branches=self.sgp.rpc if self.sgp is not None else None,
         )
         config_server = ConfigServerServicer(facts=facts)
         grpc_server = GrpcServer(

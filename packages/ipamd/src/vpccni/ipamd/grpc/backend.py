@@ -13,12 +13,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import empty_pb2
 from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady
 from vpccni.ipamd.cni.ports import MultiNicAllocator, PodAddressAllocator
+from vpccni.ipamd.sgp.lookup import BranchLookupError
+from vpccni.ipamd.sgp.rpc_branch import BranchReply
 from vpccni.rpc import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,12 @@ class NodeFacts:
     node_ipv4: IPv4Address | None = None
     instance_id: str = ""
     region: str = ""
+
+
+class BranchRpc(Protocol):
+    def branch_of(self, namespace: str, name: str) -> BranchReply | None:
+        """A branch-ENI pod's reply fields, None for an ordinary pod; raises BranchLookupError."""
+        ...
 
 
 def _metadata(allocation: Allocation) -> Any:
@@ -71,11 +79,13 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         facts: NodeFacts,
         vpc_cidrs: Callable[[], Sequence[IPv4Network]],
         multi_nic: MultiNicAllocator | None = None,
+        branches: BranchRpc | None = None,
     ) -> None:
         self._allocator = allocator
         self._facts = facts
         self._vpc_cidrs = vpc_cidrs
         self._multi_nic = multi_nic
+        self._branches = branches  # ENABLE_POD_ENI
 
     def AddNetwork(self, request: Any, context: grpc.ServicerContext) -> Any:
         _check_caller(request.ClientVersion, self._facts.version, context)
@@ -85,6 +95,15 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
             VPCv4CIDRs=[str(c) for c in (*self._vpc_cidrs(), *self._facts.exclude_snat_cidrs)],
             NetworkPolicyMode=self._facts.network_policy_mode,
         )
+        if self._branches is not None:
+            try:
+                branch = self._branches.branch_of(request.K8S_POD_NAMESPACE, request.K8S_POD_NAME)
+            except BranchLookupError as err:
+                log.warning("AddNetwork for %s: %s", pod, err)
+                reply.Success = False
+                return reply
+            if branch is not None:
+                return _branch_reply(reply, branch, pod)
         if request.RequiresMultiNICAttachment and self._multi_nic is None:
             # Upstream's answer too: the pod asks for what this node was not set up to give.
             log.warning(
@@ -136,6 +155,16 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
             reason=request.Reason or "PodDeleted",
         )
         reply = rpc_pb2.DelNetworkReply(Success=True, NetworkPolicyMode=self._facts.network_policy_mode)
+        if released is None and self._branches is not None:
+            # Upstream's answer for a pod the datastore does not know: its branch ENI's VLAN and address,
+            # so the plugin tears the VLAN wiring down.
+            try:
+                branch = self._branches.branch_of(request.K8S_POD_NAMESPACE, request.K8S_POD_NAME)
+            except BranchLookupError:
+                branch = None
+            if branch is not None:
+                reply.PodVlanId = branch.vlan_id
+                reply.IPAllocationMetadata.append(rpc_pb2.IPAllocationMetadata(IPv4Addr=str(branch.ipv4)))
         if released is not None:
             # A multi-NIC pod's DEL released every card's address: upstream's reply lists them all.
             reply.IPAllocationMetadata.extend(
@@ -149,6 +178,20 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
                 released.ipv4,
             )
         return reply
+
+
+def _branch_reply(reply: Any, branch: BranchReply, pod: str) -> Any:
+    """A branch-ENI pod's reply, as upstream's: device number and table -1 (the VLAN decides both)."""
+    reply.Success = True
+    reply.IPAllocationMetadata.append(
+        rpc_pb2.IPAllocationMetadata(IPv4Addr=str(branch.ipv4), DeviceNumber=-1, RouteTableId=-1)
+    )
+    reply.PodVlanId = branch.vlan_id
+    reply.PodENIMAC = branch.mac
+    reply.PodENISubnetGW = str(branch.gateway)
+    reply.ParentIfIndex = branch.parent_ifindex
+    log.info("AddNetwork for %s: branch ENI %s on VLAN %d", pod, branch.ipv4, branch.vlan_id)
+    return reply
 
 
 class ConfigServerServicer(rpc_pb2_grpc.ConfigServerBackendServicer):  # type: ignore[misc]

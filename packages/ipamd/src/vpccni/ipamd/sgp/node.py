@@ -14,6 +14,7 @@ from vpccni.ipamd.sgp.cni import BranchCni
 from vpccni.ipamd.sgp.config import SgpConfig
 from vpccni.ipamd.sgp.lookup import BranchPodLookup
 from vpccni.ipamd.sgp.restore import BranchRestoreReport, restore_branch_pods
+from vpccni.ipamd.sgp.rpc_branch import BranchRpcLookup
 from vpccni.ipamd.sgp.trunk import TrunkRequest, TrunkTracker
 from vpccni.k8sapi import KubeApi, PodCache
 from vpccni.networkutils.netlink import Netlink
@@ -29,6 +30,7 @@ class SgpNode:
     tracker: TrunkTracker
     attachments: BranchAttachments
     cni: BranchCni
+    rpc: BranchRpcLookup  # the gRPC replies' branch fields, for upstream plugins
     wiring: BranchPodWiring
     netlink: Netlink
     api: Callable[[], KubeApi | None]  # None while the API server is not connected
@@ -49,8 +51,9 @@ class SgpNode:
     ) -> SgpNode:
         attachments = BranchAttachments(checkpointer=checkpointer, on_change=on_count)
         wiring = BranchPodWiring(host=netlink, pods=pods)
+        lookup = BranchPodLookup(pods=lambda: _pods(api))
         cni = BranchCni(
-            lookup=BranchPodLookup(pods=lambda: _pods(api)),
+            lookup=lookup,
             attachments=attachments,
             wiring=wiring,
             trunk_link=tracker.link_name,
@@ -59,6 +62,7 @@ class SgpNode:
         )
         return cls(
             config=config, tracker=tracker, attachments=attachments, cni=cni, wiring=wiring,
+            rpc=BranchRpcLookup(lookup=lookup, trunk_link=tracker.link_name, netlink=netlink),
             netlink=netlink, api=api, on_error=on_error,
         )  # fmt: skip
 

@@ -213,14 +213,14 @@ def test_restored_pod_rules_match_what_wiring_adds(host: FakeNamespace) -> None:
     pod = AssignedAddress(
         key=IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth0"),
         metadata=PodMetadata(namespace="default", name="web"),
-        ipv4=IPv4Address("10.0.1.30"),
+        ip=IPv4Address("10.0.1.30"),
         cidr=IPv4Network("10.0.1.30/32"),
         eni_id="eni-2",
         device_number=1,
         network_card=0,
         assigned_at_ns=1,
     )
-    unnamed = AssignedAddress(**{**pod.__dict__, "metadata": PodMetadata(), "ipv4": IPv4Address("10.0.1.31")})
+    unnamed = AssignedAddress(**{**pod.__dict__, "metadata": PodMetadata(), "ip": IPv4Address("10.0.1.31")})
     rules = RestoredPodRules(wiring=wiring, assigned=lambda: (pod, unnamed), veth_prefix="eni", mtu=9001)
     rules.configure_pod_rules()
     got = {(r.priority, str(r.src), str(r.dst), r.table) for r in host.rules() if r.priority in (512, 1536)}

@@ -87,7 +87,7 @@ def add(alloc: Allocator, n: int, timeout_s: float | None = None) -> Allocation:
 def test_assign_lookup_release() -> None:
     alloc, _, _, _ = setup(cidrs=2)
     a = add(alloc, 1)
-    assert a == Allocation(ipv4=IPv4Address("10.0.0.21"), device_number=2, route_table=3, eni_id="eni-2")
+    assert a == Allocation(ip=IPv4Address("10.0.0.21"), device_number=2, route_table=3, eni_id="eni-2")
     assert add(alloc, 1) == a  # idempotent
     assert alloc.lookup(network="aws-cni", container_id="c1", ifname="eth0") == a
     assert [p.allocation for p in alloc.allocations()] == [a]
@@ -110,7 +110,7 @@ def test_empty_pool_waits_while_growing() -> None:
     add(alloc, 1)
     pool.grow_with = [IPv4Network("10.0.0.30/32")]
     got = add(alloc, 2, timeout_s=10)
-    assert got.ipv4 == IPv4Address("10.0.0.30")
+    assert got.ip == IPv4Address("10.0.0.30")
     # while it waited the pool counted it, so it grew for it, not only for its warm target
     assert pool.most_waiting == 1 and pool.waiting_now == 0
 
@@ -190,7 +190,7 @@ def test_waits_for_an_address_leaving_cooldown() -> None:
     t.start()
     threading.Timer(0.05, lambda: clock.advance(1)).start()
     t.join(10)
-    assert got and got[0].ipv4 == IPv4Address("10.0.0.21")
+    assert got and got[0].ip == IPv4Address("10.0.0.21")
     assert pool.most_waiting == 0  # waiting for cooldown is not a reason to grow the pool (as upstream)
 
 

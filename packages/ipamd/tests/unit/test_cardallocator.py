@@ -24,7 +24,7 @@ KEY = {"network": "aws-cni", "container_id": "c1", "ifname": "eth0"}
 def test_pods_with_one_interface_stay_on_card_0() -> None:
     cards, _, second = two_cards(count=1)
     got = cards.assign(**POD)
-    assert (got.ipv4, got.network_card) == (IPv4Address("10.0.1.10"), 0)
+    assert (got.ip, got.network_card) == (IPv4Address("10.0.1.10"), 0)
     # Card 0 is empty now: a plain pod does not spill over to card 1's warm address (it waits on card 0).
     with pytest.raises(NoAddressError):
         cards.assign(**{**POD, "container_id": "c2"})
@@ -96,7 +96,7 @@ def test_real_datastores_record_the_pod_in_each_cards_checkpoint(tmp_path: Path)
     assert [(a.network_card, a.route_table) for a in taken] == [(0, 254), (1, 10101)]
     for card, name in ((0, "ipam.json"), (1, "ipam-nic-1.json")):
         (entry,) = FileCheckpointer(tmp_path / name).read() or ()
-        assert entry.metadata.interfaces_count == 2 and entry.ipv4 == taken[card].ipv4
+        assert entry.metadata.interfaces_count == 2 and entry.ip == taken[card].ip
     # The next multi-NIC pod finds card 1 empty: the address it took on card 0 goes back.
     stores[0].add_cidrs("eni-0", [IPv4Network("10.0.1.6/32")], is_prefix=False)
     with pytest.raises(NoAddressError, match="network card 1"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,7 @@ UPSTREAM_FILE = (
 def entry(n: int, ip: str, *, name: str | None = None, namespace: str = "ns") -> CheckpointEntry:
     return CheckpointEntry(
         key=IPAMKey(network_name="aws-cni", container_id=f"c{n}", ifname="eth0"),
-        ipv4=IPv4Address(ip),
+        ip=IPv4Address(ip),
         allocation_timestamp_ns=1_700_000_000_000_000_000 + n,
         metadata=PodMetadata(namespace=namespace, name=name if name is not None else f"pod-{n}"),
     )
@@ -60,6 +60,22 @@ def test_encode_is_upstream_json() -> None:
     assert decode(data) == (entry(1, "10.0.0.5"),)
 
 
+def test_encode_writes_an_ipv6_pod_as_upstream_does() -> None:
+    pod = CheckpointEntry(
+        key=IPAMKey(network_name="aws-cni", container_id="c6", ifname="eth0"),
+        ip=IPv6Address("2001:db8:0:100:1::5"),
+        allocation_timestamp_ns=1_700_000_000_000_000_006,
+        metadata=PodMetadata(namespace="ns", name="pod-6"),
+    )
+    data = encode([pod])
+    assert data == (
+        b'{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"c6",'
+        b'"ifName":"eth0","ipv6":"2001:db8:0:100:1::5","allocationTimestamp":1700000000000000006,'
+        b'"metadata":{"k8sPodNamespace":"ns","k8sPodName":"pod-6","interfacesCount":1}}]}'
+    )
+    assert decode(data) == (pod,)
+
+
 def test_decode_upstream_file_and_rejects_other_versions() -> None:
     got = decode(UPSTREAM_FILE)
     assert got[0].allocation_timestamp_ns == 1712345678901234567
@@ -69,9 +85,12 @@ def test_decode_upstream_file_and_rejects_other_versions() -> None:
         decode(b'{"version":"vpc-cni-ipam/2","allocations":[]}')
     with pytest.raises(CheckpointError, match="not valid JSON"):
         decode(b"{")
-    # IPv6 entries (from an IPv6 node) are skipped, not fatal.
+    # An IPv6 node's entries carry `ipv6` where an IPv4 node's carry `ipv4`; a key naming the wrong
+    # family, or no address at all, is skipped, not fatal.
     v6 = b'{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"n","ipv6":"2600::1"}]}'
-    assert decode(v6) == ()
+    assert [e.ip for e in decode(v6)] == [IPv6Address("2600::1")]
+    wrong = b'{"version":"vpc-cni-ipam/1","allocations":[{"ipv4":"2600::1"},{"ipv6":"10.0.0.1"},{}]}'
+    assert decode(wrong) == ()
 
 
 def test_file_roundtrip_and_missing(tmp_path: Path) -> None:
@@ -126,15 +145,15 @@ def test_restore_upstream_file_unchanged(tmp_path: Path) -> None:
         UPSTREAM_FILE.replace(b'"coredns-1"}', b'"coredns-1","interfacesCount":1}')
     )
     got = ds.lookup(IPAMKey(network_name="aws-cni", container_id="3c1f6d0a9b", ifname="eth0"))
-    assert got is not None and got.ipv4 == IPv4Address("10.0.1.23")
+    assert got is not None and got.ip == IPv4Address("10.0.1.23")
     assert got.assigned_at_ns == 1712345678901234567
     # The legacy entry is released by a DEL carrying the real triple.
     legacy = ds.release(IPAMKey(network_name="aws-cni", container_id="77aa", ifname="eth0"))
-    assert legacy.ipv4 == IPv4Address("10.0.1.24")
+    assert legacy.ip == IPv4Address("10.0.1.24")
     # The only address never checkpointed is the one left to hand out.
     assert ds.assign(
         IPAMKey(network_name="aws-cni", container_id="new", ifname="eth0"), PodMetadata()
-    ).ipv4 == IPv4Address("10.0.1.25")
+    ).ip == IPv4Address("10.0.1.25")
 
 
 def test_restore_drops_gone_veths_and_stale_ips() -> None:
@@ -157,15 +176,15 @@ def test_restore_drops_gone_veths_and_stale_ips() -> None:
         return e.metadata.name != "gone"
 
     report = restore(ds, ck, host_veth_exists=veth_exists, release_rules=released.append)
-    assert [e.ipv4 for e in report.veth_gone] == [IPv4Address("10.0.1.24")]
+    assert [e.ip for e in report.veth_gone] == [IPv4Address("10.0.1.24")]
     assert released == [IPv4Address("10.0.1.24")]
-    assert [e.ipv4 for e in report.stale] == [IPv4Address("10.9.9.9")]
-    assert {e.ipv4 for e in report.restored} == {IPv4Address("10.0.1.23"), IPv4Address("10.0.1.25")}
+    assert [e.ip for e in report.stale] == [IPv4Address("10.9.9.9")]
+    assert {e.ip for e in report.restored} == {IPv4Address("10.0.1.23"), IPv4Address("10.0.1.25")}
     assert ("ns", "pod-1") in seen
-    assert {e.ipv4 for e in decode(ck.data or b"")} == {IPv4Address("10.0.1.23"), IPv4Address("10.0.1.25")}
+    assert {e.ip for e in decode(ck.data or b"")} == {IPv4Address("10.0.1.23"), IPv4Address("10.0.1.25")}
     # The dropped address is free again (no cooldown: the pod was gone long ago).
     got = ds.assign(IPAMKey(network_name="aws-cni", container_id="x", ifname="eth0"), PodMetadata())
-    assert got.ipv4 == IPv4Address("10.0.1.24")
+    assert got.ip == IPv4Address("10.0.1.24")
     with pytest.raises(NoAddressAvailable):
         ds.assign(IPAMKey(network_name="aws-cni", container_id="y", ifname="eth0"), PodMetadata())
 
@@ -178,7 +197,7 @@ def test_restore_into_prefix_places_exact_addresses() -> None:
     report = restore(ds, ck, host_veth_exists=lambda e: True, release_rules=lambda ip: None)
     assert len(report.restored) == 2
     handed = {
-        ds.assign(IPAMKey(network_name="n", container_id=str(i), ifname="eth0"), PodMetadata()).ipv4
+        ds.assign(IPAMKey(network_name="n", container_id=str(i), ifname="eth0"), PodMetadata()).ip
         for i in range(14)
     }
     assert handed == set(IPv4Network("10.0.2.0/28")) - {IPv4Address("10.0.2.5"), IPv4Address("10.0.2.9")}
@@ -203,7 +222,7 @@ def test_the_host_restore_checks_the_hosts_links_and_removes_a_gone_pods_rules()
     port: AllocationRestorePort = restorer
     assert port.restore_allocations() == 1
     report = restorer.last_report
-    assert report is not None and [e.ipv4 for e in report.veth_gone] == [gone] and len(report.stale) == 1
+    assert report is not None and [e.ip for e in report.veth_gone] == [gone] and len(report.stale) == 1
     assert not [r for r in host.rules() if r.dst == IPv4Network(gone)]
 
 
@@ -221,7 +240,7 @@ def test_a_recorded_host_veth_is_written_read_back_and_checked_by_its_own_name()
     own = attachment_veth_name("c2", "eth0")
     recorded = CheckpointEntry(
         key=IPAMKey(network_name="aws-cni", container_id="c2", ifname="eth0"),
-        ipv4=IPv4Address("10.0.1.30"),
+        ip=IPv4Address("10.0.1.30"),
         allocation_timestamp_ns=1,
         metadata=PodMetadata(namespace="ns", name="web", host_veth=own),
     )
@@ -234,13 +253,13 @@ def test_a_recorded_host_veth_is_written_read_back_and_checked_by_its_own_name()
     assert not exists(recorded)
     assert host_veth_checker([own])(recorded)
     nameless = CheckpointEntry(
-        key=IPAMKey(network_name="aws-cni", container_id="c3", ifname="eth0"), ipv4=IPv4Address("10.0.1.31"),
+        key=IPAMKey(network_name="aws-cni", container_id="c3", ifname="eth0"), ip=IPv4Address("10.0.1.31"),
         allocation_timestamp_ns=1, metadata=PodMetadata(host_veth=attachment_veth_name("c3", "eth0")),
     )  # fmt: skip
     assert not host_veth_checker([host_veth_name("", "")])(nameless)
     # a second interface eth1 lives by its own index
     eth1 = CheckpointEntry(
-        key=IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth1"), ipv4=IPv4Address("10.0.1.32"),
+        key=IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth1"), ip=IPv4Address("10.0.1.32"),
         allocation_timestamp_ns=1, metadata=PodMetadata(namespace="ns", name="web"),
     )  # fmt: skip
     assert not exists(eth1)

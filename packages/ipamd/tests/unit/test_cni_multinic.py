@@ -175,7 +175,7 @@ def test_del_without_ipamds_state_reads_every_interface_from_prev_result(service
         multi_nic=two_cards()[0],
     )  # fmt: skip
     restarted.handle(_request("DEL", prevResult=result), None)
-    assert [(s.ifname, str(s.ipv4), s.route_table, s.host_veth) for s in network.unwired] == [
+    assert [(s.ifname, str(s.ip), s.route_table, s.host_veth) for s in network.unwired] == [
         ("eth0", "10.0.1.10", 254, VETH0),
         ("mNicIf1", "10.0.2.10", 10100, VETH1),
     ]

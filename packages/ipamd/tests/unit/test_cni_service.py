@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
@@ -79,7 +79,7 @@ def test_add_answers_upstream_shape_in_0_4_0(service: CniService, network: FakeP
     }
     assert dummy_interface_name("default", "web-0") == "dummy" + veth[3:]
     spec = network.wired[veth][1]
-    assert (spec.ipv4, spec.route_table, spec.mtu, spec.ifname) == (IPv4Address("10.0.1.10"), 2, 9001, "eth0")
+    assert (spec.ip, spec.route_table, spec.mtu, spec.ifname) == (IPv4Address("10.0.1.10"), 2, 9001, "eth0")
 
 
 def test_add_follows_netconf_and_version(service: CniService, network: FakePodNetwork) -> None:
@@ -103,7 +103,7 @@ def test_failed_wiring_rolls_back_everything(service, allocator, network) -> Non
     assert err.code == ErrorCode.INTERNAL and "netlink said no" in err.msg
     assert allocator.free == 3 and allocator.allocations() == ()
     assert allocator.released[0][1] == "SetupNSFailed"
-    assert network.wired == {} and network.unwired[0].ipv4 == IPv4Address("10.0.1.10")
+    assert network.wired == {} and network.unwired[0].ip == IPv4Address("10.0.1.10")
 
 
 @pytest.mark.parametrize(("state", "code"), [(GrowthState.GROWING, 11), (GrowthState.AT_MAX_PODS, 999)])
@@ -147,7 +147,7 @@ def test_del_releases_unwires_and_is_idempotent(service, allocator, network) -> 
     assert allocator.allocations() == () and network.wired == {}
     assert service.handle(_request("DEL"), None) is None
     assert service.handle(_request("DEL", container="never-added"), None) is None
-    assert [s.ipv4 for s in network.unwired] == [IPv4Address("10.0.1.10")]
+    assert [s.ip for s in network.unwired] == [IPv4Address("10.0.1.10")]
 
 
 def test_del_with_the_pod_netns_leaves_the_veth_to_it_and_without_deletes_it(
@@ -170,7 +170,7 @@ def test_del_without_state_uses_prev_result(service, network) -> None:
             "ips": [{"version": "4", "address": "10.0.9.9/32", "interface": 1}]}  # fmt: skip
     service.handle(_request("DEL", prevResult=prev), None)
     (spec,) = network.unwired
-    assert (spec.ipv4, spec.route_table) == (IPv4Address("10.0.9.9"), 3)
+    assert (spec.ip, spec.route_table) == (IPv4Address("10.0.9.9"), 3)
 
 
 def test_del_leaves_an_address_that_now_belongs_to_another_pod(service, network) -> None:
@@ -231,7 +231,7 @@ def test_gc_collects_what_is_not_valid(service, allocator, network, rules) -> No
     assert {s.host_veth for s in network.unwired} == {
         host_veth_name("default", c) for c in ("drop1", "drop2")
     }
-    kept_ip = allocator.allocations()[0].allocation.ipv4
+    kept_ip = allocator.allocations()[0].allocation.ip
     assert rules.addresses == {kept_ip}
     assert {r for _, r in allocator.released} == {"GarbageCollected"}
 
@@ -302,7 +302,7 @@ def test_a_failed_checkpoint_write_after_wiring_unwires_and_fails(service, alloc
     allocator.fail_next_write = OSError(28, "No space left on device")
     with pytest.raises(OSError, match="No space left"):  # the server answers it as an internal error
         service.handle(_request("ADD"), POD_FD)
-    assert network.wired == {} and [s.ipv4 for s in network.unwired] == [IPv4Address("10.0.1.10")]
+    assert network.wired == {} and [s.ip for s in network.unwired] == [IPv4Address("10.0.1.10")]
     assert allocator.free == 3 and allocator.allocations() == ()
     assert service.handle(_request("ADD"), POD_FD)  # the runtime's retry gets the address
 
@@ -314,3 +314,26 @@ def test_failed_wiring_releases_only_after_the_assignment_was_written(service, a
     # The write failed, so the address was already given back: released once, not twice.
     assert [reason for _, reason in allocator.released] == ["WriteFailed"]
     assert allocator.free == 3
+
+
+def test_ipv6_pod_add_del_and_prev_result(network: FakePodNetwork) -> None:
+    allocator = FakeAllocator(secondary_ips("2001:db8:0:100:1::", 2, device_number=0, route_table=254))
+    service = CniService(allocator=allocator, network=network, classify_netns=lambda fd: NetnsKind.POD)
+    result = service.handle(_request("ADD"), POD_FD)
+    assert isinstance(result, dict)
+    assert result["ips"] == [{"version": "6", "address": "2001:db8:0:100:1::/128", "interface": 1}]
+    assert result["interfaces"][1]["mac"] == "254" and result["interfaces"][2]["sandbox"] == "0"
+    veth = host_veth_name("default", "web-0")
+    assert network.wired[veth][1].ip == IPv6Address("2001:db8:0:100:1::")
+    service.handle(_request("CHECK", prevResult=result), POD_FD)
+    service.handle(_request("DEL", prevResult=result), POD_FD)
+    assert allocator.free == 2
+    # Without ipamd's state, DEL still finds the pod's rules from the IPv6 prevResult.
+    service.handle(_request("DEL", container="gone", prevResult=result), None)
+    assert network.unwired[-1].ip == IPv6Address("2001:db8:0:100:1::")
+    # The oldest spec versions put an IPv6 address in ip6.
+    assert service.handle(_request("ADD", container="old", version="0.2.0"), POD_FD) == {
+        "cniVersion": "0.2.0",
+        "ip6": {"ip": "2001:db8:0:100:1::1/128"},
+        "dns": {},
+    }

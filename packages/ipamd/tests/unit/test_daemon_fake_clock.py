@@ -153,7 +153,7 @@ def test_the_daemon_runs_on_a_fake_clock(node: dict[str, Any]) -> None:
     daemon.stop()
     restored = FileCheckpointer(node["path"]).read()
     assert restored is not None and [e.metadata.name for e in restored] == ["api"]
-    assert all(isinstance(e.ipv4, IPv4Address) for e in restored)
+    assert all(isinstance(e.ip, IPv4Address) for e in restored)
 
 
 def test_multi_nic_runs_a_pool_per_network_card(tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ def test_multi_nic_runs_a_pool_per_network_card(tmp_path: Path) -> None:
         # Card 1 refills its one warm address for the next multi-NIC pod.
         run_until(node["clock"], lambda: card1.snapshot().available_ips >= 1, what="card 1's warm address")
         released = allocator.release(network="aws-cni", container_id="c1", ifname="eth0")
-        assert released is not None and released.ipv4 == taken[0].ipv4
+        assert released is not None and released.ip == taken[0].ip
         assert card0.lookup(IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth0")) is None
         assert card1.snapshot().assigned_ips == 0
     finally:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
@@ -60,9 +61,9 @@ def test_assign_is_idempotent_and_checkpointed(clock: FakeClock, ckpt: MemoryChe
     again = ds.assign(key(1), meta(1))
     assert first == again
     other = ds.assign(key(2), meta(2))
-    assert {first.ipv4, other.ipv4} == {IPv4Address("10.0.0.11"), IPv4Address("10.0.0.12")}
+    assert {first.ip, other.ip} == {IPv4Address("10.0.0.11"), IPv4Address("10.0.0.12")}
     entries = decode(ckpt.data or b"")
-    assert {(e.key, e.ipv4) for e in entries} == {(key(1), first.ipv4), (key(2), other.ipv4)}
+    assert {(e.key, e.ip) for e in entries} == {(key(1), first.ip), (key(2), other.ip)}
     assert first.assigned_at_ns == int(clock.now().timestamp() * 1e9)
     assert first.eni_id == "eni-1" and first.device_number == 0
 
@@ -84,7 +85,7 @@ def test_released_ip_cools_down_before_reuse(clock: FakeClock, ckpt: MemoryCheck
     ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
     a = ds.assign(key(1), meta(1))
     released = ds.release(key(1))
-    assert released.ipv4 == a.ipv4
+    assert released.ip == a.ip
     with pytest.raises(NoAddressAvailable) as err:
         ds.assign(key(2), meta(2))
     assert err.value.counts.in_cooldown == 1
@@ -97,7 +98,7 @@ def test_released_ip_cools_down_before_reuse(clock: FakeClock, ckpt: MemoryCheck
     with pytest.raises(NoAddressAvailable):
         ds.assign(key(2), meta(2))
     clock.advance(0.2)
-    assert ds.assign(key(2), meta(2)).ipv4 == a.ipv4
+    assert ds.assign(key(2), meta(2)).ip == a.ip
     assert ds.snapshot().enis[0].in_cooldown == 0
 
 
@@ -120,7 +121,7 @@ def test_prefix_mode_uses_only_prefixes_and_all_16_addresses(
     ds.add_eni(eni())
     ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)
     ds.add_cidrs("eni-1", [IPv4Network("10.0.1.16/28")], is_prefix=True)
-    got = [ds.assign(key(i), meta(i)).ipv4 for i in range(16)]
+    got = [ds.assign(key(i), meta(i)).ip for i in range(16)]
     assert sorted(got) == list(IPv4Network("10.0.1.16/28"))
     with pytest.raises(NoAddressAvailable) as err:
         ds.assign(key(99), meta(99))
@@ -158,7 +159,7 @@ def test_excluded_eni_serves_no_new_pods_but_keeps_old(clock: FakeClock, ckpt: M
     assert ds.lookup(key(1)) == a
     assert ds.snapshot().total_ips == 0  # excluded ENIs don't count, as upstream
     ds.set_excluded("eni-1", False)
-    assert ds.assign(key(2), meta(2)).ipv4 != a.ipv4
+    assert ds.assign(key(2), meta(2)).ip != a.ip
 
 
 def test_remove_cidr_forced_returns_evicted_pods(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
@@ -167,10 +168,10 @@ def test_remove_cidr_forced_returns_evicted_pods(clock: FakeClock, ckpt: MemoryC
     ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
     a = ds.assign(key(1), meta(1))
     with pytest.raises(CidrInUse):
-        ds.remove_cidr("eni-1", IPv4Network(f"{a.ipv4}/32"))
-    other = next(c for c in secondary("10.0.0.11", "10.0.0.12") if c != IPv4Network(f"{a.ipv4}/32"))
-    assert ds.remove_cidrs("eni-1", [IPv4Network(f"{a.ipv4}/32"), other]) == (other,)
-    evicted = ds.remove_cidr("eni-1", IPv4Network(f"{a.ipv4}/32"), force=True)
+        ds.remove_cidr("eni-1", IPv4Network(f"{a.ip}/32"))
+    other = next(c for c in secondary("10.0.0.11", "10.0.0.12") if c != IPv4Network(f"{a.ip}/32"))
+    assert ds.remove_cidrs("eni-1", [IPv4Network(f"{a.ip}/32"), other]) == (other,)
+    evicted = ds.remove_cidr("eni-1", IPv4Network(f"{a.ip}/32"), force=True)
     assert [e.key for e in evicted] == [key(1)]
     assert ds.lookup(key(1)) is None
     assert decode(ckpt.data or b"") == ()
@@ -221,7 +222,7 @@ def test_checkpoint_failure_rolls_back_assign_and_release(clock: FakeClock, ckpt
     ckpt.fail_writes = False
     ds.release(key(1))
     clock.advance(31)
-    assert ds.assign(key(2), meta(2)).ipv4 == a.ipv4
+    assert ds.assign(key(2), meta(2)).ip == a.ip
 
 
 def test_snapshot_counts_per_eni_and_cidr(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
@@ -289,7 +290,7 @@ def test_concurrent_assign_and_release_keep_counts_consistent(ckpt: MemoryCheckp
         try:
             for round_ in range(40):
                 k = key(f"{w}-{round_}")
-                got = ds.assign(k, meta(w)).ipv4
+                got = ds.assign(k, meta(w)).ip
                 with held_lock:
                     assert got not in held.values(), "one address handed to two pods"
                     held[k] = got
@@ -308,8 +309,8 @@ def test_concurrent_assign_and_release_keep_counts_consistent(ckpt: MemoryCheckp
     assert not errors
     snap = ds.snapshot()
     assert snap.assigned_ips == len(held) == 6 * 20
-    assert {a.ipv4 for a in ds.assigned()} == set(held.values())
-    assert {(e.key, e.ipv4) for e in decode(ckpt.data or b"")} == set(held.items())
+    assert {a.ip for a in ds.assigned()} == set(held.values())
+    assert {(e.key, e.ip) for e in decode(ckpt.data or b"")} == set(held.items())
 
 
 def test_datastore_is_the_pools_store(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
@@ -341,7 +342,7 @@ def test_random_operations_keep_every_invariant(seed: int) -> None:
         if op < 0.45:
             k = key(f"{seed}-{step}")
             try:
-                got = ds.assign(k, meta(step)).ipv4
+                got = ds.assign(k, meta(step)).ip
             except NoAddressAvailable:
                 continue
             assert got not in live.values()
@@ -353,7 +354,7 @@ def test_random_operations_keep_every_invariant(seed: int) -> None:
         elif op < 0.75 and live:
             k = rng.choice(sorted(live, key=lambda x: x.container_id))
             ip = live.pop(k)
-            assert ds.release(k).ipv4 == ip
+            assert ds.release(k).ip == ip
             released_at[ip] = clock.monotonic()
         elif op < 0.85:
             clock.advance(rng.uniform(0, 3))
@@ -371,11 +372,11 @@ def test_random_operations_keep_every_invariant(seed: int) -> None:
             ds.set_excluded("eni-2", rng.random() < 0.3)
         snap = ds.snapshot()
         assigned = ds.assigned()
-        assert {a.key: a.ipv4 for a in assigned} == live
+        assert {a.key: a.ip for a in assigned} == live
         assert sum(e.assigned_ips for e in snap.enis) == len(live)
         for a in assigned:
-            assert a.ipv4 in a.cidr
-    assert {(e.key, e.ipv4) for e in decode(ckpt.data or b"")} == set(live.items())
+            assert a.ip in a.cidr
+    assert {(e.key, e.ip) for e in decode(ckpt.data or b"")} == set(live.items())
     assert handed_out > 50 and reused > 5  # the sequence really exercised assignment and reuse
 
 
@@ -556,7 +557,7 @@ def test_a_pending_assignment_is_returned_before_its_write_and_written_after(clo
     ds.add_cidrs("eni-1", secondary("10.0.0.11", "10.0.0.12"), is_prefix=False)
     ck.gate.clear()
     view, written = ds.assign_pending(key(1), meta(1))
-    assert view.ipv4 == IPv4Address("10.0.0.11") and ck.entered.wait(5) and not written.done()
+    assert view.ip == IPv4Address("10.0.0.11") and ck.entered.wait(5) and not written.done()
     ck.gate.set()
     assert written.result(5) is None and ck.written == [{"c1"}]
     ck.fail_next = True
@@ -582,3 +583,70 @@ def test_background_commits_run_in_order_report_errors_and_end_when_idle() -> No
         failed.result(5)
     _until(lambda: not any(t.name == "test-writer" for t in threading.enumerate()))
     assert commits.submit(lambda: done.append(99)).result(5) is None and done[-1] == 99  # starts again
+
+
+# --- IPv6 mode ------------------------------------------------------------------------------------------
+
+PREFIX_V6 = IPv6Network("2001:db8:0:100:1::/80")
+
+
+def make_v6(clock: FakeClock, ckpt: MemoryCheckpointer, *, cooldown: float = 30) -> DataStore:
+    ds = DataStore(checkpointer=ckpt, cooldown_s=cooldown, clock=clock, ipv6=True)
+    ds.add_eni(eni(is_primary=True))
+    return ds
+
+
+def test_ipv6_mode_hands_out_128s_of_the_80_and_checkpoints_them_as_ipv6(
+    clock: FakeClock, ckpt: MemoryCheckpointer
+) -> None:
+    ds = make_v6(clock, ckpt)
+    ds.add_cidrs("eni-1", secondary("10.0.0.11"), is_prefix=False)  # an IPv4 address: kept, never served
+    ds.add_cidrs("eni-1", [PREFIX_V6], is_prefix=True)
+    first, second = ds.assign(key(1), meta(1)), ds.assign(key(2), meta(2))
+    assert (first.ip, second.ip) == (PREFIX_V6[0], PREFIX_V6[1])
+    assert first.cidr == PREFIX_V6 and first.device_number == 0
+    assert ds.assign(key(1), meta(1)) == first  # idempotent
+    assert b'"ipv6":"2001:db8:0:100:1::"' in (ckpt.data or b"")
+    assert {e.ip for e in decode(ckpt.data or b"")} == {first.ip, second.ip}
+    # A released address cools down like an IPv4 one; the next pod gets a fresh one.
+    ds.release(key(1))
+    assert ds.assign(key(3), meta(3)).ip == PREFIX_V6[2]
+    counts = ds.counts()
+    assert counts.total_ips == 250 and counts.assigned_ips == 2 and counts.other_mode_ips == 1
+
+
+def test_ipv6_mode_enis_json_lists_the_prefix_as_upstream(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make_v6(clock, ckpt)
+    ds.add_cidrs("eni-1", [PREFIX_V6], is_prefix=True)
+    ds.assign(key(1), meta(1))
+    info = ds.eni_infos()
+    assert info["TotalIPs"] == 250 and info["AssignedIPs"] == 1  # upstream's defaultMaxIPv6addresses
+    eni_json = info["ENIs"]["eni-1"]
+    assert eni_json["AvailableIPv4Cidrs"] == {}
+    cidr = eni_json["IPv6Cidrs"][str(PREFIX_V6)]
+    assert cidr["AddressFamily"] == "6" and cidr["IsPrefix"] is True
+    assert cidr["Cidr"] == {"IP": "2001:db8:0:100:1::", "Mask": "/////////////wAAAAAAAA=="}  # ten 0xff bytes
+    assert set(cidr["IPAddresses"]) == {"2001:db8:0:100:1::"}
+
+
+def test_ipv6_mode_restores_ipv6_entries_and_drops_others_as_stale(
+    clock: FakeClock, ckpt: MemoryCheckpointer
+) -> None:
+    old = make_v6(clock, ckpt)
+    old.add_cidrs("eni-1", [PREFIX_V6], is_prefix=True)
+    kept = old.assign(key(1), meta(1))
+    entries = decode(ckpt.data or b"")
+    stray = replace(entries[0], key=key(9), ip=IPv4Address("10.0.0.11"))
+    fresh = make_v6(clock, MemoryCheckpointer())
+    fresh.add_cidrs("eni-1", [PREFIX_V6], is_prefix=True)
+    restored, stale = fresh.restore_assignments([*entries, stray])
+    assert [e.ip for e in restored] == [kept.ip] and stale == [stray]
+    assert fresh.assign(key(2), meta(2)).ip == PREFIX_V6[1]
+
+
+def test_ipv6_prefix_must_be_added_as_a_prefix(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
+    ds = make_v6(clock, ckpt)
+    with pytest.raises(ValueError, match="is not a secondary IP"):
+        ds.add_cidrs("eni-1", [PREFIX_V6], is_prefix=False)
+    with pytest.raises(ValueError, match="neither"):
+        ds.add_cidrs("eni-1", [IPv6Network("2001:db8::/64")], is_prefix=True)

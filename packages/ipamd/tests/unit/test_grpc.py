@@ -8,7 +8,7 @@ import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +331,49 @@ def test_add_network_with_multi_nic_attachment_answers_an_address_per_card(tmp_p
     finally:
         for srv in servers:
             srv.stop(0.5)
+
+
+def test_an_ipv6_node_answers_with_ipv6_fields(tmp_path: Path) -> None:
+    """IPv6 mode: the pod's /128 in IPv6Addr, the VPC's IPv6 CIDRs in VPCv6CIDRs, none of IPv4's."""
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock(), ipv6=True)
+    ds.add_eni(
+        EniRecord(eni_id="eni-1", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
+    )
+    ds.add_cidrs("eni-1", [IPv6Network("2001:db8:0:100:1::/80")], is_prefix=True)
+    allocator = Allocator(datastore=ds, pool=IdlePool(), default_timeout_s=0.1)
+    facts = NodeFacts(version=VERSION, use_external_snat=False, node_ipv6=IPv6Address("2001:db8:0:100::4"))
+    backend = CniBackendServicer(
+        allocator=allocator, facts=facts, vpc_cidrs=lambda: (),
+        vpc_v6_cidrs=lambda: (IPv6Network("2001:db8:0:100::/56"),),
+    )  # fmt: skip
+    config = ConfigServerServicer(facts=facts)
+    srv = GrpcServer(
+        settings=GrpcServerSettings(
+            socket_path=tmp_path / "ipamd.sock", allowed_uids=frozenset({os.getuid()})
+        ),
+        register=(
+            lambda s: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, s),
+            lambda s: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config, s),
+        ),
+    )
+    allocator.mark_ready()
+    srv.start()
+    try:
+        with grpc.insecure_channel(f"unix:{srv.socket_path}") as ch:
+            reply = rpc_pb2_grpc.CNIBackendStub(ch).AddNetwork(add_request("web6"), timeout=5)
+            (meta,) = reply.IPAllocationMetadata
+            assert (meta.IPv4Addr, meta.IPv6Addr, meta.DeviceNumber, meta.RouteTableId) == (
+                "",
+                "2001:db8:0:100:1::",
+                0,
+                254,
+            )
+            assert list(reply.VPCv6CIDRs) == ["2001:db8:0:100::/56"] and list(reply.VPCv4CIDRs) == []
+            released = rpc_pb2_grpc.CNIBackendStub(ch).DelNetwork(del_request("web6"), timeout=5)
+            assert [m.IPv6Addr for m in released.IPAllocationMetadata] == ["2001:db8:0:100:1::"]
+            policy = rpc_pb2_grpc.ConfigServerBackendStub(ch).GetNetworkPolicyConfigs(
+                empty_pb2.Empty(), timeout=5
+            )
+            assert policy.NodeIPv6 == "2001:db8:0:100::4"
+    finally:
+        srv.stop(0.5)

@@ -316,3 +316,60 @@ def test_a_card_with_an_efa_only_eni_and_a_managed_one_is_managed_less_the_efa_o
     (config1,) = result.card_configs
     assert card1.eni_ids() == {ours.eni_id} and efa.eni_id in result.unmanaged_eni_ids
     assert config1.max_enis == 1  # the EFA-only ENI holds one of the card's two slots
+
+
+# --- IPv6 mode -------------------------------------------------------------------------------------------
+
+
+def test_ipv6_mode_assigns_the_primary_enis_80_and_manages_nothing_else() -> None:
+    node = make_node(primary_ips=2)
+    other = node.cloud.add_existing_eni(device_number=1, ips=3, tags={INSTANCE_ID_TAG: INSTANCE_ID})
+    init = node.init(options(ipv6=True, prefix_delegation=True, warm_prefix_target=1))
+    result = init.run()
+    assert init.steps_done == ALL_STEPS
+    assert result.config.ipv6 and result.pool_status is not None
+    assert result.pool_status.state is GrowthState.OK
+    (prefix,) = node.cloud.eni(result.primary_eni_id).ipv6_prefixes
+    assert prefix.prefixlen == 80
+    # The datastore serves the /80 alone: the primary ENI's secondary IPv4s are not IPv6 mode's.
+    assert node.store.cidrs_of(result.primary_eni_id) == {prefix}
+    assert other.eni_id in result.unmanaged_eni_ids and other.eni_id not in node.store.eni_ids()
+    assert node.network.set_up == set()  # no secondary ENI gets host networking
+    assert node.cloud.calls.count("assign_ipv6_prefix") == 1
+
+
+def test_ipv6_mode_keeps_the_prefix_ec2_already_shows() -> None:
+    node = make_node()
+    existing = node.cloud.assign_ipv6_prefix(node.primary.eni_id)
+    result = node.init(options(ipv6=True, prefix_delegation=True, warm_prefix_target=1)).run()
+    assert node.store.cidrs_of(result.primary_eni_id) == set(existing)
+    assert node.cloud.calls.count("assign_ipv6_prefix") == 1  # only the test's own
+
+
+def test_ipv6_mode_off_nitro_is_a_settings_error_naming_the_instance_type() -> None:
+    node = make_node()
+    with pytest.raises(NodeInitError) as err:
+        node.init(options(ipv6=True, prefix_delegation=True), instance_type="t2.medium").run()
+    assert err.value.step == "settings validity"
+    assert "t2.medium" in str(err.value) and "Nitro" in str(err.value)
+    assert node.host.setups == 0
+
+
+def test_ipv6_mode_without_a_prefix_fails_node_init_with_the_reason() -> None:
+    node = make_node()
+    node.cloud.fail("assign_ipv6_prefix", CloudError("denied", code="UnauthorizedOperation"))
+    with pytest.raises(NodeInitError) as err:
+        node.init(options(ipv6=True, prefix_delegation=True)).run()
+    assert err.value.step == "pre-scale"
+    assert "no IPv6 /80 prefix" in str(err.value) and "UnauthorizedOperation" in str(err.value)
+    assert "ec2:AssignIpv6Addresses" in str(err.value)
+
+
+def test_ipv6_mode_with_provisioning_disabled_needs_a_prefix_in_place() -> None:
+    node = make_node()
+    with pytest.raises(NodeInitError, match="provisioning is disabled"):
+        node.init(options(ipv6=True, prefix_delegation=True, provisioning_enabled=False)).run()
+    node = make_node()
+    node.cloud.assign_ipv6_prefix(node.primary.eni_id)
+    result = node.init(options(ipv6=True, prefix_delegation=True, provisioning_enabled=False)).run()
+    assert len(node.store.cidrs_of(result.primary_eni_id)) == 1

@@ -68,7 +68,7 @@ def _annotation(kube: FakeKubeApi) -> str | None:
 def _add(allocator: Allocator, container: str) -> IPv4Address:
     return allocator.assign(
         network="aws-cni", container_id=container, ifname="eth0", pod_namespace=NS, pod_name=POD
-    ).ipv4
+    ).ip
 
 
 def _del(allocator: Allocator, container: str) -> None:
@@ -119,7 +119,7 @@ def test_pending_add_is_annotated_once_its_checkpoint_write_succeeded(
     )
     pending.wait_written(5)
     assert annotator.wait_idle(5)
-    assert _annotation(kube) == str(pending.allocation.ipv4)
+    assert _annotation(kube) == str(pending.allocation.ip)
 
 
 def test_api_server_down_never_fails_the_pod(kube: FakeKubeApi, annotator: PodIpAnnotator) -> None:

@@ -501,3 +501,38 @@ def test_a_throttle_the_ec2_client_retried_still_sends_the_pool_pods_first_one_e
     fake.clock.advance(31)
     manager.update_pool()
     assert fake.cloud.calls.count("allocate_eni") == 4
+
+
+# --- IPv6 mode: no warm pool, only the primary ENI's /80 ----------------------------------------------------
+
+IPV6 = {**T3_SMALL, "ipv6": True, "prefix_delegation": True}
+
+
+def test_ipv6_mode_assigns_one_prefix_and_never_grows_a_warm_pool() -> None:
+    node = make_node(PoolConfig(**IPV6))
+    assert node.manager.update_pool().state is GrowthState.OK
+    (prefix,) = node.store.cidrs_of(node.primary.eni_id)
+    assert prefix.version == 6 and prefix.prefixlen == 80
+    pods = node.pods(20, prefix_mode=True)  # more than a warm pool of T3_SMALL could ever hold
+    assert all(ip in prefix for ip in pods)
+    assert node.cloud.calls == ["assign_ipv6_prefix"]  # one EC2 call, no ENI, no secondary IP
+
+
+def test_ipv6_mode_puts_a_prefix_back_when_ec2_lost_it() -> None:
+    node = make_node(PoolConfig(**IPV6))
+    node.manager.update_pool()
+    node.cloud.remove_ipv6_prefixes_behind_our_back(node.primary.eni_id)
+    node.reconciler.run()  # IMDS and EC2 agree it is gone
+    assert node.store.cidrs_of(node.primary.eni_id) == set()
+    assert node.manager.update_pool().state is GrowthState.OK
+    assert node.store.cidrs_of(node.primary.eni_id) == set(node.cloud.eni(node.primary.eni_id).ipv6_prefixes)
+
+
+def test_ipv6_mode_reports_ec2_refusals_and_disabled_provisioning() -> None:
+    node = make_node(PoolConfig(**IPV6))
+    node.cloud.fail("assign_ipv6_prefix", CloudError("slow down", code="RequestLimitExceeded"))
+    assert node.manager.update_pool().state is GrowthState.THROTTLED
+    assert node.manager.update_pool().state is GrowthState.OK  # retried on the next iteration
+    frozen = make_node(PoolConfig(**IPV6), policy=PoolPolicy(provisioning_enabled=False))
+    assert frozen.manager.update_pool().state is GrowthState.PROVISIONING_DISABLED
+    assert frozen.cloud.calls == []

@@ -48,12 +48,12 @@ def real(prefix_mode: bool) -> Subject:
         try:
             return ds.assign(
                 IPAMKey(network_name="aws-cni", container_id=next(names), ifname="eth0"), PodMetadata()
-            ).ipv4
+            ).ip
         except NoAddressAvailable:
             return None
 
     def release(ip: IPv4Address) -> None:
-        ds.release(next(a.key for a in ds.assigned() if a.ipv4 == ip))
+        ds.release(next(a.key for a in ds.assigned() if a.ip == ip))
 
     return Subject(store=ds, assign=assign, release=release, exclude=ds.set_excluded, advance=clock.advance)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from vpccni.awsutils.tags import TAG_INSTANCE_ID as INSTANCE_ID_TAG
 from vpccni.awsutils.tags import TAG_NO_MANAGE as NO_MANAGE_TAG
@@ -179,3 +179,56 @@ def test_a_new_eni_is_tagged_as_node_init_tags_them() -> None:
     eni = fake.cloud.allocate_eni(EniRequest(ips=1))
     reconciler.run()
     assert fake.cloud.eni(eni.eni_id).tag_map == {INSTANCE_ID_TAG: "i-0test", "team": "net"}
+
+
+# --- IPv6 mode: the primary ENI's /80 prefixes, IMDS first and EC2 the authority ----------------------------
+
+
+def make_ipv6_node() -> FakeNode:
+    node = FakeNode.create(ipv4_per_eni=10, primary_ips=3, store_primary=False)
+    node.cloud.assign_ipv6_prefix(node.primary.eni_id)
+    store_eni(node.store, node.cloud.eni(node.primary.eni_id), is_primary=True, ipv6=True)
+    return node
+
+
+def test_ipv6_in_sync_costs_no_ec2_call_and_ipv4_addresses_are_not_its_concern() -> None:
+    node = make_ipv6_node()
+    cloud_calls = len(node.cloud.calls)
+    report = node.make_reconciler(ipv6=True).run()
+    assert report.ec2_checks == 0 and len(node.cloud.calls) == cloud_calls
+    assert node.store_cidrs() == node.ec2_cidrs(ipv6=True) and len(node.store_cidrs()) == 1
+
+
+def test_ipv6_a_prefix_only_imds_lists_is_never_served() -> None:
+    node = make_ipv6_node()
+    phantom = IPv6Network("2001:db8:0:200::/80")
+    node.imds.phantom_ipv6_prefixes[node.primary.eni_id] = {phantom}
+    report = node.make_reconciler(ipv6=True).run()
+    assert report.ec2_checks == 1 and report.added_cidrs == ()
+    assert phantom not in node.store.cidrs_of(node.primary.eni_id)
+
+
+def test_ipv6_a_prefix_ec2_took_away_is_removed_with_its_pods() -> None:
+    node = make_ipv6_node()
+    assert node.store.assign_pod(prefix_mode=True) is not None
+    gone = node.cloud.remove_ipv6_prefixes_behind_our_back(node.primary.eni_id)
+    report = node.make_reconciler(ipv6=True).run()
+    assert set(report.removed_cidrs) == gone and report.pods_force_removed == 1
+    assert node.store.cidrs_of(node.primary.eni_id) == set()
+
+
+def test_ipv6_a_prefix_ec2_gained_is_added() -> None:
+    node = make_ipv6_node()
+    (added,) = node.cloud.assign_ipv6_prefix(node.primary.eni_id)
+    report = node.make_reconciler(ipv6=True).run()
+    assert report.added_cidrs == (added,)
+    assert added in node.store.cidrs_of(node.primary.eni_id)
+
+
+def test_ipv4_mode_leaves_an_enis_ipv6_prefixes_alone() -> None:
+    node = make_node()
+    node.cloud.assign_ipv6_prefix(node.primary.eni_id)
+    calls = len(node.cloud.calls)
+    report = node.reconciler.run()
+    assert report.ec2_checks == 0 and len(node.cloud.calls) == calls
+    assert all(c.version == 4 for c in node.store.cidrs_of(node.primary.eni_id))

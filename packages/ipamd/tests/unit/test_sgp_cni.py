@@ -150,7 +150,7 @@ def test_a_branch_pod_is_wired_through_its_vlan_and_answered_as_upstream() -> No
     ]
     assert node.allocator.allocations() == ()  # the datastore never sees a branch ENI's address
     [entry] = decode(node.file.data or b"")
-    assert entry.branch is not None and entry.branch.vlan_id == 7 and str(entry.ipv4) == "10.0.16.40"
+    assert entry.branch is not None and entry.branch.vlan_id == 7 and str(entry.ip) == "10.0.16.40"
     assert b'"vpccniBranchEni":{"eniId":"eni-0b000000000000007","ifAddress":"0a:bb:00:00:00:07"' in (
         node.file.data or b""
     )
@@ -279,7 +279,7 @@ def test_the_datastore_and_branch_pods_share_the_file_without_losing_each_other(
     assert shared.datastore.read() == ()
     shared.datastore.write([])
     assert len(decode(file.data or b"")) == 1
-    assert [e.ipv4.exploded for e in shared.branches.read() or ()] == ["10.0.16.40"]
+    assert [e.ip.exploded for e in shared.branches.read() or ()] == ["10.0.16.40"]
 
 
 def test_restart_keeps_live_branch_pods_and_cleans_up_the_rest() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from vpccni.networkutils.names import host_veth_name
@@ -43,8 +43,15 @@ def received(ping_output: str) -> int:
 
 def spec_for(name: str, ip: str, table: int = 254) -> PodInterface:
     return PodInterface(
-        host_veth=host_veth_name("default", name), ipv4=IPv4Address(ip), route_table=table, mtu=9001
+        host_veth=host_veth_name("default", name), ip=ip_address(ip), route_table=table, mtu=9001
     )
+
+
+POD6_A, POD6_B = "2001:db8:0:100:1::5", "2001:db8:0:100:1::6"
+
+
+def rules6(ns: Any) -> list[tuple[int, str, str, str]]:
+    return [(r["priority"], r["src"], r.get("dst", ""), str(r["table"])) for r in ns.ip_json("-6", "rule")]
 
 
 def test_wire_gives_exact_pod_and_host_state(make_netns) -> None:
@@ -197,7 +204,7 @@ def test_second_interface_in_the_same_pod(make_netns) -> None:
     first = spec_for("multi", "10.0.1.5", table=2)
     second = PodInterface(
         host_veth=host_veth_name("default", "multi", index=1),
-        ipv4=IPv4Address("10.0.4.5"),
+        ip=IPv4Address("10.0.4.5"),
         ifname="mNicIf1",
         route_table=3,
         index=1,
@@ -213,3 +220,56 @@ def test_second_interface_in_the_same_pod(make_netns) -> None:
     unwire(host, second, pod.fd)
     assert all(r["priority"] != 1 for r in pod.ip_json("rule"))
     assert verify(host, pod, first) == []
+
+
+def test_ipv6_pod_gets_its_128_the_link_local_gateway_and_no_dad(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod6")
+    spec = spec_for("web6", POD6_A)
+    wired = wire(host, pod, spec)
+    assert wired.gateway == IPv6Address("fe80::1") and wired.ip == spec.ip
+
+    [eth0] = pod.ip_json("-6", "addr", "show", "dev", "eth0")
+    addresses = {a["local"]: a for a in eth0["addr_info"] if a}
+    pod_address = addresses[POD6_A]
+    assert pod_address["prefixlen"] == 128 and not pod_address.get("tentative")
+    # Neither end's link-local address waits for DAD: the host can solicit the pod at once.
+    assert not any(a.get("tentative") for a in addresses.values())
+    routes = {(r["dst"], r.get("gateway"), r["dev"]) for r in pod.ip_json("-6", "route")}
+    assert {("default", "fe80::1", "eth0"), ("fe80::1", None, "eth0")} <= routes
+    neighbours = {n["dst"]: n for n in pod.ip_json("-6", "neigh", "show", "dev", "eth0")}
+    gateway = neighbours["fe80::1"]
+    assert gateway["lladdr"] == wired.host_mac and gateway["state"] == ["PERMANENT"]
+    for key, want in (("disable_ipv6", "0"), ("accept_dad", "0")):
+        assert pod.sh("cat", f"/proc/sys/net/ipv6/conf/eth0/{key}").strip() == want, key
+    assert pod.sh("cat", "/proc/sys/net/ipv6/conf/lo/disable_ipv6").strip() == "0"
+
+    host_sysctls = (("accept_ra", "0"), ("accept_redirects", "1"), ("forwarding", "0"), ("accept_dad", "0"))
+    for key, want in host_sysctls:
+        assert host.sh("cat", f"/proc/sys/net/ipv6/conf/{spec.host_veth}/{key}").strip() == want, key
+    host_routes = [(r["dst"], r["dev"]) for r in host.ip_json("-6", "route")]
+    assert (POD6_A, spec.host_veth) in host_routes
+    assert (512, "all", POD6_A, "main") in rules6(host)
+    assert rules(host) == [(0, "all", "", "local"), (32766, "all", "", "main"), (32767, "all", "", "default")]
+    assert verify(host, pod, spec) == []
+
+
+def test_ping_between_two_ipv6_pods_right_after_wiring(make_netns) -> None:
+    host, pod_a, pod_b = node(make_netns), make_netns("pa6"), make_netns("pb6")
+    host.run(lambda nl: nl.write_sysctl("net/ipv6/conf/all/forwarding", "1"))
+    wire(host, pod_a, spec_for("a6", POD6_A))
+    wire(host, pod_b, spec_for("b6", POD6_B))
+    # No wait for DAD: the first probes already find both ends usable.
+    for src, dst in ((pod_a, POD6_B), (pod_b, POD6_A)):
+        out = src.sh("busybox", "ping6", "-c", "3", "-i", "0.2", "-W", "2", dst, check=False)
+        assert received(out) > 0, out
+
+
+def test_ipv6_teardown_leaves_nothing(make_netns) -> None:
+    host, pod = node(make_netns), make_netns("pod6")
+    spec = spec_for("web6", POD6_A)
+    wire(host, pod, spec)
+    unwire(host, spec, pod.fd)
+    unwire(host, spec, pod.fd)
+    assert sorted(link["ifname"] for link in host.ip_json("link")) == ["ens5", "ens5p", "lo"]
+    assert all(r["dst"] != POD6_A for r in host.ip_json("-6", "route"))
+    assert rules6(host) == [(0, "all", "", "local"), (32766, "all", "", "main")]

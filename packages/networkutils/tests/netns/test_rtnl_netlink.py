@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 import pytest
 from pyroute2 import IPRoute
@@ -37,6 +37,8 @@ def test_fast_dumps_equal_pyroute2s(make_netns) -> None:
     ns.sh("ip", "rule", "add", "to", "10.1.0.0/16", "lookup", "300", "prio", "512")
     ns.sh("ip", "rule", "add", "fwmark", "0x80/0x80", "lookup", "main", "prio", "1024")
     ns.sh("ip", "rule", "add", "from", "10.0.0.0/8", "to", "10.2.0.0/16", "lookup", "main", "prio", "1535")
+    ns.sh("ip", "-6", "rule", "add", "to", "2001:db8::5/128", "lookup", "main", "prio", "512")
+    ns.sh("ip", "-6", "rule", "add", "fwmark", "0x80/0x80", "lookup", "main", "prio", "1024")
 
     def both(_: object) -> tuple[tuple[list, list], tuple[list, list]]:
         with open_netlink() as fast, PyrouteNetlink(IPRoute()) as slow:
@@ -49,9 +51,12 @@ def test_fast_dumps_equal_pyroute2s(make_netns) -> None:
         "br0": ("bridge", 1400, False),
     }  # fmt: skip
     assert rules == want_rules
-    assert len(rules) == 306
+    assert len([r for r in rules if r.family == 4]) == 306
+    assert len([r for r in rules if r.family == 6]) == 4  # local (0) and main (32766) are the kernel's
     assert Rule(priority=1024, table=254, fwmark=0x80, fwmask=0x80) in rules
+    assert Rule(priority=1024, table=254, fwmark=0x80, fwmask=0x80, family=6) in rules
     assert Rule(priority=512, table=300, dst=IPv4Network("10.1.0.0/16")) in rules
+    assert Rule(priority=512, table=254, dst=IPv6Network("2001:db8::5/128")) in rules
 
 
 def test_link_by_name_equals_pyroute2s_and_absent_names_are_none(make_netns) -> None:
@@ -264,7 +269,7 @@ def test_an_abandoned_dump_does_not_confuse_the_next_request(make_netns) -> None
         finally:
             sock.close()
 
-    assert ns.run(run) == ("lo", 303)
+    assert ns.run(run) == ("lo", 303)  # the IPv4 family only: 300 and the kernel's three
 
 
 def test_one_handle_serves_many_threads(make_netns) -> None:
@@ -306,3 +311,92 @@ def test_a_closed_namespace_fd_is_a_kernel_error(make_netns) -> None:
         os.close(fd)
     assert err.value.errno in (errno.EINVAL, errno.EBADF)
     assert not any(link["ifname"] == "enibad0" for link in ns.ip_json("link", "show"))
+
+
+def test_ipv6_addresses_without_dad_are_usable_at_once(make_netns) -> None:
+    ns = make_netns("addr6")
+    _veth(ns)
+    pod = Address(ifname="veth0", interface=IPv6Interface("2001:db8:0:1::5/128"), nodad=True)
+
+    def run(nl: Netlink) -> tuple[list[Address], list[Address], list[bool]]:
+        nl.set_link("veth0", up=True)
+        nl.add_address(pod)
+        nl.add_address(pod)  # replace: no error when present
+        nl.add_address(Address(ifname="veth0", interface=IPv4Interface("10.0.1.5/32")))
+        listed = nl.addresses("veth0")
+        with PyrouteNetlink(IPRoute()) as slow:
+            cross_check = slow.addresses("veth0")
+        return listed, cross_check, [nl.delete_address(pod), nl.delete_address(pod)]
+
+    listed, cross_check, gone = ns.run(run)
+    assert pod in listed and Address(ifname="veth0", interface=IPv4Interface("10.0.1.5/32")) in listed
+    assert sorted(listed, key=str) == sorted(cross_check, key=str)
+    assert gone == [True, False]
+    # nodad: never tentative, so the pod can send from it the moment it exists (checked before deletion).
+    ns.run(lambda nl: nl.add_address(pod))
+    (veth0,) = ns.ip_json("-6", "addr", "show", "veth0", "scope", "global")
+    (info,) = [a for a in veth0["addr_info"] if a]  # iproute2 closes the list with an empty object
+    assert info["local"] == "2001:db8:0:1::5" and not info.get("tentative") and info.get("nodad")
+
+
+def test_ipv6_routes_through_a_link_local_gateway(make_netns) -> None:
+    ns = make_netns("route6")
+    _veth(ns)
+    gw = Route(dst=IPv6Network("fe80::1/128"), ifname="veth0", scope=Scope.LINK)
+    default = Route(dst=IPv6Network("::/0"), ifname="veth0", gateway=IPv6Address("fe80::1"))
+    host = Route(dst=IPv6Network("2001:db8::5/128"), ifname="veth0", table=7)
+
+    def run(nl: Netlink) -> tuple[list[Route], list[Route], list[bool]]:
+        nl.set_link("veth0", up=True)
+        for route in (gw, default, host, host):  # replace twice: no error
+            nl.replace_route(route)
+        main, table7 = nl.routes(254), nl.routes(7)
+        return main, table7, [nl.delete_route(host), nl.delete_route(host)]
+
+    main, table7, deleted = ns.run(run)
+    assert gw.scope is Scope.UNIVERSE  # IPv6 routes have no scope: the one given is dropped
+    assert {gw, default} <= set(main) and table7 == [host] and deleted == [True, False]
+
+    def pyroute2_routes(_: Netlink) -> list[Route]:
+        with PyrouteNetlink(IPRoute()) as slow:
+            return slow.routes(254)
+
+    assert sorted(ns.run(pyroute2_routes), key=str) == sorted(main, key=str)
+    (via,) = ns.ip_json("-6", "route", "show", "default")
+    assert via["gateway"] == "fe80::1" and via["dev"] == "veth0"
+
+
+def test_ipv6_rules_and_neighbours(make_netns) -> None:
+    ns = make_netns("rule6")
+    _veth(ns)
+    pod = IPv6Network("2001:db8::5/128")
+    to_pod = Rule(priority=512, table=254, dst=pod)
+    marked = Rule(priority=1024, table=254, fwmark=0x80, fwmask=0x80, family=6)
+    gw = Neighbour(ifname="veth0", ip=IPv6Address("fe80::1"), mac="02:00:00:00:00:0a", permanent=True)
+
+    def run(nl: Netlink) -> tuple[list[Rule], list[Rule], list[Neighbour], int]:
+        nl.set_link("veth0", up=True)
+        for rule in (to_pod, to_pod, marked, Rule(priority=1024, table=254, fwmark=0x80, fwmask=0x80)):
+            nl.add_rule(rule)
+        nl.replace_neighbour(gw)
+        listed = nl.rules()
+        with PyrouteNetlink(IPRoute()) as slow:
+            cross_check = slow.rules()
+        return listed, cross_check, nl.neighbours("veth0"), nl.delete_rules(priority=512, dst=pod)
+
+    listed, cross_check, neighbours, deleted = ns.run(run)
+    assert to_pod in listed and marked in listed and cross_check == listed
+    assert str(marked).endswith("(IPv6)")  # a rule with no address says which family it is
+    assert deleted == 1
+    assert gw in neighbours
+    assert {r["priority"] for r in ns.ip_json("-6", "rule", "show")} == {0, 1024, 32766}
+    assert {r["priority"] for r in ns.ip_json("-4", "rule", "show")} == {0, 1024, 32766, 32767}
+    (entry,) = [n for n in ns.ip_json("-6", "neigh", "show", "dev", "veth0") if n["dst"] == "fe80::1"]
+    assert entry["lladdr"] == gw.mac and "PERMANENT" in entry["state"]
+
+
+def test_rules_of_mixed_families_are_refused() -> None:
+    with pytest.raises(ValueError, match="mixes address families"):
+        Rule(priority=1, table=2, src=IPv4Network("10.0.0.1/32"), dst=IPv6Network("2001:db8::1/128"))
+    with pytest.raises(ValueError, match="4 or 6"):
+        Rule(priority=1, table=2, family=5)

@@ -78,9 +78,7 @@ def build(make_netns) -> tuple[Any, Any]:
         mac=ENI_MAC, primary_ip=IPv4Address("10.0.2.10"), subnet=IPv4Network("10.0.2.0/24"), route_table=2
     )
     node.run(lambda nl: setup_eni_network(nl, eni, retry=LinkRetry(attempts=1)))
-    spec = PodInterface(
-        host_veth=host_veth_name("default", "web"), ipv4=IPv4Address("10.0.1.5"), route_table=2
-    )
+    spec = PodInterface(host_veth=host_veth_name("default", "web"), ip=IPv4Address("10.0.1.5"), route_table=2)
     node.run(lambda nl: PodWiring(host=nl, namespaces=ThreadNetnsNetlink()).wire(pod.fd, spec))
     return node, pod
 

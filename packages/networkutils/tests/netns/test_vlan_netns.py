@@ -117,7 +117,7 @@ def spec(mode: EnforcingMode) -> BranchPodInterface:
     prefix = "vlan" if mode is EnforcingMode.STRICT else "eni"
     pod = PodInterface(
         host_veth=host_veth_name("db", "orders", prefix=prefix),
-        ipv4=IPv4Address(POD_IP),
+        ip=IPv4Address(POD_IP),
         route_table=route_table_for_vlan(7),
     )
     return BranchPodInterface(
@@ -173,7 +173,7 @@ def test_teardown_from_a_cni_result_leaves_nothing(make_netns, mode: EnforcingMo
     pod = make_netns("pod")
     branch = spec(mode)
     host.run(lambda nl: wiring(nl).wire(pod.fd, branch))
-    bare = PodInterface(host_veth=branch.pod.host_veth, ipv4=IPv4Address(POD_IP))
+    bare = PodInterface(host_veth=branch.pod.host_veth, ip=IPv4Address(POD_IP))
     for _ in range(2):
         host.run(lambda nl: wiring(nl).unwire(bare, 7))
         names = {link["ifname"] for link in host.ip_json("link")}

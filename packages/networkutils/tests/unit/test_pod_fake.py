@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 import pytest
 from vpccni.networkutils.model import Address, Neighbour, Route, Rule, Scope
@@ -23,7 +23,7 @@ def world() -> tuple[FakeNetwork, FakeNamespace, int, FakeNamespace, PodWiring]:
 
 def test_wire_on_secondary_eni(world) -> None:
     _, host, pod_fd, pod, wiring = world
-    spec = PodInterface(host_veth=VETH, ipv4=POD_IP, route_table=2, mtu=9001)
+    spec = PodInterface(host_veth=VETH, ip=POD_IP, route_table=2, mtu=9001)
     wired = wiring.wire(pod_fd, spec)
 
     host_link = host.link(VETH)
@@ -52,16 +52,38 @@ def test_wire_on_secondary_eni(world) -> None:
     assert wiring.verify(pod_fd, spec) == []
 
 
+def test_wire_ipv6_pod(world) -> None:
+    _, host, pod_fd, pod, wiring = world
+    ip = IPv6Address("2001:db8:0:100:1::5")
+    spec = PodInterface(host_veth=VETH, ip=ip)
+    wired = wiring.wire(pod_fd, spec)
+    assert host.read_sysctl(f"net/ipv6/conf/{VETH}/accept_dad") == "0"
+    assert host.routes(254) == [Route(dst=IPv6Network(f"{ip}/128"), ifname=VETH)]
+    assert [r for r in host.rules() if r.priority in (512, 1536)] == [
+        Rule(priority=512, table=254, dst=IPv6Network(f"{ip}/128"))
+    ]
+    assert pod.addresses("eth0") == [Address(ifname="eth0", interface=IPv6Interface(f"{ip}/128"))]
+    assert pod.read_sysctl("net/ipv6/conf/eth0/accept_dad") == "0"
+    assert pod.routes(254) == [
+        Route(dst=IPv6Network("fe80::1/128"), ifname="eth0"),
+        Route(dst=IPv6Network("::/0"), ifname="eth0", gateway=IPv6Address("fe80::1")),
+    ]
+    assert pod.neighbours("eth0") == [Neighbour(ifname="eth0", ip=IPv6Address("fe80::1"), mac=wired.host_mac)]
+    assert wiring.verify(pod_fd, spec) == []
+    wiring.unwire(spec, pod_fd)
+    assert host.routes(254) == [] and [r for r in host.rules() if r.priority == 512] == []
+
+
 def test_primary_eni_pod_gets_no_from_rule(world) -> None:
     _, host, pod_fd, _, wiring = world
-    wiring.wire(pod_fd, PodInterface(host_veth=VETH, ipv4=POD_IP))
+    wiring.wire(pod_fd, PodInterface(host_veth=VETH, ip=POD_IP))
     assert [r.priority for r in host.rules() if r.priority in (512, 1536)] == [512]
 
 
 def test_second_interface_uses_own_gateway_table_and_rule(world) -> None:
     _, _, pod_fd, pod, wiring = world
     spec = PodInterface(
-        host_veth=host_veth_name("default", "nginx", index=1), ipv4=POD_IP, ifname="mNicIf1", index=1
+        host_veth=host_veth_name("default", "nginx", index=1), ip=POD_IP, ifname="mNicIf1", index=1
     )
     wiring.wire(pod_fd, spec)
     assert pod.routes(1)[1].gateway == IPv4Address("169.254.1.2")
@@ -74,13 +96,13 @@ def test_second_interface_uses_own_gateway_table_and_rule(world) -> None:
 def test_rewire_replaces_leftover_veth(world) -> None:
     _, host, pod_fd, _, wiring = world
     host.add_link(VETH, mac="02:11:11:11:11:11")
-    wired = wiring.wire(pod_fd, PodInterface(host_veth=VETH, ipv4=POD_IP))
+    wired = wiring.wire(pod_fd, PodInterface(host_veth=VETH, ip=POD_IP))
     assert wired.host_mac != "02:11:11:11:11:11"
 
 
 def test_unwire_is_idempotent_and_works_without_netns(world) -> None:
     network, host, pod_fd, _, wiring = world
-    spec = PodInterface(host_veth=VETH, ipv4=POD_IP, route_table=3)
+    spec = PodInterface(host_veth=VETH, ip=POD_IP, route_table=3)
     wiring.wire(pod_fd, spec)
     # A stale from-rule to another table (older layout) goes too.
     host.add_rule(Rule(priority=1536, table=7, src=IPv4Network("10.0.1.5/32")))
@@ -94,7 +116,7 @@ def test_unwire_is_idempotent_and_works_without_netns(world) -> None:
 
 def test_verify_reports_precise_differences(world) -> None:
     _, host, pod_fd, pod, wiring = world
-    spec = PodInterface(host_veth=VETH, ipv4=POD_IP, route_table=2)
+    spec = PodInterface(host_veth=VETH, ip=POD_IP, route_table=2)
     wiring.wire(pod_fd, spec)
     pod.delete_route(Route(dst=IPv4Network("169.254.1.1/32"), ifname="eth0", scope=Scope.LINK))
     host.delete_rule(Rule(priority=1536, table=2, src=IPv4Network("10.0.1.5/32")))
@@ -106,7 +128,7 @@ def test_verify_reports_precise_differences(world) -> None:
 
 def test_verify_without_anything(world) -> None:
     _, _, pod_fd, _, wiring = world
-    problems = wiring.verify(pod_fd, PodInterface(host_veth=VETH, ipv4=POD_IP))
+    problems = wiring.verify(pod_fd, PodInterface(host_veth=VETH, ip=POD_IP))
     assert problems == [
         f"host veth {VETH} missing",
         "rule from all to 10.0.1.5 lookup main prio 512 missing",
@@ -118,7 +140,7 @@ def test_failed_wiring_leaves_no_veth(world) -> None:
     _, host, pod_fd, pod, wiring = world
     pod.add_link("eth0", mac="02:00:00:00:00:09")
     with pytest.raises(PodWiringError, match="no interface named eth0"):
-        wiring.wire(pod_fd, PodInterface(host_veth=VETH, ipv4=POD_IP))
+        wiring.wire(pod_fd, PodInterface(host_veth=VETH, ip=POD_IP))
     assert host.link(VETH) is None
 
 
@@ -132,7 +154,7 @@ def test_concurrent_wiring_gives_unique_macs(world) -> None:
             target=wiring.wire,
             args=(
                 fd,
-                PodInterface(host_veth=host_veth_name("ns", f"p{i}"), ipv4=IPv4Address(f"10.0.2.{i + 1}")),
+                PodInterface(host_veth=host_veth_name("ns", f"p{i}"), ip=IPv4Address(f"10.0.2.{i + 1}")),
             ),
         )
         for i, fd in enumerate(fds)
@@ -148,7 +170,7 @@ def test_concurrent_wiring_gives_unique_macs(world) -> None:
 
 def test_update_host_rules_migrates_per_cidr_rules(world) -> None:
     _, host, pod_fd, _, wiring = world
-    spec = PodInterface(host_veth=VETH, ipv4=POD_IP, route_table=2)
+    spec = PodInterface(host_veth=VETH, ip=POD_IP, route_table=2)
     wiring.wire(pod_fd, spec)
     old = Rule(priority=1536, table=2, src=IPv4Network("10.0.1.5/32"), dst=IPv4Network("10.0.0.0/16"))
     host.delete_rule(Rule(priority=1536, table=2, src=IPv4Network("10.0.1.5/32")))
@@ -182,13 +204,13 @@ def test_fake_delete_rules_matches_by_selector_in_any_table() -> None:
 def test_update_all_host_rules_lists_the_rules_once_for_every_pod(world) -> None:
     _, host, _, _, wiring = world
     specs = [
-        PodInterface(host_veth=f"eni{i}", ipv4=IPv4Address("10.0.1.10") + i, route_table=2) for i in range(5)
+        PodInterface(host_veth=f"eni{i}", ip=IPv4Address("10.0.1.10") + i, route_table=2) for i in range(5)
     ]
     for spec in specs:
         for rule in _host_rules_of(spec):
             host.add_rule(rule)
     # Pod 0's ENI was renumbered to table 3; pod 1 still has an old per-CIDR rule; pod 4 lost its rules.
-    renumbered = PodInterface(host_veth="eni0", ipv4=specs[0].ipv4, route_table=3)
+    renumbered = PodInterface(host_veth="eni0", ip=specs[0].ip, route_table=3)
     specs[0] = renumbered
     host.add_rule(
         Rule(priority=1536, table=2, src=IPv4Network("10.0.1.11/32"), dst=IPv4Network("10.0.0.0/16"))
@@ -221,5 +243,5 @@ def test_update_all_host_rules_lists_the_rules_once_for_every_pod(world) -> None
 
 
 def _host_rules_of(spec: PodInterface) -> list[Rule]:
-    ip = IPv4Network(f"{spec.ipv4}/32")
+    ip = IPv4Network(f"{spec.ip}/32")
     return [Rule(priority=512, table=254, dst=ip), Rule(priority=1536, table=spec.route_table, src=ip)]

@@ -38,7 +38,7 @@ def branch(mode: EnforcingMode, vlan: int = 7) -> BranchPodInterface:
     prefix = STRICT_BRANCH_VETH_PREFIX if mode is EnforcingMode.STRICT else "eni"
     pod = PodInterface(
         host_veth=host_veth_name("db", "orders", prefix=prefix),
-        ipv4=POD_IP,
+        ip=POD_IP,
         route_table=route_table_for_vlan(vlan),
     )
     return BranchPodInterface(
@@ -65,7 +65,7 @@ def test_names_and_tables_are_upstreams() -> None:
         route_table_for_vlan(0)
     with pytest.raises(ValueError, match="table 107"):
         BranchPodInterface(
-            pod=PodInterface(host_veth="vlanx", ipv4=POD_IP), vlan_id=7, branch_mac=BRANCH_MAC,
+            pod=PodInterface(host_veth="vlanx", ip=POD_IP), vlan_id=7, branch_mac=BRANCH_MAC,
             gateway=GW, trunk_link=TRUNK,
         )  # fmt: skip
 
@@ -114,7 +114,7 @@ def test_teardown_from_vlan_address_and_veth_removes_both_modes(world, mode: Enf
     spec = branch(mode)
     wiring.wire(pod_fd, spec)
     # What a DEL knows from prevResult alone: the VLAN id, the address and the host veth.
-    bare = PodInterface(host_veth=spec.pod.host_veth, ipv4=POD_IP)
+    bare = PodInterface(host_veth=spec.pod.host_veth, ip=POD_IP)
     for _ in range(2):  # idempotent
         wiring.unwire(bare, 7)
         assert host.link("vlan.eth.7") is None and host.link(spec.pod.host_veth) is None

@@ -126,7 +126,7 @@ def _branch_pod(
     spec = BranchPodInterface(
         pod=PodInterface(
             host_veth=host_veth_name("default", name),
-            ipv4=IP(branch["PrivateIpAddress"]),
+            ip=IP(branch["PrivateIpAddress"]),
             route_table=route_table_for_vlan(vlan),
         ),
         vlan_id=vlan,
@@ -144,7 +144,7 @@ def _branch_pod(
         )
     finally:
         os.close(fd)
-    return Pod(netns=netns, ip=spec.pod.ipv4, eni_id=branch["NetworkInterfaceId"])
+    return Pod(netns=netns, ip=spec.pod.ip, eni_id=branch["NetworkInterfaceId"])
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def topo() -> Iterator[Topology]:
             ][0]["PrivateIpAddress"]
         )
         netns, fd = _pod_netns(cluster, made, "other")
-        spec = PodInterface(host_veth=host_veth_name("default", "other"), ipv4=other_ip, route_table=2)
+        spec = PodInterface(host_veth=host_veth_name("default", "other"), ip=other_ip, route_table=2)
         try:
             _in(
                 node2.netns_path,

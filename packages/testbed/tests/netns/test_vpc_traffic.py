@@ -148,7 +148,7 @@ def _new_pod(cluster: Cluster, node: Node, made: list[str], *, name: str, ip: IP
     netns = f"vtb-{cluster.run_id}-{name}-{secrets.token_hex(2)}"
     ns.create_netns(netns)
     made.append(netns)
-    spec = PodInterface(host_veth=host_veth_name("default", name), ipv4=ip, route_table=table)
+    spec = PodInterface(host_veth=host_veth_name("default", name), ip=ip, route_table=table)
     _wire(node, netns, spec)
     return Pod(node=node, netns=netns, spec=spec)
 
@@ -216,7 +216,7 @@ def _seen(from_netns: str, server_netns: str, server_ip: IP, *, timeout: float =
 
 
 def _pod_ip(pod: Pod) -> IP:
-    return pod.spec.ipv4
+    return pod.spec.ip
 
 
 def _vpc_conntrack(topo: Topology, *args: str) -> str:

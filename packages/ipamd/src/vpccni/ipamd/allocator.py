@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Protocol
 
 from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.ipamd.datastore.model import AssignedAddress, NoAddressAvailable, UnknownPod
-from vpccni.ipamd.datastore.records import route_table_id
+from vpccni.ipamd.datastore.records import PodAddress, route_table_id
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
@@ -35,7 +34,7 @@ _STATUS_POLL_S = 0.5
 
 @dataclass(frozen=True, kw_only=True)
 class Allocation:
-    ipv4: IPv4Address
+    ip: PodAddress
     device_number: int
     route_table: int
     eni_id: str
@@ -327,7 +326,7 @@ class Allocator:
 
 def _allocation(a: AssignedAddress) -> Allocation:
     return Allocation(
-        ipv4=a.ipv4,
+        ip=a.ip,
         device_number=a.device_number,
         route_table=route_table_id(a.device_number, a.network_card),
         eni_id=a.eni_id,

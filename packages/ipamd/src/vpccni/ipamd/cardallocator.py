@@ -201,4 +201,4 @@ class CardAllocators:
             self._by_card[card].release(
                 network=network, container_id=container_id, ifname=ifname, reason="SetupNSFailed"
             )
-            log.info("gave back %s of card %d: the pod's ADD failed", pending.allocation.ipv4, card)
+            log.info("gave back %s of card %d: the pod's ADD failed", pending.allocation.ip, card)

@@ -275,7 +275,7 @@ def datastore_pod_views(assigned: Iterable[AssignedAddress]) -> list[dict[str, A
         pod_view(
             namespace=a.metadata.namespace,
             name=a.metadata.name,
-            ip=str(a.ipv4),
+            ip=str(a.ip),
             eni_id=a.eni_id,
             device_number=a.device_number,
             route_table=route_table_id(a.device_number, a.network_card),

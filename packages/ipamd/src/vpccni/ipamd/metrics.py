@@ -16,7 +16,6 @@ import logging
 import platform
 import threading
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Network
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.platform_collector import PlatformCollector
@@ -26,6 +25,7 @@ from prometheus_client.utils import floatToGoString
 from vpccni.awsutils.observer import IMDS_API
 from vpccni.ipamd.introspection import HttpEndpoint, Response
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.networkutils.model import IPNetwork
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A pod ADD takes milliseconds with a warm pool and up to seconds when it waits for EC2.
@@ -248,7 +248,7 @@ class IpamdMetrics:
             self._per_cidr[network_card], self._per_eni[network_card] = cidrs, enis
 
     def update_after_pod_change(
-        self, snapshot: PoolSnapshot, *, eni_id: str, cidr: IPv4Network, network_card: int = 0
+        self, snapshot: PoolSnapshot, *, eni_id: str, cidr: IPNetwork, network_card: int = 0
     ) -> None:
         """After one assignment or release: the totals, and the per-ENI and per-CIDR gauges of the ENI and
         CIDR that changed. `update_pool` sets one label per CIDR (in secondary-IP mode one per address), too

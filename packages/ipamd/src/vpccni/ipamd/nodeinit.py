@@ -8,6 +8,10 @@ Steps, each logged as it starts and each failing with an error that names the st
 
 Addresses enter the datastore from EC2's DescribeNetworkInterfaces, not from IMDS (see reconcile.py for why).
 Only in ENABLE_IMDS_ONLY_MODE, where ipamd may not call EC2 at all, does IMDS supply them.
+
+IPv6 mode (upstream's, prefix delegation on Nitro only): ipamd manages the primary ENI alone and serves pods
+from its /80 prefix; pre-scale assigns the prefix when EC2 shows none, and node init fails when the node ends
+up without one.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
 from typing import Protocol, TypeVar
 
 from vpccni.awsutils.clock import Clock, SystemClock
@@ -35,7 +38,9 @@ from vpccni.ipamd.ports import (
     NodeNetworkPort,
     PodRulesPort,
     PoolStore,
+    split_cidrs,
 )
+from vpccni.networkutils.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class InitOptions:
     imds_only: bool = False  # ENABLE_IMDS_ONLY_MODE: addresses come from IMDS, EC2 is never called
     max_eni_cap: int | None = None
     multi_nic: bool = False  # ENABLE_MULTI_NIC: every card (the daemon gives node init their stores)
+    ipv6: bool = False  # ENABLE_IPv6: pods get /128s from the primary ENI's /80 prefix
 
 
 class LimitsLookup(Protocol):
@@ -94,7 +100,7 @@ class NodeInitResult:
     managed_eni_ids: tuple[str, ...]
     unmanaged_eni_ids: tuple[str, ...]
     restored_allocations: int
-    cleaned_cidrs: tuple[IPv4Network, ...]
+    cleaned_cidrs: tuple[IPNetwork, ...]
     pool_status: PoolStatus | None
     card_configs: tuple[PoolConfig, ...] = ()  # ENABLE_MULTI_NIC: every managed card above 0, ascending
 
@@ -235,6 +241,12 @@ class NodeInit:
         return result
 
     def _pd_mode(self, limits: InstanceLimits) -> bool:
+        if self._options.ipv6 and not limits.supports_prefix_delegation:
+            raise RuntimeError(
+                "ENABLE_IPv6=true needs IPv6 prefix delegation, which EC2 offers only on Nitro and bare-metal"
+                f" instances, and {limits.instance_type} is neither: run IPv6 nodes on a Nitro instance type"
+                " (e.g. m5.large)"
+            )
         if not self._options.prefix_delegation:
             return False
         if not limits.supports_prefix_delegation:
@@ -260,12 +272,13 @@ class NodeInit:
     ) -> tuple[tuple[EniDescription, ...], frozenset[str]]:
         managed, unmanaged = [], set()
         for eni in enis:
-            if eni.eni_id == primary_id or self._ownership.manages(eni):
+            if eni.eni_id == primary_id or (not self._options.ipv6 and self._ownership.manages(eni)):
                 managed.append(eni)
             else:
                 unmanaged.add(eni.eni_id)
         if unmanaged:
-            log.info("ENIs ipamd leaves alone: %s", sorted(unmanaged))
+            why = " (IPv6 mode manages the primary ENI only, as upstream)" if self._options.ipv6 else ""
+            log.info("ENIs ipamd leaves alone%s: %s", why, sorted(unmanaged))
         return tuple(managed), frozenset(unmanaged)
 
     def _managed_cards(
@@ -308,6 +321,7 @@ class NodeInit:
             custom_networking=s.custom_networking and first,
             reserve_trunk_slot=first and ident.reserve_trunk_slot and not any(e.is_trunk for e in enis),
             network_card=card,
+            ipv6=s.ipv6,
         )
 
     def _tag(self, managed: tuple[EniDescription, ...]) -> None:
@@ -321,7 +335,9 @@ class NodeInit:
             is_primary = eni.eni_id == primary_id
             if not is_primary:
                 self._setup_with_retries(eni)
-            store_eni(self._ports.store_of(eni.network_card), eni, is_primary=is_primary)
+            store_eni(
+                self._ports.store_of(eni.network_card), eni, is_primary=is_primary, ipv6=self._options.ipv6
+            )
 
     def _setup_with_retries(self, eni: EniDescription) -> None:
         for attempt in range(1, SETUP_ENI_ATTEMPTS + 1):
@@ -338,12 +354,13 @@ class NodeInit:
                 )
                 self._clock.sleep(SETUP_ENI_RETRY_S)
 
-    def _toggle_cleanup(self, store: PoolStore, prefix_mode: bool) -> tuple[IPv4Network, ...]:
-        """Give back unused CIDRs of the mode not in use (after PD was switched on or off)."""
-        if not self._options.provisioning_enabled:
+    def _toggle_cleanup(self, store: PoolStore, prefix_mode: bool) -> tuple[IPNetwork, ...]:
+        """Give back unused CIDRs of the mode not in use (after PD was switched on or off). IPv6 mode holds
+        nothing else."""
+        if not self._options.provisioning_enabled or self._options.ipv6:
             return ()
         p = self._ports
-        cleaned: list[IPv4Network] = []
+        cleaned: list[IPNetwork] = []
         for eni in store.snapshot().enis:
             stray = [c.cidr for c in eni.cidrs if c.is_prefix != prefix_mode and c.assigned == 0]
             if not stray:
@@ -352,21 +369,24 @@ class NodeInit:
             if not removed:
                 continue
             p.cooldown.add(removed)
-            p.cloud.unassign(
-                eni.eni_id,
-                ips=[c.network_address for c in removed if c.prefixlen == 32],
-                prefixes=[c for c in removed if c.prefixlen != 32],
-            )
+            ips, prefixes = split_cidrs(removed)
+            p.cloud.unassign(eni.eni_id, ips=ips, prefixes=prefixes)
             cleaned.extend(removed)
         return tuple(cleaned)
 
     def _prescale(self, configs: list[PoolConfig]) -> PoolStatus | None:
         """One pool iteration per card; card 0's status is the node's."""
-        if self._grow_pool is None or not self._options.provisioning_enabled:
-            return None
-        statuses = [self._grow_pool(config).update_pool() for config in configs]
-        if configs[0].custom_networking and self._ports.store.snapshot().total_ips == 0:
+        grow = self._grow_pool if self._options.provisioning_enabled else None
+        statuses = [grow(config).update_pool() for config in configs] if grow is not None else []
+        why = statuses[0].message if statuses else "provisioning is disabled"
+        snapshot = self._ports.store.snapshot()
+        if configs[0].ipv6 and not any(c.cidr.version == 6 for e in snapshot.enis for c in e.cidrs):
             raise RuntimeError(
-                f"custom networking is on and the pool is empty after pre-scale: {statuses[0].message}"
+                f"IPv6 mode and the primary ENI has no IPv6 /80 prefix: {why}. Check that its subnet has an"
+                " IPv6 CIDR and that the node role allows ec2:AssignIpv6Addresses"
             )
+        if not statuses:
+            return None
+        if configs[0].custom_networking and snapshot.total_ips == 0:
+            raise RuntimeError(f"custom networking is on and the pool is empty after pre-scale: {why}")
         return statuses[0]

@@ -17,11 +17,11 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Protocol
 
 from vpccni.ipamd.allocator import PodAllocation
 from vpccni.k8sapi import Conflict, K8sApiError, NotFound, PodCache
+from vpccni.networkutils.model import IPAddress
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class PodAnnotationApi(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class _Op:
-    ip: IPv4Address
+    ip: IPAddress
     assigned: bool  # True: annotate with `ip`; False: clear the annotation if it holds `ip`
 
 
@@ -71,7 +71,7 @@ class PodIpAnnotator:
             return  # a queued DEL of a pod nobody named: there is no pod object to annotate
         with self._cond:
             key = (pod.metadata.namespace, pod.metadata.name)
-            self._pending[key] = _Op(ip=pod.allocation.ipv4, assigned=assigned)
+            self._pending[key] = _Op(ip=pod.allocation.ip, assigned=assigned)
             self._cond.notify_all()
 
     # --- lifecycle ------------------------------------------------------------------------------

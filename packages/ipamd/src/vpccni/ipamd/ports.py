@@ -7,12 +7,13 @@ tests use the stateful fakes in `vpccni.ipamd.pool.testing`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Protocol
 
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.networkutils.model import IPNetwork
 
 # EC2 error codes the pool reacts to (upstream names, they are the API's contract).
 INSUFFICIENT_CIDR_CODES = frozenset({"InsufficientCidrBlocks", "InsufficientFreeAddressesInSubnet"})
@@ -45,6 +46,28 @@ class CloudError(Exception):
         return self.code in THROTTLE_CODES
 
 
+def is_secondary_ip(cidr: IPNetwork) -> bool:
+    """A secondary IPv4 address (/32), as opposed to a delegated prefix (a /28, or an IPv6 /80)."""
+    return cidr.version == 4 and cidr.prefixlen == 32
+
+
+def cidr_order(cidr: IPNetwork) -> tuple[int, int, int]:
+    """A sort key for CIDRs of either family: IPv4 first, then by address and length."""
+    return cidr.version, int(cidr.network_address), cidr.prefixlen
+
+
+def split_cidrs(cidrs: Iterable[IPNetwork]) -> tuple[list[IPv4Address], list[IPNetwork]]:
+    """(secondary IPv4 addresses, prefixes): the two lists EC2's unassign calls take."""
+    ips: list[IPv4Address] = []
+    prefixes: list[IPNetwork] = []
+    for cidr in cidrs:
+        if isinstance(cidr, IPv4Network) and is_secondary_ip(cidr):
+            ips.append(cidr.network_address)
+        else:
+            prefixes.append(cidr)
+    return ips, prefixes
+
+
 @dataclass(frozen=True, kw_only=True)
 class EniAddresses:
     """One ENI as a source (IMDS or EC2) reports it. `secondary_ips` excludes the ENI's primary IP."""
@@ -56,13 +79,19 @@ class EniAddresses:
     primary_ip: IPv4Address
     secondary_ips: frozenset[IPv4Address] = frozenset()
     prefixes: frozenset[IPv4Network] = frozenset()
+    ipv6_prefixes: frozenset[IPv6Network] = frozenset()  # delegated /80s (IPv6 mode)
     subnet_id: str = ""
     subnet_cidr: IPv4Network | None = None
 
     @property
     def cidrs(self) -> frozenset[IPv4Network]:
-        """Every pod-usable CIDR: the secondary IPs as /32s and the delegated /28s."""
+        """Every IPv4 pod-usable CIDR: the secondary IPs as /32s and the delegated /28s."""
         return frozenset(IPv4Network(ip) for ip in self.secondary_ips) | self.prefixes
+
+    def pool_cidrs(self, *, ipv6: bool) -> frozenset[IPNetwork]:
+        """What ipamd serves pods from in its mode: the IPv6 /80s in IPv6 mode, else the IPv4 CIDRs. The
+        other family's are not ipamd's (an IPv4 node's ENI may carry IPv6 addresses of its own)."""
+        return self.ipv6_prefixes if ipv6 else self.cidrs
 
     def addresses_only(self) -> EniAddresses:
         """Just what IMDS could report (drops EC2-only fields of a subclass)."""
@@ -117,9 +146,15 @@ class CloudPort(Protocol):
 
     def assign_prefixes(self, eni_id: str, count: int) -> tuple[IPv4Network, ...]: ...
 
+    def assign_ipv6_prefix(self, eni_id: str) -> tuple[IPv6Network, ...]:
+        """AssignIpv6Addresses with Ipv6PrefixCount=1 (IPv6 mode: the primary ENI's /80)."""
+        ...
+
     def unassign(
-        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
-    ) -> None: ...
+        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPNetwork] = ()
+    ) -> None:
+        """UnassignPrivateIpAddresses for IPv4 addresses and /28s, UnassignIpv6Addresses for /80s."""
+        ...
 
     def free_eni(self, eni_id: str) -> None:
         """Detach, then delete. An ENI that is already gone counts as freed."""
@@ -170,13 +205,13 @@ class PoolStore(Protocol):
 
     def add_eni(self, eni: EniRecord) -> None: ...
 
-    def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None: ...
+    def add_cidrs(self, eni_id: str, cidrs: Sequence[IPNetwork], *, is_prefix: bool) -> None: ...
 
-    def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:
+    def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPNetwork]) -> tuple[IPNetwork, ...]:
         """Remove CIDRs that hold no pod; returns those actually removed (an in-use CIDR is skipped)."""
         ...
 
-    def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> int:
+    def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPNetwork]) -> int:
         """Remove CIDRs even if pods hold addresses in them (EC2 no longer has them); returns pods
         affected."""
         ...

@@ -10,6 +10,9 @@ listing an address for longer than the 60 s cooldown and ipamd re-added it):
 Likewise an ENI is dropped only when both IMDS and EC2 no longer show it attached (upstream #1967: stale IMDS
 made the CNI drop an ENI that pods were using). Addresses and ENIs ipamd itself gave back stay in the
 reconcile cooldown for 60 s, so a lagging IMDS does not even trigger the EC2 call for them.
+
+In IPv6 mode the same holds for the primary ENI's /80 prefixes (IMDS `ipv6-prefix`, EC2 `Ipv6Prefixes`); the
+IPv4 addresses an ENI has there are not ipamd's to serve, and the reverse in IPv4 mode.
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
 from vpccni.ipamd.pool.manager import store_eni
 from vpccni.ipamd.pool.snapshot import EniSnapshot
-from vpccni.ipamd.ports import CloudError, CloudPort, EniDescription, MetadataPort, NodeNetworkPort, PoolStore
+from vpccni.ipamd.ports import (
+    CloudError,
+    CloudPort,
+    EniDescription,
+    MetadataPort,
+    NodeNetworkPort,
+    PoolStore,
+    cidr_order,
+    is_secondary_ip,
+    split_cidrs,
+)
+from vpccni.networkutils.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +45,8 @@ log = logging.getLogger(__name__)
 class ReconcileReport:
     added_enis: tuple[str, ...] = ()
     removed_enis: tuple[str, ...] = ()
-    added_cidrs: tuple[IPv4Network, ...] = ()
-    removed_cidrs: tuple[IPv4Network, ...] = ()
+    added_cidrs: tuple[IPNetwork, ...] = ()
+    removed_cidrs: tuple[IPNetwork, ...] = ()
     pods_force_removed: int = 0
     ec2_checks: int = 0  # DescribeNetworkInterfaces calls made
 
@@ -41,8 +55,8 @@ class ReconcileReport:
 class _Tally:
     added_enis: list[str] = field(default_factory=list)
     removed_enis: list[str] = field(default_factory=list)
-    added: list[IPv4Network] = field(default_factory=list)
-    removed: list[IPv4Network] = field(default_factory=list)
+    added: list[IPNetwork] = field(default_factory=list)
+    removed: list[IPNetwork] = field(default_factory=list)
     pods: int = 0
     ec2_checks: int = 0
 
@@ -73,6 +87,7 @@ class Reconciler:
         is_managed: Callable[[EniDescription], bool] = lambda eni: True,
         prepare_eni: Callable[[EniDescription], None] = lambda eni: None,
         unmanaged_eni_ids: Iterable[str] = (),
+        ipv6: bool = False,
     ) -> None:
         self._store = store
         self._cloud = cloud
@@ -84,6 +99,7 @@ class Reconciler:
         self._is_managed = is_managed
         self._prepare_eni = prepare_eni  # e.g. tag it (node init's tagging step)
         self._unmanaged = set(unmanaged_eni_ids)  # known and left alone: no EC2 call for them each time
+        self._ipv6 = ipv6  # the family served: IPv6 /80s, else IPv4 secondary IPs and /28s
         self.last_report = ReconcileReport()
 
     def reconcile(self) -> None:
@@ -98,7 +114,9 @@ class Reconciler:
             i for i in imds if i not in known and i not in self._unmanaged and not self._cooldown.active(i)
         ]
         gone_ids = [i for i in known if i not in imds]
-        mismatched = [i for i in known if i in imds and self._differs(known[i], imds[i].cidrs)]
+        mismatched = [
+            i for i in known if i in imds and self._differs(known[i], imds[i].pool_cidrs(ipv6=self._ipv6))
+        ]
         to_check = new_ids + gone_ids + mismatched
         if not to_check:
             return tally.report()
@@ -137,7 +155,7 @@ class Reconciler:
         for described in self._cloud.describe_enis([eni_id]):
             self._sync_cidrs(known[eni_id], described, tally)
 
-    def _differs(self, eni: EniSnapshot, imds_cidrs: frozenset[IPv4Network]) -> bool:
+    def _differs(self, eni: EniSnapshot, imds_cidrs: frozenset[IPNetwork]) -> bool:
         ours = {c.cidr for c in eni.cidrs}
         # Addresses ipamd just gave back are expected to linger in IMDS: no reason to ask EC2.
         lingering = {c for c in imds_cidrs - ours if self._cooldown.active(c)}
@@ -158,10 +176,10 @@ class Reconciler:
         except Exception:
             log.exception("setting up ENI %s failed; the next reconcile retries", eni.eni_id)
             return
-        fresh = self._without_cooldown(eni.cidrs)
-        store_eni(self._store, _with_cidrs(eni, fresh), is_primary=is_primary)
+        fresh = self._without_cooldown(eni.pool_cidrs(ipv6=self._ipv6))
+        store_eni(self._store, _with_cidrs(eni, fresh), is_primary=is_primary, ipv6=self._ipv6)
         tally.added_enis.append(eni.eni_id)
-        tally.added.extend(sorted(fresh))
+        tally.added.extend(sorted(fresh, key=cidr_order))
         log.info("added ENI %s (device %d) found attached to the node", eni.eni_id, eni.device_number)
 
     def _remove_eni(self, eni: EniSnapshot, tally: _Tally) -> None:
@@ -180,10 +198,11 @@ class Reconciler:
 
     def _sync_cidrs(self, eni: EniSnapshot, truth: EniDescription, tally: _Tally) -> None:
         ours = {c.cidr for c in eni.cidrs}
-        missing = self._without_cooldown(truth.cidrs - ours)
-        extra = sorted(ours - truth.cidrs)
-        ips = sorted(c for c in missing if c.prefixlen == 32)
-        prefixes = sorted(c for c in missing if c.prefixlen != 32)
+        theirs = truth.pool_cidrs(ipv6=self._ipv6)
+        missing = self._without_cooldown(theirs - ours)
+        extra = sorted(ours - theirs, key=cidr_order)
+        ips = sorted((c for c in missing if is_secondary_ip(c)), key=cidr_order)
+        prefixes = sorted((c for c in missing if not is_secondary_ip(c)), key=cidr_order)
         if ips:
             self._store.add_cidrs(eni.eni_id, ips, is_prefix=False)
         if prefixes:
@@ -200,13 +219,16 @@ class Reconciler:
                 pods,
             )
 
-    def _without_cooldown(self, cidrs: Iterable[IPv4Network]) -> frozenset[IPv4Network]:
+    def _without_cooldown(self, cidrs: Iterable[IPNetwork]) -> frozenset[IPNetwork]:
         return frozenset(c for c in cidrs if not self._cooldown.active(c))
 
 
-def _with_cidrs(eni: EniDescription, cidrs: frozenset[IPv4Network]) -> EniDescription:
+def _with_cidrs(eni: EniDescription, cidrs: frozenset[IPNetwork]) -> EniDescription:
+    """The ENI with only `cidrs` of its pool family (ones in reconcile cooldown left out)."""
+    ips, prefixes = split_cidrs(cidrs)
     return replace(
         eni,
-        secondary_ips=frozenset(c.network_address for c in cidrs if c.prefixlen == 32),
-        prefixes=frozenset(c for c in cidrs if c.prefixlen != 32),
+        secondary_ips=frozenset(ips),
+        prefixes=frozenset(p for p in prefixes if isinstance(p, IPv4Network)),
+        ipv6_prefixes=frozenset(p for p in prefixes if isinstance(p, IPv6Network)),
     )

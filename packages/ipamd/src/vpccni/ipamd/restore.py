@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from vpccni.ipamd.checkpoint.file import Checkpointer
 from vpccni.ipamd.checkpoint.fileformat import CheckpointEntry
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.names import HASH_LEN, host_veth_name, interface_index
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def restore(
     checkpointer: Checkpointer,
     *,
     host_veth_exists: Callable[[CheckpointEntry], bool],
-    release_rules: Callable[[IPv4Address], None],
+    release_rules: Callable[[IPAddress], None],
 ) -> RestoreReport:
     """Re-mark checkpointed pods assigned; run after every ENI and CIDR has been added to `datastore`.
 
@@ -74,22 +74,22 @@ def restore(
         if knowable and not host_veth_exists(entry):
             _log.info(
                 "dropping checkpointed %s of %s/%s: its host veth is gone",
-                entry.ipv4,
+                entry.ip,
                 entry.metadata.namespace,
                 entry.metadata.name,
             )
             gone.append(entry)
             try:
-                release_rules(entry.ipv4)
+                release_rules(entry.ip)
             except Exception:
-                _log.exception("could not delete leftover ip rules of %s", entry.ipv4)
+                _log.exception("could not delete leftover ip rules of %s", entry.ip)
         else:
             present.append(entry)
     restored, stale = datastore.restore_assignments(present)
     for entry in stale:
         _log.warning(
             "dropping stale checkpoint entry %s of %s/%s: the address is on no attached ENI",
-            entry.ipv4,
+            entry.ip,
             entry.metadata.namespace,
             entry.metadata.name,
         )

@@ -1,13 +1,17 @@
-"""Value types for the netlink seam: links, addresses, routes, rules, neighbours (IPv4)."""
+"""Value types for the netlink seam: links, addresses, routes, rules, neighbours (IPv4 and IPv6)."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 MAIN_TABLE = 254
 LOCAL_TABLE = 255
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+IPInterface = IPv4Interface | IPv6Interface
 
 
 class Scope(enum.IntEnum):
@@ -32,21 +36,37 @@ class Link:
 
 @dataclass(frozen=True, kw_only=True)
 class Address:
-    """An IPv4 address on a link: `ip addr add <interface> dev <ifname>`."""
+    """An address on a link: `ip addr add <interface> dev <ifname> [nodad]`.
+
+    `nodad` (IPv6): usable at once, without duplicate address detection; not part of equality (the kernel
+    does not report it back).
+    """
 
     ifname: str
-    interface: IPv4Interface
+    interface: IPInterface
+    nodad: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Route:
-    """`ip route <dst> [via <gateway>] dev <ifname> scope <scope> table <table>`."""
+    """`ip route <dst> [via <gateway>] dev <ifname> scope <scope> table <table>`.
 
-    dst: IPv4Network
+    IPv6 routes have no scope (the kernel reports universe for all of them), so one given is dropped.
+    """
+
+    dst: IPNetwork
     ifname: str
-    gateway: IPv4Address | None = None
+    gateway: IPAddress | None = None
     scope: Scope = Scope.UNIVERSE
     table: int = MAIN_TABLE
+
+    def __post_init__(self) -> None:
+        if self.dst.version == 6 and self.scope is not Scope.UNIVERSE:
+            object.__setattr__(self, "scope", Scope.UNIVERSE)
+
+    @property
+    def family(self) -> int:
+        return self.dst.version
 
     def __str__(self) -> str:
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
@@ -58,16 +78,30 @@ class Route:
 
 @dataclass(frozen=True, kw_only=True)
 class Rule:
-    """An IPv4 policy routing rule:
-    `ip rule add [from src] [to dst] [fwmark m/mask] [iif name] lookup table prio p`."""
+    """A policy routing rule:
+    `ip [-6] rule add [from src] [to dst] [fwmark m/mask] [iif name] lookup table prio p`.
+
+    `family` (4 or 6) follows `src`/`dst` when either is given; a rule with neither (a fwmark or iif rule) is
+    IPv4 unless `family=6` says otherwise.
+    """
 
     priority: int
     table: int
-    src: IPv4Network | None = None
-    dst: IPv4Network | None = None
+    src: IPNetwork | None = None
+    dst: IPNetwork | None = None
     fwmark: int | None = None
     fwmask: int | None = None
     iif: str | None = None  # incoming interface (branch-ENI pods in strict mode)
+    family: int = 4
+
+    def __post_init__(self) -> None:
+        versions = {net.version for net in (self.src, self.dst) if net is not None}
+        if len(versions) > 1:
+            raise ValueError(f"rule mixes address families: from {self.src} to {self.dst}")
+        if versions:
+            object.__setattr__(self, "family", versions.pop())
+        elif self.family not in (4, 6):
+            raise ValueError(f"rule family must be 4 or 6, got {self.family}")
 
     def __str__(self) -> str:
         parts = [f"from {_short(self.src)}" if self.src else "from all"]
@@ -80,7 +114,8 @@ class Rule:
             parts.append(f"fwmark {self.fwmark:#x}{mask}")
         table = "main" if self.table == MAIN_TABLE else str(self.table)
         parts.append(f"lookup {table} prio {self.priority}")
-        return " ".join(parts)
+        text = " ".join(parts)
+        return f"{text} (IPv6)" if self.family == 6 and self.src is None and self.dst is None else text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,15 +123,22 @@ class Neighbour:
     """A neighbour entry: `ip neigh replace <ip> lladdr <mac> dev <ifname> nud permanent`."""
 
     ifname: str
-    ip: IPv4Address
+    ip: IPAddress
     mac: str
     permanent: bool = True
 
 
-def _short(net: IPv4Network) -> str:
-    return str(net.network_address) if net.prefixlen == 32 else str(net)
+def _short(net: IPNetwork) -> str:
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
-def host_network(ip: IPv4Address) -> IPv4Network:
-    """The /32 network of one address."""
-    return IPv4Network(f"{ip}/32")
+def host_network(ip: IPAddress) -> IPNetwork:
+    """The host network of one address: /32 or /128."""
+    if ip.version == 6:
+        return IPv6Network((ip, 128))
+    return IPv4Network((ip, 32))
+
+
+def default_network(version: int) -> IPNetwork:
+    """0.0.0.0/0 or ::/0."""
+    return IPv6Network("::/0") if version == 6 else IPv4Network("0.0.0.0/0")

@@ -9,10 +9,9 @@ importing it costs ~10 MiB of resident memory.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Protocol
 
-from .model import Address, Link, Neighbour, Route, Rule
+from .model import Address, IPNetwork, Link, Neighbour, Route, Rule
 
 if TYPE_CHECKING:
     from .rtnl_netlink import RtnlNetlink
@@ -47,11 +46,11 @@ class Netlink(Protocol):
         ...
 
     def addresses(self, ifname: str) -> list[Address]:
-        """`ip -4 addr show dev IFNAME`."""
+        """`ip addr show dev IFNAME` (IPv4 and IPv6)."""
         ...
 
     def add_address(self, address: Address) -> None:
-        """`ip addr replace ADDR dev IFNAME`."""
+        """`ip addr replace ADDR dev IFNAME [nodad]`."""
         ...
 
     def delete_address(self, address: Address) -> bool:
@@ -59,7 +58,7 @@ class Netlink(Protocol):
         ...
 
     def routes(self, table: int) -> list[Route]:
-        """`ip -4 route show table TABLE` (unicast routes)."""
+        """`ip route show table TABLE` and `ip -6 route show table TABLE` (unicast routes)."""
         ...
 
     def replace_route(self, route: Route) -> None:
@@ -71,7 +70,7 @@ class Netlink(Protocol):
         ...
 
     def rules(self) -> list[Rule]:
-        """`ip -4 rule show`."""
+        """`ip rule show` and `ip -6 rule show`."""
         ...
 
     def add_rule(self, rule: Rule) -> None:
@@ -86,13 +85,14 @@ class Netlink(Protocol):
         self,
         *,
         priority: int,
-        src: IPv4Network | None = None,
-        dst: IPv4Network | None = None,
+        src: IPNetwork | None = None,
+        dst: IPNetwork | None = None,
         table: int | None = None,
         iif: str | None = None,
+        family: int = 4,
     ) -> int:
-        """`ip rule del prio P [from SRC] [to DST] [iif IIF] [table T]` until none is left; returns how many
-        went.
+        """`ip [-6] rule del prio P [from SRC] [to DST] [iif IIF] [table T]` until none is left; returns how
+        many went. The family follows SRC/DST when given, else `family` (4 or 6).
 
         Like the kernel, a selector left out matches anything (no dump of every rule needed); without
         `table`, rules of every table. At least one selector besides the priority is required
@@ -101,7 +101,7 @@ class Netlink(Protocol):
         ...
 
     def neighbours(self, ifname: str) -> list[Neighbour]:
-        """`ip -4 neigh show dev IFNAME`."""
+        """`ip neigh show dev IFNAME` (IPv4 and IPv6)."""
         ...
 
     def replace_neighbour(self, neighbour: Neighbour) -> None:
@@ -122,14 +122,19 @@ class Netlink(Protocol):
 
 
 def check_rule_selector(
-    *, src: IPv4Network | None, dst: IPv4Network | None, table: int | None, iif: str | None
-) -> None:
-    """`delete_rules` refuses a priority alone: that would delete every rule of the priority."""
+    *, src: IPNetwork | None, dst: IPNetwork | None, table: int | None, iif: str | None, family: int = 4
+) -> int:
+    """The IP version `delete_rules` works on (SRC's or DST's, else `family`); it refuses a priority alone,
+    which would delete every rule of the priority."""
     if src is None and dst is None and not table and iif is None:
         raise ValueError(
             "delete_rules needs a source, a destination, a table or an incoming interface: it would "
             "delete every rule of the priority"
         )
+    versions = {net.version for net in (src, dst) if net is not None}
+    if len(versions) > 1:
+        raise ValueError(f"delete_rules mixes address families: from {src} to {dst}")
+    return versions.pop() if versions else family
 
 
 def open_netlink() -> RtnlNetlink:

@@ -3,6 +3,11 @@
 ipamd calls this with the pod's network namespace as an open file descriptor: the veth is created on the host
 with its peer placed directly in the pod namespace, and the pod side is configured from a thread that entered
 that namespace (see `netns`).
+
+An IPv6 pod is wired the same way with its /128 and the link-local gateway fe80::1, plus what IPv6 needs to
+work at once: no duplicate address detection on the pod's address (it comes from the node's own /80) nor on
+either end's link-local address (upstream waits up to 10 s for DAD instead; here the host can solicit the pod
+the moment the veth is up).
 """
 
 from __future__ import annotations
@@ -11,9 +16,21 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv6Address, ip_interface
 
-from .model import MAIN_TABLE, Address, Link, Neighbour, Route, Rule, Scope, host_network
+from .model import (
+    MAIN_TABLE,
+    Address,
+    IPAddress,
+    IPNetwork,
+    Link,
+    Neighbour,
+    Route,
+    Rule,
+    Scope,
+    default_network,
+    host_network,
+)
 from .names import random_local_mac
 from .netlink import Netlink
 from .netns import NetnsNetlink
@@ -25,6 +42,17 @@ DEFAULT_POD_IFNAME = "eth0"
 DEFAULT_MTU = 9001
 # Set on the host veth before it comes up, as upstream does (ENOENT, e.g. IPv6 disabled, is ignored).
 HOST_VETH_IPV6_SYSCTLS = (("accept_ra", "0"), ("accept_redirects", "1"), ("forwarding", "0"))
+# IPv6 pods: the host end's link-local address must be usable at once (it is the source of the neighbour
+# solicitations for the pod), and a veth has nothing to collide with.
+HOST_VETH_IPV6_POD_SYSCTLS = (("accept_dad", "0"),)
+# IPv6 pods, inside the pod before eth0 comes up (upstream sets disable_ipv6=0 on eth0 and lo).
+POD_IPV6_SYSCTLS = (
+    ("{ifname}", "disable_ipv6", "0"),
+    ("{ifname}", "accept_dad", "0"),
+    ("lo", "disable_ipv6", "0"),
+)
+IPV4_GATEWAY = IPv4Address("169.254.1.1")
+IPV6_GATEWAY = IPv6Address("fe80::1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,16 +64,17 @@ class PodInterface:
     """
 
     host_veth: str
-    ipv4: IPv4Address
+    ip: IPAddress
     ifname: str = DEFAULT_POD_IFNAME
     route_table: int = MAIN_TABLE
     mtu: int = DEFAULT_MTU
     index: int = 0
 
     @property
-    def gateway(self) -> IPv4Address:
-        """169.254.1.(index + 1): the pod's link-local next hop, answered by the host veth's static ARP."""
-        return IPv4Address("169.254.1.1") + self.index
+    def gateway(self) -> IPAddress:
+        """169.254.1.(index + 1), or fe80::(index + 1) for IPv6: the pod's link-local next hop, resolved by a
+        permanent neighbour entry for the host veth's MAC."""
+        return (IPV6_GATEWAY if self.ip.version == 6 else IPV4_GATEWAY) + self.index
 
     @property
     def pod_table(self) -> int:
@@ -61,8 +90,8 @@ class WiredPod:
     host_mac: str
     ifname: str
     container_mac: str
-    ipv4: IPv4Address
-    gateway: IPv4Address
+    ip: IPAddress
+    gateway: IPAddress
 
 
 class PodWiringError(RuntimeError):
@@ -89,7 +118,7 @@ class PodWiring:
         except Exception:
             self._host.delete_link(spec.host_veth)
             raise
-        log.debug("wired %s: %s <-> %s", spec.ipv4, spec.host_veth, spec.ifname)
+        log.debug("wired %s: %s <-> %s", spec.ip, spec.host_veth, spec.ifname)
         return wired
 
     def wire_veth(self, netns_fd: int, spec: PodInterface) -> WiredPod:
@@ -97,7 +126,7 @@ class PodWiring:
         rule, which the caller adds (`wire`, or the VLAN wiring of branch-ENI pods)."""
         with self._link_lock:
             if self._host.link(spec.host_veth) is not None:
-                log.info("deleting leftover host veth %s before wiring %s", spec.host_veth, spec.ipv4)
+                log.info("deleting leftover host veth %s before wiring %s", spec.host_veth, spec.ip)
                 self._host.delete_link(spec.host_veth)
             # Set explicitly, so udev's persistent MAC policy (it made upstream's MACs collide) never applies;
             # 46 random bits make a clash with any of a few hundred links a 1e-11 chance, so no listing
@@ -117,7 +146,7 @@ class PodWiring:
                     f"{exc}; check that the pod namespace is alive and has no interface named {spec.ifname}"
                 ) from exc
         try:
-            set_link_ipv6_sysctls(self._host, spec.host_veth)
+            set_link_ipv6_sysctls(self._host, spec.host_veth, pod_address=spec.ip.version == 6)
             self._host.set_link(spec.host_veth, up=True)
             container_mac = self._namespaces.run(
                 netns_fd, lambda pod: _configure_pod_side(pod, spec, host_mac)
@@ -130,7 +159,7 @@ class PodWiring:
             host_mac=host_mac,
             ifname=spec.ifname,
             container_mac=container_mac,
-            ipv4=spec.ipv4,
+            ip=spec.ip,
             gateway=spec.gateway,
         )
 
@@ -148,7 +177,7 @@ class PodWiring:
         upstream does: deleting a veth waits for the kernel's RCU grace periods, the slowest part of a DEL.
         Its route goes now all the same, so the address routes nowhere once released.
         """
-        ip_net = host_network(spec.ipv4)
+        ip_net = host_network(spec.ip)
         self._host.delete_rules(priority=TO_POD_RULE_PRIORITY, dst=ip_net)
         self._host.delete_rules(priority=FROM_POD_RULE_PRIORITY, src=ip_net)
         self._host.delete_route(host_route(spec))
@@ -169,9 +198,9 @@ class PodWiring:
     def update_all_host_rules(self, specs: Iterable[PodInterface]) -> list[str]:
         """`update_host_rules` for many pods from one listing of the host's rules (one listing per pod made
         ipamd's start quadratic in the number of pods)."""
-        wanted: dict[IPv4Network, list[Rule]] = {}
+        wanted: dict[IPNetwork, list[Rule]] = {}
         for spec in specs:
-            rules = wanted.setdefault(host_network(spec.ipv4), [])
+            rules = wanted.setdefault(host_network(spec.ip), [])
             rules.extend(rule for rule in host_rules(spec) if rule not in rules)
         changes = []
         listed = self._host.rules()
@@ -216,24 +245,22 @@ class PodWiring:
         return self._namespaces.run(netns_fd, lambda pod: _verify_pod_side(pod, spec, host_mac))
 
 
-def set_link_ipv6_sysctls(host: Netlink, ifname: str) -> None:
-    """Upstream's IPv6 sysctls for a host-side pod link (veth, VLAN) before it comes up; a kernel without
-    IPv6 has none of them, which is fine."""
-    for key, value in HOST_VETH_IPV6_SYSCTLS:
-        path = f"net/ipv6/conf/{ifname}/{key}"
+def set_link_ipv6_sysctls(host: Netlink, ifname: str, *, pod_address: bool = False) -> None:
+    """Upstream's IPv6 sysctls for a host-side pod link (veth, VLAN) before it comes up, and no DAD when
+    the pod behind it has an IPv6 address (`pod_address`); a kernel without IPv6 has none of them (fine)."""
+    sysctls = HOST_VETH_IPV6_SYSCTLS + (HOST_VETH_IPV6_POD_SYSCTLS if pod_address else ())
+    for key, value in sysctls:
         # Written only when different: a new link usually has two of them already, and writing
         # `forwarding` takes the kernel's rtnl lock (retrying while other netlink work holds it).
-        current = host.read_sysctl(path)
-        if current is not None and current != value:
-            host.write_sysctl(path, value)
+        _set_sysctl(host, f"net/ipv6/conf/{ifname}/{key}", value)
 
 
 def host_route(spec: PodInterface) -> Route:
-    return Route(dst=host_network(spec.ipv4), ifname=spec.host_veth, scope=Scope.LINK, table=MAIN_TABLE)
+    return Route(dst=host_network(spec.ip), ifname=spec.host_veth, scope=Scope.LINK, table=MAIN_TABLE)
 
 
 def host_rules(spec: PodInterface) -> list[Rule]:
-    ip_net = host_network(spec.ipv4)
+    ip_net = host_network(spec.ip)
     rules = [Rule(priority=TO_POD_RULE_PRIORITY, table=MAIN_TABLE, dst=ip_net)]
     if spec.route_table != MAIN_TABLE:
         rules.append(Rule(priority=FROM_POD_RULE_PRIORITY, table=spec.route_table, src=ip_net))
@@ -241,25 +268,40 @@ def host_rules(spec: PodInterface) -> list[Rule]:
 
 
 def _pod_interface_rule(spec: PodInterface) -> Rule:
-    return Rule(priority=POD_INTERFACE_RULE_PRIORITY, table=spec.pod_table, src=host_network(spec.ipv4))
+    return Rule(priority=POD_INTERFACE_RULE_PRIORITY, table=spec.pod_table, src=host_network(spec.ip))
 
 
 def _pod_routes(spec: PodInterface) -> list[Route]:
     gw_net = host_network(spec.gateway)
     return [
         Route(dst=gw_net, ifname=spec.ifname, scope=Scope.LINK, table=spec.pod_table),
-        Route(dst=IPv4Network("0.0.0.0/0"), ifname=spec.ifname, gateway=spec.gateway, table=spec.pod_table),
+        Route(
+            dst=default_network(spec.ip.version),
+            ifname=spec.ifname,
+            gateway=spec.gateway,
+            table=spec.pod_table,
+        ),
     ]
 
 
 def _pod_address(spec: PodInterface) -> Address:
-    return Address(ifname=spec.ifname, interface=IPv4Interface(f"{spec.ipv4}/32"))
+    return Address(ifname=spec.ifname, interface=ip_interface(host_network(spec.ip)), nodad=True)
+
+
+def _set_sysctl(netlink: Netlink, key: str, value: str) -> None:
+    """Write `key` only when it exists with another value (ENOENT, e.g. IPv6 disabled, is ignored)."""
+    current = netlink.read_sysctl(key)
+    if current is not None and current != value:
+        netlink.write_sysctl(key, value)
 
 
 def _configure_pod_side(pod: Netlink, spec: PodInterface, host_mac: str) -> str:
     link = pod.link(spec.ifname)
     if link is None:
         raise PodWiringError(f"{spec.ifname} did not appear in the pod namespace after creating the veth")
+    if spec.ip.version == 6:
+        for ifname, key, value in POD_IPV6_SYSCTLS:
+            _set_sysctl(pod, f"net/ipv6/conf/{ifname.format(ifname=spec.ifname)}/{key}", value)
     pod.set_link(spec.ifname, up=True)
     gw_route, default_route = _pod_routes(spec)
     pod.replace_route(gw_route)
@@ -277,7 +319,7 @@ def _verify_pod_side(pod: Netlink, spec: PodInterface, host_mac: str | None) -> 
         return [f"interface {spec.ifname} missing in pod netns"]
     problems = [] if link.up else [f"interface {spec.ifname} is down in pod netns"]
     if _pod_address(spec) not in pod.addresses(spec.ifname):
-        problems.append(f"address {spec.ipv4}/32 missing on {spec.ifname} in pod netns")
+        problems.append(f"address {host_network(spec.ip)} missing on {spec.ifname} in pod netns")
     routes = pod.routes(spec.pod_table)
     problems.extend(
         f"route {route} missing in pod netns" for route in _pod_routes(spec) if route not in routes

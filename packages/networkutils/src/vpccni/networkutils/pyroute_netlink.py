@@ -8,21 +8,22 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .model import Address, Link, Neighbour, Route, Rule, Scope
+from .model import Address, IPNetwork, Link, Neighbour, Route, Rule, Scope
 from .netlink import check_rule_selector
-from .rtnl import GONE
+from .rtnl import GONE, IFA_F_NODAD, family_of
 from .sysctl import read_sysctl, write_sysctl
 
 log = logging.getLogger(__name__)
 
-AF_INET = 2
+AF_INET, AF_INET6 = 2, 10
+FAMILIES = (AF_INET, AF_INET6)
 NUD_PERMANENT = 0x80
 IFF_UP = 0x1
 IFNAMSIZ = 16
@@ -145,17 +146,25 @@ class PyrouteNetlink:
             if index is None:
                 return []
             return [
-                Address(ifname=ifname, interface=IPv4Interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}"))
-                for m in self._ipr.get_addr(family=AF_INET, index=index)
+                Address(
+                    ifname=ifname,
+                    interface=ip_interface(
+                        f"{_attr(m, 'IFA_LOCAL') or _attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}"
+                    ),
+                )
+                for family in FAMILIES
+                for m in self._ipr.get_addr(family=family, index=index)
             ]
 
     def add_address(self, address: Address) -> None:
         with self._lock:
+            nodad = address.nodad and address.interface.version == 6
             self._ipr.addr(
                 "replace",
                 index=self._index(address.ifname),
                 address=str(address.interface.ip),
                 prefixlen=address.interface.network.prefixlen,
+                **({"flags": IFA_F_NODAD} if nodad else {}),
             )
 
     def delete_address(self, address: Address) -> bool:
@@ -176,16 +185,16 @@ class PyrouteNetlink:
         with self._lock:
             names = self._names()
             out = []
-            for msg in self._ipr.get_routes(family=AF_INET, table=table):
-                if msg["type"] != 1:  # unicast only (skip local/broadcast)
+            for msg in (m for f in FAMILIES for m in self._ipr.get_routes(family=f, table=table)):
+                if msg["type"] != 1:  # unicast only (skip local/broadcast/multicast)
                     continue
-                dst = _attr(msg, "RTA_DST") or "0.0.0.0"
+                dst = _attr(msg, "RTA_DST") or ("::" if msg["family"] == AF_INET6 else "0.0.0.0")
                 gateway = _attr(msg, "RTA_GATEWAY")
                 out.append(
                     Route(
-                        dst=IPv4Network(f"{dst}/{msg['dst_len']}"),
+                        dst=ip_network(f"{dst}/{msg['dst_len']}"),
                         ifname=names.get(int(_attr(msg, "RTA_OIF") or 0), ""),
-                        gateway=IPv4Address(gateway) if gateway else None,
+                        gateway=ip_address(gateway) if gateway else None,
                         scope=Scope(msg["scope"]) if msg["scope"] in set(Scope) else Scope.UNIVERSE,
                         table=int(_attr(msg, "RTA_TABLE") or msg["table"]),
                     )
@@ -219,24 +228,29 @@ class PyrouteNetlink:
     def rules(self) -> list[Rule]:
         with self._lock:
             out = []
-            for msg in self._ipr.get_rules(family=AF_INET):
+            for msg in (m for f in FAMILIES for m in self._ipr.get_rules(family=f)):
                 src, dst = _attr(msg, "FRA_SRC"), _attr(msg, "FRA_DST")
                 out.append(
                     Rule(
                         priority=int(_attr(msg, "FRA_PRIORITY") or 0),
                         table=int(_attr(msg, "FRA_TABLE") or msg["table"]),
-                        src=IPv4Network(f"{src}/{msg['src_len']}") if src else None,
-                        dst=IPv4Network(f"{dst}/{msg['dst_len']}") if dst else None,
+                        src=ip_network(f"{src}/{msg['src_len']}") if src else None,
+                        dst=ip_network(f"{dst}/{msg['dst_len']}") if dst else None,
                         fwmark=_attr(msg, "FRA_FWMARK"),
                         fwmask=_attr(msg, "FRA_FWMASK"),
                         iif=_attr(msg, "FRA_IIFNAME"),
+                        family=6 if msg["family"] == AF_INET6 else 4,
                     )
                 )
             return out
 
     @staticmethod
     def _rule_args(rule: Rule) -> dict[str, Any]:
-        args: dict[str, Any] = {"table": rule.table, "priority": rule.priority, "family": AF_INET}
+        args: dict[str, Any] = {
+            "table": rule.table,
+            "priority": rule.priority,
+            "family": family_of(rule.family),
+        }
         if rule.src is not None:
             args.update(src=str(rule.src.network_address), src_len=rule.src.prefixlen)
         if rule.dst is not None:
@@ -266,14 +280,15 @@ class PyrouteNetlink:
         self,
         *,
         priority: int,
-        src: IPv4Network | None = None,
-        dst: IPv4Network | None = None,
+        src: IPNetwork | None = None,
+        dst: IPNetwork | None = None,
         table: int | None = None,
         iif: str | None = None,
+        family: int = 4,
     ) -> int:
-        check_rule_selector(src=src, dst=dst, table=table, iif=iif)
+        family = family_of(check_rule_selector(src=src, dst=dst, table=table, iif=iif, family=family))
         # No table (and no FRA_TABLE) in the request: the kernel then matches rules of every table.
-        args: dict[str, Any] = {"priority": priority, "family": AF_INET}
+        args: dict[str, Any] = {"priority": priority, "family": family}
         if src is not None:
             args.update(src=str(src.network_address), src_len=src.prefixlen)
         if dst is not None:
@@ -296,11 +311,12 @@ class PyrouteNetlink:
             return [
                 Neighbour(
                     ifname=ifname,
-                    ip=IPv4Address(_attr(m, "NDA_DST")),
+                    ip=ip_address(_attr(m, "NDA_DST")),
                     mac=(_attr(m, "NDA_LLADDR") or "").lower(),
                     permanent=bool(m["state"] & NUD_PERMANENT),
                 )
-                for m in self._ipr.get_neighbours(family=AF_INET, ifindex=index)
+                for family in FAMILIES
+                for m in self._ipr.get_neighbours(family=family, ifindex=index)
                 if _attr(m, "NDA_DST")
             ]
 

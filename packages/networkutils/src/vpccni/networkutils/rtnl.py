@@ -18,9 +18,9 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
-from .model import Link, Rule
+from .model import IPAddress, IPNetwork, Link, Rule
 
 NETLINK_ROUTE = 0
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -37,7 +37,7 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 
-AF_UNSPEC, AF_INET = 0, 2
+AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
 IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
@@ -46,6 +46,7 @@ VETH_INFO_PEER = 1
 IFLA_VLAN_ID = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # the per-link counters are most of a link message and never read here
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_F_NODAD = 0x02  # ifa_flags: no duplicate address detection (IPv6)
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RTN_UNICAST = 1
 RTPROT_BOOT = 3  # what `ip route` and upstream's Go netlink library put on routes they add
@@ -98,8 +99,30 @@ def attr_str(kind: int, value: str) -> bytes:
     return attr(kind, value.encode() + b"\0")
 
 
-def attr_ip(kind: int, value: IPv4Address) -> bytes:
-    return RTATTR.pack(8, kind) + value.packed
+def attr_ip(kind: int, value: IPAddress) -> bytes:
+    return RTATTR.pack(RTATTR.size + len(value.packed), kind) + value.packed
+
+
+def family_of(version: int) -> int:
+    """The socket family of an IP version (4 or 6)."""
+    return AF_INET6 if version == 6 else AF_INET
+
+
+def version_of(family: int) -> int | None:
+    """The IP version of a socket family; None for any other family."""
+    return 4 if family == AF_INET else 6 if family == AF_INET6 else None
+
+
+def address_of(raw: bytes) -> IPAddress:
+    """An address from its 4 or 16 packed bytes."""
+    return ip_address(raw)
+
+
+def network_of(raw: bytes | None, prefixlen: int, version: int) -> IPNetwork:
+    """A network from a packed address (None: the zero address) and a prefix length."""
+    if version == 6:
+        return IPv6Network((IPv6Address(raw or bytes(16)), prefixlen))
+    return IPv4Network((IPv4Address(raw or bytes(4)), prefixlen))
 
 
 def attr_nest(kind: int, *parts: bytes) -> bytes:
@@ -153,9 +176,10 @@ def decode_link(data: bytes | bytearray, offset: int, end: int) -> Link:
 
 
 def decode_rule(data: bytes | bytearray, offset: int, end: int) -> Rule | None:
-    """An IPv4 rule as `ip -4 rule` shows it; None for other families."""
+    """An IPv4 or IPv6 rule as `ip rule` / `ip -6 rule` shows it; None for other families."""
     family, dst_len, src_len, _, table, _, _, _, _ = FIB_RULE_HDR.unpack_from(data, offset)
-    if family != AF_INET:
+    version = version_of(family)
+    if version is None:
         return None
     attrs = parse_attrs(data, offset + FIB_RULE_HDR.size, end)
     src, dst = attrs.get(FRA_SRC), attrs.get(FRA_DST)
@@ -163,11 +187,12 @@ def decode_rule(data: bytes | bytearray, offset: int, end: int) -> Rule | None:
     return Rule(
         priority=u32(attrs.get(FRA_PRIORITY)),
         table=u32(attrs.get(FRA_TABLE)) or table,
-        src=IPv4Network((IPv4Address(src), src_len)) if src else None,
-        dst=IPv4Network((IPv4Address(dst), dst_len)) if dst else None,
+        src=network_of(src, src_len, version) if src else None,
+        dst=network_of(dst, dst_len, version) if dst else None,
         fwmark=u32(fwmark) if fwmark else None,
         fwmask=u32(fwmask) if fwmask else None,
         iif=string(iif) if iif else None,
+        family=version,
     )
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import ip_interface
 from pathlib import Path
 
 from . import rtnl, softvlan
-from .model import Address, Link, Neighbour, Route, Rule, Scope
+from .model import Address, IPNetwork, Link, Neighbour, Route, Rule, Scope
 from .netlink import check_rule_selector
 from .rtnl import (
-    AF_INET,
+    AF_UNSPEC,
     GONE,
     IFADDRMSG,
     NDMSG,
@@ -224,25 +224,29 @@ class RtnlNetlink:
             if link is None:
                 return []
             out = []
-            body = IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)
+            body = IFADDRMSG.pack(AF_UNSPEC, 0, 0, 0, 0)
             for data, offset, end in self._sock.dump(rtnl.RTM_GETADDR, rtnl.RTM_NEWADDR, body):
                 family, prefixlen, _, _, index = IFADDRMSG.unpack_from(data, offset)
-                if family != AF_INET or index != link.index:
+                if rtnl.version_of(family) is None or index != link.index:
                     continue
                 attrs = rtnl.parse_attrs(data, offset + IFADDRMSG.size, end)
-                raw = attrs.get(rtnl.IFA_ADDRESS) or attrs.get(rtnl.IFA_LOCAL)
+                # IPv4 puts the interface's own address in IFA_LOCAL (IFA_ADDRESS is the peer's on
+                # point-to-point links); IPv6 sends IFA_ADDRESS only.
+                raw = attrs.get(rtnl.IFA_LOCAL) or attrs.get(rtnl.IFA_ADDRESS)
                 if raw:
-                    out.append(Address(ifname=ifname, interface=IPv4Interface((IPv4Address(raw), prefixlen))))
+                    interface = ip_interface((rtnl.address_of(raw), prefixlen))
+                    out.append(Address(ifname=ifname, interface=interface))
             return out
 
     @staticmethod
     def _address_body(address: Address, index: int) -> bytes:
         ip = address.interface.ip
-        return (
-            IFADDRMSG.pack(AF_INET, address.interface.network.prefixlen, 0, 0, index)
-            + attr_ip(rtnl.IFA_LOCAL, ip)
-            + attr_ip(rtnl.IFA_ADDRESS, ip)
-        )
+        flags = rtnl.IFA_F_NODAD if address.nodad and ip.version == 6 else 0
+        prefixlen = address.interface.network.prefixlen
+        body = IFADDRMSG.pack(rtnl.family_of(ip.version), prefixlen, flags, 0, index)
+        if ip.version == 4:
+            body += attr_ip(rtnl.IFA_LOCAL, ip)
+        return body + attr_ip(rtnl.IFA_ADDRESS, ip)
 
     def add_address(self, address: Address) -> None:
         with self._lock:
@@ -261,21 +265,22 @@ class RtnlNetlink:
         with self._lock:
             names = {link.index: link.name for link in self._links()}
             out = []
-            body = RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+            body = RTMSG.pack(AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
             for data, offset, end in self._sock.dump(rtnl.RTM_GETROUTE, rtnl.RTM_NEWROUTE, body):
                 family, dst_len, _, _, hdr_table, _, scope, kind, _ = RTMSG.unpack_from(data, offset)
-                if family != AF_INET or kind != rtnl.RTN_UNICAST:
-                    continue  # unicast only (skip local/broadcast)
+                version = rtnl.version_of(family)
+                if version is None or kind != rtnl.RTN_UNICAST:
+                    continue  # unicast only (skip local/broadcast/multicast)
                 attrs = rtnl.parse_attrs(data, offset + RTMSG.size, end)
                 route_table = rtnl.u32(attrs.get(rtnl.RTA_TABLE)) or hdr_table
                 if route_table != table:
                     continue
-                dst, gateway = attrs.get(rtnl.RTA_DST), attrs.get(rtnl.RTA_GATEWAY)
+                gateway = attrs.get(rtnl.RTA_GATEWAY)
                 out.append(
                     Route(
-                        dst=IPv4Network((IPv4Address(dst) if dst else IPv4Address(0), dst_len)),
+                        dst=rtnl.network_of(attrs.get(rtnl.RTA_DST), dst_len, version),
                         ifname=names.get(rtnl.u32(attrs.get(rtnl.RTA_OIF)), ""),
-                        gateway=IPv4Address(gateway) if gateway else None,
+                        gateway=rtnl.address_of(gateway) if gateway else None,
                         scope=Scope(scope) if scope in _SCOPES else Scope.UNIVERSE,
                         table=route_table,
                     )
@@ -285,13 +290,14 @@ class RtnlNetlink:
     @staticmethod
     def _route_body(route: Route, index: int, *, delete: bool) -> bytes:
         table = route.table if route.table < 256 else rtnl.RT_TABLE_UNSPEC
+        family = rtnl.family_of(route.family)
         if delete:
             # As `ip route del`: any protocol, scope and type, so routes others added (upstream: proto boot,
             # earlier releases: proto static) match too.
-            header = RTMSG.pack(AF_INET, route.dst.prefixlen, 0, 0, table, 0, RT_SCOPE_NOWHERE, 0, 0)
+            header = RTMSG.pack(family, route.dst.prefixlen, 0, 0, table, 0, RT_SCOPE_NOWHERE, 0, 0)
         else:
             header = RTMSG.pack(
-                AF_INET,
+                family,
                 route.dst.prefixlen,
                 0,
                 0,
@@ -323,7 +329,7 @@ class RtnlNetlink:
 
     # -- rules ----------------------------------------------------------------------------------------------
     def rules(self) -> list[Rule]:
-        body = rtnl.FIB_RULE_HDR.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        body = rtnl.FIB_RULE_HDR.pack(AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
         with self._lock:
             decoded = [
                 rtnl.decode_rule(*m) for m in self._sock.dump(rtnl.RTM_GETRULE, rtnl.RTM_NEWRULE, body)
@@ -333,15 +339,16 @@ class RtnlNetlink:
     @staticmethod
     def _selector(
         *,
+        family: int,
         priority: int,
         table: int,
-        src: IPv4Network | None,
-        dst: IPv4Network | None,
+        src: IPNetwork | None,
+        dst: IPNetwork | None,
         action: int,
         iif: str | None = None,
     ) -> bytes:
         body = rtnl.FIB_RULE_HDR.pack(
-            AF_INET,
+            rtnl.family_of(family),
             dst.prefixlen if dst is not None else 0,
             src.prefixlen if src is not None else 0,
             0,
@@ -363,6 +370,7 @@ class RtnlNetlink:
 
     def _rule_body(self, rule: Rule) -> bytes:
         body = self._selector(
+            family=rule.family,
             priority=rule.priority,
             table=rule.table,
             src=rule.src,
@@ -392,14 +400,17 @@ class RtnlNetlink:
         self,
         *,
         priority: int,
-        src: IPv4Network | None = None,
-        dst: IPv4Network | None = None,
+        src: IPNetwork | None = None,
+        dst: IPNetwork | None = None,
         table: int | None = None,
         iif: str | None = None,
+        family: int = 4,
     ) -> int:
-        check_rule_selector(src=src, dst=dst, table=table, iif=iif)
+        version = check_rule_selector(src=src, dst=dst, table=table, iif=iif, family=family)
         # No table (unless asked) and no action in the request: the kernel then matches rules of every table.
-        body = self._selector(priority=priority, table=table or 0, src=src, dst=dst, action=0, iif=iif)
+        body = self._selector(
+            family=version, priority=priority, table=table or 0, src=src, dst=dst, action=0, iif=iif
+        )
         deleted = 0
         with self._lock:
             while self._unless_gone(rtnl.RTM_DELRULE, body):
@@ -413,10 +424,10 @@ class RtnlNetlink:
             if link is None:
                 return []
             out = []
-            body = NDMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0)
+            body = NDMSG.pack(AF_UNSPEC, 0, 0, 0, 0, 0, 0)
             for data, offset, end in self._sock.dump(rtnl.RTM_GETNEIGH, rtnl.RTM_NEWNEIGH, body):
                 family, _, _, index, state, _, _ = NDMSG.unpack_from(data, offset)
-                if family != AF_INET or index != link.index:
+                if rtnl.version_of(family) is None or index != link.index:
                     continue
                 attrs = rtnl.parse_attrs(data, offset + NDMSG.size, end)
                 dst = attrs.get(rtnl.NDA_DST)
@@ -424,7 +435,7 @@ class RtnlNetlink:
                     out.append(
                         Neighbour(
                             ifname=ifname,
-                            ip=IPv4Address(dst),
+                            ip=rtnl.address_of(dst),
                             mac=rtnl.mac_text(attrs.get(rtnl.NDA_LLADDR, b"")),
                             permanent=bool(state & rtnl.NUD_PERMANENT),
                         )
@@ -433,9 +444,10 @@ class RtnlNetlink:
 
     def replace_neighbour(self, neighbour: Neighbour) -> None:
         state = rtnl.NUD_PERMANENT if neighbour.permanent else rtnl.NUD_REACHABLE
+        family = rtnl.family_of(neighbour.ip.version)
         with self._lock:
             body = (
-                NDMSG.pack(AF_INET, 0, 0, self._index(neighbour.ifname), state, 0, 0)
+                NDMSG.pack(family, 0, 0, self._index(neighbour.ifname), state, 0, 0)
                 + attr_ip(rtnl.NDA_DST, neighbour.ip)
                 + attr(rtnl.NDA_LLADDR, rtnl.mac_bytes(neighbour.mac))
             )

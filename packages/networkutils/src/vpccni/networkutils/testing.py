@@ -11,11 +11,11 @@ import dataclasses
 import errno
 import threading
 from collections.abc import Callable
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import ip_interface
 from typing import TypeVar
 
 from .iptables import BUILTIN_CHAINS, IptablesMode, SavedTable
-from .model import MAIN_TABLE, Address, Link, Neighbour, Route, Rule, Scope
+from .model import MAIN_TABLE, Address, IPNetwork, Link, Neighbour, Route, Rule, Scope
 from .netlink import Netlink, check_rule_selector
 
 T = TypeVar("T")
@@ -100,7 +100,13 @@ class FakeNamespace:
                 index=self._network.next_index(), name=name, mac=mac.lower(), mtu=mtu, up=up, kind=kind
             )
             self._links[name] = link
-            for key, value in (("accept_ra", "1"), ("accept_redirects", "1"), ("forwarding", "0")):
+            for key, value in (
+                ("accept_ra", "1"),
+                ("accept_redirects", "1"),
+                ("forwarding", "0"),
+                ("accept_dad", "1"),
+                ("disable_ipv6", "0"),
+            ):
                 self.sysctls[f"net/ipv6/conf/{name}/{key}"] = value
             self.sysctls[f"net/ipv4/conf/{name}/rp_filter"] = "1"
             return link
@@ -193,7 +199,7 @@ class FakeNamespace:
             if address not in self._addresses:
                 self._addresses.append(address)
             net = address.interface.network
-            if net.prefixlen < 32:
+            if net.prefixlen < net.max_prefixlen:
                 connected = Route(dst=net, ifname=address.ifname, scope=Scope.LINK, table=MAIN_TABLE)
                 if connected not in self._routes:
                     self._routes.append(connected)
@@ -222,8 +228,13 @@ class FakeNamespace:
 
     def _reachable(self, route: Route) -> bool:
         gw = route.gateway
+        if gw is not None and gw.version == 6 and gw.is_link_local:
+            return True  # an IPv6 link-local next hop is on the link by definition
         return any(
-            r.ifname == route.ifname and gw is not None and gw in r.dst and r.scope is Scope.LINK
+            r.ifname == route.ifname
+            and gw is not None
+            and gw in r.dst
+            and (r.scope is Scope.LINK or r.family == 6)
             for r in self._routes
         )
 
@@ -258,18 +269,20 @@ class FakeNamespace:
         self,
         *,
         priority: int,
-        src: IPv4Network | None = None,
-        dst: IPv4Network | None = None,
+        src: IPNetwork | None = None,
+        dst: IPNetwork | None = None,
         table: int | None = None,
         iif: str | None = None,
+        family: int = 4,
     ) -> int:
-        check_rule_selector(src=src, dst=dst, table=table, iif=iif)
+        version = check_rule_selector(src=src, dst=dst, table=table, iif=iif, family=family)
         with self._network.lock:
             # As the kernel: a selector left out matches anything.
             gone = [
                 r
                 for r in self._rules
                 if r.priority == priority
+                and r.family == version
                 and (src is None or r.src == src)
                 and (dst is None or r.dst == dst)
                 and (not table or r.table == table)
@@ -308,7 +321,7 @@ class FakeNamespace:
 
     def add_ip(self, ifname: str, cidr: str) -> None:
         """Test helper: `ip addr add CIDR dev IFNAME`."""
-        self.add_address(Address(ifname=ifname, interface=IPv4Interface(cidr)))
+        self.add_address(Address(ifname=ifname, interface=ip_interface(cidr)))
 
 
 class FakeIptables:

@@ -20,9 +20,8 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
 
-from .model import Link, Route, Rule, Scope, host_network
+from .model import IPAddress, Link, Route, Rule, Scope, default_network, host_network
 from .names import vlan_link_name
 from .netlink import Netlink
 from .pod import PodInterface, PodWiring, WiredPod, host_route, host_rules, set_link_ipv6_sysctls
@@ -45,7 +44,7 @@ class BranchPodInterface:
     pod: PodInterface
     vlan_id: int
     branch_mac: str
-    gateway: IPv4Address  # the branch ENI's subnet gateway (the subnet's first host)
+    gateway: IPAddress  # the branch ENI's subnet gateway (IPv4: the subnet's first host)
     trunk_link: str  # the trunk ENI's link on the host
     mode: EnforcingMode = EnforcingMode.STRICT
 
@@ -76,7 +75,9 @@ class BranchPodWiring:
         wired = self._pods.wire_veth(netns_fd, spec.pod)
         try:
             # A pod recreated under the same name may have left its veth's rules behind (upstream does this).
-            self._host.delete_rules(priority=VLAN_RULE_PRIORITY, iif=spec.pod.host_veth)
+            self._host.delete_rules(
+                priority=VLAN_RULE_PRIORITY, iif=spec.pod.host_veth, family=spec.pod.ip.version
+            )
             self._setup_vlan(spec)
             self._host.replace_route(self._host_pod_route(spec))
             for rule in self._host_pod_rules(spec):
@@ -84,7 +85,7 @@ class BranchPodWiring:
         except Exception:
             self.unwire(spec.pod, spec.vlan_id)
             raise
-        log.debug("wired %s on VLAN %d (%s mode)", spec.pod.ipv4, spec.vlan_id, spec.mode.value)
+        log.debug("wired %s on VLAN %d (%s mode)", spec.pod.ip, spec.vlan_id, spec.mode.value)
         return wired
 
     def unwire(
@@ -93,7 +94,7 @@ class BranchPodWiring:
         """Remove what `wire` added in either mode; idempotent (fine when any part is already gone)."""
         table = route_table_for_vlan(vlan_id)
         self._host.delete_link(vlan_link_name(vlan_id))  # its routes in the VLAN table go with it
-        self._host.delete_rules(priority=VLAN_RULE_PRIORITY, table=table)
+        self._host.delete_rules(priority=VLAN_RULE_PRIORITY, table=table, family=pod.ip.version)
         self._host.delete_route(_strict_route(pod, table))
         self._pods.unwire(pod, netns_fd, keep_veth=keep_veth)
 
@@ -128,7 +129,7 @@ class BranchPodWiring:
                 f"the trunk ENI's link {spec.trunk_link} is gone: the VPC resource controller may have "
                 "replaced the trunk; ipamd finds the new one on its next reconcile"
             ) from None
-        set_link_ipv6_sysctls(self._host, name)
+        set_link_ipv6_sysctls(self._host, name, pod_address=spec.pod.ip.version == 6)
         self._host.set_link(name, up=True)
         for route in _vlan_routes(spec):
             self._host.replace_route(route)
@@ -143,22 +144,27 @@ class BranchPodWiring:
     def _host_pod_rules(spec: BranchPodInterface) -> list[Rule]:
         if spec.mode is EnforcingMode.STRICT:
             return [
-                Rule(priority=VLAN_RULE_PRIORITY, table=spec.table, iif=spec.vlan_link),
-                Rule(priority=VLAN_RULE_PRIORITY, table=spec.table, iif=spec.pod.host_veth),
+                Rule(priority=VLAN_RULE_PRIORITY, table=spec.table, iif=iif, family=spec.pod.ip.version)
+                for iif in (spec.vlan_link, spec.pod.host_veth)
             ]
         return host_rules(spec.pod)
 
 
 def _strict_route(pod: PodInterface, table: int) -> Route:
-    """`<pod>/32 dev <host veth> scope link table <VLAN table>`."""
-    return Route(dst=host_network(pod.ipv4), ifname=pod.host_veth, scope=Scope.LINK, table=table)
+    """`<pod>/32 (or /128) dev <host veth> scope link table <VLAN table>`."""
+    return Route(dst=host_network(pod.ip), ifname=pod.host_veth, scope=Scope.LINK, table=table)
 
 
 def _vlan_routes(spec: BranchPodInterface) -> list[Route]:
     """`<gw>/32 dev vlan.eth.N scope link` and `default via <gw> dev vlan.eth.N` in the VLAN table."""
     return [
         Route(dst=host_network(spec.gateway), ifname=spec.vlan_link, scope=Scope.LINK, table=spec.table),
-        Route(dst=IPv4Network("0.0.0.0/0"), ifname=spec.vlan_link, gateway=spec.gateway, table=spec.table),
+        Route(
+            dst=default_network(spec.gateway.version),
+            ifname=spec.vlan_link,
+            gateway=spec.gateway,
+            table=spec.table,
+        ),
     ]
 
 

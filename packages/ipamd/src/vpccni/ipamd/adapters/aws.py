@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from vpccni.awsutils.ec2api import EC2Api
 from vpccni.awsutils.eni import EniManager
@@ -21,6 +21,7 @@ from vpccni.awsutils.errors import AwsUtilsError, Ec2Error, ImdsError, SubnetExh
 from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.models import Ec2Eni, EniMetadata
 from vpccni.ipamd.ports import NO_USABLE_SUBNET_CODE, CloudError, EniAddresses, EniDescription, EniRequest
+from vpccni.networkutils.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def eni_from_imds(eni: EniMetadata) -> EniAddresses | None:
         primary_ip=primary,
         secondary_ips=frozenset(eni.secondary_ipv4s),
         prefixes=frozenset(eni.ipv4_prefixes),
+        ipv6_prefixes=frozenset(eni.ipv6_prefixes),
         subnet_id=eni.subnet_id,
         subnet_cidr=eni.subnet_ipv4_cidr,
     )
@@ -171,14 +173,22 @@ class Ec2CloudPort:
         with cloud_errors(f"assigning {count} prefixes to {eni_id}"):
             return tuple(self._enis.assign_prefixes(eni_id, count))
 
+    def assign_ipv6_prefix(self, eni_id: str) -> tuple[IPv6Network, ...]:
+        with cloud_errors(f"assigning an IPv6 /80 prefix to {eni_id}"):
+            return tuple(self._enis.assign_ipv6_prefix(eni_id))
+
     def unassign(
-        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
+        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPNetwork] = ()
     ) -> None:
+        v4 = [p for p in prefixes if isinstance(p, IPv4Network)]
+        v6 = [p for p in prefixes if isinstance(p, IPv6Network)]
         with cloud_errors(f"unassigning addresses of {eni_id}"):
             if ips:
                 self._enis.unassign_ipv4s(eni_id, list(ips))
-            if prefixes:
-                self._enis.unassign_prefixes(eni_id, list(prefixes))
+            if v4:
+                self._enis.unassign_prefixes(eni_id, v4)
+            if v6:
+                self._enis.unassign_ipv6_prefixes(eni_id, v6)
 
     def free_eni(self, eni_id: str) -> None:
         with cloud_errors(f"freeing ENI {eni_id}"):
@@ -213,6 +223,7 @@ class Ec2CloudPort:
             primary_ip=eni.primary_ipv4,
             secondary_ips=frozenset(ip for ip in eni.ipv4_addresses if ip != eni.primary_ipv4),
             prefixes=frozenset(eni.ipv4_prefixes),
+            ipv6_prefixes=frozenset(eni.ipv6_prefixes),
             subnet_id=eni.subnet_id,
             subnet_cidr=self._subnet_cidr(eni.subnet_id),
             interface_type=eni.interface_type,

@@ -160,7 +160,7 @@ class RestoredPodRules:
         specs = [
             PodInterface(
                 host_veth=host_veth_name(pod.metadata.namespace, pod.metadata.name, prefix=self._veth_prefix),
-                ipv4=pod.ipv4,
+                ip=pod.ip,
                 ifname=pod.key.ifname,
                 route_table=route_table_id(pod.device_number, pod.network_card),
                 mtu=self._mtu,

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.ports import CloudError, CloudPort, EniDescription, EniRequest
 from vpccni.ipamd.reconcile import Reconciler
+from vpccni.networkutils.model import IPNetwork
 
 INCREASE = "increaseDatastorePool"
 DECREASE = "decreaseDatastorePool"
@@ -61,8 +62,12 @@ class ObservedCloud:
         with self._action(INCREASE):
             return self._cloud.assign_prefixes(eni_id, count)
 
+    def assign_ipv6_prefix(self, eni_id: str) -> tuple[IPv6Network, ...]:
+        with self._action(INCREASE):
+            return self._cloud.assign_ipv6_prefix(eni_id)
+
     def unassign(
-        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
+        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPNetwork] = ()
     ) -> None:
         with self._action(DECREASE):
             self._cloud.unassign(eni_id, ips=ips, prefixes=prefixes)

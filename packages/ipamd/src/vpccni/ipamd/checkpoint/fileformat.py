@@ -1,7 +1,8 @@
 """The checkpoint file's format: upstream's `vpc-cni-ipam/1` JSON document, byte for byte.
 
-`{"version":"vpc-cni-ipam/1","allocations":[{networkName, containerID, ifName, ipv4, allocationTimestamp,
-metadata: {k8sPodNamespace, k8sPodName, interfacesCount}}]}`, compact, keys in upstream's struct order. vpccni
+`{"version":"vpc-cni-ipam/1","allocations":[{networkName, containerID, ifName, ipv4 | ipv6,
+allocationTimestamp, metadata: {k8sPodNamespace, k8sPodName, interfacesCount}}]}`, compact, keys in upstream's
+struct order (an IPv6 pod's address is written as `ipv6` where an IPv4 pod's is `ipv4`, as upstream). vpccni
 adds two metadata keys, which upstream's reader ignores: the host veth name where it is not upstream's, and
 the branch ENI of a security-groups-for-pods pod (upstream does not record those pods; its restore drops the
 entry as an address on no ENI, and its DEL of such a pod works from the CNI result alone).
@@ -14,7 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 from typing import Any
 
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
@@ -39,7 +40,7 @@ class BranchEniRecord:
 @dataclass(frozen=True, kw_only=True)
 class CheckpointEntry:
     key: IPAMKey
-    ipv4: IPv4Address
+    ip: IPv4Address | IPv6Address
     allocation_timestamp_ns: int
     metadata: PodMetadata
     branch: BranchEniRecord | None = None  # a security-groups-for-pods pod: its address is the branch ENI's
@@ -75,7 +76,7 @@ def encode_entry(e: CheckpointEntry) -> bytes:
             "networkName": e.key.network_name,
             "containerID": e.key.container_id,
             "ifName": e.key.ifname,
-            "ipv4": str(e.ipv4),
+            "ipv6" if e.ip.version == 6 else "ipv4": str(e.ip),
             "allocationTimestamp": e.allocation_timestamp_ns,
             "metadata": metadata,
         },
@@ -105,18 +106,21 @@ def decode(data: bytes, *, source: str = "checkpoint") -> tuple[CheckpointEntry,
     for raw in doc.get("allocations") or []:
         entry = _decode_entry(raw)
         if entry is None:
-            _log.warning("skipping checkpoint entry without a usable IPv4 address: %s", raw)
+            _log.warning("skipping checkpoint entry without a usable IPv4 or IPv6 address: %s", raw)
         else:
             out.append(entry)
     return tuple(out)
 
 
 def _decode_entry(raw: Any) -> CheckpointEntry | None:
-    if not isinstance(raw, dict) or not raw.get("ipv4"):
+    if not isinstance(raw, dict):
         return None
+    key = "ipv4" if raw.get("ipv4") else "ipv6"
     try:
-        ipv4 = IPv4Address(raw["ipv4"])
+        ip = ip_address(str(raw.get(key) or ""))
     except ValueError:
+        return None
+    if ip.version != (4 if key == "ipv4" else 6):
         return None
     meta = raw.get("metadata") or {}
     return CheckpointEntry(
@@ -125,7 +129,7 @@ def _decode_entry(raw: Any) -> CheckpointEntry | None:
             container_id=str(raw.get("containerID", "")),
             ifname=str(raw.get("ifName", "")),
         ),
-        ipv4=ipv4,
+        ip=ip,
         allocation_timestamp_ns=int(raw.get("allocationTimestamp") or 0),
         metadata=PodMetadata(
             namespace=str(meta.get("k8sPodNamespace", "")),

@@ -184,19 +184,19 @@ def _primary_ifname(ctx: DoctorContext) -> str:
 
 
 def check_ip_forward(ctx: DoctorContext) -> CheckResult:
-    value = _sysctl(ctx, "net.ipv4.ip_forward")
+    value = _sysctl(ctx, "net.ip.ip_forward")
     if value == "1":
-        return _ok("ip_forward", "net.ipv4.ip_forward=1")
+        return _ok("ip_forward", "net.ip.ip_forward=1")
     return _fail(
         "ip_forward",
-        f"net.ipv4.ip_forward={value or 'unreadable'}: pods cannot reach anything off the node",
-        "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/)",
+        f"net.ip.ip_forward={value or 'unreadable'}: pods cannot reach anything off the node",
+        "sysctl -w net.ip.ip_forward=1 (and persist it in /etc/sysctl.d/)",
     )
 
 
 def check_rp_filter(ctx: DoctorContext) -> CheckResult:
     ifname = _primary_ifname(ctx)
-    values = [_sysctl(ctx, f"net.ipv4.conf.{n}.rp_filter") for n in ("all", ifname)]
+    values = [_sysctl(ctx, f"net.ip.conf.{n}.rp_filter") for n in ("all", ifname)]
     known = [int(v) for v in values if v is not None and v.isdigit()]
     if not known:
         return _warn("rp_filter", f"cannot read rp_filter for {ifname}", "run doctor as root on the node")
@@ -206,7 +206,7 @@ def check_rp_filter(ctx: DoctorContext) -> CheckResult:
             "rp_filter",
             f"strict reverse-path filtering on {ifname}: "
             "NodePort traffic to pods on secondary ENIs is dropped",
-            f"sysctl -w net.ipv4.conf.{ifname}.rp_filter=2 net.ipv4.conf.all.rp_filter=0 "
+            f"sysctl -w net.ip.conf.{ifname}.rp_filter=2 net.ip.conf.all.rp_filter=0 "
             "(the aws-vpc-cni init container sets 2)",
         )
     return _ok("rp_filter", f"{ifname}: {effective} ({'loose' if effective == 2 else 'off'})")
@@ -453,7 +453,7 @@ def check_checkpoint(ctx: DoctorContext) -> CheckResult:
     except CheckpointError as exc:
         return _fail(name, str(exc), f"move {path} aside and restart aws-node")
     # Branch-ENI pods share the file but not the datastore (`doctor_sgp` checks them against /v1/pods).
-    recorded = {str(e.ipv4) for e in entries if e.branch is None}
+    recorded = {str(e.ip) for e in entries if e.branch is None}
     try:
         live = assigned_ips(ctx.introspection.get_json("/v1/enis"))
     except IntrospectionError as exc:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
-
-from vpccni.networkutils.model import Rule
+from vpccni.networkutils.model import IPAddress, Rule
 from vpccni.networkutils.netlink import Netlink
 from vpccni.networkutils.tables import FROM_POD_RULE_PRIORITY, TO_POD_RULE_PRIORITY
 
 
-def _pod_ip(rule: Rule) -> IPv4Address | None:
+def _pod_ip(rule: Rule) -> IPAddress | None:
     """The pod address a to-pod (512) or from-pod (1536) rule is about; None for any other rule."""
     if rule.priority == TO_POD_RULE_PRIORITY and rule.src is None:
         net = rule.dst
@@ -17,16 +15,17 @@ def _pod_ip(rule: Rule) -> IPv4Address | None:
         net = rule.src
     else:
         return None
-    return net.network_address if net is not None and net.prefixlen == 32 else None
+    return net.network_address if net is not None and net.prefixlen == net.max_prefixlen else None
 
 
 class NetlinkHostPodRules:
-    """``to IP/32 lookup main prio 512`` and ``from IP/32 lookup T prio 1536``: the rules pod wiring adds."""
+    """``to IP/32 lookup main prio 512`` and ``from IP/32 lookup T prio 1536`` (/128 for IPv6 pods): the
+    rules pod wiring adds."""
 
     def __init__(self, host: Netlink) -> None:
         self._host = host
 
-    def pod_rule_addresses(self) -> set[IPv4Address]:
+    def pod_rule_addresses(self) -> set[IPAddress]:
         found = set()
         for rule in self._host.rules():
             ip = _pod_ip(rule)
@@ -34,9 +33,9 @@ class NetlinkHostPodRules:
                 found.add(ip)
         return found
 
-    def remove_pod_rules(self, ipv4: IPv4Address) -> int:
+    def remove_pod_rules(self, ip: IPAddress) -> int:
         removed = 0
         for rule in self._host.rules():
-            if _pod_ip(rule) == ipv4 and self._host.delete_rule(rule):
+            if _pod_ip(rule) == ip and self._host.delete_rule(rule):
                 removed += 1
         return removed

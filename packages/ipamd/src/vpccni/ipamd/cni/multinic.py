@@ -35,12 +35,11 @@ from vpccni.ipamd.cni.result import (
     build_interfaces_result,
     read_prev_interfaces,
 )
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.names import MULTI_NIC_IFNAME_PREFIX
 from vpccni.networkutils.pod import PodInterface, WiredPod
 
 if TYPE_CHECKING:
-    from ipaddress import IPv4Address
-
     from vpccni.ipamd.cni.locks import KeyedLocks
     from vpccni.ipamd.cni.ports import PodAddressAllocator, PodNetwork
 
@@ -62,7 +61,7 @@ class MultiNicPods:
         def _pod(self, request: Request, conf: NetConf) -> PodRef: ...
 
         def _spec(
-            self, pod: PodRef, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
+            self, pod: PodRef, conf: NetConf | None, ip: IPAddress, route_table: int, host_veth: str = "",
             *, index: int | None = None,
         ) -> PodInterface: ...  # fmt: skip
 
@@ -108,7 +107,7 @@ class MultiNicPods:
             if existing:
                 raise CNIError(
                     ErrorCode.INTERNAL,
-                    f"{pod.label} already has interface {pod.ifname} with {existing[0].ipv4} on network "
+                    f"{pod.label} already has interface {pod.ifname} with {existing[0].ip} on network "
                     f"{pod.network}: the runtime must DEL it before adding it again",
                 )
             with ExitStack() as held:
@@ -133,7 +132,7 @@ class MultiNicPods:
                     host_veth=w.host_veth,
                     host_mac=w.host_mac,
                     ifname=s.ifname,
-                    ipv4=s.ipv4,
+                    ip=s.ip,
                     route_table=s.route_table,
                 )
                 for w, s in zip(wired, specs, strict=True)
@@ -152,7 +151,7 @@ class MultiNicPods:
         return self._spec(
             pod,
             conf,
-            allocation.ipv4,
+            allocation.ip,
             allocation.route_table,
             allocation.host_veth,
             index=allocation.interface,
@@ -172,7 +171,7 @@ class MultiNicPods:
                 self._undo_each(pod, specs[: len(wired) + 1], fd, taken)
                 raise CNIError(
                     ErrorCode.INTERNAL,
-                    f"failed to set up interface {spec.ifname} ({spec.ipv4}) of {pod.label}: {exc}",
+                    f"failed to set up interface {spec.ifname} ({spec.ip}) of {pod.label}: {exc}",
                 ) from None
         return wired
 
@@ -184,7 +183,7 @@ class MultiNicPods:
                 pending.wait_written()
             except Exception as exc:  # that card took its address back; the others go back here
                 log.error(
-                    "recording %s of %s failed, unwiring it all: %s", pending.allocation.ipv4, pod.label, exc
+                    "recording %s of %s failed, unwiring it all: %s", pending.allocation.ip, pod.label, exc
                 )
                 self._undo_each(pod, specs, fd, taken)
                 raise
@@ -221,11 +220,11 @@ class MultiNicPods:
                 # Keep the addresses: releasing them with rules left behind could misroute the next pod.
                 raise CNIError(
                     ErrorCode.TRY_AGAIN_LATER,
-                    f"could not remove interface {spec.ifname} ({spec.ipv4}) of {pod.label}: {exc}",
+                    f"could not remove interface {spec.ifname} ({spec.ip}) of {pod.label}: {exc}",
                 ) from None
         self._release_each(pod)
         log.info(
-            "DEL %s: %d interfaces, %s released", pod.label, len(specs), ", ".join(str(s.ipv4) for s in specs)
+            "DEL %s: %d interfaces, %s released", pod.label, len(specs), ", ".join(str(s.ip) for s in specs)
         )
         return True
 
@@ -240,21 +239,21 @@ class MultiNicPods:
         if (known and self._multi_nic is not None) or not _lists_other_cards(conf):
             return None  # the common case, decided without reading the prevResult
         listed = self._prev_interfaces(pod, conf, version)
-        if len(listed) < 2 or (known and known[0].ipv4 != listed[0].ipv4):
+        if len(listed) < 2 or (known and known[0].ip != listed[0].ip):
             return None
         others = {
-            a.allocation.ipv4
+            a.allocation.ip
             for a in self._allocator.allocations()
             if (a.key.container_id, a.key.ifname) != (pod.container_id, pod.ifname)
         }
         specs = [self._interface_spec(pod, conf, a) for a in known]
         for index, prev in enumerate(listed[len(known) :], start=len(known)):
-            if prev.ipv4 in others:
+            if prev.ip in others:
                 log.info(
-                    "DEL %s: %s from prevResult now belongs to another pod: leaving it", pod.label, prev.ipv4
+                    "DEL %s: %s from prevResult now belongs to another pod: leaving it", pod.label, prev.ip
                 )
                 continue
-            specs.append(self._spec(pod, conf, prev.ipv4, prev.route_table, prev.host_veth, index=index))
+            specs.append(self._spec(pod, conf, prev.ip, prev.route_table, prev.host_veth, index=index))
         return specs
 
     def _lookup_each(self, pod: PodRef) -> tuple[Allocation, ...]:
@@ -291,8 +290,8 @@ class MultiNicPods:
         if len(known) < 2:
             return False
         if conf.prev_result:
-            listed = [p.ipv4 for p in self._prev_interfaces(pod, conf, version)]
-            have = [a.ipv4 for a in known]
+            listed = [p.ip for p in self._prev_interfaces(pod, conf, version)]
+            have = [a.ip for a in known]
             if listed != have:
                 raise CNIError(
                     ErrorCode.INTERNAL,
@@ -306,7 +305,7 @@ class MultiNicPods:
         if problems:
             raise CNIError(
                 ErrorCode.INTERNAL,
-                f"CHECK failed for {pod.label} ({_addresses(a.ipv4 for a in known)}): " + "; ".join(problems),
+                f"CHECK failed for {pod.label} ({_addresses(a.ip for a in known)}): " + "; ".join(problems),
                 "the pod's network drifted from what ADD set up; recreate the pod sandbox",
             )
         return True
@@ -326,6 +325,6 @@ def _addresses(ips: Any) -> str:
 
 def _describe(specs: Sequence[PodInterface], allocations: Sequence[Allocation]) -> str:
     return "; ".join(
-        f"{s.ifname} {s.ipv4} on {a.eni_id} (card {a.network_card}, table {s.route_table})"
+        f"{s.ifname} {s.ip} on {a.eni_id} (card {a.network_card}, table {s.route_table})"
         for s, a in zip(specs, allocations, strict=True)
     )

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vpccni.cniplugin.netconf import NetConf
 from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
 from vpccni.ipamd.podkey import IPAMKey
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.names import host_veth_name, interface_index
 from vpccni.networkutils.pod import PodInterface, WiredPod
 
@@ -176,7 +176,7 @@ class BranchPods(Protocol):
         """GC: tear down the network's branch-ENI pods not in `keep`; the errors."""
         ...
 
-    def addresses(self) -> set[IPv4Address]:
+    def addresses(self) -> set[IPAddress]:
         """The addresses of the live branch-ENI pods (their rules are not leftovers)."""
         ...
 
@@ -184,9 +184,9 @@ class BranchPods(Protocol):
 class HostPodRules(Protocol):
     """The host's per-pod policy rules (to-pod 512, from-pod 1536), for GC of rules no pod owns."""
 
-    def pod_rule_addresses(self) -> set[IPv4Address]: ...
+    def pod_rule_addresses(self) -> set[IPAddress]: ...
 
-    def remove_pod_rules(self, ipv4: IPv4Address) -> int: ...
+    def remove_pod_rules(self, ip: IPAddress) -> int: ...
 
 
 def _allocator_is_a_port(allocator: Allocator) -> PodAddressAllocator:

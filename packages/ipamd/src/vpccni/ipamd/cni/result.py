@@ -6,7 +6,7 @@ after an upgrade) using only ``prevResult``:
 - ``interfaces[1]`` is the container interface with ``mac`` = the route-table id (not a MAC);
 - ``interfaces[2]`` is a fake ``dummy<hash>`` interface with ``mac`` = VLAN id (0: not a branch ENI) and
   ``sandbox`` = the ENI device number;
-- ``ips`` holds the pod address as /32 with ``interface`` = 1 and no gateway (regular pods);
+- ``ips`` holds the pod address as /32 (/128 for IPv6) with ``interface`` = 1 and no gateway (regular pods);
 - a multi-NIC pod lists a host veth and container end per network card (``eth0``, ``mNicIf1``, ...), each
   container end with its own table in ``mac`` and its own address; the dummy comes last (upstream's DEL
   without ipamd counts the interfaces as (entries - 1) / 2).
@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import ip_interface
 from typing import Any
 
 from vpccni.cniplugin import results
 from vpccni.cniplugin.errors import CNIError
+from vpccni.networkutils.model import IPAddress, host_network
 from vpccni.networkutils.names import host_veth_name, multi_nic_ifname
 
 log = logging.getLogger(__name__)
@@ -47,18 +48,18 @@ class ResultInterface:
     host_veth: str
     host_mac: str
     ifname: str
-    ipv4: IPv4Address
+    ip: IPAddress
     route_table: int
 
 
 def build_result(
-    *, host_veth: str, host_mac: str, ifname: str, netns_path: str, ipv4: IPv4Address, route_table: int,
+    *, host_veth: str, host_mac: str, ifname: str, netns_path: str, ip: IPAddress, route_table: int,
     device_number: int, pod_namespace: str, pod_name: str, vlan_id: int = 0,
-    gateway: IPv4Address | None = None,
+    gateway: IPAddress | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The current-version (1.1.0) result; ``vpccni.cniplugin.results.convert`` writes older shapes."""
     interface = ResultInterface(
-        host_veth=host_veth, host_mac=host_mac, ifname=ifname, ipv4=ipv4, route_table=route_table
+        host_veth=host_veth, host_mac=host_mac, ifname=ifname, ip=ip, route_table=route_table
     )
     return build_interfaces_result(
         [interface], netns_path=netns_path, device_number=device_number, pod_namespace=pod_namespace,
@@ -68,7 +69,7 @@ def build_result(
 
 def build_interfaces_result(
     interfaces: Sequence[ResultInterface], *, netns_path: str, device_number: int, pod_namespace: str,
-    pod_name: str, vlan_id: int = 0, gateway: IPv4Address | None = None,
+    pod_name: str, vlan_id: int = 0, gateway: IPAddress | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Upstream's shape for any number of interfaces (a multi-NIC pod: one per network card): each host
     veth followed by its container end, each address pointing at its container end, the ``dummy`` last
@@ -79,10 +80,13 @@ def build_interfaces_result(
     for item in interfaces:
         listed.append({"name": item.host_veth, "mac": item.host_mac})
         listed.append({"name": item.ifname, "sandbox": netns_path, "mac": str(item.route_table)})
-        ip: dict[str, Any] = {"address": str(IPv4Interface(f"{item.ipv4}/32")), "interface": len(listed) - 1}
+        entry: dict[str, Any] = {
+            "address": str(ip_interface(host_network(item.ip))),
+            "interface": len(listed) - 1,
+        }
         if gateway is not None:
-            ip["gateway"] = str(gateway)
-        ips.append(ip)
+            entry["gateway"] = str(gateway)
+        ips.append(entry)
     dummy = {"name": dummy_interface_name(pod_namespace, pod_name), "mac": str(vlan_id)}
     if not vlan_id:
         dummy["sandbox"] = str(device_number)
@@ -94,27 +98,26 @@ def build_interfaces_result(
 class PreviousAttachment:
     """What a ``prevResult`` (ours or upstream's) says about the pod: enough to tear it down."""
 
-    ipv4: IPv4Address
+    ip: IPAddress
     route_table: int
     vlan_id: int = 0
     host_veth: str = ""  # the host-side interface (no sandbox), when the result names one
 
 
 def read_prev_result(current: dict[str, Any], ifname: str) -> PreviousAttachment | None:
-    """The pod's IPv4 and route table from a ``prevResult`` in the current shape; None if it lacks them."""
+    """The pod's address and route table from a ``prevResult`` in the current shape; None if it lacks them."""
     interfaces = [i for i in current.get("interfaces") or [] if isinstance(i, dict)]
     container = next((i for i in interfaces if i.get("name") == ifname), None)
     dummy = next((i for i in interfaces if str(i.get("name", "")).startswith(DUMMY_PREFIX)), None)
     host = next((i for i in interfaces if not i.get("sandbox") and i is not dummy), None)
-    ipv4 = None
+    address: IPAddress | None = None
     for ip in current.get("ips") or []:
         try:
-            address = IPv4Interface(ip["address"]).ip
+            address = ip_interface(ip["address"]).ip
         except (KeyError, TypeError, ValueError):
             continue
-        ipv4 = address
         break
-    if ipv4 is None or container is None:
+    if address is None or container is None:
         return None
     try:
         table = int(container.get("mac", ""))
@@ -122,7 +125,7 @@ def read_prev_result(current: dict[str, Any], ifname: str) -> PreviousAttachment
     except (TypeError, ValueError):
         return None
     host_veth = str(host.get("name") or "") if host else ""
-    return PreviousAttachment(ipv4=ipv4, route_table=table, vlan_id=vlan, host_veth=host_veth)
+    return PreviousAttachment(ip=address, route_table=table, vlan_id=vlan, host_veth=host_veth)
 
 
 def read_prev_interfaces(current: dict[str, Any], ifname: str) -> tuple[PreviousAttachment, ...]:
@@ -131,10 +134,10 @@ def read_prev_interfaces(current: dict[str, Any], ifname: str) -> tuple[Previous
     Stops at the first interface it cannot read; empty when even the first is missing."""
     listed = [i if isinstance(i, dict) else {} for i in current.get("interfaces") or []]
     positions = {str(i.get("name", "")): n for n, i in enumerate(listed) if i.get("sandbox")}
-    addresses: dict[int, IPv4Address] = {}
+    addresses: dict[int, IPAddress] = {}
     for ip in current.get("ips") or []:
         try:
-            addresses.setdefault(int(ip["interface"]), IPv4Interface(ip["address"]).ip)
+            addresses.setdefault(int(ip["interface"]), ip_interface(ip["address"]).ip)
         except (KeyError, TypeError, ValueError):
             continue
     found: list[PreviousAttachment] = []
@@ -148,7 +151,7 @@ def read_prev_interfaces(current: dict[str, Any], ifname: str) -> tuple[Previous
             break
         host = listed[at - 1] if at > 0 and not listed[at - 1].get("sandbox") else {}
         found.append(
-            PreviousAttachment(ipv4=addresses[at], route_table=table, host_veth=str(host.get("name") or ""))
+            PreviousAttachment(ip=addresses[at], route_table=table, host_veth=str(host.get("name") or ""))
         )
     return tuple(found)
 

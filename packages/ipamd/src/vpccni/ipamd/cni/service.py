@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any
 
 from vpccni.cniplugin import results, versions
@@ -37,6 +36,7 @@ from vpccni.ipamd.cni.ports import (
     PodRef,
 )
 from vpccni.ipamd.cni.result import build_result, prev_result_for_del, read_prev_result
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.names import (
     DEFAULT_VETH_PREFIX,
     attachment_veth_name,
@@ -148,14 +148,14 @@ class CniService(MultiNicPods):
         )
 
     def _spec(
-        self, pod: PodRef, conf: NetConf | None, ipv4: IPv4Address, route_table: int, host_veth: str = "",
+        self, pod: PodRef, conf: NetConf | None, ip: IPAddress, route_table: int, host_veth: str = "",
         *, index: int | None = None,
     ) -> PodInterface:  # fmt: skip
         """``index``: a multi-NIC pod's interface (``eth0``, ``mNicIf1``...); else CNI_IFNAME's."""
         mtu = conf.mtu if conf is not None else 9001
         return PodInterface(
             host_veth=host_veth or pod.upstream_veth(_veth_prefix(conf), index=index),
-            ipv4=ipv4,
+            ip=ip,
             ifname=pod.ifname if index is None else multi_nic_ifname(pod.ifname, index),
             route_table=route_table,
             mtu=mtu,
@@ -253,7 +253,7 @@ class CniService(MultiNicPods):
             if existing is not None:
                 raise CNIError(
                     ErrorCode.INTERNAL,
-                    f"{pod.label} already has interface {pod.ifname} with {existing.ipv4} on network "
+                    f"{pod.label} already has interface {pod.ifname} with {existing.ip} on network "
                     f"{pod.network}: the runtime must DEL it before adding it again",
                 )
             with self._veth_locks.hold(pod.upstream_veth(_veth_prefix(conf))):
@@ -261,7 +261,7 @@ class CniService(MultiNicPods):
                 # The assignment's checkpoint write runs while the pod is wired; the answer waits for both.
                 pending = self._assign(pod, answer_by, host_veth=own_veth)
                 allocation = pending.allocation
-                spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, own_veth)
+                spec = self._spec(pod, conf, allocation.ip, allocation.route_table, own_veth)
                 try:
                     wired = self._network.wire(fd, spec)
                 except Exception as exc:
@@ -273,7 +273,7 @@ class CniService(MultiNicPods):
             try:
                 pending.wait_written()
             except Exception as exc:  # the allocator already took the address back
-                log.error("recording %s of %s failed, unwiring it: %s", allocation.ipv4, pod.label, exc)
+                log.error("recording %s of %s failed, unwiring it: %s", allocation.ip, pod.label, exc)
                 self._unwire_quietly(pod, spec, fd)
                 raise
             admit_or_roll_back(
@@ -285,14 +285,14 @@ class CniService(MultiNicPods):
                 host_mac=wired.host_mac,
                 ifname=pod.ifname,
                 netns_path=request.netns_path,
-                ipv4=allocation.ipv4,
+                ip=allocation.ip,
                 route_table=allocation.route_table,
                 device_number=allocation.device_number,
                 pod_namespace=pod.namespace,
                 pod_name=pod.name,
             )
             log.info(
-                "ADD %s: %s on %s (table %d)", pod.label, allocation.ipv4, allocation.eni_id, spec.route_table
+                "ADD %s: %s on %s (table %d)", pod.label, allocation.ip, allocation.eni_id, spec.route_table
             )
         return results.convert(self._after_prev_result(result, previous), version)
 
@@ -382,7 +382,7 @@ class CniService(MultiNicPods):
             )
             spec = None
             if allocation is not None:
-                spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, allocation.host_veth)
+                spec = self._spec(pod, conf, allocation.ip, allocation.route_table, allocation.host_veth)
             else:
                 spec = self._spec_from_prev_result(pod, conf, version)
             if spec is not None:
@@ -399,9 +399,7 @@ class CniService(MultiNicPods):
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
                 pod_namespace=pod.namespace, pod_name=pod.name,
             )  # fmt: skip
-        log.info(
-            "DEL %s: %s", pod.label, f"released {allocation.ipv4}" if allocation else "nothing allocated"
-        )
+        log.info("DEL %s: %s", pod.label, f"released {allocation.ip}" if allocation else "nothing allocated")
 
     def _spec_from_prev_result(self, pod: PodRef, conf: NetConf, version: str) -> PodInterface | None:
         """Without an allocation (e.g. lost state) the prevResult still says which rules to remove, unless
@@ -409,16 +407,16 @@ class CniService(MultiNicPods):
         prev = prev_result_for_del(conf.prev_result, version, pod.ifname, pod.label)
         if prev is None or prev.vlan_id:
             return None
-        if any(a.allocation.ipv4 == prev.ipv4 for a in self._allocator.allocations()) or (
-            self._branches is not None and prev.ipv4 in self._branches.addresses()
+        if any(a.allocation.ip == prev.ip for a in self._allocator.allocations()) or (
+            self._branches is not None and prev.ip in self._branches.addresses()
         ):
             log.info(
                 "DEL %s: %s from prevResult now belongs to another pod: leaving it alone",
                 pod.label,
-                prev.ipv4,
+                prev.ip,
             )
             return None
-        return self._spec(pod, conf, prev.ipv4, prev.route_table, prev.host_veth)
+        return self._spec(pod, conf, prev.ip, prev.route_table, prev.host_veth)
 
     # --- CHECK ----------------------------------------------------------------------------------------------
 
@@ -446,18 +444,18 @@ class CniService(MultiNicPods):
                 )
             if conf.prev_result:
                 prev = read_prev_result(results.to_current(conf.prev_result, version), pod.ifname)
-                if prev is not None and prev.ipv4 != allocation.ipv4:
+                if prev is not None and prev.ip != allocation.ip:
                     raise CNIError(
                         ErrorCode.INTERNAL,
-                        f"CHECK: prevResult says {pod.label} has {prev.ipv4} but ipamd allocated "
-                        f"{allocation.ipv4}: recreate the pod sandbox",
+                        f"CHECK: prevResult says {pod.label} has {prev.ip} but ipamd allocated "
+                        f"{allocation.ip}: recreate the pod sandbox",
                     )
-            spec = self._spec(pod, conf, allocation.ipv4, allocation.route_table, allocation.host_veth)
+            spec = self._spec(pod, conf, allocation.ip, allocation.route_table, allocation.host_veth)
             problems = self._network.verify(fd, spec)
         if problems:
             raise CNIError(
                 ErrorCode.INTERNAL,
-                f"CHECK failed for {pod.label} ({allocation.ipv4}): " + "; ".join(problems),
+                f"CHECK failed for {pod.label} ({allocation.ip}): " + "; ".join(problems),
                 "the pod's network drifted from what ADD set up; recreate the pod sandbox",
             )
 
@@ -490,7 +488,7 @@ class CniService(MultiNicPods):
                 alloc = entry.allocation
                 # A multi-NIC pod's interfaces above 0 are entries of the same key on other cards.
                 index = alloc.interface or None
-                spec = self._spec(pod, conf, alloc.ipv4, alloc.route_table, alloc.host_veth, index=index)
+                spec = self._spec(pod, conf, alloc.ip, alloc.route_table, alloc.host_veth, index=index)
                 try:
                     self._network.unwire(spec, None, keep_veth=not self._may_delete_veth(pod, conf, spec))
                 except Exception as exc:
@@ -500,18 +498,22 @@ class CniService(MultiNicPods):
                     network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
                     pod_namespace=pod.namespace, pod_name=pod.name, reason="GarbageCollected",
                 )  # fmt: skip
-                log.info("GC released %s (%s)", pod.label, entry.allocation.ipv4)
+                log.info("GC released %s (%s)", pod.label, entry.allocation.ip)
         if self._host_rules is not None:
-            owned = {a.allocation.ipv4 for a in self._allocator.allocations()}
+            owned: set[IPAddress] = {a.allocation.ip for a in self._allocator.allocations()}
             owned |= self._branches.addresses() if self._branches is not None else set()
-            for ipv4 in sorted(self._host_rules.pod_rule_addresses() - owned):
+            for ip in sorted(self._host_rules.pod_rule_addresses() - owned, key=_address_order):
                 try:
-                    removed = self._host_rules.remove_pod_rules(ipv4)
-                    log.info("GC removed %d host rules of %s, which no pod owns", removed, ipv4)
+                    removed = self._host_rules.remove_pod_rules(ip)
+                    log.info("GC removed %d host rules of %s, which no pod owns", removed, ip)
                 except Exception as exc:
-                    errors.append(f"rules of {ipv4}: {exc}")
+                    errors.append(f"rules of {ip}: {exc}")
         if errors:
             raise CNIError(ErrorCode.INTERNAL, "GC could not collect everything: " + "; ".join(errors))
+
+
+def _address_order(ip: IPAddress) -> tuple[int, int]:
+    return ip.version, int(ip)
 
 
 def _veth_prefix(conf: NetConf | None) -> str:

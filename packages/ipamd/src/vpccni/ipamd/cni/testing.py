@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 
 from vpccni.ipamd.cardallocator import CardAllocators
 from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
@@ -30,6 +30,7 @@ from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns, setns
 from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
@@ -38,11 +39,11 @@ from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
 def secondary_ips(
     first: str, count: int, *, device_number: int = 1, route_table: int = 2, network_card: int = 0
 ) -> list[Allocation]:
-    """``count`` consecutive addresses from ``first`` on one ENI."""
-    start = IPv4Address(first)
+    """``count`` consecutive addresses from ``first`` (IPv4 or IPv6) on one ENI."""
+    start = ip_address(first)
     return [
         Allocation(
-            ipv4=start + i,
+            ip=start + i,
             device_number=device_number,
             route_table=route_table,
             eni_id=f"eni-{network_card}{device_number:03x}",
@@ -186,7 +187,7 @@ class FakePodNetwork:
             self.wired[spec.host_veth] = (netns_fd, spec)
         return WiredPod(
             host_veth=spec.host_veth, host_mac="02:00:00:00:00:01", ifname=spec.ifname,
-            container_mac="02:00:00:00:00:02", ipv4=spec.ipv4, gateway=spec.gateway,
+            container_mac="02:00:00:00:00:02", ip=spec.ip, gateway=spec.gateway,
         )  # fmt: skip
 
     def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
@@ -219,15 +220,15 @@ class FakePodNetwork:
 
 
 class FakeHostPodRules:
-    def __init__(self, addresses: Iterable[IPv4Address] = ()) -> None:
+    def __init__(self, addresses: Iterable[IPAddress] = ()) -> None:
         self.addresses = set(addresses)
 
-    def pod_rule_addresses(self) -> set[IPv4Address]:
+    def pod_rule_addresses(self) -> set[IPAddress]:
         return set(self.addresses)
 
-    def remove_pod_rules(self, ipv4: IPv4Address) -> int:
-        if ipv4 in self.addresses:
-            self.addresses.discard(ipv4)
+    def remove_pod_rules(self, ip: IPAddress) -> int:
+        if ip in self.addresses:
+            self.addresses.discard(ip)
             return 2
         return 0
 

@@ -87,8 +87,8 @@ class AllocationIndex:
     def cidr_holding(self, ip: PodAddress) -> CidrRecord | None:
         """The CIDR an address lives in: its own /32, or the prefix around it."""
         for kind in CidrKind:
-            if kind.value[0] == ip.version:
-                cidr = self.cidrs.get(PodCidr((ip, kind.prefixlen), strict=False))
+            if kind.version == ip.version:
+                cidr = self.cidrs.get(kind.around(ip))
                 if cidr is not None:
                     return cidr
         return None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
 
+from vpccni.ipamd.datastore.records import PodAddress, PodCidr
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 
 
@@ -14,8 +14,8 @@ class AssignedAddress:
 
     key: IPAMKey
     metadata: PodMetadata
-    ipv4: IPv4Address
-    cidr: IPv4Network
+    ip: PodAddress
+    cidr: PodCidr
     eni_id: str
     device_number: int
     network_card: int
@@ -69,7 +69,7 @@ class UnknownEni(DatastoreError):
 
 
 class CidrInUse(DatastoreError):
-    def __init__(self, cidr: IPv4Network, assigned: int) -> None:
+    def __init__(self, cidr: PodCidr, assigned: int) -> None:
         self.cidr = cidr
         self.assigned = assigned
         super().__init__(f"datastore: {cidr} still has {assigned} pod address(es); release them or force")

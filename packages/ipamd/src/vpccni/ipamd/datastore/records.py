@@ -2,27 +2,27 @@
 route-table rule.
 
 A CIDR's kind says what it is and which pods it serves: the datastore hands out addresses of one kind (its
-mode), and keeps the others (a mode toggle's leftovers) without serving them. Another address family is
-another kind (an IPv6 /80 prefix, say) with the address types below widened: the index and the store work
-per kind and never look at prefix lengths themselves.
+mode), and keeps the others (a mode toggle's leftovers) without serving them. IPv6 mode is one more kind, the
+primary ENI's /80 prefix: the index and the store work per kind and never look at prefix lengths themselves.
 """
 
 from __future__ import annotations
 
 import enum
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import ip_network
 from typing import TYPE_CHECKING
 
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
+from vpccni.networkutils.model import IPAddress, IPNetwork
 from vpccni.networkutils.tables import route_table_for_eni
 
 if TYPE_CHECKING:
     from vpccni.ipamd.checkpoint.fileformat import CheckpointEntry
     from vpccni.ipamd.pool.snapshot import CidrSnapshot
 
-PodAddress = IPv4Address  # what a pod gets (one family for now)
-PodCidr = IPv4Network  # a CIDR of such addresses on an ENI
+PodAddress = IPAddress  # what a pod gets: an IPv4 address, or an IPv6 one in IPv6 mode
+PodCidr = IPNetwork  # a CIDR of such addresses on an ENI
 
 
 class CidrKind(enum.Enum):
@@ -30,6 +30,11 @@ class CidrKind(enum.Enum):
 
     SECONDARY_V4 = (4, 32)  # one secondary IPv4 address
     PREFIX_V4 = (4, 28)  # a delegated /28 prefix: 16 pod addresses
+    PREFIX_V6 = (6, 80)  # IPv6 mode: the primary ENI's /80 prefix, a /128 per pod
+
+    @property
+    def version(self) -> int:
+        return self.value[0]
 
     @property
     def prefixlen(self) -> int:
@@ -44,12 +49,20 @@ class CidrKind(enum.Enum):
         for kind in cls:
             if kind.value == (network.version, network.prefixlen):
                 return kind
-        raise ValueError(f"{network} is neither a secondary IP (/32) nor a delegated prefix (/28)")
+        raise ValueError(
+            f"{network} is neither a secondary IPv4 (/32), an IPv4 prefix (/28) nor an IPv6 prefix (/80)"
+        )
 
     @classmethod
-    def mode(cls, *, prefix_delegation: bool) -> CidrKind:
+    def mode(cls, *, prefix_delegation: bool, ipv6: bool = False) -> CidrKind:
         """The kind pods are served from."""
+        if ipv6:
+            return cls.PREFIX_V6
         return cls.PREFIX_V4 if prefix_delegation else cls.SECONDARY_V4
+
+    def around(self, ip: IPAddress) -> PodCidr:
+        """The CIDR of this kind that holds `ip`."""
+        return ip_network((ip, self.prefixlen), strict=False)
 
 
 class AddressRecord:

@@ -33,7 +33,7 @@ from vpccni.ipamd.datastore.model import (
 )
 from vpccni.ipamd.datastore.records import AddressRecord, CidrKind, EniState, PodCidr
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
-from vpccni.ipamd.pool.snapshot import PoolSnapshot
+from vpccni.ipamd.pool.snapshot import PoolSnapshot, counted_size
 from vpccni.ipamd.ports import EniRecord
 
 _log = logging.getLogger(__name__)
@@ -58,12 +58,13 @@ class DataStore:
         cooldown_s: float = 30.0,
         clock: Clock | None = None,
         network_card: int = 0,
+        ipv6: bool = False,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
         self._network_card = network_card
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._index = AllocationIndex(serves=CidrKind.mode(prefix_delegation=prefix_delegation))
+        self._index = AllocationIndex(serves=CidrKind.mode(prefix_delegation=prefix_delegation, ipv6=ipv6))
         self._cooldown = AddressCooldown(cooldown_s)
         self._durability = GroupCommit(
             checkpointer=checkpointer,
@@ -93,7 +94,7 @@ class DataStore:
             for network in cidrs:
                 kind = CidrKind.of(network)
                 if kind.is_prefix != is_prefix:
-                    want = "a delegated prefix (/28)" if is_prefix else "a secondary IP (/32)"
+                    want = "a delegated prefix (/28 or /80)" if is_prefix else "a secondary IP (/32)"
                     raise ValueError(f"{network} is not {want}")
                 self._index.add_cidr(eni, network, kind)
             self._changed.notify_all()
@@ -186,7 +187,7 @@ class DataStore:
             if known is not None:
                 view, version = self._view(known), self._durability.version
                 # The first ADD of this key may still be waiting for its write.
-                return view, lambda: self._durability.record(version, what=f"{view.ipv4} for {who}")
+                return view, lambda: self._durability.record(version, what=f"{view.ip} for {who}")
             addr = self._index.take()
             if addr is None:
                 raise NoAddressAvailable(self._counts())
@@ -198,7 +199,7 @@ class DataStore:
                 self._release_record(addr, cooldown=False)
 
         return view, lambda: self._durability.record(
-            version, roll_back, what=f"{view.ipv4} for {who}", outcome="; the assignment was rolled back"
+            version, roll_back, what=f"{view.ip} for {who}", outcome="; the assignment was rolled back"
         )
 
     def release(self, key: IPAMKey) -> AssignedAddress:
@@ -221,7 +222,7 @@ class DataStore:
                 self._bind(addr, released.key, released.metadata, assigned_ns=released.assigned_at_ns)
 
         self._durability.record(
-            version, roll_back, what=f"the release of {released.ipv4}", outcome="; it stays assigned"
+            version, roll_back, what=f"the release of {released.ip}", outcome="; it stays assigned"
         )
         return released
 
@@ -252,11 +253,11 @@ class DataStore:
         stale: list[CheckpointEntry] = []
         with self._lock:
             for entry in entries:
-                cidr = self._index.cidr_holding(entry.ipv4)
-                if cidr is None or entry.key in self._index.by_key or self._index.is_taken(cidr, entry.ipv4):
+                cidr = self._index.cidr_holding(entry.ip)
+                if cidr is None or entry.key in self._index.by_key or self._index.is_taken(cidr, entry.ip):
                     stale.append(entry)
                     continue
-                addr = self._index.place(cidr, entry.ipv4)
+                addr = self._index.place(cidr, entry.ip)
                 self._index.bind(addr, entry.key, entry.metadata, entry.allocation_timestamp_ns, entry)
                 restored.append(entry)
         return restored, stale
@@ -283,7 +284,7 @@ class DataStore:
         with self._lock:
             self._expire()
             eni = self._index.eni(eni_id)
-            total = sum(c.network.num_addresses for c in eni.cidrs.values())
+            total = sum(counted_size(c.network) for c in eni.cidrs.values())
             return EniCounts(eni_id=eni_id, total=total, assigned=eni.assigned, in_cooldown=eni.cooling)
 
     def eni_record(self, eni_id: str) -> EniRecord | None:
@@ -308,7 +309,7 @@ class DataStore:
         return int(self._clock.now().timestamp() * 1_000_000_000)
 
     def _bind(self, addr: AddressRecord, key: IPAMKey, metadata: PodMetadata, *, assigned_ns: int) -> None:
-        entry = CheckpointEntry(key=key, ipv4=addr.ip, allocation_timestamp_ns=assigned_ns, metadata=metadata)
+        entry = CheckpointEntry(key=key, ip=addr.ip, allocation_timestamp_ns=assigned_ns, metadata=metadata)
         self._index.bind(addr, key, metadata, assigned_ns, entry)
 
     def _release_record(self, addr: AddressRecord, *, cooldown: bool) -> None:
@@ -344,7 +345,7 @@ class DataStore:
         for view in gone:
             _log.warning(
                 "evicted %s of %s/%s: %s was removed",
-                view.ipv4,
+                view.ip,
                 view.metadata.namespace,
                 view.metadata.name,
                 view.cidr,

@@ -1,20 +1,21 @@
 """Read-only views of the records, taken under the datastore lock: the pool snapshot the planner works on,
 the counts behind "no address available", a pod's assigned address, and upstream's introspection JSON
-(`ENIInfos`, Go encoding of net.IPNet and time.Time)."""
+(`ENIInfos`, Go encoding of net.IPNet and time.Time). An IPv6 /80 counts as 250 addresses in every total, as
+upstream counts it (`pool.snapshot.counted_size`)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 from collections.abc import Iterable
-from ipaddress import IPv4Network
 from typing import Any
 
 from vpccni.ipamd.datastore.index import AllocationIndex
 from vpccni.ipamd.datastore.model import AssignedAddress, PoolCounts
 from vpccni.ipamd.datastore.records import AddressRecord, CidrRecord, EniState, route_table_id
 from vpccni.ipamd.podkey import IPAMKey
-from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
+from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot, counted_size
+from vpccni.networkutils.model import IPNetwork
 
 
 def snapshot(index: AllocationIndex, *, now: float) -> PoolSnapshot:
@@ -56,7 +57,7 @@ def counts(index: AllocationIndex, *, next_free_in_s: float | None) -> PoolCount
     total = assigned = cooling = excluded = other = 0
     for eni in index.enis.values():
         for c in eni.cidrs.values():
-            size = c.network.num_addresses
+            size = counted_size(c.network)
             if eni.excluded:
                 excluded += size
             elif c.kind is not index.serves:
@@ -83,7 +84,7 @@ def assigned(addr: AddressRecord, *, network_card: int) -> AssignedAddress:
     return AssignedAddress(
         key=addr.key,
         metadata=addr.metadata,
-        ipv4=addr.ip,
+        ip=addr.ip,
         cidr=addr.cidr.network,
         eni_id=rec.eni_id,
         device_number=rec.device_number,
@@ -98,16 +99,16 @@ def eni_infos_json(enis: Iterable[EniState], network_card: int) -> dict[str, Any
     total = assigned = 0
     for eni in enis:
         rec = eni.record
-        cidrs: dict[str, Any] = {}
+        cidrs: dict[int, dict[str, Any]] = {4: {}, 6: {}}
         for c in eni.cidrs.values():
             if not eni.excluded:
-                total += c.network.num_addresses
+                total += counted_size(c.network)
                 assigned += c.assigned
-            cidrs[str(c.network)] = {
+            cidrs[c.network.version][str(c.network)] = {
                 "Cidr": _go_ipnet(c.network),
                 "IPAddresses": {str(a.ip): _address_json(a) for a in c.tracked.values()},
                 "IsPrefix": c.is_prefix,
-                "AddressFamily": "4",
+                "AddressFamily": str(c.network.version),
             }
         out[rec.eni_id] = {
             "ID": rec.eni_id,
@@ -115,8 +116,8 @@ def eni_infos_json(enis: Iterable[EniState], network_card: int) -> dict[str, Any
             "IsTrunk": rec.is_trunk,
             "IsEFA": rec.is_efa,
             "DeviceNumber": rec.device_number,
-            "AvailableIPv4Cidrs": cidrs,
-            "IPv6Cidrs": {},
+            "AvailableIPv4Cidrs": cidrs[4],
+            "IPv6Cidrs": cidrs[6],
             "IsExcludedForPodIPs": eni.excluded,
             "RouteTableID": route_table_id(rec.device_number, network_card),
             "SubnetID": rec.subnet_id,
@@ -124,7 +125,7 @@ def eni_infos_json(enis: Iterable[EniState], network_card: int) -> dict[str, Any
     return {"TotalIPs": total, "AssignedIPs": assigned, "ENIs": out}
 
 
-def _go_ipnet(network: IPv4Network) -> dict[str, str]:
+def _go_ipnet(network: IPNetwork) -> dict[str, str]:
     """Go's net.IPNet JSON: the IP as text, the mask as a byte slice (base64)."""
     return {"IP": str(network.network_address), "Mask": base64.b64encode(network.netmask.packed).decode()}
 

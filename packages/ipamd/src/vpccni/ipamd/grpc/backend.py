@@ -4,7 +4,8 @@ Semantics as upstream's `rpc_handler.go`: a client of another version is refused
 "wrong client version" (so an upstream plugin, which sends its own release, is refused as upstream's ipamd
 refuses another release's plugin); a call over TCP is refused with PERMISSION_DENIED (only the Unix socket
 knows its caller); an ADD that finds no address answers `Success=false` (the reason is logged, the
-upstream plugin turns it into a CNI error); a DEL of an unknown pod succeeds with no metadata.
+upstream plugin turns it into a CNI error); a DEL of an unknown pod succeeds with no metadata. An IPv6 pod's
+address travels in `IPv6Addr` and the VPC's IPv6 CIDRs in `VPCv6CIDRs`, as upstream's IPv6 mode sends them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Protocol
 
 import grpc
@@ -41,6 +42,7 @@ class NodeFacts:
     network_policy_mode: str = ""
     multi_nic: bool = False  # ENABLE_MULTI_NIC
     node_ipv4: IPv4Address | None = None
+    node_ipv6: IPv6Address | None = None
     instance_id: str = ""
     region: str = ""
 
@@ -52,8 +54,9 @@ class BranchRpc(Protocol):
 
 
 def _metadata(allocation: Allocation) -> Any:
+    family = "IPv6Addr" if allocation.ip.version == 6 else "IPv4Addr"
     return rpc_pb2.IPAllocationMetadata(
-        IPv4Addr=str(allocation.ipv4),
+        **{family: str(allocation.ip)},
         DeviceNumber=allocation.device_number,
         RouteTableId=allocation.route_table,
     )
@@ -80,10 +83,12 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         vpc_cidrs: Callable[[], Sequence[IPv4Network]],
         multi_nic: MultiNicAllocator | None = None,
         branches: BranchRpc | None = None,
+        vpc_v6_cidrs: Callable[[], Sequence[IPv6Network]] = lambda: (),
     ) -> None:
         self._allocator = allocator
         self._facts = facts
-        self._vpc_cidrs = vpc_cidrs
+        self._vpc_cidrs = vpc_cidrs  # IPv4 mode (IPv6 mode: empty, as upstream's reply)
+        self._vpc_v6_cidrs = vpc_v6_cidrs  # IPv6 mode
         self._multi_nic = multi_nic
         self._branches = branches  # ENABLE_POD_ENI
 
@@ -93,6 +98,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         reply = rpc_pb2.AddNetworkReply(
             UseExternalSNAT=self._facts.use_external_snat,
             VPCv4CIDRs=[str(c) for c in (*self._vpc_cidrs(), *self._facts.exclude_snat_cidrs)],
+            VPCv6CIDRs=[str(c) for c in self._vpc_v6_cidrs()],
             NetworkPolicyMode=self._facts.network_policy_mode,
         )
         if self._branches is not None:
@@ -133,7 +139,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
         reply.IPAllocationMetadata.extend(_metadata(a) for a in allocations)
         log.info(
             "AddNetwork for %s (container %s): %s",
-            pod, request.ContainerID, ", ".join(str(a.ipv4) for a in allocations),
+            pod, request.ContainerID, ", ".join(str(a.ip) for a in allocations),
         )  # fmt: skip
         return reply
 
@@ -175,7 +181,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
                 request.K8S_POD_NAMESPACE,
                 request.K8S_POD_NAME,
                 request.ContainerID,
-                released.ipv4,
+                released.ip,
             )
         return reply
 
@@ -206,7 +212,7 @@ class ConfigServerServicer(rpc_pb2_grpc.ConfigServerBackendServicer):  # type: i
             NetworkPolicyMode=f.network_policy_mode,
             MultiNICEnabled=f.multi_nic,
             NodeIPv4="" if f.node_ipv4 is None else str(f.node_ipv4),
-            NodeIPv6="",
+            NodeIPv6="" if f.node_ipv6 is None else str(f.node_ipv6),
             InstanceID=f.instance_id,
             Region=f.region,
         )

@@ -28,6 +28,9 @@ class PoolConfig:
     custom_networking: bool = False  # the primary ENI gets no pod addresses
     reserve_trunk_slot: bool = False  # ENABLE_POD_ENI on a trunking instance without a trunk yet
     network_card: int = 0
+    # IPv6 mode: pods are served from the primary ENI's one /80, so there is no warm pool (upstream): the
+    # manager only sees that the prefix is there.
+    ipv6: bool = False
 
     def __post_init__(self) -> None:
         if self.network_card > 0:

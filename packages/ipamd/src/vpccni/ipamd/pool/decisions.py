@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+
+from vpccni.networkutils.model import IPNetwork
 
 
 class NoActionReason(enum.Enum):
@@ -36,7 +37,7 @@ class AllocateEni:
 @dataclass(frozen=True, kw_only=True)
 class EniCidrs:
     eni_id: str
-    cidrs: tuple[IPv4Network, ...]
+    cidrs: tuple[IPNetwork, ...]
 
 
 @dataclass(frozen=True, kw_only=True)

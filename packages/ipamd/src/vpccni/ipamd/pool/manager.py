@@ -4,8 +4,10 @@ pool.
 One iteration (`update_pool`, upstream updateIPPoolIfRequired) grows the pool when it is too low or ADDs wait
 for an address, gives back addresses when it is too high (at most every 30 s), and frees at most one ENI.
 Growth is planned for the waiting ADDs and the growth already under way (`growth.py`); new ENIs attach on
-worker threads, several at once (`runner.py`). The datastore lock is only taken inside the `PoolStore`
-calls, never across an EC2 or netlink call.
+worker threads, several at once (`runner.py`). In IPv6 mode there is no warm pool: an iteration makes sure the
+primary ENI has its /80 prefix (assigning one when EC2 shows none, e.g. after someone removed it), which node
+init's pre-scale does first. The datastore lock is only taken inside the `PoolStore` calls, never across an
+EC2 or netlink call.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from vpccni.ipamd.pool.decisions import (
 )
 from vpccni.ipamd.pool.growth import DEFAULT_PACING, Growth, PoolPacing, plan_growth, pods_first
 from vpccni.ipamd.pool.growth_gate import GrowthGate
+from vpccni.ipamd.pool.ipv6 import ensure_ipv6_prefix
 from vpccni.ipamd.pool.planner import (
     MIN_ENI_AGE_S,
     at_max_pods,
@@ -52,7 +55,11 @@ from vpccni.ipamd.ports import (
     EniRequest,
     NodeNetworkPort,
     PoolStore,
+    cidr_order,
+    is_secondary_ip,
+    split_cidrs,
 )
+from vpccni.networkutils.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +102,18 @@ class PoolReconciler(Protocol):
     def resync_eni(self, eni_id: str) -> None: ...
 
 
-def addresses_to_cidrs(eni: EniDescription) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
-    """(secondary /32s, /28 prefixes) of an ENI, sorted."""
-    return (tuple(sorted(IPv4Network(ip) for ip in eni.secondary_ips)), tuple(sorted(eni.prefixes)))
+def addresses_to_cidrs(
+    eni: EniDescription, *, ipv6: bool = False
+) -> tuple[tuple[IPNetwork, ...], tuple[IPNetwork, ...]]:
+    """(secondary /32s, prefixes) of an ENI in the mode's family, sorted: /28s, or the /80s in IPv6 mode."""
+    cidrs = eni.pool_cidrs(ipv6=ipv6)
+    ips = sorted((c for c in cidrs if is_secondary_ip(c)), key=cidr_order)
+    return tuple(ips), tuple(sorted((c for c in cidrs if not is_secondary_ip(c)), key=cidr_order))
 
 
-def store_eni(store: PoolStore, eni: EniDescription, *, is_primary: bool) -> None:
-    """Put an ENI EC2 reported, with the addresses EC2 says it has, into the datastore."""
+def store_eni(store: PoolStore, eni: EniDescription, *, is_primary: bool, ipv6: bool = False) -> None:
+    """Put an ENI EC2 reported, with the addresses EC2 says it has (of the mode's family), into the
+    datastore."""
     store.add_eni(
         EniRecord(
             eni_id=eni.eni_id,
@@ -113,7 +125,7 @@ def store_eni(store: PoolStore, eni: EniDescription, *, is_primary: bool) -> Non
             subnet_id=eni.subnet_id,
         )
     )
-    ips, prefixes = addresses_to_cidrs(eni)
+    ips, prefixes = addresses_to_cidrs(eni, ipv6=ipv6)
     if ips:
         store.add_cidrs(eni.eni_id, ips, is_prefix=False)
     if prefixes:
@@ -248,6 +260,13 @@ class PoolManager:
         not wait, so ADDs that start waiting meanwhile get more ENIs started at once."""
         with self._iteration:
             if self._terminating:
+                return self._status
+            if self._config.ipv6:
+                self._status, assigned = ensure_ipv6_prefix(
+                    self._store, self._cloud, provisioning_enabled=self._policy.provisioning_enabled
+                )
+                if assigned:
+                    self._last_action = self._clock.monotonic()
                 return self._status
             if not self._policy.provisioning_enabled:
                 self._status = PoolStatus(state=GrowthState.PROVISIONING_DISABLED)
@@ -445,12 +464,9 @@ class PoolManager:
             # Before EC2 hears of it: IMDS will list these for a while and the reconciler must not re-add
             # them.
             self._cooldown.add(removed)
+            ips, prefixes = split_cidrs(removed)
             try:
-                self._cloud.unassign(
-                    release.eni_id,
-                    ips=[c.network_address for c in removed if c.prefixlen == 32],
-                    prefixes=[c for c in removed if c.prefixlen != 32],
-                )
+                self._cloud.unassign(release.eni_id, ips=ips, prefixes=prefixes)
             except CloudError as err:
                 log.warning("giving %d CIDRs of %s back to EC2 failed: %s", len(removed), release.eni_id, err)
                 continue

@@ -8,23 +8,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
+
+from vpccni.networkutils.model import IPNetwork
 
 PREFIX_SIZE = 16  # addresses in a /28
+# Upstream counts an IPv6 /80 as 250 addresses (defaultMaxIPv6addresses: the most pods a node runs), not 2^48,
+# so totals, gauges and introspection stay meaningful numbers.
+IPV6_PREFIX_COUNTED_SIZE = 250
+
+
+def counted_size(cidr: IPNetwork) -> int:
+    """How many addresses a CIDR counts for in totals: its size, or 250 for an IPv6 prefix."""
+    return IPV6_PREFIX_COUNTED_SIZE if cidr.version == 6 else cidr.num_addresses
 
 
 @dataclass(frozen=True, kw_only=True)
 class CidrSnapshot:
-    """One secondary /32 or one delegated /28 on an ENI."""
+    """One secondary /32, one delegated /28, or an IPv6 /80 on an ENI."""
 
-    cidr: IPv4Network
+    cidr: IPNetwork
     is_prefix: bool
     assigned: int  # addresses bound to a pod
     in_cooldown: int = 0  # released addresses not yet reusable (IP_COOLDOWN_PERIOD)
 
     @property
     def size(self) -> int:
-        return self.cidr.num_addresses
+        return counted_size(self.cidr)
 
     @property
     def free(self) -> int:
@@ -58,11 +68,12 @@ class EniSnapshot:
 
     @cached_property
     def prefixes(self) -> int:
-        return sum(1 for c in self.cidrs if c.is_prefix)
+        """Delegated IPv4 /28s (what prefix delegation's targets count; an IPv6 /80 is not one)."""
+        return sum(1 for c in self.cidrs if c.is_prefix and c.cidr.version == 4)
 
     @cached_property
     def free_prefixes(self) -> int:
-        return sum(1 for c in self.cidrs if c.is_prefix and c.assigned == 0)
+        return sum(1 for c in self.cidrs if c.is_prefix and c.cidr.version == 4 and c.assigned == 0)
 
 
 @dataclass(frozen=True, kw_only=True)

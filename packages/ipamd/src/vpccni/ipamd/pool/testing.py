@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
 from vpccni.awsutils.clock import Clock
@@ -24,17 +24,20 @@ from vpccni.ipamd.ports import (
     EniDescription,
     EniRecord,
     EniRequest,
+    is_secondary_ip,
 )
 from vpccni.ipamd.reconcile import Reconciler
+from vpccni.networkutils.model import IPAddress, IPNetwork
 
 _DEFAULT_SUBNET = IPv4Network("10.0.0.0/16")
+_DEFAULT_SUBNET_V6 = IPv6Network("2001:db8:0:100::/64")
 
 
 @dataclass(kw_only=True)
 class _StoreCidr:
     is_prefix: bool
-    assigned: set[IPv4Address] = field(default_factory=set)
-    cooling_until: dict[IPv4Address, float] = field(default_factory=dict)
+    assigned: set[IPAddress] = field(default_factory=set)
+    cooling_until: dict[IPAddress, float] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -42,7 +45,7 @@ class _StoreEni:
     record: EniRecord
     added_at: float
     excluded: bool = False
-    cidrs: dict[IPv4Network, _StoreCidr] = field(default_factory=dict)
+    cidrs: dict[IPNetwork, _StoreCidr] = field(default_factory=dict)
 
 
 class FakePoolStore:
@@ -53,7 +56,7 @@ class FakePoolStore:
         self._ip_cooldown_s = ip_cooldown_s
         self._enis: dict[str, _StoreEni] = {}
         self.lock = threading.Lock()
-        self.force_removed_pods: list[IPv4Address] = []
+        self.force_removed_pods: list[IPAddress] = []
 
     # PoolStore
     def snapshot(self) -> PoolSnapshot:
@@ -94,17 +97,17 @@ class FakePoolStore:
             else:
                 self._enis[eni.eni_id] = _StoreEni(record=eni, added_at=self._clock.monotonic())
 
-    def add_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network], *, is_prefix: bool) -> None:
+    def add_cidrs(self, eni_id: str, cidrs: Sequence[IPNetwork], *, is_prefix: bool) -> None:
         with self.lock:
             eni = self._enis.get(eni_id)
             if eni is None:
                 raise UnknownEni(eni_id)
             for cidr in cidrs:
-                if (cidr.prefixlen != 32) != is_prefix:
+                if is_secondary_ip(cidr) == is_prefix:
                     raise ValueError(f"{cidr} is not a {'delegated prefix' if is_prefix else 'secondary IP'}")
                 eni.cidrs.setdefault(cidr, _StoreCidr(is_prefix=is_prefix))
 
-    def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:
+    def remove_cidrs(self, eni_id: str, cidrs: Sequence[IPNetwork]) -> tuple[IPNetwork, ...]:
         with self.lock:
             eni = self._enis.get(eni_id)
             if eni is None:
@@ -114,7 +117,7 @@ class FakePoolStore:
                 del eni.cidrs[cidr]
             return removed
 
-    def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPv4Network]) -> int:
+    def force_remove_cidrs(self, eni_id: str, cidrs: Sequence[IPNetwork]) -> int:
         with self.lock:
             eni = self._enis.get(eni_id)
             if eni is None:
@@ -140,7 +143,7 @@ class FakePoolStore:
             return True
 
     # Test drivers
-    def assign_pod(self, *, prefix_mode: bool = False) -> IPv4Address | None:
+    def assign_pod(self, *, prefix_mode: bool = False) -> IPAddress | None:
         """Give a pod the first free address: ENIs in device order, CIDRs in the order they were added."""
         with self.lock:
             now = self._clock.monotonic()
@@ -158,7 +161,7 @@ class FakePoolStore:
                         return ip
             return None
 
-    def release_pod(self, ip: IPv4Address) -> None:
+    def release_pod(self, ip: IPAddress) -> None:
         with self.lock:
             for eni in self._enis.values():
                 for cidr, entry in eni.cidrs.items():
@@ -176,18 +179,21 @@ class FakePoolStore:
         with self.lock:
             return set(self._enis)
 
-    def cidrs_of(self, eni_id: str) -> set[IPv4Network]:
+    def cidrs_of(self, eni_id: str) -> set[IPNetwork]:
         with self.lock:
             return set(self._enis[eni_id].cidrs)
 
-    def assigned_addresses(self) -> set[IPv4Address]:
+    def assigned_addresses(self) -> set[IPAddress]:
         with self.lock:
             return {ip for e in self._enis.values() for c in e.cidrs.values() for ip in c.assigned}
 
 
-def _hosts(cidr: IPv4Network) -> list[IPv4Address]:
-    # All 16 addresses of a delegated /28 are usable (upstream); a /32 is its own address.
-    return list(cidr) if cidr.prefixlen < 32 else [cidr.network_address]
+def _hosts(cidr: IPNetwork) -> Iterable[IPAddress]:
+    # Every address of a delegated /28 or /80 is usable (upstream); a /32 is its own address. Lazily: a /80
+    # holds 2^48.
+    if cidr.prefixlen == cidr.max_prefixlen:
+        return [cidr.network_address]
+    return (cidr.network_address + offset for offset in range(cidr.num_addresses))
 
 
 @dataclass(kw_only=True)
@@ -202,6 +208,7 @@ class _CloudEni:
     tags: dict[str, str] = field(default_factory=dict)
     ips: set[IPv4Address] = field(default_factory=set)
     prefixes: set[IPv4Network] = field(default_factory=set)
+    ipv6_prefixes: set[IPv6Network] = field(default_factory=set)
 
     def describe(self) -> EniDescription:
         return EniDescription(
@@ -212,6 +219,7 @@ class _CloudEni:
             primary_ip=self.primary_ip,
             secondary_ips=frozenset(self.ips),
             prefixes=frozenset(self.prefixes),
+            ipv6_prefixes=frozenset(self.ipv6_prefixes),
             subnet_id=self.subnet_id,
             interface_type=self.interface_type,
             tags=tuple(sorted(self.tags.items())),
@@ -245,6 +253,7 @@ class FakeCloud:
         half = list(subnet.subnets(prefixlen_diff=1))
         self._free_ips = (ip for ip in half[0].hosts())
         self._free_prefixes = iter(half[1].subnets(new_prefix=28))
+        self._free_ipv6_prefixes = iter(_DEFAULT_SUBNET_V6.subnets(new_prefix=80))
         self._ids = itertools.count(1)
         self.lock = threading.Lock()
 
@@ -280,6 +289,11 @@ class FakeCloud:
         ip = next(self._free_ips)
         self._enis[eni_id].ips.add(ip)
         return ip
+
+    def remove_ipv6_prefixes_behind_our_back(self, eni_id: str) -> set[IPv6Network]:
+        """Another actor unassigned the ENI's /80s."""
+        gone, self._enis[eni_id].ipv6_prefixes = self._enis[eni_id].ipv6_prefixes, set()
+        return gone
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -344,14 +358,22 @@ class FakeCloud:
             eni.prefixes.update(new)
             return new
 
+    def assign_ipv6_prefix(self, eni_id: str) -> tuple[IPv6Network, ...]:
+        with self.lock:
+            self._enter("assign_ipv6_prefix")
+            new = (next(self._free_ipv6_prefixes),)
+            self._enis[eni_id].ipv6_prefixes.update(new)
+            return new
+
     def unassign(
-        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
+        self, eni_id: str, *, ips: Sequence[IPv4Address] = (), prefixes: Sequence[IPNetwork] = ()
     ) -> None:
         with self.lock:
             self._enter("unassign")
             eni = self._enis[eni_id]
             eni.ips.difference_update(ips)
-            eni.prefixes.difference_update(prefixes)
+            eni.prefixes.difference_update(p for p in prefixes if isinstance(p, IPv4Network))
+            eni.ipv6_prefixes.difference_update(p for p in prefixes if isinstance(p, IPv6Network))
 
     def free_eni(self, eni_id: str) -> None:
         with self.lock:
@@ -376,6 +398,7 @@ class FakeImds:
         self._cloud = cloud
         self._frozen: tuple[EniAddresses, ...] | None = None
         self.phantom_ips: dict[str, set[IPv4Address]] = {}  # addresses IMDS lists but EC2 never had
+        self.phantom_ipv6_prefixes: dict[str, set[IPv6Network]] = {}
 
     def freeze(self) -> None:
         self._frozen = self._live()
@@ -390,7 +413,12 @@ class FakeImds:
     def attached_enis(self) -> tuple[EniAddresses, ...]:
         enis = self._frozen if self._frozen is not None else self._live()
         return tuple(
-            replace(e, secondary_ips=e.secondary_ips | self.phantom_ips.get(e.eni_id, set())) for e in enis
+            replace(
+                e,
+                secondary_ips=e.secondary_ips | self.phantom_ips.get(e.eni_id, set()),
+                ipv6_prefixes=e.ipv6_prefixes | self.phantom_ipv6_prefixes.get(e.eni_id, set()),
+            )
+            for e in enis
         )
 
 
@@ -430,7 +458,7 @@ class FakeAllocationRestore:
     def __init__(self, store: FakePoolStore, *, allocations: int = 0) -> None:
         self._store = store
         self._allocations = allocations
-        self.restored: list[IPv4Address] = []
+        self.restored: list[IPAddress] = []
 
     def restore_allocations(self) -> int:
         for _ in range(self._allocations):
@@ -510,8 +538,8 @@ class FakeNode:
             **options,
         )
 
-    def ec2_cidrs(self) -> set[IPv4Network]:
-        return {c for i in self.cloud.eni_ids() for c in self.cloud.eni(i).cidrs}
+    def ec2_cidrs(self, *, ipv6: bool = False) -> set[IPNetwork]:
+        return {c for i in self.cloud.eni_ids() for c in self.cloud.eni(i).pool_cidrs(ipv6=ipv6)}
 
-    def store_cidrs(self) -> set[IPv4Network]:
+    def store_cidrs(self) -> set[IPNetwork]:
         return {c for i in self.store.eni_ids() for c in self.store.cidrs_of(i)}

@@ -37,7 +37,7 @@ class BranchAttachment:
         b = self.branch
         return CheckpointEntry(
             key=self.key,
-            ipv4=b.ipv4,
+            ip=b.ipv4,
             allocation_timestamp_ns=self.assigned_ns,
             metadata=self.metadata,
             branch=BranchEniRecord(eni_id=b.eni_id, mac=b.mac, vlan_id=b.vlan_id, subnet=b.subnet),
@@ -56,11 +56,13 @@ class BranchAttachment:
     def from_entry(cls, entry: CheckpointEntry) -> BranchAttachment:
         record = entry.branch
         if record is None:
-            raise ValueError(f"checkpoint entry of {entry.ipv4} has no branch ENI")
+            raise ValueError(f"checkpoint entry of {entry.ip} has no branch ENI")
+        if not isinstance(entry.ip, IPv4Address):
+            raise ValueError(f"checkpoint entry of {entry.ip}: branch ENI pods are IPv4")
         branch = BranchEni(
             eni_id=record.eni_id,
             mac=record.mac,
-            ipv4=entry.ipv4,
+            ipv4=entry.ip,
             vlan_id=record.vlan_id,
             subnet=record.subnet,
         )
@@ -88,7 +90,9 @@ class BranchAttachments:
     def load(self) -> tuple[BranchAttachment, ...]:
         """What the checkpoint records (at start, before `keep`)."""
         entries = self._checkpointer.read() or ()
-        return tuple(BranchAttachment.from_entry(e) for e in entries if e.branch is not None)
+        return tuple(
+            BranchAttachment.from_entry(e) for e in entries if e.branch is not None and e.ip.version == 4
+        )
 
     def keep(self, attachments: tuple[BranchAttachment, ...]) -> None:
         """Start from these (the restored ones) and rewrite the checkpoint's share."""

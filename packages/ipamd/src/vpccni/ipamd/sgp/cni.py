@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from typing import Any
 
 from vpccni.cniplugin.errors import CNIError, ErrorCode
@@ -25,6 +24,7 @@ from vpccni.ipamd.podkey import PodMetadata
 from vpccni.ipamd.sgp.annotation import BranchEni
 from vpccni.ipamd.sgp.attachments import BranchAttachment, BranchAttachments
 from vpccni.ipamd.sgp.lookup import BranchLookupError, BranchPodLookup
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.names import STRICT_BRANCH_VETH_PREFIX
 from vpccni.networkutils.pod import PodInterface
 from vpccni.networkutils.tables import route_table_for_vlan
@@ -125,7 +125,7 @@ class BranchCni:
             host_mac=wired.host_mac,
             ifname=pod.ifname,
             netns_path=netns_path,
-            ipv4=branch.ipv4,
+            ip=branch.ipv4,
             route_table=BRANCH_DEVICE_NUMBER,
             device_number=BRANCH_DEVICE_NUMBER,
             pod_namespace=pod.namespace,
@@ -160,14 +160,14 @@ class BranchCni:
         if prev is None:
             return False
         host_veth = prev.host_veth or pod.upstream_veth(host_veth_prefix(conf))
-        self._teardown(pod, prev.ipv4, prev.vlan_id, host_veth, netns_fd, keep_veth)
+        self._teardown(pod, prev.ip, prev.vlan_id, host_veth, netns_fd, keep_veth)
         log.info("DEL %s: VLAN %d pod unwired from its prevResult", pod.label, prev.vlan_id)
         return True
 
     def _teardown(
         self,
         pod: PodRef,
-        ipv4: IPv4Address,
+        ip: IPAddress,
         vlan_id: int,
         host_veth: str,
         netns_fd: int | None,
@@ -177,7 +177,7 @@ class BranchCni:
             # The controller reused the VLAN for a newer pod on this node: its link and rules are that pod's.
             log.info("DEL %s: VLAN %d now belongs to another pod; leaving its link", pod.label, vlan_id)
             return
-        bare = PodInterface(host_veth=host_veth, ipv4=ipv4, ifname=pod.ifname)
+        bare = PodInterface(host_veth=host_veth, ip=ip, ifname=pod.ifname)
         try:
             self._wiring.unwire(bare, vlan_id, netns_fd, keep_veth=keep_veth)
         except Exception as exc:
@@ -213,7 +213,7 @@ class BranchCni:
                 errors.append(f"{pod.label}: {exc}")
         return errors
 
-    def addresses(self) -> set[IPv4Address]:
+    def addresses(self) -> set[IPAddress]:
         return {a.branch.ipv4 for a in self._attachments.all()}
 
 
@@ -223,7 +223,7 @@ def _spec(
     return BranchPodInterface(
         pod=PodInterface(
             host_veth=host_veth or pod.upstream_veth(host_veth_prefix(conf)),
-            ipv4=branch.ipv4,
+            ip=branch.ipv4,
             ifname=pod.ifname,
             route_table=route_table_for_vlan(branch.vlan_id),
             mtu=conf.mtu,

@@ -44,7 +44,7 @@ def restore_branch_pods(
             attachment.metadata.namespace, attachment.metadata.name, b.ipv4, b.vlan_id,
         )  # fmt: skip
         if b.vlan_id not in live_vlans:
-            wiring.unwire(PodInterface(host_veth=attachment.host_veth, ipv4=b.ipv4), b.vlan_id)
+            wiring.unwire(PodInterface(host_veth=attachment.host_veth, ip=b.ipv4), b.vlan_id)
     attachments.keep(live)
     orphans = []
     names = {link.name for link in netlink.links()}  # after the teardowns above

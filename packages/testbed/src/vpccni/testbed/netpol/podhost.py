@@ -51,7 +51,7 @@ class PodHost:
         ns.create_netns(netns)
         self._made.append(netns)
         ns.exec_in_netns(netns, ["ip", "link", "set", "lo", "up"])
-        spec = PodInterface(host_veth=host_veth_name(namespace, name), ipv4=IPv4Address(ip))
+        spec = PodInterface(host_veth=host_veth_name(namespace, name), ip=IPv4Address(ip))
         node_fd = os.open(ns.netns_path(self.node), os.O_RDONLY | os.O_CLOEXEC)
         pod_fd = os.open(ns.netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -61,7 +61,7 @@ class PodHost:
         finally:
             os.close(node_fd)
             os.close(pod_fd)
-        pod = HostedPod(namespace=namespace, name=name, netns=netns, ip=spec.ipv4, veth=spec.host_veth)
+        pod = HostedPod(namespace=namespace, name=name, netns=netns, ip=IPv4Address(ip), veth=spec.host_veth)
         self.pods.append(pod)
         return pod
 

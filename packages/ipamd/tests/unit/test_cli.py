@@ -6,7 +6,8 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from typing import Any
 
 import pytest
 from vpccni.awsutils.testing import FakeClock
@@ -20,6 +21,7 @@ from vpccni.ipamd.introspection import (
     IntrospectionSources,
     datastore_pod_views,
     pod_view,
+    scrub_eni_infos,
 )
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.ports import EniRecord
@@ -159,20 +161,34 @@ def test_unreachable_ipamd_says_what_to_check() -> None:
     assert "is aws-node running" in err
 
 
-def test_rows_from_prefix_mode_count_sixteen_per_prefix() -> None:
-    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock(), prefix_delegation=True)
+def _one_pod_on(cidr: IPv4Network | IPv6Network, **mode: bool) -> dict[str, Any]:
+    """`/v1/enis` (scrubbed) of a node whose primary ENI holds `cidr` and one pod on it."""
+    ds = DataStore(checkpointer=MemoryCheckpointer(), clock=FakeClock(), **mode)
     ds.add_eni(
         EniRecord(eni_id="eni-p", device_number=0, primary_ip=IPv4Address("10.0.0.10"), is_primary=True)
     )
-    ds.add_cidrs("eni-p", [IPv4Network("10.0.1.0/28")], is_prefix=True)
+    ds.add_cidrs("eni-p", [cidr], is_prefix=True)
     ds.assign(
         IPAMKey(network_name="n", container_id="c", ifname="eth0"), PodMetadata(namespace="a", name="b")
     )
-    doc = {"0": ds.eni_infos()}
+    return {"0": scrub_eni_infos(ds.eni_infos())}
+
+
+def test_rows_from_prefix_mode_count_sixteen_per_prefix() -> None:
+    doc = _one_pod_on(IPv4Network("10.0.1.0/28"), prefix_delegation=True)
     (row,) = eni_rows(doc)
     assert (row.total, row.assigned, row.cidrs) == (16, 1, ("10.0.1.0/28",))
     (pod,) = pod_rows(doc)
     assert IPv4Address(pod.ip) in IPv4Network("10.0.1.0/28")
+
+
+def test_rows_of_an_ipv6_node_count_its_80_as_250() -> None:
+    doc = _one_pod_on(IPv6Network("2001:db8:0:100:1::/80"), ipv6=True)
+    (row,) = eni_rows(doc)
+    assert (row.total, row.assigned, row.cidrs) == (250, 1, ("2001:db8:0:100:1::/80",))
+    (pod,) = pod_rows(doc)
+    assert (pod.ip, pod.cidr) == ("2001:db8:0:100:1::", "2001:db8:0:100:1::/80")
+    assert '"containerID": "c"' not in json.dumps(doc)  # scrubbed in IPv6Cidrs too
 
 
 def test_http_introspection_over_a_unix_socket(tmp_path) -> None:

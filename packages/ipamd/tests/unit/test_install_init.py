@@ -21,7 +21,8 @@ def host(tmp_path: Path) -> Path:
     """A fake node: /proc/sys with the keys init touches, sysfs with two links, an image with plugins."""
     proc = tmp_path / "proc-sys"
     keys = ("net/ipv4/conf/ens5/rp_filter", "net/ipv4/conf/ens6/rp_filter", "net/ipv4/tcp_early_demux")
-    for key, value in (*((k, "1") for k in keys), ("net/ipv4/ip_forward", "0")):
+    ipv6 = ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/all/forwarding", "net/ipv6/conf/ens5/accept_ra")
+    for key, value in (*((k, "1") for k in keys), ("net/ipv4/ip_forward", "0"), *((k, "0") for k in ipv6)):
         (proc / key).parent.mkdir(parents=True, exist_ok=True)
         (proc / key).write_text(value + "\n")
     for name, mac in (("ens5", PRIMARY_MAC), ("ens6", "0a:00:00:00:00:02")):
@@ -83,3 +84,29 @@ def test_a_kernel_without_tcp_early_demux_is_left_alone(host: Path) -> None:
 def test_invalid_host_path_is_reported_with_the_variable(host: Path) -> None:
     with pytest.raises(ValueError, match="HOST_CNI_BIN_PATH"):
         _config(host, {"HOST_CNI_BIN_PATH": "relative/bin"})
+
+
+@pytest.mark.parametrize(
+    ("env", "want"),
+    [
+        ({}, {"disable_ipv6": "1", "forwarding": "0", "accept_ra": "0"}),
+        (
+            {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true",
+             "WARM_PREFIX_TARGET": "1"},
+            {"disable_ipv6": "0", "forwarding": "1", "accept_ra": "2"},
+        ),
+        ({"ENABLE_V6_EGRESS": "true"}, {"disable_ipv6": "1", "forwarding": "1", "accept_ra": "2"}),
+    ],
+    ids=["ipv4", "ipv6", "ipv4-with-v6-egress"],
+)  # fmt: skip
+def test_ipv6_sysctls_as_upstreams_init(host: Path, env: dict[str, str], want: dict[str, str]) -> None:
+    sysctl = ProcSysctl(host / "proc-sys")
+    sysctl.write("net/ipv6/conf/all/disable_ipv6", "1")
+    run_init(_config(host, env), sysctl=sysctl, metadata=_metadata())
+    got = {
+        "disable_ipv6": sysctl.read("net/ipv6/conf/all/disable_ipv6"),
+        "forwarding": sysctl.read("net/ipv6/conf/all/forwarding"),
+        "accept_ra": sysctl.read("net/ipv6/conf/ens5/accept_ra"),
+    }
+    # Only IPv6 mode turns IPv6 on; IPv6 egress of an IPv4 node needs forwarding and RAs.
+    assert got == want

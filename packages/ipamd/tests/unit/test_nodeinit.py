@@ -90,9 +90,11 @@ class Node(FakeNode):
         )
         ownership = EniOwnership(
             instance_id=INSTANCE_ID,
+            primary_eni_id=self.primary.eni_id,
             manage_untagged=manage_untagged,
             tags=TagSettings(additional_tags={"team": "net"}),
             network_cards=frozenset(stores),
+            primary_only=options.ipv6,
         )
         return NodeInit(
             options=options,

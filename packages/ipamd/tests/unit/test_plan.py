@@ -27,7 +27,14 @@ CANDIDATES = (
     "127.0.0.1:1", "10.9.0.0/16", "0x40", '{"team": "blue"}', "standard", "none", "hashrandom", "INFO",
 )  # fmt: skip
 # What a variable needs beside it to pass the combination checks.
-COMPANIONS = {"ENABLE_PREFIX_DELEGATION": {"WARM_PREFIX_TARGET": "1"}}
+IPV6_MODE = {"ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}
+COMPANIONS = {
+    "ENABLE_PREFIX_DELEGATION": {"WARM_PREFIX_TARGET": "1"},
+    "ENABLE_IPv6": {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"},
+    # Settings of IPv6 mode's egress (IPv4 egress for pods) do something in IPv6 mode only.
+    "ENABLE_V4_EGRESS": {**IPV6_MODE, "ENABLE_IPv6": "true"},
+    "AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE": {**IPV6_MODE, "ENABLE_IPv6": "true"},
+}
 
 
 def _other_value(spec: SettingSpec) -> str:

@@ -225,6 +225,15 @@ def test_ipv6_a_prefix_ec2_gained_is_added() -> None:
     assert added in node.store.cidrs_of(node.primary.eni_id)
 
 
+def test_ipv6_mode_leaves_an_eni_attached_behind_its_back_alone() -> None:
+    node = make_ipv6_node()
+    ownership = EniOwnership(instance_id="i-0test", primary_eni_id=node.primary.eni_id, primary_only=True)
+    other = node.cloud.add_existing_eni(device_number=1, ips=2)
+    report = node.make_reconciler(ipv6=True, is_managed=ownership.manages).run()
+    assert report.added_enis == () and other.eni_id not in node.store.eni_ids()
+    assert node.network.set_up == set()
+
+
 def test_ipv4_mode_leaves_an_enis_ipv6_prefixes_alone() -> None:
     node = make_node()
     node.cloud.assign_ipv6_prefix(node.primary.eni_id)

@@ -120,10 +120,7 @@ def test_all_errors_are_collected_and_name_the_variable() -> None:
     assert "ENABLE_POD_ENI='yes': expected a boolean (true/false, 1/0, t/f); valid: boolean" in text
 
 
-@pytest.mark.parametrize(
-    "name,feature",
-    [("ENABLE_IPv6", "IPv6"), ("ENABLE_V6_EGRESS", "IPv6 egress")],
-)
+@pytest.mark.parametrize("name,feature", [("ENABLE_POD_ENI", "security groups for pods")])
 def test_unsupported_features_are_rejected_as_such(name: str, feature: str) -> None:
     with pytest.raises(SettingsError, match=f"{name}=true: {feature}.*not supported"):
         load_settings({name: "true"})
@@ -208,3 +205,49 @@ def test_configuration_docs_are_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+IPV6 = {
+    "ENABLE_IPv6": "true",
+    "ENABLE_IPv4": "false",
+    "ENABLE_PREFIX_DELEGATION": "true",
+    "WARM_PREFIX_TARGET": "1",
+}
+
+
+def test_ipv6_mode_is_upstreams_combination() -> None:
+    s = load_settings(IPV6)
+    assert s.enable_ipv6 and not s.enable_ipv4 and s.enable_v4_egress and not s.enable_v6_egress
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"ENABLE_IPv6": "true"}, "ENABLE_IPv6=true and ENABLE_IPv4=true: exactly one of them must be true"),
+        (
+            {"ENABLE_IPv4": "false"},
+            "ENABLE_IPv4=false and ENABLE_IPv6=false: exactly one of them must be true",
+        ),
+        (
+            {**IPV6, "ENABLE_PREFIX_DELEGATION": "false"},
+            "ENABLE_IPv6=true needs ENABLE_PREFIX_DELEGATION=true",
+        ),
+        ({**IPV6, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"}, "custom networking is not offered in IPv6"),
+        ({**IPV6, "ENABLE_V6_EGRESS": "true"}, "ENABLE_V6_EGRESS=true with ENABLE_IPv6=true"),
+        (
+            {**IPV6, "AWS_VPC_ENI_MTU": "1200"},
+            "AWS_VPC_ENI_MTU=1200 with ENABLE_IPv6=true: IPv6 needs an MTU",
+        ),
+        ({**IPV6, "POD_MTU": "1000"}, "POD_MTU=1000 with ENABLE_IPv6=true"),
+    ],
+    ids=["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu"],
+)
+def test_ipv6_mode_refuses_wrong_combinations_with_the_fix(env: dict[str, str], error: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    (message,) = [e for e in err.value.errors if "IPv" in e or "MTU" in e]
+    assert message.startswith(error) or error in message, message
+
+
+def test_ipv6_egress_of_ipv4_clusters_is_a_setting_of_ipv4_mode() -> None:
+    assert load_settings({"ENABLE_V6_EGRESS": "true"}).enable_v6_egress

@@ -54,6 +54,26 @@ def test_apply_converges_and_second_apply_changes_nothing(host: Host) -> None:
     ]
 
 
+def test_ipv6_mode_has_no_snat_or_connmark_and_forwards_ipv6(host: Host) -> None:
+    host.network.apply(CONFIG)  # an IPv4 node turned into an IPv6 one keeps none of IPv4 mode's rules
+    ipv6 = dataclasses.replace(CONFIG, ipv6=True)
+    assert host.network.apply(ipv6).changes
+    assert host.network.apply(ipv6).changes == ()
+    nat = host.iptables.tables["nat"]
+    assert "AWS-SNAT-CHAIN-0" not in nat and "AWS-CONNMARK-CHAIN-0" not in nat and nat["POSTROUTING"] == []
+    assert host.iptables.rules("mangle", "PREROUTING") == [] and host.nft.tables == {}
+    assert [r for r in host.ns.rules() if r.priority == 1024] == [
+        Rule(priority=1024, table=254, fwmark=0x80, fwmask=0x80, family=6)
+    ]
+    for key, value in (
+        ("net/ipv6/conf/all/forwarding", "1"),
+        ("net/ipv6/conf/ens5/accept_ra", "2"),
+        ("net/ipv6/conf/all/disable_ipv6", "0"),
+        ("net/ipv4/ip_forward", "1"),  # egress-cni's IPv4 egress of the pods still needs it
+    ):
+        assert host.ns.read_sysctl(key) == value, key
+
+
 def test_backend_follows_iptables_flavour() -> None:
     legacy, nft = make_host(IptablesMode.LEGACY), make_host(IptablesMode.NFT)
     assert legacy.network.apply(CONFIG).backend is ConnmarkBackend.IPTABLES

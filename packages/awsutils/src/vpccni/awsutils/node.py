@@ -63,11 +63,13 @@ class NodeIdentity:
     primary_mac: str
     primary_eni_id: str
     primary_ipv4: ipaddress.IPv4Address
+    primary_ipv6: ipaddress.IPv6Address | None  # IMDS `ipv6`: the primary ENI's first IPv6 address, if any
     subnet_id: str
     subnet_cidr: ipaddress.IPv4Network | None
     vpc_id: str
     vpc_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...]
     security_groups: tuple[str, ...]
+    vpc_ipv6_cidrs: tuple[ipaddress.IPv6Network, ...] = ()
 
 
 def read_identity(metadata: InstanceMetadata) -> NodeIdentity:
@@ -80,11 +82,13 @@ def read_identity(metadata: InstanceMetadata) -> NodeIdentity:
         primary_mac=mac,
         primary_eni_id=metadata.interface_id(mac),
         primary_ipv4=metadata.local_ipv4(),
+        primary_ipv6=metadata.ipv6(),
         subnet_id=metadata.subnet_id(mac),
         subnet_cidr=metadata.subnet_ipv4_cidr(mac),
         vpc_id=metadata.vpc_id(mac),
         vpc_ipv4_cidrs=tuple(metadata.vpc_ipv4_cidrs(mac)),
         security_groups=tuple(metadata.security_group_ids(mac)),
+        vpc_ipv6_cidrs=tuple(metadata.vpc_ipv6_cidrs(mac)),
     )
 
 

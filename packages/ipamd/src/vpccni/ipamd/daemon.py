@@ -248,6 +248,7 @@ class Daemon:
             manage_untagged=plan.pool.manage_untagged_enis,
             tags=plan.aws.tags,
             network_cards=frozenset(card_numbers),
+            primary_only=options.ipv6,
         )
 
         def prepare(eni: EniDescription) -> None:
@@ -266,6 +267,7 @@ class Daemon:
                 cooldown_s=plan.store.ip_cooldown_s,
                 clock=self._clock,
                 network_card=card,
+                ipv6=options.ipv6,
             )
             reconciler = Reconciler(
                 store=datastore,
@@ -277,6 +279,7 @@ class Daemon:
                 network_card=card,
                 is_managed=ownership.manages,
                 prepare_eni=prepare,
+                ipv6=options.ipv6,
             )
             return CardStack(card=card, datastore=datastore, checkpointer=checkpointer, reconciler=reconciler)
 
@@ -464,13 +467,16 @@ class Daemon:
             network_policy_mode=plan.serve.network_policy_mode,
             multi_nic=plan.pool.init.multi_nic,
             node_ipv4=ident.primary_ipv4,
+            node_ipv6=ident.primary_ipv6,
             instance_id=ident.instance_id,
             region=ident.region,
         )
+        ipv6 = plan.serve.ipv6
         backend = CniBackendServicer(
             allocator=allocator,
             facts=facts,
-            vpc_cidrs=lambda: ident.vpc_ipv4_cidrs,
+            vpc_cidrs=lambda: () if ipv6 else ident.vpc_ipv4_cidrs,
+            vpc_v6_cidrs=lambda: ident.vpc_ipv6_cidrs if ipv6 else (),
             multi_nic=allocator if plan.pool.init.multi_nic else None,
             branches=self.sgp.rpc if self.sgp is not None else None,
         )

@@ -201,10 +201,10 @@ def json_response(value: object) -> Response:
 
 
 def scrub_eni_infos(infos: Mapping[str, Any]) -> dict[str, Any]:
-    """Blank containerID and ifName in every IPAMKey (upstream v1.23.0)."""
+    """Blank containerID and ifName in every IPAMKey (upstream v1.23.0), IPv6 pods' too."""
     out = copy.deepcopy(dict(infos))
     for eni in out.get("ENIs", {}).values():
-        for cidr in eni.get("AvailableIPv4Cidrs", {}).values():
+        for cidr in [*eni.get("AvailableIPv4Cidrs", {}).values(), *eni.get("IPv6Cidrs", {}).values()]:
             for addr in cidr.get("IPAddresses", {}).values():
                 key = addr.get("IPAMKey")
                 if isinstance(key, dict):

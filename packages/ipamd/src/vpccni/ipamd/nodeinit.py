@@ -272,12 +272,16 @@ class NodeInit:
     ) -> tuple[tuple[EniDescription, ...], frozenset[str]]:
         managed, unmanaged = [], set()
         for eni in enis:
-            if eni.eni_id == primary_id or (not self._options.ipv6 and self._ownership.manages(eni)):
+            if eni.eni_id == primary_id or self._ownership.manages(eni):
                 managed.append(eni)
             else:
                 unmanaged.add(eni.eni_id)
         if unmanaged:
-            why = " (IPv6 mode manages the primary ENI only, as upstream)" if self._options.ipv6 else ""
+            why = (
+                " (IPv6 mode manages the primary ENI only, as upstream)"
+                if self._ownership.primary_only
+                else ""
+            )
             log.info("ENIs ipamd leaves alone%s: %s", why, sorted(unmanaged))
         return tuple(managed), frozenset(unmanaged)
 

@@ -24,6 +24,7 @@ from vpccni.awsutils.tags import TagSettings
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.adapters.kube import KubeTimers
 from vpccni.ipamd.adapters.network import HostSettings
+from vpccni.ipamd.egress.config import EgressConfig
 from vpccni.ipamd.install.conflist import ConflistOptions
 from vpccni.ipamd.logs import LogOptions
 from vpccni.ipamd.nodeinit import InitOptions
@@ -80,6 +81,7 @@ class ServePlan:
     use_external_snat: bool
     exclude_snat_cidrs: tuple[IPv4Network, ...]
     network_policy_mode: str
+    ipv6: bool  # replies carry the VPC's IPv6 CIDRs (VPCv6CIDRs) instead of its IPv4 ones
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +90,9 @@ class InstallPlan:
     bin_dir: Path
     conf_dir: Path
     disable_tcp_early_demux: bool
+    # The init step's IPv6 sysctls (upstream's init container): IPv6 mode, or IPv6 egress of IPv4 pods.
+    ipv6: bool
+    v6_egress: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +106,7 @@ class WiringPlan:
     logging: LogOptions
     install: InstallPlan
     sgp: SgpConfig
+    egress: EgressConfig
     housekeeping_s: float = HOUSEKEEPING_INTERVAL_S
     grpc_grace_s: float = GRPC_GRACE_S
 
@@ -120,6 +126,7 @@ class WiringPlan:
             logging=LogOptions(level=settings.log_level, file=settings.log_file),
             install=install_plan(settings),
             sgp=sgp_config(settings),
+            egress=egress_config(settings),
         )
 
 
@@ -178,6 +185,7 @@ def host_settings(s: Settings) -> HostSettings:
         pod_mtu=s.pod_mtu,
         veth_prefix=s.veth_prefix,
         local_rule_after_vlan_rules=sgp_config(s).strict,
+        ipv6=s.enable_ipv6,
     )
 
 
@@ -186,6 +194,20 @@ def sgp_config(s: Settings) -> SgpConfig:
         enabled=s.enable_pod_eni,
         enforcing_mode=EnforcingMode(s.pod_sg_enforcing_mode),
         annotation_wait_s=s.pod_eni_wait_s,
+    )
+
+
+def egress_config(s: Settings) -> EgressConfig:
+    return EgressConfig.for_cluster(
+        ipv6_cluster=s.enable_ipv6,
+        v4_egress=s.enable_v4_egress,
+        v6_egress=s.enable_v6_egress,
+        v4_log_file=s.egress_v4_plugin_log_file,
+        v6_log_file=s.egress_v6_plugin_log_file,
+        log_level=s.plugin_log_level,
+        randomize_snat=s.randomize_snat,
+        mtu=s.pod_mtu,
+        data_dir=s.egress_ipam_dir,
     )
 
 
@@ -202,6 +224,7 @@ def pool_plan(s: Settings) -> PoolPlan:
             imds_only=s.enable_imds_only_mode,
             max_eni_cap=s.max_eni_cap,
             multi_nic=s.enable_multi_nic,
+            ipv6=s.enable_ipv6,
         ),
         policy=PoolPolicy(
             provisioning_enabled=s.provisioning_enabled,
@@ -230,6 +253,7 @@ def serve_plan(s: Settings) -> ServePlan:
         use_external_snat=s.external_snat,
         exclude_snat_cidrs=s.exclude_snat_cidrs,
         network_policy_mode=s.network_policy_enforcing_mode,
+        ipv6=s.enable_ipv6,
     )
 
 
@@ -249,4 +273,6 @@ def install_plan(s: Settings) -> InstallPlan:
         bin_dir=Path(s.host_cni_bin_path),
         conf_dir=Path(s.host_cni_confdir_path),
         disable_tcp_early_demux=s.disable_tcp_early_demux,
+        ipv6=s.enable_ipv6,
+        v6_egress=s.enable_v6_egress,
     )

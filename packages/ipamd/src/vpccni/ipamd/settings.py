@@ -63,6 +63,8 @@ class Settings:
     log_file: str
     plugin_log_file: str
     plugin_log_level: str
+    egress_v4_plugin_log_file: str
+    egress_v6_plugin_log_file: str
     introspection_bind_address: str
     disable_introspection: bool
     disable_metrics: bool
@@ -89,6 +91,10 @@ class Settings:
     backing_store: str
     enable_ipv4: bool
     enable_multi_nic: bool
+    enable_ipv6: bool
+    enable_v4_egress: bool
+    enable_v6_egress: bool
+    egress_ipam_dir: str
     # conflist and init container (read by the installer)
     enable_bandwidth_plugin: bool
     pod_sg_enforcing_mode: str
@@ -207,13 +213,11 @@ def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[str, ...]
     return Settings(**values), tuple(errors)  # type: ignore[arg-type]
 
 
+IPV6_MIN_MTU = 1280  # RFC 8200: every IPv6 link carries at least this much
+
+
 def _combination_errors(values: Mapping[str, object]) -> list[str]:
-    errors: list[str] = []
-    if values.get("enable_ipv4") is False:
-        errors.append(
-            "ENABLE_IPv4=false: exactly one of ENABLE_IPv4 and ENABLE_IPv6 must be true and IPv6 mode is not "
-            "supported by this version; set ENABLE_IPv4=true"
-        )
+    errors = _address_family_errors(values)
     if values.get("enable_prefix_delegation") is True and all(
         values.get(k) == 0 for k in ("warm_prefix_target", "warm_ip_target", "minimum_ip_target")
     ):
@@ -222,6 +226,46 @@ def _combination_errors(values: Mapping[str, object]) -> list[str]:
             "supported while WARM_IP_TARGET/MINIMUM_IP_TARGET is not set; set WARM_PREFIX_TARGET (e.g. 1), "
             "WARM_IP_TARGET or MINIMUM_IP_TARGET"
         )
+    return errors
+
+
+def _address_family_errors(values: Mapping[str, object]) -> list[str]:
+    """Upstream's rules for IPv4/IPv6 mode (isConfigValid and the entrypoint), every one with its fix."""
+    ipv4, ipv6 = values.get("enable_ipv4") is True, values.get("enable_ipv6") is True
+    if ipv4 == ipv6:
+        pair = "ENABLE_IPv6=true and ENABLE_IPv4=true" if ipv4 else "ENABLE_IPv4=false and ENABLE_IPv6=false"
+        return [
+            f"{pair}: exactly one of them must be true (dual-stack pods are not offered, as upstream); set"
+            " ENABLE_IPv4=true for IPv4 mode, or ENABLE_IPv6=true with ENABLE_IPv4=false for IPv6 mode"
+        ]
+    if not ipv6:
+        return []
+    errors = []
+    if values.get("enable_prefix_delegation") is not True:
+        errors.append(
+            "ENABLE_IPv6=true needs ENABLE_PREFIX_DELEGATION=true: IPv6 pods get addresses from a /80 prefix"
+            " of the primary ENI (set it, and WARM_PREFIX_TARGET=1 as the manifests do)"
+        )
+    if values.get("custom_network_cfg") is True:
+        errors.append(
+            "ENABLE_IPv6=true with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: custom networking is not offered"
+            " in IPv6 mode (upstream neither); IPv6 pods use the primary ENI's subnet: unset it"
+        )
+    if values.get("enable_v6_egress") is True:
+        errors.append(
+            "ENABLE_V6_EGRESS=true with ENABLE_IPv6=true: IPv6 egress is for the pods of IPv4 clusters (IPv6"
+            " pods have IPv6 already; their IPv4 egress is ENABLE_V4_EGRESS): unset ENABLE_V6_EGRESS"
+        )
+    if values.get("enable_pod_eni") is True:
+        errors.append(
+            "ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods are offered in IPv4 mode"
+            " only in this release (upstream's IPv6 branch ENIs are not implemented yet): unset ENABLE_POD_ENI, or"
+            " run the node in IPv4 mode"
+        )
+    eni_mtu, pod_mtu = values.get("eni_mtu"), values.get("pod_mtu")
+    for name, mtu in (("AWS_VPC_ENI_MTU", eni_mtu), ("POD_MTU", pod_mtu if pod_mtu != eni_mtu else None)):
+        if isinstance(mtu, int) and mtu < IPV6_MIN_MTU:
+            errors.append(f"{name}={mtu} with ENABLE_IPv6=true: IPv6 needs an MTU of at least {IPV6_MIN_MTU}")
     return errors
 
 

@@ -371,14 +371,14 @@ REGISTRY: tuple[SettingSpec, ...] = (
           valid="stderr|absolute path", consumer="install",
           meaning="CNI plugin log (written into the conflist; rotates at 100 MB, 5 kept); stdout is the CNI "
                   "result channel"),
-    _spec("AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE", None,
+    _spec("AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE", "egress_v4_plugin_log_file",
           parse_plugin_log_file, "/var/log/aws-routed-eni/egress-v4-plugin.log",
-          valid="stderr|absolute path", support=Support.NOT_APPLICABLE, consumer="install",
-          meaning="egress-cni log for IPv4 egress of IPv6 pods (IPv6 mode only)"),
-    _spec("AWS_VPC_K8S_EGRESS_V6_PLUGIN_LOG_FILE", None,
+          valid="stderr|absolute path", consumer="install",
+          meaning="egress-cni log in IPv6 clusters (IPv4 egress for pods), written into the conflist"),
+    _spec("AWS_VPC_K8S_EGRESS_V6_PLUGIN_LOG_FILE", "egress_v6_plugin_log_file",
           parse_plugin_log_file, "/var/log/aws-routed-eni/egress-v6-plugin.log",
-          valid="stderr|absolute path", support=Support.NOT_APPLICABLE, consumer="install",
-          meaning="egress-cni log for IPv6 egress of IPv4 pods (ENABLE_V6_EGRESS only)"),
+          valid="stderr|absolute path", consumer="install",
+          meaning="egress-cni log in IPv4 clusters (IPv6 egress for pods), written into the conflist"),
     _spec("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "plugin_log_level", parse_log_level, "DEBUG",
           valid="DEBUG|INFO|WARN|ERROR|FATAL", consumer="install",
           meaning="CNI plugin log level (written into the conflist)"),
@@ -433,24 +433,34 @@ REGISTRY: tuple[SettingSpec, ...] = (
           meaning="checkpoint file of pod IP allocations"),
     # Address family, and features this version does not offer
     _bool("ENABLE_IPv4", "enable_ipv4", True,
-          meaning="IPv4 mode (must stay true: the upstream code default false is not reproduced)"),
-    _spec("ENABLE_IPv6", None, parse_bool, False,
-          valid="false", support=Support.UNSUPPORTED, feature="IPv6 mode",
-          meaning="IPv6 mode"),
+          consumer="ipamd, init, install",
+          meaning="IPv4 mode; exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (the upstream code default"
+                  " false is not reproduced: the manifests set it)"),
+    _bool("ENABLE_IPv6", "enable_ipv6", False,
+          consumer="ipamd, init, install",
+          meaning="IPv6 mode: pods get a /128 of the primary ENI's /80 prefix; needs ENABLE_IPv4=false,"
+                  " ENABLE_PREFIX_DELEGATION=true, no custom networking, a Nitro instance, an IPv6 subnet"),
     _bool("ENABLE_POD_ENI", "enable_pod_eni", False,
           consumer="ipamd, networkutils",
           meaning="security groups for pods: ask the VPC resource controller for a trunk ENI (CNINode"
-                  " SecurityGroupsForPods) and wire pods it gives a branch ENI through a VLAN"),
+                  " SecurityGroupsForPods) and wire pods it gives a branch ENI through a VLAN (IPv4 mode)"),
     _bool("ENABLE_MULTI_NIC", "enable_multi_nic", False,
           meaning="manage ENIs and warm pools on every network card (but cards holding only an EFA-only ENI);"
                   " pods annotated k8s.amazonaws.com/nicConfig: multi-nic-attachment get one interface per"
                   " managed card"),
-    _spec("ENABLE_V6_EGRESS", None, parse_bool, False,
-          valid="false", support=Support.UNSUPPORTED, feature="IPv6 egress for IPv4 pods",
-          meaning="IPv6 egress for IPv4 pods through egress-cni"),
-    _bool("ENABLE_V4_EGRESS", None, True,
-          support=Support.NOT_APPLICABLE, consumer="install",
-          meaning="IPv4 egress for IPv6 pods (IPv6 mode only)"),
+    _bool("ENABLE_V6_EGRESS", "enable_v6_egress", False,
+          consumer="ipamd, init, install",
+          meaning="IPv4 clusters: IPv6 egress for pods through egress-cni (fd00::ac:00/118, SNATed to the"
+                  " node's IPv6 address, which the primary ENI must have)"),
+    _bool("ENABLE_V4_EGRESS", "enable_v4_egress", True,
+          consumer="ipamd, install",
+          meaning="IPv6 clusters: IPv4 egress for pods through egress-cni (169.254.172.0/22, SNATed to the"
+                  " node's IPv4 address); no effect in IPv4 mode"),
+    _spec("VPCCNI_EGRESS_IPAM_DIR", "egress_ipam_dir", parse_abs_path, "",
+          valid="absolute path", consumer="ipamd, install",
+          meaning="where egress addresses are recorded, in host-local's format (default: upstream's"
+                  " /run/cni/v6pd/egress-v4-ipam or /run/cni/v4pd/egress-v6-ipam, so upstream's egress-cni"
+                  " and ipamd agree on them across an upgrade or a downgrade)"),
     _spec("POD_SECURITY_GROUP_ENFORCING_MODE", "pod_sg_enforcing_mode", choice_parser("strict", "standard"),
           "strict",
           valid="strict|standard", consumer="networkutils, install",

@@ -50,6 +50,14 @@ class HostNetworkConfig:
     # priority 0 to 20, below the branch pods' VLAN rules (10), so their traffic to node addresses leaves
     # through their branch ENI too.
     local_rule_after_vlan_rules: bool = False
+    # ENABLE_IPv6: pods keep their VPC IPv6 address everywhere, so no SNAT and no connmark (upstream installs
+    # neither in IPv6 mode); the fwmark rule is an IPv6 one and the node forwards IPv6.
+    ipv6: bool = False
+
+    @property
+    def snat_wanted(self) -> bool:
+        """The SNAT chain and the connmark for off-VPC traffic of IPv4 pods."""
+        return not self.external_snat and not self.ipv6
 
     @property
     def connmark_rule_wanted(self) -> bool:

@@ -33,6 +33,21 @@ class HostNetworkResult:
     changes: tuple[str, ...]
 
 
+def _sysctls(config: HostNetworkConfig, primary: str) -> list[tuple[str, str]]:
+    """What the node needs: loose rp_filter on the primary interface (NodePort traffic DNATed to a pod on a
+    secondary ENI fails the strict check) and forwarding; in IPv6 mode IPv6 on, forwarding it, and router
+    advertisements still accepted on the primary interface (accept_ra=2: forwarding alone would stop them,
+    and the node's IPv6 default route comes from them) — set before forwarding for no gap."""
+    wanted = [(f"net/ipv4/conf/{primary}/rp_filter", "2"), ("net/ipv4/ip_forward", "1")]
+    if config.ipv6:
+        wanted += [
+            ("net/ipv6/conf/all/disable_ipv6", "0"),
+            (f"net/ipv6/conf/{primary}/accept_ra", "2"),
+            ("net/ipv6/conf/all/forwarding", "1"),
+        ]
+    return wanted
+
+
 class HostNetwork:
     """Applies and removes the node-wide network state. Call from a thread in the host's namespace."""
 
@@ -60,8 +75,7 @@ class HostNetwork:
             changes.append(f"mtu {config.mtu} on {link.name}")
         changes += self._sync_rules(self._desired_rules(config))
         changes += self._sync_local_rule(after_vlan_rules=config.local_rule_after_vlan_rules)
-        for key, value in ((f"net/ipv4/conf/{link.name}/rp_filter", "2"), ("net/ipv4/ip_forward", "1")):
-            # Loose rp_filter: NodePort traffic DNATed to a pod on a secondary ENI fails the strict check.
+        for key, value in _sysctls(config, link.name):
             if self._netlink.read_sysctl(key) != value:
                 self._netlink.write_sysctl(key, value)
                 changes.append(f"sysctl {key}={value}")
@@ -98,7 +112,11 @@ class HostNetwork:
         ]
         if config.connmark_rule_wanted:
             mark = config.connmark
-            rules.append(Rule(priority=CONNMARK_RULE_PRIORITY, table=MAIN_TABLE, fwmark=mark, fwmask=mark))
+            family = 6 if config.ipv6 else 4  # upstream's ensureMainENIMarkedTrafficRule(ipFamily)
+            marked = Rule(
+                priority=CONNMARK_RULE_PRIORITY, table=MAIN_TABLE, fwmark=mark, fwmask=mark, family=family
+            )
+            rules.append(marked)
         return rules
 
     def _sync_rules(self, desired: list[Rule]) -> list[str]:
@@ -134,7 +152,7 @@ class HostNetwork:
         return changes
 
     def _sync_nft(self, config: HostNetworkConfig, backend: ConnmarkBackend) -> list[str]:
-        wanted = backend is ConnmarkBackend.NFTABLES and not config.external_snat
+        wanted = backend is ConnmarkBackend.NFTABLES and config.snat_wanted
         if not wanted:
             # Also removes the other backend's leftovers after a switch to iptables.
             deleted = self._nft.delete_table(NFT_FAMILY, NFT_TABLE)

@@ -55,7 +55,7 @@ def _c(comment: str) -> str:
 
 def nat_table(config: HostNetworkConfig, backend: ConnmarkBackend) -> DesiredTable:
     """nat: the SNAT chain (unless external SNAT) and, with the iptables backend, the connmark chain."""
-    if config.external_snat:
+    if not config.snat_wanted:
         return DesiredTable(name="nat")
     mark = f"{config.connmark:#x}"
     snat = [f"{_dst(cidr)}{_c(COMMENT_SNAT_JUMP)} -j RETURN" for cidr in config.vpc_cidrs]
@@ -78,7 +78,10 @@ def nat_table(config: HostNetworkConfig, backend: ConnmarkBackend) -> DesiredTab
 
 
 def mangle_table(config: HostNetworkConfig, primary_ifname: str) -> DesiredTable:
-    """mangle: NodePort return traffic leaves via the primary ENI (connmark on arrival, restore on reply)."""
+    """mangle: NodePort return traffic leaves via the primary ENI (connmark on arrival, restore on reply).
+    None in IPv6 mode: every pod is on the primary ENI, so replies leave through it anyway (upstream)."""
+    if config.ipv6:
+        return DesiredTable(name="mangle")
     mark = f"{config.connmark:#x}"
     restore = f"{_c(COMMENT_PRIMARY_ENI)} -j CONNMARK --restore-mark --nfmask {mark} --ctmask {mark}"
     rules = []

@@ -85,7 +85,11 @@ class FakeNamespace:
         ]
         self._neighbours: list[Neighbour] = []
         self._vlans: dict[str, tuple[str, int]] = {}  # VLAN link -> (parent link, VLAN id)
-        self.sysctls: dict[str, str] = {"net/ipv4/ip_forward": "0"}
+        self.sysctls: dict[str, str] = {
+            "net/ipv4/ip_forward": "0",
+            "net/ipv6/conf/all/forwarding": "0",
+            "net/ipv6/conf/all/disable_ipv6": "0",
+        }
         self.link_appears_after: dict[str, int] = {}  # mac -> number of links() calls before it shows
 
     # links

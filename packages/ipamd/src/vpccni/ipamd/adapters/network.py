@@ -39,6 +39,7 @@ class HostSettings:
     pod_mtu: int = 9001
     veth_prefix: str = "eni"
     local_rule_after_vlan_rules: bool = False  # ENABLE_POD_ENI in strict mode
+    ipv6: bool = False  # IPv6 mode: no SNAT or connmark for pods (they keep their VPC address), IPv6 sysctls
 
 
 class HostNetworkSetup:
@@ -75,6 +76,7 @@ class HostNetworkSetup:
             mtu=s.mtu,
             veth_prefix=s.veth_prefix,
             local_rule_after_vlan_rules=s.local_rule_after_vlan_rules,
+            ipv6=s.ipv6,
         )
 
     def setup_host_network(self) -> None:

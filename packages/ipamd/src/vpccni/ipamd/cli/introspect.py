@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vpccni.ipamd.pool.snapshot import IPV6_PREFIX_COUNTED_SIZE
+
 DEFAULT_ADDRESS = "127.0.0.1:61679"
 _NEVER = "0001-01-01T00:00:00Z"
 
@@ -130,7 +132,7 @@ def eni_rows(enis_doc: Mapping[str, Any]) -> list[EniRow]:
     rows = []
     for card, infos in _cards(enis_doc):
         for eni in (infos.get("ENIs") or {}).values():
-            cidrs = eni.get("AvailableIPv4Cidrs") or {}
+            cidrs = _cidrs_of(eni)
             total = assigned = 0
             for cidr in cidrs.values():
                 addresses = (cidr.get("IPAddresses") or {}).values()
@@ -153,9 +155,16 @@ def eni_rows(enis_doc: Mapping[str, Any]) -> list[EniRow]:
     return sorted(rows, key=lambda r: (r.network_card, r.device_number))
 
 
+def _cidrs_of(eni: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """An ENI's IPv4 CIDRs and (IPv6 mode) its IPv6 prefixes, by name."""
+    return {**(eni.get("AvailableIPv4Cidrs") or {}), **(eni.get("IPv6Cidrs") or {})}
+
+
 def _cidr_size(cidr: Mapping[str, Any]) -> int:
     if not cidr.get("IsPrefix"):
         return 1
+    if str(cidr.get("AddressFamily")) == "6":
+        return IPV6_PREFIX_COUNTED_SIZE  # as ipamd and upstream count a /80
     mask = str((cidr.get("Cidr") or {}).get("Mask", ""))
     try:
         bits = sum(bin(b).count("1") for b in base64.b64decode(mask))
@@ -170,7 +179,7 @@ def _each_address(
     out = []
     for card, infos in _cards(enis_doc):
         for eni in (infos.get("ENIs") or {}).values():
-            for cidr_name, cidr in (eni.get("AvailableIPv4Cidrs") or {}).items():
+            for cidr_name, cidr in _cidrs_of(eni).items():
                 for address in (cidr.get("IPAddresses") or {}).values():
                     out.append((card, eni, cidr_name, address))
     return out

@@ -10,7 +10,9 @@
 3. Sets `net/ipv4/tcp_early_demux` to 0 with DISABLE_TCP_EARLY_DEMUX=true, else 1, when the kernel has it.
 4. Sets `net/ipv4/ip_forward=1` (not upstream's init, which leaves it to the AMI): ipamd's host setup requires
    it, and /proc/sys is read-only in the unprivileged aws-node container.
-IPv6 sysctls are not set: IPv6 mode and IPv6 egress are not offered by this version.
+5. As upstream: with ENABLE_IPv6, `net/ipv6/conf/all/disable_ipv6=0`; with ENABLE_IPv6 or ENABLE_V6_EGRESS,
+   `net/ipv6/conf/<if>/accept_ra=2` (router advertisements still accepted on the primary interface once the
+   node forwards: its IPv6 default route comes from them) and then `net/ipv6/conf/all/forwarding=1`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class InitConfig:
     plugins_dir: Path = Path("/init")
     app_dir: Path = Path("/app")  # holds the standalone CNI executables (aws-cni) and their .vpccni/
     disable_tcp_early_demux: bool = False
+    ipv6: bool = False  # ENABLE_IPv6
+    v6_egress: bool = False  # ENABLE_V6_EGRESS
     sys_class_net: Path = SYS_CLASS_NET
 
     @classmethod
@@ -54,6 +58,8 @@ class InitConfig:
         values: dict[str, object] = {
             "host_cni_bin": plan.bin_dir,
             "disable_tcp_early_demux": plan.disable_tcp_early_demux,
+            "ipv6": plan.ipv6,
+            "v6_egress": plan.v6_egress,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -78,6 +84,11 @@ def set_sysctls(config: InitConfig, *, sysctl: Sysctl, primary_interface: str) -
     if sysctl.exists(TCP_EARLY_DEMUX):
         wanted.append((TCP_EARLY_DEMUX, "0" if config.disable_tcp_early_demux else "1"))
     wanted.append((IP_FORWARD, "1"))
+    if config.ipv6:
+        wanted.append(("net/ipv6/conf/all/disable_ipv6", "0"))
+    if config.ipv6 or config.v6_egress:
+        wanted.append((f"net/ipv6/conf/{primary_interface}/accept_ra", "2"))
+        wanted.append(("net/ipv6/conf/all/forwarding", "1"))
     for key, value in wanted:
         sysctl.write(key, value)
         _log.info("set %s=%s", key.replace("/", "."), value)

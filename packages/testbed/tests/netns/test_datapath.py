@@ -27,6 +27,8 @@ class _Eni:
     network_card: int = 0
     secondaries: list[ipaddress.IPv4Address] = field(default_factory=list)
     prefixes: list[ipaddress.IPv4Network] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Address] = field(default_factory=list)
+    ipv6_prefixes: list[ipaddress.IPv6Network] = field(default_factory=list)
 
 
 class StatefulEc2:
@@ -47,6 +49,10 @@ class StatefulEc2:
         assert subnet_id == "subnet-1"
         return SUBNET
 
+    def eni_ipv6(self, eni_id: str) -> tuple[list[ipaddress.IPv6Address], list[ipaddress.IPv6Network]]:
+        eni = self.enis[eni_id]
+        return list(eni.ipv6), list(eni.ipv6_prefixes)
+
     def instance_enis(self, instance_id: str) -> list[EniAttached]:
         return [self._attached(eni_id) for eni_id, e in self.enis.items() if e.instance_id == instance_id]
 
@@ -57,12 +63,19 @@ class StatefulEc2:
         return SecurityState()  # no ENI listed: nothing filtered
 
     def attach(
-        self, eni_id: str, *, instance_id: str, device_index: int, primary: str, network_card: int = 0
+        self,
+        eni_id: str,
+        *,
+        instance_id: str,
+        device_index: int,
+        primary: str,
+        network_card: int = 0,
+        ipv6: str = "",
     ) -> None:
         mac = f"02:00:00:00:{len(self.enis):02x}:{device_index:02x}"
         self.enis[eni_id] = _Eni(
             instance_id=instance_id, mac=mac, device_index=device_index, primary=IP(primary),
-            network_card=network_card,
+            network_card=network_card, ipv6=[ipaddress.IPv6Address(ipv6)] if ipv6 else [],
         )  # fmt: skip
         self._publish(self._attached(eni_id))
 
@@ -72,6 +85,10 @@ class StatefulEc2:
 
     def assign(self, eni_id: str, *ips: str) -> None:
         self.enis[eni_id].secondaries.extend(IP(ip) for ip in ips)
+        self._publish(AddressesChanged(eni_id=eni_id))
+
+    def assign_ipv6_prefix(self, eni_id: str, prefix: str) -> None:
+        self.enis[eni_id].ipv6_prefixes.append(ipaddress.IPv6Network(prefix))
         self._publish(AddressesChanged(eni_id=eni_id))
 
     def unassign(self, eni_id: str, *ips: str) -> None:
@@ -245,3 +262,52 @@ def test_stop_removes_every_namespace(ec2: StatefulEc2) -> None:
     assert root_links_after == root_links_before
     # Events after stop are ignored, not applied to deleted namespaces.
     ec2.assign("eni-bbbb0001", "10.0.0.90")
+
+
+VPC6 = ipaddress.IPv6Network("2001:db8:0:100::/56")
+
+
+@pytest.fixture
+def datapath6(ec2: StatefulEc2) -> Iterator[Datapath]:
+    dp = Datapath(cloud=ec2, config=DatapathConfig(layout=VpcLayout(vpc_ipv6_cidr=VPC6)))
+    try:
+        dp.start()
+        yield dp
+    finally:
+        dp.stop()
+
+
+def test_dual_stack_eth0_has_its_ipv6_and_reaches_the_ipv6_hosts(
+    datapath6: Datapath, ec2: StatefulEc2
+) -> None:
+    ec2.attach(
+        "eni-dddd0001", instance_id="i-4", device_index=0, primary="10.0.0.13", ipv6="2001:db8:0:100::13"
+    )
+    node = datapath6.add_node(instance_id="i-4", name="n4")
+    assert "2001:db8:0:100::13/128" in _ip(node.netns, "-6", "addr", "show", "eth0")
+    assert _ip(node.netns, "-6", "route", "show", "default").split()[:3] == ["default", "via", "fe80:ec2::1"]
+    internet6, vpc_host6 = datapath6.internet_ip6, datapath6.vpc_host_ip6
+    assert internet6 is not None and vpc_host6 == ipaddress.IPv6Address("2001:db8:0:1ff::10")
+    assert ping(node.netns, vpc_host6)
+    assert ping(node.netns, internet6)
+    assert ping(node.netns, datapath6.internet_ip)  # IPv4 as before
+    with EchoServer(netns=datapath6.router.internet_netns, ip=internet6) as server:
+        # No NAT and no public-IP rule for IPv6: the node's own address arrives.
+        assert tcp_echo(node.netns, internet6, server.port) == "2001:db8:0:100::13"
+
+
+def test_ipv6_prefix_is_routed_to_the_eni_and_source_checked(datapath6: Datapath, ec2: StatefulEc2) -> None:
+    ec2.attach(
+        "eni-eeee0001", instance_id="i-5", device_index=0, primary="10.0.0.14", ipv6="2001:db8:0:100::14"
+    )
+    node = datapath6.add_node(instance_id="i-5", name="n5")
+    pod = "2001:db8:0:100:1::5"
+    _ip(node.netns, "-6", "addr", "add", f"{pod}/128", "dev", "lo", "nodad")
+    vpc_host6 = datapath6.vpc_host_ip6
+    assert vpc_host6 is not None
+    assert not ping(node.netns, vpc_host6, source=ipaddress.IPv6Address(pod), timeout=1)
+    assert datapath6.router.dropped_by_srccheck("eni-eeee0001", family=6) > 0
+    ec2.assign_ipv6_prefix("eni-eeee0001", "2001:db8:0:100:1::/80")
+    assert "2001:db8:0:100:1::/80 via fe80::" in _ip(datapath6.router.vpc_netns, "-6", "route")
+    assert ping(node.netns, vpc_host6, source=ipaddress.IPv6Address(pod))
+    assert datapath6.router.dropped_by_srccheck("eni-eeee0001", family=6) == 0

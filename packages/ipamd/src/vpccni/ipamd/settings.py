@@ -259,8 +259,8 @@ def _address_family_errors(values: Mapping[str, object]) -> list[str]:
     if values.get("enable_pod_eni") is True:
         errors.append(
             "ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods are offered in IPv4 mode"
-            " only in this release (upstream's IPv6 branch ENIs are not implemented yet): unset ENABLE_POD_ENI, or"
-            " run the node in IPv4 mode"
+            " only in this release (upstream's IPv6 branch ENIs are not implemented yet): unset"
+            " ENABLE_POD_ENI, or run the node in IPv4 mode"
         )
     eni_mtu, pod_mtu = values.get("eni_mtu"), values.get("pod_mtu")
     for name, mtu in (("AWS_VPC_ENI_MTU", eni_mtu), ("POD_MTU", pod_mtu if pod_mtu != eni_mtu else None)):

@@ -1,4 +1,7 @@
-"""`Cloud`: the testbed's EC2 (moto + fidelity layer) and IMDS servers, with a VPC ready to launch into."""
+"""`Cloud`: the testbed's EC2 (moto + fidelity layer) and IMDS servers, with a VPC ready to launch into.
+
+A dual-stack VPC (`CloudConfig(vpc_ipv6_cidr=...)`) gets that /56 and gives each subnet a /64 of it; its
+instances get one IPv6 address on their primary ENI, as an EKS IPv6 node has."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from vpccni.testbed.ec2.calllog import CallLog, CallRecord
 from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.faults import FaultPlan
 from vpccni.testbed.ec2.fidelity import FidelityLayer
+from vpccni.testbed.ec2.ipv6 import Ipv6Allocator
 from vpccni.testbed.ec2.prefixes import PrefixTable
 from vpccni.testbed.ec2.security import SecurityState, read_security_state
 from vpccni.testbed.ec2.server import Ec2App, Ec2Server
@@ -64,12 +68,15 @@ DUMMY_SECRET_KEY = "vpccni-testbed-secret"
 CNI_ROLE_TAG = "kubernetes.io/role/cni"
 AMI_ID = "ami-12c6146b"  # an image moto ships
 DEFAULT_VPC_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
+# Documentation space (RFC 3849), never a real network: a dual-stack VPC's /56 unless another is given.
+DEFAULT_VPC_IPV6_CIDR = ipaddress.IPv6Network("2001:db8:0:100::/56")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubnetSpec:
     cidr: ipaddress.IPv4Network
     tags: Mapping[str, str] = field(default_factory=dict)
+    ipv6_cidr: ipaddress.IPv6Network | None = None  # in a dual-stack VPC: default its n-th /64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +84,7 @@ class CloudConfig:
     region: str = "us-west-2"
     availability_zone: str | None = None  # default: <region>a
     vpc_cidr: ipaddress.IPv4Network = DEFAULT_VPC_CIDR
+    vpc_ipv6_cidr: ipaddress.IPv6Network | None = None  # a /56 makes the VPC dual-stack
     # The first subnet is the node's primary subnet; the second is tagged for subnet discovery.
     subnets: tuple[SubnetSpec, ...] = (
         SubnetSpec(cidr=ipaddress.IPv4Network("10.0.0.0/20")),
@@ -98,6 +106,13 @@ class CloudConfig:
     def zone(self) -> str:
         return self.availability_zone or f"{self.region}a"
 
+    def subnet_ipv6_cidrs(self) -> list[ipaddress.IPv6Network | None]:
+        """Each subnet's IPv6 /64: the given one, else the n-th /64 of the VPC's /56 (none in an IPv4 VPC)."""
+        if self.vpc_ipv6_cidr is None:
+            return [None for _ in self.subnets]
+        blocks = self.vpc_ipv6_cidr.subnets(new_prefix=64)
+        return [spec.ipv6_cidr or next(blocks) for spec in self.subnets]
+
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CloudConfig:
         """Build from a JSON-style mapping (the CLI's --config file); unknown keys are an error."""
@@ -109,9 +124,15 @@ class CloudConfig:
             )
         if "vpc_cidr" in kwargs:
             kwargs["vpc_cidr"] = ipaddress.IPv4Network(kwargs["vpc_cidr"])
+        if kwargs.get("vpc_ipv6_cidr"):
+            kwargs["vpc_ipv6_cidr"] = ipaddress.IPv6Network(kwargs["vpc_ipv6_cidr"])
         if "subnets" in kwargs:
             kwargs["subnets"] = tuple(
-                SubnetSpec(cidr=ipaddress.IPv4Network(s["cidr"]), tags=dict(s.get("tags", {})))
+                SubnetSpec(
+                    cidr=ipaddress.IPv4Network(s["cidr"]),
+                    tags=dict(s.get("tags", {})),
+                    ipv6_cidr=ipaddress.IPv6Network(s["ipv6_cidr"]) if s.get("ipv6_cidr") else None,
+                )
                 for s in kwargs["subnets"]
             )
         if "throttle" in kwargs:
@@ -140,6 +161,7 @@ class InstanceInfo:
     subnet_id: str
     subnet_cidr: ipaddress.IPv4Network
     availability_zone: str
+    primary_ipv6: ipaddress.IPv6Address | None = None  # in a dual-stack subnet
 
 
 class Cloud:
@@ -149,11 +171,14 @@ class Cloud:
         # A unique moto account per Cloud keeps testbeds in one process apart.
         self.account_id = str(random.SystemRandom().randrange(10**11, 10**12))
         self._backend = MotoBackend(account_id=self.account_id, region=self.region)
-        self._prefixes = PrefixTable()
+        self._prefixes: PrefixTable[ipaddress.IPv4Network] = PrefixTable()
+        self._ipv6_prefixes: PrefixTable[ipaddress.IPv6Network] = PrefixTable()
         self._fidelity = FidelityLayer(
             backend=self._backend,
             prefixes=self._prefixes,
             allocator=AddressAllocator(placement=self.config.address_placement, seed=self.config.seed),
+            ipv6_prefixes=self._ipv6_prefixes,
+            ipv6_allocator=Ipv6Allocator(placement=self.config.address_placement, seed=self.config.seed),
         )
         self._throttle = (
             AccountThrottle() if self.config.account_limits else Throttle(dict(self.config.throttle))
@@ -205,10 +230,17 @@ class Cloud:
 
     def _create_network(self) -> None:
         ec2 = self._own_client()
-        self.vpc_id = ec2.create_vpc(CidrBlock=str(self.config.vpc_cidr))["Vpc"]["VpcId"]
-        for spec in self.config.subnets:
+        ipv6 = self.config.vpc_ipv6_cidr
+        self.vpc_id = ec2.create_vpc(
+            CidrBlock=str(self.config.vpc_cidr), AmazonProvidedIpv6CidrBlock=bool(ipv6)
+        )["Vpc"]["VpcId"]
+        if ipv6 is not None:
+            with self._app.state_lock:
+                self._backend.set_vpc_ipv6_cidr(self.vpc_id, ipv6)
+        for spec, ipv6_cidr in zip(self.config.subnets, self.config.subnet_ipv6_cidrs(), strict=True):
+            extra = {"Ipv6CidrBlock": str(ipv6_cidr)} if ipv6_cidr is not None else {}
             subnet = ec2.create_subnet(
-                VpcId=self.vpc_id, CidrBlock=str(spec.cidr), AvailabilityZone=self.config.zone
+                VpcId=self.vpc_id, CidrBlock=str(spec.cidr), AvailabilityZone=self.config.zone, **extra
             )["Subnet"]
             if spec.tags:
                 ec2.create_tags(
@@ -301,6 +333,8 @@ class Cloud:
 
     def launch_instance(self, instance_type: str = "m5.large", subnet_id: str | None = None) -> InstanceInfo:
         subnet_id = subnet_id or self.subnet_ids[0]
+        with self._app.state_lock:
+            dual_stack = self._backend.subnet_ipv6_cidr(subnet_id) is not None
         resp = self._own_client().run_instances(
             ImageId=AMI_ID,
             InstanceType=instance_type,
@@ -308,6 +342,7 @@ class Cloud:
             MaxCount=1,
             SubnetId=subnet_id,
             SecurityGroupIds=[self.security_group_id],
+            **({"Ipv6AddressCount": 1} if dual_stack else {}),
         )
         inst = resp["Instances"][0]
         eni = next(n for n in inst["NetworkInterfaces"] if n["Attachment"]["DeviceIndex"] == 0)
@@ -321,6 +356,7 @@ class Cloud:
             subnet_id=subnet_id,
             subnet_cidr=self._backend.subnet_cidr(subnet_id),
             availability_zone=inst["Placement"]["AvailabilityZone"],
+            primary_ipv6=self.eni_ipv6(eni["NetworkInterfaceId"])[0][0] if dual_stack else None,
         )
 
     def eni_addresses(
@@ -330,6 +366,15 @@ class Cloud:
         with self._app.state_lock:
             view = self._backend.eni_view(eni_id)
             return view.primary_ip, view.secondary_ips, self._prefixes.of(eni_id), view.subnet_id
+
+    def eni_ipv6(self, eni_id: str) -> tuple[list[ipaddress.IPv6Address], list[ipaddress.IPv6Network]]:
+        """(IPv6 addresses, /80 prefixes) of an ENI, from the live EC2 state."""
+        with self._app.state_lock:
+            return self._backend.eni_view(eni_id).ipv6_addresses, self._ipv6_prefixes.of(eni_id)
+
+    def subnet_ipv6_cidr(self, subnet_id: str) -> ipaddress.IPv6Network | None:
+        with self._app.state_lock:
+            return self._backend.subnet_ipv6_cidr(subnet_id)
 
     def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network:
         """A subnet's CIDR, read from the state directly (no API call: not throttled, not in the call log)."""
@@ -377,7 +422,11 @@ class Cloud:
         with self._app.state_lock:
             try:
                 return build_snapshot(
-                    self._backend, instance_id, self._prefixes.of, self._fidelity.attachment_slot
+                    self._backend,
+                    instance_id,
+                    self._prefixes.of,
+                    self._fidelity.attachment_slot,
+                    ipv6_prefixes_of=self._ipv6_prefixes.of,
                 )
             except Ec2Error:  # the instance is gone: IMDS has nothing to say
                 return None

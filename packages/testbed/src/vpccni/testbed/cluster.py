@@ -87,8 +87,17 @@ class Cluster:
     def __init__(self, config: ClusterConfig | None = None) -> None:
         self.config = config or ClusterConfig()
         self.cloud = Cloud(self.config.cloud)
-        layout = dataclasses.replace(self.config.datapath.layout, vpc_cidr=self.config.cloud.vpc_cidr)
+        layout = dataclasses.replace(
+            self.config.datapath.layout,
+            vpc_cidr=self.config.cloud.vpc_cidr,
+            vpc_ipv6_cidr=self.config.cloud.vpc_ipv6_cidr,
+        )
         _check_vpc_host(layout.vpc_host.network, vpc=self.config.cloud.vpc_cidr, config=self.config.cloud)
+        if layout.vpc_host6 is not None and any(
+            cidr is not None and cidr.overlaps(layout.vpc_host6.network)
+            for cidr in self.config.cloud.subnet_ipv6_cidrs()
+        ):
+            raise ValueError(f"a subnet's IPv6 CIDR takes the VPC host's /64 {layout.vpc_host6.network}")
         self.datapath = Datapath(
             cloud=Ec2CloudView(self.cloud),
             config=dataclasses.replace(self.config.datapath, layout=layout),
@@ -114,6 +123,15 @@ class Cluster:
     @property
     def internet_ip(self) -> ipaddress.IPv4Address:
         return self.datapath.internet_ip
+
+    @property
+    def vpc_host_ip6(self) -> ipaddress.IPv6Address | None:
+        """In a dual-stack VPC (`CloudConfig(vpc_ipv6_cidr=...)`), the VPC host's IPv6 address."""
+        return self.datapath.vpc_host_ip6
+
+    @property
+    def internet_ip6(self) -> ipaddress.IPv6Address | None:
+        return self.datapath.internet_ip6
 
     def start(self) -> Cluster:
         self.cloud.start()

@@ -37,6 +37,10 @@ class Ec2CloudView:
     def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network:
         return self._cloud.subnet_cidr(subnet_id)
 
+    def eni_ipv6(self, eni_id: str) -> tuple[list[ipaddress.IPv6Address], list[ipaddress.IPv6Network]]:
+        """(IPv6 addresses, /80 prefixes) of the ENI now (both empty in an IPv4-only subnet)."""
+        return self._cloud.eni_ipv6(eni_id)
+
     def instance_enis(self, instance_id: str) -> list[EniAttached]:
         """The ENIs attached to the instance now, by (network card, device index)."""
         return self._cloud.instance_enis(instance_id)

@@ -5,7 +5,8 @@ EC2 events drive it: an attached ENI becomes a link with the ENI's MAC in the in
 device index, DOWN and unconfigured, as EC2 hands it to the OS), a detached one disappears, and every address
 change re-routes the VPC and re-writes the source/destination check before the EC2 call returns. A branch ENI
 associated with a trunk becomes a VLAN sub-port of the trunk's port, and every EC2 change re-applies the
-security groups (`secgroups`).
+security groups (`secgroups`). In a dual-stack VPC (`VpcLayout(vpc_ipv6_cidr=...)`) routes and checks include
+each ENI's IPv6 addresses and /80 prefixes.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class CloudView(Protocol):
 
     def security_state(self) -> SecurityState: ...
 
+    def eni_ipv6(self, eni_id: str) -> tuple[list[ipaddress.IPv6Address], list[ipaddress.IPv6Network]]: ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class DatapathConfig:
@@ -94,6 +97,20 @@ class Datapath:
     @property
     def vpc_host_ip(self) -> ipaddress.IPv4Address:
         return self.config.layout.vpc_host.ip
+
+    @property
+    def internet_ip6(self) -> ipaddress.IPv6Address | None:
+        """The internet host's IPv6, in a dual-stack VPC."""
+        return self.config.layout.internet_host6.ip if self.ipv6 else None
+
+    @property
+    def vpc_host_ip6(self) -> ipaddress.IPv6Address | None:
+        host = self.config.layout.vpc_host6
+        return host.ip if host is not None else None
+
+    @property
+    def ipv6(self) -> bool:
+        return self.config.layout.vpc_ipv6_cidr is not None
 
     def start(self) -> None:
         with self._lock:
@@ -186,13 +203,17 @@ class Datapath:
             primary_ip=primary,
             subnet=subnet,
             public=is_primary,
+            ipv6=self.ipv6,
         )
         self.router.plug(port)
         self._route(event.eni_id)
         if is_primary:
             gateway = self.router.ensure_gateway(subnet)
             address = ipaddress.IPv4Interface(f"{primary}/{subnet.prefixlen}")
-            node.configure_primary(ifname=port.node_ifname, address=address, gateway=gateway)
+            v6 = self.cloud.eni_ipv6(event.eni_id)[0] if self.ipv6 else []
+            node.configure_primary(
+                ifname=port.node_ifname, address=address, gateway=gateway, ipv6=v6[0] if v6 else None
+            )
         for association in self.cloud.trunk_associations(event.eni_id):
             self._plug_branch(association)
 
@@ -215,4 +236,10 @@ class Datapath:
         if eni_id not in {p.eni_id for p in self.router.plugged()}:
             return
         _, secondaries, prefixes, _ = self.cloud.eni_addresses(eni_id)
-        self.router.route_addresses(eni_id, secondaries=list(secondaries), prefixes=list(prefixes))
+        v6: list[ipaddress.IPv6Network] = []
+        if self.ipv6:
+            addresses, v6_prefixes = self.cloud.eni_ipv6(eni_id)
+            v6 = [ipaddress.IPv6Network(ip) for ip in addresses] + list(v6_prefixes)
+        self.router.route_addresses(
+            eni_id, secondaries=list(secondaries), prefixes=list(prefixes), ipv6_nets=v6
+        )

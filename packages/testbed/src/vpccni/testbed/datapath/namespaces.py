@@ -65,7 +65,7 @@ def listen_tcp(name: str, host: str, port: int, *, backlog: int = 64) -> socket.
     """A listening TCP socket on host:port inside namespace `name` (port 0 picks a free one)."""
 
     def make() -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))

@@ -4,7 +4,9 @@ It holds what an EC2 instance has before any CNI runs: `lo`, the primary ENI `et
 DHCP client would (primary IP with the subnet's prefix length, default route via the subnet gateway), IP
 forwarding on (as the EKS AMI sets it), and link-local service addresses (IMDS at 169.254.169.254, the
 testbed's API endpoints at 169.254.170.2) on `lo` (not a dummy: some kernels lack that link type), served
-through sockets created inside the namespace.
+through sockets created inside the namespace. In a dual-stack VPC eth0 also gets the instance's IPv6 address
+(a /128, as DHCPv6 hands it out) and the VPC router's link-local address as IPv6 default gateway (as its
+router advertisements give it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ipaddress
 import logging
 import socket
 
+from . import ipv6 as v6
 from . import namespaces as ns
 from .forwarder import TcpForwarder
 
@@ -43,17 +46,36 @@ class NodeNetwork:
                 ipr.addr("add", index=index, address=str(ip), prefixlen=32)
 
     def configure_primary(
-        self, *, ifname: str, address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address
+        self,
+        *,
+        ifname: str,
+        address: ipaddress.IPv4Interface,
+        gateway: ipaddress.IPv4Address,
+        ipv6: ipaddress.IPv6Address | None = None,
     ) -> None:
         """What the AMI's DHCP client does on eth0: `ip addr add <ip>/<len> dev eth0; ip link set eth0 up;
-        ip route add default via <gateway>`."""
+        ip route add default via <gateway>`; with `ipv6`, also `ip -6 addr add <ipv6>/128 dev eth0` and
+        `ip -6 route add default via fe80:ec2::1 dev eth0`."""
+        if ipv6 is not None:  # before the link comes up: its link-local address is usable at once
+            ns.set_sysctls(self.netns, {f"net.ipv6.conf.{ifname}.accept_dad": "0"})
         with ns.open_iproute(self.netns) as ipr:
             index = ipr.link_lookup(ifname=ifname)[0]
             ipr.addr("replace", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+            if ipv6 is not None:
+                v6.add_address(ipr, index, ipaddress.IPv6Interface(f"{ipv6}/128"))
             ipr.link("set", index=index, state="up")
             ipr.route("replace", dst="default", gateway=str(gateway), oif=index)
+            if ipv6 is not None:
+                ipr.route(
+                    "replace",
+                    family=socket.AF_INET6,
+                    dst="::",
+                    dst_len=0,
+                    gateway=str(v6.ROUTER_LINK_LOCAL),
+                    oif=index,
+                )
 
-    def listen(self, ip: ipaddress.IPv4Address, port: int) -> socket.socket:
+    def listen(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> socket.socket:
         """A listening TCP socket on ip:port inside this namespace (port 0: any free port)."""
         return ns.listen_tcp(self.netns, str(ip), port)
 

@@ -18,11 +18,14 @@ from . import namespaces as ns
 _PING = ("busybox", "ping")
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 def ping(
     netns: str,
-    dst: ipaddress.IPv4Address,
+    dst: IPAddress,
     *,
-    source: ipaddress.IPv4Address | None = None,
+    source: IPAddress | None = None,
     timeout: int = 3,
 ) -> bool:
     """One ICMP echo from `netns` to `dst`; True when the reply came back within `timeout` seconds.
@@ -42,7 +45,7 @@ def ping(
 class EchoServer:
     """A TCP echo server inside a namespace: answers each message with the peer address and the message."""
 
-    def __init__(self, *, netns: str, ip: ipaddress.IPv4Address, port: int = 0) -> None:
+    def __init__(self, *, netns: str, ip: IPAddress, port: int = 0) -> None:
         self._netns = netns
         self._ip = ip
         self._port = port
@@ -92,17 +95,17 @@ class EchoServer:
 
 def tcp_echo(
     netns: str,
-    dst: ipaddress.IPv4Address,
+    dst: IPAddress,
     port: int,
     *,
-    source: ipaddress.IPv4Address | None = None,
+    source: IPAddress | None = None,
     timeout: float = 5.0,
 ) -> str | None:
     """Connect from `netns` (optionally from `source`) and send one message; returns the source address the
     server saw, or None when the connection failed (dropped, refused, timed out)."""
 
     def attempt() -> str | None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if dst.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             if source is not None:

@@ -4,7 +4,7 @@ As on EC2 the router: owns each subnet's gateway (.1) on its `lo` and answers AR
 for every other address, as the VPC's virtual router does); delivers each private IP and /28 prefix to the MAC
 of the ENI holding it (a permanent neighbour for the ENI's primary IP and routes `via` it), so nothing is ever
 ARPed on the node side; enforces the source/destination check (`srccheck`); and drops traffic for unassigned
-VPC addresses.
+VPC addresses. A dual-stack VPC (`VpcLayout(vpc_ipv6_cidr=...)`) routes IPv6 as well (see `ipv6`).
 
 Not thread-safe: the owner (`Datapath`) serialises calls.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ from pyroute2 import IPRoute
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.testbed.ec2.security import SecurityState
 
+from . import ipv6
 from . import namespaces as ns
 from .secgroups import SecurityGroups
 from .srccheck import SourceCheck
@@ -52,6 +53,14 @@ class VpcLayout:
     # False: only node primary IPs (public IPs) reach the internet, so pods need the node's SNAT.
     # True: a NAT gateway translates any VPC source (for EXTERNALSNAT=true setups).
     nat_gateway: bool = False
+    # A /56 makes the VPC dual-stack: IPv6 routed to ENIs, and IPv6 on the internet and VPC hosts.
+    vpc_ipv6_cidr: ipaddress.IPv6Network | None = None
+    internet_host6: ipaddress.IPv6Interface = ipv6.DEFAULT_INTERNET_HOST6
+
+    @property
+    def vpc_host6(self) -> ipaddress.IPv6Interface | None:
+        """The VPC host's IPv6 (in the last /64 of the VPC's block), in a dual-stack VPC."""
+        return ipv6.vpc_host_interface(self.vpc_ipv6_cidr) if self.vpc_ipv6_cidr is not None else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +74,7 @@ class EniPort:
     primary_ip: ipaddress.IPv4Address
     subnet: ipaddress.IPv4Network
     public: bool = False  # the primary IP has a public IP association (reaches the internet host)
+    ipv6: bool = False  # in a dual-stack VPC: the router reaches the ENI's link-local address
 
     @property
     def veth(self) -> str:
@@ -99,7 +109,7 @@ class BranchPort:
 class _Plugged:
     port: EniPort
     index: int
-    routed: set[ipaddress.IPv4Network] = field(default_factory=set)
+    routed: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=set)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +135,10 @@ class VpcRouter:
         self._branches: dict[str, _Branch] = {}
         self._security = SecurityGroups(netns=vpc_netns)
         self._srccheck = SourceCheck(
-            netns=vpc_netns, internet_link=INTERNET_LINK, nat_gateway=layout.nat_gateway
+            netns=vpc_netns,
+            internet_link=INTERNET_LINK,
+            nat_gateway=layout.nat_gateway,
+            ipv6=layout.vpc_ipv6_cidr is not None,
         )
 
     @property
@@ -159,8 +172,12 @@ class VpcRouter:
                 "net.ipv4.conf.default.rp_filter": "0",
                 # Every link made from now on answers ARP for addresses routed elsewhere (delay: see plug()).
                 "net.ipv4.conf.default.proxy_arp": "1",
+                **(ipv6.ROUTER_SYSCTLS if self.layout.vpc_ipv6_cidr is not None else {}),
             },
         )
+        if self.layout.vpc_ipv6_cidr is not None:
+            for name in (self.internet_netns, self.vpc_host_netns):
+                ns.set_sysctls(name, ipv6.HOST_SYSCTLS)
         with self._netlink():
             self.ipr.link("set", index=self._index("lo"), state="up")
             # Unassigned VPC addresses are unreachable rather than sent towards the internet host.
@@ -169,7 +186,27 @@ class VpcRouter:
                 self.internet_netns, INTERNET_LINK, self.layout.internet_host, router_default=True
             )
             self._attach_host(self.vpc_host_netns, VPC_HOST_LINK, self.layout.vpc_host, router_default=False)
+            self._start_ipv6()
         self._sync_srccheck()
+
+    def _start_ipv6(self) -> None:
+        vpc, vpc_host = self.layout.vpc_ipv6_cidr, self.layout.vpc_host6
+        if vpc is None or vpc_host is None:
+            return
+        ipv6.start_router(
+            self.ipr,
+            vpc=vpc,
+            internet_link=self._index(INTERNET_LINK),
+            internet_host=self.layout.internet_host6,
+            vpc_host_link=self._index(VPC_HOST_LINK),
+            vpc_host=vpc_host,
+        )
+        for netns, host in (
+            (self.internet_netns, self.layout.internet_host6),
+            (self.vpc_host_netns, vpc_host),
+        ):
+            with ns.open_iproute(netns) as ipr:
+                ipv6.configure_host(ipr, ipr.link_lookup(ifname="eth0")[0], host)
 
     def stop(self) -> None:
         """Delete the three namespaces (every veth into a node namespace dies with them). Idempotent."""
@@ -221,6 +258,8 @@ class VpcRouter:
         # EC2 knows each ENI's MAC: deliver to it directly, never ARP into the node.
         self.ipr.neigh("replace", dst=str(port.primary_ip), lladdr=port.mac, ifindex=index, state="permanent")
         self.ipr.route("replace", dst=str(port.primary_ip), dst_len=32, oif=index, scope="link")
+        if port.ipv6:
+            ipv6.plug_port(self.ipr, index, port.mac)
         self._ports[port.eni_id] = _Plugged(port=port, index=index)
 
     def plug_branch(self, port: BranchPort) -> bool:
@@ -290,19 +329,29 @@ class VpcRouter:
         *,
         secondaries: list[ipaddress.IPv4Address],
         prefixes: list[ipaddress.IPv4Network],
+        ipv6_nets: Sequence[ipaddress.IPv6Network] = (),
     ) -> None:
-        """Make the VPC deliver exactly these secondary IPs and prefixes (besides the primary) to the ENI."""
+        """Make the VPC deliver exactly these secondary IPs and prefixes (besides the primary) to the ENI,
+        and, on a dual-stack port, these IPv6 addresses (as /128s) and /80 prefixes."""
         plugged = self._ports.get(eni_id)
         if plugged is None:
             return
-        want = {ipaddress.IPv4Network(ip) for ip in secondaries} | set(prefixes)
+        want: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = {
+            ipaddress.IPv4Network(ip) for ip in secondaries
+        }
+        want |= set(prefixes)
+        if plugged.port.ipv6:
+            want |= set(ipv6_nets)
         with self._netlink():
             self._reroute(plugged, want)
         plugged.routed = want
         self._sync_srccheck()
 
-    def _reroute(self, plugged: _Plugged, want: set[ipaddress.IPv4Network]) -> None:
-        for net in sorted(want - plugged.routed):
+    def _reroute(self, plugged: _Plugged, want: set[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        for net in _sorted(want - plugged.routed):
+            if isinstance(net, ipaddress.IPv6Network):
+                ipv6.route_to_port(self.ipr, "replace", net, index=plugged.index, mac=plugged.port.mac)
+                continue
             self.ipr.route(
                 "replace",
                 dst=str(net.network_address),
@@ -311,10 +360,13 @@ class VpcRouter:
                 oif=plugged.index,
                 flags=RTNH_F_ONLINK,
             )
-        for net in sorted(plugged.routed - want):
+        for net in _sorted(plugged.routed - want):
+            if isinstance(net, ipaddress.IPv6Network):
+                ipv6.route_to_port(self.ipr, "del", net, index=plugged.index, mac=plugged.port.mac)
+                continue
             self.ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=plugged.index)
 
-    def routed(self, eni_id: str) -> set[ipaddress.IPv4Network]:
+    def routed(self, eni_id: str) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """The secondary IPs and prefixes currently routed to the ENI."""
         plugged = self._ports.get(eni_id)
         return set(plugged.routed) if plugged else set()
@@ -322,13 +374,13 @@ class VpcRouter:
     def plugged(self) -> list[EniPort]:
         return [p.port for p in self._ports.values()]
 
-    def dropped_by_srccheck(self, eni_id: str) -> int:
+    def dropped_by_srccheck(self, eni_id: str, *, family: int = 4) -> int:
         """Packets the source/destination check dropped on the ENI since its addresses last changed."""
-        return self._srccheck.dropped_packets(self._ports[eni_id].port.veth)
+        return self._srccheck.dropped_packets(self._ports[eni_id].port.veth, family=family)
 
     def _sync_srccheck(self) -> None:
         ports = {
-            p.port.veth: (ipaddress.IPv4Network(p.port.primary_ip), *sorted(p.routed))
+            p.port.veth: (ipaddress.IPv4Network(p.port.primary_ip), *_sorted(p.routed))
             for p in self._ports.values()
         }
         for branch in self._branches.values():
@@ -367,3 +419,10 @@ class VpcRouter:
 def _add_vlan(port: BranchPort, *, parent: str, mtu: int) -> None:
     with open_netlink() as netlink:
         netlink.add_vlan(name=port.link, parent=parent, vlan_id=port.vlan_id, mac=port.router_mac, mtu=mtu)
+
+
+def _sorted(
+    nets: set[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """IPv4 first, then IPv6, each in address order (the two families do not compare)."""
+    return sorted(nets, key=lambda net: (net.version, int(net.network_address), net.prefixlen))

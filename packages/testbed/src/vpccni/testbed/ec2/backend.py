@@ -27,6 +27,7 @@ class EniView:
     vpc_id: str
     primary_ip: ipaddress.IPv4Address
     secondary_ips: list[ipaddress.IPv4Address]
+    ipv6_addresses: list[ipaddress.IPv6Address]
     security_group_ids: list[str]
     instance_id: str | None
     device_index: int | None
@@ -71,6 +72,7 @@ class MotoBackend:
             vpc_id=eni.subnet.vpc_id,
             primary_ip=primary,
             secondary_ips=secondaries,
+            ipv6_addresses=[ipaddress.IPv6Address(ip) for ip in eni.ipv6_addresses],
             security_group_ids=[g.id for g in eni._group_set],
             instance_id=eni.instance.id if eni.instance is not None else None,
             device_index=split_index(eni.device_index)[1] if eni.instance is not None else None,
@@ -114,6 +116,37 @@ class MotoBackend:
 
     def subnet_cidr(self, subnet_id: str) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnet(subnet_id).cidr_block)
+
+    def subnet_ipv6_cidr(self, subnet_id: str) -> ipaddress.IPv6Network | None:
+        """The subnet's IPv6 CIDR (its first associated one), None for an IPv4-only subnet."""
+        for association in self.subnet(subnet_id).ipv6_cidr_block_associations.values():
+            return ipaddress.IPv6Network(association["ipv6CidrBlock"])
+        return None
+
+    def subnet_ipv6_addresses(self, subnet_id: str) -> set[ipaddress.IPv6Address]:
+        """Every IPv6 address held by an ENI in the subnet."""
+        return {
+            ipaddress.IPv6Address(ip)
+            for eni in list(self.raw.enis.values())
+            if eni.subnet.id == subnet_id
+            for ip in eni.ipv6_addresses
+        }
+
+    def vpc_ipv6_cidrs(self, vpc_id: str) -> list[ipaddress.IPv6Network]:
+        vpc = self.raw.get_vpc(vpc_id)
+        return [ipaddress.IPv6Network(a["ipv6CidrBlock"]) for a in vpc.ipv6_cidr_block_association_set]
+
+    def set_vpc_ipv6_cidr(self, vpc_id: str, cidr: ipaddress.IPv6Network) -> None:
+        """Give the VPC this /56 in place of the random one moto drew (the testbed's own, like BYOIP)."""
+        vpc = self.raw.get_vpc(vpc_id)
+        for association in vpc._cidr_block_association_set.values():
+            if ":" in association["cidr_block"]:
+                association["cidr_block"] = str(cidr)
+                return
+        raise Ec2Error("InvalidVpcID.NotFound", f"VPC {vpc_id} has no IPv6 CIDR to replace")
+
+    def set_eni_ipv6_addresses(self, eni_id: str, addresses: list[ipaddress.IPv6Address]) -> None:
+        self.eni(eni_id).ipv6_addresses = [str(ip) for ip in addresses]
 
     def subnet_ids(self) -> list[str]:
         return [sid for per_az in list(self.raw.subnets.values()) for sid in list(per_az)]

@@ -19,6 +19,7 @@ class InstanceTypeLimits:
     enis_per_card: dict[int, int]
     hypervisor: str
     bare_metal: bool
+    ipv6_per_eni: int = 0
 
     @property
     def supports_prefix_delegation(self) -> bool:
@@ -57,4 +58,5 @@ def limits_for(instance_type: str) -> InstanceTypeLimits:
         enis_per_card=cards or {0: int(net["MaximumNetworkInterfaces"])},
         hypervisor=str(raw.get("Hypervisor", "")),
         bare_metal=bool(raw.get("BareMetal", False)),
+        ipv6_per_eni=int(net.get("Ipv6AddressesPerInterface", 0)) if net.get("Ipv6Supported") else 0,
     )

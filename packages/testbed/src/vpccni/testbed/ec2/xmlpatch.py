@@ -1,4 +1,5 @@
-"""Edits to moto's EC2 XML responses: merge delegated prefixes and the subnet free-address count."""
+"""Edits to moto's EC2 XML responses: merge delegated prefixes (IPv4 and IPv6) and the subnet free-address
+count."""
 
 from __future__ import annotations
 
@@ -30,21 +31,26 @@ def enrich_enis(
     prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
     slot_of: Callable[[str], tuple[int, int] | None],
     type_of: Callable[[str], str] = lambda _: "interface",
+    ipv6_prefixes_of: Callable[[str], list[ipaddress.IPv6Network]] = lambda eni_id: [],
 ) -> bytes:
-    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets its ipv4PrefixSet
-    and interfaceType, and its attachment the network card and device index it is on."""
+    """Every ENI-shaped element (has networkInterfaceId and privateIpAddressesSet) gets its ipv4PrefixSet,
+    ipv6PrefixSet and interfaceType, and its attachment the network card and device index it is on."""
 
     def fn(root: ET.Element, ns: str) -> None:
         for elem in root.iter():
             eni_id = elem.find(_q(ns, "networkInterfaceId"))
             if eni_id is None or elem.find(_q(ns, "privateIpAddressesSet")) is None or eni_id.text is None:
                 continue
-            for old in elem.findall(_q(ns, "ipv4PrefixSet")):
-                elem.remove(old)
-            prefix_set = ET.SubElement(elem, _q(ns, "ipv4PrefixSet"))
-            for prefix in prefixes_of(eni_id.text):
-                item = ET.SubElement(prefix_set, _q(ns, "item"))
-                ET.SubElement(item, _q(ns, "ipv4Prefix")).text = str(prefix)
+            for set_name, field_name, prefixes in (
+                ("ipv4PrefixSet", "ipv4Prefix", prefixes_of(eni_id.text)),
+                ("ipv6PrefixSet", "ipv6Prefix", ipv6_prefixes_of(eni_id.text)),
+            ):
+                for old in elem.findall(_q(ns, set_name)):
+                    elem.remove(old)
+                prefix_set = ET.SubElement(elem, _q(ns, set_name))
+                for prefix in prefixes:
+                    item = ET.SubElement(prefix_set, _q(ns, "item"))
+                    ET.SubElement(item, _q(ns, field_name)).text = str(prefix)
             kind = elem.find(_q(ns, "interfaceType"))
             if kind is None:
                 kind = ET.SubElement(elem, _q(ns, "interfaceType"))
@@ -88,12 +94,14 @@ def find_texts(body: bytes, name: str) -> list[str]:
     return [e.text or "" for e in root.iter(_q(_ns(root), name))]
 
 
-Value = str | Mapping[str, "Value"] | Sequence[tuple[str, str]] | Sequence[Mapping[str, "Value"]]
+Value = (
+    str | Mapping[str, "Value"] | Sequence[tuple[str, str]] | Sequence[Mapping[str, "Value"]] | Sequence[str]
+)
 
 
 def render(action: str, fields: list[tuple[str, Value]]) -> bytes:
     """A minimal EC2 query-protocol response: scalar fields, structures (mappings), and item sets (of
-    one-field items given as pairs, or of structures)."""
+    one-field items given as pairs, of plain strings, or of structures)."""
     root = ET.Element(f"{action}Response", xmlns=EC2_NS)
     ET.SubElement(root, "requestId").text = "vpccni-testbed"
     for name, value in fields:
@@ -110,7 +118,9 @@ def _fill(elem: ET.Element, value: Value) -> None:
     else:
         for entry in value:
             item = ET.SubElement(elem, "item")
-            if isinstance(entry, tuple):
+            if isinstance(entry, str):
+                item.text = entry
+            elif isinstance(entry, tuple):
                 ET.SubElement(item, entry[0]).text = entry[1]
             else:
                 _fill(item, entry)

@@ -21,6 +21,8 @@ def build_snapshot(
     instance_id: str,
     prefixes_of: Callable[[str], list[ipaddress.IPv4Network]],
     slot_of: Callable[[str], tuple[int, int] | None],
+    *,
+    ipv6_prefixes_of: Callable[[str], list[ipaddress.IPv6Network]] = lambda eni_id: [],
 ) -> Snapshot:
     inst = backend.instance(instance_id)
     region = backend.region
@@ -37,6 +39,8 @@ def build_snapshot(
         snap["local-ipv4"] = primary.private_ip_address
         snap["mac"] = primary.mac_address
         snap["hostname"] = snap["local-hostname"] = _hostname(primary.private_ip_address, region)
+        if primary.ipv6_addresses:  # IMDS 404s `ipv6` on an instance without one
+            snap["ipv6"] = str(primary.ipv6_addresses[0])
     for _, eni in sorted(nics.items()):
         base = f"network/interfaces/macs/{eni.mac_address}/"
         view = backend.eni_view(eni.id)
@@ -61,6 +65,15 @@ def build_snapshot(
             fields["ipv4-prefix"] = "\n".join(str(p) for p in prefixes)
         if eni.ipv6_addresses:
             fields["ipv6s"] = "\n".join(str(ip) for ip in eni.ipv6_addresses)
+        ipv6_prefixes = ipv6_prefixes_of(eni.id)
+        if ipv6_prefixes:
+            fields["ipv6-prefix"] = "\n".join(str(p) for p in ipv6_prefixes)
+        subnet_v6 = backend.subnet_ipv6_cidr(view.subnet_id)
+        if subnet_v6 is not None:
+            fields["subnet-ipv6-cidr-blocks"] = str(subnet_v6)
+        vpc_v6 = backend.vpc_ipv6_cidrs(view.vpc_id)
+        if vpc_v6:
+            fields["vpc-ipv6-cidr-blocks"] = "\n".join(str(c) for c in vpc_v6)
         snap.update({base + key: value for key, value in fields.items()})
     return snap
 

@@ -1,0 +1,93 @@
+"""A dual-stack VPC in the testbed: IPv6 /80 prefixes through boto3, their limits, and IMDS's IPv6 keys."""
+
+from __future__ import annotations
+
+import urllib.request
+from ipaddress import IPv6Address, IPv6Network
+
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from vpccni.testbed.cloud import DEFAULT_VPC_IPV6_CIDR, Cloud, CloudConfig, InstanceInfo
+from vpccni.testbed.imds.server import ImdsServer
+
+NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+@pytest.fixture
+def cloud_config() -> CloudConfig:
+    return CloudConfig(vpc_ipv6_cidr=DEFAULT_VPC_IPV6_CIDR)
+
+
+def imds_get(server: ImdsServer, path: str) -> str:
+    put = urllib.request.Request(
+        server.endpoint + "/latest/api/token",
+        method="PUT",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+    )
+    with urllib.request.urlopen(put, timeout=5) as resp:
+        token = resp.read().decode()
+    req = urllib.request.Request(
+        server.endpoint + "/latest/meta-data/" + path, headers={"X-aws-ec2-metadata-token": token}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def test_subnets_get_slash_64s_of_the_vpc_slash_56_and_nodes_an_ipv6_address(
+    cloud: Cloud, instance: InstanceInfo
+) -> None:
+    first, second = (cloud.subnet_ipv6_cidr(s) for s in cloud.subnet_ids)
+    assert first == IPv6Network("2001:db8:0:100::/64") and second == IPv6Network("2001:db8:0:101::/64")
+    assert instance.primary_ipv6 == IPv6Address("2001:db8:0:100::4")  # after the four reserved ones
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    vpc = ec2.describe_vpcs(VpcIds=[cloud.vpc_id])["Vpcs"][0]
+    assert [a["Ipv6CidrBlock"] for a in vpc["Ipv6CidrBlockAssociationSet"]] == [str(DEFAULT_VPC_IPV6_CIDR)]
+
+
+def test_an_ipv6_prefix_on_the_primary_eni_is_described_and_in_imds(
+    cloud: Cloud, instance: InstanceInfo, imds: ImdsServer
+) -> None:
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    eni = instance.primary_eni_id
+    assigned = ec2.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6PrefixCount=1)["AssignedIpv6Prefixes"]
+    prefix = IPv6Network(assigned[0])
+    assert prefix.prefixlen == 80 and prefix.subnet_of(IPv6Network("2001:db8:0:100::/64"))
+    assert instance.primary_ipv6 not in prefix
+    described = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]
+    assert [p["Ipv6Prefix"] for p in described["Ipv6Prefixes"]] == [str(prefix)]
+    assert [a["Ipv6Address"] for a in described["Ipv6Addresses"]] == [str(instance.primary_ipv6)]
+    assert cloud.eni_ipv6(eni) == ([instance.primary_ipv6], [prefix])
+    mac = imds_get(imds, "mac")
+    base = f"network/interfaces/macs/{mac}/"
+    assert imds_get(imds, "ipv6") == str(instance.primary_ipv6)
+    assert imds_get(imds, base + "ipv6s") == str(instance.primary_ipv6)
+    assert imds_get(imds, base + "ipv6-prefix") == str(prefix)
+    assert imds_get(imds, base + "subnet-ipv6-cidr-blocks") == "2001:db8:0:100::/64"
+    assert imds_get(imds, base + "vpc-ipv6-cidr-blocks") == str(DEFAULT_VPC_IPV6_CIDR)
+    ec2.unassign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Prefixes=[str(prefix)])
+    assert cloud.eni_ipv6(eni) == ([instance.primary_ipv6], [])
+
+
+def test_ipv6_prefixes_need_nitro_and_respect_the_per_interface_limit(cloud: Cloud) -> None:
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    xen = cloud.launch_instance(instance_type="m4.large")
+    with pytest.raises(ClientError) as exc:
+        ec2.assign_ipv6_addresses(NetworkInterfaceId=xen.primary_eni_id, Ipv6PrefixCount=1)
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+    small = cloud.launch_instance(instance_type="t3.nano")  # 2 IPv6 per interface, one is the node's
+    ec2.assign_ipv6_addresses(NetworkInterfaceId=small.primary_eni_id, Ipv6PrefixCount=1)
+    with pytest.raises(ClientError) as exc:
+        ec2.assign_ipv6_addresses(NetworkInterfaceId=small.primary_eni_id, Ipv6PrefixCount=1)
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_an_ipv4_only_subnet_refuses_ipv6() -> None:
+    with Cloud(CloudConfig()) as cloud:
+        node = cloud.launch_instance()
+        assert node.primary_ipv6 is None
+        with pytest.raises(ClientError) as exc:
+            cloud.ec2_client(config=NO_RETRY).assign_ipv6_addresses(
+                NetworkInterfaceId=node.primary_eni_id, Ipv6PrefixCount=1
+            )
+        assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"

@@ -182,10 +182,10 @@ def test_rows_from_prefix_mode_count_sixteen_per_prefix() -> None:
     assert IPv4Address(pod.ip) in IPv4Network("10.0.1.0/28")
 
 
-def test_rows_of_an_ipv6_node_count_its_80_as_250() -> None:
+def test_rows_of_an_ipv6_node_count_every_address_of_its_80() -> None:
     doc = _one_pod_on(IPv6Network("2001:db8:0:100:1::/80"), ipv6=True)
     (row,) = eni_rows(doc)
-    assert (row.total, row.assigned, row.cidrs) == (250, 1, ("2001:db8:0:100:1::/80",))
+    assert (row.total, row.assigned, row.cidrs) == (2**48, 1, ("2001:db8:0:100:1::/80",))
     (pod,) = pod_rows(doc)
     assert (pod.ip, pod.cidr) == ("2001:db8:0:100:1::", "2001:db8:0:100:1::/80")
     assert '"containerID": "c"' not in json.dumps(doc)  # scrubbed in IPv6Cidrs too

@@ -612,7 +612,7 @@ def test_ipv6_mode_hands_out_128s_of_the_80_and_checkpoints_them_as_ipv6(
     ds.release(key(1))
     assert ds.assign(key(3), meta(3)).ip == PREFIX_V6[2]
     counts = ds.counts()
-    assert counts.total_ips == 250 and counts.assigned_ips == 2 and counts.other_mode_ips == 1
+    assert counts.total_ips == 2**48 and counts.assigned_ips == 2 and counts.other_mode_ips == 1
 
 
 def test_ipv6_mode_enis_json_lists_the_prefix_as_upstream(clock: FakeClock, ckpt: MemoryCheckpointer) -> None:
@@ -620,7 +620,7 @@ def test_ipv6_mode_enis_json_lists_the_prefix_as_upstream(clock: FakeClock, ckpt
     ds.add_cidrs("eni-1", [PREFIX_V6], is_prefix=True)
     ds.assign(key(1), meta(1))
     info = ds.eni_infos()
-    assert info["TotalIPs"] == 250 and info["AssignedIPs"] == 1  # upstream's defaultMaxIPv6addresses
+    assert info["TotalIPs"] == 2**48 and info["AssignedIPs"] == 1  # as upstream's v1 datastore counts
     eni_json = info["ENIs"]["eni-1"]
     assert eni_json["AvailableIPv4Cidrs"] == {}
     cidr = eni_json["IPv6Cidrs"][str(PREFIX_V6)]

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vpccni.ipamd.pool.snapshot import IPV6_PREFIX_COUNTED_SIZE
-
 DEFAULT_ADDRESS = "127.0.0.1:61679"
 _NEVER = "0001-01-01T00:00:00Z"
 
@@ -163,14 +161,14 @@ def _cidrs_of(eni: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 def _cidr_size(cidr: Mapping[str, Any]) -> int:
     if not cidr.get("IsPrefix"):
         return 1
-    if str(cidr.get("AddressFamily")) == "6":
-        return IPV6_PREFIX_COUNTED_SIZE  # as ipamd and upstream count a /80
     mask = str((cidr.get("Cidr") or {}).get("Mask", ""))
     try:
-        bits = sum(bin(b).count("1") for b in base64.b64decode(mask))
+        raw = base64.b64decode(mask)
     except ValueError:
-        return 16
-    return 1 << (32 - bits)
+        raw = b""
+    if not raw:  # as ipamd counts: a /28 is 16, an IPv6 /80 2^48
+        return 16 if str(cidr.get("AddressFamily")) != "6" else 1 << 48
+    return 1 << (8 * len(raw) - sum(bin(b).count("1") for b in raw))
 
 
 def _each_address(

@@ -33,7 +33,7 @@ from vpccni.ipamd.datastore.model import (
 )
 from vpccni.ipamd.datastore.records import AddressRecord, CidrKind, EniState, PodCidr
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
-from vpccni.ipamd.pool.snapshot import PoolSnapshot, counted_size
+from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.ports import EniRecord
 
 _log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ class DataStore:
         with self._lock:
             self._expire()
             eni = self._index.eni(eni_id)
-            total = sum(counted_size(c.network) for c in eni.cidrs.values())
+            total = sum(c.network.num_addresses for c in eni.cidrs.values())
             return EniCounts(eni_id=eni_id, total=total, assigned=eni.assigned, in_cooldown=eni.cooling)
 
     def eni_record(self, eni_id: str) -> EniRecord | None:

@@ -1,7 +1,7 @@
 """Read-only views of the records, taken under the datastore lock: the pool snapshot the planner works on,
 the counts behind "no address available", a pod's assigned address, and upstream's introspection JSON
-(`ENIInfos`, Go encoding of net.IPNet and time.Time). An IPv6 /80 counts as 250 addresses in every total, as
-upstream counts it (`pool.snapshot.counted_size`)."""
+(`ENIInfos`, Go encoding of net.IPNet and time.Time). An IPv6 /80 counts as its 2^48 addresses in every total,
+as upstream counts it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from vpccni.ipamd.datastore.index import AllocationIndex
 from vpccni.ipamd.datastore.model import AssignedAddress, PoolCounts
 from vpccni.ipamd.datastore.records import AddressRecord, CidrRecord, EniState, route_table_id
 from vpccni.ipamd.podkey import IPAMKey
-from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot, counted_size
+from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.networkutils.model import IPNetwork
 
 
@@ -57,7 +57,7 @@ def counts(index: AllocationIndex, *, next_free_in_s: float | None) -> PoolCount
     total = assigned = cooling = excluded = other = 0
     for eni in index.enis.values():
         for c in eni.cidrs.values():
-            size = counted_size(c.network)
+            size = c.network.num_addresses
             if eni.excluded:
                 excluded += size
             elif c.kind is not index.serves:
@@ -102,7 +102,7 @@ def eni_infos_json(enis: Iterable[EniState], network_card: int) -> dict[str, Any
         cidrs: dict[int, dict[str, Any]] = {4: {}, 6: {}}
         for c in eni.cidrs.values():
             if not eni.excluded:
-                total += counted_size(c.network)
+                total += c.network.num_addresses
                 assigned += c.assigned
             cidrs[c.network.version][str(c.network)] = {
                 "Cidr": _go_ipnet(c.network),

@@ -13,14 +13,6 @@ from ipaddress import IPv4Address
 from vpccni.networkutils.model import IPNetwork
 
 PREFIX_SIZE = 16  # addresses in a /28
-# Upstream counts an IPv6 /80 as 250 addresses (defaultMaxIPv6addresses: the most pods a node runs), not 2^48,
-# so totals, gauges and introspection stay meaningful numbers.
-IPV6_PREFIX_COUNTED_SIZE = 250
-
-
-def counted_size(cidr: IPNetwork) -> int:
-    """How many addresses a CIDR counts for in totals: its size, or 250 for an IPv6 prefix."""
-    return IPV6_PREFIX_COUNTED_SIZE if cidr.version == 6 else cidr.num_addresses
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +26,9 @@ class CidrSnapshot:
 
     @property
     def size(self) -> int:
-        return counted_size(self.cidr)
+        # Every address, as upstream counts since its v1 datastore: 2^48 for an IPv6 /80 (older releases
+        # counted 250, `defaultMaxIPv6addresses`).
+        return self.cidr.num_addresses
 
     @property
     def free(self) -> int:

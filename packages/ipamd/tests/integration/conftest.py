@@ -169,8 +169,9 @@ def _pod_fields(pod: str, namespace: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """One testbed per module; a module's `CLUSTER_CONFIG` (a `ClusterConfig`) replaces the default."""
+    c = Cluster(getattr(request.module, "CLUSTER_CONFIG", None))
     try:
         c.start()
         yield c

@@ -5,35 +5,21 @@ against EC2."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pytest
-from vpccni.testbed.cloud import DEFAULT_VPC_IPV6_CIDR, CloudConfig
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV as IPV6_ENV
+from vpccni.testbed.modes import dual_stack
 from vpccni.testbed.noderunner import NodeRunner
 
 if TYPE_CHECKING:
     from conftest import Agent
 
-IPV6_ENV = {
-    "ENABLE_IPv6": "true",
-    "ENABLE_IPv4": "false",
-    "ENABLE_PREFIX_DELEGATION": "true",
-    "WARM_PREFIX_TARGET": "1",
-}
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster(ClusterConfig(cloud=CloudConfig(vpc_ipv6_cidr=DEFAULT_VPC_IPV6_CIDR)))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+CLUSTER_CONFIG = ClusterConfig(cloud=dual_stack())
 
 
 def ec2_ipv6_prefixes(agent: Agent) -> list[str]:
@@ -59,7 +45,7 @@ def test_node_init_takes_one_slash_80_on_the_primary_eni_only(
     assert reply.Success and reply.IPAllocationMetadata[0].IPv4Addr == ""
     ip = ipaddress.IPv6Address(reply.IPAllocationMetadata[0].IPv6Addr)
     assert ip in ipaddress.IPv6Network(prefix)
-    assert 'awscni_assigned_ip_addresses 1.0' in agent.metrics()
+    assert "awscni_assigned_ip_addresses 1.0" in agent.metrics()
     assert agent.delete("p0").Success
 
 

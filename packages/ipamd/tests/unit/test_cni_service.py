@@ -337,3 +337,48 @@ def test_ipv6_pod_add_del_and_prev_result(network: FakePodNetwork) -> None:
         "ip6": {"ip": "2001:db8:0:100:1::1/128"},
         "dns": {},
     }
+
+
+class _Chained:
+    """A chained plugin (egress-cni's place) recording what the service hands it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def handle(self, request: Request, netns_fd: int | None, *, answer_by: float | None = None) -> object:
+        self.calls.append(("handle", request.command))
+        return {"cniVersion": "0.4.0"}
+
+    def abandon_add(self, request: Request, netns_fd: int | None) -> None:
+        self.calls.append(("abandon_add", request.command))
+
+    def delete_queued(self, request: Request) -> None:
+        self.calls.append(("delete_queued", request.command))
+
+    def prepare(self, request: Request, netns_fd: int) -> None:
+        self.calls.append(("prepare", request.container_id))
+
+    def forget(self, request: Request, netns_fd: int | None) -> None:
+        self.calls.append(("forget", request.container_id))
+
+
+def test_chained_types_go_to_their_plugin_which_hears_of_aws_cnis_add_and_del(
+    allocator: FakeAllocator, network: FakePodNetwork
+) -> None:
+    egress = _Chained()
+    service = CniService(
+        allocator=allocator,
+        network=network,
+        classify_netns=lambda fd: NetnsKind.POD,
+        chained={"egress-cni": egress},
+    )
+    service.handle(_request("ADD"), POD_FD)
+    assert egress.calls == [("prepare", "c1")], "told once aws-cni's ADD is done, to start its own"
+    assert service.handle(_request("ADD", type="egress-cni"), POD_FD) == {"cniVersion": "0.4.0"}
+    service.abandon_add(_request("ADD", type="egress-cni"), POD_FD)
+    service.delete_queued(_request("DEL", type="egress-cni"))
+    service.handle(_request("DEL"), POD_FD)
+    assert egress.calls[1:] == [
+        ("handle", "ADD"), ("abandon_add", "ADD"), ("delete_queued", "DEL"), ("forget", "c1")
+    ]  # fmt: skip
+    assert len(allocator.allocations()) == 0, "egress-cni's ADD took no pod address"

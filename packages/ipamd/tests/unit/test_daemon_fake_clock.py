@@ -88,6 +88,7 @@ def build_node(tmp_path: Path, *, instance_type: str = "m5.large", **env: str) -
         kube_api=lambda _: kube,
         open_netlink=lambda: host,
         iptables=FakeIptables,
+        ip6tables=FakeIptables,
         nft=FakeNft,
         namespaces=lambda: FakeNetnsNetlink(network),
     )

@@ -101,3 +101,23 @@ def test_failing_tool_carries_stderr() -> None:
 
     with pytest.raises(CommandError, match="line 3 failed"):
         ToolRunner(run=failing)(["iptables-restore"])
+
+
+def test_head_rules_go_first_and_move_back_there_when_overtaken() -> None:
+    from vpccni.networkutils.egress import OWNERSHIP as EGRESS
+    from vpccni.networkutils.testing import FakeIptables
+
+    block = '-d 169.254.172.0/22 -m comment --comment "Block Node Local Pod access via IPv4" -j REJECT'
+    desired = DesiredTable(name="filter", head={"FORWARD": [block]})
+    fake = FakeIptables()
+    fake.tables["filter"]["FORWARD"] = ["-j KUBE-FORWARD", block]
+    plan = plan_restore(desired, parse_save(fake.save("filter")), EGRESS)
+    assert plan == f"*filter\n-D FORWARD {block}\n-I FORWARD 1 {block}\nCOMMIT\n"
+    fake.restore(plan)
+    assert fake.rules("filter", "FORWARD") == [block, "-j KUBE-FORWARD"]
+    assert plan_restore(desired, parse_save(fake.save("filter")), EGRESS) is None
+
+
+def test_ip6tables_commands() -> None:
+    assert IptablesCommands.flavour(IptablesMode.NFT, family=6).restore == "ip6tables-nft-restore"
+    assert IptablesCommands.ipv6().save == "ip6tables-save"

@@ -39,9 +39,9 @@ from pathlib import Path
 from vpccni.cniplugin import bundle, install
 from vpccni.cniplugin.version import VERSION
 
-# Every standalone CNI executable and the module whose ``main(skip_teardown=True)`` it runs (egress-cni
-# joins here). They share one directory: one interpreter for all.
-EXECUTABLES: Mapping[str, str] = {"aws-cni": bundle.MAIN}
+# Every standalone CNI executable and the module whose ``main(skip_teardown=True)`` it runs. They share one
+# directory: one interpreter for all. egress-cni is the same shim: ipamd serves its conflist entry by `type`.
+EXECUTABLES: Mapping[str, str] = {"aws-cni": bundle.MAIN, "egress-cni": bundle.MAIN}
 TRAMPOLINE_SOURCE = Path(__file__).with_name("trampoline.c")
 CC = "musl-gcc"
 CC_FLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")

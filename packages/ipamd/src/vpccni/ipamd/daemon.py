@@ -41,6 +41,9 @@ from vpccni.ipamd.cni.netpolicy import policy_admission
 from vpccni.ipamd.cni.observed import ObservedCniService
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.datastore.store import DataStore
+from vpccni.ipamd.egress.netconf import PLUGIN_TYPE as EGRESS_PLUGIN_TYPE
+from vpccni.ipamd.egress.netconf import node_egress_conf
+from vpccni.ipamd.egress.service import EgressService
 from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
 from vpccni.ipamd.grpc.server import GrpcServer, GrpcServerSettings
 from vpccni.ipamd.introspection import (
@@ -458,7 +461,7 @@ class Daemon:
         branches = self._start_sgp(cards)
         self._start_http(cards)
         self._start_housekeeping(cards)
-        self._start_cni_endpoint(allocator, branches)
+        self._start_cni_endpoint(allocator, branches, aws)
         ident = aws.identity
         facts = NodeFacts(
             version=VERSION,
@@ -572,7 +575,9 @@ class Daemon:
 
         threading.Thread(target=loop, name="housekeeping", daemon=True).start()
 
-    def _start_cni_endpoint(self, allocator: CardAllocators, branches: BranchCni | None) -> None:
+    def _start_cni_endpoint(
+        self, allocator: CardAllocators, branches: BranchCni | None, aws: AwsNode
+    ) -> None:
         """The endpoint of the aws-cni shim; it drains the DEL queue before accepting connections."""
         serve = self._plan.serve
         nodes = self._adapters
@@ -586,6 +591,17 @@ class Daemon:
                 policy=policy_admission(serve.network_policy_mode, serve.ipamd_socket.parent),
                 multi_nic=allocator if self._plan.pool.init.multi_nic else None,
                 branches=branches,
+                # egress-cni is the same shim under another type: served here whether enabled or not.
+                chained={
+                    EGRESS_PLUGIN_TYPE: EgressService(
+                        wiring=nodes.wiring,
+                        node_conf=node_egress_conf(
+                            self._plan.egress,
+                            node_ipv4=aws.identity.primary_ipv4,
+                            node_ipv6=aws.identity.primary_ipv6,
+                        ),
+                    )
+                },
             ),
             settings=EndpointSettings(
                 socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)

@@ -186,6 +186,7 @@ def host_settings(s: Settings) -> HostSettings:
         veth_prefix=s.veth_prefix,
         local_rule_after_vlan_rules=sgp_config(s).strict,
         ipv6=s.enable_ipv6,
+        v6_egress=s.enable_v6_egress and not s.enable_ipv6,
     )
 
 
@@ -269,6 +270,7 @@ def install_plan(s: Settings) -> InstallPlan:
             disable_pod_v6=s.disable_pod_v6,
             cni_socket=str(s.cni_socket),
             del_queue_dir=str(s.del_queue_dir),
+            egress=egress_config(s),
         ),
         bin_dir=Path(s.host_cni_bin_path),
         conf_dir=Path(s.host_cni_confdir_path),

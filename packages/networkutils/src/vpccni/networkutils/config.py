@@ -53,6 +53,8 @@ class HostNetworkConfig:
     # ENABLE_IPv6: pods keep their VPC IPv6 address everywhere, so no SNAT and no connmark (upstream installs
     # neither in IPv6 mode); the fwmark rule is an IPv6 one and the node forwards IPv6.
     ipv6: bool = False
+    # ENABLE_V6_EGRESS (IPv4 cluster): the node forwards its pods' IPv6 egress, keeping its own IPv6 route.
+    v6_egress: bool = False
 
     @property
     def snat_wanted(self) -> bool:

@@ -37,9 +37,10 @@ def _sysctls(config: HostNetworkConfig, primary: str) -> list[tuple[str, str]]:
     """What the node needs: loose rp_filter on the primary interface (NodePort traffic DNATed to a pod on a
     secondary ENI fails the strict check) and forwarding; in IPv6 mode IPv6 on, forwarding it, and router
     advertisements still accepted on the primary interface (accept_ra=2: forwarding alone would stop them,
-    and the node's IPv6 default route comes from them) — set before forwarding for no gap."""
+    and the node's IPv6 default route comes from them) — set before forwarding for no gap. The same for IPv6
+    egress of IPv4 pods."""
     wanted = [(f"net/ipv4/conf/{primary}/rp_filter", "2"), ("net/ipv4/ip_forward", "1")]
-    if config.ipv6:
+    if config.ipv6 or config.v6_egress:
         wanted += [
             ("net/ipv6/conf/all/disable_ipv6", "0"),
             (f"net/ipv6/conf/{primary}/accept_ra", "2"),

@@ -37,7 +37,7 @@ def parse_iptables_mode(version_output: str) -> IptablesMode:
 
 
 class Iptables(Protocol):
-    """IPv4 iptables of one network namespace."""
+    """iptables (or ip6tables) of one network namespace."""
 
     def mode(self) -> IptablesMode:
         """`iptables --version`, parsed."""
@@ -61,14 +61,18 @@ class IptablesCommands:
     restore: str = "iptables-restore"
 
     @classmethod
-    def flavour(cls, mode: IptablesMode) -> IptablesCommands:
-        """The explicit `iptables-legacy*` or `iptables-nft*` binaries."""
+    def flavour(cls, mode: IptablesMode, *, family: int = 4) -> IptablesCommands:
+        """The explicit `iptables-legacy*` or `iptables-nft*` binaries (`ip6tables-*` for family 6)."""
         suffix = "legacy" if mode is IptablesMode.LEGACY else "nft"
+        tool = "ip6tables" if family == 6 else "iptables"
         return cls(
-            iptables=f"iptables-{suffix}",
-            save=f"iptables-{suffix}-save",
-            restore=f"iptables-{suffix}-restore",
+            iptables=f"{tool}-{suffix}", save=f"{tool}-{suffix}-save", restore=f"{tool}-{suffix}-restore"
         )
+
+    @classmethod
+    def ipv6(cls) -> IptablesCommands:
+        """`ip6tables`, `ip6tables-save`, `ip6tables-restore` (the host's alternative)."""
+        return cls(iptables="ip6tables", save="ip6tables-save", restore="ip6tables-restore")
 
 
 class CommandIptables:
@@ -105,12 +109,14 @@ class DesiredTable:
     """What vpccni wants in one table.
 
     `chains`: chains vpccni owns, with their full content (a chain absent here is deleted if it is ours);
-    `builtin`: vpccni's rules in built-in chains, in order (other rules there are left alone).
+    `builtin`: vpccni's rules in built-in chains, in order (other rules there are left alone);
+    `head`: vpccni's rules that must come first in a built-in chain, before anyone's (`-I chain 1`).
     """
 
     name: str
     chains: Mapping[str, Sequence[str]] = field(default_factory=dict)
     builtin: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    head: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +131,7 @@ def plan_restore(desired: DesiredTable, existing: SavedTable, ownership: Ownersh
     """The `iptables-restore --noflush` input turning `existing` into `desired`; None when nothing differs."""
     declare: list[str] = []
     deletes: list[str] = []
+    inserts: list[str] = []
     appends: list[str] = []
     flushes: list[str] = []
     removals: list[str] = []
@@ -134,17 +141,20 @@ def plan_restore(desired: DesiredTable, existing: SavedTable, ownership: Ownersh
             declare.append(f":{chain} - [0:0]")
             appends.extend(f"-A {chain} {rule}" for rule in rules)
     for chain in BUILTIN_CHAINS.get(desired.name, ()):
+        head = list(desired.head.get(chain, ()))
         want = list(desired.builtin.get(chain, ()))
-        ours = [rule for rule in existing.get(chain, []) if ownership.is_our_rule(rule)]
-        if ours != want:
+        rules = existing.get(chain, [])
+        ours = [rule for rule in rules if ownership.is_our_rule(rule)]
+        if ours != head + want or rules[: len(head)] != head:
             deletes.extend(f"-D {chain} {rule}" for rule in ours)
+            inserts.extend(f"-I {chain} {position} {rule}" for position, rule in enumerate(head, 1))
             appends.extend(f"-A {chain} {rule}" for rule in want)
     for chain in existing:
         if chain not in desired.chains and ownership.is_our_chain(chain):
             # Flush every stale chain before deleting any: older layouts chain them into each other.
             flushes.append(f"-F {chain}")
             removals.append(f"-X {chain}")
-    body = [*declare, *deletes, *appends, *flushes, *removals]
+    body = [*declare, *deletes, *inserts, *appends, *flushes, *removals]
     if not body:
         return None
     return "\n".join([f"*{desired.name}", *body, "COMMIT", ""])

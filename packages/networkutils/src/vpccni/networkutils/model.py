@@ -142,3 +142,10 @@ def host_network(ip: IPAddress) -> IPNetwork:
 def default_network(version: int) -> IPNetwork:
     """0.0.0.0/0 or ::/0."""
     return IPv6Network("::/0") if version == 6 else IPv4Network("0.0.0.0/0")
+
+
+def is_global_unicast(ip: IPAddress) -> bool:
+    """Go's `net.IP.IsGlobalUnicast` (what upstream checks a node's IPv6 address with): not unspecified,
+    loopback, multicast or link-local. Unlike `ipaddress`'s `is_global`, documentation and unique-local
+    addresses count."""
+    return not (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local)

@@ -60,7 +60,8 @@ class PodInterface:
     """What one pod interface should look like.
 
     `route_table` is the table of the ENI holding the IP (254 = main for the primary ENI); `index` is the
-    interface index for multi-NIC pods (0 for the first interface).
+    interface index for multi-NIC pods (0 for the first interface); `gateway_ip` replaces the link-local
+    gateway (egress-cni's interfaces use the first address of their range, as upstream's).
     """
 
     host_veth: str
@@ -69,11 +70,14 @@ class PodInterface:
     route_table: int = MAIN_TABLE
     mtu: int = DEFAULT_MTU
     index: int = 0
+    gateway_ip: IPAddress | None = None
 
     @property
     def gateway(self) -> IPAddress:
         """169.254.1.(index + 1), or fe80::(index + 1) for IPv6: the pod's link-local next hop, resolved by a
         permanent neighbour entry for the host veth's MAC."""
+        if self.gateway_ip is not None:
+            return self.gateway_ip
         return (IPV6_GATEWAY if self.ip.version == 6 else IPV4_GATEWAY) + self.index
 
     @property
@@ -162,6 +166,10 @@ class PodWiring:
             ip=spec.ip,
             gateway=spec.gateway,
         )
+
+    def set_pod_sysctl(self, netns_fd: int, key: str, value: str) -> None:
+        """Write a sysctl inside the pod (e.g. `net/ipv6/conf/eth0/disable_ipv6`); absent keys are ignored."""
+        self._namespaces.run(netns_fd, lambda pod: _set_sysctl(pod, key, value))
 
     def host_veth_exists(self, name: str) -> bool:
         """Whether the host has a link called `name` (`ip link show <name>`)."""

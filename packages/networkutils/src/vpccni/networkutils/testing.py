@@ -384,8 +384,11 @@ class FakeIptables:
                 self._check_target(table, spec, line)
                 table[chain].append(spec)
             elif op == "-I":
-                self._check_target(table, spec, line)
-                table[chain].insert(0, spec)
+                position, _, rule = spec.partition(" ")
+                if not position.isdigit():  # `-I chain rule`: at the head
+                    position, rule = "1", spec
+                self._check_target(table, rule, line)
+                table[chain].insert(int(position) - 1, rule)
             elif op == "-D":
                 if spec not in table[chain]:
                     raise ValueError(f"iptables-restore: no such rule: {line!r}")

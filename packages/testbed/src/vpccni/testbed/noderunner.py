@@ -6,6 +6,10 @@ shim and `10-aws.conflist`, and pods created by running the shim exactly as a co
     pod = runner.create_pod(namespace="default", name="web-1")
     outcome = runner.add(pod)            # CNI_COMMAND=ADD through the shim; outcome.result is the CNI result
     runner.delete(pod)                   # DEL with prevResult, as libcni sends it
+
+ADD, DEL and CHECK run the conflist's chain as libcni does: `aws-cni`, then `egress-cni` when the conflist has
+it (IPv4 egress in an IPv6 cluster, ENABLE_V6_EGRESS), each getting the previous result as `prevResult`; DEL
+in reverse order. Other plugins of the conflist (portmap, bandwidth, tuning) are not installed here.
     runner.stop()                        # SIGTERM by PID; pod namespaces this runner made are deleted
 
 Everything the runner makes lives under its `workdir` (run dir, checkpoint, logs, conflist) or is a namespace
@@ -31,7 +35,7 @@ from typing import Any
 
 from vpccni.cniplugin.netconf import POD_ANNOTATIONS_KEY
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
-from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path
+from vpccni.ipamd.install.conflist import EGRESS_TYPE, conflist_bytes, conflist_path, with_node_ip
 from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
 from vpccni.testbed.cluster import Node
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 INTROSPECTION = "127.0.0.1:61679"
 METRICS_PORT = 61678
 NETWORK_NAME = "aws-cni"
+PLUGIN_TYPE = "aws-cni"
+CHAINED_TYPES = (EGRESS_TYPE,)  # plugins after aws-cni that the runner executes (built with the shim)
 
 
 class NodeRunnerError(RuntimeError):
@@ -129,6 +135,19 @@ class CniOutcome:
     stdout: str
     stderr: str
     elapsed_s: float
+    # Each plugin's own time when a chain ran ((type, seconds) in the order they ran).
+    plugins: tuple[tuple[str, float], ...] = ()
+
+    def then(self, other: CniOutcome) -> CniOutcome:
+        """This plugin's outcome followed by the next one's in the chain: the latter's answer, both times."""
+        return CniOutcome(
+            command=self.command,
+            returncode=other.returncode,
+            stdout=other.stdout,
+            stderr=self.stderr + other.stderr,
+            elapsed_s=self.elapsed_s + other.elapsed_s,
+            plugins=(*self.plugins, *other.plugins),
+        )
 
     @property
     def ok(self) -> bool:
@@ -231,6 +250,8 @@ class NodeRunner:
             "AWS_VPC_K8S_PLUGIN_LOG_FILE": str(self.plugin_log),
             "HOST_CNI_CONFDIR_PATH": str(self.confdir),
             "HOST_CNI_BIN_PATH": str(self.shim.parent),
+            # egress-cni's host-local store (upstream's /run/cni/v*pd/...), kept with the node's files
+            "VPCCNI_EGRESS_IPAM_DIR": str(self.state_dir / "egress-ipam"),
             **self.extra_env,
         }
 
@@ -279,10 +300,17 @@ class NodeRunner:
         return elapsed
 
     def install_conflist(self) -> Path:
+        """As the entrypoint writes it, with egress-cni's nodeIP from the instance (IMDS's answer)."""
         plan = WiringPlan.from_settings(load_settings(self.env()))
+        instance = self.node.instance
+        options = with_node_ip(
+            plan.install.conflist,
+            ipv4=str(instance.primary_ip),
+            ipv6=str(instance.primary_ipv6) if instance.primary_ipv6 else "",
+        )
         self.confdir.mkdir(parents=True, exist_ok=True)
         tmp = self.conflist.with_suffix(".tmp")
-        tmp.write_bytes(conflist_bytes(plan.install.conflist))
+        tmp.write_bytes(conflist_bytes(options))
         tmp.replace(self.conflist)
         return self.conflist
 
@@ -366,8 +394,20 @@ class NodeRunner:
             state = self._pods.get(pod.container_id)
             return state.result if state else None
 
+    def chained(self) -> list[str]:
+        """The types after aws-cni in the conflist that this runner executes, in order."""
+        plugins = json.loads(self.conflist.read_text())["plugins"]
+        return [str(p["type"]) for p in plugins[1:] if p.get("type") in CHAINED_TYPES]
+
     def add(self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = ()) -> CniOutcome:
         outcome = self.cni("ADD", pod, ifname=ifname, shim_command=shim_command)
+        for kind in self.chained():
+            if not outcome.ok:
+                break
+            outcome = outcome.then(
+                self.cni("ADD", pod, ifname=ifname, prev_result=outcome.document,
+                         shim_command=_command_for(kind, shim_command), plugin_type=kind)
+            )  # fmt: skip
         if outcome.ok:
             with self._lock:
                 state = self._pods.get(pod.container_id)
@@ -376,20 +416,41 @@ class NodeRunner:
         return outcome
 
     def delete(self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = ()) -> CniOutcome:
+        """DEL through the chain in reverse, as libcni does (stopping at the first failure)."""
         prev_result = self.result_of(pod)
-        return self.cni("DEL", pod, ifname=ifname, prev_result=prev_result, shim_command=shim_command)
+        outcome: CniOutcome | None = None
+        for kind in [*reversed(self.chained()), PLUGIN_TYPE]:
+            step = self.cni("DEL", pod, ifname=ifname, prev_result=prev_result,
+                            shim_command=_command_for(kind, shim_command), plugin_type=kind)  # fmt: skip
+            outcome = step if outcome is None else outcome.then(step)
+            if not step.ok:
+                break
+        assert outcome is not None
+        return outcome
 
     def check(self, pod: Pod, *, ifname: str = "eth0") -> CniOutcome:
-        return self.cni("CHECK", pod, ifname=ifname, prev_result=self.result_of(pod))
+        outcome = self.cni("CHECK", pod, ifname=ifname, prev_result=self.result_of(pod))
+        for kind in self.chained():
+            if not outcome.ok:
+                break
+            outcome = outcome.then(
+                self.cni("CHECK", pod, ifname=ifname, prev_result=self.result_of(pod), plugin_type=kind)
+            )
+        return outcome
 
     def plugin_config(
-        self, prev_result: Mapping[str, Any] | None = None, *, pod: Pod | None = None
+        self,
+        prev_result: Mapping[str, Any] | None = None,
+        *,
+        pod: Pod | None = None,
+        plugin_type: str = PLUGIN_TYPE,
     ) -> dict[str, Any]:
-        """The aws-cni entry of the conflist with `cniVersion` and `name` injected (and `prevResult` for
-        DEL/CHECK), which is what libcni writes to a plugin's stdin. The pod's annotations go in
-        `runtimeConfig` when the plugin declares the CRI's capability for them (as libcni passes them)."""
+        """The conflist's entry of `plugin_type` (aws-cni's by default) with `cniVersion` and `name`
+        injected (and `prevResult` for a chained ADD, DEL and CHECK): what libcni writes on its stdin. The
+        pod's annotations go in `runtimeConfig` when the plugin declares the CRI's capability for them (as
+        libcni passes them)."""
         conflist = json.loads(self.conflist.read_text())
-        plugin = dict(conflist["plugins"][0])
+        plugin = dict(next(p for p in conflist["plugins"] if p.get("type") == plugin_type))
         plugin["cniVersion"] = conflist["cniVersion"]
         plugin["name"] = conflist["name"]
         if prev_result:
@@ -411,10 +472,11 @@ class NodeRunner:
         prev_result: Mapping[str, Any] | None = None,
         timeout_s: float = 60.0,
         shim_command: Sequence[str] = (),
+        plugin_type: str = PLUGIN_TYPE,
     ) -> CniOutcome:
-        """Execute the installed shim (or `shim_command`, for this call) in the node's namespace with the CNI
-        environment and stdin."""
-        argv = list(shim_command or self.shim_command)
+        """Execute the installed shim (or `shim_command`, for this call; `plugin_type`'s executable for a
+        chained plugin) in the node's namespace with the CNI environment and stdin."""
+        argv = list(shim_command or _command_for(plugin_type, self.shim_command))
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
@@ -427,7 +489,7 @@ class NodeRunner:
                 f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_UID={pod.uid}"
             ),
         }
-        stdin = json.dumps(self.plugin_config(prev_result, pod=pod)).encode()
+        stdin = json.dumps(self.plugin_config(prev_result, pod=pod, plugin_type=plugin_type)).encode()
 
         # The shim is executed directly by a thread that has entered the node's namespace, which the child
         # inherits: a runtime on the node execs plugins the same way, with no `nsenter` in between to be
@@ -446,4 +508,17 @@ class NodeRunner:
             stdout=proc.stdout.decode(errors="replace"),
             stderr=proc.stderr.decode(errors="replace"),
             elapsed_s=elapsed,
+            plugins=((plugin_type, elapsed),),
         )
+
+
+def _command_for(plugin_type: str, command: Sequence[str]) -> tuple[str, ...]:
+    """The command line of `plugin_type` given aws-cni's: the executable beside it (the same build)."""
+    argv = list(command)
+    if not argv or plugin_type == PLUGIN_TYPE:
+        return tuple(argv)
+    head, sep, name = argv[-1].rpartition("/")
+    if name != PLUGIN_TYPE:
+        raise NodeRunnerError(f"cannot tell where {plugin_type} is from the aws-cni command {argv}")
+    argv[-1] = f"{head}{sep}{plugin_type}"
+    return tuple(argv)

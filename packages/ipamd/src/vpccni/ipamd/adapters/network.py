@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from vpccni.ipamd.datastore.model import AssignedAddress
 from vpccni.ipamd.datastore.records import route_table_id
+from vpccni.ipamd.egress.host import EgressHostSetup
 from vpccni.ipamd.ports import EniAddresses, EniDescription
 from vpccni.networkutils.config import HostNetworkConfig, SnatRandomization
 from vpccni.networkutils.eni import EniNetwork, LinkRetry, setup_eni_network, teardown_eni_network
@@ -40,6 +41,7 @@ class HostSettings:
     veth_prefix: str = "eni"
     local_rule_after_vlan_rules: bool = False  # ENABLE_POD_ENI in strict mode
     ipv6: bool = False  # IPv6 mode: no SNAT or connmark for pods (they keep their VPC address), IPv6 sysctls
+    v6_egress: bool = False  # ENABLE_V6_EGRESS: IPv6 forwarding for the pods' IPv6 egress
 
 
 class HostNetworkSetup:
@@ -53,7 +55,9 @@ class HostNetworkSetup:
         node_ip: IPv4Address,
         primary_mac: str,
         vpc_cidrs: Callable[[], tuple[IPv4Network, ...]],
+        egress: EgressHostSetup | None = None,
     ) -> None:
+        self._egress = egress
         self._host = host
         self._settings = settings
         self._node_ip = node_ip
@@ -77,6 +81,7 @@ class HostNetworkSetup:
             veth_prefix=s.veth_prefix,
             local_rule_after_vlan_rules=s.local_rule_after_vlan_rules,
             ipv6=s.ipv6,
+            v6_egress=s.v6_egress,
         )
 
     def setup_host_network(self) -> None:
@@ -85,6 +90,8 @@ class HostNetworkSetup:
         self.applied = config
         if result.changes:
             log.info("host network: %d changes applied", len(result.changes))
+        if self._egress is not None:
+            self._egress.apply()
 
     def refresh(self) -> bool:
         """Re-apply when the VPC CIDRs changed (upstream re-reads them every 30 s); True when re-applied."""

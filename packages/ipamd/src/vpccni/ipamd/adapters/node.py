@@ -9,7 +9,9 @@ from vpccni.awsutils.node import AwsNode
 from vpccni.ipamd.adapters.aws import Ec2CloudPort, ImdsMetadataPort, SubnetCidrs, subnet_cidr_lookup
 from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup
 from vpccni.ipamd.adapters.platform import Platform
+from vpccni.ipamd.egress.host import EgressHostSetup
 from vpccni.ipamd.plan import WiringPlan
+from vpccni.networkutils.egress import EgressHostRules
 from vpccni.networkutils.eni import LinkRetry
 from vpccni.networkutils.host import HostNetwork
 from vpccni.networkutils.netlink import Netlink
@@ -56,6 +58,16 @@ class NodeAdapters:
                 node_ip=ident.primary_ipv4,
                 primary_mac=ident.primary_mac,
                 vpc_cidrs=lambda: tuple(aws.metadata.vpc_ipv4_cidrs(ident.primary_mac)),
+                egress=EgressHostSetup(
+                    rules=EgressHostRules(
+                        iptables=platform.iptables(),
+                        ip6tables=platform.ip6tables() if plan.host.v6_egress else None,
+                    ),
+                    config=plan.egress,
+                    ipv6_cluster=plan.host.ipv6,
+                    node_ipv4=ident.primary_ipv4,
+                    node_ipv6=ident.primary_ipv6,
+                ),
             ),
             wiring=PodWiring(host=netlink, namespaces=platform.namespaces()),
         )

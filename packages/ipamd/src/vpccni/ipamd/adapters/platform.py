@@ -14,7 +14,7 @@ from vpccni.awsutils.observer import ApiObserver
 from vpccni.ipamd.adapters.kube import kube_api
 from vpccni.ipamd.plan import KubePlan
 from vpccni.k8sapi import KubeApi
-from vpccni.networkutils.iptables import CommandIptables, Iptables
+from vpccni.networkutils.iptables import CommandIptables, Iptables, IptablesCommands
 from vpccni.networkutils.netlink import Netlink, open_netlink
 from vpccni.networkutils.netns import NetnsNetlink, ThreadNetnsNetlink
 from vpccni.networkutils.nft import CommandNft, Nft
@@ -29,11 +29,16 @@ def real_kube_api(kube: KubePlan) -> KubeApi | None:
     return kube_api(kube.endpoint, kube.client)
 
 
+def ip6tables() -> Iptables:
+    return CommandIptables(commands=IptablesCommands.ipv6())
+
+
 @dataclass(frozen=True, kw_only=True)
 class Platform:
     connect_aws: Callable[..., AwsNode] = connect_aws  # (config=, observer=, clock=)
     kube_api: Callable[[KubePlan], KubeApi | None] = real_kube_api
     open_netlink: Callable[[], Netlink] = open_netlink
     iptables: Callable[[], Iptables] = CommandIptables
+    ip6tables: Callable[[], Iptables] = ip6tables  # only used with IPv6 egress of IPv4 pods
     nft: Callable[[], Nft] = CommandNft
     namespaces: Callable[[], NetnsNetlink] = ThreadNetnsNetlink

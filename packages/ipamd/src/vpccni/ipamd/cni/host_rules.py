@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vpccni.networkutils.egress import V4_RANGE, V6_RANGE
 from vpccni.networkutils.model import IPAddress, Rule
 from vpccni.networkutils.netlink import Netlink
 from vpccni.networkutils.tables import FROM_POD_RULE_PRIORITY, TO_POD_RULE_PRIORITY
@@ -26,10 +27,12 @@ class NetlinkHostPodRules:
         self._host = host
 
     def pod_rule_addresses(self) -> set[IPAddress]:
+        """Pod addresses with rules; egress-cni's (169.254.172.0/22, fd00::ac:00/118) are not pods' own and
+        live as long as their reservation."""
         found = set()
         for rule in self._host.rules():
             ip = _pod_ip(rule)
-            if ip is not None:
+            if ip is not None and ip not in (V4_RANGE if ip.version == 4 else V6_RANGE):
                 found.add(ip)
         return found
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vpccni.cniplugin.netconf import NetConf
+from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.allocator import Allocation, NoAddressError, NotReady, PendingAllocation, PodAllocation
 from vpccni.ipamd.podkey import IPAMKey
 from vpccni.networkutils.model import IPAddress
@@ -204,3 +205,21 @@ def _wiring_is_a_port(wiring: PodWiring) -> PodNetwork:
 
 def _netlink_rules_are_a_port(rules: NetlinkHostPodRules) -> HostPodRules:
     return rules
+
+
+class ChainedPlugin(Protocol):
+    """Another plugin type of the conflist served by ipamd (egress-cni), keyed by its ``type``."""
+
+    def handle(self, request: Request, netns_fd: int | None, *, answer_by: float | None = None) -> object: ...
+
+    def abandon_add(self, request: Request, netns_fd: int | None) -> None: ...
+
+    def delete_queued(self, request: Request) -> None: ...
+
+    def prepare(self, request: Request, netns_fd: int) -> None:
+        """aws-cni's ADD of the pod succeeded: get ready for this plugin's ADD, which comes next."""
+        ...
+
+    def forget(self, request: Request, netns_fd: int | None) -> None:
+        """aws-cni's DEL of the pod: what this plugin did for it goes too (idempotent)."""
+        ...

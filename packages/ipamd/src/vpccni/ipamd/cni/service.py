@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ from vpccni.ipamd.cni.netns_kind import NetnsKind, classify_netns
 from vpccni.ipamd.cni.netpolicy import PolicyAdmission, admit_or_roll_back
 from vpccni.ipamd.cni.ports import (
     BranchPods,
+    ChainedPlugin,
     HostPodRules,
     MultiNicAllocator,
     NoAddressError,
@@ -74,8 +75,10 @@ class CniService(MultiNicPods):
         monotonic: Callable[[], float] = time.monotonic,
         policy: PolicyAdmission | None = None,
         multi_nic: MultiNicAllocator | None = None,
+        chained: Mapping[str, ChainedPlugin] | None = None,
     ) -> None:
         self._policy = policy  # network policy's say before an ADD is answered (None: not in play)
+        self._chained = dict(chained or {})
         self._allocator = allocator
         self._multi_nic = multi_nic
         self._network = network
@@ -101,6 +104,9 @@ class CniService(MultiNicPods):
                 f"aws-cni {request.version} cannot talk to ipamd {VERSION}: the node is between versions; "
                 "this resolves once the aws-node rollout finishes (it reinstalls /opt/cni/bin/aws-cni)",
             )
+        chained = self._chained_plugin(request)
+        if chained is not None:
+            return chained.handle(request, netns_fd, answer_by=answer_by)
         conf = parse_netconf(request.netconf)
         version = self._requested_version(request)
         if request.command == "ADD":
@@ -120,6 +126,10 @@ class CniService(MultiNicPods):
     def abandon_add(self, request: Request, netns_fd: int | None) -> None:
         """Undo an ADD whose answer never reached the shim: the runtime counts it as failed, and a retried
         ADD into the same namespace must find it clean, so the veth goes too."""
+        chained = self._chained_plugin(request)
+        if chained is not None:
+            chained.abandon_add(request, netns_fd)
+            return
         try:
             conf = parse_netconf(request.netconf)
             self.delete(request, conf, self._requested_version(request), netns_fd, remove_veth=True)
@@ -128,8 +138,17 @@ class CniService(MultiNicPods):
 
     def delete_queued(self, request: Request) -> None:
         """A DEL the shim queued while ipamd was down (no netns fd; any shim version)."""
+        chained = self._chained_plugin(request)
+        if chained is not None:
+            chained.delete_queued(request)
+            return
         conf = parse_netconf(request.netconf)
         self.delete(request, conf, self._requested_version(request), None)
+
+    def _chained_plugin(self, request: Request) -> ChainedPlugin | None:
+        """The plugin serving the request's ``type`` when it is not aws-cni's (egress-cni)."""
+        kind = request.netconf.get("type") if isinstance(request.netconf, dict) else None
+        return self._chained.get(kind) if isinstance(kind, str) else None
 
     @staticmethod
     def _requested_version(request: Request) -> str:
@@ -294,6 +313,8 @@ class CniService(MultiNicPods):
             log.info(
                 "ADD %s: %s on %s (table %d)", pod.label, allocation.ip, allocation.eni_id, spec.route_table
             )
+        for chained in self._chained.values():
+            chained.prepare(request, fd)
         return results.convert(self._after_prev_result(result, previous), version)
 
     def _assign(self, pod: PodRef, answer_by: float, *, host_veth: str) -> PendingAllocation:
@@ -399,6 +420,8 @@ class CniService(MultiNicPods):
                 network=pod.network, container_id=pod.container_id, ifname=pod.ifname,
                 pod_namespace=pod.namespace, pod_name=pod.name,
             )  # fmt: skip
+        for chained in self._chained.values():
+            chained.forget(request, netns_fd)
         log.info("DEL %s: %s", pod.label, f"released {allocation.ip}" if allocation else "nothing allocated")
 
     def _spec_from_prev_result(self, pod: PodRef, conf: NetConf, version: str) -> PodInterface | None:

@@ -1,10 +1,12 @@
 """`10-aws.conflist`, rendered from the settings as upstream's entrypoint renders `misc/10-aws.conflist`.
 
-Shape and key order follow upstream (cniVersion 0.4.0, `disableCheck`, aws-cni then portmap, optional
-bandwidth and tuning). Differences, each on purpose:
-- no `egress-cni` entry: this version does not ship it (ENABLE_V6_EGRESS is rejected, no IPv6 mode);
+Shape and key order follow upstream (cniVersion 0.4.0, `disableCheck`, aws-cni, egress-cni, portmap,
+optional bandwidth and tuning). Differences, each on purpose:
+- the `egress-cni` entry is there only when egress is on (IPv6 cluster with ENABLE_V4_EGRESS, the default;
+  IPv4 cluster with ENABLE_V6_EGRESS and a node with an IPv6 address): upstream always writes it, with
+  `"enabled": "false"` when off, which makes the runtime run one more plugin per pod to pass the result on;
 - `cniSocket` and `delQueueDir` are added only when VPCCNI_RUN_DIR moves them away from the shim's defaults,
-  so the default file stays byte-compatible with what upstream's plugin reads.
+  so the default file stays byte-compatible with what upstream's plugin reads (to both shims' entries).
 
 cniVersion stays 0.4.0: containerd 1.6 (libcni 1.1) negotiates up to 1.0.0, the shim supports 0.1.0-1.1.0,
 0.4.0 is the first with prevResult on DEL, and upstream reverted 1.0.0 (v1.16.2) to keep downgrades working.
@@ -13,11 +15,12 @@ cniVersion stays 0.4.0: containerd 1.6 (libcni 1.1) negotiates up to 1.0.0, the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vpccni.cniplugin.netconf import DEFAULT_CNI_SOCKET, DEFAULT_DEL_QUEUE_DIR, POD_ANNOTATIONS_KEY
+from vpccni.ipamd.egress.config import IPAM_TYPE, EgressConfig
 
 CONFLIST_NAME = "10-aws.conflist"
 CNI_VERSION = "0.4.0"
@@ -31,6 +34,9 @@ POD_V6_SYSCTLS = {
 }
 
 
+EGRESS_TYPE = "egress-cni"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConflistOptions:
     veth_prefix: str = "eni"
@@ -42,6 +48,50 @@ class ConflistOptions:
     disable_pod_v6: bool = False
     cni_socket: str = DEFAULT_CNI_SOCKET
     del_queue_dir: str = DEFAULT_DEL_QUEUE_DIR
+    # Upstream's egress-cni entry (cmd/aws-vpc-cni/main.go); its nodeIP is read from IMDS when written.
+    egress: EgressConfig | None = None
+    egress_node_ip: str = ""
+
+
+def with_node_ip(options: ConflistOptions, *, ipv4: str, ipv6: str) -> ConflistOptions:
+    """The options with egress-cni's `nodeIP`: the node's IPv4 address for IPv4 egress, its IPv6 address for
+    IPv6 egress. A node without an IPv6 address gets no IPv6 egress, as upstream's entrypoint decides."""
+    egress = options.egress
+    if egress is None or not egress.enabled:
+        return options
+    node_ip = ipv4 if egress.family == 4 else ipv6
+    return replace(options, egress=egress if node_ip else None, egress_node_ip=node_ip)
+
+
+def _egress_entry(options: ConflistOptions) -> dict[str, Any] | None:
+    egress = options.egress
+    if egress is None or not egress.enabled or not options.egress_node_ip:
+        return None
+    entry: dict[str, Any] = {
+        "name": EGRESS_TYPE,
+        "type": EGRESS_TYPE,
+        "mtu": str(options.pod_mtu),
+        "enabled": "true",
+        "randomizeSNAT": egress.randomize_snat,
+        "nodeIP": options.egress_node_ip,
+        "ipam": {
+            "type": IPAM_TYPE,
+            "ranges": [[{"subnet": egress.subnet_text}]],
+            "routes": [{"dst": str(egress.destination)}],
+            "dataDir": egress.data_dir,
+        },
+        "pluginLogFile": egress.log_file,
+        "pluginLogLevel": egress.log_level,
+    }
+    _add_shim_paths(entry, options)
+    return entry
+
+
+def _add_shim_paths(entry: dict[str, Any], options: ConflistOptions) -> None:
+    if options.cni_socket != DEFAULT_CNI_SOCKET:
+        entry["cniSocket"] = options.cni_socket
+    if options.del_queue_dir != DEFAULT_DEL_QUEUE_DIR:
+        entry["delQueueDir"] = options.del_queue_dir
 
 
 def render_conflist(options: ConflistOptions) -> dict[str, Any]:
@@ -56,12 +106,11 @@ def render_conflist(options: ConflistOptions) -> dict[str, Any]:
         "pluginLogLevel": options.plugin_log_level,
         "capabilities": {POD_ANNOTATIONS_KEY: True},
     }
-    if options.cni_socket != DEFAULT_CNI_SOCKET:
-        aws_cni["cniSocket"] = options.cni_socket
-    if options.del_queue_dir != DEFAULT_DEL_QUEUE_DIR:
-        aws_cni["delQueueDir"] = options.del_queue_dir
+    _add_shim_paths(aws_cni, options)
+    egress = _egress_entry(options)
     plugins: list[dict[str, Any]] = [
         aws_cni,
+        *([egress] if egress else []),
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
     ]
     if options.enable_bandwidth_plugin:

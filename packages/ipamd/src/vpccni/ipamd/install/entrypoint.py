@@ -9,7 +9,8 @@
 4. Waits until its gRPC health (`grpc.health.v1.aws-node` on <VPCCNI_RUN_DIR>/ipamd.sock) is SERVING,
    without a deadline as upstream: the liveness probe restarts a daemon that never gets there.
 5. Only then writes `10-aws.conflist` into HOST_CNI_CONFDIR_PATH: its presence turns the node's network ready,
-   so pods are never scheduled onto a node whose ipamd cannot serve them.
+   so pods are never scheduled onto a node whose ipamd cannot serve them. With egress on, its egress-cni
+   entry gets the node's address from IMDS (`local-ipv4`, or `ipv6` for IPv6 egress), as upstream's does.
 6. Waits for the child and exits with its status. SIGTERM and SIGINT are forwarded to the child.
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from vpccni.cniplugin.install import InstallError, install
-from vpccni.ipamd.install.conflist import conflist_bytes, conflist_path
+from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes, conflist_path, with_node_ip
 from vpccni.ipamd.install.files import write_atomic
 from vpccni.ipamd.install.health import IPAMD_HEALTH_SERVICE, HealthResult, check_health
 from vpccni.ipamd.install.logsetup import configure_stdout_logging
@@ -58,6 +59,19 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def imds_node_ips(plan: WiringPlan) -> Callable[[], tuple[str, str]]:
+    """(local-ipv4, ipv6) from IMDS; "" for what it does not have."""
+
+    def read() -> tuple[str, str]:
+        from vpccni.awsutils.imds import ImdsConfig, ImdsHttpClient, InstanceMetadata
+
+        metadata = InstanceMetadata(ImdsHttpClient(ImdsConfig(endpoint=plan.aws.imds.endpoint)))
+        ipv6 = metadata.ipv6()
+        return str(metadata.local_ipv4()), str(ipv6) if ipv6 is not None else ""
+
+    return read
+
+
 def ipamd_health_check(plan: WiringPlan) -> HealthCheck:
     addr = f"unix://{plan.serve.ipamd_socket}"
 
@@ -78,7 +92,9 @@ class Entrypoint:
         plan: WiringPlan,
         environ: Mapping[str, str],
         health_check: HealthCheck,
+        node_ips: Callable[[], tuple[str, str]] | None = None,
     ) -> None:
+        self._node_ips = node_ips or imds_node_ips(plan)
         self._config = config
         self._plan = plan
         self._environ = dict(environ)
@@ -92,6 +108,18 @@ class Entrypoint:
         if child is not None and child.poll() is None:
             _log.info("forwarding signal %d to aws-k8s-agent (pid %d)", signum, child.pid)
             child.send_signal(signum)
+
+    def _conflist_options(self) -> ConflistOptions:
+        options = self._plan.install.conflist
+        if options.egress is None or not options.egress.enabled:
+            return options
+        ipv4, ipv6 = self._node_ips()
+        if options.egress.family == 6 and not ipv6:
+            _log.warning(
+                "ENABLE_V6_EGRESS=true but IMDS has no IPv6 address for the node: egress-cni left out "
+                "(IPv6 egress needs the primary ENI to have a global IPv6 address)"
+            )
+        return with_node_ip(options, ipv4=ipv4, ipv6=ipv6)
 
     def _wait_healthy(self, child: subprocess.Popen[bytes]) -> bool:
         """True once ipamd is SERVING; False if it exited or we were told to stop first."""
@@ -117,7 +145,7 @@ class Entrypoint:
                 child.send_signal(signal.SIGTERM)
             if self._wait_healthy(child):
                 path = conflist_path(self._plan.install.conf_dir)
-                write_atomic(path, conflist_bytes(self._plan.install.conflist))
+                write_atomic(path, conflist_bytes(self._conflist_options()))
                 _log.info("ipamd is healthy; wrote %s", path)
             elif child.poll() is not None:
                 _log.error(

@@ -45,6 +45,24 @@ def _left_behind(output: str) -> list[str]:
     return left
 
 
+@pytest.mark.parametrize(
+    ("flag", "kinds"),
+    [
+        ("--ipv6", ("pod -> internet (IPv6, not translated)", "pod -> internet IPv4 (egress-cni SNAT)")),
+        ("--v6-egress", ("pod -> internet (SNAT)", "pod -> internet IPv6 (egress-cni SNAT)")),
+    ],
+)
+def test_ipv6_modes_pass_with_egress_cni_and_leave_nothing(flag: str, kinds: tuple[str, ...]) -> None:
+    proc = _demo(flag, "--nodes", "2", "--pods", "6")
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "Pods (6 of 6 have an address)" in output and "FAIL " not in output
+    for kind in ("pod -> pod, across nodes", "pod -> VPC host", *kinds):
+        assert f"PASS  {kind}" in output, kind
+    assert output.count("0 egress-cni addresses reserved") == 2
+    assert _left_behind(output) == []
+
+
 def test_two_nodes_six_pods_all_checks_pass_and_nothing_is_left() -> None:
     proc = _demo("--nodes", "2", "--pods", "6")
     output, _ = proc.communicate(timeout=240)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -30,15 +29,16 @@ from vpccni.cniplugin import install
 from vpccni.ipamd.cards import checkpoint_path
 from vpccni.ipamd.cli.introspect import pod_rows
 from vpccni.testbed import bareroot
-from vpccni.testbed.cluster import Cluster
+from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.demo import multinic, report
 from vpccni.testbed.demo.connectivity import ProbeResult, plan_and_run
-from vpccni.testbed.demo.placement import PlacedPod, place
+from vpccni.testbed.demo.placement import IPAddress, PlacedPod, place
 from vpccni.testbed.demo.progress import Progress
 from vpccni.testbed.demo.runtime import ContainerdRuntime, PodRuntime, ShimRuntime
 from vpccni.testbed.demo.sgp import SgpDemo
 from vpccni.testbed.ec2.instance_types import limits_for
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV, V6_EGRESS_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,18 @@ class DemoOptions:
     cluster_view: bool = False
     multi_nic: bool = False
     security_groups_for_pods: bool = False
+    ipv6: bool = False  # an IPv6 cluster: IPv6 pods, IPv4 egress through egress-cni
+    v6_egress: bool = False  # an IPv4 cluster with ENABLE_V6_EGRESS: IPv6 egress through egress-cni
+
+    @property
+    def agent_settings(self) -> dict[str, str]:
+        mode = IPV6_CLUSTER_ENV if self.ipv6 else V6_EGRESS_ENV if self.v6_egress else {}
+        return {**mode, **self.settings}
+
+    @property
+    def egress(self) -> int | None:
+        """The family egress-cni gives pods egress to, if any."""
+        return 4 if self.ipv6 else 6 if self.v6_egress else None
 
 
 def parse_args(argv: Sequence[str]) -> DemoOptions:
@@ -104,6 +116,18 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         help="each node executes aws-cni inside a root file system with no Python and no C library "
         "(a static busybox only), as on Bottlerocket",
     )
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument(
+        "--ipv6",
+        action="store_true",
+        help="an IPv6 cluster in a dual-stack VPC: IPv6 pods from a /80 on each node's primary ENI, IPv4 "
+        "egress through egress-cni",
+    )
+    family.add_argument(
+        "--v6-egress",
+        action="store_true",
+        help="an IPv4 cluster in a dual-stack VPC with ENABLE_V6_EGRESS: IPv6 egress through egress-cni",
+    )
     parser.add_argument(
         "--multi-nic",
         action="store_true",
@@ -125,7 +149,13 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
             "--no-python-host runs aws-cni chrooted, as the shim runtime execs it: not with containerd"
         )
     if args.security_groups_for_pods and (
-        args.keep or args.runtime != "shim" or args.no_python_host or args.cluster_view or args.multi_nic
+        args.keep
+        or args.runtime != "shim"
+        or args.no_python_host
+        or args.cluster_view
+        or args.multi_nic
+        or args.ipv6
+        or args.v6_egress
     ):
         parser.error(
             "--security-groups-for-pods runs its own two-node scenario: it takes --instance-type and --set"
@@ -137,6 +167,10 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         problem = str(exc)
     if problem:
         parser.error(problem)
+    if args.multi_nic and args.ipv6:
+        parser.error(
+            "--multi-nic and --ipv6: IPv6 mode serves pods from the primary ENI alone, as upstream's"
+        )
     settings = dict(multinic.SETTINGS) if args.multi_nic else {}
     for item in args.set:
         name, sep, value = item.partition("=")
@@ -155,6 +189,8 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         cluster_view=args.cluster_view,
         multi_nic=args.multi_nic,
         security_groups_for_pods=args.security_groups_for_pods,
+        ipv6=args.ipv6,
+        v6_egress=args.v6_egress,
     )
 
 
@@ -215,8 +251,16 @@ class Demo:
             f"Bringing up the testbed: EC2 (moto + fidelity layer), IMDS and the VPC datapath; "
             f"{o.nodes} x {o.instance_type}"
         )
-        self.cluster = Cluster()
+        dual = o.ipv6 or o.v6_egress
+        self.cluster = Cluster(ClusterConfig(cloud=dual_stack()) if dual else None)
         self.cluster.start()
+        if dual:
+            cloud = self.cluster.config.cloud
+            self.say(
+                f"  dual-stack VPC {cloud.vpc_cidr} and {cloud.vpc_ipv6_cidr}"
+                f"; {'an IPv6 cluster' if o.ipv6 else 'an IPv4 cluster with ENABLE_V6_EGRESS'}: "
+                + ", ".join(f"{k}={v}" for k, v in o.agent_settings.items())
+            )
         shim = build_shim(self.workdir / "opt-cni-bin")
         self.say(
             f"Built the standalone aws-cni (it brings its own interpreter): {shim} -> {os.readlink(shim)}"
@@ -234,7 +278,9 @@ class Demo:
                 if root is not None
                 else ()
             )
-            runner = NodeRunner(node=node, workdir=workdir, shim=shim, env=o.settings, shim_command=command)
+            runner = NodeRunner(
+                node=node, workdir=workdir, shim=shim, env=o.agent_settings, shim_command=command
+            )
             self.runners.append(runner)
             runner.start(wait=False)
         for runner in self.runners:
@@ -259,14 +305,14 @@ class Demo:
         )
         return root
 
-    def create_pods(self) -> dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]:
+    def create_pods(self) -> dict[str, list[tuple[Pod, IPAddress]]]:
         o = self.options
         self.runtime.prepare(self.runners)
         self.say("\n" + self.runtime.description)
         plan = [(self.runners[i % len(self.runners)], f"demo-{i + 1:03d}") for i in range(o.pods)]
-        placed: dict[str, list[tuple[Pod, ipaddress.IPv4Address]]] = {r.node.name: [] for r in self.runners}
+        placed: dict[str, list[tuple[Pod, IPAddress]]] = {r.node.name: [] for r in self.runners}
 
-        def done(item: tuple[NodeRunner, str], value: tuple[Pod, ipaddress.IPv4Address | None, str]) -> str:
+        def done(item: tuple[NodeRunner, str], value: tuple[Pod, IPAddress | None, str]) -> str:
             runner, name = item
             pod, ip, error = value
             with self._lock:
@@ -303,7 +349,7 @@ class Demo:
             finally:
                 progress.close()
 
-    def show_pods(self, placed: dict[str, list[tuple[Pod, ipaddress.IPv4Address]]]) -> list[PlacedPod]:
+    def show_pods(self, placed: dict[str, list[tuple[Pod, IPAddress]]]) -> list[PlacedPod]:
         rows: list[PlacedPod] = []
         for runner in self.runners:
             rows.extend(place(runner, placed[runner.node.name]))
@@ -314,7 +360,7 @@ class Demo:
     def show_connectivity(self, placed: list[PlacedPod]) -> list[ProbeResult]:
         assert self.cluster is not None
         self.say(report.heading("Connectivity (real packets; the far end reports the source address it saw)"))
-        results = plan_and_run(self.cluster, placed)
+        results = plan_and_run(self.cluster, placed, egress=self.options.egress)
         self.out.write(report.connectivity_table(results))
         for r in results:
             if not r.ok:
@@ -435,6 +481,12 @@ class Demo:
             self.say(f"  {name}: {len(left)} assigned in ipamd, {recorded} in the checkpoint: {verdict}")
             if left or recorded:
                 self.failures.append(f"{runner.node.name}: {len(left)} addresses still assigned after DEL")
+            if self.options.egress is not None:
+                store = runner.state_dir / "egress-ipam" / "aws-cni"
+                held = [p.name for p in store.iterdir() if p.name[0].isdigit()] if store.exists() else []
+                self.say(f"  {' ' * len(name)}  {len(held)} egress-cni addresses reserved in {store}")
+                if held:
+                    self.failures.append(f"{name}: egress addresses still reserved after DEL: {held}")
 
     def tear_down(self) -> None:
         with contextlib.suppress(Exception):

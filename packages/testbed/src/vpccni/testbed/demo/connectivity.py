@@ -1,16 +1,19 @@
 """The connectivity matrix the demo tests with real packets: pod to pod on one node and across nodes, pod
 to a VPC host, pod to the internet through the node's SNAT. Each probe is a TCP echo that reports the source
-address the far end saw, so address preservation inside the VPC and SNAT outside it are both checked."""
+address the far end saw, so address preservation inside the VPC and SNAT outside it are both checked.
+
+IPv6 pods (`--ipv6`) keep their address to the VPC host and the internet alike (IPv6 has no SNAT); their
+IPv4 traffic goes out through egress-cni's v4if0 as the node's IPv4 address. With `--v6-egress`, IPv4 pods
+reach the IPv6 internet through v6if0 as the node's IPv6 address."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vpccni.testbed.cluster import Cluster
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
-from vpccni.testbed.demo.placement import PlacedPod
+from vpccni.testbed.demo.placement import IPAddress, PlacedPod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,7 +21,7 @@ class ProbeResult:
     kind: str
     source: str
     target: str
-    expected_source: ipaddress.IPv4Address
+    expected_source: IPAddress
     seen_source: str | None
     ping_ok: bool | None  # None: not pinged
 
@@ -50,9 +53,9 @@ def _pod_to_host(
     src: PlacedPod,
     *,
     netns: str,
-    ip: ipaddress.IPv4Address,
+    ip: IPAddress,
     label: str,
-    expected: ipaddress.IPv4Address,
+    expected: IPAddress,
 ) -> ProbeResult:
     with EchoServer(netns=netns, ip=ip) as server:
         seen = tcp_echo(src.pod.netns, ip, server.port)
@@ -61,7 +64,10 @@ def _pod_to_host(
     )
 
 
-def plan_and_run(cluster: Cluster, placed: list[PlacedPod]) -> list[ProbeResult]:
+def plan_and_run(
+    cluster: Cluster, placed: list[PlacedPod], *, egress: int | None = None
+) -> list[ProbeResult]:
+    """The matrix; `egress` is the family egress-cni gives pods (4 in an IPv6 cluster, 6 with V6 egress)."""
     by_node: dict[str, list[PlacedPod]] = {}
     for p in placed:
         if p.device_number >= 0:
@@ -81,6 +87,9 @@ def plan_and_run(cluster: Cluster, placed: list[PlacedPod]) -> list[ProbeResult]
         dst = _pick(by_node[b], secondary_first=True)[0]
         results.append(_pod_to_pod("pod -> pod, across nodes", src, dst))
     for pods in by_node.values():
+        v6 = pods[0].ip.version == 6
+        vpc_host = cluster.vpc_host_ip6 if v6 else cluster.vpc_host_ip
+        assert vpc_host is not None
         for src in {
             id(p): p for p in (_pick(pods, secondary_first=True)[0], _pick(pods, secondary_first=False)[0])
         }.values():
@@ -89,20 +98,36 @@ def plan_and_run(cluster: Cluster, placed: list[PlacedPod]) -> list[ProbeResult]
                     "pod -> VPC host",
                     src,
                     netns=router.vpc_host_netns,
-                    ip=cluster.vpc_host_ip,
-                    label=f"VPC host {cluster.vpc_host_ip}",
+                    ip=vpc_host,
+                    label=f"VPC host {vpc_host}",
                     expected=src.ip,
                 )
             )
         src = _pick(pods, secondary_first=True)[0]
+        instance = src.runner.node.instance
+        internet = cluster.internet_ip6 if v6 else cluster.internet_ip
+        assert internet is not None
         results.append(
             _pod_to_host(
-                "pod -> internet (SNAT)",
+                "pod -> internet (IPv6, not translated)" if v6 else "pod -> internet (SNAT)",
                 src,
                 netns=router.internet_netns,
-                ip=cluster.internet_ip,
-                label=f"internet {cluster.internet_ip}",
-                expected=src.runner.node.instance.primary_ip,
+                ip=internet,
+                label=f"internet {internet}",
+                expected=src.ip if v6 else instance.primary_ip,
             )
         )
+        other = cluster.internet_ip if egress == 4 else cluster.internet_ip6 if egress == 6 else None
+        node_ip = instance.primary_ip if egress == 4 else instance.primary_ipv6
+        if other is not None and node_ip is not None:
+            results.append(
+                _pod_to_host(
+                    f"pod -> internet IPv{egress} (egress-cni SNAT)",
+                    src,
+                    netns=router.internet_netns,
+                    ip=other,
+                    label=f"internet {other}",
+                    expected=node_ip,
+                )
+            )
     return results

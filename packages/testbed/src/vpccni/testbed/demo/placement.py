@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from vpccni.ipamd.cli.introspect import pod_rows
 from vpccni.testbed.noderunner import NodeRunner, Pod
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 @dataclass(frozen=True, kw_only=True)
 class PlacedPod:
     pod: Pod
     runner: NodeRunner
-    ip: ipaddress.IPv4Address
+    ip: IPAddress
     eni_id: str
     device_number: int
     route_table: int
@@ -23,7 +25,7 @@ class PlacedPod:
         return f"{self.runner.node.name}/{self.pod.name} ({self.ip}, device {self.device_number})"
 
 
-def place(runner: NodeRunner, pods: list[tuple[Pod, ipaddress.IPv4Address]]) -> list[PlacedPod]:
+def place(runner: NodeRunner, pods: list[tuple[Pod, IPAddress]]) -> list[PlacedPod]:
     """Join the pods' CNI results with the node's `/v1/enis` (matched by address and pod name)."""
     rows = {(r.ip, r.namespace, r.name): r for r in pod_rows(runner.introspect("/v1/enis"))}
     placed = []
@@ -42,10 +44,10 @@ def place(runner: NodeRunner, pods: list[tuple[Pod, ipaddress.IPv4Address]]) -> 
     return placed
 
 
-def result_ip(result: dict[str, object]) -> ipaddress.IPv4Address | None:
-    """The pod address from a CNI result (`ips[0].address`, a /32)."""
+def result_ip(result: dict[str, object]) -> IPAddress | None:
+    """The pod address from a CNI result (`ips[0].address`, a /32 or an IPv6 /128)."""
     ips = result.get("ips")
     if not isinstance(ips, list) or not ips or not isinstance(ips[0], dict):
         return None
     address = ips[0].get("address")
-    return ipaddress.IPv4Interface(str(address)).ip if address else None
+    return ipaddress.ip_interface(str(address)).ip if address else None

@@ -3,7 +3,6 @@ real containerd's CRI in each node namespace to run pod sandboxes (`--runtime co
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import subprocess
@@ -15,14 +14,14 @@ from typing import Protocol
 
 from vpccni.testbed.cri import Containerd, CriClient, CriError, PodSpec
 from vpccni.testbed.datapath import namespaces as ns
-from vpccni.testbed.demo.placement import result_ip
+from vpccni.testbed.demo.placement import IPAddress, result_ip
 from vpccni.testbed.noderunner import NodeRunner, Pod
 
 log = logging.getLogger(__name__)
 
 ADD_ATTEMPTS = 4  # kubelet keeps retrying a failed sandbox; the demo gives up after a few
 
-Added = tuple[Pod, ipaddress.IPv4Address | None, str]  # the pod, its address (None: failed), the error
+Added = tuple[Pod, IPAddress | None, str]  # the pod, its address (None: failed), the error
 
 
 class PodRuntime(Protocol):
@@ -117,6 +116,8 @@ class ContainerdRuntime:
             self._containerd[runner.node.name] = containerd
             containerd.start()
             containerd.install_plugin("aws-cni", runner.shim)
+            for kind in runner.chained():  # egress-cni: the same build under another name
+                containerd.install_plugin(kind, runner.shim.parent / kind)
             containerd.link_reference_plugins("portmap")
             containerd.write_conflist(runner.conflist.name, json.loads(runner.conflist.read_text()))
             containerd.wait_network_ready()
@@ -142,8 +143,8 @@ class ContainerdRuntime:
             pod = Pod(namespace=spec.namespace, name=name, container_id=sandbox_id, uid=spec.uid, netns=alias)
             if status.netns_path is not None:
                 _alias_netns(str(status.netns_path), alias)
-            ip = status.ip if isinstance(status.ip, ipaddress.IPv4Address) else None
-            return pod, ip, "" if ip else "the sandbox has no IPv4 address"
+            ip = status.ip
+            return pod, ip, "" if ip else "the sandbox has no address"
         return Pod(namespace=spec.namespace, name=name, container_id="", uid=spec.uid, netns=""), None, error
 
     def remove_pod(self, runner: NodeRunner, pod: Pod) -> str:

@@ -5,7 +5,8 @@ ipamd's side lives in a "node" namespace of its own (the endpoint's worker threa
 the machine's namespace. Addresses come from a stateful fake allocator. Modelled on the reference
 plugins' tests (ptp_test.go): every supported version; ADD -> CHECK -> DEL; DEL twice, without ADD and
 after the netns is gone; ADD twice; CHECK after drift; GC; STATUS; each error code. After every test the
-node namespace and the allocator must be exactly as clean as before.
+node namespace and the allocator must be exactly as clean as before. The same for IPv6 pods (an IPv6-mode
+node) and for egress-cni chained after aws-cni with the previous result.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vpccni.ipamd.cni.delqueue_drain import drain_del_queue
 from vpccni.ipamd.cni.result import dummy_interface_name
 from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, secondary_ips, serve_in_netns, two_cards
+from vpccni.ipamd.egress.netconf import parse_egress_netconf
 from vpccni.ipamd.pool.status import GrowthState
 from vpccni.networkutils.names import attachment_veth_name, host_veth_name
 from vpccni.networkutils.netlink import open_netlink
@@ -201,18 +203,21 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @contextmanager
 def _node(
-    tmp_path: pathlib.Path, shim: pathlib.Path, allocator: FakeAllocator | CardAllocators
-) -> Iterator[Node]:
+    tmp_path: pathlib.Path, shim: pathlib.Path, allocator: FakeAllocator | CardAllocators, *,
+    ipv6_mode: bool = False,
+) -> Iterator[Node]:  # fmt: skip
     suffix = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    name = f"vpccni-cni-node-{suffix}"
+    name = f"vpccni-cni-node{'6' if ipv6_mode else ''}-{suffix}"
     _ip("netns", "add", name)
     node_fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     state = Node(name=name, tmp=tmp_path, shim=shim, allocator=allocator, suffix=suffix)
     multi_nic = allocator if isinstance(allocator, CardAllocators) else None
+    # An IPv6-mode node has IPv4 egress on: aws-cni's ADD prepares it as ipamd does.
+    egress = parse_egress_netconf(_egress_conf(state, "0.4.0")) if ipv6_mode else None
     try:
         # ipamd runs in the host namespace; here its workers enter the test's node namespace instead.
         with serve_in_netns(netns_fd=node_fd, allocator=allocator, socket_path=state.socket,
-                            del_queue_dir=state.queue, multi_nic=multi_nic):  # fmt: skip
+                            del_queue_dir=state.queue, multi_nic=multi_nic, egress=egress):  # fmt: skip
             yield state
     finally:
         os.close(node_fd)
@@ -577,3 +582,108 @@ def test_exhausted_pool_that_may_grow_is_11_and_one_that_cannot_is_999(node: Nod
     for p, r in zip(pods, results, strict=False):
         node.cni("DEL", p, node.conf("1.0.0", prevResult=r)).ok()
     node.assert_clean()
+
+
+# --- IPv6 pods, and egress-cni chained after aws-cni -------------------------------------------------------
+
+
+@pytest.fixture
+def node6(tmp_path: pathlib.Path, shim: pathlib.Path) -> Iterator[Node]:
+    """A node in IPv6 mode: /128s of the primary ENI's /80 (main table), IPv4 egress through egress-cni."""
+    allocator = FakeAllocator(secondary_ips("2001:db8:0:100:1::", 4, device_number=0, route_table=254))
+    with _node(tmp_path, shim, allocator, ipv6_mode=True) as state:
+        yield state
+
+
+def _egress_conf(node: Node, version: str, **extra: Any) -> dict[str, Any]:
+    """egress-cni's conflist entry as libcni hands it over (the network's name, cniVersion injected)."""
+    entry = {
+        "type": "egress-cni", "enabled": "true", "randomizeSNAT": "prng", "nodeIP": "10.0.0.5",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "169.254.172.0/22"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(node.tmp / "egress-ipam")},
+    }  # fmt: skip
+    return node.conf(version, **{**entry, **extra})
+
+
+def _egress_reserved(node: Node) -> list[str]:
+    store = node.tmp / "egress-ipam" / "aws-cni"
+    return sorted(p.name for p in store.iterdir() if p.name[0].isdigit()) if store.exists() else []
+
+
+CHAIN_VERSIONS = [v for v in versions.SUPPORTED_VERSIONS if versions.parse_version(v) >= (0, 3, 0)]
+
+
+@pytest.mark.parametrize("version", versions.SUPPORTED_VERSIONS)
+def test_ipv6_pod_results_and_wiring_in_every_version(node6: Node, version: str) -> None:
+    pod = node6.new_pod("six" + version.replace(".", ""))
+    result = node6.cni("ADD", pod, node6.conf(version)).result()
+    if versions.parse_version(version) < (0, 3, 0):
+        assert result == {"cniVersion": version, "ip6": {"ip": "2001:db8:0:100:1::/128"}, "dns": {}}
+    else:
+        ip = {"address": "2001:db8:0:100:1::/128", "interface": 1}
+        assert result["ips"] == [{**ip, "version": "6"} if versions.has_ip_version(version) else ip]
+        assert result["interfaces"][1] == {"name": "eth0", "sandbox": pod.path, "mac": "254"}
+    addrs = [f"{a['local']}/{a['prefixlen']}" for link in _ip_json(pod.netns, "addr", "show", "dev", "eth0")
+             for a in link.get("addr_info", [])
+             if a.get("family") == "inet6" and a["scope"] == "global"]  # fmt: skip
+    assert addrs == ["2001:db8:0:100:1::/128"]
+    routes = {(r["dst"], r.get("gateway")) for r in _ip_json(pod.netns, "-6", "route", "show")}
+    assert {("default", "fe80::1"), ("fe80::1", None)} <= routes
+    neighbours = _ip_json(pod.netns, "-6", "neigh", "show", "dev", "eth0")
+    assert [(n["dst"], n["state"]) for n in neighbours] == [("fe80::1", ["PERMANENT"])]
+    rules = _ip_json(node6.name, "-6", "rule", "show")
+    assert [(r["priority"], r.get("dst")) for r in rules if r["priority"] == 512] == [
+        (512, "2001:db8:0:100:1::")
+    ]
+    assert [r["dst"] for r in _ip_json(node6.name, "-6", "route", "show", "table", "main")
+            if r["dst"].startswith("2001:")] == ["2001:db8:0:100:1::"]  # fmt: skip
+    if version in CHECK_VERSIONS:
+        node6.cni("CHECK", pod, node6.conf(version, prevResult=result)).ok()
+    node6.cni("DEL", pod, node6.conf(version, prevResult=result)).ok()
+    assert _ip_json(node6.name, "-6", "rule", "show") == [r for r in rules if r["priority"] != 512]
+    assert node6.allocator.allocations() == ()
+    # aws-cni's ADD prepared the pod's egress (the node has it on); its DEL took it back.
+    assert _egress_reserved(node6) == []
+
+
+@pytest.mark.parametrize("version", CHAIN_VERSIONS)
+def test_egress_cni_chained_after_aws_cni_in_every_version(node6: Node, version: str) -> None:
+    pod = node6.new_pod("egr" + version.replace(".", ""))
+    first = node6.cni("ADD", pod, node6.conf(version)).result()
+    final = node6.cni("ADD", pod, _egress_conf(node6, version, prevResult=first)).result()
+    assert final["cniVersion"] == version and final["ips"] == first["ips"], "egress-cni adds no address"
+    assert final["interfaces"][:3] == first["interfaces"]
+    host, container = final["interfaces"][3:]
+    assert host["name"].startswith("egr") and "sandbox" not in host
+    assert (container["name"], container["sandbox"]) == ("v4if0", pod.path)
+    link = _ip_json(pod.netns, "addr", "show", "dev", "v4if0")[0]
+    assert link["address"] == container["mac"]
+    assert [f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"] if a["family"] == "inet"] == [
+        "169.254.172.2/32"
+    ]
+    assert {(r["dst"], r.get("gateway")) for r in _ip_json(pod.netns, "-4", "route", "show")} == {
+        ("default", "169.254.172.1"),
+        ("169.254.172.1", None),
+    }
+    assert _egress_reserved(node6) == ["169.254.172.2"]
+    if version in CHECK_VERSIONS:
+        node6.cni("CHECK", pod, _egress_conf(node6, version, prevResult=final)).ok()
+        node6.cni("CHECK", pod, node6.conf(version, prevResult=final)).ok()
+    # libcni deletes in reverse order, each plugin with the chain's final result
+    node6.cni("DEL", pod, _egress_conf(node6, version, prevResult=final)).ok()
+    node6.cni("DEL", pod, _egress_conf(node6, version, prevResult=final)).ok()
+    node6.cni("DEL", pod, node6.conf(version, prevResult=final)).ok()
+    assert _egress_reserved(node6) == [] and node6.allocator.allocations() == ()
+    assert not [r for r in _ip_json(node6.name, "-4", "route", "show") if r["dst"].startswith("169.254.172")]
+
+
+def test_egress_cni_errors_are_cni_errors(node6: Node) -> None:
+    pod = node6.new_pod("egrerr")
+    node6.cni("ADD", pod, _egress_conf(node6, "0.4.0")).error(ErrorCode.INVALID_NETWORK_CONFIG)
+    node6.cni("ADD", pod, _egress_conf(node6, "0.4.0", nodeIP="nope", prevResult={})).error(
+        ErrorCode.INVALID_NETWORK_CONFIG
+    )
+    disabled = node6.cni("ADD", pod, _egress_conf(node6, "0.4.0", enabled="false", prevResult={
+        "cniVersion": "0.4.0", "ips": [{"version": "6", "address": "2001:db8::9/128"}]}))  # fmt: skip
+    assert disabled.result()["ips"] == [{"version": "6", "address": "2001:db8::9/128"}], "passed through"
+    node6.cni("DEL", pod, _egress_conf(node6, "0.4.0")).ok()  # nothing added: DEL still succeeds

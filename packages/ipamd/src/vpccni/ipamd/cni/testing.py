@@ -28,6 +28,7 @@ from vpccni.ipamd.cni.ports import (
 )
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.cni.service import CniService
+from vpccni.ipamd.egress.netconf import EgressNetConf
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.networkutils.model import IPAddress
@@ -236,19 +237,26 @@ class FakeHostPodRules:
 @contextmanager
 def serve_in_netns(
     *, netns_fd: int, allocator: PodAddressAllocator, socket_path: str, del_queue_dir: str, workers: int = 4,
-    multi_nic: MultiNicAllocator | None = None,
+    multi_nic: MultiNicAllocator | None = None, egress: EgressNetConf | None = None,
 ) -> Iterator[CniEndpoint]:  # fmt: skip
     """The real endpoint with real pod wiring, its "host" being the namespace ``netns_fd`` (a test's node
     namespace, never the machine's): the worker threads enter it before they serve. ``multi_nic``: the
-    card allocator (``two_cards``) when the node serves multi-NIC pods."""
+    card allocator (``two_cards``) when the node serves multi-NIC pods. egress-cni is served as ipamd serves
+    it, prepared on ``egress`` (the node's settings) when given."""
     from vpccni.ipamd.cni.server import CniEndpoint
+    from vpccni.ipamd.egress.netconf import PLUGIN_TYPE
+    from vpccni.ipamd.egress.service import EgressService
 
     host = run_in_netns(netns_fd, open_netlink)
+    wiring = PodWiring(host=host, namespaces=ThreadNetnsNetlink())
     service = CniService(
         allocator=allocator,
-        network=PodWiring(host=host, namespaces=ThreadNetnsNetlink()),
+        network=wiring,
         host_rules=NetlinkHostPodRules(host),
         multi_nic=multi_nic,
+        chained={
+            PLUGIN_TYPE: EgressService(wiring=wiring, node_conf=egress, thread_init=lambda: setns(netns_fd))
+        },
     )
     endpoint = CniEndpoint(
         service=service,

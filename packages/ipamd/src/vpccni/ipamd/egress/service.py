@@ -71,6 +71,7 @@ class EgressService:
         node_conf: EgressNetConf | None = None,
         classify: Callable[[int], NetnsKind] = classify_netns,
         workers: int = 4,
+        thread_init: Callable[[], None] | None = None,  # tests: enter the test's node namespace first
     ) -> None:
         self._wiring = wiring
         self._node_conf = node_conf if node_conf is not None and node_conf.enabled else None
@@ -78,7 +79,9 @@ class EgressService:
         self._locks = KeyedLocks()
         self._stores: dict[tuple[str, str, str], HostLocalStore] = {}
         self._stores_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="egress")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="egress", initializer=thread_init
+        )
         self._prepared: dict[tuple[str, str], tuple[EgressNetConf, Future[_Wired]]] = {}
         self._prepared_lock = threading.Lock()
 

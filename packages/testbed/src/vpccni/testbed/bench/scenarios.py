@@ -29,6 +29,7 @@ from vpccni.testbed.bench.harness import (
 )
 from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.datapath import namespaces as ns
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,52 @@ def single_pod(run: Run) -> None:
         f"p99 {results['cni_add_p99_ms']} ms; DEL p50 {results['cni_del_p50_ms']} ms "
         f"p99 {results['cni_del_p99_ms']} ms; the script: ADD p50 "
         f"{results.get('cni_add_p50_script_ms')} ms, DEL p50 {results.get('cni_del_p50_script_ms')} ms"
+    )
+
+
+def ipv6_single_pod(run: Run) -> None:
+    """Sequential ADDs then DELs of IPv6 pods on an IPv6 node (a /80 on the primary ENI), through the
+    standalone shims as the runtime runs the conflist's chain: aws-cni, then egress-cni (IPv4 egress, an IPv6
+    cluster's default), and in reverse for DEL. The whole chain is the measurement; egress-cni's own part is
+    recorded beside it."""
+    chain: dict[str, list[float]] = {"add": [], "del": []}
+    egress: dict[str, list[float]] = {"add": [], "del": []}
+    with run.node(
+        instance_type=BURST_INSTANCE,
+        env=dict(IPV6_CLUSTER_ENV),
+        cluster_config=ClusterConfig(cloud=dual_stack()),
+    ) as (
+        _,
+        runner,
+    ):
+        for round_no in range(run.plan.single_rounds):
+            pods = []
+            for i in range(run.plan.single_per_round):
+                pod = runner.create_pod(namespace="bench", name=f"ipv6-{round_no}-{i}")
+                outcome = runner.add(pod)
+                if not outcome.ok:
+                    run.notes.append(f"IPv6 ADD failed: {outcome.error}")
+                    runner.delete(pod)
+                    continue
+                chain["add"].append(outcome.elapsed_s)
+                egress["add"] += [s for kind, s in outcome.plugins if kind == "egress-cni"]
+                pods.append(pod)
+            for pod in pods:
+                outcome = runner.delete(pod)
+                if outcome.ok:
+                    chain["del"].append(outcome.elapsed_s)
+                    egress["del"] += [s for kind, s in outcome.plugins if kind == "egress-cni"]
+                runner.remove_pod(pod)
+    for key in ("add", "del"):
+        run.results[f"ipv6_{key}_p50_ms"] = _ms(percentile(chain[key], 50))
+        run.results[f"ipv6_egress_{key}_p50_ms"] = _ms(percentile(egress[key], 50))
+    run.results["ipv6_add_p99_ms"] = _ms(percentile(chain["add"], 99))
+    run.extra["ipv6_single_samples"] = {key: len(values) for key, values in chain.items()}
+    results = run.results
+    run.say(
+        f"IPv6 pods with egress-cni ({run.extra['ipv6_single_samples']}): "
+        f"ADD p50 {results['ipv6_add_p50_ms']} ms (egress-cni {results['ipv6_egress_add_p50_ms']}), "
+        f"DEL p50 {results['ipv6_del_p50_ms']} ms (egress-cni {results['ipv6_egress_del_p50_ms']})"
     )
 
 

@@ -168,9 +168,7 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
     if problem:
         parser.error(problem)
     if args.multi_nic and args.ipv6:
-        parser.error(
-            "--multi-nic and --ipv6: IPv6 mode serves pods from the primary ENI alone, as upstream's"
-        )
+        parser.error("--multi-nic and --ipv6: IPv6 mode serves pods from the primary ENI alone (upstream)")
     settings = dict(multinic.SETTINGS) if args.multi_nic else {}
     for item in args.set:
         name, sep, value = item.partition("=")

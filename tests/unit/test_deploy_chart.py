@@ -144,6 +144,7 @@ def test_daemonset_has_upstreams_shape() -> None:
         "/host/var/log/aws-routed-eni": "/var/log/aws-routed-eni",
         "/var/run/aws-node": "/var/run/aws-node",
         "/run/xtables.lock": "/run/xtables.lock",
+        "/run/cni": "/run/cni",  # egress-cni's host-local store: ipamd writes it (upstream's plugin did)
     }
     assert volumes["xtables-lock"]["type"] == "FileOrCreate"
     init = pod["initContainers"][0]

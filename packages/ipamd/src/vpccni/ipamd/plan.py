@@ -270,7 +270,7 @@ def install_plan(s: Settings) -> InstallPlan:
             disable_pod_v6=s.disable_pod_v6,
             cni_socket=str(s.cni_socket),
             del_queue_dir=str(s.del_queue_dir),
-            egress=egress_config(s),
+            egress=egress_config(s) if egress_config(s).enabled else None,
         ),
         bin_dir=Path(s.host_cni_bin_path),
         conf_dir=Path(s.host_cni_confdir_path),

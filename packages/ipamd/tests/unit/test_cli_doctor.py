@@ -45,9 +45,9 @@ def healthy_node() -> tuple[FakeHost, FakeHttp, FakeEc2, FakeIntrospection]:
     host.commands[("ip", "-o", "-4", "route", "show", "default")] = _ok(
         "default via 10.0.0.1 dev ens5 proto dhcp\n"
     )
-    host.set_sysctl("net.ip.ip_forward", "1")
-    host.set_sysctl("net.ip.conf.all.rp_filter", "0")
-    host.set_sysctl("net.ip.conf.ens5.rp_filter", "2")
+    host.set_sysctl("net.ipv4.ip_forward", "1")
+    host.set_sysctl("net.ipv4.conf.all.rp_filter", "0")
+    host.set_sysctl("net.ipv4.conf.ens5.rp_filter", "2")
     host.files["/etc/cni/net.d/10-aws.conflist"] = (
         '{"cniVersion":"0.4.0","name":"aws-cni","plugins":[{"type":"aws-cni","vethPrefix":"eni"},'
         '{"type":"portmap"}]}'
@@ -100,12 +100,12 @@ def test_healthy_node_passes_every_check() -> None:
 
 def test_cli_doctor_exits_non_zero_on_any_failure() -> None:
     host, http, ec2, intro = healthy_node()
-    host.set_sysctl("net.ip.ip_forward", "0")
+    host.set_sysctl("net.ipv4.ip_forward", "0")
     out = io.StringIO()
     deps = CliDeps(introspection_at=lambda addr: intro, host=host, http=http, ec2_for_region=lambda r: ec2)
     assert run(["doctor"], deps=deps, out=out, err=io.StringIO()) == 1
     text = out.getvalue()
-    assert "[FAIL] ip_forward" in text and "fix: sysctl -w net.ip.ip_forward=1" in text
+    assert "[FAIL] ip_forward" in text and "fix: sysctl -w net.ipv4.ip_forward=1" in text
     assert "1 failed" in text
 
 
@@ -133,8 +133,8 @@ def test_rules_in_both_flavours_warn() -> None:
 
 
 def test_strict_rp_filter_on_the_primary_interface_fails() -> None:
-    result = _break(lambda h, *_: h.set_sysctl("net.ip.conf.ens5.rp_filter", "1"), doctor.check_rp_filter)
-    assert result.status is Status.FAIL and "net.ip.conf.ens5.rp_filter=2" in result.fix
+    result = _break(lambda h, *_: h.set_sysctl("net.ipv4.conf.ens5.rp_filter", "1"), doctor.check_rp_filter)
+    assert result.status is Status.FAIL and "net.ipv4.conf.ens5.rp_filter=2" in result.fix
 
 
 def test_persistent_mac_policy_warns_unless_etc_overrides() -> None:
@@ -286,3 +286,26 @@ def test_invalid_settings_are_a_failed_check_not_a_crash() -> None:
     assert ctx.config.run_dir == "/run/x"  # the valid ones still apply
     (result,) = doctor.run_checks(ctx, checks=(doctor.check_settings,))
     assert result.status is Status.FAIL and "WARM_IP_TARGET='lots'" in result.message
+
+
+def test_ipv6_node_checks_forwarding_its_80_and_the_egress_chain() -> None:
+    host, http, ec2, intro = healthy_node()
+    assert doctor.check_ipv6(_context(host, http, ec2, intro)).status is Status.OK  # IPv4: nothing to check
+    host.env.update({"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"})
+    result = doctor.check_ipv6(_context(host, http, ec2, intro))
+    assert result.status is Status.FAIL
+    assert (
+        "forwarding" in result.message
+        and "no IPv6 /80" in result.message
+        and "AWS-EGRESS-4" in result.message
+    )
+    host.set_sysctl("net.ipv6.conf.all.forwarding", "1")
+    host.commands[("iptables-save", "-t", "nat")] = _ok(
+        '*nat\n-A POSTROUTING -s 169.254.172.0/22 -m comment --comment "AWS egress SNAT" -j AWS-EGRESS-4\n'
+        "COMMIT\n"
+    )
+    enis = intro.docs["/v1/enis"]
+    eni = next(iter(enis["0"]["ENIs"].values()))
+    eni["IPv6Cidrs"] = {"2001:db8:0:100:1::/80": {}}
+    result = doctor.check_ipv6(_context(host, http, ec2, intro))
+    assert result.status is Status.OK, result.message

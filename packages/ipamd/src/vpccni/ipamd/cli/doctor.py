@@ -75,6 +75,9 @@ class DoctorConfig:
     pod_eni: bool = False  # ENABLE_POD_ENI: the security-groups-for-pods checks (`doctor_sgp`) apply
     pod_sg_strict: bool = True  # POD_SECURITY_GROUP_ENFORCING_MODE=strict
     disable_tcp_early_demux: bool = False
+    ipv6: bool = False  # ENABLE_IPv6
+    v4_egress: bool = True  # ENABLE_V4_EGRESS (IPv6 clusters)
+    v6_egress: bool = False  # ENABLE_V6_EGRESS (IPv4 clusters)
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> DoctorConfig:
@@ -96,6 +99,9 @@ class DoctorConfig:
             pod_eni=s.enable_pod_eni,
             pod_sg_strict=s.pod_sg_enforcing_mode == "strict",
             disable_tcp_early_demux=s.disable_tcp_early_demux,
+            ipv6=s.enable_ipv6,
+            v4_egress=s.enable_v4_egress,
+            v6_egress=s.enable_v6_egress,
         )
 
 
@@ -184,19 +190,19 @@ def _primary_ifname(ctx: DoctorContext) -> str:
 
 
 def check_ip_forward(ctx: DoctorContext) -> CheckResult:
-    value = _sysctl(ctx, "net.ip.ip_forward")
+    value = _sysctl(ctx, "net.ipv4.ip_forward")
     if value == "1":
-        return _ok("ip_forward", "net.ip.ip_forward=1")
+        return _ok("ip_forward", "net.ipv4.ip_forward=1")
     return _fail(
         "ip_forward",
-        f"net.ip.ip_forward={value or 'unreadable'}: pods cannot reach anything off the node",
-        "sysctl -w net.ip.ip_forward=1 (and persist it in /etc/sysctl.d/)",
+        f"net.ipv4.ip_forward={value or 'unreadable'}: pods cannot reach anything off the node",
+        "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/)",
     )
 
 
 def check_rp_filter(ctx: DoctorContext) -> CheckResult:
     ifname = _primary_ifname(ctx)
-    values = [_sysctl(ctx, f"net.ip.conf.{n}.rp_filter") for n in ("all", ifname)]
+    values = [_sysctl(ctx, f"net.ipv4.conf.{n}.rp_filter") for n in ("all", ifname)]
     known = [int(v) for v in values if v is not None and v.isdigit()]
     if not known:
         return _warn("rp_filter", f"cannot read rp_filter for {ifname}", "run doctor as root on the node")
@@ -206,7 +212,7 @@ def check_rp_filter(ctx: DoctorContext) -> CheckResult:
             "rp_filter",
             f"strict reverse-path filtering on {ifname}: "
             "NodePort traffic to pods on secondary ENIs is dropped",
-            f"sysctl -w net.ip.conf.{ifname}.rp_filter=2 net.ip.conf.all.rp_filter=0 "
+            f"sysctl -w net.ipv4.conf.{ifname}.rp_filter=2 net.ipv4.conf.all.rp_filter=0 "
             "(the aws-vpc-cni init container sets 2)",
         )
     return _ok("rp_filter", f"{ifname}: {effective} ({'loose' if effective == 2 else 'off'})")
@@ -469,6 +475,40 @@ def check_checkpoint(ctx: DoctorContext) -> CheckResult:
     return _ok(name, f"{len(recorded)} allocations, same as ipamd's datastore")
 
 
+def check_ipv6(ctx: DoctorContext) -> CheckResult:
+    """IPv6 mode and egress: the node forwards IPv6, ipamd holds a /80, the egress SNAT chain is there."""
+    name = "IPv6 and egress"
+    cfg = ctx.config
+    if not (cfg.ipv6 or cfg.v6_egress):
+        return _ok(name, "an IPv4 cluster without IPv6 egress: nothing to check")
+    problems, fixes = [], []
+    if _sysctl(ctx, "net.ipv6.conf.all.forwarding") != "1":
+        problems.append("net.ipv6.conf.all.forwarding is not 1: the node does not forward the pods' IPv6")
+        fixes.append("restart aws-node (it sets it), or sysctl -w net.ipv6.conf.all.forwarding=1")
+    if cfg.ipv6:
+        try:
+            enis = ctx.introspection.get_json("/v1/enis")
+        except IntrospectionError as exc:
+            return _warn(name, f"cannot read ipamd's ENIs: {exc}", "start aws-node")
+        prefixes = [c for card in enis.values() for eni in (card.get("ENIs") or {}).values()
+                    for c in eni.get("IPv6Cidrs") or {}]  # fmt: skip
+        if not prefixes:
+            problems.append("ipamd holds no IPv6 /80: pods get no address")
+            fixes.append("check ipamd's log for AssignIpv6Addresses errors (Nitro instance, subnet /64, IAM)")
+    chain, tool = ("AWS-EGRESS-4", "iptables-save") if cfg.ipv6 else ("AWS-EGRESS-6", "ip6tables-save")
+    if cfg.v6_egress or (cfg.ipv6 and cfg.v4_egress):
+        saved = ctx.host.run([tool, "-t", "nat"])
+        if saved is None or saved.returncode != 0 or f"-j {chain}" not in saved.stdout:
+            problems.append(f"no {chain} SNAT chain in {tool.removesuffix('-save')}: pods have no egress")
+            fixes.append("restart aws-node (it writes the egress rules at start)")
+    if problems:
+        return _fail(name, "; ".join(problems), "; ".join(fixes))
+    mode = "IPv6 cluster" if cfg.ipv6 else "IPv4 cluster with IPv6 egress"
+    return _ok(
+        name, f"{mode}: forwarding on" + (", a /80 in ipamd" if cfg.ipv6 else "") + f", {chain} in place"
+    )
+
+
 ALL_CHECKS: tuple[Check, ...] = (
     check_settings,
     check_iptables_mode,
@@ -481,6 +521,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_conflist,
     check_sockets,
     check_checkpoint,
+    check_ipv6,
 )
 
 

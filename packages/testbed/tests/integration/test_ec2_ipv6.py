@@ -67,6 +67,14 @@ def test_an_ipv6_prefix_on_the_primary_eni_is_described_and_in_imds(
     assert imds_get(imds, base + "vpc-ipv6-cidr-blocks") == str(DEFAULT_VPC_IPV6_CIDR)
     ec2.unassign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Prefixes=[str(prefix)])
     assert cloud.eni_ipv6(eni) == ([instance.primary_ipv6], [])
+    # A named /80 (Ipv6Prefixes): taken as asked when free, refused when not a free /80 of the subnet.
+    wanted = IPv6Network("2001:db8:0:100:abcd::/80")
+    assert ec2.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Prefixes=[str(wanted)])[
+        "AssignedIpv6Prefixes"
+    ] == [str(wanted)]
+    with pytest.raises(ClientError) as exc:
+        ec2.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6Prefixes=[str(wanted)])
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
 
 
 def test_ipv6_prefixes_need_nitro_and_respect_the_per_interface_limit(cloud: Cloud) -> None:

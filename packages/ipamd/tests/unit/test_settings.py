@@ -120,13 +120,6 @@ def test_all_errors_are_collected_and_name_the_variable() -> None:
     assert "ENABLE_POD_ENI='yes': expected a boolean (true/false, 1/0, t/f); valid: boolean" in text
 
 
-@pytest.mark.parametrize("name,feature", [("ENABLE_POD_ENI", "security groups for pods")])
-def test_unsupported_features_are_rejected_as_such(name: str, feature: str) -> None:
-    with pytest.raises(SettingsError, match=f"{name}=true: {feature}.*not supported"):
-        load_settings({name: "true"})
-    load_settings({name: "false"})  # the default value is fine
-
-
 @pytest.mark.parametrize("value", ["0.0.0.0:50051", ":50051", "10.0.0.5:50051", "[::]:50051"])
 def test_grpc_tcp_is_loopback_only(value: str) -> None:
     with pytest.raises(SettingsError) as err:
@@ -239,8 +232,12 @@ def test_ipv6_mode_is_upstreams_combination() -> None:
             "AWS_VPC_ENI_MTU=1200 with ENABLE_IPv6=true: IPv6 needs an MTU",
         ),
         ({**IPV6, "POD_MTU": "1000"}, "POD_MTU=1000 with ENABLE_IPv6=true"),
+        (
+            {**IPV6, "ENABLE_POD_ENI": "true"},
+            "ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods",
+        ),
     ],
-    ids=["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu"],
+    ids=["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu", "pod-eni"],
 )
 def test_ipv6_mode_refuses_wrong_combinations_with_the_fix(env: dict[str, str], error: str) -> None:
     with pytest.raises(SettingsError) as err:

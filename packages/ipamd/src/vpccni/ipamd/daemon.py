@@ -41,11 +41,9 @@ from vpccni.ipamd.cni.netpolicy import policy_admission
 from vpccni.ipamd.cni.observed import ObservedCniService
 from vpccni.ipamd.cni.server import CniEndpoint, EndpointSettings
 from vpccni.ipamd.datastore.store import DataStore
-from vpccni.ipamd.egress.netconf import PLUGIN_TYPE as EGRESS_PLUGIN_TYPE
-from vpccni.ipamd.egress.netconf import node_egress_conf
-from vpccni.ipamd.egress.service import EgressService
-from vpccni.ipamd.grpc.backend import CniBackendServicer, ConfigServerServicer, NodeFacts
-from vpccni.ipamd.grpc.server import GrpcServer, GrpcServerSettings
+from vpccni.ipamd.egress.service import egress_plugins
+from vpccni.ipamd.grpc.assemble import grpc_server as assembled_grpc_server
+from vpccni.ipamd.grpc.server import GrpcServer
 from vpccni.ipamd.introspection import (
     IPAMD_ENV,
     NETWORKUTILS_ENV,
@@ -73,7 +71,6 @@ from vpccni.ipamd.settings import Settings
 from vpccni.ipamd.sgp.cni import BranchCni
 from vpccni.ipamd.sgp.node import SgpNode
 from vpccni.ipamd.sgp.trunk import TrunkTracker
-from vpccni.rpc import rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -462,39 +459,8 @@ class Daemon:
         self._start_http(cards)
         self._start_housekeeping(cards)
         self._start_cni_endpoint(allocator, branches, aws)
-        ident = aws.identity
-        facts = NodeFacts(
-            version=VERSION,
-            use_external_snat=plan.serve.use_external_snat,
-            exclude_snat_cidrs=plan.serve.exclude_snat_cidrs,
-            network_policy_mode=plan.serve.network_policy_mode,
-            multi_nic=plan.pool.init.multi_nic,
-            node_ipv4=ident.primary_ipv4,
-            node_ipv6=ident.primary_ipv6,
-            instance_id=ident.instance_id,
-            region=ident.region,
-        )
-        ipv6 = plan.serve.ipv6
-        backend = CniBackendServicer(
-            allocator=allocator,
-            facts=facts,
-            vpc_cidrs=lambda: () if ipv6 else ident.vpc_ipv4_cidrs,
-            vpc_v6_cidrs=lambda: ident.vpc_ipv6_cidrs if ipv6 else (),
-            multi_nic=allocator if plan.pool.init.multi_nic else None,
-            branches=self.sgp.rpc if self.sgp is not None else None,
-        )
-        config_server = ConfigServerServicer(facts=facts)
-        grpc_server = GrpcServer(
-            settings=GrpcServerSettings(
-                socket_path=plan.serve.ipamd_socket,
-                tcp_address=plan.serve.grpc_tcp_address,
-                allowed_uids=frozenset({0}),
-            ),
-            register=(
-                lambda server: rpc_pb2_grpc.add_CNIBackendServicer_to_server(backend, server),
-                lambda server: rpc_pb2_grpc.add_ConfigServerBackendServicer_to_server(config_server, server),
-            ),
-        )
+        sgp_rpc = self.sgp.rpc if self.sgp is not None else None
+        grpc_server = assembled_grpc_server(plan, aws.identity, allocator, sgp_rpc)
         try:
             grpc_server.start()
         except OSError as err:
@@ -591,17 +557,7 @@ class Daemon:
                 policy=policy_admission(serve.network_policy_mode, serve.ipamd_socket.parent),
                 multi_nic=allocator if self._plan.pool.init.multi_nic else None,
                 branches=branches,
-                # egress-cni is the same shim under another type: served here whether enabled or not.
-                chained={
-                    EGRESS_PLUGIN_TYPE: EgressService(
-                        wiring=nodes.wiring,
-                        node_conf=node_egress_conf(
-                            self._plan.egress,
-                            node_ipv4=aws.identity.primary_ipv4,
-                            node_ipv6=aws.identity.primary_ipv6,
-                        ),
-                    )
-                },
+                chained=egress_plugins(self._plan.egress, nodes.wiring, aws.identity),
             ),
             settings=EndpointSettings(
                 socket_path=str(serve.cni_socket), del_queue_dir=str(serve.del_queue_dir)

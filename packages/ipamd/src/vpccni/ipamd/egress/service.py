@@ -25,15 +25,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from vpccni.awsutils.node import NodeIdentity
 from vpccni.cniplugin import results, versions
 from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.netconf import parse_netconf
 from vpccni.cniplugin.wire import Request
 from vpccni.ipamd.cni.locks import KeyedLocks
 from vpccni.ipamd.cni.netns_kind import NetnsKind, classify_netns
-from vpccni.ipamd.egress.config import V4_IFNAME, V6_IFNAME
+from vpccni.ipamd.egress.config import V4_IFNAME, V6_IFNAME, EgressConfig
 from vpccni.ipamd.egress.hostlocal import EgressAddressesExhausted, HostLocalStore
-from vpccni.ipamd.egress.netconf import EgressNetConf, parse_egress_netconf
+from vpccni.ipamd.egress.netconf import PLUGIN_TYPE, EgressNetConf, node_egress_conf, parse_egress_netconf
 from vpccni.networkutils.model import IPAddress, is_global_unicast
 from vpccni.networkutils.names import attachment_veth_name
 from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
@@ -318,3 +319,10 @@ def _requested_version(request: Request) -> str:
     if version not in versions.SUPPORTED_VERSIONS:
         raise CNIError(ErrorCode.INCOMPATIBLE_CNI_VERSION, f"CNI version {version} is not supported")
     return version
+
+
+def egress_plugins(config: EgressConfig, wiring: PodWiring, ident: NodeIdentity) -> dict[str, EgressService]:
+    """The chained plugins ipamd serves beside aws-cni: egress-cni, the same shim under another type, served
+    whether egress is enabled or not (its conflist entry decides whether the runtime calls it)."""
+    node_conf = node_egress_conf(config, node_ipv4=ident.primary_ipv4, node_ipv6=ident.primary_ipv6)
+    return {PLUGIN_TYPE: EgressService(wiring=wiring, node_conf=node_conf)}

@@ -5,6 +5,7 @@ against EC2."""
 from __future__ import annotations
 
 import ipaddress
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -115,3 +116,40 @@ def test_ipv6_pods_through_the_shim_reach_each_other_the_vpc_and_the_internet(
             timeout_s=10,
             what=f"{host_veth} gone with the sandbox",
         )
+
+
+def test_a_killed_agent_restores_its_ipv6_pods_and_their_dels_leave_nothing(
+    node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    agent = make_agent(**IPV6_ENV)
+    pods, ips = [], []
+    for name in ("keep-0", "keep-1"):
+        pod = agent.create_pod(namespace="default", name=name)
+        added = NodeRunner.add(agent, pod)  # aws-cni and egress-cni through the shims
+        assert added.ok, added.error
+        pods.append(pod)
+        ips.append(ipaddress.IPv6Interface(added.document["ips"][0]["address"]).ip)
+    agent.stop(signal.SIGKILL)
+
+    agent.start()
+    restored = {
+        ip for eni in agent.enis()["ENIs"].values() for cidr in eni["IPv6Cidrs"].values()
+        for ip, addr in cidr["IPAddresses"].items() if addr["IPAMMetadata"]["k8sPodName"]
+    }  # fmt: skip
+    assert restored == {str(ip) for ip in ips}, "every IPv6 pod restored from the checkpoint"
+    assert agent.enis()["AssignedIPs"] == 2
+    assert all(agent.check(pod).ok for pod in pods), "their wiring is untouched by the restart"
+    assert ping(pods[0].netns, ips[1]), "pod to pod on the node after the restart"
+    fresh = agent.add("after-restart")
+    assert fresh.Success and ipaddress.IPv6Address(fresh.IPAllocationMetadata[0].IPv6Addr) not in ips
+    assert agent.delete("after-restart").Success
+
+    node_ns = agent.node.netns
+    for pod, ip in zip(pods, ips, strict=True):
+        assert NodeRunner.delete(agent, pod).ok
+        for listing in (["route", "show", "table", "all"], ["rule"]):
+            words = ns.exec_in_netns(node_ns, ["ip", "-6", *listing]).replace("/", " ").split()
+            assert str(ip) not in words, f"{ip} left in ip -6 {listing[0]}"
+    assert agent.enis()["AssignedIPs"] == 0
+    store = agent.state_dir / "egress-ipam" / "aws-cni"
+    assert not [p for p in store.iterdir() if p.name[0].isdigit()], "no egress address left reserved"

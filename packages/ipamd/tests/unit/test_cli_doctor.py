@@ -11,6 +11,7 @@ from vpccni.ipamd.checkpoint.fileformat import encode
 from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
 from vpccni.ipamd.cli import doctor
 from vpccni.ipamd.cli.doctor import DoctorConfig, DoctorContext, Status
+from vpccni.ipamd.cli.doctor_ipv6 import check_ipv6
 from vpccni.ipamd.cli.host import CommandResult, FileInfo, HttpReply
 from vpccni.ipamd.cli.main import CliDeps, run
 from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp, FakeIntrospection
@@ -290,9 +291,9 @@ def test_invalid_settings_are_a_failed_check_not_a_crash() -> None:
 
 def test_ipv6_node_checks_forwarding_its_80_and_the_egress_chain() -> None:
     host, http, ec2, intro = healthy_node()
-    assert doctor.check_ipv6(_context(host, http, ec2, intro)).status is Status.OK  # IPv4: nothing to check
+    assert check_ipv6(_context(host, http, ec2, intro)).status is Status.OK  # IPv4: nothing to check
     host.env.update({"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"})
-    result = doctor.check_ipv6(_context(host, http, ec2, intro))
+    result = check_ipv6(_context(host, http, ec2, intro))
     assert result.status is Status.FAIL
     assert (
         "forwarding" in result.message
@@ -307,5 +308,5 @@ def test_ipv6_node_checks_forwarding_its_80_and_the_egress_chain() -> None:
     enis = intro.docs["/v1/enis"]
     eni = next(iter(enis["0"]["ENIs"].values()))
     eni["IPv6Cidrs"] = {"2001:db8:0:100:1::/80": {}}
-    result = doctor.check_ipv6(_context(host, http, ec2, intro))
+    result = check_ipv6(_context(host, http, ec2, intro))
     assert result.status is Status.OK, result.message

@@ -403,3 +403,27 @@ def test_rules_of_mixed_families_are_refused() -> None:
         Rule(priority=1, table=2, src=IPv4Network("10.0.0.1/32"), dst=IPv6Network("2001:db8::1/128"))
     with pytest.raises(ValueError, match="4 or 6"):
         Rule(priority=1, table=2, family=5)
+
+
+@pytest.mark.parametrize(
+    "open_handle", [open_netlink, lambda: PyrouteNetlink(IPRoute())], ids=["rtnl", "pyroute2"]
+)
+def test_iif_rules_of_each_family_are_deleted_by_table_in_that_family_only(make_netns, open_handle) -> None:
+    ns = make_netns("iif6")
+    _veth(ns)
+    v4 = Rule(priority=10, table=107, iif="veth0")
+    v6 = Rule(priority=10, table=107, iif="veth0", family=6)
+
+    def run(_: Netlink) -> tuple[list[Rule], int, list[Rule], int]:
+        with open_handle() as nl:
+            nl.add_rule(v4)
+            nl.add_rule(v6)
+            listed = nl.rules()
+            gone6 = nl.delete_rules(priority=10, table=107, family=6)
+            after = nl.rules()
+            return listed, gone6, after, nl.delete_rules(priority=10, iif="veth0")
+
+    listed, gone6, after, gone4 = ns.run(run)
+    assert v4 in listed and v6 in listed
+    assert gone6 == 1 and v6 not in after and v4 in after and gone4 == 1
+    assert [r for r in ns.ip_json("-6", "rule", "show") if r["priority"] == 10] == []

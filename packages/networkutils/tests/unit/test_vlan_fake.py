@@ -3,7 +3,7 @@ from the few facts a CNI result carries, verification."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 from vpccni.networkutils.model import Route, Rule, Scope
@@ -162,3 +162,26 @@ def test_a_vlan_link_goes_with_its_parent(world) -> None:
     host.delete_link(TRUNK)
     assert host.link("vlan.eth.7") is None
     assert [r.ifname for r in host.routes(107)] == [spec.pod.host_veth]  # the gateway routes went with it
+
+
+def test_an_ipv6_branch_pod_gets_ipv6_rules_and_routes_that_teardown_removes(world) -> None:
+    """The networking layer takes either family (upstream wires IPv6 branch pods with AF_INET6 iif rules);
+    ipamd refuses ENABLE_POD_ENI in IPv6 mode for now, so this is the seam's contract only."""
+    host, pod_fd, _, wiring = world
+    ip, gw = IPv6Address("2001:db8:0:10::28"), IPv6Address("fe80::1")
+    spec = BranchPodInterface(
+        pod=PodInterface(host_veth="vlanv6pod", ip=ip, route_table=107),
+        vlan_id=7, branch_mac=BRANCH_MAC, gateway=gw, trunk_link=TRUNK,
+    )  # fmt: skip
+    host.add_rule(Rule(priority=10, table=107, iif="vlan.eth.7"))  # an IPv4 rule of the table stays
+    wiring.wire(pod_fd, spec)
+    assert Route(dst=IPv6Network("::/0"), ifname="vlan.eth.7", gateway=gw, table=107) in host.routes(107)
+    assert set(pod_rules(host)) == {
+        Rule(priority=10, table=107, iif="vlan.eth.7"),
+        Rule(priority=10, table=107, iif="vlan.eth.7", family=6),
+        Rule(priority=10, table=107, iif="vlanv6pod", family=6),
+    }
+    assert host.read_sysctl("net/ipv6/conf/vlan.eth.7/accept_dad") == "0"
+    assert wiring.verify(pod_fd, spec) == []
+    wiring.unwire(PodInterface(host_veth="vlanv6pod", ip=ip), 7)
+    assert pod_rules(host) == [Rule(priority=10, table=107, iif="vlan.eth.7")]

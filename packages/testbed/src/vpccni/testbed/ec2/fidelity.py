@@ -17,9 +17,10 @@ from vpccni.testbed.ec2.addresses import PREFIX_LEN, AddressAllocator, SubnetUsa
 from vpccni.testbed.ec2.backend import CARD_STRIDE, MotoBackend, split_index
 from vpccni.testbed.ec2.errors import Ec2Error
 from vpccni.testbed.ec2.instance_types import UnknownInstanceTypeError, limits_for
-from vpccni.testbed.ec2.ipv6 import Ipv6Allocator, Ipv6Usage
+from vpccni.testbed.ec2.ipv6 import Ipv6Allocator
+from vpccni.testbed.ec2.ipv6_calls import Ipv6Calls
 from vpccni.testbed.ec2.prefixes import PrefixTable
-from vpccni.testbed.ec2.query import indexed, integer
+from vpccni.testbed.ec2.query import indexed, integer, ipv4
 from vpccni.testbed.ec2.trunking import Trunking
 from vpccni.testbed.events import AddressesChanged, EniAttached, EniDetached, Event
 
@@ -51,27 +52,6 @@ def _without(params: Params, *prefixes: str) -> Params:
     return {k: v for k, v in params.items() if not any(k == p or k.startswith(p + ".") for p in prefixes)}
 
 
-def _ip(value: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(value)
-    except ValueError as exc:
-        raise Ec2Error("InvalidParameterValue", f"Invalid IPv4 address {value!r}") from exc
-
-
-def _ip6(value: str) -> ipaddress.IPv6Address:
-    try:
-        return ipaddress.IPv6Address(value)
-    except ValueError as exc:
-        raise Ec2Error("InvalidParameterValue", f"Invalid IPv6 address {value!r}") from exc
-
-
-def _net6(value: str) -> ipaddress.IPv6Network:
-    try:
-        return ipaddress.IPv6Network(value)
-    except ValueError as exc:
-        raise Ec2Error("InvalidParameterValue", f"Invalid IPv6 prefix {value!r}") from exc
-
-
 class FidelityLayer:
     def subnet_of_call(self, action: str, params: dict[str, str]) -> str | None:
         """The subnet a call is about: a new ENI's `SubnetId`, or the subnet of the ENI it names."""
@@ -94,7 +74,12 @@ class FidelityLayer:
         self._allocator = allocator
         self.trunking = Trunking(backend=backend)
         self._ipv6_prefixes: PrefixTable[ipaddress.IPv6Network] = ipv6_prefixes or PrefixTable()
-        self._ipv6_allocator = ipv6_allocator or Ipv6Allocator()
+        self.ipv6 = Ipv6Calls(
+            backend=backend,
+            prefixes=self._ipv6_prefixes,
+            allocator=ipv6_allocator or Ipv6Allocator(),
+            check_prefix_support=self._check_prefix_support,
+        )
         self._hooks: dict[str, Callable[[Params], Plan]] = {
             "AssociateTrunkInterface": lambda p: _handled(self.trunking.associate(p)),
             "DisassociateTrunkInterface": lambda p: _handled(self.trunking.disassociate(p)),
@@ -111,8 +96,8 @@ class FidelityLayer:
             "DescribeNetworkInterfaces": self._with_prefixes,
             "DescribeInstances": self._with_prefixes,
             "DescribeSubnets": self._describe_subnets,
-            "AssignIpv6Addresses": self._assign_ipv6,
-            "UnassignIpv6Addresses": self._unassign_ipv6,
+            "AssignIpv6Addresses": lambda p: _handled(self.ipv6.assign(p)),
+            "UnassignIpv6Addresses": lambda p: _handled(self.ipv6.unassign(p)),
         }
 
     def plan(self, action: str, params: Params) -> Plan:
@@ -186,8 +171,8 @@ class FidelityLayer:
         ipv6: list[ipaddress.IPv6Address] = []
         if single and "SubnetId" in params and integer(params, "Ipv6AddressCount"):
             # Likewise for IPv6 (moto draws at random, ignoring delegated /80s).
-            ipv6 = self._ipv6_allocator.pick_addresses(
-                self.ipv6_usage(params["SubnetId"]), integer(params, "Ipv6AddressCount")
+            ipv6 = self.ipv6.allocator.pick_addresses(
+                self.ipv6.usage(params["SubnetId"]), integer(params, "Ipv6AddressCount")
             )
             params = _without(params, "Ipv6AddressCount")
 
@@ -215,9 +200,9 @@ class FidelityLayer:
         params, interface_type = self.trunking.create_type(params)
         subnet_id = params.get("SubnetId", "")
         usage = self.usage(subnet_id)
-        explicit = [_ip(v) for v in indexed(params, "PrivateIpAddresses", "PrivateIpAddress")]
+        explicit = [ipv4(v) for v in indexed(params, "PrivateIpAddresses", "PrivateIpAddress")]
         if "PrivateIpAddress" in params:
-            explicit.insert(0, _ip(params["PrivateIpAddress"]))
+            explicit.insert(0, ipv4(params["PrivateIpAddress"]))
         for ip in explicit:
             if not usage.is_free(ip):
                 raise Ec2Error(
@@ -279,7 +264,7 @@ class FidelityLayer:
     def _assign(self, params: Params) -> Plan:
         eni_id = params.get("NetworkInterfaceId", "")
         eni = self._backend.eni(eni_id)
-        explicit = [_ip(v) for v in indexed(params, "PrivateIpAddress")]
+        explicit = [ipv4(v) for v in indexed(params, "PrivateIpAddress")]
         count = integer(params, "SecondaryPrivateIpAddressCount")
         explicit_prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix")]
         prefix_count = integer(params, "Ipv4PrefixCount")
@@ -319,7 +304,7 @@ class FidelityLayer:
     def _unassign(self, params: Params) -> Plan:
         eni_id = params.get("NetworkInterfaceId", "")
         view = self._backend.eni_view(eni_id)
-        ips = [_ip(v) for v in indexed(params, "PrivateIpAddress")]
+        ips = [ipv4(v) for v in indexed(params, "PrivateIpAddress")]
         prefixes = [ipaddress.IPv4Network(v) for v in indexed(params, "Ipv4Prefix")]
         if not ips and not prefixes:
             raise Ec2Error("MissingParameter", "Specify PrivateIpAddresses or Ipv4Prefixes to unassign")
@@ -480,112 +465,6 @@ class FidelityLayer:
             return body, events
 
         return Forward(params=params, finish=finish)
-
-    def ipv6_usage(self, subnet_id: str) -> Ipv6Usage:
-        cidr = self._backend.subnet_ipv6_cidr(subnet_id)
-        if cidr is None:
-            raise Ec2Error(
-                "InvalidParameterValue",
-                f"Subnet {subnet_id} has no IPv6 CIDR block: associate one (a /64 of the VPC's /56) first",
-            )
-        prefixes = [
-            p
-            for eni, ps in self._ipv6_prefixes.all().items()
-            if eni in self._backend.raw.enis and self._backend.raw.enis[eni].subnet.id == subnet_id
-            for p in ps
-        ]
-        return Ipv6Usage(
-            cidr=cidr,
-            addresses=frozenset(self._backend.subnet_ipv6_addresses(subnet_id)),
-            prefixes=frozenset(prefixes),
-        )
-
-    def _ipv6_slots(self, eni: Any) -> int:
-        """IPv6 slots an ENI uses: its addresses and one per /80 (EC2 counts a prefix as an address)."""
-        return len(eni.ipv6_addresses) + len(self._ipv6_prefixes.of(eni.id))
-
-    def _assign_ipv6(self, params: Params) -> Plan:
-        eni_id = params.get("NetworkInterfaceId", "")
-        eni = self._backend.eni(eni_id)
-        explicit = [_ip6(v) for v in indexed(params, "Ipv6Addresses")]
-        count = integer(params, "Ipv6AddressCount")
-        explicit_prefixes = [_net6(v) for v in indexed(params, "Ipv6Prefix")]
-        prefix_count = integer(params, "Ipv6PrefixCount")
-        if not (explicit or count or explicit_prefixes or prefix_count):
-            raise Ec2Error(
-                "MissingParameter",
-                "Specify IPv6 addresses, an address count, IPv6 prefixes or a prefix count",
-            )
-        if explicit_prefixes or prefix_count:
-            self._check_prefix_support(eni)
-        usage = self.ipv6_usage(eni.subnet.id)
-        if eni.instance is not None:
-            limit = limits_for(eni.instance.instance_type).ipv6_per_eni
-            wanted = len(explicit) + count + len(explicit_prefixes) + prefix_count
-            if self._ipv6_slots(eni) + wanted > limit:
-                raise Ec2Error(
-                    "InvalidParameterValue",
-                    f"{eni_id} would hold {self._ipv6_slots(eni) + wanted} IPv6 addresses and prefixes, more "
-                    f"than the {limit} per interface of {eni.instance.instance_type}",
-                )
-        for ip in explicit:
-            if ip not in usage.cidr or usage.taken(ip):
-                raise Ec2Error("InvalidIPAddress.InUse", f"Address {ip} is in use or not in {usage.cidr}")
-        for prefix in explicit_prefixes:
-            if prefix.prefixlen != 80 or not usage.prefix_free(prefix):
-                raise Ec2Error(
-                    "InvalidParameterValue", f"Prefix {prefix} is not a free /80 of subnet {usage.cidr}"
-                )
-        ips = explicit + self._ipv6_allocator.pick_addresses(usage, count, also_taken=explicit)
-        prefixes = explicit_prefixes + self._ipv6_allocator.pick_prefixes(
-            Ipv6Usage(
-                cidr=usage.cidr,
-                addresses=usage.addresses | set(ips),
-                prefixes=usage.prefixes | set(explicit_prefixes),
-            ),
-            prefix_count,
-        )
-        if ips:
-            current = [ipaddress.IPv6Address(a) for a in eni.ipv6_addresses]
-            self._backend.set_eni_ipv6_addresses(eni_id, current + ips)
-        self._ipv6_prefixes.add(eni_id, prefixes)
-        body = xmlpatch.render(
-            "AssignIpv6Addresses",
-            [
-                ("networkInterfaceId", eni_id),
-                ("assignedIpv6Addresses", [str(ip) for ip in ips]),
-                ("assignedIpv6PrefixSet", [str(p) for p in prefixes]),
-            ],
-        )
-        return Handled(body=body, events=[AddressesChanged(eni_id=eni_id)])
-
-    def _unassign_ipv6(self, params: Params) -> Plan:
-        eni_id = params.get("NetworkInterfaceId", "")
-        eni = self._backend.eni(eni_id)
-        ips = [_ip6(v) for v in indexed(params, "Ipv6Addresses")]
-        prefixes = [_net6(v) for v in indexed(params, "Ipv6Prefix")]
-        if not ips and not prefixes:
-            raise Ec2Error("MissingParameter", "Specify Ipv6Addresses or Ipv6Prefixes to unassign")
-        current = [ipaddress.IPv6Address(a) for a in eni.ipv6_addresses]
-        held = self._ipv6_prefixes.of(eni_id)
-        stray = [str(ip) for ip in ips if ip not in current] + [str(p) for p in prefixes if p not in held]
-        if stray:
-            raise Ec2Error(
-                "InvalidParameterValue",
-                f"Some of the specified IPv6 addresses or prefixes are not assigned to interface {eni_id}: "
-                f"{stray}",
-            )
-        self._backend.set_eni_ipv6_addresses(eni_id, [ip for ip in current if ip not in ips])
-        self._ipv6_prefixes.remove(eni_id, prefixes)
-        body = xmlpatch.render(
-            "UnassignIpv6Addresses",
-            [
-                ("networkInterfaceId", eni_id),
-                ("unassignedIpv6Addresses", [str(ip) for ip in ips]),
-                ("unassignedIpv6PrefixSet", [str(p) for p in prefixes]),
-            ],
-        )
-        return Handled(body=body, events=[AddressesChanged(eni_id=eni_id)])
 
     def _enrich(self, body: bytes) -> bytes:
         return xmlpatch.enrich_enis(

@@ -1,12 +1,16 @@
-"""Reading EC2 query-protocol parameters: numbered lists, filters, integers."""
+"""Reading EC2 query-protocol parameters: numbered lists, filters, integers, addresses."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from vpccni.testbed.ec2.errors import Ec2Error
 
 Params = dict[str, str]
+T = TypeVar("T")
 
 
 def indexed(params: Params, name: str, suffix: str = "") -> list[str]:
@@ -29,3 +33,22 @@ def integer(params: Params, name: str) -> int:
         raise Ec2Error(
             "InvalidParameterValue", f"{name} must be an integer, got {params.get(name)!r}"
         ) from exc
+
+
+def ipv4(value: str) -> ipaddress.IPv4Address:
+    return _parsed(ipaddress.IPv4Address, value, "IPv4 address")
+
+
+def ipv6(value: str) -> ipaddress.IPv6Address:
+    return _parsed(ipaddress.IPv6Address, value, "IPv6 address")
+
+
+def ipv6_prefix(value: str) -> ipaddress.IPv6Network:
+    return _parsed(ipaddress.IPv6Network, value, "IPv6 prefix")
+
+
+def _parsed(parse: Callable[[str], T], value: str, what: str) -> T:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise Ec2Error("InvalidParameterValue", f"Invalid {what} {value!r}") from exc

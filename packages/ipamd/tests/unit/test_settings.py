@@ -213,6 +213,10 @@ def test_ipv6_mode_is_upstreams_combination() -> None:
     assert s.enable_ipv6 and not s.enable_ipv4 and s.enable_v4_egress and not s.enable_v6_egress
 
 
+IPV6_CASES = ["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu", "pod-eni"]
+IPV6_CASES += ["multi-nic"]
+
+
 @pytest.mark.parametrize(
     ("env", "error"),
     [
@@ -236,8 +240,12 @@ def test_ipv6_mode_is_upstreams_combination() -> None:
             {**IPV6, "ENABLE_POD_ENI": "true"},
             "ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods",
         ),
+        (
+            {**IPV6, "ENABLE_MULTI_NIC": "true"},
+            "ENABLE_MULTI_NIC=true with ENABLE_IPv6=true: network cards above 0",
+        ),
     ],
-    ids=["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu", "pod-eni"],
+    ids=IPV6_CASES,
 )
 def test_ipv6_mode_refuses_wrong_combinations_with_the_fix(env: dict[str, str], error: str) -> None:
     with pytest.raises(SettingsError) as err:

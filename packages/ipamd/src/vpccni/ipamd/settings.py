@@ -262,6 +262,12 @@ def _address_family_errors(values: Mapping[str, object]) -> list[str]:
             " only in this release (upstream's IPv6 branch ENIs are not implemented yet): unset"
             " ENABLE_POD_ENI, or run the node in IPv4 mode"
         )
+    if values.get("enable_multi_nic") is True:
+        errors.append(
+            "ENABLE_MULTI_NIC=true with ENABLE_IPv6=true: network cards above 0 are managed in IPv4 mode only"
+            " in this release (IPv6 pods get one /128 from the primary ENI's /80): unset ENABLE_MULTI_NIC,"
+            " or run the node in IPv4 mode"
+        )
     eni_mtu, pod_mtu = values.get("eni_mtu"), values.get("pod_mtu")
     for name, mtu in (("AWS_VPC_ENI_MTU", eni_mtu), ("POD_MTU", pod_mtu if pod_mtu != eni_mtu else None)):
         if isinstance(mtu, int) and mtu < IPV6_MIN_MTU:

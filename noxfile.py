@@ -14,7 +14,7 @@ import nox
 
 nox.needs_version = ">=2024.10"
 nox.options.default_venv_backend = "none"
-DEFAULT = ["lint", "types", "unit", "netns", "integration", "build", "image", "image_arm64", "e2e"]
+DEFAULT = ["lint", "types", "unit", "netns", "integration", "chaos", "build", "image", "image_arm64", "e2e"]
 nox.options.sessions = DEFAULT
 
 ROOT = pathlib.Path(__file__).parent
@@ -84,6 +84,15 @@ def e2e(session: nox.Session) -> None:
     """containerd's CRI as the real CNI client of the installed plugin."""
     _need_root(session)
     _pytest(session, "e2e")
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Reliability: real agents and shims under SIGKILLs, hostile input, local load and cloud faults. The
+    default short run fails when an invariant breaks; `-- --full` writes bench/results/reliability.json,
+    `-- --soak 3600` is an hour of churn with periodic faults."""
+    _need_root(session)
+    session.run(PY, "-m", "vpccni.testbed.chaos", *session.posargs)
 
 
 @nox.session(default=False)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vpccni's tests, demo and tools need on a Debian/Ubuntu machine, as root:
 # system packages (iproute2, iptables, nftables, containerd, runc, CNI reference plugins, gcc and musl for the
-# standalone aws-cni's static trampoline, strace for its tests, buildah and
-# debootstrap for the image, qemu-user-static and binfmt-support for the arm64 image) and a
+# standalone aws-cni's static trampoline, strace for its tests and the chaos suite's timed kills, buildah
+# and debootstrap for the image, qemu-user-static and binfmt-support for the arm64 image) and a
 # virtualenv at .venv with every package of the monorepo installed in development mode.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail

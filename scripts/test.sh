@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: lint, types, unit, netns, integration, e2e and the wheel build check.
+# Runs the whole test suite: lint, types, unit, netns, integration, chaos (short), e2e and the wheel build
+# check.
 # Needs root (network namespaces, containerd). Extra arguments go to nox, e.g. `-s unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

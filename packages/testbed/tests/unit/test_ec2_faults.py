@@ -38,3 +38,14 @@ def test_call_log_returns_a_copy() -> None:
     records = log.records()
     records.clear()
     assert [r.action for r in log.records()] == ["DescribeInstances"]
+
+
+def test_call_log_counts_calls_in_flight_per_action() -> None:
+    log = CallLog()
+    log.begin("AttachNetworkInterface")
+    log.begin("AttachNetworkInterface")
+    log.begin("CreateNetworkInterface")
+    log.end("AttachNetworkInterface")
+    assert log.in_flight("AttachNetworkInterface") == 1
+    assert log.in_flight("CreateNetworkInterface") == 1
+    assert log.in_flight("DescribeInstances") == 0

@@ -528,6 +528,10 @@ class Cloud:
             return ""  # deleted meanwhile: no instance shows it
         return str(instance.id) if instance is not None else ""
 
+    def in_flight(self, action: str) -> int:
+        """Calls of `action` that arrived and are not answered yet (injected latency included)."""
+        return self._calllog.in_flight(action)
+
     # ---- events
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """callback(event) after each EC2 state change, on the server thread, outside the state lock."""

@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpccni.cniplugin import wire
+from vpccni.cniplugin.errors import CNIError
 from vpccni.cniplugin.netconf import POD_ANNOTATIONS_KEY
+from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
 from vpccni.ipamd.install.conflist import EGRESS_TYPE, conflist_bytes, conflist_path, with_node_ip
 from vpccni.ipamd.plan import WiringPlan
@@ -100,18 +103,36 @@ def stop_child(proc: subprocess.Popen[bytes] | None, sig: int, *, timeout_s: flo
     return proc.returncode
 
 
-def rss_mib_of(proc: subprocess.Popen[bytes] | None) -> float | None:
-    """A running child's resident memory (VmRSS) in MiB."""
+@dataclass(frozen=True, kw_only=True)
+class ProcessSample:
+    rss_mib: float
+    fds: int
+    threads: int
+
+
+def process_sample_of(proc: subprocess.Popen[bytes] | None) -> ProcessSample | None:
+    """A running child's resident memory, open descriptors and threads, or None when it is not running."""
     if proc is None or proc.poll() is not None:
         return None
     try:
         status = Path(f"/proc/{proc.pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # a zombie has no memory left to report
+        return None
+    return ProcessSample(
+        rss_mib=int(fields["VmRSS"].split()[0]) / 1024,
+        fds=fds,
+        threads=int(fields["Threads"]),
+    )
+
+
+def rss_mib_of(proc: subprocess.Popen[bytes] | None) -> float | None:
+    """A running child's resident memory (VmRSS) in MiB."""
+    sample = process_sample_of(proc)
+    return sample.rss_mib if sample is not None else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +173,10 @@ class CniOutcome:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode == -signal.SIGKILL
 
     @property
     def document(self) -> dict[str, Any]:
@@ -285,7 +310,8 @@ class NodeRunner:
                 raise NodeRunnerError(
                     f"aws-k8s-agent on {self.node.name} exited with {code}:\n{self.log_tail()}"
                 )
-            if self.cni_socket.exists():
+            # The socket file alone says nothing after a SIGKILL (it stays behind): ask it for STATUS.
+            if self.cni_socket.exists() and self.cni_answers():
                 with contextlib.suppress(IntrospectionError):
                     self.introspect("/v1/enis")
                     break
@@ -298,6 +324,23 @@ class NodeRunner:
         elapsed = time.monotonic() - started
         self.install_conflist()
         return elapsed
+
+    def cni_answers(self) -> bool:
+        """Whether the CNI endpoint answers a STATUS (ready or not), as the shim would ask it."""
+        status = wire.Request(
+            version=VERSION,
+            command="STATUS",
+            netconf={"cniVersion": "1.1.0", "name": NETWORK_NAME, "type": "aws-cni"},
+            cni_version="1.1.0",
+            timeout_s=5.0,
+        )
+        try:
+            wire.call(str(self.cni_socket), status, None)
+        except CNIError:
+            return True  # an answer: not ready is still serving
+        except wire.WireError:
+            return False
+        return True
 
     def install_conflist(self) -> Path:
         """As the entrypoint writes it, with egress-cni's nodeIP from the instance (IMDS's answer)."""
@@ -338,6 +381,10 @@ class NodeRunner:
     def rss_mib(self) -> float | None:
         """The agent's resident memory (VmRSS), or None when it is not running."""
         return rss_mib_of(self.proc)
+
+    def process_sample(self) -> ProcessSample | None:
+        """The agent's resident memory, open descriptors and threads, or None when it is not running."""
+        return process_sample_of(self.proc)
 
     # ---- what it serves, read from inside the node namespace
     def introspect(self, path: str, *, address: str = INTROSPECTION) -> Any:
@@ -399,13 +446,15 @@ class NodeRunner:
         plugins = json.loads(self.conflist.read_text())["plugins"]
         return [str(p["type"]) for p in plugins[1:] if p.get("type") in CHAINED_TYPES]
 
-    def add(self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = ()) -> CniOutcome:
-        outcome = self.cni("ADD", pod, ifname=ifname, shim_command=shim_command)
+    def add(
+        self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = (), timeout_s: float = 60.0
+    ) -> CniOutcome:
+        outcome = self.cni("ADD", pod, ifname=ifname, shim_command=shim_command, timeout_s=timeout_s)
         for kind in self.chained():
             if not outcome.ok:
                 break
             outcome = outcome.then(
-                self.cni("ADD", pod, ifname=ifname, prev_result=outcome.document,
+                self.cni("ADD", pod, ifname=ifname, prev_result=outcome.document, timeout_s=timeout_s,
                          shim_command=_command_for(kind, shim_command), plugin_type=kind)
             )  # fmt: skip
         if outcome.ok:
@@ -415,12 +464,14 @@ class NodeRunner:
                     state.result = outcome.document
         return outcome
 
-    def delete(self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = ()) -> CniOutcome:
+    def delete(
+        self, pod: Pod, *, ifname: str = "eth0", shim_command: Sequence[str] = (), timeout_s: float = 60.0
+    ) -> CniOutcome:
         """DEL through the chain in reverse, as libcni does (stopping at the first failure)."""
         prev_result = self.result_of(pod)
         outcome: CniOutcome | None = None
         for kind in [*reversed(self.chained()), PLUGIN_TYPE]:
-            step = self.cni("DEL", pod, ifname=ifname, prev_result=prev_result,
+            step = self.cni("DEL", pod, ifname=ifname, prev_result=prev_result, timeout_s=timeout_s,
                             shim_command=_command_for(kind, shim_command), plugin_type=kind)  # fmt: skip
             outcome = step if outcome is None else outcome.then(step)
             if not step.ok:
@@ -476,7 +527,6 @@ class NodeRunner:
     ) -> CniOutcome:
         """Execute the installed shim (or `shim_command`, for this call; `plugin_type`'s executable for a
         chained plugin) in the node's namespace with the CNI environment and stdin."""
-        argv = list(shim_command or _command_for(plugin_type, self.shim_command))
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
@@ -490,23 +540,42 @@ class NodeRunner:
             ),
         }
         stdin = json.dumps(self.plugin_config(prev_result, pod=pod, plugin_type=plugin_type)).encode()
+        argv = list(shim_command or _command_for(plugin_type, self.shim_command))
+        return self.exec_shim(env, stdin, timeout_s=timeout_s, shim_command=argv, plugin_type=plugin_type)
+
+    def exec_shim(
+        self,
+        env: Mapping[str, str],
+        stdin: bytes,
+        *,
+        timeout_s: float = 60.0,
+        shim_command: Sequence[str] = (),
+        plugin_type: str = PLUGIN_TYPE,
+    ) -> CniOutcome:
+        """Execute the shim in the node's namespace with exactly `env` and `stdin` (any CNI invocation, a
+        hostile one too). A shim still running after `timeout_s` is killed, as a runtime gives up on a
+        plugin: the outcome then has returncode -9 and `timed_out`."""
+        argv = list(shim_command or self.shim_command)
 
         # The shim is executed directly by a thread that has entered the node's namespace, which the child
         # inherits: a runtime on the node execs plugins the same way, with no `nsenter` in between to be
         # counted in the timings.
-        def execute() -> tuple[subprocess.CompletedProcess[bytes], float]:
+        def execute() -> tuple[int, bytes, bytes, float]:
             started = time.monotonic()
-            proc = subprocess.run(
-                argv, input=stdin, env=env, capture_output=True, timeout=timeout_s, check=False
-            )
-            return proc, time.monotonic() - started
+            try:
+                proc = subprocess.run(
+                    argv, input=stdin, env=dict(env), capture_output=True, timeout=timeout_s, check=False
+                )
+            except subprocess.TimeoutExpired as exc:  # run() killed it
+                return -signal.SIGKILL, exc.stdout or b"", exc.stderr or b"", time.monotonic() - started
+            return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
 
-        proc, elapsed = ns.in_netns(self.node.netns, execute)
+        returncode, stdout, stderr, elapsed = ns.in_netns(self.node.netns, execute)
         return CniOutcome(
-            command=command,
-            returncode=proc.returncode,
-            stdout=proc.stdout.decode(errors="replace"),
-            stderr=proc.stderr.decode(errors="replace"),
+            command=env.get("CNI_COMMAND", ""),
+            returncode=returncode,
+            stdout=stdout.decode(errors="replace"),
+            stderr=stderr.decode(errors="replace"),
             elapsed_s=elapsed,
             plugins=((plugin_type, elapsed),),
         )

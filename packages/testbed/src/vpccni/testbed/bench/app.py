@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vpccni.testbed.bench import docs, multinic, scenarios, sgp
-from vpccni.testbed.bench.harness import Latency
+from vpccni.testbed.bench.harness import Latency, tmpfs_dir
 from vpccni.testbed.bench.machine import describe
 from vpccni.testbed.noderunner import build_script_shim, build_shim
 
@@ -90,16 +90,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def _tmpfs_dir() -> Path | None:
-    """A fresh directory on the machine's tmpfs (/dev/shm), or None when there is none."""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            on_tmpfs = any(f.split()[1:3] == ["/dev/shm", "tmpfs"] for f in mounts if f.strip())
-    except OSError:
-        return None
-    return Path(tempfile.mkdtemp(prefix="vpccni-bench-state-", dir="/dev/shm")) if on_tmpfs else None
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     latency = Latency(
         create_eni=args.create_eni_latency,
@@ -109,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     plan = scenarios.Plan.for_mode(quick=args.quick, latency=latency, churn_pairs=args.churn_pairs)
     workdir = Path(tempfile.mkdtemp(prefix="vpccni-bench-"))
-    state_dir = _tmpfs_dir()
+    state_dir = tmpfs_dir(prefix="vpccni-bench-state-")
     started = time.monotonic()
     load_before = [round(v, 2) for v in os.getloadavg()]
     try:

@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import math
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,6 +20,17 @@ from vpccni.testbed.cloud import Cloud
 from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.demo.report import is_mutating
 from vpccni.testbed.noderunner import NodeRunner, Pod
+
+
+def tmpfs_dir(*, prefix: str) -> Path | None:
+    """A fresh directory on the machine's tmpfs (/dev/shm), or None when there is none: sockets and
+    checkpoints live on a tmpfs on a node (/var/run/aws-node)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            on_tmpfs = any(f.split()[1:3] == ["/dev/shm", "tmpfs"] for f in mounts if f.strip())
+    except OSError:
+        return None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm")) if on_tmpfs else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,6 +94,7 @@ class Ec2App:
     def _serve(self, environ: dict[str, Any], action: str, params: dict[str, str]) -> Response:
         started, t0 = time.time(), time.monotonic()
         events: list[Event] = []
+        self._calllog.begin(action)
         try:
             status, headers, body, events = self._handle(environ, action, params)
             code = None if status.startswith("200") else _error_code(body)
@@ -103,6 +104,8 @@ class Ec2App:
                 f"{err.status} Error",
                 [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
             )
+        finally:
+            self._calllog.end(action)
         self._calllog.append(
             CallRecord(
                 action=action, params=params, error_code=code, started=started, duration=time.monotonic() - t0

@@ -1,0 +1,5 @@
+import sys
+
+from vpccni.testbed.chaos.app import main
+
+sys.exit(main())

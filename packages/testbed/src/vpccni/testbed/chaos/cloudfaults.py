@@ -27,7 +27,13 @@ from vpccni.testbed.cluster import Cluster, ClusterConfig
 
 ISFA = "InsufficientFreeAddressesInSubnet"
 # Upstream settings but a small warm target: every few pods the pool must call EC2 (and attach ENIs).
-FAULT_ENV = {"WARM_IP_TARGET": "2", "VPCCNI_POOL_MONITOR_INTERVAL": "1", "VPCCNI_MIN_ENI_AGE": "5"}
+# The reconciler reads IMDS every few seconds, so that IMDS faults meet it.
+FAULT_ENV = {
+    "WARM_IP_TARGET": "2",
+    "VPCCNI_POOL_MONITOR_INTERVAL": "1",
+    "VPCCNI_MIN_ENI_AGE": "5",
+    "VPCCNI_RECONCILE_INTERVAL": "3",
+}
 FULL_PRIMARY = CloudConfig(
     subnets=(
         SubnetSpec(cidr=ipaddress.IPv4Network("10.0.0.0/26")),
@@ -42,6 +48,7 @@ class Fault:
     apply: Callable[[Cluster], None]
     clear: Callable[[Cluster], None] = lambda cluster: None
     config: CloudConfig | None = None
+    hold_s: float = 0.0  # the fault lasts at least this long, whether or not the pods are done
 
 
 def _fill_primary_subnet(cluster: Cluster) -> None:
@@ -98,11 +105,13 @@ def faults(*, imds_stale_s: float) -> tuple[Fault, ...]:
             name=f"IMDS {imds_stale_s:g} s stale",
             apply=lambda c: c.cloud.set_imds_lag(imds_stale_s),
             clear=lambda c: c.cloud.set_imds_lag(0),
+            hold_s=imds_stale_s * 2,
         ),
         Fault(
             name="IMDS refusing connections",
             apply=lambda c: c.cloud.set_imds_outage(True),
             clear=lambda c: c.cloud.set_imds_outage(False),
+            hold_s=imds_stale_s,
         ),
     )
 
@@ -171,7 +180,7 @@ def _ec2_tally(cluster: Cluster, since: float, result: FaultResult) -> None:
 
 def _one_fault(run: ChaosRun, fault: Fault) -> FaultResult:
     plan = run.plan
-    result = FaultResult(name=fault.name, pods=plan.fault_pods)
+    result = FaultResult(name=fault.name, pods=plan.fault_pods + plan.fault_pods // 2)
     config = ClusterConfig(cloud=fault.config) if fault.config else None
     with run.node(env=FAULT_ENV, config=config, scenario="cloud faults") as (cluster, runner, _):
         observer = Observer(cluster=cluster, runner=runner)
@@ -180,6 +189,11 @@ def _one_fault(run: ChaosRun, fault: Fault) -> FaultResult:
         fault.apply(cluster)
         try:
             _add_pods(driver, observer, result, count=plan.fault_pods, budget_s=plan.fault_budget_s)
+            # The pool goes on under the fault: pods go, the pool shrinks, the reconciler reads IMDS.
+            for ref in list(driver.live())[: plan.fault_pods // 2]:
+                driver.delete(ref)
+            time.sleep(max(0.0, fault.hold_s - (time.time() - since)))
+            _add_pods(driver, observer, result, count=plan.fault_pods // 2, budget_s=plan.fault_budget_s)
         finally:
             fault.clear(cluster)
         _ec2_tally(cluster, since, result)

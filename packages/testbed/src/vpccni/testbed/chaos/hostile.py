@@ -269,7 +269,13 @@ def _outcome(result: object) -> str:
 
 
 def hostile(run: ChaosRun) -> None:
-    with run.node(instance_type="m5.xlarge", scenario="hostile") as (cluster, runner, life):
+    # A 1 s cooldown: every ADD a case made is undone at once, and with upstream's 30 s the pool would be
+    # all cooldown (which counts as available, so it does not grow) and ADDs would wait for addresses.
+    with run.node(instance_type="m5.xlarge", env={"IP_COOLDOWN_PERIOD": "1"}, scenario="hostile") as (
+        cluster,
+        runner,
+        life,
+    ):
         node = HostileNode(run=run, cluster=cluster, runner=runner, life=life)
         node.add_sentinels()
         cases = _fuzz_cases(run, node, runner.workdir / "fuzz")

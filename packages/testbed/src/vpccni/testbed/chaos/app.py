@@ -122,7 +122,12 @@ def execute(args: argparse.Namespace) -> tuple[ChaosRun, dict[str, Any]]:
     results.update(meta)
     results["notes"] = list(dict.fromkeys(run.notes)) + [f"agent crash: {c}" for c in run.crashes[:10]]
     results["tracebacks"] = {s: [str(t) for t in ts[:10]] for s, ts in run.tracebacks.items() if ts}
-    results["defects"] = run.defects
+    distinct_tracebacks = {str(t).split(": ", 1)[-1] for ts in run.tracebacks.values() for t in ts}
+    results["findings"] = (
+        [f"agent crash: {c.splitlines()[0]}" for c in run.crashes]
+        + run.findings
+        + [f"traceback: {t}" for t in sorted(distinct_tracebacks)]
+    )
     results["detail"] = run.detail
     return run, results
 

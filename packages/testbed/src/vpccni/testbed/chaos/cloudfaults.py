@@ -254,6 +254,9 @@ def cloud_faults(run: ChaosRun) -> None:
         )
     api = _apiserver_down(run)
     run.say(f"  API server down {api['down_s']:.0f} s: {api['served']}/{api['attempted']} pods served")
+    for r in results:
+        run.findings += [f"{r.name}: {f}" for f in r.bad_assignments + r.findings]
+    run.findings += [f"API server down: {f}" for f in api["findings"]]
     pods = sum(r.pods for r in results)
     run.results.update(
         {

@@ -311,6 +311,9 @@ def _report(
         "cni_errors_seen": {line: n for line, n in errors},
     }
     run.detail["crash"] = detail
+    run.findings += [f"kill -9: {f}" for f in tally.seen.values()] + [
+        f"kill -9: {f}" for f in driver.double_at_ack
+    ]
     if leftovers:
         run.notes.append(
             f"crash: {len(leftovers)} checkpoint temporary files ({leftovers[0]}, ...) stayed in the state "

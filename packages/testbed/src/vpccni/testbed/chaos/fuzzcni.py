@@ -94,6 +94,13 @@ class CaseReport:
         return out
 
 
+def canonical_del(runner: NodeRunner, env: Mapping[str, str]) -> CniOutcome:
+    """DEL of (CNI_CONTAINERID, CNI_IFNAME) in `env` with the node's own plugin config."""
+    clean = {k: v for k, v in env.items() if k != "CNI_COMMAND"}
+    clean["CNI_COMMAND"] = "DEL"
+    return runner.exec_shim(clean, json.dumps(runner.plugin_config()).encode())
+
+
 def describe(case: CniCase) -> str:
     """A case in one line, for a report."""
     env = dict(case.env)
@@ -220,13 +227,7 @@ class CniFuzzer:
             undo = self._runner.exec_shim({**env, "CNI_COMMAND": "DEL"}, json.dumps(conf).encode())
             if undo.ok:
                 return
-        self.canonical_del(env)
-
-    def canonical_del(self, env: Mapping[str, str]) -> CniOutcome:
-        """DEL of (CNI_CONTAINERID, CNI_IFNAME) with the node's own plugin config."""
-        clean = {k: v for k, v in env.items() if k != "CNI_COMMAND"}
-        clean["CNI_COMMAND"] = "DEL"
-        return self._runner.exec_shim(clean, json.dumps(self._runner.plugin_config()).encode())
+        canonical_del(self._runner, env)
 
     def _state_change(self, baseline: Baseline) -> str:
         changes = []

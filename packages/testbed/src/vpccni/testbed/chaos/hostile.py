@@ -23,7 +23,7 @@ from vpccni.testbed.chaos.cnigrammar import Attachment, FuzzContext, generate
 from vpccni.testbed.chaos.crash import veth_of
 from vpccni.testbed.chaos.driver import PodDriver
 from vpccni.testbed.chaos.frames import CniFrame, GrpcFrame, HeldClients, send_cni_frame, send_grpc_frame
-from vpccni.testbed.chaos.fuzzcni import CaseReport, CniFuzzer, describe
+from vpccni.testbed.chaos.fuzzcni import CaseReport, CniFuzzer, canonical_del, describe
 from vpccni.testbed.chaos.ledger import Finding, Verdict, evaluate
 from vpccni.testbed.chaos.logscan import LogScanner
 from vpccni.testbed.chaos.observe import Observer, settled
@@ -111,13 +111,14 @@ class HostileNode:
         baseline = {(r.container_id, r.ifname) for r in self.sentinels.live()}
         for holding in self.observer.checkpoint():
             if (holding.container_id, holding.ifname) not in baseline:
-                self.fuzzer.canonical_del(
+                canonical_del(
+                    self.runner,
                     {
                         "CNI_CONTAINERID": holding.container_id,
                         "CNI_IFNAME": holding.ifname,
                         "CNI_ARGS": f"K8S_POD_NAMESPACE={holding.namespace};K8S_POD_NAME={holding.name}",
                         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                    }
+                    },
                 )
         for f in findings:
             if f.kind == "leaked-veth":
@@ -141,14 +142,11 @@ class HostileNode:
 
         return settled(once)
 
-    fuzzer: CniFuzzer  # set by `hostile`, used by `repair`
-
 
 def _fuzz_cases(run: ChaosRun, node: HostileNode, scratch: Path) -> dict[str, Any]:
     runner = node.runner
+    # Every plugin log a case can name is the node's own (the others are not writable: see cnigrammar).
     scanner = LogScanner([runner.log_file, runner.workdir / "stdout.log", runner.plugin_log])
-    for name in ("p.log", "dir/x.log"):
-        scanner.add(scratch / name)
     base = runner.plugin_config()
     ctx = FuzzContext(
         network=str(base["name"]),
@@ -171,7 +169,6 @@ def _fuzz_cases(run: ChaosRun, node: HostileNode, scratch: Path) -> dict[str, An
         sentinel_veths=lambda: [veth_of(r) for r in node.sentinels.live()],
         scanner=scanner,
     )
-    node.fuzzer = fuzzer
     fuzzer.prepare()
     codes: Counter[str] = Counter()
     baseline = fuzzer.baseline()
@@ -290,6 +287,8 @@ def hostile(run: ChaosRun) -> None:
             "fuzz_state_changes": counts["state change"],
         }
     )
+    for kind in ("state change", "internal error", "hang", "protocol"):  # tracebacks: from the logs
+        run.findings += [f"hostile input, {kind}: {e}" for e in node.findings.examples.get(kind, [])]
     run.detail["hostile"] = {
         "cni": cases,
         "frames": frames,

@@ -78,6 +78,7 @@ def local_load(run: ChaosRun) -> None:
             "idle_conn_leaked_addresses": len(verdict.leaked_addresses),
         }
     )
+    run.findings += [f"local load: {f}" for f in verdict.findings]
     run.detail["local_load"] = {
         "idle_clients": plan.idle_clients,
         "slow_clients": plan.slow_clients,
@@ -124,4 +125,5 @@ def sigterm(run: ChaosRun) -> None:
         "after_restart": [str(f) for f in verdict.findings][:10],
     }
     run.detail["sigterm"] = detail
+    run.findings += [f"SIGTERM and restart: {f}" for f in verdict.findings]
     run.say(f"  SIGTERM with idle clients: exited with {code} after {stop_s:.1f} s")

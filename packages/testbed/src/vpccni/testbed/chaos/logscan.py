@@ -59,11 +59,6 @@ class LogScanner:
         self._files = list(files)
         self._offsets: dict[Path, int] = {}
 
-    def add(self, path: Path) -> None:
-        if path not in self._files:
-            self._files.append(path)
-            self._offsets[path] = 0
-
     def mark(self) -> None:
         self._offsets = {p: (p.stat().st_size if p.exists() else 0) for p in self._files}
 

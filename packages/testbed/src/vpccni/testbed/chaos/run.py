@@ -79,7 +79,7 @@ class ChaosRun:
     notes: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     tracebacks: dict[str, list[Traceback]] = field(default_factory=dict)  # scenario → tracebacks
-    defects: list[str] = field(default_factory=list)  # product defects a scenario saw (what, where)
+    findings: list[str] = field(default_factory=list)  # what broke, one line each, for the docs
 
     def say(self, text: str) -> None:
         print(text, flush=True)

@@ -22,7 +22,7 @@ from vpccni.testbed.chaos.frames import CniFrame, GrpcFrame, HeldClients, send_c
 from vpccni.testbed.chaos.ledger import Verdict, evaluate
 from vpccni.testbed.chaos.observe import Observer, settled
 from vpccni.testbed.chaos.plan import FAST_POOL_ENV
-from vpccni.testbed.chaos.report import slope_per_hour
+from vpccni.testbed.chaos.report import SOAK_TRACEBACKS_LISTED, slope_per_hour
 from vpccni.testbed.chaos.run import ChaosRun
 from vpccni.testbed.cluster import Cluster
 from vpccni.testbed.noderunner import NodeRunner
@@ -183,5 +183,6 @@ def soak(run: ChaosRun) -> dict[str, Any]:
         "slopes_per_hour_after_warmup": slopes(min(WARMUP_S, plan.soak_s / 2)),
         "findings": [str(f) for f in verdict.findings][:20],
         "agent_crashes": len(run.crashes) - crashes_before,
-        "tracebacks": [str(t) for t in run.tracebacks.get("soak", [])][:20],
+        "tracebacks_total": len(run.tracebacks.get("soak", [])),
+        "tracebacks": [str(t) for t in run.tracebacks.get("soak", [])][:SOAK_TRACEBACKS_LISTED],
     }

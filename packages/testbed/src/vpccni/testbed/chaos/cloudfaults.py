@@ -27,9 +27,11 @@ from vpccni.testbed.cluster import Cluster, ClusterConfig
 
 ISFA = "InsufficientFreeAddressesInSubnet"
 # Upstream settings but a small warm target: every few pods the pool must call EC2 (and attach ENIs).
-# The reconciler reads IMDS every few seconds, so that IMDS faults meet it.
+# The reconciler reads IMDS every few seconds, so that IMDS faults meet it; a short cooldown, so that the
+# pods added after some went wait for the fault and not for upstream's 30 s IP cooldown.
 FAULT_ENV = {
     "WARM_IP_TARGET": "2",
+    "IP_COOLDOWN_PERIOD": "2",
     "VPCCNI_POOL_MONITOR_INTERVAL": "1",
     "VPCCNI_MIN_ENI_AGE": "5",
     "VPCCNI_RECONCILE_INTERVAL": "3",

@@ -28,6 +28,7 @@ from vpccni.testbed.noderunner import NodeRunner
 
 # The attach is slow enough (as on EC2, where it takes seconds) for a kill to land inside it.
 CRASH_LATENCY = Latency(create_eni=0.2, attach_eni=1.0, assign_ips=0.2, imds_lag=0.0)
+RESTING_ENIS = 2  # the primary ENI and the spare one WARM_ENI_TARGET=1 keeps: no pods, no more ENIs
 DRAIN_BATCH = 12  # DELs queued while the agent is down, for a kill in the middle of their drain
 MOMENT_WAIT_S = 40.0
 # The checkpoint's rename, delayed so that a kill aimed at a write lands between its temp file and rename.
@@ -185,12 +186,11 @@ class CrashRounds:
         waves keep pods on every ENI, and a pool at the instance's ENI limit attaches nothing)."""
         self.churn.pause()
         try:
-            enis = int(self.runner.introspect("/v1/pool").get("enis", 0))
             deadline = time.monotonic() + 30.0
-            while time.monotonic() < deadline:
-                self.driver.delete_all()
-                if int(self.runner.introspect("/v1/pool").get("enis", 0)) < enis:
+            while int(self.runner.introspect("/v1/pool").get("enis", 0)) > RESTING_ENIS:
+                if time.monotonic() > deadline:
                     return
+                self.driver.delete_all()
                 time.sleep(0.5)
         finally:
             self.churn.resume()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ class Fault:
     apply: Callable[[Cluster], None]
     clear: Callable[[Cluster], None] = lambda cluster: None
     config: CloudConfig | None = None
-    hold_s: float = 0.0  # the fault lasts at least this long, whether or not the pods are done
+    # How long the fault lasts (None: until the pods are done); pods added later must be served once it
+    # is over, within the same budget.
+    duration_s: float | None = None
 
 
 def _fill_primary_subnet(cluster: Cluster) -> None:
@@ -99,21 +102,22 @@ def faults(*, imds_stale_s: float) -> tuple[Fault, ...]:
             apply=lambda c: c.cloud.inject_error("AttachNetworkInterface", "AttachmentLimitExceeded", 2),
         ),
         Fault(
-            name="5 s latency on every mutating call",
+            name="5 s latency on every mutating call for 30 s",
             apply=lambda c: _mutation_latency(c, 5.0),
             clear=lambda c: _mutation_latency(c, 0.0),
+            duration_s=30.0,
         ),
         Fault(
-            name=f"IMDS {imds_stale_s:g} s stale",
+            name=f"IMDS {imds_stale_s:g} s stale for {imds_stale_s * 2:g} s",
             apply=lambda c: c.cloud.set_imds_lag(imds_stale_s),
             clear=lambda c: c.cloud.set_imds_lag(0),
-            hold_s=imds_stale_s * 2,
+            duration_s=imds_stale_s * 2,
         ),
         Fault(
-            name="IMDS refusing connections",
+            name=f"IMDS refusing connections for {imds_stale_s:g} s",
             apply=lambda c: c.cloud.set_imds_outage(True),
             clear=lambda c: c.cloud.set_imds_outage(False),
-            hold_s=imds_stale_s,
+            duration_s=imds_stale_s,
         ),
     )
 
@@ -167,7 +171,7 @@ def _leaks_after_delete(observer: Observer, driver: PodDriver) -> Verdict:
         view = observer.view()
         return evaluate(live={}, pending=driver.pending(view.queued_dels), view=view, veth_name=veth_of)
 
-    return settled(once, timeout_s=10.0)
+    return settled(once)
 
 
 def _ec2_tally(cluster: Cluster, since: float, result: FaultResult) -> None:
@@ -189,14 +193,18 @@ def _one_fault(run: ChaosRun, fault: Fault) -> FaultResult:
         driver = PodDriver(runner, namespace="faults", prefix="f")
         since = time.time()
         fault.apply(cluster)
+        ended = threading.Timer(fault.duration_s or 0.0, fault.clear, args=(cluster,))
+        if fault.duration_s is not None:
+            ended.start()
         try:
             _add_pods(driver, observer, result, count=plan.fault_pods, budget_s=plan.fault_budget_s)
-            # The pool goes on under the fault: pods go, the pool shrinks, the reconciler reads IMDS.
+            # The pool goes on: pods go, the pool shrinks, the reconciler reads IMDS, more pods come.
             for ref in list(driver.live())[: plan.fault_pods // 2]:
                 driver.delete(ref)
-            time.sleep(max(0.0, fault.hold_s - (time.time() - since)))
+            time.sleep(max(0.0, (fault.duration_s or 0.0) / 2 - (time.time() - since)))
             _add_pods(driver, observer, result, count=plan.fault_pods // 2, budget_s=plan.fault_budget_s)
         finally:
+            ended.cancel()
             fault.clear(cluster)
         _ec2_tally(cluster, since, result)
         result.bad_assignments += _still_owned(observer, driver)

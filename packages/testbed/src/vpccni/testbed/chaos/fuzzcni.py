@@ -115,6 +115,7 @@ class Baseline:
 
     holdings: frozenset[tuple[str, str, str]]
     veths: frozenset[tuple[str, int]]
+    pod_veths: frozenset[str]  # every pod veth in the node namespace (the sentinels' only, between cases)
 
 
 class CniFuzzer:
@@ -135,6 +136,7 @@ class CniFuzzer:
         self._sentinel_netns = sentinel_netns
         self._sentinel_veths = sentinel_veths
         self._links: IPRoute | None = None
+        self.suspects: dict[str, str] = {}  # pod veth → the case after which it was there
         self._scanner = scanner
         self._timeout_s = timeout_s
         self._fresh = itertools.count(1)
@@ -160,11 +162,17 @@ class CniFuzzer:
         path = self._runner.checkpoint
         data = path.read_bytes() if path.exists() else b""
         holdings = frozenset((h.container_id, h.ifname, str(h.ip)) for h in checkpoint_holdings(data))
-        veths = set()
+        veths, pod_veths = set(), set()
         if self._links is not None:
             for name in self._sentinel_veths():
                 veths |= {(name, index) for index in self._links.link_lookup(ifname=name)}
-        return Baseline(holdings=holdings, veths=frozenset(veths))
+            for link in self._links.get_links():
+                name = str(link.get_attr("IFLA_IFNAME"))
+                if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth" and not name.startswith(
+                    "eth"
+                ):
+                    pod_veths.add(name)  # the testbed's ENI links are veths named ethN
+        return Baseline(holdings=holdings, veths=frozenset(veths), pod_veths=frozenset(pod_veths))
 
     def _netns_path(self, kind: NetnsKind) -> tuple[str | None, str | None]:
         """(CNI_NETNS, the fresh namespace to delete afterwards)."""
@@ -200,7 +208,7 @@ class CniFuzzer:
                 # ipamd may still carry out (and then roll back) what the shim gave up on: the node is
                 # judged once the request's own deadline has passed.
                 time.sleep(LATE_CHANGE_S)
-            state = self._state_change(baseline)
+            state = self._state_change(baseline, case)
         finally:
             if fresh is not None:
                 ns.delete_netns(fresh)
@@ -229,9 +237,14 @@ class CniFuzzer:
                 return
         canonical_del(self._runner, env)
 
-    def _state_change(self, baseline: Baseline) -> str:
-        changes = []
+    def _state_change(self, baseline: Baseline, case: CniCase) -> str:
         now = self.baseline()
+        # A veth a case made goes with its sandbox's namespace, which the kernel destroys asynchronously
+        # (seconds on a busy machine): it is only a suspect, judged (and named after its case) once the
+        # node is checked as a whole.
+        for name in now.pod_veths - baseline.pod_veths:
+            self.suspects.setdefault(name, describe(case))
+        changes = []
         if now.holdings != baseline.holdings:
             extra, gone = sorted(now.holdings - baseline.holdings), sorted(baseline.holdings - now.holdings)
             changes.append(f"checkpoint gained {extra[:3]} lost {gone[:3]}")

@@ -64,6 +64,7 @@ class HostileNode:
         self.canaries = PodDriver(runner, namespace="canary", prefix="c")
         self.findings = Findings()
         self.canary_s: list[float] = []
+        self.fuzzer: CniFuzzer | None = None  # while CNI cases run: names the case a leaked veth came from
 
     def add_sentinels(self) -> None:
         while len(self.sentinels.live()) < SENTINELS:
@@ -88,7 +89,12 @@ class HostileNode:
         recorded as a state change and repaired. Returns the number of findings."""
         self.life.check()
         verdict = self.judge()
-        problems = [str(f) for f in verdict.findings]
+        suspects = self.fuzzer.suspects if self.fuzzer is not None else {}
+        problems = [
+            f"{f} (there since: {suspects[f.subject]})" if f.subject in suspects else str(f)
+            for f in verdict.findings
+        ]
+        suspects.clear()
         problems += [
             f"CHECK of sentinel {r.label}: {o.error}" for r, o in self.sentinels.check_all() if not o.ok
         ]
@@ -170,6 +176,7 @@ def _fuzz_cases(run: ChaosRun, node: HostileNode, scratch: Path) -> dict[str, An
         scanner=scanner,
     )
     fuzzer.prepare()
+    node.fuzzer = fuzzer
     codes: Counter[str] = Counter()
     baseline = fuzzer.baseline()
     started = time.monotonic()
@@ -196,6 +203,7 @@ def _fuzz_cases(run: ChaosRun, node: HostileNode, scratch: Path) -> dict[str, An
                 f"findings so far {dict(node.findings.counts)}"
             )
     fuzzer.close()
+    node.fuzzer = None
     return {
         "cases": len(reports),
         "drawn": drawn,

@@ -87,6 +87,7 @@ def local_load(run: ChaosRun) -> None:
         "add_times_s": [round(t, 3) for t in loaded],
         "adds_failed": failed,
         "add_cap_s": plan.load_add_cap_s,
+        "errors": driver.counts.errors,
         "connections_opened": held.opened,
         "connects_refused": held.refused,
         "quiet_after_s": round(drained_s, 1),

@@ -16,6 +16,8 @@ from vpccni.testbed.cluster import Cluster
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.noderunner import NodeRunner
 
+LINGER_S = 30.0
+
 
 class Observer:
     """Reads one node's state from every source but the agent's word (introspection is its datastore)."""
@@ -120,9 +122,10 @@ class Observer:
         return queued_container_ids(self.del_queue)
 
 
-def settled(check: Callable[[], Verdict], *, timeout_s: float = 3.0) -> Verdict:
+def settled(check: Callable[[], Verdict], *, timeout_s: float = LINGER_S) -> Verdict:
     """`check()`, again while it finds anything, for up to `timeout_s`: the kernel destroys a deleted
-    sandbox's namespace, and the veth in it, asynchronously. What is still there after that is real."""
+    sandbox's namespace, and the veth in it, asynchronously (seconds, on a busy machine). What is still
+    there after that is real."""
     deadline = time.monotonic() + timeout_s
     verdict = check()
     while not verdict.clean and time.monotonic() < deadline:

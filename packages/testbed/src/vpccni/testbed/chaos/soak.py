@@ -160,7 +160,7 @@ def soak(run: ChaosRun) -> dict[str, Any]:
             view = observer.view()
             return evaluate(live={}, pending=driver.pending(view.queued_dels), view=view, veth_name=veth_of)
 
-        verdict = settled(once, timeout_s=90.0)
+        verdict = settled(once)
 
     def slopes(since_s: float) -> dict[str, float | None]:
         late = [s for s in samples if s["t_s"] >= since_s]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from vpccni.testbed.bench.docs import RELIABILITY_MARKER as MARKER
+from vpccni.testbed.bench.docs import keep_section
 from vpccni.testbed.chaos.report import (
     INVARIANTS,
     KEYS,
-    MARKER,
     breaches,
-    keep_section,
     render_section,
     slope_per_hour,
     verdict,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from vpccni.rpc.malformed import RefuseMalformedRequests
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ class UnixGrpcServer:
     def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_socket(self.socket_path)
-        server = grpc.server(ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="grpc"))
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="grpc"),
+            interceptors=(RefuseMalformedRequests(),),
+        )
         for register in self._register:
             register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from vpccni.ipamd.grpc.peerguard import PeerGuard
 from vpccni.ipamd.sockets import remove_stale_socket
+from vpccni.rpc.malformed import RefuseMalformedRequests
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ class GrpcServer:
             os.chmod(private, 0o700)
             listen_path = private / s.socket_path.name
             remove_stale_socket(listen_path)
-        server = grpc.server(ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="grpc"))
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="grpc"),
+            interceptors=(RefuseMalformedRequests(),),
+        )
         for register in self._register:
             register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -7,6 +7,7 @@ Minutes of the daemon's timers pass in a fraction of a second.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from vpccni.awsutils.errors import ImdsUnavailableError
 from vpccni.awsutils.imds import InstanceMetadata
 from vpccni.awsutils.node import AwsNode, read_identity
 from vpccni.awsutils.testing import FakeClock, FakeEC2, FakeImds
@@ -31,12 +33,18 @@ T = TypeVar("T")
 
 
 class LiveImds:
-    """IMDS that always shows EC2's current state (the fake EC2 behind it)."""
+    """IMDS that always shows EC2's current state (the fake EC2 behind it); `down` refuses every read."""
 
     def __init__(self, ec2: FakeEC2, instance_id: str) -> None:
         self._ec2, self._instance_id, self._imds = ec2, instance_id, FakeImds()
+        self.down = False
 
     def get(self, path: str) -> str:
+        if self.down:
+            raise ImdsUnavailableError(
+                f"IMDS did not answer {path!r} after 4 tries (connection refused); check that IMDSv2 is"
+                " reachable from the node"
+            )
         self._imds.sync_from(self._ec2, self._instance_id)
         return self._imds.get(path)
 
@@ -72,7 +80,8 @@ def build_node(tmp_path: Path, *, instance_type: str = "m5.large", **env: str) -
         }
     )
     plan = WiringPlan.from_settings(settings)
-    metadata = InstanceMetadata(LiveImds(ec2, instance_id))
+    imds = LiveImds(ec2, instance_id)
+    metadata = InstanceMetadata(imds)
     aws = AwsNode(
         metadata=metadata, identity=read_identity(metadata), ec2=ec2, tag_settings=plan.aws.tags, clock=clock
     )
@@ -98,6 +107,7 @@ def build_node(tmp_path: Path, *, instance_type: str = "m5.large", **env: str) -
     return {
         "daemon": daemon,
         "clock": clock,
+        "imds": imds,
         "ec2": ec2,
         "aws": aws,
         "host": host,
@@ -203,3 +213,26 @@ def test_multi_nic_runs_a_pool_per_network_card(tmp_path: Path) -> None:
         assert card1.snapshot().assigned_ips == 0
     finally:
         daemon.stop()
+
+
+def test_an_imds_outage_is_one_actionable_line_per_round_never_a_traceback(
+    node: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The housekeeping round (VPC CIDRs, every 30 s) and the reconciler (after an idle minute) both read
+    IMDS: while it refuses, each says so in one line and tries again; nothing is logged as a crash."""
+    daemon: Daemon = node["daemon"]
+    daemon.start()
+    caplog.set_level(logging.INFO)
+    node["imds"].down = True
+
+    def warned(logger: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno == logging.WARNING]
+
+    run_until(
+        node["clock"],
+        lambda: warned("vpccni.ipamd.daemon") and warned("vpccni.ipamd.reconcile"),
+        what="a housekeeping round and a reconcile while IMDS is down",
+    )
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert all("check that IMDSv2 is reachable" in m for m in warned("vpccni.ipamd.daemon"))
+    assert all("check that IMDSv2 is reachable" in m for m in warned("vpccni.ipamd.reconcile"))

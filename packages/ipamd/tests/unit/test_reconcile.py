@@ -6,10 +6,12 @@ ipamd's own EC2 call assigned it. IMDS alone never puts an address in the datast
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
+import pytest
 from vpccni.awsutils.tags import TAG_INSTANCE_ID as INSTANCE_ID_TAG
 from vpccni.awsutils.tags import TAG_NO_MANAGE as NO_MANAGE_TAG
 from vpccni.awsutils.tags import TagSettings
@@ -18,7 +20,7 @@ from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager, store_eni
 from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError, EniRequest
-from vpccni.ipamd.reconcile import Reconciler
+from vpccni.ipamd.reconcile import Reconciler, ReconcileReport
 
 
 @dataclass(kw_only=True)
@@ -241,3 +243,19 @@ def test_ipv4_mode_leaves_an_enis_ipv6_prefixes_alone() -> None:
     report = node.reconciler.run()
     assert report.ec2_checks == 0 and len(node.cloud.calls) == calls
     assert all(c.version == 4 for c in node.store.cidrs_of(node.primary.eni_id))
+
+
+def test_imds_down_skips_the_round_with_one_line_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    node = make_node()
+    before = node.store.snapshot()
+    node.imds.outage = CloudError(
+        "reading the attached ENIs from IMDS: IMDS did not answer 'mac' after 4 tries; check that IMDSv2 is"
+        " reachable",
+        code="ImdsUnavailable",
+    )
+    caplog.set_level(logging.INFO, logger="vpccni.ipamd.reconcile")
+    report = node.reconciler.run()  # the pool loop's guard would log a traceback for anything raised here
+    assert report == ReconcileReport() and node.cloud.calls == []
+    assert node.store.snapshot() == before
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.WARNING, None)]
+    assert "check that IMDSv2 is reachable" in caplog.records[0].getMessage()

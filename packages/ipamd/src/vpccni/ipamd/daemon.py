@@ -529,15 +529,21 @@ class Daemon:
         handed back to the kernel (what pool changes and bursts of pods left behind)."""
         host = None if self._adapters is None else self._adapters.host
 
+        every_s = self._plan.housekeeping_s
+
         def loop() -> None:
-            while not self._clock.wait(self._stopping, self._plan.housekeeping_s):
+            while not self._clock.wait(self._stopping, every_s):
                 try:
                     cards.update_gauges(self.metrics)
                     if host is not None and host.refresh():
                         log.info("VPC CIDRs changed: SNAT and connmark rules re-applied")
                     malloc.trim()
+                except AwsUtilsError as err:
+                    # IMDS down or refusing: expected, and the message says what to check; the rules in
+                    # force stay as they are.
+                    log.warning("re-reading the VPC CIDRs failed (retrying in %.0f s): %s", every_s, err)
                 except Exception:
-                    log.exception("housekeeping failed; retrying in %.0f s", self._plan.housekeeping_s)
+                    log.exception("housekeeping failed; retrying in %.0f s", every_s)
 
         threading.Thread(target=loop, name="housekeeping", daemon=True).start()
 

@@ -107,7 +107,14 @@ class Reconciler:
 
     def run(self) -> ReconcileReport:
         tally = _Tally()
-        imds = {e.eni_id: e for e in self._metadata.attached_enis() if e.network_card == self._card}
+        try:
+            listed = self._metadata.attached_enis()
+        except CloudError as err:
+            # IMDS down or refusing: nothing to compare with, and nothing changes until it answers (the pool
+            # keeps growing from EC2's answers meanwhile).
+            log.warning("reconcile skipped: %s", err)
+            return tally.report()
+        imds = {e.eni_id: e for e in listed if e.network_card == self._card}
         known = {e.eni_id: e for e in self._store.snapshot().enis}
 
         new_ids = [

@@ -392,13 +392,15 @@ class FakeCloud:
 
 
 class FakeImds:
-    """IMDS backed by a `FakeCloud`; `freeze()` makes it lag (keep answering with what EC2 had then)."""
+    """IMDS backed by a `FakeCloud`; `freeze()` makes it lag (keep answering with what EC2 had then), and
+    `outage` (an error) makes it refuse every read."""
 
     def __init__(self, cloud: FakeCloud) -> None:
         self._cloud = cloud
         self._frozen: tuple[EniAddresses, ...] | None = None
         self.phantom_ips: dict[str, set[IPv4Address]] = {}  # addresses IMDS lists but EC2 never had
         self.phantom_ipv6_prefixes: dict[str, set[IPv6Network]] = {}
+        self.outage: CloudError | None = None
 
     def freeze(self) -> None:
         self._frozen = self._live()
@@ -411,6 +413,8 @@ class FakeImds:
             return tuple(e.describe().addresses_only() for e in self._cloud._enis.values())
 
     def attached_enis(self) -> tuple[EniAddresses, ...]:
+        if self.outage is not None:
+            raise self.outage
         enis = self._frozen if self._frozen is not None else self._live()
         return tuple(
             replace(

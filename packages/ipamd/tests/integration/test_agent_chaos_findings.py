@@ -85,10 +85,6 @@ def _addresses(ec2: Any, eni: str) -> list[dict[str, Any]]:
     return [a for a in found["PrivateIpAddresses"] if not a.get("Primary")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint temp files left by a crash mid-write are never removed (ipamd/checkpoint.py)",
-)
 def test_checkpoint_temp_files_a_crash_left_are_removed_at_start(make_agent: Callable[..., Agent]) -> None:
     agent = make_agent(start=False)
     agent.checkpoint.parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,33 @@ def test_crash_between_temp_write_and_rename_leaves_old_file_valid(tmp_path: Pat
     assert FileCheckpointer(path).read() == (entry(1, "10.0.0.5"),)
 
 
+def test_temp_files_of_writes_a_crash_interrupted_are_removed_at_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ipam.json"
+    FileCheckpointer(path).write([entry(1, "10.0.0.5")])
+
+    def killed(src: str, dst: str) -> None:
+        raise KeyboardInterrupt("simulated kill before rename")
+
+    with monkeypatch.context() as killed_mid_write:  # a kill -9 runs no clean-up: nothing is unlinked
+        killed_mid_write.setattr(os, "unlink", lambda *args, **kwargs: None)
+        for _ in range(2):
+            with pytest.raises(KeyboardInterrupt):
+                FileCheckpointer(path, rename=killed).write([entry(2, "10.0.0.6")])
+    leftovers = sorted(p.name for p in tmp_path.glob("ipam.json.tmp*"))
+    assert len(leftovers) == 2
+    others = ("ipam-nic-1.json.tmpabc", "ipam.json.bak")  # another card's write; not a temp file of ours
+    for name in others:
+        (tmp_path / name).write_text("x")
+
+    report = restore(_node(FileCheckpointer(path)), FileCheckpointer(path), host_veth_exists=lambda e: True,
+                     release_rules=lambda ip: None)  # fmt: skip
+    assert [e.ipv4 for e in report.restored] == []  # 10.0.0.5 is on no ENI of this node: stale
+    assert sorted(os.listdir(tmp_path)) == sorted(["ipam.json", *others])
+    assert FileCheckpointer(path).discard_partial_writes() == ()
+
+
 def test_write_failure_surfaces_as_oserror(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

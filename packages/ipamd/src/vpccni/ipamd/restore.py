@@ -1,5 +1,5 @@
 """Restoring the checkpoint at start (upstream's ReadBackingStore), after node init put every ENI in the
-datastore.
+datastore. Temporary files of writes a crash interrupted are removed first.
 
 Entries whose pod's host veth is gone (the pod went while ipamd was down) are dropped and their leftover ip
 rules released; entries whose address is on no attached ENI are dropped as stale; the rest are marked
@@ -61,6 +61,11 @@ def restore(
     Entries whose pod veth is gone (`host_veth_exists(entry)` false) are dropped and their leftover
     ip rules released; entries whose IP is on no ENI are dropped as stale. The file is then rewritten.
     """
+    partial = checkpointer.discard_partial_writes()
+    if partial:
+        _log.info(
+            "removed %d checkpoint files of writes a crash interrupted: %s", len(partial), ", ".join(partial)
+        )
     entries = checkpointer.read()
     if entries is None:
         _log.info("no checkpoint: starting with no recorded pods")

@@ -29,6 +29,10 @@ class Checkpointer(Protocol):
         """Replace the stored allocations atomically; raises OSError when that is impossible."""
         ...
 
+    def discard_partial_writes(self) -> tuple[str, ...]:
+        """Remove what writes a crash interrupted left behind (before anything writes); returns its names."""
+        ...
+
 
 class FileCheckpointer:
     """The real checkpoint file. `rename` is the commit point (a seam for crash-safety tests)."""
@@ -51,6 +55,22 @@ class FileCheckpointer:
         except FileNotFoundError:
             return None
         return decode(data, source=str(self._path))
+
+    def discard_partial_writes(self) -> tuple[str, ...]:
+        """The temporary files of writes a kill interrupted before their rename (`ipam.json.tmp*`): never
+        read, and each such crash would leave one more in the state directory for good."""
+        prefix = self._path.name + ".tmp"
+        removed = []
+        try:
+            found = [e for e in os.scandir(self._path.parent) if e.name.startswith(prefix)]
+        except FileNotFoundError:
+            return ()
+        for leftover in found:
+            if leftover.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover.path)
+                    removed.append(leftover.name)
+        return tuple(sorted(removed))
 
     def write(self, entries: Sequence[CheckpointEntry]) -> None:
         directory = self._path.parent

@@ -18,6 +18,9 @@ class MemoryCheckpointer:
     def read(self) -> tuple[CheckpointEntry, ...] | None:
         return None if self.data is None else decode(self.data, source="memory checkpoint")
 
+    def discard_partial_writes(self) -> tuple[str, ...]:
+        return ()  # a write to memory is never interrupted half-way
+
     def write(self, entries: Sequence[CheckpointEntry]) -> None:
         if self.fail_writes:
             raise OSError(28, "No space left on device")

@@ -120,12 +120,6 @@ def test_an_imds_outage_writes_no_traceback(cluster: Cluster, make_agent: Callab
     assert "Traceback (most recent call last)" not in written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pod rules of an address no allocation holds (an ADD killed between its wiring and its checkpoint "
-    "write) survive a restart: only rules of dropped checkpoint entries are removed (ipamd/checkpoint.py "
-    "restore, ipamd/nodeinit.py pod rules step)",
-)
 def test_pod_rules_no_allocation_holds_are_removed_at_start(
     node: Node, make_agent: Callable[..., Agent]
 ) -> None:

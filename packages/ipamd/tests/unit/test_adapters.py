@@ -18,6 +18,7 @@ from vpccni.ipamd.adapters.aws import (
 from vpccni.ipamd.adapters.kube import EniConfigError, KubeLink, KubeTimers
 from vpccni.ipamd.adapters.network import EniHostNetwork, HostNetworkSetup, HostSettings, RestoredPodRules
 from vpccni.ipamd.adapters.observed import ObservedCloud, ObservedReconciler
+from vpccni.ipamd.cni.host_rules import NetlinkHostPodRules
 from vpccni.ipamd.datastore.model import AssignedAddress
 from vpccni.ipamd.metrics import IpamdMetrics
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
@@ -221,11 +222,41 @@ def test_restored_pod_rules_match_what_wiring_adds(host: FakeNamespace) -> None:
         assigned_at_ns=1,
     )
     unnamed = AssignedAddress(**{**pod.__dict__, "metadata": PodMetadata(), "ip": IPv4Address("10.0.1.31")})
-    rules = RestoredPodRules(wiring=wiring, assigned=lambda: (pod, unnamed), veth_prefix="eni", mtu=9001)
+    rules = RestoredPodRules(
+        wiring=wiring, host_rules=NetlinkHostPodRules(host), assigned=lambda: (pod, unnamed),
+        pool_cidrs=lambda: (), veth_prefix="eni", mtu=9001,
+    )  # fmt: skip
     rules.configure_pod_rules()
     got = {(r.priority, str(r.src), str(r.dst), r.table) for r in host.rules() if r.priority in (512, 1536)}
     assert got == {(512, "None", "10.0.1.30/32", 254), (1536, "10.0.1.30/32", "None", 2)}
     assert host_veth_name("default", "web").startswith("eni")
+
+
+def test_pod_rules_of_a_pool_address_no_pod_holds_are_removed_at_start(host: FakeNamespace) -> None:
+    """An ADD killed between its wiring and its checkpoint write left its rules; the address is free again.
+    Rules of an address outside the pool (not ipamd's to judge) and of a held one stay."""
+    held = AssignedAddress(
+        key=IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth0"),
+        metadata=PodMetadata(),  # an entry upstream wrote: no name, so no rules are rewritten for it
+        ipv4=IPv4Address("10.0.1.30"),
+        cidr=IPv4Network("10.0.1.30/32"),
+        eni_id="eni-2",
+        device_number=1,
+        network_card=0,
+        assigned_at_ns=1,
+    )
+    for ip in ("10.0.1.30", "10.0.1.40", "10.0.1.80", "192.168.5.5"):
+        host.add_rule(Rule(priority=512, table=254, dst=IPv4Network(f"{ip}/32")))
+        host.add_rule(Rule(priority=1536, table=2, src=IPv4Network(f"{ip}/32")))
+    pool = (IPv4Network("10.0.1.30/32"), IPv4Network("10.0.1.40/32"), IPv4Network("10.0.1.80/28"))
+    rules = RestoredPodRules(
+        wiring=PodWiring(host=host, namespaces=FakeNetnsNetlink(FakeNetwork())),
+        host_rules=NetlinkHostPodRules(host), assigned=lambda: (held,), pool_cidrs=lambda: pool,
+        veth_prefix="eni", mtu=9001,
+    )  # fmt: skip
+    rules.configure_pod_rules()
+    left = sorted({str(r.dst or r.src) for r in host.rules() if r.priority in (512, 1536)})
+    assert left == ["10.0.1.30/32", "192.168.5.5/32"]
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------------

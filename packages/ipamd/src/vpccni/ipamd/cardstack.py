@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Any
 
 from vpccni.ipamd.adapters.restore import HostCheckpointRestore
@@ -61,6 +62,11 @@ class NodeCards:
 
     def assigned(self) -> tuple[AssignedAddress, ...]:
         return tuple(a for s in self for a in s.datastore.assigned())
+
+    def pool_cidrs(self) -> tuple[IPv4Network, ...]:
+        """Every IPv4 secondary address and prefix of ipamd's ENIs, every card's (pod rules are IPv4's)."""
+        cidrs = (c.cidr for s in self for e in s.datastore.snapshot().enis for c in e.cidrs)
+        return tuple(c for c in cidrs if isinstance(c, IPv4Network))
 
     def eni_infos(self) -> dict[int, Any]:
         """Upstream's `/v1/enis` value: ENIInfos per card."""

@@ -337,7 +337,9 @@ class Daemon:
                 restore=restores[0],
                 pod_rules=RestoredPodRules(
                     wiring=nodes.wiring,
+                    host_rules=NetlinkHostPodRules(nodes.netlink),
                     assigned=cards.assigned,
+                    pool_cidrs=cards.pool_cidrs,
                     veth_prefix=plan.host.veth_prefix,
                     mtu=plan.host.pod_mtu,
                 ),

@@ -7,9 +7,10 @@ netlink handle opened at start.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
 
 from vpccni.ipamd.datastore.model import AssignedAddress
 from vpccni.ipamd.datastore.records import route_table_id
@@ -22,6 +23,9 @@ from vpccni.networkutils.names import host_veth_name
 from vpccni.networkutils.netlink import Netlink
 from vpccni.networkutils.pod import PodInterface, PodWiring
 from vpccni.networkutils.tables import route_table_for_eni
+
+if TYPE_CHECKING:
+    from vpccni.ipamd.cni.ports import HostPodRules
 
 log = logging.getLogger(__name__)
 
@@ -147,25 +151,35 @@ class EniHostNetwork:
 
 
 class RestoredPodRules:
-    """`PodRulesPort`: every restored pod gets exactly the host rules wiring adds (configureIPRulesForPods).
+    """`PodRulesPort`: every restored pod gets exactly the host rules wiring adds (configureIPRulesForPods),
+    and pod rules of an address of the pool that no allocation holds are removed.
 
-    External service CIDR rules (1535) are part of `HostNetwork.apply`.
+    Those are what an ADD killed between its wiring and its checkpoint write leaves (the write overlaps the
+    wiring): the address went back to the pool at restart, and its rules would route the next pod given it
+    by the old ENI's table. Only addresses of ipamd's own ENIs are judged; rules of other addresses
+    (another plugin's, a branch ENI's pods) are left alone. External service CIDR rules (1535) are part of
+    `HostNetwork.apply`.
     """
 
     def __init__(
         self,
         *,
         wiring: PodWiring,
+        host_rules: HostPodRules,
         assigned: Callable[[], tuple[AssignedAddress, ...]],
+        pool_cidrs: Callable[[], Iterable[IPv4Network]],
         veth_prefix: str,
         mtu: int,
     ) -> None:
         self._wiring = wiring
+        self._host_rules = host_rules
         self._assigned = assigned
+        self._pool_cidrs = pool_cidrs
         self._veth_prefix = veth_prefix
         self._mtu = mtu
 
     def configure_pod_rules(self) -> None:
+        assigned = self._assigned()
         specs = [
             PodInterface(
                 host_veth=host_veth_name(pod.metadata.namespace, pod.metadata.name, prefix=self._veth_prefix),
@@ -174,10 +188,16 @@ class RestoredPodRules:
                 route_table=route_table_id(pod.device_number, pod.network_card),
                 mtu=self._mtu,
             )
-            for pod in self._assigned()
+            for pod in assigned
             if pod.metadata.name  # no pod name, no veth name: the plugin's DEL still removes its rules
         ]
         # One listing of the host's rules for all restored pods (one per pod made start quadratic).
         changed = len(self._wiring.update_all_host_rules(specs))
         if changed:
             log.info("pod rules: %d changes for restored pods", changed)
+        held = {pod.ip for pod in assigned}
+        pool = tuple(self._pool_cidrs())
+        for ip in sorted(self._host_rules.pod_rule_addresses() - held):
+            if any(ip in cidr for cidr in pool):
+                removed = self._host_rules.remove_pod_rules(ip)
+                log.info("pod rules: %d rules of %s removed: no pod holds it (an ADD cut short)", removed, ip)

@@ -24,8 +24,9 @@ def _leaked(
     created: str | None,
     description: str = "aws-K8S-i-dead",
     cluster: str | None = None,
+    instance: str = "i-dead",
 ) -> str:
-    tags = [{"Key": "node.k8s.amazonaws.com/instance_id", "Value": "i-dead"}]
+    tags = [{"Key": "node.k8s.amazonaws.com/instance_id", "Value": instance}]
     if created is not None:
         tags.append({"Key": "node.k8s.amazonaws.com/createdAt", "Value": created})
     if cluster is not None:
@@ -78,6 +79,27 @@ def test_sweep_deletes_only_eligible_enis() -> None:
     second = sweeper.run_once()
     assert set(second.deleted) == {young, untagged}
     assert foreign_desc in ec2.enis and other_cluster in ec2.enis
+
+
+def test_at_start_the_instances_own_unattached_enis_go_whatever_their_age() -> None:
+    """A kill between CreateNetworkInterface and AttachNetworkInterface leaves an ENI tagged with this
+    instance; at the next start it is deleted at once (the hourly sweep would wait five minutes)."""
+    ec2 = FakeEC2()
+    subnet = ec2.add_subnet("10.0.0.0/24")
+    me = ec2.launch_instance("m5.large", subnet)
+    clock = FakeClock(start=T0)
+    mgr = EniManager(ec2, instance_id=me, tag_settings=TagSettings(), clock=clock)
+    created_now = "2026-03-01T12:00:00Z"
+    mine = _leaked(ec2, subnet, created=created_now, description=f"aws-K8S-{me}", instance=me)
+    untagged_age = _leaked(ec2, subnet, created=None, description=f"aws-K8S-{me}", instance=me)
+    another_node = _leaked(ec2, subnet, created=created_now)
+    not_ipamds = _leaked(ec2, subnet, created=created_now, description="a user's ENI", instance=me)
+    attached = mgr.allocate_eni(subnet_ids=[subnet], security_groups=["sg-1"]).eni_id
+
+    result = LeakSweeper(ec2, mgr, vpc_id=ec2.vpc_id, clock=clock).run_own()
+    assert sorted(result.deleted) == sorted([mine, untagged_age]) and result.failed == ()
+    assert {another_node, not_ipamds, attached} <= set(ec2.enis)
+    assert mine not in ec2.enis and untagged_age not in ec2.enis
 
 
 def test_sweeper_thread_spreads_the_first_sweep_over_an_interval_then_sweeps_about_hourly() -> None:

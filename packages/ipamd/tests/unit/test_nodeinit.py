@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -58,6 +60,7 @@ class Node(FakeNode):
         grow: bool = True,
         manage_untagged: bool = True,
         card_stores: dict[int, FakePoolStore] | None = None,
+        unattached_own_enis: Callable[[], Sequence[str]] | None = None,
     ) -> NodeInit:
         card_stores = card_stores or {}
         stores: dict[int, FakePoolStore] = {0: self.store, **card_stores}
@@ -73,6 +76,7 @@ class Node(FakeNode):
             cooldown=self.cooldown,
             card_stores=card_stores,
             card_restores={card: FakeAllocationRestore(store) for card, store in card_stores.items()},
+            unattached_own_enis=unattached_own_enis,
         )
 
         def manager(config: PoolConfig) -> PoolManager:
@@ -260,6 +264,36 @@ def test_custom_networking_with_an_empty_pool_fails_init() -> None:
     with pytest.raises(NodeInitError) as err:
         node.init(options(custom_networking=True)).run()
     assert err.value.step == "pre-scale" and node.cloud.subnet_id in str(err.value)
+
+
+def test_enis_an_earlier_run_never_attached_are_deleted_before_the_pool_creates_any() -> None:
+    node = make_node()
+    calls_then: list[list[str]] = []
+
+    def delete_leftovers() -> Sequence[str]:
+        calls_then.append(list(node.cloud.calls))
+        return ("eni-left1",)
+
+    result = node.init(options(), unattached_own_enis=delete_leftovers).run()
+    assert len(calls_then) == 1 and "allocate_eni" not in calls_then[0] and "assign_ips" not in calls_then[0]
+    assert result.pool_status is not None and node.store.snapshot().total_ips > 0  # pre-scale ran after
+
+
+def test_a_failure_to_delete_unattached_enis_is_a_warning_not_a_failed_init(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def denied() -> Sequence[str]:
+        raise RuntimeError("UnauthorizedOperation: ec2:DeleteNetworkInterface")
+
+    node = make_node()
+    init = node.init(options(), unattached_own_enis=denied)
+    init.run()
+    assert init.steps_done == ALL_STEPS
+    assert any(
+        "UnauthorizedOperation" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
+    # Without provisioning ipamd creates no ENIs and deletes none.
+    make_node().init(options(provisioning_enabled=False), unattached_own_enis=denied).run()
 
 
 def test_imds_only_mode_never_calls_ec2() -> None:

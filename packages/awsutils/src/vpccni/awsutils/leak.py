@@ -3,6 +3,7 @@
 ENIs leak when an instance dies between detach and delete (upstream #69, #608). Candidates are filtered by
 tag, status, VPC (and cluster), then by the ``aws-K8S-`` description; an ENI younger than five minutes, or
 with no ``createdAt`` tag yet (which is added now), is left alone: another node may be attaching it.
+``run_own`` deletes this instance's own unattached ENIs, at any age, at ipamd's start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vpccni.awsutils.clock import Clock, SystemClock
 from vpccni.awsutils.ec2api import EC2Api
 from vpccni.awsutils.eni import EniManager, eni_from_ec2
 from vpccni.awsutils.errors import AwsUtilsError
+from vpccni.awsutils.models import Ec2Eni
 from vpccni.awsutils.tags import (
     ENI_DESCRIPTION_PREFIX,
     TAG_CLUSTER_NAME,
@@ -86,16 +88,42 @@ class LeakSweeper:
             found.append({"Name": f"tag:{TAG_CLUSTER_NAME}", "Values": [self.cluster_name]})
         return found
 
+    def _candidates(self, filters: list[dict[str, object]]) -> list[Ec2Eni]:
+        """This CNI's ENIs (by description) that EC2 lists as `available` under `filters`."""
+        found = (eni_from_ec2(raw) for raw in self._ec2.describe_network_interfaces(filters=filters))
+        return [
+            e for e in found if e.description.startswith(ENI_DESCRIPTION_PREFIX) and e.status == "available"
+        ]
+
+    def run_own(self) -> SweepResult:
+        """This instance's own ENIs left `available`, whatever their age: an ipamd killed between
+        CreateNetworkInterface and AttachNetworkInterface leaves one. Run at start, before ipamd creates any
+        ENI, none of them can be one it is about to attach (only this instance's ipamd tags ENIs with its
+        instance id), so the five-minute guard of the sweep is not needed."""
+        deleted: list[str] = []
+        failed: list[str] = []
+        own: list[dict[str, object]] = [
+            {"Name": f"tag:{TAG_INSTANCE_ID}", "Values": [self._enis.instance_id]},
+            {"Name": "status", "Values": ["available"]},
+            {"Name": "vpc-id", "Values": [self.vpc_id]},
+        ]
+        for eni in self._candidates(own):
+            try:
+                log.info("deleting ENI %s: created by this node's ipamd and never attached", eni.eni_id)
+                self._enis.delete_eni(eni.eni_id)
+                deleted.append(eni.eni_id)
+            except AwsUtilsError as exc:  # attached meanwhile (a late attach), or no permission: sweep's job
+                log.warning("unattached ENI %s of this node: %s", eni.eni_id, exc)
+                failed.append(eni.eni_id)
+        return SweepResult(deleted=tuple(deleted), tagged=(), skipped_young=(), failed=tuple(failed))
+
     def run_once(self) -> SweepResult:
         deleted: list[str] = []
         tagged: list[str] = []
         young: list[str] = []
         failed: list[str] = []
         now = self._clock.now()
-        for raw in self._ec2.describe_network_interfaces(filters=self.filters()):
-            eni = eni_from_ec2(raw)
-            if not eni.description.startswith(ENI_DESCRIPTION_PREFIX) or eni.status != "available":
-                continue
+        for eni in self._candidates(self.filters()):
             created = parse_rfc3339(eni.tags.get(TAG_CREATED_AT, ""))
             try:
                 if created is None:

@@ -346,6 +346,7 @@ class Daemon:
                 cooldown=cooldown,
                 card_stores={s.card: s.datastore for s in cards if s.card != 0},
                 card_restores={card: r for card, r in restores.items() if card != 0},
+                unattached_own_enis=lambda: aws.leak_sweeper().run_own().deleted,
             ),
             grow_pool=make_pool,
             clock=self._clock,

@@ -5,6 +5,8 @@ Steps, each logged as it starts and each failing with an error that names the st
   1. instance limits        4. ENIs from IMDS, confirmed by EC2     7. set up ENI networks   10. pod rules
   2. settings validity      5. managed or unmanaged                 8. restore checkpoint    11. pre-scale
   3. host network           6. tag managed ENIs                     9. mode-toggle cleanup
+After step 6, ENIs an earlier run of this node's ipamd created and never attached are deleted (a failure there
+is logged, not fatal).
 
 Addresses enter the datastore from EC2's DescribeNetworkInterfaces, not from IMDS (see reconcile.py for why).
 Only in ENABLE_IMDS_ONLY_MODE, where ipamd may not call EC2 at all, does IMDS supply them.
@@ -17,7 +19,7 @@ up without one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -119,6 +121,8 @@ class NodeInitPorts:
     # ENABLE_MULTI_NIC: the datastore and checkpoint restore of every card above 0 ipamd may manage.
     card_stores: Mapping[int, PoolStore] = field(default_factory=dict)
     card_restores: Mapping[int, AllocationRestorePort] = field(default_factory=dict)
+    # Deletes the ENIs an earlier run of this node's ipamd created and never attached; returns their ids.
+    unattached_own_enis: Callable[[], Sequence[str]] | None = None
 
     def store_of(self, card: int) -> PoolStore:
         if card == DEFAULT_CARD:
@@ -190,6 +194,7 @@ class NodeInit:
         )
         cards = self._managed_cards(enis, managed)
         self._step("tag ENIs", "allow ec2:CreateTags in the node role", lambda: self._tag(managed))
+        self._remove_unattached_own_enis()
         self._step(
             "set up ENI networks",
             "check that the ENIs' links are up on the host (ip link) and that ip rules/routes can be added",
@@ -333,6 +338,22 @@ class NodeInit:
             return
         for eni in managed:
             self._ownership.tag(self._ports.cloud, eni)
+
+    def _remove_unattached_own_enis(self) -> None:
+        """ENIs an earlier ipamd of this node created and never attached (killed between the two calls;
+        docs/design/eni-ownership.md). Before the pool creates any ENI, so none is one about to be attached.
+        Not a failure of node init: the hourly leak sweep deletes what is left."""
+        remove = self._ports.unattached_own_enis
+        if remove is None or not self._options.provisioning_enabled:
+            return
+        try:
+            deleted = remove()
+        except Exception as err:
+            log.warning("node init: looking for ENIs an earlier run left unattached failed: %s", err)
+            return
+        if deleted:
+            log.info("node init: deleted %d ENIs an earlier run created and never attached: %s",
+                     len(deleted), ", ".join(deleted))  # fmt: skip
 
     def _setup_enis(self, managed: tuple[EniDescription, ...], primary_id: str) -> None:
         for eni in managed:

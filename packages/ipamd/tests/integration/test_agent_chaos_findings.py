@@ -38,12 +38,6 @@ if TYPE_CHECKING:
 INSTANCE_TAG = "node.k8s.amazonaws.com/instance_id"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENI attached after node init's discovery is not adopted while ADDs wait on the pool: the pool "
-    "manager loops on CreateNetworkInterface/AttachNetworkInterface (AttachmentLimitExceeded) and the "
-    "reconciler is skipped while the pool is woken (ipamd/pool/manager.py _run, _on_cloud_error)",
-)
 def test_an_eni_attached_late_is_adopted_while_adds_wait(
     cluster: Cluster, node: Node, make_agent: Callable[..., Agent]
 ) -> None:
@@ -78,6 +72,30 @@ def test_an_eni_attached_late_is_adopted_while_adds_wait(
     for thread in waiting:
         thread.join(timeout=60)
     assert len(got) == 3 and set(got.values()) <= late, f"pods waiting for addresses got {got}"  # type: ignore[operator]
+
+
+def test_enis_an_earlier_run_created_and_never_attached_are_deleted_at_start(
+    cluster: Cluster, node: Node, make_agent: Callable[..., Agent]
+) -> None:
+    ec2 = cluster.cloud.ec2_client()
+    instance = node.instance.instance_id
+
+    def created(owner: str) -> str:
+        return str(
+            ec2.create_network_interface(
+                SubnetId=node.instance.subnet_id,
+                Description=f"aws-K8S-{owner}",
+                TagSpecifications=[
+                    {"ResourceType": "network-interface", "Tags": [{"Key": INSTANCE_TAG, "Value": owner}]}
+                ],
+            )["NetworkInterface"]["NetworkInterfaceId"]
+        )
+
+    # What a kill between CreateNetworkInterface and AttachNetworkInterface leaves, seconds old.
+    mine, another_nodes = created(instance), created("i-0another")
+    make_agent()
+    left = {e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces()["NetworkInterfaces"]}
+    assert mine not in left and another_nodes in left  # the other node's goes to the hourly sweep
 
 
 def _addresses(ec2: Any, eni: str) -> list[dict[str, Any]]:

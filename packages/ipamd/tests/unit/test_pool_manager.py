@@ -209,6 +209,21 @@ def test_private_ip_limit_exceeded_resyncs_the_eni_from_ec2() -> None:
     assert "describe_enis" in node.cloud.calls
 
 
+def test_an_eni_attached_behind_the_pools_back_is_read_back_when_ec2_says_no_slot_is_left() -> None:
+    """The attach a killed ipamd sent completes after node init looked: the pool, sure it has a free slot,
+    is refused with AttachmentLimitExceeded and reads the ENIs back at once (not after an idle minute)."""
+    node = make_node()
+    node.manager.update_pool()
+    late = [node.cloud.add_existing_eni(device_number=d, ips=2) for d in (1, 2)]  # all three slots taken
+    node.pods(2)  # the pool wants a new ENI after the second: EC2 refuses it
+    assert node.cloud.calls.count("allocate_eni") == 1 and "describe_enis" in node.cloud.calls
+    assert {e.eni_id for e in late} <= node.store.eni_ids()
+    assert node.store_cidrs() == node.ec2_cidrs()
+    node.pods(5)  # the late ENIs' addresses serve pods at once
+    assert node.manager.update_pool().state is GrowthState.NO_ENI_SLOTS
+    assert node.cloud.calls.count("allocate_eni") == 1
+
+
 def test_no_eni_slots_is_reported_with_what_to_do() -> None:
     node = make_node()
     node.manager.update_pool()

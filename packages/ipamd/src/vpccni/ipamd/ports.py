@@ -20,6 +20,7 @@ INSUFFICIENT_CIDR_CODES = frozenset({"InsufficientCidrBlocks", "InsufficientFree
 THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 ENI_NOT_FOUND_CODE = "InvalidNetworkInterfaceID.NotFound"
 IP_LIMIT_EXCEEDED_CODE = "PrivateIpAddressLimitExceeded"
+ATTACHMENT_LIMIT_CODE = "AttachmentLimitExceeded"
 # Not EC2's: every subnet a new ENI could go to rests after EC2 said it is full (`EniRequest.avoid_subnets`).
 NO_USABLE_SUBNET_CODE = "NoUsableSubnet"
 

@@ -47,6 +47,7 @@ from vpccni.ipamd.pool.runner import GrowthRunner
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.ipamd.ports import (
+    ATTACHMENT_LIMIT_CODE,
     IP_LIMIT_EXCEEDED_CODE,
     CloudError,
     CloudPort,
@@ -172,6 +173,7 @@ class PoolManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._iteration = threading.Lock()  # one iteration at a time: the loop, init's pre-scale, tests
+        self._enis_behind = threading.Event()  # EC2 said no ENI slot is left: read the ENIs back
         self._thread: threading.Thread | None = None
         self._terminating = False
         self._status = PoolStatus()
@@ -317,6 +319,9 @@ class PoolManager:
             self._status = PoolStatus(state=GrowthState.UNSCHEDULABLE)
             return
         for _ in range(self._pacing.grow_steps):
+            if self._enis_behind.is_set() and self._reconciler is not None:
+                self._enis_behind.clear()
+                self._reconciler.reconcile()
             growth = self._plan_growth()
             if growth:
                 self._runner.run(growth)
@@ -389,6 +394,11 @@ class PoolManager:
             else:
                 self._gate.succeeded(self._allocate_eni(growth).subnet_id)
         except CloudError as err:
+            if err.code == ATTACHMENT_LIMIT_CODE and self._reconciler is not None:
+                # EC2 counts more ENIs on the instance than the datastore holds: one attached late (an attach
+                # a killed ipamd sent completes after node init looked) or behind ipamd's back. They are read
+                # back before the next growth; waiting for an idle minute would leave ADDs with nothing.
+                self._enis_behind.set()
             eni_id = growth.eni_id if isinstance(growth, AssignToEni) else ""
             full = err.subnet_ids or (_subnet_of(self._store.snapshot(), eni_id),)
             status = self._gate.failed(err, full, now)

@@ -36,6 +36,7 @@ RENAMES = ("rename", "renameat", "renameat2")
 RENAME_DELAY_S = 0.3
 QUEUE_SETTLE_S = 3.0
 FINAL_QUEUE_WAIT_S = 90.0  # a DEL queued after the start-up drain waits for the periodic one
+ENI_SETTLE_S = 30.0
 
 
 def veth_of(pod: PodRef) -> str:
@@ -271,13 +272,24 @@ def crashes(run: ChaosRun) -> None:
         leftovers = sorted(
             p.name for p in Path(runner.checkpoint.parent).glob(runner.checkpoint.name + ".tmp*")
         )
-        _, unattached = rounds.observer.ec2()
-    _report(run, rounds, driver, final, leftovers, unattached)
+        enis = _settled_eni_leftovers(rounds.observer)
+    _report(run, rounds, driver, final, leftovers, enis)
+
+
+def _settled_eni_leftovers(observer: Observer) -> tuple[str, ...]:
+    """What `Observer.eni_leftovers` still finds after a while: an ENI the pool just freed is `available`
+    between its detach and its delete, and a late attach waits for the reconciler."""
+    deadline = time.monotonic() + ENI_SETTLE_S
+    found = observer.eni_leftovers()
+    while found and time.monotonic() < deadline:
+        time.sleep(1.0)
+        found = observer.eni_leftovers()
+    return found
 
 
 def _report(
     run: ChaosRun, rounds: CrashRounds, driver: PodDriver, final: Verdict, leftovers: list[str],
-    unattached: tuple[str, ...],
+    enis: tuple[str, ...],
 ) -> None:  # fmt: skip
     tally = rounds.tally
     double = tally.count("double") + len(driver.double_at_ack)
@@ -291,6 +303,8 @@ def _report(
             "kill9_leaked_veths": tally.count("leaked-veth"),
             "kill9_leaked_rules": tally.count("leaked-rule"),
             "kill9_max_restart_s": max((r.restart_s for r in rounds.rounds), default=None),
+            "kill9_leaked_files": len(leftovers),
+            "kill9_leaked_enis": len(enis),
         }
     )
     by_moment: dict[str, dict[str, int]] = {}
@@ -306,22 +320,11 @@ def _report(
         "findings": [str(f) for f in list(tally.seen.values())[:30]]
         + [str(f) for f in driver.double_at_ack[:5]],
         "final_clean": final.clean,
-        "leftover_checkpoint_tmp_files": len(leftovers),
-        "unattached_enis_at_end": len(unattached),
         "cni_errors_seen": {line: n for line, n in errors},
     }
     run.detail["crash"] = detail
     run.findings += [f"kill -9: {f}" for f in tally.seen.values()] + [
         f"kill -9: {f}" for f in driver.double_at_ack
     ]
-    if leftovers:
-        run.notes.append(
-            f"crash: {len(leftovers)} checkpoint temporary files ({leftovers[0]}, ...) stayed in the state "
-            "directory after kills that landed mid-write"
-        )
-    if unattached:
-        run.notes.append(
-            f"crash: {len(unattached)} ENIs created for the node were left unattached in EC2 by kills "
-            "between CreateNetworkInterface and AttachNetworkInterface (the leaked-ENI sweep deletes them "
-            "once they are 5 min old)"
-        )
+    run.findings += [f"kill -9: checkpoint temporary file left: {name}" for name in leftovers]
+    run.findings += [f"kill -9: ENI left: {eni}" for eni in enis]

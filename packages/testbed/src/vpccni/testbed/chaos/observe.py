@@ -90,6 +90,20 @@ class Observer:
         )["NetworkInterfaces"]
         return tuple(nets), tuple(sorted(e["NetworkInterfaceId"] for e in tagged))
 
+    def eni_leftovers(self) -> tuple[str, ...]:
+        """The node's ENIs nobody will tidy up: created and never attached, or attached and unknown to the
+        agent (an attach that completed late and was never adopted). The node holds no unmanaged ENIs."""
+        _, unattached = self.ec2()
+        attached = self._cluster.cloud.ec2_client().describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [self._runner.node.instance.instance_id]}]
+        )["NetworkInterfaces"]
+        known = {
+            eni for card in self._runner.introspect("/v1/enis").values() for eni in card.get("ENIs") or {}
+        }
+        strays = sorted({e["NetworkInterfaceId"] for e in attached} - known)
+        return tuple([f"{e} (created, never attached)" for e in unattached] +
+                     [f"{e} (attached, unknown to the agent)" for e in strays])  # fmt: skip
+
     def pod_veths(self) -> frozenset[str]:
         """Host ends of pod veths: every veth in the node namespace but the testbed's ENI links (`ethN`)."""
         links = _ip_json(self._runner.node.netns, ["link", "show", "type", "veth"])

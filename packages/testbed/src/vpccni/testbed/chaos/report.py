@@ -36,6 +36,16 @@ KEYS: tuple[Key, ...] = (
     Key(name="kill9_leaked_veths", what="host veths of no pod", invariant=True),
     Key(name="kill9_leaked_rules", what="ip rules of no pod", invariant=True),
     Key(name="kill9_max_restart_s", what="slowest restart to serving after a kill", unit="s"),
+    Key(
+        name="kill9_leaked_files",
+        what="checkpoint temporary files left in the state directory",
+        invariant=True,
+    ),
+    Key(
+        name="kill9_leaked_enis",
+        what="ENIs left unattached, or attached and unknown to the agent",
+        invariant=True,
+    ),
     Key(name="fuzz_cni_cases", what="distinct generated CNI invocations through the shim", at_least=10_000),
     Key(name="fuzz_socket_frames", what="hostile frames and clients on cni.sock and ipamd.sock"),
     Key(name="fuzz_tracebacks", what="hostile inputs that raised an unexpected exception", invariant=True),

@@ -50,6 +50,11 @@ class SharedCheckpoint:
             self._inner.write(combined)
             self._shares[branch] = mine
 
+    def _discard_partial_writes(self) -> tuple[str, ...]:
+        # The temporary files are the one file's, whichever writer's interrupted write left them.
+        with self._lock:
+            return self._inner.discard_partial_writes()
+
 
 def _share(entries: Sequence[CheckpointEntry], branch: bool) -> tuple[CheckpointEntry, ...]:
     return tuple(e for e in entries if is_branch_entry(e) == branch)
@@ -59,9 +64,13 @@ class _View:
     def __init__(self, shared: SharedCheckpoint, *, branch: bool) -> None:
         self._read: Callable[[], tuple[CheckpointEntry, ...] | None] = lambda: shared._read(branch=branch)
         self._write: Callable[[Sequence[CheckpointEntry]], None] = lambda e: shared._write(e, branch=branch)
+        self._discard: Callable[[], tuple[str, ...]] = shared._discard_partial_writes
 
     def read(self) -> tuple[CheckpointEntry, ...] | None:
         return self._read()
 
     def write(self, entries: Sequence[CheckpointEntry]) -> None:
         self._write(entries)
+
+    def discard_partial_writes(self) -> tuple[str, ...]:
+        return self._discard()

@@ -46,6 +46,8 @@ from vpccni.ipamd.pool.planner import (
 from vpccni.ipamd.pool.runner import GrowthRunner
 from vpccni.ipamd.pool.snapshot import PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
+from vpccni.ipamd.pool.subnet_backoff import FIRST_S as SUBNET_REST_FIRST_S
+from vpccni.ipamd.pool.subnet_backoff import MAX_S as SUBNET_REST_MAX_S
 from vpccni.ipamd.ports import (
     ATTACHMENT_LIMIT_CODE,
     IP_LIMIT_EXCEEDED_CODE,
@@ -78,8 +80,8 @@ class PoolTimers:
     reconcile_jitter: float = 0.1
     decrease_interval_s: float = 30.0
     # A subnet EC2 called full rests this long, doubling up to the maximum (upstream: all growth, 120 s).
-    subnet_rest_first_s: float = 10.0
-    subnet_rest_max_s: float = 120.0
+    subnet_rest_first_s: float = SUBNET_REST_FIRST_S
+    subnet_rest_max_s: float = SUBNET_REST_MAX_S
     min_eni_age_s: float = MIN_ENI_AGE_S  # minENILifeTime
 
 

@@ -137,6 +137,31 @@ def test_teardown_keeping_the_veth_removes_every_rule_of_the_ip_in_any_table(mak
     assert [link["ifname"] for link in pod.ip_json("link")] == ["lo"]
 
 
+def test_teardown_of_an_extra_interface_of_a_running_pod_deletes_its_veth(make_netns) -> None:
+    # Found by nox -s chaos: an ADD of eth1 into a live pod's namespace, then its DEL, left the host veth
+    # (kept "to go with the namespace", which lives as long as the pod).
+    host, pod = node(make_netns), make_netns("pod")
+    first = spec_for("nginx", "10.0.1.5")
+    extra = PodInterface(host_veth=host_veth_name("default", "nginx-x"), ipv4=IPv4Address("10.0.1.6"),
+                         ifname="eth1", mtu=9001)  # fmt: skip
+    wire(host, pod, first)
+    wire(host, pod, extra)
+
+    def keep_veth_unwire(spec: PodInterface) -> None:
+        host.run(
+            lambda nl: PodWiring(host=nl, namespaces=ThreadNetnsNetlink()).unwire(
+                spec, pod.fd, keep_veth=True
+            )
+        )
+
+    keep_veth_unwire(extra)
+    host_links = {link["ifname"] for link in host.ip_json("link")}
+    assert extra.host_veth not in host_links and first.host_veth in host_links
+    assert sorted(link["ifname"] for link in pod.ip_json("link")) == ["eth0", "lo"]
+    keep_veth_unwire(first)  # the pod's last interface: its veth goes with the namespace
+    assert first.host_veth in {link["ifname"] for link in host.ip_json("link")}
+
+
 def test_teardown_after_pod_netns_is_gone(make_netns) -> None:
     host, pod = node(make_netns), make_netns("pod")
     spec = spec_for("nginx", "10.0.1.5", table=2)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 
@@ -176,21 +176,28 @@ class PodWiring:
         return self._host.link(name) is not None
 
     # -- unwire ---------------------------------------------------------------------------------------------
-    def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
+    def unwire(
+        self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False,
+        siblings: Collection[str] = (),
+    ) -> None:  # fmt: skip
         """Remove what `wire` added; idempotent, and fine when the pod namespace or the veth is already gone.
 
         The to-pod (512) and every from-pod (1536) rule of the IP go regardless of table, as upstream does:
         deleted by selector, so a DEL does not list every rule of every pod. With `keep_veth` (a DEL that
         has the pod's namespace, which the runtime destroys next) the veth is left to vanish with it, as
         upstream does: deleting a veth waits for the kernel's RCU grace periods, the slowest part of a DEL.
-        Its route goes now all the same, so the address routes nowhere once released.
+        Its route goes now all the same, so the address routes nowhere once released. But a namespace that
+        keeps other interfaces lives on (an extra attachment removed from a running pod): there the veth
+        is deleted, or it would stay as long as the pod. `siblings`: the pod interfaces this DEL removes
+        too (a multi-NIC attachment's), which do not count as others.
         """
         ip_net = host_network(spec.ip)
         self._host.delete_rules(priority=TO_POD_RULE_PRIORITY, dst=ip_net)
         self._host.delete_rules(priority=FROM_POD_RULE_PRIORITY, src=ip_net)
         self._host.delete_route(host_route(spec))
-        if netns_fd is not None and spec.index > 0:
-            self._namespaces.run(netns_fd, lambda pod: pod.delete_rule(_pod_interface_rule(spec)))
+        if netns_fd is not None and (keep_veth or spec.index > 0):
+            others = self._namespaces.run(netns_fd, lambda pod: _unwire_pod_side(pod, spec, siblings))
+            keep_veth = keep_veth and not others
         if not keep_veth:
             self._host.delete_link(spec.host_veth)
 
@@ -251,6 +258,15 @@ class PodWiring:
         """What `wire_veth` set up inside the pod, checked against the host veth `host_link`."""
         host_mac = host_link.mac if host_link is not None else None
         return self._namespaces.run(netns_fd, lambda pod: _verify_pod_side(pod, spec, host_mac))
+
+
+def _unwire_pod_side(pod: Netlink, spec: PodInterface, siblings: Collection[str]) -> bool:
+    """Inside the pod: the interface's rule goes; whether interfaces other than it, its siblings and lo
+    remain."""
+    if spec.index > 0:
+        pod.delete_rule(_pod_interface_rule(spec))
+    going = {spec.ifname, "lo", *siblings}
+    return any(link.name not in going for link in pod.links())
 
 
 def set_link_ipv6_sysctls(host: Netlink, ifname: str, *, pod_address: bool = False) -> None:

@@ -215,7 +215,9 @@ class MultiNicPods:
         for spec in specs:
             keep = (in_pod and not remove_veth) or not self._may_delete_veth(pod, conf, spec)
             try:
-                self._network.unwire(spec, netns_fd if in_pod else None, keep_veth=keep)
+                self._network.unwire(
+                    spec, netns_fd if in_pod else None, keep_veth=keep, siblings=[s.ifname for s in specs]
+                )
             except Exception as exc:
                 # Keep the addresses: releasing them with rules left behind could misroute the next pod.
                 raise CNIError(

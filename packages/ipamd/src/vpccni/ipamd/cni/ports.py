@@ -6,7 +6,7 @@ stateful fakes in ``vpccni.ipamd.cni.testing`` stand in for them in tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,8 +143,12 @@ class PodNetwork(Protocol):
 
     def wire(self, netns_fd: int, spec: PodInterface) -> WiredPod: ...
 
-    def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
-        """Remove the pod's rules and route, and its host veth unless `keep_veth` (it goes with the netns)."""
+    def unwire(
+        self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False,
+        siblings: Collection[str] = (),
+    ) -> None:  # fmt: skip
+        """Remove the pod's rules and route, and its host veth unless `keep_veth` (it goes with the netns,
+        when that holds no interface but this one and its `siblings`)."""
         ...
 
     def verify(self, netns_fd: int, spec: PodInterface) -> list[str]: ...

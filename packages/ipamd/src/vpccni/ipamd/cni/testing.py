@@ -9,7 +9,7 @@ runs the real endpoint with real wiring for netns-tier and e2e tests.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
@@ -191,11 +191,17 @@ class FakePodNetwork:
             container_mac="02:00:00:00:00:02", ip=spec.ip, gateway=spec.gateway,
         )  # fmt: skip
 
-    def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
+    def unwire(
+        self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False,
+        siblings: Collection[str] = (),
+    ) -> None:  # fmt: skip
         with self._lock:
             if self.fail_unwire is not None:
                 raise self.fail_unwire
-            if keep_veth:
+            # As PodWiring: a namespace that keeps other interfaces lives on, so the veth goes now.
+            going = {spec.ifname, *siblings}
+            others = any(fd == netns_fd and s.ifname not in going for fd, s in self.wired.values())
+            if keep_veth and not (netns_fd is not None and others):
                 self.veths_kept.append(spec.host_veth)
             self.wired.pop(spec.host_veth, None)
             self._drift.pop(spec.host_veth, None)

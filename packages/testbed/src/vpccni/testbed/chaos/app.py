@@ -17,6 +17,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +107,7 @@ def execute(args: argparse.Namespace) -> tuple[ChaosRun, dict[str, Any]]:
         "machine": {**describe(), "load_average_at_start": load_before},
         "run": {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": _commit(),
             "mode": plan.mode,
             "seconds": seconds,
             "seed": plan.seed,
@@ -130,6 +132,21 @@ def execute(args: argparse.Namespace) -> tuple[ChaosRun, dict[str, Any]]:
     )
     results["detail"] = run.detail
     return run, results
+
+
+def _commit() -> str | None:
+    """The checked-out commit the run measured ("+ changes" when the tree differs from it)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head} + changes" if dirty else head
 
 
 def _results_path(args: argparse.Namespace, mode: str) -> Path:

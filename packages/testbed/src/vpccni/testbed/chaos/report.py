@@ -187,7 +187,7 @@ def render_section(
     if reliability:
         run = reliability.get("run", {})
         lines += [
-            f"Run {run.get('date', '?')} ({run.get('mode')}, {run.get('seconds')} s, "
+            f"Run {run.get('date', '?')}{_at_commit(run)} ({run.get('mode')}, {run.get('seconds')} s, "
             f"seed {run.get('seed')}) on {_machine(reliability.get('machine', {}))}.",
             "",
             "| measurement | value | |",
@@ -228,6 +228,10 @@ def _details(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _at_commit(run: Mapping[str, Any]) -> str:
+    return f" at commit {run['commit']}" if run.get("commit") else ""
+
+
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -245,7 +249,8 @@ def _soak_lines(soak: Mapping[str, Any], plot: str | None) -> list[str]:
         "",
         "### Soak",
         "",
-        f"`nox -s chaos -- --soak {soak.get('seconds'):g}` on {soak.get('date', '?')}: churn on "
+        f"`nox -s chaos -- --soak {soak.get('seconds'):g}` on {soak.get('date', '?')}"
+        f"{_at_commit(soak.get('run') or {})}: churn on "
         f"{soak.get('churn_workers')} threads for {soak.get('seconds'):g} s with a fault every "
         f"{soak.get('fault_every_s'):g} s ({', '.join(soak.get('faults_run') or [])}); the agent sampled "
         f"every {soak.get('sample_every_s'):g} s. {soak.get('pods_added')} pods added, "

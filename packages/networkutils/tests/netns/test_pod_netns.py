@@ -6,10 +6,11 @@ import threading
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+import pytest
 from vpccni.networkutils.names import host_veth_name
 from vpccni.networkutils.netlink import open_netlink
 from vpccni.networkutils.netns import ThreadNetnsNetlink, run_in_netns
-from vpccni.networkutils.pod import PodInterface, PodWiring, WiredPod
+from vpccni.networkutils.pod import PodInterface, PodWiring, PodWiringError, WiredPod
 
 
 def node(make_netns) -> Any:
@@ -142,8 +143,8 @@ def test_teardown_of_an_extra_interface_of_a_running_pod_deletes_its_veth(make_n
     # (kept "to go with the namespace", which lives as long as the pod).
     host, pod = node(make_netns), make_netns("pod")
     first = spec_for("nginx", "10.0.1.5")
-    extra = PodInterface(host_veth=host_veth_name("default", "nginx-x"), ipv4=IPv4Address("10.0.1.6"),
-                         ifname="eth1", mtu=9001)  # fmt: skip
+    extra = PodInterface(host_veth=host_veth_name("default", "nginx", index=1), ipv4=IPv4Address("10.0.1.6"),
+                         ifname="eth1", mtu=9001, index=1)  # fmt: skip
     wire(host, pod, first)
     wire(host, pod, extra)
 
@@ -160,6 +161,21 @@ def test_teardown_of_an_extra_interface_of_a_running_pod_deletes_its_veth(make_n
     assert sorted(link["ifname"] for link in pod.ip_json("link")) == ["eth0", "lo"]
     keep_veth_unwire(first)  # the pod's last interface: its veth goes with the namespace
     assert first.host_veth in {link["ifname"] for link in host.ip_json("link")}
+
+
+def test_an_extra_interface_never_takes_a_live_interfaces_routes(make_netns) -> None:
+    # Found by nox -s chaos: ADD of an interface not named eth<N> into a running pod replaced eth0's gateway
+    # and default routes; its DEL then left the pod with no route at all.
+    host, pod = node(make_netns), make_netns("pod")
+    first = spec_for("nginx", "10.0.1.5")
+    wire(host, pod, first)
+    extra = PodInterface(host_veth=host_veth_name("default", "nginx-x"), ipv4=IPv4Address("10.0.1.6"),
+                         ifname="net1", mtu=9001)  # fmt: skip
+    with pytest.raises(PodWiringError, match="already routes"):
+        wire(host, pod, extra)
+    assert verify(host, pod, first) == []
+    assert extra.host_veth not in {link["ifname"] for link in host.ip_json("link")}
+    assert sorted(link["ifname"] for link in pod.ip_json("link")) == ["eth0", "lo"]
 
 
 def test_teardown_after_pod_netns_is_gone(make_netns) -> None:

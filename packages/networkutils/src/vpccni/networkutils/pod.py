@@ -328,6 +328,17 @@ def _configure_pod_side(pod: Netlink, spec: PodInterface, host_mac: str) -> str:
             _set_sysctl(pod, f"net/ipv6/conf/{ifname.format(ifname=spec.ifname)}/{key}", value)
     pod.set_link(spec.ifname, up=True)
     gw_route, default_route = _pod_routes(spec)
+    # Replacing them would take a live interface's routes (an extra attachment not named eth<N> in a
+    # running pod): the pod would lose its network once this one went.
+    taken = [
+        r for r in pod.routes(spec.pod_table)
+        if r.dst in (gw_route.dst, default_route.dst) and r.ifname != spec.ifname
+    ]  # fmt: skip
+    if taken:
+        raise PodWiringError(
+            f"the pod namespace already routes {taken[0]}; {spec.ifname} would take that route: name further "
+            "interfaces of a pod eth1, eth2, ... (each gets its own gateway and route table)"
+        )
     pod.replace_route(gw_route)
     if spec.index > 0:
         pod.add_rule(_pod_interface_rule(spec))

@@ -88,6 +88,24 @@ def test_more_for_an_eni_still_being_allocated_waits_until_it_exists() -> None:
     assert growth == ()  # the new ENI has room: fill it once attached, not with another ENI
 
 
+def test_an_add_waiting_while_every_free_address_cools_down_grows_the_pool() -> None:
+    # Found by nox -s chaos: pods churned faster than IP_COOLDOWN_PERIOD left every free address cooling;
+    # the pool "met its warm targets" with them and an ADD waited 27 s for a cooldown to end.
+    def cooling(eni_id: str, device: int) -> EniSnapshot:
+        cidrs = tuple(
+            CidrSnapshot(
+                cidr=IPv4Network(f"10.0.{device}.{n}/32"), is_prefix=False, assigned=0, in_cooldown=1
+            )
+            for n in range(29)
+        )
+        return EniSnapshot(eni_id=eni_id, device_number=device, is_primary=device == 0, cidrs=cidrs)
+
+    snap = PoolSnapshot(enis=(cooling("eni-0", 0), cooling("eni-1", 1)))
+    assert plan_growth(snap, PoolConfig(**M5_4XL))[0] == ()  # nobody waits: cooling addresses count as free
+    growth, _ = plan_growth(snap, pods_first(PoolConfig(**M5_4XL)), waiting=1)  # as the manager asks first
+    assert len(growth) == 1 and isinstance(growth[0], AllocateEni)
+
+
 def test_projection_counts_waiting_adds_as_assigned_and_in_flight_addresses_as_free() -> None:
     inflight = [InFlight(key=1, eni_id=None, cidrs=29, prefixes=False)]
     pool = projected(_full_primary(), inflight=inflight, waiting=10)

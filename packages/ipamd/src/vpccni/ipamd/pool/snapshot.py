@@ -78,8 +78,8 @@ class PoolSnapshot:
     times on every ADD."""
 
     enis: tuple[EniSnapshot, ...] = ()
-    # ADDs waiting for an address, counted as assigned: set only in a growth projection (pool/growth.py),
-    # never by the datastore.
+    # ADDs waiting for an address, counted as assigned (and with them the addresses still cooling down): set
+    # only in a growth projection (pool/growth.py), never by the datastore.
     waiting: int = 0
 
     @cached_property
@@ -92,7 +92,11 @@ class PoolSnapshot:
 
     @cached_property
     def assigned_ips(self) -> int:
-        return sum(e.assigned_ips for e in self.usable_enis) + self.waiting
+        # An ADD waits only when no free address is out of its cooldown: the cooling ones cannot serve it
+        # (nor the ADDs after it), so a projection with waiting ADDs counts them as taken and the pool grows
+        # instead of leaving the ADD to wait out IP_COOLDOWN_PERIOD.
+        cooling = sum(e.in_cooldown for e in self.usable_enis) if self.waiting else 0
+        return sum(e.assigned_ips for e in self.usable_enis) + self.waiting + cooling
 
     @cached_property
     def available_ips(self) -> int:

@@ -210,6 +210,14 @@ def _details(results: Mapping[str, Any]) -> list[str]:
     if moments:
         landed = ", ".join(f"{m} {v['landed']}/{v['rounds']}" for m, v in sorted(moments.items()))
         lines += ["", f"Kill moments (landed where aimed / rounds): {landed}."]
+    load = detail.get("local_load") or {}
+    if load.get("adds_failed"):
+        errors = ", ".join(f"{k} {v}" for k, v in sorted((load.get("errors") or {}).items()))
+        lines += [
+            "",
+            f"Local load: {load['adds_failed']} of {load.get('samples')} ADDs under it did not finish within "
+            f"{load.get('add_cap_s')} s ({errors}; the p50 above counts them at that time).",
+        ]
     faults = (detail.get("cloud_faults") or {}).get("faults") or []
     if faults:
         lines += ["", "| cloud fault | pods served | slowest ADD | EC2 errors seen |", "|---|---|---|---|"]
@@ -229,7 +237,15 @@ def _details(results: Mapping[str, Any]) -> list[str]:
 
 
 def _at_commit(run: Mapping[str, Any]) -> str:
-    return f" at commit {run['commit']}" if run.get("commit") else ""
+    commit = str(run.get("commit") or "")
+    if not commit:
+        return ""
+    # A hash (with "+ changes" for a dirty tree), or a description of older code.
+    return (
+        f" at commit {commit}"
+        if commit.split(" ")[0].isalnum() and " " not in commit[:12]
+        else f" ({commit})"
+    )
 
 
 def _median(values: Sequence[float]) -> float | None:

@@ -238,7 +238,7 @@ def test_pod_rules_of_a_pool_address_no_pod_holds_are_removed_at_start(host: Fak
     held = AssignedAddress(
         key=IPAMKey(network_name="aws-cni", container_id="c1", ifname="eth0"),
         metadata=PodMetadata(),  # an entry upstream wrote: no name, so no rules are rewritten for it
-        ipv4=IPv4Address("10.0.1.30"),
+        ip=IPv4Address("10.0.1.30"),
         cidr=IPv4Network("10.0.1.30/32"),
         eni_id="eni-2",
         device_number=1,

@@ -143,7 +143,7 @@ def test_teardown_of_an_extra_interface_of_a_running_pod_deletes_its_veth(make_n
     # (kept "to go with the namespace", which lives as long as the pod).
     host, pod = node(make_netns), make_netns("pod")
     first = spec_for("nginx", "10.0.1.5")
-    extra = PodInterface(host_veth=host_veth_name("default", "nginx", index=1), ipv4=IPv4Address("10.0.1.6"),
+    extra = PodInterface(host_veth=host_veth_name("default", "nginx", index=1), ip=IPv4Address("10.0.1.6"),
                          ifname="eth1", mtu=9001, index=1)  # fmt: skip
     wire(host, pod, first)
     wire(host, pod, extra)
@@ -169,7 +169,7 @@ def test_an_extra_interface_never_takes_a_live_interfaces_routes(make_netns) -> 
     host, pod = node(make_netns), make_netns("pod")
     first = spec_for("nginx", "10.0.1.5")
     wire(host, pod, first)
-    extra = PodInterface(host_veth=host_veth_name("default", "nginx-x"), ipv4=IPv4Address("10.0.1.6"),
+    extra = PodInterface(host_veth=host_veth_name("default", "nginx-x"), ip=IPv4Address("10.0.1.6"),
                          ifname="net1", mtu=9001)  # fmt: skip
     with pytest.raises(PodWiringError, match="already routes"):
         wire(host, pod, extra)

@@ -1,4 +1,4 @@
-"""Defects `nox -s chaos` found in the real agent, each reproduced on its own (xfail until fixed).
+"""Defects `nox -s chaos` found in the real agent, each reproduced on its own; all fixed: regressions now.
 
 - An ENI that EC2 attaches after node init listed the node's ENIs (the AttachNetworkInterface of an agent
   killed a moment before completes late) is never adopted while ADDs wait: the pool manager creates, fails

@@ -107,8 +107,7 @@ def test_ipv6_pods_through_the_shim_reach_each_other_the_vpc_and_the_internet(
         deleted = NodeRunner.delete(agent, pod)
         assert deleted.ok, deleted.error
         node_ns = agent.node.netns
-        assert str(ip) not in ns.exec_in_netns(node_ns, ["ip", "-6", "route", "show", "table", "all"])
-        assert str(ip) not in ns.exec_in_netns(node_ns, ["ip", "-6", "rule"])
+        assert_no_route_or_rule(node_ns, ip)
         assert NodeRunner.delete(agent, pod).ok, "a repeated DEL succeeds"
         agent.remove_pod(pod)  # the runtime destroys the sandbox; its veth goes with it
         wait_for(
@@ -147,9 +146,14 @@ def test_a_killed_agent_restores_its_ipv6_pods_and_their_dels_leave_nothing(
     node_ns = agent.node.netns
     for pod, ip in zip(pods, ips, strict=True):
         assert NodeRunner.delete(agent, pod).ok
-        for listing in (["route", "show", "table", "all"], ["rule"]):
-            words = ns.exec_in_netns(node_ns, ["ip", "-6", *listing]).replace("/", " ").split()
-            assert str(ip) not in words, f"{ip} left in ip -6 {listing[0]}"
+        assert_no_route_or_rule(node_ns, ip)
     assert agent.enis()["AssignedIPs"] == 0
     store = agent.state_dir / "egress-ipam" / "aws-cni"
     assert not [p for p in store.iterdir() if p.name[0].isdigit()], "no egress address left reserved"
+
+
+def assert_no_route_or_rule(node_ns: str, ip: ipaddress.IPv6Address) -> None:
+    """Whole words, so that an address is never taken for a longer one it begins."""
+    for listing in (["route", "show", "table", "all"], ["rule"]):
+        words = ns.exec_in_netns(node_ns, ["ip", "-6", *listing]).replace("/", " ").split()
+        assert str(ip) not in words, f"{ip} left in ip -6 {listing[0]}"

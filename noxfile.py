@@ -100,6 +100,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks on the testbed; results go to bench/results/ and docs/benchmarks.md."""
     _need_root(session)
     session.run(PY, "-m", "vpccni.testbed.bench", *session.posargs)
+    if "--only" in session.posargs:
+        return  # a chosen few scenarios; `nox -s netpol -- speed` measures network policy's alone
     # Network policy's speed figures (bench/results/netpol.json and their section of the page).
     quick = ["--quick"] if "--quick" in session.posargs else []
     session.run(PY, "-m", "vpccni.testbed.netpol", "speed", *quick)

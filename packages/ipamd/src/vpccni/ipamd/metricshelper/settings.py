@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from vpccni.ipamd.settings_registry import BY_NAME, parse_host_port, parse_log_level
+from vpccni.ipamd.settings_parsers import parse_host_port, parse_log_level
+from vpccni.ipamd.settings_registry import BY_NAME
 from vpccni.k8sapi.config import KubeEndpoint
 
 

@@ -17,7 +17,8 @@ from vpccni.awsutils.tags import TAG_NO_MANAGE as NO_MANAGE_TAG
 from vpccni.awsutils.tags import TagSettings
 from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
-from vpccni.ipamd.pool.manager import PoolManager, store_eni
+from vpccni.ipamd.pool.eni_actions import store_eni
+from vpccni.ipamd.pool.manager import PoolManager
 from vpccni.ipamd.pool.testing import FakeNode
 from vpccni.ipamd.ports import CloudError, EniRequest
 from vpccni.ipamd.reconcile import Reconciler, ReconcileReport

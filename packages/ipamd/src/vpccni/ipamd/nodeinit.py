@@ -29,7 +29,7 @@ from vpccni.ipamd.cards import DEFAULT_CARD, efa_fabric_cards
 from vpccni.ipamd.ownership import EniOwnership
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
-from vpccni.ipamd.pool.manager import store_eni
+from vpccni.ipamd.pool.eni_actions import store_eni
 from vpccni.ipamd.pool.status import PoolStatus
 from vpccni.ipamd.ports import (
     AllocationRestorePort,

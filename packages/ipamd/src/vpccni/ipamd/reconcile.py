@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
 
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
-from vpccni.ipamd.pool.manager import store_eni
+from vpccni.ipamd.pool.eni_actions import store_eni
 from vpccni.ipamd.pool.snapshot import EniSnapshot
 from vpccni.ipamd.ports import (
     CloudError,

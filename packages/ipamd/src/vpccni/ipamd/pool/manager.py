@@ -6,8 +6,9 @@ for an address, gives back addresses when it is too high (at most every 30 s), a
 Growth is planned for the waiting ADDs and the growth already under way (`growth.py`); new ENIs attach on
 worker threads, several at once (`runner.py`). In IPv6 mode there is no warm pool: an iteration makes sure the
 primary ENI has its /80 prefix (assigning one when EC2 shows none, e.g. after someone removed it), which node
-init's pre-scale does first. The datastore lock is only taken inside the `PoolStore` calls, never across an
-EC2 or netlink call.
+init's pre-scale does first. What a decision does to EC2, the host network and the datastore is in
+`eni_actions.py`. The datastore lock is only taken inside the `PoolStore` calls, never across an EC2 or
+netlink call.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Network
-from typing import Protocol
 
 from vpccni.awsutils.clock import Clock
 from vpccni.ipamd.pool.config import PoolConfig
@@ -32,6 +31,7 @@ from vpccni.ipamd.pool.decisions import (
     NoActionReason,
     ReleaseCidrs,
 )
+from vpccni.ipamd.pool.eni_actions import EniActions, EniSetupError, PoolReconciler
 from vpccni.ipamd.pool.growth import DEFAULT_PACING, Growth, PoolPacing, plan_growth, pods_first
 from vpccni.ipamd.pool.growth_gate import GrowthGate
 from vpccni.ipamd.pool.ipv6 import ensure_ipv6_prefix
@@ -50,19 +50,11 @@ from vpccni.ipamd.pool.subnet_backoff import FIRST_S as SUBNET_REST_FIRST_S
 from vpccni.ipamd.pool.subnet_backoff import MAX_S as SUBNET_REST_MAX_S
 from vpccni.ipamd.ports import (
     ATTACHMENT_LIMIT_CODE,
-    IP_LIMIT_EXCEEDED_CODE,
     CloudError,
     CloudPort,
-    EniDescription,
-    EniRecord,
-    EniRequest,
     NodeNetworkPort,
     PoolStore,
-    cidr_order,
-    is_secondary_ip,
-    split_cidrs,
 )
-from vpccni.networkutils.model import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -93,48 +85,6 @@ class PoolPolicy:
     security_group_ids: tuple[str, ...] = ()  # custom networking: the ENIConfig's groups
 
 
-class EniSetupError(Exception):
-    def __init__(self, eni_id: str) -> None:
-        super().__init__(f"host network setup of ENI {eni_id} failed")
-        self.eni_id = eni_id
-
-
-class PoolReconciler(Protocol):
-    def reconcile(self) -> None: ...
-
-    def resync_eni(self, eni_id: str) -> None: ...
-
-
-def addresses_to_cidrs(
-    eni: EniDescription, *, ipv6: bool = False
-) -> tuple[tuple[IPNetwork, ...], tuple[IPNetwork, ...]]:
-    """(secondary /32s, prefixes) of an ENI in the mode's family, sorted: /28s, or the /80s in IPv6 mode."""
-    cidrs = eni.pool_cidrs(ipv6=ipv6)
-    ips = sorted((c for c in cidrs if is_secondary_ip(c)), key=cidr_order)
-    return tuple(ips), tuple(sorted((c for c in cidrs if not is_secondary_ip(c)), key=cidr_order))
-
-
-def store_eni(store: PoolStore, eni: EniDescription, *, is_primary: bool, ipv6: bool = False) -> None:
-    """Put an ENI EC2 reported, with the addresses EC2 says it has (of the mode's family), into the
-    datastore."""
-    store.add_eni(
-        EniRecord(
-            eni_id=eni.eni_id,
-            device_number=eni.device_number,
-            primary_ip=eni.primary_ip,
-            is_primary=is_primary,
-            is_trunk=eni.is_trunk,
-            is_efa=eni.is_efa,
-            subnet_id=eni.subnet_id,
-        )
-    )
-    ips, prefixes = addresses_to_cidrs(eni, ipv6=ipv6)
-    if ips:
-        store.add_cidrs(eni.eni_id, ips, is_prefix=False)
-    if prefixes:
-        store.add_cidrs(eni.eni_id, prefixes, is_prefix=True)
-
-
 class PoolManager:
     """Keeps one network card's pool at its warm targets. Drive it with `start()`, or call `update_pool()`."""
 
@@ -159,8 +109,6 @@ class PoolManager:
         self._config = config
         self._store = store
         self._cloud = cloud
-        self._network = network
-        self._cooldown = cooldown
         self._clock = clock
         self._reconciler = reconciler
         self._schedulable = schedulable
@@ -193,6 +141,16 @@ class PoolManager:
         self._state = threading.Lock()  # the demand counts
         self._waiting = 0  # ADDs waiting in the allocator for the pool to grow
         self._queued = 0  # ADDs the CNI endpoint has queued for a worker
+        self._actions = EniActions(
+            network_card=config.network_card,
+            store=store,
+            cloud=cloud,
+            network=network,
+            cooldown=cooldown,
+            reconciler=reconciler,
+            subnet_id=policy.subnet_id,
+            security_group_ids=policy.security_group_ids,
+        )
         self._runner = GrowthRunner(
             execute=self._execute, on_done=self.wake, workers=pacing.concurrent_enis + ASSIGN_WORKERS
         )
@@ -391,10 +349,10 @@ class PoolManager:
         now = self._clock.monotonic()
         try:
             if isinstance(growth, AssignToEni):
-                self._assign(growth)
+                self._actions.assign(growth)
                 self._gate.succeeded(_subnet_of(self._store.snapshot(), growth.eni_id))
             else:
-                self._gate.succeeded(self._allocate_eni(growth).subnet_id)
+                self._gate.succeeded(self._actions.allocate_eni(growth).subnet_id)
         except CloudError as err:
             if err.code == ATTACHMENT_LIMIT_CODE and self._reconciler is not None:
                 # EC2 counts more ENIs on the instance than the datastore holds: one attached late (an attach
@@ -412,100 +370,20 @@ class PoolManager:
             return
         self._last_action = self._clock.monotonic()
 
-    def _assign(self, decision: AssignToEni) -> None:
-        try:
-            self._assign_count(decision, decision.count)
-        except CloudError as err:
-            if err.code == IP_LIMIT_EXCEEDED_CODE and self._reconciler is not None:
-                # The datastore missed addresses EC2 already has: read them back instead.
-                self._reconciler.resync_eni(decision.eni_id)
-                return
-            if decision.count == 1 or err.is_insufficient_cidr or err.is_throttle:
-                raise
-            log.warning(
-                "assigning %d to %s failed (%s); retrying with 1", decision.count, decision.eni_id, err
-            )
-            self._assign_count(decision, 1)
-
-    def _assign_count(self, decision: AssignToEni, count: int) -> None:
-        if decision.prefixes:
-            prefixes = self._cloud.assign_prefixes(decision.eni_id, count)
-            self._store.add_cidrs(decision.eni_id, prefixes, is_prefix=True)
-            log.info("added %d prefixes to %s", len(prefixes), decision.eni_id)
-        else:
-            ips = self._cloud.assign_ips(decision.eni_id, count)
-            self._store.add_cidrs(decision.eni_id, [IPv4Network(ip) for ip in ips], is_prefix=False)
-            log.info("added %d secondary IPs to %s", len(ips), decision.eni_id)
-
-    def _allocate_eni(self, decision: AllocateEni) -> EniDescription:
-        request = EniRequest(
-            ips=0 if decision.prefixes else decision.size,
-            prefixes=decision.size if decision.prefixes else 0,
-            network_card=self._config.network_card,
-            subnet_id=self._policy.subnet_id,
-            security_group_ids=self._policy.security_group_ids,
-            avoid_subnets=decision.avoid_subnets,
-        )
-        eni = self._cloud.allocate_eni(request)
-        try:
-            self._network.setup_eni(eni)
-        except Exception as err:
-            # The ENI stays attached; the reconciler finds it in IMDS and retries its setup.
-            log.exception(
-                "setting up the host network for new ENI %s failed; the reconciler retries", eni.eni_id
-            )
-            raise EniSetupError(eni.eni_id) from err
-        store_eni(self._store, eni, is_primary=False)
-        log.info(
-            "attached ENI %s (device %d) with %d addresses", eni.eni_id, eni.device_number, len(eni.cidrs)
-        )
-        return eni
-
     def _shrink(self) -> None:
         now = self._clock.monotonic()
         if now - self._last_decrease < self._timers.decrease_interval_s:
             return
         self._last_decrease = now
         decision = plan_decrease(self._store.snapshot(), self._config)
-        if not isinstance(decision, ReleaseCidrs):
-            return
-        for release in decision.releases:
-            removed = self._store.remove_cidrs(release.eni_id, release.cidrs)
-            if not removed:
-                continue
-            # Before EC2 hears of it: IMDS will list these for a while and the reconciler must not re-add
-            # them.
-            self._cooldown.add(removed)
-            ips, prefixes = split_cidrs(removed)
-            try:
-                self._cloud.unassign(release.eni_id, ips=ips, prefixes=prefixes)
-            except CloudError as err:
-                log.warning("giving %d CIDRs of %s back to EC2 failed: %s", len(removed), release.eni_id, err)
-                continue
+        if isinstance(decision, ReleaseCidrs) and self._actions.release_cidrs(decision):
             self._last_action = self._clock.monotonic()
-            log.info("gave %d unused CIDRs of %s back to EC2", len(removed), release.eni_id)
 
     def _free_one_eni(self) -> None:
         snap = self._store.snapshot()
         decision = plan_free_eni(snap, self._config, min_age_s=self._timers.min_eni_age_s)
-        if not isinstance(decision, FreeEni):
-            return
-        eni = next(e for e in snap.enis if e.eni_id == decision.eni_id)
-        if not self._store.remove_eni(eni.eni_id):
-            return  # a pod took an address on it since the snapshot
-        self._cooldown.add([eni.eni_id, *(c.cidr for c in eni.cidrs)])
-        try:
-            self._cloud.free_eni(eni.eni_id)
-        except CloudError as err:
-            log.warning(
-                "freeing ENI %s failed (%s); the reconciler re-adds it if it stays attached", eni.eni_id, err
-            )
-            return
-        self._network.teardown_eni(
-            eni_id=eni.eni_id, device_number=eni.device_number, primary_ip=eni.primary_ip
-        )
-        self._last_action = self._clock.monotonic()
-        log.info("freed ENI %s", eni.eni_id)
+        if isinstance(decision, FreeEni) and self._actions.free_eni(decision, snap):
+            self._last_action = self._clock.monotonic()
 
     def _run(self) -> None:
         half = self._timers.half_interval_s

@@ -14,7 +14,7 @@ from vpccni.awsutils.clock import Clock
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.datastore.model import UnknownEni
 from vpccni.ipamd.pool.cooldown import ReconcileCooldown
-from vpccni.ipamd.pool.manager import store_eni
+from vpccni.ipamd.pool.eni_actions import store_eni
 from vpccni.ipamd.pool.snapshot import CidrSnapshot, EniSnapshot, PoolSnapshot
 from vpccni.ipamd.pool.status import GrowthState, PoolStatus
 from vpccni.ipamd.ports import (

@@ -27,7 +27,7 @@ from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.decisions import AllocateEni, AssignToEni, FreeEni, NoAction, ReleaseCidrs
 from vpccni.ipamd.pool.planner import plan_decrease, plan_free_eni, plan_increase
-from vpccni.ipamd.pool.testing import FakePoolStore
+from vpccni.ipamd.pool.testing_store import FakePoolStore
 from vpccni.ipamd.ports import EniRecord
 
 T3_SMALL = {"enis": 3, "ipv4": 4}

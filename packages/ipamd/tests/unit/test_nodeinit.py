@@ -22,8 +22,8 @@ from vpccni.ipamd.pool.testing import (
     FakeHostNetwork,
     FakeNode,
     FakePodRules,
-    FakePoolStore,
 )
+from vpccni.ipamd.pool.testing_store import FakePoolStore
 from vpccni.ipamd.ports import CloudError
 
 INSTANCE_ID = "i-0123456789abcdef0"

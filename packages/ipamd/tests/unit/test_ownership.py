@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 
 from vpccni.awsutils.tags import TAG_CLUSTER_NAME, TAG_ENI_OWNER, TAG_INSTANCE_ID, TAG_NO_MANAGE, TagSettings
 from vpccni.ipamd.ownership import EniOwnership
-from vpccni.ipamd.pool.testing import FakeCloud
+from vpccni.ipamd.pool.testing_cloud import FakeCloud
 from vpccni.ipamd.ports import CloudError, EniDescription
 
 ME = "i-0me"

@@ -14,7 +14,8 @@ import pytest
 from vpccni.ipamd.pool.config import PoolConfig
 from vpccni.ipamd.pool.manager import PoolManager, PoolPolicy, PoolTimers
 from vpccni.ipamd.pool.status import GrowthState
-from vpccni.ipamd.pool.testing import FakeCloud, FakeNode
+from vpccni.ipamd.pool.testing import FakeNode
+from vpccni.ipamd.pool.testing_cloud import FakeCloud
 from vpccni.ipamd.pool.throttle_backoff import ThrottleBackoff
 from vpccni.ipamd.ports import CloudError, EniDescription, EniRequest
 from vpccni.ipamd.reconcile import Reconciler

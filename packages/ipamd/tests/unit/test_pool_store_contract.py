@@ -19,7 +19,7 @@ from vpccni.ipamd.datastore.model import NoAddressAvailable, UnknownEni
 from vpccni.ipamd.datastore.store import DataStore
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.pool.snapshot import EniSnapshot
-from vpccni.ipamd.pool.testing import FakePoolStore
+from vpccni.ipamd.pool.testing_store import FakePoolStore
 from vpccni.ipamd.ports import EniRecord, PoolStore
 
 COOLDOWN_S = 30.0

@@ -2,7 +2,8 @@
 
 Each port is the narrowest shape the pool manager, the reconciler and node init need. The adapters over
 `vpccni.awsutils` and `vpccni.networkutils` (`vpccni.ipamd.adapters`) and the datastore implement them;
-tests use the stateful fakes in `vpccni.ipamd.pool.testing`.
+tests use the stateful fakes in `vpccni.ipamd.pool.testing` (EC2 and IMDS: `testing_cloud`, the datastore:
+`testing_store`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import pytest
 from vpccni.awsutils.testing import FakeClock
 from vpccni.ipamd.checkpoint.fileformat import encode
 from vpccni.ipamd.checkpoint.testing import MemoryCheckpointer
-from vpccni.ipamd.cli import doctor
-from vpccni.ipamd.cli.doctor import DoctorConfig, DoctorContext, Status
+from vpccni.ipamd.cli import doctor, doctor_host, doctor_services
+from vpccni.ipamd.cli.doctor_context import CheckResult, DoctorConfig, DoctorContext, Status
 from vpccni.ipamd.cli.doctor_ipv6 import check_ipv6
 from vpccni.ipamd.cli.host import CommandResult, FileInfo, HttpReply
 from vpccni.ipamd.cli.main import CliDeps, run
@@ -81,7 +81,7 @@ def _context(host: FakeHost, http: FakeHttp, ec2: FakeEc2, intro: FakeIntrospect
     )
 
 
-def _by_name(results: list[doctor.CheckResult]) -> dict[str, doctor.CheckResult]:
+def _by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
     return {r.name: r for r in results}
 
 
@@ -96,7 +96,7 @@ def test_healthy_node_passes_every_check() -> None:
     assert params["DescribeInstances"] == {"InstanceIds": ["i-0abc"]}
     assert "AssignPrivateIpAddresses" not in params  # EC2 has no DryRun for it
     assert params["CreateNetworkInterface"] == {"SubnetId": "subnet-1"}
-    assert http.calls[1][2] == {doctor.TOKEN_HEADER: "tok"}
+    assert http.calls[1][2] == {doctor_services.TOKEN_HEADER: "tok"}
 
 
 def test_cli_doctor_exits_non_zero_on_any_failure() -> None:
@@ -110,7 +110,7 @@ def test_cli_doctor_exits_non_zero_on_any_failure() -> None:
     assert "1 failed" in text
 
 
-def _break(mutate, check) -> doctor.CheckResult:  # type: ignore[no-untyped-def]
+def _break(mutate, check) -> CheckResult:  # type: ignore[no-untyped-def]
     host, http, ec2, intro = healthy_node()
     mutate(host, http, ec2, intro)
     return check(_context(host, http, ec2, intro))
@@ -121,7 +121,7 @@ def test_iptables_flavour_mismatch_fails_with_the_switch_command() -> None:
         host.commands[("iptables-legacy-save",)] = _ok("*filter\n-A INPUT -j KUBE-FIREWALL\nCOMMIT\n")
         host.commands[("iptables-nft-save",)] = _ok("")
 
-    result = _break(legacy_host, doctor.check_iptables_mode)
+    result = _break(legacy_host, doctor_host.check_iptables_mode)
     assert result.status is Status.FAIL
     assert "update-alternatives --set iptables /usr/sbin/iptables-legacy" in result.fix
 
@@ -130,11 +130,13 @@ def test_rules_in_both_flavours_warn() -> None:
     def both(host, http, ec2, intro):  # type: ignore[no-untyped-def]
         host.commands[("iptables-legacy-save",)] = _ok("-A INPUT -j X\n")
 
-    assert _break(both, doctor.check_iptables_mode).status is Status.WARN
+    assert _break(both, doctor_host.check_iptables_mode).status is Status.WARN
 
 
 def test_strict_rp_filter_on_the_primary_interface_fails() -> None:
-    result = _break(lambda h, *_: h.set_sysctl("net.ipv4.conf.ens5.rp_filter", "1"), doctor.check_rp_filter)
+    result = _break(
+        lambda h, *_: h.set_sysctl("net.ipv4.conf.ens5.rp_filter", "1"), doctor_host.check_rp_filter
+    )
     assert result.status is Status.FAIL and "net.ipv4.conf.ens5.rp_filter=2" in result.fix
 
 
@@ -145,21 +147,21 @@ def test_persistent_mac_policy_warns_unless_etc_overrides() -> None:
     def persistent(host, *_):  # type: ignore[no-untyped-def]
         host.files[usr] = "[Match]\nOriginalName=*\n\n[Link]\nMACAddressPolicy=persistent\n"
 
-    result = _break(persistent, doctor.check_mac_policy)
+    result = _break(persistent, doctor_host.check_mac_policy)
     assert result.status is Status.WARN and "MACAddressPolicy=none" in result.fix
 
     def overridden(host, *_):  # type: ignore[no-untyped-def]
         persistent(host)
         host.files[etc] = "[Match]\nOriginalName=*\n[Link]\nMACAddressPolicy=none\n"
 
-    assert _break(overridden, doctor.check_mac_policy).status is Status.OK
+    assert _break(overridden, doctor_host.check_mac_policy).status is Status.OK
 
 
 def test_imds_token_dropped_means_hop_limit() -> None:
     def dropped(host, http, ec2, intro):  # type: ignore[no-untyped-def]
         http.down[("PUT", f"{IMDS}/latest/api/token")] = "timed out"
 
-    result = _break(dropped, doctor.check_imds)
+    result = _break(dropped, doctor_services.check_imds)
     assert result.status is Status.FAIL and "--http-put-response-hop-limit 2" in result.fix
 
 
@@ -167,23 +169,25 @@ def test_imds_unreachable_fails() -> None:
     def gone(host, http, ec2, intro):  # type: ignore[no-untyped-def]
         http.replies.clear()
 
-    assert _break(gone, doctor.check_imds).status is Status.FAIL
+    assert _break(gone, doctor_services.check_imds).status is Status.FAIL
 
 
 def test_missing_iam_permission_names_the_action() -> None:
     host, http, ec2, intro = healthy_node()
     ec2.outcomes["CreateTags"] = "denied"
     ctx = _context(host, http, ec2, intro)
-    doctor.check_imds(ctx)
-    result = doctor.check_ec2(ctx)
+    doctor_services.check_imds(ctx)
+    result = doctor_services.check_ec2(ctx)
     assert result.status is Status.FAIL and "CreateTags" in result.message
     assert "iam-policy.json" in result.fix
 
 
 def test_unreachable_ec2_fails() -> None:
     host, http, _, intro = healthy_node()
-    ec2 = FakeEc2(outcomes={a: "error: Could not connect to the endpoint URL" for a in doctor.IAM_ACTIONS})
-    result = doctor.check_ec2(_context(host, http, ec2, intro))
+    ec2 = FakeEc2(
+        outcomes={a: "error: Could not connect to the endpoint URL" for a in doctor_services.IAM_ACTIONS}
+    )
+    result = doctor_services.check_ec2(_context(host, http, ec2, intro))
     assert result.status is Status.FAIL and "unreachable" in result.message
 
 
@@ -191,8 +195,11 @@ def test_api_server_unreachable_and_unset() -> None:
     def down(host, http, ec2, intro):  # type: ignore[no-untyped-def]
         http.replies.pop(("GET", "https://api.example:443/version"))
 
-    assert _break(down, doctor.check_api_server).status is Status.FAIL
-    assert _break(lambda h, *_: h.env.pop("CLUSTER_ENDPOINT"), doctor.check_api_server).status is Status.WARN
+    assert _break(down, doctor_services.check_api_server).status is Status.FAIL
+    assert (
+        _break(lambda h, *_: h.env.pop("CLUSTER_ENDPOINT"), doctor_services.check_api_server).status
+        is Status.WARN
+    )
 
 
 @pytest.mark.parametrize(
@@ -206,20 +213,20 @@ def test_api_server_unreachable_and_unset() -> None:
 )
 def test_conflist_drift_fails(conflist: str, needle: str) -> None:
     result = _break(
-        lambda h, *_: h.files.update({"/etc/cni/net.d/10-aws.conflist": conflist}), doctor.check_conflist
+        lambda h, *_: h.files.update({"/etc/cni/net.d/10-aws.conflist": conflist}), doctor_host.check_conflist
     )
     assert result.status is Status.FAIL and needle in result.message
 
 
 def test_conflist_shadowed_by_an_earlier_file_warns() -> None:
     result = _break(
-        lambda h, *_: h.files.update({"/etc/cni/net.d/05-other.conf": "{}"}), doctor.check_conflist
+        lambda h, *_: h.files.update({"/etc/cni/net.d/05-other.conf": "{}"}), doctor_host.check_conflist
     )
     assert result.status is Status.WARN and "05-other.conf" in result.message
 
 
 def test_missing_conflist_fails() -> None:
-    result = _break(lambda h, *_: h.files.pop("/etc/cni/net.d/10-aws.conflist"), doctor.check_conflist)
+    result = _break(lambda h, *_: h.files.pop("/etc/cni/net.d/10-aws.conflist"), doctor_host.check_conflist)
     assert result.status is Status.FAIL
 
 
@@ -227,9 +234,9 @@ def test_world_accessible_or_missing_socket_fails() -> None:
     def open_socket(host, *_):  # type: ignore[no-untyped-def]
         host.stats["/var/run/aws-node/cni.sock"] = FileInfo(mode=0o666, uid=0, gid=0, is_socket=True)
 
-    result = _break(open_socket, doctor.check_sockets)
+    result = _break(open_socket, doctor_host.check_sockets)
     assert result.status is Status.FAIL and "chmod 0660" in result.fix
-    result = _break(lambda h, *_: h.stats.pop("/var/run/aws-node/ipamd.sock"), doctor.check_sockets)
+    result = _break(lambda h, *_: h.stats.pop("/var/run/aws-node/ipamd.sock"), doctor_host.check_sockets)
     assert result.status is Status.FAIL and "missing" in result.message
 
 
@@ -237,13 +244,13 @@ def test_checkpoint_that_differs_from_the_datastore_fails() -> None:
     def stale(host, *_):  # type: ignore[no-untyped-def]
         host.files["/var/run/aws-node/ipam.json"] = encode([]).decode()
 
-    result = _break(stale, doctor.check_checkpoint)
+    result = _break(stale, doctor_host.check_checkpoint)
     assert result.status is Status.FAIL and "only in ipamd" in result.message
 
 
 def test_corrupt_checkpoint_fails_with_recovery_step() -> None:
     result = _break(
-        lambda h, *_: h.files.update({"/var/run/aws-node/ipam.json": "{"}), doctor.check_checkpoint
+        lambda h, *_: h.files.update({"/var/run/aws-node/ipam.json": "{"}), doctor_host.check_checkpoint
     )
     assert result.status is Status.FAIL and "move" in result.fix
 
@@ -252,13 +259,13 @@ def test_checkpoint_without_ipamd_warns() -> None:
     def stopped(host, http, ec2, intro):  # type: ignore[no-untyped-def]
         intro.unreachable = True
 
-    assert _break(stopped, doctor.check_checkpoint).status is Status.WARN
+    assert _break(stopped, doctor_host.check_checkpoint).status is Status.WARN
 
 
 def test_a_crashing_check_is_reported_not_raised() -> None:
     host, http, ec2, intro = healthy_node()
 
-    def boom(ctx: DoctorContext) -> doctor.CheckResult:
+    def boom(ctx: DoctorContext) -> CheckResult:
         raise ValueError("bad probe")
 
     (result,) = doctor.run_checks(_context(host, http, ec2, intro), checks=(boom,))

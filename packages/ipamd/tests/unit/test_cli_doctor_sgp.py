@@ -3,7 +3,7 @@ on a fake node, healthy and broken."""
 
 from __future__ import annotations
 
-from vpccni.ipamd.cli.doctor import DoctorConfig, DoctorContext, Status
+from vpccni.ipamd.cli.doctor_context import DoctorConfig, DoctorContext, Status
 from vpccni.ipamd.cli.doctor_sgp import SGP_CHECKS
 from vpccni.ipamd.cli.host import CommandResult
 from vpccni.ipamd.cli.testing import FakeEc2, FakeHost, FakeHttp, FakeIntrospection

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vpccni.ipamd.cli.doctor import Check, CheckResult, DoctorContext, _fail, _ok, _sysctl, _warn
+from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, _fail, _ok, _sysctl, _warn
 from vpccni.ipamd.cli.introspect import IntrospectionError
 
 

@@ -3,7 +3,7 @@ link and rules, the local rule of strict mode, and tcp_early_demux for kubelet's
 
 from __future__ import annotations
 
-from vpccni.ipamd.cli.doctor import Check, CheckResult, DoctorContext, _fail, _ok, _sysctl, _warn
+from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, _fail, _ok, _sysctl, _warn
 from vpccni.ipamd.cli.introspect import IntrospectionError
 
 OFF = "security groups for pods is off (ENABLE_POD_ENI)"

@@ -19,7 +19,7 @@ from typing import TextIO
 from vpccni.awsutils.limits import max_pods, recommended_max_pods, static_limits
 from vpccni.ipamd.cli import bundle as support
 from vpccni.ipamd.cli import cluster as cluster_view
-from vpccni.ipamd.cli import doctor, doctor_ipv6, doctor_sgp, policy
+from vpccni.ipamd.cli import doctor, doctor_context, doctor_ipv6, doctor_sgp, policy
 from vpccni.ipamd.cli.host import Boto3DryRun, Ec2DryRun, HostReader, HttpClient, LocalHost, UrllibHttp
 from vpccni.ipamd.cli.introspect import (
     HttpIntrospection,
@@ -122,18 +122,18 @@ def run(argv: Sequence[str], *, deps: CliDeps, out: TextIO, err: TextIO) -> int:
         if args.command == "cluster":
             return _cluster(args, deps=deps, out=out, err=err)
         if args.command == "doctor":
-            ctx = doctor.DoctorContext(
+            ctx = doctor_context.DoctorContext(
                 host=deps.host,
                 http=deps.http,
                 ec2_for_region=deps.ec2_for_region,
                 introspection=deps.introspection_at(args.introspection_address),
-                config=doctor.DoctorConfig.from_environ(env),
+                config=doctor_context.DoctorConfig.from_environ(env),
             )
             results = doctor.run_checks(
                 ctx, doctor.ALL_CHECKS + doctor_ipv6.IPV6_CHECKS + doctor_sgp.SGP_CHECKS
             )
             out.write(doctor.render(results))
-            return 1 if any(r.status is doctor.Status.FAIL for r in results) else 0
+            return 1 if any(r.status is doctor_context.Status.FAIL for r in results) else 0
         return _support_bundle(args, deps=deps, out=out)
     except IntrospectionError as exc:
         err.write(f"vpccni: {exc}\n")

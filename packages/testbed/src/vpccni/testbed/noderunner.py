@@ -13,7 +13,8 @@ in reverse order. Other plugins of the conflist (portmap, bandwidth, tuning) are
     runner.stop()                        # SIGTERM by PID; pod namespaces this runner made are deleted
 
 Everything the runner makes lives under its `workdir` (run dir, checkpoint, logs, conflist) or is a namespace
-named `vpod-<node namespace suffix>-<n>` it deletes in `stop()`.
+named `vpod-<node namespace suffix>-<n>` it deletes in `stop()`. How a plugin is executed is in `cniexec`;
+ending and sampling the agent process in `childproc`.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from typing import Any
 
 from vpccni.cniplugin import wire
 from vpccni.cniplugin.errors import CNIError
-from vpccni.cniplugin.netconf import POD_ANNOTATIONS_KEY
 from vpccni.cniplugin.version import VERSION
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
 from vpccni.ipamd.install.conflist import EGRESS_TYPE, conflist_bytes, conflist_path, with_node_ip
 from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
+from vpccni.testbed.childproc import ProcessSample, process_sample_of, rss_mib_of, stop_child
 from vpccni.testbed.cluster import Node
+from vpccni.testbed.cniexec import CniOutcome, cni_env, exec_plugin, plugin_stdin
 from vpccni.testbed.datapath import namespaces as ns
 
 log = logging.getLogger(__name__)
@@ -87,54 +89,6 @@ def agent_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vpccni.ipamd.main"]
 
 
-def stop_child(proc: subprocess.Popen[bytes] | None, sig: int, *, timeout_s: float) -> int | None:
-    """End a child started through `ip netns exec` (which execs it: the PID is the program's) by PID,
-    SIGKILL after `timeout_s`; its exit status."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProcessSample:
-    rss_mib: float
-    fds: int
-    threads: int
-
-
-def process_sample_of(proc: subprocess.Popen[bytes] | None) -> ProcessSample | None:
-    """A running child's resident memory, open descriptors and threads, or None when it is not running."""
-    if proc is None or proc.poll() is not None:
-        return None
-    try:
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
-    except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    if "VmRSS" not in fields:  # a zombie has no memory left to report
-        return None
-    return ProcessSample(
-        rss_mib=int(fields["VmRSS"].split()[0]) / 1024,
-        fds=fds,
-        threads=int(fields["Threads"]),
-    )
-
-
-def rss_mib_of(proc: subprocess.Popen[bytes] | None) -> float | None:
-    """A running child's resident memory (VmRSS) in MiB."""
-    sample = process_sample_of(proc)
-    return sample.rss_mib if sample is not None else None
-
-
 @dataclass(frozen=True, kw_only=True)
 class Pod:
     namespace: str
@@ -147,55 +101,6 @@ class Pod:
     @property
     def netns_path(self) -> str:
         return str(ns.netns_path(self.netns))
-
-
-@dataclass(frozen=True, kw_only=True)
-class CniOutcome:
-    command: str
-    returncode: int
-    stdout: str
-    stderr: str
-    elapsed_s: float
-    # Each plugin's own time when a chain ran ((type, seconds) in the order they ran).
-    plugins: tuple[tuple[str, float], ...] = ()
-
-    def then(self, other: CniOutcome) -> CniOutcome:
-        """This plugin's outcome followed by the next one's in the chain: the latter's answer, both times."""
-        return CniOutcome(
-            command=self.command,
-            returncode=other.returncode,
-            stdout=other.stdout,
-            stderr=self.stderr + other.stderr,
-            elapsed_s=self.elapsed_s + other.elapsed_s,
-            plugins=(*self.plugins, *other.plugins),
-        )
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    @property
-    def timed_out(self) -> bool:
-        return self.returncode == -signal.SIGKILL
-
-    @property
-    def document(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.stdout) if self.stdout.strip() else {}
-        except json.JSONDecodeError:
-            return {}
-        return doc if isinstance(doc, dict) else {}
-
-    @property
-    def error(self) -> str:
-        doc = self.document
-        if self.ok:
-            return ""
-        return (
-            f"CNI error {doc.get('code')}: {doc.get('msg')} {doc.get('details', '')}".strip()
-            if doc
-            else (self.stderr.strip() or f"exit {self.returncode}")
-        )
 
 
 @dataclass(kw_only=True)
@@ -496,23 +401,14 @@ class NodeRunner:
         pod: Pod | None = None,
         plugin_type: str = PLUGIN_TYPE,
     ) -> dict[str, Any]:
-        """The conflist's entry of `plugin_type` (aws-cni's by default) with `cniVersion` and `name`
-        injected (and `prevResult` for a chained ADD, DEL and CHECK): what libcni writes on its stdin. The
-        pod's annotations go in `runtimeConfig` when the plugin declares the CRI's capability for them (as
-        libcni passes them)."""
-        conflist = json.loads(self.conflist.read_text())
-        plugin = dict(next(p for p in conflist["plugins"] if p.get("type") == plugin_type))
-        plugin["cniVersion"] = conflist["cniVersion"]
-        plugin["name"] = conflist["name"]
-        if prev_result:
-            plugin["prevResult"] = dict(prev_result)
-        if (
-            pod is not None
-            and pod.annotations
-            and (plugin.get("capabilities") or {}).get(POD_ANNOTATIONS_KEY)
-        ):
-            plugin["runtimeConfig"] = {POD_ANNOTATIONS_KEY: dict(pod.annotations)}
-        return plugin
+        """What libcni writes on the stdin of `plugin_type` (aws-cni by default) for `pod`: `plugin_stdin`
+        of this runner's conflist."""
+        return plugin_stdin(
+            json.loads(self.conflist.read_text()),
+            plugin_type=plugin_type,
+            prev_result=prev_result,
+            annotations=dict(pod.annotations) if pod is not None else {},
+        )
 
     def cni(
         self,
@@ -527,18 +423,16 @@ class NodeRunner:
     ) -> CniOutcome:
         """Execute the installed shim (or `shim_command`, for this call; `plugin_type`'s executable for a
         chained plugin) in the node's namespace with the CNI environment and stdin."""
-        env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": pod.container_id,
-            "CNI_NETNS": pod.netns_path,
-            "CNI_IFNAME": ifname,
-            "CNI_PATH": str(self.shim.parent),
-            "CNI_ARGS": (
-                f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
-                f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id};K8S_POD_UID={pod.uid}"
-            ),
-        }
+        env = cni_env(
+            command=command,
+            container_id=pod.container_id,
+            netns_path=pod.netns_path,
+            ifname=ifname,
+            cni_path=str(self.shim.parent),
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+            pod_uid=pod.uid,
+        )
         stdin = json.dumps(self.plugin_config(prev_result, pod=pod, plugin_type=plugin_type)).encode()
         argv = list(shim_command or _command_for(plugin_type, self.shim_command))
         return self.exec_shim(env, stdin, timeout_s=timeout_s, shim_command=argv, plugin_type=plugin_type)
@@ -556,29 +450,7 @@ class NodeRunner:
         hostile one too). A shim still running after `timeout_s` is killed, as a runtime gives up on a
         plugin: the outcome then has returncode -9 and `timed_out`."""
         argv = list(shim_command or self.shim_command)
-
-        # The shim is executed directly by a thread that has entered the node's namespace, which the child
-        # inherits: a runtime on the node execs plugins the same way, with no `nsenter` in between to be
-        # counted in the timings.
-        def execute() -> tuple[int, bytes, bytes, float]:
-            started = time.monotonic()
-            try:
-                proc = subprocess.run(
-                    argv, input=stdin, env=dict(env), capture_output=True, timeout=timeout_s, check=False
-                )
-            except subprocess.TimeoutExpired as exc:  # run() killed it
-                return -signal.SIGKILL, exc.stdout or b"", exc.stderr or b"", time.monotonic() - started
-            return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
-
-        returncode, stdout, stderr, elapsed = ns.in_netns(self.node.netns, execute)
-        return CniOutcome(
-            command=env.get("CNI_COMMAND", ""),
-            returncode=returncode,
-            stdout=stdout.decode(errors="replace"),
-            stderr=stderr.decode(errors="replace"),
-            elapsed_s=elapsed,
-            plugins=((plugin_type, elapsed),),
-        )
+        return exec_plugin(self.node.netns, argv, env, stdin, timeout_s=timeout_s, plugin_type=plugin_type)
 
 
 def _command_for(plugin_type: str, command: Sequence[str]) -> tuple[str, ...]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from vpccni.testbed.chaos.ledger import Finding, PodRef
+from vpccni.testbed.cniexec import CniOutcome
 from vpccni.testbed.datapath import namespaces as ns
-from vpccni.testbed.noderunner import CniOutcome, NodeRunner, Pod
+from vpccni.testbed.noderunner import NodeRunner, Pod
 
 
 @dataclass(kw_only=True)

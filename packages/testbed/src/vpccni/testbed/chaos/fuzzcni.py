@@ -24,8 +24,9 @@ from pyroute2 import IPRoute
 from vpccni.testbed.chaos.cnigrammar import CniCase, NetnsKind
 from vpccni.testbed.chaos.logscan import LogScanner
 from vpccni.testbed.chaos.observe import checkpoint_holdings
+from vpccni.testbed.cniexec import CniOutcome
 from vpccni.testbed.datapath import namespaces as ns
-from vpccni.testbed.noderunner import CniOutcome, NodeRunner
+from vpccni.testbed.noderunner import NodeRunner
 
 # Codes the CNI spec defines (1-7, 11, 50, 51), 100+ for plugins; upstream answers 999 for internal errors.
 SPEC_CODES = frozenset({1, 2, 3, 4, 5, 6, 7, 11, 50, 51})

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from vpccni.ipamd.cli.introspect import HttpIntrospection, IntrospectionError
+from vpccni.testbed.childproc import rss_mib_of, stop_child
 from vpccni.testbed.cluster import Node
 from vpccni.testbed.datapath import namespaces as ns
-from vpccni.testbed.noderunner import rss_mib_of, stop_child
 
 AGENT_INTROSPECTION = "127.0.0.1:61680"
 AGENT_HEALTH = "127.0.0.1:8163"

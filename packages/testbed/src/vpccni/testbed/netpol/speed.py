@@ -26,10 +26,10 @@ from typing import Any
 
 from vpccni.testbed.bench import docs as bench_docs
 from vpccni.testbed.bench.machine import describe
+from vpccni.testbed.childproc import stop_child
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.netpol import daemons
 from vpccni.testbed.netpol.cluster import ClusterPod, PolicyCluster
-from vpccni.testbed.noderunner import stop_child
 
 log = logging.getLogger(__name__)
 

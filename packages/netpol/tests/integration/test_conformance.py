@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vpccni.testbed.netpol import cases
+from vpccni.testbed.netpol import cases, steps
 from vpccni.testbed.netpol.__main__ import CONFORMANCE_ENV
 from vpccni.testbed.netpol.cluster import PolicyCluster
 from vpccni.testbed.netpol.conformance import ConformanceRun
@@ -24,9 +24,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConformanceRun]:
 
 
 @pytest.mark.parametrize("case", cases.ALL_CASES, ids=lambda case: case.name[:90])
-def test_case(run: ConformanceRun, case: cases.Case) -> None:
+def test_case(run: ConformanceRun, case: steps.Case) -> None:
     result = run.run_case(case)
     if result.skipped:
         pytest.skip(result.skipped)
     assert result.passed, "\n".join(result.failures)
-    assert result.checks == sum(isinstance(s, cases.Check) for s in case.steps)
+    assert result.checks == sum(isinstance(s, steps.Check) for s in case.steps)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from vpccni.testbed.netpol import cases as c
-from vpccni.testbed.netpol import oracle, truth
+from vpccni.testbed.netpol import cases, oracle, truth
+from vpccni.testbed.netpol import steps as st
 from vpccni.testbed.netpol.cluster import container_ports
 from vpccni.testbed.netpol.probe import Proto
 
@@ -22,31 +22,33 @@ class Replay:
 
     def __init__(self) -> None:
         self.pods = {label: {"ip": f"10.0.0.{10 + i}", "labels": {"pod": label.split("/")[1]}}
-                     for i, label in enumerate(c.ALL_PODS)}  # fmt: skip
+                     for i, label in enumerate(st.ALL_PODS)}  # fmt: skip
         self.gone: dict[str, str] = {}
-        self.ns_labels: dict[str, dict[str, str]] = {ns: {} for ns in c.NAMESPACES}
+        self.ns_labels: dict[str, dict[str, str]] = {ns: {} for ns in st.NAMESPACES}
         self.policies: dict[tuple[str, str], Any] = {}
 
     def resolve(self, obj: Any) -> Any:
-        return c.fill_addresses(obj, lambda pod: self.pods[pod]["ip"] if pod in self.pods else self.gone[pod])
+        return st.fill_addresses(
+            obj, lambda pod: self.pods[pod]["ip"] if pod in self.pods else self.gone[pod]
+        )
 
-    def step(self, step: c.Step) -> None:
-        if isinstance(step, c.Apply):
+    def step(self, step: st.Step) -> None:
+        if isinstance(step, st.Apply):
             p = self.resolve(step.policy)
             self.policies[(p["metadata"]["namespace"], p["metadata"]["name"])] = p
-        elif isinstance(step, c.DeletePolicies):
+        elif isinstance(step, st.DeletePolicies):
             self.policies.clear()
-        elif isinstance(step, c.DeletePolicy):
+        elif isinstance(step, st.DeletePolicy):
             del self.policies[(step.namespace, step.name)]
-        elif isinstance(step, c.PodLabels):
+        elif isinstance(step, st.PodLabels):
             self.pods[step.pod]["labels"].update(step.labels)
-        elif isinstance(step, c.NamespaceLabels):
+        elif isinstance(step, st.NamespaceLabels):
             labels = self.ns_labels[step.namespace]
             for k, v in step.labels.items():
                 labels.pop(k, None) if v is None else labels.__setitem__(k, v)
-        elif isinstance(step, c.DeletePod):
+        elif isinstance(step, st.DeletePod):
             self.gone[step.pod] = self.pods.pop(step.pod)["ip"]
-        elif isinstance(step, c.RunPod):
+        elif isinstance(step, st.RunPod):
             ip = self.gone[step.reuse_ip_of] if step.reuse_ip_of else "10.0.0.99"
             self.pods[step.pod] = {"ip": ip, "labels": dict(step.labels)}
 
@@ -64,12 +66,12 @@ class Replay:
         return oracle.World(pods=pods, namespace_labels=self.ns_labels, policies=list(self.policies.values()))
 
 
-@pytest.mark.parametrize("case", c.ALL_CASES, ids=lambda case: case.name[:70])
-def test_the_oracle_agrees_with_every_hand_written_truth_table(case: c.Case) -> None:
+@pytest.mark.parametrize("case", cases.ALL_CASES, ids=lambda case: case.name[:70])
+def test_the_oracle_agrees_with_every_hand_written_truth_table(case: st.Case) -> None:
     replay = Replay()
     checks = 0
     for step in case.steps:
-        if not isinstance(step, c.Check):
+        if not isinstance(step, st.Check):
             replay.step(step)
             continue
         checks += 1
@@ -82,9 +84,9 @@ def test_the_oracle_agrees_with_every_hand_written_truth_table(case: c.Case) -> 
 
 
 def test_the_suite_holds_every_upstream_case_once() -> None:
-    names = [case.name for case in c.E2E_CASES]
+    names = [case.name for case in cases.E2E_CASES]
     assert len(names) == len(set(names)) == 48
-    assert {case.source for case in c.UPDATE_CASES} == {"vpccni"}
+    assert {case.source for case in cases.UPDATE_CASES} == {"vpccni"}
 
 
 def test_truth_table_patterns_and_rendering() -> None:

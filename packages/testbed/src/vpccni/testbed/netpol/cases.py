@@ -6,194 +6,40 @@ upstream case uses. `UPDATE_CASES` are vpccni's own: changes while policies exis
 removed, labels changed, pods deleted and their addresses given to new pods, port ranges, ipBlock ingress).
 
 Every `Check` is judged twice by the runner: the hand-written table on its port and protocol, and the whole
-matrix (every pod pair, ports 80 and 81, every protocol) against the API's semantics (`oracle`). Addresses
-are placeholders resolved when the step runs: `{ip:x/b}` is pod x/b's address, `{net4:x/b}` the /4 around it.
+matrix (every pod pair, ports 80 and 81, every protocol) against the API's semantics (`oracle`). The steps are
+in `steps`, the policy builders in `policy_builders`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
+from vpccni.testbed.netpol.policy_builders import (
+    NS_LABEL,
+    block,
+    expr,
+    in_ns,
+    labels,
+    peer,
+    policy,
+    port,
+    rule,
+)
+from vpccni.testbed.netpol.steps import (
+    Apply,
+    Case,
+    DeletePod,
+    DeletePolicies,
+    DeletePolicy,
+    NamespaceLabels,
+    PodLabels,
+    RunPod,
+    case,
+    check,
+)
 from vpccni.testbed.netpol.truth import Expect, all_egress, all_ingress
-
-NAMESPACES = ("x", "y", "z")
-POD_NAMES = ("a", "b", "c")
-ALL_PODS = tuple(f"{ns}/{p}" for ns in NAMESPACES for p in POD_NAMES)
-NS_LABEL = "kubernetes.io/metadata.name"
-
-Json = dict[str, Any]
-
-
-# -- policy builders (the e2e suite's GenNetworkPolicy* helpers, as plain JSON) ------------------------------
-def policy(
-    name: str,
-    namespace: str = "x",
-    *,
-    pods: Mapping[str, str] | Json | None = None,
-    ingress: Sequence[Json] | None = None,
-    egress: Sequence[Json] | None = None,
-    types: Sequence[str] | None = None,
-) -> Json:
-    """`pods` is a matchLabels map, or a whole selector when it has matchExpressions."""
-    selector: Json = (
-        {} if pods is None else (dict(pods) if "matchExpressions" in pods else {"matchLabels": dict(pods)})
-    )
-    spec: Json = {"podSelector": selector}
-    if ingress is not None:
-        spec["ingress"] = list(ingress)
-    if egress is not None:
-        spec["egress"] = list(egress)
-    if types is None:
-        given = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
-        types = given or ["Ingress"]
-    spec["policyTypes"] = list(types)
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
-
-
-def labels(**kv: str) -> Json:
-    return {"matchLabels": dict(kv)}
-
-
-def expr(key: str, op: str, *values: str) -> Json:
-    e: Json = {"key": key, "operator": op}
-    if values:
-        e["values"] = list(values)
-    return {"matchExpressions": [e]}
-
-
-def peer(*, pods: Json | None = None, namespaces: Json | None = None) -> Json:
-    out: Json = {}
-    if pods is not None:
-        out["podSelector"] = pods
-    if namespaces is not None:
-        out["namespaceSelector"] = namespaces
-    return out
-
-
-def block(cidr: str, *excepts: str) -> Json:
-    return {"ipBlock": {"cidr": cidr, **({"except": list(excepts)} if excepts else {})}}
-
-
-def port(number: int | str | None = None, protocol: str | None = None, end: int | None = None) -> Json:
-    out: Json = {}
-    if number is not None:
-        out["port"] = number
-    if protocol is not None:
-        out["protocol"] = protocol
-    if end is not None:
-        out["endPort"] = end
-    return out
-
-
-def rule(
-    peers: Sequence[Json] | None = None, ports: Sequence[Json] | None = None, *, to: bool = False
-) -> Json:
-    out: Json = {}
-    if peers is not None:
-        out["to" if to else "from"] = list(peers)
-    if ports is not None:
-        out["ports"] = list(ports)
-    return out
-
-
-def in_ns(ns: str) -> Json:
-    return labels(**{NS_LABEL: ns})
-
-
-# -- steps ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class Apply:
-    """Create the NetworkPolicy, or replace its spec (the e2e suite's CreatePolicy / UpdatePolicy)."""
-
-    policy: Json
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeletePolicies:
-    pass
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeletePolicy:
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class PodLabels:
-    pod: str
-    labels: Mapping[str, str | None]  # None removes a label
-
-
-@dataclass(frozen=True, kw_only=True)
-class NamespaceLabels:
-    namespace: str
-    labels: Mapping[str, str | None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeletePod:
-    pod: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunPod:
-    """Create a pod; with `reuse_ip_of`, keep creating filler pods on that pod's node until the new pod gets
-    the address the named (deleted) pod had."""
-
-    pod: str
-    node: int = 0
-    labels: Mapping[str, str] = field(default_factory=dict)
-    reuse_ip_of: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    """Upstream's hand-written truth table (over the case's pods, on `port`/`protocol`), then the whole
-    matrix against the API's semantics."""
-
-    port: int
-    protocol: str = "TCP"
-    expect: tuple[Expect, ...] = ()
-
-
-Step = Apply | DeletePolicies | DeletePolicy | PodLabels | NamespaceLabels | DeletePod | RunPod | Check
-
-
-@dataclass(frozen=True, kw_only=True)
-class Case:
-    name: str
-    pods: tuple[str, ...]
-    steps: tuple[Step, ...]
-    source: str = "kubernetes e2e"
-    needs_sctp: bool = False
-
-    @property
-    def protocols(self) -> set[str]:
-        return {s.protocol for s in self.steps if isinstance(s, Check)}
 
 
 def _e(src: str, dst: str, allowed: bool) -> Expect:
     return Expect(src=src, dst=dst, allowed=allowed)
-
-
-def case(name: str, pods: str, *steps: Step, source: str = "kubernetes e2e") -> Case:
-    return Case(
-        name=name,
-        pods=tuple(pods.split()),
-        steps=steps,
-        source=source,
-        needs_sctp=any(isinstance(s, Check) and s.protocol == "SCTP" for s in steps),
-    )
-
-
-def check(port: int, *expect: Expect, protocol: str = "TCP") -> Check:
-    return Check(port=port, protocol=protocol, expect=expect)
 
 
 X_A, X_B, X_C = "x/a", "x/b", "x/c"
@@ -510,21 +356,3 @@ UPDATE_CASES: tuple[Case, ...] = (
 # fmt: on
 
 ALL_CASES: tuple[Case, ...] = E2E_CASES + UPDATE_CASES
-
-_PLACEHOLDER = re.compile(r"\{(ip|net4):([a-z]+/[a-z]+)\}")
-
-
-def fill_addresses(obj: Any, address_of: Callable[[str], str]) -> Any:
-    """`obj` with `{ip:x/b}` replaced by pod x/b's address and `{net4:x/b}` by the /4 around it."""
-    if isinstance(obj, dict):
-        return {k: fill_addresses(v, address_of) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [fill_addresses(v, address_of) for v in obj]
-    if not isinstance(obj, str):
-        return obj
-
-    def fill(m: re.Match[str]) -> str:
-        ip = address_of(m.group(2))
-        return ip if m.group(1) == "ip" else str(ipaddress.ip_network(f"{ip}/4", strict=False))
-
-    return _PLACEHOLDER.sub(fill, obj)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from vpccni.netpol.selectors import LabelSelector
-from vpccni.testbed.netpol import cases as c
 from vpccni.testbed.netpol import oracle, truth
+from vpccni.testbed.netpol import steps as st
 from vpccni.testbed.netpol.cluster import PORTS, ClusterPod, PolicyCluster, container_ports
 from vpccni.testbed.netpol.probe import Outcome
 
@@ -62,15 +62,15 @@ class ConformanceRun:
         self.probe_timeout_s = probe_timeout_s
         self.policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.pod_labels: dict[str, dict[str, str]] = {}
-        self.ns_labels: dict[str, dict[str, str]] = {ns: {} for ns in c.NAMESPACES}
+        self.ns_labels: dict[str, dict[str, str]] = {ns: {} for ns in st.NAMESPACES}
         self.home: dict[str, int] = {}  # pod -> node it runs on
         self.gone: dict[str, ipaddress.IPv4Address] = {}  # deleted pod -> its address
 
     # -- setup -----------------------------------------------------------------------------------------
     def setup(self) -> None:
-        for ns in c.NAMESPACES:
+        for ns in st.NAMESPACES:
             self.pc.create_namespace(ns)
-        for i, label in enumerate(c.ALL_PODS):
+        for i, label in enumerate(st.ALL_PODS):
             self._run(label, node=i % len(self.pc.runners), labels={"pod": label.split("/")[1]})
 
     def _run(self, label: str, *, node: int, labels: Mapping[str, str], want_ip: Any = None) -> ClusterPod:
@@ -111,32 +111,32 @@ class ConformanceRun:
         def address_of(label: str) -> str:
             return str(self.pc.pods[label].ip if label in self.pc.pods else self.gone[label])
 
-        return c.fill_addresses(obj, address_of)
+        return st.fill_addresses(obj, address_of)
 
     # -- steps -----------------------------------------------------------------------------------------
-    def apply(self, step: c.Step) -> None:
-        if isinstance(step, c.Apply):
+    def apply(self, step: st.Step) -> None:
+        if isinstance(step, st.Apply):
             policy = self.resolve(step.policy)
             self.pc.apply_policy(policy)
             self.policies[(policy["metadata"]["namespace"], policy["metadata"]["name"])] = policy
-        elif isinstance(step, c.DeletePolicies):
+        elif isinstance(step, st.DeletePolicies):
             self.pc.delete_all_policies()
             self.policies.clear()
-        elif isinstance(step, c.DeletePolicy):
+        elif isinstance(step, st.DeletePolicy):
             self.pc.delete_policy(step.namespace, step.name)
             self.policies.pop((step.namespace, step.name), None)
-        elif isinstance(step, c.PodLabels):
+        elif isinstance(step, st.PodLabels):
             self.pc.set_pod_labels(self.pc.pods[step.pod], step.labels)
             self.pod_labels[step.pod] = _merged(self.pod_labels[step.pod], step.labels)
-        elif isinstance(step, c.NamespaceLabels):
+        elif isinstance(step, st.NamespaceLabels):
             self.pc.set_namespace_labels(step.namespace, step.labels)
             self.ns_labels[step.namespace] = _merged(self.ns_labels[step.namespace], step.labels)
-        elif isinstance(step, c.DeletePod):
+        elif isinstance(step, st.DeletePod):
             pod = self.pc.pods[step.pod]
             self.gone[step.pod] = pod.ip
             self.pc.delete_pod(pod)
             self.pod_labels.pop(step.pod, None)
-        elif isinstance(step, c.RunPod):
+        elif isinstance(step, st.RunPod):
             node = self.home.get(step.reuse_ip_of, step.node) if step.reuse_ip_of else step.node
             want = self.gone[step.reuse_ip_of] if step.reuse_ip_of else None
             self._run(
@@ -150,7 +150,7 @@ class ConformanceRun:
             lambda: self.pc.policies_in_force() == want, timeout_s=timeout_s, interval_s=0.05
         )
 
-    def check(self, case: c.Case, step: c.Check, since: float) -> list[str]:
+    def check(self, case: st.Case, step: st.Check, since: float) -> list[str]:
         pods = [self.pc.pods[label] for label in sorted(self.pc.pods)]
         pairs = [(s, d) for s in pods for d in pods if s is not d]
         hand_pods = [p for p in case.pods if p in self.pc.pods]
@@ -164,8 +164,8 @@ class ConformanceRun:
 
     def _compare(
         self,
-        case: c.Case,
-        step: c.Check,
+        case: st.Case,
+        step: st.Check,
         actual: Mapping[Key, Outcome],
         hand: Mapping[tuple[str, str], bool],
         hand_pods: list[str],
@@ -192,7 +192,7 @@ class ConformanceRun:
         return problems
 
     # -- cases -----------------------------------------------------------------------------------------
-    def run_case(self, case: c.Case) -> CaseResult:
+    def run_case(self, case: st.Case) -> CaseResult:
         result = CaseResult(name=case.name, source=case.source)
         if case.needs_sctp and "SCTP" not in {p.value for p in self.pc.protocols}:
             result.skipped = "this kernel has no SCTP"
@@ -201,7 +201,7 @@ class ConformanceRun:
         since = started
         try:
             for step in case.steps:
-                if isinstance(step, c.Check):
+                if isinstance(step, st.Check):
                     self.wait_in_force(self.settle_s)
                     problems = self.check(case, step, since)
                     result.checks += 1
@@ -228,10 +228,10 @@ class ConformanceRun:
                 self.pc.set_namespace_labels(ns, dict.fromkeys(labels))
                 self.ns_labels[ns] = {}
         for label in list(self.pc.pods):
-            if label not in c.ALL_PODS:
+            if label not in st.ALL_PODS:
                 self.pc.delete_pod(self.pc.pods[label])
                 self.pod_labels.pop(label, None)
-        for i, label in enumerate(c.ALL_PODS):
+        for i, label in enumerate(st.ALL_PODS):
             default = {"pod": label.split("/")[1]}
             if label not in self.pc.pods:
                 self._run(label, node=self.home.get(label, i % len(self.pc.runners)), labels=default)
@@ -243,7 +243,7 @@ class ConformanceRun:
             raise RuntimeError("the agents still enforce policies after every policy was deleted")
 
     def run(
-        self, selected: Iterable[c.Case], *, on_result: Callable[[CaseResult], None] | None = None
+        self, selected: Iterable[st.Case], *, on_result: Callable[[CaseResult], None] | None = None
     ) -> list[CaseResult]:
         results = []
         for case in selected:

@@ -31,7 +31,8 @@ VERSION = "v1.19.2-vpccni"
 Node = tuple[Any, list[str | None], Allocator]  # the CNIBackend stub, the trunk link's name, the allocator
 ANNOTATION = json.dumps(
     [{"eniId": "eni-0b7", "ifAddress": "0a:bb:00:00:00:07", "privateIp": "10.0.16.40", "vlanId": 7,
-      "subnetCidr": "10.0.16.0/20"}]
+      "subnetCidr": "10.0.16.0/20", "ipv6Addr": "2600:1f14:a:b100::28",
+      "subnetV6Cidr": "2600:1f14:a:b100::/64"}]
 )  # fmt: skip
 
 
@@ -43,7 +44,8 @@ def fields(pod: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Node]:
+    ipv6 = getattr(request, "param", False)  # an ENABLE_IPv6 node
     pods = PodCache()
     pods.replace_all([], resource_version="1")
     pods.upsert(PodInfo(namespace="db", name="orders", annotations={POD_ENI_ANNOTATION: ANNOTATION},
@@ -65,7 +67,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         facts=NodeFacts(version=VERSION, use_external_snat=False),
         vpc_cidrs=lambda: (IPv4Network("10.0.0.0/16"),),
         branches=BranchRpcLookup(
-            lookup=BranchPodLookup(pods=lambda: pods), trunk_link=lambda: trunk[0], netlink=host
+            lookup=BranchPodLookup(pods=lambda: pods, ipv6=ipv6), trunk_link=lambda: trunk[0], netlink=host
         ),
     )
     server = GrpcServer(
@@ -95,6 +97,24 @@ def test_a_branch_pod_is_answered_with_its_vlan_and_the_trunk_link(node: Node) -
     )
     assert released.Success and released.PodVlanId == 7
     assert [m.IPv4Addr for m in released.IPAllocationMetadata] == ["10.0.16.40"]
+
+
+@pytest.mark.parametrize("node", [True], indirect=True)
+def test_an_ipv6_node_answers_with_the_branch_enis_ipv6_address_and_ec2s_link_local_router(
+    node: Node,
+) -> None:
+    stub, _, _ = node
+    reply = stub.AddNetwork(rpc_pb2.AddNetworkRequest(ClientVersion=VERSION, **fields("orders")), timeout=5)
+    assert reply.Success
+    assert [(m.IPv4Addr, m.IPv6Addr, m.DeviceNumber) for m in reply.IPAllocationMetadata] == [
+        ("", "2600:1f14:a:b100::28", -1)
+    ]
+    assert (reply.PodVlanId, reply.PodENISubnetGW) == (7, "fe80:ec2::1")  # upstream's GetIPv6Gateway
+    released = stub.DelNetwork(
+        rpc_pb2.DelNetworkRequest(ClientVersion=VERSION, Reason="PodDeleted", **fields("orders")), timeout=5
+    )
+    assert released.Success and released.PodVlanId == 7
+    assert [m.IPv6Addr for m in released.IPAllocationMetadata] == ["2600:1f14:a:b100::28"]
 
 
 def test_ordinary_pods_come_from_the_datastore_and_missing_pieces_are_success_false(node: Node) -> None:

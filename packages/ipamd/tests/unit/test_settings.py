@@ -213,7 +213,7 @@ def test_ipv6_mode_is_upstreams_combination() -> None:
     assert s.enable_ipv6 and not s.enable_ipv4 and s.enable_v4_egress and not s.enable_v6_egress
 
 
-IPV6_CASES = ["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu", "pod-eni"]
+IPV6_CASES = ["both", "neither", "no-pd", "custom-networking", "v6-egress", "eni-mtu", "pod-mtu"]
 IPV6_CASES += ["multi-nic"]
 
 
@@ -237,10 +237,6 @@ IPV6_CASES += ["multi-nic"]
         ),
         ({**IPV6, "POD_MTU": "1000"}, "POD_MTU=1000 with ENABLE_IPv6=true"),
         (
-            {**IPV6, "ENABLE_POD_ENI": "true"},
-            "ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods",
-        ),
-        (
             {**IPV6, "ENABLE_MULTI_NIC": "true"},
             "ENABLE_MULTI_NIC=true with ENABLE_IPv6=true: network cards above 0",
         ),
@@ -252,6 +248,11 @@ def test_ipv6_mode_refuses_wrong_combinations_with_the_fix(env: dict[str, str], 
         load_settings(env)
     (message,) = [e for e in err.value.errors if "IPv" in e or "MTU" in e]
     assert message.startswith(error) or error in message, message
+
+
+def test_security_groups_for_pods_are_offered_in_ipv6_mode_as_upstream_since_1_16() -> None:
+    settings = load_settings({**IPV6, "ENABLE_POD_ENI": "true"})
+    assert settings.enable_pod_eni and settings.enable_ipv6
 
 
 def test_ipv6_egress_of_ipv4_clusters_is_a_setting_of_ipv4_mode() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 from vpccni.ipamd.sgp.annotation import BranchEni, PodEniAnnotationError, parse_pod_eni
@@ -29,7 +30,7 @@ WRITTEN = [
 BRANCH = BranchEni(
     eni_id="eni-0a1b2c3d4e5f60718",
     mac="0a:1b:2c:3d:4e:5f",
-    ipv4=IPv4Address("10.0.16.40"),
+    ip=IPv4Address("10.0.16.40"),
     vlan_id=7,
     subnet=IPv4Network("10.0.16.0/20"),
 )
@@ -59,6 +60,56 @@ def test_parses_what_the_controller_writes() -> None:
 def test_refuses_anything_else_naming_the_problem(value: str, problem: str) -> None:
     with pytest.raises(PodEniAnnotationError, match=problem):
         parse_pod_eni(value)
+
+
+# A branch ENI in a dual-stack subnet, as the controller writes it for an IPv6 cluster.
+WRITTEN_V6 = [
+    {
+        **WRITTEN[0],
+        "ipv6Addr": "2600:1f14:a:b100::1c",
+        "subnetV6Cidr": "2600:1f14:a:b100::/64",
+        "associationID": "trunk-assoc-0123456789abcdef0",
+    }
+]
+BRANCH_V6 = replace(
+    BRANCH, ip=IPv6Address("2600:1f14:a:b100::1c"), subnet=IPv6Network("2600:1f14:a:b100::/64")
+)
+
+
+def test_an_ipv6_node_takes_the_branch_enis_ipv6_address_and_ec2s_link_local_router() -> None:
+    branch = parse_pod_eni(json.dumps(WRITTEN_V6), ipv6=True)
+    assert branch == BRANCH_V6
+    assert branch.gateway == IPv6Address("fe80:ec2::1")  # upstream's GetIPv6Gateway
+    # The same annotation read by an IPv4 node gives the IPv4 side.
+    assert parse_pod_eni(json.dumps(WRITTEN_V6)) == BRANCH
+
+
+@pytest.mark.parametrize(
+    "fields,problem",
+    [
+        ({"ipv6Addr": ""}, "no ipv6Addr: this node runs IPv6.*dual-stack subnet"),
+        ({"ipv6Addr": "10.0.16.40"}, "ipv6Addr 10.0.16.40 is not IPv6"),
+        ({"ipv6Addr": "2600:1f14:a:b100::zz"}, "2600:1f14:a:b100::zz"),
+        ({"subnetV6Cidr": ""}, "does not appear to be an IPv4 or IPv6 network"),
+        ({"subnetV6Cidr": "10.0.16.0/20"}, "subnetV6Cidr 10.0.16.0/20 is not IPv6"),
+        ({"ipv6Addr": "2600:1f14:a:b200::1c"}, "not in subnetV6Cidr 2600:1f14:a:b100::/64"),
+    ],
+)
+def test_an_ipv6_node_refuses_a_branch_eni_without_a_usable_ipv6_address(
+    fields: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(PodEniAnnotationError, match=problem):
+        parse_pod_eni(json.dumps([{**WRITTEN_V6[0], **fields}]), ipv6=True)
+
+
+def test_an_ipv6_lookup_answers_with_the_ipv6_side() -> None:
+    cache = PodCache()
+    annotated = {ANNOTATION: json.dumps(WRITTEN_V6)}
+    cache.replace_all(
+        [PodInfo(namespace="db", name="v6", annotations=annotated, requests_pod_eni=True)],
+        resource_version="1",
+    )
+    assert BranchPodLookup(pods=lambda: cache, ipv6=True).branch_eni("db", "v6", wait_s=0) == BRANCH_V6
 
 
 def _pod(name: str, *, eni: bool = True, annotated: bool = True) -> PodInfo:

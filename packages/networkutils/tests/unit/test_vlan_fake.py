@@ -165,8 +165,7 @@ def test_a_vlan_link_goes_with_its_parent(world) -> None:
 
 
 def test_an_ipv6_branch_pod_gets_ipv6_rules_and_routes_that_teardown_removes(world) -> None:
-    """The networking layer takes either family (upstream wires IPv6 branch pods with AF_INET6 iif rules);
-    ipamd refuses ENABLE_POD_ENI in IPv6 mode for now, so this is the seam's contract only."""
+    """The networking layer takes either family (upstream wires IPv6 branch pods with AF_INET6 iif rules)."""
     host, pod_fd, _, wiring = world
     ip, gw = IPv6Address("2001:db8:0:10::28"), IPv6Address("fe80::1")
     spec = BranchPodInterface(

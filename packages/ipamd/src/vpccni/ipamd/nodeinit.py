@@ -283,7 +283,7 @@ class NodeInit:
                 unmanaged.add(eni.eni_id)
         if unmanaged:
             why = (
-                " (IPv6 mode manages the primary ENI only, as upstream)"
+                " (IPv6 mode manages the primary and trunk ENIs only, as upstream)"
                 if self._ownership.primary_only
                 else ""
             )

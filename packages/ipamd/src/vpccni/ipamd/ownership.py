@@ -4,7 +4,8 @@ reconciler (docs/design/eni-ownership.md).
 The tag rule is upstream's, in `vpccni.awsutils.tags.eni_is_managed` (where the tag names are declared). On
 top of it, ipamd leaves alone what it cannot serve: ENIs on network cards it does not manage (cards above 0
 without ENABLE_MULTI_NIC), EFA-only ENIs (no IPv4 address to give pods), and in IPv6 mode every ENI but the
-primary (upstream's IPv6 mode serves pods from the primary ENI's /80 alone).
+primary and the trunk (upstream's IPv6 mode serves pods from the primary ENI's /80 alone, and branch-ENI pods
+through the trunk).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class EniOwnership:
     manage_untagged: bool = True  # MANAGE_UNTAGGED_ENI
     tags: TagSettings = field(default_factory=TagSettings)  # CLUSTER_NAME, ADDITIONAL_ENI_TAGS
     network_cards: frozenset[int] = frozenset({0})  # ENABLE_MULTI_NIC: every card (`cards.candidate_cards`)
-    primary_only: bool = False  # ENABLE_IPv6
+    primary_only: bool = False  # ENABLE_IPv6: the primary ENI (and the trunk, ENABLE_POD_ENI's) only
 
     def manages(self, eni: EniDescription) -> bool:
-        if self.primary_only and eni.eni_id != self.primary_eni_id:
+        if self.primary_only and eni.eni_id != self.primary_eni_id and not eni.is_trunk:
             return False
         if eni.network_card not in self.network_cards or eni.interface_type == EFA_ONLY:
             return False

@@ -195,6 +195,7 @@ def sgp_config(s: Settings) -> SgpConfig:
         enabled=s.enable_pod_eni,
         enforcing_mode=EnforcingMode(s.pod_sg_enforcing_mode),
         annotation_wait_s=s.pod_eni_wait_s,
+        ipv6=s.enable_ipv6,
     )
 
 

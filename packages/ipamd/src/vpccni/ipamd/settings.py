@@ -256,12 +256,6 @@ def _address_family_errors(values: Mapping[str, object]) -> list[str]:
             "ENABLE_V6_EGRESS=true with ENABLE_IPv6=true: IPv6 egress is for the pods of IPv4 clusters (IPv6"
             " pods have IPv6 already; their IPv4 egress is ENABLE_V4_EGRESS): unset ENABLE_V6_EGRESS"
         )
-    if values.get("enable_pod_eni") is True:
-        errors.append(
-            "ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods are offered in IPv4 mode"
-            " only in this release (upstream's IPv6 branch ENIs are not implemented yet): unset"
-            " ENABLE_POD_ENI, or run the node in IPv4 mode"
-        )
     if values.get("enable_multi_nic") is True:
         errors.append(
             "ENABLE_MULTI_NIC=true with ENABLE_IPv6=true: network cards above 0 are managed in IPv4 mode only"

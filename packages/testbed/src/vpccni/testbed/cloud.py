@@ -242,6 +242,12 @@ class Cloud:
             subnet = ec2.create_subnet(
                 VpcId=self.vpc_id, CidrBlock=str(spec.cidr), AvailabilityZone=self.config.zone, **extra
             )["Subnet"]
+            if ipv6_cidr is not None:
+                # As EKS asks of an IPv6 cluster's subnets: ENIs made there (the VPC resource controller's
+                # branch ENIs, which ask for no address) get an IPv6 address.
+                ec2.modify_subnet_attribute(
+                    SubnetId=subnet["SubnetId"], AssignIpv6AddressOnCreation={"Value": True}
+                )
             if spec.tags:
                 ec2.create_tags(
                     Resources=[subnet["SubnetId"]],

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
@@ -34,7 +34,7 @@ class BranchEniRecord:
     eni_id: str
     mac: str
     vlan_id: int
-    subnet: IPv4Network
+    subnet: IPv4Network | IPv6Network  # the pod's family: subnetCidr or subnetV6Cidr
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +149,7 @@ def _decode_branch(raw: Any) -> BranchEniRecord | None:
             eni_id=str(raw["eniId"]),
             mac=str(raw["ifAddress"]),
             vlan_id=int(raw["vlanId"]),
-            subnet=IPv4Network(raw["subnetCidr"]),
+            subnet=ip_network(raw["subnetCidr"]),
         )
     except (KeyError, TypeError, ValueError):
         _log.warning("ignoring an unreadable branch ENI record in the checkpoint: %s", raw)

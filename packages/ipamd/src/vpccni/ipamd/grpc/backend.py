@@ -54,11 +54,14 @@ class BranchRpc(Protocol):
 
 
 def _metadata(allocation: Allocation) -> Any:
-    family = "IPv6Addr" if allocation.ip.version == 6 else "IPv4Addr"
+    return _address(allocation.ip, device_number=allocation.device_number, route_table=allocation.route_table)
+
+
+def _address(ip: IPv4Address | IPv6Address, *, device_number: int = 0, route_table: int = 0) -> Any:
+    """The address in its family's field (an IPv6 node's go in IPv6Addr, as upstream's replies)."""
+    family = "IPv6Addr" if ip.version == 6 else "IPv4Addr"
     return rpc_pb2.IPAllocationMetadata(
-        **{family: str(allocation.ip)},
-        DeviceNumber=allocation.device_number,
-        RouteTableId=allocation.route_table,
+        **{family: str(ip)}, DeviceNumber=device_number, RouteTableId=route_table
     )
 
 
@@ -170,7 +173,7 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
                 branch = None
             if branch is not None:
                 reply.PodVlanId = branch.vlan_id
-                reply.IPAllocationMetadata.append(rpc_pb2.IPAllocationMetadata(IPv4Addr=str(branch.ipv4)))
+                reply.IPAllocationMetadata.append(_address(branch.ip))
         if released is not None:
             # A multi-NIC pod's DEL released every card's address: upstream's reply lists them all.
             reply.IPAllocationMetadata.extend(
@@ -189,14 +192,12 @@ class CniBackendServicer(rpc_pb2_grpc.CNIBackendServicer):  # type: ignore[misc]
 def _branch_reply(reply: Any, branch: BranchReply, pod: str) -> Any:
     """A branch-ENI pod's reply, as upstream's: device number and table -1 (the VLAN decides both)."""
     reply.Success = True
-    reply.IPAllocationMetadata.append(
-        rpc_pb2.IPAllocationMetadata(IPv4Addr=str(branch.ipv4), DeviceNumber=-1, RouteTableId=-1)
-    )
+    reply.IPAllocationMetadata.append(_address(branch.ip, device_number=-1, route_table=-1))
     reply.PodVlanId = branch.vlan_id
     reply.PodENIMAC = branch.mac
     reply.PodENISubnetGW = str(branch.gateway)
     reply.ParentIfIndex = branch.parent_ifindex
-    log.info("AddNetwork for %s: branch ENI %s on VLAN %d", pod, branch.ipv4, branch.vlan_id)
+    log.info("AddNetwork for %s: branch ENI %s on VLAN %d", pod, branch.ip, branch.vlan_id)
     return reply
 
 

@@ -3,18 +3,24 @@
 A JSON list of `{eniId, ifAddress, privateIp, ipv6Addr, vlanId, subnetCidr, subnetV6Cidr}`; the first entry
 is the pod's (upstream's AddNetwork reads only that one). Keys are matched case-insensitively, as Go's
 encoding/json matches them (upstream's reader says `vlanID`, the controller writes `vlanId`).
+
+The pod gets the branch ENI's address of the node's family: `privateIp` in `subnetCidr` on an IPv4 node,
+`ipv6Addr` in `subnetV6Cidr` on an IPv6 node (the controller fills both on a dual-stack subnet). The IPv6
+gateway is EC2's router at `fe80:ec2::1`, the same link-local address on every ENI (upstream's
+GetIPv6Gateway); the IPv4 one the subnet's first host (GetIPv4Gateway).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from vpccni.k8sapi.names import POD_ENI_ANNOTATION
 
 MAX_VLAN_ID = 4094
+IPV6_GATEWAY = IPv6Address("fe80:ec2::1")
 
 
 class PodEniAnnotationError(ValueError):
@@ -25,18 +31,23 @@ class PodEniAnnotationError(ValueError):
 class BranchEni:
     eni_id: str
     mac: str
-    ipv4: IPv4Address
+    ip: IPv4Address | IPv6Address  # the pod's address: the node's family
     vlan_id: int
-    subnet: IPv4Network
+    subnet: IPv4Network | IPv6Network  # the branch subnet's block of that family
+
+    def __post_init__(self) -> None:
+        if self.ip.version != self.subnet.version:
+            raise ValueError(f"branch ENI {self.eni_id}: {self.ip} and subnet {self.subnet} differ in family")
 
     @property
-    def gateway(self) -> IPv4Address:
-        """The branch subnet's VPC router: its first host, as upstream's GetIPv4Gateway."""
-        return self.subnet.network_address + 1
+    def gateway(self) -> IPv4Address | IPv6Address:
+        """The branch subnet's VPC router: the subnet's first host (IPv4), `fe80:ec2::1` (IPv6)."""
+        return IPV6_GATEWAY if self.ip.version == 6 else self.subnet.network_address + 1
 
 
-def parse_pod_eni(text: str) -> BranchEni:
-    """The pod's branch ENI from the annotation's value; raises PodEniAnnotationError."""
+def parse_pod_eni(text: str, *, ipv6: bool = False) -> BranchEni:
+    """The pod's branch ENI from the annotation's value, with the address of the node's family (`ipv6`: an
+    ENABLE_IPv6 node); raises PodEniAnnotationError."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -55,14 +66,26 @@ def parse_pod_eni(text: str) -> BranchEni:
         raise PodEniAnnotationError(
             f"{POD_ENI_ANNOTATION} has no VLAN id in 1-{MAX_VLAN_ID} (vlanId {vlan!r})"
         )
+    ip_key, subnet_key = ("ipv6Addr", "subnetV6Cidr") if ipv6 else ("privateIp", "subnetCidr")
+    version = 6 if ipv6 else 4
+    raw_ip, raw_subnet = _text(first, ip_key.lower()), _text(first, subnet_key.lower())
+    if ipv6 and not raw_ip:
+        raise PodEniAnnotationError(
+            f"{POD_ENI_ANNOTATION} has no ipv6Addr: this node runs IPv6 (ENABLE_IPv6) but the branch ENI "
+            f"{eni_id} has no IPv6 address; its subnet needs an IPv6 CIDR block (a dual-stack subnet)"
+        )
     try:
-        ipv4 = IPv4Address(_text(first, "privateip"))
-        subnet = IPv4Network(_text(first, "subnetcidr"), strict=False)
+        ip, subnet = ip_address(raw_ip), ip_network(raw_subnet, strict=False)
     except ValueError as exc:
         raise PodEniAnnotationError(f"{POD_ENI_ANNOTATION}: {exc}") from None
-    if ipv4 not in subnet:
-        raise PodEniAnnotationError(f"{POD_ENI_ANNOTATION}: privateIp {ipv4} is not in subnetCidr {subnet}")
-    return BranchEni(eni_id=eni_id, mac=mac, ipv4=ipv4, vlan_id=vlan, subnet=subnet)
+    for key, value in ((ip_key, ip), (subnet_key, subnet)):
+        if value.version != version:
+            raise PodEniAnnotationError(
+                f"{POD_ENI_ANNOTATION}: {key} {value} is not IPv{version}, the node's family"
+            )
+    if ip not in subnet:  # type: ignore[operator]  # same family, checked above
+        raise PodEniAnnotationError(f"{POD_ENI_ANNOTATION}: {ip_key} {ip} is not in {subnet_key} {subnet}")
+    return BranchEni(eni_id=eni_id, mac=mac, ip=ip, vlan_id=vlan, subnet=subnet)
 
 
 def _text(doc: dict[str, Any], key: str) -> str:

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from ipaddress import IPv4Address
 from typing import Any
 
 from vpccni.ipamd.checkpoint.file import Checkpointer
@@ -17,6 +16,7 @@ from vpccni.ipamd.datastore.model import CheckpointWriteFailed
 from vpccni.ipamd.introspection import pod_view
 from vpccni.ipamd.podkey import IPAMKey, PodMetadata
 from vpccni.ipamd.sgp.annotation import BranchEni
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.tables import route_table_for_vlan
 
 
@@ -37,7 +37,7 @@ class BranchAttachment:
         b = self.branch
         return CheckpointEntry(
             key=self.key,
-            ip=b.ipv4,
+            ip=b.ip,
             allocation_timestamp_ns=self.assigned_ns,
             metadata=self.metadata,
             branch=BranchEniRecord(eni_id=b.eni_id, mac=b.mac, vlan_id=b.vlan_id, subnet=b.subnet),
@@ -47,7 +47,7 @@ class BranchAttachment:
         """Its `/v1/pods` row."""
         b = self.branch
         return pod_view(
-            namespace=self.metadata.namespace, name=self.metadata.name, ip=str(b.ipv4), eni_id=b.eni_id,
+            namespace=self.metadata.namespace, name=self.metadata.name, ip=str(b.ip), eni_id=b.eni_id,
             device_number=-1, route_table=route_table_for_vlan(b.vlan_id), assigned_ns=self.assigned_ns,
             vlan_id=b.vlan_id, mac=b.mac,
         )  # fmt: skip
@@ -57,12 +57,10 @@ class BranchAttachment:
         record = entry.branch
         if record is None:
             raise ValueError(f"checkpoint entry of {entry.ip} has no branch ENI")
-        if not isinstance(entry.ip, IPv4Address):
-            raise ValueError(f"checkpoint entry of {entry.ip}: branch ENI pods are IPv4")
         branch = BranchEni(
             eni_id=record.eni_id,
             mac=record.mac,
-            ipv4=entry.ip,
+            ip=entry.ip,
             vlan_id=record.vlan_id,
             subnet=record.subnet,
         )
@@ -91,7 +89,9 @@ class BranchAttachments:
         """What the checkpoint records (at start, before `keep`)."""
         entries = self._checkpointer.read() or ()
         return tuple(
-            BranchAttachment.from_entry(e) for e in entries if e.branch is not None and e.ip.version == 4
+            BranchAttachment.from_entry(e)
+            for e in entries
+            if e.branch is not None and e.ip.version == e.branch.subnet.version
         )
 
     def keep(self, attachments: tuple[BranchAttachment, ...]) -> None:
@@ -129,9 +129,9 @@ class BranchAttachments:
                 (a for a in self._by_key.values() if a.branch.vlan_id == vlan_id and a.key != but), None
             )
 
-    def address_holder(self, ipv4: IPv4Address, *, but: IPAMKey) -> BranchAttachment | None:
+    def address_holder(self, ip: IPAddress, *, but: IPAMKey) -> BranchAttachment | None:
         with self._lock:
-            return next((a for a in self._by_key.values() if a.branch.ipv4 == ipv4 and a.key != but), None)
+            return next((a for a in self._by_key.values() if a.branch.ip == ip and a.key != but), None)
 
     def _persist(self, *, roll_back: Callable[[], object] | None) -> None:
         try:

@@ -89,7 +89,7 @@ class BranchCni:
         if existing is not None:
             raise CNIError(
                 ErrorCode.INTERNAL,
-                f"{pod.label} already has interface {pod.ifname} with {existing.branch.ipv4} (branch ENI "
+                f"{pod.label} already has interface {pod.ifname} with {existing.branch.ip} (branch ENI "
                 f"{existing.branch.eni_id}): the runtime must DEL it before adding it again",
             )
         trunk = self._wait_for_trunk(deadline)
@@ -118,14 +118,14 @@ class BranchCni:
             raise CNIError(ErrorCode.INTERNAL, str(exc)) from None
         log.info(
             "ADD %s: %s on branch ENI %s, VLAN %d (%s mode)",
-            pod.label, branch.ipv4, branch.eni_id, branch.vlan_id, spec.mode.value,
+            pod.label, branch.ip, branch.eni_id, branch.vlan_id, spec.mode.value,
         )  # fmt: skip
         return build_result(
             host_veth=wired.host_veth,
             host_mac=wired.host_mac,
             ifname=pod.ifname,
             netns_path=netns_path,
-            ip=branch.ipv4,
+            ip=branch.ip,
             route_table=BRANCH_DEVICE_NUMBER,
             device_number=BRANCH_DEVICE_NUMBER,
             pod_namespace=pod.namespace,
@@ -147,7 +147,7 @@ class BranchCni:
     ) -> bool:
         known = self._attachments.get(pod.key)
         if known is not None:
-            self._teardown(pod, known.branch.ipv4, known.branch.vlan_id, known.host_veth, netns_fd, keep_veth)
+            self._teardown(pod, known.branch.ip, known.branch.vlan_id, known.host_veth, netns_fd, keep_veth)
             self._attachments.remove(pod.key)
             log.info(
                 "DEL %s: branch ENI %s (VLAN %d) unwired",
@@ -206,7 +206,7 @@ class BranchCni:
             pod = _pod_of(attachment)
             try:
                 b = attachment.branch
-                self._teardown(pod, b.ipv4, b.vlan_id, attachment.host_veth, None, keep_veth=False)
+                self._teardown(pod, b.ip, b.vlan_id, attachment.host_veth, None, keep_veth=False)
                 self._attachments.remove(key)
                 log.info("GC released %s (branch ENI %s)", pod.label, b.eni_id)
             except (CNIError, CheckpointWriteFailed) as exc:
@@ -214,7 +214,7 @@ class BranchCni:
         return errors
 
     def addresses(self) -> set[IPAddress]:
-        return {a.branch.ipv4 for a in self._attachments.all()}
+        return {a.branch.ip for a in self._attachments.all()}
 
 
 def _spec(
@@ -223,7 +223,7 @@ def _spec(
     return BranchPodInterface(
         pod=PodInterface(
             host_veth=host_veth or pod.upstream_veth(host_veth_prefix(conf)),
-            ip=branch.ipv4,
+            ip=branch.ip,
             ifname=pod.ifname,
             route_table=route_table_for_vlan(branch.vlan_id),
             mtu=conf.mtu,

@@ -14,6 +14,7 @@ class SgpConfig:
     # which each pod's wiring follows.
     enforcing_mode: EnforcingMode = EnforcingMode.STRICT
     annotation_wait_s: float = 10.0  # VPCCNI_POD_ENI_WAIT
+    ipv6: bool = False  # ENABLE_IPv6: branch pods get their branch ENI's IPv6 address
 
     @property
     def strict(self) -> bool:

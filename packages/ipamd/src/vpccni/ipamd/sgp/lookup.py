@@ -32,9 +32,14 @@ class BranchPodLookup:
     """`branch_eni(ns, name, wait_s=...)`: None for an ordinary pod, else its branch ENI."""
 
     def __init__(
-        self, *, pods: Callable[[], PodCache | None], monotonic: Callable[[], float] = time.monotonic
+        self,
+        *,
+        pods: Callable[[], PodCache | None],
+        ipv6: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pods = pods  # None while ipamd has no connection to the API server yet
+        self._ipv6 = ipv6  # ENABLE_IPv6: the pod gets the branch ENI's IPv6 address
         self._monotonic = monotonic
 
     def branch_eni(self, namespace: str, name: str, *, wait_s: float) -> BranchEni | None:
@@ -70,7 +75,7 @@ class BranchPodLookup:
                 retryable=True,
             )
         try:
-            return parse_pod_eni(pod.annotations[POD_ENI_ANNOTATION])
+            return parse_pod_eni(pod.annotations[POD_ENI_ANNOTATION], ipv6=self._ipv6)
         except PodEniAnnotationError as exc:
             raise BranchLookupError(
                 f"pod {namespace}/{name}: {exc}; the VPC resource controller writes it, check its version",

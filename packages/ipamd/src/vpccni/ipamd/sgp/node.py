@@ -51,7 +51,7 @@ class SgpNode:
     ) -> SgpNode:
         attachments = BranchAttachments(checkpointer=checkpointer, on_change=on_count)
         wiring = BranchPodWiring(host=netlink, pods=pods)
-        lookup = BranchPodLookup(pods=lambda: _pods(api))
+        lookup = BranchPodLookup(pods=lambda: _pods(api), ipv6=config.ipv6)
         cni = BranchCni(
             lookup=lookup,
             attachments=attachments,

@@ -41,10 +41,10 @@ def restore_branch_pods(
         b = attachment.branch
         log.info(
             "branch-ENI pod %s/%s (%s, VLAN %d) went while ipamd was down: removing its network",
-            attachment.metadata.namespace, attachment.metadata.name, b.ipv4, b.vlan_id,
+            attachment.metadata.namespace, attachment.metadata.name, b.ip, b.vlan_id,
         )  # fmt: skip
         if b.vlan_id not in live_vlans:
-            wiring.unwire(PodInterface(host_veth=attachment.host_veth, ip=b.ipv4), b.vlan_id)
+            wiring.unwire(PodInterface(host_veth=attachment.host_veth, ip=b.ip), b.vlan_id)
     attachments.keep(live)
     orphans = []
     names = {link.name for link in netlink.links()}  # after the teardowns above

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 from vpccni.ipamd.sgp.lookup import BranchLookupError, BranchPodLookup
+from vpccni.networkutils.model import IPAddress
 from vpccni.networkutils.netlink import Netlink
 
 
 @dataclass(frozen=True, kw_only=True)
 class BranchReply:
-    ipv4: IPv4Address
+    ip: IPAddress  # the pod's: IPv6 on an ENABLE_IPv6 node
     vlan_id: int
     mac: str
-    gateway: IPv4Address
+    gateway: IPAddress  # IPv6: EC2's router at fe80:ec2::1, as upstream's GetIPv6Gateway
     parent_ifindex: int
 
 
@@ -47,5 +47,5 @@ class BranchRpcLookup:
                 retryable=True,
             )
         return BranchReply(
-            ipv4=eni.ipv4, vlan_id=eni.vlan_id, mac=eni.mac, gateway=eni.gateway, parent_ifindex=link.index
+            ip=eni.ip, vlan_id=eni.vlan_id, mac=eni.mac, gateway=eni.gateway, parent_ifindex=link.index
         )

@@ -226,6 +226,7 @@ class Datapath:
             mac=event.mac,
             primary_ip=primary,
             subnet=self.cloud.subnet_cidr(subnet_id),
+            ipv6=tuple(self.cloud.eni_ipv6(event.branch_eni_id)[0]) if self.ipv6 else (),
         )
         self.router.plug_branch(port)
 

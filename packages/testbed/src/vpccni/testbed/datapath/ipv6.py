@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 
@@ -69,6 +70,17 @@ def plug_port(ipr: IPRoute, index: int, mac: str) -> None:
         ifindex=index,
         state="permanent",
     )
+
+
+def plug_branch(ipr: IPRoute, index: int, mac: str, addresses: Sequence[ipaddress.IPv6Address]) -> None:
+    """A branch ENI's VLAN sub-port: the router's link-local address (the node's VLAN table routes to it) and
+    each branch address delivered to the branch ENI's MAC, with a permanent neighbour as for its IPv4."""
+    add_address(ipr, index, ipaddress.IPv6Interface(f"{ROUTER_LINK_LOCAL}/64"))
+    for ip in addresses:
+        ipr.neigh(
+            "replace", family=socket.AF_INET6, dst=str(ip), lladdr=mac, ifindex=index, state="permanent"
+        )
+        ipr.route("replace", family=socket.AF_INET6, dst=str(ip), dst_len=128, oif=index)
 
 
 def route_to_port(ipr: IPRoute, op: str, net: ipaddress.IPv6Network, *, index: int, mac: str) -> None:

@@ -93,6 +93,7 @@ class BranchPort:
     mac: str
     primary_ip: ipaddress.IPv4Address
     subnet: ipaddress.IPv4Network
+    ipv6: tuple[ipaddress.IPv6Address, ...] = ()  # its IPv6 addresses, in a dual-stack subnet
 
     @property
     def link(self) -> str:
@@ -283,6 +284,8 @@ class VpcRouter:
                 "replace", dst=str(port.primary_ip), lladdr=port.mac, ifindex=index, state="permanent"
             )
             self.ipr.route("replace", dst=str(port.primary_ip), dst_len=32, oif=index, scope="link")
+            if port.ipv6:
+                ipv6.plug_branch(self.ipr, index, port.mac, port.ipv6)
         self._branches[port.eni_id] = _Branch(port=port, index=index)
         self._sync_srccheck()
         log.info("plugged branch %s on %s VLAN %d", port.eni_id, port.trunk_eni_id, port.vlan_id)
@@ -384,7 +387,10 @@ class VpcRouter:
             for p in self._ports.values()
         }
         for branch in self._branches.values():
-            ports[branch.port.link] = (ipaddress.IPv4Network(branch.port.primary_ip),)
+            ports[branch.port.link] = (
+                ipaddress.IPv4Network(branch.port.primary_ip),
+                *(ipaddress.IPv6Network(ip) for ip in branch.port.ipv6),
+            )
         public = [p.port.primary_ip for p in self._ports.values() if p.port.public]
         self._srccheck.apply(ports=ports, public_ips=public)
 

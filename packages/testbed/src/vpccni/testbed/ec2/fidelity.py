@@ -231,6 +231,8 @@ class FidelityLayer:
         for n, ip in enumerate(ips, start=1):
             rewritten[f"PrivateIpAddresses.{n}.PrivateIpAddress"] = str(ip)
             rewritten[f"PrivateIpAddresses.{n}.Primary"] = "true" if n == 1 else "false"
+        for n, ip6 in enumerate(self._new_eni_ipv6(rewritten, subnet_id), start=1):
+            rewritten[f"Ipv6Addresses.{n}.Ipv6Address"] = str(ip6)
 
         def finish(body: bytes) -> tuple[bytes, list[Event]]:
             (eni_id,) = xmlpatch.find_texts(body, "networkInterfaceId")[:1]
@@ -240,6 +242,20 @@ class FidelityLayer:
             return body, [AddressesChanged(eni_id=eni_id)]
 
         return Forward(params=rewritten, finish=finish)
+
+    def _new_eni_ipv6(self, params: Params, subnet_id: str) -> list[ipaddress.IPv6Address]:
+        """The IPv6 addresses a new ENI gets (`params`, moto's, lose `Ipv6AddressCount`): that many, or one
+        when the subnet assigns IPv6 on creation (as EKS IPv6 clusters' subnets do) and none was asked for;
+        free ones of the subnet's /64 (moto draws at random, ignoring delegated /80s)."""
+        count = integer(params, "Ipv6AddressCount")
+        if not count and not any(k.startswith("Ipv6Addresses.") for k in params):
+            count = (
+                1 if getattr(self._backend.subnet(subnet_id), "assign_ipv6_address_on_creation", False) else 0
+            )
+        if not count:
+            return []
+        params.pop("Ipv6AddressCount", None)
+        return self.ipv6.allocator.pick_addresses(self.ipv6.usage(subnet_id), count)
 
     def _take_prefixes(
         self,

@@ -3,7 +3,9 @@ index), and branch ENIs made for pods and associated with the trunk under the lo
 
 As upstream: VLAN ids 1-120 (`MaxAllocatableVlanIds` 121, 0 unused); trunk and branch ENIs carry the
 descriptions `trunk-eni` / `branch-eni` and the `eks:eni:owner` tag; the trunk is deleted with its instance;
-the branch limit per instance type is the controller's table (`vpccni.awsutils.trunking`).
+the branch limit per instance type is the controller's table (`vpccni.awsutils.trunking`). In a dual-stack
+subnet a branch ENI has an IPv6 address too (the subnet assigns it on creation; the controller asks for
+none) and the annotation carries it with the subnet's /64 (`ipv6Addr`, `subnetV6Cidr`), as ENIDetails does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Trunk:
     subnet_id: str
     subnet_cidr: str
     limit: int  # branch ENIs the instance type takes
+    subnet_v6_cidr: str = ""  # the subnet's /64 in a dual-stack VPC
     vlans: dict[int, str] = field(default_factory=dict)  # VLAN id -> branch ENI id, cooling-down ones too
 
     def free_vlan(self) -> int | None:
@@ -52,6 +55,8 @@ class Branch:
     vlan_id: int
     subnet_cidr: str
     association_id: str = ""
+    ipv6_addr: str = ""  # in a dual-stack subnet
+    subnet_v6_cidr: str = ""
 
     def annotation(self) -> str:
         """The `vpc.amazonaws.com/pod-eni` value (the controller's ENIDetails JSON, one entry)."""
@@ -61,10 +66,10 @@ class Branch:
                     "eniId": self.eni_id,
                     "ifAddress": self.mac,
                     "privateIp": self.private_ip,
-                    "ipv6Addr": "",
+                    "ipv6Addr": self.ipv6_addr,
                     "vlanId": self.vlan_id,
                     "subnetCidr": self.subnet_cidr,
-                    "subnetV6Cidr": "",
+                    "subnetV6Cidr": self.subnet_v6_cidr,
                     "associationID": self.association_id,
                 }
             ],
@@ -83,6 +88,8 @@ class Branch:
                 vlan_id=int(first["vlanId"]),
                 subnet_cidr=str(first["subnetCidr"]),
                 association_id=str(first.get("associationID", "")),
+                ipv6_addr=str(first.get("ipv6Addr") or ""),
+                subnet_v6_cidr=str(first.get("subnetV6Cidr") or ""),
             )
         except (ValueError, LookupError, TypeError):
             return None
@@ -172,6 +179,9 @@ class TrunkEc2:
             vlan_id=vlan,
             subnet_cidr=trunk.subnet_cidr,
             association_id=association,
+            ipv6_addr=created.get("Ipv6Address")
+            or next((a["Ipv6Address"] for a in created.get("Ipv6Addresses") or []), ""),
+            subnet_v6_cidr=trunk.subnet_v6_cidr,
         )
 
     def delete_branch(self, eni_id: str) -> None:
@@ -191,6 +201,9 @@ class TrunkEc2:
             subnet_id=eni["SubnetId"],
             subnet_cidr=subnet["CidrBlock"],
             limit=limit,
+            subnet_v6_cidr=next(
+                (a["Ipv6CidrBlock"] for a in subnet.get("Ipv6CidrBlockAssociationSet") or []), ""
+            ),
         )
 
     def _free_device_index(self, instance_type: str, interfaces: list[dict[str, Any]]) -> int:

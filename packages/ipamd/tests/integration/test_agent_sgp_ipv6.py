@@ -1,0 +1,183 @@
+"""Security groups for pods in an IPv6 cluster, with the real aws-k8s-agent, the aws-cni and egress-cni shims,
+the testbed's API server, EC2 (dual-stack subnet that assigns IPv6 on creation) and VPC datapath, and the
+VPC resource controller stand-in: a pod a SecurityGroupPolicy selects gets its branch ENI's IPv6 address on
+its VLAN, real IPv6 packets reach it from a pod and the VPC host, it keeps IPv4 egress through egress-cni,
+its DEL leaves nothing, and a kill -9 of ipamd keeps it."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
+from vpccni.testbed.datapath import namespaces as ns
+from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
+from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
+from vpccni.testbed.noderunner import NodeRunner, Pod
+from vpccni.testbed.vpcrc import ControllerConfig
+
+if TYPE_CHECKING:
+    from conftest import Agent
+
+ENV = {**IPV6_CLUSTER_ENV, "ENABLE_POD_ENI": "true", "VPCCNI_POD_ENI_WAIT": "8"}
+ANNOTATION = "vpc.amazonaws.com/pod-eni"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(
+        ClusterConfig(
+            cloud=dual_stack(), vpc_resource_controller=ControllerConfig(cooldown_s=1.0, resync_s=2)
+        )
+    )
+    try:
+        c.start()
+        assert c.kube is not None
+        group = c.cloud.ec2_client().create_security_group(
+            GroupName="db", Description="db", VpcId=c.cloud.vpc_id
+        )["GroupId"]
+        c.kube.store.create(
+            SECURITYGROUPPOLICIES,
+            {
+                "metadata": {"name": "db", "namespace": "default"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "db"}},
+                    "securityGroups": {"groupIds": [group]},
+                },
+            },
+        )
+        yield c
+    finally:
+        c.stop()
+
+
+def _agent(make_agent: Callable[..., Agent], wait_for: Callable[..., Any], **env: str) -> Agent:
+    agent = make_agent(**{**ENV, **env})
+    wait_for(lambda: agent.metric("vpccni_trunk_eni_attached") == 1, what="ipamd to find its trunk ENI")
+    return agent
+
+
+def _run(agent: Agent, cluster: Cluster, node: Node, name: str, app: str) -> tuple[Pod, dict[str, Any]]:
+    """The pod object (through the webhook), its sandbox, and the conflist's chain (aws-cni, egress-cni)."""
+    obj = cluster.create_pod(node, namespace="default", name=name, labels={"app": app})
+    pod = agent.create_pod(namespace="default", name=name, uid=obj["metadata"]["uid"])
+    outcome = NodeRunner.add(agent, pod)
+    assert outcome.ok, outcome.error
+    return pod, outcome.document
+
+
+def _ip6(result: dict[str, Any]) -> ipaddress.IPv6Address:
+    (v6,) = [ip for ip in result["ips"] if ip["version"] == "6"]
+    return ipaddress.IPv6Interface(v6["address"]).ip
+
+
+def _annotation(cluster: Cluster, name: str) -> dict[str, Any]:
+    assert cluster.kube is not None
+    pod = cluster.kube.store.get(PODS, name, "default")
+    return dict(json.loads(pod["metadata"]["annotations"][ANNOTATION])[0])
+
+
+def _vlan_links(node: Node) -> set[str]:
+    return {name for name in node.network.links() if name.startswith("vlan.eth.")}
+
+
+def _mentions(node: Node, ip: ipaddress.IPv6Address) -> list[str]:
+    """Where the node's IPv6 routes (every table) and rules still name the address."""
+    found = []
+    for listing in (["route", "show", "table", "all"], ["rule"]):
+        text = ns.exec_in_netns(node.netns, ["ip", "-6", *listing])
+        found += [line for line in text.splitlines() if str(ip) in line.replace("/", " ").split()]
+    return found
+
+
+@pytest.mark.parametrize("mode", ["strict", "standard"])
+def test_a_branch_pod_gets_its_branch_enis_ipv6_and_real_packets_reach_it(
+    cluster: Cluster,
+    node: Node,
+    make_agent: Callable[..., Agent],
+    wait_for: Callable[..., Any],
+    mode: str,
+) -> None:
+    agent = _agent(make_agent, wait_for, POD_SECURITY_GROUP_ENFORCING_MODE=mode)
+    db, db_result = _run(agent, cluster, node, f"db-{mode}", "db")
+    web, web_result = _run(agent, cluster, node, f"web-{mode}", "web")
+
+    annotation = _annotation(cluster, f"db-{mode}")
+    subnet = ipaddress.IPv6Network(annotation["subnetV6Cidr"])
+    ip = _ip6(db_result)
+    assert str(ip) == annotation["ipv6Addr"] and ip in subnet  # the branch ENI's own address, from EC2
+    (eni,) = cluster.cloud.ec2_client().describe_network_interfaces(
+        NetworkInterfaceIds=[annotation["eniId"]]
+    )["NetworkInterfaces"]
+    assert [a["Ipv6Address"] for a in eni["Ipv6Addresses"]] == [str(ip)]
+    assert f"vlan.eth.{annotation['vlanId']}" in _vlan_links(node)
+    assert any(
+        i.get("mac") == str(annotation["vlanId"]) for i in db_result["interfaces"]
+    )  # DEL without ipamd
+    routes = ns.exec_in_netns(db.netns, ["ip", "-6", "route", "show", "default"])
+    assert routes.split()[:3] == ["default", "via", "fe80::1"]
+    table = ns.exec_in_netns(
+        node.netns, ["ip", "-6", "route", "show", "table", str(annotation["vlanId"] + 100)]
+    )
+    assert "default via fe80:ec2::1 dev vlan.eth." in table  # upstream's GetIPv6Gateway
+    pods = {p["name"]: p for p in agent.introspect("/v1/pods")}
+    assert pods[f"db-{mode}"]["vlanId"] == annotation["vlanId"] and pods[f"db-{mode}"]["ip"] == str(ip)
+
+    web_ip = _ip6(web_result)
+    assert ping(web.netns, ip), "an ordinary pod to the branch pod"
+    assert ping(db.netns, web_ip), "the branch pod to an ordinary pod"
+    vpc_host = cluster.vpc_host_ip6
+    assert vpc_host is not None
+    assert ping(db.netns, vpc_host), "the branch pod to a VPC host"
+    with EchoServer(netns=db.netns, ip=ip, port=5432) as server:
+        # From outside the node: only the VPC can deliver it, through the trunk on the branch's VLAN.
+        assert tcp_echo(cluster.datapath.router.vpc_host_netns, ip, server.port) == str(vpc_host)
+    # IPv4 egress through egress-cni, as for every pod of an IPv6 cluster (upstream's egress-cni does not
+    # tell branch pods apart).
+    with EchoServer(netns=cluster.datapath.router.internet_netns, ip=cluster.internet_ip) as server:
+        assert tcp_echo(db.netns, cluster.internet_ip, server.port) is not None
+
+    for pod in (db, web):
+        deleted = NodeRunner.delete(agent, pod)
+        assert deleted.ok, deleted.error
+        agent.remove_pod(pod)
+        cluster.delete_pod("default", pod.name)
+    assert not _vlan_links(node)
+    assert not _mentions(node, ip) and not _mentions(node, web_ip)
+    assert not [
+        r for r in ns.exec_in_netns(node.netns, ["ip", "-6", "rule"]).splitlines() if r.startswith("10:")
+    ]
+    wait_for(lambda: not cluster.datapath.router.branches(), what="the controller to delete the branch ENI")
+
+
+def test_a_killed_agent_keeps_its_ipv6_branch_pods_and_their_del_leaves_nothing(
+    cluster: Cluster, node: Node, make_agent: Callable[..., Agent], wait_for: Callable[..., Any]
+) -> None:
+    agent = _agent(make_agent, wait_for)
+    kept, kept_result = _run(agent, cluster, node, "db-kept", "db")
+    gone, _ = _run(agent, cluster, node, "db-gone", "db")
+    peer, peer_result = _run(agent, cluster, node, "web-peer", "web")
+    agent.stop(signal.SIGKILL)
+    agent.remove_pod(gone)  # its sandbox goes while ipamd is down (no DEL at all)
+
+    agent.start()
+    wait_for(lambda: "db-kept" in {p["name"] for p in agent.introspect("/v1/pods")}, what="db-kept restored")
+    names = {p["name"] for p in agent.introspect("/v1/pods")}
+    assert "db-gone" not in names
+    kept_vlan = _annotation(cluster, "db-kept")["vlanId"]
+    assert _vlan_links(node) == {f"vlan.eth.{kept_vlan}"}  # db-gone's VLAN link went with it
+    assert agent.check(kept).ok, "its wiring is untouched by the restart"
+    ip = _ip6(kept_result)
+    assert ping(peer.netns, ip), "the restored branch pod still takes real packets"
+
+    for pod in (kept, peer):
+        assert NodeRunner.delete(agent, pod).ok
+        agent.remove_pod(pod)
+    assert not _vlan_links(node) and not _mentions(node, ip) and not _mentions(node, _ip6(peer_result))
+    for name in ("db-kept", "db-gone", "web-peer"):
+        cluster.delete_pod("default", name)

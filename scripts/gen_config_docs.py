@@ -30,8 +30,8 @@ rejected when set to a non-default value, never silently ignored.
 Combinations checked at start:
 - Exactly one of `ENABLE_IPv4` and `ENABLE_IPv6` is `true` (no dual-stack pods, as upstream).
 - IPv6 mode (`ENABLE_IPv6=true`, `ENABLE_IPv4=false`) needs `ENABLE_PREFIX_DELEGATION=true`, no custom
-  networking, no `ENABLE_V6_EGRESS` (that is IPv4 mode's), no `ENABLE_POD_ENI` (upstream allows it; vpccni's
-  branch-ENI pods are IPv4 only so far), MTUs of at least 1280, and at start a Nitro (or
+  networking, no `ENABLE_V6_EGRESS` (that is IPv4 mode's), no `ENABLE_MULTI_NIC` (cards above 0 are IPv4 only
+  so far), MTUs of at least 1280, and at start a Nitro (or
   bare-metal) instance whose primary ENI has or can get an IPv6 /80 prefix (see [install](install.md)).
 - `ENABLE_PREFIX_DELEGATION=true` needs `WARM_PREFIX_TARGET`, `WARM_IP_TARGET` or `MINIMUM_IP_TARGET` above 0
   (as upstream's entrypoint).

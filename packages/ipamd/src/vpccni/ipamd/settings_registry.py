@@ -261,7 +261,8 @@ REGISTRY: tuple[SettingSpec, ...] = (
     _bool("ENABLE_POD_ENI", "enable_pod_eni", False,
           consumer="ipamd, networkutils",
           meaning="security groups for pods: ask the VPC resource controller for a trunk ENI (CNINode"
-                  " SecurityGroupsForPods) and wire pods it gives a branch ENI through a VLAN (IPv4 mode)"),
+                  " SecurityGroupsForPods) and wire pods it gives a branch ENI through a VLAN (with its"
+                  " IPv6 address in IPv6 mode)"),
     _bool("ENABLE_MULTI_NIC", "enable_multi_nic", False,
           meaning="manage ENIs and warm pools on every network card (but cards holding only an EFA-only ENI);"
                   " pods annotated k8s.amazonaws.com/nicConfig: multi-nic-attachment get one interface per"

@@ -108,7 +108,8 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         "--security-groups-for-pods",
         action="store_true",
         help="security groups for pods instead (demo/sgp.py): a SecurityGroupPolicy, branch ENIs on VLANs, "
-        "connections the groups allow and block, in strict and standard mode",
+        "connections the groups allow and block, in strict and standard mode (with --ipv6: in an IPv6 "
+        "cluster, each branch pod on its branch ENI's IPv6 address)",
     )
     parser.add_argument(
         "--no-python-host",
@@ -154,11 +155,11 @@ def parse_args(argv: Sequence[str]) -> DemoOptions:
         or args.no_python_host
         or args.cluster_view
         or args.multi_nic
-        or args.ipv6
         or args.v6_egress
     ):
         parser.error(
-            "--security-groups-for-pods runs its own two-node scenario: it takes --instance-type and --set"
+            "--security-groups-for-pods runs its own two-node scenario: it takes --instance-type, --ipv6 and"
+            " --set"
         )
     instance_type = args.instance_type or (multinic.INSTANCE_TYPE if args.multi_nic else "m5.large")
     try:
@@ -523,7 +524,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sy
     demo: Demo | SgpDemo = Demo(options=options, out=out, err=err, workdir=workdir, runtime=runtime)
     if options.security_groups_for_pods:
         demo = SgpDemo(
-            out=out, workdir=workdir, instance_type=options.instance_type, settings=options.settings
+            out=out,
+            workdir=workdir,
+            instance_type=options.instance_type,
+            settings=options.settings,
+            ipv6=options.ipv6,
         )
     try:
         with _signals_unwind():

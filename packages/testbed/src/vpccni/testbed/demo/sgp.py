@@ -7,6 +7,12 @@ and `client` (group sg-client); `other` is selected by none (the node's group). 
 are shown, and real connections show what the groups allow (client -> db) and block (other -> db, a PASS
 when blocked). Then the pods go and the controller deletes their branch ENIs.
 
+With `--ipv6` the cluster is IPv6 (a dual-stack VPC whose subnets assign IPv6 on creation): each selected pod
+gets its branch ENI's IPv6 address, routed through EC2's router at fe80:ec2::1 on its VLAN; pods are made
+through the conflist's chain (aws-cni, then egress-cni for their IPv4 egress), and the checks are IPv6
+connections, one from the VPC host (only the branch ENI can take it in), and IPv4 egress. The testbed's VPC
+filters security groups on IPv4 packets only, so the blocked connection is not shown in IPv6.
+
 Exit 0 only when every check passed.
 """
 
@@ -19,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +37,7 @@ from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, tcp_echo
 from vpccni.testbed.demo import report
 from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
 from vpccni.testbed.vpcrc import ControllerConfig
 
@@ -43,7 +50,7 @@ COOLDOWN_S = 2.0  # the controller's branch ENI cool-down (60 s on EKS)
 class Placed:
     runner: NodeRunner
     pod: Pod
-    ip: ipaddress.IPv4Address
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address  # the pod's, of the cluster's family
     result: dict[str, Any]
 
 
@@ -53,6 +60,7 @@ class SgpDemo:
     workdir: Path
     instance_type: str = "m5.large"
     settings: dict[str, str] = field(default_factory=dict)  # --set: aws-node variables for every agent
+    ipv6: bool = False  # --ipv6: an IPv6 cluster
     cluster: Cluster | None = None
     runners: list[NodeRunner] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -72,11 +80,10 @@ class SgpDemo:
         self.say(
             "Bringing up the testbed: EC2 (moto + fidelity layer), the VPC datapath (VLAN trunks, security "
             "groups on packets), the API server, and the VPC resource controller stand-in; "
-            f"2 x {self.instance_type}"
+            f"2 x {self.instance_type}" + ("; a dual-stack VPC, an IPv6 cluster" if self.ipv6 else "")
         )
-        self.cluster = Cluster(
-            ClusterConfig(vpc_resource_controller=ControllerConfig(cooldown_s=COOLDOWN_S, resync_s=2))
-        ).start()
+        config = ClusterConfig(vpc_resource_controller=ControllerConfig(cooldown_s=COOLDOWN_S, resync_s=2))
+        self.cluster = Cluster(replace(config, cloud=dual_stack()) if self.ipv6 else config).start()
         shim = build_shim(self.workdir / "opt-cni-bin")
         self.say(
             f"Built the standalone aws-cni (it brings its own interpreter): {shim} -> {os.readlink(shim)}"
@@ -129,6 +136,7 @@ class SgpDemo:
                     "ENABLE_POD_ENI": "true",
                     "POD_SECURITY_GROUP_ENFORCING_MODE": mode,
                     "VPCCNI_POD_ENI_WAIT": "10",
+                    **(IPV6_CLUSTER_ENV if self.ipv6 else {}),
                 }
             )
             runner.start()
@@ -164,10 +172,13 @@ class SgpDemo:
                     seen = tcp_echo(client.pod.netns, db.ip, DB_PORT, timeout=3)
                     self.check(
                         seen == str(client.ip),
-                        f"client ({client.ip}, sg-client) -> db {db.ip}:{DB_PORT}: allowed by sg-db"
+                        f"client ({client.ip}, sg-client) -> db {db.ip}:{DB_PORT}: "
+                        + ("connected over IPv6" if self.ipv6 else "allowed by sg-db")
                         + ("" if seen else " -- but it was blocked"),
                     )
-                if other is not None:
+                if self.ipv6:
+                    self._check_ipv6(db)
+                elif other is not None:
                     seen = tcp_echo(other.pod.netns, db.ip, DB_PORT, timeout=1.5)
                     self.check(
                         seen is None,
@@ -177,7 +188,9 @@ class SgpDemo:
         branches = self._branch_enis(placed)
         self.say("  deleting the pods (CNI DEL, then the Pod objects)")
         for p in placed:
-            outcome = p.runner.cni("DEL", p.pod, prev_result=p.result)
+            outcome = (
+                p.runner.delete(p.pod) if self.ipv6 else p.runner.cni("DEL", p.pod, prev_result=p.result)
+            )
             self.check(outcome.ok, f"DEL {p.pod.name}" + ("" if outcome.ok else f": {outcome.error}"))
             p.runner.remove_pod(p.pod)
             self.cluster.delete_pod("default", p.pod.name)
@@ -194,13 +207,16 @@ class SgpDemo:
         assert self.cluster is not None
         obj = self.cluster.create_pod(runner.node, namespace="default", name=name, labels={"app": app})
         pod = runner.create_pod(namespace="default", name=name, uid=obj["metadata"]["uid"])
-        outcome = runner.cni("ADD", pod)
+        # An IPv6 cluster's conflist chains egress-cni (the pods' IPv4 egress) after aws-cni.
+        outcome = runner.add(pod) if self.ipv6 else runner.cni("ADD", pod)
         self.check(
             outcome.ok, f"ADD {name} on {runner.node.name}" + ("" if outcome.ok else f": {outcome.error}")
         )
         if not outcome.ok:
             return None
-        ip = ipaddress.IPv4Interface(outcome.document["ips"][0]["address"]).ip
+        version = "6" if self.ipv6 else "4"
+        (address,) = [i["address"] for i in outcome.document["ips"] if i.get("version", "4") == version]
+        ip = ipaddress.ip_interface(address).ip
         return Placed(runner=runner, pod=pod, ip=ip, result=outcome.document)
 
     def _show(self, placed: list[Placed]) -> None:
@@ -222,23 +238,53 @@ class SgpDemo:
         self.say(f"  on {db.runner.node.name} (ip netns exec {node} ...):")
         link = ns.exec_in_netns(node, ["ip", "-d", "-o", "link", "show", f"vlan.eth.{vlan}"]).split("\\")[0]
         self.say(f"    ip link:  {link.strip()}")
-        for line in ns.exec_in_netns(node, ["ip", "rule"]).splitlines():
+        family = ["-6"] if self.ipv6 else []
+        for line in ns.exec_in_netns(node, ["ip", *family, "rule"]).splitlines():
             if line.startswith("10:") or str(db.ip) in line:
-                self.say(f"    ip rule:  {line.strip()}")
-        for line in ns.exec_in_netns(node, ["ip", "route", "show", "table", str(vlan + 100)]).splitlines():
+                self.say(f"    ip {' '.join([*family, 'rule'])}:  {line.strip()}")
+        table = ns.exec_in_netns(node, ["ip", *family, "route", "show", "table", str(vlan + 100)])
+        for line in table.splitlines():
             self.say(f"    table {vlan + 100}: {line.strip()}")
+        if self.ipv6:
+            self.check(
+                "default via fe80:ec2::1 dev vlan.eth." in table,
+                f"table {vlan + 100} routes through EC2's router fe80:ec2::1 on the VLAN",
+            )
+
+    def _check_ipv6(self, db: Placed) -> None:
+        """An IPv6 cluster's extra checks: the VPC host reaches db (only its branch ENI can take that in), the
+        address is the branch ENI's in EC2, and db has IPv4 egress through egress-cni."""
+        assert self.cluster is not None
+        annotation = self._annotation(db.pod.name)
+        eni = self.cluster.cloud.ec2_client().describe_network_interfaces(
+            NetworkInterfaceIds=[annotation["eniId"]]
+        )["NetworkInterfaces"][0]
+        owned = [a["Ipv6Address"] for a in eni.get("Ipv6Addresses") or []]
+        self.check(
+            owned == [str(db.ip)] and annotation.get("ipv6Addr") == str(db.ip),
+            f"db {db.ip} is branch ENI {annotation['eniId']}'s IPv6 address (EC2: {owned})",
+        )
+        router, host = self.cluster.datapath.router, self.cluster.vpc_host_ip6
+        seen = tcp_echo(router.vpc_host_netns, db.ip, DB_PORT, timeout=3) if host is not None else None
+        self.check(
+            seen == str(host), f"the VPC host {host} -> db [{db.ip}]:{DB_PORT} through the trunk's VLAN"
+        )
+        internet = self.cluster.internet_ip
+        with EchoServer(netns=router.internet_netns, ip=internet) as server:
+            seen = tcp_echo(db.pod.netns, internet, server.port, timeout=3)
+        self.check(seen is not None, f"db -> {internet} (IPv4 egress through egress-cni, seen as {seen})")
+        self.say("  (the testbed's VPC filters security groups on IPv4 packets only: no blocked IPv6 check)")
+
+    def _annotation(self, name: str) -> dict[str, Any]:
+        assert self.cluster is not None and self.cluster.kube is not None
+        annotations = self.cluster.kube.store.get(PODS, name, "default")["metadata"].get("annotations") or {}
+        text = annotations.get(POD_ENI_ANNOTATION)
+        return dict(json.loads(text)[0]) if text else {}
 
     def _branch_enis(self, placed: list[Placed]) -> list[str]:
         """The branch ENIs of the pods, from the annotation the controller wrote."""
         assert self.cluster is not None and self.cluster.kube is not None
-        found = []
-        for p in placed:
-            annotations = self.cluster.kube.store.get(PODS, p.pod.name, "default")["metadata"].get(
-                "annotations"
-            )
-            if text := (annotations or {}).get(POD_ENI_ANNOTATION):
-                found.append(str(json.loads(text)[0]["eniId"]))
-        return found
+        return [str(a["eniId"]) for p in placed if (a := self._annotation(p.pod.name))]
 
     def _exists(self, eni_id: str) -> bool:
         assert self.cluster is not None

@@ -1,0 +1,164 @@
+"""Security groups for pods in an IPv6 cluster under the real CNI client: containerd's CRI runs sandboxes on a
+testbed node in a dual-stack VPC whose aws-k8s-agent has ENABLE_IPv6 and ENABLE_POD_ENI; the VPC resource
+controller stand-in gives the node a trunk and the selected pod a branch ENI.
+
+The sandbox's IP as CRI reports it is the branch ENI's IPv6 address; the VPC host reaches it (only through the
+trunk's VLAN) and an ordinary pod of the node reaches it; it has IPv4 egress through egress-cni; removing the
+sandboxes leaves no VLAN link, rule or route, and the controller deletes the branch ENI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from vpccni.k8sapi.names import POD_ENI_ANNOTATION
+from vpccni.testbed.cluster import Cluster, ClusterConfig
+from vpccni.testbed.cri import Containerd, CriClient, PodSandbox, PodSpec
+from vpccni.testbed.datapath import namespaces as ns
+from vpccni.testbed.datapath.probes import EchoServer, tcp_echo
+from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
+from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
+from vpccni.testbed.vpcrc import ControllerConfig
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs root")
+PORT = 5432
+ENV = {**IPV6_CLUSTER_ENV, "ENABLE_POD_ENI": "true", "VPCCNI_POD_ENI_WAIT": "10"}
+
+
+def _eventually(check: Callable[[], object], *, timeout_s: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(Exception):
+            if value := check():
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
+    with tempfile.TemporaryDirectory(prefix="vpccni-e2e-sgp6-") as tmp, contextlib.ExitStack() as stack:
+        config = ClusterConfig(
+            cloud=dual_stack(), vpc_resource_controller=ControllerConfig(cooldown_s=1.0, resync_s=2)
+        )
+        cluster = stack.enter_context(Cluster(config))
+        node = cluster.add_node()
+        group = cluster.cloud.ec2_client().create_security_group(
+            GroupName="db", Description="db", VpcId=cluster.cloud.vpc_id
+        )["GroupId"]
+        assert cluster.kube is not None
+        cluster.kube.store.create(
+            SECURITYGROUPPOLICIES,
+            {
+                "metadata": {"name": "db", "namespace": "default"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "db"}},
+                    "securityGroups": {"groupIds": [group]},
+                },
+            },
+        )
+        shim = build_shim(Path(tmp) / "bin")
+        runner = NodeRunner(node=node, workdir=Path(tmp) / node.name, shim=shim, env=ENV)
+        stack.callback(runner.close)
+        runner.start()
+        containerd = stack.enter_context(Containerd(netns_path=node.netns_path, cni_conf_dir=runner.confdir))
+        containerd.install_plugin("aws-cni", shim)
+        for kind in runner.chained():
+            containerd.install_plugin(kind, shim.parent / kind)
+        containerd.link_reference_plugins("portmap")
+        containerd.wait_network_ready(network=NETWORK_NAME)
+        _eventually(lambda: runner.metric("vpccni_trunk_eni_attached") == 1)
+        yield cluster, runner, stack.enter_context(containerd.client())
+
+
+def _alias(path: Path, name: str) -> str:
+    """A name under /run/netns for the sandbox's namespace, so the probes can enter it."""
+    target = ns.netns_path(name)
+    target.touch()
+    subprocess.run(["mount", "--bind", str(path), str(target)], check=True)
+    return name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sandbox:
+    id: str
+    ip: ipaddress.IPv6Address
+    netns_path: Path
+
+
+def _sandbox(cluster: Cluster, cri: CriClient, runner: NodeRunner, name: str, app: str) -> Sandbox:
+    """As kubelet: the pod object exists (the webhook ran), then the runtime is asked for its sandbox."""
+    obj = cluster.create_pod(runner.node, namespace="default", name=name, labels={"app": app})
+    sandbox_id = cri.run_pod(PodSpec(name=name, namespace="default", uid=obj["metadata"]["uid"]))
+    status: PodSandbox = cri.status(sandbox_id)
+    assert status.ready and isinstance(status.ip, ipaddress.IPv6Address), status
+    assert status.netns_path is not None
+    return Sandbox(id=sandbox_id, ip=status.ip, netns_path=status.netns_path)
+
+
+def _vlan_links(runner: NodeRunner) -> list[str]:
+    return [name for name in runner.node.network.links() if name.startswith("vlan.eth.")]
+
+
+def test_an_ipv6_branch_sandbox_gets_its_branch_enis_ipv6_and_leaves_nothing(
+    stack: tuple[Cluster, NodeRunner, CriClient],
+) -> None:
+    cluster, runner, cri = stack
+    assert cluster.kube is not None
+    db = _sandbox(cluster, cri, runner, "db", "db")
+    web = _sandbox(cluster, cri, runner, "web", "web")
+    annotation = json.loads(
+        cluster.kube.store.get(PODS, "db", "default")["metadata"]["annotations"][POD_ENI_ANNOTATION]
+    )[0]
+    assert str(db.ip) == annotation["ipv6Addr"]
+    assert ipaddress.IPv6Address(annotation["ipv6Addr"]) in ipaddress.IPv6Network(annotation["subnetV6Cidr"])
+    assert _vlan_links(runner) == [f"vlan.eth.{annotation['vlanId']}"]
+
+    pid = os.getpid()
+    db_ns = _alias(db.netns_path, f"vpod-sgp6-db-{pid}")
+    web_ns = _alias(web.netns_path, f"vpod-sgp6-web-{pid}")
+    try:
+        router, vpc_host = cluster.datapath.router, cluster.vpc_host_ip6
+        assert vpc_host is not None
+        with EchoServer(netns=db_ns, ip=db.ip, port=PORT):
+            assert tcp_echo(router.vpc_host_netns, db.ip, PORT) == str(vpc_host)
+            assert tcp_echo(web_ns, db.ip, PORT) == str(web.ip)
+        internet4 = cluster.internet_ip
+        with EchoServer(netns=router.internet_netns, ip=internet4) as server:
+            assert tcp_echo(db_ns, internet4, server.port) == str(runner.node.instance.primary_ip)
+    finally:
+        ns.delete_netns(db_ns)
+        ns.delete_netns(web_ns)
+
+    for sandbox, name in ((db, "db"), (web, "web")):
+        cri.stop_pod(sandbox.id)  # CNI DEL of the chain, in reverse
+        cri.remove_pod(sandbox.id)
+        cluster.delete_pod("default", name)
+    assert _vlan_links(runner) == []
+    node_ns = runner.node.netns
+    for listing in (["rule"], ["route", "show", "table", "all"]):
+        text = ns.exec_in_netns(node_ns, ["ip", "-6", *listing])
+        assert str(db.ip) not in text and str(web.ip) not in text
+    ec2 = cluster.cloud.ec2_client()
+
+    def deleted() -> bool:
+        try:
+            ec2.describe_network_interfaces(NetworkInterfaceIds=[annotation["eniId"]])
+        except ClientError as exc:
+            return exc.response["Error"]["Code"] == "InvalidNetworkInterfaceID.NotFound"
+        return False
+
+    _eventually(deleted)

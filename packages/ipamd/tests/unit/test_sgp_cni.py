@@ -36,9 +36,11 @@ TRUNK = "eth2"
 
 
 def annotation(*, vlan: int = 7, ip: str = "10.0.16.40", mac: str = "0a:bb:00:00:00:07") -> str:
+    """As the controller writes it for a branch ENI of a dual-stack subnet (an IPv6 node takes its IPv6)."""
     return json.dumps(
         [{"eniId": f"eni-0b{vlan:015x}", "ifAddress": mac, "privateIp": ip, "vlanId": vlan,
-          "subnetCidr": "10.0.16.0/20"}]
+          "subnetCidr": "10.0.16.0/20", "ipv6Addr": f"2600:1f14:a:b100::{vlan:x}",
+          "subnetV6Cidr": "2600:1f14:a:b100::/64"}]
     )  # fmt: skip
 
 
@@ -77,6 +79,7 @@ def build(
     same_host_as: Node | None = None,
     on_sleep: Callable[[], None] = lambda: None,
     policy: PolicyAdmission | None = None,
+    ipv6: bool = False,
 ) -> Node:
     """A node; `same_host_as` another one: ipamd restarted on that host (same links, its own state)."""
     if same_host_as is not None:
@@ -94,7 +97,7 @@ def build(
     clock = [0.0]  # BranchCni's: advanced by its sleeps only
     wiring = BranchPodWiring(host=host, pods=PodWiring(host=host, namespaces=FakeNetnsNetlink(net)))
     branches = BranchCni(
-        lookup=BranchPodLookup(pods=lambda: pods),
+        lookup=BranchPodLookup(pods=lambda: pods, ipv6=ipv6),
         attachments=attachments,
         wiring=wiring,
         trunk_link=lambda: trunk[0],
@@ -335,3 +338,49 @@ def test_a_branch_pod_strict_network_policy_refuses_is_rolled_back() -> None:
     assert node.host.link("vlan.eth.7") is None and host_rules(node) == []
     assert node.attachments.all() == ()
     assert node.host.link(host_veth_name("db", "orders", prefix="vlan")) is None
+
+
+def test_an_ipv6_node_wires_the_branch_enis_ipv6_address_admits_records_and_restores_it() -> None:
+    agent = PolicyAgent(confirm=True)
+    node = build(ipv6=True, policy=PolicyAdmission(mode="strict", agent=agent, where="unix:npa.sock"))
+    node.put("orders")
+    fd = node.pod_netns("orders")
+    result = node.service.handle(request("ADD"), fd)
+    veth = host_veth_name("db", "orders", prefix="vlan")
+    assert result["ips"] == [
+        {"version": "6", "address": "2600:1f14:a:b100::7/128", "interface": 1, "gateway": "fe80:ec2::1"}
+    ]
+    assert host_rules(node) == [
+        Rule(priority=10, table=107, iif="vlan.eth.7", family=6),
+        Rule(priority=10, table=107, iif=veth, family=6),
+    ]
+    assert agent.asked == [("db", "orders", "strict")]  # network policy admits it as any branch pod
+    [entry] = decode(node.file.data or b"")
+    assert str(entry.ip) == "2600:1f14:a:b100::7" and entry.branch is not None
+    assert str(entry.branch.subnet) == "2600:1f14:a:b100::/64"
+    restarted = build(node.file, same_host_as=node, ipv6=True)
+    report = restore_branch_pods(
+        attachments=restarted.attachments, netlink=node.host, wiring=restarted.wiring
+    )
+    assert [str(a.branch.ip) for a in report.restored] == ["2600:1f14:a:b100::7"]
+    assert restarted.service.handle(request("CHECK", prevResult=result), fd) is None
+    assert restarted.service.handle(request("DEL", prevResult=result), None) is None
+    assert node.host.link("vlan.eth.7") is None and host_rules(node) == []
+    assert restarted.attachments.all() == ()
+
+
+def test_an_ipv6_node_refuses_a_branch_eni_without_ipv6_naming_the_subnet() -> None:
+    node = build(ipv6=True)
+    node.pods.upsert(
+        PodInfo(
+            namespace="db",
+            name="orders",
+            annotations={
+                "vpc.amazonaws.com/pod-eni": json.dumps([{**json.loads(annotation())[0], "ipv6Addr": ""}])
+            },
+            requests_pod_eni=True,
+        )
+    )
+    err = error(node.service.handle, request("ADD"), node.pod_netns("orders"))
+    assert err.code == ErrorCode.INTERNAL and "no ipv6Addr" in err.msg and "dual-stack subnet" in err.msg
+    assert node.host.link("vlan.eth.7") is None and node.attachments.all() == ()

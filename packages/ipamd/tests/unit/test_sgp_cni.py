@@ -358,11 +358,15 @@ def test_an_ipv6_node_wires_the_branch_enis_ipv6_address_admits_records_and_rest
     [entry] = decode(node.file.data or b"")
     assert str(entry.ip) == "2600:1f14:a:b100::7" and entry.branch is not None
     assert str(entry.branch.subnet) == "2600:1f14:a:b100::/64"
+    # An ADD cut short by the crash: its VLAN link and IPv6 rule, and no record.
+    node.host.add_vlan(name="vlan.eth.9", parent=TRUNK, vlan_id=9, mac="0a:00:00:00:00:09")
+    node.host.add_rule(Rule(priority=10, table=109, iif="vlan.eth.9", family=6))
     restarted = build(node.file, same_host_as=node, ipv6=True)
     report = restore_branch_pods(
         attachments=restarted.attachments, netlink=node.host, wiring=restarted.wiring
     )
     assert [str(a.branch.ip) for a in report.restored] == ["2600:1f14:a:b100::7"]
+    assert report.orphan_vlans == (9,) and all(r.table != 109 for r in node.host.rules())
     assert restarted.service.handle(request("CHECK", prevResult=result), fd) is None
     assert restarted.service.handle(request("DEL", prevResult=result), None) is None
     assert node.host.link("vlan.eth.7") is None and host_rules(node) == []

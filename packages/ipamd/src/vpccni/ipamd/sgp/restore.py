@@ -54,7 +54,8 @@ def restore_branch_pods(
             continue
         log.info("removing VLAN link %s: no pod is routed through it", name)
         netlink.delete_link(vlan_link_name(vlan))
-        netlink.delete_rules(priority=VLAN_RULE_PRIORITY, table=route_table_for_vlan(vlan))
+        for family in (4, 6):  # an IPv6 node's branch pods have IPv6 rules
+            netlink.delete_rules(priority=VLAN_RULE_PRIORITY, table=route_table_for_vlan(vlan), family=family)
         orphans.append(vlan)
     return BranchRestoreReport(restored=live, gone=gone, orphan_vlans=tuple(orphans))
 

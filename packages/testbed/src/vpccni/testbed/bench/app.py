@@ -54,6 +54,7 @@ RESULT_KEYS = (
     "multinic_del_p50_ms",
     "sgp_add_p50_ms",
     "sgp_pod_ready_p50_s",
+    "sgp_ipv6_add_p50_ms",
 )
 SCENARIOS: dict[str, Callable[[scenarios.Run], None]] = {
     "shim": scenarios.shim_startup,
@@ -65,6 +66,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Run], None]] = {
     "rss": scenarios.rss_and_restart,
     "multinic": multinic.multi_nic,
     "sgp": sgp.sgp_pods,
+    "sgp6": sgp.sgp_ipv6_pods,
 }
 
 

@@ -87,6 +87,12 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
         None,
         "s",
     ),
+    (
+        "sgp_ipv6_add_p50_ms",
+        "... in an IPv6 cluster: ADD of a branch pod (its branch ENI's IPv6; aws-cni then egress-cni), p50",
+        None,
+        "ms",
+    ),
 )
 AT_LEAST = frozenset({"churn_pairs_per_s"})
 

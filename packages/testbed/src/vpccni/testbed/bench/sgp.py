@@ -12,6 +12,9 @@ AssociateTrunkInterface the AssignPrivateIpAddresses latency, EC2 publishing nei
   CreateNetworkInterface + AssociateTrunkInterface + annotation, ipamd seeing it in its pod watch, and the
   wiring. Upstream's plugin fails such an ADD until the annotation is there and kubelet retries it with a
   back-off; here ipamd waits for the annotation within VPCCNI_POD_ENI_WAIT.
+- `sgp_ipv6_add_p50_ms`: the same ADD in an IPv6 cluster (a dual-stack VPC): the pod gets its branch ENI's
+  IPv6 address, and the conflist's chain runs egress-cni after aws-cni (the pod's IPv4 egress), so the figure
+  is the chain's, as the IPv6 pod figures are; ordinary IPv6 pods alternate with them for comparison.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 from vpccni.testbed.bench.harness import percentile
 from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner, Pod
 from vpccni.testbed.vpcrc import ControllerConfig
 
@@ -38,28 +42,9 @@ def sgp_pods(run: Run) -> None:
     rounds, per_round = (2, 10) if run.plan.quick else (5, 20)
     ready_pods = 5 if run.plan.quick else 20
     config = ClusterConfig(vpc_resource_controller=ControllerConfig(cooldown_s=COOLDOWN_S, resync_s=5))
-    adds: list[float] = []
-    plain_adds: list[float] = []  # pods no policy selects, same node, same moments: the comparison
     ready: list[float] = []
     with run.node(instance_type=INSTANCE, env=dict(ENV), cluster_config=config) as (cluster, runner):
-        cluster.cloud.set_latency("AssociateTrunkInterface", run.plan.latency.assign_ips)
-        _policy(cluster)
-        _wait(functools.partial(_has_trunk, runner), timeout_s=60, what="the node's trunk ENI")
-        for round_no in range(rounds):
-            pods = [_pod_object(cluster, runner, f"sgp-{round_no}-{i}") for i in range(per_round)]
-            plain = [
-                _pod_object(cluster, runner, f"plain-{round_no}-{i}", sgp=False) for i in range(per_round)
-            ]
-            for pod in pods:
-                _wait(functools.partial(_annotated, cluster, pod), timeout_s=60, what=f"{pod.name} annotated")
-            for pod, other in zip(pods, plain, strict=True):  # alternating: the same load on both
-                for target, samples in ((pod, adds), (other, plain_adds)):
-                    outcome = runner.add(target)
-                    if outcome.ok:
-                        samples.append(outcome.elapsed_s)
-                    else:
-                        run.notes.append(f"sgp bench ADD {target.name} failed: {outcome.error}")
-            _delete(cluster, runner, pods + plain)
+        adds, plain_adds = _branch_adds(run, cluster, runner, rounds=rounds, per_round=per_round)
         for i in range(ready_pods):
             started = time.monotonic()
             pod = _pod_object(cluster, runner, f"ready-{i}")
@@ -85,6 +70,54 @@ def sgp_pods(run: Run) -> None:
         f"security groups for pods: branch-pod ADD p50 {run.results['sgp_add_p50_ms']} ms; created -> ready "
         f"p50 {run.results['sgp_pod_ready_p50_s']} s; {run.extra['sgp']}"
     )
+
+
+def sgp_ipv6_pods(run: Run) -> None:
+    rounds, per_round = (2, 10) if run.plan.quick else (5, 20)
+    config = ClusterConfig(
+        cloud=dual_stack(), vpc_resource_controller=ControllerConfig(cooldown_s=COOLDOWN_S, resync_s=5)
+    )
+    env = {**ENV, **IPV6_CLUSTER_ENV}
+    with run.node(instance_type=INSTANCE, env=env, cluster_config=config) as (cluster, runner):
+        adds, plain_adds = _branch_adds(run, cluster, runner, rounds=rounds, per_round=per_round)
+    run.results["sgp_ipv6_add_p50_ms"] = _ms(percentile(adds, 50))
+    run.extra["sgp_ipv6"] = {
+        "instance": INSTANCE,
+        "add_samples": len(adds),
+        "add_p99_ms": _ms(percentile(adds, 99)),
+        "plain_ipv6_pod_add_p50_ms_same_run": _ms(percentile(plain_adds, 50)),
+        "chain": "aws-cni then egress-cni (IPv4 egress), both through the standalone shim",
+    }
+    run.say(
+        "security groups for pods, IPv6 cluster: branch-pod ADD p50 "
+        f"{run.results['sgp_ipv6_add_p50_ms']} ms; {run.extra['sgp_ipv6']}"
+    )
+
+
+def _branch_adds(
+    run: Run, cluster: Cluster, runner: NodeRunner, *, rounds: int, per_round: int
+) -> tuple[list[float], list[float]]:
+    """ADD times of branch pods whose annotation is there, and of pods no policy selects (the same node, the
+    same moments: the comparison), alternating, in rounds that delete their pods."""
+    cluster.cloud.set_latency("AssociateTrunkInterface", run.plan.latency.assign_ips)
+    _policy(cluster)
+    _wait(functools.partial(_has_trunk, runner), timeout_s=60, what="the node's trunk ENI")
+    adds: list[float] = []
+    plain_adds: list[float] = []
+    for round_no in range(rounds):
+        pods = [_pod_object(cluster, runner, f"sgp-{round_no}-{i}") for i in range(per_round)]
+        plain = [_pod_object(cluster, runner, f"plain-{round_no}-{i}", sgp=False) for i in range(per_round)]
+        for pod in pods:
+            _wait(functools.partial(_annotated, cluster, pod), timeout_s=60, what=f"{pod.name} annotated")
+        for pod, other in zip(pods, plain, strict=True):
+            for target, samples in ((pod, adds), (other, plain_adds)):
+                outcome = runner.add(target)
+                if outcome.ok:
+                    samples.append(outcome.elapsed_s)
+                else:
+                    run.notes.append(f"sgp bench ADD {target.name} failed: {outcome.error}")
+        _delete(cluster, runner, pods + plain)
+    return adds, plain_adds
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -125,6 +125,10 @@ def test_a_branch_pod_gets_its_branch_enis_ipv6_and_real_packets_reach_it(
         node.netns, ["ip", "-6", "route", "show", "table", str(annotation["vlanId"] + 100)]
     )
     assert "default via fe80:ec2::1 dev vlan.eth." in table  # upstream's GetIPv6Gateway
+    rules6 = ns.exec_in_netns(node.netns, ["ip", "-6", "rule"])
+    if mode == "strict":  # as upstream: the IPv6 local rule below the VLAN rules, NDP with EC2's router local
+        assert "20:\tfrom all lookup local" in rules6
+        assert "0:\tfrom fe80:ec2::1 ipproto ipv6-icmp lookup local" in rules6
     pods = {p["name"]: p for p in agent.introspect("/v1/pods")}
     assert pods[f"db-{mode}"]["vlanId"] == annotation["vlanId"] and pods[f"db-{mode}"]["ip"] == str(ip)
 

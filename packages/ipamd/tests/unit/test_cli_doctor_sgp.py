@@ -24,10 +24,12 @@ def _ok(stdout: str) -> CommandResult:
     return CommandResult(returncode=0, stdout=stdout, stderr="")
 
 
-def node(*, trunk: bool = True, links: str = LINKS, rules: str = RULES, demux: str = "0") -> DoctorContext:
+def node(
+    *, trunk: bool = True, links: str = LINKS, rules: str = RULES, demux: str = "0", ipv6: bool = False
+) -> DoctorContext:
     host = FakeHost()
     host.commands[("ip", "-o", "link", "show")] = _ok(links)
-    host.commands[("ip", "-4", "rule", "show")] = _ok(rules)
+    host.commands[("ip", "-6" if ipv6 else "-4", "rule", "show")] = _ok(rules)
     host.set_sysctl("net.ipv4.tcp_early_demux", demux)
     enis = {"eni-p": {"ID": "eni-p", "IsPrimary": True}}
     if trunk:
@@ -39,7 +41,7 @@ def node(*, trunk: bool = True, links: str = LINKS, rules: str = RULES, demux: s
     return DoctorContext(
         host=host, http=FakeHttp(), ec2_for_region=lambda r: FakeEc2(),
         introspection=FakeIntrospection(docs={"/v1/enis": {"0": {"ENIs": enis}}, "/v1/pods": pods}),
-        config=DoctorConfig(pod_eni=True, disable_tcp_early_demux=True),
+        config=DoctorConfig(pod_eni=True, disable_tcp_early_demux=True, ipv6=ipv6),
     )  # fmt: skip
 
 
@@ -74,3 +76,11 @@ def test_off_and_standard_mode() -> None:
     standard.config = DoctorConfig(pod_eni=True, pod_sg_strict=False)
     results = run(standard)
     assert results["local rule (strict mode)"][0] is Status.OK and results["tcp_early_demux"][0] is Status.OK
+
+
+def test_an_ipv6_node_is_checked_on_its_ipv6_rules_with_the_router_ndp_rule() -> None:
+    router = "0:\tfrom fe80:ec2::1 ipproto ipv6-icmp lookup local\n"
+    assert run(node(ipv6=True, rules=router + RULES))["local rule (strict mode)"][0] is Status.OK
+    assert run(node(ipv6=True, rules=router + RULES))["branch-ENI pods"][0] is Status.OK
+    status, message, fix = run(node(ipv6=True))["local rule (strict mode)"]
+    assert status is Status.FAIL and "fe80:ec2::1" in message and "restart aws-node" in fix

@@ -177,3 +177,22 @@ def test_teardown_leaves_no_chain(node: Node) -> None:
     assert "aws-cni" not in node.nft_dump()
     assert [prio for prio, _ in node.rules()] == [0, 32766, 32767]
     assert node.teardown() == []
+
+
+def test_ipv6_strict_branch_mode_local_rule_and_router_ndp_rule_round_trip(node: Node) -> None:
+    """The real kernel: the IPv6 local rule at 20 and ICMPv6 from fe80:ec2::1 looked up locally at 0 (read
+    back equal, so a second apply changes nothing); teardown restores the kernel's rule."""
+    strict6 = dataclasses.replace(CONFIG, ipv6=True, local_rule_after_vlan_rules=True)
+    node.apply(strict6)
+    rules6 = node.ns.ip_json("-6", "rule")
+    local = sorted(
+        (r["priority"], r.get("src", "all"), r.get("ipproto", "")) for r in rules6 if r["table"] == "local"
+    )
+    assert local == [(0, "fe80:ec2::1", "ipv6-icmp"), (20, "all", "")]
+    assert (0, "lookup local") in node.rules()  # the IPv4 rule stays (upstream moves the node family's)
+    assert node.apply(strict6).changes == ()
+    node.teardown()
+    rules6 = node.ns.ip_json("-6", "rule")
+    assert sorted((r["priority"], r.get("src", "all")) for r in rules6 if r["table"] == "local") == [
+        (0, "all")
+    ]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 from vpccni.networkutils.config import ConnmarkBackend, HostNetworkConfig
@@ -176,3 +176,21 @@ def test_strict_branch_mode_moves_the_local_rule_below_the_vlan_rules_and_back(h
     host.network.apply(strict)
     host.network.teardown()
     assert [r for r in host.ns.rules() if r.table == 255] == local
+
+
+def test_ipv6_strict_branch_mode_moves_the_ipv6_local_rule_and_keeps_ndp_with_ec2s_router(host: Host) -> None:
+    """As upstream: the node family's local rule only, and ICMPv6 from fe80:ec2::1 still looked up locally (a
+    VLAN link resolves its gateway); leaving strict mode puts both back."""
+    host.ns.add_rule(Rule(priority=0, table=255, family=6))  # the kernel's, on a host with IPv6
+    strict6 = dataclasses.replace(CONFIG, ipv6=True, local_rule_after_vlan_rules=True)
+    changes = host.network.apply(strict6).changes
+    router = Rule(priority=0, table=255, src=IPv6Network("fe80:ec2::1/128"), ip_proto=58)
+    assert "rule from fe80:ec2::1 ipproto 58 lookup 255 prio 0 added" in changes
+    assert sorted((r.family, r.priority) for r in host.ns.rules() if r.table == 255 and r != router) == [
+        (4, 0),
+        (6, 20),
+    ]
+    assert router in host.ns.rules()
+    assert host.network.apply(strict6).changes == ()
+    host.network.teardown()
+    assert sorted((r.family, r.priority) for r in host.ns.rules() if r.table == 255) == [(4, 0), (6, 0)]

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from .config import ConnmarkBackend, HostNetworkConfig
 from .eni import DEFAULT_LINK_RETRY, LinkRetry, find_link_by_mac
 from .iptables import DesiredTable, Iptables, IptablesMode, parse_save, plan_restore
-from .model import LOCAL_TABLE, MAIN_TABLE, Rule
+from .localrule import sync_local_rule
+from .model import MAIN_TABLE, Rule
 from .netlink import Netlink
 from .nft import NFT_FAMILY, NFT_TABLE, Nft, connmark_table_body, normalize_listing
 from .snat import OWNERSHIP, desired_tables
-from .tables import CONNMARK_RULE_PRIORITY, EXTERNAL_SERVICE_RULE_PRIORITY, LOCAL_RULE_PRIORITY_SGP
+from .tables import CONNMARK_RULE_PRIORITY, EXTERNAL_SERVICE_RULE_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class HostNetwork:
             self._netlink.set_link(link.name, mtu=config.mtu)
             changes.append(f"mtu {config.mtu} on {link.name}")
         changes += self._sync_rules(self._desired_rules(config))
-        changes += self._sync_local_rule(after_vlan_rules=config.local_rule_after_vlan_rules)
+        moved = (6 if config.ipv6 else 4) if config.local_rule_after_vlan_rules else None
+        changes += sync_local_rule(self._netlink, moved_family=moved)
         for key, value in _sysctls(config, link.name):
             if self._netlink.read_sysctl(key) != value:
                 self._netlink.write_sysctl(key, value)
@@ -94,7 +96,7 @@ class HostNetwork:
 
     def teardown(self) -> list[str]:
         """Remove every rule, chain and table vpccni owns on the host (any config, any older layout)."""
-        changes = self._sync_rules([]) + self._sync_local_rule(after_vlan_rules=False)
+        changes = self._sync_rules([]) + sync_local_rule(self._netlink, moved_family=None)
         for table in IPTABLES_TABLES:
             existing = parse_save(self._iptables.save(table))
             plan = plan_restore(DesiredTable(name=table), existing, OWNERSHIP)
@@ -133,23 +135,6 @@ class HostNetwork:
             if rule not in existing:
                 self._netlink.add_rule(rule)
                 changes.append(f"rule {rule} added")
-        return changes
-
-    def _sync_local_rule(self, *, after_vlan_rules: bool) -> list[str]:
-        """`from all lookup local` at priority 20 (strict branch-ENI mode, upstream) or the kernel's 0.
-
-        The new one is added before the old one goes, so local delivery never lapses."""
-        kernel = Rule(priority=0, table=LOCAL_TABLE)
-        moved = Rule(priority=LOCAL_RULE_PRIORITY_SGP, table=LOCAL_TABLE)
-        wanted, other = (moved, kernel) if after_vlan_rules else (kernel, moved)
-        existing = set(self._netlink.rules())
-        changes = []
-        if wanted not in existing:
-            self._netlink.add_rule(wanted)
-            changes.append(f"rule {wanted} added")
-        if other in existing:
-            self._netlink.delete_rule(other)
-            changes.append(f"rule {other} deleted")
         return changes
 
     def _sync_nft(self, config: HostNetworkConfig, backend: ConnmarkBackend) -> list[str]:

@@ -93,6 +93,7 @@ class Rule:
     fwmask: int | None = None
     iif: str | None = None  # incoming interface (branch-ENI pods in strict mode)
     family: int = 4
+    ip_proto: int | None = None  # `ipproto N` (IPv6 strict branch mode: ICMPv6 from EC2's router)
 
     def __post_init__(self) -> None:
         versions = {net.version for net in (self.src, self.dst) if net is not None}
@@ -112,6 +113,8 @@ class Rule:
         if self.fwmark is not None:
             mask = f"/{self.fwmask:#x}" if self.fwmask is not None else ""
             parts.append(f"fwmark {self.fwmark:#x}{mask}")
+        if self.ip_proto is not None:
+            parts.append(f"ipproto {self.ip_proto}")
         table = "main" if self.table == MAIN_TABLE else str(self.table)
         parts.append(f"lookup {table} prio {self.priority}")
         text = " ".join(parts)

@@ -240,6 +240,7 @@ class PyrouteNetlink:
                         fwmask=_attr(msg, "FRA_FWMASK"),
                         iif=_attr(msg, "FRA_IIFNAME"),
                         family=6 if msg["family"] == AF_INET6 else 4,
+                        ip_proto=_attr(msg, "FRA_IP_PROTO"),
                     )
                 )
             return out
@@ -261,6 +262,8 @@ class PyrouteNetlink:
             args["fwmask"] = rule.fwmask
         if rule.iif is not None:
             args["iifname"] = rule.iif
+        if rule.ip_proto is not None:
+            args["ip_proto"] = rule.ip_proto
         return args
 
     def add_rule(self, rule: Rule) -> None:

@@ -54,6 +54,7 @@ RT_TABLE_UNSPEC = 0
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_PERMANENT, NUD_REACHABLE = 0x80, 0x02
 FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 1, 2, 3, 6, 10, 15, 16
+FRA_IP_PROTO = 22  # u8
 FR_ACT_TO_TBL = 1
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -93,6 +94,10 @@ def attr(kind: int, value: bytes) -> bytes:
 
 def attr_u32(kind: int, value: int) -> bytes:
     return RTATTR.pack(8, kind) + U32.pack(value)
+
+
+def attr_u8(kind: int, value: int) -> bytes:
+    return attr(kind, bytes([value]))
 
 
 def attr_str(kind: int, value: str) -> bytes:
@@ -184,6 +189,7 @@ def decode_rule(data: bytes | bytearray, offset: int, end: int) -> Rule | None:
     attrs = parse_attrs(data, offset + FIB_RULE_HDR.size, end)
     src, dst = attrs.get(FRA_SRC), attrs.get(FRA_DST)
     fwmark, fwmask, iif = attrs.get(FRA_FWMARK), attrs.get(FRA_FWMASK), attrs.get(FRA_IIFNAME)
+    ip_proto = attrs.get(FRA_IP_PROTO)
     return Rule(
         priority=u32(attrs.get(FRA_PRIORITY)),
         table=u32(attrs.get(FRA_TABLE)) or table,
@@ -193,6 +199,7 @@ def decode_rule(data: bytes | bytearray, offset: int, end: int) -> Rule | None:
         fwmask=u32(fwmask) if fwmask else None,
         iif=string(iif) if iif else None,
         family=version,
+        ip_proto=ip_proto[0] if ip_proto else None,
     )
 
 

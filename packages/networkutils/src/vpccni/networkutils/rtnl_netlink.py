@@ -32,6 +32,7 @@ from .rtnl import (
     attr_ip,
     attr_nest,
     attr_str,
+    attr_u8,
     attr_u32,
     ifinfo,
 )
@@ -382,6 +383,8 @@ class RtnlNetlink:
             body += attr_u32(rtnl.FRA_FWMARK, rule.fwmark)
         if rule.fwmask is not None:
             body += attr_u32(rtnl.FRA_FWMASK, rule.fwmask)
+        if rule.ip_proto is not None:
+            body += attr_u8(rtnl.FRA_IP_PROTO, rule.ip_proto)
         return body
 
     def add_rule(self, rule: Rule) -> None:

@@ -4,6 +4,7 @@ link and rules, the local rule of strict mode, and tcp_early_demux for kubelet's
 from __future__ import annotations
 
 from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, _fail, _ok, _sysctl, _warn
+from vpccni.ipamd.cli.host import CommandResult
 from vpccni.ipamd.cli.introspect import IntrospectionError
 
 OFF = "security groups for pods is off (ENABLE_POD_ENI)"
@@ -43,7 +44,7 @@ def check_branch_pods(ctx: DoctorContext) -> CheckResult:
     except IntrospectionError as exc:
         return _warn(name, f"cannot read ipamd's pods: {exc}", "start aws-node")
     links = ctx.host.run(["ip", "-o", "link", "show"])
-    rules = ctx.host.run(["ip", "-4", "rule", "show"])
+    rules = _rules(ctx)
     if links is None or rules is None:
         return _warn(name, "iproute2 is not installed", "install iproute2")
     broken = []
@@ -70,11 +71,18 @@ def check_local_rule(ctx: DoctorContext) -> CheckResult:
     name = "local rule (strict mode)"
     if not ctx.config.pod_eni or not ctx.config.pod_sg_strict:
         return _ok(name, OFF if not ctx.config.pod_eni else "standard mode: the kernel's rule at 0 stays")
-    rules = ctx.host.run(["ip", "-4", "rule", "show"])
+    rules = _rules(ctx)
     if rules is None:
         return _warn(name, "iproute2 is not installed", "install iproute2")
     lines = [line.split() for line in rules.stdout.splitlines()]
-    local = {words[0].rstrip(":") for words in lines if words[-1:] == ["local"]}
+    local = {words[0].rstrip(":") for words in lines if words[1:] == ["from", "all", "lookup", "local"]}
+    if ctx.config.ipv6 and not any(w[1:3] == ["from", "fe80:ec2::1"] and w[-1:] == ["local"] for w in lines):
+        return _fail(
+            name,
+            "no `from fe80:ec2::1 ipproto ipv6-icmp lookup local` rule: strict-mode VLAN links cannot "
+            "resolve EC2's router, so branch pods have no network",
+            "restart aws-node (it adds the rule at start)",
+        )
     if local == {"20"}:
         return _ok(name, "from all lookup local at priority 20, below the VLAN rules (10)")
     return _fail(
@@ -84,6 +92,11 @@ def check_local_rule(ctx: DoctorContext) -> CheckResult:
         "restart aws-node (it moves the rule at start), and check that nothing else re-adds `0: from all "
         "lookup local`",
     )
+
+
+def _rules(ctx: DoctorContext) -> CommandResult | None:
+    """`ip rule` of the node's family (an IPv6 node's branch pods have IPv6 rules)."""
+    return ctx.host.run(["ip", "-6" if ctx.config.ipv6 else "-4", "rule", "show"])
 
 
 def check_tcp_early_demux(ctx: DoctorContext) -> CheckResult:

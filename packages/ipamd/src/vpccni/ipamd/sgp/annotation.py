@@ -18,9 +18,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from typing import Any
 
 from vpccni.k8sapi.names import POD_ENI_ANNOTATION
+from vpccni.networkutils.localrule import EC2_ROUTER
 
 MAX_VLAN_ID = 4094
-IPV6_GATEWAY = IPv6Address("fe80:ec2::1")
 
 
 class PodEniAnnotationError(ValueError):
@@ -42,7 +42,7 @@ class BranchEni:
     @property
     def gateway(self) -> IPv4Address | IPv6Address:
         """The branch subnet's VPC router: the subnet's first host (IPv4), `fe80:ec2::1` (IPv6)."""
-        return IPV6_GATEWAY if self.ip.version == 6 else self.subnet.network_address + 1
+        return EC2_ROUTER if self.ip.version == 6 else self.subnet.network_address + 1
 
 
 def parse_pod_eni(text: str, *, ipv6: bool = False) -> BranchEni:

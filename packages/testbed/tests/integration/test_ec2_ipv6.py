@@ -99,3 +99,29 @@ def test_an_ipv4_only_subnet_refuses_ipv6() -> None:
                 NetworkInterfaceId=node.primary_eni_id, Ipv6PrefixCount=1
             )
         assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_a_new_eni_in_a_dual_stack_subnet_gets_free_ipv6_addresses_as_asked_or_assigned_on_creation(
+    cloud: Cloud, instance: InstanceInfo
+) -> None:
+    """The subnets assign IPv6 on creation (as EKS asks of IPv6 clusters' subnets): an ENI made without asking
+    (the VPC resource controller's branch ENIs) gets one; `Ipv6AddressCount` gets that many; all free ones of
+    the subnet's /64, never the node's."""
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    subnet_id = cloud.subnet_ids[0]
+    (subnet,) = ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"]
+    assert subnet["AssignIpv6AddressOnCreation"] is True
+    branch = ec2.create_network_interface(SubnetId=subnet_id, InterfaceType="branch")["NetworkInterface"]
+    two = ec2.create_network_interface(SubnetId=subnet_id, Ipv6AddressCount=2)["NetworkInterface"]
+    found = [IPv6Address(a["Ipv6Address"]) for e in (branch, two) for a in e["Ipv6Addresses"]]
+    assert len(found) == 3 and len(set(found)) == 3 and instance.primary_ipv6 not in found
+    block = cloud.subnet_ipv6_cidr(subnet_id)
+    assert block is not None and all(ip in block for ip in found)
+    described = ec2.describe_network_interfaces(NetworkInterfaceIds=[branch["NetworkInterfaceId"]])
+    assert described["NetworkInterfaces"][0]["Ipv6Addresses"] == branch["Ipv6Addresses"]
+
+
+def test_an_ipv4_only_subnet_gives_a_new_eni_no_ipv6() -> None:
+    with Cloud(CloudConfig()) as cloud:
+        eni = cloud.ec2_client(config=NO_RETRY).create_network_interface(SubnetId=cloud.subnet_ids[0])
+        assert not eni["NetworkInterface"].get("Ipv6Addresses")

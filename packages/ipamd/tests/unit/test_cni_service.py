@@ -18,6 +18,7 @@ from vpccni.ipamd.cni.service import CniService
 from vpccni.ipamd.cni.testing import FakeAllocator, FakeHostPodRules, FakePodNetwork, secondary_ips
 from vpccni.ipamd.pool.status import GrowthState
 from vpccni.networkutils.names import host_veth_name
+from vpccni.networkutils.pod import PodInterface
 
 POD_FD = 1001  # fake fds: the fakes never touch them
 
@@ -361,6 +362,10 @@ class _Chained:
     def forget(self, request: Request, netns_fd: int | None) -> None:
         self.calls.append(("forget", request.container_id))
 
+    @property
+    def pod_ifnames(self) -> tuple[str, ...]:
+        return ("v4if0",)
+
 
 def test_chained_types_go_to_their_plugin_which_hears_of_aws_cnis_add_and_del(
     allocator: FakeAllocator, network: FakePodNetwork
@@ -382,3 +387,19 @@ def test_chained_types_go_to_their_plugin_which_hears_of_aws_cnis_add_and_del(
         ("handle", "ADD"), ("abandon_add", "ADD"), ("delete_queued", "DEL"), ("forget", "c1")
     ]  # fmt: skip
     assert len(allocator.allocations()) == 0, "egress-cni's ADD took no pod address"
+
+
+def test_a_chained_plugins_interface_does_not_keep_the_pods_namespace_alive(
+    allocator: FakeAllocator, network: FakePodNetwork
+) -> None:
+    """aws-cni's DEL leaves its veth to go with the namespace though egress-cni's v4if0 is still in it (an
+    egress-cni DEL that did not run): the runtime destroys the namespace after the chain's DEL."""
+    service = CniService(
+        allocator=allocator, network=network, classify_netns=lambda fd: NetnsKind.POD,
+        chained={"egress-cni": _Chained()},
+    )  # fmt: skip
+    service.handle(_request("ADD"), POD_FD)
+    network.wire(POD_FD, PodInterface(host_veth="egr0123456789a", ip=IPv4Address("169.254.172.2"),
+                                      ifname="v4if0"))  # fmt: skip
+    service.handle(_request("DEL"), POD_FD)
+    assert network.veths_kept == [host_veth_name("default", "web-0")]

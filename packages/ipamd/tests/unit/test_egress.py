@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Collection
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
@@ -124,6 +125,7 @@ class FakeWiring:
     def __init__(self) -> None:
         self.wired: dict[str, PodInterface] = {}
         self.sysctls: list[tuple[str, str]] = []
+        self.unwired: list[tuple[str, bool, tuple[str, ...]]] = []  # host veth, keep_veth, siblings
         self.fail = False
         self.lock = threading.Lock()
 
@@ -135,9 +137,13 @@ class FakeWiring:
         return WiredPod(host_veth=spec.host_veth, host_mac="02:00:00:00:00:01", ifname=spec.ifname,
                         container_mac="02:00:00:00:00:02", ip=spec.ip, gateway=spec.gateway)  # fmt: skip
 
-    def unwire(self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False) -> None:
+    def unwire(
+        self, spec: PodInterface, netns_fd: int | None = None, *, keep_veth: bool = False,
+        siblings: Collection[str] = (),
+    ) -> None:  # fmt: skip
         with self.lock:
             self.wired.pop(spec.host_veth, None)
+            self.unwired.append((spec.host_veth, keep_veth, tuple(siblings)))
 
     def verify(self, netns_fd: int, spec: PodInterface) -> list[str]:
         return [] if spec.host_veth in self.wired else ["veth missing"]
@@ -194,6 +200,9 @@ def test_add_appends_the_egress_interfaces_and_del_undoes_it(
     assert spec.ip == IPv4Address("169.254.172.2") and spec.gateway == IPv4Address("169.254.172.1")
     assert service.handle(_request("CHECK", conf), netns_fd) is None
     service.handle(_request("DEL", conf), netns_fd)
+    # The veth goes with the pod's namespace: aws-cni's eth0, which the chain's DEL removes next, is no
+    # interface that would keep the namespace alive.
+    assert wiring.unwired == [(spec.host_veth, True, ("eth0",))]
     service.handle(_request("DEL", conf), netns_fd)  # idempotent
     assert wiring.wired == {} and not [p for p in (tmp_path / "aws-cni").iterdir() if p.name[0].isdigit()]
 

@@ -227,3 +227,9 @@ class ChainedPlugin(Protocol):
     def forget(self, request: Request, netns_fd: int | None) -> None:
         """aws-cni's DEL of the pod: what this plugin did for it goes too (idempotent)."""
         ...
+
+    @property
+    def pod_ifnames(self) -> Collection[str]:
+        """The interfaces this plugin adds in the pod beside aws-cni's: a DEL of the pod leaves them to go
+        with its namespace, as it does aws-cni's own."""
+        ...

@@ -79,6 +79,8 @@ class CniService(MultiNicPods):
     ) -> None:
         self._policy = policy  # network policy's say before an ADD is answered (None: not in play)
         self._chained = dict(chained or {})
+        # A chained plugin's interfaces in the pod (egress-cni's v4if0) do not keep its namespace alive.
+        self._chained_ifnames = frozenset(name for c in self._chained.values() for name in c.pod_ifnames)
         self._allocator = allocator
         self._multi_nic = multi_nic
         self._network = network
@@ -409,7 +411,7 @@ class CniService(MultiNicPods):
             if spec is not None:
                 try:
                     keep = keep_veth or not self._may_delete_veth(pod, conf, spec)
-                    self._network.unwire(spec, pod_fd, keep_veth=keep)
+                    self._network.unwire(spec, pod_fd, keep_veth=keep, siblings=self._chained_ifnames)
                 except Exception as exc:
                     # Keep the address allocated: releasing it with rules left behind could misroute the
                     # next pod that gets it. The runtime retries DEL.

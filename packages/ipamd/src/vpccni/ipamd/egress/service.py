@@ -86,6 +86,10 @@ class EgressService:
         self._prepared: dict[tuple[str, str], tuple[EgressNetConf, Future[_Wired]]] = {}
         self._prepared_lock = threading.Lock()
 
+    @property
+    def pod_ifnames(self) -> tuple[str, ...]:
+        return (V4_IFNAME, V6_IFNAME)
+
     # --- dispatch ---------------------------------------------------------------------------------------
 
     def handle(self, request: Request, netns_fd: int | None, *, answer_by: float | None = None) -> object:
@@ -247,7 +251,12 @@ class EgressService:
             in_pod = netns_fd is not None and self._classify(netns_fd) is NetnsKind.POD
             keep = in_pod and not remove_veth
             try:
-                self._wiring.unwire(spec, netns_fd if in_pod else None, keep_veth=keep)
+                # aws-cni's interface of the attachment does not count as another: the chain's DEL removes
+                # it next, and the namespace goes after that, taking the egress veth with it (deleting it
+                # now would wait for the kernel's RCU grace periods, ~20 ms).
+                self._wiring.unwire(
+                    spec, netns_fd if in_pod else None, keep_veth=keep, siblings=(request.ifname,)
+                )
             except Exception as exc:
                 raise CNIError(ErrorCode.TRY_AGAIN_LATER, f"cannot remove the pod's egress: {exc}") from None
             store.release(request.container_id, request.ifname)

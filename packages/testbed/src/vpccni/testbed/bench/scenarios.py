@@ -4,6 +4,7 @@ into `Run.results` and anything a reader must know into `Run.notes`; none of the
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import subprocess
@@ -40,6 +41,7 @@ WARM_IP_MODE = {"WARM_IP_TARGET": "10", "MINIMUM_IP_TARGET": "30"}
 # WARM_PREFIX_TARGET=1 as upstream's manifest sets it (0 with no WARM_IP/MINIMUM_IP target is refused).
 PREFIX_MODE = {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}
 BURST30_ENV = {"WARM_IP_TARGET": "32"}
+NO_V4_EGRESS = {"ENABLE_V4_EGRESS": "false"}  # an IPv6 node without egress-cni in its conflist
 CHURN_COOLDOWN_S = 1  # IP_COOLDOWN_PERIOD for churn (upstream default 30)
 
 
@@ -185,48 +187,64 @@ def single_pod(run: Run) -> None:
 
 
 def ipv6_single_pod(run: Run) -> None:
-    """Sequential ADDs then DELs of IPv6 pods on an IPv6 node (a /80 on the primary ENI), through the
-    standalone shims as the runtime runs the conflist's chain: aws-cni, then egress-cni (IPv4 egress, an IPv6
-    cluster's default), and in reverse for DEL. The whole chain is the measurement; egress-cni's own part is
-    recorded beside it."""
-    chain: dict[str, list[float]] = {"add": [], "del": []}
-    egress: dict[str, list[float]] = {"add": [], "del": []}
-    with run.node(
-        instance_type=BURST_INSTANCE,
-        env=dict(IPV6_CLUSTER_ENV),
-        cluster_config=ClusterConfig(cloud=dual_stack()),
-    ) as (
-        _,
-        runner,
-    ):
+    """Sequential ADDs then DELs of IPv6 pods on two IPv6 nodes (a /80 on the primary ENI) through the
+    standalone shims, as the runtime runs the conflist's chain: one node with egress-cni chained after
+    aws-cni (IPv4 egress, an IPv6 cluster's default; DEL in reverse), the other without it
+    (ENABLE_V4_EGRESS=false: no egress-cni in its conflist, nothing prepared by ipamd). Pods alternate
+    between the two, so both see the same load. What egress-cni adds to a pod's ADD (DEL) is the difference
+    of the two chains' medians: its process, its call and whatever its work costs aws-cni's own call."""
+    chains: dict[str, dict[str, list[float]]] = {kind: {"add": [], "del": []} for kind in ("with", "without")}
+    own: dict[str, list[float]] = {"add": [], "del": []}  # egress-cni's exec alone, for the notes
+    with contextlib.ExitStack() as stack:
+        runners = {
+            kind: stack.enter_context(
+                run.node(
+                    instance_type=BURST_INSTANCE,
+                    env={**IPV6_CLUSTER_ENV, **extra},
+                    cluster_config=ClusterConfig(cloud=dual_stack()),
+                )
+            )[1]
+            for kind, extra in (("with", {}), ("without", NO_V4_EGRESS))
+        }
         for round_no in range(run.plan.single_rounds):
             pods = []
             for i in range(run.plan.single_per_round):
-                pod = runner.create_pod(namespace="bench", name=f"ipv6-{round_no}-{i}")
-                outcome = runner.add(pod)
-                if not outcome.ok:
-                    run.notes.append(f"IPv6 ADD failed: {outcome.error}")
-                    runner.delete(pod)
-                    continue
-                chain["add"].append(outcome.elapsed_s)
-                egress["add"] += [s for kind, s in outcome.plugins if kind == "egress-cni"]
-                pods.append(pod)
-            for pod in pods:
+                for kind, runner in runners.items():
+                    pod = runner.create_pod(namespace="bench", name=f"ipv6-{kind}-{round_no}-{i}")
+                    outcome = runner.add(pod)
+                    if not outcome.ok:
+                        run.notes.append(f"IPv6 ADD failed ({kind} egress-cni): {outcome.error}")
+                        runner.delete(pod)
+                        continue
+                    chains[kind]["add"].append(outcome.elapsed_s)
+                    own["add"] += [s for plugin, s in outcome.plugins if plugin == "egress-cni"]
+                    pods.append((kind, runner, pod))
+            for kind, runner, pod in pods:
                 outcome = runner.delete(pod)
                 if outcome.ok:
-                    chain["del"].append(outcome.elapsed_s)
-                    egress["del"] += [s for kind, s in outcome.plugins if kind == "egress-cni"]
+                    chains[kind]["del"].append(outcome.elapsed_s)
+                    own["del"] += [s for plugin, s in outcome.plugins if plugin == "egress-cni"]
                 runner.remove_pod(pod)
     for key in ("add", "del"):
-        run.results[f"ipv6_{key}_p50_ms"] = _ms(percentile(chain[key], 50))
-        run.results[f"ipv6_egress_{key}_p50_ms"] = _ms(percentile(egress[key], 50))
-    run.results["ipv6_add_p99_ms"] = _ms(percentile(chain["add"], 99))
-    run.extra["ipv6_single_samples"] = {key: len(values) for key, values in chain.items()}
+        with_p50 = percentile(chains["with"][key], 50)
+        without_p50 = percentile(chains["without"][key], 50)
+        run.results[f"ipv6_{key}_p50_ms"] = _ms(with_p50)
+        run.results[f"ipv6_noegress_{key}_p50_ms"] = _ms(without_p50)
+        run.results[f"ipv6_egress_{key}_p50_ms"] = (
+            _ms(with_p50 - without_p50) if with_p50 is not None and without_p50 is not None else None
+        )
+        run.results[f"ipv6_egress_exec_{key}_p50_ms"] = _ms(percentile(own[key], 50))
+    run.results["ipv6_add_p99_ms"] = _ms(percentile(chains["with"]["add"], 99))
+    run.extra["ipv6_single_samples"] = {
+        f"{key}_{kind}": len(values[key]) for kind, values in chains.items() for key in ("add", "del")
+    }
     results = run.results
     run.say(
-        f"IPv6 pods with egress-cni ({run.extra['ipv6_single_samples']}): "
-        f"ADD p50 {results['ipv6_add_p50_ms']} ms (egress-cni {results['ipv6_egress_add_p50_ms']}), "
-        f"DEL p50 {results['ipv6_del_p50_ms']} ms (egress-cni {results['ipv6_egress_del_p50_ms']})"
+        f"IPv6 pods ({run.extra['ipv6_single_samples']}): with egress-cni ADD p50 "
+        f"{results['ipv6_add_p50_ms']} ms, without {results['ipv6_noegress_add_p50_ms']} ms: egress-cni adds "
+        f"{results['ipv6_egress_add_p50_ms']} ms (its exec {results['ipv6_egress_exec_add_p50_ms']}); DEL "
+        f"{results['ipv6_del_p50_ms']} ms, without {results['ipv6_noegress_del_p50_ms']} ms: egress-cni adds "
+        f"{results['ipv6_egress_del_p50_ms']} ms (its exec {results['ipv6_egress_exec_del_p50_ms']})"
     )
 
 

@@ -341,3 +341,71 @@ def test_an_error_answer_stays_lean(run_shim, node, interpreter_modules) -> None
     res = run_shim(_env(node, "ADD"), _conf(node), python_args=("-X", "importtime"))  # ipamd not there
     _assert_error(res, ErrorCode.TRY_AGAIN_LATER)
     _assert_lean(res, interpreter_modules)
+
+
+# --- egress-cni: its ADD answered from its prevResult when aws-cni's ADD wired the egress -------------------
+
+EGRESS_LISTED = {
+    **RESULT,
+    "interfaces": [
+        *RESULT["interfaces"],  # type: ignore[list-item]
+        {"name": "egr0123456789a", "mac": "02:00:00:00:00:01"},
+        {"name": "v4if0", "mac": "02:00:00:00:00:02", "sandbox": "/n"},
+    ],
+}
+
+
+def _egress_conf(node: dict[str, pathlib.Path], **extra: object) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "type": "egress-cni", "enabled": "true", "mtu": "9001", "nodeIP": "10.0.0.5",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "169.254.172.0/22"}]]},
+    }  # fmt: skip
+    return _conf(node, **{**entry, **extra})
+
+
+def test_egress_cnis_add_answers_with_its_prev_result_and_loads_no_socket(
+    run_shim, node, interpreter_modules
+) -> None:
+    node["log"].parent.mkdir()
+    res = run_shim(
+        _env(node, "ADD"), _egress_conf(node, prevResult=EGRESS_LISTED), python_args=("-X", "importtime")
+    )
+    assert res.returncode == 0, res.stdout
+    assert res.json() == EGRESS_LISTED, "prevResult as it came: ipamd is not asked (there is none here)"
+    _assert_lean(res, interpreter_modules)
+    assert not res.imported() & {"_socket", "vpccni.cniplugin.wire"}, "no round trip, no socket module"
+    assert "egress wired with aws-cni's ADD" in node["log"].read_text()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"prevResult": RESULT},  # aws-cni's ADD did not list it: ipamd wires it now
+        {"prevResult": EGRESS_LISTED, "enabled": "false"},  # ipamd undoes what aws-cni's ADD wired
+        {"prevResult": {**EGRESS_LISTED, "cniVersion": "1.0.0"}},  # another version: ipamd converts it
+    ],
+)
+def test_egress_cnis_other_adds_go_to_ipamd(run_shim, node, extra: dict[str, object]) -> None:
+    with FakeEndpoint(str(node["sock"]), lambda request, fd: EGRESS_LISTED) as endpoint:
+        res = run_shim(_env(node, "ADD"), _egress_conf(node, **extra))
+    assert res.returncode == 0 and res.json() == EGRESS_LISTED, res.stdout
+    assert [r.request.command for r in endpoint.received] == ["ADD"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"mtu": "jumbo"}, "mtu"),
+        ({"ipam": {"ranges": [["169.254.172.0/22"]]}}, "ipam.ranges"),
+        ({"ipam": {"ranges": [[{"subnet": "169.254.172.0"}]]}}, "not a CIDR"),
+        ({"prevResult": ["not", "an", "object"]}, "prevResult"),
+        ({"nodeIP": 10}, "nodeIP"),
+    ],
+)
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_a_malformed_egress_entry_is_error_7_without_asking_ipamd(
+    run_shim, node, extra: dict[str, object], problem: str, command: str
+) -> None:
+    res = run_shim(_env(node, command), _egress_conf(node, **{"prevResult": EGRESS_LISTED, **extra}))
+    body = _assert_error(res, ErrorCode.INVALID_NETWORK_CONFIG)
+    assert problem in str(body["msg"])

@@ -356,10 +356,11 @@ class _Chained:
     def delete_queued(self, request: Request) -> None:
         self.calls.append(("delete_queued", request.command))
 
-    def prepare(self, request: Request, netns_fd: int) -> None:
-        self.calls.append(("prepare", request.container_id))
+    def add_with_pod(self, request: Request, netns_fd: int, version: str) -> list[dict[str, Any]]:
+        self.calls.append(("add_with_pod", request.container_id))
+        return [{"name": "egr0123456789a"}, {"name": "v4if0", "sandbox": request.netns_path}]
 
-    def forget(self, request: Request, netns_fd: int | None) -> None:
+    def forget(self, request: Request, netns_fd: int | None, *, remove_veth: bool = False) -> None:
         self.calls.append(("forget", request.container_id))
 
     @property
@@ -377,8 +378,10 @@ def test_chained_types_go_to_their_plugin_which_hears_of_aws_cnis_add_and_del(
         classify_netns=lambda fd: NetnsKind.POD,
         chained={"egress-cni": egress},
     )
-    service.handle(_request("ADD"), POD_FD)
-    assert egress.calls == [("prepare", "c1")], "told once aws-cni's ADD is done, to start its own"
+    result = service.handle(_request("ADD"), POD_FD)
+    assert egress.calls == [("add_with_pod", "c1")], "asked before aws-cni's ADD answers"
+    names = [i["name"] for i in result["interfaces"]]
+    assert names[-2:] == ["egr0123456789a", "v4if0"], "its interfaces listed last, after aws-cni's"
     assert service.handle(_request("ADD", type="egress-cni"), POD_FD) == {"cniVersion": "0.4.0"}
     service.abandon_add(_request("ADD", type="egress-cni"), POD_FD)
     service.delete_queued(_request("DEL", type="egress-cni"))

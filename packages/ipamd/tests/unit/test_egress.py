@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vpccni.cniplugin import egress as shim_egress
 from vpccni.cniplugin.environ import K8sArgs
 from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.cniplugin.wire import Request
@@ -181,21 +182,28 @@ def _service(tmp_path: Path, wiring: FakeWiring, *, prepared: bool) -> EgressSer
     )
 
 
-@pytest.mark.parametrize("prepared", [False, True])
+@pytest.mark.parametrize("with_aws_cni", [False, True])
 def test_add_appends_the_egress_interfaces_and_del_undoes_it(
-    tmp_path: Path, netns_fd: int, prepared: bool
+    tmp_path: Path, netns_fd: int, with_aws_cni: bool
 ) -> None:
+    """With egress on in the settings, aws-cni's ADD wires it and lists it, and egress-cni answers with its
+    prevResult alone (the shim's side); else egress-cni's call wires it here. The same either way."""
     wiring = FakeWiring()
-    service = _service(tmp_path, wiring, prepared=prepared)
+    service = _service(tmp_path, wiring, prepared=with_aws_cni)
     conf = _conf(
         prevResult=PREV, ipam={"ranges": [[{"subnet": "169.254.172.0/22"}]], "dataDir": str(tmp_path)}
     )
     aws_cni = _request("ADD", {"cniVersion": "0.4.0", "name": "aws-cni", "type": "aws-cni"})
-    service.prepare(aws_cni, netns_fd)  # what aws-cni's ADD does when it is done
+    listed = service.add_with_pod(aws_cni, netns_fd, "0.4.0")  # what aws-cni's ADD does before answering
+    assert len(listed) == (2 if with_aws_cni else 0)
+    conf["prevResult"] = {**PREV, "interfaces": [*PREV["interfaces"], *listed]}
+    answered_by_shim = shim_egress.wired_result(conf, "0.4.0")
     result = service.handle(_request("ADD", conf), netns_fd)
+    assert answered_by_shim == (conf["prevResult"] if with_aws_cni else None)
     assert isinstance(result, dict) and result["ips"] == PREV["ips"]
     names = [i["name"] for i in result["interfaces"]]
     assert names[:2] == ["eni1", "eth0"] and names[2].startswith("egr") and names[3] == "v4if0"
+    assert result["interfaces"][3]["sandbox"] == "/run/netns/p" and len(names) == 4
     (spec,) = wiring.wired.values()
     assert spec.ip == IPv4Address("169.254.172.2") and spec.gateway == IPv4Address("169.254.172.1")
     assert service.handle(_request("CHECK", conf), netns_fd) is None
@@ -207,17 +215,35 @@ def test_add_appends_the_egress_interfaces_and_del_undoes_it(
     assert wiring.wired == {} and not [p for p in (tmp_path / "aws-cni").iterdir() if p.name[0].isdigit()]
 
 
-def test_a_prepared_egress_another_config_asks_against_is_redone(tmp_path: Path, netns_fd: int) -> None:
+def test_an_entry_turned_off_undoes_what_aws_cnis_add_wired(tmp_path: Path, netns_fd: int) -> None:
     wiring = FakeWiring()
     service = _service(tmp_path, wiring, prepared=True)
-    service.prepare(_request("ADD", {"name": "aws-cni"}), netns_fd)
-    other = tmp_path / "other"
-    conf = _conf(prevResult=PREV, mtu="1500", ipam={"ranges": [[{"subnet": "169.254.172.0/22"}]],
-                                                   "dataDir": str(other)})  # fmt: skip
-    service.handle(_request("ADD", conf), netns_fd)
-    (spec,) = wiring.wired.values()
-    assert spec.mtu == 1500 and (other / "aws-cni" / "169.254.172.2").exists()
-    assert not (tmp_path / "aws-cni" / "169.254.172.2").exists(), "the prepared one was released"
+    listed = service.add_with_pod(_request("ADD", {"name": "aws-cni"}), netns_fd, "0.4.0")
+    conf = _conf(enabled="false", prevResult={**PREV, "interfaces": [*PREV["interfaces"], *listed]})
+    assert shim_egress.wired_result(conf, "0.4.0") is None, "the shim leaves it to ipamd"
+    result = service.handle(_request("ADD", conf), netns_fd)
+    assert result == {**PREV, "dns": {}}, "its interfaces left out"
+    (host_veth, keep_veth, _) = wiring.unwired[0]
+    assert wiring.wired == {} and host_veth == listed[0]["name"] and not keep_veth, "the pod lives on"
+    assert not [p for p in (tmp_path / "aws-cni").iterdir() if p.name[0].isdigit()], "the address went back"
+
+
+def test_aws_cnis_add_leaves_egress_to_egress_cni_when_it_cannot_list_it(
+    tmp_path: Path, netns_fd: int
+) -> None:
+    wiring = FakeWiring()
+    service = _service(tmp_path, wiring, prepared=True)
+    aws_cni = _request("ADD", {"name": "aws-cni"})
+    assert service.add_with_pod(aws_cni, netns_fd, "0.2.0") == [] and wiring.wired == {}, "no interfaces"
+    wiring.fail = True
+    assert service.add_with_pod(aws_cni, netns_fd, "1.0.0") == [], "a failure is egress-cni's to report"
+    conf = _conf(
+        prevResult=PREV, ipam={"ranges": [[{"subnet": "169.254.172.0/22"}]], "dataDir": str(tmp_path)}
+    )
+    with pytest.raises(CNIError) as err:
+        service.handle(_request("ADD", conf), netns_fd)
+    assert err.value.code == ErrorCode.INTERNAL and "egress" in err.value.msg
+    assert not [p for p in (tmp_path / "aws-cni").iterdir() if p.name[0].isdigit()], "nothing held"
 
 
 def test_disabled_passes_the_result_through_and_errors_are_cni_errors(tmp_path: Path, netns_fd: int) -> None:

@@ -51,6 +51,11 @@ def has_ip_version(version: str) -> bool:
     return (0, 3, 0) <= parse_version(version) < (1, 0, 0)
 
 
+def has_interfaces(version: str) -> bool:
+    """Results list ``interfaces`` from 0.3.0 on."""
+    return parse_version(version) >= (0, 3, 0)
+
+
 def allows_check(version: str) -> bool:
     return parse_version(version) >= (0, 4, 0)
 

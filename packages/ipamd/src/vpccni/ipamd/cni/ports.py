@@ -220,12 +220,14 @@ class ChainedPlugin(Protocol):
 
     def delete_queued(self, request: Request) -> None: ...
 
-    def prepare(self, request: Request, netns_fd: int) -> None:
-        """aws-cni's ADD of the pod succeeded: get ready for this plugin's ADD, which comes next."""
+    def add_with_pod(self, request: Request, netns_fd: int, version: str) -> list[dict[str, Any]]:
+        """aws-cni's ADD of the pod succeeded but for its answer: do this plugin's part now and return the
+        interfaces to list in aws-cni's result (where this plugin's ADD, which comes next, finds them)."""
         ...
 
-    def forget(self, request: Request, netns_fd: int | None) -> None:
-        """aws-cni's DEL of the pod: what this plugin did for it goes too (idempotent)."""
+    def forget(self, request: Request, netns_fd: int | None, *, remove_veth: bool = False) -> None:
+        """aws-cni's DEL of the pod (or its rollback, ``remove_veth``): what this plugin did for it goes
+        too (idempotent)."""
         ...
 
     @property

@@ -315,9 +315,10 @@ class CniService(MultiNicPods):
             log.info(
                 "ADD %s: %s on %s (table %d)", pod.label, allocation.ip, allocation.eni_id, spec.route_table
             )
-        for chained in self._chained.values():
-            chained.prepare(request, fd)
-        return results.convert(self._after_prev_result(result, previous), version)
+        merged = self._after_prev_result(result, previous)
+        for chained in self._chained.values():  # egress: wired now, listed for egress-cni to find
+            merged["interfaces"] = [*merged["interfaces"], *chained.add_with_pod(request, fd, version)]
+        return results.convert(merged, version)
 
     def _assign(self, pod: PodRef, answer_by: float, *, host_veth: str) -> PendingAllocation:
         with self._allocation_errors():
@@ -423,7 +424,7 @@ class CniService(MultiNicPods):
                 pod_namespace=pod.namespace, pod_name=pod.name,
             )  # fmt: skip
         for chained in self._chained.values():
-            chained.forget(request, netns_fd)
+            chained.forget(request, netns_fd, remove_veth=remove_veth)
         log.info("DEL %s: %s", pod.label, f"released {allocation.ip}" if allocation else "nothing allocated")
 
     def _spec_from_prev_result(self, pod: PodRef, conf: NetConf, version: str) -> PodInterface | None:

@@ -248,7 +248,7 @@ def serve_in_netns(
     """The real endpoint with real pod wiring, its "host" being the namespace ``netns_fd`` (a test's node
     namespace, never the machine's): the worker threads enter it before they serve. ``multi_nic``: the
     card allocator (``two_cards``) when the node serves multi-NIC pods. egress-cni is served as ipamd serves
-    it, prepared on ``egress`` (the node's settings) when given."""
+    it, wired with aws-cni's ADD on ``egress`` (the node's settings) when given."""
     from vpccni.ipamd.cni.server import CniEndpoint
     from vpccni.ipamd.egress.netconf import PLUGIN_TYPE
     from vpccni.ipamd.egress.service import EgressService
@@ -260,9 +260,7 @@ def serve_in_netns(
         network=wiring,
         host_rules=NetlinkHostPodRules(host),
         multi_nic=multi_nic,
-        chained={
-            PLUGIN_TYPE: EgressService(wiring=wiring, node_conf=egress, thread_init=lambda: setns(netns_fd))
-        },
+        chained={PLUGIN_TYPE: EgressService(wiring=wiring, node_conf=egress)},
     )
     endpoint = CniEndpoint(
         service=service,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
+from vpccni.cniplugin import egress as shim_egress
 from vpccni.networkutils.model import IPNetwork, default_network
 
 # Upstream's strings, written into the conflist as they are (fd00::ac:00/118 is fd00::ac:0/118).
@@ -20,8 +21,8 @@ V4_SUBNET_TEXT = "169.254.172.0/22"
 V6_SUBNET_TEXT = "fd00::ac:00/118"
 V4_DATA_DIR = "/run/cni/v6pd/egress-v4-ipam"
 V6_DATA_DIR = "/run/cni/v4pd/egress-v6-ipam"
-V4_IFNAME = "v4if0"
-V6_IFNAME = "v6if0"
+V4_IFNAME = shim_egress.V4_IFNAME
+V6_IFNAME = shim_egress.V6_IFNAME
 V4_LOG_FILE = "/var/log/aws-routed-eni/egress-v4-plugin.log"
 V6_LOG_FILE = "/var/log/aws-routed-eni/egress-v6-plugin.log"
 IPAM_TYPE = "host-local"

@@ -15,11 +15,12 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from vpccni.cniplugin import egress as shim_egress
 from vpccni.cniplugin.errors import CNIError, ErrorCode
 from vpccni.ipamd.egress.config import V4_DATA_DIR, V4_SUBNET_TEXT, EgressConfig
 from vpccni.networkutils.model import IPAddress, IPNetwork, is_global_unicast
 
-PLUGIN_TYPE = "egress-cni"
+PLUGIN_TYPE = shim_egress.PLUGIN_TYPE
 
 
 def _error(msg: str) -> CNIError:
@@ -43,23 +44,11 @@ class EgressNetConf:
         return self.node_ip.version if self.node_ip is not None else self.subnet.version
 
 
-def _flag(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() == "true"
-
-
 def parse_egress_netconf(raw: dict[str, Any]) -> EgressNetConf:
-    ipam = raw.get("ipam") or {}
-    if not isinstance(ipam, dict):
-        raise _error("ipam must be an object")
-    subnet_text = V4_SUBNET_TEXT
-    ranges = ipam.get("ranges") or []
-    try:
-        subnet_text = str(ranges[0][0]["subnet"])
-    except (IndexError, KeyError, TypeError):
-        if ranges:
-            raise _error('ipam.ranges must be [[{"subnet": "<cidr>"}]]') from None
+    """The entry, its shape checked as the shim checks it (``vpccni.cniplugin.egress``), its addresses
+    parsed here."""
+    shim_egress.check_entry(raw)
+    subnet_text = shim_egress.subnet_text(raw) or V4_SUBNET_TEXT
     try:
         subnet = ipaddress.ip_network(subnet_text, strict=False)
     except ValueError:
@@ -70,27 +59,17 @@ def parse_egress_netconf(raw: dict[str, Any]) -> EgressNetConf:
             node_ip = ipaddress.ip_address(str(raw["nodeIP"]))
         except ValueError:
             raise _error(f"nodeIP {raw['nodeIP']!r} is not an IP address") from None
-    try:
-        mtu = int(str(raw.get("mtu") or 9001))
-    except ValueError:
-        raise _error(f"mtu {raw.get('mtu')!r} is not a number") from None
-    prev = raw.get("prevResult")
-    if prev is not None and not isinstance(prev, dict):
-        raise _error("prevResult must be a JSON object")
+    ipam = raw.get("ipam") or {}
     return EgressNetConf(
         network=str(raw.get("name") or "aws-cni"),
-        enabled=_flag(raw.get("enabled", "false")),
+        enabled=shim_egress.enabled(raw),
         node_ip=node_ip,
         subnet=subnet,
         data_dir=str(ipam.get("dataDir") or V4_DATA_DIR),
-        mtu=mtu,
+        mtu=int(str(raw.get("mtu") or 9001)),
         randomize_snat=str(raw.get("randomizeSNAT") or "prng"),
-        prev_result=prev,
+        prev_result=raw.get("prevResult"),
     )
-
-
-def is_egress(raw: object) -> bool:
-    return isinstance(raw, dict) and raw.get("type") == PLUGIN_TYPE
 
 
 def node_egress_conf(

@@ -1,27 +1,32 @@
 """What ipamd does for `egress-cni`, chained after `aws-cni` in `10-aws.conflist`.
 
-`egress-cni` is the same shim as `aws-cni` under another type: it forwards each call here, so it has the same
-spec conformance, error codes and DEL queue (a DEL made while ipamd is down is done at its next start). ipamd
-does what upstream's egress-cni does in its own process, on the fast path pods are wired with:
+ipamd renders the conflist, so it knows egress-cni follows aws-cni: with egress on in its settings it wires
+a pod's egress within aws-cni's ADD and lists the two interfaces in aws-cni's result, where egress-cni's ADD
+finds them in its `prevResult` and answers without calling ipamd (`vpccni.cniplugin.egress`): egress-cni
+then adds its own process start to a pod's ADD and nothing else. Its other calls come here, as the same shim
+under another type (same spec conformance, error codes and DEL queue):
 
-- ADD: an address of the egress range from the host-local store (`hostlocal`), a second veth whose pod end is
-  `v4if0` (IPv4 egress of an IPv6 pod: gateway 169.254.172.1, default IPv4 route) or `v6if0` (IPv6 egress of
-  an IPv4 pod, ENABLE_V6_EGRESS: IPv6 off on the pod's eth0, gateway fe80::1, default IPv6 route), and the
-  host route back. The SNAT to the node's address is one node-wide rule (`networkutils.egress`), so an ADD
-  runs no iptables. The result is `prevResult` with the two interfaces appended (no address: upstream's
-  egress-cni adds interfaces only).
+- ADD, when aws-cni's result does not list the egress (aws-cni's ADD could not wire it, or the config
+  version's results have no interfaces): an address of the egress range from the host-local store
+  (`hostlocal`), a second veth whose pod end is `v4if0` (IPv4 egress of an IPv6 pod: gateway 169.254.172.1,
+  default IPv4 route) or `v6if0` (IPv6 egress of an IPv4 pod, ENABLE_V6_EGRESS: IPv6 off on the pod's eth0,
+  gateway fe80::1, default IPv6 route), and the host route back. The SNAT to the node's address is one
+  node-wide rule (`networkutils.egress`), so an ADD runs no iptables. The result is `prevResult` with the
+  two interfaces appended (no address: upstream's egress-cni adds interfaces only).
 - DEL: the routes, the rule and the address go (the veth goes with the pod's namespace; without one, by
-  name). Idempotent.
-- `enabled: "false"` in the entry: ADD passes `prevResult` through, DEL does nothing, as upstream.
+  name). Idempotent. aws-cni's DEL does the same, should egress-cni's not come (a conflist without it).
+- `enabled: "false"` in the entry: ADD passes `prevResult` through (what aws-cni's ADD wired for it undone
+  and its interfaces left out), DEL does nothing, as upstream.
+
+The egress wired within aws-cni's ADD follows the node's settings, which the entry is rendered from; an entry
+edited by hand to another range, MTU or data directory is honoured only where egress-cni's call comes here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,13 +62,8 @@ class _Wired:
 
 
 class EgressService:
-    """Handles requests whose config `type` is `egress-cni`; safe to call from many threads.
-
-    With `node_conf` (egress on in the settings) the egress of a pod is already being wired while the runtime
-    starts egress-cni: `prepare` runs when aws-cni's ADD is done, on a thread of its own, so the egress-cni
-    call mostly finds it finished and only answers. The wiring is the same either way, and egress-cni's own
-    config decides: a pod prepared against a different one is unwired and wired again as it asks.
-    """
+    """Handles requests whose config `type` is `egress-cni`, and wires the egress of aws-cni's ADDs when
+    `node_conf` (egress on in the settings); safe to call from many threads."""
 
     def __init__(
         self,
@@ -71,8 +71,6 @@ class EgressService:
         wiring: PodWiring,
         node_conf: EgressNetConf | None = None,
         classify: Callable[[int], NetnsKind] = classify_netns,
-        workers: int = 4,
-        thread_init: Callable[[], None] | None = None,  # tests: enter the test's node namespace first
     ) -> None:
         self._wiring = wiring
         self._node_conf = node_conf if node_conf is not None and node_conf.enabled else None
@@ -80,11 +78,6 @@ class EgressService:
         self._locks = KeyedLocks()
         self._stores: dict[tuple[str, str, str], HostLocalStore] = {}
         self._stores_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="egress", initializer=thread_init
-        )
-        self._prepared: dict[tuple[str, str], tuple[EgressNetConf, Future[_Wired]]] = {}
-        self._prepared_lock = threading.Lock()
 
     @property
     def pod_ifnames(self) -> tuple[str, ...]:
@@ -116,34 +109,32 @@ class EgressService:
 
     # --- aws-cni's ADD and DEL ----------------------------------------------------------------------------
 
-    def prepare(self, request: Request, netns_fd: int) -> None:
-        """aws-cni's ADD of the pod is done: start wiring its egress now (on the settings' config), for the
-        egress-cni call the runtime makes next."""
+    def add_with_pod(self, request: Request, netns_fd: int, version: str) -> list[dict[str, Any]]:
+        """aws-cni's ADD of the pod is done but for its answer: wire its egress now (on the settings'
+        config) and return the interfaces to list in aws-cni's result, for egress-cni's ADD to find there.
+        Nothing when egress is off, when the version's results cannot list interfaces, or when the wiring
+        failed (egress-cni's own call then wires it, or reports why it cannot)."""
         conf = self._node_conf
-        if conf is None:
-            return
+        if conf is None or not versions.has_interfaces(version):
+            return []
         conf = replace(conf, network=parse_netconf(request.netconf).name)
-        key = (request.container_id, request.ifname)
         try:
-            fd = os.dup(netns_fd)  # the request's own is closed once aws-cni has its answer
-        except OSError as exc:  # egress-cni's call wires it then
-            log.warning("egress of %s not prepared: %s", request.container_id, exc)
-            return
-        with self._prepared_lock:
-            if key in self._prepared:
-                os.close(fd)
-                return
-            future = self._pool.submit(self._wire_and_close, request, conf, fd)
-            self._prepared[key] = (conf, future)
+            wired = self._wire(request, conf, netns_fd)
+        except CNIError as err:
+            log.warning("egress of %s not wired with aws-cni's ADD: %s", request.container_id, err.msg)
+            return []
+        log.info("egress ADD %s (%s): %s on %s, with aws-cni's", request.container_id, request.ifname,
+                 wired.ip, wired.spec.ifname)  # fmt: skip
+        return _interfaces(wired, request.netns_path)
 
-    def forget(self, request: Request, netns_fd: int | None) -> None:
+    def forget(self, request: Request, netns_fd: int | None, *, remove_veth: bool = False) -> None:
         """aws-cni's DEL (or its rollback): the pod's egress goes too, should egress-cni's DEL not come (a
         conflist without it)."""
         if self._node_conf is None:
             return
         conf = replace(self._node_conf, network=parse_netconf(request.netconf).name)
         try:
-            self.delete(request, conf, netns_fd)
+            self.delete(request, conf, netns_fd, remove_veth=remove_veth)
         except CNIError as err:
             log.warning("egress of %s not removed with aws-cni's DEL: %s", request.container_id, err.msg)
 
@@ -158,8 +149,13 @@ class EgressService:
                 "egress-cni must be chained after aws-cni in 10-aws.conflist: it got no prevResult",
             )
         current = results.to_current(conf.prev_result, request.netconf.get("cniVersion"))
-        prepared = self._take_prepared(request, conf)
-        if not conf.enabled:
+        listed = _egress_interfaces(current)
+        if listed and not conf.enabled and self._node_conf is not None:
+            # Wired with aws-cni's ADD: undone, the veth too (the pod lives on without it).
+            self.delete(request, replace(self._node_conf, network=conf.network), netns_fd, remove_veth=True)
+        if listed and not conf.enabled:
+            current["interfaces"] = [i for i in current["interfaces"] if i not in listed]
+        if not conf.enabled or listed:
             return results.convert(current, version)
         if conf.family == 6 and (conf.node_ip is None or not is_global_unicast(conf.node_ip)):
             raise CNIError(
@@ -167,44 +163,11 @@ class EgressService:
                 "IPv6 egress needs the node's global IPv6 address as nodeIP: the primary ENI has none "
                 "(assign one, or set ENABLE_V6_EGRESS=false)",
             )
-        fd = self._need_netns(netns_fd)
-        wired = prepared or self._wire(request, conf, fd)
-        current["interfaces"] = [
-            *(current.get("interfaces") or []),
-            {"name": wired.pod.host_veth, "mac": wired.pod.host_mac},
-            {"name": wired.spec.ifname, "mac": wired.pod.container_mac, "sandbox": request.netns_path},
-        ]
-        log.info(
-            "egress ADD %s (%s): %s on %s%s", request.container_id, request.ifname, wired.ip,
-            wired.spec.ifname, " (prepared)" if prepared else "",
-        )  # fmt: skip
+        wired = self._wire(request, conf, self._need_netns(netns_fd))
+        current["interfaces"] = [*(current.get("interfaces") or []), *_interfaces(wired, request.netns_path)]
+        log.info("egress ADD %s (%s): %s on %s", request.container_id, request.ifname, wired.ip,
+                 wired.spec.ifname)  # fmt: skip
         return results.convert(current, version)
-
-    def _take_prepared(self, request: Request, conf: EgressNetConf) -> _Wired | None:
-        """The egress `prepare` wired for this ADD, when it is what `conf` asks for; else it is undone."""
-        with self._prepared_lock:
-            entry = self._prepared.pop((request.container_id, request.ifname), None)
-        if entry is None:
-            return None
-        prepared_conf, future = entry
-        try:
-            wired = future.result()
-        except CNIError as err:
-            log.info("prepared egress of %s failed (%s): wiring it again", request.container_id, err.msg)
-            return None
-        same = conf.enabled and (prepared_conf.data_dir, prepared_conf.subnet, prepared_conf.mtu) == (
-            conf.data_dir, conf.subnet, conf.mtu,
-        )  # fmt: skip
-        if same:
-            return wired
-        self.delete(request, replace(prepared_conf, enabled=True), None)
-        return None
-
-    def _wire_and_close(self, request: Request, conf: EgressNetConf, fd: int) -> _Wired:
-        try:
-            return self._wire(request, conf, fd)
-        finally:
-            os.close(fd)
 
     def _wire(self, request: Request, conf: EgressNetConf, fd: int) -> _Wired:
         store = self._store(conf)
@@ -228,15 +191,6 @@ class EgressService:
     def delete(
         self, request: Request, conf: EgressNetConf, netns_fd: int | None, *, remove_veth: bool = False
     ) -> None:
-        with self._prepared_lock:
-            entry = self._prepared.pop((request.container_id, request.ifname), None)
-        if entry is not None:  # a DEL right after aws-cni's ADD: let the wiring finish, then undo it
-            prepared_conf, future = entry
-            try:
-                future.result()
-            except CNIError:
-                pass
-            conf = replace(prepared_conf, enabled=True) if not conf.enabled else conf
         if not conf.enabled:
             return
         store = self._store(conf)
@@ -321,6 +275,24 @@ class EgressService:
             self._wiring.unwire(spec, fd)
         except Exception as exc:
             log.error("egress rollback: unwiring %s failed: %s", spec.host_veth, exc)
+
+
+def _interfaces(wired: _Wired, netns_path: str) -> list[dict[str, Any]]:
+    """The result's entries of an egress veth: its host end, then its pod end (upstream's order)."""
+    return [
+        {"name": wired.pod.host_veth, "mac": wired.pod.host_mac},
+        {"name": wired.spec.ifname, "mac": wired.pod.container_mac, "sandbox": netns_path},
+    ]
+
+
+def _egress_interfaces(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries of an egress veth listed in a result: a pod end named `v4if0` or `v6if0` and the host
+    end listed before it."""
+    interfaces = result.get("interfaces") or []
+    for i, entry in enumerate(interfaces):
+        if isinstance(entry, dict) and entry.get("name") in (V4_IFNAME, V6_IFNAME) and entry.get("sandbox"):
+            return interfaces[max(0, i - 1) : i + 1]
+    return []
 
 
 def _requested_version(request: Request) -> str:

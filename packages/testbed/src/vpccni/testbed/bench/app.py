@@ -44,6 +44,7 @@ RESULT_KEYS = (
     "ipv6_noegress_del_p50_ms",
     "ipv6_egress_del_p50_ms",
     "ipv6_egress_exec_del_p50_ms",
+    "ipv6_egress_floor_ms",
     "burst30_p50_ms",
     "burst100_time_to_ip_s",
     "burst100_ec2_mutating_calls",

@@ -82,6 +82,36 @@ def test_layout(standalone_build: standalone.Build) -> None:
     assert (root / "bin" / "python3._pth").read_text() == "../lib/python3.11\n../lib/python3.11/lib-dynload\n"
 
 
+def test_its_encodings_reads_the_aliases_table_at_the_first_lookup_that_needs_it(
+    standalone_build: standalone.Build,
+) -> None:
+    root = _root(standalone_build)
+    probe = (
+        "import codecs, json, sys\n"
+        "start = sorted(m for m in sys.modules if m.startswith('encodings'))\n"
+        "names = [codecs.lookup(n).name for n in ('utf-8', 'UTF8', 'latin1', 'ascii', 'u8')]\n"
+        "print(json.dumps([start, names]))\n"
+    )
+    argv = [
+        str(root / "lib" / "ld.so"), "--inhibit-cache", "--library-path", str(root / "lib"),
+        str(root / "bin" / "python3"), "-I", "-S", "-c", probe,
+    ]  # fmt: skip
+    done = subprocess.run(argv, env={"LC_ALL": "C"}, capture_output=True, text=True, check=True, timeout=30)
+    start, names = json.loads(done.stdout)
+    assert start == ["encodings", "encodings.utf_8"], "started without the aliases table"
+    assert names == ["utf-8", "utf-8", "iso8859-1", "ascii", "utf-8"], "every name resolves as before"
+
+
+def test_lazy_aliases_leaves_a_source_it_was_not_written_for_alone() -> None:
+    init = (pathlib.Path(os.__file__).parent / "encodings" / "__init__.py").read_text()
+    table = "aliases = {'utf8': 'utf_8', 'latin1': 'latin_1'}\n"
+    patched = standalone.lazy_aliases(init, table)
+    assert patched is not None and "from . import aliases\n" not in patched
+    compile(patched, "encodings/__init__.py", "exec")
+    assert standalone.lazy_aliases(init, "aliases = {'utf_8': 'utf_8'}\n") is None, "utf_8 an alias"
+    assert standalone.lazy_aliases(init.replace("_aliases.get(", "_aliases.lookup("), table) is None
+
+
 def test_a_second_build_of_the_same_code_is_the_same_directory(
     standalone_build: standalone.Build, tmp_path: pathlib.Path
 ) -> None:

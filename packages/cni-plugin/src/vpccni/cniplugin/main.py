@@ -176,9 +176,7 @@ def _egress_answered(env: CniEnvironment, conf: NetConf, stdout: TextIO, log: Pl
     if wired is None:
         return False
     _print_json(stdout, wired)
-    log.info(
-        "done: egress wired with aws-cni's ADD", command=env.command, containerID=env.container_id
-    )
+    log.info("done: egress wired with aws-cni's ADD", command=env.command, containerID=env.container_id)
     return True
 
 

@@ -3,10 +3,11 @@
 ipamd renders ``10-aws.conflist`` and so knows egress-cni follows aws-cni: when egress is on in its settings
 it wires the pod's egress (a second veth, ``v4if0`` or ``v6if0``) within aws-cni's ADD and lists the two
 interfaces in aws-cni's result, after aws-cni's own. egress-cni's ADD then finds them in its ``prevResult``
-and prints that, with no call to ipamd: what it adds to a pod's ADD is its own process start. Anything else
-(the entry says ``enabled: "false"``, the interfaces are not there because aws-cni's ADD could not wire
-them or the config version's results have no interfaces) goes to ipamd, which wires, unwires or reports the
-error as egress-cni's own call. DEL, CHECK and GC always go to ipamd (the DEL queue covers ipamd being down).
+and prints that, with no call to ipamd: what egress-cni itself adds to a pod's ADD is its process.
+Anything else (the entry says ``enabled: "false"``, the interfaces are not there because aws-cni's ADD could
+not wire them or the config version's results have no interfaces) goes to ipamd, which wires, unwires or
+reports the error as egress-cni's own call. DEL, CHECK and GC always go to ipamd (the DEL queue covers ipamd
+being down).
 
 The entry's shape is checked here for every command (ipamd adds the address parsing; this module imports
 no ``ipaddress``), so a malformed entry is the same spec error whichever side answers.

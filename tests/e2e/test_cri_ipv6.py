@@ -12,7 +12,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +45,6 @@ def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
         yield cluster, runner, stack.enter_context(containerd.client())
 
 
-def _alias(path: Path, name: str) -> str:
-    """A name under /run/netns for the sandbox's namespace, so the probes can enter it."""
-    target = ns.netns_path(name)
-    target.touch()
-    subprocess.run(["mount", "--bind", str(path), str(target)], check=True)
-    return name
-
-
 def test_an_ipv6_sandbox_gets_its_128_and_egress_and_leaves_nothing(
     stack: tuple[Cluster, NodeRunner, CriClient],
 ) -> None:
@@ -67,7 +58,7 @@ def test_an_ipv6_sandbox_gets_its_128_and_egress_and_leaves_nothing(
     assert status.ip in ipaddress.IPv6Network(prefix)
     assert status.additional_ips == (), "egress-cni's address is the pod's own business, not the sandbox's"
     assert status.netns_path is not None
-    name = _alias(status.netns_path, f"vpod-cri6-{os.getpid()}")
+    name = ns.alias_netns(status.netns_path, f"vpod-cri6-{os.getpid()}")
     try:
         internet6, internet4 = cluster.internet_ip6, cluster.internet_ip
         assert internet6 is not None

@@ -39,6 +39,22 @@ def create_netns(name: str) -> Path:
     return netns_path(name)
 
 
+def alias_netns(path: Path | str, name: str) -> str:
+    """Name a namespace mounted elsewhere (a containerd pod sandbox's) under /run/netns, by a bind mount as
+    `ip netns add` makes, so the probes can enter it by name; `delete_netns(name)` removes it."""
+    target = netns_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch()
+    proc = subprocess.run(
+        ["mount", "--bind", str(path), str(target)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        with suppress(OSError):
+            target.unlink()
+        raise RuntimeError(f"could not name the namespace {path}: {proc.stderr.strip()}")
+    return name
+
+
 def delete_netns(name: str) -> None:
     """`ip netns delete <name>`; links inside die with it (a veth pair dies with either end). Idempotent."""
     if not netns_path(name).exists():

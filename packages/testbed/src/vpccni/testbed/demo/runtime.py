@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -82,19 +81,6 @@ class ShimRuntime:
         pass
 
 
-def _alias_netns(path: str, name: str) -> None:
-    """Give containerd's pod netns a name under /run/netns (a bind mount, as `ip netns add` makes), so the
-    probes can enter it by name. `ip netns delete <name>` removes it."""
-    target = ns.netns_path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.touch()
-    proc = subprocess.run(["mount", "--bind", path, str(target)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        with suppress(OSError):
-            target.unlink()
-        raise RuntimeError(f"could not name the pod namespace {path}: {proc.stderr.strip()}")
-
-
 class ContainerdRuntime:
     """A private containerd per node namespace running the installed aws-cni through its CRI plugin."""
 
@@ -142,7 +128,7 @@ class ContainerdRuntime:
                 alias = f"vpod-{runner.node.netns}-cri-{self._counter}"
             pod = Pod(namespace=spec.namespace, name=name, container_id=sandbox_id, uid=spec.uid, netns=alias)
             if status.netns_path is not None:
-                _alias_netns(str(status.netns_path), alias)
+                ns.alias_netns(status.netns_path, alias)
             ip = status.ip
             return pod, ip, "" if ip else "the sandbox has no address"
         return Pod(namespace=spec.namespace, name=name, container_id="", uid=spec.uid, netns=""), None, error

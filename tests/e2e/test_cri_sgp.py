@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from vpccni.k8sapi.names import POD_ENI_ANNOTATION
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.cri import Containerd, CriClient, PodSpec, podnet
-from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.kube import PODS
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
 from vpccni.testbed.vpcrc import ControllerConfig
 
@@ -80,18 +80,8 @@ def cluster() -> Iterator[Cluster]:
                 }
             ],
         )
-        assert c.kube is not None
         for app, group in groups.items():
-            c.kube.store.create(
-                SECURITYGROUPPOLICIES,
-                {
-                    "metadata": {"name": app, "namespace": "default"},
-                    "spec": {
-                        "podSelector": {"matchLabels": {"app": app}},
-                        "securityGroups": {"groupIds": [group]},
-                    },
-                },
-            )
+            c.create_security_group_policy(app, labels={"app": app}, group_ids=[group])
         yield c
 
 

@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from vpccni.testbed.cluster import Cluster, ClusterConfig
 from vpccni.testbed.cri import Containerd, CriClient, PodSandbox, PodSpec
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, tcp_echo
-from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.kube import PODS
 from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
 from vpccni.testbed.vpcrc import ControllerConfig
@@ -59,17 +58,7 @@ def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
         group = cluster.cloud.ec2_client().create_security_group(
             GroupName="db", Description="db", VpcId=cluster.cloud.vpc_id
         )["GroupId"]
-        assert cluster.kube is not None
-        cluster.kube.store.create(
-            SECURITYGROUPPOLICIES,
-            {
-                "metadata": {"name": "db", "namespace": "default"},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": "db"}},
-                    "securityGroups": {"groupIds": [group]},
-                },
-            },
-        )
+        cluster.create_security_group_policy("db", labels={"app": "db"}, group_ids=[group])
         shim = build_shim(Path(tmp) / "bin")
         runner = NodeRunner(node=node, workdir=Path(tmp) / node.name, shim=shim, env=ENV)
         stack.callback(runner.close)
@@ -82,14 +71,6 @@ def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
         containerd.wait_network_ready(network=NETWORK_NAME)
         _eventually(lambda: runner.metric("vpccni_trunk_eni_attached") == 1)
         yield cluster, runner, stack.enter_context(containerd.client())
-
-
-def _alias(path: Path, name: str) -> str:
-    """A name under /run/netns for the sandbox's namespace, so the probes can enter it."""
-    target = ns.netns_path(name)
-    target.touch()
-    subprocess.run(["mount", "--bind", str(path), str(target)], check=True)
-    return name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,8 +109,8 @@ def test_an_ipv6_branch_sandbox_gets_its_branch_enis_ipv6_and_leaves_nothing(
     assert _vlan_links(runner) == [f"vlan.eth.{annotation['vlanId']}"]
 
     pid = os.getpid()
-    db_ns = _alias(db.netns_path, f"vpod-sgp6-db-{pid}")
-    web_ns = _alias(web.netns_path, f"vpod-sgp6-web-{pid}")
+    db_ns = ns.alias_netns(db.netns_path, f"vpod-sgp6-db-{pid}")
+    web_ns = ns.alias_netns(web.netns_path, f"vpod-sgp6-web-{pid}")
     try:
         router, vpc_host = cluster.datapath.router, cluster.vpc_host_ip6
         assert vpc_host is not None

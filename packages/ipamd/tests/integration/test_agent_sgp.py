@@ -15,7 +15,7 @@ import pytest
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, tcp_echo
-from vpccni.testbed.kube import CNINODES, PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.kube import CNINODES, PODS
 from vpccni.testbed.noderunner import Pod
 from vpccni.testbed.vpcrc import ControllerConfig
 
@@ -54,18 +54,8 @@ def groups(cluster: Cluster) -> Groups:
             {"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT, "UserIdGroupPairs": [{"GroupId": client}]}
         ],
     )
-    assert cluster.kube is not None
     for app, group in (("db", db), ("client", client)):
-        cluster.kube.store.create(
-            SECURITYGROUPPOLICIES,
-            {
-                "metadata": {"name": app, "namespace": "default"},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": app}},
-                    "securityGroups": {"groupIds": [group]},
-                },
-            },
-        )
+        cluster.create_security_group_policy(app, labels={"app": app}, group_ids=[group])
     return Groups(db=db, client=client)
 
 

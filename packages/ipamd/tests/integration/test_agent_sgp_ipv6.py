@@ -16,7 +16,7 @@ import pytest
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, ping, tcp_echo
-from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.kube import PODS
 from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner, Pod
 from vpccni.testbed.vpcrc import ControllerConfig
@@ -37,20 +37,10 @@ def cluster() -> Iterator[Cluster]:
     )
     try:
         c.start()
-        assert c.kube is not None
         group = c.cloud.ec2_client().create_security_group(
             GroupName="db", Description="db", VpcId=c.cloud.vpc_id
         )["GroupId"]
-        c.kube.store.create(
-            SECURITYGROUPPOLICIES,
-            {
-                "metadata": {"name": "db", "namespace": "default"},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": "db"}},
-                    "securityGroups": {"groupIds": [group]},
-                },
-            },
-        )
+        c.create_security_group_policy("db", labels={"app": "db"}, group_ids=[group])
         yield c
     finally:
         c.stop()

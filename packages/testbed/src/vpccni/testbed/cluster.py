@@ -31,7 +31,7 @@ from vpccni.testbed.cloudwatch import ENDPOINT_ENV as CLOUDWATCH_ENDPOINT_ENV
 from vpccni.testbed.datapath import IMDS_IP, Datapath, DatapathConfig, NodeNetwork
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.cloudview import Ec2CloudView
-from vpccni.testbed.kube import CNINODES, NODES, PODS, KubeApiServer, NotFoundError
+from vpccni.testbed.kube import CNINODES, NODES, PODS, SECURITYGROUPPOLICIES, KubeApiServer, NotFoundError
 from vpccni.testbed.kube.kubelet import register_aws_node_pod, register_kubelet_node, schedule_pod
 from vpccni.testbed.kube.proxy import default_dialer
 from vpccni.testbed.vpcrc import ControllerConfig, PodEniWebhook, VpcResourceController
@@ -218,6 +218,24 @@ class Cluster:
             name=name,
             labels=labels,
             service_account=service_account,
+        )
+
+    def create_security_group_policy(
+        self, name: str, *, labels: Mapping[str, str], group_ids: list[str], namespace: str = "default"
+    ) -> None:
+        """A SecurityGroupPolicy giving the pods of ``namespace`` labelled ``labels`` branch ENIs in
+        ``group_ids`` (the VPC resource controller's webhook and controller act on it)."""
+        if self.kube is None:
+            raise RuntimeError("this cluster has no Kubernetes API server (ClusterConfig(kube=False))")
+        self.kube.store.create(
+            SECURITYGROUPPOLICIES,
+            {
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "podSelector": {"matchLabels": dict(labels)},
+                    "securityGroups": {"groupIds": group_ids},
+                },
+            },
         )
 
     def delete_pod(self, namespace: str, name: str) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from vpccni.testbed.bench.harness import percentile
 from vpccni.testbed.cluster import Cluster, ClusterConfig
-from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.kube import PODS
 from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner, Pod
 from vpccni.testbed.vpcrc import ControllerConfig
@@ -126,18 +126,10 @@ def _ms(seconds: float | None) -> float | None:
 
 def _policy(cluster: Cluster) -> None:
     """A group for branch pods and a SecurityGroupPolicy selecting `sgp=yes` pods in `bench`."""
-    assert cluster.kube is not None
     ec2 = cluster.cloud.ec2_client()
     group = ec2.create_security_group(GroupName="bench", Description="bench", VpcId=cluster.cloud.vpc_id)
-    cluster.kube.store.create(
-        SECURITYGROUPPOLICIES,
-        {
-            "metadata": {"name": "bench", "namespace": "bench"},
-            "spec": {
-                "podSelector": {"matchLabels": {"sgp": "yes"}},
-                "securityGroups": {"groupIds": [group["GroupId"]]},
-            },
-        },
+    cluster.create_security_group_policy(
+        "bench", namespace="bench", labels={"sgp": "yes"}, group_ids=[group["GroupId"]]
     )
 
 

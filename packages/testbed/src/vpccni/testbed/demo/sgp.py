@@ -36,7 +36,7 @@ from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.datapath import namespaces as ns
 from vpccni.testbed.datapath.probes import EchoServer, tcp_echo
 from vpccni.testbed.demo import report
-from vpccni.testbed.kube import PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.kube import PODS
 from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NodeRunner, Pod, build_shim
 from vpccni.testbed.vpcrc import ControllerConfig
@@ -98,7 +98,7 @@ class SgpDemo:
         self._make_groups()
 
     def _make_groups(self) -> None:
-        assert self.cluster is not None and self.cluster.kube is not None
+        assert self.cluster is not None
         ec2 = self.cluster.cloud.ec2_client()
         vpc = self.cluster.cloud.vpc_id
         for name in ("db", "client"):
@@ -116,15 +116,8 @@ class SgpDemo:
         self.say(f"  {self.groups['db']} (db): ingress TCP {DB_PORT} from members of {self.groups['client']}")
         self.say(f"  {self.groups['client']} (client): no ingress; both send anywhere")
         for name in ("db", "client"):
-            self.cluster.kube.store.create(
-                SECURITYGROUPPOLICIES,
-                {
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {
-                        "podSelector": {"matchLabels": {"app": name}},
-                        "securityGroups": {"groupIds": [self.groups[name]]},
-                    },
-                },
+            self.cluster.create_security_group_policy(
+                name, labels={"app": name}, group_ids=[self.groups[name]]
             )
             self.say(f"  SecurityGroupPolicy default/{name}: pods labelled app={name} -> {self.groups[name]}")
 

@@ -7,8 +7,8 @@ OUT/generated/app/
     10-aws.conflist    the conflist for default settings (reference copy, as upstream ships; the entrypoint
                        renders the real one from the environment)
     eni-max-pods.txt   max pods per instance type (vpccni.ipamd.install.maxpods)
-OUT/generated/trampoline.c   the standalone aws-cni's C trampoline; the image compiles it and builds
-                       /app/aws-cni with its own interpreter (vpccni.cniplugin.standalone)
+OUT/generated/trampoline/    the standalone aws-cni's C trampoline (sources and headers); the image compiles
+                       it and builds /app/aws-cni with its own interpreter (vpccni.cniplugin.standalone)
 OUT/wheels/      the vpccni wheels from DIST (`nox -s build`) and every dependency's wheel for each
                  architecture named (`--arch`, repeatable, default this machine's), so the image installs with
                  `pip --no-index` and needs no package index while it builds; pip picks each platform's own
@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vpccni.cniplugin.standalone import TRAMPOLINE_SOURCE
+from vpccni.cniplugin.standalone import TRAMPOLINE_FILES
 from vpccni.ipamd.install.conflist import CONFLIST_NAME, ConflistOptions, conflist_bytes
 from vpccni.ipamd.install.maxpods import render_eni_max_pods
 
@@ -52,7 +52,11 @@ def stage_app(out: Path) -> Path:
     app.mkdir(parents=True)
     (app / CONFLIST_NAME).write_bytes(conflist_bytes(ConflistOptions()))
     (app / "eni-max-pods.txt").write_text(render_eni_max_pods())
-    shutil.copy2(TRAMPOLINE_SOURCE, generated / TRAMPOLINE_SOURCE.name)
+    trampoline = generated / "trampoline"
+    shutil.rmtree(trampoline, ignore_errors=True)
+    trampoline.mkdir()
+    for source in TRAMPOLINE_FILES:
+        shutil.copy2(source, trampoline / source.name)
     return app
 
 

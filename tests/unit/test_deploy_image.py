@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vpccni.cniplugin.standalone import CC, CC_FLAGS, TRAMPOLINE_SOURCE
+from vpccni.cniplugin.standalone import CC, CC_FLAGS, TRAMPOLINE_FILES, TRAMPOLINE_SOURCES
 from vpccni.ipamd.install.conflist import ConflistOptions, conflist_bytes
 from vpccni.ipamd.plan import WiringPlan
 from vpccni.ipamd.settings import load_settings
@@ -42,7 +42,7 @@ def _image_path(context: Path, path: str) -> Path:
 
 def test_every_copy_source_is_staged(context: Path) -> None:
     sources = re.findall(r"^COPY\s+(\S+)\s+\S+$", CONTAINERFILE, re.MULTILINE)
-    assert sources == ["generated/trampoline.c", "wheels/", "rootfs/", "generated/app/"]
+    assert sources == ["generated/trampoline/", "wheels/", "rootfs/", "generated/app/"]
     for source in sources:
         if source != "wheels/":  # wheels need the package index: covered by build.sh
             assert (context / source).exists(), source
@@ -84,10 +84,15 @@ def test_the_probe_wrapper_speaks_grpc_health_probe(context: Path, tmp_path: Pat
 
 
 def test_the_standalone_shim_is_built_in_the_image_from_the_staged_trampoline(context: Path) -> None:
-    assert (context / "generated" / "trampoline.c").read_bytes() == TRAMPOLINE_SOURCE.read_bytes()
-    # The trampoline stage compiles it as the standalone builder would (one set of flags).
-    gcc = re.search(r"^ && (\S+) (.*) -o /src/trampoline /src/trampoline.c$", CONTAINERFILE, re.MULTILINE)
+    for source in TRAMPOLINE_FILES:
+        assert (context / "generated" / "trampoline" / source.name).read_bytes() == source.read_bytes()
+    # The trampoline stage compiles it as the standalone builder would (one set of flags, every source).
+    gcc = re.search(
+        r"^ && (\S+) (.*) -o /src/trampoline ((?:\S+ \\\n\s*|\S+ ?)+)$", CONTAINERFILE, re.MULTILINE
+    )
     assert gcc is not None and (gcc.group(1), tuple(gcc.group(2).split())) == (CC, CC_FLAGS)
+    compiled = [word for word in gcc.group(3).split() if word != "\\"]
+    assert compiled == [f"/src/{source.name}" for source in TRAMPOLINE_SOURCES]
     assert "-m vpccni.cniplugin.standalone /app --python /usr/bin/python3" in CONTAINERFILE
     # The image checks its own aws-cni and agent run (under emulation too, for another architecture).
     assert "/app/aws-cni </dev/null 2>&1 | grep -q vpccni" in CONTAINERFILE

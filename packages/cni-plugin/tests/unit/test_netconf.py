@@ -123,3 +123,8 @@ def test_oversized_stdin_is_rejected() -> None:
         decode(json.dumps({**BASE, "pad": "x" * (1 << 20)}).encode())
     assert info.value.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert "larger than" in info.value.msg
+
+
+@pytest.mark.parametrize("value", ["stderr", "STDERR", "StdErr"])
+def test_stderr_in_any_case_is_the_log_on_stderr_not_a_file_of_that_name(value: str) -> None:
+    assert parse_netconf({**BASE, "pluginLogFile": value}).plugin_log_file == "stderr"

@@ -213,7 +213,9 @@ def parse_netconf(raw: dict[str, object]) -> NetConf:
         raise _config_error(
             "pluginLogFile cannot be stdout (stdout carries the CNI result): use a file or stderr"
         )
-    if log_file and log_file.lower() != "stderr" and not log_file.startswith("/"):
+    if log_file.lower() == "stderr":
+        log_file = "stderr"  # in any case, as it is checked: never a file of that name in the cwd
+    elif log_file and not log_file.startswith("/"):
         raise _config_error(f"pluginLogFile={log_file[:80]!r} must be an absolute path, 'stderr' or empty")
     log_level = _string(raw, "pluginLogLevel", "debug", limit=16).lower() or "debug"
     if log_level not in LOG_LEVELS:

@@ -6,7 +6,8 @@ A host needs nothing for it but the kernel: no Python (Bottlerocket has none) an
 
     OUT/aws-cni -> .vpccni/<version>-<digest>/aws-cni     a relative symlink per executable
     OUT/.vpccni/<version>-<digest>/
-        aws-cni            the trampoline (trampoline.c, static): execs the interpreter below
+        aws-cni            the trampoline (trampoline.c, static): execs the interpreter below (as
+                           egress-cni it answers the common ADD itself: egressfast.c)
         aws-cni.pyc        the shim, precompiled by that interpreter (``bundle.entry_pyc``)
         bin/python3        the interpreter (run from the image build: the image's own CPython)
         bin/python3._pth   its whole ``sys.path``: nothing is looked up outside the directory
@@ -42,7 +43,14 @@ from vpccni.cniplugin.version import VERSION
 # Every standalone CNI executable and the module whose ``main(skip_teardown=True)`` it runs. They share one
 # directory: one interpreter for all. egress-cni is the same shim: ipamd serves its conflist entry by `type`.
 EXECUTABLES: Mapping[str, str] = {"aws-cni": bundle.MAIN, "egress-cni": bundle.MAIN}
-TRAMPOLINE_SOURCE = Path(__file__).with_name("trampoline.c")
+# The trampoline's C sources (compiled together) and the headers they include, all beside this module.
+TRAMPOLINE_SOURCES = tuple(
+    Path(__file__).with_name(n) for n in ("trampoline.c", "jsonscan.c", "egressfast.c")
+)
+TRAMPOLINE_FILES = (
+    *TRAMPOLINE_SOURCES,
+    *(Path(__file__).with_name(n) for n in ("jsonscan.h", "egressfast.h")),
+)
 CC = "musl-gcc"
 CC_FLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
 # Imported at start-up (the codec registry) or by name at run time: the whole package goes in.
@@ -153,15 +161,16 @@ def shared_libraries(binaries: Iterable[Path]) -> tuple[Path, dict[str, Path]]:
 
 
 def compile_trampoline(out: Path, cc: str = CC) -> Path:
-    """``trampoline.c`` compiled static with ``cc`` (musl's wrapper by default: a static musl program starts
+    """The trampoline compiled static with ``cc`` (musl's wrapper by default: a static musl program starts
     in a fraction of a static glibc one's time, and this one runs on every CNI call)."""
+    sources = [str(path) for path in TRAMPOLINE_SOURCES]
     proc = subprocess.run(
-        [cc, *CC_FLAGS, "-o", str(out), str(TRAMPOLINE_SOURCE)], capture_output=True, text=True, check=False
+        [cc, *CC_FLAGS, "-o", str(out), *sources], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise BuildError(
-            f"{cc} could not build {TRAMPOLINE_SOURCE.name} (static, with musl: apt-get install gcc "
-            f"musl-tools): {proc.stderr.strip()}"
+            f"{cc} could not build the trampoline ({', '.join(p.name for p in TRAMPOLINE_SOURCES)}; static, "
+            f"with musl: apt-get install gcc musl-tools): {proc.stderr.strip()}"
         )
     return out
 

@@ -246,9 +246,9 @@ def ipv6_single_pod(run: Run) -> None:
             f"ipv6_egress_add_p50_ms ({results['ipv6_egress_add_p50_ms']} ms, target 5 ms) is the ADD chain "
             f"with egress-cni ({results['ipv6_add_p50_ms']} ms) minus the chain without it "
             f"({results['ipv6_noegress_add_p50_ms']} ms), same run: egress-cni's own exec "
-            f"({results['ipv6_egress_exec_add_p50_ms']} ms, no call to ipamd) and the egress veth ipamd "
-            f"wires within aws-cni's ADD. No exec of the build goes under its interpreter's start, "
-            f"{results['ipv6_egress_floor_ms']} ms here (ipv6_egress_floor_ms)"
+            f"({results['ipv6_egress_exec_add_p50_ms']} ms: its trampoline answers without the interpreter, "
+            f"whose bare start is {results['ipv6_egress_floor_ms']} ms here) and the egress veth ipamd wires "
+            f"within aws-cni's ADD"
         )
     run.say(
         f"IPv6 pods ({run.extra['ipv6_single_samples']}): with egress-cni ADD p50 "
@@ -262,7 +262,7 @@ def ipv6_single_pod(run: Run) -> None:
 
 def _interpreter_floor(runner: NodeRunner, shim: Path, *, runs: int) -> list[float]:
     """Seconds for the standalone build's interpreter to start and exit doing nothing (`python3 -I -S -c
-    pass`, through its loader as the trampoline runs it): the least any CNI executable of it can cost."""
+    pass`, through its loader as the trampoline runs it): the least any call that starts it can cost."""
     root = shim.resolve().parent
     argv = [str(root / "lib" / "ld.so"), "--inhibit-cache", "--library-path", str(root / "lib"),
             str(root / "bin" / "python3"), "-I", "-S", "-c", "pass"]  # fmt: skip

@@ -228,6 +228,13 @@ def _big_stdin() -> bytes:
         ({}, {**_entry(), "runtimeConfig": {"ips": ["10.0.0.9/32"]}}),  # code 2
         ({}, {**_entry(), "prevResult": {**_entry()["prevResult"], "note": "caf\u00e9"}}),  # type: ignore[dict-item]
         ({}, {**_entry(), "mtu": 9001.0}),
+        # DEL (0x7f) as is in the input: Python writes it back as \u007f
+        (
+            {},
+            json.dumps(
+                {**_entry(), "prevResult": {**_entry()["prevResult"], "n": "\x7f"}}, ensure_ascii=False
+            ).encode(),
+        ),  # type: ignore[dict-item]
         ({"CNI_IFNAME": "eth 0"}, _entry()),  # code 4
         ({"CNI_NETNS": "netns"}, _entry()),
         ({"CNI_CONTAINERID": None}, _entry()),
@@ -266,7 +273,7 @@ _WORDS = [
     "", "true", "TRUE", " true", "false", "stderr", "STDERR", "stdout", "rel/x.log", LOG, f"{LOG}.d/x.log",
     "debug", "INFO", "error", "strict", "standard", "eni", "eth", "v@", "0.4.0", "0.4", "1.0.0", "04.0.0",
     "9.9.9", "10.0.0.5", "2001:db8::5", "169.254.172.0/22", "fd00::ac:00/118", "a/b/c", "9001", " 9001",
-    "jumbo", "caf\u00e9", "a\\b", 'q"', "v4if0", "v6if0", "egress-cni", "aws-cni", NETNS, "-0",
+    "jumbo", "caf\u00e9", "del\x7f", "a\\b", 'q"', "v4if0", "v6if0", "egress-cni", "aws-cni", NETNS, "-0",
 ]  # fmt: skip
 _KEYS = [
     "cniVersion", "name", "type", "enabled", "mtu", "nodeIP", "ipam", "pluginLogFile", "pluginLogLevel",

@@ -86,7 +86,8 @@ static int is_ifname(const char *s) {
 
 static int is_one_of(const char *s, size_t len, const char *const *words, size_t count, int any_case) {
     for (size_t i = 0; i < count; i++) {
-        if (strlen(words[i]) == len && (any_case ? strncasecmp(s, words[i], len) : strncmp(s, words[i], len)) == 0) {
+        int differs = any_case ? strncasecmp(s, words[i], len) : strncmp(s, words[i], len);
+        if (strlen(words[i]) == len && differs == 0) {
             return 1;
         }
     }
@@ -113,7 +114,7 @@ static int cni_args_ok(const char *args) {
             }
             size_t key_len = (size_t)(eq - item), value_len = len - key_len - 1;
             size_t k = 0;
-            while (k < COUNT(K8S_KEYS) && !(strlen(K8S_KEYS[k]) == key_len && !strncmp(item, K8S_KEYS[k], key_len))) {
+            while (k < COUNT(K8S_KEYS) && !is_one_of(item, key_len, &K8S_KEYS[k], 1, 0)) {
                 k++;
             }
             if (k < COUNT(K8S_KEYS)) {
@@ -348,8 +349,11 @@ static int entry_ok(const struct jdoc *doc, int root, const char **pod_ifname) {
                 return 0;
             }
             const char *text = doc->text + doc->nodes[subnet].start;
-            const char *slash = memchr(text, '/', doc->nodes[subnet].len);
-            if (slash == NULL || memchr(slash + 1, '/', doc->nodes[subnet].len - (size_t)(slash - text) - 1)) {
+            size_t slashes = 0;
+            for (size_t i = 0; i < doc->nodes[subnet].len; i++) {
+                slashes += text[i] == '/';
+            }
+            if (slashes != 1) {
                 return 0;
             }
             family = family >= 0 ? family : subnet;
@@ -444,7 +448,8 @@ int egress_answer(char **envp, const char *input, size_t len) {
         json_equals(&doc, json_member(&doc, 0, "type"), "egress-cni") && entry_ok(&doc, 0, &pod_ifname) &&
         enabled(&doc, 0) && json_is(&doc, prev = json_member(&doc, 0, "prevResult"), J_OBJECT) &&
         wired(&doc, prev, version, pod_ifname) && json_emit(&doc, prev, &out) == 0 &&
-        jbuf_put(&out, "\n", 1) == 0 && (!log.info || log.path == NULL || (log_fd = open_log(log.path)) >= 0)) {
+        jbuf_put(&out, "\n", 1) == 0 &&
+        (!log.info || log.path == NULL || (log_fd = open_log(log.path)) >= 0)) {
         /* As the shim: the result first, then the log line; a runtime that closed stdout gets status 1. */
         status = write_all(1, out.data, out.len) == 0 ? 0 : 1;
         if (status == 0 && log.info) {

@@ -56,8 +56,8 @@ static int parse_string(struct parser *p) {
             p->pos++;
             return node;
         }
-        if (c < 0x20 || c >= 0x80 || c == '\\') {
-            return -1; /* a control character (not JSON), or outside the subset */
+        if (c < 0x20 || c > 0x7e || c == '\\') {
+            return -1; /* a control character (not JSON); DEL, which Python writes as \u007f; non-ASCII */
         }
         p->pos++;
     }

@@ -3,10 +3,11 @@
  * flat array of nodes that point into it. Anything outside the subset is refused, never guessed at, and the
  * caller then leaves the input to the Python shim, which reads all of JSON.
  *
- * The subset: ASCII only; strings without backslash escapes; integers only (no fraction, no exponent, no
- * "-0", at most 18 digits); no key twice in one object; at most 256 members or elements per container and
- * 64 levels of nesting. What it reads, it reads as Python's json does, and writing a node back (json_emit)
- * gives the bytes json.dumps(..., separators=(",", ":")) gives for the same value.
+ * The subset: printable ASCII in strings (what Python writes back as is) and no backslash escapes; integers
+ * only (no fraction, no exponent, no "-0", at most 18 digits); no key twice in one object; at most 256
+ * members or elements per container and 64 levels of nesting. What it reads, it reads as Python's json does,
+ * and writing a node back (json_emit) gives the bytes json.dumps(..., separators=(",", ":")) gives for the
+ * same value.
  */
 #ifndef VPCCNI_JSONSCAN_H
 #define VPCCNI_JSONSCAN_H

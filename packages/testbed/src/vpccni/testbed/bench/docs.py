@@ -69,7 +69,7 @@ TARGETS: tuple[tuple[str, str, float | None, str], ...] = (
     ("ipv6_egress_exec_del_p50_ms", "... egress-cni's own exec in the DEL chain, p50", None, "ms"),
     (
         "ipv6_egress_floor_ms",
-        "... the bundled interpreter's bare start (`python3 -I -S -c pass`): what egress-cni's ADD skips, median",
+        "... the bundled interpreter's bare start (`python3 -I -S -c pass`), which egress-cni's ADD skips",
         None,
         "ms",
     ),
@@ -166,22 +166,21 @@ sooner (its `._pth` ends the search for its prefix; its standard-library directo
 one `.pyc` with the modules as a constant, costs ~0.3 ms over an empty script. Either form's hot path loads
 no standard-library module beyond C builtins such as `_socket` and `_json`.
 
-What egress-cni adds to an IPv6 pod's ADD (`ipv6_egress_add_p50_ms`) is measured as a user meets it: the
-chain aws-cni + egress-cni against aws-cni alone on a node without egress (ENABLE_V4_EGRESS=false), pods
-alternating between the two nodes. It is the egress-cni process (`ipv6_egress_exec_add_p50_ms`) and the
-egress veth, which ipamd wires within aws-cni's ADD (~1.8 ms alone, ~2.5 ms in the chain: the kernel's link
-creation and configuration, which any egress plugin does). The process is egress-cni's static trampoline
-alone: when ipamd wired the egress in aws-cni's ADD, it answers with its `prevResult` without starting the
-interpreter (`egressfast.c`, held to the shim's answers by a differential test); every other call (DEL,
-CHECK, GC, an entry it would have to judge) starts the interpreter, whose bare start is
-`ipv6_egress_floor_ms`. History, same benchmark on this machine: with the shim answering the ADD, egress-cni
-added 7.7 ms on an idle machine (its exec 5.9 ms, the interpreter's start 5.2 ms of it), 10.1-10.9 ms at load
-1-3 and 12.9 ms at load 4-5; before that, with egress-cni asking ipamd for its result while a thread wired the
-veth, 7.2 ms idle and 19.5 ms at load 4-5. Wiring the egress veth on a thread beside aws-cni's own was measured
-slower (3.99 ms for both against 3.51 ms one after the other). egress-cni's DEL still starts the interpreter
-and asks ipamd (~8 ms idle); that the chain's DEL leaves both veths to go with the namespace took ~24 ms off it
-(an egress-cni DEL deleted its veth and waited for the kernel's RCU grace periods: 34 ms against 9.9 ms p50 at
-load ~4).
+What egress-cni adds to an IPv6 pod's ADD (`ipv6_egress_add_p50_ms`) is measured as a user meets it: the chain
+aws-cni + egress-cni against aws-cni alone on a node without egress (ENABLE_V4_EGRESS=false), pods alternating
+between the two nodes. It is the egress-cni process (`ipv6_egress_exec_add_p50_ms`) and the egress veth, which
+ipamd wires within aws-cni's ADD (~1.8 ms alone, ~2.5 ms in the chain: the kernel's link creation and
+configuration, which any egress plugin does). The process is egress-cni's static trampoline alone: when ipamd
+wired the egress in aws-cni's ADD, it answers with its `prevResult` without starting the interpreter
+(`egressfast.c`, held to the shim's answers by a differential test); every other call (DEL, CHECK, GC, an
+entry it would have to judge) starts the interpreter, whose bare start is `ipv6_egress_floor_ms`. History,
+same benchmark on this machine: with the shim answering the ADD, egress-cni added 7.7 ms on an idle machine
+(its exec 5.9 ms, the interpreter's start 5.2 ms of it), 10.1-10.9 ms at load 1-3 and 12.9 ms at load 4-5;
+before that, with egress-cni asking ipamd for its result while a thread wired the veth, 7.2 ms idle and 19.5
+ms at load 4-5. Wiring the egress veth on a thread beside aws-cni's own was measured slower (3.99 ms for both
+against 3.51 ms one after the other). egress-cni's DEL still starts the interpreter and asks ipamd (~8 ms
+idle); that the chain's DEL leaves both veths to go with the namespace took ~24 ms off it (an egress-cni DEL
+deleted its veth and waited for the kernel's RCU grace periods: 34 ms against 9.9 ms p50 at load ~4).
 """
 
 ALL_MET = """

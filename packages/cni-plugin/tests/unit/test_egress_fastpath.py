@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -367,3 +368,22 @@ def test_whatever_it_answers_the_shim_answers_the_same(
     if answer is not None:
         assert answer.status == 0
         _same(runtime, env, conf, answer)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/bootstrap.sh installs it)")
+def test_the_common_add_execs_nothing_and_opens_only_its_log(
+    runtime: Runtime, tmp_path: pathlib.Path
+) -> None:
+    trace = tmp_path / "trace"
+    argv = ["strace", "-f", "-qq", "-s", "4096", "-o", str(trace), "-e", "trace=%process,%file", "--"]
+    runtime.logdir.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [*argv, str(runtime.complete / "egress-cni")], input=_stdin(runtime, _entry()), env=_env(),
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout) == _entry()["prevResult"]
+    calls = trace.read_text().splitlines()
+    execs = [c for c in calls if "execve(" in c]
+    assert len(execs) == 1 and execs[0].endswith("= 0"), "one exec: the trampoline's own, no interpreter"
+    paths = {m for line in calls for m in re.findall(r'"(/[^"]*)"', line)}
+    assert paths == {str(runtime.complete / "egress-cni"), "/proc/self/exe", str(runtime.log)}

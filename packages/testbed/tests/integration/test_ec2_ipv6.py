@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import urllib.request
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from vpccni.testbed.cloud import DEFAULT_VPC_IPV6_CIDR, Cloud, CloudConfig, InstanceInfo
+from vpccni.testbed.ec2.security import SgRule
 from vpccni.testbed.imds.server import ImdsServer
 
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
@@ -125,3 +126,48 @@ def test_an_ipv4_only_subnet_gives_a_new_eni_no_ipv6() -> None:
     with Cloud(CloudConfig()) as cloud:
         eni = cloud.ec2_client(config=NO_RETRY).create_network_interface(SubnetId=cloud.subnet_ids[0])
         assert not eni["NetworkInterface"].get("Ipv6Addresses")
+
+
+def test_security_groups_carry_ipv6_rules_and_members_to_the_datapath(
+    cloud: Cloud, instance: InstanceInfo
+) -> None:
+    """What the VPC datapath enforces, read from moto as EC2 describes it: Ipv6Ranges rules, ICMPv6 as "58",
+    the ::/0 egress every new group gets in a VPC with an IPv6 block, and a group's IPv6 members (addresses
+    and /80 prefixes of its ENIs)."""
+    ec2 = cloud.ec2_client(config=NO_RETRY)
+    group = ec2.create_security_group(GroupName="v6", Description="v6", VpcId=cloud.vpc_id)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {"IpProtocol": "58", "FromPort": 128, "ToPort": -1,
+             "Ipv6Ranges": [{"CidrIpv6": "2001:db8:0:1ff::/64"}]},
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+             "UserIdGroupPairs": [{"GroupId": cloud.security_group_id}]},
+        ],
+    )  # fmt: skip
+    described = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
+    assert [r["CidrIpv6"] for p in described["IpPermissionsEgress"] for r in p.get("Ipv6Ranges", [])] == [
+        "::/0"
+    ]
+    prefix = IPv6Network(
+        ec2.assign_ipv6_addresses(NetworkInterfaceId=instance.primary_eni_id, Ipv6PrefixCount=1)[
+            "AssignedIpv6Prefixes"
+        ][0]
+    )
+    state = cloud.security_state()
+    rules = state.groups[group]
+    assert set(rules.ingress) == {
+        SgRule(protocol="icmpv6", from_port=128, to_port=-1, cidr=IPv6Network("2001:db8:0:1ff::/64")),
+        SgRule(protocol="tcp", from_port=80, to_port=80, group_id=cloud.security_group_id),
+    }
+    assert set(rules.egress) == {
+        SgRule(protocol="-1", cidr=IPv4Network("0.0.0.0/0")),
+        SgRule(protocol="-1", cidr=IPv6Network("::/0")),
+    }
+    # The node group admits the whole VPC in both families.
+    assert SgRule(protocol="-1", cidr=DEFAULT_VPC_IPV6_CIDR) in state.groups[cloud.security_group_id].ingress
+    assert set(state.members(cloud.security_group_id, version=6)) == {
+        IPv6Network(instance.primary_ipv6),
+        prefix,
+    }
+    assert state.members(cloud.security_group_id) == (IPv4Network(instance.primary_ip),)

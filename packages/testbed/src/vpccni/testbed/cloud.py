@@ -258,13 +258,17 @@ class Cloud:
             GroupName="vpccni-testbed-node", Description="vpccni testbed node", VpcId=self.vpc_id
         )["GroupId"]
         # As EKS's cluster security group, its members take any traffic from each other, plus (as node groups
-        # often do) from the whole VPC; as every new group it sends anything anywhere. The VPC datapath
-        # enforces it on real packets.
+        # often do) from the whole VPC, in both families of a dual-stack VPC; as every new group it sends
+        # anything anywhere (EC2, and moto, add the ::/0 egress rule in a VPC with an IPv6 block). The VPC
+        # datapath enforces it on real packets.
+        vpc_wide: dict[str, Any] = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": str(self.config.vpc_cidr)}]}
+        if ipv6 is not None:
+            vpc_wide["Ipv6Ranges"] = [{"CidrIpv6": str(ipv6)}]
         ec2.authorize_security_group_ingress(
             GroupId=self.security_group_id,
             IpPermissions=[
                 {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": self.security_group_id}]},
-                {"IpProtocol": "-1", "IpRanges": [{"CidrIp": str(self.config.vpc_cidr)}]},
+                vpc_wide,
             ],
         )
 
@@ -421,7 +425,7 @@ class Cloud:
     def security_state(self) -> SecurityState:
         """Security groups with their rules and member ENIs, read directly (the VPC datapath enforces it)."""
         with self._app.state_lock:
-            return read_security_state(self._backend, self._prefixes.of)
+            return read_security_state(self._backend, self._prefixes.of, self._ipv6_prefixes.of)
 
     # ---- IMDS
     def _live_snapshot(self, instance_id: str) -> Snapshot | None:

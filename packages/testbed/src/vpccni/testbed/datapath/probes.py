@@ -11,11 +11,13 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from contextlib import suppress
 
 from . import namespaces as ns
 
 _PING = ("busybox", "ping")
+_ECHO_WAIT_S = 1  # busybox -W: whole seconds
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -28,18 +30,28 @@ def ping(
     source: IPAddress | None = None,
     timeout: int = 3,
 ) -> bool:
-    """One ICMP echo from `netns` to `dst`; True when the reply came back within `timeout` seconds.
+    """ICMP echoes from `netns` to `dst`, one a second, until one is answered (True) or `timeout` seconds
+    have passed (False, after at least one echo).
 
-    Generous by default: a loaded 2-core machine can take over a second to resolve the first ARP."""
+    Generous by default: on a loaded 2-core machine the first echo can wait over a second for ARP or
+    neighbour discovery, or be lost. busybox's `-c N` waits for all N replies (and fails with `-w` when one
+    is lost), so each echo is its own `-c 1 -W 1`: a flow that works answers the first or a later echo at
+    once, and a denied flow, which answers none, is reported denied after `timeout` seconds as before."""
     if shutil.which(_PING[0]) is None:
         raise RuntimeError("busybox is needed for ping probes: apt-get install busybox-static")
-    argv = [*_PING, "-c", "1", "-W", str(timeout)]
+    argv = ["ip", "netns", "exec", netns, *_PING, "-c", "1", "-W", str(_ECHO_WAIT_S)]
     if source is not None:
         argv += ["-I", str(source)]
-    proc = subprocess.run(
-        ["ip", "netns", "exec", netns, *argv, str(dst)], capture_output=True, text=True, check=False
-    )
-    return proc.returncode == 0
+    argv.append(str(dst))
+    deadline = time.monotonic() + timeout
+    while True:
+        started = time.monotonic()
+        if subprocess.run(argv, capture_output=True, check=False).returncode == 0:
+            return True
+        if started + _ECHO_WAIT_S >= deadline:
+            return False
+        # An echo that failed at once (no route yet) is retried a second after it was sent, as ping would.
+        time.sleep(max(0.0, started + _ECHO_WAIT_S - time.monotonic()))
 
 
 class EchoServer:

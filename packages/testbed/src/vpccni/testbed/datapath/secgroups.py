@@ -3,8 +3,16 @@
 EC2 filters at each ENI, statefully: a packet leaving an ENI needs an egress rule of one of its groups, a
 packet reaching an ENI an ingress rule; replies of an allowed connection always pass (conntrack). Here the
 ENI's VPC-side port (its veth, or a branch ENI's VLAN sub-port) stands for the ENI: `iifname` selects the
-egress chain of the ENI a packet comes from, `oifname` the ingress chain of the ENI it goes to. A rule that
-references a group matches the addresses of that group's ENIs (a named set per referenced group).
+egress chain of the ENI a packet comes from, `oifname` the ingress chain of the ENI it goes to.
+
+The table is `inet`, so one chain per port judges IPv4 and IPv6 alike, each rule in its own family: an
+`IpRanges` rule matches IPv4 packets only (0.0.0.0/0 all of them), an `Ipv6Ranges` rule IPv6 packets only
+(::/0 all of them), and a rule that references a group matches the addresses of that group's ENIs in both
+families (a named set per referenced group and family). ICMP rules match ICMPv4, ICMPv6 (58) rules ICMPv6.
+
+What EC2 never filters stays unfiltered: neighbour discovery and any other link-local traffic with its router
+(fe80:ec2::1 on every ENI link) ends at the router, so it meets the input hook, never this forward chain; the
+kernel never forwards a link-local packet.
 
 As on EC2, changing rules does not cut a connection already tracked: its packets pass as established until
 conntrack forgets it. Traffic that stays inside a node (two pods on the same ENI) never reaches the VPC, as
@@ -25,6 +33,9 @@ log = logging.getLogger(__name__)
 
 TABLE = "vtb_sg"
 ALL_PORTS = (0, 65535)
+_FAMILY = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}  # the nft address keyword and set type
+_ICMP = {"icmp": ("icmp", "icmp"), "icmpv6": ("ipv6-icmp", "icmpv6")}  # protocol: (l4proto, header)
+_ONLY_IN = {"icmp": 4, "icmpv6": 6}  # protocols that exist in one family only
 
 
 def render_security(*, ports: Mapping[str, str], state: SecurityState) -> str:
@@ -38,18 +49,19 @@ def render_security(*, ports: Mapping[str, str], state: SecurityState) -> str:
             ("out", [r for g in groups for r in g.egress], "daddr"),
             ("in", [r for g in groups for r in g.ingress], "saddr"),
         ):
-            matches = list(dict.fromkeys(_match(rule, peer) for rule in rules))
+            matches = list(dict.fromkeys(m for rule in rules for m in _matches(rule, peer)))
             referenced.update(r.group_id for r in rules if r.group_id)
             chains.append(f"  chain {direction}_{link} {{")
-            chains += [f"    {m} return" if m else "    return" for m in matches]
+            chains += [f"    {m} return" for m in matches]
             chains += ["    counter drop", "  }"]
-    lines = [f"table ip {TABLE} {{}}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
+    lines = [f"table inet {TABLE} {{}}", f"delete table inet {TABLE}", f"table inet {TABLE} {{"]
     for group_id in sorted(referenced):
-        members = state.members(group_id)
-        lines += [f"  set {_set(group_id)} {{", "    type ipv4_addr; flags interval;"]
-        if members:
-            lines.append(f"    elements = {{ {', '.join(str(m) for m in members)} }}")
-        lines.append("  }")
+        for version, (_, addr_type) in _FAMILY.items():
+            members = state.members(group_id, version=version)
+            lines += [f"  set {_set(group_id, version)} {{", f"    type {addr_type}; flags interval;"]
+            if members:
+                lines.append(f"    elements = {{ {', '.join(str(m) for m in members)} }}")
+            lines.append("  }")
     lines += [
         "  chain forward {",
         # After the source check (prerouting) and the internet rule (forward, priority 0).
@@ -64,19 +76,29 @@ def render_security(*, ports: Mapping[str, str], state: SecurityState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _set(group_id: str) -> str:
-    return "g_" + group_id.replace("-", "_")
+def _set(group_id: str, version: int) -> str:
+    return ("g_" if version == 4 else "g6_") + group_id.replace("-", "_")
 
 
-def _match(rule: SgRule, peer: str) -> str:
-    parts: list[str] = []
+def _matches(rule: SgRule, peer: str) -> list[str]:
+    """The nft match of a rule, one per family it applies to (a group reference: both, unless its protocol
+    exists in one family only)."""
+    versions: list[int]
     if rule.cidr is not None:
-        if rule.cidr.prefixlen:
-            parts.append(f"ip {peer} {rule.cidr}")
-    elif rule.group_id is not None:
-        parts.append(f"ip {peer} @{_set(rule.group_id)}")
-    parts += _protocol(rule)
-    return " ".join(parts)  # "" (everything): the line is a bare `return`
+        versions = [rule.cidr.version]
+    else:
+        versions = [v for v in _FAMILY if _ONLY_IN.get(rule.protocol, v) == v]
+    found = []
+    for version in versions:
+        keyword = _FAMILY[version][0]
+        if rule.cidr is None:
+            address = f"{keyword} {peer} @{_set(str(rule.group_id), version)}"
+        elif rule.cidr.prefixlen:
+            address = f"{keyword} {peer} {rule.cidr}"
+        else:  # 0.0.0.0/0 or ::/0: every packet of that family
+            address = f"meta nfproto {'ipv4' if version == 4 else 'ipv6'}"
+        found.append(" ".join([address, *_protocol(rule)]))
+    return found
 
 
 def _protocol(rule: SgRule) -> list[str]:
@@ -87,12 +109,13 @@ def _protocol(rule: SgRule) -> list[str]:
         if low is None or high is None or (low, high) == ALL_PORTS or low < 0:
             return [f"meta l4proto {rule.protocol}"]
         return [f"{rule.protocol} dport {low}" if low == high else f"{rule.protocol} dport {low}-{high}"]
-    if rule.protocol == "icmp":
-        parts = ["meta l4proto icmp"]
+    if rule.protocol in _ICMP:
+        l4proto, header = _ICMP[rule.protocol]
+        parts = [f"meta l4proto {l4proto}"]
         if rule.from_port is not None and rule.from_port >= 0:
-            parts.append(f"icmp type {rule.from_port}")
+            parts.append(f"{header} type {rule.from_port}")
             if rule.to_port is not None and rule.to_port >= 0:
-                parts.append(f"icmp code {rule.to_port}")
+                parts.append(f"{header} code {rule.to_port}")
         return parts
     return [f"meta l4proto {rule.protocol}"]
 
@@ -117,4 +140,4 @@ class SecurityGroups:
     def dropped_packets(self, link: str, direction: str) -> int:
         """Packets dropped leaving (`out`) or reaching (`in`) the ENI behind `link` since its chain was last
         rewritten."""
-        return counted_packets(self._netns, TABLE, f"{direction}_{link}")
+        return counted_packets(self._netns, TABLE, f"{direction}_{link}", family="inet")

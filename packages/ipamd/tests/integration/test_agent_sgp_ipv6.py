@@ -1,8 +1,14 @@
 """Security groups for pods in an IPv6 cluster, with the real aws-k8s-agent, the aws-cni and egress-cni shims,
 the testbed's API server, EC2 (dual-stack subnet that assigns IPv6 on creation) and VPC datapath, and the
 VPC resource controller stand-in: a pod a SecurityGroupPolicy selects gets its branch ENI's IPv6 address on
-its VLAN, real IPv6 packets reach it from a pod and the VPC host, it keeps IPv4 egress through egress-cni,
-its DEL leaves nothing, and a kill -9 of ipamd keeps it."""
+its VLAN, real IPv6 packets reach it from a pod and the VPC host, its groups decide which IPv6 flows pass
+(rules added and revoked while it runs), it keeps IPv4 egress through egress-cni, its DEL leaves nothing, and a
+kill -9 of ipamd keeps it.
+
+sg-db (the db pods' group) admits ICMPv6 from members of the node group (the other pods: addresses of the
+nodes' /80 prefixes) and TCP 5432 from the VPC host's address only; like every new group in a VPC with an IPv6
+block it sends anything anywhere (0.0.0.0/0 and ::/0).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
 
 ENV = {**IPV6_CLUSTER_ENV, "ENABLE_POD_ENI": "true", "VPCCNI_POD_ENI_WAIT": "8"}
 ANNOTATION = "vpc.amazonaws.com/pod-eni"
+PORT = 5432
+EVERYWHERE6 = [{"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}]
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +45,29 @@ def cluster() -> Iterator[Cluster]:
     )
     try:
         c.start()
-        group = c.cloud.ec2_client().create_security_group(
-            GroupName="db", Description="db", VpcId=c.cloud.vpc_id
-        )["GroupId"]
+        ec2 = c.cloud.ec2_client()
+        group = ec2.create_security_group(GroupName="db", Description="db", VpcId=c.cloud.vpc_id)["GroupId"]
+        ec2.authorize_security_group_ingress(
+            GroupId=group,
+            IpPermissions=[
+                {"IpProtocol": "58", "FromPort": -1, "ToPort": -1,
+                 "UserIdGroupPairs": [{"GroupId": c.cloud.security_group_id}]},
+                {"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT,
+                 "Ipv6Ranges": [{"CidrIpv6": f"{c.vpc_host_ip6}/128"}]},
+            ],
+        )  # fmt: skip
         c.create_security_group_policy("db", labels={"app": "db"}, group_ids=[group])
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def sg_db(cluster: Cluster) -> str:
+    (group,) = cluster.cloud.ec2_client().describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["db"]}]
+    )["SecurityGroups"]
+    return str(group["GroupId"])
 
 
 def _agent(make_agent: Callable[..., Agent], wait_for: Callable[..., Any], **env: str) -> Agent:
@@ -128,7 +152,7 @@ def test_a_branch_pod_gets_its_branch_enis_ipv6_and_real_packets_reach_it(
     vpc_host = cluster.vpc_host_ip6
     assert vpc_host is not None
     assert ping(db.netns, vpc_host), "the branch pod to a VPC host"
-    with EchoServer(netns=db.netns, ip=ip, port=5432) as server:
+    with EchoServer(netns=db.netns, ip=ip, port=PORT) as server:
         # From outside the node: only the VPC can deliver it, through the trunk on the branch's VLAN.
         assert tcp_echo(cluster.datapath.router.vpc_host_netns, ip, server.port) == str(vpc_host)
     # IPv4 egress through egress-cni, as for every pod of an IPv6 cluster (upstream's egress-cni does not
@@ -147,6 +171,60 @@ def test_a_branch_pod_gets_its_branch_enis_ipv6_and_real_packets_reach_it(
         r for r in ns.exec_in_netns(node.netns, ["ip", "-6", "rule"]).splitlines() if r.startswith("10:")
     ]
     wait_for(lambda: not cluster.datapath.router.branches(), what="the controller to delete the branch ENI")
+
+
+def test_the_branch_enis_groups_decide_ipv6_flows_on_real_packets(
+    cluster: Cluster,
+    node: Node,
+    sg_db: str,
+    make_agent: Callable[..., Agent],
+    wait_for: Callable[..., Any],
+) -> None:
+    agent = _agent(make_agent, wait_for)
+    db, db_result = _run(agent, cluster, node, "db-sg", "db")
+    web, web_result = _run(agent, cluster, node, "web-sg", "web")
+    ip, web_ip, vpc_host = _ip6(db_result), _ip6(web_result), cluster.vpc_host_ip6
+    assert vpc_host is not None
+    annotation = _annotation(cluster, "db-sg")
+    eni, vlan_link = annotation["eniId"], f"vlan.eth.{annotation['vlanId']}"
+    ec2, router = cluster.cloud.ec2_client(), cluster.datapath.router
+    from_nodes = [{"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT,
+                   "UserIdGroupPairs": [{"GroupId": cluster.cloud.security_group_id}]}]  # fmt: skip
+    try:
+        with EchoServer(netns=db.netns, ip=ip, port=PORT):
+            assert ping(web.netns, ip), "ICMPv6 from a member of the node group is admitted"
+            before = router.dropped_by_security(eni, "in")
+            assert tcp_echo(web.netns, ip, PORT, timeout=1.5) is None, "no TCP rule for the node group"
+            assert router.dropped_by_security(eni, "in") > before, "dropped by the branch ENI's groups"
+            assert tcp_echo(router.vpc_host_netns, ip, PORT) == str(vpc_host), "its /128 is admitted"
+            ec2.authorize_security_group_ingress(GroupId=sg_db, IpPermissions=from_nodes)
+            assert tcp_echo(web.netns, ip, PORT) == str(web_ip), "admitted once the rule is added"
+            ec2.revoke_security_group_ingress(GroupId=sg_db, IpPermissions=from_nodes)
+            assert tcp_echo(web.netns, ip, PORT, timeout=1.5) is None, "refused again once it is revoked"
+
+        ec2.revoke_security_group_egress(GroupId=sg_db, IpPermissions=EVERYWHERE6)
+        try:
+            # EC2 never filters neighbour discovery with its router: with the neighbour forgotten, the node
+            # resolves fe80:ec2::1 on the branch's VLAN again for db's packet, which its groups then drop.
+            ns.exec_in_netns(node.netns, ["ip", "-6", "neigh", "flush", "dev", vlan_link])
+            assert "fe80:ec2::1" not in ns.exec_in_netns(
+                node.netns, ["ip", "-6", "neigh", "show", "dev", vlan_link]
+            )
+            assert not ping(db.netns, vpc_host, timeout=1), "no IPv6 egress rule left"
+            assert router.dropped_by_security(eni, "out") > 0
+            neighbours = ns.exec_in_netns(node.netns, ["ip", "-6", "neigh", "show", "dev", vlan_link])
+            assert "fe80:ec2::1 lladdr" in neighbours, neighbours
+            # Its IPv4 egress leaves through the node's ENI (egress-cni), not the branch ENI: untouched.
+            with EchoServer(netns=router.internet_netns, ip=cluster.internet_ip) as server:
+                assert tcp_echo(db.netns, cluster.internet_ip, server.port) is not None
+        finally:
+            ec2.authorize_security_group_egress(GroupId=sg_db, IpPermissions=EVERYWHERE6)
+        assert ping(db.netns, vpc_host), "IPv6 egress back with its ::/0 rule"
+    finally:
+        for pod in (db, web):
+            assert NodeRunner.delete(agent, pod).ok
+            agent.remove_pod(pod)
+            cluster.delete_pod("default", pod.name)
 
 
 def test_a_killed_agent_keeps_its_ipv6_branch_pods_and_their_del_leaves_nothing(

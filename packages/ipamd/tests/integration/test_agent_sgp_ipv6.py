@@ -2,8 +2,8 @@
 the testbed's API server, EC2 (dual-stack subnet that assigns IPv6 on creation) and VPC datapath, and the
 VPC resource controller stand-in: a pod a SecurityGroupPolicy selects gets its branch ENI's IPv6 address on
 its VLAN, real IPv6 packets reach it from a pod and the VPC host, its groups decide which IPv6 flows pass
-(rules added and revoked while it runs), it keeps IPv4 egress through egress-cni, its DEL leaves nothing, and a
-kill -9 of ipamd keeps it.
+(rules added and revoked while it runs), it keeps IPv4 egress through egress-cni, its DEL leaves nothing, and
+a kill -9 of ipamd keeps it.
 
 sg-db (the db pods' group) admits ICMPv6 from members of the node group (the other pods: addresses of the
 nodes' /80 prefixes) and TCP 5432 from the VPC host's address only; like every new group in a VPC with an IPv6

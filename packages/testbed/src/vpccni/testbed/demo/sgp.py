@@ -9,9 +9,10 @@ when blocked). Then the pods go and the controller deletes their branch ENIs.
 
 With `--ipv6` the cluster is IPv6 (a dual-stack VPC whose subnets assign IPv6 on creation): each selected pod
 gets its branch ENI's IPv6 address, routed through EC2's router at fe80:ec2::1 on its VLAN; pods are made
-through the conflist's chain (aws-cni, then egress-cni for their IPv4 egress), and the checks are IPv6
-connections, one from the VPC host (only the branch ENI can take it in), and IPv4 egress. The testbed's VPC
-filters security groups on IPv4 packets only, so the blocked connection is not shown in IPv6.
+through the conflist's chain (aws-cni, then egress-cni for their IPv4 egress), and the same checks are IPv6
+connections (the VPC enforces the groups on IPv6 packets as on IPv4: a group reference admits its members'
+IPv6 addresses). Then the VPC host's connection to db (only the branch ENI can take it in) is blocked until
+sg-db admits the host's IPv6 /128 (an `Ipv6Ranges` rule), and db's IPv4 egress through egress-cni is shown.
 
 Exit 0 only when every check passed.
 """
@@ -79,7 +80,7 @@ class SgpDemo:
     def bring_up(self) -> None:
         self.say(
             "Bringing up the testbed: EC2 (moto + fidelity layer), the VPC datapath (VLAN trunks, security "
-            "groups on packets), the API server, and the VPC resource controller stand-in; "
+            "groups on IPv4 and IPv6 packets), the API server, and the VPC resource controller stand-in; "
             f"2 x {self.instance_type}" + ("; a dual-stack VPC, an IPv6 cluster" if self.ipv6 else "")
         )
         config = ClusterConfig(vpc_resource_controller=ControllerConfig(cooldown_s=COOLDOWN_S, resync_s=2))
@@ -114,7 +115,14 @@ class SgpDemo:
         )  # fmt: skip
         self.say(report.heading("Security groups and SecurityGroupPolicies"))
         self.say(f"  {self.groups['db']} (db): ingress TCP {DB_PORT} from members of {self.groups['client']}")
-        self.say(f"  {self.groups['client']} (client): no ingress; both send anywhere")
+        self.say(
+            f"  {self.groups['client']} (client): no ingress; both send anywhere"
+            + (
+                " (0.0.0.0/0 and ::/0, as EC2 makes new groups in a VPC with an IPv6 block)"
+                if self.ipv6
+                else ""
+            )
+        )
         for name in ("db", "client"):
             self.cluster.create_security_group_policy(
                 name, labels={"app": name}, group_ids=[self.groups[name]]
@@ -162,22 +170,15 @@ class SgpDemo:
             self._show_wiring(db)
             with EchoServer(netns=db.pod.netns, ip=db.ip, port=DB_PORT):
                 if client is not None:
-                    seen = tcp_echo(client.pod.netns, db.ip, DB_PORT, timeout=3)
-                    self.check(
-                        seen == str(client.ip),
-                        f"client ({client.ip}, sg-client) -> db {db.ip}:{DB_PORT}: "
-                        + ("connected over IPv6" if self.ipv6 else "allowed by sg-db")
-                        + ("" if seen else " -- but it was blocked"),
+                    self._check_flow(
+                        client.pod.netns, f"client ({client.ip}, sg-client)", client.ip, db, allowed=True
+                    )
+                if other is not None:
+                    self._check_flow(
+                        other.pod.netns, f"other ({other.ip}, the node's group)", other.ip, db, allowed=False
                     )
                 if self.ipv6:
                     self._check_ipv6(db)
-                elif other is not None:
-                    seen = tcp_echo(other.pod.netns, db.ip, DB_PORT, timeout=1.5)
-                    self.check(
-                        seen is None,
-                        f"other ({other.ip}, the node's group) -> db {db.ip}:{DB_PORT}: blocked by sg-db"
-                        + (" -- but it connected" if seen else ""),
-                    )
         branches = self._branch_enis(placed)
         self.say("  deleting the pods (CNI DEL, then the Pod objects)")
         for p in placed:
@@ -245,8 +246,9 @@ class SgpDemo:
             )
 
     def _check_ipv6(self, db: Placed) -> None:
-        """An IPv6 cluster's extra checks: the VPC host reaches db (only its branch ENI can take that in), the
-        address is the branch ENI's in EC2, and db has IPv4 egress through egress-cni."""
+        """An IPv6 cluster's extra checks: the address is the branch ENI's in EC2; the VPC host's connection
+        to db (only its branch ENI can take that in) is blocked until sg-db admits the host's /128, then the
+        rule goes again (the next mode starts alike); and db has IPv4 egress through egress-cni."""
         assert self.cluster is not None
         annotation = self._annotation(db.pod.name)
         eni = self.cluster.cloud.ec2_client().describe_network_interfaces(
@@ -258,15 +260,35 @@ class SgpDemo:
             f"db {db.ip} is branch ENI {annotation['eniId']}'s IPv6 address (EC2: {owned})",
         )
         router, host = self.cluster.datapath.router, self.cluster.vpc_host_ip6
-        seen = tcp_echo(router.vpc_host_netns, db.ip, DB_PORT, timeout=3) if host is not None else None
-        self.check(
-            seen == str(host), f"the VPC host {host} -> db [{db.ip}]:{DB_PORT} through the trunk's VLAN"
-        )
+        assert host is not None  # a dual-stack VPC
+        self._check_flow(router.vpc_host_netns, f"the VPC host ({host})", host, db, allowed=False)
+        ec2 = self.cluster.cloud.ec2_client()
+        from_host = [{"IpProtocol": "tcp", "FromPort": DB_PORT, "ToPort": DB_PORT,
+                      "Ipv6Ranges": [{"CidrIpv6": f"{host}/128"}]}]  # fmt: skip
+        ec2.authorize_security_group_ingress(GroupId=self.groups["db"], IpPermissions=from_host)
+        self.say(f"  authorized on {self.groups['db']}: TCP {DB_PORT} from {host}/128 (Ipv6Ranges)")
+        try:
+            self._check_flow(router.vpc_host_netns, f"the VPC host ({host})", host, db, allowed=True)
+        finally:
+            ec2.revoke_security_group_ingress(GroupId=self.groups["db"], IpPermissions=from_host)
         internet = self.cluster.internet_ip
         with EchoServer(netns=router.internet_netns, ip=internet) as server:
             seen = tcp_echo(db.pod.netns, internet, server.port, timeout=3)
         self.check(seen is not None, f"db -> {internet} (IPv4 egress through egress-cni, seen as {seen})")
-        self.say("  (the testbed's VPC filters security groups on IPv4 packets only: no blocked IPv6 check)")
+
+    def _check_flow(self, netns: str, who: str, source: object, db: Placed, *, allowed: bool) -> None:
+        """A TCP connection from `netns` to db's port, which db's groups should allow (and the far end see
+        `source`) or block (a PASS when nothing gets through)."""
+        seen = tcp_echo(netns, db.ip, DB_PORT, timeout=3 if allowed else 1.5)
+        target = f"db [{db.ip}]:{DB_PORT}" if db.ip.version == 6 else f"db {db.ip}:{DB_PORT}"
+        if allowed:
+            ok, outcome = (
+                seen == str(source),
+                "allowed by sg-db" + (f" (db saw {seen})" if seen else " -- but it was blocked"),
+            )
+        else:
+            ok, outcome = seen is None, "blocked by sg-db" + (" -- but it connected" if seen else "")
+        self.check(ok, f"{who} -> {target}: {outcome}")
 
     def _annotation(self, name: str) -> dict[str, Any]:
         assert self.cluster is not None and self.cluster.kube is not None

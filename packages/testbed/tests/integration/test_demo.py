@@ -97,6 +97,24 @@ def test_security_groups_for_pods_allow_and_block_in_both_modes_and_nothing_is_l
     assert _left_behind(output) == []
 
 
+def test_security_groups_for_pods_in_an_ipv6_cluster_allow_and_block_ipv6_flows() -> None:
+    proc = _demo("--security-groups-for-pods", "--ipv6")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "FAIL " not in output and "all checks passed" in output
+    # per mode: a group reference admits the client's IPv6 address, the node's group is blocked, and the VPC
+    # host is blocked until an Ipv6Ranges rule admits its /128
+    assert len(re.findall(r"PASS  client \(2001:db8:\S+, sg-client\) -> db \[2001:db8:", output)) == 2
+    assert (
+        len(re.findall(r"PASS  other \(2001:db8:\S+, the node's group\) -> .*: blocked by sg-db", output))
+        == 2
+    )
+    host = re.findall(r"PASS  the VPC host \(\S+\) -> db \S+: (blocked|allowed) by sg-db", output)
+    assert host == ["blocked", "allowed"] * 2, output
+    assert output.count("IPv4 egress through egress-cni") == 2
+    assert _left_behind(output) == []
+
+
 def test_pods_through_aws_cni_on_a_host_without_python() -> None:
     proc = _demo("--nodes", "1", "--pods", "3", "--no-python-host")
     output, _ = proc.communicate(timeout=240)

@@ -19,7 +19,7 @@ from vpccni.testbed.ec2.backend import MotoBackend
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # EC2 takes ICMPv6 as "58" or "icmpv6" (moto keeps what it was given); one name for the renderer.
-_PROTOCOL_ALIASES = {"58": "icmpv6", "icmpv6": "icmpv6", "1": "icmp", "6": "tcp", "17": "udp", "all": "-1"}
+_PROTOCOL_ALIASES = {"58": "icmpv6", "1": "icmp", "6": "tcp", "17": "udp", "all": "-1"}
 
 
 @dataclass(frozen=True, kw_only=True)

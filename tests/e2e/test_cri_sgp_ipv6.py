@@ -55,9 +55,19 @@ def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
         )
         cluster = stack.enter_context(Cluster(config))
         node = cluster.add_node()
-        group = cluster.cloud.ec2_client().create_security_group(
-            GroupName="db", Description="db", VpcId=cluster.cloud.vpc_id
-        )["GroupId"]
+        ec2 = cluster.cloud.ec2_client()
+        vpc = cluster.cloud.vpc_id
+        group = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)["GroupId"]
+        # The VPC enforces the groups on IPv6 packets too: db admits PORT from the VPC host's address and from
+        # the node group's members (the ordinary pod's /80 address).
+        ec2.authorize_security_group_ingress(
+            GroupId=group,
+            IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT,
+                 "Ipv6Ranges": [{"CidrIpv6": f"{cluster.vpc_host_ip6}/128"}],
+                 "UserIdGroupPairs": [{"GroupId": cluster.cloud.security_group_id}]},
+            ],
+        )  # fmt: skip
         cluster.create_security_group_policy("db", labels={"app": "db"}, group_ids=[group])
         shim = build_shim(Path(tmp) / "bin")
         runner = NodeRunner(node=node, workdir=Path(tmp) / node.name, shim=shim, env=ENV)

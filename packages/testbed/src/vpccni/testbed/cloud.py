@@ -10,15 +10,22 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from vpccni.testbed import control
+from vpccni.testbed.cloudconfig import (
+    CNI_ROLE_TAG,
+    DEFAULT_VPC_CIDR,
+    DEFAULT_VPC_IPV6_CIDR,
+    CloudConfig,
+    SubnetSpec,
+)
 from vpccni.testbed.cloudwatch import ENDPOINT_ENV as CLOUDWATCH_ENDPOINT_ENV
 from vpccni.testbed.cloudwatch import CloudWatchService
-from vpccni.testbed.ec2.addresses import AddressAllocator, Placement
+from vpccni.testbed.ec2.addresses import AddressAllocator
 from vpccni.testbed.ec2.backend import MotoBackend
 from vpccni.testbed.ec2.calllog import CallLog, CallRecord
 from vpccni.testbed.ec2.errors import Ec2Error
@@ -28,7 +35,7 @@ from vpccni.testbed.ec2.ipv6 import Ipv6Allocator
 from vpccni.testbed.ec2.prefixes import PrefixTable
 from vpccni.testbed.ec2.security import SecurityState, read_security_state
 from vpccni.testbed.ec2.server import Ec2App, Ec2Server
-from vpccni.testbed.ec2.throttle import EC2_DEFAULT_BUCKETS, AccountThrottle, BucketSpec, Throttle
+from vpccni.testbed.ec2.throttle import AccountThrottle, BucketSpec, Throttle
 from vpccni.testbed.events import (
     AddressesChanged,
     BranchAssociated,
@@ -44,6 +51,9 @@ from vpccni.testbed.imds.metadata import Snapshot, build_snapshot
 from vpccni.testbed.imds.server import ImdsServer, Outage
 
 __all__ = [
+    "CNI_ROLE_TAG",
+    "DEFAULT_VPC_CIDR",
+    "DEFAULT_VPC_IPV6_CIDR",
     "AddressesChanged",
     "CallRecord",
     "Cloud",
@@ -65,90 +75,7 @@ _NO_METADATA_CHANGE = frozenset(
 
 DUMMY_ACCESS_KEY = "AKIAVPCCNITESTBED000"  # moto accepts any credentials; these never reach AWS
 DUMMY_SECRET_KEY = "vpccni-testbed-secret"
-CNI_ROLE_TAG = "kubernetes.io/role/cni"
 AMI_ID = "ami-12c6146b"  # an image moto ships
-DEFAULT_VPC_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
-# Documentation space (RFC 3849), never a real network: a dual-stack VPC's /56 unless another is given.
-DEFAULT_VPC_IPV6_CIDR = ipaddress.IPv6Network("2001:db8:0:100::/56")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SubnetSpec:
-    cidr: ipaddress.IPv4Network
-    tags: Mapping[str, str] = field(default_factory=dict)
-    ipv6_cidr: ipaddress.IPv6Network | None = None  # in a dual-stack VPC: default its n-th /64
-
-
-@dataclass(frozen=True, kw_only=True)
-class CloudConfig:
-    region: str = "us-west-2"
-    availability_zone: str | None = None  # default: <region>a
-    vpc_cidr: ipaddress.IPv4Network = DEFAULT_VPC_CIDR
-    vpc_ipv6_cidr: ipaddress.IPv6Network | None = None  # a /56 makes the VPC dual-stack
-    # The first subnet is the node's primary subnet; the second is tagged for subnet discovery.
-    subnets: tuple[SubnetSpec, ...] = (
-        SubnetSpec(cidr=ipaddress.IPv4Network("10.0.0.0/20")),
-        SubnetSpec(cidr=ipaddress.IPv4Network("10.0.16.0/20"), tags={CNI_ROLE_TAG: "1"}),
-    )
-    host: str = "127.0.0.1"
-    ec2_port: int = 0
-    throttle: Mapping[str, BucketSpec] = field(default_factory=lambda: dict(EC2_DEFAULT_BUCKETS))
-    # EC2's published per-action buckets (`AccountThrottle`) instead of `throttle`'s shared category buckets.
-    account_limits: bool = False
-    latency: Mapping[str, float] = field(default_factory=dict)  # per EC2 action ("*" = all), seconds
-    errors: Mapping[str, tuple[str, int]] = field(default_factory=dict)  # action -> (EC2 error code, count)
-    address_placement: Placement = Placement.LOWEST
-    seed: int = 0
-    imds_lag: float = 0.0
-    imds_outage_mode: Outage = Outage.REFUSE  # what set_imds_outage(True) does
-
-    @property
-    def zone(self) -> str:
-        return self.availability_zone or f"{self.region}a"
-
-    def subnet_ipv6_cidrs(self) -> list[ipaddress.IPv6Network | None]:
-        """Each subnet's IPv6 /64: the given one, else the n-th /64 of the VPC's /56 (none in an IPv4 VPC)."""
-        if self.vpc_ipv6_cidr is None:
-            return [None for _ in self.subnets]
-        blocks = self.vpc_ipv6_cidr.subnets(new_prefix=64)
-        return [spec.ipv6_cidr or next(blocks) for spec in self.subnets]
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> CloudConfig:
-        """Build from a JSON-style mapping (the CLI's --config file); unknown keys are an error."""
-        kwargs: dict[str, Any] = dict(raw)
-        unknown = set(kwargs) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"unknown testbed config keys {sorted(unknown)}: see vpccni.testbed.cloud.CloudConfig"
-            )
-        if "vpc_cidr" in kwargs:
-            kwargs["vpc_cidr"] = ipaddress.IPv4Network(kwargs["vpc_cidr"])
-        if kwargs.get("vpc_ipv6_cidr"):
-            kwargs["vpc_ipv6_cidr"] = ipaddress.IPv6Network(kwargs["vpc_ipv6_cidr"])
-        if "subnets" in kwargs:
-            kwargs["subnets"] = tuple(
-                SubnetSpec(
-                    cidr=ipaddress.IPv4Network(s["cidr"]),
-                    tags=dict(s.get("tags", {})),
-                    ipv6_cidr=ipaddress.IPv6Network(s["ipv6_cidr"]) if s.get("ipv6_cidr") else None,
-                )
-                for s in kwargs["subnets"]
-            )
-        if "throttle" in kwargs:
-            kwargs["throttle"] = {
-                cat: BucketSpec(capacity=int(b["capacity"]), refill_per_s=float(b["refill_per_s"]))
-                for cat, b in (kwargs["throttle"] or {}).items()
-            }
-        if "errors" in kwargs:
-            kwargs["errors"] = {
-                action: (str(code), int(count)) for action, (code, count) in kwargs["errors"].items()
-            }
-        if "address_placement" in kwargs:
-            kwargs["address_placement"] = Placement(kwargs["address_placement"])
-        if "imds_outage_mode" in kwargs:
-            kwargs["imds_outage_mode"] = Outage(kwargs["imds_outage_mode"])
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ command exit non-zero. The checks of the node are in `doctor_host`, of the servi
 
 from __future__ import annotations
 
-from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, Status, _fail, _ok
+from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, Status, fail, ok
 from vpccni.ipamd.cli.doctor_host import (
     check_checkpoint,
     check_conflist,
@@ -27,12 +27,12 @@ def check_settings(ctx: DoctorContext) -> CheckResult:
     name = "settings"
     problems = ctx.config.settings_problems
     if problems:
-        return _fail(
+        return fail(
             name,
             f"{len(problems)} invalid: " + "; ".join(problems),
             "fix these variables in the aws-node container's environment: ipamd refuses to start with them",
         )
-    return _ok(name, "every variable valid (docs/configuration.md)")
+    return ok(name, "every variable valid (docs/configuration.md)")
 
 
 ALL_CHECKS: tuple[Check, ...] = (
@@ -57,7 +57,7 @@ def run_checks(ctx: DoctorContext, checks: tuple[Check, ...] = ALL_CHECKS) -> li
             results.append(check(ctx))
         except Exception as exc:  # one broken probe must not hide the other checks
             results.append(
-                _fail(check.__name__.removeprefix("check_"), f"check crashed: {exc!r}", "report a bug")
+                fail(check.__name__.removeprefix("check_"), f"check crashed: {exc!r}", "report a bug")
             )
     return results
 

@@ -90,18 +90,18 @@ class DoctorContext:
 Check = Callable[[DoctorContext], CheckResult]
 
 
-def _ok(name: str, message: str) -> CheckResult:
+def ok(name: str, message: str) -> CheckResult:
     return CheckResult(name=name, status=Status.OK, message=message)
 
 
-def _warn(name: str, message: str, fix: str) -> CheckResult:
+def warn(name: str, message: str, fix: str) -> CheckResult:
     return CheckResult(name=name, status=Status.WARN, message=message, fix=fix)
 
 
-def _fail(name: str, message: str, fix: str) -> CheckResult:
+def fail(name: str, message: str, fix: str) -> CheckResult:
     return CheckResult(name=name, status=Status.FAIL, message=message, fix=fix)
 
 
-def _sysctl(ctx: DoctorContext, key: str) -> str | None:
+def read_sysctl(ctx: DoctorContext, key: str) -> str | None:
     text = ctx.host.read_text("/proc/sys/" + key.replace(".", "/"))
     return text.strip() if text is not None else None

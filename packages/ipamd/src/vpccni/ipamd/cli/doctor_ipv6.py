@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, _fail, _ok, _sysctl, _warn
+from vpccni.ipamd.cli.doctor_context import Check, CheckResult, DoctorContext, fail, ok, read_sysctl, warn
 from vpccni.ipamd.cli.introspect import IntrospectionError
 
 
@@ -11,16 +11,16 @@ def check_ipv6(ctx: DoctorContext) -> CheckResult:
     name = "IPv6 and egress"
     cfg = ctx.config
     if not (cfg.ipv6 or cfg.v6_egress):
-        return _ok(name, "an IPv4 cluster without IPv6 egress: nothing to check")
+        return ok(name, "an IPv4 cluster without IPv6 egress: nothing to check")
     problems, fixes = [], []
-    if _sysctl(ctx, "net.ipv6.conf.all.forwarding") != "1":
+    if read_sysctl(ctx, "net.ipv6.conf.all.forwarding") != "1":
         problems.append("net.ipv6.conf.all.forwarding is not 1: the node does not forward the pods' IPv6")
         fixes.append("restart aws-node (it sets it), or sysctl -w net.ipv6.conf.all.forwarding=1")
     if cfg.ipv6:
         try:
             enis = ctx.introspection.get_json("/v1/enis")
         except IntrospectionError as exc:
-            return _warn(name, f"cannot read ipamd's ENIs: {exc}", "start aws-node")
+            return warn(name, f"cannot read ipamd's ENIs: {exc}", "start aws-node")
         prefixes = [c for card in enis.values() for eni in (card.get("ENIs") or {}).values()
                     for c in eni.get("IPv6Cidrs") or {}]  # fmt: skip
         if not prefixes:
@@ -33,9 +33,9 @@ def check_ipv6(ctx: DoctorContext) -> CheckResult:
             problems.append(f"no {chain} SNAT chain in {tool.removesuffix('-save')}: pods have no egress")
             fixes.append("restart aws-node (it writes the egress rules at start)")
     if problems:
-        return _fail(name, "; ".join(problems), "; ".join(fixes))
+        return fail(name, "; ".join(problems), "; ".join(fixes))
     mode = "IPv6 cluster" if cfg.ipv6 else "IPv4 cluster with IPv6 egress"
-    return _ok(
+    return ok(
         name, f"{mode}: forwarding on" + (", a /80 in ipamd" if cfg.ipv6 else "") + f", {chain} in place"
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vpccni.ipamd.cli.doctor_context import CheckResult, DoctorContext, _fail, _ok, _warn
+from vpccni.ipamd.cli.doctor_context import CheckResult, DoctorContext, fail, ok, warn
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -39,28 +39,28 @@ def check_imds(ctx: DoctorContext) -> CheckResult:
         try:
             v1 = ctx.http.request("GET", f"{base}/latest/meta-data/instance-id")
         except OSError:
-            return _fail(
+            return fail(
                 name,
                 f"IMDS at {base} does not answer ({exc})",
                 "check the instance's metadata options (http-endpoint enabled) and any host firewall "
                 "blocking 169.254.169.254",
             )
         hint = " (aws-node runs in a container)" if ctx.config.in_container else ""
-        return _fail(
+        return fail(
             name,
             f"IMDSv1 answers ({v1.status}) but the IMDSv2 token reply never arrives{hint}: "
             "the hop limit is too low",
             "aws ec2 modify-instance-metadata-options --instance-id <id> --http-put-response-hop-limit 2",
         )
     if token.status != 200:
-        return _fail(name, f"IMDSv2 token request answered {token.status}", "enable IMDSv2 on the instance")
+        return fail(name, f"IMDSv2 token request answered {token.status}", "enable IMDSv2 on the instance")
     headers = {TOKEN_HEADER: token.body.strip()}
     found: dict[str, str] = {}
     for key, path in (("instance-id", "instance-id"), ("mac", "mac"), ("region", "placement/region")):
         try:
             reply = ctx.http.request("GET", f"{base}/latest/meta-data/{path}", headers=headers)
         except OSError as exc:
-            return _fail(name, f"IMDS {path} failed: {exc}", "check IMDS health on the instance")
+            return fail(name, f"IMDS {path} failed: {exc}", "check IMDS health on the instance")
         if reply.status == 200:
             found[key] = reply.body.strip()
     mac = found.get("mac")
@@ -75,8 +75,8 @@ def check_imds(ctx: DoctorContext) -> CheckResult:
                 found[key] = reply.body.strip()
     ctx.imds.update(found)
     if "instance-id" not in found:
-        return _fail(name, "IMDS gave a token but no instance-id", "check the instance's metadata options")
-    return _ok(name, f"token and metadata for {found['instance-id']}")
+        return fail(name, "IMDS gave a token but no instance-id", "check the instance's metadata options")
+    return ok(name, f"token and metadata for {found['instance-id']}")
 
 
 def _dry_run_params(action: str, imds: Mapping[str, str]) -> dict[str, object] | None:
@@ -101,9 +101,7 @@ def check_ec2(ctx: DoctorContext) -> CheckResult:
     name = "EC2 API and IAM"
     region = ctx.config.region or ctx.imds.get("region", "")
     if not region:
-        return _warn(
-            name, "no region known (IMDS failed and AWS_REGION unset)", "fix IMDS, or set AWS_REGION"
-        )
+        return warn(name, "no region known (IMDS failed and AWS_REGION unset)", "fix IMDS, or set AWS_REGION")
     ec2 = ctx.ec2_for_region(region)
     denied, errors, allowed, skipped = [], [], [], []
     for action in IAM_ACTIONS:
@@ -119,28 +117,28 @@ def check_ec2(ctx: DoctorContext) -> CheckResult:
         else:
             errors.append(f"{action}: {outcome.removeprefix('error: ')}")
     if not allowed and not denied:
-        return _fail(
+        return fail(
             name,
             "EC2 is unreachable: " + "; ".join(errors[:2]),
             "check the route/VPC endpoint to ec2.<region>.amazonaws.com (or AWS_EC2_ENDPOINT) and proxies",
         )
     if denied:
-        return _fail(
+        return fail(
             name,
             "the node role may not call " + ", ".join(denied),
             "attach AmazonEKS_CNI_Policy (or deploy/iam-policy.json) to the node or IRSA role of aws-node",
         )
     note = f" (not checked: {', '.join([*skipped, *NOT_DRY_RUNNABLE])})"
     if errors:
-        return _warn(name, "DryRun errors: " + "; ".join(errors), "see the EC2 error codes above")
-    return _ok(name, f"DryRun allowed for {len(allowed)} actions{note}")
+        return warn(name, "DryRun errors: " + "; ".join(errors), "see the EC2 error codes above")
+    return ok(name, f"DryRun allowed for {len(allowed)} actions{note}")
 
 
 def check_api_server(ctx: DoctorContext) -> CheckResult:
     name = "Kubernetes API server"
     url = ctx.config.api_server
     if not url:
-        return _warn(
+        return warn(
             name,
             "no API server configured (CLUSTER_ENDPOINT or KUBERNETES_SERVICE_HOST)",
             "run doctor inside the aws-node pod, or set CLUSTER_ENDPOINT",
@@ -149,11 +147,11 @@ def check_api_server(ctx: DoctorContext) -> CheckResult:
         reply = ctx.http.request("GET", f"{url}/version", timeout_s=5.0)
     except OSError as exc:
         if "CERTIFICATE" in str(exc).upper():
-            return _ok(name, f"{url} answers TLS (certificate not checked by doctor)")
-        return _fail(
+            return ok(name, f"{url} answers TLS (certificate not checked by doctor)")
+        return fail(
             name,
             f"{url} is unreachable ({exc}): ipamd serves pods but cannot read their metadata",
             "check the node's security group and route to the control plane, and kube-proxy for the "
             "service IP",
         )
-    return _ok(name, f"{url} answered {reply.status}")
+    return ok(name, f"{url} answered {reply.status}")

@@ -9,11 +9,9 @@ import contextlib
 import ipaddress
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from vpccni.networkutils.names import host_veth_name
@@ -22,21 +20,10 @@ from vpccni.testbed.kube import PODS
 from vpccni.testbed.netpol import daemons
 from vpccni.testbed.netpol.cluster import PolicyCluster
 from vpccni.testbed.noderunner import NETWORK_NAME
+from vpccni.testbed.polling import eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs root")
-T = TypeVar("T")
 PORT = 8080
-
-
-def _eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f}s")
-        time.sleep(0.2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +117,7 @@ def test_a_runtime_sandbox_is_denied_until_a_policy_selects_it_then_the_policy_d
                 "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
             }
         )
-        _eventually(lambda: _reaches(client, db))
+        eventually(lambda: _reaches(client, db))
         assert not _reaches(other, db)  # selected by no ingress rule of db's policy
 
     for pod in (db, client, other):
@@ -141,4 +128,4 @@ def test_a_runtime_sandbox_is_denied_until_a_policy_selects_it_then_the_policy_d
         pc.delete_policy("shop", policy)
     for node, pods in ((0, [db]), (1, [client, other])):
         gone = [f'"{host_veth_name("shop", p.name)}"' for p in pods] + [str(p.ip) for p in pods]
-        _eventually(lambda n=node, g=gone: all(x not in _table(pc, n) for x in g))
+        eventually(lambda n=node, g=gone: all(x not in _table(pc, n) for x in g))

@@ -11,11 +11,10 @@ import ipaddress
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -24,23 +23,12 @@ from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.cri import Containerd, CriClient, PodSpec, podnet
 from vpccni.testbed.kube import PODS
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
+from vpccni.testbed.polling import eventually
 from vpccni.testbed.vpcrc import ControllerConfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs root")
-T = TypeVar("T")
 PORT = 5432
 AGENT_ENV = {"ENABLE_POD_ENI": "true", "VPCCNI_POD_ENI_WAIT": "10", "AWS_VPC_K8S_CNI_LOGLEVEL": "DEBUG"}
-
-
-def _eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f}s")
-        time.sleep(0.1)
 
 
 @dataclass
@@ -103,8 +91,8 @@ def hosts(cluster: Cluster) -> Iterator[list[Host]]:
             hosts.append(Host(node=node, runner=runner, cri=stack.enter_context(containerd.client())))
         assert cluster.vpcrc is not None
         for host in hosts:  # the controller attaches a trunk once ipamd asks for one; ipamd then finds it
-            _eventually(lambda h=host: cluster.vpcrc and cluster.vpcrc.trunk_of(h.node.k8s_node_name))
-            _eventually(lambda h=host: h.runner.metric("vpccni_trunk_eni_attached") == 1)
+            eventually(lambda h=host: cluster.vpcrc and cluster.vpcrc.trunk_of(h.node.k8s_node_name))
+            eventually(lambda h=host: h.runner.metric("vpccni_trunk_eni_attached") == 1)
         yield hosts
 
 
@@ -161,4 +149,4 @@ def test_a_branch_pod_gets_its_branch_eni_and_its_group_decides_who_reaches_it(
             return exc.response["Error"]["Code"] == "InvalidNetworkInterfaceID.NotFound"
         return False
 
-    _eventually(lambda: all(deleted(e) for e in branches))
+    eventually(lambda: all(deleted(e) for e in branches))

@@ -14,8 +14,7 @@ import ipaddress
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,22 +28,12 @@ from vpccni.testbed.datapath.probes import EchoServer, tcp_echo
 from vpccni.testbed.kube import PODS
 from vpccni.testbed.modes import IPV6_CLUSTER_ENV, dual_stack
 from vpccni.testbed.noderunner import NETWORK_NAME, NodeRunner, build_shim
+from vpccni.testbed.polling import eventually
 from vpccni.testbed.vpcrc import ControllerConfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the e2e tier needs root")
 PORT = 5432
 ENV = {**IPV6_CLUSTER_ENV, "ENABLE_POD_ENI": "true", "VPCCNI_POD_ENI_WAIT": "10"}
-
-
-def _eventually(check: Callable[[], object], *, timeout_s: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f}s")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
             containerd.install_plugin(kind, shim.parent / kind)
         containerd.link_reference_plugins("portmap")
         containerd.wait_network_ready(network=NETWORK_NAME)
-        _eventually(lambda: runner.metric("vpccni_trunk_eni_attached") == 1)
+        eventually(lambda: runner.metric("vpccni_trunk_eni_attached") == 1)
         yield cluster, runner, stack.enter_context(containerd.client())
 
 
@@ -152,4 +141,4 @@ def test_an_ipv6_branch_sandbox_gets_its_branch_enis_ipv6_and_leaves_nothing(
             return exc.response["Error"]["Code"] == "InvalidNetworkInterfaceID.NotFound"
         return False
 
-    _eventually(deleted)
+    eventually(deleted)

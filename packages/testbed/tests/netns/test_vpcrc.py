@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -15,20 +15,8 @@ from kubernetes import client
 from vpccni.k8sapi.names import POD_ENI_ANNOTATION, POD_ENI_RESOURCE
 from vpccni.testbed.cluster import Cluster, ClusterConfig, Node
 from vpccni.testbed.kube import CNINODES, NODES, PODS, SECURITYGROUPPOLICIES
+from vpccni.testbed.polling import eventually
 from vpccni.testbed.vpcrc import ControllerConfig
-
-T = TypeVar("T")
-
-
-def _eventually(fn: Callable[[], T | None], *, timeout_s: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +72,9 @@ def _annotation(cluster: Cluster, name: str) -> dict[str, Any] | None:
 
 def test_a_node_asking_for_the_feature_gets_a_trunk_and_branch_capacity(cluster: Cluster, node: Node) -> None:
     assert cluster.vpcrc is not None and cluster.kube is not None
-    trunk = _eventually(lambda: cluster.vpcrc.trunk_of(node.k8s_node_name) if cluster.vpcrc else None)
+    trunk = eventually(
+        lambda: cluster.vpcrc.trunk_of(node.k8s_node_name) if cluster.vpcrc else None,
+    )
     ec2 = cluster.cloud.ec2_client()
     described = ec2.describe_network_interfaces(NetworkInterfaceIds=[trunk.eni_id])["NetworkInterfaces"][0]
     assert described["InterfaceType"] == "trunk" and described["Description"] == "trunk-eni"
@@ -96,7 +86,7 @@ def test_a_node_asking_for_the_feature_gets_a_trunk_and_branch_capacity(cluster:
         k8s_node = kube.store.get(NODES, node.k8s_node_name)
         return k8s_node if POD_ENI_RESOURCE in k8s_node["status"]["capacity"] else None
 
-    k8s_node = _eventually(advertised)
+    k8s_node = eventually(advertised)
     assert k8s_node["status"]["capacity"][POD_ENI_RESOURCE] == "9"  # m5.large's branch limit
     assert k8s_node["metadata"]["labels"]["vpc.amazonaws.com/has-trunk-attached"] == "true"
     assert trunk.eni_id in {p.eni_id for p in cluster.datapath.router.plugged()}
@@ -106,7 +96,9 @@ def test_a_selected_pod_gets_a_branch_eni_with_the_policys_groups(
     cluster: Cluster, node: Node, group: str
 ) -> None:
     assert cluster.kube is not None and cluster.vpcrc is not None
-    _eventually(lambda: cluster.vpcrc.trunk_of(node.k8s_node_name) if cluster.vpcrc else None)
+    eventually(
+        lambda: cluster.vpcrc.trunk_of(node.k8s_node_name) if cluster.vpcrc else None,
+    )
     # Through the API (a POST, as kubectl would), so the webhook runs.
     core = client.CoreV1Api(client.ApiClient(client.Configuration(host=cluster.kube.url)))
     manifest: Any = {
@@ -119,7 +111,7 @@ def test_a_selected_pod_gets_a_branch_eni_with_the_policys_groups(
     assert limits == {POD_ENI_RESOURCE: "1"}
     assert "resources" not in web["spec"]["containers"][0]
 
-    entry = _eventually(lambda: _annotation(cluster, "db-1"))
+    entry = eventually(lambda: _annotation(cluster, "db-1"))
     assert entry["vlanId"] == 1 and entry["subnetCidr"] == str(node.instance.subnet_cidr)
     ec2 = cluster.cloud.ec2_client()
     branch = ec2.describe_network_interfaces(NetworkInterfaceIds=[entry["eniId"]])["NetworkInterfaces"][0]
@@ -139,7 +131,7 @@ def test_a_deleted_pods_branch_eni_goes_after_the_cooldown_and_its_vlan_is_reuse
 ) -> None:
     assert cluster.vpcrc is not None
     cluster.create_pod(node, namespace="default", name="db-2", labels={"app": "db"})
-    entry = _eventually(lambda: _annotation(cluster, "db-2"))
+    entry = eventually(lambda: _annotation(cluster, "db-2"))
     cluster.delete_pod("default", "db-2")
     ec2 = cluster.cloud.ec2_client()
 
@@ -150,7 +142,7 @@ def test_a_deleted_pods_branch_eni_goes_after_the_cooldown_and_its_vlan_is_reuse
             return exc.response["Error"]["Code"] == "InvalidNetworkInterfaceID.NotFound"
         return False
 
-    _eventually(gone)
+    eventually(gone)
     assert entry["eniId"] not in {p.eni_id for p in cluster.datapath.router.branches()}
     cluster.create_pod(node, namespace="default", name="db-3", labels={"app": "db"})
-    assert _eventually(lambda: _annotation(cluster, "db-3"))["vlanId"] == entry["vlanId"]
+    assert eventually(lambda: _annotation(cluster, "db-3"))["vlanId"] == entry["vlanId"]

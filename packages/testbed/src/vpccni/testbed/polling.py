@@ -17,8 +17,7 @@ def eventually(
     retry_on: tuple[type[Exception], ...] = (Exception,),
 ) -> T:
     """The first truthy value `check` returns; an exception in `retry_on` counts as "not yet" (a controller
-    mid-change), any other propagates. AssertionError after `timeout_s`,
-    caused by the last such exception."""
+    mid-change), any other propagates. AssertionError after `timeout_s`, caused by the last such exception."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while True:

@@ -37,10 +37,7 @@ def stack() -> Iterator[tuple[Cluster, NodeRunner, CriClient]]:
         stack.callback(runner.close)
         runner.start()
         containerd = stack.enter_context(Containerd(netns_path=node.netns_path, cni_conf_dir=runner.confdir))
-        containerd.install_plugin("aws-cni", shim)
-        for kind in runner.chained():
-            containerd.install_plugin(kind, shim.parent / kind)
-        containerd.link_reference_plugins("portmap")
+        containerd.install_chain(shim, runner.chained())
         containerd.wait_network_ready(network=NETWORK_NAME)
         yield cluster, runner, stack.enter_context(containerd.client())
 

@@ -45,8 +45,7 @@ def policy_cluster() -> Iterator[tuple[PolicyCluster, list[CriClient]]]:
             containerd = stack.enter_context(
                 Containerd(netns_path=runner.node.netns_path, cni_conf_dir=runner.confdir)
             )
-            containerd.install_plugin("aws-cni", runner.shim)
-            containerd.link_reference_plugins("portmap")
+            containerd.install_chain(runner.shim)
             containerd.wait_network_ready(network=NETWORK_NAME)
             clients.append(stack.enter_context(containerd.client()))
         yield pc, clients

@@ -85,8 +85,7 @@ def hosts(cluster: Cluster) -> Iterator[list[Host]]:
             containerd = stack.enter_context(
                 Containerd(netns_path=node.netns_path, cni_conf_dir=runner.confdir)
             )
-            containerd.install_plugin("aws-cni", shim)
-            containerd.link_reference_plugins("portmap")
+            containerd.install_chain(shim)
             containerd.wait_network_ready(network=NETWORK_NAME)
             hosts.append(Host(node=node, runner=runner, cri=stack.enter_context(containerd.client())))
         assert cluster.vpcrc is not None

@@ -2,8 +2,7 @@
 sandbox image, and a small CRI client for pod sandboxes (what kubelet asks of the runtime).
 
     with Containerd(netns_path=node.netns_path, cni_conf_dir=runner.confdir) as containerd:
-        containerd.install_plugin("aws-cni", shim)
-        containerd.link_reference_plugins("portmap")
+        containerd.install_chain(shim, runner.chained())
         containerd.wait_network_ready(network="aws-cni")
         with containerd.client() as cri:
             sandbox = cri.status(cri.run_pod(PodSpec(name="web", port_mappings=(PortMapping(...),))))

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
@@ -175,6 +175,14 @@ class Containerd:
                     f"reference CNI plugin {source} is missing: apt-get install containernetworking-plugins"
                 )
             self.install_plugin(name, source)
+
+    def install_chain(self, shim: Path, chained: Iterable[str] = ()) -> None:
+        """The plugins of vpccni's conflist: aws-cni (the standalone build `shim`), the types chained after it
+        that are the same build under another name (egress-cni, beside it), and the reference portmap."""
+        self.install_plugin("aws-cni", shim)
+        for kind in chained:
+            self.install_plugin(kind, shim.parent / kind)
+        self.link_reference_plugins("portmap")
 
     def install_plugin(self, name: str, executable: Path) -> Path:
         """Make `executable` available to containerd as CNI plugin `name` (a symlink in bin_dir)."""

@@ -101,10 +101,7 @@ class ContainerdRuntime:
             containerd = Containerd(netns_path=runner.node.netns_path)
             self._containerd[runner.node.name] = containerd
             containerd.start()
-            containerd.install_plugin("aws-cni", runner.shim)
-            for kind in runner.chained():  # egress-cni: the same build under another name
-                containerd.install_plugin(kind, runner.shim.parent / kind)
-            containerd.link_reference_plugins("portmap")
+            containerd.install_chain(runner.shim, runner.chained())
             containerd.write_conflist(runner.conflist.name, json.loads(runner.conflist.read_text()))
             containerd.wait_network_ready()
             self._clients[runner.node.name] = containerd.client()
